@@ -1,0 +1,198 @@
+//! Types shared by every kind: references, the condition vocabulary and helpers.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every kind this operator serves.
+pub const GROUP: &str = "librechat.ai";
+/// Finalizer that lets the operator clean up LibreChat state before an object disappears.
+pub const FINALIZER: &str = "librechat.ai/cleanup";
+/// Label put on every object the operator creates (generated Secrets, invite Secrets).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "librechat-operator";
+
+/// Points at the `LibreChatInstance` whose database this object is written to.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceRef {
+    /// Name of the LibreChatInstance.
+    pub name: String,
+    /// Namespace of the LibreChatInstance; defaults to this object's own namespace. The
+    /// instance's `spec.allowedNamespaces` must admit this object's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A key inside a Secret in the same namespace as the object that refers to it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret (same namespace as the referring object).
+    pub name: String,
+    /// Key inside the Secret's `data`.
+    pub key: String,
+}
+
+/// Condition types used across kinds.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const MONGO_REACHABLE: &str = "MongoReachable";
+    pub const REDIS_REACHABLE: &str = "RedisReachable";
+    pub const PASSWORD_READY: &str = "PasswordReady";
+}
+
+/// Machine-readable reasons, shared so that tooling can match on them.
+pub mod reason {
+    pub const RECONCILED: &str = "Reconciled";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
+    pub const INVALID_URI: &str = "InvalidURI";
+    pub const UNREACHABLE: &str = "Unreachable";
+    pub const REACHABLE: &str = "Reachable";
+    pub const NOT_CONFIGURED: &str = "NotConfigured";
+    pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
+    pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
+    pub const INSTANCE_NOT_READY: &str = "InstanceNotReady";
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    pub const ADMIN_NOT_ALLOWED: &str = "AdminNotAllowed";
+    pub const CONFLICT: &str = "Conflict";
+    pub const ALREADY_EXISTS: &str = "AlreadyExists";
+    pub const PASSWORD_INVALID: &str = "PasswordInvalid";
+    pub const PASSWORD_APPLIED: &str = "PasswordApplied";
+    pub const NO_PASSWORD: &str = "NoPassword";
+    pub const STORE_ERROR: &str = "StoreError";
+    pub const DELETE_BLOCKED: &str = "DeleteBlocked";
+}
+
+/// One condition as the controller wants it; turned into a Kubernetes `Condition` by
+/// [`merge_condition`], which keeps `lastTransitionTime` stable while the status holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cond {
+    pub type_: &'static str,
+    pub ok: Option<bool>,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Cond {
+    pub fn new(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>) -> Self {
+        Cond {
+            type_,
+            ok: Some(ok),
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+    pub fn unknown(type_: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Cond {
+            type_,
+            ok: None,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+    fn status_str(&self) -> &'static str {
+        match self.ok {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        }
+    }
+}
+
+/// Merges `wanted` into `existing`, returning the new list. A condition whose status did not
+/// change keeps its `lastTransitionTime`, so watchers can tell how long a state has held.
+pub fn merge_conditions(
+    existing: &[Condition],
+    wanted: &[Cond],
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = existing
+        .iter()
+        .filter(|c| !wanted.iter().any(|w| w.type_ == c.type_))
+        .cloned()
+        .collect();
+    for w in wanted {
+        let previous = existing.iter().find(|c| c.type_ == w.type_);
+        let last_transition_time = match previous {
+            Some(p) if p.status == w.status_str() => p.last_transition_time.clone(),
+            _ => Time(jiff::Timestamp::now()),
+        };
+        out.push(Condition {
+            type_: w.type_.to_string(),
+            status: w.status_str().to_string(),
+            reason: w.reason.clone(),
+            message: w.message.clone(),
+            observed_generation: generation,
+            last_transition_time,
+        });
+    }
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
+}
+
+/// Finds a condition by type.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether `Ready` is `True` for the given generation.
+pub fn is_ready(conditions: &[Condition], generation: Option<i64>) -> bool {
+    find_condition(conditions, condition::READY).is_some_and(|c| {
+        c.status == "True" && (generation.is_none() || c.observed_generation == generation)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_is_kept_while_status_holds() {
+        let first = merge_conditions(
+            &[],
+            &[Cond::new(condition::READY, false, "A", "a")],
+            Some(1),
+        );
+        let t0 = first[0].last_transition_time.clone();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = merge_conditions(
+            &first,
+            &[Cond::new(condition::READY, false, "B", "b")],
+            Some(2),
+        );
+        assert_eq!(second[0].last_transition_time, t0);
+        assert_eq!(second[0].reason, "B");
+        assert_eq!(second[0].observed_generation, Some(2));
+        let third = merge_conditions(
+            &second,
+            &[Cond::new(condition::READY, true, "C", "c")],
+            Some(2),
+        );
+        assert_ne!(third[0].last_transition_time, t0);
+        assert!(is_ready(&third, Some(2)));
+        assert!(!is_ready(&third, Some(3)));
+    }
+
+    #[test]
+    fn other_conditions_survive_a_merge() {
+        let first = merge_conditions(
+            &[],
+            &[
+                Cond::new(condition::READY, true, "A", "a"),
+                Cond::new(condition::PASSWORD_READY, true, "P", "p"),
+            ],
+            Some(1),
+        );
+        let second = merge_conditions(
+            &first,
+            &[Cond::new(condition::READY, false, "B", "b")],
+            Some(1),
+        );
+        assert_eq!(second.len(), 2);
+        assert!(find_condition(&second, condition::PASSWORD_READY).is_some());
+    }
+}

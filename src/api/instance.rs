@@ -1,0 +1,199 @@
+//! `LibreChatInstance`: where one LibreChat deployment keeps its data, and who may manage
+//! users in it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::SecretKeyRef;
+
+/// LibreChat's own default for `MIN_PASSWORD_LENGTH`.
+pub const DEFAULT_MIN_PASSWORD_LENGTH: u32 = 8;
+/// LibreChat rejects longer passwords at registration and in the schema.
+pub const MAX_PASSWORD_LENGTH: u32 = 128;
+/// How often instances are health-checked and users compared with the database.
+pub const DEFAULT_RESYNC_PERIOD: &str = "5m";
+
+/// Declares one LibreChat deployment's MongoDB (and optional Redis), and the policy for the
+/// users, bans and invites that point at it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "librechat.ai",
+    version = "v1alpha1",
+    kind = "LibreChatInstance",
+    plural = "librechatinstances",
+    shortname = "lci",
+    category = "librechat",
+    namespaced,
+    status = "LibreChatInstanceStatus",
+    doc = "A LibreChat deployment whose MongoDB (and Redis) the operator writes users, bans and invites into.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Mongo",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"MongoReachable\")].status"
+    ),
+    printcolumn(
+        name = "Redis",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"RedisReachable\")].reason"
+    ),
+    printcolumn(name = "Users", type_ = "integer", json_path = ".status.stats.users"),
+    printcolumn(
+        name = "Managed",
+        type_ = "integer",
+        json_path = ".status.stats.managedUsers"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LibreChatInstanceSpec {
+    /// MongoDB that LibreChat uses (its `MONGO_URI`).
+    pub mongo: MongoSpec,
+    /// Redis that LibreChat uses, if any (`USE_REDIS`/`REDIS_URI`). Only caches live there; the
+    /// operator invalidates them after changes so that LibreChat sees them at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+    /// LibreChat's `DOMAIN_CLIENT`, e.g. `https://chat.example.com`: the base URL of invite
+    /// links and of the `url` key in generated password Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_client: Option<String>,
+    /// Password rules mirrored from LibreChat's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_policy: Option<PasswordPolicy>,
+    /// Namespaces whose users, bans and invites may point at this instance: names, or `["*"]`
+    /// for all. Default: only the instance's own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<Vec<String>>,
+    /// Whether objects in namespaces other than the instance's own may declare `role: ADMIN`.
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_admin: Option<bool>,
+    /// How often the instance is health-checked and each user compared with the database
+    /// (drift correction), as a duration such as `30s`, `5m`, `1h`. Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
+    pub resync_period: Option<String>,
+}
+
+/// Where LibreChat's MongoDB is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MongoSpec {
+    /// Secret key holding the full `mongodb://` or `mongodb+srv://` URI, credentials included.
+    /// The database is taken from the URI path (default `LibreChat`, as in LibreChat).
+    pub uri_secret_ref: SecretKeyRef,
+}
+
+/// Where LibreChat's Redis is, and how LibreChat names its keys there.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Secret key holding a `redis://` or `rediss://` URI. Without it the operator cannot
+    /// invalidate LibreChat's caches, and changes show once LibreChat's cache entries expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_secret_ref: Option<SecretKeyRef>,
+    /// LibreChat's `REDIS_KEY_PREFIX` (default empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// Mirrors LibreChat's `USE_REDIS`; it changes the names of LibreChat's ban-cache keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_redis: Option<bool>,
+}
+
+/// Password rules.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordPolicy {
+    /// LibreChat's `MIN_PASSWORD_LENGTH` (default 8). Passwords are at most 128 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 128))]
+    pub min_length: Option<u32>,
+}
+
+/// What the operator observed of the instance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LibreChatInstanceStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `MongoReachable`, `RedisReachable` and `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Counts in the style of LibreChat's `user-stats` script, refreshed every resync period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<InstanceStats>,
+}
+
+/// Account counts of the instance's database.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStats {
+    /// Every account in LibreChat's `users` collection.
+    pub users: u64,
+    /// Accounts owned by a LibreChatUser.
+    pub managed_users: u64,
+    /// Accounts with a verified email.
+    pub verified_users: u64,
+    /// Bans in force (user and IP).
+    pub active_bans: u64,
+    /// Invitations not yet used or expired.
+    pub pending_invites: u64,
+    /// When these counts were taken (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+impl LibreChatInstanceSpec {
+    pub fn min_password_length(&self) -> u32 {
+        self.password_policy
+            .as_ref()
+            .and_then(|p| p.min_length)
+            .unwrap_or(DEFAULT_MIN_PASSWORD_LENGTH)
+    }
+
+    pub fn redis_key_prefix(&self) -> String {
+        self.redis
+            .as_ref()
+            .and_then(|r| r.key_prefix.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn use_redis(&self) -> bool {
+        self.redis
+            .as_ref()
+            .and_then(|r| r.use_redis)
+            .unwrap_or(false)
+    }
+
+    /// Whether an object in `namespace` may point at this instance, which lives in `own_namespace`.
+    pub fn admits_namespace(&self, own_namespace: &str, namespace: &str) -> bool {
+        if namespace == own_namespace {
+            return true;
+        }
+        self.allowed_namespaces
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|n| n == "*" || n == namespace))
+    }
+
+    /// Whether an object in `namespace` may declare an ADMIN account.
+    pub fn admits_admin(&self, own_namespace: &str, namespace: &str) -> bool {
+        namespace == own_namespace || self.allow_admin.unwrap_or(false)
+    }
+}

@@ -1,0 +1,222 @@
+//! `LibreChatUser`: one LibreChat account, declared.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{InstanceRef, SecretKeyRef};
+
+/// Length of a generated password when `generate.length` is not given.
+pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
+
+/// One LibreChat account, kept as declared.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "librechat.ai",
+    version = "v1alpha1",
+    kind = "LibreChatUser",
+    plural = "librechatusers",
+    shortname = "lcu",
+    category = "librechat",
+    namespaced,
+    status = "LibreChatUserStatus",
+    doc = "A LibreChat account, created and kept as declared, and removed or released on deletion.",
+    printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(
+        name = "Provider",
+        type_ = "string",
+        json_path = ".spec.provider",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Instance",
+        type_ = "string",
+        json_path = ".spec.instanceRef.name",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "UserID",
+        type_ = "string",
+        json_path = ".status.userId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.password) || !has(self.provider) || self.provider == 'local'",
+     "message": "password applies only to provider 'local'; SSO accounts log in through their identity provider"}
+]))]
+pub struct LibreChatUserSpec {
+    /// The LibreChatInstance whose database holds this account. Immutable.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "instanceRef is immutable"}]))]
+    pub instance_ref: InstanceRef,
+    /// The account's email, its identity in LibreChat. Stored trimmed and lower-cased. Immutable.
+    #[schemars(length(min = 3, max = 254))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "email is immutable: create a new LibreChatUser instead"}]))]
+    pub email: String,
+    /// Display name (3 to 80 characters, as LibreChat's registration requires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 80))]
+    pub name: Option<String>,
+    /// Username (2 to 80 characters, stored lower-cased; LibreChat does not require it to be unique).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 80))]
+    pub username: Option<String>,
+    /// `USER` (default), `ADMIN`, or the name of a custom LibreChat role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub role: Option<String>,
+    /// How the person logs in: `local` (default, email and password) or an SSO provider, which
+    /// pre-provisions the account without a password so that the first SSO login links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    /// Whether the email counts as verified (default true). An unverified local account cannot
+    /// log in unless LibreChat has `ALLOW_UNVERIFIED_EMAIL_LOGIN=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    /// The account's password (provider `local` only). Neither field: the account can log in
+    /// only after a password reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<PasswordSource>,
+    /// What deleting this object does to the account: `Retain` (default) leaves it in LibreChat,
+    /// `Delete` removes it with all its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+    /// With `deletionPolicy: Delete`, also delete the user's billing `transactions` (default
+    /// false: keep the audit trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_transactions: Option<bool>,
+    /// Whether an existing LibreChat account with this email that no object manages may be
+    /// taken over (default false). Adoption overwrites name, username, role and emailVerified
+    /// with the declared values, and the password when one is declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<bool>,
+}
+
+/// LibreChat's `provider` values.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[default]
+    Local,
+    Openid,
+    Google,
+    Github,
+    Discord,
+    Facebook,
+    Apple,
+    Saml,
+    Ldap,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::Openid => "openid",
+            Provider::Google => "google",
+            Provider::Github => "github",
+            Provider::Discord => "discord",
+            Provider::Facebook => "facebook",
+            Provider::Apple => "apple",
+            Provider::Saml => "saml",
+            Provider::Ldap => "ldap",
+        }
+    }
+}
+
+/// Where the password comes from: at most one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.secretRef) && has(self.generate))", "message": "set at most one of secretRef and generate"}
+]))]
+pub struct PasswordSource {
+    /// A Secret you own. Changing the value rotates the password and logs the user out
+    /// everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// Let the operator generate a password into a Secret it creates and owns (keys `email`,
+    /// `password`, and `url` when the instance has `domainClient`). Delete that Secret to
+    /// rotate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GeneratePassword>,
+}
+
+/// A generated password.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratePassword {
+    /// Name of the Secret to create (same namespace). An existing Secret that the operator does
+    /// not own is never overwritten.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Password length (default 24; at least the instance's minimum, at most 128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 8, max = 128))]
+    pub length: Option<u32>,
+}
+
+/// What deleting the object does to the account.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Leave the account in LibreChat and stop managing it.
+    #[default]
+    Retain,
+    /// Delete the account and all its data.
+    Delete,
+}
+
+/// What the operator observed of the account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LibreChatUserStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and `PasswordReady`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The account's MongoDB `_id` as hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Which version of the password Secret was applied (`<uid>/<resourceVersion>`); never the
+    /// password or a hash of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_version: Option<String>,
+    /// When the account was last compared with the declaration (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+}
+
+impl LibreChatUserSpec {
+    pub fn provider(&self) -> Provider {
+        self.provider.unwrap_or_default()
+    }
+    pub fn role(&self) -> &str {
+        self.role.as_deref().unwrap_or("USER")
+    }
+    pub fn email_verified(&self) -> bool {
+        self.email_verified.unwrap_or(true)
+    }
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.deletion_policy.unwrap_or_default()
+    }
+}

@@ -1,0 +1,249 @@
+//! The checks the controllers run before anything is written. The API server enforces the
+//! same rules where the schema can say them, but older servers drop CEL rules, and
+//! `librechat-operator validate` runs them offline, so the controller is the authority.
+
+use super::instance::MAX_PASSWORD_LENGTH;
+use super::user::LibreChatUserSpec;
+
+/// Problems with a spec, one sentence each, telling the author what to change.
+pub type Problems = Vec<String>;
+
+/// LibreChat stores emails trimmed and lower-cased, and looks them up the same way.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Checks an email the way LibreChat's registration would accept it (`z.string().email()`):
+/// one `@`, a non-empty local part, a dotted domain, no white space or control characters.
+pub fn check_email(email: &str) -> Result<String, String> {
+    let normalized = normalize_email(email);
+    let invalid = |why: &str| Err(format!("email '{}' is not valid: {why}", email.trim()));
+    if normalized.len() > 254 {
+        return invalid("longer than 254 characters");
+    }
+    if normalized
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return invalid("it contains white space");
+    }
+    let Some((local, domain)) = normalized.split_once('@') else {
+        return invalid("it has no '@'");
+    };
+    if local.is_empty() || domain.contains('@') {
+        return invalid("it needs exactly one '@' with a name before it");
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return invalid("dots may not start, end or repeat in the name");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2
+        || labels
+            .iter()
+            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+        || !labels
+            .iter()
+            .all(|l| l.chars().all(|c| c.is_alphanumeric() || c == '-'))
+    {
+        return invalid("the domain must look like example.com");
+    }
+    Ok(normalized)
+}
+
+/// LibreChat's username rule (`api/strategies/validators.js`): 2 to 80 characters, letters of
+/// the scripts it lists, digits and `_.@#$%&*()`, and none of the sequences it treats as an
+/// injection attempt. A username is always stored as a string, never used as a query.
+pub fn check_username(username: &str) -> Result<(), String> {
+    let count = username.chars().count();
+    if !(2..=80).contains(&count) {
+        return Err(format!("username must be 2 to 80 characters, not {count}"));
+    }
+    for forbidden in [
+        "'", "--", "$ne", "$gt", "$lt", "$or", "$where", "{", "}", "*", ";", "<", ">", "/", "=",
+    ] {
+        if username.contains(forbidden) {
+            return Err(format!("username may not contain '{forbidden}'"));
+        }
+    }
+    if let Some(c) = username
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || "_.@#$%&()".contains(*c)))
+    {
+        return Err(format!(
+            "username may not contain '{c}': use letters, digits and _.@#$%&()"
+        ));
+    }
+    Ok(())
+}
+
+/// LibreChat's registration rule for display names: 3 to 80 characters.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let count = name.trim().chars().count();
+    if !(3..=80).contains(&count) {
+        return Err(format!("name must be 3 to 80 characters, not {count}"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name may not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Role names are keys in LibreChat's `roles` collection.
+pub fn check_role(role: &str) -> Result<(), String> {
+    if role.is_empty()
+        || role.len() > 64
+        || !role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!("role '{role}' is not valid: use USER, ADMIN or a custom role name of letters, digits, '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// LibreChat's password rule: `MIN_PASSWORD_LENGTH`..128 characters, not only white space.
+/// The message never includes the password.
+pub fn check_password(password: &str, min_length: u32) -> Result<(), String> {
+    let count = password.chars().count() as u32;
+    if count < min_length {
+        return Err(format!(
+            "the password has {count} characters; the instance requires at least {min_length}"
+        ));
+    }
+    if count > MAX_PASSWORD_LENGTH {
+        return Err(format!(
+            "the password has {count} characters; LibreChat accepts at most {MAX_PASSWORD_LENGTH}"
+        ));
+    }
+    if password.trim().is_empty() {
+        return Err("the password is only white space".into());
+    }
+    Ok(())
+}
+
+impl LibreChatUserSpec {
+    /// Every problem with this spec, independent of the cluster. `min_password_length` bounds a
+    /// generated password's length.
+    pub fn problems(&self, min_password_length: u32) -> Problems {
+        let mut problems = Problems::new();
+        if let Err(e) = check_email(&self.email) {
+            problems.push(e);
+        }
+        if let Some(name) = &self.name {
+            if let Err(e) = check_name(name) {
+                problems.push(e);
+            }
+        }
+        if let Some(username) = &self.username {
+            if let Err(e) = check_username(username) {
+                problems.push(e);
+            }
+        }
+        if let Err(e) = check_role(self.role()) {
+            problems.push(e);
+        }
+        if self.instance_ref.name.is_empty() {
+            problems.push("instanceRef.name is required".into());
+        }
+        if let Some(password) = &self.password {
+            if self.provider() != super::user::Provider::Local {
+                problems.push(format!(
+                    "password applies only to provider 'local', not '{}': SSO accounts log in through their identity provider",
+                    self.provider().as_str()
+                ));
+            }
+            match (&password.secret_ref, &password.generate) {
+                (Some(_), Some(_)) => {
+                    problems.push("password: set at most one of secretRef and generate".into())
+                }
+                (Some(r), None) if r.name.is_empty() || r.key.is_empty() => {
+                    problems.push("password.secretRef needs both name and key".into())
+                }
+                (None, Some(g)) => {
+                    let length = g
+                        .length
+                        .unwrap_or(super::user::DEFAULT_GENERATED_PASSWORD_LENGTH);
+                    if g.secret_name.is_empty() {
+                        problems.push("password.generate.secretName is required".into());
+                    }
+                    if length < min_password_length.max(8) || length > MAX_PASSWORD_LENGTH {
+                        problems.push(format!(
+                            "password.generate.length must be between {} and {MAX_PASSWORD_LENGTH}",
+                            min_password_length.max(8)
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_and_lowercased() {
+        assert_eq!(
+            check_email("  Jane.Doe@Example.COM ").unwrap(),
+            "jane.doe@example.com"
+        );
+    }
+
+    #[test]
+    fn bad_emails_are_refused() {
+        for bad in [
+            "",
+            "jane",
+            "jane@",
+            "@example.com",
+            "jane@example",
+            "ja ne@example.com",
+            "a@b@c.com",
+            "jane@.com",
+            "x@-a.com",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn usernames_that_look_like_queries_are_refused() {
+        for bad in [
+            r#"{"$ne": ""}"#,
+            "$where",
+            "a",
+            "x' or 1=1 --",
+            "bob;drop",
+            "a/b",
+        ] {
+            assert!(check_username(bad).is_err(), "{bad:?} should be refused");
+        }
+        for good in ["janed", "jane.doe", "李小龙", "user_1@team", "o(k)"] {
+            assert!(check_username(good).is_ok(), "{good:?} should be accepted");
+        }
+    }
+
+    #[test]
+    fn passwords_respect_the_policy_and_never_echo() {
+        assert!(check_password("short", 8)
+            .unwrap_err()
+            .contains("at least 8"));
+        assert!(!check_password("short", 8).unwrap_err().contains("short"));
+        assert!(check_password(&"x".repeat(129), 8).is_err());
+        assert!(check_password("         ", 8).is_err());
+        assert!(check_password("long enough", 8).is_ok());
+    }
+
+    #[test]
+    fn names_and_roles() {
+        assert!(check_name("Jo").is_err());
+        assert!(check_name(&"n".repeat(81)).is_err());
+        assert!(check_name("Jane Doe").is_ok());
+        assert!(check_role("ADMIN").is_ok());
+        assert!(check_role("").is_err());
+        assert!(check_role("$where").is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! One pooled MongoDB client (and Redis connection) per LibreChatInstance, shared by every
+//! reconciler, rebuilt when the instance's Secrets change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::{Client, ResourceExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use super::secrets::{read_secret_key, SecretError};
+use crate::api::common::reason;
+use crate::api::LibreChatInstance;
+use crate::librechat::{connect_mongo, connect_redis, ConnectError, Store};
+
+/// Why an instance's stores could not be had, ready for a condition.
+#[derive(Debug, Clone)]
+pub struct ConnectProblem {
+    /// `MongoReachable` or `RedisReachable`.
+    pub condition: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ConnectProblem {
+    fn secret(condition: &'static str, e: SecretError) -> Self {
+        ConnectProblem {
+            condition,
+            reason: e.reason(),
+            message: e.to_string(),
+        }
+    }
+    fn connect(condition: &'static str, e: ConnectError) -> Self {
+        let reason = match e {
+            ConnectError::InvalidUri { .. } => reason::INVALID_URI,
+            ConnectError::Unreachable { .. } => reason::UNREACHABLE,
+        };
+        ConnectProblem {
+            condition,
+            reason,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// An instance's stores. `redis` is `Err` when Redis is configured but not connected; the
+/// MongoDB side works regardless.
+#[derive(Clone)]
+pub struct Stores {
+    pub store: Store,
+    pub redis_configured: bool,
+    pub redis_problem: Option<ConnectProblem>,
+    /// Set once LibreChat's indexes were ensured through this connection.
+    pub indexes_ensured: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct Entry {
+    fingerprint: Vec<u8>,
+    stores: Stores,
+}
+
+#[derive(Default)]
+pub struct Connections {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Connections {
+    /// The stores of `instance`, reusing the pooled clients while its URIs are unchanged.
+    pub async fn stores_for(
+        &self,
+        client: &Client,
+        instance: &LibreChatInstance,
+    ) -> Result<Stores, ConnectProblem> {
+        use crate::api::common::condition::{MONGO_REACHABLE, REDIS_REACHABLE};
+        let namespace = instance.namespace().unwrap_or_default();
+        let key = format!("{namespace}/{}", instance.name_any());
+        let spec = &instance.spec;
+
+        let mongo_uri = read_secret_key(client, &namespace, &spec.mongo.uri_secret_ref)
+            .await
+            .map_err(|e| ConnectProblem::secret(MONGO_REACHABLE, e))?
+            .value;
+        let redis_ref = spec.redis.as_ref().and_then(|r| r.uri_secret_ref.as_ref());
+        let redis_uri = match redis_ref {
+            Some(r) => Some(
+                read_secret_key(client, &namespace, r)
+                    .await
+                    .map_err(|e| ConnectProblem::secret(REDIS_REACHABLE, e)),
+            ),
+            None => None,
+        };
+        let prefix = spec.redis_key_prefix();
+        let mut hasher = Sha256::new();
+        hasher.update(mongo_uri.trim());
+        hasher.update([0]);
+        if let Some(Ok(r)) = &redis_uri {
+            hasher.update(r.value.trim());
+        }
+        hasher.update([0]);
+        hasher.update(&prefix);
+        let fingerprint = hasher.finalize().to_vec();
+
+        let mut entries = self.entries.lock().await;
+        if let Some(entry) = entries.get(&key) {
+            // A Redis that was down when we connected is retried; a connected one reconnects itself.
+            if entry.fingerprint == fingerprint && entry.stores.redis_problem.is_none() {
+                return Ok(entry.stores.clone());
+            }
+        }
+        let (_client, db) = connect_mongo(mongo_uri.trim())
+            .await
+            .map_err(|e| ConnectProblem::connect(MONGO_REACHABLE, e))?;
+        let (redis, redis_problem) = match redis_uri {
+            None => (None, None),
+            Some(Err(problem)) => (None, Some(problem)),
+            Some(Ok(r)) => match connect_redis(r.value.trim(), &prefix).await {
+                Ok(cache) => (Some(cache), None),
+                Err(e) => (None, Some(ConnectProblem::connect(REDIS_REACHABLE, e))),
+            },
+        };
+        let indexes_ensured = entries
+            .get(&key)
+            .filter(|e| e.fingerprint == fingerprint)
+            .map(|e| e.stores.indexes_ensured.clone())
+            .unwrap_or_default();
+        let stores = Stores {
+            store: Store::new(db, redis),
+            redis_configured: redis_ref.is_some(),
+            redis_problem,
+            indexes_ensured,
+        };
+        entries.insert(
+            key,
+            Entry {
+                fingerprint,
+                stores: stores.clone(),
+            },
+        );
+        Ok(stores)
+    }
+
+    /// Drops the pooled clients of a deleted instance.
+    pub async fn forget(&self, instance: &LibreChatInstance) {
+        let key = format!(
+            "{}/{}",
+            instance.namespace().unwrap_or_default(),
+            instance.name_any()
+        );
+        self.entries.lock().await.remove(&key);
+    }
+}

@@ -1,0 +1,278 @@
+//! The LibreChatInstance reconciler: reachability of MongoDB and Redis, LibreChat's indexes,
+//! and the `user-stats` counts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+
+use super::context::Context;
+use super::error::ReconcileError;
+use super::status::{now_rfc3339, write_status};
+use crate::api::common::{condition, merge_conditions, reason, Cond};
+use crate::api::duration::parse_duration;
+use crate::api::instance::{InstanceStats, LibreChatInstanceStatus};
+use crate::api::LibreChatInstance;
+
+/// How soon an unhealthy instance is checked again.
+const RETRY_UNHEALTHY: Duration = Duration::from_secs(10);
+
+/// The resync period an instance declares (or the operator's default).
+pub fn resync_period(instance: &LibreChatInstance, default: Duration) -> Duration {
+    instance
+        .spec
+        .resync_period
+        .as_deref()
+        .and_then(|p| parse_duration(p).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(default)
+}
+
+pub async fn reconcile(
+    instance: Arc<LibreChatInstance>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = instance.namespace().unwrap_or_default();
+    let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    if instance.metadata.deletion_timestamp.is_some() {
+        ctx.connections.forget(&instance).await;
+        return Ok(Action::await_change());
+    }
+    let generation = instance.metadata.generation;
+    let current = instance.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let (conds, healthy) = check(&instance, &ctx, &mut status).await;
+
+    let previous_ready = current
+        .as_ref()
+        .and_then(|s| crate::api::common::find_condition(&s.conditions, condition::READY).cloned());
+    status.observed_generation = generation;
+    status.conditions = merge_conditions(&status.conditions, &conds, generation);
+    if write_status(&api, &instance, current.as_ref(), &status).await? {
+        announce_ready_change(&instance, &ctx, previous_ready.as_ref(), &conds).await;
+    }
+    let period = resync_period(&instance, ctx.settings.default_resync);
+    Ok(Action::requeue(if healthy {
+        period
+    } else {
+        period.min(RETRY_UNHEALTHY)
+    }))
+}
+
+/// Checks every dependency, refreshing stats and indexes when MongoDB answers. Returns the
+/// conditions and whether the instance is Ready.
+async fn check(
+    instance: &LibreChatInstance,
+    ctx: &Context,
+    status: &mut LibreChatInstanceStatus,
+) -> (Vec<Cond>, bool) {
+    if let Some(problem) = spec_problem(instance) {
+        let conds = vec![
+            Cond::unknown(
+                condition::MONGO_REACHABLE,
+                reason::INVALID_SPEC,
+                "not checked: the spec is invalid",
+            ),
+            Cond::unknown(
+                condition::REDIS_REACHABLE,
+                reason::INVALID_SPEC,
+                "not checked: the spec is invalid",
+            ),
+            Cond::new(condition::READY, false, reason::INVALID_SPEC, problem),
+        ];
+        return (conds, false);
+    }
+    let stores = match ctx.connections.stores_for(&ctx.client, instance).await {
+        Ok(s) => s,
+        Err(problem) => {
+            let mut conds = vec![Cond::new(
+                problem.condition,
+                false,
+                problem.reason,
+                problem.message.clone(),
+            )];
+            if problem.condition == condition::REDIS_REACHABLE {
+                conds.push(Cond::unknown(
+                    condition::MONGO_REACHABLE,
+                    reason::DEPENDENCY_FAILED,
+                    "not checked",
+                ));
+            } else {
+                conds.push(Cond::unknown(
+                    condition::REDIS_REACHABLE,
+                    reason::DEPENDENCY_FAILED,
+                    "not checked: MongoDB comes first",
+                ));
+            }
+            conds.push(Cond::new(
+                condition::READY,
+                false,
+                problem.reason,
+                problem.message,
+            ));
+            return (conds, false);
+        }
+    };
+
+    let mongo = match stores.store.ping().await {
+        Ok(()) => Cond::new(
+            condition::MONGO_REACHABLE,
+            true,
+            reason::REACHABLE,
+            "MongoDB answers",
+        ),
+        Err(e) => Cond::new(
+            condition::MONGO_REACHABLE,
+            false,
+            reason::UNREACHABLE,
+            e.to_string(),
+        ),
+    };
+    let redis = match (&stores.redis_problem, stores.store.redis()) {
+        (Some(p), _) => Cond::new(condition::REDIS_REACHABLE, false, p.reason, p.message.clone()),
+        (None, Some(cache)) => match cache.ping().await {
+            Ok(()) => Cond::new(condition::REDIS_REACHABLE, true, reason::REACHABLE, "Redis answers"),
+            Err(e) => Cond::new(condition::REDIS_REACHABLE, false, reason::UNREACHABLE, e.to_string()),
+        },
+        (None, None) => Cond::unknown(
+            condition::REDIS_REACHABLE,
+            reason::NOT_CONFIGURED,
+            "no Redis configured: LibreChat's caches cannot be invalidated, changes show once they expire",
+        ),
+    };
+    let mongo_ok = mongo.ok == Some(true);
+    let redis_ok = !stores.redis_configured || redis.ok == Some(true);
+
+    let mut notes = Vec::new();
+    if mongo_ok {
+        if !stores.indexes_ensured.load(Ordering::Relaxed) {
+            match stores.store.ensure_indexes().await {
+                Ok(report) => {
+                    if !report.created.is_empty() {
+                        tracing::info!(instance = %instance.name_any(), created = ?report.created, "created LibreChat indexes");
+                    }
+                    if !report.failed.is_empty() {
+                        ctx.event(
+                            instance,
+                            true,
+                            "IndexesIncomplete",
+                            format!("MongoDB refused: {}", report.failed.join("; ")),
+                        )
+                        .await;
+                    }
+                    stores.indexes_ensured.store(true, Ordering::Relaxed);
+                }
+                Err(e) => notes.push(format!("indexes not checked: {e}")),
+            }
+        }
+        match stores.store.stats().await {
+            Ok(s) => {
+                let fresh = InstanceStats {
+                    users: s.users,
+                    managed_users: s.managed_users,
+                    verified_users: s.verified_users,
+                    active_bans: s.active_bans,
+                    pending_invites: s.pending_invites,
+                    updated_at: None,
+                };
+                // Counts that did not move keep their timestamp, so a quiet instance is not rewritten.
+                let unchanged = status.stats.as_ref().is_some_and(|old| {
+                    InstanceStats {
+                        updated_at: None,
+                        ..old.clone()
+                    } == fresh
+                });
+                if !unchanged {
+                    status.stats = Some(InstanceStats {
+                        updated_at: Some(now_rfc3339()),
+                        ..fresh
+                    });
+                }
+            }
+            Err(e) => notes.push(format!("stats not refreshed: {e}")),
+        }
+    }
+
+    let ready = match (mongo_ok, redis_ok) {
+        (true, true) => Cond::new(
+            condition::READY,
+            true,
+            reason::RECONCILED,
+            ready_message(&notes),
+        ),
+        (false, _) => Cond::new(
+            condition::READY,
+            false,
+            mongo.reason.as_str(),
+            format!("MongoDB: {}", mongo.message),
+        ),
+        (true, false) => Cond::new(
+            condition::READY,
+            false,
+            redis.reason.as_str(),
+            format!("Redis: {}", redis.message),
+        ),
+    };
+    let healthy = ready.ok == Some(true);
+    (vec![mongo, redis, ready], healthy)
+}
+
+fn ready_message(notes: &[String]) -> String {
+    if notes.is_empty() {
+        "connected; users, bans and invites can be managed".into()
+    } else {
+        format!("connected; {}", notes.join("; "))
+    }
+}
+
+/// Checks the controller enforces itself, since old API servers drop CEL rules.
+fn spec_problem(instance: &LibreChatInstance) -> Option<String> {
+    let spec = &instance.spec;
+    if spec.mongo.uri_secret_ref.name.is_empty() || spec.mongo.uri_secret_ref.key.is_empty() {
+        return Some("mongo.uriSecretRef needs both name and key".into());
+    }
+    if let Some(p) = spec.resync_period.as_deref() {
+        match parse_duration(p) {
+            Err(e) => return Some(format!("resyncPeriod: {e}")),
+            Ok(d) if d < Duration::from_secs(1) => {
+                return Some("resyncPeriod must be at least 1s".into())
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(min) = spec.password_policy.as_ref().and_then(|p| p.min_length) {
+        if !(1..=crate::api::instance::MAX_PASSWORD_LENGTH).contains(&min) {
+            return Some("passwordPolicy.minLength must be between 1 and 128".into());
+        }
+    }
+    if let Some(url) = spec.domain_client.as_deref() {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Some(format!(
+                "domainClient '{url}' must be an http:// or https:// URL"
+            ));
+        }
+    }
+    None
+}
+
+async fn announce_ready_change(
+    instance: &LibreChatInstance,
+    ctx: &Context,
+    previous: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    conds: &[Cond],
+) {
+    let Some(ready) = conds.iter().find(|c| c.type_ == condition::READY) else {
+        return;
+    };
+    let changed = previous.is_none_or(|p| {
+        p.reason != ready.reason || (p.status == "True") != (ready.ok == Some(true))
+    });
+    if changed {
+        let warning = ready.ok != Some(true);
+        ctx.event(instance, warning, &ready.reason, ready.message.clone())
+            .await;
+    }
+}

@@ -1,0 +1,190 @@
+//! The Kubernetes half: one reconciler per kind, the shared context, and the wiring of
+//! watches so that a change anywhere reaches the objects it affects.
+
+pub mod connections;
+pub mod context;
+pub mod error;
+pub mod instance;
+pub mod password;
+pub mod secrets;
+pub mod status;
+pub mod target;
+pub mod user;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+
+pub use context::{Context, Settings};
+pub use error::ReconcileError;
+
+use crate::api::{LibreChatInstance, LibreChatUser};
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the CRD for {kind} is not installed (or not readable with the operator's permissions): {source}. Install the CRDs first: `librechat-operator crds | kubectl apply -f -` or `kubectl apply -f crds/`")]
+    CrdMissing {
+        kind: &'static str,
+        source: kube::Error,
+    },
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Fails with a clear message when a CRD is not served, instead of a crash loop of watch errors.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), StartError> {
+    async fn probe<K>(api: Api<K>, kind: &'static str) -> Result<(), StartError>
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        api.list_metadata(&ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(|source| StartError::CrdMissing { kind, source })
+    }
+    probe(
+        api_for::<LibreChatInstance>(client, namespace),
+        "LibreChatInstance",
+    )
+    .await?;
+    probe(api_for::<LibreChatUser>(client, namespace), "LibreChatUser").await?;
+    Ok(())
+}
+
+fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, _ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    tracing::warn!(kind = %K::kind(&()), name = %obj.meta().name.clone().unwrap_or_default(), namespace = ?obj.meta().namespace, error = %error, label = error.label(), "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Secret metadata only: the operator never holds Secret values in memory for watching.
+fn secret_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Secret>> {
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs every controller until a shutdown signal.
+pub async fn run(client: Client, settings: Settings) -> Result<(), StartError> {
+    let namespace = settings.namespace.clone();
+    check_crds(&client, namespace.as_deref()).await?;
+    let ctx = Arc::new(Context::new(client.clone(), settings.clone()));
+    let config = ControllerConfig::default().concurrency(settings.concurrency);
+
+    let instances = Controller::new(
+        api_for::<LibreChatInstance>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .with_config(config.clone());
+    let instance_store = instances.store();
+    let instances = instances
+        .watches(
+            secret_metadata(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                instance_store
+                    .state()
+                    .into_iter()
+                    .filter(|i| i.namespace() == ns && instance_uses_secret(i, &name))
+                    .map(|i| ObjectRef::from_obj(&*i))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(instance::reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let users = Controller::new(
+        api_for::<LibreChatUser>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .with_config(config);
+    let by_secret = users.store();
+    let by_instance = users.store();
+    let users = users
+        .watches(
+            secret_metadata(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |secret| {
+                let ns = secret.namespace();
+                let name = secret.name_any();
+                by_secret
+                    .state()
+                    .into_iter()
+                    .filter(|u| u.namespace() == ns && user_uses_secret(u, &name))
+                    .map(|u| ObjectRef::from_obj(&*u))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            api_for::<LibreChatInstance>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |instance| {
+                let ns = instance.namespace().unwrap_or_default();
+                let name = instance.name_any();
+                by_instance
+                    .state()
+                    .into_iter()
+                    .filter(|u| {
+                        let user_ns = u.namespace().unwrap_or_default();
+                        u.spec.instance_ref.name == name
+                            && target::instance_namespace(&u.spec.instance_ref, &user_ns) == ns
+                    })
+                    .map(|u| ObjectRef::from_obj(&*u))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(user::reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    tracing::info!(
+        namespace = namespace.as_deref().unwrap_or("<all>"),
+        "controllers started"
+    );
+    futures::join!(instances, users);
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
+    instance.spec.mongo.uri_secret_ref.name == secret
+        || instance
+            .spec
+            .redis
+            .as_ref()
+            .and_then(|r| r.uri_secret_ref.as_ref())
+            .is_some_and(|r| r.name == secret)
+}
+
+fn user_uses_secret(user: &LibreChatUser, secret: &str) -> bool {
+    user.spec.password.as_ref().is_some_and(|p| {
+        p.secret_ref.as_ref().is_some_and(|r| r.name == secret)
+            || p.generate.as_ref().is_some_and(|g| g.secret_name == secret)
+    })
+}

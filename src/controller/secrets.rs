@@ -1,0 +1,110 @@
+//! Reading values out of Secrets, with errors that name the Secret and key but never the value.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::api::common::{reason, SecretKeyRef};
+
+/// A value read from a Secret, and which version of the Secret it came from.
+pub struct SecretValue {
+    pub value: String,
+    /// `<uid>/<resourceVersion>`: changes whenever the Secret is replaced or edited.
+    pub version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("Secret '{name}' not found in namespace '{namespace}' (Secrets are read from the referring object's namespace): create it")]
+    NotFound { namespace: String, name: String },
+    #[error("Secret '{name}' has no key '{key}': add the key or fix the reference")]
+    KeyMissing { name: String, key: String },
+    #[error("key '{key}' of Secret '{name}' is empty: put the value in it")]
+    Empty { name: String, key: String },
+    #[error("key '{key}' of Secret '{name}' is not UTF-8 text")]
+    NotText { name: String, key: String },
+    #[error("reading Secret '{name}' failed: {source}")]
+    Api { name: String, source: kube::Error },
+}
+
+impl SecretError {
+    /// The condition reason that reports this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SecretError::NotFound { .. } => reason::SECRET_NOT_FOUND,
+            SecretError::KeyMissing { .. }
+            | SecretError::Empty { .. }
+            | SecretError::NotText { .. } => reason::SECRET_KEY_MISSING,
+            SecretError::Api { .. } => reason::DEPENDENCY_FAILED,
+        }
+    }
+}
+
+/// Version string of a Secret, as recorded in status.
+pub fn secret_version(secret: &Secret) -> String {
+    format!(
+        "{}/{}",
+        secret.metadata.uid.as_deref().unwrap_or_default(),
+        secret
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default()
+    )
+}
+
+/// Reads one key of a Secret as trimmed-of-nothing text. A trailing newline, which
+/// `kubectl create secret --from-file` often leaves, is kept only for passwords' sake by the
+/// caller deciding; URIs are trimmed by their readers.
+pub async fn read_secret_key(
+    client: &Client,
+    namespace: &str,
+    reference: &SecretKeyRef,
+) -> Result<SecretValue, SecretError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(&reference.name)
+        .await
+        .map_err(|source| SecretError::Api {
+            name: reference.name.clone(),
+            source,
+        })?
+        .ok_or_else(|| SecretError::NotFound {
+            namespace: namespace.to_string(),
+            name: reference.name.clone(),
+        })?;
+    value_of(&secret, reference)
+}
+
+/// Extracts one key of an already-read Secret.
+pub fn value_of(secret: &Secret, reference: &SecretKeyRef) -> Result<SecretValue, SecretError> {
+    let missing = || SecretError::KeyMissing {
+        name: reference.name.clone(),
+        key: reference.key.clone(),
+    };
+    let bytes = match (
+        secret.data.as_ref().and_then(|d| d.get(&reference.key)),
+        secret.string_data.as_ref(),
+    ) {
+        (Some(b), _) => b.0.clone(),
+        (None, Some(sd)) => sd
+            .get(&reference.key)
+            .ok_or_else(missing)?
+            .clone()
+            .into_bytes(),
+        (None, None) => return Err(missing()),
+    };
+    let value = String::from_utf8(bytes).map_err(|_| SecretError::NotText {
+        name: reference.name.clone(),
+        key: reference.key.clone(),
+    })?;
+    if value.trim().is_empty() {
+        return Err(SecretError::Empty {
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+        });
+    }
+    Ok(SecretValue {
+        value,
+        version: secret_version(secret),
+    })
+}

@@ -1,0 +1,98 @@
+//! Resolving the instance an object points at, and enforcing the instance's namespace policy.
+//! Shared by every per-account kind.
+
+use kube::api::Api;
+use kube::ResourceExt;
+
+use super::connections::Stores;
+use super::context::Context;
+use crate::api::common::{condition, find_condition, is_ready, reason, InstanceRef};
+use crate::api::LibreChatInstance;
+
+/// The instance and its stores, ready to write to.
+pub struct Target {
+    pub instance: LibreChatInstance,
+    pub stores: Stores,
+}
+
+/// Why the instance cannot be used; becomes the object's `Ready=False`.
+#[derive(Debug)]
+pub struct TargetProblem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Where `reference` points from an object in `namespace`.
+pub fn instance_namespace(reference: &InstanceRef, namespace: &str) -> String {
+    reference
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| namespace.to_string())
+}
+
+/// Reads the instance; `Ok(None)` when it does not exist.
+pub async fn find_instance(
+    ctx: &Context,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> Result<Option<LibreChatInstance>, kube::Error> {
+    let api: Api<LibreChatInstance> = Api::namespaced(
+        ctx.client.clone(),
+        &instance_namespace(reference, namespace),
+    );
+    api.get_opt(&reference.name).await
+}
+
+/// Resolves the instance for an object in `namespace`, checking that the instance admits
+/// the namespace and is Ready.
+pub async fn resolve(
+    ctx: &Context,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> Result<Result<Target, TargetProblem>, kube::Error> {
+    let instance_ns = instance_namespace(reference, namespace);
+    let Some(instance) = find_instance(ctx, reference, namespace).await? else {
+        return Ok(Err(TargetProblem {
+            reason: reason::INSTANCE_NOT_FOUND,
+            message: format!("LibreChatInstance '{}' not found in namespace '{instance_ns}': create it or fix instanceRef", reference.name),
+        }));
+    };
+    if !instance.spec.admits_namespace(&instance_ns, namespace) {
+        return Ok(Err(TargetProblem {
+            reason: reason::NAMESPACE_NOT_ALLOWED,
+            message: format!(
+                "LibreChatInstance {instance_ns}/{} does not allow objects from namespace '{namespace}': add it to the instance's spec.allowedNamespaces",
+                instance.name_any()
+            ),
+        }));
+    }
+    let conditions = instance
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    if !is_ready(conditions, instance.metadata.generation) {
+        let why = find_condition(conditions, condition::READY)
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_else(|| "not checked yet".into());
+        return Ok(Err(TargetProblem {
+            reason: reason::INSTANCE_NOT_READY,
+            message: format!(
+                "LibreChatInstance {instance_ns}/{} is not Ready ({why}); waiting for it",
+                instance.name_any()
+            ),
+        }));
+    }
+    match ctx.connections.stores_for(&ctx.client, &instance).await {
+        Ok(stores) => Ok(Ok(Target { instance, stores })),
+        Err(p) => Ok(Err(TargetProblem {
+            reason: reason::INSTANCE_NOT_READY,
+            message: format!(
+                "LibreChatInstance {instance_ns}/{}: {}",
+                instance.name_any(),
+                p.message
+            ),
+        })),
+    }
+}

@@ -1,0 +1,10 @@
+//! librechat-operator: LibreChat accounts, bans and invites declared as Kubernetes objects.
+//!
+//! Data flows one way: an object → its reconciler ([`controller`]) → LibreChat's stores
+//! ([`librechat`]) → the object's status. The two halves do not know each other's world:
+//! `librechat` knows nothing of Kubernetes, `controller` nothing of MongoDB.
+
+pub mod api;
+pub mod controller;
+pub mod librechat;
+pub mod telemetry;

@@ -1,0 +1,139 @@
+//! LibreChat's Redis caches. Redis is never a source of truth for users; these entries only
+//! make LibreChat serve stale data for a while after a change, so the operator deletes them.
+//!
+//! Key layout (Keyv caches): `<REDIS_KEY_PREFIX>::<NAMESPACE>:<key>`, or `<NAMESPACE>:<key>`
+//! when the prefix is empty.
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::error::StoreError;
+
+/// Violation types whose counters LibreChat keeps per user (`logViolation`).
+pub const VIOLATION_TYPES: &[&str] = &[
+    "logins",
+    "concurrent",
+    "non_browser",
+    "message_limit",
+    "registrations",
+    "token_balance",
+    "tts_limit",
+    "stt_limit",
+    "convo_access",
+    "tool_call_limit",
+    "file_upload_limit",
+    "verify_email_limit",
+    "reset_password_limit",
+    "illegal_model_request",
+];
+
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisCache {
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        RedisCache {
+            conn,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The Redis key of a Keyv cache entry.
+    pub fn keyv_key(&self, namespace: &str, key: &str) -> String {
+        keyv_key(&self.prefix, namespace, key)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::redis("ping", e))
+    }
+
+    pub async fn delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        conn.del(keys)
+            .await
+            .map_err(|e| StoreError::redis("delete", e))
+    }
+
+    /// Cached copies of a user's document and group memberships, which LibreChat would keep
+    /// serving after a role change or deletion until they expire.
+    pub async fn invalidate_user(
+        &self,
+        user_id_hex: &str,
+        id_on_the_source: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        self.delete(&user_cache_keys(
+            &self.prefix,
+            user_id_hex,
+            id_on_the_source,
+        ))
+        .await
+    }
+
+    /// A user's violation counters, so that LibreChat does not re-ban at the next violation.
+    pub async fn clear_violations(&self, user_id_hex: &str) -> Result<u64, StoreError> {
+        let keys: Vec<String> = VIOLATION_TYPES
+            .iter()
+            .map(|t| self.keyv_key(&format!("violations:{t}"), &format!("{t}:{user_id_hex}")))
+            .collect();
+        self.delete(&keys).await
+    }
+}
+
+fn keyv_key(prefix: &str, namespace: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        format!("{namespace}:{key}")
+    } else {
+        format!("{prefix}::{namespace}:{key}")
+    }
+}
+
+/// The per-user cache keys of LibreChat's Appendix A.
+pub fn user_cache_keys(
+    prefix: &str,
+    user_id_hex: &str,
+    id_on_the_source: Option<&str>,
+) -> Vec<String> {
+    let mut keys = vec![
+        keyv_key(
+            prefix,
+            "AUTH_USER_DOC",
+            &format!("auth-user-doc-byid:{user_id_hex}"),
+        ),
+        keyv_key(prefix, "USER_PRINCIPALS", user_id_hex),
+    ];
+    if let Some(source) = id_on_the_source.filter(|s| !s.is_empty()) {
+        keys.push(keyv_key(prefix, "USER_PRINCIPALS", source));
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_keyv_layout() {
+        assert_eq!(
+            keyv_key("", "USER_PRINCIPALS", "abc"),
+            "USER_PRINCIPALS:abc"
+        );
+        assert_eq!(
+            keyv_key("lc", "USER_PRINCIPALS", "abc"),
+            "lc::USER_PRINCIPALS:abc"
+        );
+        let keys = user_cache_keys("", "65f0", Some("entra-1"));
+        assert!(keys.contains(&"AUTH_USER_DOC:auth-user-doc-byid:65f0".to_string()));
+        assert!(keys.contains(&"USER_PRINCIPALS:entra-1".to_string()));
+    }
+}

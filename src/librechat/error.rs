@@ -1,0 +1,109 @@
+//! What can go wrong when talking to LibreChat's stores. Messages name the failing
+//! dependency and never carry credentials: driver errors are passed through [`redact`].
+
+use mongodb::error::{ErrorKind, WriteFailure};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("MongoDB {operation} failed: {message}. Check that MongoDB is up and reachable from the operator; the operator retries")]
+    Mongo {
+        operation: &'static str,
+        message: String,
+        duplicate_key: bool,
+    },
+    #[error("Redis {operation} failed: {message}. Check that Redis is up; LibreChat may serve stale cached data until it is reachable again")]
+    Redis {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("another account already uses the email '{0}'")]
+    EmailTaken(String),
+}
+
+impl StoreError {
+    pub fn mongo(operation: &'static str, err: mongodb::error::Error) -> Self {
+        let duplicate_key = is_duplicate_key(&err);
+        StoreError::Mongo {
+            operation,
+            message: redact(&err.to_string()),
+            duplicate_key,
+        }
+    }
+
+    pub fn redis(operation: &'static str, err: redis::RedisError) -> Self {
+        StoreError::Redis {
+            operation,
+            message: redact(&err.to_string()),
+        }
+    }
+
+    pub fn is_duplicate_key(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Mongo {
+                duplicate_key: true,
+                ..
+            }
+        )
+    }
+
+    /// A short label for metrics and event reasons.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::Mongo { .. } => "mongo",
+            StoreError::Redis { .. } => "redis",
+            StoreError::Hash(_) => "hash",
+            StoreError::EmailTaken(_) => "email_taken",
+        }
+    }
+}
+
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => err.to_string().contains("E11000"),
+    }
+}
+
+/// Removes anything that looks like URI credentials (`scheme://user:password@`) from a message.
+/// Drivers sometimes echo the connection string; status, events and logs must never show it.
+pub fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(scheme_end) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme_end + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(['/', ' ', '"', '\'', ',', ')'])
+            .unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                rest = &tail[at + 1..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_are_removed() {
+        assert_eq!(
+            redact("failed mongodb://admin:s3cret@db:27017/LibreChat now"),
+            "failed mongodb://***@db:27017/LibreChat now"
+        );
+        assert_eq!(redact("redis://:pw@cache:6379"), "redis://***@cache:6379");
+        assert_eq!(redact("no uri here"), "no uri here");
+        assert_eq!(redact("mongodb://db:27017"), "mongodb://db:27017");
+    }
+}

@@ -1,0 +1,179 @@
+//! The indexes LibreChat's models create on the collections the operator writes, so that a
+//! database the operator reaches before LibreChat ever started still has LibreChat's unique
+//! email index and TTLs. An index that exists (by name or by key) is never changed.
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use mongodb::options::IndexOptions;
+use mongodb::IndexModel;
+
+use super::error::StoreError;
+use super::{collections, Store};
+
+/// One index as LibreChat 0.0.71's schema declares it.
+struct IndexSpec {
+    collection: &'static str,
+    name: &'static str,
+    keys: Document,
+    unique: bool,
+    sparse: bool,
+    expire_after_secs: Option<u64>,
+    partial: Option<Document>,
+}
+
+fn plain(collection: &'static str, name: &'static str, keys: Document) -> IndexSpec {
+    IndexSpec {
+        collection,
+        name,
+        keys,
+        unique: false,
+        sparse: false,
+        expire_after_secs: None,
+        partial: None,
+    }
+}
+
+fn sso_unique(name: &'static str, field: &'static str, keys: Document) -> IndexSpec {
+    IndexSpec {
+        unique: true,
+        partial: Some(doc! { field: { "$exists": true } }),
+        ..plain(collections::USERS, name, keys)
+    }
+}
+
+/// LibreChat's index list (fixture `indexes.json`).
+fn librechat_indexes() -> Vec<IndexSpec> {
+    use collections::{TOKENS, USERS};
+    let mut specs = vec![
+        plain(USERS, "email_1", doc! { "email": 1 }),
+        IndexSpec {
+            expire_after_secs: Some(604_800),
+            ..plain(USERS, "expiresAt_1", doc! { "expiresAt": 1 })
+        },
+        IndexSpec {
+            sparse: true,
+            ..plain(USERS, "idOnTheSource_1", doc! { "idOnTheSource": 1 })
+        },
+        plain(USERS, "tenantId_1", doc! { "tenantId": 1 }),
+        IndexSpec {
+            unique: true,
+            ..plain(
+                USERS,
+                "email_1_tenantId_1",
+                doc! { "email": 1, "tenantId": 1 },
+            )
+        },
+        plain(
+            USERS,
+            "role_1_tenantId_1",
+            doc! { "role": 1, "tenantId": 1 },
+        ),
+        plain(
+            USERS,
+            "idOnTheSource_1_openidIssuer_1_tenantId_1",
+            doc! { "idOnTheSource": 1, "openidIssuer": 1, "tenantId": 1 },
+        ),
+        sso_unique(
+            "openidId_1_openidIssuer_1_tenantId_1",
+            "openidId",
+            doc! { "openidId": 1, "openidIssuer": 1, "tenantId": 1 },
+        ),
+        plain(TOKENS, "tenantId_1", doc! { "tenantId": 1 }),
+        IndexSpec {
+            expire_after_secs: Some(0),
+            ..plain(TOKENS, "expiresAt_1", doc! { "expiresAt": 1 })
+        },
+        plain(
+            TOKENS,
+            "userId_1_type_1_identifier_1_tenantId_1",
+            doc! { "userId": 1, "type": 1, "identifier": 1, "tenantId": 1 },
+        ),
+    ];
+    for (name, field) in [
+        ("googleId_1_tenantId_1", "googleId"),
+        ("facebookId_1_tenantId_1", "facebookId"),
+        ("samlId_1_tenantId_1", "samlId"),
+        ("ldapId_1_tenantId_1", "ldapId"),
+        ("githubId_1_tenantId_1", "githubId"),
+        ("discordId_1_tenantId_1", "discordId"),
+        ("appleId_1_tenantId_1", "appleId"),
+    ] {
+        specs.push(sso_unique(name, field, doc! { field: 1, "tenantId": 1 }));
+    }
+    specs
+}
+
+/// What happened to each index.
+#[derive(Debug, Default)]
+pub struct IndexReport {
+    pub created: Vec<String>,
+    /// Indexes the server refused, with its reason; LibreChat would hit the same refusal.
+    pub failed: Vec<String>,
+}
+
+impl Store {
+    /// Creates LibreChat's missing indexes. Never drops or modifies an existing one.
+    pub async fn ensure_indexes(&self) -> Result<IndexReport, StoreError> {
+        let mut report = IndexReport::default();
+        let specs = librechat_indexes();
+        let mut names = std::collections::HashSet::new();
+        for spec in &specs {
+            names.insert(spec.collection);
+        }
+        for collection in names {
+            let coll = self.collection(collection);
+            let existing: Vec<IndexModel> = match coll.list_indexes().await {
+                Ok(cursor) => cursor
+                    .try_collect()
+                    .await
+                    .map_err(|e| StoreError::mongo("listing indexes", e))?,
+                // A collection that does not exist yet has no indexes.
+                Err(_) => Vec::new(),
+            };
+            for spec in specs.iter().filter(|s| s.collection == collection) {
+                let present = existing.iter().any(|m| {
+                    m.keys == spec.keys
+                        || m.options.as_ref().and_then(|o| o.name.as_deref()) == Some(spec.name)
+                });
+                if present {
+                    continue;
+                }
+                let options = IndexOptions::builder()
+                    .name(spec.name.to_string())
+                    .unique(spec.unique.then_some(true))
+                    .sparse(spec.sparse.then_some(true))
+                    .expire_after(spec.expire_after_secs.map(std::time::Duration::from_secs))
+                    .partial_filter_expression(spec.partial.clone())
+                    .build();
+                let model = IndexModel::builder()
+                    .keys(spec.keys.clone())
+                    .options(options)
+                    .build();
+                match coll.create_index(model).await {
+                    Ok(_) => report.created.push(format!("{collection}.{}", spec.name)),
+                    Err(e) => report.failed.push(format!(
+                        "{collection}.{}: {}",
+                        spec.name,
+                        super::error::redact(&e.to_string())
+                    )),
+                }
+            }
+        }
+        self.ensure_owner_collection().await?;
+        Ok(report)
+    }
+
+    /// The ownership collection is keyed by `_id`, so it needs only a lookup by account.
+    async fn ensure_owner_collection(&self) -> Result<(), StoreError> {
+        let options = IndexOptions::builder().name("userId_1".to_string()).build();
+        let model = IndexModel::builder()
+            .keys(doc! { "userId": 1 })
+            .options(options)
+            .build();
+        self.collection(collections::OWNERS)
+            .create_index(model)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("creating the ownership index", e))
+    }
+}

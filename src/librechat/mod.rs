@@ -1,0 +1,66 @@
+//! The LibreChat half: LibreChat's collections, key formats and hashing, and nothing of
+//! Kubernetes. Every byte written here is described in LibreChat's data contract
+//! (`docs/librechat-contract.md` summarises the parts we rely on).
+
+pub mod cache;
+pub mod cascade;
+pub mod connect;
+pub mod error;
+pub mod indexes;
+pub mod ownership;
+pub mod password;
+pub mod sessions;
+pub mod stats;
+pub mod users;
+
+pub use connect::{connect_mongo, connect_redis, ConnectError};
+pub use error::StoreError;
+pub use password::Hasher;
+
+use mongodb::bson::Document;
+use mongodb::{Collection, Database};
+
+/// LibreChat's collection names (mongoose's pluralised model names).
+pub mod collections {
+    pub const USERS: &str = "users";
+    pub const SESSIONS: &str = "sessions";
+    pub const TOKENS: &str = "tokens";
+    pub const LOGS: &str = "logs";
+    pub const GROUPS: &str = "groups";
+    /// The operator's own record of which object owns which account. LibreChat never reads it.
+    pub const OWNERS: &str = "librechat_operator_owners";
+}
+
+/// One LibreChat deployment's stores: its MongoDB database and, optionally, its Redis.
+#[derive(Clone)]
+pub struct Store {
+    db: Database,
+    redis: Option<cache::RedisCache>,
+}
+
+impl Store {
+    pub fn new(db: Database, redis: Option<cache::RedisCache>) -> Self {
+        Store { db, redis }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn collection(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    pub fn redis(&self) -> Option<&cache::RedisCache> {
+        self.redis.as_ref()
+    }
+
+    /// A cheap round trip, used to report reachability.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .run_command(mongodb::bson::doc! { "ping": 1 })
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("ping", e))
+    }
+}

@@ -1,0 +1,130 @@
+//! Which Kubernetes object owns which account: recorded, never guessed.
+//!
+//! One document per managed email in the operator's own collection, keyed by the normalized
+//! email so that the unique `_id` makes claiming atomic: of two objects racing for an email,
+//! exactly one insert succeeds. The claim is written before the account is created, so a crash
+//! between the two leaves a claim the same object recognises on restart, never an orphan that
+//! looks unmanaged.
+
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+
+use super::error::StoreError;
+use super::{collections, Store};
+
+/// The Kubernetes object that owns an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The ownership record of one email.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub email: String,
+    pub owner: Owner,
+    pub user_id: Option<ObjectId>,
+}
+
+/// The outcome of trying to claim an email.
+#[derive(Debug)]
+pub enum ClaimResult {
+    /// The claim is ours (new, or already ours).
+    Ours(Claim),
+    /// Somebody else holds it.
+    Taken(Claim),
+}
+
+impl Store {
+    pub async fn find_claim(&self, email: &str) -> Result<Option<Claim>, StoreError> {
+        let found = self
+            .collection(collections::OWNERS)
+            .find_one(doc! { "_id": email })
+            .await
+            .map_err(|e| StoreError::mongo("reading ownership", e))?;
+        Ok(found.map(|d| claim_from_doc(email, &d)))
+    }
+
+    /// Claims `email` for `owner` unless another object holds it.
+    pub async fn claim(&self, email: &str, owner: &Owner) -> Result<ClaimResult, StoreError> {
+        let record = doc! {
+            "_id": email,
+            "kind": &owner.kind,
+            "namespace": &owner.namespace,
+            "name": &owner.name,
+            "uid": &owner.uid,
+            "claimedAt": DateTime::now(),
+        };
+        match self
+            .collection(collections::OWNERS)
+            .insert_one(record)
+            .await
+        {
+            Ok(_) => Ok(ClaimResult::Ours(Claim {
+                email: email.to_string(),
+                owner: owner.clone(),
+                user_id: None,
+            })),
+            Err(e) => {
+                let err = StoreError::mongo("claiming ownership", e);
+                if !err.is_duplicate_key() {
+                    return Err(err);
+                }
+                let existing = self.find_claim(email).await?.ok_or(err)?;
+                if existing.owner.uid == owner.uid {
+                    Ok(ClaimResult::Ours(existing))
+                } else {
+                    Ok(ClaimResult::Taken(existing))
+                }
+            }
+        }
+    }
+
+    /// Records which account the claim resolved to.
+    pub async fn record_claimed_user(
+        &self,
+        email: &str,
+        owner_uid: &str,
+        user_id: ObjectId,
+    ) -> Result<(), StoreError> {
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": owner_uid },
+                doc! { "$set": { "userId": user_id } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("recording ownership", e))
+    }
+
+    /// Gives up the claim; only the owner's own claim is removed.
+    pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
+        self.collection(collections::OWNERS)
+            .delete_one(doc! { "_id": email, "uid": owner_uid })
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("releasing ownership", e))
+    }
+}
+
+fn claim_from_doc(email: &str, d: &Document) -> Claim {
+    let field = |k: &str| d.get_str(k).unwrap_or_default().to_string();
+    Claim {
+        email: email.to_string(),
+        owner: Owner {
+            kind: field("kind"),
+            namespace: field("namespace"),
+            name: field("name"),
+            uid: field("uid"),
+        },
+        user_id: d.get_object_id("userId").ok(),
+    }
+}

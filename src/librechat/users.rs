@@ -1,0 +1,345 @@
+//! The `users` collection, written exactly as LibreChat's `registerUser`/`createUser` would.
+
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+
+use super::error::StoreError;
+use super::{collections, Store};
+
+/// The account as declared, already validated and normalized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredUser {
+    /// Trimmed and lower-cased.
+    pub email: String,
+    /// `None`: not declared; set once at creation from the email, then left to LibreChat.
+    pub name: Option<String>,
+    /// `None`: not declared; LibreChat's own empty value at creation, then left alone.
+    pub username: Option<String>,
+    pub role: String,
+    pub provider: String,
+    pub email_verified: bool,
+}
+
+/// The fields of a stored account that the operator manages or needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredUser {
+    pub id: ObjectId,
+    pub email: String,
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub role: Option<String>,
+    pub provider: Option<String>,
+    pub email_verified: bool,
+    pub password_hash: Option<String>,
+    pub id_on_the_source: Option<String>,
+    /// LibreChat's unverified-user TTL; a managed account must never carry it.
+    pub has_expiry: bool,
+}
+
+/// Whether creating found the account already there (somebody won a race, or LibreChat
+/// registered it since we looked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    Inserted(ObjectId),
+    AlreadyThere(ObjectId),
+}
+
+impl Created {
+    pub fn id(self) -> ObjectId {
+        match self {
+            Created::Inserted(id) | Created::AlreadyThere(id) => id,
+        }
+    }
+}
+
+/// One managed field that differed from the declaration and was put back.
+pub type FieldName = &'static str;
+
+impl Store {
+    pub async fn find_user_by_email(&self, email: &str) -> Result<Option<StoredUser>, StoreError> {
+        self.find_user(doc! { "email": email }).await
+    }
+
+    pub async fn find_user_by_id(&self, id: ObjectId) -> Result<Option<StoredUser>, StoreError> {
+        self.find_user(doc! { "_id": id }).await
+    }
+
+    async fn find_user(&self, filter: Document) -> Result<Option<StoredUser>, StoreError> {
+        let found = self
+            .collection(collections::USERS)
+            .find_one(filter)
+            .await
+            .map_err(|e| StoreError::mongo("reading a user", e))?;
+        Ok(found.and_then(|d| stored_user_from_doc(&d)))
+    }
+
+    /// Creates the account by an upsert on the unique email, so that a retry or a crash can
+    /// never produce two. `$setOnInsert` leaves an existing account untouched.
+    pub async fn create_user(
+        &self,
+        desired: &DesiredUser,
+        password_hash: Option<String>,
+    ) -> Result<Created, StoreError> {
+        let document = new_user_document(desired, password_hash);
+        let users = self.collection(collections::USERS);
+        let result = users
+            .update_one(
+                doc! { "email": &desired.email },
+                doc! { "$setOnInsert": document },
+            )
+            .upsert(true)
+            .await;
+        let result = match result {
+            Ok(r) => r,
+            // Two upserts racing on a unique index: the loser sees a duplicate key; the account exists.
+            Err(e) => {
+                let err = StoreError::mongo("creating a user", e);
+                if !err.is_duplicate_key() {
+                    return Err(err);
+                }
+                return self
+                    .existing_id(&desired.email, err)
+                    .await
+                    .map(Created::AlreadyThere);
+            }
+        };
+        match result.upserted_id.and_then(|id| id.as_object_id()) {
+            Some(id) => Ok(Created::Inserted(id)),
+            None => self
+                .existing_id(
+                    &desired.email,
+                    StoreError::EmailTaken(desired.email.clone()),
+                )
+                .await
+                .map(Created::AlreadyThere),
+        }
+    }
+
+    async fn existing_id(
+        &self,
+        email: &str,
+        otherwise: StoreError,
+    ) -> Result<ObjectId, StoreError> {
+        self.find_user_by_email(email)
+            .await?
+            .map(|u| u.id)
+            .ok_or(otherwise)
+    }
+
+    /// Puts every managed field back to its declared value. Returns the fields that differed;
+    /// an account that already matches costs no write.
+    pub async fn correct_user(
+        &self,
+        stored: &StoredUser,
+        desired: &DesiredUser,
+    ) -> Result<Vec<FieldName>, StoreError> {
+        let (set, changed) = differences(stored, desired);
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        let mut update = doc! { "$set": set };
+        if stored.has_expiry {
+            update.insert("$unset", doc! { "expiresAt": "" });
+        }
+        self.collection(collections::USERS)
+            .update_one(doc! { "_id": stored.id }, update)
+            .await
+            .map_err(|e| {
+                let err = StoreError::mongo("updating a user", e);
+                if err.is_duplicate_key() {
+                    StoreError::EmailTaken(desired.email.clone())
+                } else {
+                    err
+                }
+            })?;
+        Ok(changed)
+    }
+
+    /// Replaces the password hash.
+    pub async fn set_password_hash(&self, id: ObjectId, hash: &str) -> Result<(), StoreError> {
+        self.collection(collections::USERS)
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "password": hash, "updatedAt": DateTime::now() } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("setting a password", e))
+    }
+
+    pub async fn count_users(&self, filter: Document) -> Result<u64, StoreError> {
+        self.collection(collections::USERS)
+            .count_documents(filter)
+            .await
+            .map_err(|e| StoreError::mongo("counting users", e))
+    }
+}
+
+/// The fields that differ from the declaration, as a `$set` document and their names.
+fn differences(stored: &StoredUser, desired: &DesiredUser) -> (Document, Vec<FieldName>) {
+    let mut set = Document::new();
+    let mut changed = Vec::new();
+    let mut put = |field: FieldName, value: Bson| {
+        set.insert(field, value);
+        changed.push(field);
+    };
+    if stored.email != desired.email {
+        put("email", desired.email.clone().into());
+    }
+    if let Some(name) = &desired.name {
+        if stored.name.as_deref() != Some(name.as_str()) {
+            put("name", name.clone().into());
+        }
+    }
+    if let Some(username) = &desired.username {
+        let username = username.to_lowercase();
+        if stored.username.as_deref() != Some(username.as_str()) {
+            put("username", username.into());
+        }
+    }
+    if stored.role.as_deref() != Some(desired.role.as_str()) {
+        put("role", desired.role.clone().into());
+    }
+    if stored.provider.as_deref() != Some(desired.provider.as_str()) {
+        put("provider", desired.provider.clone().into());
+    }
+    if stored.email_verified != desired.email_verified {
+        put("emailVerified", desired.email_verified.into());
+    }
+    if stored.has_expiry {
+        changed.push("expiresAt");
+    }
+    if !changed.is_empty() {
+        set.insert("updatedAt", DateTime::now());
+    }
+    (set, changed)
+}
+
+/// The document mongoose would insert for `registerUser` with schema defaults applied
+/// (fixture `users.local.json`), minus what LibreChat's verification later removes.
+pub fn new_user_document(desired: &DesiredUser, password_hash: Option<String>) -> Document {
+    let now = DateTime::now();
+    let local = desired.provider == "local";
+    let default_name = desired
+        .email
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // registerUser turns an empty username into null; SSO sign-ups keep the schema default "".
+    let username = match (&desired.username, local) {
+        (Some(u), _) => Bson::String(u.to_lowercase()),
+        (None, true) => Bson::Null,
+        (None, false) => Bson::String(String::new()),
+    };
+    let mut d = doc! {
+        "_id": ObjectId::new(),
+        "name": desired.name.clone().unwrap_or(default_name),
+        "username": username,
+        "email": &desired.email,
+        "emailVerified": desired.email_verified,
+    };
+    if let Some(hash) = password_hash {
+        d.insert("password", hash);
+    }
+    if local {
+        // registerUser writes an explicit null avatar; SSO pre-provisioning leaves it unset.
+        d.insert("avatar", Bson::Null);
+    }
+    d.extend(doc! {
+        "provider": &desired.provider,
+        "role": &desired.role,
+        "plugins": [],
+        "twoFactorEnabled": false,
+        "termsAccepted": false,
+        "termsAcceptedAt": Bson::Null,
+        "personalization": { "memories": true, "statefulCodeEnvironment": "user", "_id": ObjectId::new() },
+        "pinnedOrder": [],
+        "backupCodes": [],
+        "refreshToken": [],
+        "favorites": [],
+        "skillStates": {},
+        "createdAt": now,
+        "updatedAt": now,
+        "__v": 0_i32,
+    });
+    d
+}
+
+fn stored_user_from_doc(d: &Document) -> Option<StoredUser> {
+    let text = |k: &str| d.get_str(k).ok().map(str::to_string);
+    Some(StoredUser {
+        id: d.get_object_id("_id").ok()?,
+        email: text("email").unwrap_or_default(),
+        name: text("name"),
+        username: text("username"),
+        role: text("role"),
+        provider: text("provider"),
+        email_verified: d.get_bool("emailVerified").unwrap_or(false),
+        password_hash: text("password"),
+        id_on_the_source: text("idOnTheSource"),
+        has_expiry: matches!(d.get("expiresAt"), Some(v) if *v != Bson::Null),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(provider: &str) -> DesiredUser {
+        DesiredUser {
+            email: "jane.doe@example.com".into(),
+            name: Some("Jane Doe".into()),
+            username: Some("JaneD".into()),
+            role: "USER".into(),
+            provider: provider.into(),
+            email_verified: true,
+        }
+    }
+
+    #[test]
+    fn local_user_matches_librechat_shape() {
+        let d = new_user_document(&desired("local"), Some("$2b$10$x".into()));
+        assert_eq!(d.get_str("username").unwrap(), "janed");
+        assert_eq!(d.get("avatar"), Some(&Bson::Null));
+        assert_eq!(d.get_i32("__v").unwrap(), 0);
+        assert!(d
+            .get_document("personalization")
+            .unwrap()
+            .get_object_id("_id")
+            .is_ok());
+        for absent in ["tenantId", "expiresAt", "googleId", "openidId"] {
+            assert!(!d.contains_key(absent), "{absent} must not be written");
+        }
+    }
+
+    #[test]
+    fn sso_user_has_no_password_and_no_avatar() {
+        let mut want = desired("openid");
+        want.username = None;
+        let d = new_user_document(&want, None);
+        assert!(!d.contains_key("password"));
+        assert!(!d.contains_key("avatar"));
+        assert_eq!(d.get_str("username").unwrap(), "");
+        assert_eq!(d.get_str("provider").unwrap(), "openid");
+    }
+
+    #[test]
+    fn matching_account_needs_no_write() {
+        let want = desired("local");
+        let stored = stored_user_from_doc(&new_user_document(&want, None)).unwrap();
+        let (_, changed) = differences(&stored, &want);
+        assert!(changed.is_empty(), "{changed:?}");
+    }
+
+    #[test]
+    fn drift_is_detected_field_by_field() {
+        let want = desired("local");
+        let mut stored = stored_user_from_doc(&new_user_document(&want, None)).unwrap();
+        stored.role = Some("ADMIN".into());
+        stored.email_verified = false;
+        stored.has_expiry = true;
+        let (set, changed) = differences(&stored, &want);
+        assert_eq!(changed, vec!["role", "emailVerified", "expiresAt"]);
+        assert_eq!(set.get_str("role").unwrap(), "USER");
+    }
+}

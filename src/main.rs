@@ -1,0 +1,163 @@
+//! `librechat-operator`: `run` (the controllers; the default), `crds`, `validate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use librechat_operator::api::duration::parse_duration;
+use librechat_operator::api::instance::DEFAULT_RESYNC_PERIOD;
+use librechat_operator::{api, controller, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "librechat-operator",
+    version,
+    about = "LibreChat accounts, bans and invites as Kubernetes objects"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers (the default).
+    Run(RunArgs),
+    /// Print every CRD as YAML, or write one file per kind.
+    Crds {
+        /// Write `<group>_<plural>.yaml` files into this folder instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+    /// Check manifests offline with the controller's own validation, for a GitOps repository's CI.
+    Validate {
+        /// A YAML file (several documents allowed).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Watch one namespace only (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Reconciles that may run at once, per kind.
+    #[arg(long, default_value_t = 8, env = "CONCURRENCY")]
+    concurrency: u16,
+    /// Resync period for instances that do not declare one.
+    #[arg(long, default_value = DEFAULT_RESYNC_PERIOD, env = "RESYNC_PERIOD")]
+    resync_period: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = telemetry::LogFormat::Text, env = "LOG_FORMAT")]
+    log_format: telemetry::LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crds { output_dir }) => crds(output_dir),
+        Some(Command::Validate { file }) => validate(&file),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn crds(output_dir: Option<PathBuf>) -> ExitCode {
+    let result = match output_dir {
+        None => api::crds_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(|e| e.to_string()),
+        Some(dir) => api::crd_files()
+            .map_err(|e| e.to_string())
+            .and_then(|files| {
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                files.iter().try_for_each(|(name, text)| {
+                    std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
+                })
+            }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: could not write the CRDs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    telemetry::init(args.log_format);
+    let default_resync = match parse_duration(&args.resync_period) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            eprintln!("error: --resync-period must be more than zero");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: --resync-period: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach Kubernetes: set KUBECONFIG or run in a cluster");
+                return ExitCode::FAILURE;
+            }
+        };
+        let settings = controller::Settings { default_resync, concurrency: args.concurrency.max(1), namespace: args.namespace };
+        match controller::run(client, settings).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(3)
+            }
+        }
+    })
+}
+
+fn validate(file: &PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match api::offline::validate_manifests(&text) {
+        Ok(reports) => {
+            let mut failed = false;
+            for r in &reports {
+                if r.problems.is_empty() {
+                    println!("ok   {}", r.object);
+                } else {
+                    failed = true;
+                    println!("FAIL {}: {}", r.object, r.problems.join("; "));
+                }
+            }
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,718 @@
+// Contract checks: documents written by librechat-operator, judged by LibreChat's own
+// published code (@librechat/data-schemas 0.0.71 + mongoose 8.24.1, bcryptjs 2.4.3, keyv 5.5.2).
+//
+// This module is read-only towards the database: it never writes, never builds indexes,
+// never creates collections, and its Keyv store cannot delete (Keyv's get() deletes
+// expired entries in LibreChat; here that delete is a no-op).
+
+import { isDeepStrictEqual } from 'node:util';
+import os from 'node:os';
+import path from 'node:path';
+
+// ---------------------------------------------------------------------------------------
+// Environment for @librechat/data-schemas. Must be set before the package is imported:
+// - it imports 'dotenv/config' (loads ./.env of the cwd): point it at an empty file so a
+//   stray .env cannot change behaviour;
+// - its winston loggers write daily log files under ./logs of the cwd unless
+//   LOG_TO_FILE=false, and print to stdout unless CONSOLE_LOG_LEVEL=silent;
+// - TENANT_ISOLATION_STRICT=true would make every query without a tenant context throw:
+//   the operator targets single-tenant deployments, so it is removed;
+// - SEARCH/MEILI_* would enable the Meilisearch plugin on messages/conversations.
+// ---------------------------------------------------------------------------------------
+process.env.DOTENV_CONFIG_PATH ??= os.devNull;
+process.env.LOG_TO_FILE ??= 'false';
+process.env.LIBRECHAT_LOG_DIR ??= path.join(os.tmpdir(), 'librechat-contract-logs');
+process.env.CONSOLE_LOG_LEVEL ??= 'silent';
+delete process.env.TENANT_ISOLATION_STRICT;
+delete process.env.SEARCH;
+
+const { default: mongoose } = await import('mongoose');
+const ds = await import('@librechat/data-schemas');
+const { default: bcrypt } = await import('bcryptjs');
+const { Keyv } = await import('keyv');
+const { defaultDeserialize } = await import('@keyv/serialize');
+
+export { mongoose, ds };
+
+export const DEFAULT_DB_NAME = 'LibreChat';
+
+/** Deletion table: collection -> [field, BSON type stored by LibreChat]. */
+export const DELETION_TABLE = [
+  ['actions', 'user', 'ObjectId'],
+  ['agents', 'author', 'ObjectId'],
+  ['agentapikeys', 'userId', 'ObjectId'],
+  ['assistants', 'user', 'ObjectId'],
+  ['balances', 'user', 'ObjectId'],
+  ['conversationtags', 'user', 'String'],
+  ['conversations', 'user', 'String'],
+  ['messages', 'user', 'String'],
+  ['files', 'user', 'ObjectId'],
+  ['keys', 'userId', 'ObjectId'],
+  ['memoryentries', 'userId', 'ObjectId'],
+  ['pluginauths', 'userId', 'String'],
+  ['prompts', 'author', 'ObjectId'],
+  ['promptgroups', 'author', 'ObjectId'],
+  ['presets', 'user', 'String'],
+  ['sessions', 'user', 'ObjectId'],
+  ['sharedlinks', 'user', 'String'],
+  ['toolcalls', 'user', 'ObjectId'],
+  ['tokens', 'userId', 'ObjectId'],
+  ['aclentries', 'principalId', 'ObjectId'], // schema type is Mixed; LibreChat stores ObjectId
+  ['transactions', 'user', 'ObjectId'], // only checked with transactionsDeleted: true
+];
+
+/** SSO id fields of the User schema: must never be stored as null (unique partial indexes). */
+export const SSO_ID_FIELDS = [
+  'googleId',
+  'facebookId',
+  'openidId',
+  'openidIssuer',
+  'samlId',
+  'ldapId',
+  'githubId',
+  'discordId',
+  'appleId',
+];
+
+const HEX24 = /^[0-9a-fA-F]{24}$/;
+const SECRET_KEY = /pass|token|secret|hash|backup|totp/i;
+
+// ---------------------------------------------------------------------------------------
+// URI helpers
+// ---------------------------------------------------------------------------------------
+
+/** Database name from the URI path ("mongodb://h:1/NAME?x"), default "LibreChat". */
+export function dbNameFromUri(uri) {
+  const m = /^mongodb(?:\+srv)?:\/\/[^/?]*\/([^?]*)/.exec(uri);
+  const name = m ? decodeURIComponent(m[1]) : '';
+  return name || DEFAULT_DB_NAME;
+}
+
+/** The same URI with its database path replaced by `name`. */
+export function withDbName(uri, name) {
+  const m = /^(mongodb(?:\+srv)?:\/\/[^/?]*)(?:\/[^?]*)?(\?.*)?$/.exec(uri);
+  if (!m) throw new Error('not a mongodb:// URI');
+  return `${m[1]}/${encodeURIComponent(name)}${m[2] ?? ''}`;
+}
+
+/** URI with any password removed, for messages. */
+export function redactUri(uri) {
+  return String(uri).replace(/\/\/([^@/]*)@/, (_, cred) => `//${cred.split(':')[0]}:***@`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Connection
+// ---------------------------------------------------------------------------------------
+
+let opened = null;
+
+/**
+ * Connects mongoose and builds LibreChat's models and methods on it.
+ * Returns { mongoose, models, methods, db, dbName, close }.
+ */
+export async function openContract(uri, { dbName, serverSelectionTimeoutMS } = {}) {
+  if (opened) throw new Error('openContract: already open');
+  mongoose.set('strictQuery', true); // as LibreChat's api/db/connect.js
+  mongoose.set('autoIndex', false); // read-only: never build indexes in the checked database
+  mongoose.set('autoCreate', false); // ... nor create collections
+  const models = mongoose.models.User ? mongoose.models : ds.createModels(mongoose);
+  const methods = ds.createMethods(mongoose);
+  const name = dbName ?? dbNameFromUri(uri);
+  await mongoose.connect(uri, {
+    dbName: name,
+    serverSelectionTimeoutMS:
+      serverSelectionTimeoutMS ?? Number(process.env.CONTRACT_SERVER_SELECTION_TIMEOUT_MS || 10000),
+  });
+  const db = mongoose.connection.db;
+  await db.command({ ping: 1 });
+  opened = {
+    mongoose,
+    models,
+    methods,
+    db,
+    dbName: name,
+    async close() {
+      opened = null;
+      await mongoose.disconnect();
+    },
+  };
+  return opened;
+}
+
+// ---------------------------------------------------------------------------------------
+// Expectations file
+// ---------------------------------------------------------------------------------------
+
+export class ExpectationError extends Error {}
+
+function fail(msg) {
+  throw new ExpectationError(msg);
+}
+
+function isObj(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** Validates the shape of an expectations object; throws ExpectationError. */
+export function validateExpectations(e) {
+  if (!isObj(e)) fail('expectations must be a JSON object');
+  const sections = ['users', 'absentUsers', 'sessionsRevoked', 'sessionsPresent', 'invites', 'bans'];
+  for (const k of Object.keys(e)) {
+    if (!sections.includes(k)) fail(`unknown section "${k}" (allowed: ${sections.join(', ')})`);
+    if (!Array.isArray(e[k])) fail(`"${k}" must be an array`);
+  }
+  (e.users ?? []).forEach((u, i) => {
+    const at = `users[${i}]`;
+    if (!isObj(u)) fail(`${at} must be an object`);
+    if (typeof u.email !== 'string' || !u.email.trim()) fail(`${at}.email must be a non-empty string`);
+    if ('password' in u && u.password !== null && typeof u.password !== 'string')
+      fail(`${at}.password must be a string or null`);
+  });
+  (e.absentUsers ?? []).forEach((u, i) => {
+    const at = `absentUsers[${i}]`;
+    if (!isObj(u)) fail(`${at} must be an object`);
+    for (const k of Object.keys(u))
+      if (!['email', 'userId', 'transactionsDeleted'].includes(k)) fail(`${at}: unknown field "${k}"`);
+    if (u.email === undefined && u.userId === undefined) fail(`${at} needs email and/or userId`);
+    if (u.email !== undefined && (typeof u.email !== 'string' || !u.email.trim()))
+      fail(`${at}.email must be a non-empty string`);
+    if (u.userId !== undefined && (typeof u.userId !== 'string' || !HEX24.test(u.userId)))
+      fail(`${at}.userId must be a 24-digit hex ObjectId`);
+    if (u.transactionsDeleted !== undefined && typeof u.transactionsDeleted !== 'boolean')
+      fail(`${at}.transactionsDeleted must be a boolean`);
+  });
+  for (const s of ['sessionsRevoked', 'sessionsPresent'])
+    (e[s] ?? []).forEach((id, i) => {
+      if (typeof id !== 'string' || !HEX24.test(id)) fail(`${s}[${i}] must be a 24-digit hex ObjectId`);
+    });
+  (e.invites ?? []).forEach((v, i) => {
+    const at = `invites[${i}]`;
+    if (!isObj(v)) fail(`${at} must be an object`);
+    for (const k of Object.keys(v))
+      if (!['rawToken', 'email', 'expectFound'].includes(k)) fail(`${at}: unknown field "${k}"`);
+    if (typeof v.rawToken !== 'string' || !v.rawToken) fail(`${at}.rawToken must be a non-empty string`);
+    if (typeof v.email !== 'string' || !v.email.trim()) fail(`${at}.email must be a non-empty string`);
+    if (typeof v.expectFound !== 'boolean') fail(`${at}.expectFound must be a boolean`);
+  });
+  (e.bans ?? []).forEach((b, i) => {
+    const at = `bans[${i}]`;
+    if (!isObj(b)) fail(`${at} must be an object`);
+    for (const k of Object.keys(b))
+      if (!['key', 'expectActive', 'userId'].includes(k)) fail(`${at}: unknown field "${k}"`);
+    if (typeof b.key !== 'string' || !/^BANS:.+/.test(b.key)) fail(`${at}.key must be "BANS:<userId hex or ip>"`);
+    if (typeof b.expectActive !== 'boolean') fail(`${at}.expectActive must be a boolean`);
+    if (b.userId !== undefined && (typeof b.userId !== 'string' || !HEX24.test(b.userId)))
+      fail(`${at}.userId must be a 24-digit hex ObjectId`);
+  });
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------
+// Document validation against the package's mongoose models
+// ---------------------------------------------------------------------------------------
+
+function isPlainObject(v) {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && !v._bsontype && !(v instanceof Date);
+}
+
+function bsonTypeName(v) {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (v instanceof Date) return 'Date';
+  if (Array.isArray(v)) return 'Array';
+  if (v._bsontype) return v._bsontype;
+  return typeof v;
+}
+
+function typeMatches(instance, v) {
+  switch (instance) {
+    case 'ObjectId':
+      return v?._bsontype === 'ObjectId';
+    case 'String':
+      return typeof v === 'string';
+    case 'Boolean':
+      return typeof v === 'boolean';
+    case 'Number':
+      return typeof v === 'number' || typeof v === 'bigint' || ['Int32', 'Double', 'Long'].includes(v?._bsontype);
+    case 'Date':
+      return v instanceof Date;
+    case 'Buffer':
+    case 'UUID':
+      return v?._bsontype === 'Binary';
+    case 'Decimal128':
+      return v?._bsontype === 'Decimal128';
+    case 'Array':
+      return Array.isArray(v);
+    case 'Embedded':
+    case 'Map':
+      return isPlainObject(v);
+    default:
+      return true; // Mixed and anything exotic
+  }
+}
+
+/**
+ * Walks a raw document against a mongoose schema: every stored field must exist in the
+ * schema, have the BSON type the schema declares (null allowed; `required` is checked by
+ * validate()), and string values must already be in the form the schema's lowercase/trim
+ * setters would produce (hydrate() does not run setters, LibreChat's writes do).
+ */
+function walkSchema(schema, obj, base, display, problems) {
+  for (const [k, v] of Object.entries(obj)) {
+    const p = base + k;
+    const shown = display + k;
+    const st = schema.path(p);
+    if (!st) {
+      if (schema.pathType(p) === 'nested' && isPlainObject(v)) {
+        walkSchema(schema, v, p + '.', shown + '.', problems);
+      } else {
+        problems.push(`unknown field "${shown}" (not in LibreChat's schema)`);
+      }
+      continue;
+    }
+    if (v === null || v === undefined) continue;
+    checkValue(schema, st, p, v, shown, problems);
+  }
+}
+
+function checkValue(schema, st, p, v, shown, problems) {
+  if (!typeMatches(st.instance, v)) {
+    problems.push(`"${shown}" is ${bsonTypeName(v)}, schema says ${st.instance}`);
+    return;
+  }
+  if (st.instance === 'String') {
+    let want = v;
+    if (st.options?.trim) want = want.trim();
+    if (st.options?.lowercase) want = want.toLowerCase();
+    if (want !== v)
+      problems.push(
+        `"${shown}" is not normalized (schema setters: ${[st.options?.lowercase && 'lowercase', st.options?.trim && 'trim']
+          .filter(Boolean)
+          .join('+')})`,
+      );
+  } else if (st.instance === 'Embedded' && st.schema) {
+    walkSchema(st.schema, v, '', shown + '.', problems);
+  } else if (st.instance === 'Array') {
+    v.forEach((el, i) => {
+      if (el === null || el === undefined) return;
+      if (st.$isMongooseDocumentArray && st.schema) {
+        if (!isPlainObject(el)) problems.push(`"${shown}[${i}]" is ${bsonTypeName(el)}, schema says subdocument`);
+        else walkSchema(st.schema, el, '', `${shown}[${i}].`, problems);
+      } else {
+        const inner = st.$embeddedSchemaType ?? st.caster;
+        if (inner) checkValue(schema, inner, p + '.$', el, `${shown}[${i}]`, problems);
+      }
+    });
+  } else if (st.instance === 'Map') {
+    const inner = schema.path(p + '.$*');
+    if (inner)
+      for (const [mk, mv] of Object.entries(v))
+        if (mv !== null && mv !== undefined) checkValue(schema, inner, p + '.$*', mv, `${shown}.${mk}`, problems);
+  }
+}
+
+/** Raw-shape check plus hydrate() + validate() with the LibreChat model. Returns problems. */
+export async function validateWithModel(Model, raw) {
+  const problems = [];
+  walkSchema(Model.schema, raw, '', '', problems);
+  let doc;
+  try {
+    doc = Model.hydrate(raw);
+  } catch (err) {
+    problems.push(`${Model.modelName}.hydrate() failed: ${err.message}`);
+    return problems;
+  }
+  try {
+    await doc.validate();
+  } catch (err) {
+    if (err?.errors) {
+      for (const [p, e] of Object.entries(err.errors)) problems.push(`validate(): ${p}: ${redactSecrets(p, e.message)}`);
+    } else problems.push(`validate(): ${err.message}`);
+  }
+  return problems;
+}
+
+function redactSecrets(p, msg) {
+  // mongoose messages quote the value (e.g. minlength); never echo password material
+  return SECRET_KEY.test(p) ? msg.replace(/\(`[^`]*`/g, '(`***`').replace(/value "[^"]*"/g, 'value "***"') : msg;
+}
+
+// ---------------------------------------------------------------------------------------
+// Comparing expected JSON values with stored BSON values
+// ---------------------------------------------------------------------------------------
+
+function toJsonish(v) {
+  if (v === null || v === undefined) return v;
+  if (v instanceof Date) return v.toISOString();
+  if (v._bsontype === 'ObjectId') return v.toHexString();
+  if (Array.isArray(v)) return v.map(toJsonish);
+  if (typeof v === 'object' && !v._bsontype) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, toJsonish(x)]));
+  return v;
+}
+
+function sameValue(expected, stored) {
+  if (stored instanceof Date && typeof expected === 'number') return stored.getTime() === expected;
+  if (stored instanceof Date && typeof expected === 'string') return stored.getTime() === Date.parse(expected);
+  return isDeepStrictEqual(toJsonish(stored), expected);
+}
+
+function show(key, v) {
+  if (SECRET_KEY.test(key)) return '<redacted>';
+  if (v === undefined) return '<missing>';
+  const s = JSON.stringify(toJsonish(v));
+  return s.length > 120 ? s.slice(0, 117) + '...' : s;
+}
+
+// ---------------------------------------------------------------------------------------
+// Keyv (bans)
+// ---------------------------------------------------------------------------------------
+
+/**
+ * A read-only version of LibreChat's KeyvMongoCustom (packages/api/src/cache/keyvMongo.ts):
+ * get(key) = logs.findOne({key: {$eq: key}})?.value. Writes and deletes are no-ops so that
+ * Keyv's lazy expiry (delete on read) cannot change the database under test.
+ */
+class ReadOnlyLogsStore {
+  constructor(collection) {
+    this.collection = collection;
+    this.namespace = undefined;
+    this.ttlSupport = false;
+    this.opts = {};
+  }
+  async get(key) {
+    const doc = await this.collection.findOne({ key: { $eq: key } });
+    return doc ? doc.value : undefined;
+  }
+  async set() {}
+  async delete() {
+    return false;
+  }
+  async clear() {}
+  on() {
+    return this;
+  }
+}
+
+function makeKeyv(db, namespace) {
+  // throwOnErrors: a store failure must not look like "no ban"
+  return new Keyv({ store: new ReadOnlyLogsStore(db.collection('logs')), namespace, throwOnErrors: true });
+}
+
+/** checkBan's judgement of a BANS value: missing/NaN expiresAt = banned indefinitely. */
+function innerActive(value, now) {
+  if (!value) return { active: false, why: 'empty value' };
+  const exp = Number(value.expiresAt);
+  if (value.expiresAt === undefined || value.expiresAt === null || Number.isNaN(exp))
+    return { active: true, why: 'value.expiresAt missing: banned indefinitely' };
+  if (exp > now) return { active: true, why: `value.expiresAt ${new Date(exp).toISOString()} is in the future` };
+  return { active: false, why: `value.expiresAt ${new Date(exp).toISOString()} has passed` };
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks
+// ---------------------------------------------------------------------------------------
+
+/**
+ * Runs every check of `expectations` against the open contract context.
+ * Returns [{ ok: boolean, name: string, reason?: string }].
+ */
+export async function runChecks(ctx, expectations) {
+  validateExpectations(expectations);
+  const { models, methods, db } = ctx;
+  const results = [];
+  const add = (ok, name, reason) => results.push(ok ? { ok: true, name } : { ok: false, name, reason });
+  const guard = async (name, fn) => {
+    try {
+      await fn();
+    } catch (err) {
+      add(false, name, `error: ${err?.message ?? err}`);
+    }
+  };
+  const oid = (hex) => new mongoose.Types.ObjectId(hex);
+
+  // ----- users -----------------------------------------------------------------------
+  for (const exp of expectations.users ?? []) {
+    const normalized = exp.email.trim().toLowerCase();
+    const subject = `user ${normalized}`;
+    let found = null;
+    await guard(`${subject}: findUser(${JSON.stringify(exp.email)}) finds it`, async () => {
+      found = await methods.findUser({ email: exp.email }, '+password');
+      add(!!found, `${subject}: findUser(${JSON.stringify(exp.email)}) finds it`, 'findUser returned null');
+    });
+    if (!found) continue;
+
+    await guard(`${subject}: email is unique (countUsers)`, async () => {
+      const n = await methods.countUsers({ email: normalized });
+      add(n === 1, `${subject}: email is unique (countUsers)`, `countUsers({email}) = ${n}`);
+    });
+
+    const raw = await db.collection('users').findOne({ _id: found._id });
+    if (!raw) {
+      add(false, `${subject}: raw document readable`, 'document vanished between reads');
+      continue;
+    }
+
+    await guard(`${subject}: valid against LibreChat's User model`, async () => {
+      const problems = await validateWithModel(models.User, raw);
+      add(problems.length === 0, `${subject}: valid against LibreChat's User model`, problems.join('; '));
+    });
+
+    {
+      const bad = [];
+      if ('tenantId' in raw) bad.push('tenantId is set (single-tenant documents must not carry it)');
+      for (const f of SSO_ID_FIELDS) if (f in raw && raw[f] === null) bad.push(`${f} is null (unique partial index treats null as present)`);
+      if ('expiresAt' in raw) bad.push('expiresAt is set (unverified-user TTL would delete the account)');
+      add(bad.length === 0, `${subject}: no forbidden fields`, bad.join('; '));
+    }
+
+    if ('password' in exp) {
+      if (exp.password === null) {
+        add(!('password' in raw), `${subject}: has no password field`, `password field present (${bsonTypeName(raw.password)})`);
+      } else {
+        await guard(`${subject}: password matches (bcryptjs.compare)`, async () => {
+          const hash = raw.password;
+          let ok = false;
+          let reason = 'bcryptjs.compare returned false';
+          if (typeof hash !== 'string') reason = `stored password is ${bsonTypeName(hash)}`;
+          else if (!/^\$2[aby]\$\d\d\$/.test(hash)) reason = 'stored password is not a bcrypt hash';
+          else ok = await bcrypt.compare(exp.password, hash);
+          add(ok, `${subject}: password matches (bcryptjs.compare)`, reason);
+        });
+      }
+    }
+
+    for (const [key, want] of Object.entries(exp)) {
+      if (key === 'email' || key === 'password') continue;
+      const have = raw[key];
+      add(
+        have !== undefined && sameValue(want, have),
+        `${subject}: ${key} = ${show(key, want)}`,
+        `stored ${key} is ${show(key, have)}`,
+      );
+    }
+  }
+
+  // ----- absent users ----------------------------------------------------------------
+  const absent = expectations.absentUsers ?? [];
+  if (absent.some((a) => a.userId)) {
+    // The table above must agree with the package's own schemas.
+    const byColl = new Map(Object.values(models).map((m) => [m.collection.collectionName, m]));
+    const bad = [];
+    for (const [coll, field, type] of DELETION_TABLE) {
+      const st = byColl.get(coll)?.schema.path(field);
+      const inst = st?.instance;
+      if (!st) bad.push(`${coll}.${field}: no such schema path`);
+      else if (inst !== type && !(inst === 'Mixed' && coll === 'aclentries')) bad.push(`${coll}.${field}: schema ${inst}, table ${type}`);
+    }
+    const gm = byColl.get('groups')?.schema.path('memberIds');
+    if (gm?.$embeddedSchemaType?.instance !== 'String') bad.push('groups.memberIds is not [String]');
+    add(bad.length === 0, 'deletion table agrees with LibreChat schemas', bad.join('; '));
+  }
+  for (const exp of absent) {
+    const subject = `absent user ${exp.userId ?? ''}${exp.userId && exp.email ? ' ' : ''}${exp.email ? exp.email.trim().toLowerCase() : ''}`;
+    if (exp.email !== undefined) {
+      await guard(`${subject}: findUser finds nothing`, async () => {
+        const u = await methods.findUser({ email: exp.email }, '_id');
+        add(!u, `${subject}: findUser finds nothing`, `findUser found _id ${u?._id}`);
+      });
+    }
+    if (exp.userId === undefined) continue;
+    await guard(`${subject}: getUserById finds nothing`, async () => {
+      const u = await methods.getUserById(exp.userId, '_id');
+      add(!u, `${subject}: getUserById finds nothing`, 'getUserById found the user');
+    });
+    for (const [coll, field, type] of DELETION_TABLE) {
+      if (coll === 'transactions' && exp.transactionsDeleted !== true) continue;
+      const value = type === 'ObjectId' ? oid(exp.userId) : exp.userId;
+      const name = `${subject}: no ${coll} with ${field} = ${type}(${exp.userId})`;
+      await guard(name, async () => {
+        const n = await db.collection(coll).countDocuments({ [field]: { $eq: value } });
+        add(n === 0, name, `${n} document(s) left`);
+      });
+    }
+    const name = `${subject}: no groups with memberIds containing "${exp.userId}"`;
+    await guard(name, async () => {
+      const n = await db.collection('groups').countDocuments({ memberIds: exp.userId });
+      add(n === 0, name, `${n} group(s) still list the user`);
+    });
+  }
+
+  // ----- sessions --------------------------------------------------------------------
+  for (const id of expectations.sessionsRevoked ?? []) {
+    const subject = `sessions of ${id}`;
+    await guard(`${subject}: findSession finds no live session`, async () => {
+      const s = await methods.findSession({ userId: id });
+      add(!s, `${subject}: findSession finds no live session`, `findSession found session ${s?._id}`);
+    });
+    await guard(`${subject}: no session documents left`, async () => {
+      const n = await models.Session.countDocuments({ user: oid(id) });
+      add(n === 0, `${subject}: no session documents left`, `${n} session document(s) with user ObjectId(${id})`);
+    });
+  }
+  for (const id of expectations.sessionsPresent ?? []) {
+    const subject = `sessions of ${id}`;
+    await guard(`${subject}: findSession finds a live session`, async () => {
+      const s = await methods.findSession({ userId: id });
+      add(!!s, `${subject}: findSession finds a live session`, 'findSession returned null (none, expired, or user not stored as ObjectId)');
+    });
+    await guard(`${subject}: session documents valid against LibreChat's Session model`, async () => {
+      const docs = await db.collection('sessions').find({ user: oid(id) }).toArray();
+      const problems = [];
+      for (const d of docs) for (const p of await validateWithModel(models.Session, d)) problems.push(`${d._id}: ${p}`);
+      add(
+        docs.length > 0 && problems.length === 0,
+        `${subject}: session documents valid against LibreChat's Session model`,
+        docs.length === 0 ? 'no session documents' : problems.join('; '),
+      );
+    });
+  }
+
+  // ----- invites ---------------------------------------------------------------------
+  for (const exp of expectations.invites ?? []) {
+    const email = exp.email.trim().toLowerCase();
+    const subject = `invite for ${email}`;
+    const name = `${subject}: getInvite ${exp.expectFound ? 'finds' : 'does not find'} it`;
+    let tokenDoc = null;
+    await guard(name, async () => {
+      let decoded = null;
+      try {
+        decoded = decodeURIComponent(exp.rawToken);
+      } catch {
+        decoded = null; // LibreChat's getInvite throws -> "Invalid invite token"
+      }
+      if (decoded !== null) {
+        const hash = await ds.hashToken(decoded);
+        tokenDoc = await methods.findToken({ token: hash, email });
+      }
+      add(
+        !!tokenDoc === exp.expectFound,
+        name,
+        exp.expectFound
+          ? decoded === null
+            ? 'raw token is not valid URI encoding'
+            : 'findToken({token: sha256(raw), email}) returned null'
+          : `findToken found token document ${tokenDoc?._id}`,
+      );
+    });
+    if (!tokenDoc || !exp.expectFound) continue;
+    const raw = await db.collection('tokens').findOne({ _id: tokenDoc._id });
+    await guard(`${subject}: valid against LibreChat's Token model`, async () => {
+      const problems = await validateWithModel(models.Token, raw);
+      add(problems.length === 0, `${subject}: valid against LibreChat's Token model`, problems.join('; '));
+    });
+    {
+      const bad = [];
+      if ('type' in raw) bad.push(`type is set (createInvite writes none)`);
+      if ('identifier' in raw) bad.push(`identifier is set (createInvite writes none)`);
+      if ('tenantId' in raw) bad.push('tenantId is set');
+      if (raw.expiresAt instanceof Date && raw.expiresAt.getTime() <= Date.now())
+        bad.push(`expiresAt ${raw.expiresAt.toISOString()} has passed (the TTL monitor deletes it)`);
+      add(bad.length === 0, `${subject}: shaped like createInvite's token`, bad.join('; '));
+    }
+  }
+
+  // ----- bans ------------------------------------------------------------------------
+  if ((expectations.bans ?? []).length) {
+    const bans = makeKeyv(db, 'BANS');
+    const banCache = makeKeyv(db, 'ban');
+    const logs = db.collection('logs');
+    for (const exp of expectations.bans) {
+      const id = exp.key.slice('BANS:'.length);
+      const subject = `ban ${exp.key}`;
+      const now = Date.now();
+      const rawDoc = await logs.findOne({ key: { $eq: exp.key } });
+
+      if (rawDoc) {
+        const bad = [];
+        for (const k of Object.keys(rawDoc))
+          if (!['_id', 'key', 'value', 'expiresAt'].includes(k)) bad.push(`unexpected field "${k}"`);
+        if (typeof rawDoc.value !== 'string') bad.push(`value is ${bsonTypeName(rawDoc.value)}, KeyvMongo stores a String`);
+        if (!(rawDoc.expiresAt === null || rawDoc.expiresAt instanceof Date))
+          bad.push(`expiresAt is ${bsonTypeName(rawDoc.expiresAt)}, KeyvMongo stores Date or null`);
+        let envelope;
+        if (typeof rawDoc.value === 'string') {
+          try {
+            envelope = defaultDeserialize(rawDoc.value);
+          } catch (err) {
+            bad.push(`value is not a Keyv envelope (${err.message})`);
+          }
+        }
+        if (envelope !== undefined) {
+          if (!isObj(envelope) || !('value' in envelope)) bad.push('value is not a Keyv envelope {value, expires}');
+          else {
+            if (envelope.expires !== undefined && envelope.expires !== null && typeof envelope.expires !== 'number')
+              bad.push('envelope expires is not a number');
+            if (!isObj(envelope.value)) bad.push('ban value is not an object');
+            const hasTtl = typeof envelope.expires === 'number';
+            if (hasTtl !== rawDoc.expiresAt instanceof Date)
+              bad.push(`document expiresAt (${bsonTypeName(rawDoc.expiresAt)}) disagrees with envelope expires (${hasTtl ? 'set' : 'unset'})`);
+            else if (hasTtl && Math.abs(rawDoc.expiresAt.getTime() - envelope.expires) > 60_000)
+              bad.push('document expiresAt and envelope expires differ by more than 60 s');
+            if (exp.userId !== undefined && envelope.value?.user_id !== exp.userId)
+              bad.push(`value.user_id is ${show('user_id', envelope.value?.user_id)}, expected "${exp.userId}"`);
+          }
+        }
+        add(bad.length === 0, `${subject}: logs document shaped like KeyvMongo + Keyv 5 wrote it`, bad.join('; '));
+      }
+
+      // LibreChat's read: new Keyv({store: keyvMongo, namespace: 'BANS'}).get(id)
+      let value;
+      let readOk = true;
+      await guard(`${subject}: readable through Keyv (namespace BANS)`, async () => {
+        try {
+          value = await bans.get(id);
+        } catch (err) {
+          readOk = false;
+          throw err;
+        }
+      });
+      if (!readOk) continue;
+      let active;
+      let why;
+      if (value === undefined || value === null) {
+        active = false;
+        why = rawDoc ? 'Keyv envelope expired (Keyv.get returns undefined)' : 'no logs document with that key';
+      } else {
+        ({ active, why } = innerActive(value, now));
+        if (active) why = `envelope live, ${why}`;
+      }
+      add(active === exp.expectActive, `${subject}: ${exp.expectActive ? 'active' : 'not active'} as checkBan judges it`, why);
+
+      if (!exp.expectActive) {
+        // checkBan first consults its own cache (namespace 'ban'); any truthy entry blocks.
+        const cacheKeys = [id, `ban_cache:user:${id}`, `ban_cache:ip:${id}`];
+        const live = [];
+        for (const k of cacheKeys) if (await banCache.get(k)) live.push(`ban:${k}`);
+        add(live.length === 0, `${subject}: no live checkBan cache entry for "${id}"`, `live: ${live.join(', ')}`);
+        if (HEX24.test(id)) {
+          // IP copies of a user's ban are only findable by the user_id inside their value
+          const named = [];
+          const docs = await logs.find({ key: { $regex: '^(BANS|ban):' } }).toArray();
+          for (const d of docs) {
+            if (d.key === exp.key || typeof d.value !== 'string') continue;
+            let env;
+            try {
+              env = defaultDeserialize(d.value);
+            } catch {
+              continue;
+            }
+            const live = !(typeof env?.expires === 'number' && now > env.expires);
+            if (live && env?.value?.user_id === id) named.push(d.key);
+          }
+          add(named.length === 0, `${subject}: no other live ban entry naming user ${id}`, `live: ${named.join(', ')}`);
+        }
+      }
+    }
+  }
+
+  return results;
+}
+
+/** Formats results as "ok - ..." / "not ok - ... : reason" lines plus the summary line. */
+export function formatResults(results) {
+  const lines = results.map((r) => (r.ok ? `ok - ${r.name}` : `not ok - ${r.name}: ${r.reason || 'failed'}`));
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  lines.push(`contract: ${passed} passed, ${failed} failed`);
+  return { lines, passed, failed };
+}

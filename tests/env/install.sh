@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install everything the integration-test environment needs (idempotent, no prompts):
+#   redis-server   (Debian package; the system service is NOT started)
+#   etcd, kube-apiserver, kube-controller-manager, kubectl, helm -> ~/.cache/k8s-envtest/bin
+#   SecantusDB + pymongo venv                                    -> ~/.cache/secantus-venv
+# A no-op taking well under a second when everything is already there.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+BIN="${K8S_BIN_DIR:-$HOME/.cache/k8s-envtest/bin}"
+VENV="${SECANTUS_VENV:-$HOME/.cache/secantus-venv}"
+SECANTUS_VERSION=0.7.0b3
+export DEBIAN_FRONTEND=noninteractive
+mkdir -p "$HOME/.cache"
+# Serialise concurrent installs (e.g. two test jobs starting at once).
+exec 9>"$HOME/.cache/librechat-operator-env-install.lock"; flock 9
+
+# 1. redis-server. `apt-get update` only when the package index doesn't know it yet.
+if ! command -v redis-server >/dev/null; then
+  apt-cache policy redis-server 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update -qq
+  # Debian starts services from postinst unless policy-rc.d says no (exit 101); up.sh runs
+  # its own redis on a private port, so keep the system one from grabbing 6379.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  fi
+  apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+
+# 2. Kubernetes binaries (the build takes several minutes the first time, then is cached).
+if ! command -v etcd >/dev/null || ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then need_k8s=1; else need_k8s=0; fi
+for b in kube-apiserver kube-controller-manager kubectl helm; do [ -x "$BIN/$b" ] || need_k8s=1; done
+if [ "$need_k8s" = 1 ]; then
+  WITH_KCM=1 K8S_BIN_DIR="$BIN" bash "$HERE/install-k8s.sh" >/dev/null
+fi
+
+# 3. SecantusDB (MongoDB wire protocol server) + pymongo (used for readiness pings).
+if ! "$VENV/bin/python" -c "import pymongo, importlib.metadata as m; assert m.version('SecantusDB') == '$SECANTUS_VERSION'" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check pymongo "SecantusDB==$SECANTUS_VERSION"
+fi
