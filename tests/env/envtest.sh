@@ -93,8 +93,7 @@ current-context: envtest
 KC
 
   # --- wait until ready (/readyz needs etcd + all post-start hooks incl. CRD controller) ---
-  local i
-  for i in $(seq 1 120); do
+  for _ in $(seq 1 120); do
     if curl -fsS --cacert "$c/ca.crt" -H "Authorization: Bearer $token" \
          "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
       if [ "$WITH_KCM" = 1 ]; then

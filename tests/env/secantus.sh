@@ -19,7 +19,7 @@ alive() { [ -f "$1/secantus.pid" ] && pid_alive "$(cat "$1/secantus.pid")"; }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start() {
-  local port="$1" dir="$2" i
+  local port="$1" dir="$2"
   [ -x "$VENV/bin/secantusd-py" ] || { echo "SecantusDB not installed; run tests/env/install.sh" >&2; return 1; }
   mkdir -p "$dir"; dir="$(cd "$dir" && pwd)"
   if alive "$dir"; then
@@ -29,16 +29,19 @@ start() {
   fi
   # A previous server on this port may still be shutting down (SecantusDB takes ~3 s to
   # exit on TERM); wait up to 15 s for the listener to go away rather than fail to bind.
-  for i in $(seq 1 150); do listening "$port" || break; sleep 0.1; done
+  local until=$((SECONDS + 15))
+  while listening "$port" && [ "$SECONDS" -lt "$until" ]; do sleep 0.5; done
   listening "$port" && { echo "port $port is in use by another process" >&2; return 1; }
 
   # setsid: own session, so the server outlives the caller's process group / job.
   # The PID is written by the shell that then execs the server, so it is the server's PID.
+  rm -f "$dir/secantus.pid"  # stale after a crash; the wait below must see the new one
+  # shellcheck disable=SC2016  # $$ and $1.. expand in the inner shell
   setsid bash -c 'echo $$ > "$1/secantus.pid"; exec "$2/bin/secantusd-py" --host 127.0.0.1 --port "$3" \
       --storage-path "$1/db" --cache-size 256M --log-level WARNING' _ "$dir" "$VENV" "$port" \
     </dev/null >>"$dir/secantus.log" 2>&1 &
   echo "$port" > "$dir/secantus.port"
-  for i in $(seq 1 50); do [ -s "$dir/secantus.pid" ] && break; sleep 0.1; done
+  for _ in $(seq 1 50); do [ -s "$dir/secantus.pid" ] && break; sleep 0.1; done
 
   # Real round trip (one Python process polls, ~2 s cold start); gives up if the server dies.
   if ! "$VENV/bin/python" - "$port" "$(cat "$dir/secantus.pid")" <<'EOF'
@@ -66,14 +69,14 @@ EOF
 }
 
 stop() {
-  local dir="$1" pid i
+  local dir="$1" pid
   [ -f "$dir/secantus.pid" ] || return 0
   pid="$(cat "$dir/secantus.pid")"
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 150); do pid_alive "$pid" || break; sleep 0.1; done
+  for _ in $(seq 1 150); do pid_alive "$pid" || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   # After KILL, wait until it is gone, so the port is free when we return.
-  for i in $(seq 1 50); do pid_alive "$pid" || break; sleep 0.1; done
+  for _ in $(seq 1 50); do pid_alive "$pid" || break; sleep 0.1; done
   rm -f "$dir/secantus.pid"
 }
 

@@ -1,0 +1,8 @@
+//! End-to-end tests against a real kube-apiserver, a real MongoDB-wire server and real Redis.
+//! Each test gets its own namespace, database and operator process, so tests run in parallel.
+//! Run through `make test`, which starts the servers and sets KUBECONFIG, MONGODB_URI, REDIS_URL.
+
+mod support;
+
+mod instance;
+mod user;

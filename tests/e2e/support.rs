@@ -1,0 +1,366 @@
+//! What every end-to-end test needs: the real servers from the environment, a namespace and
+//! a MongoDB database of its own, an operator process watching only that namespace, and
+//! patient polling.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::ByteString;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::Client;
+use mongodb::bson::Document;
+use serde_json::Value;
+
+/// The servers, from `KUBECONFIG`, `MONGODB_URI` and `REDIS_URL` (set by `make test`).
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the end-to-end tests through `make test`"))
+}
+
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `MONGODB_URI` with its database replaced by `db`.
+pub fn mongo_uri_for(db: &str) -> String {
+    let uri = env("MONGODB_URI");
+    let (base, query) = match uri.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (uri.clone(), String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One test's world: a namespace, a database, the clients.
+pub struct World {
+    pub client: Client,
+    pub ns: String,
+    pub db_name: String,
+    pub db: mongodb::Database,
+    operator: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl World {
+    pub async fn new(label: &str) -> World {
+        ensure_crds();
+        let client = Client::try_default().await.expect("KUBECONFIG must point at a reachable API server");
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let suffix = format!("{:x}{n}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos() | 1));
+        let ns = format!("e2e-{label}-{suffix}");
+        create_namespace(&client, &ns).await;
+        let db_name = format!("e2e_{}", ns.replace('-', "_"));
+        let mongo = mongodb::Client::with_uri_str(env("MONGODB_URI")).await.expect("MONGODB_URI must be valid");
+        let db = mongo.database(&db_name);
+        let log_dir = project_dir().join("target/e2e-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log_path = log_dir.join(format!("{ns}.log"));
+        World { client, ns, db_name, db, operator: None, log_path }
+    }
+
+    /// Starts the operator binary, watching only this world's namespace.
+    pub fn start_operator(&mut self) {
+        self.start_operator_in(None);
+    }
+
+    /// Starts the operator watching `namespace` (`None`: this world's), or all with `Some("")`.
+    pub fn start_operator_in(&mut self, namespace: Option<&str>) {
+        assert!(self.operator.is_none(), "operator already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_librechat-operator"));
+        cmd.arg("run").arg("--resync-period").arg("3s");
+        match namespace {
+            Some("") => {}
+            Some(ns) => {
+                cmd.arg("--namespace").arg(ns);
+            }
+            None => {
+                cmd.arg("--namespace").arg(&self.ns);
+            }
+        }
+        cmd.env("RUST_LOG", "info,librechat_operator=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.operator = Some(cmd.spawn().expect("the operator binary must start"));
+    }
+
+    pub fn stop_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The operator's log so far (it must never contain secrets).
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn mongo_uri(&self) -> String {
+        mongo_uri_for(&self.db_name)
+    }
+
+    pub async fn secret(&self, name: &str, data: &[(&str, &str)]) {
+        put_secret(&self.client, &self.ns, name, data).await;
+    }
+
+    /// A Secret with this world's MongoDB URI and Redis URI, and an instance using both.
+    pub async fn ready_instance(&self, name: &str, extra_spec: Value) {
+        self.secret("lc-stores", &[("mongo", &self.mongo_uri()), ("redis", &env("REDIS_URL"))]).await;
+        let mut spec = serde_json::json!({
+            "mongo": { "uriSecretRef": { "name": "lc-stores", "key": "mongo" } },
+            "redis": { "uriSecretRef": { "name": "lc-stores", "key": "redis" } },
+            "resyncPeriod": "3s",
+        });
+        merge(&mut spec, extra_spec);
+        self.apply("LibreChatInstance", name, spec).await;
+        self.wait_condition("librechatinstances", name, "Ready", "True", None).await;
+    }
+
+    /// Server-side applies one of our objects in this world's namespace.
+    pub async fn apply(&self, kind: &str, name: &str, spec: Value) {
+        self.apply_in(&self.ns.clone(), kind, name, spec).await;
+    }
+
+    pub async fn apply_in(&self, ns: &str, kind: &str, name: &str, spec: Value) {
+        let api = dynamic(&self.client, ns, kind);
+        let obj = serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": kind,
+            "metadata": { "name": name, "namespace": ns }, "spec": spec,
+        });
+        api.patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&obj)).await.unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    }
+
+    pub async fn delete(&self, kind: &str, name: &str) {
+        delete_in(&self.client, &self.ns, kind, name).await;
+    }
+
+    pub async fn get(&self, plural: &str, name: &str) -> Option<Value> {
+        get_in(&self.client, &self.ns, plural, name).await
+    }
+
+    /// Waits until condition `type_` has `status` (and `reason`, when given) for the current
+    /// generation, returning the object.
+    pub async fn wait_condition(&self, plural: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value {
+        wait_condition_in(&self.client, &self.ns, plural, name, type_, status, reason).await
+    }
+
+    pub async fn wait_gone(&self, plural: &str, name: &str) {
+        let ns = self.ns.clone();
+        eventually(&format!("{plural}/{name} to be deleted"), || async { get_in(&self.client, &ns, plural, name).await.is_none().then_some(()) }).await;
+    }
+
+    pub fn users(&self) -> mongodb::Collection<Document> {
+        self.db.collection("users")
+    }
+
+    pub async fn find_user(&self, email: &str) -> Option<Document> {
+        self.users().find_one(mongodb::bson::doc! { "email": email }).await.unwrap()
+    }
+
+    /// Reasons of the events recorded on an object.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = api.list(&Default::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    pub async fn wait_event(&self, name: &str, reason: &str) {
+        eventually(&format!("event {reason} on {name}"), || async { self.event_reasons(name).await.iter().any(|r| r == reason).then_some(()) }).await;
+    }
+
+    /// Runs LibreChat's own code (tests/contract/check.mjs) on this world's database.
+    pub fn contract_check(&self, expectations: Value) {
+        let dir = project_dir().join("target/e2e-logs");
+        let path = dir.join(format!("{}-expect-{}.json", self.ns, COUNTER.fetch_add(1, Ordering::SeqCst)));
+        std::fs::write(&path, serde_json::to_vec_pretty(&expectations).unwrap()).unwrap();
+        let out = Command::new("node")
+            .arg(project_dir().join("tests/contract/check.mjs"))
+            .arg(&path)
+            .env("MONGODB_URI", self.mongo_uri())
+            .output()
+            .expect("node must be installed (make test installs it)");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "LibreChat's own code rejected what the operator wrote:\n{text}");
+        assert!(text.contains(" 0 failed"), "{text}");
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop_operator();
+    }
+}
+
+pub fn merge(base: &mut Value, extra: Value) {
+    if let (Value::Object(b), Value::Object(e)) = (base, extra) {
+        for (k, v) in e {
+            match b.get_mut(&k) {
+                Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                _ => {
+                    b.insert(k, v);
+                }
+            }
+        }
+    }
+}
+
+fn plural_of(kind: &str) -> &'static str {
+    match kind {
+        "LibreChatInstance" | "librechatinstances" => "librechatinstances",
+        "LibreChatUser" | "librechatusers" => "librechatusers",
+        "UserBan" | "userbans" => "userbans",
+        "UserInvite" | "userinvites" => "userinvites",
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+pub fn dynamic(client: &Client, ns: &str, kind: &str) -> Api<kube::api::DynamicObject> {
+    let plural = plural_of(kind);
+    let kind_name = match plural {
+        "librechatinstances" => "LibreChatInstance",
+        "librechatusers" => "LibreChatUser",
+        "userbans" => "UserBan",
+        _ => "UserInvite",
+    };
+    let gvk = kube::api::GroupVersionKind::gvk("librechat.ai", "v1alpha1", kind_name);
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+pub async fn get_in(client: &Client, ns: &str, kind: &str, name: &str) -> Option<Value> {
+    dynamic(client, ns, kind).get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
+}
+
+pub async fn delete_in(client: &Client, ns: &str, kind: &str, name: &str) {
+    let _ = dynamic(client, ns, kind).delete(name, &DeleteParams::default()).await;
+}
+
+pub fn conditions(obj: &Value) -> Vec<Condition> {
+    serde_json::from_value(obj.pointer("/status/conditions").cloned().unwrap_or(Value::Array(vec![]))).unwrap_or_default()
+}
+
+pub fn condition(obj: &Value, type_: &str) -> Option<Condition> {
+    conditions(obj).into_iter().find(|c| c.type_ == type_)
+}
+
+pub async fn wait_condition_in(client: &Client, ns: &str, plural: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value {
+    let what = format!("{plural}/{name} in {ns} to have {type_}={status} {}", reason.unwrap_or(""));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    loop {
+        if let Some(obj) = get_in(client, ns, plural, name).await {
+            let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64);
+            last = obj.pointer("/status").cloned().unwrap_or_default();
+            if let Some(c) = condition(&obj, type_) {
+                if c.status == status && reason.is_none_or(|r| c.reason == r) && c.observed_generation == generation {
+                    return obj;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}; last status: {}", serde_json::to_string_pretty(&last).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Polls `probe` until it returns `Some`, for up to 60 seconds.
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_or_none(probe).await.unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+pub async fn eventually_or_none<T, F, Fut>(mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn create_namespace(client: &Client, ns: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj = Namespace { metadata: ObjectMeta { name: Some(ns.to_string()), ..Default::default() }, ..Default::default() };
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {ns}: {e}"),
+    }
+}
+
+pub async fn put_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let data: BTreeMap<String, ByteString> = data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect();
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some(name.to_string()), namespace: Some(ns.to_string()), ..Default::default() },
+        data: Some(data),
+        ..Default::default()
+    };
+    match api.get_opt(name).await.unwrap() {
+        Some(_) => {
+            api.replace(name, &PostParams::default(), &Secret { metadata: ObjectMeta { resource_version: None, ..secret.metadata.clone() }, ..secret })
+                .await
+                .unwrap();
+        }
+        None => {
+            api.create(&PostParams::default(), &secret).await.unwrap();
+        }
+    }
+}
+
+/// Installs `crds/` once per test process, as a user would: `kubectl apply -f crds/`.
+pub fn ensure_crds() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let out = Command::new("kubectl").arg("apply").arg("-f").arg(project_dir().join("crds")).output().expect("kubectl must be on PATH");
+        assert!(out.status.success(), "kubectl apply -f crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("kubectl")
+            .args(["wait", "--for=condition=Established", "--timeout=60s", "crd/librechatinstances.librechat.ai", "crd/librechatusers.librechat.ai", "crd/userbans.librechat.ai", "crd/userinvites.librechat.ai"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// Starts a private MongoDB-wire server on `port` (for outage tests); returns its data dir.
+pub fn start_private_mongo(port: u16, dir: &std::path::Path) {
+    let script = std::env::var("LCO_SECANTUS").map(PathBuf::from).unwrap_or_else(|_| project_dir().join("tests/env/secantus.sh"));
+    let out = Command::new("bash").arg(script).arg("start").arg(port.to_string()).arg(dir).output().unwrap();
+    assert!(out.status.success(), "private SecantusDB did not start: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn stop_private_mongo(dir: &std::path::Path) {
+    let script = std::env::var("LCO_SECANTUS").map(PathBuf::from).unwrap_or_else(|_| project_dir().join("tests/env/secantus.sh"));
+    let _ = Command::new("bash").arg(script).arg("stop").arg(dir).output();
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
