@@ -78,6 +78,7 @@ pub struct UserInviteStatus {
     pub conditions: Vec<Condition>,
     /// `Pending`, `Accepted` or `Expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "InvitePhase")]
     pub phase: Option<InvitePhase>,
     /// When the link stops working (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -86,6 +86,7 @@ pub struct LibreChatUserSpec {
     /// How the person logs in: `local` (default, email and password) or an SSO provider, which
     /// pre-provisions the account without a password so that the first SSO login links to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Provider")]
     pub provider: Option<Provider>,
     /// Whether the email counts as verified (default true). An unverified local account cannot
     /// log in unless LibreChat has `ALLOW_UNVERIFIED_EMAIL_LOGIN=true`.
@@ -98,6 +99,7 @@ pub struct LibreChatUserSpec {
     /// What deleting this object does to the account: `Retain` (default) leaves it in LibreChat,
     /// `Delete` removes it with all its data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "DeletionPolicy")]
     pub deletion_policy: Option<DeletionPolicy>,
     /// With `deletionPolicy: Delete`, also delete the user's billing `transactions` (default
     /// false: keep the audit trail).
