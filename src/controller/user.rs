@@ -273,10 +273,14 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
                 Some(p) => Some(ctx.hasher.hash(p.value.clone()).await?),
                 None => None,
             };
-            let created = store.create_user(&desired, hash).await?;
-            if let Created::AlreadyThere(_) = created {
-                if !adopt && claim.user_id.is_none() {
-                    // LibreChat registered this email between our look and our claim.
+            let reserved = store
+                .reserve_user_id(&email, &owner.uid, ObjectId::new())
+                .await?;
+            let created = store.create_user(reserved, &desired, hash).await?;
+            if let Created::AlreadyThere(found) = created {
+                // Our own id means a concurrent reconcile of this object created it; another id
+                // means LibreChat registered this email between our look and our insert.
+                if found != reserved && !adopt {
                     store.release(&email, &owner.uid).await?;
                     return Ok(Outcome::waiting(
                         reason::ALREADY_EXISTS,
@@ -302,18 +306,26 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
         }
         Some(stored) => {
             if claim.user_id != Some(stored.id) {
+                // The operator reserves an id before it creates an account, so an account with
+                // another id was made by someone else: it is taken over only when adopting.
+                if !adopt {
+                    store.release(&email, &owner.uid).await?;
+                    return Ok(Outcome::waiting(
+                        reason::ALREADY_EXISTS,
+                        format!("a LibreChat account {email} exists that this object did not create; set spec.adopt: true to take it over"),
+                        user,
+                    ));
+                }
                 store
                     .record_claimed_user(&email, &owner.uid, stored.id)
                     .await?;
-                if claim.user_id.is_none() && adopt {
-                    ctx.event(
-                        user,
-                        false,
-                        "Adopted",
-                        format!("took over the existing LibreChat account {email}"),
-                    )
-                    .await;
-                }
+                ctx.event(
+                    user,
+                    false,
+                    "Adopted",
+                    format!("took over the existing LibreChat account {email}"),
+                )
+                .await;
             }
             let changed = store.correct_user(&stored, &desired).await?;
             if !changed.is_empty() {

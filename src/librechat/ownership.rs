@@ -88,6 +88,33 @@ impl Store {
         }
     }
 
+    /// Reserves the `_id` the account will be created with, unless the claim already names
+    /// one; returns the claim's id either way. Reserving before inserting lets a reconcile
+    /// tell its own account (this id) from one LibreChat registered meanwhile (another id).
+    pub async fn reserve_user_id(
+        &self,
+        email: &str,
+        owner_uid: &str,
+        candidate: ObjectId,
+    ) -> Result<ObjectId, StoreError> {
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": owner_uid, "userId": { "$exists": false } },
+                doc! { "$set": { "userId": candidate } },
+            )
+            .await
+            .map_err(|e| StoreError::mongo("reserving the account id", e))?;
+        self.find_claim(email)
+            .await?
+            .filter(|c| c.owner.uid == owner_uid)
+            .and_then(|c| c.user_id)
+            .ok_or_else(|| StoreError::Mongo {
+                operation: "reserving the account id",
+                message: "the ownership claim disappeared".into(),
+                duplicate_key: false,
+            })
+    }
+
     /// Records which account the claim resolved to.
     pub async fn record_claimed_user(
         &self,

@@ -76,10 +76,11 @@ impl Store {
     /// never produce two. `$setOnInsert` leaves an existing account untouched.
     pub async fn create_user(
         &self,
+        id: ObjectId,
         desired: &DesiredUser,
         password_hash: Option<String>,
     ) -> Result<Created, StoreError> {
-        let document = new_user_document(desired, password_hash);
+        let document = new_user_document(id, desired, password_hash);
         let users = self.collection(collections::USERS);
         let result = users
             .update_one(
@@ -216,7 +217,11 @@ fn differences(stored: &StoredUser, desired: &DesiredUser) -> (Document, Vec<Fie
 
 /// The document mongoose would insert for `registerUser` with schema defaults applied
 /// (fixture `users.local.json`), minus what LibreChat's verification later removes.
-pub fn new_user_document(desired: &DesiredUser, password_hash: Option<String>) -> Document {
+pub fn new_user_document(
+    id: ObjectId,
+    desired: &DesiredUser,
+    password_hash: Option<String>,
+) -> Document {
     let now = DateTime::now();
     let local = desired.provider == "local";
     let default_name = desired
@@ -232,7 +237,7 @@ pub fn new_user_document(desired: &DesiredUser, password_hash: Option<String>) -
         (None, false) => Bson::String(String::new()),
     };
     let mut d = doc! {
-        "_id": ObjectId::new(),
+        "_id": id,
         "name": desired.name.clone().unwrap_or(default_name),
         "username": username,
         "email": &desired.email,
@@ -298,7 +303,7 @@ mod tests {
 
     #[test]
     fn local_user_matches_librechat_shape() {
-        let d = new_user_document(&desired("local"), Some("$2b$10$x".into()));
+        let d = new_user_document(ObjectId::new(), &desired("local"), Some("$2b$10$x".into()));
         assert_eq!(d.get_str("username").unwrap(), "janed");
         assert_eq!(d.get("avatar"), Some(&Bson::Null));
         assert_eq!(d.get_i32("__v").unwrap(), 0);
@@ -316,7 +321,7 @@ mod tests {
     fn sso_user_has_no_password_and_no_avatar() {
         let mut want = desired("openid");
         want.username = None;
-        let d = new_user_document(&want, None);
+        let d = new_user_document(ObjectId::new(), &want, None);
         assert!(!d.contains_key("password"));
         assert!(!d.contains_key("avatar"));
         assert_eq!(d.get_str("username").unwrap(), "");
@@ -326,7 +331,8 @@ mod tests {
     #[test]
     fn matching_account_needs_no_write() {
         let want = desired("local");
-        let stored = stored_user_from_doc(&new_user_document(&want, None)).unwrap();
+        let stored =
+            stored_user_from_doc(&new_user_document(ObjectId::new(), &want, None)).unwrap();
         let (_, changed) = differences(&stored, &want);
         assert!(changed.is_empty(), "{changed:?}");
     }
@@ -334,7 +340,8 @@ mod tests {
     #[test]
     fn drift_is_detected_field_by_field() {
         let want = desired("local");
-        let mut stored = stored_user_from_doc(&new_user_document(&want, None)).unwrap();
+        let mut stored =
+            stored_user_from_doc(&new_user_document(ObjectId::new(), &want, None)).unwrap();
         stored.role = Some("ADMIN".into());
         stored.email_verified = false;
         stored.has_expiry = true;

@@ -9,13 +9,27 @@ use crate::support::*;
 #[tokio::test]
 async fn crds_install_and_kubectl_explain_teaches_the_api() {
     ensure_crds();
-    let out = Command::new("kubectl").args(["explain", "librechatuser.spec"]).output().unwrap();
+    let out = Command::new("kubectl")
+        .args(["explain", "librechatuser.spec"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "kubectl explain failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl explain failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("email"), "{text}");
     assert!(text.contains("deletionPolicy"), "{text}");
-    let out = Command::new("kubectl").args(["explain", "userban.spec.duration"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("90m"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new("kubectl")
+        .args(["explain", "userban.spec.duration"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("90m"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]
@@ -23,13 +37,30 @@ async fn instance_with_good_secrets_becomes_ready_and_reports_stats() {
     let mut w = World::new("inst-ok").await;
     w.start_operator();
     w.ready_instance("lc", json!({})).await;
-    let obj = w.wait_condition("librechatinstances", "lc", "MongoReachable", "True", Some("Reachable")).await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "MongoReachable",
+            "True",
+            Some("Reachable"),
+        )
+        .await;
     assert_eq!(condition(&obj, "RedisReachable").unwrap().status, "True");
-    assert_eq!(obj.pointer("/status/stats/users").and_then(|v| v.as_u64()), Some(0));
+    assert_eq!(
+        obj.pointer("/status/stats/users").and_then(|v| v.as_u64()),
+        Some(0)
+    );
     // LibreChat's unique email index now exists, as LibreChat itself would create it.
     let names = w.users().list_index_names().await.unwrap();
-    assert!(names.contains(&"email_1_tenantId_1".to_string()), "{names:?}");
-    assert!(!w.operator_log().contains(&w.mongo_uri()), "the MongoDB URI leaked into the log");
+    assert!(
+        names.contains(&"email_1_tenantId_1".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !w.operator_log().contains(&w.mongo_uri()),
+        "the MongoDB URI leaked into the log"
+    );
 }
 
 #[tokio::test]
@@ -38,13 +69,24 @@ async fn existing_indexes_are_never_changed() {
     // An index LibreChat's name with different options: the operator must leave it alone.
     let model = mongodb::IndexModel::builder()
         .keys(mongodb::bson::doc! { "role": 1, "tenantId": 1 })
-        .options(mongodb::options::IndexOptions::builder().name("role_1_tenantId_1".to_string()).sparse(true).build())
+        .options(
+            mongodb::options::IndexOptions::builder()
+                .name("role_1_tenantId_1".to_string())
+                .sparse(true)
+                .build(),
+        )
         .build();
     w.users().create_index(model).await.unwrap();
     w.start_operator();
     w.ready_instance("lc", json!({})).await;
-    let indexes: Vec<mongodb::IndexModel> = futures::TryStreamExt::try_collect(w.users().list_indexes().await.unwrap()).await.unwrap();
-    let role = indexes.iter().find(|m| m.options.as_ref().and_then(|o| o.name.as_deref()) == Some("role_1_tenantId_1")).unwrap();
+    let indexes: Vec<mongodb::IndexModel> =
+        futures::TryStreamExt::try_collect(w.users().list_indexes().await.unwrap())
+            .await
+            .unwrap();
+    let role = indexes
+        .iter()
+        .find(|m| m.options.as_ref().and_then(|o| o.name.as_deref()) == Some("role_1_tenantId_1"))
+        .unwrap();
     assert_eq!(role.options.as_ref().unwrap().sparse, Some(true));
 }
 
@@ -56,41 +98,112 @@ async fn bad_secrets_give_clear_conditions_and_recover_when_fixed() {
     w.apply("LibreChatInstance", "lc", spec).await;
 
     // No Secret at all.
-    let obj = w.wait_condition("librechatinstances", "lc", "Ready", "False", Some("SecretNotFound")).await;
-    assert!(condition(&obj, "Ready").unwrap().message.contains("create it"));
-    assert_eq!(condition(&obj, "MongoReachable").unwrap().reason, "SecretNotFound");
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "Ready",
+            "False",
+            Some("SecretNotFound"),
+        )
+        .await;
+    assert!(condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("create it"));
+    assert_eq!(
+        condition(&obj, "MongoReachable").unwrap().reason,
+        "SecretNotFound"
+    );
 
     // The Secret exists but lacks the key.
     w.secret("mongo", &[("other", "x")]).await;
-    w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", Some("SecretKeyMissing")).await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "MongoReachable",
+        "False",
+        Some("SecretKeyMissing"),
+    )
+    .await;
 
     // The key is empty.
     w.secret("mongo", &[("uri", "")]).await;
-    w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", Some("SecretKeyMissing")).await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "MongoReachable",
+        "False",
+        Some("SecretKeyMissing"),
+    )
+    .await;
 
     // A malformed URI, with a password that must not appear anywhere.
-    w.secret("mongo", &[("uri", "http://admin:hunter2-secret@nowhere/db")]).await;
-    let obj = w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", Some("InvalidURI")).await;
+    w.secret(
+        "mongo",
+        &[("uri", "http://admin:hunter2-secret@nowhere/db")],
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "MongoReachable",
+            "False",
+            Some("InvalidURI"),
+        )
+        .await;
     assert!(!obj.to_string().contains("hunter2-secret"));
-    w.secret("mongo", &[("uri", "mongodb://admin:hunter2-secret@127.0.0.1:notaport/db")]).await;
-    let obj = w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", Some("InvalidURI")).await;
+    w.secret(
+        "mongo",
+        &[(
+            "uri",
+            "mongodb://admin:hunter2-secret@127.0.0.1:notaport/db",
+        )],
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "MongoReachable",
+            "False",
+            Some("InvalidURI"),
+        )
+        .await;
     assert!(!obj.to_string().contains("hunter2-secret"));
 
     // A well-formed URI where nothing listens.
     let port = free_port();
     w.secret("mongo", &[("uri", &format!("mongodb://admin:hunter2-secret@127.0.0.1:{port}/db?directConnection=true&serverSelectionTimeoutMS=1000"))]).await;
-    let obj = w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", Some("Unreachable")).await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "MongoReachable",
+            "False",
+            Some("Unreachable"),
+        )
+        .await;
     assert!(!obj.to_string().contains("hunter2-secret"));
 
     // Fixed: the Secret change is picked up without a restart.
     w.secret("mongo", &[("uri", &w.mongo_uri())]).await;
-    w.wait_condition("librechatinstances", "lc", "Ready", "True", None).await;
-    assert!(!w.operator_log().contains("hunter2-secret"), "a credential leaked into the operator's log");
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    assert!(
+        !w.operator_log().contains("hunter2-secret"),
+        "a credential leaked into the operator's log"
+    );
     let events = w.event_reasons("lc").await;
     assert!(events.iter().any(|r| r == "SecretNotFound"), "{events:?}");
-    let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(w.client.clone(), &w.ns);
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(w.client.clone(), &w.ns);
     let all = serde_json::to_string(&api.list(&Default::default()).await.unwrap().items).unwrap();
-    assert!(!all.contains("hunter2-secret"), "a credential leaked into an event");
+    assert!(
+        !all.contains("hunter2-secret"),
+        "a credential leaked into an event"
+    );
 }
 
 #[tokio::test]
@@ -98,21 +211,46 @@ async fn unreachable_redis_is_reported_and_a_missing_redis_is_not_an_error() {
     let mut w = World::new("inst-redis").await;
     w.start_operator();
     let port = free_port();
-    w.secret("stores", &[("mongo", &w.mongo_uri()), ("redis", &format!("redis://127.0.0.1:{port}/"))]).await;
+    w.secret(
+        "stores",
+        &[
+            ("mongo", &w.mongo_uri()),
+            ("redis", &format!("redis://127.0.0.1:{port}/")),
+        ],
+    )
+    .await;
     let spec = json!({
         "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } },
         "redis": { "uriSecretRef": { "name": "stores", "key": "redis" } },
         "resyncPeriod": "2s",
     });
     w.apply("LibreChatInstance", "lc", spec).await;
-    let obj = w.wait_condition("librechatinstances", "lc", "RedisReachable", "False", Some("Unreachable")).await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "RedisReachable",
+            "False",
+            Some("Unreachable"),
+        )
+        .await;
     assert_eq!(condition(&obj, "MongoReachable").unwrap().status, "True");
     assert_eq!(condition(&obj, "Ready").unwrap().status, "False");
 
     // Without Redis declared, LibreChat runs and so does the instance.
-    w.apply("LibreChatInstance", "plain", json!({ "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } } })).await;
-    let obj = w.wait_condition("librechatinstances", "plain", "Ready", "True", None).await;
-    assert_eq!(condition(&obj, "RedisReachable").unwrap().reason, "NotConfigured");
+    w.apply(
+        "LibreChatInstance",
+        "plain",
+        json!({ "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } } }),
+    )
+    .await;
+    let obj = w
+        .wait_condition("librechatinstances", "plain", "Ready", "True", None)
+        .await;
+    assert_eq!(
+        condition(&obj, "RedisReachable").unwrap().reason,
+        "NotConfigured"
+    );
 }
 
 #[tokio::test]
@@ -122,16 +260,33 @@ async fn a_stopped_mongodb_is_reported_and_recovery_follows() {
     let dir = tempdir(&w.ns);
     start_private_mongo(port, &dir);
     w.start_operator();
-    w.secret("mongo", &[("uri", &format!("mongodb://127.0.0.1:{port}/LibreChat?directConnection=true"))]).await;
+    w.secret(
+        "mongo",
+        &[(
+            "uri",
+            &format!("mongodb://127.0.0.1:{port}/LibreChat?directConnection=true"),
+        )],
+    )
+    .await;
     w.apply("LibreChatInstance", "lc", json!({ "mongo": { "uriSecretRef": { "name": "mongo", "key": "uri" } }, "resyncPeriod": "2s" })).await;
-    w.wait_condition("librechatinstances", "lc", "Ready", "True", None).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
 
     stop_private_mongo(&dir);
-    let obj = w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", Some("Unreachable")).await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "MongoReachable",
+            "False",
+            Some("Unreachable"),
+        )
+        .await;
     assert_eq!(condition(&obj, "Ready").unwrap().status, "False");
 
     start_private_mongo(port, &dir);
-    w.wait_condition("librechatinstances", "lc", "Ready", "True", None).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
     stop_private_mongo(&dir);
 }
 
@@ -146,8 +301,19 @@ async fn invalid_instance_spec_is_reported() {
         json!({ "mongo": { "uriSecretRef": { "name": "mongo", "key": "uri" } }, "domainClient": "chat.example.com" }),
     )
     .await;
-    let obj = w.wait_condition("librechatinstances", "lc", "Ready", "False", Some("InvalidSpec")).await;
-    assert!(condition(&obj, "Ready").unwrap().message.contains("domainClient"));
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "Ready",
+            "False",
+            Some("InvalidSpec"),
+        )
+        .await;
+    assert!(condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("domainClient"));
 }
 
 fn tempdir(label: &str) -> std::path::PathBuf {

@@ -18,7 +18,9 @@ use serde_json::Value;
 
 /// The servers, from `KUBECONFIG`, `MONGODB_URI` and `REDIS_URL` (set by `make test`).
 pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the end-to-end tests through `make test`"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the end-to-end tests through `make test`")
+    })
 }
 
 pub fn project_dir() -> PathBuf {
@@ -33,7 +35,10 @@ pub fn mongo_uri_for(db: &str) -> String {
         None => (uri.clone(), String::new()),
     };
     let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
     format!("{}/{db}{query}", &base[..host_end])
 }
 
@@ -52,18 +57,32 @@ pub struct World {
 impl World {
     pub async fn new(label: &str) -> World {
         ensure_crds();
-        let client = Client::try_default().await.expect("KUBECONFIG must point at a reachable API server");
+        let client = Client::try_default()
+            .await
+            .expect("KUBECONFIG must point at a reachable API server");
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let suffix = format!("{:x}{n}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos() | 1));
+        let suffix = format!(
+            "{:x}{n}",
+            std::process::id() ^ (Instant::now().elapsed().subsec_nanos() | 1)
+        );
         let ns = format!("e2e-{label}-{suffix}");
         create_namespace(&client, &ns).await;
         let db_name = format!("e2e_{}", ns.replace('-', "_"));
-        let mongo = mongodb::Client::with_uri_str(env("MONGODB_URI")).await.expect("MONGODB_URI must be valid");
+        let mongo = mongodb::Client::with_uri_str(env("MONGODB_URI"))
+            .await
+            .expect("MONGODB_URI must be valid");
         let db = mongo.database(&db_name);
         let log_dir = project_dir().join("target/e2e-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log_path = log_dir.join(format!("{ns}.log"));
-        World { client, ns, db_name, db, operator: None, log_path }
+        World {
+            client,
+            ns,
+            db_name,
+            db,
+            operator: None,
+            log_path,
+        }
     }
 
     /// Starts the operator binary, watching only this world's namespace.
@@ -74,7 +93,11 @@ impl World {
     /// Starts the operator watching `namespace` (`None`: this world's), or all with `Some("")`.
     pub fn start_operator_in(&mut self, namespace: Option<&str>) {
         assert!(self.operator.is_none(), "operator already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_librechat-operator"));
         cmd.arg("run").arg("--resync-period").arg("3s");
         match namespace {
@@ -115,7 +138,11 @@ impl World {
 
     /// A Secret with this world's MongoDB URI and Redis URI, and an instance using both.
     pub async fn ready_instance(&self, name: &str, extra_spec: Value) {
-        self.secret("lc-stores", &[("mongo", &self.mongo_uri()), ("redis", &env("REDIS_URL"))]).await;
+        self.secret(
+            "lc-stores",
+            &[("mongo", &self.mongo_uri()), ("redis", &env("REDIS_URL"))],
+        )
+        .await;
         let mut spec = serde_json::json!({
             "mongo": { "uriSecretRef": { "name": "lc-stores", "key": "mongo" } },
             "redis": { "uriSecretRef": { "name": "lc-stores", "key": "redis" } },
@@ -123,7 +150,8 @@ impl World {
         });
         merge(&mut spec, extra_spec);
         self.apply("LibreChatInstance", name, spec).await;
-        self.wait_condition("librechatinstances", name, "Ready", "True", None).await;
+        self.wait_condition("librechatinstances", name, "Ready", "True", None)
+            .await;
     }
 
     /// Server-side applies one of our objects in this world's namespace.
@@ -137,7 +165,13 @@ impl World {
             "apiVersion": "librechat.ai/v1alpha1", "kind": kind,
             "metadata": { "name": name, "namespace": ns }, "spec": spec,
         });
-        api.patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(&obj)).await.unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+        api.patch(
+            name,
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
     }
 
     pub async fn delete(&self, kind: &str, name: &str) {
@@ -150,13 +184,26 @@ impl World {
 
     /// Waits until condition `type_` has `status` (and `reason`, when given) for the current
     /// generation, returning the object.
-    pub async fn wait_condition(&self, plural: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value {
+    pub async fn wait_condition(
+        &self,
+        plural: &str,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Value {
         wait_condition_in(&self.client, &self.ns, plural, name, type_, status, reason).await
     }
 
     pub async fn wait_gone(&self, plural: &str, name: &str) {
         let ns = self.ns.clone();
-        eventually(&format!("{plural}/{name} to be deleted"), || async { get_in(&self.client, &ns, plural, name).await.is_none().then_some(()) }).await;
+        eventually(&format!("{plural}/{name} to be deleted"), || async {
+            get_in(&self.client, &ns, plural, name)
+                .await
+                .is_none()
+                .then_some(())
+        })
+        .await;
     }
 
     pub fn users(&self) -> mongodb::Collection<Document> {
@@ -164,12 +211,16 @@ impl World {
     }
 
     pub async fn find_user(&self, email: &str) -> Option<Document> {
-        self.users().find_one(mongodb::bson::doc! { "email": email }).await.unwrap()
+        self.users()
+            .find_one(mongodb::bson::doc! { "email": email })
+            .await
+            .unwrap()
     }
 
     /// Reasons of the events recorded on an object.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
         let list = api.list(&Default::default()).await.unwrap();
         list.items
             .into_iter()
@@ -179,13 +230,24 @@ impl World {
     }
 
     pub async fn wait_event(&self, name: &str, reason: &str) {
-        eventually(&format!("event {reason} on {name}"), || async { self.event_reasons(name).await.iter().any(|r| r == reason).then_some(()) }).await;
+        eventually(&format!("event {reason} on {name}"), || async {
+            self.event_reasons(name)
+                .await
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        })
+        .await;
     }
 
     /// Runs LibreChat's own code (tests/contract/check.mjs) on this world's database.
     pub fn contract_check(&self, expectations: Value) {
         let dir = project_dir().join("target/e2e-logs");
-        let path = dir.join(format!("{}-expect-{}.json", self.ns, COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let path = dir.join(format!(
+            "{}-expect-{}.json",
+            self.ns,
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
         std::fs::write(&path, serde_json::to_vec_pretty(&expectations).unwrap()).unwrap();
         let out = Command::new("node")
             .arg(project_dir().join("tests/contract/check.mjs"))
@@ -193,8 +255,15 @@ impl World {
             .env("MONGODB_URI", self.mongo_uri())
             .output()
             .expect("node must be installed (make test installs it)");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "LibreChat's own code rejected what the operator wrote:\n{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "LibreChat's own code rejected what the operator wrote:\n{text}"
+        );
         assert!(text.contains(" 0 failed"), "{text}");
     }
 }
@@ -242,23 +311,45 @@ pub fn dynamic(client: &Client, ns: &str, kind: &str) -> Api<kube::api::DynamicO
 }
 
 pub async fn get_in(client: &Client, ns: &str, kind: &str, name: &str) -> Option<Value> {
-    dynamic(client, ns, kind).get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
+    dynamic(client, ns, kind)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
 }
 
 pub async fn delete_in(client: &Client, ns: &str, kind: &str, name: &str) {
-    let _ = dynamic(client, ns, kind).delete(name, &DeleteParams::default()).await;
+    let _ = dynamic(client, ns, kind)
+        .delete(name, &DeleteParams::default())
+        .await;
 }
 
 pub fn conditions(obj: &Value) -> Vec<Condition> {
-    serde_json::from_value(obj.pointer("/status/conditions").cloned().unwrap_or(Value::Array(vec![]))).unwrap_or_default()
+    serde_json::from_value(
+        obj.pointer("/status/conditions")
+            .cloned()
+            .unwrap_or(Value::Array(vec![])),
+    )
+    .unwrap_or_default()
 }
 
 pub fn condition(obj: &Value, type_: &str) -> Option<Condition> {
     conditions(obj).into_iter().find(|c| c.type_ == type_)
 }
 
-pub async fn wait_condition_in(client: &Client, ns: &str, plural: &str, name: &str, type_: &str, status: &str, reason: Option<&str>) -> Value {
-    let what = format!("{plural}/{name} in {ns} to have {type_}={status} {}", reason.unwrap_or(""));
+pub async fn wait_condition_in(
+    client: &Client,
+    ns: &str,
+    plural: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Value {
+    let what = format!(
+        "{plural}/{name} in {ns} to have {type_}={status} {}",
+        reason.unwrap_or("")
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = Value::Null;
     loop {
@@ -266,13 +357,19 @@ pub async fn wait_condition_in(client: &Client, ns: &str, plural: &str, name: &s
             let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64);
             last = obj.pointer("/status").cloned().unwrap_or_default();
             if let Some(c) = condition(&obj, type_) {
-                if c.status == status && reason.is_none_or(|r| c.reason == r) && c.observed_generation == generation {
+                if c.status == status
+                    && reason.is_none_or(|r| c.reason == r)
+                    && c.observed_generation == generation
+                {
                     return obj;
                 }
             }
         }
         if Instant::now() > deadline {
-            panic!("timed out waiting for {what}; last status: {}", serde_json::to_string_pretty(&last).unwrap());
+            panic!(
+                "timed out waiting for {what}; last status: {}",
+                serde_json::to_string_pretty(&last).unwrap()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -284,7 +381,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    eventually_or_none(probe).await.unwrap_or_else(|| panic!("timed out waiting for {what}"))
+    eventually_or_none(probe)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
 pub async fn eventually_or_none<T, F, Fut>(mut probe: F) -> Option<T>
@@ -306,7 +405,13 @@ where
 
 pub async fn create_namespace(client: &Client, ns: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let obj = Namespace { metadata: ObjectMeta { name: Some(ns.to_string()), ..Default::default() }, ..Default::default() };
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     match api.create(&PostParams::default(), &obj).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -316,17 +421,34 @@ pub async fn create_namespace(client: &Client, ns: &str) {
 
 pub async fn put_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let data: BTreeMap<String, ByteString> = data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect();
+    let data: BTreeMap<String, ByteString> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect();
     let secret = Secret {
-        metadata: ObjectMeta { name: Some(name.to_string()), namespace: Some(ns.to_string()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
         data: Some(data),
         ..Default::default()
     };
     match api.get_opt(name).await.unwrap() {
         Some(_) => {
-            api.replace(name, &PostParams::default(), &Secret { metadata: ObjectMeta { resource_version: None, ..secret.metadata.clone() }, ..secret })
-                .await
-                .unwrap();
+            api.replace(
+                name,
+                &PostParams::default(),
+                &Secret {
+                    metadata: ObjectMeta {
+                        resource_version: None,
+                        ..secret.metadata.clone()
+                    },
+                    ..secret
+                },
+            )
+            .await
+            .unwrap();
         }
         None => {
             api.create(&PostParams::default(), &secret).await.unwrap();
@@ -338,29 +460,71 @@ pub async fn put_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &s
 pub fn ensure_crds() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let out = Command::new("kubectl").args(["apply", "--validate=false", "-f"]).arg(project_dir().join("crds")).output().expect("kubectl must be on PATH");
-        assert!(out.status.success(), "kubectl apply -f crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
         let out = Command::new("kubectl")
-            .args(["wait", "--for=condition=Established", "--timeout=60s", "crd/librechatinstances.librechat.ai", "crd/librechatusers.librechat.ai", "crd/userbans.librechat.ai", "crd/userinvites.librechat.ai"])
+            .args(["apply", "--validate=false", "-f"])
+            .arg(project_dir().join("crds"))
+            .output()
+            .expect("kubectl must be on PATH");
+        assert!(
+            out.status.success(),
+            "kubectl apply -f crds/ failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("kubectl")
+            .args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/librechatinstances.librechat.ai",
+                "crd/librechatusers.librechat.ai",
+                "crd/userbans.librechat.ai",
+                "crd/userinvites.librechat.ai",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "CRDs not established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
 /// Starts a private MongoDB-wire server on `port` (for outage tests); returns its data dir.
 pub fn start_private_mongo(port: u16, dir: &std::path::Path) {
-    let script = std::env::var("LCO_SECANTUS").map(PathBuf::from).unwrap_or_else(|_| project_dir().join("tests/env/secantus.sh"));
-    let out = Command::new("bash").arg(script).arg("start").arg(port.to_string()).arg(dir).output().unwrap();
-    assert!(out.status.success(), "private SecantusDB did not start: {}", String::from_utf8_lossy(&out.stderr));
+    let script = std::env::var("LCO_SECANTUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| project_dir().join("tests/env/secantus.sh"));
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .arg(port.to_string())
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "private SecantusDB did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn stop_private_mongo(dir: &std::path::Path) {
-    let script = std::env::var("LCO_SECANTUS").map(PathBuf::from).unwrap_or_else(|_| project_dir().join("tests/env/secantus.sh"));
-    let _ = Command::new("bash").arg(script).arg("stop").arg(dir).output();
+    let script = std::env::var("LCO_SECANTUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| project_dir().join("tests/env/secantus.sh"));
+    let _ = Command::new("bash")
+        .arg(script)
+        .arg("stop")
+        .arg(dir)
+        .output();
 }
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

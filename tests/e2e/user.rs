@@ -20,8 +20,15 @@ fn local_user(email: &str, secret: &str) -> serde_json::Value {
 }
 
 async fn user_id(w: &World, name: &str) -> ObjectId {
-    let obj = w.wait_condition("librechatusers", name, "Ready", "True", None).await;
-    ObjectId::parse_str(obj.pointer("/status/userId").and_then(|v| v.as_str()).expect("status.userId")).unwrap()
+    let obj = w
+        .wait_condition("librechatusers", name, "Ready", "True", None)
+        .await;
+    ObjectId::parse_str(
+        obj.pointer("/status/userId")
+            .and_then(|v| v.as_str())
+            .expect("status.userId"),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -30,17 +37,28 @@ async fn create_update_and_drift_correction() {
     w.start_operator();
     w.ready_instance("lc", json!({})).await;
     w.secret("jane-pw", &[("password", PASSWORD)]).await;
-    w.apply("LibreChatUser", "jane", local_user("  Jane.Doe@Example.COM ", "jane-pw")).await;
+    w.apply(
+        "LibreChatUser",
+        "jane",
+        local_user("  Jane.Doe@Example.COM ", "jane-pw"),
+    )
+    .await;
     let id = user_id(&w, "jane").await;
 
-    let doc = w.find_user("jane.doe@example.com").await.expect("the account exists under the normalized email");
+    let doc = w
+        .find_user("jane.doe@example.com")
+        .await
+        .expect("the account exists under the normalized email");
     assert_eq!(doc.get_object_id("_id").unwrap(), id);
     assert_eq!(doc.get_str("username").unwrap(), "janed");
     assert_eq!(doc.get_str("provider").unwrap(), "local");
     assert_eq!(doc.get_str("role").unwrap(), "USER");
     assert!(doc.get_bool("emailVerified").unwrap());
     let hash = doc.get_str("password").unwrap();
-    assert!(hash.starts_with("$2b$10$") || hash.starts_with("$2a$10$"), "cost-10 bcrypt");
+    assert!(
+        hash.starts_with("$2b$10$") || hash.starts_with("$2a$10$"),
+        "cost-10 bcrypt"
+    );
     for absent in ["tenantId", "expiresAt", "openidId", "googleId"] {
         assert!(!doc.contains_key(absent), "{absent} must not be written");
     }
@@ -52,14 +70,21 @@ async fn create_update_and_drift_correction() {
     spec["role"] = json!("ADMIN");
     spec["name"] = json!("Jane Q. Doe");
     w.apply("LibreChatUser", "jane", spec).await;
-    w.wait_condition("librechatusers", "jane", "Ready", "True", None).await;
+    w.wait_condition("librechatusers", "jane", "Ready", "True", None)
+        .await;
     let doc = w.find_user("jane.doe@example.com").await.unwrap();
     assert_eq!(doc.get_str("role").unwrap(), "ADMIN");
     assert_eq!(doc.get_str("name").unwrap(), "Jane Q. Doe");
     w.wait_event("jane", "Updated").await;
 
     // A change made in LibreChat behind the operator's back is put back at the next resync.
-    w.users().update_one(doc! { "_id": id }, doc! { "$set": { "role": "USER", "emailVerified": false } }).await.unwrap();
+    w.users()
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "role": "USER", "emailVerified": false } },
+        )
+        .await
+        .unwrap();
     eventually("the role to be put back", || async {
         let d = w.find_user("jane.doe@example.com").await?;
         (d.get_str("role").ok()? == "ADMIN" && d.get_bool("emailVerified").ok()?).then_some(())
@@ -68,7 +93,13 @@ async fn create_update_and_drift_correction() {
     w.wait_event("jane", "DriftCorrected").await;
 
     // Only one account exists, whatever happened.
-    assert_eq!(w.users().count_documents(doc! { "email": "jane.doe@example.com" }).await.unwrap(), 1);
+    assert_eq!(
+        w.users()
+            .count_documents(doc! { "email": "jane.doe@example.com" })
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -77,23 +108,49 @@ async fn settled_accounts_are_not_rewritten_on_resync() {
     w.start_operator();
     w.ready_instance("lc", json!({})).await;
     w.secret("pw", &[("password", PASSWORD)]).await;
-    w.apply("LibreChatUser", "quiet", local_user("quiet@example.com", "pw")).await;
+    w.apply(
+        "LibreChatUser",
+        "quiet",
+        local_user("quiet@example.com", "pw"),
+    )
+    .await;
     user_id(&w, "quiet").await;
     let before = w.find_user("quiet@example.com").await.unwrap();
-    let rv_before = w.get("librechatusers", "quiet").await.unwrap().pointer("/metadata/resourceVersion").cloned();
+    let rv_before = w
+        .get("librechatusers", "quiet")
+        .await
+        .unwrap()
+        .pointer("/metadata/resourceVersion")
+        .cloned();
     // Several resync periods (3s) pass: neither MongoDB nor the API server is written.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let after = w.find_user("quiet@example.com").await.unwrap();
     assert_eq!(before.get("updatedAt"), after.get("updatedAt"));
-    assert_eq!(before.get_str("password").unwrap(), after.get_str("password").unwrap(), "a resync must never re-hash");
-    let rv_after = w.get("librechatusers", "quiet").await.unwrap().pointer("/metadata/resourceVersion").cloned();
-    assert_eq!(rv_before, rv_after, "a resync of a settled account must not write status");
+    assert_eq!(
+        before.get_str("password").unwrap(),
+        after.get_str("password").unwrap(),
+        "a resync must never re-hash"
+    );
+    let rv_after = w
+        .get("librechatusers", "quiet")
+        .await
+        .unwrap()
+        .pointer("/metadata/resourceVersion")
+        .cloned();
+    assert_eq!(
+        rv_before, rv_after,
+        "a resync of a settled account must not write status"
+    );
 }
 
 async fn seed_session(w: &World, user: ObjectId, hash: &str) {
-    let expiration = mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() + 7 * 86_400_000);
+    let expiration = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() + 7 * 86_400_000,
+    );
     w.db.collection::<Document>("sessions")
-        .insert_one(doc! { "refreshTokenHash": hash, "expiration": expiration, "user": user, "__v": 0 })
+        .insert_one(
+            doc! { "refreshTokenHash": hash, "expiration": expiration, "user": user, "__v": 0 },
+        )
         .await
         .unwrap();
 }
@@ -104,18 +161,27 @@ async fn password_rotation_revokes_sessions() {
     w.start_operator();
     w.ready_instance("lc", json!({})).await;
     w.secret("pw", &[("password", PASSWORD)]).await;
-    w.apply("LibreChatUser", "rot", local_user("rot@example.com", "pw")).await;
+    w.apply("LibreChatUser", "rot", local_user("rot@example.com", "pw"))
+        .await;
     let id = user_id(&w, "rot").await;
     let bystander = ObjectId::new();
     seed_session(&w, id, "a".repeat(64).as_str()).await;
     seed_session(&w, bystander, "b".repeat(64).as_str()).await;
     w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
-    let version_before = w.get("librechatusers", "rot").await.unwrap().pointer("/status/passwordSecretVersion").cloned();
+    let version_before = w
+        .get("librechatusers", "rot")
+        .await
+        .unwrap()
+        .pointer("/status/passwordSecretVersion")
+        .cloned();
 
-    w.secret("pw", &[("password", "A-Brand-New-Password-2")]).await;
+    w.secret("pw", &[("password", "A-Brand-New-Password-2")])
+        .await;
     eventually("the new password to be applied", || async {
         let d = w.find_user("rot@example.com").await?;
-        bcrypt::verify("A-Brand-New-Password-2", d.get_str("password").ok()?).ok()?.then_some(())
+        bcrypt::verify("A-Brand-New-Password-2", d.get_str("password").ok()?)
+            .ok()?
+            .then_some(())
     })
     .await;
     w.wait_event("rot", "PasswordRotated").await;
@@ -124,8 +190,19 @@ async fn password_rotation_revokes_sessions() {
         "sessionsRevoked": [ id.to_hex() ],
         "sessionsPresent": [ bystander.to_hex() ],
     }));
-    let obj = w.wait_condition("librechatusers", "rot", "PasswordReady", "True", Some("PasswordApplied")).await;
-    assert_ne!(obj.pointer("/status/passwordSecretVersion").cloned(), version_before);
+    let obj = w
+        .wait_condition(
+            "librechatusers",
+            "rot",
+            "PasswordReady",
+            "True",
+            Some("PasswordApplied"),
+        )
+        .await;
+    assert_ne!(
+        obj.pointer("/status/passwordSecretVersion").cloned(),
+        version_before
+    );
     assert!(!obj.to_string().contains("A-Brand-New-Password-2"));
     assert!(!w.operator_log().contains("A-Brand-New-Password-2"));
 }
@@ -134,7 +211,8 @@ async fn password_rotation_revokes_sessions() {
 async fn generated_password_lands_in_an_owned_secret_and_foreign_secrets_are_not_touched() {
     let mut w = World::new("user-gen").await;
     w.start_operator();
-    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com" })).await;
+    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com" }))
+        .await;
     w.apply(
         "LibreChatUser",
         "gen",
@@ -142,28 +220,50 @@ async fn generated_password_lands_in_an_owned_secret_and_foreign_secrets_are_not
     )
     .await;
     user_id(&w, "gen").await;
-    let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(w.client.clone(), &w.ns);
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), &w.ns);
     let secret = api.get("gen-login").await.unwrap();
     let data = secret.data.unwrap();
     let password = String::from_utf8(data["password"].0.clone()).unwrap();
     assert_eq!(password.len(), 20);
-    assert_eq!(String::from_utf8(data["email"].0.clone()).unwrap(), "gen@example.com");
-    assert!(String::from_utf8(data["url"].0.clone()).unwrap().starts_with("https://chat.example.com"));
-    assert!(secret.metadata.owner_references.unwrap().iter().any(|o| o.kind == "LibreChatUser" && o.name == "gen"));
+    assert_eq!(
+        String::from_utf8(data["email"].0.clone()).unwrap(),
+        "gen@example.com"
+    );
+    assert!(String::from_utf8(data["url"].0.clone())
+        .unwrap()
+        .starts_with("https://chat.example.com"));
+    assert!(secret
+        .metadata
+        .owner_references
+        .unwrap()
+        .iter()
+        .any(|o| o.kind == "LibreChatUser" && o.name == "gen"));
     w.contract_check(json!({ "users": [ { "email": "gen@example.com", "password": password } ] }));
 
     // A Secret someone else owns is never overwritten.
-    w.secret("taken", &[("password", "mine-not-yours-123")]).await;
+    w.secret("taken", &[("password", "mine-not-yours-123")])
+        .await;
     w.apply(
         "LibreChatUser",
         "gen2",
         json!({ "instanceRef": { "name": "lc" }, "email": "gen2@example.com", "password": { "generate": { "secretName": "taken" } } }),
     )
     .await;
-    w.wait_condition("librechatusers", "gen2", "Ready", "False", Some("SecretNotOwned")).await;
+    w.wait_condition(
+        "librechatusers",
+        "gen2",
+        "Ready",
+        "False",
+        Some("SecretNotOwned"),
+    )
+    .await;
     assert!(w.find_user("gen2@example.com").await.is_none());
     let taken = api.get("taken").await.unwrap();
-    assert_eq!(taken.data.unwrap()["password"].0, b"mine-not-yours-123".to_vec());
+    assert_eq!(
+        taken.data.unwrap()["password"].0,
+        b"mine-not-yours-123".to_vec()
+    );
 }
 
 #[tokio::test]
@@ -176,7 +276,10 @@ async fn sso_accounts_are_pre_provisioned_without_password() {
     let doc = w.find_user("sso.user@example.com").await.unwrap();
     assert_eq!(doc.get_str("provider").unwrap(), "openid");
     for absent in ["password", "openidId", "openidIssuer", "avatar", "tenantId"] {
-        assert!(!doc.contains_key(absent), "{absent} must not be written for a pre-provisioned SSO account");
+        assert!(
+            !doc.contains_key(absent),
+            "{absent} must not be written for a pre-provisioned SSO account"
+        );
     }
     w.contract_check(json!({ "users": [ { "email": "sso.user@example.com", "password": null, "provider": "openid", "emailVerified": true } ] }));
 }
@@ -187,43 +290,124 @@ async fn conflicting_claims_and_adoption() {
     w.start_operator_in(Some(""));
     let other = format!("{}-b", w.ns);
     create_namespace(&w.client, &other).await;
-    w.ready_instance("lc", json!({ "allowedNamespaces": [other.clone()] })).await;
+    w.ready_instance(
+        "lc",
+        json!({ "allowedNamespaces": [other.clone()], "allowAdmin": true }),
+    )
+    .await;
     w.secret("pw", &[("password", PASSWORD)]).await;
-    put_secret(&w.client, &other, "pw", &[("password", "Another-Password-99")]).await;
+    put_secret(
+        &w.client,
+        &other,
+        "pw",
+        &[("password", "Another-Password-99")],
+    )
+    .await;
 
-    w.apply("LibreChatUser", "first", local_user("shared@example.com", "pw")).await;
+    w.apply(
+        "LibreChatUser",
+        "first",
+        local_user("shared@example.com", "pw"),
+    )
+    .await;
     let id = user_id(&w, "first").await;
 
     // The same email from a second object, in this namespace and in another one.
-    w.apply("LibreChatUser", "second", local_user("Shared@Example.com", "pw")).await;
-    let obj = w.wait_condition("librechatusers", "second", "Ready", "False", Some("Conflict")).await;
-    assert!(crate::support::condition(&obj, "Ready").unwrap().message.contains("first"));
+    w.apply(
+        "LibreChatUser",
+        "second",
+        local_user("Shared@Example.com", "pw"),
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatusers",
+            "second",
+            "Ready",
+            "False",
+            Some("Conflict"),
+        )
+        .await;
+    assert!(crate::support::condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("first"));
     let mut spec = local_user("shared@example.com", "pw");
     spec["instanceRef"]["namespace"] = json!(w.ns.clone());
     spec["role"] = json!("ADMIN");
     w.apply_in(&other, "LibreChatUser", "thief", spec).await;
-    wait_condition_in(&w.client, &other, "librechatusers", "thief", "Ready", "False", Some("Conflict")).await;
+    wait_condition_in(
+        &w.client,
+        &other,
+        "librechatusers",
+        "thief",
+        "Ready",
+        "False",
+        Some("Conflict"),
+    )
+    .await;
     let doc = w.find_user("shared@example.com").await.unwrap();
-    assert_eq!(doc.get_str("role").unwrap(), "USER", "a conflicting object must change nothing");
+    assert_eq!(
+        doc.get_str("role").unwrap(),
+        "USER",
+        "a conflicting object must change nothing"
+    );
     assert!(bcrypt::verify(PASSWORD, doc.get_str("password").unwrap()).unwrap());
 
     // An account nobody manages is taken over only with adopt.
-    w.users().insert_one(crate::user::foreign_user(ObjectId::new(), "old@example.com")).await.unwrap();
-    w.apply("LibreChatUser", "old", local_user("old@example.com", "pw")).await;
-    w.wait_condition("librechatusers", "old", "Ready", "False", Some("AlreadyExists")).await;
-    assert!(w.find_user("old@example.com").await.unwrap().get_str("password").unwrap() == "$2a$10$notarealhashnotarealhashnotarealhashnotarealhashnot");
+    w.users()
+        .insert_one(crate::user::foreign_user(
+            ObjectId::new(),
+            "old@example.com",
+        ))
+        .await
+        .unwrap();
+    w.apply("LibreChatUser", "old", local_user("old@example.com", "pw"))
+        .await;
+    w.wait_condition(
+        "librechatusers",
+        "old",
+        "Ready",
+        "False",
+        Some("AlreadyExists"),
+    )
+    .await;
+    assert!(
+        w.find_user("old@example.com")
+            .await
+            .unwrap()
+            .get_str("password")
+            .unwrap()
+            == "$2a$10$notarealhashnotarealhashnotarealhashnotarealhashnot"
+    );
     let mut adopt = local_user("old@example.com", "pw");
     adopt["adopt"] = json!(true);
     w.apply("LibreChatUser", "old", adopt).await;
-    w.wait_condition("librechatusers", "old", "Ready", "True", None).await;
+    w.wait_condition("librechatusers", "old", "Ready", "True", None)
+        .await;
     w.wait_event("old", "Adopted").await;
     w.contract_check(json!({ "users": [ { "email": "old@example.com", "password": PASSWORD, "name": "Jane Doe" } ] }));
 
     // Deleting the owner frees the email for the next claimant.
     w.delete("LibreChatUser", "first").await;
     w.wait_gone("librechatusers", "first").await;
-    w.wait_condition("librechatusers", "second", "Ready", "False", Some("AlreadyExists")).await;
-    assert_eq!(w.find_user("shared@example.com").await.unwrap().get_object_id("_id").unwrap(), id, "Retain keeps the account");
+    w.wait_condition(
+        "librechatusers",
+        "second",
+        "Ready",
+        "False",
+        Some("AlreadyExists"),
+    )
+    .await;
+    assert_eq!(
+        w.find_user("shared@example.com")
+            .await
+            .unwrap()
+            .get_object_id("_id")
+            .unwrap(),
+        id,
+        "Retain keeps the account"
+    );
 }
 
 /// An account created by hand, as LibreChat's scripts would leave it.
@@ -246,84 +430,217 @@ async fn namespace_policy_is_enforced() {
     let denied = format!("{}-no", w.ns);
     create_namespace(&w.client, &allowed).await;
     create_namespace(&w.client, &denied).await;
-    w.ready_instance("lc", json!({ "allowedNamespaces": [allowed.clone()] })).await;
+    w.ready_instance("lc", json!({ "allowedNamespaces": [allowed.clone()] }))
+        .await;
     let reference = json!({ "name": "lc", "namespace": w.ns.clone() });
 
-    w.apply_in(&denied, "LibreChatUser", "u", json!({ "instanceRef": reference, "email": "denied@example.com" })).await;
-    wait_condition_in(&w.client, &denied, "librechatusers", "u", "Ready", "False", Some("NamespaceNotAllowed")).await;
+    w.apply_in(
+        &denied,
+        "LibreChatUser",
+        "u",
+        json!({ "instanceRef": reference, "email": "denied@example.com" }),
+    )
+    .await;
+    wait_condition_in(
+        &w.client,
+        &denied,
+        "librechatusers",
+        "u",
+        "Ready",
+        "False",
+        Some("NamespaceNotAllowed"),
+    )
+    .await;
 
-    w.apply_in(&allowed, "LibreChatUser", "admin", json!({ "instanceRef": reference, "email": "boss@example.com", "role": "ADMIN" })).await;
-    wait_condition_in(&w.client, &allowed, "librechatusers", "admin", "Ready", "False", Some("AdminNotAllowed")).await;
-    w.apply_in(&allowed, "LibreChatUser", "plain", json!({ "instanceRef": reference, "email": "worker@example.com" })).await;
-    wait_condition_in(&w.client, &allowed, "librechatusers", "plain", "Ready", "True", None).await;
+    w.apply_in(
+        &allowed,
+        "LibreChatUser",
+        "admin",
+        json!({ "instanceRef": reference, "email": "boss@example.com", "role": "ADMIN" }),
+    )
+    .await;
+    wait_condition_in(
+        &w.client,
+        &allowed,
+        "librechatusers",
+        "admin",
+        "Ready",
+        "False",
+        Some("AdminNotAllowed"),
+    )
+    .await;
+    w.apply_in(
+        &allowed,
+        "LibreChatUser",
+        "plain",
+        json!({ "instanceRef": reference, "email": "worker@example.com" }),
+    )
+    .await;
+    wait_condition_in(
+        &w.client,
+        &allowed,
+        "librechatusers",
+        "plain",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
 
     // The instance's own namespace may declare admins.
-    w.apply("LibreChatUser", "admin", json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN" })).await;
-    w.wait_condition("librechatusers", "admin", "Ready", "True", None).await;
+    w.apply(
+        "LibreChatUser",
+        "admin",
+        json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN" }),
+    )
+    .await;
+    w.wait_condition("librechatusers", "admin", "Ready", "True", None)
+        .await;
     assert!(w.find_user("denied@example.com").await.is_none());
-    assert_eq!(w.find_user("boss@example.com").await.unwrap().get_str("role").unwrap(), "ADMIN");
+    assert_eq!(
+        w.find_user("boss@example.com")
+            .await
+            .unwrap()
+            .get_str("role")
+            .unwrap(),
+        "ADMIN"
+    );
 }
 
 #[tokio::test]
 async fn bad_input_is_reported_and_nothing_is_written() {
     let mut w = World::new("user-bad").await;
     w.start_operator();
-    w.ready_instance("lc", json!({ "passwordPolicy": { "minLength": 12 } })).await;
+    w.ready_instance("lc", json!({ "passwordPolicy": { "minLength": 12 } }))
+        .await;
     w.secret("short", &[("password", "tooShort1")]).await;
     w.secret("good", &[("password", PASSWORD)]).await;
 
     let cases = [
-        ("bademail", json!({ "instanceRef": { "name": "lc" }, "email": "not-an-email" }), "InvalidSpec"),
-        ("injection", json!({ "instanceRef": { "name": "lc" }, "email": "inj@example.com", "username": "{\"$ne\": \"\"}" }), "InvalidSpec"),
-        ("where", json!({ "instanceRef": { "name": "lc" }, "email": "where@example.com", "username": "$where" }), "InvalidSpec"),
-        ("shortpw", local_user("short@example.com", "short"), "PasswordInvalid"),
-        ("nosecret", local_user("nosecret@example.com", "missing"), "SecretNotFound"),
-        ("nokey", json!({ "instanceRef": { "name": "lc" }, "email": "nokey@example.com", "password": { "secretRef": { "name": "good", "key": "nope" } } }), "SecretKeyMissing"),
-        ("noinstance", json!({ "instanceRef": { "name": "nowhere" }, "email": "noinst@example.com" }), "InstanceNotFound"),
+        (
+            "bademail",
+            json!({ "instanceRef": { "name": "lc" }, "email": "not-an-email" }),
+            "InvalidSpec",
+        ),
+        (
+            "injection",
+            json!({ "instanceRef": { "name": "lc" }, "email": "inj@example.com", "username": "{\"$ne\": \"\"}" }),
+            "InvalidSpec",
+        ),
+        (
+            "where",
+            json!({ "instanceRef": { "name": "lc" }, "email": "where@example.com", "username": "$where" }),
+            "InvalidSpec",
+        ),
+        (
+            "shortpw",
+            local_user("short@example.com", "short"),
+            "PasswordInvalid",
+        ),
+        (
+            "nosecret",
+            local_user("nosecret@example.com", "missing"),
+            "SecretNotFound",
+        ),
+        (
+            "nokey",
+            json!({ "instanceRef": { "name": "lc" }, "email": "nokey@example.com", "password": { "secretRef": { "name": "good", "key": "nope" } } }),
+            "SecretKeyMissing",
+        ),
+        (
+            "noinstance",
+            json!({ "instanceRef": { "name": "nowhere" }, "email": "noinst@example.com" }),
+            "InstanceNotFound",
+        ),
     ];
     for (name, spec, _) in &cases {
         w.apply("LibreChatUser", name, spec.clone()).await;
     }
     for (name, _, reason) in &cases {
-        let obj = w.wait_condition("librechatusers", name, "Ready", "False", Some(reason)).await;
-        assert!(!obj.to_string().contains("tooShort1"), "a password leaked into status");
+        let obj = w
+            .wait_condition("librechatusers", name, "Ready", "False", Some(reason))
+            .await;
+        assert!(
+            !obj.to_string().contains("tooShort1"),
+            "a password leaked into status"
+        );
     }
-    assert_eq!(w.users().count_documents(doc! {}).await.unwrap(), 0, "no account may be written for bad input");
+    assert_eq!(
+        w.users().count_documents(doc! {}).await.unwrap(),
+        0,
+        "no account may be written for bad input"
+    );
     assert!(!w.operator_log().contains("tooShort1"));
 
     // A Secret changed to an invalid password keeps the account as it was.
-    w.apply("LibreChatUser", "ok", local_user("ok@example.com", "good")).await;
+    w.apply("LibreChatUser", "ok", local_user("ok@example.com", "good"))
+        .await;
     user_id(&w, "ok").await;
     let before = w.find_user("ok@example.com").await.unwrap();
     w.secret("good", &[("password", "short")]).await;
-    w.wait_condition("librechatusers", "ok", "Ready", "False", Some("PasswordInvalid")).await;
+    w.wait_condition(
+        "librechatusers",
+        "ok",
+        "Ready",
+        "False",
+        Some("PasswordInvalid"),
+    )
+    .await;
     let after = w.find_user("ok@example.com").await.unwrap();
-    assert_eq!(before.get_str("password").unwrap(), after.get_str("password").unwrap());
+    assert_eq!(
+        before.get_str("password").unwrap(),
+        after.get_str("password").unwrap()
+    );
 }
 
 /// Inserts one document referring to `user` into every collection of LibreChat's deletion
 /// table, with the field's real BSON type.
 async fn seed_everything(w: &World, user: ObjectId, id_on_the_source: Option<&str>) {
-    for (collection, field, form) in librechat_operator::librechat::cascade::CASCADE.iter().chain([&librechat_operator::librechat::cascade::TRANSACTIONS]) {
+    for (collection, field, form) in librechat_operator::librechat::cascade::CASCADE
+        .iter()
+        .chain([&librechat_operator::librechat::cascade::TRANSACTIONS])
+    {
         let value = match form {
-            librechat_operator::librechat::cascade::IdForm::ObjectId => mongodb::bson::Bson::ObjectId(user),
-            librechat_operator::librechat::cascade::IdForm::HexString => mongodb::bson::Bson::String(user.to_hex()),
+            librechat_operator::librechat::cascade::IdForm::ObjectId => {
+                mongodb::bson::Bson::ObjectId(user)
+            }
+            librechat_operator::librechat::cascade::IdForm::HexString => {
+                mongodb::bson::Bson::String(user.to_hex())
+            }
         };
         let mut d = doc! { *field: value, "seeded": true };
         if *collection == "sessions" {
             d.insert("refreshTokenHash", format!("{}-{}", user.to_hex(), "h"));
-            d.insert("expiration", mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000));
+            d.insert(
+                "expiration",
+                mongodb::bson::DateTime::from_millis(
+                    mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
+                ),
+            );
         }
         if *collection == "tokens" {
             d.insert("token", "t");
             d.insert("createdAt", mongodb::bson::DateTime::now());
-            d.insert("expiresAt", mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000));
+            d.insert(
+                "expiresAt",
+                mongodb::bson::DateTime::from_millis(
+                    mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
+                ),
+            );
         }
-        w.db.collection::<Document>(collection).insert_one(d).await.unwrap();
+        w.db.collection::<Document>(collection)
+            .insert_one(d)
+            .await
+            .unwrap();
     }
-    let member = id_on_the_source.map(str::to_string).unwrap_or_else(|| user.to_hex());
+    let member = id_on_the_source
+        .map(str::to_string)
+        .unwrap_or_else(|| user.to_hex());
     w.db.collection::<Document>("groups")
-        .update_one(doc! { "name": "team" }, doc! { "$push": { "memberIds": member } })
+        .update_one(
+            doc! { "name": "team" },
+            doc! { "$push": { "memberIds": member } },
+        )
         .upsert(true)
         .await
         .unwrap();
@@ -335,12 +652,23 @@ async fn seed_everything(w: &World, user: ObjectId, id_on_the_source: Option<&st
 
 async fn count_traces(w: &World, user: ObjectId) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    for (collection, field, form) in librechat_operator::librechat::cascade::CASCADE.iter().chain([&librechat_operator::librechat::cascade::TRANSACTIONS]) {
+    for (collection, field, form) in librechat_operator::librechat::cascade::CASCADE
+        .iter()
+        .chain([&librechat_operator::librechat::cascade::TRANSACTIONS])
+    {
         let value = match form {
-            librechat_operator::librechat::cascade::IdForm::ObjectId => mongodb::bson::Bson::ObjectId(user),
-            librechat_operator::librechat::cascade::IdForm::HexString => mongodb::bson::Bson::String(user.to_hex()),
+            librechat_operator::librechat::cascade::IdForm::ObjectId => {
+                mongodb::bson::Bson::ObjectId(user)
+            }
+            librechat_operator::librechat::cascade::IdForm::HexString => {
+                mongodb::bson::Bson::String(user.to_hex())
+            }
         };
-        let n = w.db.collection::<Document>(collection).count_documents(doc! { *field: value }).await.unwrap();
+        let n =
+            w.db.collection::<Document>(collection)
+                .count_documents(doc! { *field: value })
+                .await
+                .unwrap();
         out.push((collection.to_string(), n));
     }
     out
@@ -354,21 +682,48 @@ async fn retain_and_delete_policies() {
     w.secret("pw", &[("password", PASSWORD)]).await;
 
     // Retain (the default): the account stays and is no longer managed.
-    w.apply("LibreChatUser", "keep", local_user("keep@example.com", "pw")).await;
+    w.apply(
+        "LibreChatUser",
+        "keep",
+        local_user("keep@example.com", "pw"),
+    )
+    .await;
     let kept = user_id(&w, "keep").await;
     w.delete("LibreChatUser", "keep").await;
     w.wait_gone("librechatusers", "keep").await;
-    assert_eq!(w.find_user("keep@example.com").await.unwrap().get_object_id("_id").unwrap(), kept);
-    assert!(w.db.collection::<Document>("librechat_operator_owners").find_one(doc! { "_id": "keep@example.com" }).await.unwrap().is_none());
+    assert_eq!(
+        w.find_user("keep@example.com")
+            .await
+            .unwrap()
+            .get_object_id("_id")
+            .unwrap(),
+        kept
+    );
+    assert!(w
+        .db
+        .collection::<Document>("librechat_operator_owners")
+        .find_one(doc! { "_id": "keep@example.com" })
+        .await
+        .unwrap()
+        .is_none());
 
     // Delete: every trace of the user goes, the bystander's data stays.
     let mut spec = local_user("gone@example.com", "pw");
     spec["deletionPolicy"] = json!("Delete");
     w.apply("LibreChatUser", "gone", spec).await;
     let gone = user_id(&w, "gone").await;
-    w.users().update_one(doc! { "_id": gone }, doc! { "$set": { "idOnTheSource": "entra-gone" } }).await.unwrap();
+    w.users()
+        .update_one(
+            doc! { "_id": gone },
+            doc! { "$set": { "idOnTheSource": "entra-gone" } },
+        )
+        .await
+        .unwrap();
     let bystander = ObjectId::new();
-    w.users().insert_one(foreign_user(bystander, "bystander@example.com")).await.unwrap();
+    w.users()
+        .insert_one(foreign_user(bystander, "bystander@example.com"))
+        .await
+        .unwrap();
     seed_everything(&w, gone, Some("entra-gone")).await;
     seed_everything(&w, gone, None).await;
     seed_everything(&w, bystander, None).await;
@@ -380,15 +735,40 @@ async fn retain_and_delete_policies() {
     assert!(w.find_user("gone@example.com").await.is_none());
     for (collection, n) in count_traces(&w, gone).await {
         let expected = if collection == "transactions" { 2 } else { 0 };
-        assert_eq!(n, expected, "{collection} still holds the user's documents (transactions are kept by default)");
+        assert_eq!(
+            n, expected,
+            "{collection} still holds the user's documents (transactions are kept by default)"
+        );
     }
-    assert_eq!(count_traces(&w, bystander).await, bystander_before, "the bystander's data must survive");
-    let group = w.db.collection::<Document>("groups").find_one(doc! { "name": "team" }).await.unwrap().unwrap();
-    let members: Vec<String> = group.get_array("memberIds").unwrap().iter().filter_map(|b| b.as_str().map(str::to_string)).collect();
+    assert_eq!(
+        count_traces(&w, bystander).await,
+        bystander_before,
+        "the bystander's data must survive"
+    );
+    let group =
+        w.db.collection::<Document>("groups")
+            .find_one(doc! { "name": "team" })
+            .await
+            .unwrap()
+            .unwrap();
+    let members: Vec<String> = group
+        .get_array("memberIds")
+        .unwrap()
+        .iter()
+        .filter_map(|b| b.as_str().map(str::to_string))
+        .collect();
     assert_eq!(members, vec![bystander.to_hex()]);
-    assert_eq!(w.db.collection::<Document>("logs").count_documents(doc! { "key": format!("BANS:{}", gone.to_hex()) }).await.unwrap(), 0);
+    assert_eq!(
+        w.db.collection::<Document>("logs")
+            .count_documents(doc! { "key": format!("BANS:{}", gone.to_hex()) })
+            .await
+            .unwrap(),
+        0
+    );
     assert!(w.find_user("bystander@example.com").await.is_some());
-    w.contract_check(json!({ "absentUsers": [ { "email": "gone@example.com", "userId": gone.to_hex() } ] }));
+    w.contract_check(
+        json!({ "absentUsers": [ { "email": "gone@example.com", "userId": gone.to_hex() } ] }),
+    );
 
     // deleteTransactions removes the audit trail too.
     let mut spec = local_user("audit@example.com", "pw");
@@ -417,7 +797,14 @@ async fn a_blocked_deletion_is_reported_and_retried() {
     w.delete("LibreChatInstance", "lc").await;
     w.wait_gone("librechatinstances", "lc").await;
     w.delete("LibreChatUser", "blocked").await;
-    w.wait_condition("librechatusers", "blocked", "Ready", "False", Some("DeleteBlocked")).await;
+    w.wait_condition(
+        "librechatusers",
+        "blocked",
+        "Ready",
+        "False",
+        Some("DeleteBlocked"),
+    )
+    .await;
     w.wait_event("blocked", "DeleteBlocked").await;
     assert!(w.find_user("blocked@example.com").await.is_some());
     // The instance comes back: the deletion completes.
@@ -436,11 +823,23 @@ async fn operator_restart_mid_way_recovers_without_duplicates() {
 
     // Objects created while the operator is down.
     for i in 0..5 {
-        w.apply("LibreChatUser", &format!("u{i}"), local_user(&format!("u{i}@example.com"), "pw")).await;
+        w.apply(
+            "LibreChatUser",
+            &format!("u{i}"),
+            local_user(&format!("u{i}@example.com"), "pw"),
+        )
+        .await;
     }
     // A crash after claiming an email but before creating the account: the claim is there,
     // the account is not. The same object must recognise its claim and finish.
-    let uid = w.get("librechatusers", "u0").await.unwrap().pointer("/metadata/uid").and_then(|v| v.as_str()).unwrap().to_string();
+    let uid = w
+        .get("librechatusers", "u0")
+        .await
+        .unwrap()
+        .pointer("/metadata/uid")
+        .and_then(|v| v.as_str())
+        .unwrap()
+        .to_string();
     w.db.collection::<Document>("librechat_operator_owners")
         .insert_one(doc! { "_id": "u0@example.com", "kind": "LibreChatUser", "namespace": &w.ns, "name": "u0", "uid": uid, "claimedAt": mongodb::bson::DateTime::now() })
         .await
@@ -455,8 +854,16 @@ async fn operator_restart_mid_way_recovers_without_duplicates() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     for i in 0..5 {
         let email = format!("u{i}@example.com");
-        assert_eq!(w.users().count_documents(doc! { "email": &email }).await.unwrap(), 1, "{email} must exist exactly once");
-        w.wait_condition("librechatusers", &format!("u{i}"), "Ready", "True", None).await;
+        assert_eq!(
+            w.users()
+                .count_documents(doc! { "email": &email })
+                .await
+                .unwrap(),
+            1,
+            "{email} must exist exactly once"
+        );
+        w.wait_condition("librechatusers", &format!("u{i}"), "Ready", "True", None)
+            .await;
     }
     let emails: Vec<String> = (0..5).map(|i| format!("u{i}@example.com")).collect();
     w.contract_check(json!({ "users": emails.iter().map(|e| json!({ "email": e, "password": PASSWORD })).collect::<Vec<_>>() }));
