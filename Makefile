@@ -1,0 +1,41 @@
+# librechat-operator: `make demo` shows it working, `make test` proves it.
+.PHONY: demo test build crds lint env-up env-down setup clean
+
+ENV_DIR ?= /tmp/librechat-operator-env
+export LCO_ENV_DIR := $(ENV_DIR)
+
+## demo: start local servers, install the CRDs, apply examples/, run the operator, show the result
+demo:
+	bash hack/demo.sh
+
+## test: the whole suite (lint, contract self-test, unit, end-to-end) against real servers
+test:
+	bash hack/test.sh
+
+## build: compile the operator
+build:
+	cargo build --release
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	cargo run --quiet -- crds --output-dir crds
+
+## lint: formatting and clippy with warnings as errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## setup: install test servers, Node.js and the contract checks' packages (idempotent)
+setup:
+	bash hack/setup.sh
+
+## env-up: start kube-apiserver, SecantusDB and Redis on 127.0.0.1; writes $(ENV_DIR)/env
+env-up:
+	bash tests/env/up.sh
+
+## env-down: stop what env-up started
+env-down:
+	bash tests/env/down.sh
+
+clean:
+	cargo clean

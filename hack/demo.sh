@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make demo`: local kube-apiserver + SecantusDB (MongoDB wire) + Redis, the CRDs, examples/,
+# and the operator; then what it did, in Kubernetes and in MongoDB.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ENV_DIR="${LCO_ENV_DIR:-/tmp/librechat-operator-env}"
+export LCO_ENV_DIR="$ENV_DIR"
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "installing what is missing (cached under ~/.cache)"
+bash tests/env/install.sh
+cargo build --quiet
+
+say "starting local servers"
+bash tests/env/up.sh
+# shellcheck disable=SC1091
+. "$ENV_DIR/env"
+# LibreChat's database is named in the URI path, as in LibreChat's MONGO_URI.
+MONGO_URI_LIBRECHAT="$(python3 - "$MONGODB_URI" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1]); print(u.urlunsplit((p.scheme, p.netloc, "/LibreChat", p.query, "")))
+PY
+)"
+
+say "installing the CRDs (crds/)"
+# --validate=false: kubectl's client-side schema check of old API servers does not know the
+# CEL rules (x-kubernetes-validations) in our CRDs; the server validates the CRD itself.
+kubectl apply --validate=false -f crds/ >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/librechatinstances.librechat.ai crd/librechatusers.librechat.ai crd/userbans.librechat.ai crd/userinvites.librechat.ai >/dev/null
+kubectl create namespace librechat --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n librechat create secret generic librechat-stores \
+  --from-literal=mongo-uri="$MONGO_URI_LIBRECHAT" --from-literal=redis-uri="$REDIS_URL" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
+say "applying examples/ (the Secret of URIs was made for the local servers above)"
+for f in examples/*.yaml; do
+  [ "$(basename "$f")" = secret-stores.yaml ] && continue
+  kubectl apply -f "$f"
+done
+
+say "running the operator"
+mkdir -p .demo
+./target/debug/librechat-operator run > .demo/operator.log 2>&1 &
+OPERATOR=$!
+trap 'kill $OPERATOR 2>/dev/null || true' EXIT
+kubectl -n librechat wait --for=condition=Ready librechatinstance/librechat --timeout=60s >/dev/null
+kubectl -n librechat wait --for=condition=Ready librechatuser --all --timeout=60s >/dev/null || true
+
+say "kubectl get librechat -n librechat"
+kubectl get librechat -n librechat -o wide
+
+say "accounts in MongoDB ($MONGO_URI_LIBRECHAT, collection users)"
+"$HOME/.cache/secantus-venv/bin/python" - "$MONGO_URI_LIBRECHAT" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).get_default_database()
+print(f"{'email':24} {'role':6} {'provider':8} {'verified':8} password")
+for u in db.users.find({}, {"email": 1, "role": 1, "provider": 1, "emailVerified": 1, "password": 1}).sort("email"):
+    pw = "bcrypt cost " + u["password"].split("$")[2] if u.get("password") else "(none: SSO)"
+    print(f"{u['email']:24} {u.get('role',''):6} {u.get('provider',''):8} {str(u.get('emailVerified')):8} {pw}")
+PY
+
+say "where to look next"
+cat <<TXT
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get librechat -n librechat                      # every kind at once
+  kubectl describe librechatuser alice -n librechat       # conditions and events
+  kubectl get secret bob-login -n librechat -o jsonpath='{.data.password}' | base64 -d
+  MongoDB: $MONGO_URI_LIBRECHAT    Redis: $REDIS_URL
+  Operator log: .demo/operator.log      Stop the servers: make env-down
+TXT
+
+if [ -t 0 ] && [ -z "${CI:-}" ]; then
+  say "the operator keeps running: edit examples/ and re-apply them; Ctrl-C stops it"
+  wait "$OPERATOR"
+fi
