@@ -1,5 +1,7 @@
 //! `LibreChatInstance`: where one LibreChat deployment keeps its data, and who may manage
 //! users in it.
+// kube's `printcolumn(...)` repeats the same keys once per column, which clippy misreads.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;

@@ -1,4 +1,6 @@
 //! `LibreChatUser`: one LibreChat account, declared.
+// kube's `printcolumn(...)` repeats the same keys once per column, which clippy misreads.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
