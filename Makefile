@@ -1,8 +1,8 @@
 # librechat-operator: `make demo` shows it working, `make test` proves it.
 .PHONY: demo test build crds lint env-up env-down setup clean
 
-ENV_DIR ?= /tmp/librechat-operator-env
-export LCO_ENV_DIR := $(ENV_DIR)
+# The local servers live in $LCO_ENV_DIR (default /tmp/librechat-operator-env); ports can be
+# moved with LCO_MONGO_PORT, LCO_REDIS_PORT, ENVTEST_API_PORT, ENVTEST_ETCD_PORT.
 
 ## demo: start local servers, install the CRDs, apply examples/, run the operator, show the result
 demo:
@@ -29,7 +29,7 @@ lint:
 setup:
 	bash hack/setup.sh
 
-## env-up: start kube-apiserver, SecantusDB and Redis on 127.0.0.1; writes $(ENV_DIR)/env
+## env-up: start kube-apiserver, SecantusDB and Redis on 127.0.0.1; writes $LCO_ENV_DIR/env
 env-up:
 	bash tests/env/up.sh
 

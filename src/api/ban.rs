@@ -98,4 +98,7 @@ pub struct UserBanStatus {
     /// When the ban ends (RFC 3339); absent for a permanent ban.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// What the ban was applied to (`user:<id>` or `ip:<address>`); the target cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }

@@ -65,6 +65,9 @@ pub mod reason {
     pub const NO_PASSWORD: &str = "NoPassword";
     pub const STORE_ERROR: &str = "StoreError";
     pub const DELETE_BLOCKED: &str = "DeleteBlocked";
+    pub const BANNED: &str = "Banned";
+    pub const EXPIRED: &str = "Expired";
+    pub const USER_NOT_FOUND: &str = "UserNotFound";
 }
 
 /// One condition as the controller wants it; turned into a Kubernetes `Condition` by

@@ -3,6 +3,7 @@
 //! (`docs/librechat-contract.md` summarises the parts we rely on).
 
 pub mod cache;
+pub mod bans;
 pub mod cascade;
 pub mod connect;
 pub mod error;

@@ -1,0 +1,308 @@
+//! Bans as LibreChat's `checkBan` reads them: a Keyv document `BANS:<user hex | ip>` in the
+//! `logs` collection (MongoDB, never Redis), plus the `ban:` cache copies `checkBan` writes.
+//!
+//! Several declared bans may target one key. Each keeps its own share in the operator's
+//! `librechat_operator_bans` collection; the `BANS:` document always says the union of the
+//! shares (the latest end, or no end when any share is permanent), so deleting one ban lifts
+//! only its share. When the last share goes, every key LibreChat reads for the ban goes too.
+
+use mongodb::bson::{doc, Bson, DateTime, Document};
+
+use super::error::StoreError;
+use super::{collections, Store};
+
+/// The operator's record of ban shares, one document per `BANS:` key.
+pub const SHARES: &str = "librechat_operator_bans";
+
+/// LibreChat's `ban-user` script bans with this violation record; `checkBan` reads only
+/// `expiresAt`, so the other fields are for people reading the database.
+const BAN_TYPE: &str = "concurrent";
+const VIOLATION_COUNT: u32 = 20;
+
+/// Who is banned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanTarget {
+    /// A user, by `_id` hex.
+    User(String),
+    /// An IP address as LibreChat sees it (`req.ip` without the port).
+    Ip(String),
+}
+
+impl BanTarget {
+    fn id(&self) -> &str {
+        match self {
+            BanTarget::User(id) | BanTarget::Ip(id) => id,
+        }
+    }
+    /// The `logs` key of the ban itself.
+    pub fn bans_key(&self) -> String {
+        format!("BANS:{}", self.id())
+    }
+    /// Every `logs` key LibreChat reads for this target: the ban and both forms of
+    /// `checkBan`'s cache (`USE_REDIS` off and on).
+    fn all_keys(&self) -> Vec<String> {
+        let id = self.id();
+        let cache = match self {
+            BanTarget::User(_) => format!("ban:ban_cache:user:{id}"),
+            BanTarget::Ip(_) => format!("ban:ban_cache:ip:{id}"),
+        };
+        vec![format!("BANS:{id}"), format!("ban:{id}"), cache]
+    }
+}
+
+/// One declared ban's share of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanShare {
+    /// The declaring object's uid.
+    pub owner_uid: String,
+    /// `namespace/name`, for people reading the database.
+    pub owner: String,
+    /// When this share started (epoch ms).
+    pub start_ms: i64,
+    /// When it ends (epoch ms); `None`: permanent.
+    pub end_ms: Option<i64>,
+    /// The banned user (for IP bans, whoever the ban was about, if anyone).
+    pub user_id: Option<String>,
+}
+
+/// The ban that results from all shares of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveBan {
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    pub user_id: Option<String>,
+}
+
+/// What lifting a share left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifted {
+    /// Other shares keep the target banned.
+    StillBanned,
+    /// The target is free: every key was removed.
+    Free,
+}
+
+/// The union of shares still in force at `now_ms`.
+pub fn effective(shares: &[BanShare], now_ms: i64) -> Option<EffectiveBan> {
+    let live: Vec<&BanShare> = shares.iter().filter(|s| s.end_ms.is_none_or(|e| e > now_ms)).collect();
+    let first = live.first()?;
+    let end_ms = if live.iter().any(|s| s.end_ms.is_none()) { None } else { live.iter().filter_map(|s| s.end_ms).max() };
+    Some(EffectiveBan {
+        start_ms: live.iter().map(|s| s.start_ms).min().unwrap_or(first.start_ms),
+        end_ms,
+        user_id: live.iter().find_map(|s| s.user_id.clone()),
+    })
+}
+
+/// The Keyv envelope LibreChat's Keyv 5 store holds: `{"value":{…},"expires":<ms>}`, with
+/// `expires` (and the inner `expiresAt`) absent for a permanent ban. Field order follows
+/// LibreChat's `banViolation`.
+pub fn envelope(target: &BanTarget, ban: &EffectiveBan) -> String {
+    let mut inner = serde_json::Map::new();
+    inner.insert("type".into(), BAN_TYPE.into());
+    if let Some(user) = &ban.user_id {
+        // LibreChat's IP bans carry user_id; on user bans it lets lifting find checkBan's IP copies.
+        inner.insert("user_id".into(), user.clone().into());
+    } else if let BanTarget::User(id) = target {
+        inner.insert("user_id".into(), id.clone().into());
+    }
+    inner.insert("violation_count".into(), VIOLATION_COUNT.into());
+    if let Some(end) = ban.end_ms {
+        inner.insert("duration".into(), (end - ban.start_ms).max(0).into());
+        inner.insert("expiresAt".into(), end.into());
+    }
+    let mut outer = serde_json::Map::new();
+    outer.insert("value".into(), serde_json::Value::Object(inner));
+    if let Some(end) = ban.end_ms {
+        outer.insert("expires".into(), end.into());
+    }
+    serde_json::Value::Object(outer).to_string()
+}
+
+impl Store {
+    /// Records `share` for `target` and rewrites the `BANS:` document from all shares.
+    pub async fn ban(&self, target: &BanTarget, share: &BanShare) -> Result<EffectiveBan, StoreError> {
+        let key = target.bans_key();
+        let shares = self.collection(SHARES);
+        shares
+            .update_one(doc! { "_id": &key }, doc! { "$pull": { "shares": { "uid": &share.owner_uid } } })
+            .await
+            .map_err(|e| StoreError::mongo("recording a ban", e))?;
+        shares
+            .update_one(doc! { "_id": &key }, doc! { "$push": { "shares": share_doc(share) } })
+            .upsert(true)
+            .await
+            .map_err(|e| StoreError::mongo("recording a ban", e))?;
+        let now = DateTime::now().timestamp_millis();
+        let all = self.ban_shares(&key).await?;
+        let ban = effective(&all, now).unwrap_or(EffectiveBan { start_ms: share.start_ms, end_ms: share.end_ms, user_id: share.user_id.clone() });
+        self.write_ban(target, &ban).await?;
+        Ok(ban)
+    }
+
+    /// Removes `owner_uid`'s share of `target`; lifts the ban entirely when none is left in force.
+    pub async fn unban(&self, target: &BanTarget, owner_uid: &str) -> Result<Lifted, StoreError> {
+        let key = target.bans_key();
+        self.collection(SHARES)
+            .update_one(doc! { "_id": &key }, doc! { "$pull": { "shares": { "uid": owner_uid } } })
+            .await
+            .map_err(|e| StoreError::mongo("removing a ban", e))?;
+        let now = DateTime::now().timestamp_millis();
+        let remaining = self.ban_shares(&key).await?;
+        match effective(&remaining, now) {
+            Some(ban) => {
+                self.write_ban(target, &ban).await?;
+                Ok(Lifted::StillBanned)
+            }
+            None => {
+                self.lift(target).await?;
+                self.collection(SHARES)
+                    .delete_one(doc! { "_id": &key, "shares": { "$size": 0 } })
+                    .await
+                    .map_err(|e| StoreError::mongo("removing a ban", e))?;
+                Ok(Lifted::Free)
+            }
+        }
+    }
+
+    async fn ban_shares(&self, key: &str) -> Result<Vec<BanShare>, StoreError> {
+        let found = self
+            .collection(SHARES)
+            .find_one(doc! { "_id": key })
+            .await
+            .map_err(|e| StoreError::mongo("reading bans", e))?;
+        let shares = found.and_then(|d| d.get_array("shares").ok().cloned()).unwrap_or_default();
+        Ok(shares.iter().filter_map(|b| b.as_document()).map(share_from_doc).collect())
+    }
+
+    /// Writes the `BANS:` document as Keyv's Mongo store does (`updateOne` upsert on `key`),
+    /// then ends the user's sessions, since LibreChat does not check bans on token refresh.
+    async fn write_ban(&self, target: &BanTarget, ban: &EffectiveBan) -> Result<(), StoreError> {
+        let expires_at = match ban.end_ms {
+            Some(end) => Bson::DateTime(DateTime::from_millis(end)),
+            None => Bson::Null,
+        };
+        let key = target.bans_key();
+        self.collection(collections::LOGS)
+            .update_one(
+                doc! { "key": &key },
+                doc! { "$set": { "key": &key, "value": envelope(target, ban), "expiresAt": expires_at } },
+            )
+            .upsert(true)
+            .await
+            .map_err(|e| StoreError::mongo("writing a ban", e))?;
+        if let Some(user) = ban.user_id.as_deref().or(match target {
+            BanTarget::User(id) => Some(id.as_str()),
+            BanTarget::Ip(_) => None,
+        }) {
+            if let Ok(id) = mongodb::bson::oid::ObjectId::parse_str(user) {
+                if matches!(target, BanTarget::User(_)) {
+                    self.revoke_sessions(id).await?;
+                }
+            }
+            if let (Some(redis), BanTarget::User(_)) = (self.redis(), target) {
+                redis.invalidate_user(user, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every key LibreChat reads for the ban: `BANS:`, both `ban:` cache forms, the
+    /// cache copies `checkBan` made for the requesting IPs (found by the `user_id` they carry),
+    /// and the user's violation counters in Redis, so the next violation does not re-ban.
+    async fn lift(&self, target: &BanTarget) -> Result<(), StoreError> {
+        let logs = self.collection(collections::LOGS);
+        let mut filter: Vec<Document> = vec![doc! { "key": { "$in": target.all_keys() } }];
+        if let BanTarget::User(id) = target {
+            let names_user = format!("\"user_id\":\"{id}\"");
+            filter.push(doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": regex_escape(&names_user) } });
+        }
+        logs.delete_many(doc! { "$or": filter }).await.map_err(|e| StoreError::mongo("lifting a ban", e))?;
+        if let (Some(redis), BanTarget::User(id)) = (self.redis(), target) {
+            redis.clear_violations(id).await?;
+            redis.invalidate_user(id, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether LibreChat would consider `target` banned now (a `BANS:` document in force).
+    pub async fn ban_in_force(&self, target: &BanTarget) -> Result<bool, StoreError> {
+        let now = DateTime::now();
+        let found = self
+            .collection(collections::LOGS)
+            .find_one(doc! { "key": target.bans_key(), "$or": [ { "expiresAt": Bson::Null }, { "expiresAt": { "$gt": now } } ] })
+            .await
+            .map_err(|e| StoreError::mongo("reading a ban", e))?;
+        Ok(found.is_some())
+    }
+}
+
+fn share_doc(share: &BanShare) -> Document {
+    let mut d = doc! { "uid": &share.owner_uid, "owner": &share.owner, "start": DateTime::from_millis(share.start_ms) };
+    d.insert("end", share.end_ms.map(|e| Bson::DateTime(DateTime::from_millis(e))).unwrap_or(Bson::Null));
+    if let Some(user) = &share.user_id {
+        d.insert("userId", user);
+    }
+    d
+}
+
+fn share_from_doc(d: &Document) -> BanShare {
+    BanShare {
+        owner_uid: d.get_str("uid").unwrap_or_default().to_string(),
+        owner: d.get_str("owner").unwrap_or_default().to_string(),
+        start_ms: d.get_datetime("start").map(|t| t.timestamp_millis()).unwrap_or_default(),
+        end_ms: d.get_datetime("end").ok().map(|t| t.timestamp_millis()),
+        user_id: d.get_str("userId").ok().map(str::to_string),
+    }
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(uid: &str, start: i64, end: Option<i64>) -> BanShare {
+        BanShare { owner_uid: uid.into(), owner: "ns/x".into(), start_ms: start, end_ms: end, user_id: None }
+    }
+
+    #[test]
+    fn the_latest_end_wins_and_permanent_beats_all() {
+        let shares = vec![share("a", 0, Some(100)), share("b", 10, Some(500))];
+        assert_eq!(effective(&shares, 50).unwrap().end_ms, Some(500));
+        assert_eq!(effective(&shares, 200).unwrap().end_ms, Some(500));
+        assert!(effective(&shares, 600).is_none());
+        let with_permanent = vec![share("a", 0, Some(100)), share("b", 0, None)];
+        assert_eq!(effective(&with_permanent, 50).unwrap().end_ms, None);
+    }
+
+    #[test]
+    fn envelope_matches_keyv_and_checkban() {
+        let target = BanTarget::User("6b037b4b851b57d6134bed7d".into());
+        let ban = EffectiveBan { start_ms: 1_000, end_ms: Some(3_601_000), user_id: None };
+        let v: serde_json::Value = serde_json::from_str(&envelope(&target, &ban)).unwrap();
+        assert_eq!(v["expires"], 3_601_000);
+        assert_eq!(v["value"]["expiresAt"], 3_601_000);
+        assert_eq!(v["value"]["duration"], 3_600_000);
+        assert_eq!(v["value"]["user_id"], "6b037b4b851b57d6134bed7d");
+        let permanent = EffectiveBan { end_ms: None, ..ban };
+        let v: serde_json::Value = serde_json::from_str(&envelope(&target, &permanent)).unwrap();
+        assert!(v.get("expires").is_none());
+        assert!(v["value"].get("expiresAt").is_none());
+    }
+
+    #[test]
+    fn lifting_covers_every_key_checkban_reads() {
+        let keys = BanTarget::Ip("203.0.113.7".into()).all_keys();
+        assert_eq!(keys, vec!["BANS:203.0.113.7", "ban:203.0.113.7", "ban:ban_cache:ip:203.0.113.7"]);
+    }
+}
