@@ -264,20 +264,37 @@ impl super::ban::UserBanSpec {
             return Err(problems);
         }
         let end_ms = match (&self.duration, &self.until) {
-            (Some(d), None) => super::duration::parse_duration(d).ok().map(|d| created_ms + d.as_millis() as i64),
-            (None, Some(u)) => u.parse::<jiff::Timestamp>().ok().map(|t| t.as_millisecond()),
+            (Some(d), None) => super::duration::parse_duration(d)
+                .ok()
+                .map(|d| created_ms + d.as_millis() as i64),
+            (None, Some(u)) => u
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond()),
             _ => None,
         };
-        Ok(BanWindow { start_ms: created_ms, end_ms })
+        Ok(BanWindow {
+            start_ms: created_ms,
+            end_ms,
+        })
     }
 
     /// Every problem with this spec. With `created_ms`, an `until` before the object existed
     /// is refused (a ban that ended before it began is a mistake, not a ban).
     pub fn problems(&self, created_ms: Option<i64>) -> Problems {
         let mut problems = Problems::new();
-        let targets = [self.user_ref.is_some(), self.email.is_some(), self.ip.is_some()].iter().filter(|t| **t).count();
+        let targets = [
+            self.user_ref.is_some(),
+            self.email.is_some(),
+            self.ip.is_some(),
+        ]
+        .iter()
+        .filter(|t| **t)
+        .count();
         if targets != 1 {
-            problems.push(format!("set exactly one of userRef, email and ip (found {targets})"));
+            problems.push(format!(
+                "set exactly one of userRef, email and ip (found {targets})"
+            ));
         }
         if let Some(r) = &self.user_ref {
             if r.name.is_empty() {
@@ -291,21 +308,26 @@ impl super::ban::UserBanSpec {
         }
         if let Some(ip) = &self.ip {
             if ip.trim().parse::<std::net::IpAddr>().is_err() {
-                problems.push(format!("ip '{ip}' is not an IPv4 or IPv6 address (write it without a port)"));
+                problems.push(format!(
+                    "ip '{ip}' is not an IPv4 or IPv6 address (write it without a port)"
+                ));
             }
         }
         match (&self.duration, &self.until) {
             (Some(_), Some(_)) => problems.push("set at most one of duration and until".into()),
             (Some(d), None) => match super::duration::parse_duration(d) {
                 Err(e) => problems.push(format!("duration: {e}")),
-                Ok(d) if d.is_zero() => problems.push("duration must be more than zero; omit it for a permanent ban".into()),
+                Ok(d) if d.is_zero() => problems
+                    .push("duration must be more than zero; omit it for a permanent ban".into()),
                 Ok(_) => {}
             },
             (None, Some(u)) => match u.parse::<jiff::Timestamp>() {
-                Err(_) => problems.push(format!("until '{u}' is not an RFC 3339 time such as 2030-01-31T18:00:00Z")),
-                Ok(t) if created_ms.is_some_and(|c| t.as_millisecond() <= c) => {
-                    problems.push(format!("until '{u}' is in the past: the ban would never be in force"))
-                }
+                Err(_) => problems.push(format!(
+                    "until '{u}' is not an RFC 3339 time such as 2030-01-31T18:00:00Z"
+                )),
+                Ok(t) if created_ms.is_some_and(|c| t.as_millisecond() <= c) => problems.push(
+                    format!("until '{u}' is in the past: the ban would never be in force"),
+                ),
                 Ok(_) => {}
             },
             (None, None) => {}
@@ -323,30 +345,65 @@ mod ban_tests {
     use super::super::common::InstanceRef;
 
     fn spec() -> UserBanSpec {
-        UserBanSpec { instance_ref: InstanceRef { name: "lc".into(), namespace: None }, ..Default::default() }
+        UserBanSpec {
+            instance_ref: InstanceRef {
+                name: "lc".into(),
+                namespace: None,
+            },
+            ..Default::default()
+        }
     }
 
     #[test]
     fn exactly_one_target() {
         assert!(!spec().problems(None).is_empty());
-        let both = UserBanSpec { email: Some("a@example.com".into()), ip: Some("10.0.0.1".into()), ..spec() };
+        let both = UserBanSpec {
+            email: Some("a@example.com".into()),
+            ip: Some("10.0.0.1".into()),
+            ..spec()
+        };
         assert!(!both.problems(None).is_empty());
-        let one = UserBanSpec { user_ref: Some(UserRef { name: "jane".into() }), ..spec() };
+        let one = UserBanSpec {
+            user_ref: Some(UserRef {
+                name: "jane".into(),
+            }),
+            ..spec()
+        };
         assert!(one.problems(None).is_empty());
     }
 
     #[test]
     fn durations_and_ends() {
-        let base = UserBanSpec { ip: Some("2001:db8::1".into()), ..spec() };
-        let d = UserBanSpec { duration: Some("90m".into()), ..base.clone() };
+        let base = UserBanSpec {
+            ip: Some("2001:db8::1".into()),
+            ..spec()
+        };
+        let d = UserBanSpec {
+            duration: Some("90m".into()),
+            ..base.clone()
+        };
         assert_eq!(d.window(1_000).unwrap().end_ms, Some(1_000 + 5_400_000));
         assert_eq!(base.window(1_000).unwrap().end_ms, None);
         for bad in ["-5m", "0s", "soon"] {
-            assert!(!UserBanSpec { duration: Some(bad.into()), ..base.clone() }.problems(None).is_empty(), "{bad}");
+            assert!(
+                !UserBanSpec {
+                    duration: Some(bad.into()),
+                    ..base.clone()
+                }
+                .problems(None)
+                .is_empty(),
+                "{bad}"
+            );
         }
-        let past = UserBanSpec { until: Some("2001-01-01T00:00:00Z".into()), ..base.clone() };
+        let past = UserBanSpec {
+            until: Some("2001-01-01T00:00:00Z".into()),
+            ..base.clone()
+        };
         assert!(!past.problems(Some(1_700_000_000_000)).is_empty());
-        let bad_ip = UserBanSpec { ip: Some("300.1.1.1".into()), ..spec() };
+        let bad_ip = UserBanSpec {
+            ip: Some("300.1.1.1".into()),
+            ..spec()
+        };
         assert!(!bad_ip.problems(None).is_empty());
     }
 }

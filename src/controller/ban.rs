@@ -26,7 +26,8 @@ use crate::librechat::Store;
 const RETRY_PENDING: Duration = Duration::from_secs(5);
 
 pub async fn reconcile(ban: Arc<UserBan>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let api: Api<UserBan> = Api::namespaced(ctx.client.clone(), &ban.namespace().unwrap_or_default());
+    let api: Api<UserBan> =
+        Api::namespaced(ctx.client.clone(), &ban.namespace().unwrap_or_default());
     finalizer(&api, FINALIZER, ban, |event| async {
         match event {
             FinalizerEvent::Apply(ban) => apply(&api, &ban, &ctx).await,
@@ -77,17 +78,26 @@ fn parse_target_label(label: &str) -> Option<BanTarget> {
 }
 
 fn rfc3339(ms: i64) -> Option<String> {
-    jiff::Timestamp::from_millisecond(ms).ok().map(|t| t.to_string())
+    jiff::Timestamp::from_millisecond(ms)
+        .ok()
+        .map(|t| t.to_string())
 }
 
 fn created_ms(ban: &UserBan) -> i64 {
-    ban.metadata.creation_timestamp.as_ref().map(|t| t.0.as_millisecond()).unwrap_or_else(|| jiff::Timestamp::now().as_millisecond())
+    ban.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond())
 }
 
 async fn apply(api: &Api<UserBan>, ban: &UserBan, ctx: &Context) -> Result<Action, ReconcileError> {
     let (outcome, error) = match sync(ban, ctx).await {
         Ok(o) => (o, None),
-        Err(ReconcileError::Store(e)) => (Outcome::waiting(ban, reason::STORE_ERROR, e.to_string(), RETRY_PENDING), Some(ReconcileError::Store(e))),
+        Err(ReconcileError::Store(e)) => (
+            Outcome::waiting(ban, reason::STORE_ERROR, e.to_string(), RETRY_PENDING),
+            Some(ReconcileError::Store(e)),
+        ),
         Err(other) => return Err(other),
     };
     let requeue = outcome.requeue;
@@ -98,13 +108,27 @@ async fn apply(api: &Api<UserBan>, ban: &UserBan, ctx: &Context) -> Result<Actio
     }
 }
 
-async fn publish(api: &Api<UserBan>, ban: &UserBan, ctx: &Context, outcome: Outcome) -> Result<(), ReconcileError> {
+async fn publish(
+    api: &Api<UserBan>,
+    ban: &UserBan,
+    ctx: &Context,
+    outcome: Outcome,
+) -> Result<(), ReconcileError> {
     let current = ban.status.clone();
-    let previous = current.as_ref().and_then(|s| find_condition(&s.conditions, condition::READY).cloned());
+    let previous = current
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, condition::READY).cloned());
     let generation = ban.metadata.generation;
     let status = UserBanStatus {
         observed_generation: generation,
-        conditions: merge_conditions(current.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default(), &[outcome.ready.clone()], generation),
+        conditions: merge_conditions(
+            current
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default(),
+            std::slice::from_ref(&outcome.ready),
+            generation,
+        ),
         active: Some(outcome.active),
         user_id: outcome.user_id,
         expires_at: outcome.expires_at,
@@ -113,7 +137,8 @@ async fn publish(api: &Api<UserBan>, ban: &UserBan, ctx: &Context, outcome: Outc
     write_status(api, ban, current.as_ref(), &status).await?;
     let ready = &outcome.ready;
     if previous.is_none_or(|p| p.reason != ready.reason) && ready.ok != Some(true) {
-        ctx.event(ban, true, &ready.reason, ready.message.clone()).await;
+        ctx.event(ban, true, &ready.reason, ready.message.clone())
+            .await;
     }
     Ok(())
 }
@@ -123,7 +148,14 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let spec = &ban.spec;
     let window = match spec.window(created_ms(ban)) {
         Ok(w) => w,
-        Err(problems) => return Ok(Outcome::waiting(ban, reason::INVALID_SPEC, format!("{}; nothing was written", problems.join("; ")), resync_default(ctx))),
+        Err(problems) => {
+            return Ok(Outcome::waiting(
+                ban,
+                reason::INVALID_SPEC,
+                format!("{}; nothing was written", problems.join("; ")),
+                resync_default(ctx),
+            ))
+        }
     };
     let target = match target::resolve(ctx, &spec.instance_ref, &namespace).await? {
         Ok(t) => t,
@@ -152,18 +184,33 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     };
     let now = jiff::Timestamp::now().as_millisecond();
     let was_active = ban.status.as_ref().and_then(|s| s.active).unwrap_or(false);
-    let why = spec.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    let why = spec
+        .reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
 
     if window.end_ms.is_some_and(|end| end <= now) {
         // The end passed: lift this ban's share; the object stays as the audit record.
         if was_active || recorded.is_some() {
             store.unban(&banned, &ban.uid().unwrap_or_default()).await?;
             if was_active {
-                ctx.event(ban, false, "Expired", format!("the ban of {label} ended{why}")).await;
+                ctx.event(
+                    ban,
+                    false,
+                    "Expired",
+                    format!("the ban of {label} ended{why}"),
+                )
+                .await;
             }
         }
         return Ok(Outcome {
-            ready: Cond::new(condition::READY, true, reason::EXPIRED, "the ban has ended and was lifted"),
+            ready: Cond::new(
+                condition::READY,
+                true,
+                reason::EXPIRED,
+                "the ban has ended and was lifted",
+            ),
             active: false,
             user_id,
             expires_at: window.end_ms.and_then(rfc3339),
@@ -186,8 +233,18 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
         };
         store.ban(&banned, &share).await?;
         if !was_active {
-            let until = window.end_ms.and_then(rfc3339).map(|t| format!(" until {t}")).unwrap_or_else(|| " permanently".into());
-            ctx.event(ban, false, "Banned", format!("banned {label}{until}{why}; their sessions were revoked")).await;
+            let until = window
+                .end_ms
+                .and_then(rfc3339)
+                .map(|t| format!(" until {t}"))
+                .unwrap_or_else(|| " permanently".into());
+            ctx.event(
+                ban,
+                false,
+                "Banned",
+                format!("banned {label}{until}{why}; their sessions were revoked"),
+            )
+            .await;
         }
     }
     let requeue = match window.end_ms {
@@ -224,7 +281,11 @@ async fn resolve_target(
 ) -> Result<Result<BanTarget, (&'static str, String)>, ReconcileError> {
     let spec = &ban.spec;
     if let Some(ip) = &spec.ip {
-        let canonical = ip.trim().parse::<std::net::IpAddr>().map(|a| a.to_string()).unwrap_or_else(|_| ip.clone());
+        let canonical = ip
+            .trim()
+            .parse::<std::net::IpAddr>()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| ip.clone());
         return Ok(Ok(BanTarget::Ip(canonical)));
     }
     if let Some(reference) = &spec.user_ref {
@@ -233,9 +294,16 @@ async fn resolve_target(
             return Ok(Err((reason::USER_NOT_FOUND, format!("LibreChatUser '{}' not found in this namespace; the ban applies as soon as it exists", reference.name))));
         };
         let same_instance = user.spec.instance_ref.name == spec.instance_ref.name
-            && target::instance_namespace(&user.spec.instance_ref, namespace) == target::instance_namespace(&spec.instance_ref, namespace);
+            && target::instance_namespace(&user.spec.instance_ref, namespace)
+                == target::instance_namespace(&spec.instance_ref, namespace);
         if !same_instance {
-            return Ok(Err((reason::INVALID_SPEC, format!("LibreChatUser '{}' belongs to another LibreChatInstance than this ban", reference.name))));
+            return Ok(Err((
+                reason::INVALID_SPEC,
+                format!(
+                    "LibreChatUser '{}' belongs to another LibreChatInstance than this ban",
+                    reference.name
+                ),
+            )));
         }
         return Ok(match user.status.and_then(|s| s.user_id) {
             Some(id) => Ok(BanTarget::User(id)),
@@ -250,27 +318,64 @@ async fn resolve_target(
 }
 
 /// Deletion lifts this ban's share (the whole ban when it was the last one).
-async fn cleanup(api: &Api<UserBan>, ban: &UserBan, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn cleanup(
+    api: &Api<UserBan>,
+    ban: &UserBan,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
-    let Some(banned) = ban.status.as_ref().and_then(|s| s.target.as_deref()).and_then(parse_target_label) else {
+    let Some(banned) = ban
+        .status
+        .as_ref()
+        .and_then(|s| s.target.as_deref())
+        .and_then(parse_target_label)
+    else {
         return Ok(Action::await_change());
     };
-    let Some(instance) = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await? else {
+    let Some(instance) = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await?
+    else {
         // No instance, no database to lift the ban from.
         return Ok(Action::await_change());
     };
     let lifted = match ctx.connections.stores_for(&ctx.client, &instance).await {
-        Ok(stores) => stores.store.unban(&banned, &ban.uid().unwrap_or_default()).await.map_err(|e| e.to_string()),
+        Ok(stores) => stores
+            .store
+            .unban(&banned, &ban.uid().unwrap_or_default())
+            .await
+            .map_err(|e| e.to_string()),
         Err(p) => Err(p.message),
     };
     match lifted {
-        Ok(Lifted::Free) => ctx.event(ban, false, "Lifted", format!("lifted the ban of {}", target_label(&banned))).await,
+        Ok(Lifted::Free) => {
+            ctx.event(
+                ban,
+                false,
+                "Lifted",
+                format!("lifted the ban of {}", target_label(&banned)),
+            )
+            .await
+        }
         Ok(Lifted::StillBanned) => {
-            ctx.event(ban, false, "Lifted", format!("lifted this ban of {}; other bans keep it banned", target_label(&banned))).await
+            ctx.event(
+                ban,
+                false,
+                "Lifted",
+                format!(
+                    "lifted this ban of {}; other bans keep it banned",
+                    target_label(&banned)
+                ),
+            )
+            .await
         }
         Err(why) => {
             let message = format!("lifting the ban is blocked: {why}. The operator retries");
-            publish(api, ban, ctx, Outcome::waiting(ban, reason::DELETE_BLOCKED, message.clone(), RETRY_PENDING)).await?;
+            publish(
+                api,
+                ban,
+                ctx,
+                Outcome::waiting(ban, reason::DELETE_BLOCKED, message.clone(), RETRY_PENDING),
+            )
+            .await?;
             return Err(ReconcileError::Blocked(message));
         }
     }

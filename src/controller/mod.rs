@@ -20,14 +20,15 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 pub use context::{Context, Settings};
 pub use error::ReconcileError;
 
-use crate::api::{LibreChatInstance, LibreChatUser};
+use crate::api::validate::normalize_email;
+use crate::api::{LibreChatInstance, LibreChatUser, UserBan};
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,7 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), 
     )
     .await?;
     probe(api_for::<LibreChatUser>(client, namespace), "LibreChatUser").await?;
+    probe(api_for::<UserBan>(client, namespace), "UserBan").await?;
     Ok(())
 }
 
@@ -106,14 +108,10 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), StartError> {
             secret_metadata(&client, namespace.as_deref()),
             watcher::Config::default(),
             move |secret| {
-                let ns = secret.namespace();
                 let name = secret.name_any();
-                instance_store
-                    .state()
-                    .into_iter()
-                    .filter(|i| i.namespace() == ns && instance_uses_secret(i, &name))
-                    .map(|i| ObjectRef::from_obj(&*i))
-                    .collect::<Vec<_>>()
+                select(&instance_store, |i: &LibreChatInstance| {
+                    i.namespace() == secret.namespace() && instance_uses_secret(i, &name)
+                })
             },
         )
         .shutdown_on_signal()
@@ -132,45 +130,94 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), StartError> {
             secret_metadata(&client, namespace.as_deref()),
             watcher::Config::default(),
             move |secret| {
-                let ns = secret.namespace();
                 let name = secret.name_any();
-                by_secret
-                    .state()
-                    .into_iter()
-                    .filter(|u| u.namespace() == ns && user_uses_secret(u, &name))
-                    .map(|u| ObjectRef::from_obj(&*u))
-                    .collect::<Vec<_>>()
+                select(&by_secret, |u: &LibreChatUser| {
+                    u.namespace() == secret.namespace() && user_uses_secret(u, &name)
+                })
             },
         )
         .watches(
             api_for::<LibreChatInstance>(&client, namespace.as_deref()),
             watcher::Config::default(),
             move |instance| {
-                let ns = instance.namespace().unwrap_or_default();
-                let name = instance.name_any();
-                by_instance
-                    .state()
-                    .into_iter()
-                    .filter(|u| {
-                        let user_ns = u.namespace().unwrap_or_default();
-                        u.spec.instance_ref.name == name
-                            && target::instance_namespace(&u.spec.instance_ref, &user_ns) == ns
-                    })
-                    .map(|u| ObjectRef::from_obj(&*u))
-                    .collect::<Vec<_>>()
+                select(&by_instance, |u: &LibreChatUser| {
+                    points_at(&u.spec.instance_ref, u, &instance)
+                })
             },
         )
         .shutdown_on_signal()
         .run(user::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
+    let bans = Controller::new(
+        api_for::<UserBan>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+    let bans_by_user = bans.store();
+    let bans_by_instance = bans.store();
+    let bans = bans
+        .watches(
+            api_for::<LibreChatUser>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |user| {
+                let email = normalize_email(&user.spec.email);
+                select(&bans_by_user, |b: &UserBan| {
+                    b.namespace() == user.namespace()
+                        && b.spec
+                            .user_ref
+                            .as_ref()
+                            .is_some_and(|r| r.name == user.name_any())
+                        || b.spec.email.as_deref().map(normalize_email).as_deref()
+                            == Some(email.as_str())
+                })
+            },
+        )
+        .watches(
+            api_for::<LibreChatInstance>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |instance| {
+                select(&bans_by_instance, |b: &UserBan| {
+                    points_at(&b.spec.instance_ref, b, &instance)
+                })
+            },
+        )
+        .shutdown_on_signal()
+        .run(ban::reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    futures::join!(instances, users);
+    futures::join!(instances, users, bans);
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// References to the objects in `store` that satisfy `wanted`.
+fn select<K>(store: &Store<K>, wanted: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| wanted(o))
+        .map(|o| ObjectRef::from_obj(&*o))
+        .collect()
+}
+
+/// Whether `obj`'s `instanceRef` names `instance`.
+fn points_at<K: Resource>(
+    reference: &crate::api::common::InstanceRef,
+    obj: &K,
+    instance: &LibreChatInstance,
+) -> bool {
+    let own_ns = obj.meta().namespace.clone().unwrap_or_default();
+    reference.name == instance.name_any()
+        && target::instance_namespace(reference, &own_ns)
+            == instance.namespace().unwrap_or_default()
 }
 
 fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {

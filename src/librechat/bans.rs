@@ -84,11 +84,22 @@ pub enum Lifted {
 
 /// The union of shares still in force at `now_ms`.
 pub fn effective(shares: &[BanShare], now_ms: i64) -> Option<EffectiveBan> {
-    let live: Vec<&BanShare> = shares.iter().filter(|s| s.end_ms.is_none_or(|e| e > now_ms)).collect();
+    let live: Vec<&BanShare> = shares
+        .iter()
+        .filter(|s| s.end_ms.is_none_or(|e| e > now_ms))
+        .collect();
     let first = live.first()?;
-    let end_ms = if live.iter().any(|s| s.end_ms.is_none()) { None } else { live.iter().filter_map(|s| s.end_ms).max() };
+    let end_ms = if live.iter().any(|s| s.end_ms.is_none()) {
+        None
+    } else {
+        live.iter().filter_map(|s| s.end_ms).max()
+    };
     Some(EffectiveBan {
-        start_ms: live.iter().map(|s| s.start_ms).min().unwrap_or(first.start_ms),
+        start_ms: live
+            .iter()
+            .map(|s| s.start_ms)
+            .min()
+            .unwrap_or(first.start_ms),
         end_ms,
         user_id: live.iter().find_map(|s| s.user_id.clone()),
     })
@@ -121,21 +132,35 @@ pub fn envelope(target: &BanTarget, ban: &EffectiveBan) -> String {
 
 impl Store {
     /// Records `share` for `target` and rewrites the `BANS:` document from all shares.
-    pub async fn ban(&self, target: &BanTarget, share: &BanShare) -> Result<EffectiveBan, StoreError> {
+    pub async fn ban(
+        &self,
+        target: &BanTarget,
+        share: &BanShare,
+    ) -> Result<EffectiveBan, StoreError> {
         let key = target.bans_key();
         let shares = self.collection(SHARES);
         shares
-            .update_one(doc! { "_id": &key }, doc! { "$pull": { "shares": { "uid": &share.owner_uid } } })
+            .update_one(
+                doc! { "_id": &key },
+                doc! { "$pull": { "shares": { "uid": &share.owner_uid } } },
+            )
             .await
             .map_err(|e| StoreError::mongo("recording a ban", e))?;
         shares
-            .update_one(doc! { "_id": &key }, doc! { "$push": { "shares": share_doc(share) } })
+            .update_one(
+                doc! { "_id": &key },
+                doc! { "$push": { "shares": share_doc(share) } },
+            )
             .upsert(true)
             .await
             .map_err(|e| StoreError::mongo("recording a ban", e))?;
         let now = DateTime::now().timestamp_millis();
         let all = self.ban_shares(&key).await?;
-        let ban = effective(&all, now).unwrap_or(EffectiveBan { start_ms: share.start_ms, end_ms: share.end_ms, user_id: share.user_id.clone() });
+        let ban = effective(&all, now).unwrap_or(EffectiveBan {
+            start_ms: share.start_ms,
+            end_ms: share.end_ms,
+            user_id: share.user_id.clone(),
+        });
         self.write_ban(target, &ban).await?;
         Ok(ban)
     }
@@ -144,7 +169,10 @@ impl Store {
     pub async fn unban(&self, target: &BanTarget, owner_uid: &str) -> Result<Lifted, StoreError> {
         let key = target.bans_key();
         self.collection(SHARES)
-            .update_one(doc! { "_id": &key }, doc! { "$pull": { "shares": { "uid": owner_uid } } })
+            .update_one(
+                doc! { "_id": &key },
+                doc! { "$pull": { "shares": { "uid": owner_uid } } },
+            )
             .await
             .map_err(|e| StoreError::mongo("removing a ban", e))?;
         let now = DateTime::now().timestamp_millis();
@@ -171,8 +199,14 @@ impl Store {
             .find_one(doc! { "_id": key })
             .await
             .map_err(|e| StoreError::mongo("reading bans", e))?;
-        let shares = found.and_then(|d| d.get_array("shares").ok().cloned()).unwrap_or_default();
-        Ok(shares.iter().filter_map(|b| b.as_document()).map(share_from_doc).collect())
+        let shares = found
+            .and_then(|d| d.get_array("shares").ok().cloned())
+            .unwrap_or_default();
+        Ok(shares
+            .iter()
+            .filter_map(|b| b.as_document())
+            .map(share_from_doc)
+            .collect())
     }
 
     /// Writes the `BANS:` document as Keyv's Mongo store does (`updateOne` upsert on `key`),
@@ -217,7 +251,9 @@ impl Store {
             let names_user = format!("\"user_id\":\"{id}\"");
             filter.push(doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": regex_escape(&names_user) } });
         }
-        logs.delete_many(doc! { "$or": filter }).await.map_err(|e| StoreError::mongo("lifting a ban", e))?;
+        logs.delete_many(doc! { "$or": filter })
+            .await
+            .map_err(|e| StoreError::mongo("lifting a ban", e))?;
         if let (Some(redis), BanTarget::User(id)) = (self.redis(), target) {
             redis.clear_violations(id).await?;
             redis.invalidate_user(id, None).await?;
@@ -239,7 +275,13 @@ impl Store {
 
 fn share_doc(share: &BanShare) -> Document {
     let mut d = doc! { "uid": &share.owner_uid, "owner": &share.owner, "start": DateTime::from_millis(share.start_ms) };
-    d.insert("end", share.end_ms.map(|e| Bson::DateTime(DateTime::from_millis(e))).unwrap_or(Bson::Null));
+    d.insert(
+        "end",
+        share
+            .end_ms
+            .map(|e| Bson::DateTime(DateTime::from_millis(e)))
+            .unwrap_or(Bson::Null),
+    );
     if let Some(user) = &share.user_id {
         d.insert("userId", user);
     }
@@ -250,7 +292,10 @@ fn share_from_doc(d: &Document) -> BanShare {
     BanShare {
         owner_uid: d.get_str("uid").unwrap_or_default().to_string(),
         owner: d.get_str("owner").unwrap_or_default().to_string(),
-        start_ms: d.get_datetime("start").map(|t| t.timestamp_millis()).unwrap_or_default(),
+        start_ms: d
+            .get_datetime("start")
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default(),
         end_ms: d.get_datetime("end").ok().map(|t| t.timestamp_millis()),
         user_id: d.get_str("userId").ok().map(str::to_string),
     }
@@ -272,7 +317,13 @@ mod tests {
     use super::*;
 
     fn share(uid: &str, start: i64, end: Option<i64>) -> BanShare {
-        BanShare { owner_uid: uid.into(), owner: "ns/x".into(), start_ms: start, end_ms: end, user_id: None }
+        BanShare {
+            owner_uid: uid.into(),
+            owner: "ns/x".into(),
+            start_ms: start,
+            end_ms: end,
+            user_id: None,
+        }
     }
 
     #[test]
@@ -288,13 +339,20 @@ mod tests {
     #[test]
     fn envelope_matches_keyv_and_checkban() {
         let target = BanTarget::User("6b037b4b851b57d6134bed7d".into());
-        let ban = EffectiveBan { start_ms: 1_000, end_ms: Some(3_601_000), user_id: None };
+        let ban = EffectiveBan {
+            start_ms: 1_000,
+            end_ms: Some(3_601_000),
+            user_id: None,
+        };
         let v: serde_json::Value = serde_json::from_str(&envelope(&target, &ban)).unwrap();
         assert_eq!(v["expires"], 3_601_000);
         assert_eq!(v["value"]["expiresAt"], 3_601_000);
         assert_eq!(v["value"]["duration"], 3_600_000);
         assert_eq!(v["value"]["user_id"], "6b037b4b851b57d6134bed7d");
-        let permanent = EffectiveBan { end_ms: None, ..ban };
+        let permanent = EffectiveBan {
+            end_ms: None,
+            ..ban
+        };
         let v: serde_json::Value = serde_json::from_str(&envelope(&target, &permanent)).unwrap();
         assert!(v.get("expires").is_none());
         assert!(v["value"].get("expiresAt").is_none());
@@ -303,6 +361,13 @@ mod tests {
     #[test]
     fn lifting_covers_every_key_checkban_reads() {
         let keys = BanTarget::Ip("203.0.113.7".into()).all_keys();
-        assert_eq!(keys, vec!["BANS:203.0.113.7", "ban:203.0.113.7", "ban:ban_cache:ip:203.0.113.7"]);
+        assert_eq!(
+            keys,
+            vec![
+                "BANS:203.0.113.7",
+                "ban:203.0.113.7",
+                "ban:ban_cache:ip:203.0.113.7"
+            ]
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! Kubernetes. Every byte written here is described in LibreChat's data contract
 //! (`docs/librechat-contract.md` summarises the parts we rely on).
 
-pub mod cache;
 pub mod bans;
+pub mod cache;
 pub mod cascade;
 pub mod connect;
 pub mod error;

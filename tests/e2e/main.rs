@@ -4,5 +4,6 @@
 
 mod support;
 
+mod ban;
 mod instance;
 mod user;
