@@ -41,9 +41,9 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
-    /// Watch one namespace only (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
+    #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Reconciles that may run at once, per kind.
     #[arg(long, default_value_t = 8, env = "CONCURRENCY")]
     concurrency: u16,
@@ -119,7 +119,7 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let settings = controller::Settings { default_resync, concurrency: args.concurrency.max(1), namespace: args.namespace };
+        let settings = controller::Settings { default_resync, concurrency: args.concurrency.max(1), namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect() };
         match controller::run(client, settings).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -407,3 +407,89 @@ mod ban_tests {
         assert!(!bad_ip.problems(None).is_empty());
     }
 }
+
+/// The longest invitation the operator issues. LibreChat's own invites last 7 days; a link
+/// that works for more than a year is a standing credential, not an invitation.
+pub const MAX_INVITE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+/// LibreChat's TTL monitor removes expired tokens only about once a minute, so the operator
+/// revokes an invite itself at its end; any positive lifetime is therefore honoured exactly.
+pub const MIN_INVITE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl super::invite::UserInviteSpec {
+    /// The invite's lifetime, or the spec's problems.
+    pub fn lifetime(&self) -> Result<std::time::Duration, Problems> {
+        let mut problems = Problems::new();
+        if let Err(e) = check_email(&self.email) {
+            problems.push(e);
+        }
+        if self.instance_ref.name.is_empty() {
+            problems.push("instanceRef.name is required".into());
+        }
+        if let Some(name) = &self.secret_name {
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+            if !valid {
+                problems.push(format!("secretName '{name}' is not a valid Secret name (lower-case letters, digits, '-', '.')"));
+            }
+        }
+        let text = self
+            .expires_in
+            .as_deref()
+            .unwrap_or(super::invite::DEFAULT_INVITE_LIFETIME);
+        let lifetime = match super::duration::parse_duration(text) {
+            Err(e) => {
+                problems.push(format!("expiresIn: {e}"));
+                None
+            }
+            Ok(d) if d < MIN_INVITE_LIFETIME => {
+                problems.push(format!("expiresIn '{text}' is too short: at least 1s"));
+                None
+            }
+            Ok(d) if d > MAX_INVITE_LIFETIME => {
+                problems.push(format!("expiresIn '{text}' is too long: at most 365d"));
+                None
+            }
+            Ok(d) => Some(d),
+        };
+        match lifetime {
+            Some(d) if problems.is_empty() => Ok(d),
+            _ => Err(problems),
+        }
+    }
+}
+
+#[cfg(test)]
+mod invite_tests {
+    use super::super::common::InstanceRef;
+    use super::super::invite::UserInviteSpec;
+
+    fn spec(expires_in: Option<&str>) -> UserInviteSpec {
+        UserInviteSpec {
+            instance_ref: InstanceRef {
+                name: "lc".into(),
+                namespace: None,
+            },
+            email: "new@example.com".into(),
+            expires_in: expires_in.map(str::to_string),
+            secret_name: None,
+        }
+    }
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(spec(None).lifetime().unwrap().as_secs(), 7 * 86_400);
+        for bad in ["0s", "-1h", "500ms", "400d", "soon"] {
+            assert!(spec(Some(bad)).lifetime().is_err(), "{bad}");
+        }
+        let bad_name = UserInviteSpec {
+            secret_name: Some("Bad_Name".into()),
+            ..spec(None)
+        };
+        assert!(bad_name.lifetime().is_err());
+    }
+}

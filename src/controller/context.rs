@@ -15,8 +15,8 @@ pub struct Settings {
     pub default_resync: Duration,
     /// Reconciles run in parallel per kind.
     pub concurrency: u16,
-    /// Watch one namespace only; `None` watches all.
-    pub namespace: Option<String>,
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
 }
 
 pub struct Context {

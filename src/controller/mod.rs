@@ -6,6 +6,8 @@ pub mod connections;
 pub mod context;
 pub mod error;
 pub mod instance;
+pub mod invite;
+pub mod owned_secret;
 pub mod password;
 pub mod secrets;
 pub mod status;
@@ -28,7 +30,7 @@ pub use context::{Context, Settings};
 pub use error::ReconcileError;
 
 use crate::api::validate::normalize_email;
-use crate::api::{LibreChatInstance, LibreChatUser, UserBan};
+use crate::api::{LibreChatInstance, LibreChatUser, UserBan, UserInvite};
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,7 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), 
     .await?;
     probe(api_for::<LibreChatUser>(client, namespace), "LibreChatUser").await?;
     probe(api_for::<UserBan>(client, namespace), "UserBan").await?;
+    probe(api_for::<UserInvite>(client, namespace), "UserInvite").await?;
     Ok(())
 }
 
@@ -90,11 +93,30 @@ fn secret_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObjec
     }
 }
 
-/// Runs every controller until a shutdown signal.
+/// Runs every controller until a shutdown signal, over all namespaces or one set of them per
+/// namespace listed.
 pub async fn run(client: Client, settings: Settings) -> Result<(), StartError> {
-    let namespace = settings.namespace.clone();
-    check_crds(&client, namespace.as_deref()).await?;
     let ctx = Arc::new(Context::new(client.clone(), settings.clone()));
+    if settings.namespaces.is_empty() {
+        check_crds(&client, None).await?;
+        run_scope(client, None, ctx).await;
+    } else {
+        for ns in &settings.namespaces {
+            check_crds(&client, Some(ns)).await?;
+        }
+        let scopes = settings
+            .namespaces
+            .iter()
+            .map(|ns| run_scope(client.clone(), Some(ns.clone()), ctx.clone()));
+        futures::future::join_all(scopes).await;
+    }
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// Every controller, watching one namespace or (with `None`) all of them.
+async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>) {
+    let settings = ctx.settings.clone();
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
     let instances = Controller::new(
@@ -186,13 +208,31 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), StartError> {
         .run(ban::reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
+    let invites = Controller::new(
+        api_for::<UserInvite>(&client, namespace.as_deref()),
+        watcher::Config::default(),
+    )
+    .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+    let invites_by_instance = invites.store();
+    let invites = invites
+        .watches(
+            api_for::<LibreChatInstance>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |instance| {
+                select(&invites_by_instance, |i: &UserInvite| {
+                    points_at(&i.spec.instance_ref, i, &instance)
+                })
+            },
+        )
+        .shutdown_on_signal()
+        .run(invite::reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    futures::join!(instances, users, bans);
-    tracing::info!("controllers stopped");
-    Ok(())
+    futures::join!(instances, users, bans, invites);
 }
 
 /// References to the objects in `store` that satisfy `wanted`.

@@ -3,15 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::ByteString;
-use kube::api::{Api, ObjectMeta, PostParams};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use rand::Rng;
 
+use super::owned_secret::{self, OwnedSecretError};
 use super::secrets::{read_secret_key, secret_version, value_of, SecretError};
-use crate::api::common::{reason, SecretKeyRef, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::api::common::{reason, SecretKeyRef};
 use crate::api::user::DEFAULT_GENERATED_PASSWORD_LENGTH;
 use crate::api::validate::check_password;
 use crate::api::LibreChatUser;
@@ -92,97 +89,36 @@ async fn generated(
     length: u32,
     domain_client: Option<&str>,
 ) -> Result<ResolvedPassword, PasswordProblem> {
-    let namespace = user.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = owned_secret::get_or_create(client, user, secret_name, || {
+        let mut data = BTreeMap::from([
+            (KEY_EMAIL.to_string(), email.to_string()),
+            (KEY_PASSWORD.to_string(), random_password(length)),
+        ]);
+        if let Some(base) = domain_client {
+            data.insert(
+                KEY_URL.to_string(),
+                format!("{}/login", base.trim_end_matches('/')),
+            );
+        }
+        data
+    })
+    .await
+    .map_err(|e| match e {
+        OwnedSecretError::NotOwned(_) => PasswordProblem {
+            reason: reason::SECRET_NOT_OWNED,
+            message: format!("{e}, or use password.secretRef to use it"),
+        },
+        OwnedSecretError::Secret(s) => s.into(),
+    })?;
     let reference = SecretKeyRef {
         name: secret_name.to_string(),
         key: KEY_PASSWORD.to_string(),
     };
-    let api_error = |source| {
-        PasswordProblem::from(SecretError::Api {
-            name: secret_name.to_string(),
-            source,
-        })
-    };
-    let secret = match api.get_opt(secret_name).await.map_err(api_error)? {
-        Some(existing) => existing,
-        None => {
-            let secret = new_secret(
-                user,
-                secret_name,
-                email,
-                &random_password(length),
-                domain_client,
-            );
-            match api.create(&PostParams::default(), &secret).await {
-                Ok(created) => created,
-                // Created by a concurrent reconcile of the same object: read theirs.
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    api.get(secret_name).await.map_err(api_error)?
-                }
-                Err(e) => return Err(api_error(e)),
-            }
-        }
-    };
-    let uid = user.uid().unwrap_or_default();
-    let owned = secret.owner_references().iter().any(|o| o.uid == uid);
-    if !owned {
-        return Err(PasswordProblem {
-            reason: reason::SECRET_NOT_OWNED,
-            message: format!(
-                "Secret '{secret_name}' exists and is not owned by this LibreChatUser; it is never overwritten. Choose another generate.secretName, or use password.secretRef to use it"
-            ),
-        });
-    }
     let value = value_of(&secret, &reference)?;
     Ok(ResolvedPassword {
         value: value.value,
         version: secret_version(&secret),
     })
-}
-
-fn new_secret(
-    user: &LibreChatUser,
-    name: &str,
-    email: &str,
-    password: &str,
-    domain_client: Option<&str>,
-) -> Secret {
-    let mut data = BTreeMap::new();
-    data.insert(KEY_EMAIL.to_string(), ByteString(email.as_bytes().to_vec()));
-    data.insert(
-        KEY_PASSWORD.to_string(),
-        ByteString(password.as_bytes().to_vec()),
-    );
-    if let Some(base) = domain_client {
-        data.insert(
-            KEY_URL.to_string(),
-            ByteString(format!("{}/login", base.trim_end_matches('/')).into_bytes()),
-        );
-    }
-    let owner = OwnerReference {
-        api_version: LibreChatUser::api_version(&()).into_owned(),
-        kind: LibreChatUser::kind(&()).into_owned(),
-        name: user.name_any(),
-        uid: user.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: user.namespace(),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.to_string(),
-                MANAGED_BY_VALUE.to_string(),
-            )])),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        data: Some(data),
-        type_: Some("Opaque".into()),
-        ..Default::default()
-    }
 }
 
 /// A password from an unambiguous alphabet, drawn from the OS's random source.

@@ -8,6 +8,7 @@ pub mod cascade;
 pub mod connect;
 pub mod error;
 pub mod indexes;
+pub mod invites;
 pub mod ownership;
 pub mod password;
 pub mod sessions;

@@ -6,4 +6,5 @@ mod support;
 
 mod ban;
 mod instance;
+mod invite;
 mod user;

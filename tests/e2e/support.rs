@@ -90,7 +90,8 @@ impl World {
         self.start_operator_in(None);
     }
 
-    /// Starts the operator watching `namespace` (`None`: this world's), or all with `Some("")`.
+    /// Starts the operator watching `namespace` (`None`: this world's; a comma-separated list
+    /// for several).
     pub fn start_operator_in(&mut self, namespace: Option<&str>) {
         assert!(self.operator.is_none(), "operator already running");
         let log = std::fs::OpenOptions::new()

@@ -287,8 +287,8 @@ async fn sso_accounts_are_pre_provisioned_without_password() {
 #[tokio::test]
 async fn conflicting_claims_and_adoption() {
     let mut w = World::new("user-own").await;
-    w.start_operator_in(Some(""));
     let other = format!("{}-b", w.ns);
+    w.start_operator_in(Some(&format!("{},{other}", w.ns)));
     create_namespace(&w.client, &other).await;
     w.ready_instance(
         "lc",
@@ -425,9 +425,9 @@ pub fn foreign_user(id: ObjectId, email: &str) -> Document {
 #[tokio::test]
 async fn namespace_policy_is_enforced() {
     let mut w = World::new("user-nspol").await;
-    w.start_operator_in(Some(""));
     let allowed = format!("{}-ok", w.ns);
     let denied = format!("{}-no", w.ns);
+    w.start_operator_in(Some(&format!("{},{allowed},{denied}", w.ns)));
     create_namespace(&w.client, &allowed).await;
     create_namespace(&w.client, &denied).await;
     w.ready_instance("lc", json!({ "allowedNamespaces": [allowed.clone()] }))

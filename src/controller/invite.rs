@@ -1,0 +1,459 @@
+//! The UserInvite reconciler: issue a token as LibreChat's `createInvite` does, hand the link
+//! over in an owned Secret, and follow it to `Accepted` or `Expired`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::ResourceExt;
+
+use super::context::Context;
+use super::error::ReconcileError;
+use super::instance::resync_period;
+use super::owned_secret::{self, OwnedSecretError};
+use super::secrets::value_of;
+use super::status::write_status;
+use super::target;
+use crate::api::common::{
+    condition, find_condition, merge_conditions, reason, Cond, SecretKeyRef, FINALIZER,
+};
+use crate::api::invite::{InvitePhase, UserInviteStatus};
+use crate::api::validate::normalize_email;
+use crate::api::UserInvite;
+use crate::librechat::invites::{hash_token, new_raw_token};
+use crate::librechat::Store;
+
+const KEY_TOKEN: &str = "token";
+const KEY_URL: &str = "url";
+const KEY_EMAIL: &str = "email";
+const RETRY: Duration = Duration::from_secs(10);
+
+pub async fn reconcile(
+    invite: Arc<UserInvite>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let api: Api<UserInvite> =
+        Api::namespaced(ctx.client.clone(), &invite.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, invite, |event| async {
+        match event {
+            FinalizerEvent::Apply(invite) => apply(&api, &invite, &ctx).await,
+            FinalizerEvent::Cleanup(invite) => cleanup(&invite, &ctx).await,
+        }
+    })
+    .await
+    .map_err(ReconcileError::from)
+}
+
+struct Outcome {
+    ready: Cond,
+    phase: Option<InvitePhase>,
+    expires_at: Option<String>,
+    user_id: Option<String>,
+    requeue: Duration,
+}
+
+impl Outcome {
+    fn waiting(invite: &UserInvite, reason: &str, message: impl Into<String>) -> Self {
+        let status = invite.status.clone().unwrap_or_default();
+        Outcome {
+            ready: Cond::new(condition::READY, false, reason, message),
+            phase: status.phase,
+            expires_at: status.expires_at,
+            user_id: status.user_id,
+            requeue: RETRY,
+        }
+    }
+}
+
+fn secret_name(invite: &UserInvite) -> String {
+    invite
+        .spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-invite", invite.name_any()))
+}
+
+fn register_url(domain_client: &str, raw: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(raw, percent_encoding::NON_ALPHANUMERIC);
+    format!(
+        "{}/register?token={encoded}",
+        domain_client.trim_end_matches('/')
+    )
+}
+
+async fn apply(
+    api: &Api<UserInvite>,
+    invite: &UserInvite,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let (outcome, error) = match sync(invite, ctx).await {
+        Ok(o) => (o, None),
+        Err(ReconcileError::Store(e)) => (
+            Outcome::waiting(invite, reason::STORE_ERROR, e.to_string()),
+            Some(ReconcileError::Store(e)),
+        ),
+        Err(other) => return Err(other),
+    };
+    let current = invite.status.clone();
+    let previous = current
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, condition::READY).cloned());
+    let generation = invite.metadata.generation;
+    let status = UserInviteStatus {
+        observed_generation: generation,
+        conditions: merge_conditions(
+            current
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default(),
+            std::slice::from_ref(&outcome.ready),
+            generation,
+        ),
+        phase: outcome.phase,
+        expires_at: outcome.expires_at,
+        user_id: outcome.user_id,
+    };
+    write_status(api, invite, current.as_ref(), &status).await?;
+    let ready = &outcome.ready;
+    if previous.is_none_or(|p| p.reason != ready.reason) && ready.ok != Some(true) {
+        ctx.event(invite, true, &ready.reason, ready.message.clone())
+            .await;
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(outcome.requeue)),
+    }
+}
+
+async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {
+    let namespace = invite.namespace().unwrap_or_default();
+    let lifetime = match invite.spec.lifetime() {
+        Ok(l) => l,
+        Err(problems) => {
+            return Ok(Outcome::waiting(
+                invite,
+                reason::INVALID_SPEC,
+                format!("{}; nothing was written", problems.join("; ")),
+            ))
+        }
+    };
+    let target = match target::resolve(ctx, &invite.spec.instance_ref, &namespace).await? {
+        Ok(t) => t,
+        Err(p) => return Ok(Outcome::waiting(invite, p.reason, p.message)),
+    };
+    let store = &target.stores.store;
+    let resync = resync_period(&target.instance, ctx.settings.default_resync);
+    let email = normalize_email(&invite.spec.email);
+    let uid = invite.uid().unwrap_or_default();
+    let created = invite
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond())
+        .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
+    let expires_ms = created + lifetime.as_millis() as i64;
+    let expires_at = jiff::Timestamp::from_millisecond(expires_ms)
+        .ok()
+        .map(|t| t.to_string());
+    let now = jiff::Timestamp::now().as_millisecond();
+    let phase = invite.status.as_ref().and_then(|s| s.phase);
+
+    // Accepted and Expired are final: renewing is deleting and re-applying.
+    if let Some(done @ (InvitePhase::Accepted | InvitePhase::Expired)) = phase {
+        let status = invite.status.clone().unwrap_or_default();
+        let (reason, message) = match done {
+            InvitePhase::Accepted => ("Accepted", "the invitation was used; the account exists"),
+            _ => (
+                reason::EXPIRED,
+                "the invitation expired unused; delete and re-apply it to invite again",
+            ),
+        };
+        return Ok(Outcome {
+            ready: Cond::new(condition::READY, true, reason, message),
+            phase,
+            expires_at: status.expires_at,
+            user_id: status.user_id,
+            requeue: resync,
+        });
+    }
+
+    let recorded = store.invite_record(&uid).await?;
+    let account = store.find_user_by_email(&email).await?;
+    let Some(token_hash) = recorded else {
+        if account.is_some() {
+            return Ok(Outcome::waiting(
+                invite,
+                "AlreadyRegistered",
+                format!("a LibreChat account {email} already exists; nothing was issued. Delete this UserInvite"),
+            ));
+        }
+        return issue(
+            invite,
+            ctx,
+            store,
+            &email,
+            expires_ms,
+            expires_at,
+            resync,
+            target.instance.spec.domain_client.as_deref(),
+        )
+        .await;
+    };
+
+    let token = store.find_invite_token(&email, &token_hash).await?;
+    if let Some(account) = account {
+        if token.is_some() {
+            // The account came about another way; the link can no longer register anyone.
+            store.delete_invite_token(&token_hash).await?;
+        }
+        ctx.event(invite, false, "Accepted", format!("{email} registered"))
+            .await;
+        return Ok(Outcome {
+            ready: Cond::new(
+                condition::READY,
+                true,
+                "Accepted",
+                "the invitation was used; the account exists",
+            ),
+            phase: Some(InvitePhase::Accepted),
+            expires_at,
+            user_id: Some(account.id.to_hex()),
+            requeue: resync,
+        });
+    }
+    if now >= expires_ms {
+        store.delete_invite_token(&token_hash).await?;
+        ctx.event(
+            invite,
+            false,
+            "Expired",
+            format!("the invitation of {email} expired unused"),
+        )
+        .await;
+        return Ok(Outcome {
+            ready: Cond::new(
+                condition::READY,
+                true,
+                reason::EXPIRED,
+                "the invitation expired unused; delete and re-apply it to invite again",
+            ),
+            phase: Some(InvitePhase::Expired),
+            expires_at,
+            user_id: None,
+            requeue: resync,
+        });
+    }
+    match token {
+        Some(t) if t.expires_at_ms != expires_ms => {
+            store.set_invite_expiry(&token_hash, expires_ms).await?
+        }
+        Some(_) => {}
+        None => {
+            // LibreChat deletes the token before it validates the registration form, so a
+            // failed attempt (say, a short password) burns the link; it is put back.
+            store
+                .ensure_invite_token(&email, &token_hash, expires_ms)
+                .await?;
+            ctx.event(
+                invite,
+                false,
+                "Restored",
+                format!(
+                    "the invitation of {email} was used without registering; the link works again"
+                ),
+            )
+            .await;
+        }
+    }
+    let domain_client = target.instance.spec.domain_client.as_deref();
+    refresh_url(ctx, invite, domain_client).await?;
+    Ok(pending(
+        expires_at,
+        expires_ms,
+        now,
+        resync,
+        domain_client.is_some(),
+    ))
+}
+
+fn pending(
+    expires_at: Option<String>,
+    expires_ms: i64,
+    now: i64,
+    resync: Duration,
+    has_url: bool,
+) -> Outcome {
+    let message = if has_url {
+        "the link in the Secret's `url` key registers the invitee, even with ALLOW_REGISTRATION off"
+            .to_string()
+    } else {
+        "the instance has no domainClient, so the Secret holds the token alone: the link is <LibreChat URL>/register?token=<token>".to_string()
+    };
+    Outcome {
+        ready: Cond::new(
+            condition::READY,
+            true,
+            if has_url { "Pending" } else { "TokenOnly" },
+            message,
+        ),
+        phase: Some(InvitePhase::Pending),
+        expires_at,
+        user_id: None,
+        requeue: resync.min(Duration::from_millis((expires_ms - now).max(0) as u64 + 50)),
+    }
+}
+
+/// First issue: the Secret (with the raw token) first, then the record, then the token, so a
+/// crash at any point is finished by the next reconcile with the same token.
+#[allow(clippy::too_many_arguments)]
+async fn issue(
+    invite: &UserInvite,
+    ctx: &Context,
+    store: &Store,
+    email: &str,
+    expires_ms: i64,
+    expires_at: Option<String>,
+    resync: Duration,
+    domain_client: Option<&str>,
+) -> Result<Outcome, ReconcileError> {
+    let name = secret_name(invite);
+    let secret = owned_secret::get_or_create(&ctx.client, invite, &name, || {
+        let raw = new_raw_token();
+        let mut data = BTreeMap::from([(KEY_EMAIL.to_string(), email.to_string())]);
+        if let Some(base) = domain_client {
+            data.insert(KEY_URL.to_string(), register_url(base, &raw));
+        }
+        data.insert(KEY_TOKEN.to_string(), raw);
+        data
+    })
+    .await;
+    let secret = match secret {
+        Ok(s) => s,
+        Err(OwnedSecretError::NotOwned(n)) => {
+            return Ok(Outcome::waiting(
+                invite,
+                reason::SECRET_NOT_OWNED,
+                OwnedSecretError::NotOwned(n).to_string(),
+            ));
+        }
+        Err(OwnedSecretError::Secret(e)) => {
+            return Ok(Outcome::waiting(invite, e.reason(), e.to_string()))
+        }
+    };
+    let raw = match value_of(
+        &secret,
+        &SecretKeyRef {
+            name: name.clone(),
+            key: KEY_TOKEN.into(),
+        },
+    ) {
+        Ok(v) => v.value,
+        Err(e) => {
+            return Ok(Outcome::waiting(
+                invite,
+                e.reason(),
+                format!("{e}; delete the Secret to issue a new link"),
+            ))
+        }
+    };
+    let hash = hash_token(&raw);
+    let owner = format!(
+        "{}/{}",
+        invite.namespace().unwrap_or_default(),
+        invite.name_any()
+    );
+    store
+        .record_invite(&invite.uid().unwrap_or_default(), &owner, email, &hash)
+        .await?;
+    store.ensure_invite_token(email, &hash, expires_ms).await?;
+    ctx.event(
+        invite,
+        false,
+        "Invited",
+        format!("invitation for {email} issued; the link is in Secret {name}"),
+    )
+    .await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    Ok(pending(
+        expires_at,
+        expires_ms,
+        now,
+        resync,
+        domain_client.is_some(),
+    ))
+}
+
+/// Keeps the Secret's `url` in step with the instance's `domainClient`.
+async fn refresh_url(
+    ctx: &Context,
+    invite: &UserInvite,
+    domain_client: Option<&str>,
+) -> Result<(), ReconcileError> {
+    let Some(base) = domain_client else {
+        return Ok(());
+    };
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &invite.namespace().unwrap_or_default());
+    let name = secret_name(invite);
+    let Some(secret) = api.get_opt(&name).await? else {
+        return Ok(());
+    };
+    if !owned_secret::owned_by(&secret, invite) {
+        return Ok(());
+    }
+    let Ok(raw) = value_of(
+        &secret,
+        &SecretKeyRef {
+            name: name.clone(),
+            key: KEY_TOKEN.into(),
+        },
+    ) else {
+        return Ok(());
+    };
+    let want = register_url(base, &raw.value);
+    let have = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(KEY_URL))
+        .map(|b| b.0.clone());
+    if have.as_deref() != Some(want.as_bytes()) {
+        let patch = serde_json::json!({ "stringData": { KEY_URL: want } });
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deleting a pending invite revokes its token at once.
+async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, ReconcileError> {
+    let namespace = invite.namespace().unwrap_or_default();
+    let Some(instance) = target::find_instance(ctx, &invite.spec.instance_ref, &namespace).await?
+    else {
+        return Ok(Action::await_change());
+    };
+    let stores = ctx
+        .connections
+        .stores_for(&ctx.client, &instance)
+        .await
+        .map_err(|p| ReconcileError::Blocked(p.message))?;
+    let store = &stores.store;
+    let uid = invite.uid().unwrap_or_default();
+    if let Some(hash) = store.invite_record(&uid).await? {
+        store.delete_invite_token(&hash).await?;
+        store.forget_invite(&uid).await?;
+        if invite.status.as_ref().and_then(|s| s.phase) == Some(InvitePhase::Pending) {
+            ctx.event(
+                invite,
+                false,
+                "Revoked",
+                "the invitation link no longer works".to_string(),
+            )
+            .await;
+        }
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,99 @@
+//! Secrets the operator creates for an object (generated passwords, invite links): owned by
+//! that object, labelled, and never written over when someone else owns a Secret of that name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::ByteString;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
+
+use super::secrets::SecretError;
+use crate::api::common::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Why an owned Secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnedSecretError {
+    #[error("Secret '{0}' exists and is not owned by this object; it is never overwritten. Choose another Secret name")]
+    NotOwned(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// Whether `secret` is owned by `owner`.
+pub fn owned_by<K: Resource>(secret: &Secret, owner: &K) -> bool {
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    secret.owner_references().iter().any(|o| o.uid == uid)
+}
+
+/// Returns the Secret `name` owned by `owner`, creating it with `data()` when it does not exist.
+pub async fn get_or_create<K>(
+    client: &kube::Client,
+    owner: &K,
+    name: &str,
+    data: impl FnOnce() -> BTreeMap<String, String>,
+) -> Result<Secret, OwnedSecretError>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let namespace = owner.meta().namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let api_error = |source| {
+        OwnedSecretError::Secret(SecretError::Api {
+            name: name.to_string(),
+            source,
+        })
+    };
+    let secret = match api.get_opt(name).await.map_err(api_error)? {
+        Some(existing) => existing,
+        None => match api
+            .create(&PostParams::default(), &new_secret(owner, name, data()))
+            .await
+        {
+            Ok(created) => created,
+            // Created by a concurrent reconcile of the same object: use theirs.
+            Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await.map_err(api_error)?,
+            Err(e) => return Err(api_error(e)),
+        },
+    };
+    if !owned_by(&secret, owner) {
+        return Err(OwnedSecretError::NotOwned(name.to_string()));
+    }
+    Ok(secret)
+}
+
+fn new_secret<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    name: &str,
+    data: BTreeMap<String, String>,
+) -> Secret {
+    let meta = owner.meta();
+    let reference = OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: meta.namespace.clone(),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_string(),
+                MANAGED_BY_VALUE.to_string(),
+            )])),
+            owner_references: Some(vec![reference]),
+            ..Default::default()
+        },
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,168 @@
+//! Invitations as LibreChat's `createInvite` stores them: a `tokens` document holding only the
+//! SHA-256 of a random raw token, a fake `userId`, the email, `createdAt` and `expiresAt`, and
+//! no `type`. The raw token exists only in the link handed to the invitee.
+//!
+//! The operator keeps its own record (`librechat_operator_invites`, keyed by the UserInvite's
+//! uid) of which token hash belongs to which invite, written before the token itself, so an
+//! invite can always be found and revoked, even if its Secret was deleted by hand.
+
+use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::error::StoreError;
+use super::{collections, Store};
+
+/// The operator's record of invite tokens.
+pub const RECORDS: &str = "librechat_operator_invites";
+
+/// A fresh raw token: 32 random bytes as 64 hex characters, like LibreChat's
+/// `getRandomValues(32)`.
+pub fn new_raw_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// LibreChat's `hashToken`: SHA-256, hex.
+pub fn hash_token(raw: &str) -> String {
+    hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+/// What the database says about an invite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteToken {
+    pub expires_at_ms: i64,
+}
+
+impl Store {
+    /// The token hash recorded for invite `uid`, if any.
+    pub async fn invite_record(&self, uid: &str) -> Result<Option<String>, StoreError> {
+        let found = self
+            .collection(RECORDS)
+            .find_one(doc! { "_id": uid })
+            .await
+            .map_err(|e| StoreError::mongo("reading an invite record", e))?;
+        Ok(found.and_then(|d| d.get_str("tokenHash").ok().map(str::to_string)))
+    }
+
+    /// Records which token hash belongs to invite `uid` (before the token is written).
+    pub async fn record_invite(
+        &self,
+        uid: &str,
+        owner: &str,
+        email: &str,
+        token_hash: &str,
+    ) -> Result<(), StoreError> {
+        self.collection(RECORDS)
+            .update_one(
+                doc! { "_id": uid },
+                doc! { "$set": { "tokenHash": token_hash, "email": email, "owner": owner } },
+            )
+            .upsert(true)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("recording an invite", e))
+    }
+
+    pub async fn forget_invite(&self, uid: &str) -> Result<(), StoreError> {
+        self.collection(RECORDS)
+            .delete_one(doc! { "_id": uid })
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("forgetting an invite", e))
+    }
+
+    /// Writes the invite token as `createInvite` does, unless a token with this hash exists.
+    pub async fn ensure_invite_token(
+        &self,
+        email: &str,
+        token_hash: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let document = doc! {
+            "userId": ObjectId::new(),
+            "email": email,
+            "token": token_hash,
+            "createdAt": DateTime::now(),
+            "expiresAt": DateTime::from_millis(expires_at_ms),
+            "__v": 0_i32,
+        };
+        self.collection(collections::TOKENS)
+            .update_one(
+                doc! { "token": token_hash },
+                doc! { "$setOnInsert": document },
+            )
+            .upsert(true)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("writing an invite token", e))
+    }
+
+    /// The token, looked up the way LibreChat's `getInvite` does (hash and email).
+    pub async fn find_invite_token(
+        &self,
+        email: &str,
+        token_hash: &str,
+    ) -> Result<Option<InviteToken>, StoreError> {
+        let found = self
+            .collection(collections::TOKENS)
+            .find_one(doc! { "token": token_hash, "email": email })
+            .await
+            .map_err(|e| StoreError::mongo("reading an invite token", e))?;
+        Ok(found.map(|d: Document| InviteToken {
+            expires_at_ms: d
+                .get_datetime("expiresAt")
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// Moves a pending invite's end.
+    pub async fn set_invite_expiry(
+        &self,
+        token_hash: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.collection(collections::TOKENS)
+            .update_one(
+                doc! { "token": token_hash },
+                doc! { "$set": { "expiresAt": DateTime::from_millis(expires_at_ms) } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("moving an invite's end", e))
+    }
+
+    /// Deletes the token, so the link stops working at once.
+    pub async fn delete_invite_token(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.collection(collections::TOKENS)
+            .delete_many(doc! { "token": token_hash, "type": { "$exists": false } })
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("revoking an invite", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_like_librechat() {
+        // Fixture tokens.invite.json: the stored token is SHA-256 of the raw token.
+        let raw = "7ab8cbbef26b106b60aeee220b7a244a3e449ae4d468bbf2dc7946a3348e162e";
+        assert_eq!(
+            hash_token(raw),
+            "41b5b217220b3ed2154b9b715ce7dc152193b6d4328a0524c460483aa1db3194"
+        );
+    }
+
+    #[test]
+    fn raw_tokens_are_64_hex_characters() {
+        let t = new_raw_token();
+        assert_eq!(t.len(), 64);
+        assert!(t.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(t, new_raw_token());
+    }
+}

@@ -1,0 +1,275 @@
+//! UserInvite: links LibreChat's registration accepts, followed to Accepted or Expired.
+
+use k8s_openapi::api::core::v1::Secret;
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::support::*;
+
+async fn invite_secret(w: &World, name: &str) -> std::collections::BTreeMap<String, String> {
+    let api: kube::Api<Secret> = kube::Api::namespaced(w.client.clone(), &w.ns);
+    let secret = api.get(name).await.unwrap();
+    secret
+        .data
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+fn sha256(raw: &str) -> String {
+    hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+async fn token_doc(w: &World, hash: &str) -> Option<Document> {
+    w.db.collection::<Document>("tokens")
+        .find_one(doc! { "token": hash })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn invite_is_issued_found_by_librechat_and_accepted() {
+    let mut w = World::new("inv-ok").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com/" }))
+        .await;
+    w.apply(
+        "UserInvite",
+        "newbie",
+        json!({ "instanceRef": { "name": "lc" }, "email": " NewBie@Example.com " }),
+    )
+    .await;
+    let obj = w
+        .wait_condition("userinvites", "newbie", "Ready", "True", Some("Pending"))
+        .await;
+    assert_eq!(obj.pointer("/status/phase"), Some(&json!("Pending")));
+
+    let data = invite_secret(&w, "newbie-invite").await;
+    let raw = data["token"].clone();
+    assert_eq!(raw.len(), 64);
+    assert_eq!(
+        data["url"],
+        format!("https://chat.example.com/register?token={raw}")
+    );
+    let hash = sha256(&raw);
+    let token = token_doc(&w, &hash)
+        .await
+        .expect("the token is stored as its SHA-256");
+    assert_eq!(token.get_str("email").unwrap(), "newbie@example.com");
+    assert!(
+        !token.contains_key("type")
+            && !token.contains_key("identifier")
+            && !token.contains_key("tenantId")
+    );
+    let fake = token.get_object_id("userId").unwrap();
+    assert!(
+        w.users()
+            .find_one(doc! { "_id": fake })
+            .await
+            .unwrap()
+            .is_none(),
+        "the userId is a fake, as in LibreChat"
+    );
+    let life = token.get_datetime("expiresAt").unwrap().timestamp_millis()
+        - token.get_datetime("createdAt").unwrap().timestamp_millis();
+    assert!(
+        (life - 604_800_000).abs() < 120_000,
+        "default lifetime is LibreChat's 7 days"
+    );
+    assert_eq!(
+        w.db.collection::<Document>("tokens")
+            .count_documents(doc! { "token": &raw })
+            .await
+            .unwrap(),
+        0,
+        "the raw token is never stored"
+    );
+    w.contract_check(json!({ "invites": [ { "rawToken": raw, "email": "NewBie@example.com ", "expectFound": true } ] }));
+    assert!(
+        !obj.to_string().contains(&raw),
+        "the raw token must not appear in status"
+    );
+    assert!(
+        !w.operator_log().contains(&raw),
+        "the raw token must not appear in logs"
+    );
+
+    // Registration, as LibreChat's checkInviteUser + registerUser do it: consume, then create.
+    w.db.collection::<Document>("tokens")
+        .delete_many(doc! { "token": &hash })
+        .await
+        .unwrap();
+    let id = ObjectId::new();
+    w.users()
+        .insert_one(crate::user::foreign_user(id, "newbie@example.com"))
+        .await
+        .unwrap();
+    let obj = w
+        .wait_condition("userinvites", "newbie", "Ready", "True", Some("Accepted"))
+        .await;
+    assert_eq!(obj.pointer("/status/phase"), Some(&json!("Accepted")));
+    assert_eq!(
+        obj.pointer("/status/userId").and_then(|v| v.as_str()),
+        Some(id.to_hex().as_str())
+    );
+    w.wait_event("newbie", "Accepted").await;
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(w.client.clone(), &w.ns);
+    assert!(
+        !serde_json::to_string(&api.list(&Default::default()).await.unwrap().items)
+            .unwrap()
+            .contains(&raw)
+    );
+}
+
+#[tokio::test]
+async fn invites_expire_and_deleting_revokes() {
+    let mut w = World::new("inv-end").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com" }))
+        .await;
+    w.apply(
+        "UserInvite",
+        "brief",
+        json!({ "instanceRef": { "name": "lc" }, "email": "brief@example.com", "expiresIn": "4s" }),
+    )
+    .await;
+    w.apply("UserInvite", "revoked", json!({ "instanceRef": { "name": "lc" }, "email": "revoked@example.com", "secretName": "link-for-revoked" })).await;
+    w.wait_condition("userinvites", "brief", "Ready", "True", Some("Pending"))
+        .await;
+    w.wait_condition("userinvites", "revoked", "Ready", "True", Some("Pending"))
+        .await;
+    let brief = sha256(&invite_secret(&w, "brief-invite").await["token"]);
+    let revoked_raw = invite_secret(&w, "link-for-revoked").await["token"].clone();
+
+    let obj = w
+        .wait_condition("userinvites", "brief", "Ready", "True", Some("Expired"))
+        .await;
+    assert_eq!(obj.pointer("/status/phase"), Some(&json!("Expired")));
+    assert!(
+        token_doc(&w, &brief).await.is_none(),
+        "an expired link stops working at its end"
+    );
+
+    w.delete("UserInvite", "revoked").await;
+    w.wait_gone("userinvites", "revoked").await;
+    w.contract_check(json!({ "invites": [ { "rawToken": revoked_raw, "email": "revoked@example.com", "expectFound": false } ] }));
+}
+
+#[tokio::test]
+async fn a_changed_lifetime_moves_the_end_and_a_burnt_link_is_restored() {
+    let mut w = World::new("inv-move").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com" }))
+        .await;
+    w.apply("UserInvite", "moving", json!({ "instanceRef": { "name": "lc" }, "email": "moving@example.com", "expiresIn": "24h" })).await;
+    w.wait_condition("userinvites", "moving", "Ready", "True", Some("Pending"))
+        .await;
+    let hash = sha256(&invite_secret(&w, "moving-invite").await["token"]);
+    let first = token_doc(&w, &hash)
+        .await
+        .unwrap()
+        .get_datetime("expiresAt")
+        .unwrap()
+        .timestamp_millis();
+    w.apply("UserInvite", "moving", json!({ "instanceRef": { "name": "lc" }, "email": "moving@example.com", "expiresIn": "48h" })).await;
+    eventually("the end to move by a day", || async {
+        let end = token_doc(&w, &hash)
+            .await?
+            .get_datetime("expiresAt")
+            .ok()?
+            .timestamp_millis();
+        ((end - first - 86_400_000).abs() < 5_000).then_some(())
+    })
+    .await;
+    // LibreChat consumed the token but the registration failed (no account): the link is put back.
+    w.db.collection::<Document>("tokens")
+        .delete_many(doc! { "token": &hash })
+        .await
+        .unwrap();
+    eventually("the token to be restored", || async {
+        token_doc(&w, &hash).await
+    })
+    .await;
+    w.wait_event("moving", "Restored").await;
+}
+
+#[tokio::test]
+async fn refusals_and_bad_input() {
+    let mut w = World::new("inv-bad").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({})).await;
+    w.users()
+        .insert_one(crate::user::foreign_user(
+            ObjectId::new(),
+            "member@example.com",
+        ))
+        .await
+        .unwrap();
+    let lc = json!({ "name": "lc" });
+    w.apply(
+        "UserInvite",
+        "member",
+        json!({ "instanceRef": lc, "email": "Member@example.com" }),
+    )
+    .await;
+    w.apply(
+        "UserInvite",
+        "bad-email",
+        json!({ "instanceRef": lc, "email": "not-an-email" }),
+    )
+    .await;
+    w.apply(
+        "UserInvite",
+        "zero",
+        json!({ "instanceRef": lc, "email": "z@example.com", "expiresIn": "0s" }),
+    )
+    .await;
+    w.apply(
+        "UserInvite",
+        "forever",
+        json!({ "instanceRef": lc, "email": "f@example.com", "expiresIn": "400d" }),
+    )
+    .await;
+    w.wait_condition(
+        "userinvites",
+        "member",
+        "Ready",
+        "False",
+        Some("AlreadyRegistered"),
+    )
+    .await;
+    for name in ["bad-email", "zero", "forever"] {
+        w.wait_condition("userinvites", name, "Ready", "False", Some("InvalidSpec"))
+            .await;
+    }
+    assert_eq!(
+        w.db.collection::<Document>("tokens")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        0,
+        "nothing may be written"
+    );
+    let api: kube::Api<Secret> = kube::Api::namespaced(w.client.clone(), &w.ns);
+    assert!(api.get_opt("member-invite").await.unwrap().is_none());
+
+    // Without domainClient the Secret holds the token alone, and the status says why.
+    w.apply(
+        "UserInvite",
+        "plain",
+        json!({ "instanceRef": lc, "email": "plain@example.com" }),
+    )
+    .await;
+    let obj = w
+        .wait_condition("userinvites", "plain", "Ready", "True", Some("TokenOnly"))
+        .await;
+    assert!(condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("domainClient"));
+    let data = invite_secret(&w, "plain-invite").await;
+    assert!(data.contains_key("token") && !data.contains_key("url"));
+}
