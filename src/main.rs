@@ -53,6 +53,21 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = telemetry::LogFormat::Text, env = "LOG_FORMAT")]
     log_format: telemetry::LogFormat,
+    /// Where /metrics, /healthz and /readyz are served; `off` serves nothing.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "HTTP_ADDR")]
+    http_addr: String,
+    /// Elect a leader on a coordination.k8s.io Lease, so that of several replicas one reconciles.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "librechat-operator", env = "LEASE_NAME")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long a leader's Lease holds without renewal.
+    #[arg(long, default_value = "15s", env = "LEASE_DURATION")]
+    lease_duration: String,
 }
 
 fn main() -> ExitCode {
