@@ -6,5 +6,8 @@
 
 pub mod api;
 pub mod controller;
+pub mod health;
+pub mod leader;
 pub mod librechat;
+pub mod metrics;
 pub mod telemetry;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use librechat_operator::api::duration::parse_duration;
 use librechat_operator::api::instance::DEFAULT_RESYNC_PERIOD;
-use librechat_operator::{api, controller, telemetry};
+use librechat_operator::health::{self, Health, Readiness};
+use librechat_operator::{api, controller, leader, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -105,14 +106,14 @@ fn crds(output_dir: Option<PathBuf>) -> ExitCode {
 
 fn run(args: RunArgs) -> ExitCode {
     telemetry::init(args.log_format);
-    let default_resync = match parse_duration(&args.resync_period) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => {
-            eprintln!("error: --resync-period must be more than zero");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("error: --resync-period: {e}");
+    let durations = (
+        parse_positive("--resync-period", &args.resync_period),
+        parse_positive("--lease-duration", &args.lease_duration),
+    );
+    let (default_resync, lease_duration) = match durations {
+        (Ok(r), Ok(l)) => (r, l),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -127,6 +128,13 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let health = Health::default();
+        if args.http_addr != "off" {
+            if let Err(e) = health::serve(&args.http_addr, health.clone()).await {
+                tracing::error!(error = %e, addr = %args.http_addr, "cannot serve /metrics, /healthz, /readyz: choose another --http-addr");
+                return ExitCode::FAILURE;
+            }
+        }
         let client = match kube::Client::try_default().await {
             Ok(c) => c,
             Err(e) => {
@@ -134,15 +142,90 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let settings = controller::Settings { default_resync, concurrency: args.concurrency.max(1), namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect() };
-        match controller::run(client, settings).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::from(3)
-            }
+        let settings = controller::Settings {
+            default_resync,
+            concurrency: args.concurrency.max(1),
+            namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+        };
+        if !args.leader_elect {
+            return finish(controller::run(client, settings, health).await);
         }
+
+        let config = leader::LeaseConfig {
+            name: args.lease_name,
+            namespace: args.lease_namespace.unwrap_or_else(own_namespace),
+            identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+            duration: lease_duration,
+        };
+        health.set(Readiness::Standby);
+        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "waiting to lead");
+        let mut leadership = tokio::select! {
+            held = leader::acquire(&client, config) => match held {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            _ = shutdown_signal() => return ExitCode::SUCCESS,
+        };
+        let outcome = tokio::select! {
+            result = controller::run(client, settings, health) => finish(result),
+            _ = leadership.lost() => {
+                tracing::error!("lost the Lease: stopping so that only one replica writes");
+                ExitCode::from(4)
+            }
+        };
+        leadership.release().await;
+        outcome
     })
+}
+
+fn finish(result: Result<(), controller::StartError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn parse_positive(flag: &str, text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{flag} must be more than zero")),
+        Err(e) => Err(format!("{flag}: {e}")),
+    }
+}
+
+/// The pod's namespace in a cluster, else `default`.
+fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "default".into())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "librechat-operator".into())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 fn validate(file: &PathBuf) -> ExitCode {

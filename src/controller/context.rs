@@ -21,6 +21,10 @@ pub struct Settings {
 
 pub struct Context {
     pub client: Client,
+    /// What `/readyz` says.
+    pub health: crate::health::Health,
+    /// Watch scopes whose caches have synced; Ready once all have.
+    synced_scopes: std::sync::atomic::AtomicUsize,
     pub recorder: Recorder,
     pub connections: Connections,
     pub hasher: Hasher,
@@ -28,17 +32,34 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(client: Client, settings: Settings, health: crate::health::Health) -> Self {
         let reporter = Reporter {
             controller: "librechat-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Context {
+            health,
+            synced_scopes: Default::default(),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             connections: Connections::default(),
             hasher: Hasher::default(),
             settings,
+        }
+    }
+
+    /// Called when one watch scope's caches have synced; the operator is ready once every
+    /// scope has.
+    pub fn scope_synced(&self) {
+        let scopes = self.settings.namespaces.len().max(1);
+        if self
+            .synced_scopes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+            >= scopes
+        {
+            self.health.set(crate::health::Readiness::Serving);
+            tracing::info!("caches synced; reconciling");
         }
     }
 

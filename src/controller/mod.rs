@@ -81,8 +81,33 @@ fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, _ctx: Arc<Context>) -> A
 where
     K: Resource<DynamicType = ()>,
 {
+    crate::metrics::global().reconcile_failed(&K::kind(&()), error.label());
     tracing::warn!(kind = %K::kind(&()), name = %obj.meta().name.clone().unwrap_or_default(), namespace = ?obj.meta().namespace, error = %error, label = error.label(), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs `reconcile`, counting and timing it, and forgetting the readiness of deleted objects.
+async fn observed<K, Fut>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<Action, ReconcileError>
+where
+    K: Resource<DynamicType = ()>,
+    Fut: std::future::Future<Output = Result<Action, ReconcileError>>,
+{
+    let kind = K::kind(&());
+    let _timer = crate::metrics::global().reconcile_started(&kind);
+    let meta = obj.meta();
+    if meta.deletion_timestamp.is_some() {
+        let key = format!(
+            "{}/{}",
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default()
+        );
+        crate::metrics::global().set_readiness(&kind, &key, None);
+    }
+    reconcile(obj, ctx).await
 }
 
 /// Secret metadata only: the operator never holds Secret values in memory for watching.
@@ -95,8 +120,12 @@ fn secret_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObjec
 
 /// Runs every controller until a shutdown signal, over all namespaces or one set of them per
 /// namespace listed.
-pub async fn run(client: Client, settings: Settings) -> Result<(), StartError> {
-    let ctx = Arc::new(Context::new(client.clone(), settings.clone()));
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    health: crate::health::Health,
+) -> Result<(), StartError> {
+    let ctx = Arc::new(Context::new(client.clone(), settings.clone(), health));
     if settings.namespaces.is_empty() {
         check_crds(&client, None).await?;
         run_scope(client, None, ctx).await;
@@ -125,6 +154,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     )
     .with_config(config.clone());
     let instance_store = instances.store();
+    let synced_instances = instances.store();
     let instances = instances
         .watches(
             secret_metadata(&client, namespace.as_deref()),
@@ -137,7 +167,11 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             },
         )
         .shutdown_on_signal()
-        .run(instance::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| observed(o, c, instance::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
 
     let users = Controller::new(
@@ -146,6 +180,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     )
     .with_config(config);
     let by_secret = users.store();
+    let synced_users = users.store();
     let by_instance = users.store();
     let users = users
         .watches(
@@ -168,7 +203,11 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             },
         )
         .shutdown_on_signal()
-        .run(user::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| observed(o, c, user::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
 
     let bans = Controller::new(
@@ -177,6 +216,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let bans_by_user = bans.store();
+    let synced_bans = bans.store();
     let bans_by_instance = bans.store();
     let bans = bans
         .watches(
@@ -205,7 +245,11 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             },
         )
         .shutdown_on_signal()
-        .run(ban::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| observed(o, c, ban::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
 
     let invites = Controller::new(
@@ -214,6 +258,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let invites_by_instance = invites.store();
+    let synced_invites = invites.store();
     let invites = invites
         .watches(
             api_for::<LibreChatInstance>(&client, namespace.as_deref()),
@@ -225,14 +270,29 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             },
         )
         .shutdown_on_signal()
-        .run(invite::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| observed(o, c, invite::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
 
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    futures::join!(instances, users, bans, invites);
+    let synced = async {
+        let all = futures::join!(
+            synced_instances.wait_until_ready(),
+            synced_users.wait_until_ready(),
+            synced_bans.wait_until_ready(),
+            synced_invites.wait_until_ready()
+        );
+        if all.0.is_ok() && all.1.is_ok() && all.2.is_ok() && all.3.is_ok() {
+            ctx.scope_synced();
+        }
+    };
+    futures::join!(instances, users, bans, invites, synced);
 }
 
 /// References to the objects in `store` that satisfy `wanted`.

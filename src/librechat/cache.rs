@@ -48,11 +48,9 @@ impl RedisCache {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| StoreError::redis("ping", e))
+        let result = redis::cmd("PING").query_async::<String>(&mut conn).await;
+        crate::metrics::global().store_operation("redis", "ping", result.is_ok());
+        result.map(|_| ()).map_err(|e| StoreError::redis("ping", e))
     }
 
     pub async fn delete(&self, keys: &[String]) -> Result<u64, StoreError> {

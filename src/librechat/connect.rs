@@ -41,6 +41,19 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
         })?
         .map_err(|e| invalid(e.to_string()))?;
     options.app_name = Some("librechat-operator".into());
+    options.command_event_handler = Some(mongodb::event::EventHandler::callback(|event| {
+        use mongodb::event::command::CommandEvent;
+        match event {
+            CommandEvent::Succeeded(e) => {
+                crate::metrics::global().store_operation("mongo", &e.command_name, true)
+            }
+            CommandEvent::Failed(e) => {
+                crate::metrics::global().store_operation("mongo", &e.command_name, false)
+            }
+            CommandEvent::Started(_) => {}
+            _ => {}
+        }
+    }));
     options
         .server_selection_timeout
         .get_or_insert(CONNECT_TIMEOUT);

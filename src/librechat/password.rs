@@ -37,6 +37,7 @@ impl Hasher {
             .acquire()
             .await
             .map_err(|e| StoreError::Hash(e.to_string()))?;
+        crate::metrics::global().bcrypt_hashed();
         tokio::task::spawn_blocking(move || bcrypt::hash(password, BCRYPT_COST))
             .await
             .map_err(|e| StoreError::Hash(e.to_string()))?

@@ -7,4 +7,5 @@ mod support;
 mod ban;
 mod instance;
 mod invite;
+mod ops;
 mod user;

@@ -52,6 +52,8 @@ pub struct World {
     pub db: mongodb::Database,
     operator: Option<Child>,
     log_path: PathBuf,
+    /// Where the running operator serves /metrics, /healthz, /readyz.
+    pub http_port: u16,
 }
 
 impl World {
@@ -82,6 +84,7 @@ impl World {
             db,
             operator: None,
             log_path,
+            http_port: 0,
         }
     }
 
@@ -99,8 +102,8 @@ impl World {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_librechat-operator"));
-        cmd.arg("run").arg("--resync-period").arg("3s");
+        self.http_port = free_port();
+        let mut cmd = operator_command(&self.http_port.to_string());
         match namespace {
             Some("") => {}
             Some(ns) => {
@@ -110,8 +113,7 @@ impl World {
                 cmd.arg("--namespace").arg(&self.ns);
             }
         }
-        cmd.env("RUST_LOG", "info,librechat_operator=debug,kube=warn")
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.operator = Some(cmd.spawn().expect("the operator binary must start"));
@@ -519,6 +521,18 @@ pub fn stop_private_mongo(dir: &std::path::Path) {
         .arg("stop")
         .arg(dir)
         .output();
+}
+
+/// The operator binary with the tests' settings: quick resyncs, its HTTP endpoints on `port`.
+pub fn operator_command(port: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_librechat-operator"));
+    cmd.arg("run")
+        .arg("--resync-period")
+        .arg("3s")
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{port}"));
+    cmd.env("RUST_LOG", "info,librechat_operator=debug,kube=warn");
+    cmd
 }
 
 /// A TCP port nobody listens on right now.

@@ -1,0 +1,235 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that of several replicas exactly
+//! one reconciles. A replica that cannot renew its Lease in time stops, rather than risk two
+//! writers; the Deployment restarts it as a standby.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::Client;
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub name: String,
+    pub namespace: String,
+    pub identity: String,
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("leader election on Lease {namespace}/{name} failed: {source}. Check the operator's RBAC for coordination.k8s.io leases (get, create, update)")]
+    Api {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+}
+
+/// Leadership held: renewed in the background; `lost()` resolves if it slips away.
+pub struct Leadership {
+    lost: watch::Receiver<bool>,
+    renewer: tokio::task::JoinHandle<()>,
+    api: Api<Lease>,
+    config: LeaseConfig,
+}
+
+fn now() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+impl LeaseConfig {
+    fn api(&self, client: &Client) -> Api<Lease> {
+        Api::namespaced(client.clone(), &self.namespace)
+    }
+    fn error(&self, source: kube::Error) -> LeaderError {
+        LeaderError::Api {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        }
+    }
+}
+
+/// Whether `lease` is free for `identity` to take now.
+fn takeable(lease: &Lease, identity: &str, now: jiff::Timestamp) -> bool {
+    let Some(spec) = &lease.spec else { return true };
+    let holder = spec.holder_identity.as_deref().unwrap_or_default();
+    if holder.is_empty() || holder == identity {
+        return true;
+    }
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    spec.renew_time
+        .as_ref()
+        .is_none_or(|t| t.0.as_second() + duration < now.as_second())
+}
+
+/// One attempt to take or renew the Lease. `Ok(true)`: we hold it now.
+async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
+    let seconds = config.duration.as_secs().max(1) as i32;
+    match api.get_opt(&config.name).await? {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(config.name.clone()),
+                    namespace: Some(config.namespace.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(config.identity.clone()),
+                    lease_duration_seconds: Some(seconds),
+                    acquire_time: Some(now()),
+                    renew_time: Some(now()),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            match api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Some(mut lease) => {
+            if !takeable(&lease, &config.identity, jiff::Timestamp::now()) {
+                return Ok(false);
+            }
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+                spec.holder_identity = Some(config.identity.clone());
+                spec.acquire_time = Some(now());
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            }
+            spec.lease_duration_seconds = Some(seconds);
+            spec.renew_time = Some(now());
+            // The resourceVersion in `lease` makes this a compare-and-swap: of two replicas
+            // taking an expired Lease at once, one gets 409 Conflict.
+            match api
+                .replace(&config.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// Waits until this replica leads. Returns only when it does, or with an API error.
+pub async fn acquire(client: &Client, config: LeaseConfig) -> Result<Leadership, LeaderError> {
+    let api = config.api(client);
+    let retry = (config.duration / 5).max(Duration::from_millis(500));
+    loop {
+        match try_hold(&api, &config).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Err(config.error(kube::Error::Api(e)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leader election: could not read the Lease; retrying")
+            }
+        }
+        tokio::time::sleep(retry).await;
+    }
+    tracing::info!(lease = %config.name, identity = %config.identity, "became the leader");
+    let (tx, lost) = watch::channel(false);
+    let renew_api = api.clone();
+    let renew_config = config.clone();
+    let renewer = tokio::spawn(async move {
+        let every = (renew_config.duration / 3).max(Duration::from_millis(500));
+        let mut last_renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(every).await;
+            match try_hold(&renew_api, &renew_config).await {
+                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(false) => {
+                    tracing::error!("leader election: another replica holds the Lease now");
+                    let _ = tx.send(true);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: renewing the Lease failed");
+                    if last_renewed.elapsed() >= renew_config.duration {
+                        let _ = tx.send(true);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(Leadership {
+        lost,
+        renewer,
+        api,
+        config,
+    })
+}
+
+impl Leadership {
+    /// Resolves when leadership is lost.
+    pub async fn lost(&mut self) {
+        while !*self.lost.borrow() {
+            if self.lost.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Gives the Lease up so that a standby takes over at once instead of waiting it out.
+    pub async fn release(self) {
+        self.renewer.abort();
+        if let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await {
+            if let Some(spec) = lease
+                .spec
+                .as_mut()
+                .filter(|s| s.holder_identity.as_deref() == Some(self.config.identity.as_str()))
+            {
+                spec.holder_identity = None;
+                spec.renew_time = None;
+                match self
+                    .api
+                    .replace(&self.config.name, &PostParams::default(), &lease)
+                    .await
+                {
+                    Ok(_) => tracing::info!("released the Lease"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not release the Lease; a standby takes over when it expires")
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, renewed_secs_ago: i64) -> Lease {
+        let renew =
+            jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - renewed_secs_ago)
+                .unwrap();
+        Lease {
+            metadata: Default::default(),
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(renew)),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_lease_is_taken_only_when_free_ours_or_expired() {
+        let now = jiff::Timestamp::now();
+        assert!(takeable(&lease(None, 0), "me", now));
+        assert!(takeable(&lease(Some("me"), 0), "me", now));
+        assert!(!takeable(&lease(Some("other"), 1), "me", now));
+        assert!(takeable(&lease(Some("other"), 60), "me", now));
+    }
+}

@@ -1,0 +1,182 @@
+//! Running it like any other operator: metrics, health, leader election, graceful shutdown.
+
+use std::io::{Read, Write};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use serde_json::json;
+
+use crate::support::*;
+
+/// A plain HTTP/1.0 GET on 127.0.0.1, returning status code and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints() {
+    let mut w = World::new("ops-metrics").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({})).await;
+    w.secret("pw", &[("password", "Metrics-Password-1")]).await;
+    w.apply("LibreChatUser", "m", json!({ "instanceRef": { "name": "lc" }, "email": "m@example.com", "password": { "secretRef": { "name": "pw", "key": "password" } } })).await;
+    w.wait_condition("librechatusers", "m", "Ready", "True", None)
+        .await;
+    assert_eq!(http_get(w.http_port, "/healthz").map(|r| r.0), Some(200));
+    let (code, body) = eventually("readiness", || async {
+        http_get(w.http_port, "/readyz").filter(|r| r.0 == 200)
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let metrics = eventually("metrics", || async {
+        let (_, text) = http_get(w.http_port, "/metrics")?;
+        text.contains("librechat_operator_managed_objects{kind=\"LibreChatUser\",ready=\"true\"} 1")
+            .then_some(text)
+    })
+    .await;
+    for needle in [
+        "librechat_operator_reconciles_total{kind=\"LibreChatUser\"}",
+        "librechat_operator_reconcile_duration_seconds_bucket{le=",
+        "librechat_operator_store_operations_total{store=\"mongo\",verb=\"insert\",outcome=\"success\"}",
+        "librechat_operator_store_operations_total{store=\"redis\",verb=\"ping\",outcome=\"success\"}",
+        "librechat_operator_bcrypt_hashes_total 1",
+        "librechat_operator_managed_objects{kind=\"LibreChatInstance\",ready=\"true\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
+    }
+    assert!(!metrics.contains("Metrics-Password-1"));
+}
+
+struct Replica {
+    child: Child,
+    port: u16,
+    name: &'static str,
+}
+
+fn replica(w: &World, name: &'static str, lease: &str) -> Replica {
+    let port = free_port();
+    let log =
+        std::fs::File::create(project_dir().join(format!("target/e2e-logs/{}-{name}.log", w.ns)))
+            .unwrap();
+    let child = operator_command(&port.to_string())
+        .args([
+            "--namespace",
+            &w.ns,
+            "--leader-elect",
+            "--lease-name",
+            lease,
+            "--lease-namespace",
+            &w.ns,
+            "--lease-duration",
+            "4s",
+        ])
+        .env("POD_NAME", name)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Replica { child, port, name }
+}
+
+async fn holder(w: &World, lease: &str) -> Option<String> {
+    let api: kube::Api<Lease> = kube::Api::namespaced(w.client.clone(), &w.ns);
+    api.get_opt(lease)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+fn reconciles(port: u16) -> u64 {
+    let Some((_, text)) = http_get(port, "/metrics") else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("librechat_operator_reconciles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn exactly_one_replica_leads_and_the_other_takes_over() {
+    let w = World::new("ops-leader").await;
+    let lease = "librechat-operator";
+    let mut replicas = [
+        replica(&w, "replica-a", lease),
+        replica(&w, "replica-b", lease),
+    ];
+    w.ready_instance("lc", json!({})).await;
+    let leader_name = eventually("a leader", || async { holder(&w, lease).await }).await;
+    let (leader, standby): (Vec<_>, Vec<_>) =
+        replicas.iter_mut().partition(|r| r.name == leader_name);
+    let (leader, standby) = (
+        leader.into_iter().next().unwrap(),
+        standby.into_iter().next().unwrap(),
+    );
+
+    // Both answer /readyz; only the leader reconciles.
+    let (_, body) = eventually("standby readiness", || async {
+        http_get(standby.port, "/readyz").filter(|r| r.0 == 200)
+    })
+    .await;
+    assert!(body.contains("standby"), "{body}");
+    w.apply(
+        "LibreChatUser",
+        "one",
+        json!({ "instanceRef": { "name": "lc" }, "email": "one@example.com" }),
+    )
+    .await;
+    w.wait_condition("librechatusers", "one", "Ready", "True", None)
+        .await;
+    assert!(reconciles(leader.port) > 0);
+    assert_eq!(reconciles(standby.port), 0, "a standby must not reconcile");
+
+    // The leader dies without releasing: the standby takes over once the Lease expires.
+    leader.child.kill().unwrap();
+    leader.child.wait().unwrap();
+    let standby_name = standby.name.to_string();
+    eventually("the standby to take the Lease", || async {
+        (holder(&w, lease).await? == standby_name).then_some(())
+    })
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "two",
+        json!({ "instanceRef": { "name": "lc" }, "email": "two@example.com" }),
+    )
+    .await;
+    w.wait_condition("librechatusers", "two", "Ready", "True", None)
+        .await;
+    assert!(w.find_user("two@example.com").await.is_some());
+
+    // SIGTERM: in-flight work finishes, the Lease is released, the process exits cleanly.
+    let pid = standby.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = standby.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must end the operator cleanly, got {status}"
+    );
+    assert_eq!(
+        holder(&w, lease).await,
+        None,
+        "the Lease must be released on shutdown"
+    );
+}
