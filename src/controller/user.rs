@@ -216,6 +216,26 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
             ));
         }
         stale => {
+            // Old API servers drop the CEL rule that keeps email immutable: an object that
+            // already owns an account under another email must not claim a second one.
+            let owned_id = user
+                .status
+                .as_ref()
+                .and_then(|s| s.user_id.as_deref())
+                .and_then(|h| ObjectId::parse_str(h).ok());
+            if let Some(id) = owned_id {
+                if let Some(previous) = store
+                    .find_claim_of_user(id)
+                    .await?
+                    .filter(|c| c.owner.uid == owner.uid && c.email != email)
+                {
+                    return Ok(Outcome::waiting(
+                        reason::INVALID_SPEC,
+                        format!("email is immutable: this object manages {}; create a new LibreChatUser for {email}", previous.email),
+                        user,
+                    ));
+                }
+            }
             let existing = store.find_user_by_email(&email).await?;
             if existing.is_some() && !adopt {
                 let why = match &stale {

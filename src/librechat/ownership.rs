@@ -53,6 +53,16 @@ impl Store {
         Ok(found.map(|d| claim_from_doc(email, &d)))
     }
 
+    /// The claim naming account `user_id`, whatever its email.
+    pub async fn find_claim_of_user(&self, user_id: ObjectId) -> Result<Option<Claim>, StoreError> {
+        let found = self
+            .collection(collections::OWNERS)
+            .find_one(doc! { "userId": user_id })
+            .await
+            .map_err(|e| StoreError::mongo("reading ownership", e))?;
+        Ok(found.map(|d| claim_from_doc(d.get_str("_id").unwrap_or_default(), &d)))
+    }
+
     /// Claims `email` for `owner` unless another object holds it.
     pub async fn claim(&self, email: &str, owner: &Owner) -> Result<ClaimResult, StoreError> {
         let record = doc! {

@@ -868,3 +868,45 @@ async fn operator_restart_mid_way_recovers_without_duplicates() {
     let emails: Vec<String> = (0..5).map(|i| format!("u{i}@example.com")).collect();
     w.contract_check(json!({ "users": emails.iter().map(|e| json!({ "email": e, "password": PASSWORD })).collect::<Vec<_>>() }));
 }
+
+#[tokio::test]
+async fn email_cannot_change() {
+    let mut w = World::new("user-email").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "fixed",
+        json!({ "instanceRef": { "name": "lc" }, "email": "first@example.com" }),
+    )
+    .await;
+    user_id(&w, "fixed").await;
+    // API servers with CEL refuse the change; older ones accept it and the controller refuses.
+    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
+    let patch = json!({ "spec": { "email": "second@example.com" } });
+    if api
+        .patch(
+            "fixed",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .is_ok()
+    {
+        let obj = w
+            .wait_condition(
+                "librechatusers",
+                "fixed",
+                "Ready",
+                "False",
+                Some("InvalidSpec"),
+            )
+            .await;
+        assert!(condition(&obj, "Ready")
+            .unwrap()
+            .message
+            .contains("immutable"));
+    }
+    assert!(w.find_user("second@example.com").await.is_none());
+    assert!(w.find_user("first@example.com").await.is_some());
+}
