@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod export;
 pub mod health;
 pub mod leader;
 pub mod librechat;

@@ -32,6 +32,19 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Print a LibreChatUser (with `adopt: true`) for every account of an existing LibreChat
+    /// database: the way to put a deployment that already has users under management.
+    Export {
+        /// LibreChat's MONGO_URI (the database is the URI's path, default LibreChat).
+        #[arg(long, env = "MONGODB_URI")]
+        mongodb_uri: String,
+        /// The LibreChatInstance the manifests point at.
+        #[arg(long, default_value = "librechat")]
+        instance: String,
+        /// The namespace of the manifests.
+        #[arg(long = "target-namespace", default_value = "librechat")]
+        target_namespace: String,
+    },
     /// Check manifests offline with the controller's own validation, for a GitOps repository's CI.
     Validate {
         /// A YAML file (several documents allowed).
@@ -76,6 +89,11 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Crds { output_dir }) => crds(output_dir),
         Some(Command::Validate { file }) => validate(&file),
+        Some(Command::Export {
+            mongodb_uri,
+            instance,
+            target_namespace,
+        }) => export(&mongodb_uri, &instance, &target_namespace),
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }
@@ -226,6 +244,47 @@ async fn shutdown_signal() {
         _ = terminate => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn export(uri: &str, instance: &str, namespace: &str) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async {
+        let users = match librechat_operator::librechat::connect_mongo(uri.trim()).await {
+            Ok((_client, db)) => librechat_operator::librechat::Store::new(db, None)
+                .list_users()
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let users = match users {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (manifests, notes) = librechat_operator::export::manifests(&users, instance, namespace);
+        for note in notes {
+            eprintln!("note: {note}");
+        }
+        match librechat_operator::export::to_yaml(&manifests) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                eprintln!("exported {} accounts; review, then apply", manifests.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn validate(file: &PathBuf) -> ExitCode {

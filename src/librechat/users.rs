@@ -167,6 +167,22 @@ impl Store {
             .map_err(|e| StoreError::mongo("setting a password", e))
     }
 
+    /// Every account, oldest first (for `librechat-operator export`).
+    pub async fn list_users(&self) -> Result<Vec<StoredUser>, StoreError> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .collection(collections::USERS)
+            .find(doc! {})
+            .sort(doc! { "createdAt": 1, "_id": 1 })
+            .await
+            .map_err(|e| StoreError::mongo("listing users", e))?;
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::mongo("listing users", e))?;
+        Ok(docs.iter().filter_map(stored_user_from_doc).collect())
+    }
+
     pub async fn count_users(&self, filter: Document) -> Result<u64, StoreError> {
         self.collection(collections::USERS)
             .count_documents(filter)

@@ -910,3 +910,72 @@ async fn email_cannot_change() {
     assert!(w.find_user("second@example.com").await.is_none());
     assert!(w.find_user("first@example.com").await.is_some());
 }
+
+#[tokio::test]
+async fn exported_accounts_are_adopted_unchanged() {
+    let mut w = World::new("user-export").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({})).await;
+    let existing = ObjectId::new();
+    let mut doc = foreign_user(existing, "veteran@example.com");
+    doc.insert("role", "ADMIN");
+    w.users().insert_one(doc).await.unwrap();
+    let hash_before = w
+        .find_user("veteran@example.com")
+        .await
+        .unwrap()
+        .get_str("password")
+        .unwrap()
+        .to_string();
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_librechat-operator"))
+        .args([
+            "export",
+            "--mongodb-uri",
+            &w.mongo_uri(),
+            "--instance",
+            "lc",
+            "--target-namespace",
+            &w.ns,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        yaml.contains("adopt: true") && !yaml.contains("$2a$"),
+        "{yaml}"
+    );
+    let mut apply = std::process::Command::new("kubectl")
+        .args(["apply", "--validate=false", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(apply.stdin.as_mut().unwrap(), yaml.as_bytes()).unwrap();
+    assert!(apply.wait().unwrap().success());
+
+    let obj = w
+        .wait_condition(
+            "librechatusers",
+            "veteran-example-com",
+            "Ready",
+            "True",
+            None,
+        )
+        .await;
+    assert_eq!(
+        obj.pointer("/status/userId").and_then(|v| v.as_str()),
+        Some(existing.to_hex().as_str())
+    );
+    let after = w.find_user("veteran@example.com").await.unwrap();
+    assert_eq!(after.get_str("role").unwrap(), "ADMIN");
+    assert_eq!(
+        after.get_str("password").unwrap(),
+        hash_before,
+        "adoption without a declared password keeps the password"
+    );
+}
