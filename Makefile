@@ -1,5 +1,5 @@
 # librechat-operator: `make demo` shows it working, `make test` proves it.
-.PHONY: demo test build crds lint env-up env-down setup clean
+.PHONY: demo test build crds lint env-up env-down setup image clean
 
 # The local servers live in $LCO_ENV_DIR (default /tmp/librechat-operator-env); ports can be
 # moved with LCO_MONGO_PORT, LCO_REDIS_PORT, ENVTEST_API_PORT, ENVTEST_ETCD_PORT.
@@ -36,6 +36,10 @@ env-up:
 ## env-down: stop what env-up started
 env-down:
 	bash tests/env/down.sh
+
+## image: build the container image locally with buildah (static binary FROM scratch) and start it
+image:
+	bash hack/image.sh
 
 clean:
 	cargo clean

@@ -12,10 +12,10 @@ use kube::ResourceExt;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
-use super::status::write_status;
+use super::report::report;
 use super::target;
 use crate::api::ban::UserBanStatus;
-use crate::api::common::{condition, find_condition, merge_conditions, reason, Cond, FINALIZER};
+use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::validate::{check_email, BanWindow};
 use crate::api::{LibreChatUser, UserBan};
 use crate::librechat::bans::{BanShare, BanTarget, Lifted};
@@ -114,32 +114,14 @@ async fn publish(
     ctx: &Context,
     outcome: Outcome,
 ) -> Result<(), ReconcileError> {
-    let current = ban.status.clone();
-    let previous = current
-        .as_ref()
-        .and_then(|s| find_condition(&s.conditions, condition::READY).cloned());
-    let generation = ban.metadata.generation;
     let status = UserBanStatus {
-        observed_generation: generation,
-        conditions: merge_conditions(
-            current
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default(),
-            std::slice::from_ref(&outcome.ready),
-            generation,
-        ),
         active: Some(outcome.active),
         user_id: outcome.user_id,
         expires_at: outcome.expires_at,
         target: outcome.target,
+        ..Default::default()
     };
-    write_status(api, ban, current.as_ref(), &status).await?;
-    let ready = &outcome.ready;
-    if previous.is_none_or(|p| p.reason != ready.reason) && ready.ok != Some(true) {
-        ctx.event(ban, true, &ready.reason, ready.message.clone())
-            .await;
-    }
+    report(api, ctx, ban, status, &[outcome.ready]).await?;
     Ok(())
 }
 

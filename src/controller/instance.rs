@@ -11,8 +11,9 @@ use kube::ResourceExt;
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::status::{now_rfc3339, write_status};
-use crate::api::common::{condition, merge_conditions, reason, Cond};
+use super::report::report;
+use super::status::now_rfc3339;
+use crate::api::common::{condition, reason, Cond};
 use crate::api::duration::parse_duration;
 use crate::api::instance::{InstanceStats, LibreChatInstanceStatus};
 use crate::api::LibreChatInstance;
@@ -41,19 +42,9 @@ pub async fn reconcile(
         ctx.connections.forget(&instance).await;
         return Ok(Action::await_change());
     }
-    let generation = instance.metadata.generation;
-    let current = instance.status.clone();
-    let mut status = current.clone().unwrap_or_default();
+    let mut status = instance.status.clone().unwrap_or_default();
     let (conds, healthy) = check(&instance, &ctx, &mut status).await;
-
-    let previous_ready = current
-        .as_ref()
-        .and_then(|s| crate::api::common::find_condition(&s.conditions, condition::READY).cloned());
-    status.observed_generation = generation;
-    status.conditions = merge_conditions(&status.conditions, &conds, generation);
-    if write_status(&api, &instance, current.as_ref(), &status).await? {
-        announce_ready_change(&instance, &ctx, previous_ready.as_ref(), &conds).await;
-    }
+    report(&api, &ctx, &*instance, status, &conds).await?;
     let period = resync_period(&instance, ctx.settings.default_resync);
     Ok(Action::requeue(if healthy {
         period
@@ -256,23 +247,4 @@ fn spec_problem(instance: &LibreChatInstance) -> Option<String> {
         }
     }
     None
-}
-
-async fn announce_ready_change(
-    instance: &LibreChatInstance,
-    ctx: &Context,
-    previous: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-    conds: &[Cond],
-) {
-    let Some(ready) = conds.iter().find(|c| c.type_ == condition::READY) else {
-        return;
-    };
-    let changed = previous.is_none_or(|p| {
-        p.reason != ready.reason || (p.status == "True") != (ready.ok == Some(true))
-    });
-    if changed {
-        let warning = ready.ok != Some(true);
-        ctx.event(instance, warning, &ready.reason, ready.message.clone())
-            .await;
-    }
 }

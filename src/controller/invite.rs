@@ -15,12 +15,10 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
 use super::owned_secret::{self, OwnedSecretError};
+use super::report::report;
 use super::secrets::value_of;
-use super::status::write_status;
 use super::target;
-use crate::api::common::{
-    condition, find_condition, merge_conditions, reason, Cond, SecretKeyRef, FINALIZER,
-};
+use crate::api::common::{condition, reason, Cond, SecretKeyRef, FINALIZER};
 use crate::api::invite::{InvitePhase, UserInviteStatus};
 use crate::api::validate::normalize_email;
 use crate::api::UserInvite;
@@ -98,31 +96,13 @@ async fn apply(
         ),
         Err(other) => return Err(other),
     };
-    let current = invite.status.clone();
-    let previous = current
-        .as_ref()
-        .and_then(|s| find_condition(&s.conditions, condition::READY).cloned());
-    let generation = invite.metadata.generation;
     let status = UserInviteStatus {
-        observed_generation: generation,
-        conditions: merge_conditions(
-            current
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default(),
-            std::slice::from_ref(&outcome.ready),
-            generation,
-        ),
         phase: outcome.phase,
         expires_at: outcome.expires_at,
         user_id: outcome.user_id,
+        ..Default::default()
     };
-    write_status(api, invite, current.as_ref(), &status).await?;
-    let ready = &outcome.ready;
-    if previous.is_none_or(|p| p.reason != ready.reason) && ready.ok != Some(true) {
-        ctx.event(invite, true, &ready.reason, ready.message.clone())
-            .await;
-    }
+    report(api, ctx, invite, status, &[outcome.ready]).await?;
     match error {
         Some(e) => Err(e),
         None => Ok(Action::requeue(outcome.requeue)),

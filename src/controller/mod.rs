@@ -9,6 +9,7 @@ pub mod instance;
 pub mod invite;
 pub mod owned_secret;
 pub mod password;
+pub mod report;
 pub mod secrets;
 pub mod status;
 pub mod target;

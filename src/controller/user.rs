@@ -17,9 +17,10 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
 use super::password::{self, ResolvedPassword};
-use super::status::{now_rfc3339, write_status};
+use super::report::report;
+use super::status::now_rfc3339;
 use super::target::{self, Target};
-use crate::api::common::{condition, find_condition, merge_conditions, reason, Cond, FINALIZER};
+use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::user::DeletionPolicy;
 use crate::api::validate::check_email;
 use crate::api::LibreChatUser;
@@ -108,32 +109,13 @@ async fn publish_status(
     ctx: &Context,
     outcome: Outcome,
 ) -> Result<(), ReconcileError> {
-    let generation = user.metadata.generation;
-    let current = user.status.clone();
-    let previous_ready = current
-        .as_ref()
-        .and_then(|s| find_condition(&s.conditions, condition::READY).cloned());
-    let mut status = current.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    status.conditions = merge_conditions(
-        &status.conditions,
-        &[outcome.ready.clone(), outcome.password],
-        generation,
-    );
+    let mut status = user.status.clone().unwrap_or_default();
     status.user_id = outcome.user_id.map(|id| id.to_hex());
     status.password_secret_version = outcome.password_version;
     if outcome.wrote || status.last_sync_time.is_none() && outcome.ready.ok == Some(true) {
         status.last_sync_time = Some(now_rfc3339());
     }
-    write_status(api, user, current.as_ref(), &status).await?;
-    let ready = &outcome.ready;
-    let changed = previous_ready.is_none_or(|p| {
-        p.reason != ready.reason || (p.status == "True") != (ready.ok == Some(true))
-    });
-    if changed && ready.ok != Some(true) {
-        ctx.event(user, true, &ready.reason, ready.message.clone())
-            .await;
-    }
+    report(api, ctx, user, status, &[outcome.ready, outcome.password]).await?;
     Ok(())
 }
 

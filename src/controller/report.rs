@@ -1,0 +1,89 @@
+//! Reporting back on an object: conditions merged, status written only when it changed, and
+//! an event when `Ready` fails for a new reason or recovers. Shared by every kind.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::Api;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::context::Context;
+use super::status::write_status;
+use crate::api::common::{condition, find_condition, merge_conditions, Cond};
+use crate::api::{LibreChatInstance, LibreChatUser, UserBan, UserInvite};
+
+/// A kind whose status carries `observedGeneration` and conditions.
+pub trait Reported:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug
+{
+    type Status: Serialize + PartialEq + Clone + Default;
+    fn current(&self) -> Option<&Self::Status>;
+    fn conditions(status: &Self::Status) -> &[Condition];
+    fn stamp(status: &mut Self::Status, generation: Option<i64>, conditions: Vec<Condition>);
+}
+
+macro_rules! reported {
+    ($($kind:ty => $status:ty),* $(,)?) => {$(
+        impl Reported for $kind {
+            type Status = $status;
+            fn current(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+            fn conditions(status: &$status) -> &[Condition] {
+                &status.conditions
+            }
+            fn stamp(status: &mut $status, generation: Option<i64>, conditions: Vec<Condition>) {
+                status.observed_generation = generation;
+                status.conditions = conditions;
+            }
+        }
+    )*};
+}
+
+reported! {
+    LibreChatInstance => crate::api::LibreChatInstanceStatus,
+    LibreChatUser => crate::api::LibreChatUserStatus,
+    UserBan => crate::api::UserBanStatus,
+    UserInvite => crate::api::UserInviteStatus,
+}
+
+/// Writes `status` with `wanted` merged into the object's conditions, for the object's current
+/// generation. Returns whether anything was written.
+pub async fn report<K: Reported>(
+    api: &Api<K>,
+    ctx: &Context,
+    obj: &K,
+    mut status: K::Status,
+    wanted: &[Cond],
+) -> Result<bool, kube::Error> {
+    let current = obj.current();
+    let generation = obj.meta().generation;
+    let existing = current.map(K::conditions).unwrap_or_default();
+    let previous = find_condition(existing, condition::READY).cloned();
+    K::stamp(
+        &mut status,
+        generation,
+        merge_conditions(existing, wanted, generation),
+    );
+    let wrote = write_status(api, obj, current, &status).await?;
+    if let Some(ready) = wanted.iter().find(|c| c.type_ == condition::READY) {
+        let ok = ready.ok == Some(true);
+        match previous {
+            // A new failure, or a failure for another reason: tell whoever watches events.
+            p if !ok
+                && p.as_ref()
+                    .is_none_or(|p| p.reason != ready.reason || p.status == "True") =>
+            {
+                ctx.event(obj, true, &ready.reason, ready.message.clone())
+                    .await;
+            }
+            // Back to Ready after a failure.
+            Some(p) if ok && p.status != "True" => {
+                ctx.event(obj, false, &ready.reason, ready.message.clone())
+                    .await
+            }
+            _ => {}
+        }
+    }
+    Ok(wrote)
+}
