@@ -145,20 +145,7 @@ async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileEr
     // Accepted and Expired are final: renewing is deleting and re-applying.
     if let Some(done @ (InvitePhase::Accepted | InvitePhase::Expired)) = phase {
         let status = invite.status.clone().unwrap_or_default();
-        let (reason, message) = match done {
-            InvitePhase::Accepted => ("Accepted", "the invitation was used; the account exists"),
-            _ => (
-                reason::EXPIRED,
-                "the invitation expired unused; delete and re-apply it to invite again",
-            ),
-        };
-        return Ok(Outcome {
-            ready: Cond::new(condition::READY, true, reason, message),
-            phase,
-            expires_at: status.expires_at,
-            user_id: status.user_id,
-            requeue: resync,
-        });
+        return Ok(finished(done, status.expires_at, status.user_id, resync));
     }
 
     let recorded = store.invite_record(&uid).await?;
@@ -192,18 +179,12 @@ async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileEr
         }
         ctx.event(invite, false, "Accepted", format!("{email} registered"))
             .await;
-        return Ok(Outcome {
-            ready: Cond::new(
-                condition::READY,
-                true,
-                "Accepted",
-                "the invitation was used; the account exists",
-            ),
-            phase: Some(InvitePhase::Accepted),
+        return Ok(finished(
+            InvitePhase::Accepted,
             expires_at,
-            user_id: Some(account.id.to_hex()),
-            requeue: resync,
-        });
+            Some(account.id.to_hex()),
+            resync,
+        ));
     }
     if now >= expires_ms {
         store.delete_invite_token(&token_hash).await?;
@@ -214,18 +195,7 @@ async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileEr
             format!("the invitation of {email} expired unused"),
         )
         .await;
-        return Ok(Outcome {
-            ready: Cond::new(
-                condition::READY,
-                true,
-                reason::EXPIRED,
-                "the invitation expired unused; delete and re-apply it to invite again",
-            ),
-            phase: Some(InvitePhase::Expired),
-            expires_at,
-            user_id: None,
-            requeue: resync,
-        });
+        return Ok(finished(InvitePhase::Expired, expires_at, None, resync));
     }
     match token {
         Some(t) if t.expires_at_ms != expires_ms => {
@@ -258,6 +228,29 @@ async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileEr
         resync,
         domain_client.is_some(),
     ))
+}
+
+/// The outcome of an invite that reached `Accepted` or `Expired`, which are final.
+fn finished(
+    phase: InvitePhase,
+    expires_at: Option<String>,
+    user_id: Option<String>,
+    resync: Duration,
+) -> Outcome {
+    let (reason, message) = match phase {
+        InvitePhase::Accepted => ("Accepted", "the invitation was used; the account exists"),
+        _ => (
+            reason::EXPIRED,
+            "the invitation expired unused; delete and re-apply it to invite again",
+        ),
+    };
+    Outcome {
+        ready: Cond::new(condition::READY, true, reason, message),
+        phase: Some(phase),
+        expires_at,
+        user_id,
+        requeue: resync,
+    }
 }
 
 fn pending(

@@ -50,10 +50,7 @@ async fn seed_session(w: &World, user: ObjectId) {
 
 #[tokio::test]
 async fn user_ban_is_enforced_and_lifted_completely() {
-    let mut w = World::new("ban-user").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({ "redis": { "keyPrefix": "lc" } }))
-        .await;
+    let w = World::with_instance("ban-user", json!({ "redis": { "keyPrefix": "lc" } })).await;
     let id = managed_user(&w, "jane", "jane@example.com").await;
     let hex = id.to_hex();
     seed_session(&w, id).await;
@@ -128,9 +125,7 @@ async fn user_ban_is_enforced_and_lifted_completely() {
 
 #[tokio::test]
 async fn email_ip_and_permanent_bans() {
-    let mut w = World::new("ban-kinds").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("ban-kinds", json!({})).await;
     let outsider = ObjectId::new();
     w.users()
         .insert_one(crate::user::foreign_user(outsider, "outsider@example.com"))
@@ -179,9 +174,7 @@ async fn email_ip_and_permanent_bans() {
 
 #[tokio::test]
 async fn bans_expire_and_stay_as_a_record() {
-    let mut w = World::new("ban-expiry").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("ban-expiry", json!({})).await;
     let id = managed_user(&w, "short", "short@example.com").await;
     w.apply("UserBan", "brief", json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "short" }, "duration": "4s" })).await;
     w.wait_condition("userbans", "brief", "Ready", "True", Some("Banned"))
@@ -205,9 +198,7 @@ async fn bans_expire_and_stay_as_a_record() {
 
 #[tokio::test]
 async fn overlapping_bans_lift_only_their_own_share() {
-    let mut w = World::new("ban-overlap").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("ban-overlap", json!({})).await;
     let id = managed_user(&w, "twice", "twice@example.com").await;
     let key = format!("BANS:{}", id.to_hex());
     w.apply("UserBan", "short", json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "twice" }, "duration": "1h" })).await;
@@ -258,9 +249,7 @@ async fn overlapping_bans_lift_only_their_own_share() {
 
 #[tokio::test]
 async fn a_ban_waits_for_its_account() {
-    let mut w = World::new("ban-early").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("ban-early", json!({})).await;
     w.apply(
         "UserBan",
         "early",
@@ -312,9 +301,7 @@ async fn a_ban_waits_for_its_account() {
 
 #[tokio::test]
 async fn bad_bans_are_refused_and_write_nothing() {
-    let mut w = World::new("ban-bad").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("ban-bad", json!({})).await;
     let lc = json!({ "name": "lc" });
     let cases = [
         (

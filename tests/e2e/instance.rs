@@ -34,9 +34,7 @@ async fn crds_install_and_kubectl_explain_teaches_the_api() {
 
 #[tokio::test]
 async fn instance_with_good_secrets_becomes_ready_and_reports_stats() {
-    let mut w = World::new("inst-ok").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("inst-ok", json!({})).await;
     let obj = w
         .wait_condition(
             "librechatinstances",

@@ -31,10 +31,11 @@ async fn token_doc(w: &World, hash: &str) -> Option<Document> {
 
 #[tokio::test]
 async fn invite_is_issued_found_by_librechat_and_accepted() {
-    let mut w = World::new("inv-ok").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com/" }))
-        .await;
+    let w = World::with_instance(
+        "inv-ok",
+        json!({ "domainClient": "https://chat.example.com/" }),
+    )
+    .await;
     w.apply(
         "UserInvite",
         "newbie",
@@ -160,10 +161,11 @@ async fn invites_expire_and_deleting_revokes() {
 
 #[tokio::test]
 async fn a_changed_lifetime_moves_the_end_and_a_burnt_link_is_restored() {
-    let mut w = World::new("inv-move").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com" }))
-        .await;
+    let w = World::with_instance(
+        "inv-move",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
     w.apply("UserInvite", "moving", json!({ "instanceRef": { "name": "lc" }, "email": "moving@example.com", "expiresIn": "24h" })).await;
     w.wait_condition("userinvites", "moving", "Ready", "True", Some("Pending"))
         .await;
@@ -198,9 +200,7 @@ async fn a_changed_lifetime_moves_the_end_and_a_burnt_link_is_restored() {
 
 #[tokio::test]
 async fn refusals_and_bad_input() {
-    let mut w = World::new("inv-bad").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("inv-bad", json!({})).await;
     w.users()
         .insert_one(crate::user::foreign_user(
             ObjectId::new(),

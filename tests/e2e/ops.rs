@@ -26,9 +26,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 #[tokio::test]
 async fn metrics_and_health_endpoints() {
-    let mut w = World::new("ops-metrics").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("ops-metrics", json!({})).await;
     w.secret("pw", &[("password", "Metrics-Password-1")]).await;
     w.apply("LibreChatUser", "m", json!({ "instanceRef": { "name": "lc" }, "email": "m@example.com", "password": { "secretRef": { "name": "pw", "key": "password" } } })).await;
     w.wait_condition("librechatusers", "m", "Ready", "True", None)

@@ -88,6 +88,14 @@ impl World {
         }
     }
 
+    /// A world with its operator running and a Ready instance `lc` (`extra_spec` merged in).
+    pub async fn with_instance(label: &str, extra_spec: Value) -> World {
+        let mut w = World::new(label).await;
+        w.start_operator();
+        w.ready_instance("lc", extra_spec).await;
+        w
+    }
+
     /// Starts the operator binary, watching only this world's namespace.
     pub fn start_operator(&mut self) {
         self.start_operator_in(None);

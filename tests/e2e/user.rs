@@ -33,9 +33,7 @@ async fn user_id(w: &World, name: &str) -> ObjectId {
 
 #[tokio::test]
 async fn create_update_and_drift_correction() {
-    let mut w = World::new("user-crud").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("user-crud", json!({})).await;
     w.secret("jane-pw", &[("password", PASSWORD)]).await;
     w.apply(
         "LibreChatUser",
@@ -104,9 +102,7 @@ async fn create_update_and_drift_correction() {
 
 #[tokio::test]
 async fn settled_accounts_are_not_rewritten_on_resync() {
-    let mut w = World::new("user-quiet").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("user-quiet", json!({})).await;
     w.secret("pw", &[("password", PASSWORD)]).await;
     w.apply(
         "LibreChatUser",
@@ -157,9 +153,7 @@ async fn seed_session(w: &World, user: ObjectId, hash: &str) {
 
 #[tokio::test]
 async fn password_rotation_revokes_sessions() {
-    let mut w = World::new("user-rotate").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("user-rotate", json!({})).await;
     w.secret("pw", &[("password", PASSWORD)]).await;
     w.apply("LibreChatUser", "rot", local_user("rot@example.com", "pw"))
         .await;
@@ -209,10 +203,11 @@ async fn password_rotation_revokes_sessions() {
 
 #[tokio::test]
 async fn generated_password_lands_in_an_owned_secret_and_foreign_secrets_are_not_touched() {
-    let mut w = World::new("user-gen").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({ "domainClient": "https://chat.example.com" }))
-        .await;
+    let w = World::with_instance(
+        "user-gen",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
     w.apply(
         "LibreChatUser",
         "gen",
@@ -509,10 +504,8 @@ async fn namespace_policy_is_enforced() {
 
 #[tokio::test]
 async fn bad_input_is_reported_and_nothing_is_written() {
-    let mut w = World::new("user-bad").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({ "passwordPolicy": { "minLength": 12 } }))
-        .await;
+    let w =
+        World::with_instance("user-bad", json!({ "passwordPolicy": { "minLength": 12 } })).await;
     w.secret("short", &[("password", "tooShort1")]).await;
     w.secret("good", &[("password", PASSWORD)]).await;
 
@@ -676,9 +669,7 @@ async fn count_traces(w: &World, user: ObjectId) -> Vec<(String, u64)> {
 
 #[tokio::test]
 async fn retain_and_delete_policies() {
-    let mut w = World::new("user-del").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("user-del", json!({})).await;
     w.secret("pw", &[("password", PASSWORD)]).await;
 
     // Retain (the default): the account stays and is no longer managed.
@@ -785,9 +776,7 @@ async fn retain_and_delete_policies() {
 
 #[tokio::test]
 async fn a_blocked_deletion_is_reported_and_retried() {
-    let mut w = World::new("user-block").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("user-block", json!({})).await;
     let mut spec = local_user("blocked@example.com", "pw");
     spec["deletionPolicy"] = json!("Delete");
     spec.as_object_mut().unwrap().remove("password");
@@ -871,9 +860,7 @@ async fn operator_restart_mid_way_recovers_without_duplicates() {
 
 #[tokio::test]
 async fn email_cannot_change() {
-    let mut w = World::new("user-email").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("user-email", json!({})).await;
     w.apply(
         "LibreChatUser",
         "fixed",
@@ -913,9 +900,7 @@ async fn email_cannot_change() {
 
 #[tokio::test]
 async fn exported_accounts_are_adopted_unchanged() {
-    let mut w = World::new("user-export").await;
-    w.start_operator();
-    w.ready_instance("lc", json!({})).await;
+    let w = World::with_instance("user-export", json!({})).await;
     let existing = ObjectId::new();
     let mut doc = foreign_user(existing, "veteran@example.com");
     doc.insert("role", "ADMIN");
