@@ -356,12 +356,16 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
 
     // The password: applied when its Secret version is new, and only re-hashed if it changed.
     let password_cond = match &password {
-        None => Cond::new(
-            condition::PASSWORD_READY,
-            true,
-            reason::NO_PASSWORD,
-            no_password_message(user),
-        ),
+        None => {
+            // Nothing declared: the account's password is LibreChat's business now.
+            password_version = None;
+            Cond::new(
+                condition::PASSWORD_READY,
+                true,
+                reason::NO_PASSWORD,
+                no_password_message(user),
+            )
+        }
         Some(p) if password_version.as_deref() == Some(p.version.as_str()) => Cond::new(
             condition::PASSWORD_READY,
             true,

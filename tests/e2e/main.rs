@@ -8,4 +8,5 @@ mod ban;
 mod instance;
 mod invite;
 mod ops;
+mod rbac;
 mod user;
