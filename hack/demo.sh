@@ -40,11 +40,13 @@ done
 
 say "running the operator"
 mkdir -p .demo
-./target/debug/librechat-operator run > .demo/operator.log 2>&1 &
+HTTP_ADDR="${DEMO_HTTP_ADDR:-127.0.0.1:8080}"
+./target/debug/librechat-operator run --http-addr "$HTTP_ADDR" > .demo/operator.log 2>&1 &
 OPERATOR=$!
 trap 'kill $OPERATOR 2>/dev/null || true' EXIT
 kubectl -n librechat wait --for=condition=Ready librechatinstance/librechat --timeout=60s >/dev/null
 kubectl -n librechat wait --for=condition=Ready librechatuser --all --timeout=60s >/dev/null || true
+kubectl -n librechat wait --for=condition=Ready userban,userinvite --all --timeout=60s >/dev/null || true
 
 say "kubectl get librechat -n librechat"
 kubectl get librechat -n librechat -o wide
@@ -59,6 +61,19 @@ for u in db.users.find({}, {"email": 1, "role": 1, "provider": 1, "emailVerified
     print(f"{u['email']:24} {u.get('role',''):6} {u.get('provider',''):8} {str(u.get('emailVerified')):8} {pw}")
 PY
 
+say "the invitation link (Secret dana-invite, key url)"
+kubectl -n librechat get secret dana-invite -o jsonpath='{.data.url}' | base64 -d; echo
+
+say "bans in MongoDB (collection logs, as LibreChat's checkBan reads them)"
+"$HOME/.cache/secantus-venv/bin/python" - "$MONGO_URI_LIBRECHAT" <<'PY'
+import sys, json, datetime, pymongo
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).get_default_database()
+for b in db.logs.find({"key": {"$regex": "^BANS:"}}):
+    v = json.loads(b["value"])["value"]
+    end = datetime.datetime.fromtimestamp(v["expiresAt"] / 1000, datetime.timezone.utc).isoformat() if "expiresAt" in v else "never"
+    print(f"{b['key']:36} ends {end}")
+PY
+
 say "where to look next"
 cat <<TXT
   export KUBECONFIG=$KUBECONFIG
@@ -66,7 +81,8 @@ cat <<TXT
   kubectl describe librechatuser alice -n librechat       # conditions and events
   kubectl get secret bob-login -n librechat -o jsonpath='{.data.password}' | base64 -d
   MongoDB: $MONGO_URI_LIBRECHAT    Redis: $REDIS_URL
-  Operator log: .demo/operator.log      Stop the servers: make env-down
+  Metrics: curl http://$HTTP_ADDR/metrics      Operator log: .demo/operator.log
+  Stop the servers: make env-down
 TXT
 
 if [ -t 0 ] && [ -z "${CI:-}" ]; then

@@ -24,7 +24,7 @@ use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::user::DeletionPolicy;
 use crate::api::validate::check_email;
 use crate::api::LibreChatUser;
-use crate::librechat::ownership::{ClaimResult, Owner};
+use crate::librechat::ownership::{Claim, ClaimResult, Owner};
 use crate::librechat::users::{Created, DesiredUser};
 use crate::librechat::{Store, StoreError};
 
@@ -188,65 +188,9 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
     // Ownership, then the account.
     let owner = owner_of(user);
     let adopt = spec.adopt.unwrap_or(false);
-    let claim = match store.find_claim(&email).await? {
-        Some(c) if c.owner.uid == owner.uid => c,
-        Some(c) if owner_still_exists(ctx, &c.owner).await? => {
-            return Ok(Outcome::waiting(
-                reason::CONFLICT,
-                format!("the account {email} is already managed by {}; nothing was changed. Remove one of the two objects", c.owner),
-                user,
-            ));
-        }
-        stale => {
-            // Old API servers drop the CEL rule that keeps email immutable: an object that
-            // already owns an account under another email must not claim a second one.
-            let owned_id = user
-                .status
-                .as_ref()
-                .and_then(|s| s.user_id.as_deref())
-                .and_then(|h| ObjectId::parse_str(h).ok());
-            if let Some(id) = owned_id {
-                if let Some(previous) = store
-                    .find_claim_of_user(id)
-                    .await?
-                    .filter(|c| c.owner.uid == owner.uid && c.email != email)
-                {
-                    return Ok(Outcome::waiting(
-                        reason::INVALID_SPEC,
-                        format!("email is immutable: this object manages {}; create a new LibreChatUser for {email}", previous.email),
-                        user,
-                    ));
-                }
-            }
-            let existing = store.find_user_by_email(&email).await?;
-            if existing.is_some() && !adopt {
-                let why = match &stale {
-                    Some(c) => format!("was managed by {}, which no longer exists", c.owner),
-                    None => "is not managed by any object".to_string(),
-                };
-                return Ok(Outcome::waiting(
-                    reason::ALREADY_EXISTS,
-                    format!("a LibreChat account {email} already exists and {why}; set spec.adopt: true to take it over"),
-                    user,
-                ));
-            }
-            if let Some(c) = stale {
-                store.release(&email, &c.owner.uid).await?;
-            }
-            match store.claim(&email, &owner).await? {
-                ClaimResult::Ours(c) => c,
-                ClaimResult::Taken(c) => {
-                    return Ok(Outcome::waiting(
-                        reason::CONFLICT,
-                        format!(
-                            "the account {email} was just claimed by {}; nothing was changed",
-                            c.owner
-                        ),
-                        user,
-                    ));
-                }
-            }
-        }
+    let claim = match take_ownership(ctx, store, user, &owner, &email, adopt).await? {
+        Ok(c) => c,
+        Err(waiting) => return Ok(waiting),
     };
 
     let known_id = claim.user_id.or_else(|| {
@@ -406,6 +350,97 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
         wrote,
         requeue: resync_period(&instance, ctx.settings.default_resync),
     })
+}
+
+/// Claims `email` for this object, or says why not (as the outcome to report). Only the
+/// object that owns an email may touch its account; an account nobody owns is taken over only
+/// when adopting, or when its last owner was an object of this same namespace and name that
+/// is gone (deleted while the operator could not clean up, then re-created).
+async fn take_ownership(
+    ctx: &Context,
+    store: &Store,
+    user: &LibreChatUser,
+    owner: &Owner,
+    email: &str,
+    adopt: bool,
+) -> Result<Result<Claim, Outcome>, ReconcileError> {
+    let claim = match store.find_claim(email).await? {
+        Some(c) if c.owner.uid == owner.uid => c,
+        Some(c) if owner_still_exists(ctx, &c.owner).await? => {
+            return Ok(Err(Outcome::waiting(
+                reason::CONFLICT,
+                format!("the account {email} is already managed by {}; nothing was changed. Remove one of the two objects", c.owner),
+                user,
+            )));
+        }
+        stale => {
+            // Old API servers drop the CEL rule that keeps email immutable: an object that
+            // already owns an account under another email must not claim a second one.
+            let owned_id = user
+                .status
+                .as_ref()
+                .and_then(|s| s.user_id.as_deref())
+                .and_then(|h| ObjectId::parse_str(h).ok());
+            if let Some(id) = owned_id {
+                if let Some(previous) = store
+                    .find_claim_of_user(id)
+                    .await?
+                    .filter(|c| c.owner.uid == owner.uid && c.email != email)
+                {
+                    return Ok(Err(Outcome::waiting(
+                        reason::INVALID_SPEC,
+                        format!("email is immutable: this object manages {}; create a new LibreChatUser for {email}", previous.email),
+                        user,
+                    )));
+                }
+            }
+            let existing = store.find_user_by_email(email).await?;
+            // The same declaration, re-created: it inherits what its predecessor owned.
+            let inherited = stale
+                .as_ref()
+                .filter(|c| {
+                    c.owner.kind == owner.kind
+                        && c.owner.namespace == owner.namespace
+                        && c.owner.name == owner.name
+                })
+                .and_then(|c| c.user_id)
+                .filter(|id| existing.as_ref().is_some_and(|u| u.id == *id));
+            if existing.is_some() && !adopt && inherited.is_none() {
+                let why = match &stale {
+                    Some(c) => format!("was managed by {}, which no longer exists", c.owner),
+                    None => "is not managed by any object".to_string(),
+                };
+                return Ok(Err(Outcome::waiting(
+                    reason::ALREADY_EXISTS,
+                    format!("a LibreChat account {email} already exists and {why}; set spec.adopt: true to take it over"),
+                    user,
+                )));
+            }
+            if let Some(c) = stale {
+                store.release(email, &c.owner.uid).await?;
+            }
+            match store.claim(email, owner).await? {
+                ClaimResult::Ours(mut c) => {
+                    if let Some(id) = inherited {
+                        store.record_claimed_user(email, &owner.uid, id).await?;
+                        c.user_id = Some(id);
+                    }
+                    c
+                }
+                ClaimResult::Taken(c) => {
+                    return Ok(Err(Outcome::waiting(
+                        reason::CONFLICT,
+                        format!(
+                            "the account {email} was just claimed by {}; nothing was changed",
+                            c.owner
+                        ),
+                        user,
+                    )));
+                }
+            }
+        }
+    };
+    Ok(Ok(claim))
 }
 
 fn no_password_message(user: &LibreChatUser) -> String {

@@ -964,3 +964,57 @@ async fn exported_accounts_are_adopted_unchanged() {
         "adoption without a declared password keeps the password"
     );
 }
+
+#[tokio::test]
+async fn a_recreated_object_inherits_its_orphaned_account() {
+    let w = World::with_instance("user-orphan", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "phoenix",
+        json!({ "instanceRef": { "name": "lc" }, "email": "phoenix@example.com", "role": "ADMIN" }),
+    )
+    .await;
+    let id = user_id(&w, "phoenix").await;
+    // The object vanishes without its finalizer running (say, a forced namespace clean-up).
+    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
+    api.patch(
+        "phoenix",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&json!({ "metadata": { "finalizers": null } })),
+    )
+    .await
+    .unwrap();
+    w.delete("LibreChatUser", "phoenix").await;
+    w.wait_gone("librechatusers", "phoenix").await;
+
+    // Another name may not take the orphan without adopt; the same declaration may.
+    w.apply(
+        "LibreChatUser",
+        "impostor",
+        json!({ "instanceRef": { "name": "lc" }, "email": "phoenix@example.com" }),
+    )
+    .await;
+    w.wait_condition(
+        "librechatusers",
+        "impostor",
+        "Ready",
+        "False",
+        Some("AlreadyExists"),
+    )
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "phoenix",
+        json!({ "instanceRef": { "name": "lc" }, "email": "phoenix@example.com", "role": "ADMIN" }),
+    )
+    .await;
+    assert_eq!(user_id(&w, "phoenix").await, id);
+    w.wait_condition(
+        "librechatusers",
+        "impostor",
+        "Ready",
+        "False",
+        Some("Conflict"),
+    )
+    .await;
+}
