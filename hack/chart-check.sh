@@ -30,10 +30,16 @@ RELEASE_ALL=cc-all            # all-namespaces render (ClusterRole)
 RELEASE_NS=cc-ns              # watchNamespaces render (Roles)
 RELEASE_HELM=cc-helm          # real helm install
 TMP="$(mktemp -d)"
+on_exit=(rm -rf "$TMP")
+trap '"${on_exit[@]}"' EXIT
 passed=0 failed=0 failures=()
 
 ok() { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); failures+=("$1"); echo "FAIL: $1" >&2; }
+# check WHAT COMMAND...: passes when COMMAND succeeds, else fails naming WHAT.
+check() { local what="$1"; shift; if "$@"; then ok; else bad "$what"; fi; }
+eq() { [ "$1" = "$2" ]; }
+quiet() { "$@" >/dev/null; }
 have() { command -v "$1" >/dev/null 2>&1 || { echo "chart-check: $1 not found on PATH" >&2; exit 2; }; }
 have helm
 
@@ -75,7 +81,7 @@ render default "$RELEASE_ALL" --namespace "$NS"
 render crds "$RELEASE_ALL" --namespace "$NS" --include-crds
 has default '^kind: ClusterRole$' "a ClusterRole (all namespaces)"
 has default '^kind: ClusterRoleBinding$' "a ClusterRoleBinding"
-[ "$(count crds '^kind: CustomResourceDefinition$')" = 4 ] && ok || bad "render 'crds': expected the 4 CRDs"
+check "render 'crds': expected the 4 CRDs" eq "$(count crds '^kind: CustomResourceDefinition$')" 4
 hasnt default '^kind: CustomResourceDefinition$' "CRDs without --include-crds"
 has default '^kind: Deployment$' "a Deployment"
 has default '^kind: ServiceAccount$' "a ServiceAccount"
@@ -90,13 +96,13 @@ has default 'runAsUser: 65532$' "runAsUser 65532"
 hasnt default '--namespace=' "--namespace (all namespaces is the default)"
 hasnt default '^kind: ServiceMonitor$' "a ServiceMonitor (off by default)"
 # Never delete or a wildcard; update only on <kind>/finalizers (and the chart's own Lease).
-[ "$(count default '"(delete|deletecollection|\*)"')" = 0 ] && ok || bad "render 'default': a delete or wildcard verb"
-[ "$(count default 'verbs: \["update"\]$')" = 1 ] && ok || bad "render 'default': update granted outside <kind>/finalizers"
+check "render 'default': a delete or wildcard verb" eq "$(count default '"(delete|deletecollection|\*)"')" 0
+check "render 'default': update granted outside <kind>/finalizers" eq "$(count default 'verbs: \["update"\]$')" 1
 
 render namespaced "$RELEASE_NS" --namespace "$NS" --set "watchNamespaces={${WATCHED[0]},${WATCHED[1]}}"
 hasnt namespaced '^kind: ClusterRole' "a ClusterRole or ClusterRoleBinding when watchNamespaces is set"
-[ "$(count namespaced '^kind: Role$')" = 3 ] && ok || bad "render 'namespaced': expected a Role per watched namespace + the leader-election Role"
-[ "$(count namespaced '^kind: RoleBinding$')" = 3 ] && ok || bad "render 'namespaced': expected 3 RoleBindings"
+check "render 'namespaced': expected a Role per watched namespace + the leader-election Role" eq "$(count namespaced '^kind: Role$')" 3
+check "render 'namespaced': expected 3 RoleBindings" eq "$(count namespaced '^kind: RoleBinding$')" 3
 has namespaced "- --namespace=${WATCHED[0]},${WATCHED[1]}$" "--namespace=a,b"
 
 render monitor r --namespace "$NS" --set serviceMonitor.enabled=true --set serviceMonitor.labels.release=prom
@@ -149,6 +155,7 @@ rejects pullPolicy --set image.pullPolicy=Sometimes
 rejects leaseDuration --set leaderElection.leaseDuration=15
 rejects "leaderElection.enabled" --set replicas=2 --set leaderElection.enabled=false
 rejects "replica" --set replica=2
+rejects "serviceAccount.name" --set serviceAccount.create=false
 
 # --- 5. against the API server ---------------------------------------------------------------
 server=offline
@@ -167,6 +174,7 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
     kubectl delete namespace "$NS" "${WATCHED[@]}" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
   }
   cleanup  # leftovers of an earlier run
+  [ "${CHART_CHECK_KEEP:-0}" = 1 ] || trap 'cleanup; "${on_exit[@]}"' EXIT
   for n in "$NS" "${WATCHED[@]}"; do kubectl create namespace "$n" >/dev/null; done
 
   # apply NAME: the render, server-side checked by the API server (client-side validation is
@@ -177,11 +185,11 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   }
   apply crds
   apply namespaced
-  kubectl wait --for=condition=Established --timeout=60s crd/librechatinstances.librechat.ai \
-    crd/librechatusers.librechat.ai crd/userbans.librechat.ai crd/userinvites.librechat.ai >/dev/null && ok ||
-    bad "CRDs not Established"
-  kubectl -n "$NS" get deployment "$RELEASE_ALL-librechat-operator" "$RELEASE_NS-librechat-operator" >/dev/null && ok ||
-    bad "the Deployments exist"
+  check "CRDs Established" quiet kubectl wait --for=condition=Established --timeout=60s \
+    crd/librechatinstances.librechat.ai crd/librechatusers.librechat.ai \
+    crd/userbans.librechat.ai crd/userinvites.librechat.ai -o name
+  check "the Deployments exist" quiet kubectl -n "$NS" get deployment -o name \
+    "$RELEASE_ALL-librechat-operator" "$RELEASE_NS-librechat-operator"
 
   # can RELEASE NS VERB RESOURCE[/SUBRESOURCE] EXPECTED: what the RBAC grants the
   # ServiceAccount of a release (a subresource is written after a slash).
@@ -221,12 +229,9 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
 
   if [ "${CHART_CHECK_KEEP:-0}" = 1 ]; then
     echo "kept: namespaces $NS ${WATCHED[*]}, ClusterRole/ClusterRoleBinding $RELEASE_ALL-librechat-operator"
-  else
-    cleanup
   fi
 fi
 
-rm -rf "$TMP"
 if [ "$failed" -gt 0 ]; then
   echo "chart-check: FAILED: $failed of $((passed + failed)) checks failed:" >&2
   printf '  - %s\n' "${failures[@]}" >&2
