@@ -1,5 +1,5 @@
 # librechat-operator: `make demo` shows it working, `make test` proves it.
-.PHONY: demo test build crds lint env-up env-down setup image clean
+.PHONY: demo test build crds lint chart-check env-up env-down setup image clean
 
 # The local servers live in $LCO_ENV_DIR (default /tmp/librechat-operator-env); ports can be
 # moved with LCO_MONGO_PORT, LCO_REDIS_PORT, ENVTEST_API_PORT, ENVTEST_ETCD_PORT.
@@ -16,9 +16,14 @@ test:
 build:
 	cargo build --release
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ from the Rust types (and the chart's copy)
 crds:
 	cargo run --quiet -- crds --output-dir crds
+	cp crds/*.yaml charts/librechat-operator/crds/
+
+## chart-check: helm lint/template, values schema, and the rendered chart applied to $KUBECONFIG
+chart-check:
+	bash hack/chart-check.sh
 
 ## lint: formatting and clippy with warnings as errors
 lint:

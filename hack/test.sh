@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` and CI run it:
-#   lint (fmt, clippy -D warnings) → LibreChat contract self-test → unit tests →
-#   end-to-end tests against a real kube-apiserver, MongoDB-wire server and Redis.
+#   lint (fmt, clippy -D warnings) → LibreChat contract self-test → Helm chart checks →
+#   unit tests → end-to-end tests against a real kube-apiserver, MongoDB-wire server and Redis.
 # KUBECONFIG / MONGODB_URI / REDIS_URL, when set, point the suite at servers of your own
 # (a real cluster, a genuine MongoDB); otherwise local ones are started and stopped again.
 set -euo pipefail
@@ -26,6 +26,9 @@ fi
 
 echo "== LibreChat contract self-test (the judge judges the fixtures first)"
 SELFTEST_DB="lco_contract_selftest_$$" node --test tests/contract/selftest.mjs
+
+echo "== Helm chart: lint, render, schema, apply, RBAC"
+bash hack/chart-check.sh
 
 echo "== unit and end-to-end tests"
 # End-to-end tests mostly wait on servers, so more threads than cores pays off.

@@ -175,6 +175,10 @@ fn run(args: RunArgs) -> ExitCode {
             identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
             duration: lease_duration,
         };
+        // A standby learns of missing CRDs or permissions now, not when it first leads.
+        if let Err(e) = controller::preflight(&client, &settings).await {
+            return finish(Err(e));
+        }
         health.set(Readiness::Standby);
         tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "waiting to lead");
         let mut leadership = tokio::select! {

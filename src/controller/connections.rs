@@ -139,6 +139,11 @@ impl Connections {
         Ok(stores)
     }
 
+    /// Drops the pooled clients of instances for which `exists(namespace/name)` is false.
+    pub async fn retain(&self, exists: impl Fn(&str) -> bool) {
+        self.entries.lock().await.retain(|key, _| exists(key));
+    }
+
     /// Drops the pooled clients of a deleted instance.
     pub async fn forget(&self, instance: &LibreChatInstance) {
         let key = format!(

@@ -119,6 +119,37 @@ fn secret_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObjec
     }
 }
 
+/// Checks, before anything runs (and before a replica competes for leadership), that every
+/// CRD is served in every watched namespace.
+pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), StartError> {
+    if settings.namespaces.is_empty() {
+        return check_crds(client, None).await;
+    }
+    for ns in &settings.namespaces {
+        check_crds(client, Some(ns)).await?;
+    }
+    Ok(())
+}
+
+/// Logs what a controller stream reports beyond reconcile errors (those `error_policy` logs).
+fn log_outcome<T>(
+    kind: &'static str,
+) -> impl FnMut(
+    Result<T, kube::runtime::controller::Error<ReconcileError, watcher::Error>>,
+) -> futures::future::Ready<()> {
+    use kube::runtime::controller::Error;
+    move |result| {
+        match result {
+            Err(Error::QueueError(e)) => {
+                tracing::warn!(kind, error = %e, "watching failed; retrying (check RBAC and the API server)")
+            }
+            Err(Error::ReconcilerFailed(..)) | Ok(_) => {}
+            Err(e) => tracing::debug!(kind, error = %e, "controller"),
+        }
+        futures::future::ready(())
+    }
+}
+
 /// Runs every controller until a shutdown signal, over all namespaces or one set of them per
 /// namespace listed.
 pub async fn run(
@@ -126,14 +157,11 @@ pub async fn run(
     settings: Settings,
     health: crate::health::Health,
 ) -> Result<(), StartError> {
+    preflight(&client, &settings).await?;
     let ctx = Arc::new(Context::new(client.clone(), settings.clone(), health));
     if settings.namespaces.is_empty() {
-        check_crds(&client, None).await?;
         run_scope(client, None, ctx).await;
     } else {
-        for ns in &settings.namespaces {
-            check_crds(&client, Some(ns)).await?;
-        }
         let scopes = settings
             .namespaces
             .iter()
@@ -173,7 +201,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             error_policy,
             ctx.clone(),
         )
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_outcome("LibreChatInstance"));
 
     let users = Controller::new(
         api_for::<LibreChatUser>(&client, namespace.as_deref()),
@@ -209,7 +237,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             error_policy,
             ctx.clone(),
         )
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_outcome("LibreChatUser"));
 
     let bans = Controller::new(
         api_for::<UserBan>(&client, namespace.as_deref()),
@@ -251,7 +279,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             error_policy,
             ctx.clone(),
         )
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_outcome("UserBan"));
 
     let invites = Controller::new(
         api_for::<UserInvite>(&client, namespace.as_deref()),
@@ -276,12 +304,36 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             error_policy,
             ctx.clone(),
         )
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_outcome("UserInvite"));
 
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
+    // Instances carry no finalizer, so a deleted one is never reconciled: its pooled clients
+    // are dropped by this sweep instead.
+    let sweep_store = synced_instances.clone();
+    let sweep_ctx = ctx.clone();
+    let sweep_scope = namespace.clone();
+    let sweep = async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let live: std::collections::HashSet<String> = sweep_store
+                .state()
+                .iter()
+                .map(|i| format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()))
+                .collect();
+            let in_scope = |key: &str| {
+                sweep_scope
+                    .as_deref()
+                    .is_none_or(|ns| key.starts_with(&format!("{ns}/")))
+            };
+            sweep_ctx
+                .connections
+                .retain(|key| live.contains(key) || !in_scope(key))
+                .await;
+        }
+    };
     let synced = async {
         let all = futures::join!(
             synced_instances.wait_until_ready(),
@@ -293,7 +345,10 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             ctx.scope_synced();
         }
     };
-    futures::join!(instances, users, bans, invites, synced);
+    tokio::select! {
+        _ = async { futures::join!(instances, users, bans, invites, synced) } => {}
+        _ = sweep => {}
+    }
 }
 
 /// References to the objects in `store` that satisfy `wanted`.

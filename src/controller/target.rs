@@ -52,7 +52,18 @@ pub async fn resolve(
     namespace: &str,
 ) -> Result<Result<Target, TargetProblem>, kube::Error> {
     let instance_ns = instance_namespace(reference, namespace);
-    let Some(instance) = find_instance(ctx, reference, namespace).await? else {
+    let found = match find_instance(ctx, reference, namespace).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Ok(Err(TargetProblem {
+                reason: reason::INSTANCE_NOT_READY,
+                message: format!(
+                    "the operator may not read LibreChatInstances in namespace '{instance_ns}': add that namespace to the operator's watched namespaces (Helm value watchNamespaces)"
+                ),
+            }));
+        }
+        other => other?,
+    };
+    let Some(instance) = found else {
         return Ok(Err(TargetProblem {
             reason: reason::INSTANCE_NOT_FOUND,
             message: format!("LibreChatInstance '{}' not found in namespace '{instance_ns}': create it or fix instanceRef", reference.name),
