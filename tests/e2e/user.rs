@@ -63,7 +63,23 @@ async fn create_update_and_drift_correction() {
     w.contract_check(json!({ "users": [ { "email": " JANE.doe@example.com", "password": PASSWORD, "provider": "local", "role": "USER", "emailVerified": true, "name": "Jane Doe", "username": "janed" } ] }));
     w.wait_event("jane", "Created").await;
 
-    // A declared change is applied.
+    // LibreChat's caches of the user, which would keep serving the old role.
+    let mut redis = redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let cached = [
+        format!("AUTH_USER_DOC:auth-user-doc-byid:{}", id.to_hex()),
+        format!("USER_PRINCIPALS:{}", id.to_hex()),
+    ];
+    for key in &cached {
+        let _: () = redis::AsyncCommands::set(&mut redis, key, "{\"value\":\"stale\"}")
+            .await
+            .unwrap();
+    }
+
+    // A declared change is applied, and the caches are dropped.
     let mut spec = local_user("  Jane.Doe@Example.COM ", "jane-pw");
     spec["role"] = json!("ADMIN");
     spec["name"] = json!("Jane Q. Doe");
@@ -74,6 +90,10 @@ async fn create_update_and_drift_correction() {
     assert_eq!(doc.get_str("role").unwrap(), "ADMIN");
     assert_eq!(doc.get_str("name").unwrap(), "Jane Q. Doe");
     w.wait_event("jane", "Updated").await;
+    for key in &cached {
+        let left: bool = redis::AsyncCommands::exists(&mut redis, key).await.unwrap();
+        assert!(!left, "{key} must be deleted after a role change");
+    }
 
     // A change made in LibreChat behind the operator's back is put back at the next resync.
     w.users()
