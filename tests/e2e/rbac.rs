@@ -898,17 +898,19 @@ use Without::*;
 
 /// Each verb of the chart's Roles, and what breaks without it.
 const NEEDED: &[(&str, &str, Without)] = &[
+    // Listing every kind is the start-up check, before a replica competes for the Lease: the
+    // operator refuses to start with a clear message instead of crash-looping on watches.
     ("librechatinstances", "get", StopsAt(Step::UserReady)),
-    ("librechatinstances", "list", StopsAt(Step::InstanceReady)),
+    ("librechatinstances", "list", StopsAt(Step::Leadership)),
     ("librechatinstances", "watch", WatchRefused),
     ("librechatusers", "get", StopsAt(Step::Ban)),
-    ("librechatusers", "list", StopsAt(Step::InstanceReady)),
+    ("librechatusers", "list", StopsAt(Step::Leadership)),
     ("librechatusers", "watch", WatchRefused),
     ("librechatusers", "patch", StopsAt(Step::UserReady)),
-    ("userbans", "list", StopsAt(Step::InstanceReady)),
+    ("userbans", "list", StopsAt(Step::Leadership)),
     ("userbans", "watch", WatchRefused),
     ("userbans", "patch", StopsAt(Step::Ban)),
-    ("userinvites", "list", StopsAt(Step::InstanceReady)),
+    ("userinvites", "list", StopsAt(Step::Leadership)),
     ("userinvites", "watch", WatchRefused),
     ("userinvites", "patch", StopsAt(Step::Invite)),
     (

@@ -987,7 +987,7 @@ async fn exported_accounts_are_adopted_unchanged() {
 
 #[tokio::test]
 async fn a_recreated_object_inherits_its_orphaned_account() {
-    let w = World::with_instance("user-orphan", json!({})).await;
+    let mut w = World::with_instance("user-orphan", json!({})).await;
     w.apply(
         "LibreChatUser",
         "phoenix",
@@ -995,7 +995,9 @@ async fn a_recreated_object_inherits_its_orphaned_account() {
     )
     .await;
     let id = user_id(&w, "phoenix").await;
-    // The object vanishes without its finalizer running (say, a forced namespace clean-up).
+    // The object vanishes without its finalizer running (say, a forced namespace clean-up
+    // while the operator was down).
+    w.stop_operator();
     let api = dynamic(&w.client, &w.ns, "LibreChatUser");
     api.patch(
         "phoenix",
@@ -1006,6 +1008,7 @@ async fn a_recreated_object_inherits_its_orphaned_account() {
     .unwrap();
     w.delete("LibreChatUser", "phoenix").await;
     w.wait_gone("librechatusers", "phoenix").await;
+    w.start_operator();
 
     // Another name may not take the orphan without adopt; the same declaration may.
     w.apply(
