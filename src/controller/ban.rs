@@ -69,14 +69,6 @@ fn target_label(t: &BanTarget) -> String {
     }
 }
 
-fn parse_target_label(label: &str) -> Option<BanTarget> {
-    match label.split_once(':') {
-        Some(("user", id)) => Some(BanTarget::User(id.to_string())),
-        Some(("ip", ip)) => Some(BanTarget::Ip(ip.to_string())),
-        _ => None,
-    }
-}
-
 fn rfc3339(ms: i64) -> Option<String> {
     jiff::Timestamp::from_millisecond(ms)
         .ok()
@@ -205,7 +197,7 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let unchanged = was_active
         && ban.status.as_ref().and_then(|s| s.observed_generation) == ban.metadata.generation
         && recorded.as_deref() == Some(label.as_str());
-    if !(unchanged && store.ban_in_force(&banned).await?) {
+    if !(unchanged && store.ban_in_force(&banned, window.end_ms).await?) {
         let share = BanShare {
             owner_uid: ban.uid().unwrap_or_default(),
             owner: format!("{namespace}/{}", ban.name_any()),
@@ -306,48 +298,32 @@ async fn cleanup(
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
-    let Some(banned) = ban
-        .status
-        .as_ref()
-        .and_then(|s| s.target.as_deref())
-        .and_then(parse_target_label)
-    else {
-        return Ok(Action::await_change());
-    };
     let Some(instance) = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await?
     else {
         // No instance, no database to lift the ban from.
         return Ok(Action::await_change());
     };
+    let uid = ban.uid().unwrap_or_default();
+    // The shares say what this ban holds, even if a crash kept it out of the status.
     let lifted = match ctx.connections.stores_for(&ctx.client, &instance).await {
-        Ok(stores) => stores
-            .store
-            .unban(&banned, &ban.uid().unwrap_or_default())
+        Ok(stores) => lift_all(&stores.store, &uid)
             .await
             .map_err(|e| e.to_string()),
         Err(p) => Err(p.message),
     };
     match lifted {
-        Ok(Lifted::Free) => {
-            ctx.event(
-                ban,
-                false,
-                "Lifted",
-                format!("lifted the ban of {}", target_label(&banned)),
-            )
-            .await
-        }
-        Ok(Lifted::StillBanned) => {
-            ctx.event(
-                ban,
-                false,
-                "Lifted",
-                format!(
-                    "lifted this ban of {}; other bans keep it banned",
-                    target_label(&banned)
-                ),
-            )
-            .await
+        Ok(results) => {
+            for (banned, lifted) in results {
+                let note = match lifted {
+                    Lifted::Free => format!("lifted the ban of {}", target_label(&banned)),
+                    Lifted::StillBanned => format!(
+                        "lifted this ban of {}; other bans keep it banned",
+                        target_label(&banned)
+                    ),
+                };
+                ctx.event(ban, false, "Lifted", note).await;
+            }
+            Ok(Action::await_change())
         }
         Err(why) => {
             let message = format!("lifting the ban is blocked: {why}. The operator retries");
@@ -358,8 +334,19 @@ async fn cleanup(
                 Outcome::waiting(ban, reason::DELETE_BLOCKED, message.clone(), RETRY_PENDING),
             )
             .await?;
-            return Err(ReconcileError::Blocked(message));
+            Err(ReconcileError::Blocked(message))
         }
     }
-    Ok(Action::await_change())
+}
+
+async fn lift_all(
+    store: &Store,
+    uid: &str,
+) -> Result<Vec<(BanTarget, Lifted)>, crate::librechat::StoreError> {
+    let mut results = Vec::new();
+    for banned in store.ban_targets_of(uid).await? {
+        let lifted = store.unban(&banned, uid).await?;
+        results.push((banned, lifted));
+    }
+    Ok(results)
 }

@@ -18,6 +18,12 @@ pub const SHARES: &str = "librechat_operator_bans";
 /// `expiresAt`, so the other fields are for people reading the database.
 const BAN_TYPE: &str = "concurrent";
 const VIOLATION_COUNT: u32 = 20;
+/// Field of every ban value the operator writes, naming its `BANS:` key.
+const MARKER: &str = "ban_key";
+/// The share that stands for a ban LibreChat itself had written before the operator's first.
+const NATIVE_UID: &str = "librechat";
+/// Rewrites of the `BANS:` document before giving up on a key that keeps changing.
+const SETTLE_ATTEMPTS: usize = 10;
 
 /// Who is banned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +40,15 @@ impl BanTarget {
             BanTarget::User(id) | BanTarget::Ip(id) => id,
         }
     }
+    /// The target a `BANS:` key names: an address if it parses as one, else a user id.
+    pub fn from_bans_key(key: &str) -> Option<BanTarget> {
+        let id = key.strip_prefix("BANS:")?;
+        Some(match id.parse::<std::net::IpAddr>() {
+            Ok(_) => BanTarget::Ip(id.to_string()),
+            Err(_) => BanTarget::User(id.to_string()),
+        })
+    }
+
     /// The `logs` key of the ban itself.
     pub fn bans_key(&self) -> String {
         format!("BANS:{}", self.id())
@@ -118,6 +133,9 @@ pub fn envelope(target: &BanTarget, ban: &EffectiveBan) -> String {
         inner.insert("user_id".into(), id.clone().into());
     }
     inner.insert("violation_count".into(), VIOLATION_COUNT.into());
+    // checkBan copies this value into its per-user and per-IP cache entries; the marker lets
+    // lifting find every copy, and tells the operator's bans from LibreChat's own.
+    inner.insert(MARKER.into(), target.bans_key().into());
     if let Some(end) = ban.end_ms {
         inner.insert("duration".into(), (end - ban.start_ms).max(0).into());
         inner.insert("expiresAt".into(), end.into());
@@ -138,75 +156,161 @@ impl Store {
         share: &BanShare,
     ) -> Result<EffectiveBan, StoreError> {
         let key = target.bans_key();
+        self.keep_native_ban(target).await?;
         let shares = self.collection(SHARES);
+        let failed = |e| StoreError::mongo("recording a ban", e);
         shares
             .update_one(
                 doc! { "_id": &key },
-                doc! { "$pull": { "shares": { "uid": &share.owner_uid } } },
+                doc! { "$pull": { "shares": { "uid": &share.owner_uid } }, "$inc": { "rev": 1 } },
             )
             .await
-            .map_err(|e| StoreError::mongo("recording a ban", e))?;
+            .map_err(failed)?;
         shares
             .update_one(
                 doc! { "_id": &key },
-                doc! { "$push": { "shares": share_doc(share) } },
+                doc! { "$push": { "shares": share_doc(share) }, "$inc": { "rev": 1 } },
             )
             .upsert(true)
             .await
-            .map_err(|e| StoreError::mongo("recording a ban", e))?;
-        let now = DateTime::now().timestamp_millis();
-        let all = self.ban_shares(&key).await?;
-        let ban = effective(&all, now).unwrap_or(EffectiveBan {
+            .map_err(failed)?;
+        let fallback = EffectiveBan {
             start_ms: share.start_ms,
             end_ms: share.end_ms,
             user_id: share.user_id.clone(),
-        });
-        self.write_ban(target, &ban).await?;
-        Ok(ban)
+        };
+        Ok(self.settle(target).await?.unwrap_or(fallback))
     }
 
     /// Removes `owner_uid`'s share of `target`; lifts the ban entirely when none is left in force.
     pub async fn unban(&self, target: &BanTarget, owner_uid: &str) -> Result<Lifted, StoreError> {
-        let key = target.bans_key();
         self.collection(SHARES)
             .update_one(
-                doc! { "_id": &key },
-                doc! { "$pull": { "shares": { "uid": owner_uid } } },
+                doc! { "_id": target.bans_key() },
+                doc! { "$pull": { "shares": { "uid": owner_uid } }, "$inc": { "rev": 1 } },
             )
             .await
             .map_err(|e| StoreError::mongo("removing a ban", e))?;
-        let now = DateTime::now().timestamp_millis();
-        let remaining = self.ban_shares(&key).await?;
-        match effective(&remaining, now) {
-            Some(ban) => {
-                self.write_ban(target, &ban).await?;
-                Ok(Lifted::StillBanned)
-            }
-            None => {
-                self.lift(target).await?;
-                self.collection(SHARES)
-                    .delete_one(doc! { "_id": &key, "shares": { "$size": 0 } })
-                    .await
-                    .map_err(|e| StoreError::mongo("removing a ban", e))?;
-                Ok(Lifted::Free)
-            }
-        }
+        Ok(match self.settle(target).await? {
+            Some(_) => Lifted::StillBanned,
+            None => Lifted::Free,
+        })
     }
 
-    async fn ban_shares(&self, key: &str) -> Result<Vec<BanShare>, StoreError> {
+    /// Every target on which `owner_uid` holds a share, whatever its status says.
+    pub async fn ban_targets_of(&self, owner_uid: &str) -> Result<Vec<BanTarget>, StoreError> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .collection(SHARES)
+            .find(doc! { "shares.uid": owner_uid })
+            .await
+            .map_err(|e| StoreError::mongo("reading bans", e))?;
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::mongo("reading bans", e))?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok())
+            .filter_map(BanTarget::from_bans_key)
+            .collect())
+    }
+
+    /// Writes the `BANS:` document from the shares (or lifts the ban when none is in force),
+    /// again until nobody changed the shares meanwhile, so concurrent bans of one target end
+    /// with the union of all of them.
+    async fn settle(&self, target: &BanTarget) -> Result<Option<EffectiveBan>, StoreError> {
+        let key = target.bans_key();
+        let mut effect = None;
+        for _ in 0..SETTLE_ATTEMPTS {
+            let (shares, rev) = self.ban_shares(&key).await?;
+            effect = effective(&shares, DateTime::now().timestamp_millis());
+            match &effect {
+                Some(ban) => self.write_ban(target, ban).await?,
+                None => self.lift(target).await?,
+            }
+            if self.ban_shares(&key).await?.1 == rev {
+                if effect.is_none() {
+                    self.collection(SHARES)
+                        .delete_one(doc! { "_id": &key, "rev": rev, "shares": { "$size": 0 } })
+                        .await
+                        .map_err(|e| StoreError::mongo("removing a ban", e))?;
+                }
+                return Ok(effect);
+            }
+        }
+        Ok(effect)
+    }
+
+    /// The shares of `key` and their revision.
+    async fn ban_shares(&self, key: &str) -> Result<(Vec<BanShare>, i64), StoreError> {
         let found = self
             .collection(SHARES)
             .find_one(doc! { "_id": key })
             .await
             .map_err(|e| StoreError::mongo("reading bans", e))?;
+        let rev = found
+            .as_ref()
+            .and_then(|d| d.get("rev"))
+            .and_then(bson_int)
+            .unwrap_or(0);
         let shares = found
             .and_then(|d| d.get_array("shares").ok().cloned())
             .unwrap_or_default();
-        Ok(shares
-            .iter()
-            .filter_map(|b| b.as_document())
-            .map(share_from_doc)
-            .collect())
+        Ok((
+            shares
+                .iter()
+                .filter_map(|b| b.as_document())
+                .map(share_from_doc)
+                .collect(),
+            rev,
+        ))
+    }
+
+    /// Before the operator's first share of a target, a ban LibreChat itself wrote there (a
+    /// violation ban, say) becomes a share of its own, so that lifting ours leaves it in force.
+    async fn keep_native_ban(&self, target: &BanTarget) -> Result<(), StoreError> {
+        let key = target.bans_key();
+        let known = self
+            .collection(SHARES)
+            .find_one(doc! { "_id": &key })
+            .await
+            .map_err(|e| StoreError::mongo("reading bans", e))?;
+        if known.is_some() {
+            return Ok(());
+        }
+        let existing = self
+            .collection(collections::LOGS)
+            .find_one(doc! { "key": &key })
+            .await
+            .map_err(|e| StoreError::mongo("reading a ban", e))?;
+        let Some(native) = existing.and_then(|d| d.get_str("value").ok().and_then(native_ban))
+        else {
+            return Ok(());
+        };
+        let now = DateTime::now().timestamp_millis();
+        if native.end_ms.is_some_and(|end| end <= now) {
+            return Ok(());
+        }
+        let share = BanShare {
+            owner_uid: NATIVE_UID.into(),
+            owner: "LibreChat (its own ban)".into(),
+            start_ms: now,
+            ..native
+        };
+        let record = doc! { "_id": &key, "rev": 0_i64, "shares": [share_doc(&share)] };
+        match self.collection(SHARES).insert_one(record).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = StoreError::mongo("recording a ban", e);
+                // Another reconcile recorded the target first: theirs already holds the native share.
+                if err.is_duplicate_key() {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// Writes the `BANS:` document as Keyv's Mongo store does (`updateOne` upsert on `key`),
@@ -225,33 +329,33 @@ impl Store {
             .upsert(true)
             .await
             .map_err(|e| StoreError::mongo("writing a ban", e))?;
-        if let Some(user) = ban.user_id.as_deref().or(match target {
-            BanTarget::User(id) => Some(id.as_str()),
-            BanTarget::Ip(_) => None,
-        }) {
-            if let Ok(id) = mongodb::bson::oid::ObjectId::parse_str(user) {
-                if matches!(target, BanTarget::User(_)) {
-                    self.revoke_sessions(id).await?;
-                }
+        if let BanTarget::User(id) = target {
+            if let Ok(oid) = mongodb::bson::oid::ObjectId::parse_str(id) {
+                self.revoke_sessions(oid).await?;
             }
-            if let (Some(redis), BanTarget::User(_)) = (self.redis(), target) {
-                redis.invalidate_user(user, None).await?;
+            if let Some(redis) = self.redis() {
+                redis.invalidate_user(id, None).await?;
             }
         }
         Ok(())
     }
 
-    /// Removes every key LibreChat reads for the ban: `BANS:`, both `ban:` cache forms, the
-    /// cache copies `checkBan` made for the requesting IPs (found by the `user_id` they carry),
-    /// and the user's violation counters in Redis, so the next violation does not re-ban.
-    async fn lift(&self, target: &BanTarget) -> Result<(), StoreError> {
-        let logs = self.collection(collections::LOGS);
-        let mut filter: Vec<Document> = vec![doc! { "key": { "$in": target.all_keys() } }];
+    /// Removes every key LibreChat reads for the ban: `BANS:`, both `ban:` cache forms, every
+    /// copy `checkBan` made per requesting user and IP (found by the marker, or by the
+    /// `user_id` a user's ban carries), and the user's violation counters in Redis, so the
+    /// next violation does not re-ban at once.
+    pub(crate) async fn lift(&self, target: &BanTarget) -> Result<(), StoreError> {
+        let marked = format!("\"{MARKER}\":\"{}\"", target.bans_key());
+        let mut filter: Vec<Document> = vec![
+            doc! { "key": { "$in": target.all_keys() } },
+            doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": regex_escape(&marked) } },
+        ];
         if let BanTarget::User(id) = target {
             let names_user = format!("\"user_id\":\"{id}\"");
             filter.push(doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": regex_escape(&names_user) } });
         }
-        logs.delete_many(doc! { "$or": filter })
+        self.collection(collections::LOGS)
+            .delete_many(doc! { "$or": filter })
             .await
             .map_err(|e| StoreError::mongo("lifting a ban", e))?;
         if let (Some(redis), BanTarget::User(id)) = (self.redis(), target) {
@@ -261,15 +365,66 @@ impl Store {
         Ok(())
     }
 
-    /// Whether LibreChat would consider `target` banned now (a `BANS:` document in force).
-    pub async fn ban_in_force(&self, target: &BanTarget) -> Result<bool, StoreError> {
-        let now = DateTime::now();
+    /// Whether the `BANS:` document says what the shares say: in force, with the right end.
+    pub async fn ban_in_force(
+        &self,
+        target: &BanTarget,
+        end_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let found = self
             .collection(collections::LOGS)
-            .find_one(doc! { "key": target.bans_key(), "$or": [ { "expiresAt": Bson::Null }, { "expiresAt": { "$gt": now } } ] })
+            .find_one(doc! { "key": target.bans_key() })
             .await
             .map_err(|e| StoreError::mongo("reading a ban", e))?;
-        Ok(found.is_some())
+        let now = DateTime::now().timestamp_millis();
+        Ok(found.is_some_and(|d| {
+            let stored_end = d
+                .get_datetime("expiresAt")
+                .ok()
+                .map(|t| t.timestamp_millis());
+            let ours = d.get_str("value").is_ok_and(|v| v.contains(MARKER));
+            // Another share may have extended the end; a shorter one means a lost update.
+            ours && stored_end.is_none_or(|e| e > now)
+                && match (stored_end, end_ms) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(stored), Some(mine)) => stored >= mine,
+                }
+        }))
+    }
+}
+
+/// A ban LibreChat wrote (not carrying the operator's marker), as a share: it ends at the
+/// earlier of the inner `expiresAt` and the envelope's `expires`; neither means permanent.
+fn native_ban(value: &str) -> Option<BanShare> {
+    let envelope: serde_json::Value =
+        serde_json::from_str(value.strip_prefix(':').unwrap_or(value)).ok()?;
+    let inner = envelope.get("value")?;
+    if inner.get(MARKER).is_some() {
+        return None;
+    }
+    let ends = [
+        inner.get("expiresAt").and_then(|v| v.as_i64()),
+        envelope.get("expires").and_then(|v| v.as_i64()),
+    ];
+    Some(BanShare {
+        owner_uid: NATIVE_UID.into(),
+        owner: String::new(),
+        start_ms: 0,
+        end_ms: ends.iter().flatten().min().copied(),
+        user_id: inner
+            .get("user_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    })
+}
+
+fn bson_int(b: &Bson) -> Option<i64> {
+    match b {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        Bson::Double(f) => Some(*f as i64),
+        _ => None,
     }
 }
 
@@ -356,6 +511,35 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&envelope(&target, &permanent)).unwrap();
         assert!(v.get("expires").is_none());
         assert!(v["value"].get("expiresAt").is_none());
+    }
+
+    #[test]
+    fn native_bans_end_at_the_earlier_expiry_and_ours_are_recognised() {
+        // Fixture logs.user-ban.json, written by LibreChat's ban-user script.
+        let theirs = r#"{"value":{"type":"concurrent","violation_count":20,"duration":3600000,"expiresAt":1795393884194},"expires":1795397484194}"#;
+        assert_eq!(native_ban(theirs).unwrap().end_ms, Some(1795393884194));
+        let target = BanTarget::User("6b037b4b851b57d6134bed7d".into());
+        let ours = envelope(
+            &target,
+            &EffectiveBan {
+                start_ms: 0,
+                end_ms: None,
+                user_id: None,
+            },
+        );
+        assert!(native_ban(&ours).is_none());
+        assert_eq!(
+            BanTarget::from_bans_key("BANS:203.0.113.7"),
+            Some(BanTarget::Ip("203.0.113.7".into()))
+        );
+        assert_eq!(
+            BanTarget::from_bans_key("BANS:2001:db8::1"),
+            Some(BanTarget::Ip("2001:db8::1".into()))
+        );
+        assert_eq!(
+            BanTarget::from_bans_key("BANS:6b037b4b851b57d6134bed7d"),
+            Some(target)
+        );
     }
 
     #[test]

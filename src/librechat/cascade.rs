@@ -9,6 +9,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime};
 
+use super::bans::BanTarget;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -107,27 +108,13 @@ impl Store {
             .map_err(|e| StoreError::mongo("removing group memberships", e))?
             .modified_count;
 
-        // The user's own ban records and LibreChat's cached copies of them.
-        let ban_keys = [
-            format!("BANS:{hex}"),
-            format!("ban:{hex}"),
-            format!("ban:ban_cache:user:{hex}"),
-        ];
-        let deleted = self
-            .collection(collections::LOGS)
-            .delete_many(doc! { "key": { "$in": ban_keys.to_vec() } })
-            .await
-            .map_err(|e| StoreError::mongo("deleting ban records", e))?
-            .deleted_count;
-        report
-            .deleted
-            .push((collections::LOGS.to_string(), deleted));
+        // The user's ban records and every cached copy of them (including checkBan's per-IP ones).
+        self.lift(&BanTarget::User(hex.clone())).await?;
 
         if let Some(redis) = self.redis() {
             redis
                 .invalidate_user(&hex, id_on_the_source.as_deref())
                 .await?;
-            redis.clear_violations(&hex).await?;
         }
 
         let deleted = users

@@ -360,3 +360,68 @@ async fn bad_bans_are_refused_and_write_nothing() {
         "nothing may be written"
     );
 }
+
+#[tokio::test]
+async fn librechats_own_bans_survive_and_ip_copies_go() {
+    let w = World::with_instance("ban-native", json!({})).await;
+    let id = managed_user(&w, "offender", "offender@example.com").await;
+    let key = format!("BANS:{}", id.to_hex());
+    // A violation ban LibreChat wrote itself, ending in two days.
+    let end = jiff::Timestamp::now().as_millisecond() + 2 * 86_400_000;
+    let native = format!(
+        r#"{{"value":{{"type":"message_limit","violation_count":20,"duration":172800000,"expiresAt":{end}}},"expires":{end}}}"#
+    );
+    w.db.collection::<Document>("logs")
+        .insert_one(doc! { "key": &key, "value": &native, "expiresAt": mongodb::bson::DateTime::from_millis(end) })
+        .await
+        .unwrap();
+    w.apply("UserBan", "short", json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "offender" }, "duration": "1h" })).await;
+    w.wait_condition("userbans", "short", "Ready", "True", Some("Banned"))
+        .await;
+    let during = envelope(&ban_doc(&w, &key).await.unwrap())["expires"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (during - end).abs() < 5_000,
+        "the longer native ban must keep its end"
+    );
+    w.delete("UserBan", "short").await;
+    w.wait_gone("userbans", "short").await;
+    let after = envelope(
+        &ban_doc(&w, &key)
+            .await
+            .expect("LibreChat's own ban must survive"),
+    )["expires"]
+        .as_i64()
+        .unwrap();
+    assert!((after - end).abs() < 5_000);
+    w.contract_check(json!({ "bans": [ { "key": &key, "expectActive": true } ] }));
+
+    // An IP ban's copies, made by checkBan for a user who tried from that address.
+    w.apply(
+        "UserBan",
+        "ip",
+        json!({ "instanceRef": { "name": "lc" }, "ip": "198.51.100.77" }),
+    )
+    .await;
+    w.wait_condition("userbans", "ip", "Ready", "True", Some("Banned"))
+        .await;
+    let value = ban_doc(&w, "BANS:198.51.100.77")
+        .await
+        .unwrap()
+        .get_str("value")
+        .unwrap()
+        .to_string();
+    let bystander = ObjectId::new().to_hex();
+    w.db.collection::<Document>("logs")
+        .insert_one(doc! { "key": format!("ban:{bystander}"), "value": &value, "expiresAt": null })
+        .await
+        .unwrap();
+    w.delete("UserBan", "ip").await;
+    w.wait_gone("userbans", "ip").await;
+    assert!(
+        ban_doc(&w, &format!("ban:{bystander}")).await.is_none(),
+        "checkBan's copy for the user behind the IP must go"
+    );
+    assert!(ban_doc(&w, "BANS:198.51.100.77").await.is_none());
+}
