@@ -53,21 +53,42 @@ impl LeaseConfig {
     }
 }
 
+/// What this replica last saw of another holder's Lease, and when (by its own clock), so that
+/// expiry is judged by how long the record stood still here, not by comparing another
+/// machine's timestamps with ours (clock skew would shorten or stretch the lease).
+#[derive(Default)]
+struct Observed {
+    record: Option<(String, Option<jiff::Timestamp>)>,
+    since: Option<tokio::time::Instant>,
+}
+
 /// Whether `lease` is free for `identity` to take now.
-fn takeable(lease: &Lease, identity: &str, now: jiff::Timestamp) -> bool {
+fn takeable(lease: &Lease, identity: &str, observed: &mut Observed) -> bool {
     let Some(spec) = &lease.spec else { return true };
-    let holder = spec.holder_identity.as_deref().unwrap_or_default();
+    let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder.is_empty() || holder == identity {
         return true;
     }
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    spec.renew_time
-        .as_ref()
-        .is_none_or(|t| t.0.as_second() + duration < now.as_second())
+    let record = (holder, spec.renew_time.as_ref().map(|t| t.0));
+    let now = tokio::time::Instant::now();
+    if observed.record.as_ref() != Some(&record) {
+        observed.record = Some(record);
+        observed.since = Some(now);
+        return false;
+    }
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15));
+    observed
+        .since
+        .is_some_and(|since| now.duration_since(since) > duration)
 }
 
 /// One attempt to take or renew the Lease. `Ok(true)`: we hold it now.
-async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
+async fn try_hold(
+    api: &Api<Lease>,
+    config: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     let seconds = config.duration.as_secs().max(1) as i32;
     match api.get_opt(&config.name).await? {
         None => {
@@ -93,7 +114,7 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
             }
         }
         Some(mut lease) => {
-            if !takeable(&lease, &config.identity, jiff::Timestamp::now()) {
+            if !takeable(&lease, &config.identity, observed) {
                 return Ok(false);
             }
             let spec = lease.spec.get_or_insert_with(Default::default);
@@ -122,15 +143,21 @@ async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::
 pub async fn acquire(client: &Client, config: LeaseConfig) -> Result<Leadership, LeaderError> {
     let api = config.api(client);
     let retry = (config.duration / 5).max(Duration::from_millis(500));
+    // No API call may outlast a third of the lease, so a hung request cannot let it lapse unseen.
+    let attempt_timeout = (config.duration / 3).max(Duration::from_millis(500));
+    let mut observed = Observed::default();
     loop {
-        match try_hold(&api, &config).await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(kube::Error::Api(e)) if e.code == 403 => {
+        match tokio::time::timeout(attempt_timeout, try_hold(&api, &config, &mut observed)).await {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => {}
+            Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
                 return Err(config.error(kube::Error::Api(e)))
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "leader election: could not read the Lease; retrying")
+            }
+            Err(_) => {
+                tracing::warn!("leader election: the API server did not answer in time; retrying")
             }
         }
         tokio::time::sleep(retry).await;
@@ -141,23 +168,31 @@ pub async fn acquire(client: &Client, config: LeaseConfig) -> Result<Leadership,
     let renew_config = config.clone();
     let renewer = tokio::spawn(async move {
         let every = (renew_config.duration / 3).max(Duration::from_millis(500));
+        // Stop leading well before the Lease could lapse for the others (client-go's renew
+        // deadline), counted from when the last successful renewal was sent.
+        let deadline = renew_config.duration * 2 / 3;
         let mut last_renewed = tokio::time::Instant::now();
+        let mut observed = Observed::default();
         loop {
             tokio::time::sleep(every).await;
-            match try_hold(&renew_api, &renew_config).await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => {
+            let sent = tokio::time::Instant::now();
+            match tokio::time::timeout(every, try_hold(&renew_api, &renew_config, &mut observed))
+                .await
+            {
+                Ok(Ok(true)) => last_renewed = sent,
+                Ok(Ok(false)) => {
                     tracing::error!("leader election: another replica holds the Lease now");
                     let _ = tx.send(true);
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader election: renewing the Lease failed");
-                    if last_renewed.elapsed() >= renew_config.duration {
-                        let _ = tx.send(true);
-                        return;
-                    }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "leader election: renewing the Lease failed")
                 }
+                Err(_) => tracing::warn!("leader election: renewing the Lease timed out"),
+            }
+            if last_renewed.elapsed() >= deadline {
+                let _ = tx.send(true);
+                return;
             }
         }
     });
@@ -224,12 +259,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_lease_is_taken_only_when_free_ours_or_expired() {
-        let now = jiff::Timestamp::now();
-        assert!(takeable(&lease(None, 0), "me", now));
-        assert!(takeable(&lease(Some("me"), 0), "me", now));
-        assert!(!takeable(&lease(Some("other"), 1), "me", now));
-        assert!(takeable(&lease(Some("other"), 60), "me", now));
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_taken_only_when_free_ours_or_stood_still_for_its_duration() {
+        let mut observed = Observed::default();
+        assert!(takeable(&lease(None, 0), "me", &mut observed));
+        assert!(takeable(&lease(Some("me"), 0), "me", &mut observed));
+        // Another holder: first sight starts the clock, even if its timestamp looks old.
+        let theirs = lease(Some("other"), 600);
+        assert!(!takeable(&theirs, "me", &mut observed));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!takeable(&theirs, "me", &mut observed));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(takeable(&theirs, "me", &mut observed));
+        // A renewal restarts the clock.
+        let renewed = lease(Some("other"), 0);
+        assert!(!takeable(&renewed, "me", &mut observed));
     }
 }
