@@ -81,7 +81,8 @@ pub struct LibreChatUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 80))]
     pub username: Option<String>,
-    /// `USER` (default), `ADMIN`, or the name of a custom LibreChat role.
+    /// `USER` (default), `ADMIN`, or the name of a custom LibreChat role. Declared, it is kept;
+    /// omitted, `USER` is set at creation and later changes (an SSO role sync, say) are left alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
     pub role: Option<String>,
@@ -90,8 +91,9 @@ pub struct LibreChatUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Provider")]
     pub provider: Option<Provider>,
-    /// Whether the email counts as verified (default true). An unverified local account cannot
-    /// log in unless LibreChat has `ALLOW_UNVERIFIED_EMAIL_LOGIN=true`.
+    /// Whether the email counts as verified (default true, set at creation; kept only when
+    /// declared). An unverified local account cannot log in unless LibreChat has
+    /// `ALLOW_UNVERIFIED_EMAIL_LOGIN=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
     /// The account's password (provider `local` only). Neither field: the account can log in

@@ -179,9 +179,9 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
         email: email.clone(),
         name: spec.name.clone(),
         username: spec.username.clone(),
-        role: spec.role().to_string(),
-        provider: spec.provider().as_str().to_string(),
-        email_verified: spec.email_verified(),
+        role: spec.role.clone(),
+        provider: spec.provider.map(|p| p.as_str().to_string()),
+        email_verified: spec.email_verified,
     };
     let store = &stores.store;
 

@@ -14,9 +14,17 @@ pub struct DesiredUser {
     pub name: Option<String>,
     /// `None`: not declared; LibreChat's own empty value at creation, then left alone.
     pub username: Option<String>,
-    pub role: String,
-    pub provider: String,
-    pub email_verified: bool,
+    /// `None` for these three: LibreChat's default (`USER`, `local`, verified) at creation,
+    /// then left to LibreChat (an SSO role sync, say).
+    pub role: Option<String>,
+    pub provider: Option<String>,
+    pub email_verified: Option<bool>,
+}
+
+impl DesiredUser {
+    fn provider_or_default(&self) -> &str {
+        self.provider.as_deref().unwrap_or("local")
+    }
 }
 
 /// The fields of a stored account that the operator manages or needs.
@@ -213,14 +221,20 @@ fn differences(stored: &StoredUser, desired: &DesiredUser) -> (Document, Vec<Fie
             put("username", username.into());
         }
     }
-    if stored.role.as_deref() != Some(desired.role.as_str()) {
-        put("role", desired.role.clone().into());
+    if let Some(role) = &desired.role {
+        if stored.role.as_deref() != Some(role.as_str()) {
+            put("role", role.clone().into());
+        }
     }
-    if stored.provider.as_deref() != Some(desired.provider.as_str()) {
-        put("provider", desired.provider.clone().into());
+    if let Some(provider) = &desired.provider {
+        if stored.provider.as_deref() != Some(provider.as_str()) {
+            put("provider", provider.clone().into());
+        }
     }
-    if stored.email_verified != desired.email_verified {
-        put("emailVerified", desired.email_verified.into());
+    if let Some(verified) = desired.email_verified {
+        if stored.email_verified != verified {
+            put("emailVerified", verified.into());
+        }
     }
     if stored.has_expiry {
         changed.push("expiresAt");
@@ -239,7 +253,7 @@ pub fn new_user_document(
     password_hash: Option<String>,
 ) -> Document {
     let now = DateTime::now();
-    let local = desired.provider == "local";
+    let local = desired.provider_or_default() == "local";
     let default_name = desired
         .email
         .split('@')
@@ -257,7 +271,7 @@ pub fn new_user_document(
         "name": desired.name.clone().unwrap_or(default_name),
         "username": username,
         "email": &desired.email,
-        "emailVerified": desired.email_verified,
+        "emailVerified": desired.email_verified.unwrap_or(true),
     };
     if let Some(hash) = password_hash {
         d.insert("password", hash);
@@ -267,8 +281,8 @@ pub fn new_user_document(
         d.insert("avatar", Bson::Null);
     }
     d.extend(doc! {
-        "provider": &desired.provider,
-        "role": &desired.role,
+        "provider": desired.provider_or_default(),
+        "role": desired.role.as_deref().unwrap_or("USER"),
         "plugins": [],
         "twoFactorEnabled": false,
         "termsAccepted": false,
@@ -311,9 +325,9 @@ mod tests {
             email: "jane.doe@example.com".into(),
             name: Some("Jane Doe".into()),
             username: Some("JaneD".into()),
-            role: "USER".into(),
-            provider: provider.into(),
-            email_verified: true,
+            role: Some("USER".into()),
+            provider: Some(provider.into()),
+            email_verified: Some(true),
         }
     }
 

@@ -15,6 +15,7 @@ fn local_user(email: &str, secret: &str) -> serde_json::Value {
         "email": email,
         "name": "Jane Doe",
         "username": "JaneD",
+        "emailVerified": true,
         "password": { "secretRef": { "name": secret, "key": "password" } },
     })
 }
@@ -297,6 +298,25 @@ async fn sso_accounts_are_pre_provisioned_without_password() {
         );
     }
     w.contract_check(json!({ "users": [ { "email": "sso.user@example.com", "password": null, "provider": "openid", "emailVerified": true } ] }));
+
+    // LibreChat's OpenID role sync promotes the user; the declaration says nothing about the
+    // role, so the promotion stands through resyncs.
+    w.users()
+        .update_one(
+            doc! { "email": "sso.user@example.com" },
+            doc! { "$set": { "role": "ADMIN" } },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        w.find_user("sso.user@example.com")
+            .await
+            .unwrap()
+            .get_str("role")
+            .unwrap(),
+        "ADMIN"
+    );
 }
 
 #[tokio::test]
