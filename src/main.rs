@@ -36,7 +36,7 @@ enum Command {
     /// database: the way to put a deployment that already has users under management.
     Export {
         /// LibreChat's MONGO_URI (the database is the URI's path, default LibreChat).
-        #[arg(long, env = "MONGODB_URI")]
+        #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
         mongodb_uri: String,
         /// The LibreChatInstance the manifests point at.
         #[arg(long, default_value = "librechat")]

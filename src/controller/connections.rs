@@ -100,16 +100,34 @@ impl Connections {
         hasher.update(&prefix);
         let fingerprint = hasher.finalize().to_vec();
 
-        let mut entries = self.entries.lock().await;
-        if let Some(entry) = entries.get(&key) {
-            // A Redis that was down when we connected is retried; a connected one reconnects itself.
-            if entry.fingerprint == fingerprint && entry.stores.redis_problem.is_none() {
-                return Ok(entry.stores.clone());
+        // Connecting happens outside the lock: one instance's slow or dead server must not
+        // hold up the reconciles of every other instance.
+        let previous = {
+            let entries = self.entries.lock().await;
+            match entries.get(&key) {
+                // A Redis that was down when we connected is retried; a connected one reconnects itself.
+                Some(entry)
+                    if entry.fingerprint == fingerprint && entry.stores.redis_problem.is_none() =>
+                {
+                    return Ok(entry.stores.clone());
+                }
+                Some(entry) if entry.fingerprint == fingerprint => Some(entry.stores.clone()),
+                _ => None,
             }
-        }
-        let (_client, db) = connect_mongo(mongo_uri.trim())
-            .await
-            .map_err(|e| ConnectProblem::connect(MONGO_REACHABLE, e))?;
+        };
+        let (db, indexes_ensured) = match &previous {
+            // Same URIs, only Redis to retry: keep the MongoDB pool.
+            Some(stores) => (
+                stores.store.database().clone(),
+                stores.indexes_ensured.clone(),
+            ),
+            None => {
+                let (_client, db) = connect_mongo(mongo_uri.trim())
+                    .await
+                    .map_err(|e| ConnectProblem::connect(MONGO_REACHABLE, e))?;
+                (db, Default::default())
+            }
+        };
         let (redis, redis_problem) = match redis_uri {
             None => (None, None),
             Some(Err(problem)) => (None, Some(problem)),
@@ -118,18 +136,13 @@ impl Connections {
                 Err(e) => (None, Some(ConnectProblem::connect(REDIS_REACHABLE, e))),
             },
         };
-        let indexes_ensured = entries
-            .get(&key)
-            .filter(|e| e.fingerprint == fingerprint)
-            .map(|e| e.stores.indexes_ensured.clone())
-            .unwrap_or_default();
         let stores = Stores {
             store: Store::new(db, redis),
             redis_configured: redis_ref.is_some(),
             redis_problem,
             indexes_ensured,
         };
-        entries.insert(
+        self.entries.lock().await.insert(
             key,
             Entry {
                 fingerprint,

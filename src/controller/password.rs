@@ -55,7 +55,7 @@ pub async fn resolve(
     let resolved = if let Some(reference) = &source.secret_ref {
         let v = read_secret_key(client, &namespace, reference).await?;
         ResolvedPassword {
-            value: v.value,
+            value: without_final_newline(v.value),
             version: v.version,
         }
     } else if let Some(generate) = &source.generate {
@@ -121,6 +121,18 @@ async fn generated(
     })
 }
 
+/// `kubectl create secret --from-file` keeps the file's final newline, which nobody types at
+/// a login form; one final newline is therefore not part of the password.
+fn without_final_newline(mut value: String) -> String {
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    value
+}
+
 /// A password from an unambiguous alphabet, drawn from the OS's random source.
 fn random_password(length: u32) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.";
@@ -133,6 +145,17 @@ fn random_password(length: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::random_password;
+
+    #[test]
+    fn one_final_newline_is_dropped() {
+        assert_eq!(super::without_final_newline("secret\n".into()), "secret");
+        assert_eq!(super::without_final_newline("secret\r\n".into()), "secret");
+        assert_eq!(
+            super::without_final_newline("secret\n\n".into()),
+            "secret\n"
+        );
+        assert_eq!(super::without_final_newline(" secret ".into()), " secret ");
+    }
 
     #[test]
     fn generated_passwords_have_the_length_and_differ() {

@@ -417,16 +417,18 @@ async fn take_ownership(
                 )));
             }
             if let Some(c) = stale {
+                // One atomic hand-over, so a crash cannot lose the link to the account.
+                if inherited.is_some() && store.take_over(email, &c.owner.uid, owner).await? {
+                    return Ok(Ok(Claim {
+                        email: email.to_string(),
+                        owner: owner.clone(),
+                        user_id: inherited,
+                    }));
+                }
                 store.release(email, &c.owner.uid).await?;
             }
             match store.claim(email, owner).await? {
-                ClaimResult::Ours(mut c) => {
-                    if let Some(id) = inherited {
-                        store.record_claimed_user(email, &owner.uid, id).await?;
-                        c.user_id = Some(id);
-                    }
-                    c
-                }
+                ClaimResult::Ours(c) => c,
                 ClaimResult::Taken(c) => {
                     return Ok(Err(Outcome::waiting(
                         reason::CONFLICT,

@@ -142,6 +142,31 @@ impl Store {
             .map_err(|e| StoreError::mongo("recording ownership", e))
     }
 
+    /// Hands the claim held by `stale_uid` to `owner` in one write, keeping the account it
+    /// names. Returns whether the claim was still `stale_uid`'s to hand over.
+    pub async fn take_over(
+        &self,
+        email: &str,
+        stale_uid: &str,
+        owner: &Owner,
+    ) -> Result<bool, StoreError> {
+        let set = doc! {
+            "kind": &owner.kind,
+            "namespace": &owner.namespace,
+            "name": &owner.name,
+            "uid": &owner.uid,
+            "claimedAt": DateTime::now(),
+        };
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": stale_uid },
+                doc! { "$set": set },
+            )
+            .await
+            .map(|r| r.matched_count == 1)
+            .map_err(|e| StoreError::mongo("taking over ownership", e))
+    }
+
     /// Gives up the claim; only the owner's own claim is removed.
     pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
