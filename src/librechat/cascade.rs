@@ -42,6 +42,8 @@ pub const CASCADE: &[(&str, &str, IdForm)] = &[
     ("toolcalls", "user", IdForm::ObjectId),
     ("tokens", "userId", IdForm::ObjectId),
     ("aclentries", "principalId", IdForm::ObjectId),
+    // v0.8.8: OpenID refresh tokens bridged per user, keyed by the id as a string.
+    ("refreshtokenbridges", "userId", IdForm::HexString),
 ];
 
 /// Kept unless the declaration asks otherwise: billing history is an audit trail.
