@@ -460,24 +460,6 @@ async fn lease(w: &World) -> Option<LeaseSpec> {
         .spec
 }
 
-/// Polls `probe` until it returns `Some`, for at most `limit`.
-async fn within<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// The object when its Ready condition is True (with `reason`, if given) for its generation.
 async fn ready(w: &World, plural: &str, name: &str, reason: Option<&str>) -> Option<Value> {
     let obj = w.get(plural, name).await?;

@@ -397,12 +397,21 @@ where
         .unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
-pub async fn eventually_or_none<T, F, Fut>(mut probe: F) -> Option<T>
+pub async fn eventually_or_none<T, F, Fut>(probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    within(Duration::from_secs(60), probe).await
+}
+
+/// Polls `probe` until it returns `Some`, for at most `limit`.
+pub async fn within<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = probe().await {
             return Some(v);
