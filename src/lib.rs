@@ -10,5 +10,6 @@ pub mod export;
 pub mod health;
 pub mod leader;
 pub mod librechat;
+pub mod mail;
 pub mod metrics;
 pub mod telemetry;

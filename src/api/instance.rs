@@ -86,6 +86,10 @@ pub struct LibreChatInstanceSpec {
     /// Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_admin: Option<bool>,
+    /// An SMTP relay for invitation emails (UserInvite `sendEmail`). Without it, invitation
+    /// links are delivered only in Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpSpec>,
     /// How often the instance is health-checked and each user compared with the database
     /// (drift correction), as a duration such as `30s`, `5m`, `1h`. Default `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +120,47 @@ pub struct RedisSpec {
     /// Mirrors LibreChat's `USE_REDIS`; it changes the names of LibreChat's ban-cache keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_redis: Option<bool>,
+}
+
+/// An SMTP relay.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SmtpSpec {
+    /// Host name of the relay.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Port (default 587 with `starttls`, 465 with `tls`, 25 with `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The sender, e.g. `LibreChat <noreply@example.com>`.
+    #[schemars(length(min = 3))]
+    pub from: String,
+    /// A Secret (same namespace) with keys `username` and `password`; omit for a relay that
+    /// needs no login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretNameRef>,
+    /// `starttls` (default), `tls` (TLS from the first byte), or `none` (plain text: only for a
+    /// relay on a trusted network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "SmtpSecurity")]
+    pub security: Option<SmtpSecurity>,
+}
+
+/// How the connection to the relay is protected.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+/// A Secret in the same namespace, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretNameRef {
+    /// Name of the Secret.
+    pub name: String,
 }
 
 /// Password rules.

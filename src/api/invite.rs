@@ -55,6 +55,10 @@ pub struct UserInviteSpec {
     /// object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// Also email the link to the invitee through the instance's `smtp` relay (default false:
+    /// the Secret is the delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_email: Option<bool>,
 }
 
 /// Where the invitation stands.
@@ -88,4 +92,7 @@ pub struct UserInviteStatus {
     /// The account's `_id` as hex, once accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// When the invitation email was handed to the SMTP relay (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_sent_at: Option<String>,
 }

@@ -51,6 +51,8 @@ struct Outcome {
     phase: Option<InvitePhase>,
     expires_at: Option<String>,
     user_id: Option<String>,
+    /// Set when the invitation email went out in this reconcile.
+    email_sent_at: Option<String>,
     requeue: Duration,
 }
 
@@ -63,6 +65,7 @@ impl Outcome {
             expires_at: status.expires_at,
             user_id: status.user_id,
             requeue: RETRY,
+            email_sent_at: None,
         }
     }
 }
@@ -100,6 +103,9 @@ async fn apply(
         phase: outcome.phase,
         expires_at: outcome.expires_at,
         user_id: outcome.user_id,
+        email_sent_at: outcome
+            .email_sent_at
+            .or_else(|| invite.status.as_ref().and_then(|s| s.email_sent_at.clone())),
         ..Default::default()
     };
     report(api, ctx, invite, status, &[outcome.ready]).await?;
@@ -110,6 +116,135 @@ async fn apply(
 }
 
 async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {
+    let outcome = sync_token(invite, ctx).await?;
+    let wanted = invite.spec.send_email.unwrap_or(false);
+    let sent = invite
+        .status
+        .as_ref()
+        .and_then(|s| s.email_sent_at.as_ref())
+        .is_some();
+    if wanted && !sent && outcome.phase == Some(InvitePhase::Pending) {
+        return deliver(invite, ctx, outcome).await;
+    }
+    Ok(outcome)
+}
+
+/// Emails the link once, through the instance's relay. A failure is reported and retried;
+/// the link in the Secret works regardless.
+async fn deliver(
+    invite: &UserInvite,
+    ctx: &Context,
+    mut outcome: Outcome,
+) -> Result<Outcome, ReconcileError> {
+    let namespace = invite.namespace().unwrap_or_default();
+    let instance = target::find_instance(ctx, &invite.spec.instance_ref, &namespace).await?;
+    let result = match instance
+        .as_ref()
+        .map(|i| (i, i.spec.smtp.as_ref(), i.spec.domain_client.as_deref()))
+    {
+        Some((i, Some(smtp), Some(site))) => {
+            send(
+                invite,
+                ctx,
+                i,
+                smtp,
+                site,
+                outcome.expires_at.as_deref().unwrap_or_default(),
+            )
+            .await
+        }
+        Some((_, None, _)) => {
+            Err("sendEmail is set but the instance declares no smtp relay".to_string())
+        }
+        Some((_, _, None)) => {
+            Err("the instance has no domainClient, so there is no link to send".to_string())
+        }
+        None => Err("the instance is gone".to_string()),
+    };
+    match result {
+        Ok(()) => {
+            outcome.email_sent_at = Some(super::status::now_rfc3339());
+            ctx.event(
+                invite,
+                false,
+                "EmailSent",
+                format!(
+                    "the invitation link was emailed to {}",
+                    normalize_email(&invite.spec.email)
+                ),
+            )
+            .await;
+        }
+        Err(why) => {
+            outcome.ready = Cond::new(
+                condition::READY,
+                false,
+                "EmailNotSent",
+                format!("{why}; the link in the Secret works meanwhile. The operator retries"),
+            );
+            outcome.requeue = RETRY;
+        }
+    }
+    Ok(outcome)
+}
+
+async fn send(
+    invite: &UserInvite,
+    ctx: &Context,
+    instance: &crate::api::LibreChatInstance,
+    smtp: &crate::api::instance::SmtpSpec,
+    site: &str,
+    expires_at: &str,
+) -> Result<(), String> {
+    let instance_ns = instance.namespace().unwrap_or_default();
+    let credentials = match &smtp.credentials_secret_ref {
+        Some(r) => {
+            let read = |key: &str| SecretKeyRef {
+                name: r.name.clone(),
+                key: key.into(),
+            };
+            let user =
+                super::secrets::read_secret_key(&ctx.client, &instance_ns, &read("username"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            let password =
+                super::secrets::read_secret_key(&ctx.client, &instance_ns, &read("password"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            Some((user.value, password.value))
+        }
+        None => None,
+    };
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &invite.namespace().unwrap_or_default());
+    let name = secret_name(invite);
+    let secret = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("Secret '{name}' is gone"))?;
+    let raw = value_of(
+        &secret,
+        &SecretKeyRef {
+            name,
+            key: KEY_TOKEN.into(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let link = register_url(site, &raw.value);
+    let email = normalize_email(&invite.spec.email);
+    let invitation = crate::mail::Invitation {
+        to: &email,
+        link: &link,
+        expires_at,
+        site,
+    };
+    crate::mail::send_invitation(smtp, credentials, &invitation)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let namespace = invite.namespace().unwrap_or_default();
     let lifetime = match invite.spec.lifetime() {
         Ok(l) => l,
@@ -250,6 +385,7 @@ fn finished(
         expires_at,
         user_id,
         requeue: resync,
+        email_sent_at: None,
     }
 }
 
@@ -277,6 +413,7 @@ fn pending(
         expires_at,
         user_id: None,
         requeue: resync.min(Duration::from_millis((expires_ms - now).max(0) as u64 + 50)),
+        email_sent_at: None,
     }
 }
 

@@ -273,3 +273,117 @@ async fn refusals_and_bad_input() {
     let data = invite_secret(&w, "plain-invite").await;
     assert!(data.contains_key("token") && !data.contains_key("url"));
 }
+
+/// A minimal SMTP sink on 127.0.0.1 that keeps every message it is given.
+async fn smtp_sink() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inbox = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = inbox.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 sink ESMTP\r\n").await.ok()?;
+                let mut message: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(body) = message.as_mut() {
+                        if line == "." {
+                            kept.lock().unwrap().push(message.take().unwrap());
+                            write.write_all(b"250 queued\r\n").await.ok()?;
+                        } else {
+                            body.push_str(&line);
+                            body.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 sink\r\n",
+                        "DATA" => {
+                            message = Some(String::new());
+                            b"354 end with .\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await.ok()?;
+                            break;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    write.write_all(reply).await.ok()?;
+                }
+                Some(())
+            });
+        }
+    });
+    (port, inbox)
+}
+
+#[tokio::test]
+async fn invitations_are_emailed_through_the_instances_relay() {
+    let (port, inbox) = smtp_sink().await;
+    let w = World::with_instance(
+        "inv-mail",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" } }),
+    )
+    .await;
+    w.apply("UserInvite", "mailed", json!({ "instanceRef": { "name": "lc" }, "email": "Mailed@Example.com", "sendEmail": true })).await;
+    let obj = eventually("the email to be sent", || async {
+        let obj = w.get("userinvites", "mailed").await?;
+        obj.pointer("/status/emailSentAt").is_some().then_some(obj)
+    })
+    .await;
+    assert_eq!(obj.pointer("/status/phase"), Some(&json!("Pending")));
+    let url = invite_secret(&w, "mailed-invite").await["url"].clone();
+    // As a mail reader sees it: quoted-printable soft line breaks joined, `=3D` decoded.
+    let mail: Vec<String> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.replace("=\n", "").replace("=3D", "="))
+        .collect();
+    assert_eq!(mail.len(), 1, "exactly one invitation");
+    assert!(
+        mail[0].contains("mailed@example.com") && mail[0].contains("noreply@example.com"),
+        "{}",
+        mail[0]
+    );
+    assert!(
+        mail[0].contains(&url),
+        "the email carries the Secret's link {url}:\n{}",
+        mail[0]
+    );
+    w.wait_event("mailed", "EmailSent").await;
+
+    // Asked for email where the instance has no relay: said plainly, the link still works.
+    let plain = World::with_instance(
+        "inv-nomail",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    plain.apply("UserInvite", "unsent", json!({ "instanceRef": { "name": "lc" }, "email": "unsent@example.com", "sendEmail": true })).await;
+    let obj = plain
+        .wait_condition(
+            "userinvites",
+            "unsent",
+            "Ready",
+            "False",
+            Some("EmailNotSent"),
+        )
+        .await;
+    assert!(condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("no smtp relay"));
+    assert!(invite_secret(&plain, "unsent-invite")
+        .await
+        .contains_key("url"));
+}

@@ -1,0 +1,110 @@
+//! Invitation emails through an SMTP relay. Plain text, saying who sends it, what the link is
+//! for and until when it works; nothing else is sent, and the link is never logged.
+
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::api::instance::{SmtpSecurity, SmtpSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("the address '{0}' is not a valid email address")]
+    Address(String),
+    #[error("the SMTP relay {host} refused or failed: {reason}. Check spec.smtp on the instance and the relay")]
+    Relay { host: String, reason: String },
+}
+
+/// What goes into an invitation.
+pub struct Invitation<'a> {
+    pub to: &'a str,
+    pub link: &'a str,
+    pub expires_at: &'a str,
+    pub site: &'a str,
+}
+
+/// Hands the invitation to the relay.
+pub async fn send_invitation(
+    smtp: &SmtpSpec,
+    credentials: Option<(String, String)>,
+    invitation: &Invitation<'_>,
+) -> Result<(), MailError> {
+    let relay_error = |reason: String| MailError::Relay {
+        host: smtp.host.clone(),
+        reason: crate::librechat::error::redact(&reason),
+    };
+    let message = Message::builder()
+        .from(
+            smtp.from
+                .parse()
+                .map_err(|_| MailError::Address(smtp.from.clone()))?,
+        )
+        .to(invitation
+            .to
+            .parse()
+            .map_err(|_| MailError::Address(invitation.to.to_string()))?)
+        .subject(format!(
+            "You are invited to LibreChat at {}",
+            invitation.site
+        ))
+        .header(ContentType::TEXT_PLAIN)
+        .body(body(invitation))
+        .map_err(|e| relay_error(e.to_string()))?;
+    let security = smtp.security.unwrap_or_default();
+    let builder = match security {
+        SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
+        SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
+        SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            &smtp.host,
+        )),
+    }
+    .map_err(|e| relay_error(e.to_string()))?;
+    let port = smtp.port.unwrap_or(match security {
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::None => 25,
+    });
+    let mut builder = builder.port(port).timeout(Some(Duration::from_secs(15)));
+    if let Some((user, password)) = credentials {
+        builder = builder.credentials(Credentials::new(user, password));
+    }
+    builder
+        .build()
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| relay_error(e.to_string()))
+}
+
+fn body(invitation: &Invitation<'_>) -> String {
+    format!(
+        "Hello,\n\n\
+         you have been invited to LibreChat at {site}.\n\n\
+         Create your account with this link (it works once, until {expires}):\n\n\
+         {link}\n\n\
+         If you did not expect this invitation, ignore this email: without the link nobody can \
+         register in your name.\n",
+        site = invitation.site,
+        expires = invitation.expires_at,
+        link = invitation.link,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_says_what_and_until_when() {
+        let text = body(&Invitation {
+            to: "a@example.com",
+            link: "https://chat.example.com/register?token=abc",
+            expires_at: "2030-01-01T00:00:00Z",
+            site: "https://chat.example.com",
+        });
+        assert!(text.contains("https://chat.example.com/register?token=abc"));
+        assert!(text.contains("2030-01-01T00:00:00Z"));
+    }
+}
