@@ -476,7 +476,7 @@ mod invite_tests {
             },
             email: "new@example.com".into(),
             expires_in: expires_in.map(str::to_string),
-            secret_name: None,
+            ..Default::default()
         }
     }
 
