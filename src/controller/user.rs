@@ -219,6 +219,9 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
                 Some(p) => Some(ctx.hasher.hash(p.value.clone()).await?),
                 None => None,
             };
+            if let Some(gone) = claim.user_id.filter(|_| claim.confirmed) {
+                store.renew_reservation(&email, &owner.uid, gone).await?;
+            }
             let reserved = store
                 .reserve_user_id(&email, &owner.uid, ObjectId::new())
                 .await?;
@@ -272,6 +275,11 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
                     format!("took over the existing LibreChat account {email}"),
                 )
                 .await;
+            } else if !claim.confirmed {
+                // Created before a crash kept the claim from saying so.
+                store
+                    .record_claimed_user(&email, &owner.uid, stored.id)
+                    .await?;
             }
             let changed = store.correct_user(&stored, &desired).await?;
             if !changed.is_empty() {
@@ -423,6 +431,7 @@ async fn take_ownership(
                         email: email.to_string(),
                         owner: owner.clone(),
                         user_id: inherited,
+                        confirmed: true,
                     }));
                 }
                 store.release(email, &c.owner.uid).await?;

@@ -32,6 +32,8 @@ pub struct Claim {
     pub email: String,
     pub owner: Owner,
     pub user_id: Option<ObjectId>,
+    /// Whether the account `user_id` was seen to exist (not merely reserved).
+    pub confirmed: bool,
 }
 
 /// The outcome of trying to claim an email.
@@ -82,6 +84,7 @@ impl Store {
                 email: email.to_string(),
                 owner: owner.clone(),
                 user_id: None,
+                confirmed: false,
             })),
             Err(e) => {
                 let err = StoreError::mongo("claiming ownership", e);
@@ -125,6 +128,24 @@ impl Store {
             })
     }
 
+    /// The account this claim named existed and is gone (deleted in LibreChat): reserve a new
+    /// id, so the re-created account inherits nothing of the old one's leftovers.
+    pub async fn renew_reservation(
+        &self,
+        email: &str,
+        owner_uid: &str,
+        gone: ObjectId,
+    ) -> Result<(), StoreError> {
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": owner_uid, "userId": gone, "confirmed": true },
+                doc! { "$set": { "userId": ObjectId::new(), "confirmed": false } },
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::mongo("reserving the account id", e))
+    }
+
     /// Records which account the claim resolved to.
     pub async fn record_claimed_user(
         &self,
@@ -135,7 +156,7 @@ impl Store {
         self.collection(collections::OWNERS)
             .update_one(
                 doc! { "_id": email, "uid": owner_uid },
-                doc! { "$set": { "userId": user_id } },
+                doc! { "$set": { "userId": user_id, "confirmed": true } },
             )
             .await
             .map(|_| ())
@@ -188,5 +209,6 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
             uid: field("uid"),
         },
         user_id: d.get_object_id("userId").ok(),
+        confirmed: d.get_bool("confirmed").unwrap_or(false),
     }
 }

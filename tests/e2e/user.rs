@@ -1061,3 +1061,33 @@ async fn a_recreated_object_inherits_its_orphaned_account() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_account_deleted_in_librechat_is_recreated_fresh() {
+    let w = World::with_instance("user-regone", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    w.apply(
+        "LibreChatUser",
+        "back",
+        local_user("back@example.com", "pw"),
+    )
+    .await;
+    let first = user_id(&w, "back").await;
+    // The person deletes their account in LibreChat (DELETE /api/user/delete).
+    w.users().delete_one(doc! { "_id": first }).await.unwrap();
+    let second = eventually("the account to be re-created", || async {
+        let d = w.find_user("back@example.com").await?;
+        d.get_object_id("_id").ok()
+    })
+    .await;
+    assert_ne!(
+        first, second,
+        "a re-created account must not reuse the deleted one's id (its leftovers would come back)"
+    );
+    w.contract_check(json!({ "users": [ { "email": "back@example.com", "password": PASSWORD } ] }));
+    eventually("status to name the new account", || async {
+        let obj = w.get("librechatusers", "back").await?;
+        (obj.pointer("/status/userId")?.as_str()? == second.to_hex()).then_some(())
+    })
+    .await;
+}
