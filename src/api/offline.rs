@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::instance::DEFAULT_MIN_PASSWORD_LENGTH;
-use super::{LibreChatUser, GROUP};
+use super::{LibreChatInstance, LibreChatUser, UserBan, UserInvite, GROUP};
 
 /// One object's verdict.
 pub struct Report {
@@ -44,20 +44,56 @@ pub fn validate_manifests(text: &str) -> Result<Vec<Report>, OfflineError> {
             .unwrap_or("<unnamed>");
         let object = format!("{kind}/{name}");
         let problems = match kind {
-            "LibreChatUser" => match serde_yaml::from_value::<LibreChatUser>(value.clone()) {
-                Ok(user) => user.spec.problems(DEFAULT_MIN_PASSWORD_LENGTH),
-                Err(e) => vec![format!("does not match the schema: {e}")],
-            },
-            _ => Vec::new(),
+            "LibreChatUser" => {
+                checked::<LibreChatUser>(&value, |u| u.spec.problems(DEFAULT_MIN_PASSWORD_LENGTH))
+            }
+            "UserBan" => checked::<UserBan>(&value, |b| b.spec.problems(None)),
+            "UserInvite" => {
+                checked::<UserInvite>(&value, |i| i.spec.lifetime().err().unwrap_or_default())
+            }
+            "LibreChatInstance" => checked::<LibreChatInstance>(&value, |_| Vec::new()),
+            other => vec![format!("unknown kind '{other}' in group {GROUP}")],
         };
         reports.push(Report { object, problems });
     }
     Ok(reports)
 }
 
+/// Parses `value` as `K` (schema errors are problems too) and runs `check` on it.
+fn checked<K: serde::de::DeserializeOwned>(
+    value: &serde_yaml::Value,
+    check: impl Fn(&K) -> Vec<String>,
+) -> Vec<String> {
+    match serde_yaml::from_value::<K>(value.clone()) {
+        Ok(obj) => check(&obj),
+        Err(e) => vec![format!("does not match the schema: {e}")],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The examples a newcomer applies first must pass the controller's own checks.
+    #[test]
+    fn every_example_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            for report in validate_manifests(&std::fs::read_to_string(&path).unwrap()).unwrap() {
+                assert!(
+                    report.problems.is_empty(),
+                    "{}: {}: {:?}",
+                    path.display(),
+                    report.object,
+                    report.problems
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 8, "the examples cover every kind ({seen} objects)");
+    }
 
     #[test]
     fn reports_bad_users_and_skips_other_kinds() {
