@@ -1,5 +1,5 @@
 # librechat-operator: `make demo` shows it working, `make test` proves it.
-.PHONY: demo test build crds lint chart-check env-up env-down setup image clean
+.PHONY: demo test bench build crds lint chart-check env-up env-down setup image clean
 
 # The local servers live in $LCO_ENV_DIR (default /tmp/librechat-operator-env); ports can be
 # moved with LCO_MONGO_PORT, LCO_REDIS_PORT, ENVTEST_API_PORT, ENVTEST_ETCD_PORT.
@@ -11,6 +11,10 @@ demo:
 ## test: the whole suite (lint, contract self-test, unit, end-to-end) against real servers
 test:
 	bash hack/test.sh
+
+## bench: reconcile throughput and resync cost on the local servers; figures go to target/bench/results.md
+bench:
+	bash hack/bench.sh
 
 ## build: compile the operator
 build:

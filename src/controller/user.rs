@@ -188,9 +188,25 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
     // Ownership, then the account.
     let owner = owner_of(user);
     let adopt = spec.adopt.unwrap_or(false);
-    let claim = match take_ownership(ctx, store, user, &owner, &email, adopt).await? {
-        Ok(c) => c,
-        Err(waiting) => return Ok(waiting),
+    // A settled object (Ready for this very generation) proved its claim when it got there;
+    // only the operator moves claims, so a resync skips re-reading it: one read per resync.
+    let settled_id = user
+        .status
+        .as_ref()
+        .filter(|s| crate::api::common::is_ready(&s.conditions, user.metadata.generation))
+        .and_then(|s| s.user_id.as_deref())
+        .and_then(|h| ObjectId::parse_str(h).ok());
+    let claim = match settled_id {
+        Some(id) => Claim {
+            email: email.clone(),
+            owner: owner.clone(),
+            user_id: Some(id),
+            confirmed: true,
+        },
+        None => match take_ownership(ctx, store, user, &owner, &email, adopt).await? {
+            Ok(c) => c,
+            Err(waiting) => return Ok(waiting),
+        },
     };
 
     let known_id = claim.user_id.or_else(|| {

@@ -5,6 +5,7 @@
 mod support;
 
 mod ban;
+mod bench;
 mod instance;
 mod invite;
 mod ops;

@@ -1,28 +1,11 @@
 //! Running it like any other operator: metrics, health, leader election, graceful shutdown.
 
-use std::io::{Read, Write};
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::json;
 
 use crate::support::*;
-
-/// A plain HTTP/1.0 GET on 127.0.0.1, returning status code and body.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
 
 #[tokio::test]
 async fn metrics_and_health_endpoints() {

@@ -406,6 +406,15 @@ where
 }
 
 /// Polls `probe` until it returns `Some`, for at most `limit`.
+pub async fn eventually_within<T, F, Fut>(limit: Duration, probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(limit, probe).await
+}
+
+/// Polls `probe` until it returns `Some`, for at most `limit`.
 pub async fn within<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
@@ -550,6 +559,22 @@ pub fn operator_command(port: &str) -> Command {
         .arg(format!("127.0.0.1:{port}"));
     cmd.env("RUST_LOG", "info,librechat_operator=debug,kube=warn");
     cmd
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1, returning status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).ok()?;
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
 }
 
 /// A TCP port nobody listens on right now.
