@@ -306,9 +306,12 @@ async fn cleanup(
     let uid = ban.uid().unwrap_or_default();
     // The shares say what this ban holds, even if a crash kept it out of the status.
     let lifted = match ctx.connections.stores_for(&ctx.client, &instance).await {
-        Ok(stores) => lift_all(&stores.store, &uid)
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(stores) => match stores.redis_unavailable().await {
+            Some(why) => Err(why),
+            None => lift_all(&stores.store, &uid)
+                .await
+                .map_err(|e| e.to_string()),
+        },
         Err(p) => Err(p.message),
     };
     match lifted {

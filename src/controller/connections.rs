@@ -54,6 +54,27 @@ pub struct Stores {
     pub indexes_ensured: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl Stores {
+    /// Why cleanups that must clear LibreChat's Redis entries cannot run now: Redis is
+    /// declared but unreachable (a half-done cleanup would leave cached bans and counters).
+    pub async fn redis_unavailable(&self) -> Option<String> {
+        if let Some(p) = &self.redis_problem {
+            return Some(format!(
+                "Redis is declared but not reachable ({})",
+                p.message
+            ));
+        }
+        match self.store.redis() {
+            Some(redis) => redis
+                .ping()
+                .await
+                .err()
+                .map(|e| format!("Redis is declared but not reachable ({e})")),
+            None => None,
+        }
+    }
+}
+
 struct Entry {
     fingerprint: Vec<u8>,
     stores: Stores,

@@ -554,6 +554,11 @@ async fn cleanup(
         (Err(_), DeletionPolicy::Retain) => return Ok(Action::await_change()),
         (Err(why), DeletionPolicy::Delete) => return blocked(api, user, ctx, &why).await,
     };
+    if policy == DeletionPolicy::Delete {
+        if let Some(why) = stores.redis_unavailable().await {
+            return blocked(api, user, ctx, &why).await;
+        }
+    }
     let store = &stores.store;
     let claim = match store.find_claim(&email).await {
         Ok(c) => c,

@@ -425,3 +425,86 @@ async fn librechats_own_bans_survive_and_ip_copies_go() {
     );
     assert!(ban_doc(&w, "BANS:198.51.100.77").await.is_none());
 }
+
+/// A private redis-server on `port`, stopped when dropped.
+struct PrivateRedis(std::process::Child);
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/env/install.sh)");
+        PrivateRedis(child)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn lifting_waits_for_a_declared_redis() {
+    let port = free_port();
+    let mut redis = Some(PrivateRedis::start(port));
+    let mut w = World::new("ban-redis").await;
+    w.start_operator();
+    w.secret(
+        "stores",
+        &[
+            ("mongo", &w.mongo_uri()),
+            ("redis", &format!("redis://127.0.0.1:{port}/")),
+        ],
+    )
+    .await;
+    let spec = json!({
+        "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } },
+        "redis": { "uriSecretRef": { "name": "stores", "key": "redis" } },
+        "resyncPeriod": "2s",
+    });
+    w.apply("LibreChatInstance", "lc", spec).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    let held = ObjectId::new();
+    w.users()
+        .insert_one(crate::user::foreign_user(held, "held@example.com"))
+        .await
+        .unwrap();
+    let key = format!("BANS:{}", held.to_hex());
+    w.apply(
+        "UserBan",
+        "held",
+        json!({ "instanceRef": { "name": "lc" }, "email": "held@example.com" }),
+    )
+    .await;
+    w.wait_condition("userbans", "held", "Ready", "True", Some("Banned"))
+        .await;
+
+    // Redis goes away: lifting would leave LibreChat's counters behind, so it waits.
+    drop(redis.take());
+    w.wait_condition("librechatinstances", "lc", "RedisReachable", "False", None)
+        .await;
+    w.delete("UserBan", "held").await;
+    w.wait_condition("userbans", "held", "Ready", "False", Some("DeleteBlocked"))
+        .await;
+    assert!(ban_doc(&w, &key).await.is_some());
+
+    // Redis is back: the ban is lifted and the object goes.
+    redis = Some(PrivateRedis::start(port));
+    w.wait_gone("userbans", "held").await;
+    assert!(ban_doc(&w, &key).await.is_none());
+    drop(redis);
+}
