@@ -305,7 +305,7 @@ async fn cleanup(
     };
     let uid = ban.uid().unwrap_or_default();
     // The shares say what this ban holds, even if a crash kept it out of the status.
-    let lifted = match ctx.connections.stores_for(&ctx.client, &instance).await {
+    let lifted = match ctx.connections.shared(&ctx.client, &instance).await {
         Ok(stores) => match stores.redis_unavailable().await {
             Some(why) => Err(why),
             None => lift_all(&stores.store, &uid)

@@ -87,6 +87,28 @@ pub struct Connections {
 
 impl Connections {
     /// The stores of `instance`, reusing the pooled clients while its URIs are unchanged.
+    /// The stores the instance reconciler last connected, without reading the instance's
+    /// Secrets again: every user, ban and invite reconcile goes through here, and the instance
+    /// reconciler (triggered by any change of those Secrets) keeps the entry current. Falls
+    /// back to [`Connections::stores_for`] when there is no usable entry yet.
+    pub async fn shared(
+        &self,
+        client: &Client,
+        instance: &LibreChatInstance,
+    ) -> Result<Stores, ConnectProblem> {
+        let cached = self
+            .entries
+            .lock()
+            .await
+            .get(&key_of(instance))
+            .filter(|e| e.stores.redis_problem.is_none())
+            .map(|e| e.stores.clone());
+        match cached {
+            Some(stores) => Ok(stores),
+            None => self.stores_for(client, instance).await,
+        }
+    }
+
     pub async fn stores_for(
         &self,
         client: &Client,
@@ -94,7 +116,7 @@ impl Connections {
     ) -> Result<Stores, ConnectProblem> {
         use crate::api::common::condition::{MONGO_REACHABLE, REDIS_REACHABLE};
         let namespace = instance.namespace().unwrap_or_default();
-        let key = format!("{namespace}/{}", instance.name_any());
+        let key = key_of(instance);
         let spec = &instance.spec;
 
         let mongo_uri = read_secret_key(client, &namespace, &spec.mongo.uri_secret_ref)
@@ -180,11 +202,15 @@ impl Connections {
 
     /// Drops the pooled clients of a deleted instance.
     pub async fn forget(&self, instance: &LibreChatInstance) {
-        let key = format!(
-            "{}/{}",
-            instance.namespace().unwrap_or_default(),
-            instance.name_any()
-        );
-        self.entries.lock().await.remove(&key);
+        self.entries.lock().await.remove(&key_of(instance));
     }
+}
+
+/// `namespace/name`, the key of an instance's pooled clients.
+fn key_of(instance: &LibreChatInstance) -> String {
+    format!(
+        "{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    )
 }

@@ -547,7 +547,7 @@ async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, Reconcile
     };
     let stores = ctx
         .connections
-        .stores_for(&ctx.client, &instance)
+        .shared(&ctx.client, &instance)
         .await
         .map_err(|p| ReconcileError::Blocked(p.message))?;
     let store = &stores.store;

@@ -95,7 +95,7 @@ pub async fn resolve(
             ),
         }));
     }
-    match ctx.connections.stores_for(&ctx.client, &instance).await {
+    match ctx.connections.shared(&ctx.client, &instance).await {
         Ok(stores) => Ok(Ok(Target { instance, stores })),
         Err(p) => Ok(Err(TargetProblem {
             reason: reason::INSTANCE_NOT_READY,

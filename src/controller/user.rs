@@ -540,7 +540,7 @@ async fn cleanup(
     let stores = match &instance {
         Some(i) => ctx
             .connections
-            .stores_for(&ctx.client, i)
+            .shared(&ctx.client, i)
             .await
             .map_err(|p| p.message),
         None => Err(format!(
