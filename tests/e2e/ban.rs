@@ -462,20 +462,12 @@ async fn lifting_waits_for_a_declared_redis() {
     let mut redis = Some(PrivateRedis::start(port));
     let mut w = World::new("ban-redis").await;
     w.start_operator();
-    w.secret(
-        "stores",
-        &[
-            ("mongo", &w.mongo_uri()),
-            ("redis", &format!("redis://127.0.0.1:{port}/")),
-        ],
+    w.apply_instance(
+        "lc",
+        &format!("redis://127.0.0.1:{port}/"),
+        json!({ "resyncPeriod": "2s" }),
     )
     .await;
-    let spec = json!({
-        "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } },
-        "redis": { "uriSecretRef": { "name": "stores", "key": "redis" } },
-        "resyncPeriod": "2s",
-    });
-    w.apply("LibreChatInstance", "lc", spec).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
     let held = ObjectId::new();

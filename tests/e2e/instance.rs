@@ -209,20 +209,12 @@ async fn unreachable_redis_is_reported_and_a_missing_redis_is_not_an_error() {
     let mut w = World::new("inst-redis").await;
     w.start_operator();
     let port = free_port();
-    w.secret(
-        "stores",
-        &[
-            ("mongo", &w.mongo_uri()),
-            ("redis", &format!("redis://127.0.0.1:{port}/")),
-        ],
+    w.apply_instance(
+        "lc",
+        &format!("redis://127.0.0.1:{port}/"),
+        json!({ "resyncPeriod": "2s" }),
     )
     .await;
-    let spec = json!({
-        "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } },
-        "redis": { "uriSecretRef": { "name": "stores", "key": "redis" } },
-        "resyncPeriod": "2s",
-    });
-    w.apply("LibreChatInstance", "lc", spec).await;
     let obj = w
         .wait_condition(
             "librechatinstances",
@@ -239,7 +231,7 @@ async fn unreachable_redis_is_reported_and_a_missing_redis_is_not_an_error() {
     w.apply(
         "LibreChatInstance",
         "plain",
-        json!({ "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } } }),
+        json!({ "mongo": { "uriSecretRef": { "name": "lc-stores", "key": "mongo" } } }),
     )
     .await;
     let obj = w

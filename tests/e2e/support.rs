@@ -149,9 +149,18 @@ impl World {
 
     /// A Secret with this world's MongoDB URI and Redis URI, and an instance using both.
     pub async fn ready_instance(&self, name: &str, extra_spec: Value) {
+        self.apply_instance(name, &env("REDIS_URL"), extra_spec)
+            .await;
+        self.wait_condition("librechatinstances", name, "Ready", "True", None)
+            .await;
+    }
+
+    /// Secret `lc-stores` (this world's MongoDB URI and `redis_uri`) and an instance using
+    /// both; does not wait for it.
+    pub async fn apply_instance(&self, name: &str, redis_uri: &str, extra_spec: Value) {
         self.secret(
             "lc-stores",
-            &[("mongo", &self.mongo_uri()), ("redis", &env("REDIS_URL"))],
+            &[("mongo", &self.mongo_uri()), ("redis", redis_uri)],
         )
         .await;
         let mut spec = serde_json::json!({
@@ -161,8 +170,6 @@ impl World {
         });
         merge(&mut spec, extra_spec);
         self.apply("LibreChatInstance", name, spec).await;
-        self.wait_condition("librechatinstances", name, "Ready", "True", None)
-            .await;
     }
 
     /// Server-side applies one of our objects in this world's namespace.

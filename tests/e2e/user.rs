@@ -20,6 +20,13 @@ fn local_user(email: &str, secret: &str) -> serde_json::Value {
     })
 }
 
+/// A local user `name` with the password of Secret `pw`, Ready; returns its account id.
+async fn local_account(w: &World, name: &str, email: &str) -> ObjectId {
+    w.apply("LibreChatUser", name, local_user(email, "pw"))
+        .await;
+    user_id(w, name).await
+}
+
 async fn user_id(w: &World, name: &str) -> ObjectId {
     let obj = w
         .wait_condition("librechatusers", name, "Ready", "True", None)
@@ -339,13 +346,7 @@ async fn conflicting_claims_and_adoption() {
     )
     .await;
 
-    w.apply(
-        "LibreChatUser",
-        "first",
-        local_user("shared@example.com", "pw"),
-    )
-    .await;
-    let id = user_id(&w, "first").await;
+    let id = local_account(&w, "first", "shared@example.com").await;
 
     // The same email from a second object, in this namespace and in another one.
     w.apply(
@@ -713,13 +714,7 @@ async fn retain_and_delete_policies() {
     w.secret("pw", &[("password", PASSWORD)]).await;
 
     // Retain (the default): the account stays and is no longer managed.
-    w.apply(
-        "LibreChatUser",
-        "keep",
-        local_user("keep@example.com", "pw"),
-    )
-    .await;
-    let kept = user_id(&w, "keep").await;
+    let kept = local_account(&w, "keep", "keep@example.com").await;
     w.delete("LibreChatUser", "keep").await;
     w.wait_gone("librechatusers", "keep").await;
     assert_eq!(
@@ -1066,13 +1061,7 @@ async fn a_recreated_object_inherits_its_orphaned_account() {
 async fn an_account_deleted_in_librechat_is_recreated_fresh() {
     let w = World::with_instance("user-regone", json!({})).await;
     w.secret("pw", &[("password", PASSWORD)]).await;
-    w.apply(
-        "LibreChatUser",
-        "back",
-        local_user("back@example.com", "pw"),
-    )
-    .await;
-    let first = user_id(&w, "back").await;
+    let first = local_account(&w, "back", "back@example.com").await;
     // The person deletes their account in LibreChat (DELETE /api/user/delete).
     w.users().delete_one(doc! { "_id": first }).await.unwrap();
     let second = eventually("the account to be re-created", || async {
