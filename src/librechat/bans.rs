@@ -8,6 +8,7 @@
 
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -158,22 +159,21 @@ impl Store {
         let key = target.bans_key();
         self.keep_native_ban(target).await?;
         let shares = self.collection(SHARES);
-        let failed = |e| StoreError::mongo("recording a ban", e);
         shares
             .update_one(
                 doc! { "_id": &key },
                 doc! { "$pull": { "shares": { "uid": &share.owner_uid } }, "$inc": { "rev": 1 } },
             )
-            .await
-            .map_err(failed)?;
+            .deadline("recording a ban")
+            .await?;
         shares
             .update_one(
                 doc! { "_id": &key },
                 doc! { "$push": { "shares": share_doc(share) }, "$inc": { "rev": 1 } },
             )
             .upsert(true)
-            .await
-            .map_err(failed)?;
+            .deadline("recording a ban")
+            .await?;
         let fallback = EffectiveBan {
             start_ms: share.start_ms,
             end_ms: share.end_ms,
@@ -189,8 +189,8 @@ impl Store {
                 doc! { "_id": target.bans_key() },
                 doc! { "$pull": { "shares": { "uid": owner_uid } }, "$inc": { "rev": 1 } },
             )
-            .await
-            .map_err(|e| StoreError::mongo("removing a ban", e))?;
+            .deadline("removing a ban")
+            .await?;
         Ok(match self.settle(target).await? {
             Some(_) => Lifted::StillBanned,
             None => Lifted::Free,
@@ -203,12 +203,9 @@ impl Store {
         let cursor = self
             .collection(SHARES)
             .find(doc! { "shares.uid": owner_uid })
-            .await
-            .map_err(|e| StoreError::mongo("reading bans", e))?;
-        let docs: Vec<Document> = cursor
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::mongo("reading bans", e))?;
+            .deadline("reading bans")
+            .await?;
+        let docs: Vec<Document> = cursor.try_collect().deadline("reading bans").await?;
         Ok(docs
             .iter()
             .filter_map(|d| d.get_str("_id").ok())
@@ -233,8 +230,8 @@ impl Store {
                 if effect.is_none() {
                     self.collection(SHARES)
                         .delete_one(doc! { "_id": &key, "rev": rev, "shares": { "$size": 0 } })
-                        .await
-                        .map_err(|e| StoreError::mongo("removing a ban", e))?;
+                        .deadline("removing a ban")
+                        .await?;
                 }
                 return Ok(effect);
             }
@@ -247,8 +244,8 @@ impl Store {
         let found = self
             .collection(SHARES)
             .find_one(doc! { "_id": key })
-            .await
-            .map_err(|e| StoreError::mongo("reading bans", e))?;
+            .deadline("reading bans")
+            .await?;
         let rev = found
             .as_ref()
             .and_then(|d| d.get("rev"))
@@ -274,16 +271,16 @@ impl Store {
         let known = self
             .collection(SHARES)
             .find_one(doc! { "_id": &key })
-            .await
-            .map_err(|e| StoreError::mongo("reading bans", e))?;
+            .deadline("reading bans")
+            .await?;
         if known.is_some() {
             return Ok(());
         }
         let existing = self
             .collection(collections::LOGS)
             .find_one(doc! { "key": &key })
-            .await
-            .map_err(|e| StoreError::mongo("reading a ban", e))?;
+            .deadline("reading a ban")
+            .await?;
         let Some(native) = existing.and_then(|d| d.get_str("value").ok().and_then(native_ban))
         else {
             return Ok(());
@@ -299,10 +296,14 @@ impl Store {
             ..native
         };
         let record = doc! { "_id": &key, "rev": 0_i64, "shares": [share_doc(&share)] };
-        match self.collection(SHARES).insert_one(record).await {
+        match self
+            .collection(SHARES)
+            .insert_one(record)
+            .deadline("recording a ban")
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let err = StoreError::mongo("recording a ban", e);
+            Err(err) => {
                 // Another reconcile recorded the target first: theirs already holds the native share.
                 if err.is_duplicate_key() {
                     Ok(())
@@ -327,8 +328,8 @@ impl Store {
                 doc! { "$set": { "key": &key, "value": envelope(target, ban), "expiresAt": expires_at } },
             )
             .upsert(true)
-            .await
-            .map_err(|e| StoreError::mongo("writing a ban", e))?;
+            .deadline("writing a ban")
+            .await?;
         if let BanTarget::User(id) = target {
             if let Ok(oid) = mongodb::bson::oid::ObjectId::parse_str(id) {
                 self.revoke_sessions(oid).await?;
@@ -356,8 +357,8 @@ impl Store {
         }
         self.collection(collections::LOGS)
             .delete_many(doc! { "$or": filter })
-            .await
-            .map_err(|e| StoreError::mongo("lifting a ban", e))?;
+            .deadline("lifting a ban")
+            .await?;
         if let (Some(redis), BanTarget::User(id)) = (self.redis(), target) {
             redis.clear_violations(id).await?;
             redis.invalidate_user(id, None).await?;
@@ -374,8 +375,8 @@ impl Store {
         let found = self
             .collection(collections::LOGS)
             .find_one(doc! { "key": target.bans_key() })
-            .await
-            .map_err(|e| StoreError::mongo("reading a ban", e))?;
+            .deadline("reading a ban")
+            .await?;
         let now = DateTime::now().timestamp_millis();
         Ok(found.is_some_and(|d| {
             let stored_end = d

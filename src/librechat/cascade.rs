@@ -10,6 +10,7 @@
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime};
 
 use super::bans::BanTarget;
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -76,8 +77,8 @@ impl Store {
                 doc! { "_id": user_id },
                 doc! { "$set": { "agentTriggerDeletionStartedAt": DateTime::now() } },
             )
-            .await
-            .map_err(|e| StoreError::mongo("fencing the user", e))?;
+            .deadline("fencing the user")
+            .await?;
 
         let hex = user_id.to_hex();
         let mut report = CascadeReport::default();
@@ -90,8 +91,8 @@ impl Store {
             let deleted = self
                 .collection(collection)
                 .delete_many(doc! { *field: value })
-                .await
-                .map_err(|e| StoreError::mongo("deleting user data", e))?
+                .deadline("deleting user data")
+                .await?
                 .deleted_count;
             report.deleted.push((collection.to_string(), deleted));
         }
@@ -106,8 +107,8 @@ impl Store {
                 doc! { "memberIds": { "$in": &member_ids } },
                 doc! { "$pullAll": { "memberIds": &member_ids } },
             )
-            .await
-            .map_err(|e| StoreError::mongo("removing group memberships", e))?
+            .deadline("removing group memberships")
+            .await?
             .modified_count;
 
         // The user's ban records and every cached copy of them (including checkBan's per-IP ones).
@@ -121,8 +122,8 @@ impl Store {
 
         let deleted = users
             .delete_one(doc! { "_id": user_id })
-            .await
-            .map_err(|e| StoreError::mongo("deleting the user", e))?
+            .deadline("deleting the user")
+            .await?
             .deleted_count;
         report
             .deleted

@@ -33,13 +33,15 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
             "it must start with mongodb:// or mongodb+srv://".into(),
         ));
     }
+    // The driver's parse errors quote the part of the URI they choke on, which may be a piece
+    // of the password: they are never passed on, only our own description of the problem.
     let mut options = tokio::time::timeout(CONNECT_TIMEOUT, ClientOptions::parse(uri))
         .await
         .map_err(|_| ConnectError::Unreachable {
             what: "MongoDB",
             reason: "resolving the SRV record timed out".into(),
         })?
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|_| invalid(uri_problem(uri)))?;
     options.app_name = Some("librechat-operator".into());
     options.command_event_handler = Some(mongodb::event::EventHandler::callback(|event| {
         use mongodb::event::command::CommandEvent;
@@ -62,9 +64,46 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
         .default_database
         .clone()
         .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
-    let client = Client::with_options(options).map_err(|e| invalid(e.to_string()))?;
+    let client = Client::with_options(options).map_err(|_| invalid(uri_problem(uri)))?;
     let db = client.database(&database);
     Ok((client, db))
+}
+
+/// Says what is wrong with a URI the driver refused, without quoting any of it.
+fn uri_problem(uri: &str) -> String {
+    let rest = uri.split_once("://").map(|(_, r)| r).unwrap_or_default();
+    // The user information ends at the last '@' before the path: everything the driver could
+    // misread as a host or an option if a reserved character were left unencoded.
+    let authority = rest.split(['/']).next().unwrap_or_default();
+    let userinfo = rest.rfind('@').map(|at| &rest[..at]);
+    let reserved_in_userinfo = userinfo.is_some_and(|u| {
+        let (user, password) = u.split_once(':').unwrap_or((u, ""));
+        [user, password]
+            .iter()
+            .any(|part| part.contains(['@', ':', '/', '?', '#', '[', ']']) || bad_percent(part))
+    });
+    if reserved_in_userinfo || (userinfo.is_some() && !authority.contains('@')) {
+        return "the user name or password contains a reserved character (one of : / ? # [ ] @ %) that is not percent-encoded; encode it (for example ? as %3F, @ as %40)".into();
+    }
+    if authority
+        .trim_start_matches(|c| c != '@')
+        .trim_start_matches('@')
+        .is_empty()
+    {
+        return "it names no host".into();
+    }
+    "the driver could not parse its hosts or options; check the host list and the query string"
+        .into()
+}
+
+/// Whether `text` has a `%` that does not start a two-digit hex escape.
+fn bad_percent(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Parses a Redis URI and opens a self-reconnecting connection to it.
@@ -79,9 +118,9 @@ pub async fn connect_redis(uri: &str, key_prefix: &str) -> Result<RedisCache, Co
             reason: "it must start with redis:// or rediss://".into(),
         });
     }
-    let client = redis::Client::open(uri).map_err(|e| ConnectError::InvalidUri {
+    let client = redis::Client::open(uri).map_err(|_| ConnectError::InvalidUri {
         what: "Redis",
-        reason: redact(&e.to_string()),
+        reason: uri_problem(uri),
     })?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -101,4 +140,50 @@ pub async fn connect_redis(uri: &str, key_prefix: &str) -> Result<RedisCache, Co
         reason: redact(&e.to_string()),
     })?;
     Ok(RedisCache::new(manager, key_prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message a refused URI produces, checked for any piece of the password.
+    fn assert_no_piece_of(secret: &str, message: &str) {
+        for window in 3..=secret.len() {
+            for start in 0..=secret.len() - window {
+                let piece = &secret[start..start + window];
+                assert!(
+                    !message.contains(piece),
+                    "'{message}' repeats part of the password"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_that_is_not_percent_encoded_never_reaches_the_message() {
+        for (uri, password) in [
+            ("mongodb://lc:Ab?cd@db.example:27017/LibreChat", "Ab?cd"),
+            ("mongodb://lc:p@ss/Qx7w@db:27017", "p@ss/Qx7w"),
+            ("mongodb://lc:x#yz9Q@db", "x#yz9Q"),
+            ("mongodb://lc:50%off@db", "50%off"),
+        ] {
+            let message = match connect_mongo(uri).await {
+                Err(e) => e.to_string(),
+                Ok(_) => continue,
+            };
+            assert_no_piece_of(password, &message);
+            assert!(message.contains("not valid"), "{message}");
+        }
+        let err = connect_redis("redis://:Ab?c#d@cache:6379", "").await.err();
+        if let Some(e) = err {
+            assert_no_piece_of("Ab?c#d", &e.to_string());
+        }
+    }
+
+    #[test]
+    fn the_problem_is_named_without_quoting() {
+        assert!(uri_problem("mongodb://lc:Ab?cd@host").contains("percent-encoded"));
+        assert!(uri_problem("mongodb://lc:a%zz@host").contains("percent-encoded"));
+        assert!(uri_problem("mongodb://").contains("no host"));
+    }
 }

@@ -1,15 +1,26 @@
 //! What can go wrong when talking to LibreChat's stores. Messages name the failing
 //! dependency and never carry credentials: driver errors are passed through [`redact`].
 
+use std::time::Duration;
+
 use mongodb::error::{ErrorKind, WriteFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("MongoDB {operation} failed: {message}. Check that MongoDB is up and reachable from the operator; the operator retries")]
+    #[error("MongoDB {operation} failed: {message}. {}", if *retryable { "Check that MongoDB is up and reachable from the operator; the operator retries" } else { "MongoDB refused the request: check the URI's credentials and the database user's roles" })]
     Mongo {
         operation: &'static str,
         message: String,
         duplicate_key: bool,
+        /// Whether the same call may succeed later (network, election, overload), as opposed
+        /// to a refusal that needs a person (authentication, permissions, a bad request).
+        retryable: bool,
+    },
+    #[error("{store} did not answer {operation} within {}s: the server may be stalled or a connection half-open. The operator retries", after.as_secs())]
+    Timeout {
+        store: &'static str,
+        operation: &'static str,
+        after: Duration,
     },
     #[error("Redis {operation} failed: {message}. Check that Redis is up; LibreChat may serve stale cached data until it is reachable again")]
     Redis {
@@ -29,6 +40,24 @@ impl StoreError {
             operation,
             message: redact(&err.to_string()),
             duplicate_key,
+            retryable: is_transient(&err),
+        }
+    }
+
+    pub fn timeout(store: &'static str, operation: &'static str, after: Duration) -> Self {
+        StoreError::Timeout {
+            store,
+            operation,
+            after,
+        }
+    }
+
+    /// Whether retrying the same call can help without anybody changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Mongo { retryable, .. } => *retryable,
+            StoreError::Timeout { .. } | StoreError::Redis { .. } => true,
+            StoreError::Hash(_) | StoreError::EmailTaken(_) => false,
         }
     }
 
@@ -53,6 +82,8 @@ impl StoreError {
     pub fn label(&self) -> &'static str {
         match self {
             StoreError::Mongo { .. } => "mongo",
+            StoreError::Timeout { store, .. } if *store == "Redis" => "redis_timeout",
+            StoreError::Timeout { .. } => "mongo_timeout",
             StoreError::Redis { .. } => "redis",
             StoreError::Hash(_) => "hash",
             StoreError::EmailTaken(_) => "email_taken",
@@ -66,6 +97,35 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
         _ => err.to_string().contains("E11000"),
+    }
+}
+
+/// The driver's own retryability, from what it exposes: network and server-selection failures,
+/// a cleared pool, and errors labelled retryable are transient; authentication failures,
+/// refused commands and invalid requests are not.
+fn is_transient(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::{RETRYABLE_ERROR, RETRYABLE_WRITE_ERROR, SYSTEM_OVERLOADED_ERROR};
+    if [
+        RETRYABLE_WRITE_ERROR,
+        RETRYABLE_ERROR,
+        SYSTEM_OVERLOADED_ERROR,
+    ]
+    .iter()
+    .any(|label| err.contains_label(label))
+    {
+        return true;
+    }
+    // Codes MongoDB documents as transient: elections, shutdowns, overload, network.
+    const TRANSIENT_CODES: [i32; 13] = [
+        6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 134,
+    ];
+    match err.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. } => true,
+        ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(e)) => TRANSIENT_CODES.contains(&e.code),
+        _ => false,
     }
 }
 

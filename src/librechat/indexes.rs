@@ -7,6 +7,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -122,14 +123,13 @@ impl Store {
         }
         for collection in names {
             let coll = self.collection(collection);
-            let existing: Vec<IndexModel> = match coll.list_indexes().await {
-                Ok(cursor) => cursor
-                    .try_collect()
-                    .await
-                    .map_err(|e| StoreError::mongo("listing indexes", e))?,
-                // A collection that does not exist yet has no indexes.
-                Err(_) => Vec::new(),
-            };
+            let existing: Vec<IndexModel> =
+                match coll.list_indexes().deadline("listing indexes").await {
+                    Ok(cursor) => cursor.try_collect().deadline("listing indexes").await?,
+                    Err(e) if e.is_retryable() => return Err(e),
+                    // A collection that does not exist yet has no indexes.
+                    Err(_) => Vec::new(),
+                };
             for spec in specs.iter().filter(|s| s.collection == collection) {
                 let present = existing.iter().any(|m| {
                     m.keys == spec.keys
@@ -172,8 +172,8 @@ impl Store {
             .build();
         self.collection(collections::OWNERS)
             .create_index(model)
+            .deadline("creating the ownership index")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("creating the ownership index", e))
     }
 }

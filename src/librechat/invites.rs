@@ -10,6 +10,7 @@ use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -41,8 +42,8 @@ impl Store {
         let found = self
             .collection(RECORDS)
             .find_one(doc! { "_id": uid })
-            .await
-            .map_err(|e| StoreError::mongo("reading an invite record", e))?;
+            .deadline("reading an invite record")
+            .await?;
         Ok(found.and_then(|d| d.get_str("tokenHash").ok().map(str::to_string)))
     }
 
@@ -60,17 +61,17 @@ impl Store {
                 doc! { "$set": { "tokenHash": token_hash, "email": email, "owner": owner } },
             )
             .upsert(true)
+            .deadline("recording an invite")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("recording an invite", e))
     }
 
     pub async fn forget_invite(&self, uid: &str) -> Result<(), StoreError> {
         self.collection(RECORDS)
             .delete_one(doc! { "_id": uid })
+            .deadline("forgetting an invite")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("forgetting an invite", e))
     }
 
     /// Writes the invite token as `createInvite` does, unless a token with this hash exists.
@@ -94,9 +95,9 @@ impl Store {
                 doc! { "$setOnInsert": document },
             )
             .upsert(true)
+            .deadline("writing an invite token")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("writing an invite token", e))
     }
 
     /// The token, looked up the way LibreChat's `getInvite` does (hash and email).
@@ -108,8 +109,8 @@ impl Store {
         let found = self
             .collection(collections::TOKENS)
             .find_one(doc! { "token": token_hash, "email": email })
-            .await
-            .map_err(|e| StoreError::mongo("reading an invite token", e))?;
+            .deadline("reading an invite token")
+            .await?;
         Ok(found.map(|d: Document| InviteToken {
             expires_at_ms: d
                 .get_datetime("expiresAt")
@@ -129,18 +130,18 @@ impl Store {
                 doc! { "token": token_hash },
                 doc! { "$set": { "expiresAt": DateTime::from_millis(expires_at_ms) } },
             )
+            .deadline("moving an invite's end")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("moving an invite's end", e))
     }
 
     /// Deletes the token, so the link stops working at once.
     pub async fn delete_invite_token(&self, token_hash: &str) -> Result<(), StoreError> {
         self.collection(collections::TOKENS)
             .delete_many(doc! { "token": token_hash, "type": { "$exists": false } })
+            .deadline("revoking an invite")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("revoking an invite", e))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod bans;
 pub mod cache;
 pub mod cascade;
 pub mod connect;
+pub mod deadline;
 pub mod error;
 pub mod indexes;
 pub mod invites;
@@ -20,6 +21,8 @@ pub use error::StoreError;
 pub use password::Hasher;
 
 use mongodb::bson::Document;
+
+use deadline::MongoCall;
 use mongodb::{Collection, Database};
 
 /// LibreChat's collection names (mongoose's pluralised model names).
@@ -61,8 +64,8 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db
             .run_command(mongodb::bson::doc! { "ping": 1 })
+            .deadline("ping")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("ping", e))
     }
 }

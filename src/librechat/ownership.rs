@@ -8,6 +8,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -50,8 +51,8 @@ impl Store {
         let found = self
             .collection(collections::OWNERS)
             .find_one(doc! { "_id": email })
-            .await
-            .map_err(|e| StoreError::mongo("reading ownership", e))?;
+            .deadline("reading ownership")
+            .await?;
         Ok(found.map(|d| claim_from_doc(email, &d)))
     }
 
@@ -60,8 +61,8 @@ impl Store {
         let found = self
             .collection(collections::OWNERS)
             .find_one(doc! { "userId": user_id })
-            .await
-            .map_err(|e| StoreError::mongo("reading ownership", e))?;
+            .deadline("reading ownership")
+            .await?;
         Ok(found.map(|d| claim_from_doc(d.get_str("_id").unwrap_or_default(), &d)))
     }
 
@@ -78,6 +79,7 @@ impl Store {
         match self
             .collection(collections::OWNERS)
             .insert_one(record)
+            .deadline("claiming ownership")
             .await
         {
             Ok(_) => Ok(ClaimResult::Ours(Claim {
@@ -86,8 +88,7 @@ impl Store {
                 user_id: None,
                 confirmed: false,
             })),
-            Err(e) => {
-                let err = StoreError::mongo("claiming ownership", e);
+            Err(err) => {
                 if !err.is_duplicate_key() {
                     return Err(err);
                 }
@@ -115,8 +116,8 @@ impl Store {
                 doc! { "_id": email, "uid": owner_uid, "userId": { "$exists": false } },
                 doc! { "$set": { "userId": candidate } },
             )
-            .await
-            .map_err(|e| StoreError::mongo("reserving the account id", e))?;
+            .deadline("reserving the account id")
+            .await?;
         self.find_claim(email)
             .await?
             .filter(|c| c.owner.uid == owner_uid)
@@ -125,6 +126,7 @@ impl Store {
                 operation: "reserving the account id",
                 message: "the ownership claim disappeared".into(),
                 duplicate_key: false,
+                retryable: true,
             })
     }
 
@@ -141,9 +143,9 @@ impl Store {
                 doc! { "_id": email, "uid": owner_uid, "userId": gone, "confirmed": true },
                 doc! { "$set": { "userId": ObjectId::new(), "confirmed": false } },
             )
+            .deadline("reserving the account id")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("reserving the account id", e))
     }
 
     /// Records which account the claim resolved to.
@@ -158,9 +160,9 @@ impl Store {
                 doc! { "_id": email, "uid": owner_uid },
                 doc! { "$set": { "userId": user_id, "confirmed": true } },
             )
+            .deadline("recording ownership")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("recording ownership", e))
     }
 
     /// Hands the claim held by `stale_uid` to `owner` in one write, keeping the account it
@@ -183,18 +185,18 @@ impl Store {
                 doc! { "_id": email, "uid": stale_uid },
                 doc! { "$set": set },
             )
+            .deadline("taking over ownership")
             .await
             .map(|r| r.matched_count == 1)
-            .map_err(|e| StoreError::mongo("taking over ownership", e))
     }
 
     /// Gives up the claim; only the owner's own claim is removed.
     pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
             .delete_one(doc! { "_id": email, "uid": owner_uid })
+            .deadline("releasing ownership")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("releasing ownership", e))
     }
 }
 

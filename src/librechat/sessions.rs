@@ -3,6 +3,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId};
 
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -11,8 +12,8 @@ impl Store {
     pub async fn revoke_sessions(&self, user_id: ObjectId) -> Result<u64, StoreError> {
         self.collection(collections::SESSIONS)
             .delete_many(doc! { "user": user_id })
+            .deadline("revoking sessions")
             .await
             .map(|r| r.deleted_count)
-            .map_err(|e| StoreError::mongo("revoking sessions", e))
     }
 }

@@ -2,6 +2,7 @@
 
 use mongodb::bson::{doc, DateTime};
 
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -19,8 +20,8 @@ impl Store {
         let count = |collection: &'static str, filter| async move {
             self.collection(collection)
                 .count_documents(filter)
+                .deadline("counting")
                 .await
-                .map_err(|e| StoreError::mongo("counting", e))
         };
         let now = DateTime::now();
         Ok(Stats {

@@ -2,6 +2,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
+use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -75,8 +76,8 @@ impl Store {
         let found = self
             .collection(collections::USERS)
             .find_one(filter)
-            .await
-            .map_err(|e| StoreError::mongo("reading a user", e))?;
+            .deadline("reading a user")
+            .await?;
         Ok(found.and_then(|d| stored_user_from_doc(&d)))
     }
 
@@ -96,12 +97,12 @@ impl Store {
                 doc! { "$setOnInsert": document },
             )
             .upsert(true)
+            .deadline("creating a user")
             .await;
         let result = match result {
             Ok(r) => r,
             // Two upserts racing on a unique index: the loser sees a duplicate key; the account exists.
-            Err(e) => {
-                let err = StoreError::mongo("creating a user", e);
+            Err(err) => {
                 if !err.is_duplicate_key() {
                     return Err(err);
                 }
@@ -151,9 +152,9 @@ impl Store {
         }
         self.collection(collections::USERS)
             .update_one(doc! { "_id": stored.id }, update)
+            .deadline("updating a user")
             .await
-            .map_err(|e| {
-                let err = StoreError::mongo("updating a user", e);
+            .map_err(|err| {
                 if err.is_duplicate_key() {
                     StoreError::EmailTaken(desired.email.clone())
                 } else {
@@ -170,9 +171,9 @@ impl Store {
                 doc! { "_id": id },
                 doc! { "$set": { "password": hash, "updatedAt": DateTime::now() } },
             )
+            .deadline("setting a password")
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::mongo("setting a password", e))
     }
 
     /// Every account, oldest first (for `librechat-operator export`).
@@ -182,20 +183,17 @@ impl Store {
             .collection(collections::USERS)
             .find(doc! {})
             .sort(doc! { "createdAt": 1, "_id": 1 })
-            .await
-            .map_err(|e| StoreError::mongo("listing users", e))?;
-        let docs: Vec<Document> = cursor
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::mongo("listing users", e))?;
+            .deadline("listing users")
+            .await?;
+        let docs: Vec<Document> = cursor.try_collect().deadline("listing users").await?;
         Ok(docs.iter().filter_map(stored_user_from_doc).collect())
     }
 
     pub async fn count_users(&self, filter: Document) -> Result<u64, StoreError> {
         self.collection(collections::USERS)
             .count_documents(filter)
+            .deadline("counting users")
             .await
-            .map_err(|e| StoreError::mongo("counting users", e))
     }
 }
 
