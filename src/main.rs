@@ -153,7 +153,7 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        let client = match kube::Client::try_default().await {
+        let client = match kube_client().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot reach Kubernetes: set KUBECONFIG or run in a cluster");
@@ -321,4 +321,15 @@ fn validate(file: &PathBuf) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The Kubernetes client, with a short connect deadline: a request to an API server that cannot
+/// be reached fails in seconds rather than holding a reconcile (reads keep kube's deadline,
+/// which watches need, and every reconcile has its own).
+async fn kube_client() -> Result<kube::Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.connect_timeout = Some(std::time::Duration::from_secs(10));
+    kube::Client::try_from(config)
 }

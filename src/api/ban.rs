@@ -98,6 +98,10 @@ pub struct UserBanStatus {
     /// When the ban ends (RFC 3339); absent for a permanent ban.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The instance this object was applied to (`namespace/name`). `instanceRef` is immutable;
+    /// the operator refuses to apply the object anywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// What the ban was applied to (`user:<id>` or `ip:<address>`); the target cannot change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,

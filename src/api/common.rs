@@ -68,6 +68,12 @@ pub mod reason {
     pub const BANNED: &str = "Banned";
     pub const EXPIRED: &str = "Expired";
     pub const USER_NOT_FOUND: &str = "UserNotFound";
+    /// The object's tenancy does not allow what it declares.
+    pub const NOT_PERMITTED: &str = "NotPermitted";
+    /// The account the ownership record names no longer has the declared email.
+    pub const IDENTITY_CHANGED: &str = "IdentityChanged";
+    /// The instance is being deleted and waits for the objects that depend on it.
+    pub const DEPENDENTS_REMAIN: &str = "DependentsRemain";
 }
 
 /// One condition as the controller wants it; turned into a Kubernetes `Condition` by

@@ -86,6 +86,11 @@ pub struct LibreChatInstanceSpec {
     /// Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_admin: Option<bool>,
+    /// What objects in the other allowed namespaces (tenants) may do beyond creating accounts
+    /// and managing the accounts they created. Only the instance's own namespace administers
+    /// the instance; see the README's security model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_policy: Option<TenantPolicy>,
     /// An SMTP relay for invitation emails (UserInvite `sendEmail`). Without it, invitation
     /// links are delivered only in Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +125,18 @@ pub struct RedisSpec {
     /// Mirrors LibreChat's `USE_REDIS`; it changes the names of LibreChat's ban-cache keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_redis: Option<bool>,
+}
+
+/// The instance's rules for tenant namespaces.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantPolicy {
+    /// Whether a tenant object that adopted an existing account (one the operator did not
+    /// create for it) may change that account's role, provider and password, and delete it
+    /// with `deletionPolicy: Delete`. Default false: a tenant may adopt an unprivileged
+    /// account to keep its name, username and email verification as declared, nothing more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manage_adopted_accounts: Option<bool>,
 }
 
 /// An SMTP relay.
@@ -239,8 +256,19 @@ impl LibreChatInstanceSpec {
             .is_some_and(|list| list.iter().any(|n| n == "*" || n == namespace))
     }
 
-    /// Whether an object in `namespace` may declare an ADMIN account.
+    /// Whether an object in `namespace` may declare an ADMIN account, or adopt one.
     pub fn admits_admin(&self, own_namespace: &str, namespace: &str) -> bool {
         namespace == own_namespace || self.allow_admin.unwrap_or(false)
+    }
+
+    /// Whether an object in `namespace` may change role, provider and password of an account
+    /// it adopted, and delete it.
+    pub fn admits_managing_adopted(&self, own_namespace: &str, namespace: &str) -> bool {
+        namespace == own_namespace
+            || self
+                .tenant_policy
+                .as_ref()
+                .and_then(|p| p.manage_adopted_accounts)
+                .unwrap_or(false)
     }
 }

@@ -92,6 +92,10 @@ pub struct UserInviteStatus {
     /// The account's `_id` as hex, once accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The instance this object was applied to (`namespace/name`). `instanceRef` is immutable;
+    /// the operator refuses to apply the object anywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// When the invitation email was handed to the SMTP relay (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_sent_at: Option<String>,

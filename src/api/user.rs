@@ -207,6 +207,10 @@ pub struct LibreChatUserStatus {
     /// password or a hash of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_version: Option<String>,
+    /// The instance this object was applied to (`namespace/name`). `instanceRef` is immutable;
+    /// the operator refuses to apply the object anywhere else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// When the account was last compared with the declaration (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,

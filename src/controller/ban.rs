@@ -1,5 +1,7 @@
-//! The UserBan reconciler: resolve the target, write the ban's share, lift it on deletion or
-//! at its end.
+//! The UserBan reconciler, as its phases: validate the window, lift at the end (before
+//! anything else, once), resolve and check the target within the object's tenancy, follow it
+//! to the account that carries the identity now, write the ban's share, report. Deletion
+//! lifts this ban's shares and nothing else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +15,14 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
 use super::report::report;
-use super::target;
+use super::target::{self, Target};
+use super::tenancy::Tenancy;
 use crate::api::ban::UserBanStatus;
 use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::validate::{check_email, BanWindow};
 use crate::api::{LibreChatUser, UserBan};
-use crate::librechat::bans::{BanShare, BanTarget, Lifted};
-use crate::librechat::Store;
+use crate::librechat::bans::{email_subject, owner_subject, BanShare, BanTarget, Lifted};
+use crate::librechat::{Store, StoreError};
 
 /// How soon a ban waiting for its account looks again (accounts LibreChat registers itself
 /// raise no Kubernetes event).
@@ -45,11 +48,13 @@ struct Outcome {
     user_id: Option<String>,
     expires_at: Option<String>,
     target: Option<String>,
-    requeue: Duration,
+    instance: Option<String>,
+    /// When to look again; `None`: only on a change of something watched.
+    requeue: Option<Duration>,
 }
 
 impl Outcome {
-    fn waiting(ban: &UserBan, reason: &str, message: impl Into<String>, requeue: Duration) -> Self {
+    fn waiting(ban: &UserBan, reason: &str, message: impl Into<String>) -> Self {
         let status = ban.status.clone().unwrap_or_default();
         Outcome {
             ready: Cond::new(condition::READY, false, reason, message),
@@ -57,9 +62,24 @@ impl Outcome {
             user_id: status.user_id,
             expires_at: status.expires_at,
             target: status.target,
-            requeue,
+            instance: status.instance,
+            requeue: Some(RETRY_PENDING),
         }
     }
+
+    /// A problem a person must fix: no polling.
+    fn stalled(ban: &UserBan, reason: &str, message: impl Into<String>) -> Self {
+        Outcome {
+            requeue: None,
+            ..Outcome::waiting(ban, reason, message)
+        }
+    }
+}
+
+/// Who the ban is about: the store target now, and the identity it follows.
+struct Banned {
+    target: BanTarget,
+    subject: Option<String>,
 }
 
 fn target_label(t: &BanTarget) -> String {
@@ -87,16 +107,17 @@ async fn apply(api: &Api<UserBan>, ban: &UserBan, ctx: &Context) -> Result<Actio
     let (outcome, error) = match sync(ban, ctx).await {
         Ok(o) => (o, None),
         Err(ReconcileError::Store(e)) => (
-            Outcome::waiting(ban, reason::STORE_ERROR, e.to_string(), RETRY_PENDING),
+            Outcome::waiting(ban, reason::STORE_ERROR, e.to_string()),
             Some(ReconcileError::Store(e)),
         ),
         Err(other) => return Err(other),
     };
     let requeue = outcome.requeue;
     publish(api, ban, ctx, outcome).await?;
-    match error {
-        Some(e) => Err(e),
-        None => Ok(Action::requeue(requeue)),
+    match (error, requeue) {
+        (Some(e), _) => Err(e),
+        (None, Some(after)) => Ok(Action::requeue(after)),
+        (None, None) => Ok(Action::await_change()),
     }
 }
 
@@ -111,6 +132,7 @@ async fn publish(
         user_id: outcome.user_id,
         expires_at: outcome.expires_at,
         target: outcome.target,
+        instance: outcome.instance,
         ..Default::default()
     };
     report(api, ctx, ban, status, &[outcome.ready]).await?;
@@ -119,119 +141,147 @@ async fn publish(
 
 async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
-    let spec = &ban.spec;
-    let window = match spec.window(created_ms(ban)) {
+    let window = match ban.spec.window(created_ms(ban)) {
         Ok(w) => w,
         Err(problems) => {
-            return Ok(Outcome::waiting(
-                ban,
-                reason::INVALID_SPEC,
-                format!("{}; nothing was written", problems.join("; ")),
-                resync_default(ctx),
-            ))
+            let message = format!("{}; nothing was written", problems.join("; "));
+            return Ok(Outcome::stalled(ban, reason::INVALID_SPEC, message));
         }
     };
-    let target = match target::resolve(ctx, &spec.instance_ref, &namespace).await? {
+    let target = match target::resolve(ctx, &ban.spec.instance_ref, &namespace).await? {
         Ok(t) => t,
-        Err(p) => return Ok(Outcome::waiting(ban, p.reason, p.message, RETRY_PENDING)),
+        Err(p) => return Ok(Outcome::waiting(ban, p.reason, p.message)),
     };
-    let store = &target.stores.store;
-    let resync = resync_period(&target.instance, ctx.settings.default_resync);
-
-    let banned = match resolve_target(ban, ctx, store, &namespace).await? {
-        Ok(t) => t,
-        Err((reason, message)) => return Ok(Outcome::waiting(ban, reason, message, RETRY_PENDING)),
-    };
-    let label = target_label(&banned);
-    let recorded = ban.status.as_ref().and_then(|s| s.target.clone());
-    if recorded.as_deref().is_some_and(|r| r != label) {
-        return Ok(Outcome::waiting(
-            ban,
-            reason::INVALID_SPEC,
-            format!("the ban's target cannot change (it was applied to {}); delete this UserBan and create a new one", recorded.unwrap_or_default()),
-            resync,
-        ));
+    let recorded = ban.status.as_ref().and_then(|s| s.instance.as_deref());
+    if let Some(why) = target::applied_elsewhere(recorded, &target.instance) {
+        return Ok(Outcome::stalled(ban, reason::INVALID_SPEC, why));
     }
-    let user_id = match &banned {
-        BanTarget::User(id) => Some(id.clone()),
-        BanTarget::Ip(_) => None,
-    };
     let now = jiff::Timestamp::now().as_millisecond();
-    let was_active = ban.status.as_ref().and_then(|s| s.active).unwrap_or(false);
-    let why = spec
+    if window.end_ms.is_some_and(|end| end <= now) {
+        return expire(ban, ctx, &target, &window).await;
+    }
+    let tenancy = Tenancy::of(&target.instance, &namespace);
+    let banned = match resolve_target(ban, ctx, &target.stores.store, &tenancy).await? {
+        Ok(b) => b,
+        Err(outcome) => return Ok(outcome),
+    };
+    enforce(ban, ctx, &target, &window, banned).await
+}
+
+/// The end passed: this ban's shares are lifted once; the object stays as the audit record
+/// and writes nothing on later resyncs.
+async fn expire(
+    ban: &UserBan,
+    ctx: &Context,
+    target: &Target,
+    window: &BanWindow,
+) -> Result<Outcome, ReconcileError> {
+    let lifted = lift_all(&target.stores.store, &ban.uid().unwrap_or_default()).await?;
+    let why = reason_suffix(ban);
+    for (banned, _) in lifted.iter().filter(|(_, l)| *l != Lifted::NotHeld) {
+        let note = format!("the ban of {} ended{why}", target_label(banned));
+        ctx.event(ban, false, "Expired", note).await;
+    }
+    let status = ban.status.clone().unwrap_or_default();
+    Ok(Outcome {
+        ready: Cond::new(
+            condition::READY,
+            true,
+            reason::EXPIRED,
+            "the ban has ended and was lifted",
+        ),
+        active: false,
+        user_id: status.user_id,
+        expires_at: window.end_ms.and_then(rfc3339),
+        target: status.target,
+        instance: Some(target::instance_key(&target.instance)),
+        requeue: None,
+    })
+}
+
+fn reason_suffix(ban: &UserBan) -> String {
+    ban.spec
         .reason
         .as_deref()
         .map(|r| format!(" ({r})"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
 
-    if window.end_ms.is_some_and(|end| end <= now) {
-        // The end passed: lift this ban's share; the object stays as the audit record.
-        if was_active || recorded.is_some() {
-            store.unban(&banned, &ban.uid().unwrap_or_default()).await?;
-            if was_active {
-                ctx.event(
-                    ban,
-                    false,
-                    "Expired",
-                    format!("the ban of {label} ended{why}"),
-                )
-                .await;
-            }
-        }
-        return Ok(Outcome {
-            ready: Cond::new(
-                condition::READY,
-                true,
-                reason::EXPIRED,
-                "the ban has ended and was lifted",
-            ),
-            active: false,
-            user_id,
-            expires_at: window.end_ms.and_then(rfc3339),
-            target: Some(label),
-            requeue: resync,
-        });
+/// The ban is in force on the account (or address) it names now, and on nothing else.
+async fn enforce(
+    ban: &UserBan,
+    ctx: &Context,
+    target: &Target,
+    window: &BanWindow,
+    banned: Banned,
+) -> Result<Outcome, ReconcileError> {
+    let store = &target.stores.store;
+    let uid = ban.uid().unwrap_or_default();
+    let label = target_label(&banned.target);
+    let held = store.shares_of(&uid).await?;
+    if let Some((_, other)) = held.iter().find(|(_, s)| s.subject != banned.subject) {
+        let message = format!(
+            "the ban's target is immutable: it was applied to {}; delete this UserBan and create a new one",
+            other.subject.as_deref().unwrap_or("an IP address")
+        );
+        return Ok(Outcome::stalled(ban, reason::INVALID_SPEC, message));
     }
-
-    // A settled ban costs one read per resync; a missing or changed one is (re)written.
-    let unchanged = was_active
-        && ban.status.as_ref().and_then(|s| s.observed_generation) == ban.metadata.generation
-        && recorded.as_deref() == Some(label.as_str());
-    if !(unchanged && store.ban_in_force(&banned, window.end_ms).await?) {
+    // The identity moved to another account (re-created after a self-deletion, say): the ban
+    // goes with it, and the old account's share goes.
+    for (old, _) in held.iter().filter(|(t, _)| *t != banned.target) {
+        store.unban(old, &uid).await?;
+        let note = format!(
+            "the banned identity now has account {label}; lifted the ban of {}",
+            target_label(old)
+        );
+        ctx.event(ban, false, "Moved", note).await;
+    }
+    let in_place = held.iter().any(|(t, _)| *t == banned.target)
+        && store.ban_in_force(&banned.target, window.end_ms).await?;
+    if !in_place {
+        let namespace = ban.namespace().unwrap_or_default();
+        let user_id = match &banned.target {
+            BanTarget::User(id) => Some(id.clone()),
+            BanTarget::Ip(_) => None,
+        };
         let share = BanShare {
-            owner_uid: ban.uid().unwrap_or_default(),
+            owner_uid: uid.clone(),
             owner: format!("{namespace}/{}", ban.name_any()),
             start_ms: window.start_ms,
             end_ms: window.end_ms,
-            user_id: user_id.clone(),
+            user_id,
+            subject: banned.subject.clone(),
+            native_value: None,
         };
-        store.ban(&banned, &share).await?;
-        if !was_active {
-            let until = window
-                .end_ms
-                .and_then(rfc3339)
-                .map(|t| format!(" until {t}"))
-                .unwrap_or_else(|| " permanently".into());
-            ctx.event(
-                ban,
-                false,
-                "Banned",
-                format!("banned {label}{until}{why}; their sessions were revoked"),
-            )
-            .await;
-        }
+        store.ban(&banned.target, &share).await?;
+        let until = window
+            .end_ms
+            .and_then(rfc3339)
+            .map(|t| format!(" until {t}"))
+            .unwrap_or_else(|| " permanently".into());
+        let note = format!(
+            "banned {label}{until}{}; their sessions were revoked",
+            reason_suffix(ban)
+        );
+        ctx.event(ban, false, "Banned", note).await;
     }
+    let now = jiff::Timestamp::now().as_millisecond();
+    let resync = resync_period(&target.instance, ctx.settings.default_resync);
     let requeue = match window.end_ms {
         Some(end) => resync.min(Duration::from_millis((end - now).max(0) as u64 + 50)),
         None => resync,
     };
     Ok(Outcome {
-        ready: Cond::new(condition::READY, true, reason::BANNED, ban_message(&window)),
+        ready: Cond::new(condition::READY, true, reason::BANNED, ban_message(window)),
         active: true,
-        user_id,
+        user_id: match &banned.target {
+            BanTarget::User(id) => Some(id.clone()),
+            BanTarget::Ip(_) => None,
+        },
         expires_at: window.end_ms.and_then(rfc3339),
         target: Some(label),
-        requeue,
+        instance: Some(target::instance_key(&target.instance)),
+        requeue: Some(requeue),
     })
 }
 
@@ -242,82 +292,118 @@ fn ban_message(window: &BanWindow) -> String {
     }
 }
 
-fn resync_default(ctx: &Context) -> Duration {
-    ctx.settings.default_resync
-}
-
-/// The account (or address) the ban is about; `Err` says why it cannot be had yet.
+/// The account (or address) the ban names now, within what the ban's namespace may reach: a
+/// tenant bans only accounts owned from its own namespace; IP bans and bans of any other
+/// account come only from the instance's namespace. `Err` is the outcome to report.
 async fn resolve_target(
     ban: &UserBan,
     ctx: &Context,
     store: &Store,
-    namespace: &str,
-) -> Result<Result<BanTarget, (&'static str, String)>, ReconcileError> {
+    tenancy: &Tenancy,
+) -> Result<Result<Banned, Outcome>, ReconcileError> {
     let spec = &ban.spec;
     if let Some(ip) = &spec.ip {
+        if !tenancy.administers {
+            let message = format!(
+                "an IP ban can lock out everyone behind that address: {}. Nothing was written",
+                tenancy.who_may("ban IP addresses")
+            );
+            return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, message)));
+        }
         let canonical = ip
             .trim()
             .parse::<std::net::IpAddr>()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| ip.clone());
-        return Ok(Ok(BanTarget::Ip(canonical)));
+        return Ok(Ok(Banned {
+            target: BanTarget::Ip(canonical),
+            subject: None,
+        }));
     }
     if let Some(reference) = &spec.user_ref {
-        let users: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), namespace);
-        let Some(user) = users.get_opt(&reference.name).await? else {
-            return Ok(Err((reason::USER_NOT_FOUND, format!("LibreChatUser '{}' not found in this namespace; the ban applies as soon as it exists", reference.name))));
-        };
-        let same_instance = user.spec.instance_ref.name == spec.instance_ref.name
-            && target::instance_namespace(&user.spec.instance_ref, namespace)
-                == target::instance_namespace(&spec.instance_ref, namespace);
-        if !same_instance {
-            return Ok(Err((
-                reason::INVALID_SPEC,
-                format!(
-                    "LibreChatUser '{}' belongs to another LibreChatInstance than this ban",
-                    reference.name
-                ),
-            )));
-        }
-        return Ok(match user.status.and_then(|s| s.user_id) {
-            Some(id) => Ok(BanTarget::User(id)),
-            None => Err((reason::USER_NOT_FOUND, format!("LibreChatUser '{}' has no LibreChat account yet; the ban applies as soon as it does", reference.name))),
-        });
+        return by_user_ref(ban, ctx, store, &reference.name, &tenancy.namespace).await;
     }
     let email = check_email(spec.email.as_deref().unwrap_or_default()).unwrap_or_default();
+    if !tenancy.administers {
+        let owned_here = store
+            .find_claim(&email)
+            .await?
+            .is_some_and(|c| c.owner.namespace == tenancy.namespace);
+        if !owned_here {
+            let message = format!(
+                "{email} is not an account owned from namespace '{}': a tenant bans only its own accounts (use userRef), and {}. Nothing was written",
+                tenancy.namespace,
+                tenancy.who_may("ban any other account")
+            );
+            return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, message)));
+        }
+    }
+    let subject = Some(email_subject(&email));
     Ok(match store.find_user_by_email(&email).await? {
-        Some(u) => Ok(BanTarget::User(u.id.to_hex())),
-        None => Err((reason::USER_NOT_FOUND, format!("no LibreChat account has the email {email} yet; the ban applies as soon as one does"))),
+        Some(u) => Ok(Banned { target: BanTarget::User(u.id.to_hex()), subject }),
+        None => Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, format!("no LibreChat account has the email {email} yet; the ban applies as soon as one does"))),
     })
 }
 
-/// Deletion lifts this ban's share (the whole ban when it was the last one).
+/// A `userRef` ban: whatever account the LibreChatUser's ownership record names now (never
+/// what its status says).
+async fn by_user_ref(
+    ban: &UserBan,
+    ctx: &Context,
+    store: &Store,
+    name: &str,
+    namespace: &str,
+) -> Result<Result<Banned, Outcome>, ReconcileError> {
+    let users: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(user) = users.get_opt(name).await? else {
+        let message = format!("LibreChatUser '{name}' not found in this namespace; the ban applies as soon as it exists");
+        return Ok(Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, message)));
+    };
+    let same_instance = user.spec.instance_ref.name == ban.spec.instance_ref.name
+        && target::instance_namespace(&user.spec.instance_ref, namespace)
+            == target::instance_namespace(&ban.spec.instance_ref, namespace);
+    if !same_instance {
+        let message =
+            format!("LibreChatUser '{name}' belongs to another LibreChatInstance than this ban");
+        return Ok(Err(Outcome::stalled(ban, reason::INVALID_SPEC, message)));
+    }
+    let owner_uid = user.uid().unwrap_or_default();
+    let account = store
+        .find_claim_of_owner(&owner_uid)
+        .await?
+        .filter(|c| c.confirmed)
+        .and_then(|c| c.user_id);
+    Ok(match account {
+        Some(id) => Ok(Banned { target: BanTarget::User(id.to_hex()), subject: Some(owner_subject(&owner_uid)) }),
+        None => Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, format!("LibreChatUser '{name}' owns no LibreChat account yet; the ban applies as soon as it does"))),
+    })
+}
+
+/// Deletion lifts this ban's shares (the whole ban where it was the last one). Without its
+/// instance or a declared Redis it waits, rather than leave a ban behind.
 async fn cleanup(
     api: &Api<UserBan>,
     ban: &UserBan,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
-    let Some(instance) = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await?
-    else {
-        // No instance, no database to lift the ban from.
-        return Ok(Action::await_change());
-    };
+    let instance = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await?;
     let uid = ban.uid().unwrap_or_default();
-    // The shares say what this ban holds, even if a crash kept it out of the status.
-    let lifted = match ctx.connections.shared(&ctx.client, &instance).await {
-        Ok(stores) => match stores.redis_unavailable().await {
-            Some(why) => Err(why),
-            None => lift_all(&stores.store, &uid)
-                .await
-                .map_err(|e| e.to_string()),
+    let lifted = match instance {
+        None => Err(format!("LibreChatInstance '{}' no longer exists, so the ban cannot be lifted from its database; re-create the instance (the ban stays in force meanwhile)", ban.spec.instance_ref.name)),
+        Some(instance) => match ctx.connections.shared(&ctx.client, &instance).await {
+            Ok(stores) => match stores.redis_unavailable().await {
+                Some(why) => Err(why),
+                None => lift_all(&stores.store, &uid).await.map_err(|e| e.to_string()),
+            },
+            Err(p) => Err(p.message),
         },
-        Err(p) => Err(p.message),
     };
     match lifted {
         Ok(results) => {
             for (banned, lifted) in results {
                 let note = match lifted {
+                    Lifted::NotHeld => continue,
                     Lifted::Free => format!("lifted the ban of {}", target_label(&banned)),
                     Lifted::StillBanned => format!(
                         "lifted this ban of {}; other bans keep it banned",
@@ -330,24 +416,16 @@ async fn cleanup(
         }
         Err(why) => {
             let message = format!("lifting the ban is blocked: {why}. The operator retries");
-            publish(
-                api,
-                ban,
-                ctx,
-                Outcome::waiting(ban, reason::DELETE_BLOCKED, message.clone(), RETRY_PENDING),
-            )
-            .await?;
+            let outcome = Outcome::waiting(ban, reason::DELETE_BLOCKED, message.clone());
+            publish(api, ban, ctx, outcome).await?;
             Err(ReconcileError::Blocked(message))
         }
     }
 }
 
-async fn lift_all(
-    store: &Store,
-    uid: &str,
-) -> Result<Vec<(BanTarget, Lifted)>, crate::librechat::StoreError> {
+async fn lift_all(store: &Store, uid: &str) -> Result<Vec<(BanTarget, Lifted)>, StoreError> {
     let mut results = Vec::new();
-    for banned in store.ban_targets_of(uid).await? {
+    for (banned, _) in store.shares_of(uid).await? {
         let lifted = store.unban(&banned, uid).await?;
         results.push((banned, lifted));
     }

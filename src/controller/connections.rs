@@ -52,6 +52,9 @@ pub struct Stores {
     pub redis_problem: Option<ConnectProblem>,
     /// Set once LibreChat's indexes were ensured through this connection.
     pub indexes_ensured: Arc<std::sync::atomic::AtomicBool>,
+    /// When the instance's stats were last counted through this connection: reachability is
+    /// checked often, the counts only once per resync period.
+    pub stats_taken: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Stores {
@@ -158,17 +161,18 @@ impl Connections {
                 _ => None,
             }
         };
-        let (db, indexes_ensured) = match &previous {
+        let (db, indexes_ensured, stats_taken) = match &previous {
             // Same URIs, only Redis to retry: keep the MongoDB pool.
             Some(stores) => (
                 stores.store.database().clone(),
                 stores.indexes_ensured.clone(),
+                stores.stats_taken.clone(),
             ),
             None => {
                 let (_client, db) = connect_mongo(mongo_uri.trim())
                     .await
                     .map_err(|e| ConnectProblem::connect(MONGO_REACHABLE, e))?;
-                (db, Default::default())
+                (db, Default::default(), Default::default())
             }
         };
         let (redis, redis_problem) = match redis_uri {
@@ -184,6 +188,7 @@ impl Connections {
             redis_configured: redis_ref.is_some(),
             redis_problem,
             indexes_ensured,
+            stats_taken,
         };
         self.entries.lock().await.insert(
             key,

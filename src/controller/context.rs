@@ -6,6 +6,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
 use super::connections::Connections;
+use super::memory::{Backoff, Settled};
 use crate::librechat::Hasher;
 
 /// Settings from the command line.
@@ -29,6 +30,10 @@ pub struct Context {
     pub connections: Connections,
     pub hasher: Hasher,
     pub settings: Settings,
+    /// Objects verified against their ownership record in this process.
+    pub settled: Settled,
+    /// Failures in a row per object.
+    pub backoff: Backoff,
 }
 
 impl Context {
@@ -45,6 +50,8 @@ impl Context {
             connections: Connections::default(),
             hasher: Hasher::default(),
             settings,
+            settled: Settled::default(),
+            backoff: Backoff::default(),
         }
     }
 

@@ -13,6 +13,8 @@ pub enum ReconcileError {
     Blocked(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error("the reconcile did not finish within {}s (a store or the API server is too slow or stalled); it was abandoned and is retried", .0.as_secs())]
+    Deadline(std::time::Duration),
 }
 
 impl ReconcileError {
@@ -23,6 +25,7 @@ impl ReconcileError {
             ReconcileError::Store(e) => e.label(),
             ReconcileError::Blocked(_) => "blocked",
             ReconcileError::Finalizer(_) => "finalizer",
+            ReconcileError::Deadline(_) => "deadline",
         }
     }
 }

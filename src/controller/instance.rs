@@ -1,5 +1,7 @@
-//! The LibreChatInstance reconciler: reachability of MongoDB and Redis, LibreChat's indexes,
-//! and the `user-stats` counts.
+//! The LibreChatInstance reconciler: reachability of MongoDB and Redis (checked often enough
+//! that a stalled server shows within seconds), LibreChat's indexes, the `user-stats` counts,
+//! and a finalizer: an instance is not deleted while objects that depend on it remain, since
+//! their cleanups (lifting a ban, revoking an invite, deleting an account) need its database.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,19 +9,24 @@ use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
 use super::context::Context;
 use super::error::ReconcileError;
 use super::report::report;
 use super::status::now_rfc3339;
-use crate::api::common::{condition, reason, Cond};
+use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::duration::parse_duration;
 use crate::api::instance::{InstanceStats, LibreChatInstanceStatus};
 use crate::api::LibreChatInstance;
 
-/// How soon an unhealthy instance is checked again.
-const RETRY_UNHEALTHY: Duration = Duration::from_secs(10);
+/// How often reachability is checked, whatever the resync period: a stalled MongoDB must show
+/// as `MongoReachable=False` within 30 s. A check is one ping per store, and status is written
+/// only when it changes.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a reachability ping may take before the store counts as unreachable.
+const PING_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The resync period an instance declares (or the operator's default).
 pub fn resync_period(instance: &LibreChatInstance, default: Duration) -> Duration {
@@ -38,19 +45,57 @@ pub async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let namespace = instance.namespace().unwrap_or_default();
     let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), &namespace);
-    if instance.metadata.deletion_timestamp.is_some() {
-        ctx.connections.forget(&instance).await;
+    finalizer(&api, FINALIZER, instance, |event| async {
+        match event {
+            FinalizerEvent::Apply(instance) => apply(&api, &instance, &ctx).await,
+            FinalizerEvent::Cleanup(instance) => cleanup(&api, &instance, &ctx).await,
+        }
+    })
+    .await
+    .map_err(ReconcileError::from)
+}
+
+async fn apply(
+    api: &Api<LibreChatInstance>,
+    instance: &LibreChatInstance,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let mut status = instance.status.clone().unwrap_or_default();
+    let (conds, _healthy) = check(instance, ctx, &mut status).await;
+    report(api, ctx, instance, status, &conds).await?;
+    let period = resync_period(instance, ctx.settings.default_resync);
+    Ok(Action::requeue(period.min(HEALTH_INTERVAL)))
+}
+
+/// Deletion waits until no object points at the instance any more: their cleanups need its
+/// database. Status and an event say which objects remain.
+async fn cleanup(
+    api: &Api<LibreChatInstance>,
+    instance: &LibreChatInstance,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let remaining = super::dependents::of(ctx, instance).await?;
+    if remaining.is_empty() {
+        ctx.connections.forget(instance).await;
         return Ok(Action::await_change());
     }
-    let mut status = instance.status.clone().unwrap_or_default();
-    let (conds, healthy) = check(&instance, &ctx, &mut status).await;
-    report(&api, &ctx, &*instance, status, &conds).await?;
-    let period = resync_period(&instance, ctx.settings.default_resync);
-    Ok(Action::requeue(if healthy {
-        period
-    } else {
-        period.min(RETRY_UNHEALTHY)
-    }))
+    let shown: Vec<&str> = remaining.iter().take(10).map(String::as_str).collect();
+    let more = remaining.len().saturating_sub(shown.len());
+    let message = format!(
+        "deletion waits for {} object(s) that point at this instance: {}{}. Delete them first (their cleanups lift bans, revoke invites and delete or release accounts in this instance's database); the instance goes once they are gone",
+        remaining.len(),
+        shown.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    );
+    let status = instance.status.clone().unwrap_or_default();
+    let waiting = Cond::new(
+        condition::READY,
+        false,
+        reason::DEPENDENTS_REMAIN,
+        message.clone(),
+    );
+    report(api, ctx, instance, status, &[waiting]).await?;
+    Err(ReconcileError::Blocked(message))
 }
 
 /// Checks every dependency, refreshing stats and indexes when MongoDB answers. Returns the
@@ -108,14 +153,20 @@ async fn check(
         }
     };
 
-    let mongo = match stores.store.ping().await {
-        Ok(()) => Cond::new(
+    let mongo = match tokio::time::timeout(PING_DEADLINE, stores.store.ping()).await {
+        Err(_) => Cond::new(
+            condition::MONGO_REACHABLE,
+            false,
+            reason::UNREACHABLE,
+            format!("MongoDB did not answer a ping within {}s: the server may be stalled or overloaded; the operator keeps checking", PING_DEADLINE.as_secs()),
+        ),
+        Ok(Ok(())) => Cond::new(
             condition::MONGO_REACHABLE,
             true,
             reason::REACHABLE,
             "MongoDB answers",
         ),
-        Err(e) => Cond::new(
+        Ok(Err(e)) => Cond::new(
             condition::MONGO_REACHABLE,
             false,
             reason::UNREACHABLE,
@@ -159,31 +210,8 @@ async fn check(
                 Err(e) => notes.push(format!("indexes not checked: {e}")),
             }
         }
-        match stores.store.stats().await {
-            Ok(s) => {
-                let fresh = InstanceStats {
-                    users: s.users,
-                    managed_users: s.managed_users,
-                    verified_users: s.verified_users,
-                    active_bans: s.active_bans,
-                    pending_invites: s.pending_invites,
-                    updated_at: None,
-                };
-                // Counts that did not move keep their timestamp, so a quiet instance is not rewritten.
-                let unchanged = status.stats.as_ref().is_some_and(|old| {
-                    InstanceStats {
-                        updated_at: None,
-                        ..old.clone()
-                    } == fresh
-                });
-                if !unchanged {
-                    status.stats = Some(InstanceStats {
-                        updated_at: Some(now_rfc3339()),
-                        ..fresh
-                    });
-                }
-            }
-            Err(e) => notes.push(format!("stats not refreshed: {e}")),
+        if let Err(e) = refresh_stats(instance, ctx, &stores, status).await {
+            notes.push(format!("stats not refreshed: {e}"));
         }
     }
 
@@ -209,6 +237,49 @@ async fn check(
     };
     let healthy = ready.ok == Some(true);
     (vec![mongo, redis, ready], healthy)
+}
+
+/// Counts the `user-stats` figures once per resync period (reachability is checked more
+/// often). Counts that did not move keep their timestamp, so a quiet instance is not rewritten.
+async fn refresh_stats(
+    instance: &LibreChatInstance,
+    ctx: &Context,
+    stores: &super::connections::Stores,
+    status: &mut LibreChatInstanceStatus,
+) -> Result<(), crate::librechat::StoreError> {
+    let period = resync_period(instance, ctx.settings.default_resync);
+    let due = status.stats.is_none()
+        || stores
+            .stats_taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|t| t.elapsed() >= period);
+    if !due {
+        return Ok(());
+    }
+    let s = stores.store.stats().await?;
+    *stores.stats_taken.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    let fresh = InstanceStats {
+        users: s.users,
+        managed_users: s.managed_users,
+        verified_users: s.verified_users,
+        active_bans: s.active_bans,
+        pending_invites: s.pending_invites,
+        updated_at: None,
+    };
+    let unchanged = status.stats.as_ref().is_some_and(|old| {
+        InstanceStats {
+            updated_at: None,
+            ..old.clone()
+        } == fresh
+    });
+    if !unchanged {
+        status.stats = Some(InstanceStats {
+            updated_at: Some(now_rfc3339()),
+            ..fresh
+        });
+    }
+    Ok(())
 }
 
 fn ready_message(notes: &[String]) -> String {

@@ -17,7 +17,8 @@ use super::instance::resync_period;
 use super::owned_secret::{self, OwnedSecretError};
 use super::report::report;
 use super::secrets::value_of;
-use super::target;
+use super::target::{self, Target};
+use super::tenancy::Tenancy;
 use crate::api::common::{condition, reason, Cond, SecretKeyRef, FINALIZER};
 use crate::api::invite::{InvitePhase, UserInviteStatus};
 use crate::api::validate::normalize_email;
@@ -53,7 +54,9 @@ struct Outcome {
     user_id: Option<String>,
     /// Set when the invitation email went out in this reconcile.
     email_sent_at: Option<String>,
-    requeue: Duration,
+    instance: Option<String>,
+    /// When to look again; `None`: only on a change of something watched.
+    requeue: Option<Duration>,
 }
 
 impl Outcome {
@@ -64,8 +67,17 @@ impl Outcome {
             phase: status.phase,
             expires_at: status.expires_at,
             user_id: status.user_id,
-            requeue: RETRY,
+            requeue: Some(RETRY),
             email_sent_at: None,
+            instance: status.instance,
+        }
+    }
+
+    /// A problem a person must fix: no polling.
+    fn stalled(invite: &UserInvite, reason: &str, message: impl Into<String>) -> Self {
+        Outcome {
+            requeue: None,
+            ..Outcome::waiting(invite, reason, message)
         }
     }
 }
@@ -106,12 +118,14 @@ async fn apply(
         email_sent_at: outcome
             .email_sent_at
             .or_else(|| invite.status.as_ref().and_then(|s| s.email_sent_at.clone())),
+        instance: outcome.instance,
         ..Default::default()
     };
     report(api, ctx, invite, status, &[outcome.ready]).await?;
-    match error {
-        Some(e) => Err(e),
-        None => Ok(Action::requeue(outcome.requeue)),
+    match (error, outcome.requeue) {
+        (Some(e), _) => Err(e),
+        (None, Some(after)) => Ok(Action::requeue(after)),
+        (None, None) => Ok(Action::await_change()),
     }
 }
 
@@ -138,54 +152,63 @@ async fn deliver(
 ) -> Result<Outcome, ReconcileError> {
     let namespace = invite.namespace().unwrap_or_default();
     let instance = target::find_instance(ctx, &invite.spec.instance_ref, &namespace).await?;
-    let result = match instance
-        .as_ref()
-        .map(|i| (i, i.spec.smtp.as_ref(), i.spec.domain_client.as_deref()))
-    {
-        Some((i, Some(smtp), Some(site))) => {
-            send(
-                invite,
-                ctx,
-                i,
-                smtp,
-                site,
-                outcome.expires_at.as_deref().unwrap_or_default(),
-            )
-            .await
-        }
-        Some((_, None, _)) => {
-            Err("sendEmail is set but the instance declares no smtp relay".to_string())
-        }
-        Some((_, _, None)) => {
-            Err("the instance has no domainClient, so there is no link to send".to_string())
-        }
-        None => Err("the instance is gone".to_string()),
+    let uid = invite.uid().unwrap_or_default();
+    let Some(instance) = instance else {
+        outcome.ready = email_not_sent("the instance is gone".into());
+        outcome.requeue = Some(RETRY);
+        return Ok(outcome);
     };
-    match result {
+    let (Some(smtp), Some(site)) = (
+        instance.spec.smtp.as_ref(),
+        instance.spec.domain_client.as_deref(),
+    ) else {
+        let why = if instance.spec.smtp.is_none() {
+            "sendEmail is set but the instance declares no smtp relay"
+        } else {
+            "the instance has no domainClient, so there is no link to send"
+        };
+        outcome.ready = email_not_sent(why.to_string());
+        outcome.requeue = None;
+        return Ok(outcome);
+    };
+    let store = ctx
+        .connections
+        .shared(&ctx.client, &instance)
+        .await
+        .map_err(|p| ReconcileError::Blocked(p.message))?
+        .store;
+    // The right to send is taken in the database before sending: at most one email, even
+    // if this process dies or the status write fails right after.
+    if !store.take_invite_email(&uid).await? {
+        outcome.email_sent_at = Some(super::status::now_rfc3339());
+        return Ok(outcome);
+    }
+    let expires_at = outcome.expires_at.clone().unwrap_or_default();
+    match send(invite, ctx, &instance, smtp, site, &expires_at).await {
         Ok(()) => {
             outcome.email_sent_at = Some(super::status::now_rfc3339());
-            ctx.event(
-                invite,
-                false,
-                "EmailSent",
-                format!(
-                    "the invitation link was emailed to {}",
-                    normalize_email(&invite.spec.email)
-                ),
-            )
-            .await;
+            let note = format!(
+                "the invitation link was emailed to {}",
+                normalize_email(&invite.spec.email)
+            );
+            ctx.event(invite, false, "EmailSent", note).await;
         }
         Err(why) => {
-            outcome.ready = Cond::new(
-                condition::READY,
-                false,
-                "EmailNotSent",
-                format!("{why}; the link in the Secret works meanwhile. The operator retries"),
-            );
-            outcome.requeue = RETRY;
+            store.return_invite_email(&uid).await?;
+            outcome.ready = email_not_sent(why);
+            outcome.requeue = Some(RETRY);
         }
     }
     Ok(outcome)
+}
+
+fn email_not_sent(why: String) -> Cond {
+    Cond::new(
+        condition::READY,
+        false,
+        "EmailNotSent",
+        format!("{why}; the link in the Secret works meanwhile. The operator retries"),
+    )
 }
 
 async fn send(
@@ -249,7 +272,7 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
     let lifetime = match invite.spec.lifetime() {
         Ok(l) => l,
         Err(problems) => {
-            return Ok(Outcome::waiting(
+            return Ok(Outcome::stalled(
                 invite,
                 reason::INVALID_SPEC,
                 format!("{}; nothing was written", problems.join("; ")),
@@ -260,6 +283,23 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
         Ok(t) => t,
         Err(p) => return Ok(Outcome::waiting(invite, p.reason, p.message)),
     };
+    let recorded = invite.status.as_ref().and_then(|s| s.instance.as_deref());
+    if let Some(why) = target::applied_elsewhere(recorded, &target.instance) {
+        return Ok(Outcome::stalled(invite, reason::INVALID_SPEC, why));
+    }
+    let mut outcome = follow(invite, ctx, &target, lifetime).await?;
+    outcome.instance = Some(target::instance_key(&target.instance));
+    Ok(outcome)
+}
+
+/// Issues the token, or follows it to `Accepted` or `Expired`.
+async fn follow(
+    invite: &UserInvite,
+    ctx: &Context,
+    target: &Target,
+    lifetime: Duration,
+) -> Result<Outcome, ReconcileError> {
+    let namespace = invite.namespace().unwrap_or_default();
     let store = &target.stores.store;
     let resync = resync_period(&target.instance, ctx.settings.default_resync);
     let email = normalize_email(&invite.spec.email);
@@ -280,18 +320,28 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
     // Accepted and Expired are final: renewing is deleting and re-applying.
     if let Some(done @ (InvitePhase::Accepted | InvitePhase::Expired)) = phase {
         let status = invite.status.clone().unwrap_or_default();
-        return Ok(finished(done, status.expires_at, status.user_id, resync));
+        return Ok(finished(done, status.expires_at, status.user_id));
     }
 
     let recorded = store.invite_record(&uid).await?;
+    if let Some(applied) = recorded.as_ref().filter(|r| r.email != email) {
+        let message = format!("the invite's email is immutable: this invite was issued for {}; delete it and create a new one for {email}", applied.email);
+        return Ok(Outcome::stalled(invite, reason::INVALID_SPEC, message));
+    }
     let account = store.find_user_by_email(&email).await?;
-    let Some(token_hash) = recorded else {
+    let Some(token_hash) = recorded.map(|r| r.token_hash) else {
         if account.is_some() {
-            return Ok(Outcome::waiting(
+            return Ok(Outcome::stalled(
                 invite,
                 "AlreadyRegistered",
                 format!("a LibreChat account {email} already exists; nothing was issued. Delete this UserInvite"),
             ));
+        }
+        let tenancy = Tenancy::of(&target.instance, &namespace);
+        if let Some(why) =
+            declared_elsewhere(ctx, store, &target.instance, &tenancy, &email).await?
+        {
+            return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
         }
         return issue(
             invite,
@@ -318,7 +368,6 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
             InvitePhase::Accepted,
             expires_at,
             Some(account.id.to_hex()),
-            resync,
         ));
     }
     if now >= expires_ms {
@@ -330,7 +379,7 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
             format!("the invitation of {email} expired unused"),
         )
         .await;
-        return Ok(finished(InvitePhase::Expired, expires_at, None, resync));
+        return Ok(finished(InvitePhase::Expired, expires_at, None));
     }
     match token {
         Some(t) if t.expires_at_ms != expires_ms => {
@@ -366,12 +415,7 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
 }
 
 /// The outcome of an invite that reached `Accepted` or `Expired`, which are final.
-fn finished(
-    phase: InvitePhase,
-    expires_at: Option<String>,
-    user_id: Option<String>,
-    resync: Duration,
-) -> Outcome {
+fn finished(phase: InvitePhase, expires_at: Option<String>, user_id: Option<String>) -> Outcome {
     let (reason, message) = match phase {
         InvitePhase::Accepted => ("Accepted", "the invitation was used; the account exists"),
         _ => (
@@ -384,8 +428,9 @@ fn finished(
         phase: Some(phase),
         expires_at,
         user_id,
-        requeue: resync,
+        requeue: None,
         email_sent_at: None,
+        instance: None,
     }
 }
 
@@ -412,8 +457,9 @@ fn pending(
         phase: Some(InvitePhase::Pending),
         expires_at,
         user_id: None,
-        requeue: resync.min(Duration::from_millis((expires_ms - now).max(0) as u64 + 50)),
+        requeue: Some(resync.min(Duration::from_millis((expires_ms - now).max(0) as u64 + 50))),
         email_sent_at: None,
+        instance: None,
     }
 }
 
@@ -538,22 +584,28 @@ async fn refresh_url(
     Ok(())
 }
 
-/// Deleting a pending invite revokes its token at once.
+/// Deleting a pending invite revokes its token at once. Without its instance it waits, rather
+/// than leave a live token behind.
 async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = invite.namespace().unwrap_or_default();
     let Some(instance) = target::find_instance(ctx, &invite.spec.instance_ref, &namespace).await?
     else {
-        return Ok(Action::await_change());
+        return Err(ReconcileError::Blocked(format!(
+            "revoking the invitation is blocked: LibreChatInstance '{}' no longer exists, so its token cannot be deleted from its database; re-create the instance. The operator retries",
+            invite.spec.instance_ref.name
+        )));
     };
     let stores = ctx
         .connections
         .shared(&ctx.client, &instance)
         .await
-        .map_err(|p| ReconcileError::Blocked(p.message))?;
+        .map_err(|p| {
+            ReconcileError::Blocked(format!("revoking the invitation is blocked: {}", p.message))
+        })?;
     let store = &stores.store;
     let uid = invite.uid().unwrap_or_default();
-    if let Some(hash) = store.invite_record(&uid).await? {
-        store.delete_invite_token(&hash).await?;
+    if let Some(record) = store.invite_record(&uid).await? {
+        store.delete_invite_token(&record.token_hash).await?;
         store.forget_invite(&uid).await?;
         if invite.status.as_ref().and_then(|s| s.phase) == Some(InvitePhase::Pending) {
             ctx.event(
@@ -566,4 +618,39 @@ async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, Reconcile
         }
     }
     Ok(Action::await_change())
+}
+
+/// Why a tenant may not invite `email`, if it may not: another namespace owns the account or
+/// declares it (a LibreChatUser or a UserInvite pointing at the same instance).
+async fn declared_elsewhere(
+    ctx: &Context,
+    store: &Store,
+    instance: &crate::api::LibreChatInstance,
+    tenancy: &Tenancy,
+    email: &str,
+) -> Result<Option<String>, ReconcileError> {
+    if tenancy.administers {
+        return Ok(None);
+    }
+    let elsewhere = |ns: Option<String>| ns.as_deref() != Some(tenancy.namespace.as_str());
+    if let Some(claim) = store.find_claim(email).await? {
+        if claim.owner.namespace != tenancy.namespace {
+            return Ok(Some(format!("{email} is owned from another namespace; a tenant invites only emails no other namespace owns or declares. Nothing was issued")));
+        }
+    }
+    let users = super::dependents::list_watched::<crate::api::LibreChatUser>(ctx).await?;
+    let user_elsewhere = users.iter().any(|u| {
+        elsewhere(u.namespace())
+            && normalize_email(&u.spec.email) == email
+            && target::points_at(&u.spec.instance_ref, u, instance)
+    });
+    let invites = super::dependents::list_watched::<UserInvite>(ctx).await?;
+    let invite_elsewhere = invites.iter().any(|i| {
+        elsewhere(i.namespace())
+            && normalize_email(&i.spec.email) == email
+            && target::points_at(&i.spec.instance_ref, i, instance)
+    });
+    Ok((user_elsewhere || invite_elsewhere).then(|| {
+        format!("{email} is declared in another namespace; a tenant invites only emails no other namespace owns or declares. Nothing was issued")
+    }))
 }

@@ -4,15 +4,18 @@
 pub mod ban;
 pub mod connections;
 pub mod context;
+pub mod dependents;
 pub mod error;
 pub mod instance;
 pub mod invite;
+pub mod memory;
 pub mod owned_secret;
 pub mod password;
 pub mod report;
 pub mod secrets;
 pub mod status;
 pub mod target;
+pub mod tenancy;
 pub mod user;
 
 use std::sync::Arc;
@@ -78,16 +81,36 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, _ctx: Arc<Context>) -> Action
+/// How long one reconcile may take before it is abandoned and retried. Each store call has
+/// its own, shorter deadline; this one bounds the sum (a cascade deletion makes many calls),
+/// so that a hung call can never hold one of a kind's few reconcile slots for good.
+pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A failed reconcile is retried after a per-object exponential backoff with jitter, capped
+/// (see [`memory::Backoff`]), so an outage is not met with a retry storm.
+fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
-    crate::metrics::global().reconcile_failed(&K::kind(&()), error.label());
-    tracing::warn!(kind = %K::kind(&()), name = %obj.meta().name.clone().unwrap_or_default(), namespace = ?obj.meta().namespace, error = %error, label = error.label(), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let kind = K::kind(&());
+    crate::metrics::global().reconcile_failed(&kind, error.label());
+    let wait = ctx.backoff.failed(&object_key(&*obj));
+    tracing::warn!(kind = %kind, name = %obj.meta().name.clone().unwrap_or_default(), namespace = ?obj.meta().namespace, error = %error, label = error.label(), retry_in_s = wait.as_secs(), "reconcile failed; retrying");
+    Action::requeue(wait)
 }
 
-/// Runs `reconcile`, counting and timing it, and forgetting the readiness of deleted objects.
+fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default()
+    )
+}
+
+/// Runs `reconcile` within [`RECONCILE_DEADLINE`], counting and timing it, resetting the
+/// object's backoff when it succeeds, and forgetting the readiness of deleted objects.
 async fn observed<K, Fut>(
     obj: Arc<K>,
     ctx: Arc<Context>,
@@ -100,6 +123,7 @@ where
     let kind = K::kind(&());
     let _timer = crate::metrics::global().reconcile_started(&kind);
     let meta = obj.meta();
+    let key = object_key(&*obj);
     if meta.deletion_timestamp.is_some() {
         let key = format!(
             "{}/{}",
@@ -108,7 +132,14 @@ where
         );
         crate::metrics::global().set_readiness(&kind, &key, None);
     }
-    reconcile(obj, ctx).await
+    let result = match tokio::time::timeout(RECONCILE_DEADLINE, reconcile(obj, ctx.clone())).await {
+        Ok(result) => result,
+        Err(_) => Err(ReconcileError::Deadline(RECONCILE_DEADLINE)),
+    };
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
 }
 
 /// Secret metadata only: the operator never holds Secret values in memory for watching.
@@ -195,6 +226,22 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
                 })
             },
         )
+        // A deleting instance waits for its dependents: each one that goes wakes it.
+        .watches(
+            api_for::<LibreChatUser>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            |u| going_instance(&u, &u.spec.instance_ref),
+        )
+        .watches(
+            api_for::<UserBan>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            |b| going_instance(&b, &b.spec.instance_ref),
+        )
+        .watches(
+            api_for::<UserInvite>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            |i| going_instance(&i, &i.spec.instance_ref),
+        )
         .shutdown_on_signal()
         .run(
             |o, c| observed(o, c, instance::reconcile),
@@ -211,7 +258,22 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let by_secret = users.store();
     let synced_users = users.store();
     let by_instance = users.store();
+    let by_email = users.store();
     let users = users
+        // An object in Conflict waits for no timer: the owner of its email going wakes it.
+        .watches(
+            api_for::<LibreChatUser>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            move |gone| {
+                if gone.metadata.deletion_timestamp.is_none() {
+                    return Vec::new();
+                }
+                let email = normalize_email(&gone.spec.email);
+                select(&by_email, |u: &LibreChatUser| {
+                    u.uid() != gone.uid() && normalize_email(&u.spec.email) == email
+                })
+            },
+        )
         .watches(
             secret_metadata(&client, namespace.as_deref()),
             watcher::Config::default(),
@@ -227,7 +289,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             watcher::Config::default(),
             move |instance| {
                 select(&by_instance, |u: &LibreChatUser| {
-                    points_at(&u.spec.instance_ref, u, &instance)
+                    target::points_at(&u.spec.instance_ref, u, &instance)
                 })
             },
         )
@@ -269,7 +331,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             watcher::Config::default(),
             move |instance| {
                 select(&bans_by_instance, |b: &UserBan| {
-                    points_at(&b.spec.instance_ref, b, &instance)
+                    target::points_at(&b.spec.instance_ref, b, &instance)
                 })
             },
         )
@@ -294,7 +356,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             watcher::Config::default(),
             move |instance| {
                 select(&invites_by_instance, |i: &UserInvite| {
-                    points_at(&i.spec.instance_ref, i, &instance)
+                    target::points_at(&i.spec.instance_ref, i, &instance)
                 })
             },
         )
@@ -351,6 +413,16 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     }
 }
 
+/// The instance `obj` points at, when `obj` is going away (its instance may be waiting for it).
+fn going_instance<K: Resource>(
+    obj: &K,
+    reference: &crate::api::common::InstanceRef,
+) -> Option<ObjectRef<LibreChatInstance>> {
+    obj.meta().deletion_timestamp.as_ref()?;
+    let own_ns = obj.meta().namespace.clone().unwrap_or_default();
+    Some(ObjectRef::new(&reference.name).within(&target::instance_namespace(reference, &own_ns)))
+}
+
 /// References to the objects in `store` that satisfy `wanted`.
 fn select<K>(store: &Store<K>, wanted: impl Fn(&K) -> bool) -> Vec<ObjectRef<K>>
 where
@@ -362,18 +434,6 @@ where
         .filter(|o| wanted(o))
         .map(|o| ObjectRef::from_obj(&*o))
         .collect()
-}
-
-/// Whether `obj`'s `instanceRef` names `instance`.
-fn points_at<K: Resource>(
-    reference: &crate::api::common::InstanceRef,
-    obj: &K,
-    instance: &LibreChatInstance,
-) -> bool {
-    let own_ns = obj.meta().namespace.clone().unwrap_or_default();
-    reference.name == instance.name_any()
-        && target::instance_namespace(reference, &own_ns)
-            == instance.namespace().unwrap_or_default()
 }
 
 fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {

@@ -31,6 +31,37 @@ pub fn instance_namespace(reference: &InstanceRef, namespace: &str) -> String {
         .unwrap_or_else(|| namespace.to_string())
 }
 
+/// Whether `obj`'s `instanceRef` names `instance`.
+pub fn points_at<K: kube::Resource>(
+    reference: &InstanceRef,
+    obj: &K,
+    instance: &LibreChatInstance,
+) -> bool {
+    let own_ns = obj.meta().namespace.clone().unwrap_or_default();
+    reference.name == instance.name_any()
+        && instance_namespace(reference, &own_ns) == instance.namespace().unwrap_or_default()
+}
+
+/// `namespace/name` of an instance, as recorded in the status of the objects applied to it.
+pub fn instance_key(instance: &LibreChatInstance) -> String {
+    format!(
+        "{}/{}",
+        instance.namespace().unwrap_or_default(),
+        instance.name_any()
+    )
+}
+
+/// Why an object whose status records `recorded` as its instance may not be applied to
+/// `instance`: `instanceRef` is immutable (a CEL rule, which an old or CEL-less API server
+/// drops), and moving an object would orphan what it wrote in the first instance.
+pub fn applied_elsewhere(recorded: Option<&str>, instance: &LibreChatInstance) -> Option<String> {
+    let recorded = recorded.filter(|r| !r.is_empty())?;
+    let now = instance_key(instance);
+    (recorded != now).then(|| {
+        format!("instanceRef is immutable: this object was applied to LibreChatInstance {recorded}; delete it and create a new one for {now}. Nothing was written")
+    })
+}
+
 /// Reads the instance; `Ok(None)` when it does not exist.
 pub async fn find_instance(
     ctx: &Context,

@@ -79,6 +79,27 @@ pub struct BanShare {
     pub end_ms: Option<i64>,
     /// The banned user (for IP bans, whoever the ban was about, if anyone).
     pub user_id: Option<String>,
+    /// The identity the ban names (see [`subjects_of`]): a ban follows it to whatever account
+    /// carries it now. `None` for IP bans and LibreChat's own.
+    pub subject: Option<String>,
+    /// For LibreChat's own ban: its value as LibreChat wrote it, to put back when ours go.
+    pub native_value: Option<String>,
+}
+
+/// The identities an account can be banned by: its email, and the object that owns it. A ban
+/// naming either applies to the account that has it now, including one re-created later.
+pub fn subjects_of(email: &str, owner_uid: &str) -> Vec<String> {
+    vec![email_subject(email), owner_subject(owner_uid)]
+}
+
+/// The subject of a ban by email.
+pub fn email_subject(email: &str) -> String {
+    format!("email:{email}")
+}
+
+/// The subject of a ban of whatever account the object with this uid owns.
+pub fn owner_subject(owner_uid: &str) -> String {
+    format!("owner:{owner_uid}")
 }
 
 /// The ban that results from all shares of a key.
@@ -92,6 +113,8 @@ pub struct EffectiveBan {
 /// What lifting a share left behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lifted {
+    /// The object held no share there (already lifted): nothing was written.
+    NotHeld,
     /// Other shares keep the target banned.
     StillBanned,
     /// The target is free: every key was removed.
@@ -157,7 +180,7 @@ impl Store {
         share: &BanShare,
     ) -> Result<EffectiveBan, StoreError> {
         let key = target.bans_key();
-        self.keep_native_ban(target).await?;
+        self.absorb_native_ban(target).await?;
         let shares = self.collection(SHARES);
         shares
             .update_one(
@@ -182,19 +205,79 @@ impl Store {
         Ok(self.settle(target).await?.unwrap_or(fallback))
     }
 
-    /// Removes `owner_uid`'s share of `target`; lifts the ban entirely when none is left in force.
+    /// Removes `owner_uid`'s share of `target`; lifts the ban entirely when none is left in
+    /// force. A share already gone writes nothing, so lifting twice lifts once.
     pub async fn unban(&self, target: &BanTarget, owner_uid: &str) -> Result<Lifted, StoreError> {
-        self.collection(SHARES)
+        self.absorb_native_ban(target).await?;
+        let pulled = self
+            .collection(SHARES)
             .update_one(
-                doc! { "_id": target.bans_key() },
+                doc! { "_id": target.bans_key(), "shares.uid": owner_uid },
                 doc! { "$pull": { "shares": { "uid": owner_uid } }, "$inc": { "rev": 1 } },
             )
             .deadline("removing a ban")
-            .await?;
+            .await?
+            .modified_count;
+        if pulled == 0 {
+            return Ok(Lifted::NotHeld);
+        }
         Ok(match self.settle(target).await? {
             Some(_) => Lifted::StillBanned,
             None => Lifted::Free,
         })
+    }
+
+    /// Bans the account `user_hex` (about to be created, or just found) for every ban in force
+    /// that names one of `subjects`, so a re-created account is banned before it can be used.
+    pub async fn carry_bans(&self, subjects: &[String], user_hex: &str) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let docs: Vec<Document> = self
+            .collection(SHARES)
+            .find(doc! { "shares.subject": { "$in": subjects } })
+            .deadline("reading bans")
+            .await?
+            .try_collect()
+            .deadline("reading bans")
+            .await?;
+        let now = DateTime::now().timestamp_millis();
+        let target = BanTarget::User(user_hex.to_string());
+        for share in docs.iter().flat_map(shares_in) {
+            let names_it = share.subject.as_ref().is_some_and(|s| subjects.contains(s));
+            if names_it && share.end_ms.is_none_or(|end| end > now) {
+                let moved = BanShare {
+                    user_id: Some(user_hex.to_string()),
+                    ..share
+                };
+                self.ban(&target, &moved).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every share `owner_uid` holds, with the target it holds it on.
+    pub async fn shares_of(
+        &self,
+        owner_uid: &str,
+    ) -> Result<Vec<(BanTarget, BanShare)>, StoreError> {
+        use futures::TryStreamExt;
+        let docs: Vec<Document> = self
+            .collection(SHARES)
+            .find(doc! { "shares.uid": owner_uid })
+            .deadline("reading bans")
+            .await?
+            .try_collect()
+            .deadline("reading bans")
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| {
+                let target = BanTarget::from_bans_key(d.get_str("_id").ok()?)?;
+                let share = shares_in(d)
+                    .into_iter()
+                    .find(|s| s.owner_uid == owner_uid)?;
+                Some((target, share))
+            })
+            .collect())
     }
 
     /// Every target on which `owner_uid` holds a share, whatever its status says.
@@ -221,10 +304,16 @@ impl Store {
         let mut effect = None;
         for _ in 0..SETTLE_ATTEMPTS {
             let (shares, rev) = self.ban_shares(&key).await?;
-            effect = effective(&shares, DateTime::now().timestamp_millis());
+            let now = DateTime::now().timestamp_millis();
+            effect = effective(&shares, now);
+            let ours_live = shares
+                .iter()
+                .any(|s| s.owner_uid != NATIVE_UID && s.end_ms.is_none_or(|e| e > now));
             match &effect {
-                Some(ban) => self.write_ban(target, ban).await?,
-                None => self.lift(target).await?,
+                Some(ban) if ours_live => self.write_ban(target, ban).await?,
+                // Only LibreChat's own ban is left: it gets its own document back.
+                Some(_) => self.restore_native_ban(target, &shares).await?,
+                None => self.lift(target, true).await?,
             }
             if self.ban_shares(&key).await?.1 == rev {
                 if effect.is_none() {
@@ -251,31 +340,14 @@ impl Store {
             .and_then(|d| d.get("rev"))
             .and_then(bson_int)
             .unwrap_or(0);
-        let shares = found
-            .and_then(|d| d.get_array("shares").ok().cloned())
-            .unwrap_or_default();
-        Ok((
-            shares
-                .iter()
-                .filter_map(|b| b.as_document())
-                .map(share_from_doc)
-                .collect(),
-            rev,
-        ))
+        Ok((found.as_ref().map(shares_in).unwrap_or_default(), rev))
     }
 
-    /// Before the operator's first share of a target, a ban LibreChat itself wrote there (a
-    /// violation ban, say) becomes a share of its own, so that lifting ours leaves it in force.
-    async fn keep_native_ban(&self, target: &BanTarget) -> Result<(), StoreError> {
+    /// A ban LibreChat itself wrote on the target (a violation ban, say, before ours or in
+    /// the middle of it) becomes the share of its own, so that rewriting or lifting ours keeps
+    /// it in force until its own end.
+    async fn absorb_native_ban(&self, target: &BanTarget) -> Result<(), StoreError> {
         let key = target.bans_key();
-        let known = self
-            .collection(SHARES)
-            .find_one(doc! { "_id": &key })
-            .deadline("reading bans")
-            .await?;
-        if known.is_some() {
-            return Ok(());
-        }
         let existing = self
             .collection(collections::LOGS)
             .find_one(doc! { "key": &key })
@@ -290,28 +362,27 @@ impl Store {
             return Ok(());
         }
         let share = BanShare {
-            owner_uid: NATIVE_UID.into(),
             owner: "LibreChat (its own ban)".into(),
             start_ms: now,
             ..native
         };
-        let record = doc! { "_id": &key, "rev": 0_i64, "shares": [share_doc(&share)] };
-        match self
-            .collection(SHARES)
-            .insert_one(record)
+        let shares = self.collection(SHARES);
+        shares
+            .update_one(
+                doc! { "_id": &key },
+                doc! { "$pull": { "shares": { "uid": NATIVE_UID } }, "$inc": { "rev": 1 } },
+            )
             .deadline("recording a ban")
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                // Another reconcile recorded the target first: theirs already holds the native share.
-                if err.is_duplicate_key() {
-                    Ok(())
-                } else {
-                    Err(err)
-                }
-            }
-        }
+            .await?;
+        shares
+            .update_one(
+                doc! { "_id": &key },
+                doc! { "$push": { "shares": share_doc(&share) }, "$inc": { "rev": 1 } },
+            )
+            .upsert(true)
+            .deadline("recording a ban")
+            .await?;
+        Ok(())
     }
 
     /// Writes the `BANS:` document as Keyv's Mongo store does (`updateOne` upsert on `key`),
@@ -341,26 +412,58 @@ impl Store {
         Ok(())
     }
 
-    /// Removes every key LibreChat reads for the ban: `BANS:`, both `ban:` cache forms, every
-    /// copy `checkBan` made per requesting user and IP (found by the marker, or by the
-    /// `user_id` a user's ban carries), and the user's violation counters in Redis, so the
-    /// next violation does not re-ban at once.
-    pub(crate) async fn lift(&self, target: &BanTarget) -> Result<(), StoreError> {
-        let marked = format!("\"{MARKER}\":\"{}\"", target.bans_key());
-        let mut filter: Vec<Document> = vec![
-            doc! { "key": { "$in": target.all_keys() } },
-            doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": regex_escape(&marked) } },
-        ];
-        if let BanTarget::User(id) = target {
-            let names_user = format!("\"user_id\":\"{id}\"");
-            filter.push(doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": regex_escape(&names_user) } });
+    /// Puts LibreChat's own ban back as LibreChat wrote it, in place of the operator's union
+    /// (never over a newer ban LibreChat wrote since), and removes the copies of ours.
+    async fn restore_native_ban(
+        &self,
+        target: &BanTarget,
+        shares: &[BanShare],
+    ) -> Result<(), StoreError> {
+        let native = shares.iter().find(|s| s.owner_uid == NATIVE_UID);
+        if let Some((value, share)) = native.and_then(|s| s.native_value.as_ref().map(|v| (v, s))) {
+            let expires_at = match share.end_ms {
+                Some(end) => Bson::DateTime(DateTime::from_millis(end)),
+                None => Bson::Null,
+            };
+            self.collection(collections::LOGS)
+                .update_one(
+                    doc! { "key": target.bans_key(), "value": { "$regex": marker_pattern(target) } },
+                    doc! { "$set": { "value": value, "expiresAt": expires_at } },
+                )
+                .deadline("restoring LibreChat's ban")
+                .await?;
         }
         self.collection(collections::LOGS)
-            .delete_many(doc! { "$or": filter })
+            .delete_many(doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": marker_pattern(target) } })
+            .deadline("lifting a ban")
+            .await?;
+        Ok(())
+    }
+
+    /// Removes what the operator wrote for the ban and nothing else: the `BANS:` document and
+    /// every copy `checkBan` made of it (per user and per IP), all found by the marker in
+    /// their value. LibreChat's own bans and their copies carry no marker and stay in force.
+    /// With `reset_counters`, the user's violation counters go too, so the next violation does
+    /// not re-ban at once: only when the operator lifts a ban it wrote, and the caller makes
+    /// sure that happens once.
+    pub(crate) async fn lift(
+        &self,
+        target: &BanTarget,
+        reset_counters: bool,
+    ) -> Result<(), StoreError> {
+        let marked = marker_pattern(target);
+        let filter = doc! { "$or": [
+            { "key": { "$in": target.all_keys() }, "value": { "$regex": &marked } },
+            { "key": { "$regex": "^ban:" }, "value": { "$regex": &marked } },
+        ] };
+        self.collection(collections::LOGS)
+            .delete_many(filter)
             .deadline("lifting a ban")
             .await?;
         if let (Some(redis), BanTarget::User(id)) = (self.redis(), target) {
-            redis.clear_violations(id).await?;
+            if reset_counters {
+                redis.clear_violations(id).await?;
+            }
             redis.invalidate_user(id, None).await?;
         }
         Ok(())
@@ -417,6 +520,8 @@ fn native_ban(value: &str) -> Option<BanShare> {
             .get("user_id")
             .and_then(|v| v.as_str())
             .map(str::to_string),
+        subject: None,
+        native_value: Some(value.to_string()),
     })
 }
 
@@ -441,7 +546,31 @@ fn share_doc(share: &BanShare) -> Document {
     if let Some(user) = &share.user_id {
         d.insert("userId", user);
     }
+    if let Some(subject) = &share.subject {
+        d.insert("subject", subject);
+    }
+    if let Some(value) = &share.native_value {
+        d.insert("nativeValue", value);
+    }
     d
+}
+
+/// A regex matching the values that carry the operator's marker for `target`.
+fn marker_pattern(target: &BanTarget) -> String {
+    regex_escape(&format!("\"{MARKER}\":\"{}\"", target.bans_key()))
+}
+
+/// The shares of one record.
+fn shares_in(record: &Document) -> Vec<BanShare> {
+    record
+        .get_array("shares")
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b.as_document())
+                .map(share_from_doc)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn share_from_doc(d: &Document) -> BanShare {
@@ -454,6 +583,8 @@ fn share_from_doc(d: &Document) -> BanShare {
             .unwrap_or_default(),
         end_ms: d.get_datetime("end").ok().map(|t| t.timestamp_millis()),
         user_id: d.get_str("userId").ok().map(str::to_string),
+        subject: d.get_str("subject").ok().map(str::to_string),
+        native_value: d.get_str("nativeValue").ok().map(str::to_string),
     }
 }
 
@@ -479,6 +610,8 @@ mod tests {
             start_ms: start,
             end_ms: end,
             user_id: None,
+            subject: None,
+            native_value: None,
         }
     }
 

@@ -112,7 +112,7 @@ impl Store {
             .modified_count;
 
         // The user's ban records and every cached copy of them (including checkBan's per-IP ones).
-        self.lift(&BanTarget::User(hex.clone())).await?;
+        self.lift(&BanTarget::User(hex.clone()), true).await?;
 
         if let Some(redis) = self.redis() {
             redis

@@ -149,13 +149,11 @@ impl Store {
                     .keys(spec.keys.clone())
                     .options(options)
                     .build();
-                match coll.create_index(model).await {
+                match coll.create_index(model).deadline("creating an index").await {
                     Ok(_) => report.created.push(format!("{collection}.{}", spec.name)),
-                    Err(e) => report.failed.push(format!(
-                        "{collection}.{}: {}",
-                        spec.name,
-                        super::error::redact(&e.to_string())
-                    )),
+                    Err(e) => report
+                        .failed
+                        .push(format!("{collection}.{}: {}", spec.name, e)),
                 }
             }
         }
@@ -163,17 +161,31 @@ impl Store {
         Ok(report)
     }
 
-    /// The ownership collection is keyed by `_id`, so it needs only a lookup by account.
+    /// The operator's own collections are keyed by `_id`; these are their other lookups: an
+    /// owner's account by id or by owning object, and the ban shares of an object or identity.
     async fn ensure_owner_collection(&self) -> Result<(), StoreError> {
-        let options = IndexOptions::builder().name("userId_1".to_string()).build();
-        let model = IndexModel::builder()
-            .keys(doc! { "userId": 1 })
-            .options(options)
-            .build();
-        self.collection(collections::OWNERS)
-            .create_index(model)
-            .deadline("creating the ownership index")
-            .await
-            .map(|_| ())
+        let wanted = [
+            (collections::OWNERS, "userId_1", doc! { "userId": 1 }),
+            (collections::OWNERS, "uid_1", doc! { "uid": 1 }),
+            (
+                super::bans::SHARES,
+                "shares.uid_1",
+                doc! { "shares.uid": 1 },
+            ),
+            (
+                super::bans::SHARES,
+                "shares.subject_1",
+                doc! { "shares.subject": 1 },
+            ),
+        ];
+        for (collection, name, keys) in wanted {
+            let options = IndexOptions::builder().name(name.to_string()).build();
+            let model = IndexModel::builder().keys(keys).options(options).build();
+            self.collection(collection)
+                .create_index(model)
+                .deadline("creating the operator's indexes")
+                .await?;
+        }
+        Ok(())
     }
 }

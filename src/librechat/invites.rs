@@ -30,6 +30,14 @@ pub fn hash_token(raw: &str) -> String {
     hex::encode(Sha256::digest(raw.as_bytes()))
 }
 
+/// The operator's record of an issued invite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteRecord {
+    pub token_hash: String,
+    /// The email it was issued for.
+    pub email: String,
+}
+
 /// What the database says about an invite.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InviteToken {
@@ -37,14 +45,19 @@ pub struct InviteToken {
 }
 
 impl Store {
-    /// The token hash recorded for invite `uid`, if any.
-    pub async fn invite_record(&self, uid: &str) -> Result<Option<String>, StoreError> {
+    /// What was recorded for invite `uid`, if anything.
+    pub async fn invite_record(&self, uid: &str) -> Result<Option<InviteRecord>, StoreError> {
         let found = self
             .collection(RECORDS)
             .find_one(doc! { "_id": uid })
             .deadline("reading an invite record")
             .await?;
-        Ok(found.and_then(|d| d.get_str("tokenHash").ok().map(str::to_string)))
+        Ok(found.and_then(|d| {
+            Some(InviteRecord {
+                token_hash: d.get_str("tokenHash").ok()?.to_string(),
+                email: d.get_str("email").unwrap_or_default().to_string(),
+            })
+        }))
     }
 
     /// Records which token hash belongs to invite `uid` (before the token is written).
@@ -62,6 +75,32 @@ impl Store {
             )
             .upsert(true)
             .deadline("recording an invite")
+            .await
+            .map(|_| ())
+    }
+
+    /// Takes the one right to email invite `uid`'s link. `true` for exactly one caller ever
+    /// (until [`Store::return_invite_email`]), recorded before the email is sent, so that a
+    /// crash or a failed status write after sending can never send it twice.
+    pub async fn take_invite_email(&self, uid: &str) -> Result<bool, StoreError> {
+        self.collection(RECORDS)
+            .update_one(
+                doc! { "_id": uid, "emailSentAt": { "$exists": false } },
+                doc! { "$set": { "emailSentAt": DateTime::now() } },
+            )
+            .deadline("recording an invitation email")
+            .await
+            .map(|r| r.modified_count == 1)
+    }
+
+    /// Gives the right back after a send that certainly failed (the relay refused it).
+    pub async fn return_invite_email(&self, uid: &str) -> Result<(), StoreError> {
+        self.collection(RECORDS)
+            .update_one(
+                doc! { "_id": uid },
+                doc! { "$unset": { "emailSentAt": "" } },
+            )
+            .deadline("recording an invitation email")
             .await
             .map(|_| ())
     }

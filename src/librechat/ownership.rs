@@ -13,7 +13,7 @@ use super::error::StoreError;
 use super::{collections, Store};
 
 /// The Kubernetes object that owns an account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
     pub kind: String,
     pub namespace: String,
@@ -28,13 +28,44 @@ impl std::fmt::Display for Owner {
 }
 
 /// The ownership record of one email.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Claim {
     pub email: String,
     pub owner: Owner,
     pub user_id: Option<ObjectId>,
     /// Whether the account `user_id` was seen to exist (not merely reserved).
     pub confirmed: bool,
+    /// Whether the operator created the account for this claim (as opposed to adopting one
+    /// LibreChat or a person made). Records without the field count as adopted: the safe side.
+    pub created: bool,
+    /// Security follow-ups promised by a write and not yet done (see [`FollowUp`]).
+    pub follow_ups: Vec<FollowUp>,
+}
+
+/// Work that must follow a write to an account, recorded before the write so that a crash or
+/// a failed call between the two cannot skip it: the next reconcile finds it and finishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowUp {
+    /// The password changed: every session of the account must end.
+    RevokeSessions,
+    /// The role (or another cached field) changed: LibreChat's Redis caches of the user go.
+    DropCaches,
+}
+
+impl FollowUp {
+    fn as_str(self) -> &'static str {
+        match self {
+            FollowUp::RevokeSessions => "revokeSessions",
+            FollowUp::DropCaches => "dropCaches",
+        }
+    }
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "revokeSessions" => Some(FollowUp::RevokeSessions),
+            "dropCaches" => Some(FollowUp::DropCaches),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of trying to claim an email.
@@ -66,6 +97,16 @@ impl Store {
         Ok(found.map(|d| claim_from_doc(d.get_str("_id").unwrap_or_default(), &d)))
     }
 
+    /// The claim held by the object with uid `owner_uid` (an object owns at most one email).
+    pub async fn find_claim_of_owner(&self, owner_uid: &str) -> Result<Option<Claim>, StoreError> {
+        let found = self
+            .collection(collections::OWNERS)
+            .find_one(doc! { "uid": owner_uid })
+            .deadline("reading ownership")
+            .await?;
+        Ok(found.map(|d| claim_from_doc(d.get_str("_id").unwrap_or_default(), &d)))
+    }
+
     /// Claims `email` for `owner` unless another object holds it.
     pub async fn claim(&self, email: &str, owner: &Owner) -> Result<ClaimResult, StoreError> {
         let record = doc! {
@@ -85,8 +126,7 @@ impl Store {
             Ok(_) => Ok(ClaimResult::Ours(Claim {
                 email: email.to_string(),
                 owner: owner.clone(),
-                user_id: None,
-                confirmed: false,
+                ..Claim::default()
             })),
             Err(err) => {
                 if !err.is_duplicate_key() {
@@ -148,17 +188,18 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Records which account the claim resolved to.
+    /// Records which account the claim resolved to, and whether the operator created it.
     pub async fn record_claimed_user(
         &self,
         email: &str,
         owner_uid: &str,
         user_id: ObjectId,
+        created: bool,
     ) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
             .update_one(
                 doc! { "_id": email, "uid": owner_uid },
-                doc! { "$set": { "userId": user_id, "confirmed": true } },
+                doc! { "$set": { "userId": user_id, "confirmed": true, "created": created } },
             )
             .deadline("recording ownership")
             .await
@@ -190,6 +231,40 @@ impl Store {
             .map(|r| r.matched_count == 1)
     }
 
+    /// Records that `follow_up` is owed, before the write that makes it necessary.
+    pub async fn promise(
+        &self,
+        email: &str,
+        owner_uid: &str,
+        follow_up: FollowUp,
+    ) -> Result<(), StoreError> {
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": owner_uid },
+                doc! { "$addToSet": { "followUps": follow_up.as_str() } },
+            )
+            .deadline("recording a follow-up")
+            .await
+            .map(|_| ())
+    }
+
+    /// Records that `follow_up` was done.
+    pub async fn fulfilled(
+        &self,
+        email: &str,
+        owner_uid: &str,
+        follow_up: FollowUp,
+    ) -> Result<(), StoreError> {
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": owner_uid },
+                doc! { "$pull": { "followUps": follow_up.as_str() } },
+            )
+            .deadline("recording a follow-up")
+            .await
+            .map(|_| ())
+    }
+
     /// Gives up the claim; only the owner's own claim is removed.
     pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
@@ -212,5 +287,14 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
         },
         user_id: d.get_object_id("userId").ok(),
         confirmed: d.get_bool("confirmed").unwrap_or(false),
+        created: d.get_bool("created").unwrap_or(false),
+        follow_ups: d
+            .get_array("followUps")
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().and_then(FollowUp::parse))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

@@ -164,6 +164,16 @@ impl Store {
         Ok(changed)
     }
 
+    /// Drops LibreChat's Redis caches of the user (a no-op without Redis).
+    pub async fn drop_user_caches(&self, stored: &StoredUser) -> Result<(), StoreError> {
+        if let Some(redis) = self.redis() {
+            redis
+                .invalidate_user(&stored.id.to_hex(), stored.id_on_the_source.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Replaces the password hash.
     pub async fn set_password_hash(&self, id: ObjectId, hash: &str) -> Result<(), StoreError> {
         self.collection(collections::USERS)
@@ -195,6 +205,11 @@ impl Store {
             .deadline("counting users")
             .await
     }
+}
+
+/// The managed fields in which `stored` differs from the declaration (nothing is written).
+pub fn drift(stored: &StoredUser, desired: &DesiredUser) -> Vec<FieldName> {
+    differences(stored, desired).1
 }
 
 /// The fields that differ from the declaration, as a `$set` document and their names.
@@ -296,6 +311,16 @@ pub fn new_user_document(
         "__v": 0_i32,
     });
     d
+}
+
+/// The account as [`Store::create_user`] just inserted it.
+pub fn as_created(
+    id: ObjectId,
+    desired: &DesiredUser,
+    password_hash: Option<String>,
+) -> StoredUser {
+    stored_user_from_doc(&new_user_document(id, desired, password_hash))
+        .unwrap_or_else(|| unreachable!("a new user document always has its _id"))
 }
 
 fn stored_user_from_doc(d: &Document) -> Option<StoredUser> {

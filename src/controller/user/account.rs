@@ -1,0 +1,391 @@
+//! The converge phase: create or correct the account the claim names, within what the object's
+//! tenancy allows, finish owed security follow-ups, and apply the password.
+
+use mongodb::bson::oid::ObjectId;
+
+use super::{no_password_message, Outcome, Plan};
+use crate::api::common::{condition, reason, Cond};
+use crate::api::user::Provider;
+use crate::api::LibreChatUser;
+use crate::controller::context::Context;
+use crate::controller::error::ReconcileError;
+use crate::librechat::ownership::{Claim, FollowUp};
+use crate::librechat::users::{as_created, drift, Created, StoredUser};
+use crate::librechat::StoreError;
+
+/// The account the reconcile ended up with.
+struct Account {
+    stored: StoredUser,
+    /// Whether the operator created it for this object (or its predecessor).
+    created: bool,
+    /// Whether its password was set at creation from the current Secret version.
+    password_set: bool,
+    wrote: bool,
+}
+
+pub(super) async fn converge(
+    ctx: &Context,
+    plan: &Plan,
+    claim: Claim,
+    user: &LibreChatUser,
+) -> Result<Outcome, ReconcileError> {
+    let store = plan.store();
+    let by_claim = match claim.user_id {
+        Some(id) => store.find_user_by_id(id).await?,
+        None => None,
+    };
+    let existing = match by_claim {
+        Some(u) => Some(u),
+        None => store.find_user_by_email(&plan.email).await?,
+    };
+    let account = match existing {
+        None => create(ctx, plan, &claim, user).await?,
+        Some(stored) => take(ctx, plan, &claim, stored, user).await?,
+    };
+    let mut account = match account {
+        Ok(a) => a,
+        Err(outcome) => return Ok(outcome),
+    };
+    finish_follow_ups(plan, &claim, &account.stored).await?;
+    if let Err(outcome) = correct(ctx, plan, &mut account, user).await? {
+        return Ok(outcome);
+    }
+    let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
+    Ok(Outcome {
+        wrote: account.wrote || rotated,
+        password,
+        password_version: version,
+        ..in_sync(plan, user, account.stored.id)
+    })
+}
+
+/// The outcome of an account that matches its declaration.
+pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, id: ObjectId) -> Outcome {
+    let password = match &plan.password {
+        None => Cond::new(
+            condition::PASSWORD_READY,
+            true,
+            reason::NO_PASSWORD,
+            no_password_message(user),
+        ),
+        Some(_) => Cond::new(
+            condition::PASSWORD_READY,
+            true,
+            reason::PASSWORD_APPLIED,
+            "the password from the Secret is applied",
+        ),
+    };
+    Outcome {
+        ready: Cond::new(
+            condition::READY,
+            true,
+            reason::RECONCILED,
+            format!("LibreChat account {} matches the declaration", plan.email),
+        ),
+        password,
+        user_id: Some(id),
+        password_version: plan.password.as_ref().map(|p| p.version.clone()),
+        instance: Some(crate::controller::target::instance_key(&plan.instance)),
+        wrote: false,
+        requeue: Some(plan.resync),
+    }
+}
+
+/// Creates the account under an id reserved in the claim first, so a crash or a race can
+/// never make two, and carries over the bans that name this identity before it exists.
+async fn create(
+    ctx: &Context,
+    plan: &Plan,
+    claim: &Claim,
+    user: &LibreChatUser,
+) -> Result<Result<Account, Outcome>, ReconcileError> {
+    let store = plan.store();
+    let (email, uid) = (&plan.email, &plan.owner.uid);
+    let hash = match &plan.password {
+        Some(p) => Some(ctx.hasher.hash(p.value.clone()).await?),
+        None => None,
+    };
+    if let Some(gone) = claim.user_id.filter(|_| claim.confirmed) {
+        // The account this claim named was deleted in LibreChat: a fresh id, so nothing of
+        // the old account's leftovers attaches to the new one.
+        store.renew_reservation(email, uid, gone).await?;
+    }
+    let reserved = store.reserve_user_id(email, uid, ObjectId::new()).await?;
+    // A ban that follows this identity is in force before the account can be used.
+    store
+        .carry_bans(&ban_subjects(plan), &reserved.to_hex())
+        .await?;
+    match store.create_user(reserved, &plan.desired, hash).await? {
+        Created::Inserted(id) => {
+            store.record_claimed_user(email, uid, id, true).await?;
+            ctx.event(
+                user,
+                false,
+                "Created",
+                format!("created LibreChat account {email} ({})", id.to_hex()),
+            )
+            .await;
+            let stored = as_created(id, &plan.desired, None);
+            Ok(Ok(Account {
+                stored,
+                created: true,
+                password_set: plan.password.is_some(),
+                wrote: true,
+            }))
+        }
+        // Our own id: a concurrent reconcile of this object created it. Another id: LibreChat
+        // registered this email between our look and our insert, which is an adoption.
+        Created::AlreadyThere(found) => match store.find_user_by_id(found).await? {
+            Some(stored) => take(ctx, plan, claim, stored, user).await,
+            None => Err(StoreError::EmailTaken(email.clone()).into()),
+        },
+    }
+}
+
+/// The identities a ban can name this account by: its email, and the object that owns it.
+pub(crate) fn ban_subjects(plan: &Plan) -> Vec<String> {
+    crate::librechat::bans::subjects_of(&plan.email, &plan.owner.uid)
+}
+
+/// Takes an existing account: the claim's own (created by the operator), or one adopted now,
+/// within the object's tenancy.
+async fn take(
+    ctx: &Context,
+    plan: &Plan,
+    claim: &Claim,
+    stored: StoredUser,
+    user: &LibreChatUser,
+) -> Result<Result<Account, Outcome>, ReconcileError> {
+    let store = plan.store();
+    let (email, uid) = (&plan.email, &plan.owner.uid);
+    if stored.email != *email {
+        let message = format!("the account this object owns ({}) now has the email {}; nothing was written. Fix the email in LibreChat or re-create this object", stored.id.to_hex(), stored.email);
+        return Ok(Err(Outcome::stalled(
+            reason::IDENTITY_CHANGED,
+            message,
+            user,
+        )));
+    }
+    let ours = claim.user_id == Some(stored.id);
+    if ours {
+        let created = claim.created || !claim.confirmed;
+        if !claim.confirmed {
+            // Created before a crash kept the claim from saying so.
+            store
+                .record_claimed_user(email, uid, stored.id, true)
+                .await?;
+        }
+        return Ok(Ok(Account {
+            stored,
+            created,
+            password_set: false,
+            wrote: false,
+        }));
+    }
+    // Not made by this claim: someone else made it, so it is an adoption.
+    if !plan.adopt {
+        store.release(email, uid).await?;
+        let message = format!("a LibreChat account {email} exists that this object did not create; set spec.adopt: true to take it over");
+        return Ok(Err(
+            Outcome::waiting(reason::ALREADY_EXISTS, message, user).after(plan.resync)
+        ));
+    }
+    if let Some(why) = adoption_refused(plan, &stored) {
+        store.release(email, uid).await?;
+        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+    }
+    store
+        .record_claimed_user(email, uid, stored.id, false)
+        .await?;
+    ctx.event(
+        user,
+        false,
+        "Adopted",
+        format!("took over the existing LibreChat account {email}"),
+    )
+    .await;
+    Ok(Ok(Account {
+        stored,
+        created: false,
+        password_set: false,
+        wrote: true,
+    }))
+}
+
+/// Why this object may not adopt `stored`, if it may not.
+fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Option<String> {
+    let tenancy = &plan.tenancy;
+    if stored.role.as_deref() == Some("ADMIN") && !tenancy.may_hold_admin {
+        return Some(format!(
+            "the account {} is an ADMIN account; {} unless the instance sets allowAdmin. It was not touched",
+            plan.email,
+            tenancy.who_may("adopt it")
+        ));
+    }
+    None
+}
+
+/// Why the declaration may not be written to this account, if it may not: a tenant changes
+/// role, provider and password only of accounts the operator created for it (unless the
+/// instance's tenantPolicy says otherwise), and a password goes onto an SSO account only when
+/// the instance's own namespace converts it explicitly.
+fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<String> {
+    let stored = &account.stored;
+    let stored_provider = stored.provider.as_deref().unwrap_or("local");
+    if plan.password.is_some() && stored_provider != "local" {
+        let converts = plan.desired.provider.as_deref() == Some(Provider::Local.as_str());
+        if !(converts && plan.tenancy.administers) {
+            return Some(format!(
+                "the account {} signs in through '{stored_provider}', so no password is written to it; to convert it to a local account, declare provider: local from the instance's namespace '{}'",
+                plan.email, plan.tenancy.instance_namespace
+            ));
+        }
+    }
+    if account.created || plan.tenancy.may_manage_adopted {
+        return None;
+    }
+    let mut forbidden: Vec<&str> = changed
+        .iter()
+        .copied()
+        .filter(|f| matches!(*f, "role" | "provider"))
+        .collect();
+    if plan.password.is_some() {
+        forbidden.push("password");
+    }
+    (!forbidden.is_empty()).then(|| {
+        format!(
+            "this object adopted the account {} and may not change its {}: {} unless the instance's tenantPolicy.manageAdoptedAccounts is true. Nothing was written",
+            plan.email,
+            forbidden.join(", "),
+            plan.tenancy.who_may("change them")
+        )
+    })
+}
+
+/// Puts the declared fields back, promising a cache drop before a role change.
+async fn correct(
+    ctx: &Context,
+    plan: &Plan,
+    account: &mut Account,
+    user: &LibreChatUser,
+) -> Result<Result<(), Outcome>, ReconcileError> {
+    let changed = drift(&account.stored, &plan.desired);
+    if let Some(why) = write_refused(plan, account, &changed) {
+        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+    }
+    if changed.is_empty() {
+        return Ok(Ok(()));
+    }
+    let store = plan.store();
+    let cached = changed.contains(&"role");
+    if cached {
+        store
+            .promise(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
+            .await?;
+    }
+    store.correct_user(&account.stored, &plan.desired).await?;
+    if cached {
+        store.drop_user_caches(&account.stored).await?;
+        store
+            .fulfilled(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
+            .await?;
+    }
+    account.wrote = true;
+    let spec_changed =
+        user.status.as_ref().and_then(|s| s.observed_generation) != user.metadata.generation;
+    let (event, verb) = if spec_changed {
+        ("Updated", "updated")
+    } else {
+        ("DriftCorrected", "put back")
+    };
+    ctx.event(
+        user,
+        false,
+        event,
+        format!("{verb} {} of {}", changed.join(", "), plan.email),
+    )
+    .await;
+    Ok(Ok(()))
+}
+
+/// Finishes what an earlier reconcile promised and could not do (it crashed, or the call
+/// failed): every follow-up is idempotent, so doing one twice is harmless.
+async fn finish_follow_ups(
+    plan: &Plan,
+    claim: &Claim,
+    stored: &StoredUser,
+) -> Result<(), StoreError> {
+    let store = plan.store();
+    for follow_up in &claim.follow_ups {
+        match follow_up {
+            FollowUp::RevokeSessions => {
+                store.revoke_sessions(stored.id).await?;
+            }
+            FollowUp::DropCaches => store.drop_user_caches(stored).await?,
+        }
+        store
+            .fulfilled(&plan.email, &plan.owner.uid, *follow_up)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies the password when its Secret version is new; re-hashes only a changed password,
+/// and then always ends the account's sessions (promised first, so a crash cannot skip it).
+/// Returns the PasswordReady condition, the applied version, and whether it rotated.
+async fn apply_password(
+    ctx: &Context,
+    plan: &Plan,
+    account: &Account,
+    user: &LibreChatUser,
+) -> Result<(Cond, Option<String>, bool), ReconcileError> {
+    let applied = Cond::new(
+        condition::PASSWORD_READY,
+        true,
+        reason::PASSWORD_APPLIED,
+        "the password from the Secret is applied",
+    );
+    let Some(password) = &plan.password else {
+        let none = Cond::new(
+            condition::PASSWORD_READY,
+            true,
+            reason::NO_PASSWORD,
+            no_password_message(user),
+        );
+        return Ok((none, None, false));
+    };
+    let recorded = user
+        .status
+        .as_ref()
+        .and_then(|s| s.password_secret_version.as_deref());
+    if account.password_set || recorded == Some(password.version.as_str()) {
+        return Ok((applied, Some(password.version.clone()), false));
+    }
+    let store = plan.store();
+    let id = account.stored.id;
+    if let Some(hash) = account.stored.password_hash.clone() {
+        if ctx.hasher.verify(password.value.clone(), hash).await? {
+            return Ok((applied, Some(password.version.clone()), false));
+        }
+    }
+    let hash = ctx.hasher.hash(password.value.clone()).await?;
+    store
+        .promise(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
+        .await?;
+    store.set_password_hash(id, &hash).await?;
+    store.revoke_sessions(id).await?;
+    store
+        .fulfilled(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
+        .await?;
+    ctx.event(
+        user,
+        false,
+        "PasswordRotated",
+        format!(
+            "password of {} changed; its sessions were revoked",
+            plan.email
+        ),
+    )
+    .await;
+    Ok((applied, Some(password.version.clone()), true))
+}

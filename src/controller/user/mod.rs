@@ -1,0 +1,332 @@
+//! The LibreChatUser reconciler, as its phases: resolve (instance, tenancy, spec, password),
+//! a settled shortcut, claim (the ownership record), converge (the account, its follow-ups, its
+//! password), report. Cleanup is in [`cleanup`].
+//!
+//! Every step before the first write only reads, so an invalid object or a missing Secret
+//! writes nothing. The account an object writes is always the one its ownership record names,
+//! never one its status names: status is writable by anyone who may edit the object.
+
+mod account;
+mod claim;
+mod cleanup;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::ResourceExt;
+use mongodb::bson::oid::ObjectId;
+
+use super::connections::Stores;
+use super::context::Context;
+use super::error::ReconcileError;
+use super::instance::resync_period;
+use super::password::{self, ResolvedPassword};
+use super::report::report;
+use super::status::now_rfc3339;
+use super::target;
+use super::tenancy::Tenancy;
+use crate::api::common::{condition, reason, Cond, FINALIZER};
+use crate::api::validate::check_email;
+use crate::api::{LibreChatInstance, LibreChatUser};
+use crate::librechat::ownership::Owner;
+use crate::librechat::users::{drift, DesiredUser};
+use crate::librechat::Store;
+
+/// How soon a user waiting on something outside the object (instance, Secret) looks again,
+/// in case no watch event tells it.
+const RETRY_WAITING: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(
+    user: Arc<LibreChatUser>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let api: Api<LibreChatUser> =
+        Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, user, |event| async {
+        match event {
+            FinalizerEvent::Apply(user) => apply(&api, &user, &ctx).await,
+            FinalizerEvent::Cleanup(user) => cleanup::cleanup(&api, &user, &ctx).await,
+        }
+    })
+    .await
+    .map_err(ReconcileError::from)
+}
+
+/// Where an apply ended.
+struct Outcome {
+    ready: Cond,
+    password: Cond,
+    user_id: Option<ObjectId>,
+    password_version: Option<String>,
+    /// The instance it was applied to (`namespace/name`).
+    instance: Option<String>,
+    /// Whether LibreChat's data was written (stamps `lastSyncTime`).
+    wrote: bool,
+    /// When to look again; `None`: only when something it watches changes.
+    requeue: Option<Duration>,
+}
+
+impl Outcome {
+    /// Not done, nothing written, waiting on a dependency that may come by itself.
+    fn waiting(reason: &str, message: impl Into<String>, user: &LibreChatUser) -> Self {
+        let message = message.into();
+        let status = user.status.as_ref();
+        Outcome {
+            password: Cond::unknown(
+                condition::PASSWORD_READY,
+                reason,
+                "not applied: the account is not reconciled",
+            ),
+            ready: Cond::new(condition::READY, false, reason, message),
+            // Shown as it was, never used to find the account.
+            user_id: status
+                .and_then(|s| s.user_id.as_deref())
+                .and_then(|h| ObjectId::parse_str(h).ok()),
+            password_version: status.and_then(|s| s.password_secret_version.clone()),
+            instance: status.and_then(|s| s.instance.clone()),
+            wrote: false,
+            requeue: Some(RETRY_WAITING),
+        }
+    }
+
+    /// Not done, nothing written, until a person changes something the operator watches (the
+    /// object, its Secret, its instance, the other object of a conflict): no polling.
+    fn stalled(reason: &str, message: impl Into<String>, user: &LibreChatUser) -> Self {
+        Outcome {
+            requeue: None,
+            ..Outcome::waiting(reason, message, user)
+        }
+    }
+
+    fn after(mut self, period: Duration) -> Self {
+        self.requeue = Some(period);
+        self
+    }
+}
+
+/// Everything the reconcile resolved before touching the store.
+struct Plan {
+    instance: LibreChatInstance,
+    stores: Stores,
+    tenancy: Tenancy,
+    email: String,
+    desired: DesiredUser,
+    password: Option<ResolvedPassword>,
+    owner: Owner,
+    adopt: bool,
+    resync: Duration,
+}
+
+impl Plan {
+    fn store(&self) -> &Store {
+        &self.stores.store
+    }
+}
+
+async fn apply(
+    api: &Api<LibreChatUser>,
+    user: &LibreChatUser,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let (outcome, error) = match sync(user, ctx).await {
+        Ok(o) => (o, None),
+        Err(ReconcileError::Store(e)) => {
+            let o = Outcome::waiting(reason::STORE_ERROR, e.to_string(), user);
+            (o, Some(ReconcileError::Store(e)))
+        }
+        Err(other) => return Err(other),
+    };
+    if outcome.ready.ok != Some(true) {
+        ctx.settled.forget(&uid_of(user));
+    }
+    let requeue = outcome.requeue;
+    publish_status(api, user, ctx, outcome).await?;
+    match (error, requeue) {
+        (Some(e), _) => Err(e),
+        (None, Some(after)) => Ok(Action::requeue(after)),
+        (None, None) => Ok(Action::await_change()),
+    }
+}
+
+async fn publish_status(
+    api: &Api<LibreChatUser>,
+    user: &LibreChatUser,
+    ctx: &Context,
+    outcome: Outcome,
+) -> Result<(), ReconcileError> {
+    let mut status = user.status.clone().unwrap_or_default();
+    status.user_id = outcome.user_id.map(|id| id.to_hex());
+    status.password_secret_version = outcome.password_version;
+    status.instance = outcome.instance;
+    if outcome.wrote || status.last_sync_time.is_none() && outcome.ready.ok == Some(true) {
+        status.last_sync_time = Some(now_rfc3339());
+    }
+    report(api, ctx, user, status, &[outcome.ready, outcome.password]).await?;
+    Ok(())
+}
+
+fn uid_of(user: &LibreChatUser) -> String {
+    user.uid().unwrap_or_default()
+}
+
+fn owner_of(user: &LibreChatUser) -> Owner {
+    Owner {
+        kind: "LibreChatUser".into(),
+        namespace: user.namespace().unwrap_or_default(),
+        name: user.name_any(),
+        uid: uid_of(user),
+    }
+}
+
+async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileError> {
+    let plan = match resolve(user, ctx).await? {
+        Ok(plan) => plan,
+        Err(outcome) => return Ok(outcome),
+    };
+    if let Some(outcome) = settled(&plan, user, ctx).await? {
+        return Ok(outcome);
+    }
+    let claim = match claim::take_ownership(ctx, &plan, user).await? {
+        Ok(claim) => claim,
+        Err(outcome) => return Ok(outcome),
+    };
+    let outcome = account::converge(ctx, &plan, claim, user).await?;
+    if let (Some(id), true) = (outcome.user_id, outcome.ready.ok == Some(true)) {
+        ctx.settled
+            .remember(&uid_of(user), settled_fingerprint(user, &plan, id));
+    }
+    Ok(outcome)
+}
+
+/// Dereference and validate: reads only. `Err` is the outcome to report.
+async fn resolve(
+    user: &LibreChatUser,
+    ctx: &Context,
+) -> Result<Result<Plan, Outcome>, ReconcileError> {
+    let namespace = user.namespace().unwrap_or_default();
+    let spec = &user.spec;
+    let target = match target::resolve(ctx, &spec.instance_ref, &namespace).await? {
+        Ok(t) => t,
+        Err(p) => return Ok(Err(Outcome::waiting(p.reason, p.message, user))),
+    };
+    let instance = target.instance;
+    let tenancy = Tenancy::of(&instance, &namespace);
+    if let Some(applied) = target::applied_elsewhere(
+        user.status.as_ref().and_then(|s| s.instance.as_deref()),
+        &instance,
+    ) {
+        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, applied, user)));
+    }
+    let problems = spec.problems(instance.spec.min_password_length());
+    if !problems.is_empty() {
+        let message = format!("{}; nothing was written", problems.join("; "));
+        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, message, user)));
+    }
+    if spec.role() == "ADMIN" && !tenancy.may_hold_admin {
+        let message = format!(
+            "role ADMIN is not allowed from namespace '{namespace}': {} unless the instance sets allowAdmin",
+            tenancy.who_may("declare ADMIN accounts")
+        );
+        return Ok(Err(Outcome::stalled(
+            reason::ADMIN_NOT_ALLOWED,
+            message,
+            user,
+        )));
+    }
+    let email = check_email(&spec.email).unwrap_or_default();
+    let min_length = instance.spec.min_password_length();
+    let domain = instance.spec.domain_client.as_deref();
+    let password = match password::resolve(&ctx.client, user, &email, min_length, domain).await {
+        Ok(p) => p,
+        Err(p) => {
+            let mut o = Outcome::stalled(
+                p.reason,
+                format!("password: {}; nothing was written", p.message),
+                user,
+            );
+            o.password = Cond::new(condition::PASSWORD_READY, false, p.reason, p.message);
+            return Ok(Err(o));
+        }
+    };
+    let desired = DesiredUser {
+        email: email.clone(),
+        name: spec.name.clone(),
+        username: spec.username.clone(),
+        role: spec.role.clone(),
+        provider: spec.provider.map(|p| p.as_str().to_string()),
+        email_verified: spec.email_verified,
+    };
+    Ok(Ok(Plan {
+        resync: resync_period(&instance, ctx.settings.default_resync),
+        instance,
+        stores: target.stores,
+        tenancy,
+        email,
+        desired,
+        password,
+        owner: owner_of(user),
+        adopt: spec.adopt.unwrap_or(false),
+    }))
+}
+
+/// What a settled object was verified for: a change of generation, password version or
+/// instance makes the next reconcile verify the ownership record again.
+fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        user.metadata.generation.unwrap_or_default(),
+        plan.password
+            .as_ref()
+            .map(|p| p.version.as_str())
+            .unwrap_or("-"),
+        plan.instance.uid().unwrap_or_default(),
+        id.to_hex()
+    )
+}
+
+/// A resync of an object this process verified for exactly this declaration: one read of the
+/// account, nothing written when it still matches. Anything else takes the full path, which
+/// reads the ownership record before any write.
+async fn settled(
+    plan: &Plan,
+    user: &LibreChatUser,
+    ctx: &Context,
+) -> Result<Option<Outcome>, ReconcileError> {
+    let uid = uid_of(user);
+    let Some(id) = ctx.settled.verified_account(&uid) else {
+        return Ok(None);
+    };
+    let Ok(id) = ObjectId::parse_str(&id) else {
+        return Ok(None);
+    };
+    if !ctx
+        .settled
+        .matches(&uid, &settled_fingerprint(user, plan, id))
+    {
+        return Ok(None);
+    }
+    let unchanged = plan
+        .store()
+        .find_user_by_id(id)
+        .await?
+        .is_some_and(|stored| {
+            stored.email == plan.email && drift(&stored, &plan.desired).is_empty()
+        });
+    if !unchanged {
+        return Ok(None);
+    }
+    Ok(Some(account::in_sync(plan, user, id)))
+}
+pub(super) fn no_password_message(user: &LibreChatUser) -> String {
+    if user.spec.provider() == crate::api::user::Provider::Local {
+        "no password declared: the account can log in only after a password reset".into()
+    } else {
+        format!(
+            "{} accounts log in through their identity provider",
+            user.spec.provider().as_str()
+        )
+    }
+}
