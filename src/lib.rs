@@ -7,6 +7,7 @@
 pub mod api;
 pub mod controller;
 pub mod export;
+pub mod fault;
 pub mod health;
 pub mod leader;
 pub mod librechat;

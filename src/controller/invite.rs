@@ -186,6 +186,7 @@ async fn deliver(
     let expires_at = outcome.expires_at.clone().unwrap_or_default();
     match send(invite, ctx, &instance, smtp, site, &expires_at).await {
         Ok(()) => {
+            crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
             let note = format!(
                 "the invitation link was emailed to {}",

@@ -285,6 +285,7 @@ async fn correct(
     }
     store.correct_user(&account.stored, &plan.desired).await?;
     if cached {
+        crate::fault::crash_point("after-role-change");
         store.drop_user_caches(&account.stored).await?;
         store
             .fulfilled(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
@@ -373,6 +374,7 @@ async fn apply_password(
         .promise(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
         .await?;
     store.set_password_hash(id, &hash).await?;
+    crate::fault::crash_point("after-password-hash");
     store.revoke_sessions(id).await?;
     store
         .fulfilled(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)

@@ -1,0 +1,21 @@
+//! Crash points for the end-to-end tests that prove recovery: with
+//! `LIBRECHAT_OPERATOR_CRASH_AT=<point>` in its environment, the process exits at once (as a
+//! SIGKILL or an OOM kill would end it) when it reaches that point. Unset, a point costs one
+//! load of a cached value. Points: `after-password-hash` (the new hash is written, the
+//! sessions are not yet revoked), `after-role-change` (the role is written, the caches are not
+//! yet dropped), `after-invite-email` (the email went out, the status says nothing yet).
+
+use std::sync::OnceLock;
+
+/// The exit code of a deliberate crash, so a test can tell it from a real failure.
+pub const CRASH_EXIT_CODE: i32 = 86;
+
+/// Exits the process if the environment asks for a crash at `point`.
+pub fn crash_point(point: &str) {
+    static WANTED: OnceLock<Option<String>> = OnceLock::new();
+    let wanted = WANTED.get_or_init(|| std::env::var("LIBRECHAT_OPERATOR_CRASH_AT").ok());
+    if wanted.as_deref() == Some(point) {
+        eprintln!("crash point {point} reached: exiting as LIBRECHAT_OPERATOR_CRASH_AT asks");
+        std::process::exit(CRASH_EXIT_CODE);
+    }
+}
