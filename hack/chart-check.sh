@@ -95,12 +95,23 @@ has default 'readOnlyRootFilesystem: true$' "a read-only root filesystem"
 has default 'runAsUser: 65532$' "runAsUser 65532"
 hasnt default '--namespace=' "--namespace (all namespaces is the default)"
 hasnt default '^kind: ServiceMonitor$' "a ServiceMonitor (off by default)"
-# Never delete or a wildcard; update only on <kind>/finalizers (and the chart's own Lease).
-check "render 'default': a delete or wildcard verb" eq "$(count default '"(delete|deletecollection|\*)"')" 0
-check "render 'default': update granted outside <kind>/finalizers" eq "$(count default 'verbs: \["update"\]$')" 1
+# The operator's own rules: never delete or a wildcard; update only on <kind>/finalizers (and
+# the chart's own Lease).
+render operator-rbac "$RELEASE_ALL" --namespace "$NS" --show-only templates/rbac.yaml
+check "render 'operator-rbac': a delete or wildcard verb" eq "$(count operator-rbac '"(delete|deletecollection|\*)"')" 0
+check "render 'operator-rbac': update granted outside <kind>/finalizers" eq "$(count operator-rbac 'verbs: \["update"\]$')" 1
+# People's roles: aggregated into view/edit/admin, and never */status.
+render people "$RELEASE_ALL" --namespace "$NS" --show-only templates/aggregate-roles.yaml
+check "render 'people': view, edit and admin ClusterRoles" eq "$(count people '^kind: ClusterRole$')" 3
+has people 'rbac.authorization.k8s.io/aggregate-to-edit: "true"' "aggregation into edit"
+hasnt people '/status' "a status subresource in people's roles"
+hasnt people '"\*"' "a wildcard in people's roles"
+render nopeople r --namespace "$NS" --set rbac.aggregateToDefaultRoles=false
+hasnt nopeople 'aggregate-to-' "aggregated roles when rbac.aggregateToDefaultRoles=false"
 
 render namespaced "$RELEASE_NS" --namespace "$NS" --set "watchNamespaces={${WATCHED[0]},${WATCHED[1]}}"
-hasnt namespaced '^kind: ClusterRole' "a ClusterRole or ClusterRoleBinding when watchNamespaces is set"
+hasnt namespaced '^kind: ClusterRoleBinding' "a ClusterRoleBinding when watchNamespaces is set"
+check "render 'namespaced': no ClusterRole but people's aggregated ones" eq "$(count namespaced '^kind: ClusterRole$')" 3
 check "render 'namespaced': expected a Role per watched namespace + the leader-election Role" eq "$(count namespaced '^kind: Role$')" 3
 check "render 'namespaced': expected 3 RoleBindings" eq "$(count namespaced '^kind: RoleBinding$')" 3
 has namespaced "- --namespace=${WATCHED[0]},${WATCHED[1]}$" "--namespace=a,b"
@@ -170,6 +181,7 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
     helm uninstall "$RELEASE_HELM" -n "$NS" --wait=false >/dev/null 2>&1 || true
     local r; for r in "$RELEASE_ALL" "$RELEASE_HELM"; do
       kubectl delete clusterrole,clusterrolebinding "$r-librechat-operator" --ignore-not-found >/dev/null 2>&1 || true
+      kubectl delete clusterrole "$r-librechat-operator-view" "$r-librechat-operator-edit" "$r-librechat-operator-admin" --ignore-not-found >/dev/null 2>&1 || true
     done
     kubectl delete namespace "$NS" "${WATCHED[@]}" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
   }
@@ -219,6 +231,28 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   # Lease access is limited to the release's own Lease.
   can "$RELEASE_NS" "$NS" get "leases.coordination.k8s.io/$RELEASE_NS-librechat-operator" yes
   can "$RELEASE_NS" "$NS" get leases.coordination.k8s.io/someone-else no
+
+  # People: a namespace editor (Kubernetes' own `edit` role, which the chart's aggregated
+  # ClusterRoles extend) manages users but cannot write their status; a viewer only reads.
+  kubectl -n "${WATCHED[0]}" create rolebinding lco-editor --clusterrole=edit --user=lco-editor >/dev/null
+  kubectl -n "${WATCHED[0]}" create rolebinding lco-viewer --clusterrole=view --user=lco-viewer >/dev/null
+  person() {
+    local sub=() res="$3" got=""
+    case "$res" in *.librechat.ai/*) sub=(--subresource "${res#*/}"); res="${res%%/*}" ;; esac
+    # The controller-manager aggregates the roles shortly after they appear.
+    for _ in $(seq 1 40); do
+      got="$(kubectl auth can-i --as "$1" -n "${WATCHED[0]}" "$2" "$res" "${sub[@]}" 2>/dev/null || true)"
+      [ "$got" = "$4" ] && break; sleep 0.5
+    done
+    if [ "$got" = "$4" ]; then ok; else bad "can-i $2 $3 as $1: got '$got', want '$4'"; fi
+  }
+  person lco-editor create librechatusers.librechat.ai yes
+  person lco-editor delete userbans.librechat.ai yes
+  person lco-editor patch librechatusers.librechat.ai/status no
+  person lco-editor update userbans.librechat.ai/status no
+  person lco-editor create librechatinstances.librechat.ai no
+  person lco-viewer list userinvites.librechat.ai yes
+  person lco-viewer create librechatusers.librechat.ai no
 
   # The real thing: helm install (its crds/ path included) and uninstall.
   if helm install "$RELEASE_HELM" "$CHART" -n "$NS" --set replicas=2 --set "watchNamespaces={${WATCHED[0]}}" \
