@@ -1,16 +1,25 @@
-//! Deleting an account with all its data, as LibreChat's `delete-user` script means to, but
-//! correctly: every collection is filtered on its real field with its real BSON type, API keys
-//! are deleted by `userId` (the script's `{user}` filter is cast to `{}` and deletes everyone's),
-//! and group memberships are removed by id and by `idOnTheSource`.
+//! Deleting an account with all its data, as LibreChat's HTTP account deletion does
+//! (`DELETE /api/user/delete`, contract §6), not as its `delete-user` script does:
+//! - agents, prompt groups, skills and MCP servers go only when the user owns them alone
+//!   ([`super::owned`]); co-owned ones stay with their other owners, minus the user's own ACL
+//!   entries, and deleted agents leave other users' `favorites`;
+//! - every collection is filtered on its real field with its real BSON type;
+//! - API keys are deleted by `userId` (the script's `{user}` filter is cast to `{}` and deletes
+//!   everyone's), and group memberships by id and by `idOnTheSource`;
+//! - the per-user documents of v0.8.8 (contract-surface §8), per-user `configs` and
+//!   `systemgrants` go too; `transactions` stay unless asked for (an audit trail).
 //!
 //! Order matters for crash safety: the account is fenced first (LibreChat's JWT strategy
-//! rejects a fenced user), its data goes next, and the account itself last, so a retry after a
-//! crash still finds the account and repeats the idempotent deletes.
+//! rejects a fenced user); owned resources go next, while the user's own ACL entries still
+//! say which they are; then the per-user documents, with those ACL entries last among them;
+//! the account itself goes last. Every step is idempotent, so a retry after a crash finds the
+//! account and finishes the job.
 
-use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
 use super::bans::BanTarget;
 use super::error::StoreError;
+use super::owned::{ACL_ENTRIES, OWNED_KINDS, PRINCIPAL_USER};
 use super::{collections, Store};
 
 /// How a collection refers to its user.
@@ -20,43 +29,115 @@ pub enum IdForm {
     HexString,
 }
 
-/// LibreChat's deletion table: collection, field, and the BSON type the field holds.
-pub const CASCADE: &[(&str, &str, IdForm)] = &[
-    ("actions", "user", IdForm::ObjectId),
-    ("agents", "author", IdForm::ObjectId),
-    ("agentapikeys", "userId", IdForm::ObjectId),
-    ("assistants", "user", IdForm::ObjectId),
-    ("balances", "user", IdForm::ObjectId),
-    ("conversationtags", "user", IdForm::HexString),
-    ("conversations", "user", IdForm::HexString),
-    ("messages", "user", IdForm::HexString),
-    ("files", "user", IdForm::ObjectId),
-    ("keys", "userId", IdForm::ObjectId),
-    ("memoryentries", "userId", IdForm::ObjectId),
-    ("pluginauths", "userId", IdForm::HexString),
-    ("prompts", "author", IdForm::ObjectId),
-    ("promptgroups", "author", IdForm::ObjectId),
-    ("presets", "user", IdForm::HexString),
-    ("sessions", "user", IdForm::ObjectId),
-    ("sharedlinks", "user", IdForm::HexString),
-    ("toolcalls", "user", IdForm::ObjectId),
-    ("tokens", "userId", IdForm::ObjectId),
-    ("aclentries", "principalId", IdForm::ObjectId),
-    // v0.8.8: OpenID refresh tokens bridged per user, keyed by the id as a string.
-    ("refreshtokenbridges", "userId", IdForm::HexString),
+/// One collection's reference to a user: the field and the BSON type it holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Reference {
+    pub collection: &'static str,
+    pub field: &'static str,
+    pub form: IdForm,
+    /// Principal-keyed collections (`configs`, `systemgrants`) also hold groups' and roles'
+    /// rows: only the user principal's own go.
+    pub principal_type: Option<&'static str>,
+}
+
+impl Reference {
+    const fn by(collection: &'static str, field: &'static str, form: IdForm) -> Reference {
+        Reference {
+            collection,
+            field,
+            form,
+            principal_type: None,
+        }
+    }
+
+    const fn principal(collection: &'static str, form: IdForm) -> Reference {
+        Reference {
+            collection,
+            field: "principalId",
+            form,
+            principal_type: Some(PRINCIPAL_USER),
+        }
+    }
+
+    /// The filter matching exactly the user's documents.
+    pub fn filter(&self, user: ObjectId) -> Document {
+        let value = match self.form {
+            IdForm::ObjectId => Bson::ObjectId(user),
+            IdForm::HexString => Bson::String(user.to_hex()),
+        };
+        let mut filter = doc! { self.field: value };
+        if let Some(principal_type) = self.principal_type {
+            filter.insert("principalType", principal_type);
+        }
+        filter
+    }
+}
+
+use IdForm::{HexString, ObjectId as Oid};
+
+/// The user's own documents, deleted outright. Owned resources (agents, prompt groups and
+/// their prompts, skills and their files, MCP servers) and code environments are not here:
+/// whether they go depends on who else holds them.
+pub const CASCADE: &[Reference] = &[
+    Reference::by("actions", "user", Oid),
+    Reference::by("agentapikeys", "userId", Oid),
+    Reference::by("assistants", "user", Oid),
+    Reference::by("balances", "user", Oid),
+    Reference::by("conversationtags", "user", HexString),
+    Reference::by("conversations", "user", HexString),
+    Reference::by("messages", "user", HexString),
+    Reference::by("files", "user", Oid),
+    Reference::by("keys", "userId", Oid),
+    Reference::by("memoryentries", "userId", Oid),
+    Reference::by("pluginauths", "userId", HexString),
+    Reference::by("presets", "user", HexString),
+    Reference::by("sessions", "user", Oid),
+    Reference::by("sharedlinks", "user", HexString),
+    Reference::by("toolcalls", "user", Oid),
+    Reference::by("tokens", "userId", Oid),
+    // v0.8.8 (contract-surface §8): queued turns, scheduled chats, projects, tool favorites,
+    // skill sync, OpenID refresh.
+    Reference::by("agentqueuedturns", "user", Oid),
+    Reference::by("agentqueuedturnsequences", "user", Oid),
+    Reference::by("schedules", "user", Oid),
+    Reference::by("scheduleruns", "user", Oid),
+    Reference::by("chatprojects", "user", HexString),
+    Reference::by("toolfavorites", "user", Oid),
+    Reference::by("skillsynccredentials", "createdBy", Oid),
+    Reference::by("skillsyncstatuses", "owner", HexString),
+    Reference::by("refreshtokenbridges", "userId", HexString),
+    Reference::by("openidrefreshflights", "ownerId", HexString),
+    // The trigger purge (`deleteAgentTriggerDeliveriesByUser`): deliveries, lane sequences and
+    // the purge marker, keyed by the user's `_id`.
+    Reference::by("agenttriggerdeliveries", "user", Oid),
+    Reference::by("agenttriggerlanesequences", "user", Oid),
+    Reference::by("agenttriggeruserpurges", "_id", Oid),
+    // Per-user config overrides hold the id as a String; system grants normalise it to an
+    // ObjectId for every principal type but role (contract-surface §5.4).
+    Reference::principal("configs", HexString),
+    Reference::principal("systemgrants", Oid),
+    // Last: the user's entries on whatever survived (co-owned resources, shared links, …).
+    // Owned resources were found through these, so they must outlive that step.
+    Reference::by(ACL_ENTRIES, "principalId", Oid),
 ];
 
 /// Kept unless the declaration asks otherwise: billing history is an audit trail.
-pub const TRANSACTIONS: (&str, &str, IdForm) = ("transactions", "user", IdForm::ObjectId);
+pub const TRANSACTIONS: Reference = Reference::by("transactions", "user", Oid);
 
 /// What a cascade removed, per collection.
 #[derive(Debug, Default)]
 pub struct CascadeReport {
     pub deleted: Vec<(String, u64)>,
     pub groups_updated: u64,
+    /// Other users' favorites and agents' skill allowlists that lost a deleted resource.
+    pub links_removed: u64,
 }
 
 impl CascadeReport {
+    fn record(&mut self, collection: &str, deleted: u64) {
+        self.deleted.push((collection.to_string(), deleted));
+    }
+
     pub fn total(&self) -> u64 {
         self.deleted.iter().map(|(_, n)| n).sum()
     }
@@ -81,19 +162,24 @@ impl Store {
 
         let hex = user_id.to_hex();
         let mut report = CascadeReport::default();
+        for kind in OWNED_KINDS {
+            let owned = self.delete_owned(user_id, kind).await?;
+            report.record(kind.collection, owned.resources);
+            report.record(ACL_ENTRIES, owned.acl_entries);
+            if let Some((collection, _)) = kind.part {
+                report.record(collection, owned.parts);
+            }
+            report.links_removed += owned.unlinked;
+        }
+        let environments = self.delete_code_environments(user_id).await?;
+        report.record(super::owned::code_environments::COLLECTION, environments);
+
         let extra = delete_transactions.then_some(&TRANSACTIONS);
-        for (collection, field, form) in CASCADE.iter().chain(extra) {
-            let value = match form {
-                IdForm::ObjectId => Bson::ObjectId(user_id),
-                IdForm::HexString => Bson::String(hex.clone()),
-            };
+        for reference in CASCADE.iter().chain(extra) {
             let deleted = self
-                .collection(collection)
-                .delete_many(doc! { *field: value })
-                .await
-                .map_err(|e| StoreError::mongo("deleting user data", e))?
-                .deleted_count;
-            report.deleted.push((collection.to_string(), deleted));
+                .delete_many(reference.collection, reference.filter(user_id))
+                .await?;
+            report.record(reference.collection, deleted);
         }
 
         // Members are stored as idOnTheSource when the user has one, else as the hex id.
@@ -124,9 +210,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::mongo("deleting the user", e))?
             .deleted_count;
-        report
-            .deleted
-            .push((collections::USERS.to_string(), deleted));
+        report.record(collections::USERS, deleted);
         Ok(report)
     }
 }

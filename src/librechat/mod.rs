@@ -9,6 +9,7 @@ pub mod connect;
 pub mod error;
 pub mod indexes;
 pub mod invites;
+pub mod owned;
 pub mod ownership;
 pub mod password;
 pub mod sessions;
