@@ -16,6 +16,10 @@ pub enum StoreError {
         operation: &'static str,
         message: String,
     },
+    /// LibreChat kept changing documents we update behind a compare-and-set; the next
+    /// reconcile retries, keeping what was done.
+    #[error("{0}; retrying")]
+    Contended(&'static str),
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error("another account already uses the email '{0}'")]
@@ -54,6 +58,7 @@ impl StoreError {
         match self {
             StoreError::Mongo { .. } => "mongo",
             StoreError::Redis { .. } => "redis",
+            StoreError::Contended(_) => "contended",
             StoreError::Hash(_) => "hash",
             StoreError::EmailTaken(_) => "email_taken",
         }

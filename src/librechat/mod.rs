@@ -6,6 +6,7 @@ pub mod bans;
 pub mod cache;
 pub mod cascade;
 pub mod connect;
+pub mod edges;
 pub mod error;
 pub mod indexes;
 pub mod invites;

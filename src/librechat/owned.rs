@@ -30,8 +30,9 @@ const MAX_PERM_BITS: i64 = 31;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Links {
     None,
-    /// Agents: other users' `favorites: [{agentId: <agent.id>}]` lose the deleted agents.
-    Favorites,
+    /// Agents: users' `favorites: [{agentId: <agent.id>}]` and other agents' handoff `edges`
+    /// lose the deleted agents.
+    AgentReferences,
     /// Skills: agents' `skills` allowlists (skill `_id` hex strings) lose the deleted skills.
     SkillAllowlists,
 }
@@ -55,7 +56,7 @@ pub const AGENTS: OwnedKind = OwnedKind {
     resource_types: &["agent", "remoteAgent"],
     legacy_by_author: true,
     part: None,
-    links: Links::Favorites,
+    links: Links::AgentReferences,
 };
 
 pub const PROMPT_GROUPS: OwnedKind = OwnedKind {
@@ -256,28 +257,39 @@ impl Store {
     async fn unlink(&self, kind: &OwnedKind, ids: &[ObjectId]) -> Result<u64, StoreError> {
         match kind.links {
             Links::None => Ok(0),
-            Links::Favorites => self.pull_favorites(kind, ids).await,
+            Links::AgentReferences => {
+                let agent_ids = self.agent_ids(kind, ids).await?;
+                let favorites = self.pull_favorites(&agent_ids).await?;
+                Ok(favorites + self.prune_handoff_edges(&agent_ids).await?)
+            }
             Links::SkillAllowlists => self.prune_skill_allowlists(ids).await,
         }
     }
 
-    /// Favorites name an agent by its `id` string (`agent_…`), not its `_id`.
-    async fn pull_favorites(&self, kind: &OwnedKind, ids: &[ObjectId]) -> Result<u64, StoreError> {
-        let agent_ids: Vec<String> = self
+    /// Favorites and edges name an agent by its `id` string (`agent_…`), not its `_id`.
+    async fn agent_ids(
+        &self,
+        kind: &OwnedKind,
+        ids: &[ObjectId],
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
             .collection(kind.collection)
             .distinct("id", doc! { "_id": { "$in": ids } })
             .await
             .map_err(|e| StoreError::mongo("reading agent ids", e))?
             .into_iter()
             .filter_map(|b| b.as_str().map(str::to_string))
-            .collect();
+            .collect())
+    }
+
+    async fn pull_favorites(&self, agent_ids: &[String]) -> Result<u64, StoreError> {
         if agent_ids.is_empty() {
             return Ok(0);
         }
         self.collection(super::collections::USERS)
             .update_many(
-                doc! { "favorites.agentId": { "$in": &agent_ids } },
-                doc! { "$pull": { "favorites": { "agentId": { "$in": &agent_ids } } } },
+                doc! { "favorites.agentId": { "$in": agent_ids } },
+                doc! { "$pull": { "favorites": { "agentId": { "$in": agent_ids } } } },
             )
             .await
             .map(|r| r.modified_count)

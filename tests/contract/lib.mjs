@@ -113,13 +113,15 @@ async function checkNoDanglingReferences(db, add, guard, subject) {
       add(missing.length === 0, partName, `${part[1]} ${missing.join(', ')}`);
     });
   }
-  const name = `${subject}: no user's favorites name a missing agent`;
-  await guard(name, async () => {
-    const agents = await ids('agents', 'id');
-    const named = await db.collection('users').distinct('favorites.agentId');
-    const missing = named.filter((id) => id != null && !agents.has(String(id)));
-    add(missing.length === 0, name, `favorites of ${missing.join(', ')}`);
-  });
+  const agents = await ids('agents', 'id');
+  for (const [coll, field] of [['users', 'favorites.agentId'], ['agents', 'edges.from'], ['agents', 'edges.to']]) {
+    const name = `${subject}: no ${coll} ${field} names a missing agent`;
+    await guard(name, async () => {
+      const named = await db.collection(coll).distinct(field);
+      const missing = named.filter((id) => typeof id === 'string' && !agents.has(id));
+      add(missing.length === 0, name, `names ${missing.join(', ')}`);
+    });
+  }
 }
 
 /** SSO id fields of the User schema: must never be stored as null (unique partial indexes). */

@@ -220,6 +220,10 @@ async fn deletion_takes_what_the_user_owned_alone() {
                 "skills": [skill.to_hex(), kept_skill.to_hex()],
                 "skills_enabled": true,
                 "code_environment_id": "env-in-use",
+                "edges": [
+                    { "from": "agent_bob", "to": "agent_sole", "edgeType": "handoff" },
+                    { "from": "agent_bob", "to": ["agent_sole", "agent_shared"], "edgeType": "handoff" },
+                ],
             },
         )
         .await;
@@ -404,6 +408,13 @@ async fn deletion_takes_what_the_user_owned_alone() {
         &vec![Bson::String(kept_skill.to_hex())]
     );
     assert!(bobs_agent.get_bool("skills_enabled").unwrap());
+    // Handoffs to the deleted agent are gone; the one to the co-owned agent stays.
+    assert_eq!(
+        bobs_agent.get_array("edges").unwrap(),
+        &vec![Bson::Document(
+            doc! { "from": "agent_bob", "to": ["agent_shared"], "edgeType": "handoff" }
+        )]
+    );
 
     // Per-principal configuration of others stays.
     assert_eq!(
