@@ -203,6 +203,8 @@ impl Store {
             redis
                 .invalidate_user(&hex, id_on_the_source.as_deref())
                 .await?;
+            // Group memberships, prompt groups and ACL entries changed above.
+            redis.invalidate_prompt_group_access().await?;
         }
 
         let deleted = users

@@ -318,8 +318,23 @@ async fn deletion_takes_what_the_user_owned_alone() {
         v
     };
 
+    // LibreChat's cached prompt-group access sets hang off this generation marker.
+    let mut redis = redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let generation = "PROMPT_GROUPS_ACCESS:access:generation";
+    let _: () = redis::AsyncCommands::set(&mut redis, generation, "{\"value\":\"before\"}")
+        .await
+        .unwrap();
+
     w.delete("LibreChatUser", "alice").await;
     w.wait_gone("librechatusers", "alice").await;
+    let left: bool = redis::AsyncCommands::exists(&mut redis, generation)
+        .await
+        .unwrap();
+    assert!(!left, "cached prompt-group access must be invalidated");
     assert!(w.find_user("alice@example.com").await.is_none());
 
     // What A owned alone is gone, with every principal's ACL entries on it.
