@@ -114,11 +114,16 @@ async function checkNoDanglingReferences(db, add, guard, subject) {
     });
   }
   const agents = await ids('agents', 'id');
-  for (const [coll, field] of [['users', 'favorites.agentId'], ['agents', 'edges.from'], ['agents', 'edges.to']]) {
-    const name = `${subject}: no ${coll} ${field} names a missing agent`;
+  // Read and flattened here rather than with distinct() on array paths, which not every
+  // MongoDB-wire server flattens. An edge endpoint is an id or a list of ids.
+  const named = async (coll, list, key) =>
+    (await db.collection(coll).find({ [list]: { $exists: true } }, { projection: { [list]: 1 } }).toArray())
+      .flatMap((d) => (Array.isArray(d[list]) ? d[list] : []))
+      .flatMap((item) => [item?.[key]].flat());
+  for (const [coll, list, key] of [['users', 'favorites', 'agentId'], ['agents', 'edges', 'from'], ['agents', 'edges', 'to']]) {
+    const name = `${subject}: no ${coll} ${list}.${key} names a missing agent`;
     await guard(name, async () => {
-      const named = await db.collection(coll).distinct(field);
-      const missing = named.filter((id) => typeof id === 'string' && !agents.has(id));
+      const missing = (await named(coll, list, key)).filter((id) => typeof id === 'string' && !agents.has(id));
       add(missing.length === 0, name, `names ${missing.join(', ')}`);
     });
   }
