@@ -19,7 +19,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
 use super::bans::BanTarget;
 use super::error::StoreError;
-use super::owned::{ACL_ENTRIES, OWNED_KINDS, PRINCIPAL_USER};
+use super::owned::{code_environments, ACL_ENTRIES, OWNED_KINDS, PRINCIPAL_USER};
 use super::{collections, Store};
 
 /// How a collection refers to its user.
@@ -162,39 +162,13 @@ impl Store {
 
         let hex = user_id.to_hex();
         let mut report = CascadeReport::default();
-        for kind in OWNED_KINDS {
-            let owned = self.delete_owned(user_id, kind).await?;
-            report.record(kind.collection, owned.resources);
-            report.record(ACL_ENTRIES, owned.acl_entries);
-            if let Some((collection, _)) = kind.part {
-                report.record(collection, owned.parts);
-            }
-            report.links_removed += owned.unlinked;
-        }
-        let environments = self.delete_code_environments(user_id).await?;
-        report.record(super::owned::code_environments::COLLECTION, environments);
-
-        let extra = delete_transactions.then_some(&TRANSACTIONS);
-        for reference in CASCADE.iter().chain(extra) {
-            let deleted = self
-                .delete_many(reference.collection, reference.filter(user_id))
-                .await?;
-            report.record(reference.collection, deleted);
-        }
-
-        // Members are stored as idOnTheSource when the user has one, else as the hex id.
+        self.delete_owned_resources(user_id, &mut report).await?;
+        self.delete_user_documents(user_id, delete_transactions, &mut report)
+            .await?;
         let id_on_the_source = stored.as_ref().and_then(|u| u.id_on_the_source.clone());
-        let mut member_ids = vec![hex.clone()];
-        member_ids.extend(id_on_the_source.clone());
         report.groups_updated = self
-            .collection(collections::GROUPS)
-            .update_many(
-                doc! { "memberIds": { "$in": &member_ids } },
-                doc! { "$pullAll": { "memberIds": &member_ids } },
-            )
-            .await
-            .map_err(|e| StoreError::mongo("removing group memberships", e))?
-            .modified_count;
+            .remove_group_memberships(&hex, id_on_the_source.as_deref())
+            .await?;
 
         // The user's ban records and every cached copy of them (including checkBan's per-IP ones).
         self.lift(&BanTarget::User(hex.clone())).await?;
@@ -214,5 +188,120 @@ impl Store {
             .deleted_count;
         report.record(collections::USERS, deleted);
         Ok(report)
+    }
+
+    /// What the user owns alone, found through the user's own ACL entries, which are still
+    /// there: this runs before [`Self::delete_user_documents`] removes them.
+    async fn delete_owned_resources(
+        &self,
+        user_id: ObjectId,
+        report: &mut CascadeReport,
+    ) -> Result<(), StoreError> {
+        for kind in OWNED_KINDS {
+            let owned = self.delete_owned(user_id, kind).await?;
+            report.record(kind.collection, owned.resources);
+            report.record(ACL_ENTRIES, owned.acl_entries);
+            if let Some((collection, _)) = kind.part {
+                report.record(collection, owned.parts);
+            }
+            report.links_removed += owned.unlinked;
+        }
+        // After the agents: an environment only deleted agents ran in is unused now.
+        let environments = self.delete_code_environments(user_id).await?;
+        report.record(code_environments::COLLECTION, environments);
+        Ok(())
+    }
+
+    async fn delete_user_documents(
+        &self,
+        user_id: ObjectId,
+        delete_transactions: bool,
+        report: &mut CascadeReport,
+    ) -> Result<(), StoreError> {
+        let extra = delete_transactions.then_some(&TRANSACTIONS);
+        for reference in CASCADE.iter().chain(extra) {
+            let deleted = self
+                .delete_many(reference.collection, reference.filter(user_id))
+                .await?;
+            report.record(reference.collection, deleted);
+        }
+        Ok(())
+    }
+
+    /// Members are stored as `idOnTheSource` when the user has one, else as the hex id;
+    /// LibreChat's own removal pulls only the latter (contract-surface §8.2).
+    async fn remove_group_memberships(
+        &self,
+        hex: &str,
+        id_on_the_source: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut member_ids = vec![hex.to_string()];
+        member_ids.extend(id_on_the_source.map(str::to_string));
+        self.collection(collections::GROUPS)
+            .update_many(
+                doc! { "memberIds": { "$in": &member_ids } },
+                doc! { "$pullAll": { "memberIds": &member_ids } },
+            )
+            .await
+            .map(|r| r.modified_count)
+            .map_err(|e| StoreError::mongo("removing group memberships", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::librechat::owned::OWNED_KINDS;
+
+    #[test]
+    fn the_users_acl_entries_go_last() {
+        // Owned resources are found through them; deleting them earlier would orphan a
+        // resource after a crash.
+        assert_eq!(CASCADE.last().unwrap().collection, ACL_ENTRIES);
+        assert_eq!(
+            CASCADE
+                .iter()
+                .filter(|r| r.collection == ACL_ENTRIES)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn shared_resources_are_not_deleted_wholesale() {
+        for kind in OWNED_KINDS {
+            let part = kind.part.map(|(c, _)| c);
+            assert!(
+                !CASCADE
+                    .iter()
+                    .chain([&TRANSACTIONS])
+                    .any(|r| r.collection == kind.collection || Some(r.collection) == part),
+                "{} must only go when owned alone",
+                kind.collection
+            );
+        }
+        assert!(!CASCADE
+            .iter()
+            .any(|r| r.collection == code_environments::COLLECTION));
+    }
+
+    #[test]
+    fn filters_carry_the_stored_type_and_principal() {
+        let user = ObjectId::new();
+        let by = |c: &str| CASCADE.iter().find(|r| r.collection == c).unwrap();
+        assert_eq!(
+            by("configs").filter(user),
+            doc! { "principalId": user.to_hex(), "principalType": "user" }
+        );
+        assert_eq!(
+            by("systemgrants").filter(user),
+            doc! { "principalId": user, "principalType": "user" }
+        );
+        assert_eq!(
+            by("openidrefreshflights").filter(user),
+            doc! { "ownerId": user.to_hex() }
+        );
+        assert_eq!(by("toolfavorites").filter(user), doc! { "user": user });
+        assert_eq!(TRANSACTIONS.filter(user), doc! { "user": user });
     }
 }
