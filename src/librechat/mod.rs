@@ -59,6 +59,19 @@ impl Store {
         self.redis.as_ref()
     }
 
+    /// Deletes every document of `collection` matching `filter`; returns how many went.
+    pub(crate) async fn delete_many(
+        &self,
+        collection: &str,
+        filter: Document,
+    ) -> Result<u64, StoreError> {
+        self.collection(collection)
+            .delete_many(filter)
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(|e| StoreError::mongo("deleting user data", e))
+    }
+
     /// A cheap round trip, used to report reachability.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db

@@ -187,8 +187,9 @@ impl Store {
     /// Deletes the resources of `kind` that go with `user` (see [`to_delete`]).
     ///
     /// Order, for a retry after a crash: links, parts and the resources go before their ACL
-    /// entries, because the user's own owner entry is what finds the resources again. (LibreChat
-    /// deletes the ACL entries first; a crash there would orphan a skill or MCP server.)
+    /// entries, because the user's own owner entry is what finds the resources again. (Skills
+    /// and MCP servers have no `author` fallback: with their entries gone first, a crash would
+    /// leave them behind for good.)
     pub async fn delete_owned(
         &self,
         user: ObjectId,
@@ -365,18 +366,6 @@ impl Store {
             .into_iter()
             .filter_map(|b| b.as_object_id())
             .collect())
-    }
-
-    pub(super) async fn delete_many(
-        &self,
-        collection: &str,
-        filter: Document,
-    ) -> Result<u64, StoreError> {
-        self.collection(collection)
-            .delete_many(filter)
-            .await
-            .map(|r| r.deleted_count)
-            .map_err(|e| StoreError::mongo("deleting user data", e))
     }
 }
 
