@@ -33,3 +33,5 @@ bash hack/chart-check.sh
 echo "== unit and end-to-end tests"
 # End-to-end tests mostly wait on servers, so more threads than cores pays off.
 cargo test --all-targets -- --test-threads "${TEST_THREADS:-6}"
+echo "== property tests: cases run"
+cat target/proptest-cases.txt 2>/dev/null || true

@@ -51,7 +51,7 @@ pub fn validate_manifests(text: &str) -> Result<Vec<Report>, OfflineError> {
             "UserInvite" => {
                 checked::<UserInvite>(&value, |i| i.spec.lifetime().err().unwrap_or_default())
             }
-            "LibreChatInstance" => checked::<LibreChatInstance>(&value, |_| Vec::new()),
+            "LibreChatInstance" => checked::<LibreChatInstance>(&value, |i| i.spec.problems()),
             other => vec![format!("unknown kind '{other}' in group {GROUP}")],
         };
         reports.push(Report { object, problems });

@@ -255,6 +255,38 @@ pub struct BanWindow {
     pub end_ms: Option<i64>,
 }
 
+impl super::instance::LibreChatInstanceSpec {
+    /// The rules the controller enforces itself, since old API servers drop CEL rules.
+    pub fn problems(&self) -> Problems {
+        let mut problems = Vec::new();
+        if self.mongo.uri_secret_ref.name.is_empty() || self.mongo.uri_secret_ref.key.is_empty() {
+            problems.push("mongo.uriSecretRef needs both name and key".into());
+        }
+        if let Some(p) = self.resync_period.as_deref() {
+            match super::duration::parse_duration(p) {
+                Err(e) => problems.push(format!("resyncPeriod: {e}")),
+                Ok(d) if d < std::time::Duration::from_secs(1) => {
+                    problems.push("resyncPeriod must be at least 1s".into())
+                }
+                Ok(_) => {}
+            }
+        }
+        if let Some(min) = self.password_policy.as_ref().and_then(|p| p.min_length) {
+            if !(1..=super::instance::MAX_PASSWORD_LENGTH).contains(&min) {
+                problems.push("passwordPolicy.minLength must be between 1 and 128".into());
+            }
+        }
+        if let Some(url) = self.domain_client.as_deref() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!(
+                    "domainClient '{url}' must be an http:// or https:// URL"
+                ));
+            }
+        }
+        problems
+    }
+}
+
 impl super::ban::UserBanSpec {
     /// The ban's window, counted from `created_ms` (the object's creation). Errors are the
     /// spec's problems.

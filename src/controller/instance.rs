@@ -105,7 +105,7 @@ async fn check(
     ctx: &Context,
     status: &mut LibreChatInstanceStatus,
 ) -> (Vec<Cond>, bool) {
-    if let Some(problem) = spec_problem(instance) {
+    if let Some(problem) = instance.spec.problems().first().cloned() {
         let conds = vec![
             Cond::unknown(
                 condition::MONGO_REACHABLE,
@@ -288,34 +288,4 @@ fn ready_message(notes: &[String]) -> String {
     } else {
         format!("connected; {}", notes.join("; "))
     }
-}
-
-/// Checks the controller enforces itself, since old API servers drop CEL rules.
-fn spec_problem(instance: &LibreChatInstance) -> Option<String> {
-    let spec = &instance.spec;
-    if spec.mongo.uri_secret_ref.name.is_empty() || spec.mongo.uri_secret_ref.key.is_empty() {
-        return Some("mongo.uriSecretRef needs both name and key".into());
-    }
-    if let Some(p) = spec.resync_period.as_deref() {
-        match parse_duration(p) {
-            Err(e) => return Some(format!("resyncPeriod: {e}")),
-            Ok(d) if d < Duration::from_secs(1) => {
-                return Some("resyncPeriod must be at least 1s".into())
-            }
-            Ok(_) => {}
-        }
-    }
-    if let Some(min) = spec.password_policy.as_ref().and_then(|p| p.min_length) {
-        if !(1..=crate::api::instance::MAX_PASSWORD_LENGTH).contains(&min) {
-            return Some("passwordPolicy.minLength must be between 1 and 128".into());
-        }
-    }
-    if let Some(url) = spec.domain_client.as_deref() {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Some(format!(
-                "domainClient '{url}' must be an http:// or https:// URL"
-            ));
-        }
-    }
-    None
 }

@@ -78,6 +78,14 @@ impl RedisCache {
         .await
     }
 
+    /// Every cached prompt-group access set (contract-surface §5.1): they are keyed by a
+    /// generation marker, and LibreChat reads a missing marker as a fresh generation. Its own
+    /// membership, ACL and prompt-group changes bump the marker the same way.
+    pub async fn invalidate_prompt_group_access(&self) -> Result<u64, StoreError> {
+        self.delete(&[self.keyv_key("PROMPT_GROUPS_ACCESS", "access:generation")])
+            .await
+    }
+
     /// A user's violation counters, so that LibreChat does not re-ban at the next violation.
     pub async fn clear_violations(&self, user_id_hex: &str) -> Result<u64, StoreError> {
         let keys: Vec<String> = VIOLATION_TYPES

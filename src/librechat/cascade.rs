@@ -1,17 +1,26 @@
-//! Deleting an account with all its data, as LibreChat's `delete-user` script means to, but
-//! correctly: every collection is filtered on its real field with its real BSON type, API keys
-//! are deleted by `userId` (the script's `{user}` filter is cast to `{}` and deletes everyone's),
-//! and group memberships are removed by id and by `idOnTheSource`.
+//! Deleting an account with all its data, as LibreChat's HTTP account deletion does
+//! (`DELETE /api/user/delete`, contract §6), not as its `delete-user` script does:
+//! - agents, prompt groups, skills and MCP servers go only when the user owns them alone
+//!   ([`super::owned`]); co-owned ones stay with their other owners, minus the user's own ACL
+//!   entries, and deleted agents leave other users' `favorites`;
+//! - every collection is filtered on its real field with its real BSON type;
+//! - API keys are deleted by `userId` (the script's `{user}` filter is cast to `{}` and deletes
+//!   everyone's), and group memberships by id and by `idOnTheSource`;
+//! - the per-user documents of v0.8.8 (contract-surface §8), per-user `configs` and
+//!   `systemgrants` go too; `transactions` stay unless asked for (an audit trail).
 //!
 //! Order matters for crash safety: the account is fenced first (LibreChat's JWT strategy
-//! rejects a fenced user), its data goes next, and the account itself last, so a retry after a
-//! crash still finds the account and repeats the idempotent deletes.
+//! rejects a fenced user); owned resources go next, while the user's own ACL entries still
+//! say which they are; then the per-user documents, with those ACL entries last among them;
+//! the account itself goes last. Every step is idempotent, so a retry after a crash finds the
+//! account and finishes the job.
 
-use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime};
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
 use super::bans::BanTarget;
 use super::deadline::MongoCall;
 use super::error::StoreError;
+use super::owned::{code_environments, ACL_ENTRIES, OWNED_KINDS, PRINCIPAL_USER};
 use super::{collections, Store};
 
 /// How a collection refers to its user.
@@ -21,43 +30,115 @@ pub enum IdForm {
     HexString,
 }
 
-/// LibreChat's deletion table: collection, field, and the BSON type the field holds.
-pub const CASCADE: &[(&str, &str, IdForm)] = &[
-    ("actions", "user", IdForm::ObjectId),
-    ("agents", "author", IdForm::ObjectId),
-    ("agentapikeys", "userId", IdForm::ObjectId),
-    ("assistants", "user", IdForm::ObjectId),
-    ("balances", "user", IdForm::ObjectId),
-    ("conversationtags", "user", IdForm::HexString),
-    ("conversations", "user", IdForm::HexString),
-    ("messages", "user", IdForm::HexString),
-    ("files", "user", IdForm::ObjectId),
-    ("keys", "userId", IdForm::ObjectId),
-    ("memoryentries", "userId", IdForm::ObjectId),
-    ("pluginauths", "userId", IdForm::HexString),
-    ("prompts", "author", IdForm::ObjectId),
-    ("promptgroups", "author", IdForm::ObjectId),
-    ("presets", "user", IdForm::HexString),
-    ("sessions", "user", IdForm::ObjectId),
-    ("sharedlinks", "user", IdForm::HexString),
-    ("toolcalls", "user", IdForm::ObjectId),
-    ("tokens", "userId", IdForm::ObjectId),
-    ("aclentries", "principalId", IdForm::ObjectId),
-    // v0.8.8: OpenID refresh tokens bridged per user, keyed by the id as a string.
-    ("refreshtokenbridges", "userId", IdForm::HexString),
+/// One collection's reference to a user: the field and the BSON type it holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Reference {
+    pub collection: &'static str,
+    pub field: &'static str,
+    pub form: IdForm,
+    /// Principal-keyed collections (`configs`, `systemgrants`) also hold groups' and roles'
+    /// rows: only the user principal's own go.
+    pub principal_type: Option<&'static str>,
+}
+
+impl Reference {
+    const fn by(collection: &'static str, field: &'static str, form: IdForm) -> Reference {
+        Reference {
+            collection,
+            field,
+            form,
+            principal_type: None,
+        }
+    }
+
+    const fn principal(collection: &'static str, form: IdForm) -> Reference {
+        Reference {
+            collection,
+            field: "principalId",
+            form,
+            principal_type: Some(PRINCIPAL_USER),
+        }
+    }
+
+    /// The filter matching exactly the user's documents.
+    pub fn filter(&self, user: ObjectId) -> Document {
+        let value = match self.form {
+            IdForm::ObjectId => Bson::ObjectId(user),
+            IdForm::HexString => Bson::String(user.to_hex()),
+        };
+        let mut filter = doc! { self.field: value };
+        if let Some(principal_type) = self.principal_type {
+            filter.insert("principalType", principal_type);
+        }
+        filter
+    }
+}
+
+use IdForm::{HexString, ObjectId as Oid};
+
+/// The user's own documents, deleted outright. Owned resources (agents, prompt groups and
+/// their prompts, skills and their files, MCP servers) and code environments are not here:
+/// whether they go depends on who else holds them.
+pub const CASCADE: &[Reference] = &[
+    Reference::by("actions", "user", Oid),
+    Reference::by("agentapikeys", "userId", Oid),
+    Reference::by("assistants", "user", Oid),
+    Reference::by("balances", "user", Oid),
+    Reference::by("conversationtags", "user", HexString),
+    Reference::by("conversations", "user", HexString),
+    Reference::by("messages", "user", HexString),
+    Reference::by("files", "user", Oid),
+    Reference::by("keys", "userId", Oid),
+    Reference::by("memoryentries", "userId", Oid),
+    Reference::by("pluginauths", "userId", HexString),
+    Reference::by("presets", "user", HexString),
+    Reference::by("sessions", "user", Oid),
+    Reference::by("sharedlinks", "user", HexString),
+    Reference::by("toolcalls", "user", Oid),
+    Reference::by("tokens", "userId", Oid),
+    // v0.8.8 (contract-surface §8): queued turns, scheduled chats, projects, tool favorites,
+    // skill sync, OpenID refresh.
+    Reference::by("agentqueuedturns", "user", Oid),
+    Reference::by("agentqueuedturnsequences", "user", Oid),
+    Reference::by("schedules", "user", Oid),
+    Reference::by("scheduleruns", "user", Oid),
+    Reference::by("chatprojects", "user", HexString),
+    Reference::by("toolfavorites", "user", Oid),
+    Reference::by("skillsynccredentials", "createdBy", Oid),
+    Reference::by("skillsyncstatuses", "owner", HexString),
+    Reference::by("refreshtokenbridges", "userId", HexString),
+    Reference::by("openidrefreshflights", "ownerId", HexString),
+    // The trigger purge (`deleteAgentTriggerDeliveriesByUser`): deliveries, lane sequences and
+    // the purge marker, keyed by the user's `_id`.
+    Reference::by("agenttriggerdeliveries", "user", Oid),
+    Reference::by("agenttriggerlanesequences", "user", Oid),
+    Reference::by("agenttriggeruserpurges", "_id", Oid),
+    // Per-user config overrides hold the id as a String; system grants normalise it to an
+    // ObjectId for every principal type but role (contract-surface §5.4).
+    Reference::principal("configs", HexString),
+    Reference::principal("systemgrants", Oid),
+    // Last: the user's entries on whatever survived (co-owned resources, shared links, …).
+    // Owned resources were found through these, so they must outlive that step.
+    Reference::by(ACL_ENTRIES, "principalId", Oid),
 ];
 
 /// Kept unless the declaration asks otherwise: billing history is an audit trail.
-pub const TRANSACTIONS: (&str, &str, IdForm) = ("transactions", "user", IdForm::ObjectId);
+pub const TRANSACTIONS: Reference = Reference::by("transactions", "user", Oid);
 
 /// What a cascade removed, per collection.
 #[derive(Debug, Default)]
 pub struct CascadeReport {
     pub deleted: Vec<(String, u64)>,
     pub groups_updated: u64,
+    /// Other users' favorites and agents' skill allowlists that lost a deleted resource.
+    pub links_removed: u64,
 }
 
 impl CascadeReport {
+    fn record(&mut self, collection: &str, deleted: u64) {
+        self.deleted.push((collection.to_string(), deleted));
+    }
+
     pub fn total(&self) -> u64 {
         self.deleted.iter().map(|(_, n)| n).sum()
     }
@@ -82,34 +163,13 @@ impl Store {
 
         let hex = user_id.to_hex();
         let mut report = CascadeReport::default();
-        let extra = delete_transactions.then_some(&TRANSACTIONS);
-        for (collection, field, form) in CASCADE.iter().chain(extra) {
-            let value = match form {
-                IdForm::ObjectId => Bson::ObjectId(user_id),
-                IdForm::HexString => Bson::String(hex.clone()),
-            };
-            let deleted = self
-                .collection(collection)
-                .delete_many(doc! { *field: value })
-                .deadline("deleting user data")
-                .await?
-                .deleted_count;
-            report.deleted.push((collection.to_string(), deleted));
-        }
-
-        // Members are stored as idOnTheSource when the user has one, else as the hex id.
+        self.delete_owned_resources(user_id, &mut report).await?;
+        self.delete_user_documents(user_id, delete_transactions, &mut report)
+            .await?;
         let id_on_the_source = stored.as_ref().and_then(|u| u.id_on_the_source.clone());
-        let mut member_ids = vec![hex.clone()];
-        member_ids.extend(id_on_the_source.clone());
         report.groups_updated = self
-            .collection(collections::GROUPS)
-            .update_many(
-                doc! { "memberIds": { "$in": &member_ids } },
-                doc! { "$pullAll": { "memberIds": &member_ids } },
-            )
-            .deadline("removing group memberships")
-            .await?
-            .modified_count;
+            .remove_group_memberships(&hex, id_on_the_source.as_deref())
+            .await?;
 
         // The user's ban records and every cached copy of them (including checkBan's per-IP ones).
         self.lift(&BanTarget::User(hex.clone()), true).await?;
@@ -118,6 +178,8 @@ impl Store {
             redis
                 .invalidate_user(&hex, id_on_the_source.as_deref())
                 .await?;
+            // Group memberships, prompt groups and ACL entries changed above.
+            redis.invalidate_prompt_group_access().await?;
         }
 
         let deleted = users
@@ -125,9 +187,122 @@ impl Store {
             .deadline("deleting the user")
             .await?
             .deleted_count;
-        report
-            .deleted
-            .push((collections::USERS.to_string(), deleted));
+        report.record(collections::USERS, deleted);
         Ok(report)
+    }
+
+    /// What the user owns alone, found through the user's own ACL entries, which are still
+    /// there: this runs before [`Self::delete_user_documents`] removes them.
+    async fn delete_owned_resources(
+        &self,
+        user_id: ObjectId,
+        report: &mut CascadeReport,
+    ) -> Result<(), StoreError> {
+        for kind in OWNED_KINDS {
+            let owned = self.delete_owned(user_id, kind).await?;
+            report.record(kind.collection, owned.resources);
+            report.record(ACL_ENTRIES, owned.acl_entries);
+            if let Some((collection, _)) = kind.part {
+                report.record(collection, owned.parts);
+            }
+            report.links_removed += owned.unlinked;
+        }
+        // After the agents: an environment only deleted agents ran in is unused now.
+        let environments = self.delete_code_environments(user_id).await?;
+        report.record(code_environments::COLLECTION, environments);
+        Ok(())
+    }
+
+    async fn delete_user_documents(
+        &self,
+        user_id: ObjectId,
+        delete_transactions: bool,
+        report: &mut CascadeReport,
+    ) -> Result<(), StoreError> {
+        let extra = delete_transactions.then_some(&TRANSACTIONS);
+        for reference in CASCADE.iter().chain(extra) {
+            let deleted = self
+                .delete_many(reference.collection, reference.filter(user_id))
+                .await?;
+            report.record(reference.collection, deleted);
+        }
+        Ok(())
+    }
+
+    /// Members are stored as `idOnTheSource` when the user has one, else as the hex id;
+    /// LibreChat's own removal pulls only the latter (contract-surface §8.2).
+    async fn remove_group_memberships(
+        &self,
+        hex: &str,
+        id_on_the_source: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut member_ids = vec![hex.to_string()];
+        member_ids.extend(id_on_the_source.map(str::to_string));
+        self.collection(collections::GROUPS)
+            .update_many(
+                doc! { "memberIds": { "$in": &member_ids } },
+                doc! { "$pullAll": { "memberIds": &member_ids } },
+            )
+            .deadline("removing group memberships")
+            .await
+            .map(|r| r.modified_count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::librechat::owned::OWNED_KINDS;
+
+    #[test]
+    fn the_users_acl_entries_go_last() {
+        // Owned resources are found through them; deleting them earlier would orphan a
+        // resource after a crash.
+        assert_eq!(CASCADE.last().unwrap().collection, ACL_ENTRIES);
+        assert_eq!(
+            CASCADE
+                .iter()
+                .filter(|r| r.collection == ACL_ENTRIES)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn shared_resources_are_not_deleted_wholesale() {
+        for kind in OWNED_KINDS {
+            let part = kind.part.map(|(c, _)| c);
+            assert!(
+                !CASCADE
+                    .iter()
+                    .chain([&TRANSACTIONS])
+                    .any(|r| r.collection == kind.collection || Some(r.collection) == part),
+                "{} must only go when owned alone",
+                kind.collection
+            );
+        }
+        assert!(!CASCADE
+            .iter()
+            .any(|r| r.collection == code_environments::COLLECTION));
+    }
+
+    #[test]
+    fn filters_carry_the_stored_type_and_principal() {
+        let user = ObjectId::new();
+        let by = |c: &str| CASCADE.iter().find(|r| r.collection == c).unwrap();
+        assert_eq!(
+            by("configs").filter(user),
+            doc! { "principalId": user.to_hex(), "principalType": "user" }
+        );
+        assert_eq!(
+            by("systemgrants").filter(user),
+            doc! { "principalId": user, "principalType": "user" }
+        );
+        assert_eq!(
+            by("openidrefreshflights").filter(user),
+            doc! { "ownerId": user.to_hex() }
+        );
+        assert_eq!(by("toolfavorites").filter(user), doc! { "user": user });
+        assert_eq!(TRANSACTIONS.filter(user), doc! { "user": user });
     }
 }

@@ -27,6 +27,10 @@ pub enum StoreError {
         operation: &'static str,
         message: String,
     },
+    /// LibreChat kept changing documents we update behind a compare-and-set; the next
+    /// reconcile retries, keeping what was done.
+    #[error("{0}; retrying")]
+    Contended(&'static str),
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error("another account already uses the email '{0}'")]
@@ -56,7 +60,9 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Mongo { retryable, .. } => *retryable,
-            StoreError::Timeout { .. } | StoreError::Redis { .. } => true,
+            StoreError::Timeout { .. } | StoreError::Redis { .. } | StoreError::Contended(_) => {
+                true
+            }
             StoreError::Hash(_) | StoreError::EmailTaken(_) => false,
         }
     }
@@ -85,6 +91,7 @@ impl StoreError {
             StoreError::Timeout { store, .. } if *store == "Redis" => "redis_timeout",
             StoreError::Timeout { .. } => "mongo_timeout",
             StoreError::Redis { .. } => "redis",
+            StoreError::Contended(_) => "contended",
             StoreError::Hash(_) => "hash",
             StoreError::EmailTaken(_) => "email_taken",
         }

@@ -7,9 +7,11 @@ pub mod cache;
 pub mod cascade;
 pub mod connect;
 pub mod deadline;
+pub mod edges;
 pub mod error;
 pub mod indexes;
 pub mod invites;
+pub mod owned;
 pub mod ownership;
 pub mod password;
 pub mod sessions;
@@ -58,6 +60,19 @@ impl Store {
 
     pub fn redis(&self) -> Option<&cache::RedisCache> {
         self.redis.as_ref()
+    }
+
+    /// Deletes every document of `collection` matching `filter`; returns how many went.
+    pub(crate) async fn delete_many(
+        &self,
+        collection: &str,
+        filter: Document,
+    ) -> Result<u64, StoreError> {
+        self.collection(collection)
+            .delete_many(filter)
+            .deadline("deleting user data")
+            .await
+            .map(|r| r.deleted_count)
     }
 
     /// A cheap round trip, used to report reachability.

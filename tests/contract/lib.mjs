@@ -36,10 +36,14 @@ export { mongoose, ds };
 
 export const DEFAULT_DB_NAME = 'LibreChat';
 
-/** Deletion table: collection -> [field, BSON type stored by LibreChat]. */
+/**
+ * Deletion table: collection -> [field, BSON type stored by LibreChat, extra filter?]: the
+ * user's own documents, all deleted by LibreChat's HTTP account deletion (contract §6, surface
+ * §8). Agents, prompt groups (+ prompts), skills (+ files) and MCP servers are not here: only
+ * the sole-owned ones go, see SHARED_RESOURCES.
+ */
 export const DELETION_TABLE = [
   ['actions', 'user', 'ObjectId'],
-  ['agents', 'author', 'ObjectId'],
   ['agentapikeys', 'userId', 'ObjectId'],
   ['assistants', 'user', 'ObjectId'],
   ['balances', 'user', 'ObjectId'],
@@ -50,16 +54,80 @@ export const DELETION_TABLE = [
   ['keys', 'userId', 'ObjectId'],
   ['memoryentries', 'userId', 'ObjectId'],
   ['pluginauths', 'userId', 'String'],
-  ['prompts', 'author', 'ObjectId'],
-  ['promptgroups', 'author', 'ObjectId'],
   ['presets', 'user', 'String'],
   ['sessions', 'user', 'ObjectId'],
   ['sharedlinks', 'user', 'String'],
   ['toolcalls', 'user', 'ObjectId'],
   ['tokens', 'userId', 'ObjectId'],
+  ['agentqueuedturns', 'user', 'ObjectId'],
+  ['agentqueuedturnsequences', 'user', 'ObjectId'],
+  ['schedules', 'user', 'ObjectId'],
+  ['scheduleruns', 'user', 'ObjectId'],
+  ['chatprojects', 'user', 'String'],
+  ['toolfavorites', 'user', 'ObjectId'],
+  ['skillsynccredentials', 'createdBy', 'ObjectId'],
+  ['skillsyncstatuses', 'owner', 'String'],
+  ['refreshtokenbridges', 'userId', 'String'],
+  ['openidrefreshflights', 'ownerId', 'String'],
+  ['agenttriggerdeliveries', 'user', 'ObjectId'],
+  ['agenttriggerlanesequences', 'user', 'ObjectId'],
+  ['configs', 'principalId', 'String', { principalType: 'user' }],
+  ['systemgrants', 'principalId', 'ObjectId', { principalType: 'user' }], // Mixed; normalised to ObjectId
   ['aclentries', 'principalId', 'ObjectId'], // schema type is Mixed; LibreChat stores ObjectId
   ['transactions', 'user', 'ObjectId'], // only checked with transactionsDeleted: true
 ];
+
+/**
+ * Shareable resources: collection -> [ACL resourceTypes, [collection, field] of their parts,
+ * whether LibreChat also deletes the ones a user authored that have no ACL entry at all].
+ */
+export const SHARED_RESOURCES = [
+  ['agents', ['agent', 'remoteAgent'], null, true],
+  ['promptgroups', ['promptGroup'], ['prompts', 'groupId'], true],
+  ['skills', ['skill'], ['skillfiles', 'skillId'], false],
+  ['mcpservers', ['mcpServer'], null, false],
+];
+
+/** PermissionBits.DELETE: the bit that makes an ACL entry an owner's. */
+const DELETE_BIT = 4;
+
+/**
+ * After a deletion nothing may point at a deleted resource: ACL entries, other users'
+ * favorites, prompts and skill files of a group or skill that is gone.
+ */
+async function checkNoDanglingReferences(db, add, guard, subject) {
+  const ids = async (coll, field = '_id') => new Set((await db.collection(coll).distinct(field)).map(String));
+  for (const [coll, types, part] of SHARED_RESOURCES) {
+    const present = await ids(coll);
+    const name = `${subject}: no ACL entry on a missing ${coll} document`;
+    await guard(name, async () => {
+      const refs = await db.collection('aclentries').distinct('resourceId', { resourceType: { $in: types } });
+      const missing = refs.map(String).filter((id) => !present.has(id));
+      add(missing.length === 0, name, `entries on ${missing.join(', ')}`);
+    });
+    if (!part) continue;
+    const partName = `${subject}: no ${part[0]} of a missing ${coll} document`;
+    await guard(partName, async () => {
+      const refs = await db.collection(part[0]).distinct(part[1]);
+      const missing = refs.map(String).filter((id) => !present.has(id));
+      add(missing.length === 0, partName, `${part[1]} ${missing.join(', ')}`);
+    });
+  }
+  const agents = await ids('agents', 'id');
+  // Read and flattened here rather than with distinct() on array paths, which not every
+  // MongoDB-wire server flattens. An edge endpoint is an id or a list of ids.
+  const named = async (coll, list, key) =>
+    (await db.collection(coll).find({ [list]: { $exists: true } }, { projection: { [list]: 1 } }).toArray())
+      .flatMap((d) => (Array.isArray(d[list]) ? d[list] : []))
+      .flatMap((item) => [item?.[key]].flat());
+  for (const [coll, list, key] of [['users', 'favorites', 'agentId'], ['agents', 'edges', 'from'], ['agents', 'edges', 'to']]) {
+    const name = `${subject}: no ${coll} ${list}.${key} names a missing agent`;
+    await guard(name, async () => {
+      const missing = (await named(coll, list, key)).filter((id) => typeof id === 'string' && !agents.has(id));
+      add(missing.length === 0, name, `names ${missing.join(', ')}`);
+    });
+  }
+}
 
 /** SSO id fields of the User schema: must never be stored as null (unique partial indexes). */
 export const SSO_ID_FIELDS = [
@@ -502,7 +570,11 @@ export async function runChecks(ctx, expectations) {
       const st = byColl.get(coll)?.schema.path(field);
       const inst = st?.instance;
       if (!st) bad.push(`${coll}.${field}: no such schema path`);
-      else if (inst !== type && !(inst === 'Mixed' && coll === 'aclentries')) bad.push(`${coll}.${field}: schema ${inst}, table ${type}`);
+      else if (inst !== type && !(inst === 'Mixed' && ['aclentries', 'systemgrants'].includes(coll))) bad.push(`${coll}.${field}: schema ${inst}, table ${type}`);
+    }
+    for (const [coll, , part] of SHARED_RESOURCES) {
+      if (!byColl.get(coll)?.schema.path('author')) bad.push(`${coll}.author: no such schema path`);
+      if (part && byColl.get(part[0])?.schema.path(part[1])?.instance !== 'ObjectId') bad.push(`${part.join('.')}: not an ObjectId`);
     }
     const gm = byColl.get('groups')?.schema.path('memberIds');
     if (gm?.$embeddedSchemaType?.instance !== 'String') bad.push('groups.memberIds is not [String]');
@@ -521,15 +593,31 @@ export async function runChecks(ctx, expectations) {
       const u = await methods.getUserById(exp.userId, '_id');
       add(!u, `${subject}: getUserById finds nothing`, 'getUserById found the user');
     });
-    for (const [coll, field, type] of DELETION_TABLE) {
+    for (const [coll, field, type, extra] of DELETION_TABLE) {
       if (coll === 'transactions' && exp.transactionsDeleted !== true) continue;
       const value = type === 'ObjectId' ? oid(exp.userId) : exp.userId;
-      const name = `${subject}: no ${coll} with ${field} = ${type}(${exp.userId})`;
+      const name = `${subject}: no ${coll} with ${field} = ${type}(${exp.userId})${extra ? ` and ${JSON.stringify(extra)}` : ''}`;
       await guard(name, async () => {
-        const n = await db.collection(coll).countDocuments({ [field]: { $eq: value } });
+        const n = await db.collection(coll).countDocuments({ [field]: { $eq: value }, ...extra });
         add(n === 0, name, `${n} document(s) left`);
       });
     }
+    // What the user authored may survive only when another principal owns it (LibreChat's
+    // deleteUserAgents/deleteUserPrompts/deleteUserSkills keep co-owned resources).
+    for (const [coll, types, , legacy] of SHARED_RESOURCES) {
+      if (!legacy) continue;
+      const name = `${subject}: every ${coll} document they authored that survives has another owner`;
+      await guard(name, async () => {
+        const authored = await db.collection(coll).find({ author: oid(exp.userId) }, { projection: { _id: 1 } }).toArray();
+        const orphans = [];
+        for (const { _id } of authored) {
+          const owners = await db.collection('aclentries').countDocuments({ resourceType: { $in: types }, resourceId: _id, permBits: { $bitsAllSet: DELETE_BIT } });
+          if (owners === 0) orphans.push(String(_id));
+        }
+        add(orphans.length === 0, name, `owned by nobody: ${orphans.join(', ')}`);
+      });
+    }
+    await checkNoDanglingReferences(db, add, guard, subject);
     const name = `${subject}: no groups with memberIds containing "${exp.userId}"`;
     await guard(name, async () => {
       const n = await db.collection('groups').countDocuments({ memberIds: exp.userId });

@@ -331,6 +331,34 @@ test('absent user: leftovers with the right BSON type fail, wrong-type ones do n
   assertFails(await check({ absentUsers: [{ userId: JANE_ID, transactionsDeleted: true }] }), /no transactions with user/);
 });
 
+test('absent user: sole-owned resources left, or references to deleted ones, fail; co-owned ones pass', async () => {
+  await reset();
+  const other = new ObjectId();
+  const [kept, orphan, gone] = [new ObjectId(), new ObjectId(), new ObjectId()];
+  await insert('agents', [
+    { _id: kept, id: 'agent_kept', name: 'k', provider: 'openAI', model: 'gpt-4o', author: JANE._id, edges: [] },
+    { _id: orphan, id: 'agent_orphan', name: 'o', provider: 'openAI', model: 'gpt-4o', author: JANE._id,
+      edges: [{ from: 'agent_orphan', to: 'agent_gone' }] },
+  ]);
+  await insert('aclentries', [
+    { principalType: 'user', principalId: other, principalModel: 'User', resourceType: 'agent', resourceId: kept, permBits: 15 },
+    { principalType: 'user', principalId: other, principalModel: 'User', resourceType: 'agent', resourceId: gone, permBits: 1 },
+  ]);
+  await insert('users', { ...ADMIN, favorites: [{ agentId: 'agent_kept' }, { agentId: 'agent_gone' }] });
+  await insert('prompts', { groupId: new ObjectId(), author: other, prompt: 'p', type: 'text' });
+  const results = await check({ absentUsers: [{ userId: JANE_ID }] });
+  assertFails(results, /every agents document they authored that survives has another owner/);
+  assertFails(results, /no ACL entry on a missing agents document/);
+  assertFails(results, /no users favorites.agentId names a missing agent/);
+  assertFails(results, /no agents edges.to names a missing agent/);
+  assertFails(results, /no prompts of a missing promptgroups document/);
+  await db.collection('agents').deleteOne({ _id: orphan });
+  await db.collection('aclentries').deleteMany({ resourceId: gone });
+  await db.collection('users').updateOne({ _id: ADMIN._id }, { $set: { favorites: [{ agentId: 'agent_kept' }] } });
+  await db.collection('prompts').deleteMany({});
+  assertAllOk(await check({ absentUsers: [{ userId: JANE_ID }] }));
+});
+
 test('absent user still stored fails', async () => {
   await reset();
   await insert('users', JANE);

@@ -6,6 +6,7 @@ mod support;
 
 mod ban;
 mod bench;
+mod cascade;
 mod instance;
 mod invite;
 mod ops;

@@ -7,9 +7,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-const PASSWORD: &str = "Correct-Horse-Battery-1";
+pub const PASSWORD: &str = "Correct-Horse-Battery-1";
 
-fn local_user(email: &str, secret: &str) -> serde_json::Value {
+pub fn local_user(email: &str, secret: &str) -> serde_json::Value {
     json!({
         "instanceRef": { "name": "lc" },
         "email": email,
@@ -27,7 +27,7 @@ async fn local_account(w: &World, name: &str, email: &str) -> ObjectId {
     user_id(w, name).await
 }
 
-async fn user_id(w: &World, name: &str) -> ObjectId {
+pub async fn user_id(w: &World, name: &str) -> ObjectId {
     let obj = w
         .wait_condition("librechatusers", name, "Ready", "True", None)
         .await;
@@ -627,22 +627,20 @@ async fn bad_input_is_reported_and_nothing_is_written() {
     );
 }
 
+/// The per-user collections of the deletion, transactions included.
+fn cascade_table(
+) -> impl Iterator<Item = &'static librechat_operator::librechat::cascade::Reference> {
+    use librechat_operator::librechat::cascade::{CASCADE, TRANSACTIONS};
+    CASCADE.iter().chain([&TRANSACTIONS])
+}
+
 /// Inserts one document referring to `user` into every collection of LibreChat's deletion
 /// table, with the field's real BSON type.
 async fn seed_everything(w: &World, user: ObjectId, id_on_the_source: Option<&str>) {
-    for (collection, field, form) in librechat_operator::librechat::cascade::CASCADE
-        .iter()
-        .chain([&librechat_operator::librechat::cascade::TRANSACTIONS])
-    {
-        let value = match form {
-            librechat_operator::librechat::cascade::IdForm::ObjectId => {
-                mongodb::bson::Bson::ObjectId(user)
-            }
-            librechat_operator::librechat::cascade::IdForm::HexString => {
-                mongodb::bson::Bson::String(user.to_hex())
-            }
-        };
-        let mut d = doc! { *field: value, "seeded": true };
+    for reference in cascade_table() {
+        let collection = &reference.collection;
+        let mut d = reference.filter(user);
+        d.insert("seeded", true);
         if *collection == "sessions" {
             d.insert("refreshTokenHash", format!("{}-{}", user.to_hex(), "h"));
             d.insert(
@@ -662,10 +660,16 @@ async fn seed_everything(w: &World, user: ObjectId, id_on_the_source: Option<&st
                 ),
             );
         }
-        w.db.collection::<Document>(collection)
-            .insert_one(d)
-            .await
-            .unwrap();
+        let coll = w.db.collection::<Document>(collection);
+        if reference.field == "_id" {
+            // Keyed by the user's id: one document per user, however often it is seeded.
+            coll.update_one(reference.filter(user), doc! { "$set": { "seeded": true } })
+                .upsert(true)
+                .await
+                .unwrap();
+        } else {
+            coll.insert_one(d).await.unwrap();
+        }
     }
     let member = id_on_the_source
         .map(str::to_string)
@@ -686,21 +690,11 @@ async fn seed_everything(w: &World, user: ObjectId, id_on_the_source: Option<&st
 
 async fn count_traces(w: &World, user: ObjectId) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    for (collection, field, form) in librechat_operator::librechat::cascade::CASCADE
-        .iter()
-        .chain([&librechat_operator::librechat::cascade::TRANSACTIONS])
-    {
-        let value = match form {
-            librechat_operator::librechat::cascade::IdForm::ObjectId => {
-                mongodb::bson::Bson::ObjectId(user)
-            }
-            librechat_operator::librechat::cascade::IdForm::HexString => {
-                mongodb::bson::Bson::String(user.to_hex())
-            }
-        };
+    for reference in cascade_table() {
+        let collection = reference.collection;
         let n =
             w.db.collection::<Document>(collection)
-                .count_documents(doc! { *field: value })
+                .count_documents(reference.filter(user))
                 .await
                 .unwrap();
         out.push((collection.to_string(), n));
