@@ -114,11 +114,7 @@ async fn apply(api: &Api<UserBan>, ban: &UserBan, ctx: &Context) -> Result<Actio
     };
     let requeue = outcome.requeue;
     publish(api, ban, ctx, outcome).await?;
-    match (error, requeue) {
-        (Some(e), _) => Err(e),
-        (None, Some(after)) => Ok(Action::requeue(after)),
-        (None, None) => Ok(Action::await_change()),
-    }
+    super::report::next_action(error, requeue)
 }
 
 async fn publish(

@@ -122,11 +122,7 @@ async fn apply(
         ..Default::default()
     };
     report(api, ctx, invite, status, &[outcome.ready]).await?;
-    match (error, outcome.requeue) {
-        (Some(e), _) => Err(e),
-        (None, Some(after)) => Ok(Action::requeue(after)),
-        (None, None) => Ok(Action::await_change()),
-    }
+    super::report::next_action(error, outcome.requeue)
 }
 
 async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {

@@ -47,6 +47,21 @@ reported! {
     UserInvite => crate::api::UserInviteStatus,
 }
 
+/// What a reconcile that reported its outcome returns: the store error it met (retried with
+/// backoff), or the next look: after `requeue`, or (`None`) only when something watched
+/// changes, for states a person must fix.
+pub fn next_action(
+    error: Option<super::error::ReconcileError>,
+    requeue: Option<std::time::Duration>,
+) -> Result<kube::runtime::controller::Action, super::error::ReconcileError> {
+    use kube::runtime::controller::Action;
+    match (error, requeue) {
+        (Some(e), _) => Err(e),
+        (None, Some(after)) => Ok(Action::requeue(after)),
+        (None, None) => Ok(Action::await_change()),
+    }
+}
+
 /// Writes `status` with `wanted` merged into the object's conditions, for the object's current
 /// generation. Returns whether anything was written.
 pub async fn report<K: Reported>(

@@ -238,14 +238,8 @@ impl Store {
         owner_uid: &str,
         follow_up: FollowUp,
     ) -> Result<(), StoreError> {
-        self.collection(collections::OWNERS)
-            .update_one(
-                doc! { "_id": email, "uid": owner_uid },
-                doc! { "$addToSet": { "followUps": follow_up.as_str() } },
-            )
-            .deadline("recording a follow-up")
+        self.note_follow_up(email, owner_uid, "$addToSet", follow_up)
             .await
-            .map(|_| ())
     }
 
     /// Records that `follow_up` was done.
@@ -255,10 +249,21 @@ impl Store {
         owner_uid: &str,
         follow_up: FollowUp,
     ) -> Result<(), StoreError> {
+        self.note_follow_up(email, owner_uid, "$pull", follow_up)
+            .await
+    }
+
+    async fn note_follow_up(
+        &self,
+        email: &str,
+        owner_uid: &str,
+        operator: &str,
+        follow_up: FollowUp,
+    ) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
             .update_one(
                 doc! { "_id": email, "uid": owner_uid },
-                doc! { "$pull": { "followUps": follow_up.as_str() } },
+                doc! { operator: { "followUps": follow_up.as_str() } },
             )
             .deadline("recording a follow-up")
             .await

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use kube::api::{Patch, PatchParams};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::json;
 
@@ -778,12 +779,14 @@ async fn retain_and_delete_policies() {
         .filter_map(|b| b.as_str().map(str::to_string))
         .collect();
     assert_eq!(members, vec![bystander.to_hex()]);
+    // The seeded bans are LibreChat's own (no operator marker): its decisions, which the
+    // operator never undoes. They stay, inert, since account ids are never reused.
     assert_eq!(
         w.db.collection::<Document>("logs")
             .count_documents(doc! { "key": format!("BANS:{}", gone.to_hex()) })
             .await
             .unwrap(),
-        0
+        2
     );
     assert!(w.find_user("bystander@example.com").await.is_some());
     w.contract_check(
@@ -811,8 +814,17 @@ async fn a_blocked_deletion_is_reported_and_retried() {
     spec.as_object_mut().unwrap().remove("password");
     w.apply("LibreChatUser", "blocked", spec).await;
     user_id(&w, "blocked").await;
-    // The instance disappears: the account cannot be reached to delete it.
+    // The instance disappears (its finalizer removed by hand, as someone forcing it would):
+    // the account cannot be reached to delete it.
     w.delete("LibreChatInstance", "lc").await;
+    dynamic(&w.client, &w.ns, "LibreChatInstance")
+        .patch(
+            "lc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
     w.wait_gone("librechatinstances", "lc").await;
     w.delete("LibreChatUser", "blocked").await;
     w.wait_condition(

@@ -144,11 +144,7 @@ async fn apply(
     }
     let requeue = outcome.requeue;
     publish_status(api, user, ctx, outcome).await?;
-    match (error, requeue) {
-        (Some(e), _) => Err(e),
-        (None, Some(after)) => Ok(Action::requeue(after)),
-        (None, None) => Ok(Action::await_change()),
-    }
+    crate::controller::report::next_action(error, requeue)
 }
 
 async fn publish_status(
