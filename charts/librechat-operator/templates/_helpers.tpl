@@ -98,10 +98,7 @@ the same. Each verb is there because the code calls it (src/controller/):
 */}}
 {{- define "librechat-operator.rules" -}}
 - apiGroups: ["librechat.ai"]
-  resources: ["librechatinstances"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: ["librechat.ai"]
-  resources: ["librechatusers"]
+  resources: ["librechatinstances", "librechatusers"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["librechat.ai"]
   resources: ["userbans", "userinvites"]
