@@ -11,4 +11,5 @@ mod instance;
 mod invite;
 mod ops;
 mod rbac;
+mod trust;
 mod user;

@@ -592,3 +592,54 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+impl World {
+    /// Starts the operator watching this world's namespace with extra environment variables
+    /// (a crash point, say).
+    pub fn start_operator_with_env(&mut self, vars: &[(&str, &str)]) {
+        assert!(self.operator.is_none(), "operator already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        self.http_port = free_port();
+        let mut cmd = operator_command(&self.http_port.to_string());
+        cmd.arg("--namespace").arg(&self.ns);
+        for (name, value) in vars {
+            cmd.env(name, value);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.operator = Some(cmd.spawn().expect("the operator binary must start"));
+    }
+
+    /// Waits up to `limit` for the running operator to exit by itself; its exit code (`None`
+    /// when it is still running, or was ended by a signal).
+    pub async fn wait_operator_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.operator.as_mut()?;
+            if let Some(status) = child.try_wait().unwrap() {
+                self.operator = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Reasons of the events recorded on object `name` in namespace `ns`.
+pub async fn event_reasons_in(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}

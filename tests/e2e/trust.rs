@@ -1,0 +1,935 @@
+//! The security model (README), one test per rule, each written as the attack or the fault it
+//! prevents: tenants reaching accounts they do not own, forged status, LibreChat's own bans,
+//! self-deletion to escape a ban, crashes between a write and its follow-up, a stalled
+//! MongoDB, orphaned bans and invites, credentials in an unparsable URI.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::support::*;
+use crate::user::{foreign_user, PASSWORD};
+
+/// A world whose instance `lc` (in `w.ns`, which administers it) admits a tenant namespace,
+/// with the operator watching both; returns the world and the tenant's namespace.
+async fn tenant_world(label: &str, extra_spec: Value) -> (World, String) {
+    let mut w = World::new(label).await;
+    let tenant = format!("{}-t", w.ns);
+    create_namespace(&w.client, &tenant).await;
+    w.start_operator_in(Some(&format!("{},{tenant}", w.ns)));
+    let mut spec = json!({ "allowedNamespaces": [tenant.clone()] });
+    merge(&mut spec, extra_spec);
+    w.ready_instance("lc", spec).await;
+    (w, tenant)
+}
+
+/// The reference to the instance, from any namespace.
+fn lc(w: &World) -> Value {
+    json!({ "name": "lc", "namespace": w.ns.clone() })
+}
+
+async fn ready_in(w: &World, ns: &str, plural: &str, name: &str, status: &str, reason: &str) {
+    wait_condition_in(&w.client, ns, plural, name, "Ready", status, Some(reason)).await;
+}
+
+async fn wait_gone_in(w: &World, ns: &str, plural: &str, name: &str) {
+    eventually(
+        &format!("{plural}/{name} in {ns} to be deleted"),
+        || async {
+            get_in(&w.client, ns, plural, name)
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+async fn user_doc(w: &World, id: ObjectId) -> Option<Document> {
+    w.users().find_one(doc! { "_id": id }).await.unwrap()
+}
+
+async fn status_user_id(w: &World, ns: &str, name: &str) -> ObjectId {
+    let obj = wait_condition_in(&w.client, ns, "librechatusers", name, "Ready", "True", None).await;
+    ObjectId::parse_str(
+        obj.pointer("/status/userId")
+            .and_then(Value::as_str)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn owner_record(w: &World, email: &str) -> Option<Document> {
+    w.db.collection::<Document>("librechat_operator_owners")
+        .find_one(doc! { "_id": email })
+        .await
+        .unwrap()
+}
+
+async fn log_doc(w: &World, key: &str) -> Option<Document> {
+    w.db.collection::<Document>("logs")
+        .find_one(doc! { "key": key })
+        .await
+        .unwrap()
+}
+
+async fn count(w: &World, collection: &str, filter: Document) -> u64 {
+    w.db.collection::<Document>(collection)
+        .count_documents(filter)
+        .await
+        .unwrap()
+}
+
+/// Whether a `BANS:` document makes LibreChat's checkBan refuse now.
+fn in_force(d: &Document) -> bool {
+    let Ok(envelope) = serde_json::from_str::<Value>(d.get_str("value").unwrap_or("")) else {
+        return false;
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    let ends = [
+        envelope.get("expires").and_then(Value::as_i64),
+        envelope["value"].get("expiresAt").and_then(Value::as_i64),
+    ];
+    envelope.get("value").is_some_and(Value::is_object)
+        && ends.iter().all(|end| end.is_none_or(|e| e > now))
+}
+
+/// A ban LibreChat wrote itself (a violation ban, no operator marker), ending at `end`.
+fn native_ban(end: i64) -> String {
+    format!(
+        r#"{{"value":{{"type":"message_limit","violation_count":20,"duration":3600000,"expiresAt":{end}}},"expires":{end}}}"#
+    )
+}
+
+async fn insert_native_ban(w: &World, key: &str, end: i64) -> String {
+    let value = native_ban(end);
+    w.db.collection::<Document>("logs")
+        .insert_one(doc! { "key": key, "value": &value, "expiresAt": mongodb::bson::DateTime::from_millis(end) })
+        .await
+        .unwrap();
+    value
+}
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// LibreChat's first user, an ADMIN with a real password.
+fn admin_account(id: ObjectId, email: &str) -> Document {
+    let mut d = foreign_user(id, email);
+    d.insert("role", "ADMIN");
+    d.insert(
+        "password",
+        bcrypt::hash("The-Admins-Own-Password-7", 4).unwrap(),
+    );
+    d
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_adopt_the_admin_account() {
+    let (w, t) = tenant_world("tr-admin", json!({})).await;
+    let id = ObjectId::new();
+    w.users()
+        .insert_one(admin_account(id, "root@example.com"))
+        .await
+        .unwrap();
+    let before = user_doc(&w, id).await.unwrap();
+    put_secret(&w.client, &t, "pw", &[("password", PASSWORD)]).await;
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "grab",
+        json!({ "instanceRef": lc(&w), "email": "root@example.com", "adopt": true, "deletionPolicy": "Delete",
+                "password": { "secretRef": { "name": "pw", "key": "password" } } }),
+    )
+    .await;
+    ready_in(&w, &t, "librechatusers", "grab", "False", "NotPermitted").await;
+    let after = user_doc(&w, id).await.unwrap();
+    assert_eq!(after.get_str("role").unwrap(), "ADMIN");
+    assert!(
+        after.get_str("password") == before.get_str("password"),
+        "the admin's password hash must not change"
+    );
+    assert!(
+        after == before,
+        "the admin account must not be written at all"
+    );
+    assert!(
+        owner_record(&w, "root@example.com")
+            .await
+            .is_none_or(|r| r.get_str("namespace").ok() != Some(t.as_str())),
+        "no ownership record may name the tenant"
+    );
+
+    delete_in(&w.client, &t, "LibreChatUser", "grab").await;
+    wait_gone_in(&w, &t, "librechatusers", "grab").await;
+    assert!(
+        user_doc(&w, id).await == Some(before),
+        "deleting the tenant's object must leave the admin account as it was"
+    );
+}
+
+#[tokio::test]
+async fn a_password_never_lands_on_an_sso_account_unless_the_instance_namespace_converts_it() {
+    let (w, t) = tenant_world("tr-sso", json!({})).await;
+    let id = ObjectId::new();
+    let mut sso = foreign_user(id, "sso@example.com");
+    sso.remove("password");
+    sso.insert("provider", "openid");
+    sso.insert("openidId", "subject-1");
+    w.users().insert_one(sso).await.unwrap();
+    let before = user_doc(&w, id).await.unwrap();
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    put_secret(&w.client, &t, "pw", &[("password", PASSWORD)]).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "sso@example.com", "adopt": true,
+                       "password": { "secretRef": { "name": "pw", "key": "password" } } });
+
+    // From a tenant.
+    w.apply_in(&t, "LibreChatUser", "sso", spec.clone()).await;
+    ready_in(&w, &t, "librechatusers", "sso", "False", "NotPermitted").await;
+    let after = user_doc(&w, id).await.unwrap();
+    assert!(
+        !after.contains_key("password"),
+        "no password may be written"
+    );
+    assert_eq!(after.get_str("provider").unwrap(), "openid");
+    assert!(after == before, "the SSO account must not be written");
+    delete_in(&w.client, &t, "LibreChatUser", "sso").await;
+    wait_gone_in(&w, &t, "librechatusers", "sso").await;
+
+    // From the instance's own namespace, without declaring the conversion.
+    w.apply("LibreChatUser", "sso", spec.clone()).await;
+    ready_in(&w, &w.ns, "librechatusers", "sso", "False", "NotPermitted").await;
+    let after = user_doc(&w, id).await.unwrap();
+    assert!(
+        !after.contains_key("password"),
+        "no password may be written"
+    );
+    assert_eq!(after.get_str("provider").unwrap(), "openid");
+
+    // Converting, explicitly, from the instance's namespace.
+    let mut convert = spec;
+    convert["provider"] = json!("local");
+    w.apply("LibreChatUser", "sso", convert).await;
+    assert_eq!(status_user_id(&w, &w.ns.clone(), "sso").await, id);
+    let after = user_doc(&w, id).await.unwrap();
+    assert_eq!(after.get_str("provider").unwrap(), "local");
+    assert!(
+        bcrypt::verify(PASSWORD, after.get_str("password").unwrap()).unwrap(),
+        "the declared password is written on conversion"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_may_adopt_an_unprivileged_account_but_not_take_it_over() {
+    let (w, t) = tenant_world("tr-adopt", json!({})).await;
+    let id = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(id, "plain@example.com"))
+        .await
+        .unwrap();
+    put_secret(&w.client, &t, "pw", &[("password", PASSWORD)]).await;
+    let base = json!({ "instanceRef": lc(&w), "email": "plain@example.com", "adopt": true,
+                       "name": "Adopted Name", "deletionPolicy": "Delete" });
+
+    // Adopting to keep the name as declared: allowed.
+    w.apply_in(&t, "LibreChatUser", "mine", base.clone()).await;
+    assert_eq!(status_user_id(&w, &t, "mine").await, id);
+    let adopted = user_doc(&w, id).await.unwrap();
+    assert_eq!(adopted.get_str("name").unwrap(), "Adopted Name");
+    assert_eq!(adopted.get_str("role").unwrap(), "USER");
+
+    // Changing its role or its password: refused, nothing written.
+    let mut role = base.clone();
+    role["role"] = json!("EDITOR");
+    w.apply_in(&t, "LibreChatUser", "mine", role).await;
+    ready_in(&w, &t, "librechatusers", "mine", "False", "NotPermitted").await;
+    assert!(
+        user_doc(&w, id).await.as_ref() == Some(&adopted),
+        "a refused role change must write nothing"
+    );
+    let mut password = base.clone();
+    password["password"] = json!({ "secretRef": { "name": "pw", "key": "password" } });
+    w.apply_in(&t, "LibreChatUser", "mine", password).await;
+    ready_in(&w, &t, "librechatusers", "mine", "False", "NotPermitted").await;
+    assert!(
+        user_doc(&w, id).await.as_ref() == Some(&adopted),
+        "a refused password must write nothing"
+    );
+
+    // Deleting with deletionPolicy: Delete releases the adopted account instead.
+    w.apply_in(&t, "LibreChatUser", "mine", base.clone()).await;
+    ready_in(&w, &t, "librechatusers", "mine", "True", "Reconciled").await;
+    delete_in(&w.client, &t, "LibreChatUser", "mine").await;
+    wait_gone_in(&w, &t, "librechatusers", "mine").await;
+    assert!(
+        user_doc(&w, id).await.is_some(),
+        "a tenant may not delete an account it adopted"
+    );
+    eventually("a NotDeleted event", || async {
+        event_reasons_in(&w.client, &t, "mine")
+            .await
+            .iter()
+            .any(|r| r == "NotDeleted")
+            .then_some(())
+    })
+    .await;
+    assert!(owner_record(&w, "plain@example.com").await.is_none());
+
+    // The instance lets tenants manage what they adopt: the role change is applied.
+    w.apply_instance(
+        "lc",
+        &env("REDIS_URL"),
+        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageAdoptedAccounts": true } }),
+    )
+    .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    let mut role = base;
+    role["role"] = json!("EDITOR");
+    w.apply_in(&t, "LibreChatUser", "again", role).await;
+    assert_eq!(status_user_id(&w, &t, "again").await, id);
+    assert_eq!(
+        user_doc(&w, id).await.unwrap().get_str("role").unwrap(),
+        "EDITOR"
+    );
+}
+
+/// What anyone who may write `*/status` can do: make `x`'s status name another account.
+async fn forge(w: &World, ns: &str, target: ObjectId) {
+    let obj = get_in(&w.client, ns, "librechatusers", "x").await.unwrap();
+    let generation = obj.pointer("/metadata/generation").cloned();
+    let patch = json!({ "status": { "userId": target.to_hex(), "conditions": [ {
+        "type": "Ready", "status": "True", "reason": "Reconciled", "message": "forged",
+        "observedGeneration": generation, "lastTransitionTime": "2024-01-01T00:00:00Z" } ] } });
+    dynamic(&w.client, ns, "LibreChatUser")
+        .patch_status("x", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_forged_status_cannot_redirect_writes_to_another_account() {
+    let (w, t) = tenant_world("tr-forge", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "boss",
+        json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN", "name": "The Boss" }),
+    )
+    .await;
+    let boss = status_user_id(&w, &w.ns.clone(), "boss").await;
+    let victim = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(victim, "victim@example.com"))
+        .await
+        .unwrap();
+    let boss_before = user_doc(&w, boss).await.unwrap();
+    let victim_before = user_doc(&w, victim).await.unwrap();
+
+    let spec = |name: &str| json!({ "instanceRef": lc(&w), "email": "x@example.com", "name": name, "deletionPolicy": "Delete" });
+    w.apply_in(&t, "LibreChatUser", "x", spec("X One")).await;
+    let x = status_user_id(&w, &t, "x").await;
+    let api = dynamic(&w.client, &t, "LibreChatUser");
+    // The status names the admin's account; then the spec changes.
+    forge(&w, &t, boss).await;
+    api.patch(
+        "x",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "name": "X Two" } })),
+    )
+    .await
+    .unwrap();
+    eventually("the change to reach x's own account", || async {
+        (user_doc(&w, x).await?.get_str("name").ok()? == "X Two").then_some(())
+    })
+    .await;
+    // The status names an unmanaged account, and several resyncs (3s) pass.
+    forge(&w, &t, victim).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        user_doc(&w, boss).await.as_ref() == Some(&boss_before),
+        "the admin's account must not be written"
+    );
+    assert!(
+        user_doc(&w, victim).await.as_ref() == Some(&victim_before),
+        "the unmanaged account must not be written"
+    );
+    eventually("status to name x's own account again", || async {
+        let obj = get_in(&w.client, &t, "librechatusers", "x").await?;
+        (obj.pointer("/status/userId")?.as_str()? == x.to_hex()).then_some(())
+    })
+    .await;
+
+    // Deleting with deletionPolicy: Delete while the status names the admin's account.
+    forge(&w, &t, boss).await;
+    delete_in(&w.client, &t, "LibreChatUser", "x").await;
+    wait_gone_in(&w, &t, "librechatusers", "x").await;
+    assert!(
+        user_doc(&w, x).await.is_none(),
+        "x's own account is deleted"
+    );
+    assert!(
+        user_doc(&w, boss).await.as_ref() == Some(&boss_before),
+        "the admin's account must survive"
+    );
+    assert!(
+        user_doc(&w, victim).await.as_ref() == Some(&victim_before),
+        "the unmanaged account must survive"
+    );
+}
+
+#[tokio::test]
+async fn librechats_own_bans_are_never_lifted_by_the_operator() {
+    let w = World::with_instance("tr-native", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "u",
+        json!({ "instanceRef": { "name": "lc" }, "email": "u@example.com" }),
+    )
+    .await;
+    let id = status_user_id(&w, &w.ns.clone(), "u").await;
+    let key = format!("BANS:{}", id.to_hex());
+
+    // A UserBan that has ended, then LibreChat bans the user on its own.
+    w.apply(
+        "UserBan",
+        "brief",
+        json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "u" }, "duration": "3s" }),
+    )
+    .await;
+    w.wait_condition("userbans", "brief", "Ready", "True", Some("Expired"))
+        .await;
+    let end = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+    insert_native_ban(&w, &key, end).await;
+    let native = log_doc(&w, &key).await.unwrap();
+    let mut r = redis().await;
+    let counter = format!("violations:message_limit:message_limit:{}", id.to_hex());
+    let _: () = r.set(&counter, 20).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let after = log_doc(&w, &key).await;
+    assert!(
+        after.as_ref() == Some(&native),
+        "LibreChat's own ban must stay exactly as written: {after:?}"
+    );
+    let counted: bool = r.exists(&counter).await.unwrap();
+    assert!(counted, "LibreChat's violation counter must stay");
+    let _: () = r.del(&counter).await.unwrap();
+
+    // A ban LibreChat wrote before a UserBan outlives the UserBan.
+    w.apply(
+        "LibreChatUser",
+        "v",
+        json!({ "instanceRef": { "name": "lc" }, "email": "v@example.com" }),
+    )
+    .await;
+    let v = status_user_id(&w, &w.ns.clone(), "v").await;
+    let key = format!("BANS:{}", v.to_hex());
+    let end = jiff::Timestamp::now().as_millisecond() + 3_600_000;
+    let native = insert_native_ban(&w, &key, end).await;
+    w.apply(
+        "UserBan",
+        "long",
+        json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "v" }, "duration": "1d" }),
+    )
+    .await;
+    w.wait_condition("userbans", "long", "Ready", "True", Some("Banned"))
+        .await;
+    w.delete("UserBan", "long").await;
+    w.wait_gone("userbans", "long").await;
+    let d = log_doc(&w, &key)
+        .await
+        .expect("LibreChat's own ban must still be there");
+    assert!(in_force(&d), "LibreChat's own ban must still be in force");
+    let value: Value = serde_json::from_str(d.get_str("value").unwrap()).unwrap();
+    let expected: Value = serde_json::from_str(&native).unwrap();
+    assert_eq!(value, expected, "LibreChat's own value must be back");
+    assert_eq!(d.get_datetime("expiresAt").unwrap().timestamp_millis(), end);
+}
+
+#[tokio::test]
+async fn a_banned_user_cannot_escape_by_deleting_their_account() {
+    let w = World::with_instance("tr-escape", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "u",
+        json!({ "instanceRef": { "name": "lc" }, "email": "escape@example.com" }),
+    )
+    .await;
+    let first = status_user_id(&w, &w.ns.clone(), "u").await;
+    w.apply(
+        "UserBan",
+        "perma",
+        json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "u" } }),
+    )
+    .await;
+    w.wait_condition("userbans", "perma", "Ready", "True", Some("Banned"))
+        .await;
+
+    // LibreChat's own account deletion (DELETE /api/user/delete).
+    w.users().delete_one(doc! { "_id": first }).await.unwrap();
+    let second = eventually("the account to be re-created", || async {
+        w.find_user("escape@example.com")
+            .await?
+            .get_object_id("_id")
+            .ok()
+    })
+    .await;
+    assert_ne!(first, second);
+    let key = format!("BANS:{}", second.to_hex());
+    eventually("the new account to be banned", || async {
+        log_doc(&w, &key).await.filter(in_force)
+    })
+    .await;
+    let obj = eventually("the ban to follow the new account", || async {
+        let obj = w.get("userbans", "perma").await?;
+        (obj.pointer("/status/userId")?.as_str()? == second.to_hex()).then_some(obj)
+    })
+    .await;
+    let ready = condition(&obj, "Ready").unwrap();
+    assert!(
+        ready.status == "True" && ready.reason == "Banned",
+        "the ban must stay in force: {} {}: {}",
+        ready.status,
+        ready.reason,
+        ready.message
+    );
+    // And it stays that way (never InvalidSpec for having moved).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let obj = w
+        .wait_condition("userbans", "perma", "Ready", "True", Some("Banned"))
+        .await;
+    assert_eq!(
+        obj.pointer("/status/userId").and_then(Value::as_str),
+        Some(second.to_hex().as_str())
+    );
+    assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_ban_an_admin_or_an_ip() {
+    let (w, t) = tenant_world("tr-bans", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "boss",
+        json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN" }),
+    )
+    .await;
+    let boss = status_user_id(&w, &w.ns.clone(), "boss").await;
+    let by_email = json!({ "instanceRef": lc(&w), "email": "boss@example.com" });
+    let by_ip = json!({ "instanceRef": lc(&w), "ip": "203.0.113.9" });
+
+    w.apply_in(&t, "UserBan", "oust", by_email.clone()).await;
+    w.apply_in(&t, "UserBan", "wall", by_ip.clone()).await;
+    ready_in(&w, &t, "userbans", "oust", "False", "NotPermitted").await;
+    ready_in(&w, &t, "userbans", "wall", "False", "NotPermitted").await;
+    assert_eq!(
+        count(&w, "logs", doc! {}).await,
+        0,
+        "nothing may be written"
+    );
+    assert_eq!(count(&w, "librechat_operator_bans", doc! {}).await, 0);
+
+    // From the instance's own namespace, both work.
+    w.apply("UserBan", "oust", by_email).await;
+    w.apply("UserBan", "wall", by_ip).await;
+    w.wait_condition("userbans", "oust", "Ready", "True", Some("Banned"))
+        .await;
+    w.wait_condition("userbans", "wall", "Ready", "True", Some("Banned"))
+        .await;
+    assert!(log_doc(&w, &format!("BANS:{}", boss.to_hex()))
+        .await
+        .is_some_and(|d| in_force(&d)));
+    assert!(log_doc(&w, "BANS:203.0.113.9")
+        .await
+        .is_some_and(|d| in_force(&d)));
+}
+
+/// The owner record's pending follow-ups for `email`.
+async fn follow_ups(w: &World, email: &str) -> Vec<String> {
+    owner_record(w, email)
+        .await
+        .and_then(|r| r.get_array("followUps").ok().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| b.as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
+    let mut w = World::with_instance("tr-crashpw", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    w.apply(
+        "LibreChatUser",
+        "c",
+        crate::user::local_user("crash@example.com", "pw"),
+    )
+    .await;
+    let id = status_user_id(&w, &w.ns.clone(), "c").await;
+    let sessions = w.db.collection::<Document>("sessions");
+    let later = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
+    );
+    for hash in ["a", "b"] {
+        sessions
+            .insert_one(doc! { "refreshTokenHash": hash.repeat(64), "expiration": later, "user": id, "__v": 0 })
+            .await
+            .unwrap();
+    }
+    let version_before = w
+        .get("librechatusers", "c")
+        .await
+        .unwrap()
+        .pointer("/status/passwordSecretVersion")
+        .cloned();
+
+    w.stop_operator();
+    w.secret("pw", &[("password", "A-Rotated-Password-42")])
+        .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-password-hash")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let stored = user_doc(&w, id).await.unwrap();
+    assert!(
+        bcrypt::verify("A-Rotated-Password-42", stored.get_str("password").unwrap()).unwrap(),
+        "the new hash is written before the crash"
+    );
+    assert_eq!(
+        count(&w, "sessions", doc! { "user": id }).await,
+        2,
+        "the crash came before the revocation"
+    );
+    assert!(
+        follow_ups(&w, "crash@example.com")
+            .await
+            .contains(&"revokeSessions".to_string()),
+        "the revocation is promised in the ownership record"
+    );
+
+    w.start_operator();
+    eventually("the sessions to be revoked", || async {
+        (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
+    })
+    .await;
+    let obj = eventually("PasswordReady for the new Secret version", || async {
+        let obj = w.get("librechatusers", "c").await?;
+        (obj.pointer("/status/passwordSecretVersion").cloned() != version_before).then_some(obj)
+    })
+    .await;
+    let ready = condition(&obj, "PasswordReady").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "PasswordApplied")
+    );
+    assert!(follow_ups(&w, "crash@example.com").await.is_empty());
+    assert!(!w.operator_log().contains("A-Rotated-Password-42"));
+}
+
+#[tokio::test]
+async fn a_crash_between_role_change_and_cache_drop_still_drops() {
+    let mut w = World::with_instance("tr-crashrole", json!({})).await;
+    let spec = |role: &str| json!({ "instanceRef": { "name": "lc" }, "email": "promoted@example.com", "role": role });
+    w.apply("LibreChatUser", "p", spec("USER")).await;
+    let id = status_user_id(&w, &w.ns.clone(), "p").await;
+    let mut r = redis().await;
+    let cached = [
+        format!("AUTH_USER_DOC:auth-user-doc-byid:{}", id.to_hex()),
+        format!("USER_PRINCIPALS:{}", id.to_hex()),
+    ];
+    for key in &cached {
+        let _: () = r.set(key, "{\"value\":\"stale\"}").await.unwrap();
+    }
+
+    w.stop_operator();
+    w.apply("LibreChatUser", "p", spec("ADMIN")).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-role-change")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert_eq!(
+        user_doc(&w, id).await.unwrap().get_str("role").unwrap(),
+        "ADMIN"
+    );
+    for key in &cached {
+        let left: bool = r.exists(key).await.unwrap();
+        assert!(left, "{key}: the crash came before the caches were dropped");
+    }
+
+    w.start_operator();
+    eventually("the stale caches to be dropped", || async {
+        for key in &cached {
+            let left: bool = redis().await.exists(key).await.ok()?;
+            if left {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    w.wait_condition("librechatusers", "p", "Ready", "True", None)
+        .await;
+    assert!(follow_ups(&w, "promoted@example.com").await.is_empty());
+}
+
+/// A private SecantusDB that is resumed and stopped whatever happens to the test.
+struct PrivateMongo {
+    dir: std::path::PathBuf,
+    pid: String,
+}
+
+impl PrivateMongo {
+    fn start(port: u16, label: &str) -> PrivateMongo {
+        let dir = std::env::temp_dir().join(format!("lco-{label}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        start_private_mongo(port, &dir);
+        let pid = std::fs::read_to_string(dir.join("secantus.pid"))
+            .unwrap()
+            .trim()
+            .to_string();
+        PrivateMongo { dir, pid }
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&self.pid)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+}
+
+impl Drop for PrivateMongo {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-CONT")
+            .arg(&self.pid)
+            .status();
+        stop_private_mongo(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_mongodb_is_noticed_and_recovery_follows() {
+    let mut w = World::new("tr-stall").await;
+    let port = free_port();
+    let mongo = PrivateMongo::start(port, &w.ns);
+    w.start_operator();
+    w.secret(
+        "mongo",
+        &[(
+            "uri",
+            &format!("mongodb://127.0.0.1:{port}/LibreChat?directConnection=true"),
+        )],
+    )
+    .await;
+    w.apply(
+        "LibreChatInstance",
+        "lc",
+        json!({ "mongo": { "uriSecretRef": { "name": "mongo", "key": "uri" } }, "resyncPeriod": "2s" }),
+    )
+    .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+
+    // The server stops answering, its connections stay open.
+    mongo.signal("STOP");
+    let noticed = eventually_within(Duration::from_secs(30), || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        (condition(&obj, "MongoReachable")?.status == "False").then_some(obj)
+    })
+    .await;
+    let obj = noticed.expect("a stalled MongoDB must show as MongoReachable=False within 30s");
+    assert_eq!(condition(&obj, "Ready").unwrap().status, "False");
+
+    mongo.signal("CONT");
+    w.wait_condition("librechatinstances", "lc", "MongoReachable", "True", None)
+        .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+}
+
+#[tokio::test]
+async fn deleting_an_instance_does_not_orphan_bans_or_invites() {
+    let w = World::with_instance(
+        "tr-orphan",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    w.apply(
+        "UserBan",
+        "wall",
+        json!({ "instanceRef": { "name": "lc" }, "ip": "203.0.113.10" }),
+    )
+    .await;
+    w.apply(
+        "UserInvite",
+        "welcome",
+        json!({ "instanceRef": { "name": "lc" }, "email": "welcome@example.com" }),
+    )
+    .await;
+    w.wait_condition("userbans", "wall", "Ready", "True", Some("Banned"))
+        .await;
+    w.wait_condition("userinvites", "welcome", "Ready", "True", Some("Pending"))
+        .await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), &w.ns);
+    let raw = secrets.get("welcome-invite").await.unwrap().data.unwrap()["token"]
+        .0
+        .clone();
+    let token = hex::encode(Sha256::digest(&raw));
+    assert_eq!(count(&w, "tokens", doc! { "token": &token }).await, 1);
+
+    w.delete("LibreChatInstance", "lc").await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "Ready",
+            "False",
+            Some("DependentsRemain"),
+        )
+        .await;
+    let message = condition(&obj, "Ready").unwrap().message;
+    assert!(
+        message.contains(&format!("{}/wall", w.ns))
+            && message.contains(&format!("{}/welcome", w.ns)),
+        "the message must name the ban and the invite: {message}"
+    );
+    assert!(log_doc(&w, "BANS:203.0.113.10")
+        .await
+        .is_some_and(|d| in_force(&d)));
+    assert_eq!(count(&w, "tokens", doc! { "token": &token }).await, 1);
+
+    w.delete("UserBan", "wall").await;
+    w.delete("UserInvite", "welcome").await;
+    w.wait_gone("userbans", "wall").await;
+    w.wait_gone("userinvites", "welcome").await;
+    assert!(
+        log_doc(&w, "BANS:203.0.113.10").await.is_none(),
+        "the ban is lifted"
+    );
+    assert_eq!(
+        count(&w, "tokens", doc! { "token": &token }).await,
+        0,
+        "the invite is revoked"
+    );
+    w.wait_gone("librechatinstances", "lc").await;
+}
+
+#[tokio::test]
+async fn an_unencoded_uri_password_never_leaks() {
+    let mut w = World::new("tr-uri").await;
+    w.start_operator();
+    let port = free_port();
+    w.secret(
+        "mongo",
+        &[("uri", &format!("mongodb://lc:Ab?cd@127.0.0.1:{port}/db"))],
+    )
+    .await;
+    w.apply(
+        "LibreChatInstance",
+        "lc",
+        json!({ "mongo": { "uriSecretRef": { "name": "mongo", "key": "uri" } }, "resyncPeriod": "2s" }),
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "Ready",
+            "False",
+            Some("InvalidURI"),
+        )
+        .await;
+    // A few health checks pass, so every path that reports the problem has run.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let obj = w.get("librechatinstances", "lc").await.unwrap_or(obj);
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(w.client.clone(), &w.ns);
+    let events =
+        serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
+    let log = w.operator_log();
+    for fragment in ["Ab?cd", "cd@", "Ab?"] {
+        assert!(
+            !obj.to_string().contains(fragment),
+            "the password leaked into the status"
+        );
+        assert!(
+            !events.contains(fragment),
+            "the password leaked into an event"
+        );
+        assert!(
+            !log.contains(fragment),
+            "the password leaked into the operator's log"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
+    let (w, t) = tenant_world(
+        "tr-inv",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    // Declared in the instance's namespace, not created yet (its password Secret is missing).
+    w.apply(
+        "LibreChatUser",
+        "later",
+        crate::user::local_user("later@example.com", "not-yet"),
+    )
+    .await;
+    w.wait_condition(
+        "librechatusers",
+        "later",
+        "Ready",
+        "False",
+        Some("SecretNotFound"),
+    )
+    .await;
+    assert!(w.find_user("later@example.com").await.is_none());
+
+    w.apply_in(
+        &t,
+        "UserInvite",
+        "sneak",
+        json!({ "instanceRef": lc(&w), "email": "Later@Example.com" }),
+    )
+    .await;
+    ready_in(&w, &t, "userinvites", "sneak", "False", "NotPermitted").await;
+    assert_eq!(
+        count(&w, "tokens", doc! {}).await,
+        0,
+        "no token may be issued"
+    );
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), &t);
+    assert!(secrets.get_opt("sneak-invite").await.unwrap().is_none());
+
+    // An email nobody else declares: the tenant may invite it.
+    w.apply_in(
+        &t,
+        "UserInvite",
+        "fresh",
+        json!({ "instanceRef": lc(&w), "email": "fresh@example.com" }),
+    )
+    .await;
+    ready_in(&w, &t, "userinvites", "fresh", "True", "Pending").await;
+    assert_eq!(
+        count(&w, "tokens", doc! { "email": "fresh@example.com" }).await,
+        1
+    );
+    assert_eq!(
+        count(&w, "tokens", doc! { "email": "later@example.com" }).await,
+        0
+    );
+}
