@@ -194,6 +194,19 @@ async fn take(
         store.release(email, uid).await?;
         return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
     }
+    let adopted = Account {
+        stored,
+        created: false,
+        password_set: false,
+        wrote: true,
+    };
+    // A refused adoption holds no claim, so it blocks nobody who may take the account.
+    let changed = drift(&adopted.stored, &plan.desired);
+    if let Some(why) = write_refused(plan, &adopted, &changed) {
+        store.release(email, uid).await?;
+        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+    }
+    let stored = adopted.stored;
     store
         .record_claimed_user(email, uid, stored.id, false)
         .await?;
