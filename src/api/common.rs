@@ -40,6 +40,59 @@ pub mod condition {
     pub const MONGO_REACHABLE: &str = "MongoReachable";
     pub const REDIS_REACHABLE: &str = "RedisReachable";
     pub const PASSWORD_READY: &str = "PasswordReady";
+    /// kstatus' abnormal-true condition: the object cannot progress until a person acts.
+    pub const STALLED: &str = "Stalled";
+    /// kstatus' abnormal-true condition: the object is converging, or waiting for something
+    /// transient (a dependency, a retry).
+    pub const RECONCILING: &str = "Reconciling";
+}
+
+/// Reasons of `Ready=False` that only a person can resolve (a spec, a Secret, a policy, a
+/// conflicting object): the object is `Stalled`, and GitOps tools fail fast with its message.
+/// Every other `Ready=False` is `Reconciling`: it resolves by itself or by retrying, or by an
+/// object that a GitOps sync applies moments later (a missing instance or Secret).
+pub const STALLED_REASONS: &[&str] = &[
+    reason::INVALID_SPEC,
+    reason::SECRET_KEY_MISSING,
+    reason::SECRET_NOT_OWNED,
+    reason::INVALID_URI,
+    reason::NAMESPACE_NOT_ALLOWED,
+    reason::ADMIN_NOT_ALLOWED,
+    reason::CONFLICT,
+    reason::ALREADY_EXISTS,
+    reason::PASSWORD_INVALID,
+    reason::NOT_PERMITTED,
+    reason::IDENTITY_CHANGED,
+    "AlreadyRegistered",
+];
+
+/// The `Stalled` and `Reconciling` conditions that go with a `Ready` condition, both always
+/// present as True or False, so kstatus, Flux and Argo CD read the object right.
+pub fn progress_conditions(ready: &Cond) -> [Cond; 2] {
+    let stalled = ready.ok == Some(false) && STALLED_REASONS.contains(&ready.reason.as_str());
+    let reconciling = ready.ok != Some(true) && !stalled;
+    // The API server refuses an empty condition message: the False side says what holds.
+    let said = |on: bool, type_, otherwise: &str| {
+        if on {
+            Cond::new(type_, true, &ready.reason, ready.message.clone())
+        } else {
+            Cond::new(type_, false, &ready.reason, otherwise)
+        }
+    };
+    let not_stalled = if ready.ok == Some(true) {
+        "ready"
+    } else {
+        "retrying by itself"
+    };
+    let not_reconciling = if stalled {
+        "waiting for a change of the object or of what it refers to"
+    } else {
+        "reconciled"
+    };
+    [
+        said(stalled, condition::STALLED, not_stalled),
+        said(reconciling, condition::RECONCILING, not_reconciling),
+    ]
 }
 
 /// Machine-readable reasons, shared so that tooling can match on them.
@@ -68,6 +121,8 @@ pub mod reason {
     pub const BANNED: &str = "Banned";
     pub const EXPIRED: &str = "Expired";
     pub const USER_NOT_FOUND: &str = "UserNotFound";
+    /// An email ban whose account does not exist yet: settled, not active.
+    pub const AWAITING_ACCOUNT: &str = "AwaitingAccount";
     /// The object's tenancy does not allow what it declares.
     pub const NOT_PERMITTED: &str = "NotPermitted";
     /// The account the ownership record names no longer has the declared email.
@@ -184,6 +239,59 @@ mod tests {
         assert_ne!(third[0].last_transition_time, t0);
         assert!(is_ready(&third, Some(2)));
         assert!(!is_ready(&third, Some(3)));
+    }
+
+    #[test]
+    fn kstatus_reads_ready_stalled_and_reconciling_right() {
+        let status = |ready: Cond| {
+            let [stalled, reconciling] = progress_conditions(&ready);
+            (
+                stalled.ok,
+                reconciling.ok,
+                stalled.message.is_empty() || reconciling.message.is_empty(),
+            )
+        };
+        // Current: ready; Failed: a person must act; InProgress: it resolves by itself.
+        assert_eq!(
+            status(Cond::new(condition::READY, true, "Reconciled", "ok")),
+            (Some(false), Some(false), false)
+        );
+        assert_eq!(
+            status(Cond::new(
+                condition::READY,
+                false,
+                reason::CONFLICT,
+                "taken"
+            )),
+            (Some(true), Some(false), false)
+        );
+        assert_eq!(
+            status(Cond::new(
+                condition::READY,
+                false,
+                reason::INVALID_SPEC,
+                "bad"
+            )),
+            (Some(true), Some(false), false)
+        );
+        assert_eq!(
+            status(Cond::new(
+                condition::READY,
+                false,
+                reason::STORE_ERROR,
+                "down"
+            )),
+            (Some(false), Some(true), false)
+        );
+        assert_eq!(
+            status(Cond::new(
+                condition::READY,
+                false,
+                reason::INSTANCE_NOT_READY,
+                "wait"
+            )),
+            (Some(false), Some(true), false)
+        );
     }
 
     #[test]

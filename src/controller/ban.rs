@@ -104,6 +104,7 @@ fn created_ms(ban: &UserBan) -> i64 {
 }
 
 async fn apply(api: &Api<UserBan>, ban: &UserBan, ctx: &Context) -> Result<Action, ReconcileError> {
+    crate::controller::report::begin(api, ban).await?;
     let (outcome, error) = match sync(ban, ctx).await {
         Ok(o) => (o, None),
         Err(ReconcileError::Store(e)) => (
@@ -336,9 +337,25 @@ async fn resolve_target(
     }
     let subject = Some(email_subject(&email));
     Ok(match store.find_user_by_email(&email).await? {
-        Some(u) => Ok(Banned { target: BanTarget::User(u.id.to_hex()), subject }),
-        None => Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, format!("no LibreChat account has the email {email} yet; the ban applies as soon as one does"))),
+        Some(u) => Ok(Banned {
+            target: BanTarget::User(u.id.to_hex()),
+            subject,
+        }),
+        None => Err(awaiting_account(ban, &email)),
     })
+}
+
+/// An email ban whose account does not exist yet: settled (`Ready=True`, not active), like a
+/// pending invite, and applied as soon as an account has the email.
+fn awaiting_account(ban: &UserBan, email: &str) -> Outcome {
+    let message = format!(
+        "no LibreChat account has the email {email} yet; the ban applies as soon as one does"
+    );
+    Outcome {
+        ready: Cond::new(condition::READY, true, reason::AWAITING_ACCOUNT, message),
+        active: false,
+        ..Outcome::waiting(ban, reason::AWAITING_ACCOUNT, "")
+    }
 }
 
 /// A `userRef` ban: whatever account the LibreChatUser's ownership record names now (never

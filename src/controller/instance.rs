@@ -60,6 +60,7 @@ async fn apply(
     instance: &LibreChatInstance,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
+    super::report::begin(api, instance).await?;
     let mut status = instance.status.clone().unwrap_or_default();
     let (conds, _healthy) = check(instance, ctx, &mut status).await;
     report(api, ctx, instance, status, &conds).await?;

@@ -103,6 +103,7 @@ async fn apply(
     invite: &UserInvite,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
+    crate::controller::report::begin(api, invite).await?;
     let (outcome, error) = match sync(invite, ctx).await {
         Ok(o) => (o, None),
         Err(ReconcileError::Store(e)) => (

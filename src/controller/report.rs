@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::context::Context;
 use super::status::write_status;
-use crate::api::common::{condition, find_condition, merge_conditions, Cond};
+use crate::api::common::{condition, find_condition, merge_conditions, progress_conditions, Cond};
 use crate::api::{LibreChatInstance, LibreChatUser, UserBan, UserInvite};
 
 /// A kind whose status carries `observedGeneration` and conditions.
@@ -47,6 +47,38 @@ reported! {
     UserInvite => crate::api::UserInviteStatus,
 }
 
+/// Before the slow work on a new generation, says so: `observedGeneration` is the new one and
+/// `Reconciling=True`, so kstatus (Flux's `wait`, Argo CD) never takes the previous
+/// generation's `Ready` for this one's. One write per generation; a resync writes nothing.
+pub async fn begin<K: Reported>(api: &Api<K>, obj: &K) -> Result<(), kube::Error> {
+    let generation = obj.meta().generation;
+    let current = obj.current();
+    let conditions = current.map(K::conditions).unwrap_or_default();
+    let seen = find_condition(conditions, condition::RECONCILING)
+        .is_some_and(|c| c.observed_generation == generation);
+    if seen {
+        return Ok(());
+    }
+    let mut status = current.cloned().unwrap_or_default();
+    let message = format!("applying generation {}", generation.unwrap_or_default());
+    let wanted = [
+        Cond::new(condition::RECONCILING, true, "Progressing", message),
+        Cond::new(
+            condition::STALLED,
+            false,
+            "Progressing",
+            "a new generation is being applied",
+        ),
+    ];
+    K::stamp(
+        &mut status,
+        generation,
+        merge_conditions(conditions, &wanted, generation),
+    );
+    super::status::write_status(api, obj, current, &status).await?;
+    Ok(())
+}
+
 /// What a reconcile that reported its outcome returns: the store error it met (retried with
 /// backoff), or the next look: after `requeue`, or (`None`) only when something watched
 /// changes, for states a person must fix.
@@ -75,6 +107,11 @@ pub async fn report<K: Reported>(
     let generation = obj.meta().generation;
     let existing = current.map(K::conditions).unwrap_or_default();
     let previous = find_condition(existing, condition::READY).cloned();
+    let mut wanted = wanted.to_vec();
+    if let Some(ready) = wanted.iter().find(|c| c.type_ == condition::READY) {
+        wanted.extend(progress_conditions(ready));
+    }
+    let wanted = wanted.as_slice();
     K::stamp(
         &mut status,
         generation,

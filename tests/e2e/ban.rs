@@ -264,14 +264,18 @@ async fn a_ban_waits_for_its_account() {
     .await;
     w.wait_condition("userbans", "early", "Ready", "False", Some("UserNotFound"))
         .await;
+    // An email ban before its account is settled and ready, like a pending invite (so GitOps
+    // waits do not hang on it), but not active.
     w.wait_condition(
         "userbans",
         "early-mail",
         "Ready",
-        "False",
-        Some("UserNotFound"),
+        "True",
+        Some("AwaitingAccount"),
     )
     .await;
+    let early_mail = w.get("userbans", "early-mail").await.unwrap();
+    assert_eq!(early_mail["status"]["active"], false);
     assert_eq!(
         w.db.collection::<Document>("logs")
             .count_documents(doc! {})

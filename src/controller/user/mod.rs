@@ -131,6 +131,7 @@ async fn apply(
     user: &LibreChatUser,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
+    crate::controller::report::begin(api, user).await?;
     let (outcome, error) = match sync(user, ctx).await {
         Ok(o) => (o, None),
         Err(ReconcileError::Store(e)) => {
