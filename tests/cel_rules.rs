@@ -42,19 +42,28 @@ fn crds() -> Vec<Value> {
 }
 
 fn collect(kind: &str, node: &Value, path: &mut Vec<String>, out: &mut Vec<Rule>) {
-    if let Some(rules) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
+    if let Some(rules) = node
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
         for r in rules {
             out.push(Rule {
                 kind: kind.to_string(),
                 path: path.clone(),
                 rule: r["rule"].as_str().expect("a rule").to_string(),
-                message: r["message"].as_str().expect("every rule has a message").to_string(),
+                message: r["message"]
+                    .as_str()
+                    .expect("every rule has a message")
+                    .to_string(),
             });
         }
     }
     assert!(
-        node.get("items").is_none_or(|i| !i.to_string().contains("x-kubernetes-validations"))
-            && node.get("additionalProperties").is_none_or(|i| !i.to_string().contains("x-kubernetes-validations")),
+        node.get("items")
+            .is_none_or(|i| !i.to_string().contains("x-kubernetes-validations"))
+            && node
+                .get("additionalProperties")
+                .is_none_or(|i| !i.to_string().contains("x-kubernetes-validations")),
         "{kind}: rules inside lists or maps at {path:?} need this test to learn about them"
     );
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
@@ -84,8 +93,12 @@ fn lookup<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
 /// Evaluates `rule` as the API server does: `self` is the value the rule is attached to, and
 /// `oldSelf` the stored one. Returns whether the rule holds.
 fn holds(rule: &Rule, this: &Value, old: Option<&Value>) -> bool {
-    let program = cel::Program::compile(&rule.rule)
-        .unwrap_or_else(|e| panic!("{}: rule {:?} does not compile: {e:?}", rule.kind, rule.rule));
+    let program = cel::Program::compile(&rule.rule).unwrap_or_else(|e| {
+        panic!(
+            "{}: rule {:?} does not compile: {e:?}",
+            rule.kind, rule.rule
+        )
+    });
     let mut ctx = cel::Context::default();
     ctx.add_variable("self", this.clone()).unwrap();
     if let Some(old) = old {
@@ -150,7 +163,10 @@ fn key(message: &str) -> &str {
 #[test]
 fn every_rule_compiles_and_has_a_message() {
     let rules = rules();
-    assert!(rules.len() >= 10, "expected the CRDs' rules, found {rules:?}");
+    assert!(
+        rules.len() >= 10,
+        "expected the CRDs' rules, found {rules:?}"
+    );
     for r in &rules {
         cel::Program::compile(&r.rule)
             .unwrap_or_else(|e| panic!("{}: {:?} does not compile: {e:?}", r.kind, r.rule));
@@ -210,7 +226,10 @@ fn the_rules_and_the_controller_agree() {
             .filter(|p| case.rejected_by.is_none_or(|m| !p.contains(key(m))))
             .collect();
         if !unrelated.is_empty() {
-            failures.push(format!("{} ({}): other problems {unrelated:?}", case.what, case.kind));
+            failures.push(format!(
+                "{} ({}): other problems {unrelated:?}",
+                case.what, case.kind
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -231,16 +250,28 @@ fn every_rule_is_covered_by_a_case() {
         .collect();
     let missing: Vec<_> = all.difference(&covered).collect();
     let unknown: Vec<_> = covered.difference(&all).collect();
-    assert!(missing.is_empty(), "rules without a rejecting case in tests/cel_cases: {missing:?}");
-    assert!(unknown.is_empty(), "cases expecting rules the CRDs lack: {unknown:?}");
+    assert!(
+        missing.is_empty(),
+        "rules without a rejecting case in tests/cel_cases: {missing:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "cases expecting rules the CRDs lack: {unknown:?}"
+    );
     // Each path carrying an immutability rule is rejected by some update of that very field.
     for r in rules.iter().filter(|r| r.is_transition()) {
         let hit = cases().iter().any(|c| {
             c.kind == r.kind
                 && c.rejected_by == Some(r.message.as_str())
-                && cel_rejections(&rules, c).iter().any(|x| std::ptr::eq(*x, r))
+                && cel_rejections(&rules, c)
+                    .iter()
+                    .any(|x| std::ptr::eq(*x, r))
         });
-        assert!(hit, "{}: no case changes {:?} ({})", r.kind, r.path, r.message);
+        assert!(
+            hit,
+            "{}: no case changes {:?} ({})",
+            r.kind, r.path, r.message
+        );
     }
 }
 

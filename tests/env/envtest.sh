@@ -101,7 +101,7 @@ KC
       if [ "$WITH_KCM" = 1 ]; then
         "$KUBE_CONTROLLER_MANAGER" --kubeconfig="$RUN_DIR/kubeconfig" --leader-elect=false \
           --bind-address=127.0.0.1 --secure-port=0 \
-          --controllers='*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-ttl,-bootstrapsigner,-tokencleaner,-csrsigning,-csrapproving,-csrcleaner' \
+          --controllers='*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-ttl,-bootstrapsigner,-tokencleaner,-csrsigning,-csrapproving,-csrcleaner' \
           --service-account-private-key-file="$c/sa.key" --root-ca-file="$c/ca.crt" \
           --v=1 </dev/null > "$RUN_DIR/logs/kube-controller-manager.log" 2>&1 &
         echo $! > "$RUN_DIR/kcm.pid"
