@@ -43,6 +43,12 @@ fi
 
 # 3. SecantusDB (MongoDB wire protocol server) + pymongo (used for readiness pings).
 if ! "$VENV/bin/python" -c "import pymongo, importlib.metadata as m; assert m.version('SecantusDB') == '$SECANTUS_VERSION'" 2>/dev/null; then
+  # Debian ships venv's pip bootstrap separately (python3-venv).
+  if ! command -v python3 >/dev/null ||
+     ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'install ok installed'; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+  fi
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check pymongo "SecantusDB==$SECANTUS_VERSION"
 fi
