@@ -6,8 +6,8 @@
 #      what it must (and must not) render
 #   4. values.schema.json (and the chart's own checks) reject bad values with a message
 #      naming the offending key
-#   5. the rendered manifests apply to the API server of $KUBECONFIG (kubectl apply
-#      --validate=false, into fresh namespaces), the RBAC bindings grant what they should and
+#   5. the rendered manifests apply to the API server of $KUBECONFIG (plain kubectl apply,
+#      into fresh namespaces), the RBAC bindings grant what they should and
 #      nothing more (kubectl auth can-i), and a real `helm install` / `helm uninstall` works.
 #      No kubelet is needed: the operator's pods may stay Pending.
 #
@@ -189,10 +189,10 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   [ "${CHART_CHECK_KEEP:-0}" = 1 ] || trap 'cleanup; "${on_exit[@]}"' EXIT
   for n in "$NS" "${WATCHED[@]}"; do kubectl create namespace "$n" >/dev/null; done
 
-  # apply NAME: the render, server-side checked by the API server (client-side validation is
-  # off: kubectl rejects the CRDs' CEL rules against servers before 1.25).
+  # apply NAME: the render, as a user applies it (kubectl's field validation on: unknown or
+  # duplicate fields are errors, not warnings).
   apply() {
-    if kubectl apply --validate=false -f "$TMP/$1.yaml" >"$TMP/apply-$1" 2>&1; then ok
+    if kubectl apply --validate=strict -f "$TMP/$1.yaml" >"$TMP/apply-$1" 2>&1; then ok
     else cat "$TMP/apply-$1" >&2; bad "kubectl apply of render '$1'"; fi
   }
   apply crds

@@ -23,9 +23,7 @@ PY
 )"
 
 say "installing the CRDs (crds/)"
-# --validate=false: kubectl's client-side schema check of old API servers does not know the
-# CEL rules (x-kubernetes-validations) in our CRDs; the server validates the CRD itself.
-kubectl apply --validate=false -f crds/ >/dev/null
+kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/librechatinstances.librechat.ai crd/librechatusers.librechat.ai crd/userbans.librechat.ai crd/userinvites.librechat.ai >/dev/null
 kubectl create namespace librechat --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n librechat create secret generic librechat-stores \

@@ -7,7 +7,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+# clippy and rustfmt: `make test` starts with both. Only rustup can add them; say so if that fails.
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+  rustup component add clippy rustfmt >/dev/null 2>&1 || true
+  cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 ||
+    { echo "setup: cargo clippy / cargo fmt missing; run: rustup component add clippy rustfmt" >&2; exit 1; }
+fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   apt-get update -qq

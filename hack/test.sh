@@ -9,6 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ENV_DIR="${LCO_ENV_DIR:-/tmp/librechat-operator-env}"
 export LCO_ENV_DIR="$ENV_DIR"
 
+# shellcheck source=../tests/env/versions.env
+. tests/env/versions.env
+echo "== test bed: Kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl), etcd $ETCD_VERSION, helm $HELM_VERSION (tests/env/versions.env)"
 bash hack/setup.sh
 
 echo "== lint"

@@ -3,10 +3,14 @@
 //! Run through `make test`, which starts the servers and sets KUBECONFIG, MONGODB_URI, REDIS_URL.
 
 mod support;
+// The CEL rule cases, shared with tests/cel_rules.rs.
+#[path = "../cel_cases/mod.rs"]
+mod cel_cases;
 
 mod ban;
 mod bench;
 mod cascade;
+mod cel;
 mod instance;
 mod invite;
 mod ops;

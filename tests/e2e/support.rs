@@ -497,7 +497,7 @@ pub fn ensure_crds() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let out = Command::new("kubectl")
-            .args(["apply", "--validate=false", "-f"])
+            .args(["apply", "-f"])
             .arg(project_dir().join("crds"))
             .output()
             .expect("kubectl must be on PATH");

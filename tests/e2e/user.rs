@@ -977,7 +977,7 @@ async fn exported_accounts_are_adopted_unchanged() {
         "{yaml}"
     );
     let mut apply = std::process::Command::new("kubectl")
-        .args(["apply", "--validate=false", "-f", "-"])
+        .args(["apply", "-f", "-"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();

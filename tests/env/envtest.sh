@@ -3,13 +3,15 @@
 # on 127.0.0.1, envtest-style: no kubelet, so Pods are created but never run.
 #   envtest.sh start   -> prints KUBECONFIG path; writes $RUN_DIR/env (no-op if already running)
 #   envtest.sh stop
-# Needs: etcd (Debian etcd-server), kube-apiserver binary at $KUBE_APISERVER, openssl
-# (all installed by install.sh / install-k8s.sh).
+# Needs: etcd, kube-apiserver, kube-controller-manager (built by install-k8s.sh at the
+# versions in versions.env), openssl.
 set -euo pipefail
 
 RUN_DIR="${ENVTEST_DIR:-${TMPDIR:-/tmp}/envtest-$(id -u)}"
-# Binaries built by install-k8s.sh come first (a machine-wide kubectl may be older/newer).
-PATH="${K8S_BIN_DIR:-$HOME/.cache/k8s-envtest/bin}:$PATH"
+# shellcheck source=versions.env
+. "$(dirname "${BASH_SOURCE[0]}")/versions.env"
+# Binaries built by install-k8s.sh come first (a machine-wide kubectl or etcd may be older).
+PATH="${K8S_BIN_DIR:-$HOME/.cache/k8s-envtest/$K8S_VERSION/bin}:$PATH"
 KUBE_APISERVER="${KUBE_APISERVER:-kube-apiserver}"
 KUBE_CONTROLLER_MANAGER="${KUBE_CONTROLLER_MANAGER:-kube-controller-manager}"
 WITH_KCM="${ENVTEST_KCM:-0}"   # 1 = also run kube-controller-manager (GC, namespace finalization, SA tokens, Deployment->RS->Pod)
@@ -98,8 +100,8 @@ KC
          "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
       if [ "$WITH_KCM" = 1 ]; then
         "$KUBE_CONTROLLER_MANAGER" --kubeconfig="$RUN_DIR/kubeconfig" --leader-elect=false \
-          --bind-address=127.0.0.1 --secure-port=0 --port=0 \
-          --controllers='*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-ttl,-bootstrapsigner,-tokencleaner,-csrsigning,-csrapproving,-csrcleaner' \
+          --bind-address=127.0.0.1 --secure-port=0 \
+          --controllers='*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-ttl,-bootstrapsigner,-tokencleaner,-csrsigning,-csrapproving,-csrcleaner' \
           --service-account-private-key-file="$c/sa.key" --root-ca-file="$c/ca.crt" \
           --v=1 </dev/null > "$RUN_DIR/logs/kube-controller-manager.log" 2>&1 &
         echo $! > "$RUN_DIR/kcm.pid"

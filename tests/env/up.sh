@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring up the integration-test environment on 127.0.0.1 and write $LCO_ENV_DIR/env:
-#   Kubernetes : etcd + kube-apiserver 1.20 + kube-controller-manager (tests/env/envtest.sh)
+#   Kubernetes : etcd + kube-apiserver + kube-controller-manager (tests/env/envtest.sh; versions
+#                in tests/env/versions.env)
 #   MongoDB    : SecantusDB on $LCO_MONGO_PORT (default 37017)  (tests/env/secantus.sh)
 #   Redis      : redis-server on $LCO_REDIS_PORT (default 16379), no persistence
 # A server whose variable (KUBECONFIG, MONGODB_URI, REDIS_URL) is already set in the
@@ -10,7 +11,9 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DIR="${LCO_ENV_DIR:-/tmp/librechat-operator-env}"
-BIN="${K8S_BIN_DIR:-$HOME/.cache/k8s-envtest/bin}"
+# shellcheck source=versions.env
+. "$HERE/versions.env"
+BIN="${K8S_BIN_DIR:-$HOME/.cache/k8s-envtest/$K8S_VERSION/bin}"
 MONGO_PORT="${LCO_MONGO_PORT:-37017}"
 REDIS_PORT="${LCO_REDIS_PORT:-16379}"
 mkdir -p "$DIR"; DIR="$(cd "$DIR" && pwd)"
