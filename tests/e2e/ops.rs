@@ -162,6 +162,14 @@ async fn exactly_one_replica_leads_and_the_other_takes_over() {
         .await;
     assert!(reconciles(leader.port) > 0);
     assert_eq!(reconciles(standby.port), 0, "a standby must not reconcile");
+    let leads =
+        |port| http_get(port, "/metrics").map(|(_, t)| t.contains("librechat_operator_leader 1\n"));
+    assert_eq!(leads(leader.port), Some(true), "the leader's leader gauge");
+    assert_eq!(
+        leads(standby.port),
+        Some(false),
+        "the standby's leader gauge"
+    );
 
     // The leader dies without releasing: the standby takes over once the Lease expires.
     leader.child.kill().unwrap();
