@@ -285,6 +285,13 @@ impl Metrics {
         if previous.as_ref().map(|(r, why)| (*r, why.as_str())) == ready {
             return;
         }
+        // Both series of the kind exist from its first object on, at 0 when none is so.
+        for r in [true, false] {
+            drop(self.managed.get_or_create(&ReadinessLabels {
+                kind: kind.into(),
+                ready: r.to_string(),
+            }));
+        }
         let counts = |ready: bool, reason: &str| {
             (
                 self.managed.get_or_create(&ReadinessLabels {
@@ -447,6 +454,13 @@ mod tests {
                 "librechat_operator_managed_objects{kind=\"UserInvite\",ready=\"true\"}"
             ),
             Some(1)
+        );
+        assert_eq!(
+            gauge(
+                &text,
+                "librechat_operator_managed_objects{kind=\"UserInvite\",ready=\"false\"}"
+            ),
+            Some(0)
         );
     }
 }
