@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 
@@ -44,7 +44,12 @@ pub async fn serve(addr: &str, health: Health) -> std::io::Result<()> {
     let app = Router::new()
         .route(
             "/metrics",
-            get(|| async { crate::metrics::global().encode() }),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                    crate::metrics::global().encode(),
+                )
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route(

@@ -165,7 +165,9 @@ fn run(args: RunArgs) -> ExitCode {
             concurrency: args.concurrency.max(1),
             namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
         };
+        let metrics = librechat_operator::metrics::global();
         if !args.leader_elect {
+            metrics.set_leader(true);
             return finish(controller::run(client, settings, health).await);
         }
 
@@ -191,6 +193,7 @@ fn run(args: RunArgs) -> ExitCode {
             },
             _ = shutdown_signal() => return ExitCode::SUCCESS,
         };
+        metrics.set_leader(true);
         let outcome = tokio::select! {
             result = controller::run(client, settings, health) => finish(result),
             _ = leadership.lost() => {
@@ -198,6 +201,7 @@ fn run(args: RunArgs) -> ExitCode {
                 ExitCode::from(4)
             }
         };
+        metrics.set_leader(false);
         leadership.release().await;
         outcome
     })

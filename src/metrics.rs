@@ -1,9 +1,11 @@
-//! Prometheus metrics, served on `/metrics` (text format). One registry for the process; the
-//! LibreChat half reports its MongoDB, Redis and bcrypt work here without knowing who reads it.
+//! Prometheus metrics, served on `/metrics` (OpenMetrics text format). One registry for the
+//! process; the LibreChat half reports its MongoDB, Redis and bcrypt work here without knowing
+//! who reads it. Label values are kinds, reasons, store verbs and the version: never names of
+//! accounts, Secrets or anything a tenant chose.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -31,28 +33,61 @@ pub struct StoreLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreVerbLabels {
+    pub store: String,
+    pub verb: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadinessLabels {
     pub kind: String,
     pub ready: String,
 }
 
 type HistogramFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
+type StoreHistogramFamily = Family<StoreVerbLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<KindLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: HistogramFamily,
+    in_flight: Family<KindLabels, Gauge>,
+    in_backoff: Family<KindLabels, Gauge>,
     store_operations: Family<StoreLabels, Counter>,
+    store_duration: StoreHistogramFamily,
     bcrypt_hashes: Counter,
     managed: Family<ReadinessLabels, Gauge>,
-    /// Readiness of every object seen, to keep the `managed_objects` gauge exact.
-    readiness: Mutex<HashMap<(String, String), bool>>,
+    not_ready: Family<FailureLabels, Gauge>,
+    blocked: Family<KindLabels, Gauge>,
+    leader: Gauge,
+    /// Readiness (and the reason when not Ready) of every object seen, and the objects whose
+    /// deletion is blocked, to keep their gauges exact.
+    objects: Mutex<Objects>,
+}
+
+#[derive(Default)]
+struct Objects {
+    readiness: HashMap<(String, String), (bool, String)>,
+    blocked: HashSet<(String, String)>,
 }
 
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
+
+/// 0.5 ms to about 8 s: a store call is bounded by its own, shorter deadline.
+fn store_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// What `/metrics` serves: the text encoder writes OpenMetrics (typed families, `# EOF`).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -67,9 +102,27 @@ impl Metrics {
         let reconciles = Family::<KindLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let in_flight = Family::<KindLabels, Gauge>::default();
+        let in_backoff = Family::<KindLabels, Gauge>::default();
         let store_operations = Family::<StoreLabels, Counter>::default();
+        let store_duration: StoreHistogramFamily = Family::new_with_constructor(store_histogram);
         let bcrypt_hashes = Counter::default();
         let managed = Family::<ReadinessLabels, Gauge>::default();
+        let not_ready = Family::<FailureLabels, Gauge>::default();
+        let blocked = Family::<KindLabels, Gauge>::default();
+        let leader = Gauge::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("build_info", "The operator's version; always 1", build_info);
+        registry.register(
+            "leader",
+            "1 while this replica leads and runs the controllers, 0 on standby",
+            leader.clone(),
+        );
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -82,9 +135,24 @@ impl Metrics {
             duration.clone(),
         );
         registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now, by kind",
+            in_flight.clone(),
+        );
+        registry.register(
+            "objects_in_backoff",
+            "Objects waiting out a retry backoff after failed reconciles, by kind",
+            in_backoff.clone(),
+        );
+        registry.register(
             "store_operations",
             "MongoDB commands and Redis calls, by store, verb and outcome",
             store_operations.clone(),
+        );
+        registry.register(
+            "store_operation_duration_seconds",
+            "Time a MongoDB command or Redis call took, by store and verb",
+            store_duration.clone(),
         );
         registry.register(
             "bcrypt_hashes",
@@ -96,19 +164,35 @@ impl Metrics {
             "Objects of each kind, by readiness",
             managed.clone(),
         );
+        registry.register(
+            "not_ready_objects",
+            "Objects that are not Ready, by kind and the reason of their Ready condition",
+            not_ready.clone(),
+        );
+        registry.register(
+            "deletions_blocked",
+            "Objects being deleted whose cleanup is refused until a person acts, by kind",
+            blocked.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             failures,
             duration,
+            in_flight,
+            in_backoff,
             store_operations,
+            store_duration,
             bcrypt_hashes,
             managed,
-            readiness: Mutex::default(),
+            not_ready,
+            blocked,
+            leader,
+            objects: Mutex::default(),
         }
     }
 
-    /// The registry in Prometheus text format.
+    /// The registry in the OpenMetrics text format (ending with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -117,11 +201,12 @@ impl Metrics {
         out
     }
 
-    /// Starts timing a reconcile of `kind`; the count and duration are recorded when it drops.
+    /// Starts timing a reconcile of `kind`, counted in flight until the timer drops, when its
+    /// duration is recorded.
     pub fn reconcile_started(&'static self, kind: &str) -> ReconcileTimer {
-        self.reconciles
-            .get_or_create(&KindLabels { kind: kind.into() })
-            .inc();
+        let labels = KindLabels { kind: kind.into() };
+        self.reconciles.get_or_create(&labels).inc();
+        self.in_flight.get_or_create(&labels).inc();
         ReconcileTimer {
             kind: kind.into(),
             start: Instant::now(),
@@ -138,7 +223,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn store_operation(&self, store: &str, verb: &str, ok: bool) {
+    /// Counts a store call and records how long it took.
+    pub fn store_operation(&self, store: &str, verb: &str, ok: bool, took: Duration) {
         let outcome = if ok { "success" } else { "failure" };
         self.store_operations
             .get_or_create(&StoreLabels {
@@ -147,32 +233,92 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+        self.store_duration
+            .get_or_create(&StoreVerbLabels {
+                store: store.into(),
+                verb: verb.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Whether this replica leads (runs the controllers).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// How many objects of `kind` wait out a backoff.
+    pub fn set_in_backoff(&self, kind: &str, count: usize) {
+        self.in_backoff
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Records whether the deletion of the object `key` of `kind` is blocked.
+    pub fn set_deletion_blocked(&self, kind: &str, key: &str, blocked: bool) {
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (kind.to_string(), key.to_string());
+        let gauge = self
+            .blocked
+            .get_or_create(&KindLabels { kind: kind.into() });
+        if blocked {
+            if objects.blocked.insert(id) {
+                gauge.inc();
+            }
+        } else if objects.blocked.remove(&id) {
+            gauge.dec();
+        }
     }
 
     pub fn bcrypt_hashed(&self) {
         self.bcrypt_hashes.inc();
     }
 
-    /// Records whether the object `key` of `kind` is Ready (`None`: it is gone).
-    pub fn set_readiness(&self, kind: &str, key: &str, ready: Option<bool>) {
-        let Ok(mut map) = self.readiness.lock() else {
+    /// Records whether the object `key` of `kind` is Ready and, when it is not, the reason of
+    /// its Ready condition (`None`: the object is gone).
+    pub fn set_readiness(&self, kind: &str, key: &str, ready: Option<(bool, &str)>) {
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (kind.to_string(), key.to_string());
+        let previous = match ready {
+            Some((r, reason)) => objects.readiness.insert(id, (r, reason.to_string())),
+            None => objects.readiness.remove(&id),
+        };
+        if previous.as_ref().map(|(r, why)| (*r, why.as_str())) == ready {
             return;
-        };
-        match ready {
-            Some(r) => map.insert((kind.to_string(), key.to_string()), r),
-            None => map.remove(&(kind.to_string(), key.to_string())),
-        };
-        for ready in [true, false] {
-            let n = map
-                .iter()
-                .filter(|((k, _), r)| k == kind && **r == ready)
-                .count();
-            self.managed
-                .get_or_create(&ReadinessLabels {
+        }
+        // Both series of the kind exist from its first object on, at 0 when none is so.
+        for r in [true, false] {
+            drop(self.managed.get_or_create(&ReadinessLabels {
+                kind: kind.into(),
+                ready: r.to_string(),
+            }));
+        }
+        let counts = |ready: bool, reason: &str| {
+            (
+                self.managed.get_or_create(&ReadinessLabels {
                     kind: kind.into(),
                     ready: ready.to_string(),
-                })
-                .set(n as i64);
+                }),
+                (!ready).then(|| {
+                    self.not_ready.get_or_create(&FailureLabels {
+                        kind: kind.into(),
+                        reason: reason.into(),
+                    })
+                }),
+            )
+        };
+        if let Some((r, reason)) = &previous {
+            let (managed, not_ready) = counts(*r, reason);
+            managed.dec();
+            if let Some(g) = not_ready {
+                g.dec();
+            }
+        }
+        if let Some((r, reason)) = ready {
+            let (managed, not_ready) = counts(r, reason);
+            managed.inc();
+            if let Some(g) = not_ready {
+                g.inc();
+            }
         }
     }
 }
@@ -186,12 +332,14 @@ pub struct ReconcileTimer {
 
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
+        let labels = KindLabels {
+            kind: self.kind.clone(),
+        };
         self.metrics
             .duration
-            .get_or_create(&KindLabels {
-                kind: self.kind.clone(),
-            })
+            .get_or_create(&labels)
             .observe(self.start.elapsed().as_secs_f64());
+        self.metrics.in_flight.get_or_create(&labels).dec();
     }
 }
 
@@ -199,15 +347,19 @@ impl Drop for ReconcileTimer {
 mod tests {
     use super::*;
 
+    fn fresh() -> &'static Metrics {
+        Box::leak(Box::new(Metrics::new()))
+    }
+
     #[test]
     fn families_appear_in_the_text_format() {
-        let m = global();
+        let m = fresh();
         drop(m.reconcile_started("LibreChatUser"));
         m.reconcile_failed("LibreChatUser", "mongo");
-        m.store_operation("mongo", "find", true);
+        m.store_operation("mongo", "find", true, Duration::from_millis(3));
         m.bcrypt_hashed();
-        m.set_readiness("LibreChatUser", "ns/a", Some(true));
-        m.set_readiness("LibreChatUser", "ns/b", Some(false));
+        m.set_readiness("LibreChatUser", "ns/a", Some((true, "Reconciled")));
+        m.set_readiness("LibreChatUser", "ns/b", Some((false, "Conflict")));
         m.set_readiness("LibreChatUser", "ns/b", None);
         let text = m.encode();
         for needle in [
@@ -216,9 +368,99 @@ mod tests {
             "librechat_operator_reconcile_duration_seconds_bucket",
             "librechat_operator_store_operations_total{store=\"mongo\",verb=\"find\",outcome=\"success\"}",
             "librechat_operator_bcrypt_hashes_total",
+            "librechat_operator_managed_objects{kind=\"LibreChatUser\",ready=\"true\"} 1",
             "librechat_operator_managed_objects{kind=\"LibreChatUser\",ready=\"false\"} 0",
+            "librechat_operator_not_ready_objects{kind=\"LibreChatUser\",reason=\"Conflict\"} 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_encoding_is_openmetrics_with_types_and_labels() {
+        let m = fresh();
+        m.set_leader(true);
+        let timer = m.reconcile_started("UserBan");
+        m.store_operation("redis", "ping", false, Duration::from_millis(2));
+        m.set_in_backoff("UserBan", 2);
+        let text = m.encode();
+        for needle in [
+            "# TYPE librechat_operator_leader gauge",
+            "librechat_operator_leader 1",
+            "# TYPE librechat_operator_build_info gauge",
+            &format!(
+                "librechat_operator_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "# TYPE librechat_operator_reconciles_in_flight gauge",
+            "librechat_operator_reconciles_in_flight{kind=\"UserBan\"} 1",
+            "# TYPE librechat_operator_objects_in_backoff gauge",
+            "librechat_operator_objects_in_backoff{kind=\"UserBan\"} 2",
+            "# TYPE librechat_operator_store_operation_duration_seconds histogram",
+            "librechat_operator_store_operation_duration_seconds_count{store=\"redis\",verb=\"ping\"} 1",
+            "librechat_operator_store_operation_duration_seconds_bucket{le=\"0.002\",store=\"redis\",verb=\"ping\"} 1",
+            "# TYPE librechat_operator_reconciles counter",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        drop(timer);
+        m.set_leader(false);
+        let text = m.encode();
+        assert!(text.contains("librechat_operator_reconciles_in_flight{kind=\"UserBan\"} 0"));
+        assert!(text.contains("librechat_operator_leader 0"));
+        assert!(text.contains("# TYPE librechat_operator_reconcile_duration_seconds histogram"));
+        assert!(text
+            .contains("librechat_operator_reconcile_duration_seconds_count{kind=\"UserBan\"} 1"));
+    }
+
+    #[test]
+    fn not_ready_objects_follow_the_reason_and_blocked_deletions_are_counted_once() {
+        let m = fresh();
+        let gauge = |text: &str, series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse::<i64>().ok())
+        };
+        m.set_readiness("UserInvite", "ns/a", Some((false, "InstanceNotReady")));
+        m.set_readiness("UserInvite", "ns/b", Some((false, "InstanceNotReady")));
+        m.set_readiness("UserInvite", "ns/a", Some((false, "Expired")));
+        m.set_readiness("UserInvite", "ns/a", Some((false, "Expired")));
+        m.set_deletion_blocked("UserInvite", "ns/b", true);
+        m.set_deletion_blocked("UserInvite", "ns/b", true);
+        m.set_deletion_blocked("UserInvite", "ns/c", false);
+        let text = m.encode();
+        let not_ready = |reason: &str| {
+            format!(
+                "librechat_operator_not_ready_objects{{kind=\"UserInvite\",reason=\"{reason}\"}}"
+            )
+        };
+        assert_eq!(gauge(&text, &not_ready("InstanceNotReady")), Some(1));
+        assert_eq!(gauge(&text, &not_ready("Expired")), Some(1));
+        assert!(text.contains("# TYPE librechat_operator_not_ready_objects gauge"));
+        assert!(text.contains("# TYPE librechat_operator_deletions_blocked gauge"));
+        let blocked = "librechat_operator_deletions_blocked{kind=\"UserInvite\"}";
+        assert_eq!(gauge(&text, blocked), Some(1));
+
+        m.set_readiness("UserInvite", "ns/a", Some((true, "Reconciled")));
+        m.set_readiness("UserInvite", "ns/b", None);
+        m.set_deletion_blocked("UserInvite", "ns/b", false);
+        let text = m.encode();
+        assert_eq!(gauge(&text, &not_ready("InstanceNotReady")), Some(0));
+        assert_eq!(gauge(&text, &not_ready("Expired")), Some(0));
+        assert_eq!(gauge(&text, blocked), Some(0));
+        assert_eq!(
+            gauge(
+                &text,
+                "librechat_operator_managed_objects{kind=\"UserInvite\",ready=\"true\"}"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            gauge(
+                &text,
+                "librechat_operator_managed_objects{kind=\"UserInvite\",ready=\"false\"}"
+            ),
+            Some(0)
+        );
     }
 }

@@ -85,6 +85,16 @@ impl Backoff {
             .unwrap_or_else(|p| p.into_inner())
             .len()
     }
+
+    /// How many objects whose key starts with `prefix` are waiting out a backoff.
+    pub fn in_backoff_under(&self, prefix: &str) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .count()
+    }
 }
 
 /// The wait after `failures` failures in a row: `BACKOFF_BASE · 2^(failures-1)`, capped, times
@@ -114,6 +124,10 @@ mod tests {
         }
         assert!(first <= Duration::from_secs(2) && later >= BACKOFF_CAP / 2);
         assert_eq!(b.in_backoff(), 1);
+        b.failed("UserBan/ns/x");
+        assert_eq!(b.in_backoff_under("UserBan/"), 1);
+        assert_eq!(b.in_backoff_under("UserInvite/"), 0);
+        b.succeeded("UserBan/ns/x");
         b.succeeded("a");
         assert_eq!(b.in_backoff(), 0);
         assert!(b.failed("a") <= Duration::from_secs(2));

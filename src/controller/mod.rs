@@ -95,6 +95,8 @@ where
     let kind = K::kind(&());
     crate::metrics::global().reconcile_failed(&kind, error.label());
     let wait = ctx.backoff.failed(&object_key(&*obj));
+    crate::metrics::global()
+        .set_in_backoff(&kind, ctx.backoff.in_backoff_under(&format!("{kind}/")));
     tracing::warn!(kind = %kind, name = %obj.meta().name.clone().unwrap_or_default(), namespace = ?obj.meta().namespace, error = %error, label = error.label(), retry_in_s = wait.as_secs(), "reconcile failed; retrying");
     Action::requeue(wait)
 }
@@ -109,8 +111,9 @@ fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-/// Runs `reconcile` within [`RECONCILE_DEADLINE`], counting and timing it, resetting the
-/// object's backoff when it succeeds, and forgetting the readiness of deleted objects.
+/// Runs `reconcile` within [`RECONCILE_DEADLINE`] in a span naming the object, counting and
+/// timing it, resetting the object's backoff when it succeeds, keeping the count of blocked
+/// deletions, and forgetting the readiness of deleted objects.
 async fn observed<K, Fut>(
     obj: Arc<K>,
     ctx: Arc<Context>,
@@ -120,24 +123,30 @@ where
     K: Resource<DynamicType = ()>,
     Fut: std::future::Future<Output = Result<Action, ReconcileError>>,
 {
+    use tracing::Instrument;
+    let metrics = crate::metrics::global();
     let kind = K::kind(&());
-    let _timer = crate::metrics::global().reconcile_started(&kind);
     let meta = obj.meta();
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let span = tracing::info_span!("reconcile", kind = %kind, namespace = %namespace, name = %name);
+    let _timer = metrics.reconcile_started(&kind);
     let key = object_key(&*obj);
     if meta.deletion_timestamp.is_some() {
-        let key = format!(
-            "{}/{}",
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default()
-        );
-        crate::metrics::global().set_readiness(&kind, &key, None);
+        metrics.set_readiness(&kind, &format!("{namespace}/{name}"), None);
     }
-    let result = match tokio::time::timeout(RECONCILE_DEADLINE, reconcile(obj, ctx.clone())).await {
+    let result = match tokio::time::timeout(RECONCILE_DEADLINE, reconcile(obj, ctx.clone()))
+        .instrument(span)
+        .await
+    {
         Ok(result) => result,
         Err(_) => Err(ReconcileError::Deadline(RECONCILE_DEADLINE)),
     };
+    let blocked = matches!(&result, Err(e) if e.label() == "blocked");
+    metrics.set_deletion_blocked(&kind, &key, blocked);
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
+        metrics.set_in_backoff(&kind, ctx.backoff.in_backoff_under(&format!("{kind}/")));
     }
     result
 }

@@ -28,22 +28,28 @@ where
     Ok(true)
 }
 
-/// Feeds the `managed_objects` gauge from the status about to be shown.
+/// Feeds the `managed_objects` and `not_ready_objects` gauges from the status about to be shown.
 fn record_readiness<K: Resource<DynamicType = ()>, S: Serialize>(obj: &K, status: &S) {
-    let ready = serde_json::to_value(status).ok().and_then(|v| {
-        v.get("conditions")?
-            .as_array()?
-            .iter()
-            .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))
-            .map(|c| c.get("status").and_then(|s| s.as_str()) == Some("True"))
-    });
+    let value = serde_json::to_value(status).ok();
+    let ready = value
+        .as_ref()
+        .and_then(|v| v.get("conditions")?.as_array())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))
+        });
+    let ok = ready.and_then(|c| c.get("status")?.as_str()) == Some("True");
+    let reason = ready
+        .and_then(|c| c.get("reason")?.as_str())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("Unknown");
     let meta = obj.meta();
     let key = format!(
         "{}/{}",
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default()
     );
-    crate::metrics::global().set_readiness(&K::kind(&()), &key, Some(ready.unwrap_or(false)));
+    crate::metrics::global().set_readiness(&K::kind(&()), &key, Some((ok, reason)));
 }
 
 /// RFC 3339 now, for status timestamps.

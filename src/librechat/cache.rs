@@ -48,8 +48,9 @@ impl RedisCache {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
+        let start = std::time::Instant::now();
         let result = redis::cmd("PING").query_async::<String>(&mut conn).await;
-        crate::metrics::global().store_operation("redis", "ping", result.is_ok());
+        crate::metrics::global().store_operation("redis", "ping", result.is_ok(), start.elapsed());
         result.map(|_| ()).map_err(|e| StoreError::redis("ping", e))
     }
 
@@ -58,9 +59,10 @@ impl RedisCache {
             return Ok(0);
         }
         let mut conn = self.conn.clone();
-        conn.del(keys)
-            .await
-            .map_err(|e| StoreError::redis("delete", e))
+        let start = std::time::Instant::now();
+        let result = conn.del(keys).await;
+        crate::metrics::global().store_operation("redis", "del", result.is_ok(), start.elapsed());
+        result.map_err(|e| StoreError::redis("delete", e))
     }
 
     /// Cached copies of a user's document and group memberships, which LibreChat would keep

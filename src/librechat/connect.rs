@@ -47,11 +47,14 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
         use mongodb::event::command::CommandEvent;
         match event {
             CommandEvent::Succeeded(e) => {
-                crate::metrics::global().store_operation("mongo", &e.command_name, true)
+                crate::metrics::global().store_operation("mongo", &e.command_name, true, e.duration)
             }
-            CommandEvent::Failed(e) => {
-                crate::metrics::global().store_operation("mongo", &e.command_name, false)
-            }
+            CommandEvent::Failed(e) => crate::metrics::global().store_operation(
+                "mongo",
+                &e.command_name,
+                false,
+                e.duration,
+            ),
             CommandEvent::Started(_) => {}
             _ => {}
         }

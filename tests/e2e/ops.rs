@@ -12,20 +12,45 @@ async fn metrics_and_health_endpoints() {
     let w = World::with_instance("ops-metrics", json!({})).await;
     w.secret("pw", &[("password", "Metrics-Password-1")]).await;
     w.apply("LibreChatUser", "m", json!({ "instanceRef": { "name": "lc" }, "email": "m@example.com", "password": { "secretRef": { "name": "pw", "key": "password" } } })).await;
+    w.apply(
+        "LibreChatUser",
+        "lost",
+        json!({ "instanceRef": { "name": "nowhere" }, "email": "lost@example.com" }),
+    )
+    .await;
     w.wait_condition("librechatusers", "m", "Ready", "True", None)
         .await;
+    w.wait_condition(
+        "librechatusers",
+        "lost",
+        "Ready",
+        "False",
+        Some("InstanceNotFound"),
+    )
+    .await;
     assert_eq!(http_get(w.http_port, "/healthz").map(|r| r.0), Some(200));
     let (code, body) = eventually("readiness", || async {
         http_get(w.http_port, "/readyz").filter(|r| r.0 == 200)
     })
     .await;
     assert_eq!(code, 200, "{body}");
-    let metrics = eventually("metrics", || async {
-        let (_, text) = http_get(w.http_port, "/metrics")?;
-        text.contains("librechat_operator_managed_objects{kind=\"LibreChatUser\",ready=\"true\"} 1")
-            .then_some(text)
+    let (headers, metrics) = eventually("metrics", || async {
+        let (_, headers, text) = http_get_with_headers(w.http_port, "/metrics")?;
+        (text.contains("librechat_operator_managed_objects{kind=\"LibreChatUser\",ready=\"true\"} 1")
+            && text.contains("librechat_operator_not_ready_objects{kind=\"LibreChatUser\",reason=\"InstanceNotFound\"} 1"))
+        .then_some((headers, text))
     })
     .await;
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str());
+    assert_eq!(
+        content_type,
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{headers:?}"
+    );
+    assert!(metrics.ends_with("# EOF\n"));
     for needle in [
         "librechat_operator_reconciles_total{kind=\"LibreChatUser\"}",
         "librechat_operator_reconcile_duration_seconds_bucket{le=",
@@ -33,6 +58,19 @@ async fn metrics_and_health_endpoints() {
         "librechat_operator_store_operations_total{store=\"redis\",verb=\"ping\",outcome=\"success\"}",
         "librechat_operator_bcrypt_hashes_total 1",
         "librechat_operator_managed_objects{kind=\"LibreChatInstance\",ready=\"true\"} 1",
+        "# TYPE librechat_operator_reconcile_duration_seconds histogram",
+        "librechat_operator_leader 1",
+        &format!(
+            "librechat_operator_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "# TYPE librechat_operator_reconciles_in_flight gauge",
+        "librechat_operator_reconciles_in_flight{kind=\"LibreChatUser\"} ",
+        "librechat_operator_objects_in_backoff{kind=\"LibreChatUser\"} ",
+        "librechat_operator_deletions_blocked{kind=\"LibreChatUser\"} 0",
+        "# TYPE librechat_operator_store_operation_duration_seconds histogram",
+        "librechat_operator_store_operation_duration_seconds_count{store=\"mongo\",verb=\"insert\"} ",
+        "librechat_operator_store_operation_duration_seconds_count{store=\"redis\",verb=\"ping\"} ",
     ] {
         assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
     }
@@ -124,6 +162,14 @@ async fn exactly_one_replica_leads_and_the_other_takes_over() {
         .await;
     assert!(reconciles(leader.port) > 0);
     assert_eq!(reconciles(standby.port), 0, "a standby must not reconcile");
+    let leads =
+        |port| http_get(port, "/metrics").map(|(_, t)| t.contains("librechat_operator_leader 1\n"));
+    assert_eq!(leads(leader.port), Some(true), "the leader's leader gauge");
+    assert_eq!(
+        leads(standby.port),
+        Some(false),
+        "the standby's leader gauge"
+    );
 
     // The leader dies without releasing: the standby takes over once the Lease expires.
     leader.child.kill().unwrap();

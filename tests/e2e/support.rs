@@ -643,3 +643,24 @@ pub async fn event_reasons_in(client: &Client, ns: &str, name: &str) -> Vec<Stri
         .filter_map(|e| e.reason)
         .collect()
 }
+
+/// Response headers (name, value), in order.
+pub type Headers = Vec<(String, String)>;
+
+/// Like [`http_get`], also returning the response's headers.
+pub fn http_get_with_headers(port: u16, path: &str) -> Option<(u16, Headers, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).ok()?;
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.split("\r\n");
+    let code = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some((code, headers, body.to_string()))
+}

@@ -837,10 +837,26 @@ async fn a_blocked_deletion_is_reported_and_retried() {
     .await;
     w.wait_event("blocked", "DeleteBlocked").await;
     assert!(w.find_user("blocked@example.com").await.is_some());
+    let blocked = |n: u32| {
+        let series =
+            format!("librechat_operator_deletions_blocked{{kind=\"LibreChatUser\"}} {n}\n");
+        let port = w.http_port;
+        async move {
+            eventually("the deletions_blocked gauge", || async {
+                http_get(port, "/metrics")?
+                    .1
+                    .contains(&series)
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    blocked(1).await;
     // The instance comes back: the deletion completes.
     w.ready_instance("lc", json!({})).await;
     w.wait_gone("librechatusers", "blocked").await;
     assert!(w.find_user("blocked@example.com").await.is_none());
+    blocked(0).await;
 }
 
 #[tokio::test]
