@@ -933,3 +933,47 @@ async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
         0
     );
 }
+
+/// The invitation email goes out at most once: a crash right after sending, before the status
+/// says so, must not send it again when the operator comes back.
+#[tokio::test]
+async fn a_crash_after_sending_an_invitation_does_not_send_it_twice() {
+    let (port, inbox) = crate::invite::smtp_sink().await;
+    let mut w = World::new("tr-mailonce").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-invite-email")]);
+    w.ready_instance(
+        "lc",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" } }),
+    )
+    .await;
+    w.apply(
+        "UserInvite",
+        "once",
+        json!({ "instanceRef": { "name": "lc" }, "email": "once@example.com", "sendEmail": true }),
+    )
+    .await;
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(
+        code,
+        Some(86),
+        "the operator must crash right after sending"
+    );
+    assert_eq!(inbox.lock().unwrap().len(), 1, "the email went out once");
+    let before = w.get("userinvites", "once").await.unwrap();
+    assert!(
+        before.pointer("/status/emailSentAt").is_none(),
+        "the crash came before the status said so"
+    );
+
+    w.start_operator();
+    let obj = eventually("the invite to settle after the restart", || async {
+        let obj = w.get("userinvites", "once").await?;
+        obj.pointer("/status/emailSentAt").is_some().then_some(obj)
+    })
+    .await;
+    assert_eq!(obj.pointer("/status/phase"), Some(&json!("Pending")));
+    // A few resyncs later, still the one email.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(inbox.lock().unwrap().len(), 1, "the email was sent again");
+}
