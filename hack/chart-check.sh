@@ -9,6 +9,7 @@
 #   5. the rendered manifests apply to the API server of $KUBECONFIG (plain kubectl apply,
 #      into fresh namespaces), the RBAC bindings grant what they should and
 #      nothing more (kubectl auth can-i), and a real `helm install` / `helm uninstall` works.
+#      examples/ and examples/gitops (base and overlay) apply too.
 #      No kubelet is needed: the operator's pods may stay Pending.
 #
 # Usage:
@@ -29,6 +30,8 @@ WATCHED=(lco-chart-check-a lco-chart-check-b)
 RELEASE_ALL=cc-all            # all-namespaces render (ClusterRole)
 RELEASE_NS=cc-ns              # watchNamespaces render (Roles)
 RELEASE_HELM=cc-helm          # real helm install
+GITOPS_NS=lco-chart-gitops    # examples/gitops applied through an overlay naming this namespace
+examples_owned=0              # 1 once this run created namespace librechat for examples/
 TMP="$(mktemp -d)"
 on_exit=(rm -rf "$TMP")
 trap '"${on_exit[@]}"' EXIT
@@ -183,7 +186,10 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
       kubectl delete clusterrole,clusterrolebinding "$r-librechat-operator" --ignore-not-found >/dev/null 2>&1 || true
       kubectl delete clusterrole "$r-librechat-operator-view" "$r-librechat-operator-edit" "$r-librechat-operator-admin" --ignore-not-found >/dev/null 2>&1 || true
     done
-    kubectl delete namespace "$NS" "${WATCHED[@]}" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+    kubectl delete namespace "$NS" "${WATCHED[@]}" "$GITOPS_NS" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+    if [ "$examples_owned" = 1 ]; then
+      kubectl delete namespace librechat --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+    fi
   }
   cleanup  # leftovers of an earlier run
   [ "${CHART_CHECK_KEEP:-0}" = 1 ] || trap 'cleanup; "${on_exit[@]}"' EXIT
@@ -202,6 +208,35 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
     crd/userbans.librechat.ai crd/userinvites.librechat.ai -o name
   check "the Deployments exist" quiet kubectl -n "$NS" get deployment -o name \
     "$RELEASE_ALL-librechat-operator" "$RELEASE_NS-librechat-operator"
+
+  # examples/ and examples/gitops, validated by the API server (schema, and CEL rules where the
+  # server has them). examples/ goes for real into its namespace `librechat` when this run may
+  # own it (a fresh cluster, as a newcomer's `kubectl apply -f examples/`); when the namespace
+  # exists already (`make demo` on the same servers) only as a server dry run, which changes
+  # nothing. The GitOps tree goes into a namespace of its own through a one-line overlay, after
+  # the URI Secret its base references (and does not commit) is created as its README says.
+  if kubectl get namespace librechat >/dev/null 2>&1; then
+    echo "chart-check: namespace librechat exists (a demo?): examples/ only as a server dry run" >&2
+  else
+    examples_owned=1
+    check "kubectl apply -f examples/ (fresh namespace)" quiet kubectl apply -f examples/
+  fi
+  check "kubectl apply --dry-run=server -f examples/" quiet kubectl apply --dry-run=server -f examples/
+  kubectl create namespace "$GITOPS_NS" --save-config >/dev/null
+  check "the URI Secret of examples/gitops" quiet kubectl -n "$GITOPS_NS" create secret generic \
+    librechat-stores --from-literal=mongo-uri=mongodb://mongodb:27017/LibreChat \
+    --from-literal=redis-uri=redis://redis:6379/
+  for tree in base overlays/production; do
+    mkdir -p "$TMP/gitops/$tree"
+    printf 'namespace: %s\nresources:\n  - %s\n' "$GITOPS_NS" \
+      "$(realpath --relative-to="$TMP/gitops/$tree" "examples/gitops/$tree")" \
+      >"$TMP/gitops/$tree/kustomization.yaml"
+    check "kubectl apply -k examples/gitops/$tree" quiet kubectl apply -k "$TMP/gitops/$tree"
+  done
+  check "examples/gitops: the overlay's user and patch" eq \
+    "$(kubectl -n "$GITOPS_NS" get librechatuser erin -o name 2>/dev/null) $(kubectl -n "$GITOPS_NS" \
+      get librechatinstance librechat -o jsonpath='{.spec.resyncPeriod}' 2>/dev/null)" \
+    "librechatuser.librechat.ai/erin 15m"
 
   # can RELEASE NS VERB RESOURCE[/SUBRESOURCE] EXPECTED: what the RBAC grants the
   # ServiceAccount of a release (a subresource is written after a slash).
@@ -262,7 +297,7 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   else cat "$TMP/uninstall" >&2; bad "helm uninstall"; fi
 
   if [ "${CHART_CHECK_KEEP:-0}" = 1 ]; then
-    echo "kept: namespaces $NS ${WATCHED[*]}, ClusterRole/ClusterRoleBinding $RELEASE_ALL-librechat-operator"
+    echo "kept: namespaces $NS ${WATCHED[*]} $GITOPS_NS, ClusterRole/ClusterRoleBinding $RELEASE_ALL-librechat-operator"
   fi
 fi
 

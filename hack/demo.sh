@@ -30,7 +30,14 @@ kubectl -n librechat create secret generic librechat-stores \
   --from-literal=mongo-uri="$MONGO_URI_LIBRECHAT" --from-literal=redis-uri="$REDIS_URL" \
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
-say "applying examples/ (the Secret of URIs was made for the local servers above)"
+# Alice's password is a Secret made out of band (examples/ commits no password), as its
+# comment in examples/20-users.yaml says; kept if it exists, so re-runs do not rotate it.
+if ! kubectl -n librechat get secret alice-password >/dev/null 2>&1; then
+  kubectl -n librechat create secret generic alice-password \
+    --from-literal=password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')" >/dev/null
+fi
+
+say "applying examples/ (the Secrets of URIs and of alice's password were made above)"
 for f in examples/*.yaml; do
   [ "$(basename "$f")" = secret-stores.yaml ] && continue
   kubectl apply -f "$f"
