@@ -7,6 +7,7 @@ mod support;
 mod ban;
 mod bench;
 mod cascade;
+mod gitops;
 mod instance;
 mod invite;
 mod ops;
