@@ -45,11 +45,14 @@ enum Command {
         #[arg(long = "target-namespace", default_value = "librechat")]
         target_namespace: String,
     },
-    /// Check manifests offline with the controller's own validation, for a GitOps repository's CI.
+    /// Check manifests offline with the controller's own validation and the rules between the
+    /// objects of the set, for a GitOps repository's pre-commit hook and CI. Prints
+    /// `file:line: kind/namespace/name: message` per problem; exits 1 on any.
     Validate {
-        /// A YAML file (several documents allowed).
-        #[arg(short = 'f', long = "filename")]
-        file: PathBuf,
+        /// YAML files (several documents allowed) and folders (searched recursively for *.yaml
+        /// and *.yml); repeat -f or list several after it.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -88,7 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crds { output_dir }) => crds(output_dir),
-        Some(Command::Validate { file }) => validate(&file),
+        Some(Command::Validate { files }) => validate(&files),
         Some(Command::Export {
             mongodb_uri,
             instance,
@@ -295,29 +298,18 @@ fn export(uri: &str, instance: &str, namespace: &str) -> ExitCode {
     })
 }
 
-fn validate(file: &PathBuf) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
-    };
-    match api::offline::validate_manifests(&text) {
-        Ok(reports) => {
-            let mut failed = false;
-            for r in &reports {
-                if r.problems.is_empty() {
-                    println!("ok   {}", r.object);
-                } else {
-                    failed = true;
-                    println!("FAIL {}: {}", r.object, r.problems.join("; "));
-                }
+fn validate(paths: &[PathBuf]) -> ExitCode {
+    match api::offline::validate_paths(paths) {
+        Ok((objects, findings)) => {
+            for finding in &findings {
+                println!("{finding}");
             }
-            if failed {
-                ExitCode::FAILURE
-            } else {
+            if findings.is_empty() {
+                eprintln!("ok: {objects} objects valid");
                 ExitCode::SUCCESS
+            } else {
+                eprintln!("{} problems in {objects} objects", findings.len());
+                ExitCode::FAILURE
             }
         }
         Err(e) => {

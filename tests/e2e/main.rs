@@ -11,6 +11,7 @@ mod ban;
 mod bench;
 mod cascade;
 mod cel;
+mod gitops;
 mod instance;
 mod invite;
 mod ops;
