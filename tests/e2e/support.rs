@@ -104,6 +104,12 @@ impl World {
     /// Starts the operator watching `namespace` (`None`: this world's; a comma-separated list
     /// for several).
     pub fn start_operator_in(&mut self, namespace: Option<&str>) {
+        self.spawn_operator(namespace, &[]);
+    }
+
+    /// Starts the operator binary with its output appended to this world's log: watching
+    /// `namespace` (as [`World::start_operator_in`] reads it), with extra environment `vars`.
+    fn spawn_operator(&mut self, namespace: Option<&str>, vars: &[(&str, &str)]) {
         assert!(self.operator.is_none(), "operator already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -120,6 +126,9 @@ impl World {
             None => {
                 cmd.arg("--namespace").arg(&self.ns);
             }
+        }
+        for (name, value) in vars {
+            cmd.env(name, value);
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -237,14 +246,7 @@ impl World {
 
     /// Reasons of the events recorded on an object.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
-        let api: Api<k8s_openapi::api::events::v1::Event> =
-            Api::namespaced(self.client.clone(), &self.ns);
-        let list = api.list(&Default::default()).await.unwrap();
-        list.items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .filter_map(|e| e.reason)
-            .collect()
+        event_reasons_in(&self.client, &self.ns, name).await
     }
 
     pub async fn wait_event(&self, name: &str, reason: &str) {
@@ -597,22 +599,7 @@ impl World {
     /// Starts the operator watching this world's namespace with extra environment variables
     /// (a crash point, say).
     pub fn start_operator_with_env(&mut self, vars: &[(&str, &str)]) {
-        assert!(self.operator.is_none(), "operator already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        self.http_port = free_port();
-        let mut cmd = operator_command(&self.http_port.to_string());
-        cmd.arg("--namespace").arg(&self.ns);
-        for (name, value) in vars {
-            cmd.env(name, value);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        self.operator = Some(cmd.spawn().expect("the operator binary must start"));
+        self.spawn_operator(None, vars);
     }
 
     /// Waits up to `limit` for the running operator to exit by itself; its exit code (`None`
