@@ -452,6 +452,8 @@ async fn librechats_own_bans_are_never_lifted_by_the_operator() {
     let expected: Value = serde_json::from_str(&native).unwrap();
     assert_eq!(value, expected, "LibreChat's own value must be back");
     assert_eq!(d.get_datetime("expiresAt").unwrap().timestamp_millis(), end);
+    // As LibreChat's checkBan reads it: still banned.
+    w.contract_check(json!({ "bans": [{ "key": key, "expectActive": true }] }));
 }
 
 #[tokio::test]
@@ -511,6 +513,8 @@ async fn a_banned_user_cannot_escape_by_deleting_their_account() {
         Some(second.to_hex().as_str())
     );
     assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
+    // As LibreChat's checkBan reads it: the re-created account is banned.
+    w.contract_check(json!({ "bans": [{ "key": key, "expectActive": true }] }));
 }
 
 #[tokio::test]
@@ -631,6 +635,11 @@ async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
     );
     assert!(follow_ups(&w, "crash@example.com").await.is_empty());
     assert!(!w.operator_log().contains("A-Rotated-Password-42"));
+    // LibreChat's own code agrees: the new password logs in, no old session survives.
+    w.contract_check(json!({
+        "users": [{ "email": "crash@example.com", "password": "A-Rotated-Password-42" }],
+        "sessionsRevoked": [id.to_hex()],
+    }));
 }
 
 #[tokio::test]
