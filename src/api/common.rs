@@ -118,6 +118,8 @@ pub mod reason {
     pub const NO_PASSWORD: &str = "NoPassword";
     pub const STORE_ERROR: &str = "StoreError";
     pub const DELETE_BLOCKED: &str = "DeleteBlocked";
+    /// A deletion waits for the instance's deletion guard (too many deletions this hour).
+    pub const DELETIONS_RATE_LIMITED: &str = "DeletionsRateLimited";
     pub const BANNED: &str = "Banned";
     pub const EXPIRED: &str = "Expired";
     pub const USER_NOT_FOUND: &str = "UserNotFound";

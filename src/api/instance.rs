@@ -38,7 +38,7 @@ pub const DEFAULT_RESYNC_PERIOD: &str = "5m";
     printcolumn(
         name = "Mongo",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"MongoReachable\")].status"
+        json_path = ".status.conditions[?(@.type==\"MongoReachable\")].reason"
     ),
     printcolumn(
         name = "Redis",
@@ -55,6 +55,12 @@ pub const DEFAULT_RESYNC_PERIOD: &str = "5m";
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
         priority = 1
     ),
     printcolumn(
@@ -100,6 +106,27 @@ pub struct LibreChatInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub resync_period: Option<String>,
+    /// How many accounts `deletionPolicy: Delete` objects may delete per hour before further
+    /// deletions wait for a person, so that a bad merge or a pruned folder cannot erase the
+    /// deployment's users. Default: at most 10 per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_guard: Option<DeletionGuard>,
+}
+
+/// The limit on account deletions.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionGuard {
+    /// Accounts that may be deleted within one hour (default 10; 0 makes every deletion wait
+    /// for `confirmedUntil`). Deletions beyond it wait, with reason `DeletionsRateLimited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub max_per_hour: Option<u32>,
+    /// Confirms a bulk deletion: until this time (RFC 3339, e.g. `2026-12-02T18:00:00Z`) the
+    /// limit does not apply. Back up LibreChat's database first, as LibreChat advises for bulk
+    /// deletions; set it a few minutes ahead and let it lapse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_until: Option<String>,
 }
 
 /// Where LibreChat's MongoDB is.
@@ -224,7 +251,27 @@ pub struct InstanceStats {
     pub updated_at: Option<String>,
 }
 
+/// Account deletions allowed per hour when the instance does not say.
+pub const DEFAULT_DELETIONS_PER_HOUR: u32 = 10;
+
 impl LibreChatInstanceSpec {
+    /// Deletions allowed per hour by the deletion guard.
+    pub fn deletions_per_hour(&self) -> u32 {
+        self.deletion_guard
+            .as_ref()
+            .and_then(|g| g.max_per_hour)
+            .unwrap_or(DEFAULT_DELETIONS_PER_HOUR)
+    }
+
+    /// Whether a person confirmed bulk deletions until after `now_ms`.
+    pub fn deletions_confirmed_at(&self, now_ms: i64) -> bool {
+        self.deletion_guard
+            .as_ref()
+            .and_then(|g| g.confirmed_until.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|until| until.as_millisecond() > now_ms)
+    }
+
     pub fn min_password_length(&self) -> u32 {
         self.password_policy
             .as_ref()

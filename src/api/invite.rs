@@ -20,6 +20,7 @@ pub const DEFAULT_INVITE_LIFETIME: &str = "168h";
     kind = "UserInvite",
     plural = "userinvites",
     shortname = "inv",
+    shortname = "lcinv",
     category = "librechat",
     namespaced,
     status = "UserInviteStatus",
@@ -28,9 +29,26 @@ pub const DEFAULT_INVITE_LIFETIME: &str = "168h";
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Instance",
+        type_ = "string",
+        json_path = ".spec.instanceRef.name",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
     ),
     printcolumn(
         name = "Age",

@@ -25,7 +25,7 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
     status = "LibreChatUserStatus",
     doc = "A LibreChat account, created and kept as declared, and removed or released on deletion.",
     printcolumn(name = "Email", type_ = "string", json_path = ".spec.email"),
-    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".status.role"),
     printcolumn(
         name = "Provider",
         type_ = "string",
@@ -35,8 +35,7 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
     printcolumn(
         name = "Instance",
         type_ = "string",
-        json_path = ".spec.instanceRef.name",
-        priority = 1
+        json_path = ".spec.instanceRef.name"
     ),
     printcolumn(
         name = "Ready",
@@ -52,6 +51,12 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
         name = "UserID",
         type_ = "string",
         json_path = ".status.userId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
         priority = 1
     ),
     printcolumn(
@@ -203,6 +208,10 @@ pub struct LibreChatUserStatus {
     /// The account's MongoDB `_id` as hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The role the account has in LibreChat: the declared one, or LibreChat's own choice
+    /// where `role` is not declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Which version of the password Secret was applied (`<uid>/<resourceVersion>`); never the
     /// password or a hash of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -283,6 +283,17 @@ impl super::instance::LibreChatInstanceSpec {
                 ));
             }
         }
+        let confirmed = self
+            .deletion_guard
+            .as_ref()
+            .and_then(|g| g.confirmed_until.as_deref());
+        if let Some(t) = confirmed {
+            if t.parse::<jiff::Timestamp>().is_err() {
+                problems.push(format!(
+                    "deletionGuard.confirmedUntil '{t}' is not an RFC 3339 time such as 2026-12-02T18:00:00Z"
+                ));
+            }
+        }
         problems
     }
 }

@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
+use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
@@ -20,7 +21,7 @@ use super::tenancy::Tenancy;
 use crate::api::ban::UserBanStatus;
 use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::validate::{check_email, BanWindow};
-use crate::api::{LibreChatUser, UserBan};
+use crate::api::{LibreChatInstance, LibreChatUser, UserBan};
 use crate::librechat::bans::{email_subject, owner_subject, BanShare, BanTarget, Lifted};
 use crate::librechat::{Store, StoreError};
 
@@ -80,6 +81,20 @@ impl Outcome {
 struct Banned {
     target: BanTarget,
     subject: Option<String>,
+}
+
+/// A change to a ban target, for the audit trail.
+fn ban_change(
+    action: &'static str,
+    instance: &LibreChatInstance,
+    banned: &BanTarget,
+    note: String,
+) -> Change {
+    let account = match banned {
+        BanTarget::User(id) => id.clone(),
+        BanTarget::Ip(_) => target_label(banned),
+    };
+    Change::applied(action, target::instance_key(instance), Some(account), note)
 }
 
 fn target_label(t: &BanTarget) -> String {
@@ -177,7 +192,8 @@ async fn expire(
     let why = reason_suffix(ban);
     for (banned, _) in lifted.iter().filter(|(_, l)| *l != Lifted::NotHeld) {
         let note = format!("the ban of {} ended{why}", target_label(banned));
-        ctx.event(ban, false, "Expired", note).await;
+        let change = ban_change("Expired", &target.instance, banned, note);
+        ctx.changed(ban, change).await;
     }
     let status = ban.status.clone().unwrap_or_default();
     Ok(Outcome {
@@ -231,7 +247,8 @@ async fn enforce(
             "the banned identity now has account {label}; lifted the ban of {}",
             target_label(old)
         );
-        ctx.event(ban, false, "Moved", note).await;
+        let change = ban_change("Moved", &target.instance, old, note);
+        ctx.changed(ban, change).await;
     }
     let in_place = held.iter().any(|(t, _)| *t == banned.target)
         && store.ban_in_force(&banned.target, window.end_ms).await?;
@@ -260,7 +277,8 @@ async fn enforce(
             "banned {label}{until}{}; their sessions were revoked",
             reason_suffix(ban)
         );
-        ctx.event(ban, false, "Banned", note).await;
+        let change = ban_change("Banned", &target.instance, &banned.target, note);
+        ctx.changed(ban, change).await;
     }
     let now = jiff::Timestamp::now().as_millisecond();
     let resync = resync_period(&target.instance, ctx.settings.default_resync);
@@ -402,9 +420,9 @@ async fn cleanup(
     let namespace = ban.namespace().unwrap_or_default();
     let instance = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await?;
     let uid = ban.uid().unwrap_or_default();
-    let lifted = match instance {
+    let lifted = match &instance {
         None => Err(format!("LibreChatInstance '{}' no longer exists, so the ban cannot be lifted from its database; re-create the instance (the ban stays in force meanwhile)", ban.spec.instance_ref.name)),
-        Some(instance) => match ctx.connections.shared(&ctx.client, &instance).await {
+        Some(instance) => match ctx.connections.shared(&ctx.client, instance).await {
             Ok(stores) => match stores.redis_unavailable().await {
                 Some(why) => Err(why),
                 None => lift_all(&stores.store, &uid).await.map_err(|e| e.to_string()),
@@ -412,8 +430,8 @@ async fn cleanup(
             Err(p) => Err(p.message),
         },
     };
-    match lifted {
-        Ok(results) => {
+    match (lifted, instance) {
+        (Ok(results), Some(instance)) => {
             for (banned, lifted) in results {
                 let note = match lifted {
                     Lifted::NotHeld => continue,
@@ -423,11 +441,13 @@ async fn cleanup(
                         target_label(&banned)
                     ),
                 };
-                ctx.event(ban, false, "Lifted", note).await;
+                let change = ban_change("Lifted", &instance, &banned, note);
+                ctx.changed(ban, change).await;
             }
             Ok(Action::await_change())
         }
-        Err(why) => {
+        (Ok(_), None) => Ok(Action::await_change()),
+        (Err(why), _) => {
             let message = format!("lifting the ban is blocked: {why}. The operator retries");
             let outcome = Outcome::waiting(ban, reason::DELETE_BLOCKED, message.clone());
             publish(api, ban, ctx, outcome).await?;

@@ -55,6 +55,9 @@ pub struct Stores {
     /// When the instance's stats were last counted through this connection: reachability is
     /// checked often, the counts only once per resync period.
     pub stats_taken: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Serializes the deletion guard's count-and-record, so that parallel deletions cannot
+    /// all slip under the limit.
+    pub deletion_guard: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Stores {
@@ -161,18 +164,24 @@ impl Connections {
                 _ => None,
             }
         };
-        let (db, indexes_ensured, stats_taken) = match &previous {
+        let (db, indexes_ensured, stats_taken, deletion_guard) = match &previous {
             // Same URIs, only Redis to retry: keep the MongoDB pool.
             Some(stores) => (
                 stores.store.database().clone(),
                 stores.indexes_ensured.clone(),
                 stores.stats_taken.clone(),
+                stores.deletion_guard.clone(),
             ),
             None => {
                 let (_client, db) = connect_mongo(mongo_uri.trim())
                     .await
                     .map_err(|e| ConnectProblem::connect(MONGO_REACHABLE, e))?;
-                (db, Default::default(), Default::default())
+                (
+                    db,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                )
             }
         };
         let (redis, redis_problem) = match redis_uri {
@@ -189,6 +198,7 @@ impl Connections {
             redis_problem,
             indexes_ensured,
             stats_taken,
+            deletion_guard,
         };
         self.entries.lock().await.insert(
             key,

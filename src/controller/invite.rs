@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
+use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
@@ -22,7 +23,7 @@ use super::tenancy::Tenancy;
 use crate::api::common::{condition, reason, Cond, SecretKeyRef, FINALIZER};
 use crate::api::invite::{InvitePhase, UserInviteStatus};
 use crate::api::validate::normalize_email;
-use crate::api::UserInvite;
+use crate::api::{LibreChatInstance, UserInvite};
 use crate::librechat::invites::{hash_token, new_raw_token};
 use crate::librechat::Store;
 
@@ -80,6 +81,18 @@ impl Outcome {
             ..Outcome::waiting(invite, reason, message)
         }
     }
+}
+
+/// A change to an invitation, for the audit trail: the account it concerns does not exist yet,
+/// so it is named by the invited email.
+fn invite_change(
+    action: &'static str,
+    instance: &LibreChatInstance,
+    email: &str,
+    note: String,
+) -> Change {
+    let instance = target::instance_key(instance);
+    Change::applied(action, instance, Some(format!("invite:{email}")), note)
 }
 
 fn secret_name(invite: &UserInvite) -> String {
@@ -189,7 +202,9 @@ async fn deliver(
                 "the invitation link was emailed to {}",
                 normalize_email(&invite.spec.email)
             );
-            ctx.event(invite, false, "EmailSent", note).await;
+            let email = normalize_email(&invite.spec.email);
+            let change = invite_change("EmailSent", &instance, &email, note);
+            ctx.changed(invite, change).await;
         }
         Err(why) => {
             store.return_invite_email(&uid).await?;
@@ -341,17 +356,7 @@ async fn follow(
         {
             return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
         }
-        return issue(
-            invite,
-            ctx,
-            store,
-            &email,
-            expires_ms,
-            expires_at,
-            resync,
-            target.instance.spec.domain_client.as_deref(),
-        )
-        .await;
+        return issue(invite, ctx, target, &email, expires_ms, expires_at, resync).await;
     };
 
     let token = store.find_invite_token(&email, &token_hash).await?;
@@ -370,13 +375,9 @@ async fn follow(
     }
     if now >= expires_ms {
         store.delete_invite_token(&token_hash).await?;
-        ctx.event(
-            invite,
-            false,
-            "Expired",
-            format!("the invitation of {email} expired unused"),
-        )
-        .await;
+        let note = format!("the invitation of {email} expired unused");
+        let change = invite_change("Expired", &target.instance, &email, note);
+        ctx.changed(invite, change).await;
         return Ok(finished(InvitePhase::Expired, expires_at, None));
     }
     match token {
@@ -390,15 +391,11 @@ async fn follow(
             store
                 .ensure_invite_token(&email, &token_hash, expires_ms)
                 .await?;
-            ctx.event(
-                invite,
-                false,
-                "Restored",
-                format!(
-                    "the invitation of {email} was used without registering; the link works again"
-                ),
-            )
-            .await;
+            let note = format!(
+                "the invitation of {email} was used without registering; the link works again"
+            );
+            let change = invite_change("Restored", &target.instance, &email, note);
+            ctx.changed(invite, change).await;
         }
     }
     let domain_client = target.instance.spec.domain_client.as_deref();
@@ -467,13 +464,14 @@ fn pending(
 async fn issue(
     invite: &UserInvite,
     ctx: &Context,
-    store: &Store,
+    target: &Target,
     email: &str,
     expires_ms: i64,
     expires_at: Option<String>,
     resync: Duration,
-    domain_client: Option<&str>,
 ) -> Result<Outcome, ReconcileError> {
+    let store = &target.stores.store;
+    let domain_client = target.instance.spec.domain_client.as_deref();
     let name = secret_name(invite);
     let secret = owned_secret::get_or_create(&ctx.client, invite, &name, || {
         let raw = new_raw_token();
@@ -524,13 +522,9 @@ async fn issue(
         .record_invite(&invite.uid().unwrap_or_default(), &owner, email, &hash)
         .await?;
     store.ensure_invite_token(email, &hash, expires_ms).await?;
-    ctx.event(
-        invite,
-        false,
-        "Invited",
-        format!("invitation for {email} issued; the link is in Secret {name}"),
-    )
-    .await;
+    let note = format!("invitation for {email} issued; the link is in Secret {name}");
+    let change = invite_change("Invited", &target.instance, email, note);
+    ctx.changed(invite, change).await;
     let now = jiff::Timestamp::now().as_millisecond();
     Ok(pending(
         expires_at,
@@ -606,13 +600,9 @@ async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, Reconcile
         store.delete_invite_token(&record.token_hash).await?;
         store.forget_invite(&uid).await?;
         if invite.status.as_ref().and_then(|s| s.phase) == Some(InvitePhase::Pending) {
-            ctx.event(
-                invite,
-                false,
-                "Revoked",
-                "the invitation link no longer works".to_string(),
-            )
-            .await;
+            let note = "the invitation link no longer works".to_string();
+            let change = invite_change("Revoked", &instance, &record.email, note);
+            ctx.changed(invite, change).await;
         }
     }
     Ok(Action::await_change())

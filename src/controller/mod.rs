@@ -1,6 +1,7 @@
 //! The Kubernetes half: one reconciler per kind, the shared context, and the wiring of
 //! watches so that a change anywhere reaches the objects it affects.
 
+pub mod audit;
 pub mod ban;
 pub mod connections;
 pub mod context;

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cascade;
 pub mod connect;
 pub mod deadline;
+pub mod deletions;
 pub mod edges;
 pub mod error;
 pub mod indexes;
@@ -36,6 +37,8 @@ pub mod collections {
     pub const GROUPS: &str = "groups";
     /// The operator's own record of which object owns which account. LibreChat never reads it.
     pub const OWNERS: &str = "librechat_operator_owners";
+    /// The operator's record of recent account deletions (the deletion guard).
+    pub const DELETIONS: &str = "librechat_operator_deletions";
 }
 
 /// One LibreChat deployment's stores: its MongoDB database and, optionally, its Redis.

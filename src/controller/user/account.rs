@@ -55,12 +55,16 @@ pub(super) async fn converge(
         wrote: account.wrote || rotated,
         password,
         password_version: version,
-        ..in_sync(plan, user, account.stored.id)
+        ..in_sync(plan, user, &account.stored)
     })
 }
 
-/// The outcome of an account that matches its declaration.
-pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, id: ObjectId) -> Outcome {
+/// The outcome of an account that matches its declaration (`stored` as read before any
+/// correction: the declared fields are taken from the plan).
+pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) -> Outcome {
+    let id = stored.id;
+    // An undeclared role is LibreChat's to decide; status shows the one the account has.
+    let role = plan.desired.role.clone().or_else(|| stored.role.clone());
     let password = match &plan.password {
         None => Cond::new(
             condition::PASSWORD_READY,
@@ -84,6 +88,7 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, id: ObjectId) -> Outcom
         ),
         password,
         user_id: Some(id),
+        role: Some(role.unwrap_or_else(|| "USER".into())),
         password_version: plan.password.as_ref().map(|p| p.version.clone()),
         instance: Some(crate::controller::target::instance_key(&plan.instance)),
         wrote: false,
@@ -118,13 +123,8 @@ async fn create(
     match store.create_user(reserved, &plan.desired, hash).await? {
         Created::Inserted(id) => {
             store.record_claimed_user(email, uid, id, true).await?;
-            ctx.event(
-                user,
-                false,
-                "Created",
-                format!("created LibreChat account {email} ({})", id.to_hex()),
-            )
-            .await;
+            let note = format!("created LibreChat account {email} ({})", id.to_hex());
+            ctx.changed(user, plan.change("Created", id, note)).await;
             let stored = as_created(id, &plan.desired, None);
             Ok(Ok(Account {
                 stored,
@@ -210,13 +210,9 @@ async fn take(
     store
         .record_claimed_user(email, uid, stored.id, false)
         .await?;
-    ctx.event(
-        user,
-        false,
-        "Adopted",
-        format!("took over the existing LibreChat account {email}"),
-    )
-    .await;
+    let note = format!("took over the existing LibreChat account {email}");
+    ctx.changed(user, plan.change("Adopted", stored.id, note))
+        .await;
     Ok(Ok(Account {
         stored,
         created: false,
@@ -312,13 +308,9 @@ async fn correct(
     } else {
         ("DriftCorrected", "put back")
     };
-    ctx.event(
-        user,
-        false,
-        event,
-        format!("{verb} {} of {}", changed.join(", "), plan.email),
-    )
-    .await;
+    let note = format!("{verb} {} of {}", changed.join(", "), plan.email);
+    ctx.changed(user, plan.change(event, account.stored.id, note))
+        .await;
     Ok(Ok(()))
 }
 
@@ -392,15 +384,11 @@ async fn apply_password(
     store
         .fulfilled(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
         .await?;
-    ctx.event(
-        user,
-        false,
-        "PasswordRotated",
-        format!(
-            "password of {} changed; its sessions were revoked",
-            plan.email
-        ),
-    )
-    .await;
+    let note = format!(
+        "password of {} changed; its sessions were revoked",
+        plan.email
+    );
+    ctx.changed(user, plan.change("PasswordRotated", id, note))
+        .await;
     Ok((applied, Some(password.version.clone()), true))
 }

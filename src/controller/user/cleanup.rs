@@ -2,21 +2,29 @@
 //! account the ownership record names for this very object is ever touched, and a tenant
 //! deletes only accounts the operator created for it.
 
+use std::time::Duration;
+
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
+use mongodb::bson::oid::ObjectId;
 
 use super::{owner_of, publish_status, uid_of, Outcome};
 use crate::api::common::reason;
 use crate::api::user::DeletionPolicy;
 use crate::api::validate::normalize_email;
-use crate::api::LibreChatUser;
+use crate::api::{LibreChatInstance, LibreChatUser};
+use crate::controller::audit::Change;
 use crate::controller::connections::Stores;
 use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
 use crate::controller::target;
 use crate::controller::tenancy::Tenancy;
+use crate::librechat::deletions::{Allowance, DeletionLimit};
 use crate::librechat::ownership::Claim;
+
+/// The deletion guard counts deletions within this window.
+const DELETION_WINDOW: Duration = Duration::from_secs(3600);
 
 pub(super) async fn cleanup(
     api: &Api<LibreChatUser>,
@@ -60,8 +68,12 @@ pub(super) async fn cleanup(
     };
     if policy == DeletionPolicy::Delete {
         let tenancy = Tenancy::of(&instance, &namespace);
-        if let Err(why) = delete_account(ctx, user, &stores, &claim, &tenancy).await {
-            return blocked(api, user, ctx, &why).await;
+        let scope = Scope {
+            instance: &instance,
+            tenancy,
+        };
+        if let Err(hold) = delete_account(ctx, user, &stores, &claim, &scope).await {
+            return held(api, user, ctx, hold).await;
         }
     }
     if let Err(e) = stores.store.release(&email, &owner.uid).await {
@@ -75,9 +87,40 @@ pub(super) async fn cleanup(
     }
     if policy == DeletionPolicy::Retain {
         let note = format!("stopped managing LibreChat account {email}; the account stays");
-        ctx.event(user, false, "Released", note).await;
+        let account = claim.user_id.map(|id| id.to_hex());
+        let instance = target::instance_key(&instance);
+        let change = Change::applied("Released", instance, account, note);
+        ctx.changed(user, change).await;
     }
     Ok(Action::await_change())
+}
+
+/// Where a deletion happens and what the deleting object may do there.
+struct Scope<'a> {
+    instance: &'a LibreChatInstance,
+    tenancy: Tenancy,
+}
+
+impl Scope<'_> {
+    fn change(&self, action: &'static str, account: ObjectId, note: String) -> Change {
+        let instance = target::instance_key(self.instance);
+        Change::applied(action, instance, Some(account.to_hex()), note)
+    }
+}
+
+/// Why a deletion cannot finish now.
+struct Hold {
+    reason: &'static str,
+    message: String,
+}
+
+impl From<String> for Hold {
+    fn from(why: String) -> Self {
+        Hold {
+            reason: reason::DELETE_BLOCKED,
+            message: blocked_message(&why),
+        }
+    }
 }
 
 /// Deletes the claim's account with all its data, if this object may; otherwise says so in
@@ -87,8 +130,9 @@ async fn delete_account(
     user: &LibreChatUser,
     stores: &Stores,
     claim: &Claim,
-    tenancy: &Tenancy,
-) -> Result<(), String> {
+    scope: &Scope<'_>,
+) -> Result<(), Hold> {
+    let tenancy = &scope.tenancy;
     let Some(id) = claim.user_id else {
         return Ok(());
     };
@@ -115,9 +159,11 @@ async fn delete_account(
             "did not delete LibreChat account {}: {why}; it was released and stays",
             claim.email
         );
-        ctx.event(user, true, "NotDeleted", note).await;
+        let change = scope.change("NotDeleted", id, note).refused();
+        ctx.changed(user, change).await;
         return Ok(());
     }
+    guard(stores, user, &claim.email, scope).await?;
     let delete_transactions = user.spec.delete_transactions.unwrap_or(false);
     let report = store
         .delete_user_cascade(id, delete_transactions)
@@ -128,8 +174,60 @@ async fn delete_account(
         claim.email,
         report.total()
     );
-    ctx.event(user, false, "Deleted", note).await;
+    ctx.changed(user, scope.change("Deleted", id, note)).await;
     Ok(())
+}
+
+/// The instance's deletion guard: one more deletion within its hourly limit, or a person's
+/// confirmation; otherwise the deletion waits.
+async fn guard(
+    stores: &Stores,
+    user: &LibreChatUser,
+    email: &str,
+    scope: &Scope<'_>,
+) -> Result<(), Hold> {
+    let spec = &scope.instance.spec;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let limit = DeletionLimit {
+        max: spec.deletions_per_hour(),
+        window: DELETION_WINDOW,
+        confirmed: spec.deletions_confirmed_at(now_ms),
+    };
+    let _serialized = stores.deletion_guard.lock().await;
+    let allowance = stores
+        .store
+        .reserve_deletion(&uid_of(user), email, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    match allowance {
+        Allowance::Granted => Ok(()),
+        Allowance::Exhausted { used, frees_at_ms } => Err(Hold {
+            reason: reason::DELETIONS_RATE_LIMITED,
+            message: rate_limited_message(scope.instance, used, limit.max, frees_at_ms),
+        }),
+    }
+}
+
+fn rate_limited_message(
+    instance: &LibreChatInstance,
+    used: u64,
+    max: u32,
+    frees_at_ms: i64,
+) -> String {
+    let at = jiff::Timestamp::from_millisecond(frees_at_ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    format!(
+        "deletion waits for the deletion guard: {used} LibreChat accounts were deleted in the last hour and LibreChatInstance {} allows {max} (spec.deletionGuard.maxPerHour); it goes ahead by itself after {at}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
+        target::instance_key(instance),
+        instance.namespace().unwrap_or_default()
+    )
+}
+
+fn blocked_message(why: &str) -> String {
+    format!(
+        "deletion is blocked: {why}. The operator retries; to abandon the account instead, set deletionPolicy: Retain"
+    )
 }
 
 /// A deletion that cannot finish now: said in status and an event, and retried.
@@ -139,10 +237,16 @@ async fn blocked(
     ctx: &Context,
     why: &str,
 ) -> Result<Action, ReconcileError> {
-    let message = format!(
-        "deletion is blocked: {why}. The operator retries; to abandon the account instead, set deletionPolicy: Retain"
-    );
-    let outcome = Outcome::waiting(reason::DELETE_BLOCKED, message.clone(), user);
+    held(api, user, ctx, Hold::from(why.to_string())).await
+}
+
+async fn held(
+    api: &Api<LibreChatUser>,
+    user: &LibreChatUser,
+    ctx: &Context,
+    hold: Hold,
+) -> Result<Action, ReconcileError> {
+    let outcome = Outcome::waiting(hold.reason, hold.message.clone(), user);
     publish_status(api, user, ctx, outcome).await?;
-    Err(ReconcileError::Blocked(message))
+    Err(ReconcileError::Blocked(hold.message))
 }

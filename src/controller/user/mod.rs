@@ -19,6 +19,7 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 use mongodb::bson::oid::ObjectId;
 
+use super::audit::Change;
 use super::connections::Stores;
 use super::context::Context;
 use super::error::ReconcileError;
@@ -60,6 +61,8 @@ struct Outcome {
     ready: Cond,
     password: Cond,
     user_id: Option<ObjectId>,
+    /// The role the account has in LibreChat.
+    role: Option<String>,
     password_version: Option<String>,
     /// The instance it was applied to (`namespace/name`).
     instance: Option<String>,
@@ -85,6 +88,7 @@ impl Outcome {
             user_id: status
                 .and_then(|s| s.user_id.as_deref())
                 .and_then(|h| ObjectId::parse_str(h).ok()),
+            role: status.and_then(|s| s.role.clone()),
             password_version: status.and_then(|s| s.password_secret_version.clone()),
             instance: status.and_then(|s| s.instance.clone()),
             wrote: false,
@@ -124,6 +128,12 @@ impl Plan {
     fn store(&self) -> &Store {
         &self.stores.store
     }
+
+    /// A change made to this plan's account, for the audit trail.
+    fn change(&self, action: &'static str, account: ObjectId, note: String) -> Change {
+        let instance = target::instance_key(&self.instance);
+        Change::applied(action, instance, Some(account.to_hex()), note)
+    }
 }
 
 async fn apply(
@@ -156,6 +166,7 @@ async fn publish_status(
 ) -> Result<(), ReconcileError> {
     let mut status = user.status.clone().unwrap_or_default();
     status.user_id = outcome.user_id.map(|id| id.to_hex());
+    status.role = outcome.role;
     status.password_secret_version = outcome.password_version;
     status.instance = outcome.instance;
     if outcome.wrote || status.last_sync_time.is_none() && outcome.ready.ok == Some(true) {
@@ -305,17 +316,10 @@ async fn settled(
     {
         return Ok(None);
     }
-    let unchanged = plan
-        .store()
-        .find_user_by_id(id)
-        .await?
-        .is_some_and(|stored| {
-            stored.email == plan.email && drift(&stored, &plan.desired).is_empty()
-        });
-    if !unchanged {
-        return Ok(None);
-    }
-    Ok(Some(account::in_sync(plan, user, id)))
+    let stored = plan.store().find_user_by_id(id).await?;
+    let unchanged = stored
+        .filter(|stored| stored.email == plan.email && drift(stored, &plan.desired).is_empty());
+    Ok(unchanged.map(|stored| account::in_sync(plan, user, &stored)))
 }
 pub(super) fn no_password_message(user: &LibreChatUser) -> String {
     if user.spec.provider() == crate::api::user::Provider::Local {
