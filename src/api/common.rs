@@ -57,6 +57,7 @@ pub const STALLED_REASONS: &[&str] = &[
     reason::SECRET_NOT_OWNED,
     reason::INVALID_URI,
     reason::NAMESPACE_NOT_ALLOWED,
+    reason::INSTANCE_FORBIDDEN,
     reason::ADMIN_NOT_ALLOWED,
     reason::CONFLICT,
     reason::ALREADY_EXISTS,
@@ -109,6 +110,8 @@ pub mod reason {
     pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
     pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
     pub const INSTANCE_NOT_READY: &str = "InstanceNotReady";
+    /// The operator may not read the instance (RBAC): only a person can grant it.
+    pub const INSTANCE_FORBIDDEN: &str = "InstanceForbidden";
     pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
     pub const ADMIN_NOT_ALLOWED: &str = "AdminNotAllowed";
     pub const CONFLICT: &str = "Conflict";

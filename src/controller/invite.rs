@@ -41,7 +41,12 @@ pub async fn reconcile(
     finalizer(&api, FINALIZER, invite, |event| async {
         match event {
             FinalizerEvent::Apply(invite) => apply(&api, &invite, &ctx).await,
-            FinalizerEvent::Cleanup(invite) => cleanup(&invite, &ctx).await,
+            FinalizerEvent::Cleanup(invite) => match cleanup(&invite, &ctx).await {
+                Err(ReconcileError::Blocked(message)) => {
+                    blocked(&api, &invite, &ctx, message).await
+                }
+                done => done,
+            },
         }
     })
     .await
@@ -125,6 +130,30 @@ async fn apply(
         ),
         Err(other) => return Err(other),
     };
+    let requeue = outcome.requeue;
+    publish(api, invite, ctx, outcome).await?;
+    super::report::next_action(error, requeue)
+}
+
+/// A revocation that cannot finish now: said in status (and an event), like a blocked user or
+/// ban deletion, and retried.
+async fn blocked(
+    api: &Api<UserInvite>,
+    invite: &UserInvite,
+    ctx: &Context,
+    message: String,
+) -> Result<Action, ReconcileError> {
+    let outcome = Outcome::waiting(invite, reason::DELETE_BLOCKED, message.clone());
+    publish(api, invite, ctx, outcome).await?;
+    Err(ReconcileError::Blocked(message))
+}
+
+async fn publish(
+    api: &Api<UserInvite>,
+    invite: &UserInvite,
+    ctx: &Context,
+    outcome: Outcome,
+) -> Result<(), ReconcileError> {
     let status = UserInviteStatus {
         phase: outcome.phase,
         expires_at: outcome.expires_at,
@@ -136,7 +165,7 @@ async fn apply(
         ..Default::default()
     };
     report(api, ctx, invite, status, &[outcome.ready]).await?;
-    super::report::next_action(error, outcome.requeue)
+    Ok(())
 }
 
 async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {

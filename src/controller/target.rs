@@ -86,7 +86,7 @@ pub async fn resolve(
     let found = match find_instance(ctx, reference, namespace).await {
         Err(kube::Error::Api(e)) if e.code == 403 => {
             return Ok(Err(TargetProblem {
-                reason: reason::INSTANCE_NOT_READY,
+                reason: reason::INSTANCE_FORBIDDEN,
                 message: format!(
                     "the operator may not read LibreChatInstances in namespace '{instance_ns}': add that namespace to the operator's watched namespaces (Helm value watchNamespaces)"
                 ),

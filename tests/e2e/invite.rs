@@ -387,3 +387,55 @@ async fn invitations_are_emailed_through_the_instances_relay() {
         .await
         .contains_key("url"));
 }
+
+/// A revocation that cannot finish (the instance was force-removed) reports like a blocked
+/// user or ban deletion, keeps the live token accounted for, and finishes once the instance is
+/// back.
+#[tokio::test]
+async fn a_blocked_revocation_says_so_in_status_and_finishes_later() {
+    let w = World::with_instance("inv-blocked", json!({})).await;
+    w.apply(
+        "UserInvite",
+        "stuck",
+        json!({ "instanceRef": { "name": "lc" }, "email": "stuck@example.com" }),
+    )
+    .await;
+    w.wait_condition("userinvites", "stuck", "Ready", "True", None)
+        .await;
+    let hash = sha256(&invite_secret(&w, "stuck-invite").await["token"]);
+    let instances = dynamic(&w.client, &w.ns, "LibreChatInstance");
+    // As `kubectl patch --type merge -p '{"metadata":{"finalizers":null}}'` would.
+    instances
+        .patch(
+            "lc",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap();
+    w.delete("LibreChatInstance", "lc").await;
+    w.wait_gone("librechatinstances", "lc").await;
+    w.delete("UserInvite", "stuck").await;
+    let blocked = eventually("the blocked revocation in status", || async {
+        let obj = w.get("userinvites", "stuck").await?;
+        let ready = condition(&obj, "Ready")?;
+        (ready.reason == "DeleteBlocked").then_some(ready)
+    })
+    .await;
+    assert!(
+        blocked.message.contains("no longer exists"),
+        "{}",
+        blocked.message
+    );
+    assert!(
+        token_doc(&w, &hash).await.is_some(),
+        "the token stays until it can be revoked"
+    );
+
+    w.apply_instance("lc", &env("REDIS_URL"), json!({})).await;
+    w.wait_gone("userinvites", "stuck").await;
+    assert!(
+        token_doc(&w, &hash).await.is_none(),
+        "the token was revoked"
+    );
+}

@@ -1033,3 +1033,41 @@ async fn each_verb_of_the_role_is_needed() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// An instance the operator may not read (its namespace is outside the chart's
+/// `watchNamespaces`) is a problem only a person can fix: the object says so and is Stalled,
+/// so a GitOps wait fails fast instead of timing out.
+#[tokio::test]
+async fn an_instance_the_operator_may_not_read_stalls_the_object_with_its_own_reason() {
+    let (w, operator, _kubeconfig) = world_as_service_account("rbac-403", None).await;
+    w.apply(
+        "LibreChatUser",
+        "far",
+        json!({ "instanceRef": { "name": "lc", "namespace": "default" }, "email": "far@example.com" }),
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatusers",
+            "far",
+            "Ready",
+            "False",
+            Some("InstanceForbidden"),
+        )
+        .await;
+    let ready = condition(&obj, "Ready").unwrap();
+    assert!(
+        ready.message.contains("watchNamespaces"),
+        "{}",
+        ready.message
+    );
+    let stalled = condition(&obj, "Stalled").unwrap();
+    assert_eq!(
+        stalled.status,
+        "True",
+        "{}\n{}",
+        stalled.message,
+        operator.log()
+    );
+    assert_eq!(condition(&obj, "Reconciling").unwrap().status, "False");
+}
