@@ -558,29 +558,36 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   else cat "$TMP/uninstall" >&2; bad "helm uninstall"; fi
 
   # CRD upgrades. Fixtures: the chart of the old layout (CRDs in crds/, which Helm installs
-  # once and never upgrades, as up to chart 0.1.0) and the templated chart, both with an
-  # older LibreChatUser schema: spec.adopt removed.
-  adopt_path='{.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.adopt.type}'
-  adopt_type() { kubectl get crd librechatusers.librechat.ai -o jsonpath="$adopt_path" 2>/dev/null; }
-  check "crds/librechat.ai_librechatusers.yaml has spec.adopt (the upgrade test's marker)" \
-    grep -q '^              adopt:$' crds/librechat.ai_librechatusers.yaml
-  without_adopt() {  # FILE: drop the property spec.adopt (its line and the deeper-indented ones)
-    awk '/^              adopt:$/ {skip=1; next} skip && /^               / {next} {skip=0; print}' "$1" >"$1.new"
-    mv "$1.new" "$1"
+  # once and never upgrades, as up to chart 0.1.0) and the templated chart, both with an older
+  # LibreChatUser CRD: without the UserID printer column, and another description of
+  # spec.adopt. (Changes that cannot touch objects: a property removed, even for a minute,
+  # would be pruned from objects written meanwhile, e.g. by an operator of `make demo`.)
+  userid_col() { kubectl get crd librechatusers.librechat.ai \
+    -o jsonpath='{.spec.versions[0].additionalPrinterColumns[?(@.name=="UserID")].jsonPath}' 2>/dev/null; }
+  adopt_doc() { kubectl get crd librechatusers.librechat.ai \
+    -o jsonpath='{.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.adopt.description}' 2>/dev/null | head -c 9; }
+  col_re='^    - jsonPath: \.status\.userId$'
+  doc_re='^                  Whether an existing LibreChat account'
+  check "crds/librechat.ai_librechatusers.yaml has the upgrade test's markers" eq \
+    "$(grep -Ec "$col_re|$doc_re" crds/librechat.ai_librechatusers.yaml)" 2
+  older() {  # FILE: the older LibreChatUser CRD
+    sed -i -e "/$col_re/,+3d" -e "s/$doc_re/                  (older) Whether an existing LibreChat account/" "$1"
   }
   cp -r "$CHART" "$TMP/chart-older"
-  without_adopt "$TMP/chart-older/files/crds/librechat.ai_librechatusers.yaml"
+  older "$TMP/chart-older/files/crds/librechat.ai_librechatusers.yaml"
   cp -r "$TMP/chart-older" "$TMP/chart-legacy"
   rm "$TMP/chart-legacy/templates/crds.yaml"
   mv "$TMP/chart-legacy/files/crds" "$TMP/chart-legacy/crds"
-  check "the fixtures' LibreChatUser CRD lacks spec.adopt" eq \
-    "$(grep -c '^              adopt:$' "$TMP/chart-older/files/crds/librechat.ai_librechatusers.yaml")" 0
+  check "the fixtures' LibreChatUser CRD is the older one" eq \
+    "$(grep -Ec "$col_re|$doc_re|userId" "$TMP/chart-older/files/crds/librechat.ai_librechatusers.yaml")" 1
+  check "the fixtures' LibreChatUser CRD still has a ready printer column" \
+    grep -q 'name: Ready$' "$TMP/chart-older/files/crds/librechat.ai_librechatusers.yaml"
   # 1. A release of the old layout, with the old CRDs in the cluster (as its install left them).
   disown_crds
   check "the old CRDs apply" quiet kubectl apply -f "$TMP/chart-legacy/crds/"
   if helm install "$RELEASE_UP" "$TMP/chart-legacy" -n "$NS" >"$TMP/up-install" 2>&1; then ok
   else cat "$TMP/up-install" >&2; bad "helm install of the old-layout chart"; fi
-  check "the cluster's LibreChatUser CRD is the old one (no spec.adopt)" eq "$(adopt_type)" ""
+  check "the cluster's LibreChatUser CRD is the older one" eq "$(userid_col) $(adopt_doc)" " (older) W"
   # 2. helm upgrade refuses CRDs it does not own, naming the fix...
   if helm upgrade "$RELEASE_UP" "$TMP/chart-older" -n "$NS" >"$TMP/up-refused" 2>&1; then
     bad "helm upgrade took over CRDs no release owns without them being adopted"
@@ -595,11 +602,12 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   check "after adoption: the CRDs carry the keep policy" eq \
     "$(kubectl get crd "${CRDS[@]}" -o jsonpath='{range .items[*]}{.metadata.annotations.helm\.sh/resource-policy} {end}')" \
     "keep keep keep keep "
-  check "after adoption: still the older schema" eq "$(adopt_type)" ""
+  check "after adoption: still the older CRD" eq "$(userid_col) $(adopt_doc)" " (older) W"
   # 3. helm upgrade to the current chart upgrades the CRDs.
   if helm upgrade "$RELEASE_UP" "$CHART" -n "$NS" >"$TMP/up-current" 2>&1; then ok
   else cat "$TMP/up-current" >&2; bad "helm upgrade to the current chart"; fi
-  check "after helm upgrade: the cluster's LibreChatUser CRD has spec.adopt" eq "$(adopt_type)" boolean
+  check "after helm upgrade: the cluster's LibreChatUser CRD is the current one" eq \
+    "$(userid_col) $(adopt_doc)" ".status.userId Whether a"
   check "after helm upgrade: the CRDs' labels are the chart's" eq \
     "$(kubectl get crd -l "app.kubernetes.io/component=crds,app.kubernetes.io/instance=$RELEASE_UP" -o name | wc -l)" 4
   check "after helm upgrade: the CRDs are Established" quiet kubectl wait --for=condition=Established \
@@ -616,7 +624,8 @@ EOF
   else cat "$TMP/up-uninstall" >&2; bad "helm uninstall of the release owning the CRDs"; fi
   check "helm uninstall says it kept the CRDs" grep -q 'kept due to the resource policy' "$TMP/up-uninstall"
   check "after helm uninstall: the 4 CRDs remain" eq "$(kubectl get crd "${CRDS[@]}" -o name 2>/dev/null | wc -l)" 4
-  check "after helm uninstall: the CRDs keep the current schema" eq "$(adopt_type)" boolean
+  check "after helm uninstall: the CRDs are still the current ones" eq \
+    "$(userid_col) $(adopt_doc)" ".status.userId Whether a"
   disown_crds
 
   if [ "${CHART_CHECK_KEEP:-0}" = 1 ]; then
