@@ -223,8 +223,8 @@ has options '^        a: b$' "the pod annotation"
 has options '^        disk: ssd$' "the node selector"
 
 # --- 3b. alerts and dashboard -----------------------------------------------------------------
-render rules r --namespace "$NS" --show-only templates/prometheusrule.yaml --set prometheusRule.enabled=true --set prometheusRule.labels.release=prom \
-  --set prometheusRule.alertLabels.team=platform
+render rules r --namespace "$NS" --show-only templates/prometheusrule.yaml --set prometheusRule.enabled=true \
+  --set prometheusRule.labels.release=prom --set prometheusRule.alertLabels.team=platform
 has rules '^apiVersion: monitoring.coreos.com/v1$' "a monitoring.coreos.com/v1 object"
 has rules '^kind: PrometheusRule$' "a PrometheusRule"
 has rules '^    release: prom$' "the PrometheusRule's extra label"
@@ -238,13 +238,15 @@ for field in '^          expr: ' '^          for: ' '^            severity: ' '^
   what="${field//[\^$]/}"; check "render 'rules': each alert has ${what#"${what%%[! ]*}"}" eq "$(count rules "$field")" "$n_alerts"
 done
 has rules 'up\{job="r-librechat-operator-metrics",namespace="'"$NS"'"\} == 1' "the default selector (the ServiceMonitor's job)"
-render rules2 r --namespace "$NS" --show-only templates/prometheusrule.yaml --set prometheusRule.enabled=true --set 'prometheusRule.selector=job="lco"' \
-  --set 'prometheusRule.disabled={LibreChatOperatorSlowReconciles}' --set prometheusRule.thresholds.slowReconcileSeconds=3 \
-  --set prometheusRule.thresholds.stalledFor=1h --set prometheusRule.severity.critical=page
+render rules2 r --namespace "$NS" --show-only templates/prometheusrule.yaml --set prometheusRule.enabled=true \
+  --set 'prometheusRule.selector=job="lco"' --set 'prometheusRule.disabled={LibreChatOperatorSlowReconciles}' \
+  --set prometheusRule.thresholds.reconcileFailureRatio=0.25 --set prometheusRule.thresholds.stalledFor=1h \
+  --set prometheusRule.severity.critical=page
 hasnt rules2 'LibreChatOperatorSlowReconciles' "a disabled alert"
 has rules2 'absent\(up\{job="lco"\} == 1\)' "prometheusRule.selector"
 hasnt rules2 'namespace="' "the default selector besides prometheusRule.selector"
 has rules2 '^          for: 1h$' "thresholds.stalledFor"
+has rules2 '^            > 0.25$' "thresholds.reconcileFailureRatio"
 has rules2 '^            severity: page$' "severity.critical"
 
 # The rule file Prometheus would load: the PrometheusRule's spec.
@@ -327,8 +329,8 @@ else
   echo "chart-check: promtool not found (bash tests/env/install-promtool.sh builds it): the alerts' PromQL is not checked, only their structure" >&2
 fi
 
-render dashboard r --namespace "$NS" --show-only templates/grafana-dashboard.yaml --set grafanaDashboard.enabled=true --set grafanaDashboard.namespace=monitoring \
-  --set grafanaDashboard.annotations.grafana_folder=LibreChat
+render dashboard r --namespace "$NS" --show-only templates/grafana-dashboard.yaml --set grafanaDashboard.enabled=true \
+  --set grafanaDashboard.namespace=monitoring --set grafanaDashboard.annotations.grafana_folder=LibreChat
 has dashboard '^kind: ConfigMap$' "the dashboard ConfigMap"
 has dashboard '^    grafana_dashboard: "1"$' "the sidecar's label grafana_dashboard: \"1\""
 has dashboard '^  namespace: monitoring$' "grafanaDashboard.namespace"
@@ -414,6 +416,10 @@ rejects periodSeconds --set probes.liveness.periodSeconds=0
 rejects probes --set probes.readyness.enabled=true
 rejects httpGet --set-json 'probes.liveness.httpGet={"path":"/"}'
 rejects reconcileFailureRatio --set prometheusRule.thresholds.reconcileFailureRatio=2
+rejects storeFailureRatio --set prometheusRule.thresholds.storeFailureRatio=1.5
+rejects storeFailureRatio --set prometheusRule.thresholds.storeFailureRatio=0.0
+rejects slowReconcileSeconds --set prometheusRule.thresholds.slowReconcileSeconds=0
+rejects slowReconcileSeconds --set prometheusRule.thresholds.slowReconcileSeconds=fast
 rejects downFor --set prometheusRule.thresholds.downFor=5min
 rejects disabled --set 'prometheusRule.disabled={LibreChatOperatorTypo}'
 rejects selector --set 'prometheusRule.selector={job="x"}'
