@@ -237,13 +237,13 @@ for field in '^          expr: ' '^          for: ' '^            severity: ' '^
              '^            summary: ' '^            description: '; do
   what="${field//[\^$]/}"; check "render 'rules': each alert has ${what#"${what%%[! ]*}"}" eq "$(count rules "$field")" "$n_alerts"
 done
-has rules 'up\{job="r-librechat-operator-metrics",namespace="'"$NS"'"\} == 1' "the default selector (the ServiceMonitor's job)"
+has rules 'absent\(up\{job="r-librechat-operator-metrics",namespace="'"$NS"'"\}\)' "the default selector (the ServiceMonitor's job)"
 render rules2 r --namespace "$NS" --show-only templates/prometheusrule.yaml --set prometheusRule.enabled=true \
   --set 'prometheusRule.selector=job="lco"' --set 'prometheusRule.disabled={LibreChatOperatorSlowReconciles}' \
   --set prometheusRule.thresholds.reconcileFailureRatio=0.25 --set prometheusRule.thresholds.stalledFor=1h \
   --set prometheusRule.severity.critical=page
 hasnt rules2 'LibreChatOperatorSlowReconciles' "a disabled alert"
-has rules2 'absent\(up\{job="lco"\} == 1\)' "prometheusRule.selector"
+has rules2 'absent\(up\{job="lco"\}\)' "prometheusRule.selector"
 hasnt rules2 'namespace="' "the default selector besides prometheusRule.selector"
 has rules2 '^          for: 1h$' "thresholds.stalledFor"
 has rules2 '^            > 0.25$' "thresholds.reconcileFailureRatio"
@@ -259,7 +259,7 @@ if [ -n "$PROMTOOL" ] && [ -x "$PROMTOOL" ]; then
   else cat "$TMP/promtool" >&2; bad "promtool check rules of the PrometheusRule"; fi
   # The alerts fire on what they should, when they should, with their labels (a promtool
   # unit test on the rules without their annotations, which promtool would compare whole).
-  awk '/^          annotations:$/ {skip=1; next} skip && /^            / {next} {skip=0; print}' \
+  awk '/^        annotations:$/ {skip=1; next} skip && /^          / {next} {skip=0; print}' \
     "$TMP/rules.prom.yaml" >"$TMP/rules.noannotations.yaml"
   S='job="r-librechat-operator-metrics",namespace="'"$NS"'"'
   L="job: r-librechat-operator-metrics, namespace: $NS, team: platform"
@@ -279,6 +279,14 @@ tests:
       - eval_time: 6m
         alertname: LibreChatOperatorNoLeader
         exp_alerts: [{exp_labels: {severity: critical, team: platform}}]
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="someone-else",namespace="$NS"}', values: '1x30'}
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: LibreChatOperatorDown
+        exp_alerts: [{exp_labels: {severity: critical, $L}}]
+      - {eval_time: 6m, alertname: LibreChatOperatorNoLeader, exp_alerts: []}
   - interval: 1m
     input_series:
       - {series: 'librechat_operator_not_ready_objects{$S,kind="LibreChatUser",reason="Conflict"}', values: '2x60'}
