@@ -20,10 +20,12 @@ bench:
 build:
 	cargo build --release
 
-## crds: regenerate crds/ from the Rust types (and the chart's copy)
+## crds: regenerate crds/ from the Rust types (and the chart's copy, files/crds/, which its
+## templates/crds.yaml renders so that helm upgrade upgrades the CRDs)
 crds:
 	cargo run --quiet -- crds --output-dir crds
-	cp crds/*.yaml charts/librechat-operator/crds/
+	rm -f charts/librechat-operator/files/crds/*.yaml
+	cp crds/*.yaml charts/librechat-operator/files/crds/
 
 ## chart-check: helm lint/template, values schema, and the rendered chart applied to $KUBECONFIG
 chart-check:

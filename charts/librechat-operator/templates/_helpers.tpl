@@ -124,10 +124,83 @@ Checks of combinations the schema cannot express readably.
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicas is %d but leaderElection.enabled is false: several replicas would all reconcile the same objects. Set leaderElection.enabled=true or replicas=1" (int .Values.replicas)) }}
 {{- end }}
+{{- with .Values.podDisruptionBudget }}
+{{- $min := toString .minAvailable }}
+{{- $max := toString .maxUnavailable }}
+{{- if and (ne $min "") (ne $max "") }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%s) and podDisruptionBudget.maxUnavailable (%s) are both set: a PodDisruptionBudget takes one. Set the other to \"\"" $min $max) }}
+{{- end }}
+{{- if and (eq $min "") (eq $max "") (include "librechat-operator.pdbEnabled" $) }}
+{{- fail "podDisruptionBudget: set podDisruptionBudget.minAvailable or podDisruptionBudget.maxUnavailable" }}
+{{- end }}
+{{- end }}
 {{- if regexMatch "^(0+(ms|s|m|h|d))+$" .Values.resyncPeriod }}
 {{- fail (printf "resyncPeriod is %s: it must be more than zero, e.g. 5m" .Values.resyncPeriod) }}
 {{- end }}
 {{- if and .Values.leaderElection.enabled (regexMatch "^(0+(ms|s|m|h|d))+$" .Values.leaderElection.leaseDuration) }}
 {{- fail (printf "leaderElection.leaseDuration is %s: it must be more than zero, e.g. 15s" .Values.leaderElection.leaseDuration) }}
 {{- end }}
+{{- end }}
+
+{{/*
+Labels on the CRDs: the chart's, without the operator component (the CRDs outlive a release).
+*/}}
+{{- define "librechat-operator.crdLabels" -}}
+helm.sh/chart: {{ include "librechat-operator.chart" . }}
+app.kubernetes.io/name: {{ include "librechat-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: crds
+{{- end }}
+
+{{/*
+The fields of a probe besides its handler, from a probes.<name> value (enabled is the
+chart's own switch).
+*/}}
+{{- define "librechat-operator.probeFields" -}}
+{{- toYaml (omit . "enabled") }}
+{{- end }}
+
+{{/*
+The pods' topology spread constraints: topologySpreadConstraints, each without a labelSelector
+given the pods' selector labels; else, with replicas > 1 and defaultTopologySpread, a soft
+spread over nodes. Empty when there are none.
+*/}}
+{{- define "librechat-operator.topologySpreadConstraints" -}}
+{{- $selector := include "librechat-operator.selectorLabels" . | fromYaml }}
+{{- $constraints := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not $c.labelSelector }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $constraints = append $constraints $c }}
+{{- end }}
+{{- if and (not $constraints) .Values.defaultTopologySpread (gt (int .Values.replicas) 1) }}
+{{- $constraints = list (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" (dict "matchLabels" $selector)) }}
+{{- end }}
+{{- with $constraints }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart renders a PodDisruptionBudget ("true" or ""): podDisruptionBudget.enabled,
+or when it is null, replicas > 1.
+*/}}
+{{- define "librechat-operator.pdbEnabled" -}}
+{{- $on := .Values.podDisruptionBudget.enabled }}
+{{- if kindIs "invalid" $on }}
+{{- $on = gt (int .Values.replicas) 1 }}
+{{- end }}
+{{- if $on }}true{{ end }}
+{{- end }}
+
+{{/*
+The operator's series in PromQL: prometheusRule.selector, else what the chart's ServiceMonitor
+scrapes (Prometheus Operator names the job after the Service).
+*/}}
+{{- define "librechat-operator.metricSelector" -}}
+{{- default (printf "job=%q,namespace=%q" (printf "%s-metrics" (include "librechat-operator.fullname" .)) .Release.Namespace) .Values.prometheusRule.selector }}
 {{- end }}
