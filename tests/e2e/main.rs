@@ -13,6 +13,7 @@ mod bench;
 mod cascade;
 mod cel;
 mod gitops;
+mod health;
 mod instance;
 mod invite;
 mod ops;
