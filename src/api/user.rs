@@ -48,6 +48,12 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
+        name = "Verification",
+        type_ = "string",
+        json_path = ".status.verification.state",
+        priority = 1
+    ),
+    printcolumn(
         name = "UserID",
         type_ = "string",
         json_path = ".status.userId",
