@@ -582,14 +582,14 @@ mod invite_tests {
     #[test]
     fn trigger_times_must_parse_and_not_lie_ahead() {
         let now: jiff::Timestamp = "2026-12-02T16:00:00Z".parse().unwrap();
-        assert!(check_trigger("2026-12-02T15:59:00Z", now).is_ok());
+        assert!(super::check_trigger("2026-12-02T15:59:00Z", now).is_ok());
         assert!(
-            check_trigger("2026-12-02T16:00:30Z", now).is_ok(),
+            super::check_trigger("2026-12-02T16:00:30Z", now).is_ok(),
             "clock skew"
         );
-        let ahead = check_trigger("2026-12-02T17:00:00Z", now).unwrap_err();
+        let ahead = super::check_trigger("2026-12-02T17:00:00Z", now).unwrap_err();
         assert!(ahead.contains("future"), "{ahead}");
-        let garbage = check_trigger("now", now).unwrap_err();
+        let garbage = super::check_trigger("now", now).unwrap_err();
         assert!(garbage.contains("RFC 3339"), "{garbage}");
     }
 }
