@@ -15,6 +15,7 @@ mod gitops;
 mod instance;
 mod invite;
 mod ops;
+mod plugin;
 mod rbac;
 mod trust;
 mod user;
