@@ -288,6 +288,28 @@ async fn status_whois_and_stats_through_kubectl() {
         assert!(!output.stdout.contains("mongodb://"), "{}", output.stdout);
         assert!(!output.stdout.contains("$2a$"), "{}", output.stdout);
     }
+
+    // Deleting the instance waits for the users that point at it: a blocked deletion.
+    w.delete("LibreChatInstance", "lc").await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "Ready",
+        "False",
+        Some("DependentsRemain"),
+    )
+    .await;
+    let blocked = run(&["status", "-n", ns]);
+    assert!(
+        blocked.stdout.lines().any(|l| l
+            .split_whitespace()
+            .take(4)
+            .eq(["LibreChatInstance", ns, "lc", "DependentsRemain"])),
+        "{}",
+        blocked.stdout
+    );
+    let json = run(&["status", "-n", ns, "-o", "json"]).json();
+    assert_eq!(json[0]["blockedDeletions"][0]["reason"], "DependentsRemain");
 }
 
 /// A kubeconfig like the tests' own, acting as `user` (impersonation).
