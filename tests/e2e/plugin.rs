@@ -301,10 +301,15 @@ async fn status_whois_and_stats_through_kubectl() {
     .await;
     let blocked = run(&["status", "-n", ns]);
     assert!(
-        blocked.stdout.lines().any(|l| l
-            .split_whitespace()
-            .take(4)
-            .eq(["LibreChatInstance", ns, "lc", "DependentsRemain"])),
+        blocked
+            .stdout
+            .lines()
+            .any(|l| l.split_whitespace().take(4).eq([
+                "LibreChatInstance",
+                ns,
+                "lc",
+                "DependentsRemain"
+            ])),
         "{}",
         blocked.stdout
     );
