@@ -18,6 +18,7 @@ mod health;
 mod instance;
 mod invite;
 mod ops;
+mod plugin;
 mod rbac;
 mod trust;
 mod user;
