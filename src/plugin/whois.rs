@@ -398,6 +398,7 @@ mod tests {
             confirmed: true,
             created: true,
             follow_ups: vec![],
+            actions: Default::default(),
         }
     }
 
