@@ -214,6 +214,9 @@ async fn check(
         if let Err(e) = refresh_stats(instance, ctx, &stores, status).await {
             notes.push(format!("stats not refreshed: {e}"));
         }
+        let key = super::target::instance_key(instance);
+        let mode = ctx.feeds.ensure(&key, &stores.store);
+        status.change_feed = Some(mode.as_str().to_string());
     }
 
     let ready = match (mongo_ok, redis_ok) {

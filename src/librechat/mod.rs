@@ -5,6 +5,7 @@
 pub mod bans;
 pub mod cache;
 pub mod cascade;
+pub mod changes;
 pub mod connect;
 pub mod deadline;
 pub mod deletions;

@@ -13,6 +13,7 @@ mod ban;
 mod bench;
 mod cascade;
 mod cel;
+mod feeds;
 mod gitops;
 mod health;
 mod instance;
