@@ -153,24 +153,36 @@ where
     result
 }
 
-/// The LibreChatUsers an account change may concern: the one whose status names the account
-/// (a hint to wake it, never an identity: its reconcile reads the ownership record) and those
-/// declaring the account's email.
-fn objects_of_account(
-    users: &kube::runtime::reflector::Store<LibreChatUser>,
+/// The objects of one kind that an account change may concern, by `concerns(object, account
+/// id, email after the change)`. Waking is a hint, never an identity: each woken object's
+/// reconcile reads the ownership record before it writes.
+fn woken_by<K>(
+    objects: &kube::runtime::reflector::Store<K>,
     change: &crate::librechat::changes::AccountChange,
-) -> Vec<kube::runtime::reflector::ObjectRef<LibreChatUser>> {
+    concerns: fn(&K, &str, Option<&str>) -> bool,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
     let id = change.user_id.to_hex();
     let email = change.email.as_deref().map(normalize_email);
-    users
+    objects
         .state()
         .iter()
-        .filter(|u| {
-            let named = u.status.as_ref().and_then(|s| s.user_id.as_deref()) == Some(id.as_str());
-            named || email.as_deref() == Some(normalize_email(&u.spec.email).as_str())
-        })
-        .map(|u| kube::runtime::reflector::ObjectRef::from_obj(&**u))
+        .filter(|o| concerns(o, &id, email.as_deref()))
+        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(&**o))
         .collect()
+}
+
+/// A user whose status names the account, or that declares its email.
+fn user_concerned(u: &LibreChatUser, id: &str, email: Option<&str>) -> bool {
+    u.status.as_ref().and_then(|s| s.user_id.as_deref()) == Some(id)
+        || email == Some(normalize_email(&u.spec.email).as_str())
+}
+
+/// An invite for the email an account now has (it registered).
+fn invite_concerned(i: &UserInvite, _id: &str, email: Option<&str>) -> bool {
+    email == Some(normalize_email(&i.spec.email).as_str())
 }
 
 /// Secret metadata only: the operator never holds Secret values in memory for watching.
@@ -291,10 +303,9 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let by_instance = users.store();
     let by_email = users.store();
     let by_account = users.store();
-    let woken = ctx
-        .feeds
-        .subscribe()
-        .flat_map(move |change| futures::stream::iter(objects_of_account(&by_account, &change)));
+    let woken = ctx.feeds.subscribe().flat_map(move |change| {
+        futures::stream::iter(woken_by(&by_account, &change, user_concerned))
+    });
     let users = users
         // LibreChat's own writes, seen through the instances' change streams.
         .reconcile_on(woken)
@@ -388,7 +399,13 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let invites_by_instance = invites.store();
     let synced_invites = invites.store();
+    let invites_by_email = invites.store();
+    let registered = ctx.feeds.subscribe().flat_map(move |change| {
+        futures::stream::iter(woken_by(&invites_by_email, &change, invite_concerned))
+    });
     let invites = invites
+        // A registration through the link, seen through the instances' change streams.
+        .reconcile_on(registered)
         .watches(
             api_for::<LibreChatInstance>(&client, namespace.as_deref()),
             watcher::Config::default(),

@@ -50,3 +50,33 @@ async fn drift_is_corrected_within_moments_through_the_change_stream() {
     .await;
     assert!(back.is_some(), "the deletion was not seen without a resync");
 }
+
+#[tokio::test]
+async fn a_registration_through_an_invitation_is_seen_within_moments() {
+    let w = World::with_instance("feed-inv", json!({ "resyncPeriod": "1h" })).await;
+    eventually("the change feed to run", || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        (obj.pointer("/status/changeFeed")? == "ChangeStream").then_some(())
+    })
+    .await;
+    w.apply(
+        "UserInvite",
+        "guest",
+        json!({ "instanceRef": { "name": "lc" }, "email": "guest@example.com" }),
+    )
+    .await;
+    w.wait_condition("userinvites", "guest", "Ready", "True", None)
+        .await;
+    // As LibreChat's registration writes it (the token consumed is not needed to be seen).
+    let id = mongodb::bson::oid::ObjectId::new();
+    w.users()
+        .insert_one(crate::user::foreign_user(id, "guest@example.com"))
+        .await
+        .unwrap();
+    let accepted = within(Duration::from_secs(30), || async {
+        let obj = w.get("userinvites", "guest").await?;
+        (obj.pointer("/status/phase")? == "Accepted").then_some(())
+    })
+    .await;
+    assert!(accepted.is_some(), "the registration was not seen without a resync");
+}
