@@ -78,5 +78,8 @@ async fn a_registration_through_an_invitation_is_seen_within_moments() {
         (obj.pointer("/status/phase")? == "Accepted").then_some(())
     })
     .await;
-    assert!(accepted.is_some(), "the registration was not seen without a resync");
+    assert!(
+        accepted.is_some(),
+        "the registration was not seen without a resync"
+    );
 }
