@@ -214,6 +214,9 @@ async fn check(
         if let Err(e) = refresh_stats(instance, ctx, &stores, status).await {
             notes.push(format!("stats not refreshed: {e}"));
         }
+        if let Err(e) = super::terms::apply(instance, ctx, &stores, status).await {
+            notes.push(format!("terms version not applied: {e}"));
+        }
     }
 
     let ready = match (mongo_ok, redis_ok) {

@@ -8,6 +8,7 @@ mod support;
 mod cel_cases;
 
 mod audit;
+mod balance;
 mod ban;
 mod bench;
 mod cascade;
@@ -17,5 +18,6 @@ mod instance;
 mod invite;
 mod ops;
 mod rbac;
+mod terms;
 mod trust;
 mod user;
