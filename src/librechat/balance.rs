@@ -90,6 +90,13 @@ pub struct StoredBalance {
     pending: Option<(ObjectId, Bson)>,
 }
 
+impl StoredBalance {
+    /// The grant or refill transaction a pending mark names, if any.
+    pub fn pending_transaction(&self) -> Option<ObjectId> {
+        self.pending.as_ref().map(|(id, _)| *id)
+    }
+}
+
 /// How one grant ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrantResult {

@@ -242,6 +242,13 @@ async fn a_tenant_cannot_grant_credits_unless_the_instance_allows_it() {
     let mut allowed = json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "grantCredits": true } });
     merge(&mut allowed, balance_config());
     w.apply_instance("lc", &env("REDIS_URL"), allowed).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    // A watch per namespace: the tenant's objects learn of the instance's change at their next
+    // change (as in tests/e2e/trust.rs).
+    let mut spec = spec;
+    spec["balance"]["grants"][0]["reason"] = json!("approved");
+    w.apply_in(&t, "LibreChatUser", "greedy", spec).await;
     let obj = wait_condition_in(&w.client, &t, "librechatusers", "greedy", "Ready", "True", None).await;
     let id = obj.pointer("/status/userId").unwrap().as_str().unwrap().to_string();
     w.contract_check(json!({ "balances": [{ "userId": id, "tokenCredits": 1020000 }] }));

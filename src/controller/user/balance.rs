@@ -150,16 +150,28 @@ pub(super) async fn converge(
         .map(|g| grant_transaction_id(uid, &g.id))
         .collect();
     let saved = store.saved_transactions(&ids).await?;
+    // A grant cut short after its transaction still carries its mark: finish it too.
+    let marked = match store.find_balance(id).await? {
+        Some(b) => b.pending_transaction(),
+        None => None,
+    };
     for (grant, tx) in declared.grants.iter().zip(&ids) {
-        if saved.contains(tx) {
+        if saved.contains(tx) && marked != Some(*tx) {
             continue;
         }
         // problems() refused non-integer credits before anything was written.
         let credits = grant.credits().unwrap_or_default();
-        if store.apply_grant(id, *tx, credits).await? == GrantResult::Applied {
+        let result = store.apply_grant(id, *tx, credits).await?;
+        // A grant whose transaction was missing was credited by this reconcile or by one that
+        // crashed before recording it: either way, the audit trail gets it now, once.
+        if result == GrantResult::Applied || !saved.contains(tx) {
             let why = grant.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let verb = match result {
+                GrantResult::Applied => "granted",
+                GrantResult::AlreadyApplied => "finished granting",
+            };
             let note = format!(
-                "granted {credits} credits to {} (grant '{}'){why}",
+                "{verb} {credits} credits to {} (grant '{}'){why}",
                 plan.email, grant.id
             );
             ctx.changed(user, plan.change("CreditsGranted", id, note))
