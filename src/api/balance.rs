@@ -134,7 +134,10 @@ pub struct UserBalance {
 #[serde(rename_all = "camelCase")]
 pub struct CreditGrant {
     /// Names the grant; it is applied once per id, ever.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    )]
     pub id: String,
     /// Credits to add (an integer; negative deducts, and the balance never goes below 0).
     #[schemars(with = "i64")]

@@ -200,7 +200,11 @@ impl Store {
     /// Writes the declared refill settings onto the record LibreChat reads (creating one with
     /// no credits, as LibreChat's `upsertBalanceFields`, when there is none). Returns whether
     /// anything was written.
-    pub async fn set_refill(&self, user: ObjectId, wanted: &RefillUpdate) -> Result<bool, StoreError> {
+    pub async fn set_refill(
+        &self,
+        user: ObjectId,
+        wanted: &RefillUpdate,
+    ) -> Result<bool, StoreError> {
         let Some(stored) = self.find_balance(user).await? else {
             let refill = wanted.merged(&Refill::default());
             self.ensure_balance_record(user, 0, &refill).await?;
@@ -237,8 +241,14 @@ impl Store {
             .projection(doc! { "_id": 1 })
             .deadline("reading transactions")
             .await?;
-        let docs: Vec<Document> = cursor.try_collect().deadline("reading transactions").await?;
-        Ok(docs.iter().filter_map(|d| d.get_object_id("_id").ok()).collect())
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .deadline("reading transactions")
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect())
     }
 
     /// Applies one grant of `credits` under the transaction id `tx`, exactly once (see the
@@ -251,7 +261,8 @@ impl Store {
     ) -> Result<GrantResult, StoreError> {
         let result = self.credit_once(user, tx, credits).await?;
         crate::fault::crash_point("after-grant-balance");
-        self.save_transaction(tx, user, "admin", &js_number(credits)).await?;
+        self.save_transaction(tx, user, "admin", &js_number(credits))
+            .await?;
         crate::fault::crash_point("after-grant-transaction");
         self.clear_pending(user, tx).await?;
         Ok(result)
@@ -267,7 +278,8 @@ impl Store {
         let mut delay = Duration::from_millis(50);
         for _ in 0..ATTEMPTS {
             let Some(record) = self.find_balance(user).await? else {
-                self.ensure_balance_record(user, 0, &Refill::default()).await?;
+                self.ensure_balance_record(user, 0, &Refill::default())
+                    .await?;
                 continue;
             };
             match &record.pending {
@@ -322,7 +334,8 @@ impl Store {
         tx: ObjectId,
         amount: &Bson,
     ) -> Result<(), StoreError> {
-        self.save_transaction(tx, user, "autoRefill", amount).await?;
+        self.save_transaction(tx, user, "autoRefill", amount)
+            .await?;
         self.collection(BALANCES)
             .update_one(
                 doc! { "_id": record, "pendingRefill.transactionId": tx },

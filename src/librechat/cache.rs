@@ -90,7 +90,11 @@ impl RedisCache {
 
     /// Every entry of a Keyv `namespace` whose key starts with `key_prefix` (found with SCAN,
     /// never KEYS); returns how many went.
-    pub async fn invalidate_prefix(&self, namespace: &str, key_prefix: &str) -> Result<u64, StoreError> {
+    pub async fn invalidate_prefix(
+        &self,
+        namespace: &str,
+        key_prefix: &str,
+    ) -> Result<u64, StoreError> {
         let pattern = format!("{}*", glob_escape(&self.keyv_key(namespace, key_prefix)));
         let mut conn = self.conn.clone();
         let start = std::time::Instant::now();

@@ -54,7 +54,9 @@ impl Store {
         };
         let pending = record.get_datetime("pendingSince").ok().copied();
         match (record.get_str("version").ok() == Some(version), pending) {
-            (true, None) => applied(&record).ok_or(StoreError::Contended("the terms record is malformed")),
+            (true, None) => {
+                applied(&record).ok_or(StoreError::Contended("the terms record is malformed"))
+            }
             (true, Some(since)) => self.finish_terms_reset(version, Some(since)).await,
             (false, _) => {
                 let since = DateTime::now();
@@ -81,7 +83,9 @@ impl Store {
         let now = DateTime::now();
         let inserted = self
             .collection(TERMS)
-            .insert_one(doc! { "_id": RECORD_ID, "version": version, "appliedAt": now, "reset": false })
+            .insert_one(
+                doc! { "_id": RECORD_ID, "version": version, "appliedAt": now, "reset": false },
+            )
             .deadline("recording the terms version")
             .await;
         match inserted {
@@ -92,7 +96,9 @@ impl Store {
                 accounts_reset: Some(0),
             }),
             // Another call recorded one meanwhile: decide again from it.
-            Err(e) if e.is_duplicate_key() => Err(StoreError::Contended("the terms record changed")),
+            Err(e) if e.is_duplicate_key() => {
+                Err(StoreError::Contended("the terms record changed"))
+            }
             Err(e) => Err(e),
         }
     }
@@ -118,7 +124,9 @@ impl Store {
             .await?;
         crate::fault::crash_point("after-terms-reset");
         if let Some(redis) = self.redis() {
-            redis.invalidate_prefix("AUTH_USER_DOC", "auth-user-doc").await?;
+            redis
+                .invalidate_prefix("AUTH_USER_DOC", "auth-user-doc")
+                .await?;
         }
         let now = DateTime::now();
         self.collection(TERMS)

@@ -45,7 +45,12 @@ async fn ready_user(w: &World, name: &str) -> (String, ObjectId, Value) {
     let obj = w
         .wait_condition("librechatusers", name, "Ready", "True", None)
         .await;
-    let uid = obj.pointer("/metadata/uid").unwrap().as_str().unwrap().to_string();
+    let uid = obj
+        .pointer("/metadata/uid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     let id = obj.pointer("/status/userId").unwrap().as_str().unwrap();
     (uid, ObjectId::parse_str(id).unwrap(), obj)
 }
@@ -97,7 +102,10 @@ async fn a_new_account_gets_its_start_balance_and_each_grant_once() {
         .await;
     credits_shown(&w, "u", 20407).await;
     let obj = w.get("librechatusers", "u").await.unwrap();
-    assert_eq!(obj.pointer("/status/balance/grantsApplied"), Some(&json!(["bonus"])));
+    assert_eq!(
+        obj.pointer("/status/balance/grantsApplied"),
+        Some(&json!(["bonus"]))
+    );
     assert_eq!(transactions_of(&w, id).await, 3);
     assert_eq!(balances_of(&w, id).await.len(), 1);
 }
@@ -107,17 +115,26 @@ async fn per_user_auto_refill_is_written_and_kept() {
     let w = World::with_instance("bal-refill", json!({ "balance": { "enabled": true } })).await;
     let refill = json!({ "autoRefill": {
         "enabled": true, "intervalValue": 2, "intervalUnit": "hours", "amount": 300 } });
-    w.apply("LibreChatUser", "r", user_spec("refill@example.com", refill))
-        .await;
+    w.apply(
+        "LibreChatUser",
+        "r",
+        user_spec("refill@example.com", refill),
+    )
+    .await;
     let (_, id, _) = ready_user(&w, "r").await;
     let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 2,
         "refillIntervalUnit": "hours", "refillAmount": 300 });
-    w.contract_check(json!({ "balances": [{ "userId": id.to_hex(), "tokenCredits": 20000, "fields": fields }] }));
+    w.contract_check(
+        json!({ "balances": [{ "userId": id.to_hex(), "tokenCredits": 20000, "fields": fields }] }),
+    );
 
     // LibreChat's login sync reverts them when its yaml enables auto-refill: a resync puts
     // them back.
     w.db.collection::<Document>("balances")
-        .update_one(doc! { "_id": id }, doc! { "$set": { "refillAmount": 10000 } })
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "refillAmount": 10000 } },
+        )
         .await
         .unwrap();
     eventually("the refill amount to be put back", || async {
@@ -132,16 +149,26 @@ async fn per_user_auto_refill_is_written_and_kept() {
 async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: i64, before: i64) {
     let (uid, id, _) = ready_user(w, "c").await;
     w.stop_operator();
-    let spec = user_spec("crash@example.com", json!({ "grants": [{ "id": grant, "credits": credits }] }));
+    let spec = user_spec(
+        "crash@example.com",
+        json!({ "grants": [{ "id": grant, "credits": credits }] }),
+    );
     w.apply("LibreChatUser", "c", spec).await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", point)]);
     let code = w.wait_operator_exit(Duration::from_secs(60)).await;
     assert_eq!(code, Some(86), "the operator must reach {point}");
     let record = balances_of(w, id).await.pop().unwrap();
-    assert_eq!(record.get_i32("tokenCredits").unwrap() as i64, before + credits);
+    assert_eq!(
+        record.get_i32("tokenCredits").unwrap() as i64,
+        before + credits
+    );
     let pending = record.get_document("pendingRefill").unwrap();
     let tx = grant_transaction_id(&uid, grant);
-    assert_eq!(pending.get_object_id("transactionId").unwrap(), tx, "the credit is marked");
+    assert_eq!(
+        pending.get_object_id("transactionId").unwrap(),
+        tx,
+        "the credit is marked"
+    );
 
     w.start_operator();
     eventually("the grant to be finished", || async {
@@ -159,9 +186,17 @@ async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: 
 
 #[tokio::test]
 async fn a_grant_interrupted_by_a_crash_is_applied_once() {
-    let mut w = World::with_instance("bal-crash", json!({ "balance": { "enabled": true, "startBalance": 1000 } })).await;
-    w.apply("LibreChatUser", "c", user_spec("crash@example.com", json!({})))
-        .await;
+    let mut w = World::with_instance(
+        "bal-crash",
+        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "c",
+        user_spec("crash@example.com", json!({})),
+    )
+    .await;
     crash_while_granting(&mut w, "after-grant-balance", "first", 250, 1000).await;
     w.stop_operator();
     crash_while_granting(&mut w, "after-grant-transaction", "second", 50, 1250).await;
@@ -174,7 +209,13 @@ async fn bad_balance_input_is_refused_and_writes_nothing() {
     w.apply("LibreChatUser", "dup", user_spec("dup@example.com", dup))
         .await;
     let obj = w
-        .wait_condition("librechatusers", "dup", "Ready", "False", Some("InvalidSpec"))
+        .wait_condition(
+            "librechatusers",
+            "dup",
+            "Ready",
+            "False",
+            Some("InvalidSpec"),
+        )
         .await;
     let message = condition(&obj, "Ready").unwrap().message;
     assert!(message.contains("'a' is used twice"), "{message}");
@@ -186,7 +227,11 @@ async fn bad_balance_input_is_refused_and_writes_nothing() {
         "metadata": { "name": "frac" },
         "spec": user_spec("frac@example.com", json!({ "grants": [{ "id": "x", "credits": 1.5 }] })) });
     let err = api
-        .patch("frac", &PatchParams::apply("e2e-test"), &Patch::Apply(&frac))
+        .patch(
+            "frac",
+            &PatchParams::apply("e2e-test"),
+            &Patch::Apply(&frac),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("credits"), "{err}");
@@ -194,12 +239,20 @@ async fn bad_balance_input_is_refused_and_writes_nothing() {
         "metadata": { "name": "unit" },
         "spec": user_spec("unit@example.com", json!({ "autoRefill": { "intervalUnit": "fortnights" } })) });
     let err = api
-        .patch("unit", &PatchParams::apply("e2e-test"), &Patch::Apply(&unit))
+        .patch(
+            "unit",
+            &PatchParams::apply("e2e-test"),
+            &Patch::Apply(&unit),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("fortnights"), "{err}");
     assert!(w.find_user("frac@example.com").await.is_none());
-    let count = w.db.collection::<Document>("transactions").count_documents(doc! {}).await.unwrap();
+    let count =
+        w.db.collection::<Document>("transactions")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
     assert_eq!(count, 0);
 }
 
@@ -210,9 +263,18 @@ async fn grants_need_the_instances_balance() {
     w.apply("LibreChatUser", "off", user_spec("off@example.com", grants))
         .await;
     let obj = w
-        .wait_condition("librechatusers", "off", "Ready", "False", Some("BalanceDisabled"))
+        .wait_condition(
+            "librechatusers",
+            "off",
+            "Ready",
+            "False",
+            Some("BalanceDisabled"),
+        )
         .await;
-    assert!(condition(&obj, "Ready").unwrap().message.contains("balance.enabled"));
+    assert!(condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("balance.enabled"));
     assert!(w.find_user("off@example.com").await.is_none());
 }
 
@@ -224,22 +286,49 @@ async fn a_tenant_cannot_grant_credits_unless_the_instance_allows_it() {
     let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
     let spec = json!({ "instanceRef": lc, "email": "greedy@example.com",
         "balance": { "grants": [{ "id": "free-money", "credits": 1000000 }] } });
-    w.apply_in(&t, "LibreChatUser", "greedy", spec.clone()).await;
-    let obj = wait_condition_in(&w.client, &t, "librechatusers", "greedy", "Ready", "False", Some("NotPermitted")).await;
+    w.apply_in(&t, "LibreChatUser", "greedy", spec.clone())
+        .await;
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "greedy",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
     let message = condition(&obj, "Ready").unwrap().message;
     assert!(message.contains("tenantPolicy.grantCredits"), "{message}");
-    assert!(w.find_user("greedy@example.com").await.is_none(), "nothing is written");
-    let count = w.db.collection::<Document>("transactions").count_documents(doc! {}).await.unwrap();
+    assert!(
+        w.find_user("greedy@example.com").await.is_none(),
+        "nothing is written"
+    );
+    let count =
+        w.db.collection::<Document>("transactions")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
     assert_eq!(count, 0);
 
     // Auto-refill is refused the same way.
     let refill = json!({ "instanceRef": json!({ "name": "lc", "namespace": w.ns.clone() }),
         "email": "refill@example.com", "balance": { "autoRefill": { "amount": 1000000 } } });
     w.apply_in(&t, "LibreChatUser", "refill", refill).await;
-    wait_condition_in(&w.client, &t, "librechatusers", "refill", "Ready", "False", Some("NotPermitted")).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "refill",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
 
     // The instance admits it: the grant is applied, once.
-    let mut allowed = json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "grantCredits": true } });
+    let mut allowed =
+        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "grantCredits": true } });
     merge(&mut allowed, balance_config());
     w.apply_instance("lc", &env("REDIS_URL"), allowed).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
@@ -249,7 +338,21 @@ async fn a_tenant_cannot_grant_credits_unless_the_instance_allows_it() {
     let mut spec = spec;
     spec["balance"]["grants"][0]["reason"] = json!("approved");
     w.apply_in(&t, "LibreChatUser", "greedy", spec).await;
-    let obj = wait_condition_in(&w.client, &t, "librechatusers", "greedy", "Ready", "True", None).await;
-    let id = obj.pointer("/status/userId").unwrap().as_str().unwrap().to_string();
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "greedy",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    let id = obj
+        .pointer("/status/userId")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     w.contract_check(json!({ "balances": [{ "userId": id, "tokenCredits": 1020000 }] }));
 }

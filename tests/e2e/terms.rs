@@ -62,10 +62,13 @@ async fn applied_version(w: &World, version: &str, reset: bool) -> Value {
 }
 
 async fn mirrored(w: &World, name: &str, accepted: bool) -> Value {
-    eventually(&format!("{name} status termsAccepted = {accepted}"), || async {
-        let obj = w.get("librechatusers", name).await?;
-        (obj.pointer("/status/termsAccepted")?.as_bool()? == accepted).then_some(obj)
-    })
+    eventually(
+        &format!("{name} status termsAccepted = {accepted}"),
+        || async {
+            let obj = w.get("librechatusers", name).await?;
+            (obj.pointer("/status/termsAccepted")?.as_bool()? == accepted).then_some(obj)
+        },
+    )
     .await
 }
 
@@ -75,9 +78,14 @@ async fn a_new_terms_version_resets_acceptance_once() {
     w.start_operator();
     registered(&w, "old@example.com").await;
     w.ready_instance("lc", terms(&w, "v1")).await;
-    w.apply("LibreChatUser", "m", json!({ "instanceRef": { "name": "lc" }, "email": "m@example.com" }))
+    w.apply(
+        "LibreChatUser",
+        "m",
+        json!({ "instanceRef": { "name": "lc" }, "email": "m@example.com" }),
+    )
+    .await;
+    w.wait_condition("librechatusers", "m", "Ready", "True", None)
         .await;
-    w.wait_condition("librechatusers", "m", "Ready", "True", None).await;
 
     // The first version declared resets nothing.
     applied_version(&w, "v1", false).await;
@@ -86,17 +94,27 @@ async fn a_new_terms_version_resets_acceptance_once() {
 
     let at = accept(&w, "m@example.com").await;
     let obj = mirrored(&w, "m", true).await;
-    let shown = obj.pointer("/status/termsAcceptedAt").unwrap().as_str().unwrap();
+    let shown = obj
+        .pointer("/status/termsAcceptedAt")
+        .unwrap()
+        .as_str()
+        .unwrap();
     let shown: jiff::Timestamp = shown.parse().unwrap();
     assert_eq!(shown.as_millisecond(), at.timestamp_millis());
 
     // A cached user document LibreChat would keep serving.
-    let id = w.find_user("m@example.com").await.unwrap().get_object_id("_id").unwrap();
+    let id = w
+        .find_user("m@example.com")
+        .await
+        .unwrap()
+        .get_object_id("_id")
+        .unwrap();
     let cached = format!("{}::AUTH_USER_DOC:auth-user-doc-byid:{}", w.ns, id.to_hex());
     let mut r = redis().await;
     let _: () = r.set(&cached, "{\"value\":{}}").await.unwrap();
 
-    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2")).await;
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
     applied_version(&w, "v2", true).await;
     w.wait_event("lc", "TermsReset").await;
     for email in ["old@example.com", "m@example.com"] {
@@ -118,7 +136,12 @@ async fn a_new_terms_version_resets_acceptance_once() {
     assert!(accepted(&w, "old@example.com").await);
     assert!(accepted(&w, "m@example.com").await);
     w.contract_check(json!({ "users": [{ "email": "m@example.com", "termsAccepted": true }] }));
-    let resets = w.event_reasons("lc").await.iter().filter(|r| *r == "TermsReset").count();
+    let resets = w
+        .event_reasons("lc")
+        .await
+        .iter()
+        .filter(|r| *r == "TermsReset")
+        .count();
     assert_eq!(resets, 1);
 }
 
@@ -132,33 +155,41 @@ async fn a_crash_after_the_reset_does_not_reset_twice() {
     applied_version(&w, "v1", false).await;
 
     w.stop_operator();
-    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2")).await;
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-reset")]);
     let code = w.wait_operator_exit(Duration::from_secs(60)).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
-    assert!(!accepted(&w, "late@example.com").await, "the reset happened");
-    let record = w
-        .db
-        .collection::<Document>("librechat_operator_terms")
-        .find_one(doc! { "_id": "terms" })
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(
+        !accepted(&w, "late@example.com").await,
+        "the reset happened"
+    );
+    let record =
+        w.db.collection::<Document>("librechat_operator_terms")
+            .find_one(doc! { "_id": "terms" })
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(record.get_str("version"), Ok("v2"));
-    assert!(record.contains_key("pendingSince"), "the reset is not marked done yet");
+    assert!(
+        record.contains_key("pendingSince"),
+        "the reset is not marked done yet"
+    );
 
     // Someone accepts v2 before the operator comes back: that acceptance stands.
     accept(&w, "late@example.com").await;
     w.start_operator();
     applied_version(&w, "v2", true).await;
-    assert!(accepted(&w, "late@example.com").await, "an acceptance of v2 is not reset");
+    assert!(
+        accepted(&w, "late@example.com").await,
+        "an acceptance of v2 is not reset"
+    );
     assert!(!accepted(&w, "early@example.com").await);
-    let record = w
-        .db
-        .collection::<Document>("librechat_operator_terms")
-        .find_one(doc! { "_id": "terms" })
-        .await
-        .unwrap()
-        .unwrap();
+    let record =
+        w.db.collection::<Document>("librechat_operator_terms")
+            .find_one(doc! { "_id": "terms" })
+            .await
+            .unwrap()
+            .unwrap();
     assert!(!record.contains_key("pendingSince"));
 }

@@ -165,7 +165,11 @@ pub(super) async fn converge(
         // A grant whose transaction was missing was credited by this reconcile or by one that
         // crashed before recording it: either way, the audit trail gets it now, once.
         if result == GrantResult::Applied || !saved.contains(tx) {
-            let why = grant.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let why = grant
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             let verb = match result {
                 GrantResult::Applied => "granted",
                 GrantResult::AlreadyApplied => "finished granting",
