@@ -37,9 +37,7 @@ pub async fn apply(
         ctx.changed(instance, Change::applied(action, key, None, note))
             .await;
     }
-    let applied_at = jiff::Timestamp::from_millisecond(applied.applied_at.timestamp_millis())
-        .map(|t| t.to_string())
-        .ok();
+    let applied_at = super::status::rfc3339_from_millis(applied.applied_at.timestamp_millis());
     status.terms = Some(TermsStatus {
         applied_version: Some(applied.version),
         applied_at,

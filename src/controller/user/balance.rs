@@ -10,6 +10,7 @@ use crate::api::common::reason;
 use crate::api::LibreChatUser;
 use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
+use crate::controller::status::rfc3339_from_millis;
 use crate::librechat::balance::{
     grant_transaction_id, GrantResult, Refill, RefillUpdate, StoredBalance,
 };
@@ -28,11 +29,9 @@ impl Mirror {
     pub fn of(stored: &StoredUser) -> Self {
         Mirror {
             terms_accepted: stored.terms_accepted,
-            terms_accepted_at: stored.terms_accepted_at.map(|t| {
-                jiff::Timestamp::from_millisecond(t.timestamp_millis())
-                    .map(|t| t.to_string())
-                    .unwrap_or_default()
-            }),
+            terms_accepted_at: stored
+                .terms_accepted_at
+                .and_then(|t| rfc3339_from_millis(t.timestamp_millis())),
             balance: None,
         }
     }
