@@ -415,37 +415,35 @@ spec: {{instanceRef: {{name: lc, namespace: team}}, email: ann@example.com}}
 
     #[test]
     fn bad_balance_and_terms_are_errors() {
-        let text = format!(
-            r#"
+        let text = r#"
 apiVersion: librechat.ai/v1alpha1
 kind: LibreChatInstance
-metadata: {{name: lc, namespace: team}}
+metadata: {name: lc, namespace: team}
 spec:
-  mongo: {{uriSecretRef: {{name: s, key: k}}}}
-  balance: {{enabled: true, startBalance: -1}}
-  terms: {{version: " "}}
+  mongo: {uriSecretRef: {name: s, key: k}}
+  balance: {enabled: true, startBalance: -1}
+  terms: {version: " "}
 ---
 apiVersion: librechat.ai/v1alpha1
 kind: LibreChatUser
-metadata: {{name: a, namespace: team}}
+metadata: {name: a, namespace: team}
 spec:
-  instanceRef: {{name: lc}}
+  instanceRef: {name: lc}
   email: ann@example.com
   balance:
     grants:
-      - {{id: welcome, credits: 10}}
-      - {{id: welcome, credits: 1.5}}
+      - {id: welcome, credits: 10}
+      - {id: welcome, credits: 1.5}
 ---
 apiVersion: librechat.ai/v1alpha1
 kind: LibreChatUser
-metadata: {{name: b, namespace: team}}
+metadata: {name: b, namespace: team}
 spec:
-  instanceRef: {{name: lc}}
+  instanceRef: {name: lc}
   email: bob@example.com
-  balance: {{autoRefill: {{intervalUnit: fortnights}}}}
-"#
-        );
-        let found = set(&text).join("\n");
+  balance: {autoRefill: {intervalUnit: fortnights}}
+"#;
+        let found = set(text).join("\n");
         for want in [
             "balance.startBalance must be between 0",
             "terms.version must be 1 to 128 characters",
