@@ -177,6 +177,7 @@ async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: 
     })
     .await;
     credits_shown(w, "c", before + credits).await;
+    w.wait_event("c", "CreditsGranted").await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     w.contract_check(json!({
         "balances": [{ "userId": id.to_hex(), "tokenCredits": before + credits }],

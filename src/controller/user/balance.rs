@@ -160,26 +160,23 @@ pub(super) async fn converge(
         }
         // problems() refused non-integer credits before anything was written.
         let credits = grant.credits().unwrap_or_default();
-        let result = store.apply_grant(id, *tx, credits).await?;
-        // A grant whose transaction was missing was credited by this reconcile or by one that
-        // crashed before recording it: either way, the audit trail gets it now, once.
-        if result == GrantResult::Applied || !saved.contains(tx) {
-            let why = grant
-                .reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
-            let verb = match result {
-                GrantResult::Applied => "granted",
-                GrantResult::AlreadyApplied => "finished granting",
-            };
-            let note = format!(
-                "{verb} {credits} credits to {} (grant '{}'){why}",
-                plan.email, grant.id
-            );
-            ctx.changed(user, plan.change("CreditsGranted", id, note))
-                .await;
-        }
+        // Credited now, or by a reconcile that crashed before its audit line (which is written
+        // only once the grant is finished): either way the audit trail gets it now, once.
+        let verb = match store.apply_grant(id, *tx, credits).await? {
+            GrantResult::Applied => "granted",
+            GrantResult::AlreadyApplied => "finished granting",
+        };
+        let why = grant
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let note = format!(
+            "{verb} {credits} credits to {} (grant '{}'){why}",
+            plan.email, grant.id
+        );
+        ctx.changed(user, plan.change("CreditsGranted", id, note))
+            .await;
         wrote = true;
     }
     Ok((observe(plan, user, id).await?, wrote))
