@@ -193,3 +193,31 @@ async fn a_crash_after_the_reset_does_not_reset_twice() {
             .unwrap();
     assert!(!record.contains_key("pendingSince"));
 }
+
+#[tokio::test]
+async fn a_crash_after_the_promise_resets_once_on_restart() {
+    let mut w = World::new("terms-promise").await;
+    w.start_operator();
+    registered(&w, "someone@example.com").await;
+    w.ready_instance("lc", terms(&w, "v1")).await;
+    applied_version(&w, "v1", false).await;
+
+    w.stop_operator();
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-promise")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert!(
+        accepted(&w, "someone@example.com").await,
+        "promised, not reset yet"
+    );
+
+    w.start_operator();
+    applied_version(&w, "v2", true).await;
+    assert!(
+        !accepted(&w, "someone@example.com").await,
+        "the promised reset is done"
+    );
+    w.wait_event("lc", "TermsReset").await;
+}
