@@ -231,8 +231,10 @@ fn instance_key(object_namespace: &str, r: &super::common::InstanceRef) -> (Stri
 /// it has with the others of the set.
 fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
     enum Parsed {
-        Instance(LibreChatInstance),
-        User(LibreChatUser),
+        // Boxed too: with its balance and terms it is large as well.
+        Instance(Box<LibreChatInstance>),
+        // Boxed: the largest kind by far.
+        User(Box<LibreChatUser>),
         Ban(UserBan),
         Invite(UserInvite),
         Bad(String),
@@ -246,8 +248,8 @@ fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
     let parsed: Vec<Parsed> = objects
         .iter()
         .map(|o| match o.kind.as_str() {
-            "LibreChatInstance" => parse(&o.value, Parsed::Instance),
-            "LibreChatUser" => parse(&o.value, Parsed::User),
+            "LibreChatInstance" => parse(&o.value, |i| Parsed::Instance(Box::new(i))),
+            "LibreChatUser" => parse(&o.value, |u| Parsed::User(Box::new(u))),
             "UserBan" => parse(&o.value, Parsed::Ban),
             "UserInvite" => parse(&o.value, Parsed::Invite),
             other => Parsed::Bad(format!("unknown kind '{other}' in group {GROUP}")),

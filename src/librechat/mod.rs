@@ -13,6 +13,7 @@ pub mod edges;
 pub mod error;
 pub mod indexes;
 pub mod invites;
+pub mod one_shot;
 pub mod owned;
 pub mod ownership;
 pub mod password;
@@ -20,6 +21,7 @@ pub mod sessions;
 pub mod stats;
 pub mod terms;
 pub mod users;
+pub mod verification;
 
 pub use connect::{connect_mongo, connect_redis, ConnectError};
 pub use error::StoreError;

@@ -7,6 +7,7 @@ mod support;
 #[path = "../cel_cases/mod.rs"]
 mod cel_cases;
 
+mod account_actions;
 mod audit;
 mod balance;
 mod ban;
@@ -14,9 +15,11 @@ mod bench;
 mod cascade;
 mod cel;
 mod gitops;
+mod health;
 mod instance;
 mod invite;
 mod ops;
+mod plugin;
 mod rbac;
 mod terms;
 mod trust;
