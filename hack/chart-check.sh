@@ -207,7 +207,7 @@ has probes '^            failureThreshold: 60$' "the startup probe's failureThre
 hasnt probes 'livenessProbe:' "the liveness probe with probes.liveness.enabled=false"
 has probes '^            periodSeconds: 7$' "the readiness probe's periodSeconds"
 has probes '^            successThreshold: 2$' "the readiness probe's successThreshold"
-hasnt probes 'enabled:' "the chart's enabled switch inside a probe"
+hasnt probes '^            enabled:' "the chart's enabled switch inside a probe (probe fields are indented 12; CRD fields named enabled are deeper)"
 check "render 'probes': every probe on port http" eq "$(count probes '^              port: http$')" 2
 
 render options r --namespace "$NS" --set logFormat=json --set logLevel=debug --set resyncPeriod=1h30m \

@@ -64,6 +64,7 @@ pub const STALLED_REASONS: &[&str] = &[
     reason::PASSWORD_INVALID,
     reason::NOT_PERMITTED,
     reason::IDENTITY_CHANGED,
+    reason::BALANCE_DISABLED,
     "AlreadyRegistered",
 ];
 
@@ -136,6 +137,8 @@ pub mod reason {
     pub const IDENTITY_CHANGED: &str = "IdentityChanged";
     /// The instance is being deleted and waits for the objects that depend on it.
     pub const DEPENDENTS_REMAIN: &str = "DependentsRemain";
+    /// A user declares a balance on an instance whose `balance.enabled` is not true.
+    pub const BALANCE_DISABLED: &str = "BalanceDisabled";
 }
 
 /// One condition as the controller wants it; turned into a Kubernetes `Condition` by

@@ -52,6 +52,12 @@ pub const DEFAULT_RESYNC_PERIOD: &str = "5m";
         json_path = ".status.stats.managedUsers"
     ),
     printcolumn(
+        name = "Terms",
+        type_ = "string",
+        json_path = ".status.terms.appliedVersion",
+        priority = 1
+    ),
+    printcolumn(
         name = "Reason",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
@@ -117,6 +123,14 @@ pub struct LibreChatInstanceSpec {
     /// deployment's users. Default: at most 10 per hour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_guard: Option<DeletionGuard>,
+    /// Mirrors LibreChat's `balance` configuration (`librechat.yaml`), so that accounts the
+    /// operator creates get the balance record LibreChat's registration would give them, and
+    /// LibreChatUser credit grants can be applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<super::balance::BalanceConfig>,
+    /// The terms of service in force: changing `version` makes every user accept them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<super::balance::TermsSpec>,
 }
 
 /// The limit on account deletions.
@@ -170,6 +184,11 @@ pub struct TenantPolicy {
     /// account to keep its name, username and email verification as declared, nothing more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manage_adopted_accounts: Option<bool>,
+    /// Whether tenant objects may grant credits and set auto-refill (`spec.balance` of a
+    /// LibreChatUser). Default false: credits are money-like, so only the instance's own
+    /// namespace grants them unless this says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_credits: Option<bool>,
 }
 
 /// An SMTP relay.
@@ -242,6 +261,9 @@ pub struct LibreChatInstanceStatus {
     /// `Starting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_feed: Option<String>,
+    /// The terms version applied to the accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<super::balance::TermsStatus>,
 }
 
 /// Account counts of the instance's database.
@@ -318,6 +340,21 @@ impl LibreChatInstanceSpec {
     /// Whether an object in `namespace` may declare an ADMIN account, or adopt one.
     pub fn admits_admin(&self, own_namespace: &str, namespace: &str) -> bool {
         namespace == own_namespace || self.allow_admin.unwrap_or(false)
+    }
+
+    /// Whether an object in `namespace` may grant credits and set auto-refill.
+    pub fn admits_granting_credits(&self, own_namespace: &str, namespace: &str) -> bool {
+        namespace == own_namespace
+            || self
+                .tenant_policy
+                .as_ref()
+                .and_then(|p| p.grant_credits)
+                .unwrap_or(false)
+    }
+
+    /// LibreChat's balance configuration as declared (disabled when absent).
+    pub fn balance_config(&self) -> super::balance::BalanceConfig {
+        self.balance.clone().unwrap_or_default()
     }
 
     /// Whether an object in `namespace` may change role, provider and password of an account

@@ -1,5 +1,6 @@
 //! The custom resources: one file per kind, plus what they share.
 
+pub mod balance;
 pub mod ban;
 pub mod common;
 pub mod duration;

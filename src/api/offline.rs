@@ -231,7 +231,8 @@ fn instance_key(object_namespace: &str, r: &super::common::InstanceRef) -> (Stri
 /// it has with the others of the set.
 fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
     enum Parsed {
-        Instance(LibreChatInstance),
+        // Boxed too: with its balance and terms it is large as well.
+        Instance(Box<LibreChatInstance>),
         // Boxed: the largest kind by far.
         User(Box<LibreChatUser>),
         Ban(UserBan),
@@ -247,7 +248,7 @@ fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
     let parsed: Vec<Parsed> = objects
         .iter()
         .map(|o| match o.kind.as_str() {
-            "LibreChatInstance" => parse(&o.value, Parsed::Instance),
+            "LibreChatInstance" => parse(&o.value, |i| Parsed::Instance(Box::new(i))),
             "LibreChatUser" => parse(&o.value, |u| Parsed::User(Box::new(u))),
             "UserBan" => parse(&o.value, Parsed::Ban),
             "UserInvite" => parse(&o.value, Parsed::Invite),
@@ -412,6 +413,48 @@ spec: {{instanceRef: {{name: lc, namespace: team}}, email: ann@example.com}}
             found[1].starts_with("set.yaml:25: LibreChatUser/tenant/d: "),
             "{found:#?}"
         );
+    }
+
+    #[test]
+    fn bad_balance_and_terms_are_errors() {
+        let text = r#"
+apiVersion: librechat.ai/v1alpha1
+kind: LibreChatInstance
+metadata: {name: lc, namespace: team}
+spec:
+  mongo: {uriSecretRef: {name: s, key: k}}
+  balance: {enabled: true, startBalance: -1}
+  terms: {version: " "}
+---
+apiVersion: librechat.ai/v1alpha1
+kind: LibreChatUser
+metadata: {name: a, namespace: team}
+spec:
+  instanceRef: {name: lc}
+  email: ann@example.com
+  balance:
+    grants:
+      - {id: welcome, credits: 10}
+      - {id: welcome, credits: 1.5}
+---
+apiVersion: librechat.ai/v1alpha1
+kind: LibreChatUser
+metadata: {name: b, namespace: team}
+spec:
+  instanceRef: {name: lc}
+  email: bob@example.com
+  balance: {autoRefill: {intervalUnit: fortnights}}
+"#;
+        let found = set(text).join("\n");
+        for want in [
+            "balance.startBalance must be between 0",
+            "terms.version must be 1 to 128 characters",
+            "balance.grants[1].id 'welcome' is used twice",
+            "balance.grants[1].credits must be a whole number",
+            "unknown variant `fortnights`",
+        ] {
+            assert!(found.contains(want), "{want}: {found}");
+        }
     }
 
     #[test]

@@ -60,6 +60,18 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
         priority = 1
     ),
     printcolumn(
+        name = "Balance",
+        type_ = "integer",
+        json_path = ".status.balance.tokenCredits",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Terms",
+        type_ = "boolean",
+        json_path = ".status.termsAccepted",
+        priority = 1
+    ),
+    printcolumn(
         name = "Message",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
@@ -144,6 +156,9 @@ pub struct LibreChatUserSpec {
     /// with the declared values, and the password when one is declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<bool>,
+    /// Credits granted to the account and its auto-refill settings (LibreChat's balance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<super::balance::UserBalance>,
 }
 
 /// LibreChat's `provider` values.
@@ -248,6 +263,15 @@ pub struct LibreChatUserStatus {
     /// When the account was last compared with the declaration (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+    /// Whether the account accepted the current terms of service (read from LibreChat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms_accepted: Option<bool>,
+    /// When the account accepted them (RFC 3339; LibreChat v0.8.8 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms_accepted_at: Option<String>,
+    /// The account's credits and the grants applied (with LibreChat's balance enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<super::balance::UserBalanceStatus>,
     /// Email verification: `Verified`, or `Pending` with the link's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationStatus>,

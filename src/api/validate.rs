@@ -176,6 +176,9 @@ impl LibreChatUserSpec {
                 _ => {}
             }
         }
+        if let Some(balance) = &self.balance {
+            problems.extend(balance.problems());
+        }
         let now = jiff::Timestamp::now();
         for (field, value) in self.triggers() {
             if let Some(value) = value {
@@ -336,6 +339,12 @@ impl super::instance::LibreChatInstanceSpec {
                     "deletionGuard.confirmedUntil '{t}' is not an RFC 3339 time such as 2026-12-02T18:00:00Z"
                 ));
             }
+        }
+        if let Some(balance) = &self.balance {
+            problems.extend(balance.problems());
+        }
+        if let Some(terms) = &self.terms {
+            problems.extend(terms.problems());
         }
         problems
     }

@@ -217,6 +217,9 @@ async fn check(
         let key = super::target::instance_key(instance);
         let mode = ctx.feeds.ensure(&key, &stores.store);
         status.change_feed = Some(mode.as_str().to_string());
+        if let Err(e) = super::terms::apply(instance, ctx, &stores, status).await {
+            notes.push(format!("terms version not applied: {e}"));
+        }
     }
 
     let ready = match (mongo_ok, redis_ok) {

@@ -18,6 +18,7 @@ pub mod secrets;
 pub mod status;
 pub mod target;
 pub mod tenancy;
+pub mod terms;
 pub mod user;
 
 use std::sync::Arc;

@@ -52,6 +52,13 @@ fn record_readiness<K: Resource<DynamicType = ()>, S: Serialize>(obj: &K, status
     crate::metrics::global().set_readiness(&K::kind(&()), &key, Some((ok, reason)));
 }
 
+/// RFC 3339 of a time given in epoch milliseconds (as the store reports them), for status.
+pub fn rfc3339_from_millis(ms: i64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(ms)
+        .ok()
+        .map(|t| t.to_string())
+}
+
 /// RFC 3339 now, for status timestamps.
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()

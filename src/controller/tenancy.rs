@@ -19,6 +19,8 @@ pub struct Tenancy {
     pub may_hold_admin: bool,
     /// It may change role, provider and password of an account it adopted, and delete it.
     pub may_manage_adopted: bool,
+    /// It may grant credits and set auto-refill.
+    pub may_grant_credits: bool,
 }
 
 impl Tenancy {
@@ -29,6 +31,7 @@ impl Tenancy {
             administers: namespace == instance_namespace,
             may_hold_admin: spec.admits_admin(&instance_namespace, namespace),
             may_manage_adopted: spec.admits_managing_adopted(&instance_namespace, namespace),
+            may_grant_credits: spec.admits_granting_credits(&instance_namespace, namespace),
             namespace: namespace.to_string(),
             instance_namespace,
         }

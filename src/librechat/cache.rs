@@ -88,6 +88,34 @@ impl RedisCache {
             .await
     }
 
+    /// Every entry of a Keyv `namespace` whose key starts with `key_prefix` (found with SCAN,
+    /// never KEYS); returns how many went.
+    pub async fn invalidate_prefix(
+        &self,
+        namespace: &str,
+        key_prefix: &str,
+    ) -> Result<u64, StoreError> {
+        let pattern = format!("{}*", glob_escape(&self.keyv_key(namespace, key_prefix)));
+        let mut conn = self.conn.clone();
+        let start = std::time::Instant::now();
+        let found: Result<Vec<String>, _> = async {
+            let mut iter = conn.scan_match::<_, String>(&pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(key) = iter.next_item().await {
+                keys.push(key?);
+            }
+            Ok::<_, redis::RedisError>(keys)
+        }
+        .await;
+        crate::metrics::global().store_operation("redis", "scan", found.is_ok(), start.elapsed());
+        let keys = found.map_err(|e| StoreError::redis("scan", e))?;
+        let mut removed = 0;
+        for chunk in keys.chunks(500) {
+            removed += self.delete(chunk).await?;
+        }
+        Ok(removed)
+    }
+
     /// A user's violation counters, so that LibreChat does not re-ban at the next violation.
     pub async fn clear_violations(&self, user_id_hex: &str) -> Result<u64, StoreError> {
         let keys: Vec<String> = VIOLATION_TYPES
@@ -96,6 +124,18 @@ impl RedisCache {
             .collect();
         self.delete(&keys).await
     }
+}
+
+/// `s` as a literal in a Redis glob pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn keyv_key(prefix: &str, namespace: &str, key: &str) -> String {

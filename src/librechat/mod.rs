@@ -2,6 +2,7 @@
 //! Kubernetes. Every byte written here is described in LibreChat's data contract
 //! (`docs/librechat-contract.md` summarises the parts we rely on).
 
+pub mod balance;
 pub mod bans;
 pub mod cache;
 pub mod cascade;
@@ -19,6 +20,7 @@ pub mod ownership;
 pub mod password;
 pub mod sessions;
 pub mod stats;
+pub mod terms;
 pub mod users;
 pub mod verification;
 

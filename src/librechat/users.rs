@@ -42,6 +42,9 @@ pub struct StoredUser {
     pub id_on_the_source: Option<String>,
     /// LibreChat's unverified-user TTL; a managed account must never carry it.
     pub has_expiry: bool,
+    /// Whether the account accepted the terms of service, and when (LibreChat v0.8.8+).
+    pub terms_accepted: bool,
+    pub terms_accepted_at: Option<DateTime>,
 }
 
 /// Whether creating found the account already there (somebody won a race, or LibreChat
@@ -336,6 +339,8 @@ fn stored_user_from_doc(d: &Document) -> Option<StoredUser> {
         password_hash: text("password"),
         id_on_the_source: text("idOnTheSource"),
         has_expiry: matches!(d.get("expiresAt"), Some(v) if *v != Bson::Null),
+        terms_accepted: d.get_bool("termsAccepted").unwrap_or(false),
+        terms_accepted_at: d.get_datetime("termsAcceptedAt").ok().copied(),
     })
 }
 

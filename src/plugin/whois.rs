@@ -382,6 +382,8 @@ mod tests {
             password_hash: Some("$2a$10$secret".into()),
             id_on_the_source: None,
             has_expiry: false,
+            terms_accepted: false,
+            terms_accepted_at: None,
         }
     }
 

@@ -226,7 +226,7 @@ export function validateExpectations(e) {
   if (!isObj(e)) fail('expectations must be a JSON object');
   const sections = [
     'users', 'absentUsers', 'sessionsRevoked', 'sessionsPresent', 'invites', 'bans',
-    'verifications', 'twoFactorDisabled',
+    'verifications', 'twoFactorDisabled', 'balances', 'creditTransactions',
   ];
   for (const k of Object.keys(e)) {
     if (!sections.includes(k)) fail(`unknown section "${k}" (allowed: ${sections.join(', ')})`);
@@ -286,6 +286,27 @@ export function validateExpectations(e) {
     if (typeof b.expectActive !== 'boolean') fail(`${at}.expectActive must be a boolean`);
     if (b.userId !== undefined && (typeof b.userId !== 'string' || !HEX24.test(b.userId)))
       fail(`${at}.userId must be a 24-digit hex ObjectId`);
+  });
+  (e.balances ?? []).forEach((b, i) => {
+    const at = `balances[${i}]`;
+    if (!isObj(b)) fail(`${at} must be an object`);
+    for (const k of Object.keys(b))
+      if (!['userId', 'tokenCredits', 'records', 'fields'].includes(k)) fail(`${at}: unknown field "${k}"`);
+    if (typeof b.userId !== 'string' || !HEX24.test(b.userId)) fail(`${at}.userId must be a 24-digit hex ObjectId`);
+    if (b.tokenCredits !== undefined && b.tokenCredits !== null && !Number.isFinite(b.tokenCredits))
+      fail(`${at}.tokenCredits must be a number, or null for "no balance record"`);
+    if (b.records !== undefined && !Number.isInteger(b.records)) fail(`${at}.records must be an integer`);
+    if (b.fields !== undefined && !isObj(b.fields)) fail(`${at}.fields must be an object`);
+  });
+  (e.creditTransactions ?? []).forEach((t, i) => {
+    const at = `creditTransactions[${i}]`;
+    if (!isObj(t)) fail(`${at} must be an object`);
+    for (const k of Object.keys(t))
+      if (!['id', 'userId', 'rawAmount', 'context'].includes(k)) fail(`${at}: unknown field "${k}"`);
+    for (const k of ['id', 'userId'])
+      if (typeof t[k] !== 'string' || !HEX24.test(t[k])) fail(`${at}.${k} must be a 24-digit hex ObjectId`);
+    if (!Number.isFinite(t.rawAmount)) fail(`${at}.rawAmount must be a number`);
+    if (t.context !== undefined && typeof t.context !== 'string') fail(`${at}.context must be a string`);
   });
   return e;
 }
@@ -854,7 +875,80 @@ export async function runChecks(ctx, expectations) {
     }
   }
 
+  await checkBalances(ctx, expectations.balances ?? [], add, guard);
+  await checkCreditTransactions(ctx, expectations.creditTransactions ?? [], add, guard);
   return results;
+}
+
+// ----- balances (contract-surface §3) ------------------------------------------------------
+const BALANCE_FIELDS = ['_id', 'user', 'tokenCredits', 'autoRefillEnabled', 'refillIntervalValue', 'refillIntervalUnit', 'lastRefill', 'refillAmount', '__v'];
+
+async function checkBalances({ models, methods, db }, expected, add, guard) {
+  for (const exp of expected) {
+    const subject = `balance of ${exp.userId}`;
+    const user = new mongoose.Types.ObjectId(exp.userId);
+    const records = await db.collection('balances').find({ user }).sort({ _id: 1 }).toArray();
+    const want = exp.records ?? (exp.tokenCredits === null ? 0 : 1);
+    add(records.length === want, `${subject}: ${want} record(s)`, `${records.length} record(s) with user ObjectId(${exp.userId})`);
+    if ('tokenCredits' in exp) {
+      await guard(`${subject}: findBalanceByUser reads ${exp.tokenCredits}`, async () => {
+        const read = await methods.findBalanceByUser(exp.userId);
+        const have = read ? read.tokenCredits : null;
+        add(have === exp.tokenCredits, `${subject}: findBalanceByUser reads ${exp.tokenCredits}`, `it reads ${have}`);
+      });
+    }
+    for (const raw of records) {
+      const at = `${subject}: record ${raw._id}`;
+      await guard(`${at} valid against LibreChat's Balance model`, async () => {
+        const problems = await validateWithModel(models.Balance, raw);
+        add(problems.length === 0, `${at} valid against LibreChat's Balance model`, problems.join('; '));
+      });
+      const bad = [];
+      for (const k of BALANCE_FIELDS) if (!(k in raw)) bad.push(`${k} missing (mongoose's insert sets it)`);
+      for (const k of Object.keys(raw)) if (!BALANCE_FIELDS.includes(k)) bad.push(`unexpected field "${k}" (a pending refill or grant left behind?)`);
+      if (raw.__v !== 0) bad.push(`__v is ${show('__v', raw.__v)}`);
+      if (!(raw.lastRefill instanceof Date)) bad.push(`lastRefill is ${bsonTypeName(raw.lastRefill)}`);
+      add(bad.length === 0, `${at} shaped like LibreChat's insert`, bad.join('; '));
+    }
+    const oldest = records[0];
+    if (oldest) {
+      add(oldest._id.equals(user), `${subject}: the record LibreChat reads has _id = user id`, `its _id is ${oldest._id}`);
+      for (const [key, value] of Object.entries(exp.fields ?? {}))
+        add(sameValue(value, oldest[key]), `${subject}: ${key} = ${show(key, value)}`, `stored ${key} is ${show(key, oldest[key])}`);
+    }
+  }
+}
+
+const TRANSACTION_FIELDS = ['_id', 'user', 'tokenType', 'context', 'rawAmount', 'rate', 'tokenValue', 'createdAt', 'updatedAt', '__v'];
+
+async function checkCreditTransactions({ models, methods, db }, expected, add, guard) {
+  for (const exp of expected) {
+    const subject = `credit transaction ${exp.id}`;
+    const id = new mongoose.Types.ObjectId(exp.id);
+    let found = [];
+    await guard(`${subject}: getTransactions finds it once`, async () => {
+      found = await methods.getTransactions({ _id: id });
+      add(found.length === 1, `${subject}: getTransactions finds it once`, `found ${found.length}`);
+    });
+    const raw = await db.collection('transactions').findOne({ _id: id });
+    if (!raw) continue;
+    await guard(`${subject}: valid against LibreChat's Transaction model`, async () => {
+      const problems = await validateWithModel(models.Transaction, raw);
+      add(problems.length === 0, `${subject}: valid against LibreChat's Transaction model`, problems.join('; '));
+    });
+    const bad = [];
+    const context = exp.context ?? 'admin';
+    if (!(raw.user?._bsontype === 'ObjectId' && raw.user.toHexString() === exp.userId)) bad.push(`user is ${show('user', raw.user)}`);
+    if (raw.tokenType !== 'credits') bad.push(`tokenType is ${show('tokenType', raw.tokenType)}`);
+    if (raw.context !== context) bad.push(`context is ${show('context', raw.context)}, expected "${context}"`);
+    if (raw.rawAmount !== exp.rawAmount) bad.push(`rawAmount is ${show('rawAmount', raw.rawAmount)}, expected ${exp.rawAmount}`);
+    if (raw.rate !== 1) bad.push(`rate is ${show('rate', raw.rate)} (credits without a model have multiplier 1)`);
+    if (raw.tokenValue !== exp.rawAmount) bad.push(`tokenValue is ${show('tokenValue', raw.tokenValue)}, expected rawAmount × 1`);
+    for (const k of ['createdAt', 'updatedAt']) if (!(raw[k] instanceof Date)) bad.push(`${k} is ${bsonTypeName(raw[k])}`);
+    if (raw.__v !== 0) bad.push(`__v is ${show('__v', raw.__v)}`);
+    for (const k of Object.keys(raw)) if (!TRANSACTION_FIELDS.includes(k)) bad.push(`unexpected field "${k}"`);
+    add(bad.length === 0, `${subject}: shaped like createTransaction's credits document`, bad.join('; '));
+  }
 }
 
 /** Formats results as "ok - ..." / "not ok - ... : reason" lines plus the summary line. */

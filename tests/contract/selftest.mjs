@@ -542,3 +542,58 @@ test('CLI: invalid expectations file and unreachable server exit 2 with a messag
   assert.equal(r.code, 2);
   assert.match(r.err, /cannot connect to MongoDB/);
 });
+
+// ========================================================================================
+// Balances and credit transactions (contract-surface §3)
+// ========================================================================================
+
+test('golden balances and a grant made by LibreChat own add-balance path pass', async () => {
+  await seedGolden();
+  const golden = [...fixture('balances.start-balance.json'), ...fixture('balances.start-balance-autorefill.json')];
+  const results = await check({
+    balances: golden.map((b) => ({
+      userId: b.user.toHexString(),
+      tokenCredits: 20000,
+      fields: { autoRefillEnabled: b.autoRefillEnabled, refillAmount: Number(b.refillAmount) },
+    })),
+  });
+  assertAllOk(results);
+
+  // add-balance: createTransaction({user, tokenType:'credits', context:'admin', rawAmount, balance})
+  const user = new ObjectId();
+  const out = await ctx.methods.createTransaction({ user, tokenType: 'credits', context: 'admin', rawAmount: 1000, balance: { enabled: true } });
+  assert.equal(out.balance, 1000);
+  const tx = await db.collection('transactions').findOne({ user });
+  assertAllOk(
+    await check({
+      balances: [{ userId: user.toHexString(), tokenCredits: 1000 }],
+      creditTransactions: [{ id: tx._id.toHexString(), userId: user.toHexString(), rawAmount: 1000 }],
+    }),
+  );
+});
+
+test('broken balances and credit transactions fail on the right check', async () => {
+  await reset();
+  const user = new ObjectId();
+  const record = { _id: user, user, tokenCredits: 5, autoRefillEnabled: false, refillIntervalValue: 30, refillIntervalUnit: 'days', lastRefill: new Date(), refillAmount: 0, __v: 0 };
+  await insert('balances', { ...record, pendingRefill: { transactionId: new ObjectId(), rawAmount: 5 } });
+  const uid = user.toHexString();
+  assertFails(await check({ balances: [{ userId: uid, tokenCredits: 5 }] }), /shaped like LibreChat's insert: .*pendingRefill/);
+  assertFails(await check({ balances: [{ userId: uid, tokenCredits: 6 }] }), /findBalanceByUser reads 6: it reads 5/);
+
+  await reset();
+  await insert('balances', { ...record, _id: new ObjectId('000000000000000000000001'), refillIntervalUnit: 'fortnights' });
+  const r = await check({ balances: [{ userId: uid, tokenCredits: 5 }] });
+  assertFails(r, /valid against LibreChat's Balance model: .*refillIntervalUnit/);
+  assertFails(r, /_id = user id/);
+  assertFails(await check({ balances: [{ userId: new ObjectId().toHexString(), tokenCredits: 5 }] }), /1 record\(s\): 0 record/);
+
+  const tx = new ObjectId();
+  const now = new Date();
+  await insert('transactions', { _id: tx, user, tokenType: 'credits', context: 'admin', rawAmount: 7, rate: 2, tokenValue: 14, createdAt: now, updatedAt: now, __v: 0 });
+  assertFails(
+    await check({ creditTransactions: [{ id: tx.toHexString(), userId: uid, rawAmount: 7 }] }),
+    /shaped like createTransaction's credits document: .*rate is 2/,
+  );
+  assertFails(await check({ creditTransactions: [{ id: new ObjectId().toHexString(), userId: uid, rawAmount: 7 }] }), /getTransactions finds it once: found 0/);
+});

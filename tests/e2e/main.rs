@@ -9,6 +9,7 @@ mod cel_cases;
 
 mod account_actions;
 mod audit;
+mod balance;
 mod ban;
 mod bench;
 mod cascade;
@@ -21,5 +22,6 @@ mod invite;
 mod ops;
 mod plugin;
 mod rbac;
+mod terms;
 mod trust;
 mod user;

@@ -56,13 +56,19 @@ pub(super) async fn converge(
         Ok(report) => report,
         Err(outcome) => return Ok(outcome),
     };
+    let id = account.stored.id;
+    let (balance, credited) = super::balance::converge(ctx, plan, user, id).await?;
+    let mut outcome = in_sync(plan, user, &account.stored);
+    if let Some(mirror) = outcome.mirror.as_mut() {
+        mirror.balance = balance;
+    }
     Ok(Outcome {
-        wrote: account.wrote || rotated,
+        wrote: account.wrote || rotated || credited,
         password,
         password_version: version,
         verification: report.verification,
         actions: report.actions,
-        ..in_sync(plan, user, &account.stored)
+        ..outcome
     })
 }
 
@@ -114,6 +120,7 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) ->
         instance: Some(crate::controller::target::instance_key(&plan.instance)),
         wrote: false,
         requeue: Some(plan.resync),
+        mirror: Some(super::balance::Mirror::of(stored)),
     }
 }
 
@@ -143,6 +150,7 @@ async fn create(
         .await?;
     match store.create_user(reserved, &plan.desired, hash).await? {
         Created::Inserted(id) => {
+            super::balance::start_balance(ctx, plan, user, id).await?;
             store.record_claimed_user(email, uid, id, true).await?;
             let note = format!("created LibreChat account {email} ({})", id.to_hex());
             ctx.changed(user, plan.change("Created", id, note)).await;
@@ -192,6 +200,7 @@ async fn take(
         let created = claim.created || !claim.confirmed;
         if !claim.confirmed {
             // Created before a crash kept the claim from saying so.
+            super::balance::start_balance(ctx, plan, user, stored.id).await?;
             store
                 .record_claimed_user(email, uid, stored.id, true)
                 .await?;

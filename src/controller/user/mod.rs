@@ -8,6 +8,7 @@
 
 mod account;
 mod actions;
+mod balance;
 mod claim;
 mod cleanup;
 
@@ -74,6 +75,8 @@ struct Outcome {
     wrote: bool,
     /// When to look again; `None`: only when something it watches changes.
     requeue: Option<Duration>,
+    /// The account's terms and balance as read; `None`: status keeps what it showed.
+    mirror: Option<balance::Mirror>,
 }
 
 impl Outcome {
@@ -99,6 +102,7 @@ impl Outcome {
             instance: status.and_then(|s| s.instance.clone()),
             wrote: false,
             requeue: Some(RETRY_WAITING),
+            mirror: None,
         }
     }
 
@@ -177,6 +181,9 @@ async fn publish_status(
     status.actions = outcome.actions;
     status.password_secret_version = outcome.password_version;
     status.instance = outcome.instance;
+    if let Some(mirror) = outcome.mirror {
+        mirror.write_into(&mut status);
+    }
     if outcome.wrote || status.last_sync_time.is_none() && outcome.ready.ok == Some(true) {
         status.last_sync_time = Some(now_rfc3339());
     }
@@ -202,6 +209,9 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
         Ok(plan) => plan,
         Err(outcome) => return Ok(outcome),
     };
+    if let Some(outcome) = balance::refusal(&plan, user) {
+        return Ok(outcome);
+    }
     if let Some(outcome) = settled(&plan, user, ctx).await? {
         return Ok(outcome);
     }
@@ -327,7 +337,17 @@ async fn settled(
     let stored = plan.store().find_user_by_id(id).await?;
     let unchanged = stored
         .filter(|stored| stored.email == plan.email && drift(stored, &plan.desired).is_empty());
-    Ok(unchanged.map(|stored| account::in_sync(plan, user, &stored)))
+    let Some(stored) = unchanged else {
+        return Ok(None);
+    };
+    let Some(balance) = balance::settled_balance(plan, user, id).await? else {
+        return Ok(None);
+    };
+    let mut outcome = account::in_sync(plan, user, &stored);
+    if let Some(mirror) = outcome.mirror.as_mut() {
+        mirror.balance = balance;
+    }
+    Ok(Some(outcome))
 }
 pub(super) fn no_password_message(user: &LibreChatUser) -> String {
     if user.spec.provider() == crate::api::user::Provider::Local {

@@ -1,0 +1,223 @@
+//! The account's balance and terms: what the object may declare (checked before any write),
+//! the balance record of a new account, per-user auto-refill, credit grants (each once,
+//! see `librechat::balance`), and what status mirrors of them.
+
+use mongodb::bson::oid::ObjectId;
+
+use super::{Outcome, Plan};
+use crate::api::balance::{AutoRefill, UserBalance, UserBalanceStatus};
+use crate::api::common::reason;
+use crate::api::LibreChatUser;
+use crate::controller::context::Context;
+use crate::controller::error::ReconcileError;
+use crate::controller::status::rfc3339_from_millis;
+use crate::librechat::balance::{
+    grant_transaction_id, GrantResult, Refill, RefillUpdate, StoredBalance,
+};
+use crate::librechat::users::StoredUser;
+use crate::librechat::StoreError;
+
+/// What status shows of the account's terms and balance.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Mirror {
+    pub terms_accepted: bool,
+    pub terms_accepted_at: Option<String>,
+    pub balance: Option<UserBalanceStatus>,
+}
+
+impl Mirror {
+    pub fn of(stored: &StoredUser) -> Self {
+        Mirror {
+            terms_accepted: stored.terms_accepted,
+            terms_accepted_at: stored
+                .terms_accepted_at
+                .and_then(|t| rfc3339_from_millis(t.timestamp_millis())),
+            balance: None,
+        }
+    }
+
+    pub fn write_into(self, status: &mut crate::api::LibreChatUserStatus) {
+        status.terms_accepted = Some(self.terms_accepted);
+        status.terms_accepted_at = self.terms_accepted_at;
+        if self.balance.is_some() {
+            status.balance = self.balance;
+        }
+    }
+}
+
+fn declared(user: &LibreChatUser) -> Option<&UserBalance> {
+    user.spec
+        .balance
+        .as_ref()
+        .filter(|b| !b.grants.is_empty() || b.auto_refill.is_some())
+}
+
+/// Why the object may not declare its balance here, if it may not (nothing is written then).
+pub(super) fn refusal(plan: &Plan, user: &LibreChatUser) -> Option<Outcome> {
+    declared(user)?;
+    if !plan.instance.spec.balance_config().enabled() {
+        let message = "spec.balance needs LibreChat's balance: set balance.enabled: true on the instance (as in librechat.yaml); nothing was written";
+        return Some(Outcome::stalled(reason::BALANCE_DISABLED, message, user));
+    }
+    if !plan.tenancy.may_grant_credits {
+        let message = format!(
+            "spec.balance (credit grants, auto-refill) is not allowed from namespace '{}': {} unless the instance's tenantPolicy.grantCredits is true. Nothing was written",
+            plan.tenancy.namespace,
+            plan.tenancy.who_may("grant credits")
+        );
+        return Some(Outcome::stalled(reason::NOT_PERMITTED, message, user));
+    }
+    None
+}
+
+/// The balance record LibreChat's registration gives a new account, when its balance config
+/// would: enabled with a non-zero start balance. Safe to repeat.
+pub(super) async fn start_balance(
+    ctx: &Context,
+    plan: &Plan,
+    user: &LibreChatUser,
+    id: ObjectId,
+) -> Result<(), ReconcileError> {
+    let config = plan.instance.spec.balance_config();
+    if !config.enabled() || config.start_balance() == 0 {
+        return Ok(());
+    }
+    let refill = config.auto_refill().map(refill_of).unwrap_or_default();
+    let store = plan.store();
+    if store
+        .ensure_balance_record(id, config.start_balance(), &refill)
+        .await?
+    {
+        let note = format!(
+            "gave {} the start balance of {} credits",
+            plan.email,
+            config.start_balance()
+        );
+        ctx.changed(user, plan.change("BalanceCreated", id, note))
+            .await;
+    }
+    Ok(())
+}
+
+fn refill_of(r: AutoRefill) -> Refill {
+    let d = Refill::default();
+    Refill {
+        enabled: r.enabled.unwrap_or(d.enabled),
+        interval_value: r.interval_value.unwrap_or(d.interval_value),
+        interval_unit: r
+            .interval_unit
+            .map(|u| u.as_str().to_string())
+            .unwrap_or(d.interval_unit),
+        amount: r.amount.unwrap_or(d.amount),
+    }
+}
+
+fn refill_update(r: &AutoRefill) -> RefillUpdate {
+    RefillUpdate {
+        enabled: r.enabled,
+        interval_value: r.interval_value,
+        interval_unit: r.interval_unit.map(|u| u.as_str().to_string()),
+        amount: r.amount,
+    }
+}
+
+/// Applies the declared auto-refill settings and every grant not yet applied. Returns the
+/// status to show and whether anything was written.
+pub(super) async fn converge(
+    ctx: &Context,
+    plan: &Plan,
+    user: &LibreChatUser,
+    id: ObjectId,
+) -> Result<(Option<UserBalanceStatus>, bool), ReconcileError> {
+    let Some(declared) = declared(user) else {
+        return Ok((observe(plan, user, id).await?, false));
+    };
+    let store = plan.store();
+    let mut wrote = false;
+    if let Some(refill) = &declared.auto_refill {
+        if store.set_refill(id, &refill_update(refill)).await? {
+            let note = format!("set the auto-refill settings of {}", plan.email);
+            ctx.changed(user, plan.change("AutoRefillSet", id, note))
+                .await;
+            wrote = true;
+        }
+    }
+    let uid = &plan.owner.uid;
+    let ids: Vec<ObjectId> = declared
+        .grants
+        .iter()
+        .map(|g| grant_transaction_id(uid, &g.id))
+        .collect();
+    let saved = store.saved_transactions(&ids).await?;
+    // A grant cut short after its transaction still carries its mark: finish it too.
+    let marked = match store.find_balance(id).await? {
+        Some(b) => b.pending_transaction(),
+        None => None,
+    };
+    for (grant, tx) in declared.grants.iter().zip(&ids) {
+        if saved.contains(tx) && marked != Some(*tx) {
+            continue;
+        }
+        // problems() refused non-integer credits before anything was written.
+        let credits = grant.credits().unwrap_or_default();
+        // Credited now, or by a reconcile that crashed before its audit line (which is written
+        // only once the grant is finished): either way the audit trail gets it now, once.
+        let verb = match store.apply_grant(id, *tx, credits).await? {
+            GrantResult::Applied => "granted",
+            GrantResult::AlreadyApplied => "finished granting",
+        };
+        let why = grant
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let note = format!(
+            "{verb} {credits} credits to {} (grant '{}'){why}",
+            plan.email, grant.id
+        );
+        ctx.changed(user, plan.change("CreditsGranted", id, note))
+            .await;
+        wrote = true;
+    }
+    Ok((observe(plan, user, id).await?, wrote))
+}
+
+/// The balance status, read from LibreChat (`None` when LibreChat's balance is off). Grants
+/// count as applied once converge has run for this generation.
+pub(super) async fn observe(
+    plan: &Plan,
+    user: &LibreChatUser,
+    id: ObjectId,
+) -> Result<Option<UserBalanceStatus>, StoreError> {
+    if !plan.instance.spec.balance_config().enabled() {
+        return Ok(None);
+    }
+    let stored = plan.store().find_balance(id).await?;
+    Ok(Some(status_of(stored.as_ref(), user)))
+}
+
+fn status_of(stored: Option<&StoredBalance>, user: &LibreChatUser) -> UserBalanceStatus {
+    UserBalanceStatus {
+        token_credits: stored.map(|b| b.token_credits),
+        grants_applied: declared(user)
+            .map(|b| b.grants.iter().map(|g| g.id.clone()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// For the settled shortcut: the balance status, or `None` when the stored auto-refill
+/// settings no longer match the declaration (LibreChat's login sync reverts them when its
+/// yaml enables auto-refill), so the full path puts them back. One read, shared with status.
+pub(super) async fn settled_balance(
+    plan: &Plan,
+    user: &LibreChatUser,
+    id: ObjectId,
+) -> Result<Option<Option<UserBalanceStatus>>, StoreError> {
+    let Some(refill) = declared(user).and_then(|b| b.auto_refill.as_ref()) else {
+        return observe(plan, user, id).await.map(Some);
+    };
+    let stored = plan.store().find_balance(id).await?;
+    Ok(stored
+        .filter(|s| refill_update(refill).matches(&s.refill))
+        .map(|s| Some(status_of(Some(&s), user))))
+}

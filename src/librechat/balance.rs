@@ -1,0 +1,423 @@
+//! LibreChat's `balances` and credit `transactions` (contract-surface §3), written as
+//! LibreChat's registration (`createUser`), `add-balance` (`createTransaction` →
+//! `updateBalance`) and login sync (`upsertBalanceFields`) would.
+//!
+//! A grant is applied exactly once, across crashes, restarts and retries, with LibreChat's own
+//! auto-refill fencing (`pendingRefill`), in this order:
+//! 1. credit the oldest balance record in one compare-and-set that also marks it
+//!    `pendingRefill: {transactionId, rawAmount}` (only when no refill is pending);
+//! 2. save the transaction under that id (a duplicate key means it is saved);
+//! 3. `$unset` the mark.
+//!
+//! So "the transaction exists" and "the mark names it" each prove the credit was made, and the
+//! mark goes only once the transaction exists. A crash after 1 is finished from 2 on; LibreChat
+//! itself may finish it too (its admission check settles any pending refill, saving the
+//! transaction with `context: 'autoRefill'`), which credits nothing more.
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+
+use super::deadline::MongoCall;
+use super::error::StoreError;
+use super::Store;
+
+pub const BALANCES: &str = "balances";
+pub const TRANSACTIONS: &str = "transactions";
+
+/// How many compare-and-set attempts a grant makes, as LibreChat's `updateBalance`.
+const ATTEMPTS: u32 = 10;
+
+/// A balance record's refill settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refill {
+    pub enabled: bool,
+    pub interval_value: i64,
+    pub interval_unit: String,
+    pub amount: i64,
+}
+
+impl Default for Refill {
+    /// The schema defaults of a record nobody configured.
+    fn default() -> Self {
+        Refill {
+            enabled: false,
+            interval_value: 30,
+            interval_unit: "days".into(),
+            amount: 0,
+        }
+    }
+}
+
+/// Per-user refill settings as declared: `None` fields are left as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefillUpdate {
+    pub enabled: Option<bool>,
+    pub interval_value: Option<i64>,
+    pub interval_unit: Option<String>,
+    pub amount: Option<i64>,
+}
+
+impl RefillUpdate {
+    /// `stored` with the declared fields put in.
+    pub fn merged(&self, stored: &Refill) -> Refill {
+        Refill {
+            enabled: self.enabled.unwrap_or(stored.enabled),
+            interval_value: self.interval_value.unwrap_or(stored.interval_value),
+            interval_unit: self
+                .interval_unit
+                .clone()
+                .unwrap_or_else(|| stored.interval_unit.clone()),
+            amount: self.amount.unwrap_or(stored.amount),
+        }
+    }
+
+    /// Whether `stored` already has every declared field.
+    pub fn matches(&self, stored: &Refill) -> bool {
+        self.merged(stored) == *stored
+    }
+}
+
+/// The balance record LibreChat reads for a user (its oldest).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredBalance {
+    pub id: ObjectId,
+    /// As stored (Int32, Int64 or Double): compare-and-set filters use it unchanged.
+    credits_raw: Bson,
+    pub token_credits: i64,
+    pub refill: Refill,
+    /// The transaction a pending refill or grant names, with its amount.
+    pending: Option<(ObjectId, Bson)>,
+}
+
+impl StoredBalance {
+    /// The grant or refill transaction a pending mark names, if any.
+    pub fn pending_transaction(&self) -> Option<ObjectId> {
+        self.pending.as_ref().map(|(id, _)| *id)
+    }
+}
+
+/// How one grant ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantResult {
+    /// Credited now.
+    Applied,
+    /// Credited before (by an earlier reconcile, perhaps one that crashed half-way).
+    AlreadyApplied,
+}
+
+/// A number as LibreChat's driver stores a JavaScript number: Int32 when it fits, else Double.
+pub fn js_number(v: i64) -> Bson {
+    match i32::try_from(v) {
+        Ok(small) => Bson::Int32(small),
+        Err(_) => Bson::Double(v as f64),
+    }
+}
+
+fn number(v: Option<&Bson>) -> Option<i64> {
+    match v? {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(n) if n.is_finite() => Some(n.round() as i64),
+        _ => None,
+    }
+}
+
+fn stored_balance(d: &Document) -> Option<StoredBalance> {
+    let defaults = Refill::default();
+    let pending = d.get_document("pendingRefill").ok().and_then(|p| {
+        let id = p.get_object_id("transactionId").ok()?;
+        Some((id, p.get("rawAmount").cloned().unwrap_or(Bson::Int32(0))))
+    });
+    Some(StoredBalance {
+        id: d.get_object_id("_id").ok()?,
+        credits_raw: d.get("tokenCredits").cloned().unwrap_or(Bson::Null),
+        token_credits: number(d.get("tokenCredits")).unwrap_or(0),
+        refill: Refill {
+            enabled: d.get_bool("autoRefillEnabled").unwrap_or(defaults.enabled),
+            interval_value: number(d.get("refillIntervalValue")).unwrap_or(defaults.interval_value),
+            interval_unit: d
+                .get_str("refillIntervalUnit")
+                .map(str::to_string)
+                .unwrap_or(defaults.interval_unit),
+            amount: number(d.get("refillAmount")).unwrap_or(defaults.amount),
+        },
+        pending,
+    })
+}
+
+/// The fields of a record created with `credits` and `refill`, as mongoose's upsert with
+/// schema defaults inserts them.
+fn new_record(user: ObjectId, credits: i64, refill: &Refill) -> Document {
+    doc! {
+        "user": user,
+        "tokenCredits": js_number(credits),
+        "autoRefillEnabled": refill.enabled,
+        "refillIntervalValue": js_number(refill.interval_value),
+        "refillIntervalUnit": &refill.interval_unit,
+        "refillAmount": js_number(refill.amount),
+        "lastRefill": DateTime::now(),
+        "__v": 0_i32,
+    }
+}
+
+impl Store {
+    /// The record LibreChat reads: `findOne({user}).sort({_id: 1})`.
+    pub async fn find_balance(&self, user: ObjectId) -> Result<Option<StoredBalance>, StoreError> {
+        let found = self
+            .collection(BALANCES)
+            .find_one(doc! { "user": user })
+            .sort(doc! { "_id": 1 })
+            .deadline("reading a balance")
+            .await?;
+        Ok(found.as_ref().and_then(stored_balance))
+    }
+
+    /// The record registration gives a new account (`_id` = user id); an existing record is
+    /// left alone, so repeating it after a crash changes nothing. Returns whether it was
+    /// created now.
+    pub async fn ensure_balance_record(
+        &self,
+        user: ObjectId,
+        credits: i64,
+        refill: &Refill,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .collection(BALANCES)
+            .update_one(
+                doc! { "_id": user },
+                doc! { "$setOnInsert": new_record(user, credits, refill) },
+            )
+            .upsert(true)
+            .deadline("creating a balance")
+            .await;
+        match result {
+            Err(e) if e.is_duplicate_key() => Ok(false),
+            other => other.map(|r| r.upserted_id.is_some()),
+        }
+    }
+
+    /// Writes the declared refill settings onto the record LibreChat reads (creating one with
+    /// no credits, as LibreChat's `upsertBalanceFields`, when there is none). Returns whether
+    /// anything was written.
+    pub async fn set_refill(
+        &self,
+        user: ObjectId,
+        wanted: &RefillUpdate,
+    ) -> Result<bool, StoreError> {
+        let Some(stored) = self.find_balance(user).await? else {
+            let refill = wanted.merged(&Refill::default());
+            self.ensure_balance_record(user, 0, &refill).await?;
+            return Ok(true);
+        };
+        if wanted.matches(&stored.refill) {
+            return Ok(false);
+        }
+        let refill = wanted.merged(&stored.refill);
+        self.collection(BALANCES)
+            .update_one(
+                doc! { "_id": stored.id },
+                doc! { "$set": {
+                    "autoRefillEnabled": refill.enabled,
+                    "refillIntervalValue": js_number(refill.interval_value),
+                    "refillIntervalUnit": &refill.interval_unit,
+                    "refillAmount": js_number(refill.amount),
+                } },
+            )
+            .deadline("setting auto-refill")
+            .await?;
+        Ok(true)
+    }
+
+    /// Which of `ids` name a saved transaction (so, an applied grant).
+    pub async fn saved_transactions(&self, ids: &[ObjectId]) -> Result<Vec<ObjectId>, StoreError> {
+        use futures::TryStreamExt;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cursor = self
+            .collection(TRANSACTIONS)
+            .find(doc! { "_id": { "$in": ids.to_vec() } })
+            .projection(doc! { "_id": 1 })
+            .deadline("reading transactions")
+            .await?;
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .deadline("reading transactions")
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect())
+    }
+
+    /// Applies one grant of `credits` under the transaction id `tx`, exactly once (see the
+    /// module documentation).
+    pub async fn apply_grant(
+        &self,
+        user: ObjectId,
+        tx: ObjectId,
+        credits: i64,
+    ) -> Result<GrantResult, StoreError> {
+        let result = self.credit_once(user, tx, credits).await?;
+        crate::fault::crash_point("after-grant-balance");
+        self.save_transaction(tx, user, "admin", &js_number(credits))
+            .await?;
+        crate::fault::crash_point("after-grant-transaction");
+        self.clear_pending(user, tx).await?;
+        Ok(result)
+    }
+
+    /// Step 1: the credit and its mark, or nothing if either proof of an earlier credit exists.
+    async fn credit_once(
+        &self,
+        user: ObjectId,
+        tx: ObjectId,
+        credits: i64,
+    ) -> Result<GrantResult, StoreError> {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..ATTEMPTS {
+            let Some(record) = self.find_balance(user).await? else {
+                self.ensure_balance_record(user, 0, &Refill::default())
+                    .await?;
+                continue;
+            };
+            match &record.pending {
+                Some((pending, _)) if *pending == tx => return Ok(GrantResult::AlreadyApplied),
+                Some((other, amount)) => {
+                    self.settle_refill(user, record.id, *other, amount).await?;
+                    continue;
+                }
+                None => {}
+            }
+            // Read after the record: a grant finished meanwhile shows here.
+            if !self.saved_transactions(&[tx]).await?.is_empty() {
+                return Ok(GrantResult::AlreadyApplied);
+            }
+            if self.compare_and_credit(&record, tx, credits).await? {
+                return Ok(GrantResult::Applied);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        Err(StoreError::Contended(
+            "the balance kept changing while a grant was applied",
+        ))
+    }
+
+    async fn compare_and_credit(
+        &self,
+        record: &StoredBalance,
+        tx: ObjectId,
+        credits: i64,
+    ) -> Result<bool, StoreError> {
+        let new = (record.token_credits.saturating_add(credits)).max(0);
+        let result = self
+            .collection(BALANCES)
+            .update_one(
+                doc! { "_id": record.id, "tokenCredits": record.credits_raw.clone(), "pendingRefill": Bson::Null },
+                doc! { "$set": {
+                    "tokenCredits": js_number(new),
+                    "pendingRefill": { "transactionId": tx, "rawAmount": js_number(credits) },
+                } },
+            )
+            .deadline("crediting a balance")
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+
+    /// Finishes a refill LibreChat marked but did not settle, as its `settleAutoRefill` does.
+    async fn settle_refill(
+        &self,
+        user: ObjectId,
+        record: ObjectId,
+        tx: ObjectId,
+        amount: &Bson,
+    ) -> Result<(), StoreError> {
+        self.save_transaction(tx, user, "autoRefill", amount)
+            .await?;
+        self.collection(BALANCES)
+            .update_one(
+                doc! { "_id": record, "pendingRefill.transactionId": tx },
+                doc! { "$unset": { "pendingRefill": "" } },
+            )
+            .deadline("settling a refill")
+            .await
+            .map(|_| ())
+    }
+
+    /// Step 2: the credits transaction, as `createTransaction` saves it; a duplicate key means
+    /// it is saved already.
+    async fn save_transaction(
+        &self,
+        tx: ObjectId,
+        user: ObjectId,
+        context: &str,
+        amount: &Bson,
+    ) -> Result<(), StoreError> {
+        let now = DateTime::now();
+        let document = doc! {
+            "_id": tx,
+            "user": user,
+            "tokenType": "credits",
+            "context": context,
+            "rawAmount": amount.clone(),
+            "rate": 1_i32,
+            "tokenValue": amount.clone(),
+            "createdAt": now,
+            "updatedAt": now,
+            "__v": 0_i32,
+        };
+        match self
+            .collection(TRANSACTIONS)
+            .insert_one(document)
+            .deadline("saving a transaction")
+            .await
+        {
+            Err(e) if e.is_duplicate_key() => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Step 3: the mark goes (on whichever record carries it).
+    async fn clear_pending(&self, user: ObjectId, tx: ObjectId) -> Result<(), StoreError> {
+        self.collection(BALANCES)
+            .update_many(
+                doc! { "user": user, "pendingRefill.transactionId": tx },
+                doc! { "$unset": { "pendingRefill": "" } },
+            )
+            .deadline("finishing a grant")
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The transaction id of a grant: the first 12 bytes of sha256(`<object uid>/<grant id>`), the
+/// same in every process and every reconcile.
+pub fn grant_transaction_id(owner_uid: &str, grant_id: &str) -> ObjectId {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{owner_uid}/{grant_id}").as_bytes());
+    let mut bytes = [0u8; 12];
+    bytes.copy_from_slice(&digest[..12]);
+    ObjectId::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_stored_as_javascript_would() {
+        assert_eq!(js_number(20000), Bson::Int32(20000));
+        assert_eq!(js_number(-5), Bson::Int32(-5));
+        assert_eq!(js_number(5_000_000_000), Bson::Double(5e9));
+    }
+
+    #[test]
+    fn grant_ids_are_stable_and_distinct() {
+        let a = grant_transaction_id("uid-1", "welcome");
+        assert_eq!(a, grant_transaction_id("uid-1", "welcome"));
+        assert_ne!(a, grant_transaction_id("uid-1", "bonus"));
+        assert_ne!(a, grant_transaction_id("uid-2", "welcome"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The terms-of-service version (contract-surface §1). LibreChat has no version of its own: only
+//! `reset-terms` (`updateMany({}, {$set: {termsAccepted: false, termsAcceptedAt: null}})`)
+//! makes users accept again. The operator keeps the version whose acceptance the accounts
+//! record in a document of its own (`librechat_operator_terms`, which LibreChat never reads),
+//! promised before the reset and marked done after it, so a version is reset once:
+//! - a new version is written with `pendingSince` before the reset;
+//! - a reset interrupted by a crash is finished by the next call, sparing the acceptances
+//!   LibreChat stamped since `pendingSince` (nobody loses an acceptance of the new terms);
+//! - done, it costs one read per call.
+
+use mongodb::bson::{doc, DateTime, Document};
+
+use super::deadline::MongoCall;
+use super::error::StoreError;
+use super::Store;
+
+/// The operator's record of the terms version, one document `{_id: "terms"}`.
+pub const TERMS: &str = "librechat_operator_terms";
+const RECORD_ID: &str = "terms";
+
+/// The version in force, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedTerms {
+    pub version: String,
+    pub applied_at: DateTime,
+    /// Whether applying it reset the acceptances (false for the first version recorded).
+    pub reset: bool,
+    /// Whether this call wrote anything (and how many accounts it reset).
+    pub accounts_reset: Option<u64>,
+}
+
+fn applied(d: &Document) -> Option<AppliedTerms> {
+    Some(AppliedTerms {
+        version: d.get_str("version").ok()?.to_string(),
+        applied_at: d
+            .get_datetime("appliedAt")
+            .copied()
+            .unwrap_or(DateTime::from_millis(0)),
+        reset: d.get_bool("reset").unwrap_or(false),
+        accounts_reset: None,
+    })
+}
+
+impl Store {
+    /// Makes `version` the one in force; see the module documentation.
+    pub async fn apply_terms_version(&self, version: &str) -> Result<AppliedTerms, StoreError> {
+        let record = self
+            .collection(TERMS)
+            .find_one(doc! { "_id": RECORD_ID })
+            .deadline("reading the terms record")
+            .await?;
+        let Some(record) = record else {
+            return self.first_terms_version(version).await;
+        };
+        let pending = record.get_datetime("pendingSince").ok().copied();
+        match (record.get_str("version").ok() == Some(version), pending) {
+            (true, None) => {
+                applied(&record).ok_or(StoreError::Contended("the terms record is malformed"))
+            }
+            (true, Some(since)) => self.finish_terms_reset(version, Some(since)).await,
+            (false, _) => {
+                let since = DateTime::now();
+                let promised = self
+                    .collection(TERMS)
+                    .update_one(
+                        doc! { "_id": RECORD_ID, "version": record.get("version").cloned().unwrap_or(mongodb::bson::Bson::Null) },
+                        doc! { "$set": { "version": version, "pendingSince": since, "reset": true } },
+                    )
+                    .deadline("promising a terms reset")
+                    .await?;
+                if promised.matched_count == 0 {
+                    return Err(StoreError::Contended("the terms record changed"));
+                }
+                crate::fault::crash_point("after-terms-promise");
+                self.finish_terms_reset(version, None).await
+            }
+        }
+    }
+
+    /// The first version declared: nobody accepted "a version" yet, so it is recorded as the
+    /// one the existing acceptances stand for, without a reset.
+    async fn first_terms_version(&self, version: &str) -> Result<AppliedTerms, StoreError> {
+        let now = DateTime::now();
+        let inserted = self
+            .collection(TERMS)
+            .insert_one(
+                doc! { "_id": RECORD_ID, "version": version, "appliedAt": now, "reset": false },
+            )
+            .deadline("recording the terms version")
+            .await;
+        match inserted {
+            Ok(_) => Ok(AppliedTerms {
+                version: version.to_string(),
+                applied_at: now,
+                reset: false,
+                accounts_reset: Some(0),
+            }),
+            // Another call recorded one meanwhile: decide again from it.
+            Err(e) if e.is_duplicate_key() => {
+                Err(StoreError::Contended("the terms record changed"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resets every acceptance as `reset-terms` does (`resumed_since`: only those not stamped
+    /// since the promise), drops the cached user documents, and marks the version done.
+    async fn finish_terms_reset(
+        &self,
+        version: &str,
+        resumed_since: Option<DateTime>,
+    ) -> Result<AppliedTerms, StoreError> {
+        let filter = match resumed_since {
+            None => doc! {},
+            Some(since) => doc! { "termsAcceptedAt": { "$not": { "$gte": since } } },
+        };
+        let result = self
+            .collection(super::collections::USERS)
+            .update_many(
+                filter,
+                doc! { "$set": { "termsAccepted": false, "termsAcceptedAt": mongodb::bson::Bson::Null } },
+            )
+            .deadline("resetting terms acceptance")
+            .await?;
+        crate::fault::crash_point("after-terms-reset");
+        if let Some(redis) = self.redis() {
+            redis
+                .invalidate_prefix("AUTH_USER_DOC", "auth-user-doc")
+                .await?;
+        }
+        let now = DateTime::now();
+        self.collection(TERMS)
+            .update_one(
+                doc! { "_id": RECORD_ID, "version": version },
+                doc! { "$set": { "appliedAt": now }, "$unset": { "pendingSince": "" } },
+            )
+            .deadline("recording the terms version")
+            .await?;
+        Ok(AppliedTerms {
+            version: version.to_string(),
+            applied_at: now,
+            reset: true,
+            accounts_reset: Some(result.modified_count),
+        })
+    }
+}

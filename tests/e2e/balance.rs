@@ -1,0 +1,359 @@
+//! Balances: the record registration gives a new account, per-user auto-refill, and credit
+//! grants applied exactly once (across restarts and crashes), judged by LibreChat's own code.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use librechat_operator::librechat::balance::grant_transaction_id;
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// LibreChat's `balance` block of the instance in these tests.
+fn balance_config() -> Value {
+    json!({ "balance": {
+        "enabled": true, "startBalance": 20000, "autoRefillEnabled": true,
+        "refillIntervalValue": 1, "refillIntervalUnit": "seconds", "refillAmount": 10000,
+    } })
+}
+
+fn user_spec(email: &str, balance: Value) -> Value {
+    json!({ "instanceRef": { "name": "lc" }, "email": email, "balance": balance })
+}
+
+async fn balances_of(w: &World, user: ObjectId) -> Vec<Document> {
+    use futures::TryStreamExt;
+    w.db.collection::<Document>("balances")
+        .find(doc! { "user": user })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+async fn transactions_of(w: &World, user: ObjectId) -> u64 {
+    w.db.collection::<Document>("transactions")
+        .count_documents(doc! { "user": user })
+        .await
+        .unwrap()
+}
+
+/// The object's uid and its account's id, once Ready.
+async fn ready_user(w: &World, name: &str) -> (String, ObjectId, Value) {
+    let obj = w
+        .wait_condition("librechatusers", name, "Ready", "True", None)
+        .await;
+    let uid = obj
+        .pointer("/metadata/uid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = obj.pointer("/status/userId").unwrap().as_str().unwrap();
+    (uid, ObjectId::parse_str(id).unwrap(), obj)
+}
+
+async fn credits_shown(w: &World, name: &str, want: i64) {
+    eventually(&format!("status.balance.tokenCredits = {want}"), || async {
+        let obj = w.get("librechatusers", name).await?;
+        (obj.pointer("/status/balance/tokenCredits")?.as_i64()? == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_account_gets_its_start_balance_and_each_grant_once() {
+    let mut w = World::with_instance("bal-grant", balance_config()).await;
+    let grants = json!({ "grants": [
+        { "id": "welcome", "credits": 500, "reason": "onboarding" },
+        { "id": "correction", "credits": -100 },
+    ] });
+    w.apply("LibreChatUser", "u", user_spec("rich@example.com", grants))
+        .await;
+    let (uid, id, _) = ready_user(&w, "u").await;
+    credits_shown(&w, "u", 20400).await;
+    let tx = |g: &str| grant_transaction_id(&uid, g).to_hex();
+    let expectations = json!({
+        "users": [{ "email": "rich@example.com" }],
+        "balances": [{ "userId": id.to_hex(), "tokenCredits": 20400, "fields": {
+            "autoRefillEnabled": true, "refillIntervalValue": 1,
+            "refillIntervalUnit": "seconds", "refillAmount": 10000 } }],
+        "creditTransactions": [
+            { "id": tx("welcome"), "userId": id.to_hex(), "rawAmount": 500 },
+            { "id": tx("correction"), "userId": id.to_hex(), "rawAmount": -100 },
+        ],
+    });
+    w.contract_check(expectations.clone());
+    w.wait_event("u", "CreditsGranted").await;
+    w.wait_event("u", "BalanceCreated").await;
+
+    // A restart and several resyncs later, nothing was applied twice.
+    w.stop_operator();
+    w.start_operator();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(transactions_of(&w, id).await, 2);
+    w.contract_check(expectations.clone());
+
+    // Removing a grant does not undo it; a new one is applied.
+    let later = json!({ "grants": [{ "id": "bonus", "credits": 7 }] });
+    w.apply("LibreChatUser", "u", user_spec("rich@example.com", later))
+        .await;
+    credits_shown(&w, "u", 20407).await;
+    let obj = w.get("librechatusers", "u").await.unwrap();
+    assert_eq!(
+        obj.pointer("/status/balance/grantsApplied"),
+        Some(&json!(["bonus"]))
+    );
+    assert_eq!(transactions_of(&w, id).await, 3);
+    assert_eq!(balances_of(&w, id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn per_user_auto_refill_is_written_and_kept() {
+    let w = World::with_instance("bal-refill", json!({ "balance": { "enabled": true } })).await;
+    let refill = json!({ "autoRefill": {
+        "enabled": true, "intervalValue": 2, "intervalUnit": "hours", "amount": 300 } });
+    w.apply(
+        "LibreChatUser",
+        "r",
+        user_spec("refill@example.com", refill),
+    )
+    .await;
+    let (_, id, _) = ready_user(&w, "r").await;
+    let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 2,
+        "refillIntervalUnit": "hours", "refillAmount": 300 });
+    w.contract_check(
+        json!({ "balances": [{ "userId": id.to_hex(), "tokenCredits": 20000, "fields": fields }] }),
+    );
+
+    // LibreChat's login sync reverts them when its yaml enables auto-refill: a resync puts
+    // them back.
+    w.db.collection::<Document>("balances")
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "refillAmount": 10000 } },
+        )
+        .await
+        .unwrap();
+    eventually("the refill amount to be put back", || async {
+        let b = balances_of(&w, id).await.pop()?;
+        (b.get_i32("refillAmount").ok()? == 300).then_some(())
+    })
+    .await;
+    w.wait_event("r", "AutoRefillSet").await;
+}
+
+/// Crashes at `point` while applying grant `g`, restarts, and proves it was applied once.
+async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: i64, before: i64) {
+    let (uid, id, _) = ready_user(w, "c").await;
+    w.stop_operator();
+    let spec = user_spec(
+        "crash@example.com",
+        json!({ "grants": [{ "id": grant, "credits": credits }] }),
+    );
+    w.apply("LibreChatUser", "c", spec).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", point)]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach {point}");
+    let record = balances_of(w, id).await.pop().unwrap();
+    assert_eq!(
+        record.get_i32("tokenCredits").unwrap() as i64,
+        before + credits
+    );
+    let pending = record.get_document("pendingRefill").unwrap();
+    let tx = grant_transaction_id(&uid, grant);
+    assert_eq!(
+        pending.get_object_id("transactionId").unwrap(),
+        tx,
+        "the credit is marked"
+    );
+
+    w.start_operator();
+    eventually("the grant to be finished", || async {
+        let b = balances_of(w, id).await.pop()?;
+        (!b.contains_key("pendingRefill")).then_some(())
+    })
+    .await;
+    credits_shown(w, "c", before + credits).await;
+    w.wait_event("c", "CreditsGranted").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    w.contract_check(json!({
+        "balances": [{ "userId": id.to_hex(), "tokenCredits": before + credits }],
+        "creditTransactions": [{ "id": tx.to_hex(), "userId": id.to_hex(), "rawAmount": credits }],
+    }));
+}
+
+#[tokio::test]
+async fn a_grant_interrupted_by_a_crash_is_applied_once() {
+    let mut w = World::with_instance(
+        "bal-crash",
+        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "c",
+        user_spec("crash@example.com", json!({})),
+    )
+    .await;
+    crash_while_granting(&mut w, "after-grant-balance", "first", 250, 1000).await;
+    w.stop_operator();
+    crash_while_granting(&mut w, "after-grant-transaction", "second", 50, 1250).await;
+}
+
+#[tokio::test]
+async fn bad_balance_input_is_refused_and_writes_nothing() {
+    let w = World::with_instance("bal-bad", json!({ "balance": { "enabled": true } })).await;
+    let dup = json!({ "grants": [{ "id": "a", "credits": 1 }, { "id": "a", "credits": 2 }] });
+    w.apply("LibreChatUser", "dup", user_spec("dup@example.com", dup))
+        .await;
+    let obj = w
+        .wait_condition(
+            "librechatusers",
+            "dup",
+            "Ready",
+            "False",
+            Some("InvalidSpec"),
+        )
+        .await;
+    let message = condition(&obj, "Ready").unwrap().message;
+    assert!(message.contains("'a' is used twice"), "{message}");
+    assert!(w.find_user("dup@example.com").await.is_none());
+
+    // The API server's schema refuses fractional credits and unknown refill units.
+    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
+    let frac = json!({ "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
+        "metadata": { "name": "frac" },
+        "spec": user_spec("frac@example.com", json!({ "grants": [{ "id": "x", "credits": 1.5 }] })) });
+    let err = api
+        .patch(
+            "frac",
+            &PatchParams::apply("e2e-test"),
+            &Patch::Apply(&frac),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("credits"), "{err}");
+    let unit = json!({ "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
+        "metadata": { "name": "unit" },
+        "spec": user_spec("unit@example.com", json!({ "autoRefill": { "intervalUnit": "fortnights" } })) });
+    let err = api
+        .patch(
+            "unit",
+            &PatchParams::apply("e2e-test"),
+            &Patch::Apply(&unit),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fortnights"), "{err}");
+    assert!(w.find_user("frac@example.com").await.is_none());
+    let count =
+        w.db.collection::<Document>("transactions")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn grants_need_the_instances_balance() {
+    let w = World::with_instance("bal-off", json!({})).await;
+    let grants = json!({ "grants": [{ "id": "a", "credits": 1 }] });
+    w.apply("LibreChatUser", "off", user_spec("off@example.com", grants))
+        .await;
+    let obj = w
+        .wait_condition(
+            "librechatusers",
+            "off",
+            "Ready",
+            "False",
+            Some("BalanceDisabled"),
+        )
+        .await;
+    assert!(condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("balance.enabled"));
+    assert!(w.find_user("off@example.com").await.is_none());
+}
+
+/// The attack: a tenant namespace that may create accounts mints itself credits.
+#[tokio::test]
+async fn a_tenant_cannot_grant_credits_unless_the_instance_allows_it() {
+    let extra = balance_config();
+    let (w, t) = crate::trust::tenant_world("bal-tenant", extra).await;
+    let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
+    let spec = json!({ "instanceRef": lc, "email": "greedy@example.com",
+        "balance": { "grants": [{ "id": "free-money", "credits": 1000000 }] } });
+    w.apply_in(&t, "LibreChatUser", "greedy", spec.clone())
+        .await;
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "greedy",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
+    let message = condition(&obj, "Ready").unwrap().message;
+    assert!(message.contains("tenantPolicy.grantCredits"), "{message}");
+    assert!(
+        w.find_user("greedy@example.com").await.is_none(),
+        "nothing is written"
+    );
+    let count =
+        w.db.collection::<Document>("transactions")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+    assert_eq!(count, 0);
+
+    // Auto-refill is refused the same way.
+    let refill = json!({ "instanceRef": json!({ "name": "lc", "namespace": w.ns.clone() }),
+        "email": "refill@example.com", "balance": { "autoRefill": { "amount": 1000000 } } });
+    w.apply_in(&t, "LibreChatUser", "refill", refill).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "refill",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
+
+    // The instance admits it: the grant is applied, once.
+    let mut allowed =
+        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "grantCredits": true } });
+    merge(&mut allowed, balance_config());
+    w.apply_instance("lc", &env("REDIS_URL"), allowed).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    // A watch per namespace: the tenant's objects learn of the instance's change at their next
+    // change (as in tests/e2e/trust.rs).
+    let mut spec = spec;
+    spec["balance"]["grants"][0]["reason"] = json!("approved");
+    w.apply_in(&t, "LibreChatUser", "greedy", spec).await;
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "greedy",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    let id = obj
+        .pointer("/status/userId")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.contract_check(json!({ "balances": [{ "userId": id, "tokenCredits": 1020000 }] }));
+}

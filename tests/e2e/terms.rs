@@ -1,0 +1,223 @@
+//! The terms-of-service version: a new version resets every acceptance once, as LibreChat's
+//! `reset-terms` does, never again after a restart or a crash; user status mirrors acceptance.
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Instance extras: the terms version, and a Redis prefix of this world's own, since a reset
+/// drops every cached user document of the instance.
+fn terms(w: &World, version: &str) -> Value {
+    json!({ "terms": { "version": version }, "redis": { "keyPrefix": w.ns.clone() } })
+}
+
+/// What LibreChat's `acceptTerms` writes.
+async fn accept(w: &World, email: &str) -> DateTime {
+    let now = DateTime::now();
+    w.users()
+        .update_one(
+            doc! { "email": email },
+            doc! { "$set": { "termsAccepted": true, "termsAcceptedAt": now } },
+        )
+        .await
+        .unwrap();
+    now
+}
+
+/// An account LibreChat registered itself, which accepted the terms.
+async fn registered(w: &World, email: &str) {
+    let now = DateTime::now();
+    w.users()
+        .insert_one(doc! { "_id": ObjectId::new(), "email": email, "name": "Someone",
+            "provider": "local", "role": "USER", "emailVerified": true,
+            "termsAccepted": true, "termsAcceptedAt": now, "createdAt": now, "updatedAt": now, "__v": 0 })
+        .await
+        .unwrap();
+}
+
+async fn accepted(w: &World, email: &str) -> bool {
+    let u = w.find_user(email).await.unwrap();
+    u.get_bool("termsAccepted").unwrap()
+}
+
+async fn applied_version(w: &World, version: &str, reset: bool) -> Value {
+    eventually(&format!("terms version {version} applied"), || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        let t = obj.pointer("/status/terms")?;
+        (t["appliedVersion"] == version && t["reset"] == reset).then_some(obj)
+    })
+    .await
+}
+
+async fn mirrored(w: &World, name: &str, accepted: bool) -> Value {
+    eventually(
+        &format!("{name} status termsAccepted = {accepted}"),
+        || async {
+            let obj = w.get("librechatusers", name).await?;
+            (obj.pointer("/status/termsAccepted")?.as_bool()? == accepted).then_some(obj)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_new_terms_version_resets_acceptance_once() {
+    let mut w = World::new("terms-once").await;
+    w.start_operator();
+    registered(&w, "old@example.com").await;
+    w.ready_instance("lc", terms(&w, "v1")).await;
+    w.apply(
+        "LibreChatUser",
+        "m",
+        json!({ "instanceRef": { "name": "lc" }, "email": "m@example.com" }),
+    )
+    .await;
+    w.wait_condition("librechatusers", "m", "Ready", "True", None)
+        .await;
+
+    // The first version declared resets nothing.
+    applied_version(&w, "v1", false).await;
+    w.wait_event("lc", "TermsVersionRecorded").await;
+    assert!(accepted(&w, "old@example.com").await);
+
+    let at = accept(&w, "m@example.com").await;
+    let obj = mirrored(&w, "m", true).await;
+    let shown = obj
+        .pointer("/status/termsAcceptedAt")
+        .unwrap()
+        .as_str()
+        .unwrap();
+    let shown: jiff::Timestamp = shown.parse().unwrap();
+    assert_eq!(shown.as_millisecond(), at.timestamp_millis());
+
+    // A cached user document LibreChat would keep serving.
+    let id = w
+        .find_user("m@example.com")
+        .await
+        .unwrap()
+        .get_object_id("_id")
+        .unwrap();
+    let cached = format!("{}::AUTH_USER_DOC:auth-user-doc-byid:{}", w.ns, id.to_hex());
+    let mut r = redis().await;
+    let _: () = r.set(&cached, "{\"value\":{}}").await.unwrap();
+
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
+    applied_version(&w, "v2", true).await;
+    w.wait_event("lc", "TermsReset").await;
+    for email in ["old@example.com", "m@example.com"] {
+        let u = w.find_user(email).await.unwrap();
+        assert_eq!(u.get_bool("termsAccepted"), Ok(false), "{email}");
+        assert_eq!(u.get("termsAcceptedAt"), Some(&Bson::Null), "{email}");
+    }
+    let left: bool = r.exists(&cached).await.unwrap();
+    assert!(!left, "the cached user document is dropped");
+    mirrored(&w, "m", false).await;
+
+    // Users accept v2; a restart and resyncs do not reset them again.
+    accept(&w, "old@example.com").await;
+    accept(&w, "m@example.com").await;
+    w.stop_operator();
+    w.start_operator();
+    mirrored(&w, "m", true).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(accepted(&w, "old@example.com").await);
+    assert!(accepted(&w, "m@example.com").await);
+    w.contract_check(json!({ "users": [{ "email": "m@example.com", "termsAccepted": true }] }));
+    let resets = w
+        .event_reasons("lc")
+        .await
+        .iter()
+        .filter(|r| *r == "TermsReset")
+        .count();
+    assert_eq!(resets, 1);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_reset_does_not_reset_twice() {
+    let mut w = World::new("terms-crash").await;
+    w.start_operator();
+    registered(&w, "early@example.com").await;
+    registered(&w, "late@example.com").await;
+    w.ready_instance("lc", terms(&w, "v1")).await;
+    applied_version(&w, "v1", false).await;
+
+    w.stop_operator();
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-reset")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert!(
+        !accepted(&w, "late@example.com").await,
+        "the reset happened"
+    );
+    let record =
+        w.db.collection::<Document>("librechat_operator_terms")
+            .find_one(doc! { "_id": "terms" })
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(record.get_str("version"), Ok("v2"));
+    assert!(
+        record.contains_key("pendingSince"),
+        "the reset is not marked done yet"
+    );
+
+    // Someone accepts v2 before the operator comes back: that acceptance stands.
+    accept(&w, "late@example.com").await;
+    w.start_operator();
+    applied_version(&w, "v2", true).await;
+    assert!(
+        accepted(&w, "late@example.com").await,
+        "an acceptance of v2 is not reset"
+    );
+    assert!(!accepted(&w, "early@example.com").await);
+    let record =
+        w.db.collection::<Document>("librechat_operator_terms")
+            .find_one(doc! { "_id": "terms" })
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(!record.contains_key("pendingSince"));
+}
+
+#[tokio::test]
+async fn a_crash_after_the_promise_resets_once_on_restart() {
+    let mut w = World::new("terms-promise").await;
+    w.start_operator();
+    registered(&w, "someone@example.com").await;
+    w.ready_instance("lc", terms(&w, "v1")).await;
+    applied_version(&w, "v1", false).await;
+
+    w.stop_operator();
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-promise")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert!(
+        accepted(&w, "someone@example.com").await,
+        "promised, not reset yet"
+    );
+
+    w.start_operator();
+    applied_version(&w, "v2", true).await;
+    assert!(
+        !accepted(&w, "someone@example.com").await,
+        "the promised reset is done"
+    );
+    w.wait_event("lc", "TermsReset").await;
+}
