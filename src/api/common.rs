@@ -64,6 +64,8 @@ pub const STALLED_REASONS: &[&str] = &[
     reason::PASSWORD_INVALID,
     reason::NOT_PERMITTED,
     reason::IDENTITY_CHANGED,
+    reason::CREDENTIALS_INVALID,
+    reason::PLUGIN_INVALID,
     "AlreadyRegistered",
 ];
 
@@ -134,6 +136,11 @@ pub mod reason {
     pub const IDENTITY_CHANGED: &str = "IdentityChanged";
     /// The instance is being deleted and waits for the objects that depend on it.
     pub const DEPENDENTS_REMAIN: &str = "DependentsRemain";
+    /// The instance's `CREDS_KEY`/`CREDS_IV` are missing or malformed, so plugin credentials
+    /// cannot be stored.
+    pub const CREDENTIALS_INVALID: &str = "CredentialsInvalid";
+    /// A plugin's credentials are not what LibreChat would accept.
+    pub const PLUGIN_INVALID: &str = "PluginInvalid";
 }
 
 /// One condition as the controller wants it; turned into a Kubernetes `Condition` by

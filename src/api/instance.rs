@@ -111,6 +111,9 @@ pub struct LibreChatInstanceSpec {
     /// deployment's users. Default: at most 10 per hour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_guard: Option<DeletionGuard>,
+    /// LibreChat's `CREDS_KEY`/`CREDS_IV`, needed only by users that declare plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<super::plugins::CredentialsSpec>,
 }
 
 /// The limit on account deletions.

@@ -54,6 +54,12 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
         priority = 1
     ),
     printcolumn(
+        name = "Plugins",
+        type_ = "string",
+        json_path = ".status.plugins",
+        priority = 1
+    ),
+    printcolumn(
         name = "Message",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
@@ -119,6 +125,14 @@ pub struct LibreChatUserSpec {
     /// with the declared values, and the password when one is declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<bool>,
+    /// Plugins (tools, MCP servers, web search) installed on the account, with credentials
+    /// from Secrets in this object's namespace, stored encrypted with the instance's
+    /// `credentials`. Removing an entry uninstalls it and deletes its credentials (and an MCP
+    /// server's OAuth tokens); plugins installed in LibreChat itself are left alone. A tenant
+    /// may declare them only on accounts it manages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub plugins: Vec<super::plugins::PluginSpec>,
 }
 
 /// LibreChat's `provider` values.
@@ -223,6 +237,9 @@ pub struct LibreChatUserStatus {
     /// When the account was last compared with the declaration (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+    /// The plugin keys installed and credentialed as declared (never their credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
 }
 
 impl LibreChatUserSpec {

@@ -176,6 +176,7 @@ impl LibreChatUserSpec {
                 _ => {}
             }
         }
+        problems.extend(super::plugins::plugin_problems(&self.plugins));
         problems
     }
 }
@@ -293,6 +294,9 @@ impl super::instance::LibreChatInstanceSpec {
                     "deletionGuard.confirmedUntil '{t}' is not an RFC 3339 time such as 2026-12-02T18:00:00Z"
                 ));
             }
+        }
+        if self.credentials.as_ref().is_some_and(|c| c.secret_ref.name.is_empty()) {
+            problems.push("credentials.secretRef.name is required".into());
         }
         problems
     }

@@ -457,8 +457,14 @@ fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
 }
 
 fn user_uses_secret(user: &LibreChatUser, secret: &str) -> bool {
-    user.spec.password.as_ref().is_some_and(|p| {
-        p.secret_ref.as_ref().is_some_and(|r| r.name == secret)
-            || p.generate.as_ref().is_some_and(|g| g.secret_name == secret)
-    })
+    let plugins = user.spec.plugins.iter().any(|p| {
+        p.credentials_secret_ref
+            .as_ref()
+            .is_some_and(|r| r.name == secret)
+    });
+    plugins
+        || user.spec.password.as_ref().is_some_and(|p| {
+            p.secret_ref.as_ref().is_some_and(|r| r.name == secret)
+                || p.generate.as_ref().is_some_and(|g| g.secret_name == secret)
+        })
 }

@@ -5,6 +5,7 @@
 pub mod bans;
 pub mod cache;
 pub mod cascade;
+pub mod creds;
 pub mod connect;
 pub mod deadline;
 pub mod deletions;
@@ -15,6 +16,7 @@ pub mod invites;
 pub mod owned;
 pub mod ownership;
 pub mod password;
+pub mod plugins;
 pub mod sessions;
 pub mod stats;
 pub mod users;

@@ -51,8 +51,9 @@ pub(super) async fn converge(
         return Ok(outcome);
     }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
+    let plugins_wrote = super::plugins::apply(ctx, plan, account.stored.id, user).await?;
     Ok(Outcome {
-        wrote: account.wrote || rotated,
+        wrote: account.wrote || rotated || plugins_wrote,
         password,
         password_version: version,
         ..in_sync(plan, user, &account.stored)
@@ -93,6 +94,7 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) ->
         instance: Some(crate::controller::target::instance_key(&plan.instance)),
         wrote: false,
         requeue: Some(plan.resync),
+        plugins: plan.plugins.keys(),
     }
 }
 
@@ -260,6 +262,9 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
         .collect();
     if plan.password.is_some() {
         forbidden.push("password");
+    }
+    if plan.plugins.declares_any() {
+        forbidden.push("plugins");
     }
     (!forbidden.is_empty()).then(|| {
         format!(

@@ -9,6 +9,7 @@
 mod account;
 mod claim;
 mod cleanup;
+mod plugins;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,8 @@ struct Outcome {
     wrote: bool,
     /// When to look again; `None`: only when something it watches changes.
     requeue: Option<Duration>,
+    /// The plugin keys installed as declared.
+    plugins: Vec<String>,
 }
 
 impl Outcome {
@@ -93,6 +96,7 @@ impl Outcome {
             instance: status.and_then(|s| s.instance.clone()),
             wrote: false,
             requeue: Some(RETRY_WAITING),
+            plugins: status.map(|s| s.plugins.clone()).unwrap_or_default(),
         }
     }
 
@@ -122,6 +126,7 @@ struct Plan {
     owner: Owner,
     adopt: bool,
     resync: Duration,
+    plugins: plugins::DesiredPlugins,
 }
 
 impl Plan {
@@ -169,6 +174,7 @@ async fn publish_status(
     status.role = outcome.role;
     status.password_secret_version = outcome.password_version;
     status.instance = outcome.instance;
+    status.plugins = outcome.plugins;
     if outcome.wrote || status.last_sync_time.is_none() && outcome.ready.ok == Some(true) {
         status.last_sync_time = Some(now_rfc3339());
     }
@@ -259,6 +265,13 @@ async fn resolve(
             return Ok(Err(o));
         }
     };
+    let plugins = match plugins::resolve(&ctx.client, user, &instance).await {
+        Ok(p) => p,
+        Err(p) => {
+            let message = format!("{}; nothing was written", p.message);
+            return Ok(Err(Outcome::stalled(p.reason, message, user)));
+        }
+    };
     let desired = DesiredUser {
         email: email.clone(),
         name: spec.name.clone(),
@@ -277,6 +290,7 @@ async fn resolve(
         password,
         owner: owner_of(user),
         adopt: spec.adopt.unwrap_or(false),
+        plugins,
     }))
 }
 
@@ -304,6 +318,10 @@ async fn settled(
     ctx: &Context,
 ) -> Result<Option<Outcome>, ReconcileError> {
     let uid = uid_of(user);
+    // Plugin credentials are compared on every resync, on the full path.
+    if plan.plugins.declares_any() {
+        return Ok(None);
+    }
     let Some(id) = ctx.settled.verified_account(&uid) else {
         return Ok(None);
     };
