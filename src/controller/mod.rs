@@ -289,8 +289,10 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             watcher::Config::default(),
             move |secret| {
                 let name = secret.name_any();
+                let namespace = secret.namespace().unwrap_or_default();
                 select(&by_secret, |u: &LibreChatUser| {
                     u.namespace() == secret.namespace() && user_uses_secret(u, &name)
+                        || may_use_instance_secret(u, &namespace)
                 })
             },
         )
@@ -454,6 +456,14 @@ fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
             .as_ref()
             .and_then(|r| r.uri_secret_ref.as_ref())
             .is_some_and(|r| r.name == secret)
+}
+
+/// A user that declares plugins encrypts with its instance's credentials Secret: any Secret
+/// of the instance's namespace may be it (the instance is not at hand here).
+fn may_use_instance_secret(user: &LibreChatUser, secret_namespace: &str) -> bool {
+    let own = user.namespace().unwrap_or_default();
+    !user.spec.plugins.is_empty()
+        && target::instance_namespace(&user.spec.instance_ref, &own) == secret_namespace
 }
 
 fn user_uses_secret(user: &LibreChatUser, secret: &str) -> bool {

@@ -16,6 +16,7 @@ mod gitops;
 mod instance;
 mod invite;
 mod ops;
+mod plugins;
 mod rbac;
 mod trust;
 mod user;

@@ -16,7 +16,7 @@ use crate::user::{foreign_user, PASSWORD};
 
 /// A world whose instance `lc` (in `w.ns`, which administers it) admits a tenant namespace,
 /// with the operator watching both; returns the world and the tenant's namespace.
-async fn tenant_world(label: &str, extra_spec: Value) -> (World, String) {
+pub(crate) async fn tenant_world(label: &str, extra_spec: Value) -> (World, String) {
     let mut w = World::new(label).await;
     let tenant = format!("{}-t", w.ns);
     create_namespace(&w.client, &tenant).await;
@@ -28,7 +28,7 @@ async fn tenant_world(label: &str, extra_spec: Value) -> (World, String) {
 }
 
 /// The reference to the instance, from any namespace.
-fn lc(w: &World) -> Value {
+pub(crate) fn lc(w: &World) -> Value {
     json!({ "name": "lc", "namespace": w.ns.clone() })
 }
 
