@@ -47,7 +47,10 @@ pub struct PluginSpec {
     /// or `mcp_<server>` for the MCP server `<server>` of librechat.yaml. Tools are added to
     /// the account's installed plugins; `web_search` and MCP servers only get credentials, as
     /// LibreChat's own clients store them.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    )]
     pub key: String,
     /// A Secret in this object's namespace: each key is an `authField` (e.g. `GOOGLE_CSE_ID`,
     /// `SERPER_API_KEY`, an MCP server's `customUserVars` name), its value the credential,
@@ -69,7 +72,10 @@ pub fn plugin_problems(plugins: &[PluginSpec]) -> Vec<String> {
         if !seen.insert(p.key.as_str()) {
             problems.push(format!("plugins: key '{}' is listed twice", p.key));
         }
-        if p.credentials_secret_ref.as_ref().is_some_and(|r| r.name.is_empty()) {
+        if p.credentials_secret_ref
+            .as_ref()
+            .is_some_and(|r| r.name.is_empty())
+        {
             problems.push(format!(
                 "plugins[{}].credentialsSecretRef.name is required",
                 p.key
@@ -127,10 +133,25 @@ mod tests {
 
     #[test]
     fn keys_librechat_would_refuse() {
-        for good in ["google", "web_search", "mcp_github", "azure-ai-search", "mcp_my.srv"] {
+        for good in [
+            "google",
+            "web_search",
+            "mcp_github",
+            "azure-ai-search",
+            "mcp_my.srv",
+        ] {
             assert!(check_plugin_key(good).is_ok(), "{good}");
         }
-        for bad in ["", "mcp_", "-x", "a b", "tool_mcp_github", "ä", &"k".repeat(129)] {
+        let long = "k".repeat(129);
+        for bad in [
+            "",
+            "mcp_",
+            "-x",
+            "a b",
+            "tool_mcp_github",
+            "ä",
+            long.as_str(),
+        ] {
             assert!(check_plugin_key(bad).is_err(), "{bad}");
         }
     }

@@ -295,7 +295,11 @@ impl super::instance::LibreChatInstanceSpec {
                 ));
             }
         }
-        if self.credentials.as_ref().is_some_and(|c| c.secret_ref.name.is_empty()) {
+        if self
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.secret_ref.name.is_empty())
+        {
             problems.push("credentials.secretRef.name is required".into());
         }
         problems

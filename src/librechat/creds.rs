@@ -102,9 +102,7 @@ mod tests {
             "1f714d9922831b33bdaaa5b76e978c6f"
         );
         assert_eq!(
-            creds
-                .decrypt("1f714d9922831b33bdaaa5b76e978c6f")
-                .as_deref(),
+            creds.decrypt("1f714d9922831b33bdaaa5b76e978c6f").as_deref(),
             Ok("ghp_demo")
         );
     }

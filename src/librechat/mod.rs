@@ -5,8 +5,8 @@
 pub mod bans;
 pub mod cache;
 pub mod cascade;
-pub mod creds;
 pub mod connect;
+pub mod creds;
 pub mod deadline;
 pub mod deletions;
 pub mod edges;

@@ -30,7 +30,7 @@ pub struct InstalledPlugin {
 
 impl InstalledPlugin {
     fn to_doc(&self) -> Document {
-        doc! { "key": &self.key, "listed": self.listed, "authFields": &self.auth_fields }
+        doc! { "key": self.key.clone(), "listed": self.listed, "authFields": self.auth_fields.clone() }
     }
 
     fn from_doc(d: &Document) -> Option<Self> {
@@ -126,7 +126,11 @@ impl Store {
         Ok(found
             .as_ref()
             .and_then(|d| d.get_array("plugins").ok())
-            .map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -225,7 +229,7 @@ impl Store {
         let filter = doc! {
             "userId": user.to_hex(),
             "pluginKey": key,
-            "authField": { "$in": auth_fields },
+            "authField": { "$in": auth_fields.to_vec() },
         };
         self.delete_many(PLUGIN_AUTHS, filter).await
     }
@@ -237,7 +241,7 @@ impl Store {
         let filter = doc! {
             "userId": user,
             "$or": [
-                { "type": "mcp_oauth", "identifier": &base },
+                { "type": "mcp_oauth", "identifier": base.clone() },
                 { "type": "mcp_oauth_refresh", "identifier": format!("{base}:refresh") },
                 { "type": "mcp_oauth_client", "identifier": format!("{base}:client") },
             ],

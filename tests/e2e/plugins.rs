@@ -97,24 +97,63 @@ async fn credentials_are_stored_as_librechat_stores_them_and_follow_their_secret
     w.secret("lc-creds", &CREDS).await;
     w.secret("serper", &[("SERPER_API_KEY", SERPER)]).await;
     w.secret("github", &[("GITHUB_PAT", GITHUB)]).await;
-    w.secret("google", &[("GOOGLE_CSE_ID", "cse-1"), ("GOOGLE_SEARCH_API_KEY", "gk-1")])
-        .await;
-    let plugins = json!([plugin("web_search", Some("serper")), plugin("mcp_github", Some("github")),
-                         plugin("google", Some("google")), plugin("calculator", None)]);
-    w.apply("LibreChatUser", "ann", user_with("ann@example.com", plugins))
-        .await;
+    w.secret(
+        "google",
+        &[
+            ("GOOGLE_CSE_ID", "cse-1"),
+            ("GOOGLE_SEARCH_API_KEY", "gk-1"),
+        ],
+    )
+    .await;
+    let plugins = json!([
+        plugin("web_search", Some("serper")),
+        plugin("mcp_github", Some("github")),
+        plugin("google", Some("google")),
+        plugin("calculator", None)
+    ]);
+    w.apply(
+        "LibreChatUser",
+        "ann",
+        user_with("ann@example.com", plugins),
+    )
+    .await;
     let id = user_id(&w, "ann").await;
 
     // The contract's worked example, byte for byte, and the document updatePluginAuth makes.
-    assert_eq!(value_of(&w, id, "web_search", "SERPER_API_KEY").await.as_deref(), Some(SERPER_CT));
-    assert_eq!(value_of(&w, id, "mcp_github", "GITHUB_PAT").await.as_deref(), Some(GITHUB_CT));
+    assert_eq!(
+        value_of(&w, id, "web_search", "SERPER_API_KEY")
+            .await
+            .as_deref(),
+        Some(SERPER_CT)
+    );
+    assert_eq!(
+        value_of(&w, id, "mcp_github", "GITHUB_PAT")
+            .await
+            .as_deref(),
+        Some(GITHUB_CT)
+    );
     let row = &rows(&w, doc! { "pluginKey": "web_search" }).await[0];
     let fields: Vec<&str> = row.keys().map(String::as_str).collect();
-    assert_eq!(fields, ["_id", "authField", "value", "userId", "pluginKey", "createdAt", "updatedAt", "__v"]);
+    assert_eq!(
+        fields,
+        [
+            "_id",
+            "authField",
+            "value",
+            "userId",
+            "pluginKey",
+            "createdAt",
+            "updatedAt",
+            "__v"
+        ]
+    );
     // Tools are installed; web search and MCP servers are credentials only (isEntityTool).
     assert_eq!(listed(&w, id).await, ["google", "calculator"]);
     let obj = w.get("librechatusers", "ann").await.unwrap();
-    assert_eq!(obj.pointer("/status/plugins").unwrap(), &json!(["web_search", "mcp_github", "google", "calculator"]));
+    assert_eq!(
+        obj.pointer("/status/plugins").unwrap(),
+        &json!(["web_search", "mcp_github", "google", "calculator"])
+    );
     w.contract_check_with_env(
         json!({ "pluginAuths": [
             expect(id, "web_search", "SERPER_API_KEY", Some(SERPER)),
@@ -127,17 +166,41 @@ async fn credentials_are_stored_as_librechat_stores_them_and_follow_their_secret
 
     // A Secret change re-encrypts; a resync of unchanged values writes nothing.
     let before = rows(&w, doc! { "pluginKey": "google" }).await;
-    w.secret("serper", &[("SERPER_API_KEY", "sk-rotated")]).await;
+    w.secret("serper", &[("SERPER_API_KEY", "sk-rotated")])
+        .await;
     eventually("the new credential to be stored", || async {
-        (value_of(&w, id, "web_search", "SERPER_API_KEY").await.as_deref() != Some(SERPER_CT)).then_some(())
+        (value_of(&w, id, "web_search", "SERPER_API_KEY")
+            .await
+            .as_deref()
+            != Some(SERPER_CT))
+        .then_some(())
     })
     .await;
-    w.contract_check_with_env(json!({ "pluginAuths": [expect(id, "web_search", "SERPER_API_KEY", Some("sk-rotated"))] }), &CREDS);
-    assert_eq!(rows(&w, doc! { "pluginKey": "google" }).await, before, "unchanged credentials are not rewritten");
+    w.contract_check_with_env(
+        json!({ "pluginAuths": [expect(id, "web_search", "SERPER_API_KEY", Some("sk-rotated"))] }),
+        &CREDS,
+    );
+    assert_eq!(
+        rows(&w, doc! { "pluginKey": "google" }).await,
+        before,
+        "unchanged credentials are not rewritten"
+    );
 
     let log = w.operator_log();
-    for secret in [SERPER, "sk-rotated", GITHUB, "gk-1", CREDS_KEY, CREDS_IV, SERPER_CT, GITHUB_CT] {
-        assert!(!log.contains(secret), "the operator log must not contain credentials");
+    for secret in [
+        SERPER,
+        "sk-rotated",
+        GITHUB,
+        "gk-1",
+        CREDS_KEY,
+        CREDS_IV,
+        SERPER_CT,
+        GITHUB_CT,
+    ] {
+        assert!(
+            !log.contains(secret),
+            "the operator log must not contain credentials"
+        );
     }
 }
 
@@ -146,24 +209,46 @@ async fn removing_an_entry_uninstalls_only_what_the_operator_installed() {
     let w = World::with_instance("plug-remove", with_credentials()).await;
     w.secret("lc-creds", &CREDS).await;
     w.secret("github", &[("GITHUB_PAT", GITHUB)]).await;
-    w.secret("google", &[("GOOGLE_CSE_ID", "cse-1"), ("GOOGLE_SEARCH_API_KEY", "gk-1")])
-        .await;
-    let all = json!([plugin("mcp_github", Some("github")), plugin("google", Some("google")), plugin("wolfram", None)]);
-    w.apply("LibreChatUser", "bob", user_with("bob@example.com", json!([plugin("calculator", None)])))
-        .await;
+    w.secret(
+        "google",
+        &[
+            ("GOOGLE_CSE_ID", "cse-1"),
+            ("GOOGLE_SEARCH_API_KEY", "gk-1"),
+        ],
+    )
+    .await;
+    let all = json!([
+        plugin("mcp_github", Some("github")),
+        plugin("google", Some("google")),
+        plugin("wolfram", None)
+    ]);
+    w.apply(
+        "LibreChatUser",
+        "bob",
+        user_with("bob@example.com", json!([plugin("calculator", None)])),
+    )
+    .await;
     let id = user_id(&w, "bob").await;
     // What the person did in LibreChat's UI: installed wolfram (with its key) and dalle.
     w.users()
-        .update_one(doc! { "_id": id }, doc! { "$push": { "plugins": { "$each": ["wolfram", "dalle"] } } })
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$push": { "plugins": { "$each": ["wolfram", "dalle"] } } },
+        )
         .await
         .unwrap();
     let ui_row = doc! { "authField": "WOLFRAM_APP_ID", "value": "00", "userId": id.to_hex(), "pluginKey": "wolfram" };
-    w.db.collection::<Document>("pluginauths").insert_one(ui_row).await.unwrap();
+    w.db.collection::<Document>("pluginauths")
+        .insert_one(ui_row)
+        .await
+        .unwrap();
     insert_mcp_tokens(&w, id, "github").await;
     insert_mcp_tokens(&w, id, "other").await;
 
-    w.apply("LibreChatUser", "bob", user_with("bob@example.com", all)).await;
-    w.wait_condition("librechatusers", "bob", "Ready", "True", None).await;
+    w.apply("LibreChatUser", "bob", user_with("bob@example.com", all))
+        .await;
+    w.wait_condition("librechatusers", "bob", "Ready", "True", None)
+        .await;
     eventually("google to be installed", || async {
         (listed(&w, id).await == ["calculator", "wolfram", "dalle", "google"]).then_some(())
     })
@@ -171,20 +256,50 @@ async fn removing_an_entry_uninstalls_only_what_the_operator_installed() {
 
     // Removing entries and a Secret key: the operator's rows, listings and the MCP tokens go.
     w.secret("google", &[("GOOGLE_CSE_ID", "cse-1")]).await;
-    w.apply("LibreChatUser", "bob", user_with("bob@example.com", json!([plugin("google", Some("google"))])))
-        .await;
+    w.apply(
+        "LibreChatUser",
+        "bob",
+        user_with("bob@example.com", json!([plugin("google", Some("google"))])),
+    )
+    .await;
     eventually("the removed entries to be uninstalled", || async {
         (listed(&w, id).await == ["wolfram", "dalle", "google"]).then_some(())
     })
     .await;
     eventually("the dropped key's credential to go", || async {
-        value_of(&w, id, "google", "GOOGLE_SEARCH_API_KEY").await.is_none().then_some(())
+        value_of(&w, id, "google", "GOOGLE_SEARCH_API_KEY")
+            .await
+            .is_none()
+            .then_some(())
     })
     .await;
-    assert_eq!(count(&w, "pluginauths", doc! { "pluginKey": "mcp_github" }).await, 0);
-    assert_eq!(count(&w, "tokens", doc! { "identifier": { "$regex": "^mcp:github" } }).await, 0);
-    assert_eq!(count(&w, "tokens", doc! { "identifier": { "$regex": "^mcp:other" } }).await, 3);
-    assert_eq!(count(&w, "pluginauths", doc! { "pluginKey": "wolfram" }).await, 1, "the UI's own credential stays");
+    assert_eq!(
+        count(&w, "pluginauths", doc! { "pluginKey": "mcp_github" }).await,
+        0
+    );
+    assert_eq!(
+        count(
+            &w,
+            "tokens",
+            doc! { "identifier": { "$regex": "^mcp:github" } }
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &w,
+            "tokens",
+            doc! { "identifier": { "$regex": "^mcp:other" } }
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(&w, "pluginauths", doc! { "pluginKey": "wolfram" }).await,
+        1,
+        "the UI's own credential stays"
+    );
     w.contract_check_with_env(
         json!({ "pluginAuths": [
             expect(id, "google", "GOOGLE_CSE_ID", Some("cse-1")),
@@ -198,13 +313,18 @@ async fn removing_an_entry_uninstalls_only_what_the_operator_installed() {
     w.delete("LibreChatUser", "bob").await;
     w.wait_gone("librechatusers", "bob").await;
     assert_eq!(listed(&w, id).await, ["wolfram", "dalle", "google"]);
-    assert_eq!(value_of(&w, id, "google", "GOOGLE_CSE_ID").await.is_some(), true);
+    assert_eq!(
+        value_of(&w, id, "google", "GOOGLE_CSE_ID").await.is_some(),
+        true
+    );
     assert_eq!(count(&w, "librechat_operator_plugins", doc! {}).await, 0);
 }
 
 /// Waits for Ready=False with `reason` and returns its message.
 async fn refused(w: &World, name: &str, reason: &str) -> String {
-    let obj = w.wait_condition("librechatusers", name, "Ready", "False", Some(reason)).await;
+    let obj = w
+        .wait_condition("librechatusers", name, "Ready", "False", Some(reason))
+        .await;
     condition(&obj, "Ready").unwrap().message
 }
 
@@ -212,7 +332,10 @@ async fn refused(w: &World, name: &str, reason: &str) -> String {
 async fn bad_credentials_and_bad_plugins_write_nothing() {
     let w = World::with_instance("plug-bad", json!({})).await;
     w.secret("serper", &[("SERPER_API_KEY", SERPER)]).await;
-    let spec = user_with("cy@example.com", json!([plugin("web_search", Some("serper"))]));
+    let spec = user_with(
+        "cy@example.com",
+        json!([plugin("web_search", Some("serper"))]),
+    );
 
     // No credentials on the instance.
     w.apply("LibreChatUser", "cy", spec.clone()).await;
@@ -222,35 +345,81 @@ async fn bad_credentials_and_bad_plugins_write_nothing() {
     w.ready_instance("lc", with_credentials()).await;
     let m = refused(&w, "cy", "SecretNotFound").await;
     assert!(m.contains("lc-creds"), "{m}");
-    w.secret("lc-creds", &[("CREDS_KEY", &CREDS_KEY[..40]), ("CREDS_IV", CREDS_IV)]).await;
+    w.secret(
+        "lc-creds",
+        &[("CREDS_KEY", &CREDS_KEY[..40]), ("CREDS_IV", CREDS_IV)],
+    )
+    .await;
     let m = refused(&w, "cy", "CredentialsInvalid").await;
-    assert!(m.contains("CREDS_KEY is 20 bytes") && !m.contains(&CREDS_KEY[..40]), "{m}");
-    w.secret("lc-creds", &[("CREDS_KEY", CREDS_KEY), ("CREDS_IV", "zz-not-hex-zz")]).await;
+    assert!(
+        m.contains("CREDS_KEY is 20 bytes") && !m.contains(&CREDS_KEY[..40]),
+        "{m}"
+    );
+    w.secret(
+        "lc-creds",
+        &[("CREDS_KEY", CREDS_KEY), ("CREDS_IV", "zz-not-hex-zz")],
+    )
+    .await;
     let m = refused(&w, "cy", "CredentialsInvalid").await;
-    assert!(m.contains("CREDS_IV is not hex") && !m.contains("zz-not-hex"), "{m}");
+    assert!(
+        m.contains("CREDS_IV is not hex") && !m.contains("zz-not-hex"),
+        "{m}"
+    );
     w.secret("lc-creds", &[("CREDS_KEY", CREDS_KEY)]).await;
     refused(&w, "cy", "SecretKeyMissing").await;
 
     // Plugins LibreChat would refuse.
     w.secret("lc-creds", &CREDS).await;
     w.secret("bad-search", &[("serper", SERPER)]).await;
-    w.apply("LibreChatUser", "cy", user_with("cy@example.com", json!([plugin("web_search", Some("bad-search"))])))
-        .await;
+    w.apply(
+        "LibreChatUser",
+        "cy",
+        user_with(
+            "cy@example.com",
+            json!([plugin("web_search", Some("bad-search"))]),
+        ),
+    )
+    .await;
     let m = refused(&w, "cy", "PluginInvalid").await;
-    assert!(m.contains("'serper' is not a web_search credential") && !m.contains(SERPER), "{m}");
-    w.apply("LibreChatUser", "cy", user_with("cy@example.com", json!([plugin("search_mcp_github", None), plugin("x", None), plugin("x", None)])))
-        .await;
+    assert!(
+        m.contains("'serper' is not a web_search credential") && !m.contains(SERPER),
+        "{m}"
+    );
+    w.apply(
+        "LibreChatUser",
+        "cy",
+        user_with(
+            "cy@example.com",
+            json!([
+                plugin("search_mcp_github", None),
+                plugin("x", None),
+                plugin("x", None)
+            ]),
+        ),
+    )
+    .await;
     let m = refused(&w, "cy", "InvalidSpec").await;
-    assert!(m.contains("MCP tool name") && m.contains("listed twice"), "{m}");
+    assert!(
+        m.contains("MCP tool name") && m.contains("listed twice"),
+        "{m}"
+    );
 
-    assert!(w.find_user("cy@example.com").await.is_none(), "nothing was written");
+    assert!(
+        w.find_user("cy@example.com").await.is_none(),
+        "nothing was written"
+    );
     assert_eq!(count(&w, "pluginauths", doc! {}).await, 0);
     assert_eq!(count(&w, "librechat_operator_owners", doc! {}).await, 0);
 
     // Fixed, it applies.
     w.apply("LibreChatUser", "cy", spec).await;
     let id = user_id(&w, "cy").await;
-    assert_eq!(value_of(&w, id, "web_search", "SERPER_API_KEY").await.as_deref(), Some(SERPER_CT));
+    assert_eq!(
+        value_of(&w, id, "web_search", "SERPER_API_KEY")
+            .await
+            .as_deref(),
+        Some(SERPER_CT)
+    );
 }
 
 #[tokio::test]
@@ -258,37 +427,98 @@ async fn a_tenant_cannot_plant_credentials_on_an_account_it_only_adopted() {
     let (w, t) = tenant_world("plug-tenant", with_credentials()).await;
     w.secret("lc-creds", &CREDS).await;
     let id = ObjectId::new();
-    w.users().insert_one(foreign_user(id, "adopted@example.com")).await.unwrap();
+    w.users()
+        .insert_one(foreign_user(id, "adopted@example.com"))
+        .await
+        .unwrap();
     put_secret(&w.client, &t, "serper", &[("SERPER_API_KEY", SERPER)]).await;
     let planted = json!({ "instanceRef": lc(&w), "email": "adopted@example.com", "adopt": true,
                           "plugins": [plugin("web_search", Some("serper"))] });
     w.apply_in(&t, "LibreChatUser", "plant", planted).await;
-    let obj = wait_condition_in(&w.client, &t, "librechatusers", "plant", "Ready", "False", Some("NotPermitted")).await;
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "plant",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
     let m = condition(&obj, "Ready").unwrap().message;
     assert!(m.contains("plugins"), "{m}");
-    assert_eq!(count(&w, "pluginauths", doc! {}).await, 0, "nothing planted");
+    assert_eq!(
+        count(&w, "pluginauths", doc! {}).await,
+        0,
+        "nothing planted"
+    );
     assert!(listed(&w, id).await.is_empty());
 
     // A Secret is read from the object's own namespace: naming the instance's Secret finds nothing.
     let steal = json!({ "instanceRef": lc(&w), "email": "own@example.com",
                         "plugins": [plugin("mcp_x", Some("lc-creds"))] });
     w.apply_in(&t, "LibreChatUser", "steal", steal).await;
-    let obj = wait_condition_in(&w.client, &t, "librechatusers", "steal", "Ready", "False", Some("SecretNotFound")).await;
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "steal",
+        "Ready",
+        "False",
+        Some("SecretNotFound"),
+    )
+    .await;
     let m = condition(&obj, "Ready").unwrap().message;
-    assert!(m.contains(&format!("namespace '{t}'")) && !m.contains(CREDS_KEY), "{m}");
+    assert!(
+        m.contains(&format!("namespace '{t}'")) && !m.contains(CREDS_KEY),
+        "{m}"
+    );
 
     // On an account the operator created for it, a tenant's plugins apply.
     let own = json!({ "instanceRef": lc(&w), "email": "own@example.com",
                       "plugins": [plugin("web_search", Some("serper"))] });
     w.apply_in(&t, "LibreChatUser", "steal", own).await;
-    let obj = wait_condition_in(&w.client, &t, "librechatusers", "steal", "Ready", "True", None).await;
-    let own_id = ObjectId::parse_str(obj.pointer("/status/userId").and_then(Value::as_str).unwrap()).unwrap();
-    assert_eq!(value_of(&w, own_id, "web_search", "SERPER_API_KEY").await.as_deref(), Some(SERPER_CT));
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "steal",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    let own_id = ObjectId::parse_str(
+        obj.pointer("/status/userId")
+            .and_then(Value::as_str)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        value_of(&w, own_id, "web_search", "SERPER_API_KEY")
+            .await
+            .as_deref(),
+        Some(SERPER_CT)
+    );
 
     // With manageAdoptedAccounts the instance lets tenants manage what they adopt.
     let mut spec = json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageAdoptedAccounts": true } });
     merge(&mut spec, with_credentials());
     w.apply_instance("lc", &env("REDIS_URL"), spec).await;
-    wait_condition_in(&w.client, &t, "librechatusers", "plant", "Ready", "True", None).await;
-    assert_eq!(value_of(&w, id, "web_search", "SERPER_API_KEY").await.as_deref(), Some(SERPER_CT));
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "plant",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    assert_eq!(
+        value_of(&w, id, "web_search", "SERPER_API_KEY")
+            .await
+            .as_deref(),
+        Some(SERPER_CT)
+    );
 }

@@ -19,14 +19,14 @@ use crate::librechat::plugins::{is_entity_tool, mcp_server, InstalledPlugin};
 use crate::librechat::{Store, StoreError};
 
 /// One declared plugin with its credentials encrypted (`authField` → ciphertext).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct DesiredPlugin {
     key: String,
     auth: BTreeMap<String, String>,
 }
 
 /// The declared plugins, ready to write.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct DesiredPlugins {
     list: Vec<DesiredPlugin>,
 }
@@ -149,8 +149,7 @@ async fn instance_creds(
     };
     let (key, iv) = (value(CREDS_KEY)?, value(CREDS_IV)?);
     Creds::from_hex(&key.value, &iv.value).map_err(|e| {
-        let message =
-            format!("{creds_context}: Secret '{name}': {e}; nothing was written");
+        let message = format!("{creds_context}: Secret '{name}': {e}; nothing was written");
         PluginProblem::new(reason::CREDENTIALS_INVALID, message)
     })
 }
@@ -243,7 +242,9 @@ async fn install(
         for (field, ciphertext) in &d.auth {
             let stored = store.plugin_auth_value(account, &d.key, field).await?;
             if stored.as_deref() != Some(ciphertext.as_str()) {
-                store.put_plugin_auth(account, &d.key, field, ciphertext).await?;
+                store
+                    .put_plugin_auth(account, &d.key, field, ciphertext)
+                    .await?;
                 notes.push(format!("stored {}.{field}", d.key));
             }
         }
@@ -269,7 +270,11 @@ async fn remove(
             .cloned()
             .collect();
         if !stale.is_empty() && store.delete_plugin_auths(account, &b.key, &stale).await? > 0 {
-            notes.push(format!("deleted {} credentials {}", b.key, stale.join(", ")));
+            notes.push(format!(
+                "deleted {} credentials {}",
+                b.key,
+                stale.join(", ")
+            ));
         }
         if kept.is_some() {
             continue;
@@ -303,7 +308,10 @@ mod tests {
                 .iter()
                 .map(|(k, fields)| DesiredPlugin {
                     key: k.to_string(),
-                    auth: fields.iter().map(|f| (f.to_string(), "ct".into())).collect(),
+                    auth: fields
+                        .iter()
+                        .map(|f| (f.to_string(), "ct".into()))
+                        .collect(),
                 })
                 .collect(),
         }
@@ -311,7 +319,11 @@ mod tests {
 
     #[test]
     fn a_plugin_the_person_installed_is_not_the_operators_to_list() {
-        let d = desired(&[("google", &["GOOGLE_CSE_ID"]), ("calc", &[]), ("mcp_gh", &["PAT"])]);
+        let d = desired(&[
+            ("google", &["GOOGLE_CSE_ID"]),
+            ("calc", &[]),
+            ("mcp_gh", &["PAT"]),
+        ]);
         let after = intended(&d, &[], &["google".into()]);
         assert_eq!(
             after,
@@ -322,7 +334,14 @@ mod tests {
             ]
         );
         // Once the operator listed it, it stays the operator's even though it is listed now.
-        let again = intended(&d, &after.iter().map(|p| rec(&p.key, true, &[])).collect::<Vec<_>>(), &["google".into(), "calc".into()]);
+        let again = intended(
+            &d,
+            &after
+                .iter()
+                .map(|p| rec(&p.key, true, &[]))
+                .collect::<Vec<_>>(),
+            &["google".into(), "calc".into()],
+        );
         assert!(again[0].listed && again[1].listed && !again[2].listed);
     }
 
