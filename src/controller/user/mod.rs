@@ -269,7 +269,11 @@ async fn resolve(
         Ok(p) => p,
         Err(p) => {
             let message = format!("{}; nothing was written", p.message);
-            return Ok(Err(Outcome::stalled(p.reason, message, user)));
+            let outcome = match p.instance {
+                true => Outcome::waiting(p.reason, message, user),
+                false => Outcome::stalled(p.reason, message, user),
+            };
+            return Ok(Err(outcome));
         }
     };
     let desired = DesiredUser {

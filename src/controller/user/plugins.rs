@@ -46,15 +46,29 @@ impl DesiredPlugins {
 pub(super) struct PluginProblem {
     pub reason: &'static str,
     pub message: String,
+    /// It lies with the instance's credentials, whose Secret the watch of a tenant namespace
+    /// may not see: looked at again periodically.
+    pub instance: bool,
 }
 
 impl PluginProblem {
     fn new(reason: &'static str, message: String) -> Self {
-        PluginProblem { reason, message }
+        PluginProblem {
+            reason,
+            message,
+            instance: false,
+        }
     }
 
     fn secret(context: &str, e: SecretError) -> Self {
         PluginProblem::new(e.reason(), format!("{context}: {e}"))
+    }
+
+    fn of_instance(self) -> Self {
+        PluginProblem {
+            instance: true,
+            ..self
+        }
     }
 }
 
@@ -81,7 +95,11 @@ pub(super) async fn resolve(
         plain.push((plugin.key.clone(), auth));
     }
     let creds = match plain.iter().any(|(_, auth)| !auth.is_empty()) {
-        true => Some(instance_creds(client, instance).await?),
+        true => Some(
+            instance_creds(client, instance)
+                .await
+                .map_err(PluginProblem::of_instance)?,
+        ),
         false => None,
     };
     let list = plain
@@ -132,7 +150,7 @@ async fn instance_creds(
     let namespace = instance.namespace().unwrap_or_default();
     let context = format!("LibreChatInstance {namespace}/{}", instance.name_any());
     let Some(spec) = &instance.spec.credentials else {
-        let message = format!("{context} sets no spec.credentials.secretRef: plugin credentials are encrypted with LibreChat's CREDS_KEY and CREDS_IV; nothing was written");
+        let message = format!("{context} sets no spec.credentials.secretRef: plugin credentials are encrypted with LibreChat's CREDS_KEY and CREDS_IV");
         return Err(PluginProblem::new(reason::CREDENTIALS_INVALID, message));
     };
     let name = &spec.secret_ref.name;
@@ -149,7 +167,7 @@ async fn instance_creds(
     };
     let (key, iv) = (value(CREDS_KEY)?, value(CREDS_IV)?);
     Creds::from_hex(&key.value, &iv.value).map_err(|e| {
-        let message = format!("{creds_context}: Secret '{name}': {e}; nothing was written");
+        let message = format!("{creds_context}: Secret '{name}': {e}");
         PluginProblem::new(reason::CREDENTIALS_INVALID, message)
     })
 }
