@@ -186,6 +186,20 @@ async fn credentials_are_stored_as_librechat_stores_them_and_follow_their_secret
         "unchanged credentials are not rewritten"
     );
 
+    // Deleting with Delete removes the credentials with the account (LibreChat's cascade).
+    let mut spec = user_with(
+        "ann@example.com",
+        json!([plugin("web_search", Some("serper"))]),
+    );
+    spec["deletionPolicy"] = json!("Delete");
+    w.apply("LibreChatUser", "ann", spec).await;
+    w.wait_condition("librechatusers", "ann", "Ready", "True", None)
+        .await;
+    w.delete("LibreChatUser", "ann").await;
+    w.wait_gone("librechatusers", "ann").await;
+    assert_eq!(count(&w, "pluginauths", doc! {}).await, 0);
+    assert_eq!(count(&w, "librechat_operator_plugins", doc! {}).await, 0);
+
     let log = w.operator_log();
     for secret in [
         SERPER,
