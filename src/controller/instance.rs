@@ -215,6 +215,7 @@ async fn check(
             notes.push(format!("stats not refreshed: {e}"));
         }
     }
+    notes.extend(super::credentials::credentials_note(&ctx.client, instance).await);
 
     let ready = match (mongo_ok, redis_ok) {
         (true, true) => Cond::new(

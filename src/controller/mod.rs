@@ -5,6 +5,7 @@ pub mod audit;
 pub mod ban;
 pub mod connections;
 pub mod context;
+pub mod credentials;
 pub mod dependents;
 pub mod error;
 pub mod instance;
@@ -449,7 +450,9 @@ where
 }
 
 fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
-    instance.spec.mongo.uri_secret_ref.name == secret
+    let credentials = instance.spec.credentials.as_ref();
+    credentials.is_some_and(|c| c.secret_ref.name == secret)
+        || instance.spec.mongo.uri_secret_ref.name == secret
         || instance
             .spec
             .redis

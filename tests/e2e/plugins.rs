@@ -367,6 +367,13 @@ async fn bad_credentials_and_bad_plugins_write_nothing() {
     )
     .await;
     let m = refused(&w, "cy", "CredentialsInvalid", "CREDS_KEY is 20 bytes").await;
+    // The instance says so too, without being less ready for users without plugins.
+    eventually("the instance to name the bad key", || async {
+        let lc = w.get("librechatinstances", "lc").await?;
+        let ready = condition(&lc, "Ready")?;
+        (ready.status == "True" && ready.message.contains("CREDS_KEY is 20 bytes")).then_some(())
+    })
+    .await;
     assert!(!m.contains(&CREDS_KEY[..40]), "{m}");
     w.secret(
         "lc-creds",

@@ -9,12 +9,12 @@ use mongodb::bson::oid::ObjectId;
 
 use super::Plan;
 use crate::api::common::{reason, SecretKeyRef};
-use crate::api::plugins::{check_auth_field, CREDS_IV, CREDS_KEY};
+use crate::api::plugins::check_auth_field;
 use crate::api::{LibreChatInstance, LibreChatUser};
 use crate::controller::context::Context;
+use crate::controller::credentials::instance_creds;
 use crate::controller::password::without_final_newline;
 use crate::controller::secrets::{keys_of, read_secret, value_of, SecretError};
-use crate::librechat::creds::Creds;
 use crate::librechat::plugins::{is_entity_tool, mcp_server, InstalledPlugin};
 use crate::librechat::{Store, StoreError};
 
@@ -63,13 +63,6 @@ impl PluginProblem {
     fn secret(context: &str, e: SecretError) -> Self {
         PluginProblem::new(e.reason(), format!("{context}: {e}"))
     }
-
-    fn of_instance(self) -> Self {
-        PluginProblem {
-            instance: true,
-            ..self
-        }
-    }
 }
 
 /// Reads every credentials Secret (from the object's own namespace) and encrypts the values
@@ -98,7 +91,11 @@ pub(super) async fn resolve(
         true => Some(
             instance_creds(client, instance)
                 .await
-                .map_err(PluginProblem::of_instance)?,
+                .map_err(|p| PluginProblem {
+                    reason: p.reason,
+                    message: p.message,
+                    instance: true,
+                })?,
         ),
         false => None,
     };
@@ -140,36 +137,6 @@ fn credentials_of(key: &str, secret: &Secret) -> Result<BTreeMap<String, String>
         return Err(PluginProblem::new(reason::SECRET_KEY_MISSING, message));
     }
     Ok(auth)
-}
-
-/// The instance's `CREDS_KEY`/`CREDS_IV`, validated. Errors name the Secret, never a value.
-async fn instance_creds(
-    client: &kube::Client,
-    instance: &LibreChatInstance,
-) -> Result<Creds, PluginProblem> {
-    let namespace = instance.namespace().unwrap_or_default();
-    let context = format!("LibreChatInstance {namespace}/{}", instance.name_any());
-    let Some(spec) = &instance.spec.credentials else {
-        let message = format!("{context} sets no spec.credentials.secretRef: plugin credentials are encrypted with LibreChat's CREDS_KEY and CREDS_IV");
-        return Err(PluginProblem::new(reason::CREDENTIALS_INVALID, message));
-    };
-    let name = &spec.secret_ref.name;
-    let creds_context = format!("credentials of {context}");
-    let secret = read_secret(client, &namespace, name)
-        .await
-        .map_err(|e| PluginProblem::secret(&creds_context, e))?;
-    let value = |key: &str| {
-        let reference = SecretKeyRef {
-            name: name.clone(),
-            key: key.into(),
-        };
-        value_of(&secret, &reference).map_err(|e| PluginProblem::secret(&creds_context, e))
-    };
-    let (key, iv) = (value(CREDS_KEY)?, value(CREDS_IV)?);
-    Creds::from_hex(&key.value, &iv.value).map_err(|e| {
-        let message = format!("{creds_context}: Secret '{name}': {e}");
-        PluginProblem::new(reason::CREDENTIALS_INVALID, message)
-    })
 }
 
 /// Converges the declared plugins onto `account`. Records what it is about to install before
