@@ -1,5 +1,5 @@
 # librechat-operator: `make demo` shows it working, `make test` proves it.
-.PHONY: demo test bench build crds lint chart-check env-up env-down setup image clean
+.PHONY: demo test bench build crds lint chart-check env-up env-down setup image clean plugin
 
 # The local servers live in $LCO_ENV_DIR (default /tmp/librechat-operator-env); ports can be
 # moved with LCO_MONGO_PORT, LCO_REDIS_PORT, ENVTEST_API_PORT, ENVTEST_ETCD_PORT.
@@ -19,6 +19,17 @@ bench:
 ## build: compile the operator
 build:
 	cargo build --release
+
+## plugin: build the release binary and install it as the kubectl plugin `kubectl librechat`:
+##         $(PREFIX)/bin/librechat-operator plus the symlink kubectl-librechat (PREFIX default ~/.local)
+PREFIX ?= $(HOME)/.local
+PLUGIN_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
+plugin:
+	cargo build --release
+	mkdir -p "$(PREFIX)/bin"
+	install -m 0755 "$(PLUGIN_TARGET_DIR)/release/librechat-operator" "$(PREFIX)/bin/librechat-operator"
+	ln -sfn librechat-operator "$(PREFIX)/bin/kubectl-librechat"
+	@echo "installed $(PREFIX)/bin/kubectl-librechat; with $(PREFIX)/bin on PATH, run: kubectl librechat --help"
 
 ## crds: regenerate crds/ from the Rust types (and the chart's copy, files/crds/, which its
 ## templates/crds.yaml renders so that helm upgrade upgrades the CRDs)

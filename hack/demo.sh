@@ -79,11 +79,15 @@ for b in db.logs.find({"key": {"$regex": "^BANS:"}}):
     print(f"{b['key']:36} ends {end}")
 PY
 
+say "kubectl librechat status -n librechat (the same binary as a kubectl plugin; make plugin installs it)"
+./target/debug/librechat-operator kubectl status -n librechat || true
+
 say "where to look next"
 cat <<TXT
   export KUBECONFIG=$KUBECONFIG
   kubectl get librechat -n librechat                      # every kind at once
   kubectl describe librechatuser alice -n librechat       # conditions and events
+  ./target/debug/librechat-operator kubectl whois alice@example.com -n librechat
   kubectl get secret bob-login -n librechat -o jsonpath='{.data.password}' | base64 -d
   MongoDB: $MONGO_URI_LIBRECHAT    Redis: $REDIS_URL
   Metrics: curl http://$HTTP_ADDR/metrics      Operator log: .demo/operator.log

@@ -13,4 +13,5 @@ pub mod leader;
 pub mod librechat;
 pub mod mail;
 pub mod metrics;
+pub mod plugin;
 pub mod telemetry;

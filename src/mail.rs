@@ -1,5 +1,6 @@
-//! Invitation emails through an SMTP relay. Plain text, saying who sends it, what the link is
-//! for and until when it works; nothing else is sent, and the link is never logged.
+//! Emails through an SMTP relay: invitations and email verification links. Plain text, saying
+//! who sends it, what the link is for and until when it works; nothing else is sent, and the
+//! link is never logged.
 
 use std::time::Duration;
 
@@ -31,6 +32,56 @@ pub async fn send_invitation(
     credentials: Option<(String, String)>,
     invitation: &Invitation<'_>,
 ) -> Result<(), MailError> {
+    let subject = format!("You are invited to LibreChat at {}", invitation.site);
+    send(smtp, credentials, invitation.to, subject, body(invitation)).await
+}
+
+/// What goes into a verification email.
+pub struct Verification<'a> {
+    pub to: &'a str,
+    pub name: &'a str,
+    pub link: &'a str,
+    pub expires_at: &'a str,
+}
+
+/// Hands LibreChat's email verification message to the relay (LibreChat's own subject, its
+/// template's content in plain text).
+pub async fn send_verification(
+    smtp: &SmtpSpec,
+    credentials: Option<(String, String)>,
+    verification: &Verification<'_>,
+) -> Result<(), MailError> {
+    let body = verification_body(verification);
+    send(
+        smtp,
+        credentials,
+        verification.to,
+        "Verify your email".into(),
+        body,
+    )
+    .await
+}
+
+fn verification_body(v: &Verification<'_>) -> String {
+    format!(
+        "Hi {name},\n\n\
+         please verify your email address for LibreChat with this link (it works until \
+         {expires}):\n\n\
+         {link}\n\n\
+         If you did not create an account, ignore this email.\n",
+        name = v.name,
+        expires = v.expires_at,
+        link = v.link,
+    )
+}
+
+async fn send(
+    smtp: &SmtpSpec,
+    credentials: Option<(String, String)>,
+    to: &str,
+    subject: String,
+    body: String,
+) -> Result<(), MailError> {
     let relay_error = |reason: String| MailError::Relay {
         host: smtp.host.clone(),
         reason: crate::librechat::error::redact(&reason),
@@ -41,16 +92,10 @@ pub async fn send_invitation(
                 .parse()
                 .map_err(|_| MailError::Address(smtp.from.clone()))?,
         )
-        .to(invitation
-            .to
-            .parse()
-            .map_err(|_| MailError::Address(invitation.to.to_string()))?)
-        .subject(format!(
-            "You are invited to LibreChat at {}",
-            invitation.site
-        ))
+        .to(to.parse().map_err(|_| MailError::Address(to.to_string()))?)
+        .subject(subject)
         .header(ContentType::TEXT_PLAIN)
-        .body(body(invitation))
+        .body(body)
         .map_err(|e| relay_error(e.to_string()))?;
     let security = smtp.security.unwrap_or_default();
     let builder = match security {

@@ -1,5 +1,8 @@
-//! `librechat-operator`: `run` (the controllers; the default), `crds`, `validate`.
+//! `librechat-operator`: `run` (the controllers; the default), `crds`, `export`, `validate`,
+//! and `kubectl`, the kubectl plugin's commands, which also run when the binary is started
+//! as `kubectl-librechat` (see `librechat_operator::plugin`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,6 +10,7 @@ use clap::{Parser, Subcommand};
 use librechat_operator::api::duration::parse_duration;
 use librechat_operator::api::instance::DEFAULT_RESYNC_PERIOD;
 use librechat_operator::health::{self, Health, Readiness};
+use librechat_operator::plugin::{self, Dispatch};
 use librechat_operator::{api, controller, leader, telemetry};
 
 #[derive(Parser)]
@@ -54,6 +58,13 @@ enum Command {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
     },
+    /// The kubectl plugin's commands (`status`, `whois`, `stats`); the same as running this
+    /// binary as `kubectl-librechat`. See `librechat-operator kubectl --help`.
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -88,8 +99,28 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if plugin::invoked_as_plugin(argv.first()) {
+        return run_plugin(argv);
+    }
+    operator(Cli::parse_from(argv))
+}
+
+/// The plugin's commands; `export` and `validate` come back as the operator's own.
+fn run_plugin(argv: Vec<OsString>) -> ExitCode {
+    match plugin::dispatch(argv) {
+        Dispatch::Exit(code) => code,
+        Dispatch::Operator(args) => operator(Cli::parse_from(args)),
+    }
+}
+
+fn operator(cli: Cli) -> ExitCode {
     match cli.command {
+        Some(Command::Kubectl { args }) => run_plugin(
+            std::iter::once(plugin::PLUGIN_NAME.into())
+                .chain(args)
+                .collect(),
+        ),
         Some(Command::Crds { output_dir }) => crds(output_dir),
         Some(Command::Validate { files }) => validate(&files),
         Some(Command::Export {

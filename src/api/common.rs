@@ -125,6 +125,8 @@ pub mod reason {
     pub const DELETE_BLOCKED: &str = "DeleteBlocked";
     /// A deletion waits for the instance's deletion guard (too many deletions this hour).
     pub const DELETIONS_RATE_LIMITED: &str = "DeletionsRateLimited";
+    /// A verification link could not be delivered (the relay failed); retried.
+    pub const VERIFICATION_NOT_SENT: &str = "VerificationNotSent";
     pub const BANNED: &str = "Banned";
     pub const EXPIRED: &str = "Expired";
     pub const USER_NOT_FOUND: &str = "UserNotFound";

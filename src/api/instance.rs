@@ -58,6 +58,12 @@ pub const DEFAULT_RESYNC_PERIOD: &str = "5m";
         priority = 1
     ),
     printcolumn(
+        name = "Feed",
+        type_ = "string",
+        json_path = ".status.changeFeed",
+        priority = 1
+    ),
+    printcolumn(
         name = "Message",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
@@ -233,6 +239,12 @@ pub struct LibreChatInstanceStatus {
     /// Counts in the style of LibreChat's `user-stats` script, refreshed every resync period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<InstanceStats>,
+    /// How the operator learns of LibreChat's own writes to accounts (a registration, an edit
+    /// by hand, a self-deletion): `ChangeStream` (a MongoDB change stream, within moments; a
+    /// replica set offers one), `Resync` (the server offers none: at the next resync), or
+    /// `Starting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_feed: Option<String>,
 }
 
 /// Account counts of the instance's database.

@@ -232,7 +232,8 @@ fn instance_key(object_namespace: &str, r: &super::common::InstanceRef) -> (Stri
 fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
     enum Parsed {
         Instance(LibreChatInstance),
-        User(LibreChatUser),
+        // Boxed: the largest kind by far.
+        User(Box<LibreChatUser>),
         Ban(UserBan),
         Invite(UserInvite),
         Bad(String),
@@ -247,7 +248,7 @@ fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
         .iter()
         .map(|o| match o.kind.as_str() {
             "LibreChatInstance" => parse(&o.value, Parsed::Instance),
-            "LibreChatUser" => parse(&o.value, Parsed::User),
+            "LibreChatUser" => parse(&o.value, |u| Parsed::User(Box::new(u))),
             "UserBan" => parse(&o.value, Parsed::Ban),
             "UserInvite" => parse(&o.value, Parsed::Invite),
             other => Parsed::Bad(format!("unknown kind '{other}' in group {GROUP}")),

@@ -48,6 +48,12 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
+        name = "Verification",
+        type_ = "string",
+        json_path = ".status.verification.state",
+        priority = 1
+    ),
+    printcolumn(
         name = "UserID",
         type_ = "string",
         json_path = ".status.userId",
@@ -102,11 +108,30 @@ pub struct LibreChatUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Provider")]
     pub provider: Option<Provider>,
-    /// Whether the email counts as verified (default true, set at creation; kept only when
-    /// declared). An unverified local account cannot log in unless LibreChat has
-    /// `ALLOW_UNVERIFIED_EMAIL_LOGIN=true`.
+    /// Whether the email counts as verified (default true). `true` marks the account verified
+    /// and removes its pending verification links. `false` starts it unverified and issues
+    /// LibreChat's own verification link once: emailed through the instance's `smtp` relay, or
+    /// without one written to Secret `<name>-verification` (key `url`, or `token` without the
+    /// instance's `domainClient`); the person verifying through LibreChat is LibreChat's
+    /// decision and is never undone. An unverified local account cannot log in unless
+    /// LibreChat has `ALLOW_UNVERIFIED_EMAIL_LOGIN=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
+    /// Log the user out everywhere: set to the current time (RFC 3339, e.g.
+    /// `2026-12-02T16:00:00Z`); every session of the account is deleted once, when the value
+    /// moves past the one last applied (`status.actions.logout`). A time in the future is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout_at: Option<String>,
+    /// Reset the account's two-factor authentication (a locked-out user): set to the current
+    /// time; LibreChat's own 2FA disable write is applied once (`status.actions.resetTwoFactor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_two_factor_at: Option<String>,
+    /// Issue a new verification link (with `emailVerified: false`): set to the current time; one
+    /// new link replaces the old ones (`status.actions.resendVerification`). A resync never
+    /// issues one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_verification_at: Option<String>,
     /// The account's password (provider `local` only). Neither field: the account can log in
     /// only after a password reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,6 +265,55 @@ pub struct LibreChatUserStatus {
     /// The plugin keys installed and credentialed as declared (never their credentials).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
+    /// Email verification: `Verified`, or `Pending` with the link's expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationStatus>,
+    /// The one-shot actions applied, by the trigger value that asked for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<ActionsStatus>,
+}
+
+/// Where the account's email verification stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationStatus {
+    /// `Pending` (a link was issued and the person has not verified) or `Verified`.
+    pub state: VerificationState,
+    /// When the last link stops working (RFC 3339); LibreChat's links last 15 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// How the last link was delivered: `email` or `secret` (Secret `<name>-verification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_by: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VerificationState {
+    #[default]
+    Pending,
+    Verified,
+}
+
+/// The one-shot actions applied to the account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionsStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logout: Option<AppliedAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_two_factor: Option<AppliedAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_verification: Option<AppliedAction>,
+}
+
+/// One action, applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedAction {
+    /// The trigger value it was applied for.
+    pub requested_at: String,
+    /// When the operator applied it (RFC 3339).
+    pub applied_at: String,
 }
 
 impl LibreChatUserSpec {

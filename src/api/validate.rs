@@ -177,8 +177,51 @@ impl LibreChatUserSpec {
             }
         }
         problems.extend(super::plugins::plugin_problems(&self.plugins));
+        let now = jiff::Timestamp::now();
+        for (field, value) in self.triggers() {
+            if let Some(value) = value {
+                if let Err(e) = check_trigger(value, now) {
+                    problems.push(format!("{field}: {e}"));
+                }
+            }
+        }
+        if self.resend_verification_at.is_some() && self.email_verified() {
+            problems.push(
+                "resendVerificationAt applies only with emailVerified: false (a verified account needs no link)"
+                    .into(),
+            );
+        }
         problems
     }
+
+    /// The one-shot trigger fields, by their names in the API.
+    pub fn triggers(&self) -> [(&'static str, Option<&str>); 3] {
+        [
+            ("logoutAt", self.logout_at.as_deref()),
+            ("resetTwoFactorAt", self.reset_two_factor_at.as_deref()),
+            (
+                "resendVerificationAt",
+                self.resend_verification_at.as_deref(),
+            ),
+        ]
+    }
+}
+
+/// How far a trigger may be ahead of this clock (another machine's clock may run ahead).
+const TRIGGER_CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// A trigger time: RFC 3339, not in the future (a future time would fire at a moment nobody
+/// chose, or never, depending on clocks).
+pub fn check_trigger(value: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp, String> {
+    let at: jiff::Timestamp = value.parse().map_err(|_| {
+        format!("'{value}' is not an RFC 3339 time such as 2026-12-02T16:00:00Z; set it to the current time")
+    })?;
+    if at > now + TRIGGER_CLOCK_SKEW {
+        return Err(format!(
+            "'{value}' is in the future; set it to the current time to apply the action now"
+        ));
+    }
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -542,5 +585,19 @@ mod invite_tests {
             ..spec(None)
         };
         assert!(bad_name.lifetime().is_err());
+    }
+
+    #[test]
+    fn trigger_times_must_parse_and_not_lie_ahead() {
+        let now: jiff::Timestamp = "2026-12-02T16:00:00Z".parse().unwrap();
+        assert!(super::check_trigger("2026-12-02T15:59:00Z", now).is_ok());
+        assert!(
+            super::check_trigger("2026-12-02T16:00:30Z", now).is_ok(),
+            "clock skew"
+        );
+        let ahead = super::check_trigger("2026-12-02T17:00:00Z", now).unwrap_err();
+        assert!(ahead.contains("future"), "{ahead}");
+        let garbage = super::check_trigger("now", now).unwrap_err();
+        assert!(garbage.contains("RFC 3339"), "{garbage}");
     }
 }

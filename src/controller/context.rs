@@ -34,6 +34,8 @@ pub struct Context {
     pub settled: Settled,
     /// Failures in a row per object.
     pub backoff: Backoff,
+    /// The instances' change streams.
+    pub feeds: super::feeds::Feeds,
 }
 
 impl Context {
@@ -52,6 +54,7 @@ impl Context {
             settings,
             settled: Settled::default(),
             backoff: Backoff::default(),
+            feeds: Default::default(),
         }
     }
 

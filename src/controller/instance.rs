@@ -214,6 +214,9 @@ async fn check(
         if let Err(e) = refresh_stats(instance, ctx, &stores, status).await {
             notes.push(format!("stats not refreshed: {e}"));
         }
+        let key = super::target::instance_key(instance);
+        let mode = ctx.feeds.ensure(&key, &stores.store);
+        status.change_feed = Some(mode.as_str().to_string());
     }
     notes.extend(super::credentials::credentials_note(&ctx.client, instance).await);
 
@@ -241,7 +244,10 @@ async fn check(
     (vec![mongo, redis, ready], healthy)
 }
 
-/// Counts the `user-stats` figures once per resync period (reachability is checked more
+/// The longest the instance's stats go without a recount.
+const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Counts the `user-stats` figures once per resync period (at most a minute) (reachability is checked more
 /// often). Counts that did not move keep their timestamp, so a quiet instance is not rewritten.
 async fn refresh_stats(
     instance: &LibreChatInstance,
@@ -249,7 +255,9 @@ async fn refresh_stats(
     stores: &super::connections::Stores,
     status: &mut LibreChatInstanceStatus,
 ) -> Result<(), crate::librechat::StoreError> {
-    let period = resync_period(instance, ctx.settings.default_resync);
+    // Counts are cheap: at least once a minute, so `kubectl get lci` is current soon after a
+    // sync, whatever the resync period.
+    let period = resync_period(instance, ctx.settings.default_resync).min(STATS_INTERVAL);
     let due = status.stats.is_none()
         || stores
             .stats_taken

@@ -261,25 +261,7 @@ async fn send(
     site: &str,
     expires_at: &str,
 ) -> Result<(), String> {
-    let instance_ns = instance.namespace().unwrap_or_default();
-    let credentials = match &smtp.credentials_secret_ref {
-        Some(r) => {
-            let read = |key: &str| SecretKeyRef {
-                name: r.name.clone(),
-                key: key.into(),
-            };
-            let user =
-                super::secrets::read_secret_key(&ctx.client, &instance_ns, &read("username"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            let password =
-                super::secrets::read_secret_key(&ctx.client, &instance_ns, &read("password"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            Some((user.value, password.value))
-        }
-        None => None,
-    };
+    let credentials = super::secrets::smtp_credentials(&ctx.client, instance, smtp).await?;
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &invite.namespace().unwrap_or_default());
     let name = secret_name(invite);

@@ -8,6 +8,7 @@ pub mod context;
 pub mod credentials;
 pub mod dependents;
 pub mod error;
+pub mod feeds;
 pub mod instance;
 pub mod invite;
 pub mod memory;
@@ -153,6 +154,26 @@ where
     result
 }
 
+/// The LibreChatUsers an account change may concern: the one whose status names the account
+/// (a hint to wake it, never an identity: its reconcile reads the ownership record) and those
+/// declaring the account's email.
+fn objects_of_account(
+    users: &kube::runtime::reflector::Store<LibreChatUser>,
+    change: &crate::librechat::changes::AccountChange,
+) -> Vec<kube::runtime::reflector::ObjectRef<LibreChatUser>> {
+    let id = change.user_id.to_hex();
+    let email = change.email.as_deref().map(normalize_email);
+    users
+        .state()
+        .iter()
+        .filter(|u| {
+            let named = u.status.as_ref().and_then(|s| s.user_id.as_deref()) == Some(id.as_str());
+            named || email.as_deref() == Some(normalize_email(&u.spec.email).as_str())
+        })
+        .map(|u| kube::runtime::reflector::ObjectRef::from_obj(&**u))
+        .collect()
+}
+
 /// Secret metadata only: the operator never holds Secret values in memory for watching.
 fn secret_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Secret>> {
     match namespace {
@@ -270,7 +291,14 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let synced_users = users.store();
     let by_instance = users.store();
     let by_email = users.store();
+    let by_account = users.store();
+    let woken = ctx
+        .feeds
+        .subscribe()
+        .flat_map(move |change| futures::stream::iter(objects_of_account(&by_account, &change)));
     let users = users
+        // LibreChat's own writes, seen through the instances' change streams.
+        .reconcile_on(woken)
         // An object in Conflict waits for no timer: the owner of its email going wakes it.
         .watches(
             api_for::<LibreChatUser>(&client, namespace.as_deref()),

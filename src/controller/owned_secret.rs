@@ -97,3 +97,44 @@ fn new_secret<K: Resource<DynamicType = ()>>(
         ..Default::default()
     }
 }
+
+/// Writes `data` into the Secret `name` owned by `owner`: created when missing, its values
+/// replaced when it is ours, never touched when it is not.
+pub async fn put<K>(
+    client: &kube::Client,
+    owner: &K,
+    name: &str,
+    data: BTreeMap<String, String>,
+) -> Result<(), OwnedSecretError>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let wanted = data.clone();
+    let secret = get_or_create(client, owner, name, || data).await?;
+    let current: BTreeMap<String, String> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    if current == wanted {
+        return Ok(());
+    }
+    let namespace = owner.meta().namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    // A strategic merge of `data` would keep keys that are no longer wanted: replace it whole.
+    let patch = serde_json::json!({ "data": null, "stringData": wanted });
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| {
+        OwnedSecretError::Secret(SecretError::Api {
+            name: name.to_string(),
+            source,
+        })
+    })
+}

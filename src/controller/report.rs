@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::context::Context;
 use super::status::write_status;
-use crate::api::common::{condition, find_condition, merge_conditions, progress_conditions, Cond};
+use crate::api::common::{
+    condition, find_condition, merge_conditions, progress_conditions, Cond, STALLED_REASONS,
+};
 use crate::api::{LibreChatInstance, LibreChatUser, UserBan, UserInvite};
 
 /// A kind whose status carries `observedGeneration` and conditions.
@@ -126,7 +128,11 @@ pub async fn report<K: Reported>(
                 && p.as_ref()
                     .is_none_or(|p| p.reason != ready.reason || p.status == "True") =>
             {
-                ctx.event(obj, true, &ready.reason, ready.message.clone())
+                // A new object waiting for what a sync applies moments later (its instance,
+                // a Secret) is not a warning; a problem for a person, or a regression, is.
+                let stalled = STALLED_REASONS.contains(&ready.reason.as_str());
+                let warning = stalled || p.is_some();
+                ctx.event(obj, warning, &ready.reason, ready.message.clone())
                     .await;
             }
             // Back to Ready after a failure.

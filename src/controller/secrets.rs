@@ -124,3 +124,27 @@ pub fn value_of(secret: &Secret, reference: &SecretKeyRef) -> Result<SecretValue
         version: secret_version(secret),
     })
 }
+
+/// The login of the instance's SMTP relay (Secret keys `username` and `password` in the
+/// instance's namespace), if it declares one. Errors name the Secret, never a value.
+pub async fn smtp_credentials(
+    client: &Client,
+    instance: &crate::api::LibreChatInstance,
+    smtp: &crate::api::instance::SmtpSpec,
+) -> Result<Option<(String, String)>, String> {
+    let Some(reference) = &smtp.credentials_secret_ref else {
+        return Ok(None);
+    };
+    let namespace = kube::ResourceExt::namespace(instance).unwrap_or_default();
+    let read = |key: &str| SecretKeyRef {
+        name: reference.name.clone(),
+        key: key.into(),
+    };
+    let user = read_secret_key(client, &namespace, &read("username"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let password = read_secret_key(client, &namespace, &read("password"))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some((user.value, password.value)))
+}

@@ -5,6 +5,7 @@
 pub mod bans;
 pub mod cache;
 pub mod cascade;
+pub mod changes;
 pub mod connect;
 pub mod creds;
 pub mod deadline;
@@ -13,6 +14,7 @@ pub mod edges;
 pub mod error;
 pub mod indexes;
 pub mod invites;
+pub mod one_shot;
 pub mod owned;
 pub mod ownership;
 pub mod password;
@@ -20,6 +22,7 @@ pub mod plugins;
 pub mod sessions;
 pub mod stats;
 pub mod users;
+pub mod verification;
 
 pub use connect::{connect_mongo, connect_redis, ConnectError};
 pub use error::StoreError;

@@ -40,6 +40,8 @@ pub struct Claim {
     pub created: bool,
     /// Security follow-ups promised by a write and not yet done (see [`FollowUp`]).
     pub follow_ups: Vec<FollowUp>,
+    /// The trigger value each one-shot action was last applied for.
+    pub actions: super::one_shot::AppliedActions,
 }
 
 /// Work that must follow a write to an account, recorded before the write so that a crash or
@@ -301,5 +303,6 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
                     .collect()
             })
             .unwrap_or_default(),
+        actions: super::one_shot::applied_from_doc(d),
     }
 }

@@ -244,10 +244,10 @@ fn differences(stored: &StoredUser, desired: &DesiredUser) -> (Document, Vec<Fie
             put("provider", provider.clone().into());
         }
     }
-    if let Some(verified) = desired.email_verified {
-        if stored.email_verified != verified {
-            put("emailVerified", verified.into());
-        }
+    // Declared `false` means "not verified yet": the person verifying through LibreChat is
+    // LibreChat's decision, never undone. Declared `true` is kept.
+    if desired.email_verified == Some(true) && !stored.email_verified {
+        put("emailVerified", true.into());
     }
     if stored.has_expiry {
         changed.push("expiresAt");

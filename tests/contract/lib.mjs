@@ -224,7 +224,10 @@ function isObj(v) {
 /** Validates the shape of an expectations object; throws ExpectationError. */
 export function validateExpectations(e) {
   if (!isObj(e)) fail('expectations must be a JSON object');
-  const sections = ['users', 'absentUsers', 'sessionsRevoked', 'sessionsPresent', 'invites', 'bans', 'pluginAuths'];
+  const sections = [
+    'users', 'absentUsers', 'sessionsRevoked', 'sessionsPresent', 'invites', 'bans',
+    'verifications', 'twoFactorDisabled', 'pluginAuths',
+  ];
   for (const k of Object.keys(e)) {
     if (!sections.includes(k)) fail(`unknown section "${k}" (allowed: ${sections.join(', ')})`);
     if (!Array.isArray(e[k])) fail(`"${k}" must be an array`);
@@ -261,6 +264,18 @@ export function validateExpectations(e) {
     if (typeof v.rawToken !== 'string' || !v.rawToken) fail(`${at}.rawToken must be a non-empty string`);
     if (typeof v.email !== 'string' || !v.email.trim()) fail(`${at}.email must be a non-empty string`);
     if (typeof v.expectFound !== 'boolean') fail(`${at}.expectFound must be a boolean`);
+  });
+  (e.verifications ?? []).forEach((v, i) => {
+    const at = `verifications[${i}]`;
+    if (!isObj(v)) fail(`${at} must be an object`);
+    for (const k of Object.keys(v))
+      if (!['email', 'rawToken', 'expectValid'].includes(k)) fail(`${at}: unknown field "${k}"`);
+    if (typeof v.email !== 'string' || !v.email.trim()) fail(`${at}.email must be a non-empty string`);
+    if (typeof v.rawToken !== 'string' || !v.rawToken) fail(`${at}.rawToken must be a non-empty string`);
+    if (typeof v.expectValid !== 'boolean') fail(`${at}.expectValid must be a boolean`);
+  });
+  (e.twoFactorDisabled ?? []).forEach((email, i) => {
+    if (typeof email !== 'string' || !email.trim()) fail(`twoFactorDisabled[${i}] must be an email`);
   });
   (e.bans ?? []).forEach((b, i) => {
     const at = `bans[${i}]`;
@@ -707,6 +722,52 @@ export async function runChecks(ctx, expectations) {
         bad.push(`expiresAt ${raw.expiresAt.toISOString()} has passed (the TTL monitor deletes it)`);
       add(bad.length === 0, `${subject}: shaped like createInvite's token`, bad.join('; '));
     }
+  }
+
+  // ----- email verification links ----------------------------------------------------
+  // LibreChat's verifyEmail: findUser by the decoded email, the newest typed token of that
+  // user and email, the same user id, bcrypt compareSync of the raw token.
+  for (const exp of expectations.verifications ?? []) {
+    const email = exp.email.trim().toLowerCase();
+    const name = `verification link for ${email}: verifyEmail ${exp.expectValid ? 'accepts' : 'refuses'} it`;
+    await guard(name, async () => {
+      const user = await methods.findUser({ email: decodeURIComponent(email) }, 'email _id emailVerified');
+      let why = 'findUser returned null';
+      let valid = false;
+      if (user) {
+        const token = await methods.findToken(
+          { userId: user._id, email, type: 'email_verification' },
+          { sort: { createdAt: -1 } },
+        );
+        why = 'no email_verification token for the user';
+        if (token) {
+          const raw = await db.collection('tokens').findOne({ _id: token._id });
+          const problems = await validateWithModel(models.Token, raw);
+          valid = String(token.userId) === String(user._id) && bcrypt.compareSync(exp.rawToken, token.token);
+          why = problems.length ? `Token model: ${problems.join('; ')}` : 'bcrypt compare or user id mismatch';
+          if (problems.length) valid = false;
+        }
+      }
+      add(valid === exp.expectValid, name, why);
+    });
+  }
+
+  // ----- two-factor authentication, as disable2FA leaves it -----------------------------
+  for (const email of expectations.twoFactorDisabled ?? []) {
+    const name = `2FA of ${email.trim().toLowerCase()} reads as disabled`;
+    await guard(name, async () => {
+      const user = await methods.findUser({ email }, '+totpSecret +backupCodes');
+      const bad = [];
+      if (!user) bad.push('findUser returned null');
+      else {
+        if (user.twoFactorEnabled !== false) bad.push(`twoFactorEnabled is ${user.twoFactorEnabled}`);
+        if (user.totpSecret) bad.push('totpSecret is set');
+        if ((user.backupCodes ?? []).length) bad.push('backupCodes remain');
+        if (user.pendingTotpSecret) bad.push('pendingTotpSecret is set');
+        if ((user.pendingBackupCodes ?? []).length) bad.push('pendingBackupCodes remain');
+      }
+      add(bad.length === 0, name, bad.join('; '));
+    });
   }
 
   // ----- bans ------------------------------------------------------------------------

@@ -404,7 +404,9 @@ async fn a_blocked_revocation_says_so_in_status_and_finishes_later() {
         .await;
     let hash = sha256(&invite_secret(&w, "stuck-invite").await["token"]);
     let instances = dynamic(&w.client, &w.ns, "LibreChatInstance");
-    // As `kubectl patch --type merge -p '{"metadata":{"finalizers":null}}'` would.
+    // Deleted (it waits for the invite), then forced out as `kubectl patch --type merge -p
+    // '{"metadata":{"finalizers":null}}'` would; a deleting object gets no finalizer back.
+    w.delete("LibreChatInstance", "lc").await;
     instances
         .patch(
             "lc",
@@ -413,7 +415,6 @@ async fn a_blocked_revocation_says_so_in_status_and_finishes_later() {
         )
         .await
         .unwrap();
-    w.delete("LibreChatInstance", "lc").await;
     w.wait_gone("librechatinstances", "lc").await;
     w.delete("UserInvite", "stuck").await;
     let blocked = eventually("the blocked revocation in status", || async {

@@ -7,15 +7,19 @@ mod support;
 #[path = "../cel_cases/mod.rs"]
 mod cel_cases;
 
+mod account_actions;
 mod audit;
 mod ban;
 mod bench;
 mod cascade;
 mod cel;
+mod feeds;
 mod gitops;
+mod health;
 mod instance;
 mod invite;
 mod ops;
+mod plugin;
 mod plugins;
 mod rbac;
 mod trust;

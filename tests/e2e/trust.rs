@@ -986,3 +986,28 @@ async fn a_crash_after_sending_an_invitation_does_not_send_it_twice() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(inbox.lock().unwrap().len(), 1, "the email was sent again");
 }
+
+/// A tenant that adopted someone's account cannot strip its second factor or log its owner out:
+/// both are takeover steps, allowed only on accounts the tenant manages fully.
+#[tokio::test]
+async fn a_tenant_cannot_reset_the_two_factor_of_an_account_it_only_adopted() {
+    let (w, t) = tenant_world("tr-2fa", json!({})).await;
+    let id = ObjectId::new();
+    let mut victim = foreign_user(id, "victim@example.com");
+    victim.insert("twoFactorEnabled", true);
+    victim.insert("totpSecret", "v3:00112233445566778899aabbccddeeff:abcdef");
+    w.users().insert_one(victim).await.unwrap();
+    crate::user::seed_session(&w, id, &"d".repeat(64)).await;
+    let now = jiff::Timestamp::now().to_string();
+    let attack = json!({ "instanceRef": lc(&w), "email": "victim@example.com", "adopt": true,
+                         "resetTwoFactorAt": now, "logoutAt": now });
+    w.apply_in(&t, "LibreChatUser", "grab", attack).await;
+    ready_in(&w, &t, "librechatusers", "grab", "False", "NotPermitted").await;
+    let stored = user_doc(&w, id).await.unwrap();
+    assert!(
+        stored.get_bool("twoFactorEnabled").unwrap(),
+        "2FA was reset by a tenant"
+    );
+    assert!(stored.get_str("totpSecret").is_ok());
+    w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
+}

@@ -168,7 +168,7 @@ async fn settled_accounts_are_not_rewritten_on_resync() {
     );
 }
 
-async fn seed_session(w: &World, user: ObjectId, hash: &str) {
+pub(crate) async fn seed_session(w: &World, user: ObjectId, hash: &str) {
     let expiration = mongodb::bson::DateTime::from_millis(
         mongodb::bson::DateTime::now().timestamp_millis() + 7 * 86_400_000,
     );

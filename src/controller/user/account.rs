@@ -3,9 +3,9 @@
 
 use mongodb::bson::oid::ObjectId;
 
-use super::{no_password_message, Outcome, Plan};
+use super::{actions, no_password_message, Outcome, Plan};
 use crate::api::common::{condition, reason, Cond};
-use crate::api::user::Provider;
+use crate::api::user::{Provider, VerificationState, VerificationStatus};
 use crate::api::LibreChatUser;
 use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
@@ -51,11 +51,18 @@ pub(super) async fn converge(
         return Ok(outcome);
     }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
+    let created = account.created;
+    let report = match actions::apply(ctx, plan, &claim, &account.stored, created, user).await? {
+        Ok(report) => report,
+        Err(outcome) => return Ok(outcome),
+    };
     let plugins_wrote = super::plugins::apply(ctx, plan, account.stored.id, user).await?;
     Ok(Outcome {
         wrote: account.wrote || rotated || plugins_wrote,
         password,
         password_version: version,
+        verification: report.verification,
+        actions: report.actions,
         ..in_sync(plan, user, &account.stored)
     })
 }
@@ -80,7 +87,21 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) ->
             "the password from the Secret is applied",
         ),
     };
+    let status = user.status.as_ref();
+    // A resync sees the person verify through LibreChat; nothing else of these changes.
+    let verification = status.and_then(|s| s.verification.clone()).map(|v| {
+        if stored.email_verified {
+            VerificationStatus {
+                state: VerificationState::Verified,
+                ..Default::default()
+            }
+        } else {
+            v
+        }
+    });
     Outcome {
+        verification,
+        actions: status.and_then(|s| s.actions.clone()),
         ready: Cond::new(
             condition::READY,
             true,

@@ -7,6 +7,7 @@
 //! never one its status names: status is writable by anyone who may edit the object.
 
 mod account;
+mod actions;
 mod claim;
 mod cleanup;
 mod plugins;
@@ -31,6 +32,7 @@ use super::status::now_rfc3339;
 use super::target;
 use super::tenancy::Tenancy;
 use crate::api::common::{condition, reason, Cond, FINALIZER};
+use crate::api::user::{ActionsStatus, VerificationStatus};
 use crate::api::validate::check_email;
 use crate::api::{LibreChatInstance, LibreChatUser};
 use crate::librechat::ownership::Owner;
@@ -64,6 +66,8 @@ struct Outcome {
     user_id: Option<ObjectId>,
     /// The role the account has in LibreChat.
     role: Option<String>,
+    verification: Option<VerificationStatus>,
+    actions: Option<ActionsStatus>,
     password_version: Option<String>,
     /// The instance it was applied to (`namespace/name`).
     instance: Option<String>,
@@ -92,6 +96,8 @@ impl Outcome {
                 .and_then(|s| s.user_id.as_deref())
                 .and_then(|h| ObjectId::parse_str(h).ok()),
             role: status.and_then(|s| s.role.clone()),
+            verification: status.and_then(|s| s.verification.clone()),
+            actions: status.and_then(|s| s.actions.clone()),
             password_version: status.and_then(|s| s.password_secret_version.clone()),
             instance: status.and_then(|s| s.instance.clone()),
             wrote: false,
@@ -172,6 +178,8 @@ async fn publish_status(
     let mut status = user.status.clone().unwrap_or_default();
     status.user_id = outcome.user_id.map(|id| id.to_hex());
     status.role = outcome.role;
+    status.verification = outcome.verification;
+    status.actions = outcome.actions;
     status.password_secret_version = outcome.password_version;
     status.instance = outcome.instance;
     status.plugins = outcome.plugins;

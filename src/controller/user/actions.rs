@@ -1,0 +1,374 @@
+//! One-shot actions declared by trigger times (`logoutAt`, `resetTwoFactorAt`,
+//! `resendVerificationAt`) and email verification. Each action is applied once per trigger
+//! value: the ownership record keeps the value it was applied for, status mirrors it.
+
+use std::collections::BTreeMap;
+
+use super::{Outcome, Plan};
+use crate::api::common::reason;
+use crate::api::user::{
+    ActionsStatus, AppliedAction, LibreChatUserSpec, VerificationState, VerificationStatus,
+};
+use crate::api::LibreChatUser;
+use crate::controller::context::Context;
+use crate::controller::error::ReconcileError;
+use crate::controller::owned_secret::{self, OwnedSecretError};
+use crate::controller::status::now_rfc3339;
+use crate::librechat::one_shot::{AppliedActions, OneShot};
+use crate::librechat::ownership::Claim;
+use crate::librechat::users::StoredUser;
+use crate::librechat::verification::{new_raw_verification_token, verification_link};
+
+/// What the actions leave in status.
+pub(super) struct ActionsReport {
+    pub verification: Option<VerificationStatus>,
+    pub actions: Option<ActionsStatus>,
+}
+
+/// The trigger value `action` should be applied for now, if any: a trigger that moved past the
+/// value last applied.
+fn due(trigger: Option<&str>, applied: &AppliedActions, action: OneShot) -> Option<String> {
+    let trigger = trigger?;
+    let last = applied.get(action.as_str());
+    let later = match last.and_then(|l| l.parse::<jiff::Timestamp>().ok()) {
+        Some(last) => trigger.parse::<jiff::Timestamp>().is_ok_and(|at| at > last),
+        None => last.map(String::as_str) != Some(trigger),
+    };
+    later.then(|| trigger.to_string())
+}
+
+/// Applies what is due. `stored` is the account as read before this reconcile corrected it.
+pub(super) async fn apply(
+    ctx: &Context,
+    plan: &Plan,
+    claim: &Claim,
+    stored: &StoredUser,
+    created: bool,
+    user: &LibreChatUser,
+) -> Result<Result<ActionsReport, Outcome>, ReconcileError> {
+    let spec = &user.spec;
+    let logout = due(spec.logout_at.as_deref(), &claim.actions, OneShot::Logout);
+    let reset = due(
+        spec.reset_two_factor_at.as_deref(),
+        &claim.actions,
+        OneShot::ResetTwoFactor,
+    );
+    if (logout.is_some() || reset.is_some()) && !created && !plan.tenancy.may_manage_adopted {
+        let why = format!(
+            "this object adopted the account {} and may not log it out or reset its two-factor authentication: {} unless the instance's tenantPolicy.manageAdoptedAccounts is true. Nothing was written",
+            plan.email,
+            plan.tenancy.who_may("do that")
+        );
+        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+    }
+    let mut applied = claim.actions.clone();
+    if let Some(trigger) = logout {
+        log_out(ctx, plan, stored, user, &trigger).await?;
+        applied.insert(OneShot::Logout.as_str().into(), trigger);
+    }
+    if let Some(trigger) = reset {
+        reset_two_factor(ctx, plan, stored, user, &trigger).await?;
+        applied.insert(OneShot::ResetTwoFactor.as_str().into(), trigger);
+    }
+    let verification = match verify(ctx, plan, claim, stored, user).await? {
+        Ok(v) => v,
+        Err(outcome) => return Ok(Err(outcome)),
+    };
+    if let Some(v) = &verification {
+        if let Some(trigger) = v.1.clone() {
+            applied.insert(OneShot::Verification.as_str().into(), trigger);
+        }
+    }
+    Ok(Ok(ActionsReport {
+        verification: verification.map(|v| v.0),
+        actions: actions_status(spec, user, &applied),
+    }))
+}
+
+async fn log_out(
+    ctx: &Context,
+    plan: &Plan,
+    stored: &StoredUser,
+    user: &LibreChatUser,
+    trigger: &str,
+) -> Result<(), ReconcileError> {
+    let store = plan.store();
+    store.revoke_sessions(stored.id).await?;
+    store
+        .record_action(&plan.email, &plan.owner.uid, OneShot::Logout, trigger)
+        .await?;
+    let note = format!("logged {} out everywhere (logoutAt {trigger})", plan.email);
+    ctx.changed(user, plan.change("LoggedOut", stored.id, note))
+        .await;
+    Ok(())
+}
+
+async fn reset_two_factor(
+    ctx: &Context,
+    plan: &Plan,
+    stored: &StoredUser,
+    user: &LibreChatUser,
+    trigger: &str,
+) -> Result<(), ReconcileError> {
+    let store = plan.store();
+    store.reset_two_factor(stored.id).await?;
+    // LibreChat may hold the user document in its auth cache.
+    store.drop_user_caches(stored).await?;
+    store
+        .record_action(
+            &plan.email,
+            &plan.owner.uid,
+            OneShot::ResetTwoFactor,
+            trigger,
+        )
+        .await?;
+    let note = format!(
+        "reset two-factor authentication of {} (resetTwoFactorAt {trigger})",
+        plan.email
+    );
+    ctx.changed(user, plan.change("TwoFactorReset", stored.id, note))
+        .await;
+    Ok(())
+}
+
+/// The `status.actions` mirror of what the record says was applied. `appliedAt` is kept from
+/// status while the trigger is the same, so a resync does not move it.
+fn actions_status(
+    spec: &LibreChatUserSpec,
+    user: &LibreChatUser,
+    applied: &AppliedActions,
+) -> Option<ActionsStatus> {
+    let before = user.status.as_ref().and_then(|s| s.actions.clone());
+    let mirror = |action: OneShot, declared: Option<&str>, previous: Option<AppliedAction>| {
+        let requested = applied.get(action.as_str())?;
+        // The record of the initial verification link is not a trigger anybody declared.
+        declared?;
+        Some(match previous {
+            Some(p) if &p.requested_at == requested => p,
+            _ => AppliedAction {
+                requested_at: requested.clone(),
+                applied_at: now_rfc3339(),
+            },
+        })
+    };
+    let before = before.unwrap_or_default();
+    let status = ActionsStatus {
+        logout: mirror(OneShot::Logout, spec.logout_at.as_deref(), before.logout),
+        reset_two_factor: mirror(
+            OneShot::ResetTwoFactor,
+            spec.reset_two_factor_at.as_deref(),
+            before.reset_two_factor,
+        ),
+        resend_verification: mirror(
+            OneShot::Verification,
+            spec.resend_verification_at.as_deref(),
+            before.resend_verification,
+        ),
+    };
+    (status != ActionsStatus::default()).then_some(status)
+}
+
+/// The trigger of the initial verification link, recorded like a declared one.
+const INITIAL_LINK: &str = "initial";
+
+/// Email verification: returns the status and, when a link was issued, the trigger recorded.
+async fn verify(
+    ctx: &Context,
+    plan: &Plan,
+    claim: &Claim,
+    stored: &StoredUser,
+    user: &LibreChatUser,
+) -> Result<Result<Option<(VerificationStatus, Option<String>)>, Outcome>, ReconcileError> {
+    let previous = user.status.as_ref().and_then(|s| s.verification.clone());
+    let verified = VerificationStatus {
+        state: VerificationState::Verified,
+        ..Default::default()
+    };
+    match user.spec.email_verified {
+        // Not declared: verification is LibreChat's business alone.
+        None => return Ok(Ok(None)),
+        Some(false) => {}
+        Some(true) => return marked_verified(plan, stored, previous, verified).await,
+    }
+    if stored.email_verified {
+        // The person verified through LibreChat: LibreChat's decision, never undone.
+        return Ok(Ok(Some((verified, None))));
+    }
+    let recorded = claim.actions.get(OneShot::Verification.as_str());
+    let trigger = match (user.spec.resend_verification_at.as_deref(), recorded) {
+        (None, None) => Some(INITIAL_LINK.to_string()),
+        (declared, _) => due(declared, &claim.actions, OneShot::Verification),
+    };
+    let Some(trigger) = trigger else {
+        let pending = previous.unwrap_or_default();
+        return Ok(Ok(Some((pending, None))));
+    };
+    match issue_link(ctx, plan, (claim, stored), user, &trigger).await? {
+        Ok(status) => Ok(Ok(Some((status, Some(trigger))))),
+        Err(outcome) => Ok(Err(outcome)),
+    }
+}
+
+/// `emailVerified: true`: when this reconcile marked the account verified, LibreChat's pending
+/// links are void and go.
+async fn marked_verified(
+    plan: &Plan,
+    stored: &StoredUser,
+    previous: Option<VerificationStatus>,
+    verified: VerificationStatus,
+) -> Result<Result<Option<(VerificationStatus, Option<String>)>, Outcome>, ReconcileError> {
+    if !stored.email_verified {
+        plan.store()
+            .delete_verification_tokens(stored.id, &plan.email)
+            .await?;
+    }
+    Ok(Ok(previous.map(|_| (verified, None))))
+}
+
+/// Issues one verification link for `trigger`: emailed through the instance's relay when it
+/// has one, otherwise written to the object's Secret.
+async fn issue_link(
+    ctx: &Context,
+    plan: &Plan,
+    (claim, stored): (&Claim, &StoredUser),
+    user: &LibreChatUser,
+    trigger: &str,
+) -> Result<Result<VerificationStatus, Outcome>, ReconcileError> {
+    let store = plan.store();
+    let (email, uid) = (&plan.email, &plan.owner.uid);
+    let previous = claim.actions.get(OneShot::Verification.as_str());
+    let by_email = plan.instance.spec.smtp.is_some() && plan.instance.spec.domain_client.is_some();
+    // At most one email per trigger, even if this process dies right after sending.
+    if by_email
+        && !store
+            .take_action(email, uid, OneShot::Verification, trigger)
+            .await?
+    {
+        return Ok(Ok(VerificationStatus::default()));
+    }
+    let raw = new_raw_verification_token();
+    let hash = ctx.hasher.hash(raw.clone()).await?;
+    let expires_ms = store.issue_verification(stored.id, email, &hash).await?;
+    let expires_at = jiff::Timestamp::from_millisecond(expires_ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let delivered = if by_email {
+        deliver_by_email(ctx, plan, stored, &raw, &expires_at).await
+    } else {
+        deliver_in_secret(ctx, plan, user, &raw, &expires_at).await
+    };
+    if let Err(why) = delivered {
+        if by_email {
+            store
+                .return_action(
+                    email,
+                    uid,
+                    OneShot::Verification,
+                    previous.map(String::as_str),
+                )
+                .await?;
+        }
+        let message = format!("the verification link could not be delivered: {why}");
+        return Ok(Err(Outcome::waiting(
+            reason::VERIFICATION_NOT_SENT,
+            message,
+            user,
+        )));
+    }
+    if !by_email {
+        store
+            .record_action(email, uid, OneShot::Verification, trigger)
+            .await?;
+    }
+    let how = if by_email { "email" } else { "secret" };
+    let note = format!(
+        "issued a verification link for {email}, delivered by {how}, valid until {expires_at}"
+    );
+    ctx.changed(user, plan.change("VerificationIssued", stored.id, note))
+        .await;
+    Ok(Ok(VerificationStatus {
+        state: VerificationState::Pending,
+        expires_at: Some(expires_at),
+        delivered_by: Some(how.into()),
+    }))
+}
+
+async fn deliver_by_email(
+    ctx: &Context,
+    plan: &Plan,
+    stored: &StoredUser,
+    raw: &str,
+    expires_at: &str,
+) -> Result<(), String> {
+    let instance = &plan.instance;
+    let (Some(smtp), Some(site)) = (&instance.spec.smtp, &instance.spec.domain_client) else {
+        return Err("the instance declares no smtp relay and domainClient".into());
+    };
+    let credentials =
+        crate::controller::secrets::smtp_credentials(&ctx.client, instance, smtp).await?;
+    let link = verification_link(site, raw, &plan.email);
+    let name = stored.name.as_deref().unwrap_or(&plan.email);
+    let message = crate::mail::Verification {
+        to: &plan.email,
+        name,
+        link: &link,
+        expires_at,
+    };
+    crate::mail::send_verification(smtp, credentials, &message)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The Secret that holds the link when there is no relay.
+pub(super) fn verification_secret_name(user: &LibreChatUser) -> String {
+    format!("{}-verification", kube::ResourceExt::name_any(user))
+}
+
+async fn deliver_in_secret(
+    ctx: &Context,
+    plan: &Plan,
+    user: &LibreChatUser,
+    raw: &str,
+    expires_at: &str,
+) -> Result<(), String> {
+    let mut data = BTreeMap::from([
+        ("email".to_string(), plan.email.clone()),
+        ("token".to_string(), raw.to_string()),
+        ("expiresAt".to_string(), expires_at.to_string()),
+    ]);
+    if let Some(site) = &plan.instance.spec.domain_client {
+        data.insert("url".into(), verification_link(site, raw, &plan.email));
+    }
+    let name = verification_secret_name(user);
+    owned_secret::put(&ctx.client, user, &name, data)
+        .await
+        .map_err(|e: OwnedSecretError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(action: OneShot, value: &str) -> AppliedActions {
+        BTreeMap::from([(action.as_str().to_string(), value.to_string())])
+    }
+
+    #[test]
+    fn a_trigger_applies_once_and_again_only_when_it_moves_on() {
+        let none = AppliedActions::new();
+        let t1 = "2026-12-02T10:00:00Z";
+        let t2 = "2026-12-02T11:00:00Z";
+        assert_eq!(due(Some(t1), &none, OneShot::Logout).as_deref(), Some(t1));
+        assert_eq!(due(None, &none, OneShot::Logout), None);
+        let done = applied(OneShot::Logout, t1);
+        assert_eq!(due(Some(t1), &done, OneShot::Logout), None, "a resync");
+        assert_eq!(due(Some(t2), &done, OneShot::Logout).as_deref(), Some(t2));
+        let later = applied(OneShot::Logout, t2);
+        assert_eq!(due(Some(t1), &later, OneShot::Logout), None, "moved back");
+        let initial = applied(OneShot::Verification, INITIAL_LINK);
+        assert_eq!(
+            due(Some(t1), &initial, OneShot::Verification).as_deref(),
+            Some(t1)
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Email verification and the one-shot actions (`logoutAt`, `resetTwoFactorAt`,
+//! `resendVerificationAt`), judged by LibreChat's own code: each applied once per trigger,
+//! never by a resync.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use serde_json::{json, Value};
+
+use crate::invite::smtp_sink;
+use crate::support::*;
+use crate::user::seed_session;
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn unverified(email: &str) -> Value {
+    json!({ "instanceRef": { "name": "lc" }, "email": email, "emailVerified": false })
+}
+
+async fn secret_data(w: &World, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    let api: kube::Api<Secret> = kube::Api::namespaced(w.client.clone(), &w.ns);
+    let secret = api.get_opt(name).await.unwrap()?;
+    Some(
+        secret
+            .data?
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+            .collect(),
+    )
+}
+
+async fn account_id(w: &World, name: &str) -> ObjectId {
+    let obj = w
+        .wait_condition("librechatusers", name, "Ready", "True", None)
+        .await;
+    ObjectId::parse_str(obj["status"]["userId"].as_str().unwrap()).unwrap()
+}
+
+async fn tokens_of(w: &World, id: ObjectId) -> Vec<Document> {
+    use futures::TryStreamExt;
+    w.db.collection::<Document>("tokens")
+        .find(doc! { "userId": id, "type": "email_verification" })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn verification_links_land_in_a_secret_once_and_again_only_when_asked() {
+    let w = World::with_instance(
+        "verify",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    w.apply("LibreChatUser", "vera", unverified("Vera@Example.com"))
+        .await;
+    let id = account_id(&w, "vera").await;
+    let obj = eventually("a pending verification", || async {
+        let obj = w.get("librechatusers", "vera").await?;
+        (obj.pointer("/status/verification/state")? == "Pending").then_some(obj)
+    })
+    .await;
+    assert_eq!(obj["status"]["verification"]["deliveredBy"], "secret");
+    assert!(obj["status"]["verification"]["expiresAt"].is_string());
+    let first = secret_data(&w, "vera-verification").await.unwrap();
+    let url = &first["url"];
+    assert!(
+        url.starts_with("https://chat.example.com/verify?token=")
+            && url.ends_with("&email=vera%40example.com"),
+        "{url}"
+    );
+    assert!(url.contains(&first["token"]));
+    w.contract_check(json!({ "verifications": [ { "email": "vera@example.com", "rawToken": first["token"], "expectValid": true } ] }));
+
+    // Resyncs (every 3 s here) issue nothing new.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        secret_data(&w, "vera-verification").await.unwrap()["token"],
+        first["token"]
+    );
+    assert_eq!(tokens_of(&w, id).await.len(), 1);
+
+    // Asked for a new link: one, and the old one no longer verifies.
+    let mut spec = unverified("Vera@Example.com");
+    spec["resendVerificationAt"] = json!(now());
+    w.apply("LibreChatUser", "vera", spec.clone()).await;
+    let second = eventually("a new link", || async {
+        let data = secret_data(&w, "vera-verification").await?;
+        (data["token"] != first["token"]).then_some(data)
+    })
+    .await;
+    w.wait_event("vera", "VerificationIssued").await;
+    assert_eq!(
+        tokens_of(&w, id).await.len(),
+        1,
+        "the resend replaces the old token"
+    );
+    w.contract_check(json!({ "verifications": [
+        { "email": "vera@example.com", "rawToken": second["token"], "expectValid": true },
+        { "email": "vera@example.com", "rawToken": first["token"], "expectValid": false },
+    ] }));
+    let obj = w.get("librechatusers", "vera").await.unwrap();
+    assert_eq!(
+        obj["status"]["actions"]["resendVerification"]["requestedAt"],
+        spec["resendVerificationAt"]
+    );
+
+    // The person verifies through LibreChat (verifyEmail's writes): never undone.
+    w.users()
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "emailVerified": true } },
+        )
+        .await
+        .unwrap();
+    w.db.collection::<Document>("tokens")
+        .delete_many(doc! { "userId": id })
+        .await
+        .unwrap();
+    eventually("status Verified", || async {
+        let obj = w.get("librechatusers", "vera").await?;
+        (obj.pointer("/status/verification/state")? == "Verified").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let user = w.find_user("vera@example.com").await.unwrap();
+    assert!(
+        user.get_bool("emailVerified").unwrap(),
+        "the operator undid LibreChat's verification"
+    );
+    assert!(
+        tokens_of(&w, id).await.is_empty(),
+        "no new link after verification"
+    );
+}
+
+#[tokio::test]
+async fn verification_is_emailed_through_the_relay_once_and_true_voids_pending_links() {
+    let (port, inbox) = smtp_sink().await;
+    let w = World::with_instance(
+        "verify-mail",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" } }),
+    )
+    .await;
+    w.apply("LibreChatUser", "mia", unverified("mia@example.com"))
+        .await;
+    let id = account_id(&w, "mia").await;
+    let mail = eventually("the verification email", || async {
+        inbox.lock().unwrap().first().cloned()
+    })
+    .await;
+    let mail = mail.replace("=\n", "").replace("=3D", "=");
+    let raw = mail
+        .split("verify?token=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .unwrap_or_else(|| panic!("no link in\n{mail}"))
+        .to_string();
+    assert!(
+        mail.contains("mia@example.com") && mail.contains("Verify your email"),
+        "{mail}"
+    );
+    w.contract_check(json!({ "verifications": [ { "email": "mia@example.com", "rawToken": raw, "expectValid": true } ] }));
+    assert!(
+        secret_data(&w, "mia-verification").await.is_none(),
+        "with a relay the link is only emailed"
+    );
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(inbox.lock().unwrap().len(), 1, "exactly one email");
+
+    // Declared verified: the account is, and its pending link is void.
+    let mut spec = unverified("mia@example.com");
+    spec["emailVerified"] = json!(true);
+    w.apply("LibreChatUser", "mia", spec).await;
+    eventually("verified and the token gone", || async {
+        let user = w.find_user("mia@example.com").await?;
+        (user.get_bool("emailVerified").ok()? && tokens_of(&w, id).await.is_empty()).then_some(())
+    })
+    .await;
+    w.contract_check(json!({ "verifications": [ { "email": "mia@example.com", "rawToken": raw, "expectValid": false } ] }));
+}
+
+#[tokio::test]
+async fn logout_and_two_factor_reset_apply_once_per_trigger() {
+    let w = World::with_instance("actions", json!({})).await;
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "locked@example.com" });
+    w.apply("LibreChatUser", "locked", spec.clone()).await;
+    let id = account_id(&w, "locked").await;
+    seed_session(&w, id, &"a".repeat(64)).await;
+    w.users()
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": {
+                "twoFactorEnabled": true,
+                "totpSecret": "v3:00112233445566778899aabbccddeeff:abcdef",
+                "backupCodes": [ { "codeHash": "f".repeat(64), "used": false, "usedAt": null } ],
+            } },
+        )
+        .await
+        .unwrap();
+
+    let mut triggered = spec.clone();
+    let at = now();
+    triggered["logoutAt"] = json!(at);
+    triggered["resetTwoFactorAt"] = json!(at);
+    w.apply("LibreChatUser", "locked", triggered.clone()).await;
+    w.wait_event("locked", "LoggedOut").await;
+    w.wait_event("locked", "TwoFactorReset").await;
+    w.contract_check(json!({
+        "sessionsRevoked": [ id.to_hex() ],
+        "twoFactorDisabled": [ "locked@example.com" ],
+    }));
+    let obj = w
+        .wait_condition("librechatusers", "locked", "Ready", "True", None)
+        .await;
+    assert_eq!(
+        obj["status"]["actions"]["logout"]["requestedAt"],
+        at.as_str()
+    );
+    assert_eq!(
+        obj["status"]["actions"]["resetTwoFactor"]["requestedAt"],
+        at.as_str()
+    );
+
+    // A session opened after the logout survives resyncs and a restart: applied once.
+    seed_session(&w, id, &"b".repeat(64)).await;
+    let mut w = w;
+    w.stop_operator();
+    w.start_operator();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
+
+    // A later trigger applies again.
+    triggered["logoutAt"] = json!(now());
+    w.apply("LibreChatUser", "locked", triggered).await;
+    eventually("the second logout", || async {
+        let left =
+            w.db.collection::<Document>("sessions")
+                .count_documents(doc! { "user": id })
+                .await
+                .ok()?;
+        (left == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_triggers_are_refused_and_nothing_is_written() {
+    let w = World::with_instance("actions-bad", json!({})).await;
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "steady@example.com" });
+    w.apply("LibreChatUser", "steady", spec.clone()).await;
+    let id = account_id(&w, "steady").await;
+    seed_session(&w, id, &"c".repeat(64)).await;
+    let future = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
+    let current = now();
+    for (field, value, says) in [
+        ("logoutAt", future.as_str(), "in the future"),
+        ("resetTwoFactorAt", "yesterday", "RFC 3339"),
+        (
+            "resendVerificationAt",
+            current.as_str(),
+            "emailVerified: false",
+        ),
+    ] {
+        let mut bad = spec.clone();
+        bad[field] = json!(value);
+        w.apply("LibreChatUser", "steady", bad).await;
+        let obj = w
+            .wait_condition(
+                "librechatusers",
+                "steady",
+                "Ready",
+                "False",
+                Some("InvalidSpec"),
+            )
+            .await;
+        let message = condition(&obj, "Ready").unwrap().message;
+        assert!(
+            message.contains(field) && message.contains(says),
+            "{message}"
+        );
+        assert_eq!(condition(&obj, "Stalled").unwrap().status, "True");
+    }
+    w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
+}
