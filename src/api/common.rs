@@ -65,6 +65,8 @@ pub const STALLED_REASONS: &[&str] = &[
     reason::NOT_PERMITTED,
     reason::IDENTITY_CHANGED,
     reason::BALANCE_DISABLED,
+    reason::CREDENTIALS_INVALID,
+    reason::PLUGIN_INVALID,
     "AlreadyRegistered",
 ];
 
@@ -139,6 +141,11 @@ pub mod reason {
     pub const DEPENDENTS_REMAIN: &str = "DependentsRemain";
     /// A user declares a balance on an instance whose `balance.enabled` is not true.
     pub const BALANCE_DISABLED: &str = "BalanceDisabled";
+    /// The instance's `CREDS_KEY`/`CREDS_IV` are missing or malformed, so plugin credentials
+    /// cannot be stored.
+    pub const CREDENTIALS_INVALID: &str = "CredentialsInvalid";
+    /// A plugin's credentials are not what LibreChat would accept.
+    pub const PLUGIN_INVALID: &str = "PluginInvalid";
 }
 
 /// One condition as the controller wants it; turned into a Kubernetes `Condition` by

@@ -131,6 +131,9 @@ pub struct LibreChatInstanceSpec {
     /// The terms of service in force: changing `version` makes every user accept them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terms: Option<super::balance::TermsSpec>,
+    /// LibreChat's `CREDS_KEY`/`CREDS_IV`, needed only by users that declare plugins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<super::plugins::CredentialsSpec>,
 }
 
 /// The limit on account deletions.

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod instance;
 pub mod invite;
 pub mod offline;
+pub mod plugins;
 pub mod user;
 pub mod validate;
 

@@ -374,6 +374,34 @@ spec: {mongo: {uriSecretRef: {name: s, key: k}}}
 "#;
 
     #[test]
+    fn plugins_librechat_would_refuse_are_found_offline() {
+        let found = set(r#"
+apiVersion: librechat.ai/v1alpha1
+kind: LibreChatUser
+metadata: {name: ann, namespace: team}
+spec:
+  instanceRef: {name: lc}
+  email: ann@example.com
+  plugins:
+    - {key: web_search, credentialsSecretRef: {name: serper}}
+    - {key: web_search}
+    - {key: search_mcp_github}
+"#);
+        let text = found.join("\n");
+        assert!(text.contains("key 'web_search' is listed twice"), "{text}");
+        assert!(text.contains("MCP tool name"), "{text}");
+        let found = set(r#"
+apiVersion: librechat.ai/v1alpha1
+kind: LibreChatInstance
+metadata: {name: lc, namespace: team}
+spec: {mongo: {uriSecretRef: {name: s, key: k}}, credentials: {secretRef: {name: ""}}}
+"#);
+        assert!(found
+            .join("\n")
+            .contains("credentials.secretRef.name is required"));
+    }
+
+    #[test]
     fn an_email_claimed_twice_in_one_instance_is_an_error() {
         let text = format!(
             r#"{INSTANCE}---

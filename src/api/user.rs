@@ -72,6 +72,12 @@ pub const DEFAULT_GENERATED_PASSWORD_LENGTH: u32 = 24;
         priority = 1
     ),
     printcolumn(
+        name = "Plugins",
+        type_ = "string",
+        json_path = ".status.plugins",
+        priority = 1
+    ),
+    printcolumn(
         name = "Message",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
@@ -159,6 +165,14 @@ pub struct LibreChatUserSpec {
     /// Credits granted to the account and its auto-refill settings (LibreChat's balance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<super::balance::UserBalance>,
+    /// Plugins (tools, MCP servers, web search) installed on the account, with credentials
+    /// from Secrets in this object's namespace, stored encrypted with the instance's
+    /// `credentials`. Removing an entry uninstalls it and deletes its credentials (and an MCP
+    /// server's OAuth tokens); plugins installed in LibreChat itself are left alone. A tenant
+    /// may declare them only on accounts it manages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub plugins: Vec<super::plugins::PluginSpec>,
 }
 
 /// LibreChat's `provider` values.
@@ -272,6 +286,9 @@ pub struct LibreChatUserStatus {
     /// The account's credits and the grants applied (with LibreChat's balance enabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<super::balance::UserBalanceStatus>,
+    /// The plugin keys installed and credentialed as declared (never their credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
     /// Email verification: `Verified`, or `Pending` with the link's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationStatus>,

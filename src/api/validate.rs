@@ -179,6 +179,7 @@ impl LibreChatUserSpec {
         if let Some(balance) = &self.balance {
             problems.extend(balance.problems());
         }
+        problems.extend(super::plugins::plugin_problems(&self.plugins));
         let now = jiff::Timestamp::now();
         for (field, value) in self.triggers() {
             if let Some(value) = value {
@@ -345,6 +346,13 @@ impl super::instance::LibreChatInstanceSpec {
         }
         if let Some(terms) = &self.terms {
             problems.extend(terms.problems());
+        }
+        if self
+            .credentials
+            .as_ref()
+            .is_some_and(|c| c.secret_ref.name.is_empty())
+        {
+            problems.push("credentials.secretRef.name is required".into());
         }
         problems
     }

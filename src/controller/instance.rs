@@ -221,6 +221,7 @@ async fn check(
             notes.push(format!("terms version not applied: {e}"));
         }
     }
+    notes.extend(super::credentials::credentials_note(&ctx.client, instance).await);
 
     let ready = match (mongo_ok, redis_ok) {
         (true, true) => Cond::new(

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod ban;
 pub mod connections;
 pub mod context;
+pub mod credentials;
 pub mod dependents;
 pub mod error;
 pub mod feeds;
@@ -329,8 +330,10 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             watcher::Config::default(),
             move |secret| {
                 let name = secret.name_any();
+                let namespace = secret.namespace().unwrap_or_default();
                 select(&by_secret, |u: &LibreChatUser| {
                     u.namespace() == secret.namespace() && user_uses_secret(u, &name)
+                        || may_use_instance_secret(u, &namespace)
                 })
             },
         )
@@ -493,7 +496,9 @@ where
 }
 
 fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
-    instance.spec.mongo.uri_secret_ref.name == secret
+    let credentials = instance.spec.credentials.as_ref();
+    credentials.is_some_and(|c| c.secret_ref.name == secret)
+        || instance.spec.mongo.uri_secret_ref.name == secret
         || instance
             .spec
             .redis
@@ -502,9 +507,23 @@ fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
             .is_some_and(|r| r.name == secret)
 }
 
+/// A user that declares plugins encrypts with its instance's credentials Secret: any Secret
+/// of the instance's namespace may be it (the instance is not at hand here).
+fn may_use_instance_secret(user: &LibreChatUser, secret_namespace: &str) -> bool {
+    let own = user.namespace().unwrap_or_default();
+    !user.spec.plugins.is_empty()
+        && target::instance_namespace(&user.spec.instance_ref, &own) == secret_namespace
+}
+
 fn user_uses_secret(user: &LibreChatUser, secret: &str) -> bool {
-    user.spec.password.as_ref().is_some_and(|p| {
-        p.secret_ref.as_ref().is_some_and(|r| r.name == secret)
-            || p.generate.as_ref().is_some_and(|g| g.secret_name == secret)
-    })
+    let plugins = user.spec.plugins.iter().any(|p| {
+        p.credentials_secret_ref
+            .as_ref()
+            .is_some_and(|r| r.name == secret)
+    });
+    plugins
+        || user.spec.password.as_ref().is_some_and(|p| {
+            p.secret_ref.as_ref().is_some_and(|r| r.name == secret)
+                || p.generate.as_ref().is_some_and(|g| g.secret_name == secret)
+        })
 }

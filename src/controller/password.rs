@@ -123,7 +123,7 @@ async fn generated(
 
 /// `kubectl create secret --from-file` keeps the file's final newline, which nobody types at
 /// a login form; one final newline is therefore not part of the password.
-fn without_final_newline(mut value: String) -> String {
+pub(crate) fn without_final_newline(mut value: String) -> String {
     if value.ends_with('\n') {
         value.pop();
         if value.ends_with('\r') {

@@ -60,19 +60,35 @@ pub async fn read_secret_key(
     namespace: &str,
     reference: &SecretKeyRef,
 ) -> Result<SecretValue, SecretError> {
+    let secret = read_secret(client, namespace, &reference.name).await?;
+    value_of(&secret, reference)
+}
+
+/// Reads a whole Secret of `namespace`.
+pub async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Secret, SecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = api
-        .get_opt(&reference.name)
+    api.get_opt(name)
         .await
         .map_err(|source| SecretError::Api {
-            name: reference.name.clone(),
+            name: name.to_string(),
             source,
         })?
         .ok_or_else(|| SecretError::NotFound {
             namespace: namespace.to_string(),
-            name: reference.name.clone(),
-        })?;
-    value_of(&secret, reference)
+            name: name.to_string(),
+        })
+}
+
+/// The key names of a Secret (`data` and `stringData`), sorted and unique.
+pub fn keys_of(secret: &Secret) -> Vec<String> {
+    let data = secret.data.iter().flat_map(|d| d.keys());
+    let string_data = secret.string_data.iter().flat_map(|d| d.keys());
+    let keys: std::collections::BTreeSet<&String> = data.chain(string_data).collect();
+    keys.into_iter().cloned().collect()
 }
 
 /// Extracts one key of an already-read Secret.

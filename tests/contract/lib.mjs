@@ -226,7 +226,7 @@ export function validateExpectations(e) {
   if (!isObj(e)) fail('expectations must be a JSON object');
   const sections = [
     'users', 'absentUsers', 'sessionsRevoked', 'sessionsPresent', 'invites', 'bans',
-    'verifications', 'twoFactorDisabled', 'balances', 'creditTransactions',
+    'verifications', 'twoFactorDisabled', 'balances', 'creditTransactions', 'pluginAuths',
   ];
   for (const k of Object.keys(e)) {
     if (!sections.includes(k)) fail(`unknown section "${k}" (allowed: ${sections.join(', ')})`);
@@ -307,6 +307,16 @@ export function validateExpectations(e) {
       if (typeof t[k] !== 'string' || !HEX24.test(t[k])) fail(`${at}.${k} must be a 24-digit hex ObjectId`);
     if (!Number.isFinite(t.rawAmount)) fail(`${at}.rawAmount must be a number`);
     if (t.context !== undefined && typeof t.context !== 'string') fail(`${at}.context must be a string`);
+  });
+  (e.pluginAuths ?? []).forEach((a, i) => {
+    const at = `pluginAuths[${i}]`;
+    if (!isObj(a)) fail(`${at} must be an object`);
+    for (const k of Object.keys(a))
+      if (!['userId', 'pluginKey', 'authField', 'plaintext'].includes(k)) fail(`${at}: unknown field "${k}"`);
+    if (typeof a.userId !== 'string' || !HEX24.test(a.userId)) fail(`${at}.userId must be a 24-digit hex ObjectId`);
+    for (const k of ['pluginKey', 'authField'])
+      if (typeof a[k] !== 'string' || !a[k]) fail(`${at}.${k} must be a non-empty string`);
+    if (a.plaintext !== null && typeof a.plaintext !== 'string') fail(`${at}.plaintext must be a string or null`);
   });
   return e;
 }
@@ -877,6 +887,7 @@ export async function runChecks(ctx, expectations) {
 
   await checkBalances(ctx, expectations.balances ?? [], add, guard);
   await checkCreditTransactions(ctx, expectations.creditTransactions ?? [], add, guard);
+  await checkPluginAuths(ctx, expectations.pluginAuths ?? [], add, guard);
   return results;
 }
 
@@ -948,6 +959,32 @@ async function checkCreditTransactions({ models, methods, db }, expected, add, g
     if (raw.__v !== 0) bad.push(`__v is ${show('__v', raw.__v)}`);
     for (const k of Object.keys(raw)) if (!TRANSACTION_FIELDS.includes(k)) bad.push(`unexpected field "${k}"`);
     add(bad.length === 0, `${subject}: shaped like createTransaction's credits document`, bad.join('; '));
+  }
+}
+
+// ----- pluginAuths: LibreChat's getUserPluginAuthValue (findOnePluginAuth + decrypt) -----
+// decrypt reads CREDS_KEY/CREDS_IV from the environment when the package is loaded, so the
+// caller sets them for this process. A mismatch never prints the plaintext or the value.
+async function checkPluginAuths(ctx, expected, add, guard) {
+  const { models, methods, db } = ctx;
+  for (const exp of expected) {
+    const { userId, pluginKey, authField } = exp;
+    const subject = `pluginauth ${userId} ${pluginKey}.${authField}`;
+    const rows = await db.collection('pluginauths').find({ userId, pluginKey, authField }).toArray();
+    if (exp.plaintext === null) {
+      add(rows.length === 0, `${subject}: absent`, `${rows.length} row(s) remain`);
+      continue;
+    }
+    add(rows.length === 1, `${subject}: exactly one row`, `${rows.length} rows`);
+    if (rows.length === 0) continue;
+    await guard(`${subject}: findOnePluginAuth finds it and decrypt recovers the credential`, async () => {
+      const found = await methods.findOnePluginAuth({ userId, authField, pluginKey });
+      const plain = found ? await ds.decrypt(found.value) : undefined;
+      add(plain === exp.plaintext, `${subject}: findOnePluginAuth finds it and decrypt recovers the credential`,
+        found ? 'decrypts to a different value' : 'findOnePluginAuth returned null');
+    });
+    const problems = await validateWithModel(models.PluginAuth, rows[0]);
+    add(problems.length === 0, `${subject}: valid PluginAuth document`, problems.join('; '));
   }
 }
 

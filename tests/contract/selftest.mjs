@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { EJSON } from 'bson';
 import { Keyv } from 'keyv';
+import './selftest-env.mjs';
 import { openContract, runChecks, formatResults, withDbName, mongoose } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -596,4 +597,46 @@ test('broken balances and credit transactions fail on the right check', async ()
     /shaped like createTransaction's credits document: .*rate is 2/,
   );
   assertFails(await check({ creditTransactions: [{ id: new ObjectId().toHexString(), userId: uid, rawAmount: 7 }] }), /getTransactions finds it once: found 0/);
+});
+
+// ========================================================================================
+// pluginAuths: the contract's worked example, as updatePluginAuth stored it
+// ========================================================================================
+
+const PLUGIN_USER = '6b0f6e878c0a1431799405a2';
+const serperRow = () => ({
+  _id: new ObjectId('6b0f6e878c0a1431799405b2'),
+  authField: 'SERPER_API_KEY',
+  value: '1a66d14238b137f9a6f33a90e9235da753c9d2a6762a1bf6060852eaab283bbb',
+  userId: PLUGIN_USER,
+  pluginKey: 'web_search',
+  createdAt: new Date(),
+  updatedAt: new Date(),
+  __v: 0,
+});
+const serper = (plaintext) => ({
+  pluginAuths: [{ userId: PLUGIN_USER, pluginKey: 'web_search', authField: 'SERPER_API_KEY', plaintext }],
+});
+
+test('pluginAuths: the worked example decrypts and validates', async () => {
+  await reset();
+  await insert('pluginauths', serperRow());
+  assertAllOk(await check(serper('sk-serper-demo-123')));
+  assertAllOk(await check({
+    pluginAuths: [{ userId: PLUGIN_USER, pluginKey: 'mcp_github', authField: 'GITHUB_PAT', plaintext: null }],
+  }));
+});
+
+test('pluginAuths: a wrong credential, an ObjectId userId, duplicates and leftovers fail', async () => {
+  await reset();
+  await insert('pluginauths', serperRow());
+  const wrong = await check(serper('sk-other'));
+  assertFails(wrong, /decrypt recovers the credential: decrypts to a different value/);
+  assert.ok(!describe(wrong).includes('sk-serper-demo-123'), 'the plaintext is never printed');
+  assertFails(await check(serper(null)), /absent: 1 row\(s\) remain/);
+  await insert('pluginauths', { ...serperRow(), _id: new ObjectId() });
+  assertFails(await check(serper('sk-serper-demo-123')), /exactly one row: 2 rows/);
+  await reset();
+  await insert('pluginauths', { ...serperRow(), userId: new ObjectId(PLUGIN_USER) });
+  assertFails(await check(serper('sk-serper-demo-123')), /exactly one row: 0 rows/);
 });

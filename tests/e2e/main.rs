@@ -21,6 +21,7 @@ mod instance;
 mod invite;
 mod ops;
 mod plugin;
+mod plugins;
 mod rbac;
 mod terms;
 mod trust;

@@ -262,6 +262,12 @@ impl World {
 
     /// Runs LibreChat's own code (tests/contract/check.mjs) on this world's database.
     pub fn contract_check(&self, expectations: Value) {
+        self.contract_check_with_env(expectations, &[]);
+    }
+
+    /// [`World::contract_check`] with extra environment for LibreChat's code, such as the
+    /// `CREDS_KEY`/`CREDS_IV` its `decrypt` reads when loaded.
+    pub fn contract_check_with_env(&self, expectations: Value, vars: &[(&str, &str)]) {
         let dir = project_dir().join("target/e2e-logs");
         let path = dir.join(format!(
             "{}-expect-{}.json",
@@ -273,6 +279,7 @@ impl World {
             .arg(project_dir().join("tests/contract/check.mjs"))
             .arg(&path)
             .env("MONGODB_URI", self.mongo_uri())
+            .envs(vars.iter().copied())
             .output()
             .expect("node must be installed (make test installs it)");
         let text = format!(

@@ -28,7 +28,7 @@ pub(crate) async fn tenant_world(label: &str, extra_spec: Value) -> (World, Stri
 }
 
 /// The reference to the instance, from any namespace.
-fn lc(w: &World) -> Value {
+pub(crate) fn lc(w: &World) -> Value {
     json!({ "name": "lc", "namespace": w.ns.clone() })
 }
 

@@ -58,12 +58,13 @@ pub(super) async fn converge(
     };
     let id = account.stored.id;
     let (balance, credited) = super::balance::converge(ctx, plan, user, id).await?;
+    let plugins_wrote = super::plugins::apply(ctx, plan, id, user).await?;
     let mut outcome = in_sync(plan, user, &account.stored);
     if let Some(mirror) = outcome.mirror.as_mut() {
         mirror.balance = balance;
     }
     Ok(Outcome {
-        wrote: account.wrote || rotated || credited,
+        wrote: account.wrote || rotated || credited || plugins_wrote,
         password,
         password_version: version,
         verification: report.verification,
@@ -121,6 +122,7 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) ->
         wrote: false,
         requeue: Some(plan.resync),
         mirror: Some(super::balance::Mirror::of(stored)),
+        plugins: plan.plugins.keys(),
     }
 }
 
@@ -290,6 +292,9 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
         .collect();
     if plan.password.is_some() {
         forbidden.push("password");
+    }
+    if plan.plugins.declares_any() {
+        forbidden.push("plugins");
     }
     (!forbidden.is_empty()).then(|| {
         format!(

@@ -76,6 +76,12 @@ pub(super) async fn cleanup(
             return held(api, user, ctx, hold).await;
         }
     }
+    // Retain leaves the plugins installed, like the account; the record of them goes.
+    if let Some(id) = claim.user_id {
+        if let Err(e) = stores.store.forget_installed_plugins(id, &owner.uid).await {
+            return blocked(api, user, ctx, &e.to_string()).await;
+        }
+    }
     if let Err(e) = stores.store.release(&email, &owner.uid).await {
         return blocked(
             api,

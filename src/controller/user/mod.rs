@@ -11,6 +11,7 @@ mod actions;
 mod balance;
 mod claim;
 mod cleanup;
+mod plugins;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +78,8 @@ struct Outcome {
     requeue: Option<Duration>,
     /// The account's terms and balance as read; `None`: status keeps what it showed.
     mirror: Option<balance::Mirror>,
+    /// The plugin keys installed as declared.
+    plugins: Vec<String>,
 }
 
 impl Outcome {
@@ -103,6 +106,7 @@ impl Outcome {
             wrote: false,
             requeue: Some(RETRY_WAITING),
             mirror: None,
+            plugins: status.map(|s| s.plugins.clone()).unwrap_or_default(),
         }
     }
 
@@ -132,6 +136,7 @@ struct Plan {
     owner: Owner,
     adopt: bool,
     resync: Duration,
+    plugins: plugins::DesiredPlugins,
 }
 
 impl Plan {
@@ -184,6 +189,7 @@ async fn publish_status(
     if let Some(mirror) = outcome.mirror {
         mirror.write_into(&mut status);
     }
+    status.plugins = outcome.plugins;
     if outcome.wrote || status.last_sync_time.is_none() && outcome.ready.ok == Some(true) {
         status.last_sync_time = Some(now_rfc3339());
     }
@@ -277,6 +283,17 @@ async fn resolve(
             return Ok(Err(o));
         }
     };
+    let plugins = match plugins::resolve(&ctx.client, user, &instance).await {
+        Ok(p) => p,
+        Err(p) => {
+            let message = format!("{}; nothing was written", p.message);
+            let outcome = match p.instance {
+                true => Outcome::waiting(p.reason, message, user),
+                false => Outcome::stalled(p.reason, message, user),
+            };
+            return Ok(Err(outcome));
+        }
+    };
     let desired = DesiredUser {
         email: email.clone(),
         name: spec.name.clone(),
@@ -295,6 +312,7 @@ async fn resolve(
         password,
         owner: owner_of(user),
         adopt: spec.adopt.unwrap_or(false),
+        plugins,
     }))
 }
 
@@ -322,6 +340,10 @@ async fn settled(
     ctx: &Context,
 ) -> Result<Option<Outcome>, ReconcileError> {
     let uid = uid_of(user);
+    // Plugin credentials are compared on every resync, on the full path.
+    if plan.plugins.declares_any() {
+        return Ok(None);
+    }
     let Some(id) = ctx.settled.verified_account(&uid) else {
         return Ok(None);
     };

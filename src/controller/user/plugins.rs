@@ -1,0 +1,342 @@
+//! A user's declared plugins: resolved (Secrets read, credentials encrypted) before any write,
+//! then converged onto the account, removing only what this object installed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use mongodb::bson::oid::ObjectId;
+
+use super::Plan;
+use crate::api::common::{reason, SecretKeyRef};
+use crate::api::plugins::check_auth_field;
+use crate::api::{LibreChatInstance, LibreChatUser};
+use crate::controller::context::Context;
+use crate::controller::credentials::instance_creds;
+use crate::controller::password::without_final_newline;
+use crate::controller::secrets::{keys_of, read_secret, value_of, SecretError};
+use crate::librechat::plugins::{is_entity_tool, mcp_server, InstalledPlugin};
+use crate::librechat::{Store, StoreError};
+
+/// One declared plugin with its credentials encrypted (`authField` → ciphertext).
+#[derive(Default)]
+pub(super) struct DesiredPlugin {
+    key: String,
+    auth: BTreeMap<String, String>,
+}
+
+/// The declared plugins, ready to write.
+#[derive(Default)]
+pub(super) struct DesiredPlugins {
+    list: Vec<DesiredPlugin>,
+}
+
+impl DesiredPlugins {
+    pub(super) fn declares_any(&self) -> bool {
+        !self.list.is_empty()
+    }
+
+    pub(super) fn keys(&self) -> Vec<String> {
+        self.list.iter().map(|p| p.key.clone()).collect()
+    }
+}
+
+/// Why the plugins cannot be written; the message never holds a credential or the key.
+#[derive(Debug)]
+pub(super) struct PluginProblem {
+    pub reason: &'static str,
+    pub message: String,
+    /// It lies with the instance's credentials, whose Secret the watch of a tenant namespace
+    /// may not see: looked at again periodically.
+    pub instance: bool,
+}
+
+impl PluginProblem {
+    fn new(reason: &'static str, message: String) -> Self {
+        PluginProblem {
+            reason,
+            message,
+            instance: false,
+        }
+    }
+
+    fn secret(context: &str, e: SecretError) -> Self {
+        PluginProblem::new(e.reason(), format!("{context}: {e}"))
+    }
+}
+
+/// Reads every credentials Secret (from the object's own namespace) and encrypts the values
+/// with the instance's key. Reads only.
+pub(super) async fn resolve(
+    client: &kube::Client,
+    user: &LibreChatUser,
+    instance: &LibreChatInstance,
+) -> Result<DesiredPlugins, PluginProblem> {
+    let namespace = user.namespace().unwrap_or_default();
+    let mut plain = Vec::new();
+    for plugin in &user.spec.plugins {
+        let auth = match &plugin.credentials_secret_ref {
+            Some(r) => {
+                let context = format!("plugin '{}'", plugin.key);
+                let secret = read_secret(client, &namespace, &r.name)
+                    .await
+                    .map_err(|e| PluginProblem::secret(&context, e))?;
+                credentials_of(&plugin.key, &secret)?
+            }
+            None => BTreeMap::new(),
+        };
+        plain.push((plugin.key.clone(), auth));
+    }
+    let creds = match plain.iter().any(|(_, auth)| !auth.is_empty()) {
+        true => Some(
+            instance_creds(client, instance)
+                .await
+                .map_err(|p| PluginProblem {
+                    reason: p.reason,
+                    message: p.message,
+                    instance: true,
+                })?,
+        ),
+        false => None,
+    };
+    let list = plain
+        .into_iter()
+        .map(|(key, auth)| DesiredPlugin {
+            key,
+            auth: auth
+                .into_iter()
+                .filter_map(|(f, v)| Some((f, creds.as_ref()?.encrypt(&v))))
+                .collect(),
+        })
+        .collect();
+    Ok(DesiredPlugins { list })
+}
+
+/// The plaintext credentials of one plugin's Secret, each key checked against LibreChat's
+/// rules for `key`.
+fn credentials_of(key: &str, secret: &Secret) -> Result<BTreeMap<String, String>, PluginProblem> {
+    let name = secret.name_any();
+    let context = format!("plugin '{key}'");
+    let mut auth = BTreeMap::new();
+    for field in keys_of(secret) {
+        check_auth_field(key, &field).map_err(|m| {
+            PluginProblem::new(
+                reason::PLUGIN_INVALID,
+                format!("{context}: Secret '{name}' key {m}"),
+            )
+        })?;
+        let reference = SecretKeyRef {
+            name: name.clone(),
+            key: field.clone(),
+        };
+        let value = value_of(secret, &reference).map_err(|e| PluginProblem::secret(&context, e))?;
+        auth.insert(field, without_final_newline(value.value));
+    }
+    if auth.is_empty() {
+        let message = format!("{context}: Secret '{name}' has no keys; put one credential per authField in it, or drop credentialsSecretRef");
+        return Err(PluginProblem::new(reason::SECRET_KEY_MISSING, message));
+    }
+    Ok(auth)
+}
+
+/// Converges the declared plugins onto `account`. Records what it is about to install before
+/// installing it, so a crash leaves nothing the record does not name. Returns whether it wrote.
+pub(super) async fn apply(
+    ctx: &Context,
+    plan: &Plan,
+    account: ObjectId,
+    user: &LibreChatUser,
+) -> Result<bool, StoreError> {
+    let store = plan.store();
+    let uid = &plan.owner.uid;
+    let before = store.installed_plugins(account, uid).await?;
+    let listed = store.listed_plugins(account).await?;
+    let after = intended(&plan.plugins, &before, &listed);
+    let union = merged(&before, &after);
+    if union != before {
+        store.record_installed_plugins(account, uid, &union).await?;
+    }
+    let mut notes = install(store, account, &plan.plugins, &after, &listed).await?;
+    notes.extend(remove(store, account, &before, &after).await?);
+    if after != union {
+        store.record_installed_plugins(account, uid, &after).await?;
+    }
+    if notes.is_empty() {
+        return Ok(false);
+    }
+    let note = format!("plugins of {}: {}", plan.email, notes.join("; "));
+    ctx.changed(user, plan.change("PluginsUpdated", account, note))
+        .await;
+    Ok(true)
+}
+
+/// The record after this reconcile: a key is the operator's to list when it put it there
+/// before, or when the account does not list it now.
+fn intended(
+    desired: &DesiredPlugins,
+    before: &[InstalledPlugin],
+    listed: &[String],
+) -> Vec<InstalledPlugin> {
+    desired
+        .list
+        .iter()
+        .map(|d| {
+            let was_ours = before.iter().any(|b| b.key == d.key && b.listed);
+            InstalledPlugin {
+                key: d.key.clone(),
+                listed: !is_entity_tool(&d.key) && (was_ours || !listed.contains(&d.key)),
+                auth_fields: d.auth.keys().cloned().collect(),
+            }
+        })
+        .collect()
+}
+
+/// Everything `before` or `after` names: what the store may hold while this reconcile runs.
+fn merged(before: &[InstalledPlugin], after: &[InstalledPlugin]) -> Vec<InstalledPlugin> {
+    let mut all: Vec<InstalledPlugin> = after.to_vec();
+    for b in before {
+        match all.iter_mut().find(|a| a.key == b.key) {
+            Some(a) => {
+                a.listed |= b.listed;
+                for f in &b.auth_fields {
+                    if !a.auth_fields.contains(f) {
+                        a.auth_fields.push(f.clone());
+                    }
+                }
+            }
+            None => all.push(b.clone()),
+        }
+    }
+    all
+}
+
+/// Lists what is the operator's to list and writes every credential whose ciphertext differs.
+async fn install(
+    store: &Store,
+    account: ObjectId,
+    desired: &DesiredPlugins,
+    after: &[InstalledPlugin],
+    listed: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let mut notes = Vec::new();
+    for (d, a) in desired.list.iter().zip(after) {
+        if a.listed && !listed.contains(&d.key) {
+            store.list_plugin(account, &d.key).await?;
+            notes.push(format!("installed {}", d.key));
+        }
+        for (field, ciphertext) in &d.auth {
+            let stored = store.plugin_auth_value(account, &d.key, field).await?;
+            if stored.as_deref() != Some(ciphertext.as_str()) {
+                store
+                    .put_plugin_auth(account, &d.key, field, ciphertext)
+                    .await?;
+                notes.push(format!("stored {}.{field}", d.key));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// Uninstalls what the operator installed and no longer declares: credentials it wrote (and an
+/// MCP server's OAuth tokens), and the listing it added.
+async fn remove(
+    store: &Store,
+    account: ObjectId,
+    before: &[InstalledPlugin],
+    after: &[InstalledPlugin],
+) -> Result<Vec<String>, StoreError> {
+    let mut notes = Vec::new();
+    for b in before {
+        let kept = after.iter().find(|a| a.key == b.key);
+        let stale: Vec<String> = b
+            .auth_fields
+            .iter()
+            .filter(|f| kept.is_none_or(|a| !a.auth_fields.contains(f)))
+            .cloned()
+            .collect();
+        if !stale.is_empty() && store.delete_plugin_auths(account, &b.key, &stale).await? > 0 {
+            notes.push(format!(
+                "deleted {} credentials {}",
+                b.key,
+                stale.join(", ")
+            ));
+        }
+        if kept.is_some() {
+            continue;
+        }
+        if b.listed {
+            store.unlist_plugin(account, &b.key).await?;
+        }
+        if let Some(server) = mcp_server(&b.key) {
+            store.delete_mcp_tokens(account, server).await?;
+        }
+        notes.push(format!("uninstalled {}", b.key));
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, listed: bool, fields: &[&str]) -> InstalledPlugin {
+        InstalledPlugin {
+            key: key.into(),
+            listed,
+            auth_fields: fields.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    fn desired(keys: &[(&str, &[&str])]) -> DesiredPlugins {
+        DesiredPlugins {
+            list: keys
+                .iter()
+                .map(|(k, fields)| DesiredPlugin {
+                    key: k.to_string(),
+                    auth: fields
+                        .iter()
+                        .map(|f| (f.to_string(), "ct".into()))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_plugin_the_person_installed_is_not_the_operators_to_list() {
+        let d = desired(&[
+            ("google", &["GOOGLE_CSE_ID"]),
+            ("calc", &[]),
+            ("mcp_gh", &["PAT"]),
+        ]);
+        let after = intended(&d, &[], &["google".into()]);
+        assert_eq!(
+            after,
+            vec![
+                rec("google", false, &["GOOGLE_CSE_ID"]),
+                rec("calc", true, &[]),
+                rec("mcp_gh", false, &["PAT"]),
+            ]
+        );
+        // Once the operator listed it, it stays the operator's even though it is listed now.
+        let again = intended(
+            &d,
+            &after
+                .iter()
+                .map(|p| rec(&p.key, true, &[]))
+                .collect::<Vec<_>>(),
+            &["google".into(), "calc".into()],
+        );
+        assert!(again[0].listed && again[1].listed && !again[2].listed);
+    }
+
+    #[test]
+    fn the_record_before_writing_names_old_and_new() {
+        let before = vec![rec("google", true, &["A"]), rec("old", false, &["X"])];
+        let after = vec![rec("google", false, &["B"])];
+        assert_eq!(
+            merged(&before, &after),
+            vec![rec("google", true, &["B", "A"]), rec("old", false, &["X"])]
+        );
+    }
+}
