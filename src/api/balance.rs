@@ -116,7 +116,7 @@ pub struct TermsSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserBalance {
-    /// Credits added (or, negative, deducted) once each, as LibreChat's `add-balance` does: a
+    /// Credits added once each (whole numbers of at least 1), as LibreChat's `add-balance` does: a
     /// `transactions` entry and the balance updated. Removing a grant never undoes it. Ids are
     /// unique within the object. Needs the instance's `balance.enabled`; from a tenant
     /// namespace, the instance's `tenantPolicy.grantCredits`.
@@ -139,8 +139,10 @@ pub struct CreditGrant {
         regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
     )]
     pub id: String,
-    /// Credits to add (an integer; negative deducts, and the balance never goes below 0).
+    /// Credits to add: a whole number of at least 1, as `add-balance` adds them. A grant never
+    /// takes credits away (spending is LibreChat's business).
     #[schemars(with = "i64")]
+    #[schemars(range(min = 1, max = 9_007_199_254_740_991_i64))]
     pub credits: serde_json::Number,
     /// Why, for the audit trail (shown in the event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,11 +151,11 @@ pub struct CreditGrant {
 }
 
 impl CreditGrant {
-    /// The credits as an integer, if they are one within LibreChat's range.
+    /// The credits as a positive integer within LibreChat's range, if they are one.
     pub fn credits(&self) -> Option<i64> {
         self.credits
             .as_i64()
-            .filter(|c| c.unsigned_abs() <= MAX_CREDITS as u64)
+            .filter(|c| (1..=MAX_CREDITS).contains(c))
     }
 }
 
@@ -251,7 +253,7 @@ impl UserBalance {
                 ));
             }
             if grant.credits().is_none() {
-                problems.push(format!("{at}.credits must be a whole number of credits (between -{MAX_CREDITS} and {MAX_CREDITS}), not {}", grant.credits));
+                problems.push(format!("{at}.credits must be a whole number of credits from 1 to {MAX_CREDITS}, not {}", grant.credits));
             }
             if grant.reason.as_ref().is_some_and(|r| r.len() > 256) {
                 problems.push(format!("{at}.reason must be at most 256 characters"));
@@ -295,7 +297,7 @@ mod tests {
         let ok = UserBalance {
             grants: vec![
                 grant("a", serde_json::json!(5)),
-                grant("b", serde_json::json!(-3)),
+                grant("b", serde_json::json!(3)),
             ],
             auto_refill: None,
         };
@@ -305,6 +307,8 @@ mod tests {
                 grant("a", serde_json::json!(5)),
                 grant("a", serde_json::json!(1.5)),
                 grant("-x", serde_json::json!(1)),
+                grant("neg", serde_json::json!(-3)),
+                grant("zero", serde_json::json!(0)),
             ],
             auto_refill: None,
         };
@@ -312,6 +316,8 @@ mod tests {
         assert!(p.contains("used twice"), "{p}");
         assert!(p.contains("whole number"), "{p}");
         assert!(p.contains("grants[2].id"), "{p}");
+        assert!(p.contains("grants[3].credits"), "{p}");
+        assert!(p.contains("grants[4].credits"), "{p}");
     }
 
     #[test]

@@ -68,21 +68,21 @@ async fn a_new_account_gets_its_start_balance_and_each_grant_once() {
     let mut w = World::with_instance("bal-grant", balance_config()).await;
     let grants = json!({ "grants": [
         { "id": "welcome", "credits": 500, "reason": "onboarding" },
-        { "id": "correction", "credits": -100 },
+        { "id": "correction", "credits": 100 },
     ] });
     w.apply("LibreChatUser", "u", user_spec("rich@example.com", grants))
         .await;
     let (uid, id, _) = ready_user(&w, "u").await;
-    credits_shown(&w, "u", 20400).await;
+    credits_shown(&w, "u", 20600).await;
     let tx = |g: &str| grant_transaction_id(&uid, g).to_hex();
     let expectations = json!({
         "users": [{ "email": "rich@example.com" }],
-        "balances": [{ "userId": id.to_hex(), "tokenCredits": 20400, "fields": {
+        "balances": [{ "userId": id.to_hex(), "tokenCredits": 20600, "fields": {
             "autoRefillEnabled": true, "refillIntervalValue": 1,
             "refillIntervalUnit": "seconds", "refillAmount": 10000 } }],
         "creditTransactions": [
             { "id": tx("welcome"), "userId": id.to_hex(), "rawAmount": 500 },
-            { "id": tx("correction"), "userId": id.to_hex(), "rawAmount": -100 },
+            { "id": tx("correction"), "userId": id.to_hex(), "rawAmount": 100 },
         ],
     });
     w.contract_check(expectations.clone());
@@ -100,7 +100,7 @@ async fn a_new_account_gets_its_start_balance_and_each_grant_once() {
     let later = json!({ "grants": [{ "id": "bonus", "credits": 7 }] });
     w.apply("LibreChatUser", "u", user_spec("rich@example.com", later))
         .await;
-    credits_shown(&w, "u", 20407).await;
+    credits_shown(&w, "u", 20607).await;
     let obj = w.get("librechatusers", "u").await.unwrap();
     assert_eq!(
         obj.pointer("/status/balance/grantsApplied"),
@@ -232,6 +232,19 @@ async fn bad_balance_input_is_refused_and_writes_nothing() {
             "frac",
             &PatchParams::apply("e2e-test"),
             &Patch::Apply(&frac),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("credits"), "{err}");
+    // ...and negative ones: a grant only ever adds.
+    let negative = json!({ "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
+        "metadata": { "name": "neg" },
+        "spec": user_spec("neg@example.com", json!({ "grants": [{ "id": "x", "credits": -5 }] })) });
+    let err = api
+        .patch(
+            "neg",
+            &PatchParams::apply("e2e-test"),
+            &Patch::Apply(&negative),
         )
         .await
         .unwrap_err();
