@@ -999,11 +999,17 @@ async fn a_tenant_cannot_reset_the_two_factor_of_an_account_it_only_adopted() {
     w.users().insert_one(victim).await.unwrap();
     crate::user::seed_session(&w, id, &"d".repeat(64)).await;
     let now = jiff::Timestamp::now().to_string();
+    let before = user_doc(&w, id).await.unwrap();
     let attack = json!({ "instanceRef": lc(&w), "email": "victim@example.com", "adopt": true,
-                         "resetTwoFactorAt": now, "logoutAt": now });
+                         "name": "Taken Over", "resetTwoFactorAt": now, "logoutAt": now });
     w.apply_in(&t, "LibreChatUser", "grab", attack).await;
     ready_in(&w, &t, "librechatusers", "grab", "False", "NotPermitted").await;
     let stored = user_doc(&w, id).await.unwrap();
+    assert_eq!(stored, before, "nothing of the account may be written");
+    assert!(
+        owner_record(&w, "victim@example.com").await.is_none(),
+        "the refused adoption holds no claim"
+    );
     assert!(
         stored.get_bool("twoFactorEnabled").unwrap(),
         "2FA was reset by a tenant"

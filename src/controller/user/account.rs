@@ -51,8 +51,7 @@ pub(super) async fn converge(
         return Ok(outcome);
     }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
-    let created = account.created;
-    let report = match actions::apply(ctx, plan, &claim, &account.stored, created, user).await? {
+    let report = match actions::apply(ctx, plan, &claim, &account.stored, user).await? {
         Ok(report) => report,
         Err(outcome) => return Ok(outcome),
     };
@@ -296,6 +295,8 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
     if plan.plugins.declares_any() {
         forbidden.push("plugins");
     }
+    // Logging the owner out or stripping their second factor are takeover steps.
+    forbidden.extend(plan.account_actions.iter().copied());
     (!forbidden.is_empty()).then(|| {
         format!(
             "this object adopted the account {} and may not change its {}: {} unless the instance's tenantPolicy.manageAdoptedAccounts is true. Nothing was written",

@@ -25,6 +25,18 @@ pub(super) struct ActionsReport {
     pub actions: Option<ActionsStatus>,
 }
 
+/// The declared triggers that act on the account itself, by their API names.
+pub(super) fn declared_account_actions(spec: &LibreChatUserSpec) -> Vec<&'static str> {
+    let mut declared = Vec::new();
+    if spec.logout_at.is_some() {
+        declared.push("logoutAt");
+    }
+    if spec.reset_two_factor_at.is_some() {
+        declared.push("resetTwoFactorAt");
+    }
+    declared
+}
+
 /// The trigger value `action` should be applied for now, if any: a trigger that moved past the
 /// value last applied.
 fn due(trigger: Option<&str>, applied: &AppliedActions, action: OneShot) -> Option<String> {
@@ -43,7 +55,6 @@ pub(super) async fn apply(
     plan: &Plan,
     claim: &Claim,
     stored: &StoredUser,
-    created: bool,
     user: &LibreChatUser,
 ) -> Result<Result<ActionsReport, Outcome>, ReconcileError> {
     let spec = &user.spec;
@@ -53,14 +64,7 @@ pub(super) async fn apply(
         &claim.actions,
         OneShot::ResetTwoFactor,
     );
-    if (logout.is_some() || reset.is_some()) && !created && !plan.tenancy.may_manage_adopted {
-        let why = format!(
-            "this object adopted the account {} and may not log it out or reset its two-factor authentication: {} unless the instance's tenantPolicy.manageAdoptedAccounts is true. Nothing was written",
-            plan.email,
-            plan.tenancy.who_may("do that")
-        );
-        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
-    }
+    // Who may ask for these was settled before the first write (account::write_refused).
     let mut applied = claim.actions.clone();
     if let Some(trigger) = logout {
         log_out(ctx, plan, stored, user, &trigger).await?;

@@ -137,6 +137,9 @@ struct Plan {
     adopt: bool,
     resync: Duration,
     plugins: plugins::DesiredPlugins,
+    /// The declared trigger fields of actions on someone's account (`logoutAt`,
+    /// `resetTwoFactorAt`), which need the right to manage the account fully.
+    account_actions: Vec<&'static str>,
 }
 
 impl Plan {
@@ -313,6 +316,7 @@ async fn resolve(
         owner: owner_of(user),
         adopt: spec.adopt.unwrap_or(false),
         plugins,
+        account_actions: actions::declared_account_actions(spec),
     }))
 }
 
