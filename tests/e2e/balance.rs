@@ -222,45 +222,30 @@ async fn bad_balance_input_is_refused_and_writes_nothing() {
     assert!(message.contains("'a' is used twice"), "{message}");
     assert!(w.find_user("dup@example.com").await.is_none());
 
-    // The API server's schema refuses fractional credits and unknown refill units.
-    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
-    let frac = json!({ "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
-        "metadata": { "name": "frac" },
-        "spec": user_spec("frac@example.com", json!({ "grants": [{ "id": "x", "credits": 1.5 }] })) });
-    let err = api
-        .patch(
+    // The API server's schema refuses fractional or negative credits (a grant only ever adds)
+    // and unknown refill units.
+    for (name, balance, says) in [
+        (
             "frac",
-            &PatchParams::apply("e2e-test"),
-            &Patch::Apply(&frac),
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("credits"), "{err}");
-    // ...and negative ones: a grant only ever adds.
-    let negative = json!({ "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
-        "metadata": { "name": "neg" },
-        "spec": user_spec("neg@example.com", json!({ "grants": [{ "id": "x", "credits": -5 }] })) });
-    let err = api
-        .patch(
+            json!({ "grants": [{ "id": "x", "credits": 1.5 }] }),
+            "credits",
+        ),
+        (
             "neg",
-            &PatchParams::apply("e2e-test"),
-            &Patch::Apply(&negative),
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("credits"), "{err}");
-    let unit = json!({ "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
-        "metadata": { "name": "unit" },
-        "spec": user_spec("unit@example.com", json!({ "autoRefill": { "intervalUnit": "fortnights" } })) });
-    let err = api
-        .patch(
+            json!({ "grants": [{ "id": "x", "credits": -5 }] }),
+            "credits",
+        ),
+        (
             "unit",
-            &PatchParams::apply("e2e-test"),
-            &Patch::Apply(&unit),
-        )
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("fortnights"), "{err}");
+            json!({ "autoRefill": { "intervalUnit": "fortnights" } }),
+            "fortnights",
+        ),
+    ] {
+        let err =
+            refused_at_admission(&w, name, user_spec(&format!("{name}@example.com"), balance))
+                .await;
+        assert!(err.contains(says), "{err}");
+    }
     assert!(w.find_user("frac@example.com").await.is_none());
     let count =
         w.db.collection::<Document>("transactions")
@@ -268,6 +253,17 @@ async fn bad_balance_input_is_refused_and_writes_nothing() {
             .await
             .unwrap();
     assert_eq!(count, 0);
+}
+
+/// Applies a LibreChatUser the API server must refuse; its error.
+async fn refused_at_admission(w: &World, name: &str, spec: serde_json::Value) -> String {
+    let obj = json!({ "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
+        "metadata": { "name": name }, "spec": spec });
+    dynamic(&w.client, &w.ns, "LibreChatUser")
+        .patch(name, &PatchParams::apply("e2e-test"), &Patch::Apply(&obj))
+        .await
+        .expect_err("the API server must refuse it")
+        .to_string()
 }
 
 #[tokio::test]
