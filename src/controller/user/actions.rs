@@ -58,21 +58,17 @@ pub(super) async fn apply(
     user: &LibreChatUser,
 ) -> Result<Result<ActionsReport, Outcome>, ReconcileError> {
     let spec = &user.spec;
-    let logout = due(spec.logout_at.as_deref(), &claim.actions, OneShot::Logout);
-    let reset = due(
-        spec.reset_two_factor_at.as_deref(),
-        &claim.actions,
-        OneShot::ResetTwoFactor,
-    );
     // Who may ask for these was settled before the first write (account::write_refused).
     let mut applied = claim.actions.clone();
-    if let Some(trigger) = logout {
-        log_out(ctx, plan, stored, user, &trigger).await?;
-        applied.insert(OneShot::Logout.as_str().into(), trigger);
-    }
-    if let Some(trigger) = reset {
-        reset_two_factor(ctx, plan, stored, user, &trigger).await?;
-        applied.insert(OneShot::ResetTwoFactor.as_str().into(), trigger);
+    let requested = [
+        (OneShot::Logout, spec.logout_at.as_deref()),
+        (OneShot::ResetTwoFactor, spec.reset_two_factor_at.as_deref()),
+    ];
+    for (action, declared) in requested {
+        if let Some(trigger) = due(declared, &claim.actions, action) {
+            act_on_account(ctx, plan, stored, user, (action, &trigger)).await?;
+            applied.insert(action.as_str().into(), trigger);
+        }
     }
     let verification = match verify(ctx, plan, claim, stored, user).await? {
         Ok(v) => v,
@@ -89,49 +85,39 @@ pub(super) async fn apply(
     }))
 }
 
-async fn log_out(
+/// Logs the account out everywhere or resets its two-factor authentication, records the
+/// trigger it was done for, and says so.
+async fn act_on_account(
     ctx: &Context,
     plan: &Plan,
     stored: &StoredUser,
     user: &LibreChatUser,
-    trigger: &str,
+    (action, trigger): (OneShot, &str),
 ) -> Result<(), ReconcileError> {
     let store = plan.store();
-    store.revoke_sessions(stored.id).await?;
+    let (event, note) = match action {
+        OneShot::ResetTwoFactor => {
+            store.reset_two_factor(stored.id).await?;
+            // LibreChat may hold the user document in its auth cache.
+            store.drop_user_caches(stored).await?;
+            let what = format!("reset two-factor authentication of {}", plan.email);
+            (
+                "TwoFactorReset",
+                format!("{what} (resetTwoFactorAt {trigger})"),
+            )
+        }
+        // Verification links are issued by `verify`, with their own delivery.
+        OneShot::Verification => return Ok(()),
+        OneShot::Logout => {
+            store.revoke_sessions(stored.id).await?;
+            let what = format!("logged {} out everywhere", plan.email);
+            ("LoggedOut", format!("{what} (logoutAt {trigger})"))
+        }
+    };
     store
-        .record_action(&plan.email, &plan.owner.uid, OneShot::Logout, trigger)
+        .record_action(&plan.email, &plan.owner.uid, action, trigger)
         .await?;
-    let note = format!("logged {} out everywhere (logoutAt {trigger})", plan.email);
-    ctx.changed(user, plan.change("LoggedOut", stored.id, note))
-        .await;
-    Ok(())
-}
-
-async fn reset_two_factor(
-    ctx: &Context,
-    plan: &Plan,
-    stored: &StoredUser,
-    user: &LibreChatUser,
-    trigger: &str,
-) -> Result<(), ReconcileError> {
-    let store = plan.store();
-    store.reset_two_factor(stored.id).await?;
-    // LibreChat may hold the user document in its auth cache.
-    store.drop_user_caches(stored).await?;
-    store
-        .record_action(
-            &plan.email,
-            &plan.owner.uid,
-            OneShot::ResetTwoFactor,
-            trigger,
-        )
-        .await?;
-    let note = format!(
-        "reset two-factor authentication of {} (resetTwoFactorAt {trigger})",
-        plan.email
-    );
-    ctx.changed(user, plan.change("TwoFactorReset", stored.id, note))
-        .await;
+    ctx.changed(user, plan.change(event, stored.id, note)).await;
     Ok(())
 }
 
