@@ -67,6 +67,7 @@ pub const STALLED_REASONS: &[&str] = &[
     reason::BALANCE_DISABLED,
     reason::CREDENTIALS_INVALID,
     reason::PLUGIN_INVALID,
+    reason::RESOURCE_NOT_FOUND,
     "AlreadyRegistered",
 ];
 
@@ -146,6 +147,14 @@ pub mod reason {
     pub const CREDENTIALS_INVALID: &str = "CredentialsInvalid";
     /// A plugin's credentials are not what LibreChat would accept.
     pub const PLUGIN_INVALID: &str = "PluginInvalid";
+    /// A grant names a LibreChat resource that does not exist.
+    pub const RESOURCE_NOT_FOUND: &str = "ResourceNotFound";
+    /// A built-in role LibreChat has not created yet (it does at its first start).
+    pub const ROLE_NOT_FOUND: &str = "RoleNotFound";
+    /// Some declared members have no account yet; they are added when they appear.
+    pub const MEMBERS_PENDING: &str = "MembersPending";
+    /// Declared permission types of USER/ADMIN that librechat.yaml re-imposes at restart.
+    pub const OVERRIDDEN_AT_RESTART: &str = "OverriddenAtRestart";
 }
 
 /// One condition as the controller wants it; turned into a Kubernetes `Condition` by

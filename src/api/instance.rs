@@ -134,6 +134,20 @@ pub struct LibreChatInstanceSpec {
     /// LibreChat's `CREDS_KEY`/`CREDS_IV`, needed only by users that declare plugins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<super::plugins::CredentialsSpec>,
+    /// What this deployment's librechat.yaml imposes that the operator cannot see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub librechat_yaml: Option<LibreChatYaml>,
+}
+
+/// What librechat.yaml sets, as far as the operator needs to know it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LibreChatYaml {
+    /// The `interface` keys librechat.yaml sets explicitly (e.g. `agents`, `prompts`,
+    /// `mcpServers`). LibreChat re-imposes the matching permission types of USER and ADMIN at
+    /// every start, so LibreChatRoles declaring them report `overriddenAtRestart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_keys: Option<Vec<String>>,
 }
 
 /// The limit on account deletions.
@@ -192,6 +206,11 @@ pub struct TenantPolicy {
     /// namespace grants them unless this says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_credits: Option<bool>,
+    /// Whether tenant objects may create and change custom roles (LibreChatRole) and grant
+    /// them access. Default false. The built-in USER and ADMIN roles are changed only from the
+    /// instance's own namespace, whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manage_roles: Option<bool>,
 }
 
 /// An SMTP relay.
@@ -353,6 +372,23 @@ impl LibreChatInstanceSpec {
                 .as_ref()
                 .and_then(|p| p.grant_credits)
                 .unwrap_or(false)
+    }
+
+    /// Whether an object in `namespace` may create and change custom roles.
+    pub fn admits_managing_roles(&self, own_namespace: &str, namespace: &str) -> bool {
+        namespace == own_namespace
+            || self
+                .tenant_policy
+                .as_ref()
+                .and_then(|p| p.manage_roles)
+                .unwrap_or(false)
+    }
+
+    /// The librechat.yaml `interface` keys declared, if the instance says.
+    pub fn yaml_interface_keys(&self) -> Option<&[String]> {
+        self.librechat_yaml
+            .as_ref()
+            .and_then(|y| y.interface_keys.as_deref())
     }
 
     /// LibreChat's balance configuration as declared (disabled when absent).

@@ -1,20 +1,25 @@
 //! The custom resources: one file per kind, plus what they share.
 
+pub mod access;
 pub mod balance;
 pub mod ban;
 pub mod common;
 pub mod duration;
+pub mod group;
 pub mod instance;
 pub mod invite;
 pub mod offline;
 pub mod plugins;
+pub mod role;
 pub mod user;
 pub mod validate;
 
 pub use ban::{UserBan, UserBanSpec, UserBanStatus};
 pub use common::GROUP;
+pub use group::{LibreChatGroup, LibreChatGroupSpec, LibreChatGroupStatus};
 pub use instance::{LibreChatInstance, LibreChatInstanceSpec, LibreChatInstanceStatus};
 pub use invite::{UserInvite, UserInviteSpec, UserInviteStatus};
+pub use role::{LibreChatRole, LibreChatRoleSpec, LibreChatRoleStatus};
 pub use user::{LibreChatUser, LibreChatUserSpec, LibreChatUserStatus};
 
 use kube::CustomResourceExt;
@@ -29,6 +34,8 @@ pub fn all_crds() -> Vec<(
         ("librechatusers", LibreChatUser::crd()),
         ("userbans", UserBan::crd()),
         ("userinvites", UserInvite::crd()),
+        ("librechatgroups", LibreChatGroup::crd()),
+        ("librechatroles", LibreChatRole::crd()),
     ]
 }
 

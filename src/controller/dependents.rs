@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use super::context::Context;
 use super::target::points_at;
 use crate::api::common::InstanceRef;
-use crate::api::{LibreChatInstance, LibreChatUser, UserBan, UserInvite};
+use crate::api::{
+    LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
+};
 
 /// `Kind namespace/name` of every object that points at `instance`.
 pub async fn of(ctx: &Context, instance: &LibreChatInstance) -> Result<Vec<String>, kube::Error> {
@@ -16,6 +18,8 @@ pub async fn of(ctx: &Context, instance: &LibreChatInstance) -> Result<Vec<Strin
     found.extend(pointing::<LibreChatUser>(ctx, instance, |u| &u.spec.instance_ref).await?);
     found.extend(pointing::<UserBan>(ctx, instance, |b| &b.spec.instance_ref).await?);
     found.extend(pointing::<UserInvite>(ctx, instance, |i| &i.spec.instance_ref).await?);
+    found.extend(pointing::<LibreChatGroup>(ctx, instance, |g| &g.spec.instance_ref).await?);
+    found.extend(pointing::<LibreChatRole>(ctx, instance, |r| &r.spec.instance_ref).await?);
     Ok(found)
 }
 

@@ -1,6 +1,7 @@
 //! The Kubernetes half: one reconciler per kind, the shared context, and the wiring of
 //! watches so that a change anywhere reaches the objects it affects.
 
+pub mod access;
 pub mod audit;
 pub mod ban;
 pub mod connections;
@@ -9,12 +10,14 @@ pub mod credentials;
 pub mod dependents;
 pub mod error;
 pub mod feeds;
+pub mod group;
 pub mod instance;
 pub mod invite;
 pub mod memory;
 pub mod owned_secret;
 pub mod password;
 pub mod report;
+pub mod role;
 pub mod secrets;
 pub mod status;
 pub mod target;
@@ -38,7 +41,9 @@ pub use context::{Context, Settings};
 pub use error::ReconcileError;
 
 use crate::api::validate::normalize_email;
-use crate::api::{LibreChatInstance, LibreChatUser, UserBan, UserInvite};
+use crate::api::{
+    LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
+};
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,12 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), 
     probe(api_for::<LibreChatUser>(client, namespace), "LibreChatUser").await?;
     probe(api_for::<UserBan>(client, namespace), "UserBan").await?;
     probe(api_for::<UserInvite>(client, namespace), "UserInvite").await?;
+    probe(
+        api_for::<LibreChatGroup>(client, namespace),
+        "LibreChatGroup",
+    )
+    .await?;
+    probe(api_for::<LibreChatRole>(client, namespace), "LibreChatRole").await?;
     Ok(())
 }
 
@@ -287,6 +298,16 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             watcher::Config::default(),
             |i| going_instance(&i, &i.spec.instance_ref),
         )
+        .watches(
+            api_for::<LibreChatGroup>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            |g| going_instance(&g, &g.spec.instance_ref),
+        )
+        .watches(
+            api_for::<LibreChatRole>(&client, namespace.as_deref()),
+            watcher::Config::default(),
+            |r| going_instance(&r, &r.spec.instance_ref),
+        )
         .shutdown_on_signal()
         .run(
             |o, c| observed(o, c, instance::reconcile),
@@ -427,6 +448,9 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         )
         .for_each(log_outcome("UserInvite"));
 
+    let (groups, synced_groups) = group_controller(&client, namespace.as_deref(), ctx.clone());
+    let (roles, synced_roles) = role_controller(&client, namespace.as_deref(), ctx.clone());
+
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
@@ -460,16 +484,111 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             synced_instances.wait_until_ready(),
             synced_users.wait_until_ready(),
             synced_bans.wait_until_ready(),
-            synced_invites.wait_until_ready()
+            synced_invites.wait_until_ready(),
+            synced_groups.wait_until_ready(),
+            synced_roles.wait_until_ready()
         );
-        if all.0.is_ok() && all.1.is_ok() && all.2.is_ok() && all.3.is_ok() {
+        let access = all.4.is_ok() && all.5.is_ok();
+        if all.0.is_ok() && all.1.is_ok() && all.2.is_ok() && all.3.is_ok() && access {
             ctx.scope_synced();
         }
     };
     tokio::select! {
-        _ = async { futures::join!(instances, users, bans, invites, synced) } => {}
+        _ = async { futures::join!(instances, users, bans, invites, groups, roles, synced) } => {}
         _ = sweep => {}
     }
+}
+
+/// The LibreChatGroup controller: woken by its instance, by the LibreChatUsers it names, and
+/// by accounts appearing for the emails it names (through the instances' change streams).
+fn group_controller(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+) -> (impl std::future::Future<Output = ()>, Store<LibreChatGroup>) {
+    let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
+    let groups = Controller::new(
+        api_for::<LibreChatGroup>(client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(config);
+    let synced = groups.store();
+    let by_instance = groups.store();
+    let by_user = groups.store();
+    let by_email = groups.store();
+    let appeared = ctx.feeds.subscribe().flat_map(move |change| {
+        futures::stream::iter(woken_by(&by_email, &change, group_concerned))
+    });
+    let run = groups
+        .reconcile_on(appeared)
+        .watches(
+            api_for::<LibreChatUser>(client, namespace),
+            watcher::Config::default(),
+            move |user| {
+                select(&by_user, |g: &LibreChatGroup| {
+                    g.namespace() == user.namespace()
+                        && g.spec.members.iter().any(|m| {
+                            m.user_ref
+                                .as_ref()
+                                .is_some_and(|r| r.name == user.name_any())
+                        })
+                })
+            },
+        )
+        .watches(
+            api_for::<LibreChatInstance>(client, namespace),
+            watcher::Config::default(),
+            move |instance| {
+                select(&by_instance, |g: &LibreChatGroup| {
+                    target::points_at(&g.spec.instance_ref, g, &instance)
+                })
+            },
+        )
+        .shutdown_on_signal()
+        .run(|o, c| observed(o, c, group::reconcile), error_policy, ctx)
+        .for_each(log_outcome("LibreChatGroup"));
+    (run, synced)
+}
+
+/// A group that names the email an account now has.
+fn group_concerned(g: &LibreChatGroup, _id: &str, email: Option<&str>) -> bool {
+    email.is_some_and(|email| {
+        g.spec
+            .members
+            .iter()
+            .any(|m| m.email.as_deref().map(normalize_email).as_deref() == Some(email))
+    })
+}
+
+/// The LibreChatRole controller, woken by its instance (tenancy and librechat.yaml keys live
+/// there).
+fn role_controller(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+) -> (impl std::future::Future<Output = ()>, Store<LibreChatRole>) {
+    let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
+    let roles = Controller::new(
+        api_for::<LibreChatRole>(client, namespace),
+        watcher::Config::default(),
+    )
+    .with_config(config);
+    let synced = roles.store();
+    let by_instance = roles.store();
+    let run = roles
+        .watches(
+            api_for::<LibreChatInstance>(client, namespace),
+            watcher::Config::default(),
+            move |instance| {
+                select(&by_instance, |r: &LibreChatRole| {
+                    target::points_at(&r.spec.instance_ref, r, &instance)
+                })
+            },
+        )
+        .shutdown_on_signal()
+        .run(|o, c| observed(o, c, role::reconcile), error_policy, ctx)
+        .for_each(log_outcome("LibreChatRole"));
+    (run, synced)
 }
 
 /// The instance `obj` points at, when `obj` is going away (its instance may be waiting for it).

@@ -47,6 +47,8 @@ reported! {
     LibreChatUser => crate::api::LibreChatUserStatus,
     UserBan => crate::api::UserBanStatus,
     UserInvite => crate::api::UserInviteStatus,
+    crate::api::LibreChatGroup => crate::api::LibreChatGroupStatus,
+    crate::api::LibreChatRole => crate::api::LibreChatRoleStatus,
 }
 
 /// Before the slow work on a new generation, says so: `observedGeneration` is the new one and

@@ -21,6 +21,8 @@ pub struct Tenancy {
     pub may_manage_adopted: bool,
     /// It may grant credits and set auto-refill.
     pub may_grant_credits: bool,
+    /// It may create and change custom roles.
+    pub may_manage_roles: bool,
 }
 
 impl Tenancy {
@@ -32,6 +34,7 @@ impl Tenancy {
             may_hold_admin: spec.admits_admin(&instance_namespace, namespace),
             may_manage_adopted: spec.admits_managing_adopted(&instance_namespace, namespace),
             may_grant_credits: spec.admits_granting_credits(&instance_namespace, namespace),
+            may_manage_roles: spec.admits_managing_roles(&instance_namespace, namespace),
             namespace: namespace.to_string(),
             instance_namespace,
         }

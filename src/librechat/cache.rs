@@ -41,6 +41,11 @@ impl RedisCache {
         }
     }
 
+    /// LibreChat's `REDIS_KEY_PREFIX`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The Redis key of a Keyv cache entry.
     pub fn keyv_key(&self, namespace: &str, key: &str) -> String {
         keyv_key(&self.prefix, namespace, key)

@@ -2,6 +2,7 @@
 //! Kubernetes. Every byte written here is described in LibreChat's data contract
 //! (`docs/librechat-contract.md` summarises the parts we rely on).
 
+pub mod access;
 pub mod balance;
 pub mod bans;
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod one_shot;
 pub mod owned;
 pub mod ownership;
 pub mod password;
+pub mod permissions;
 pub mod plugins;
 pub mod sessions;
 pub mod stats;

@@ -7,6 +7,7 @@ mod support;
 #[path = "../cel_cases/mod.rs"]
 mod cel_cases;
 
+mod access;
 mod account_actions;
 mod audit;
 mod balance;

@@ -73,6 +73,8 @@ enum Step {
     InviteUrlRefresh,
     /// Deleting the Delete-policy user completes (finalizer removed) and the account is gone.
     Deletion,
+    /// A LibreChatRole and a LibreChatGroup are Ready.
+    Access,
 }
 
 /// `helm template` of the chart into `ns`, watching `watch` (empty: all namespaces), with
@@ -543,6 +545,7 @@ async fn scenario(w: &World, expected_failure: Option<Step>) -> Result<(), (Step
         Step::Invite,
         Step::InviteUrlRefresh,
         Step::Deletion,
+        Step::Access,
     ] {
         let limit = if expected_failure == Some(step) {
             SHORT
@@ -776,6 +779,30 @@ async fn run_step(w: &World, step: Step, limit: Duration) -> Result<(), String> 
                 return fail("no Deleted event");
             }
         }
+        Step::Access => {
+            w.apply(
+                "LibreChatRole",
+                "analyst",
+                json!({ "instanceRef": { "name": "lc" }, "name": "RBAC_ANALYST",
+                        "permissions": { "AGENTS": { "USE": true } } }),
+            )
+            .await;
+            w.apply(
+                "LibreChatGroup",
+                "team",
+                json!({ "instanceRef": { "name": "lc" }, "name": "rbac-team",
+                        "members": [{ "email": "nobody@example.com" }] }),
+            )
+            .await;
+            for (plural, name) in [("librechatroles", "analyst"), ("librechatgroups", "team")] {
+                if within(limit, || ready(w, plural, name, None))
+                    .await
+                    .is_none()
+                {
+                    return fail(&format!("{plural}/{name} was not Ready"));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -910,6 +937,14 @@ const NEEDED: &[(&str, &str, Without)] = &[
     ("userinvites", "list", StopsAt(Step::Leadership)),
     ("userinvites", "watch", WatchRefused),
     ("userinvites", "patch", StopsAt(Step::Invite)),
+    ("librechatgroups", "list", StopsAt(Step::Leadership)),
+    ("librechatgroups", "watch", WatchRefused),
+    ("librechatgroups", "patch", StopsAt(Step::Access)),
+    ("librechatroles", "list", StopsAt(Step::Leadership)),
+    ("librechatroles", "watch", WatchRefused),
+    ("librechatroles", "patch", StopsAt(Step::Access)),
+    ("librechatgroups/status", "patch", StopsAt(Step::Access)),
+    ("librechatroles/status", "patch", StopsAt(Step::Access)),
     (
         "librechatinstances/status",
         "patch",

@@ -320,6 +320,8 @@ fn plural_of(kind: &str) -> &'static str {
         "LibreChatUser" | "librechatusers" => "librechatusers",
         "UserBan" | "userbans" => "userbans",
         "UserInvite" | "userinvites" => "userinvites",
+        "LibreChatGroup" | "librechatgroups" => "librechatgroups",
+        "LibreChatRole" | "librechatroles" => "librechatroles",
         other => panic!("unknown kind {other}"),
     }
 }
@@ -330,6 +332,8 @@ pub fn dynamic(client: &Client, ns: &str, kind: &str) -> Api<kube::api::DynamicO
         "librechatinstances" => "LibreChatInstance",
         "librechatusers" => "LibreChatUser",
         "userbans" => "UserBan",
+        "librechatgroups" => "LibreChatGroup",
+        "librechatroles" => "LibreChatRole",
         _ => "UserInvite",
     };
     let gvk = kube::api::GroupVersionKind::gvk("librechat.ai", "v1alpha1", kind_name);
@@ -524,6 +528,8 @@ pub fn ensure_crds() {
                 "crd/librechatusers.librechat.ai",
                 "crd/userbans.librechat.ai",
                 "crd/userinvites.librechat.ai",
+                "crd/librechatgroups.librechat.ai",
+                "crd/librechatroles.librechat.ai",
             ])
             .output()
             .unwrap();

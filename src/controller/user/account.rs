@@ -252,6 +252,20 @@ async fn take(
     }))
 }
 
+/// Why this object may not adopt `stored` as declared, checked before it claims the email
+/// so that a refused adoption never holds (even briefly) a record naming it.
+pub(super) fn refusal_to_adopt(plan: &Plan, stored: &StoredUser) -> Option<String> {
+    adoption_refused(plan, stored).or_else(|| {
+        let adopted = Account {
+            stored: stored.clone(),
+            created: false,
+            password_set: false,
+            wrote: true,
+        };
+        write_refused(plan, &adopted, &drift(stored, &plan.desired))
+    })
+}
+
 /// Why this object may not adopt `stored`, if it may not.
 fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Option<String> {
     let tenancy = &plan.tenancy;

@@ -58,6 +58,10 @@ pub(super) async fn take_ownership(
             Outcome::waiting(reason::ALREADY_EXISTS, message, user).after(plan.resync)
         ));
     }
+    let adopting = existing.as_ref().filter(|_| inherited.is_none());
+    if let Some(why) = adopting.and_then(|u| super::account::refusal_to_adopt(plan, u)) {
+        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+    }
     if let Some(stale) = current {
         // One atomic hand-over, so a crash cannot lose the link to the account.
         if inherited.is_some() && store.take_over(email, &stale.owner.uid, owner).await? {

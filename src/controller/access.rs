@@ -1,0 +1,283 @@
+//! What LibreChatGroup and LibreChatRole share: the outcome of a reconcile, the grants they
+//! give (planned in full before anything is written, so a bad grant writes nothing), and the
+//! cache drops their writes owe.
+
+use std::time::Duration;
+
+use mongodb::bson::{oid::ObjectId, DateTime};
+
+use super::tenancy::Tenancy;
+use crate::api::access::{AccessGrant, GrantStatus};
+use crate::api::common::{condition, reason, Cond};
+use crate::librechat::access::grants::Principal;
+use crate::librechat::access::{AccessRecord, CacheDrop, RecordedGrant};
+use crate::librechat::{Store, StoreError};
+
+/// How soon an object waiting for something LibreChat does looks again.
+pub const RETRY_PENDING: Duration = Duration::from_secs(5);
+/// LibreChat drops a changed member's principals a second time after this, for other
+/// processes that rebuilt them from the old state meanwhile.
+pub const SECOND_DROP_AFTER: Duration = Duration::from_secs(3);
+
+/// A reconcile's verdict on `Ready` and when to look again.
+pub struct Verdict {
+    pub ready: Cond,
+    pub requeue: Option<Duration>,
+}
+
+impl Verdict {
+    pub fn ready(reason: &str, message: impl Into<String>, requeue: Duration) -> Self {
+        Verdict {
+            ready: Cond::new(condition::READY, true, reason, message),
+            requeue: Some(requeue),
+        }
+    }
+    /// Transient: looked at again soon.
+    pub fn waiting(reason: &str, message: impl Into<String>) -> Self {
+        Verdict {
+            ready: Cond::new(condition::READY, false, reason, message),
+            requeue: Some(RETRY_PENDING),
+        }
+    }
+    /// A person must act: looked at again on a change, or after `resync` for what LibreChat
+    /// may change meanwhile.
+    pub fn refused(reason: &str, message: impl Into<String>, resync: Option<Duration>) -> Self {
+        Verdict {
+            ready: Cond::new(condition::READY, false, reason, message),
+            requeue: resync,
+        }
+    }
+}
+
+/// A grant whose resource exists and which the object may give.
+#[derive(Clone, Debug)]
+pub struct PlannedGrant {
+    pub grant: AccessGrant,
+    pub resource: ObjectId,
+}
+
+impl PlannedGrant {
+    fn resource_type(&self) -> &'static str {
+        self.grant.resource_type.as_str()
+    }
+    fn recorded<'r>(&self, record: Option<&'r AccessRecord>) -> Option<&'r RecordedGrant> {
+        record?
+            .grants
+            .iter()
+            .find(|g| g.resource_type == self.resource_type() && g.resource_id == self.resource)
+    }
+    pub fn status(&self) -> GrantStatus {
+        GrantStatus {
+            resource_type: self.resource_type().into(),
+            resource_id: self.grant.resource_id.clone(),
+            state: "Granted".into(),
+            message: Some(format!(
+                "{} ({})",
+                self.grant.access.as_str(),
+                self.resource.to_hex()
+            )),
+        }
+    }
+}
+
+/// Why the grants cannot be given; nothing is written.
+pub struct GrantRefusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Finds every grant's resource and checks that the object may give it, before any write.
+/// A tenant may grant only what one of the accounts it manages may share itself (LibreChat's
+/// own rule for sharing: the SHARE bit), so a team cannot reach another team's agents.
+pub async fn plan_grants(
+    store: &Store,
+    grants: &[AccessGrant],
+    tenancy: &Tenancy,
+    principal: Option<&Principal>,
+    record: Option<&AccessRecord>,
+) -> Result<Result<Vec<PlannedGrant>, GrantRefusal>, StoreError> {
+    let mut planned = Vec::new();
+    for grant in grants {
+        let kind = grant.resource_type.as_str();
+        let Some(resource) = store.find_resource(kind, &grant.resource_id).await? else {
+            return Ok(Err(GrantRefusal {
+                reason: reason::RESOURCE_NOT_FOUND,
+                message: format!(
+                    "the {kind} '{}' does not exist in LibreChat: fix the grant's resourceId (the {kind}'s _id); nothing was written",
+                    grant.resource_id
+                ),
+            }));
+        };
+        if !tenancy.administers && !shared_by_tenant(store, kind, resource, tenancy).await? {
+            return Ok(Err(GrantRefusal {
+                reason: reason::NOT_PERMITTED,
+                message: format!(
+                    "the {kind} '{}' may not be shared from namespace '{}': no account this namespace manages may share it; {}. Nothing was written",
+                    grant.resource_id,
+                    tenancy.namespace,
+                    tenancy.who_may("share other resources")
+                ),
+            }));
+        }
+        let plan = PlannedGrant {
+            grant: grant.clone(),
+            resource,
+        };
+        if let Some(principal) = principal {
+            let existing = store.find_grant(principal, kind, resource).await?;
+            let ours = plan.recorded(record).map(|r| r.entry);
+            if existing.is_some_and(|e| Some(e.id) != ours) {
+                return Ok(Err(GrantRefusal {
+                    reason: reason::CONFLICT,
+                    message: format!(
+                        "the {kind} '{}' is already shared with this principal in LibreChat (by a person, not by this object): remove that share in LibreChat or drop this grant; nothing was written",
+                        grant.resource_id
+                    ),
+                }));
+            }
+        }
+        planned.push(plan);
+    }
+    Ok(Ok(planned))
+}
+
+async fn shared_by_tenant(
+    store: &Store,
+    kind: &str,
+    resource: ObjectId,
+    tenancy: &Tenancy,
+) -> Result<bool, StoreError> {
+    for sharer in store.resource_sharers(kind, resource).await? {
+        let claim = store.find_claim_of_user(sharer).await?;
+        if claim.is_some_and(|c| c.owner.namespace == tenancy.namespace) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Gives the planned grants and takes back the recorded ones no longer declared. Each new
+/// entry is recorded before it is written. Returns whether anything changed.
+pub async fn converge_grants(
+    store: &Store,
+    key: &str,
+    uid: &str,
+    principal: &Principal,
+    planned: &[PlannedGrant],
+    record: &AccessRecord,
+) -> Result<bool, StoreError> {
+    let mut writes = Vec::new();
+    for plan in planned {
+        let recorded = plan.recorded(Some(record));
+        let existing = store
+            .find_grant(principal, plan.resource_type(), plan.resource)
+            .await?;
+        let bits = plan.grant.access.bits();
+        let in_place = recorded.is_some_and(|r| {
+            existing
+                .as_ref()
+                .is_some_and(|e| e.id == r.entry && e.perm_bits == bits)
+        });
+        if !in_place {
+            writes.push((plan, recorded.map(|r| r.entry)));
+        }
+    }
+    let gone: Vec<&RecordedGrant> = record
+        .grants
+        .iter()
+        .filter(|r| {
+            !planned
+                .iter()
+                .any(|p| p.resource_type() == r.resource_type && p.resource == r.resource_id)
+        })
+        .collect();
+    if writes.is_empty() && gone.is_empty() {
+        return Ok(false);
+    }
+    let owed = [CacheDrop::PromptAccess];
+    store
+        .promise_cache_drops(key, uid, &owed, DateTime::now())
+        .await?;
+    for (plan, entry) in writes {
+        let entry = match entry {
+            Some(e) => e,
+            None => {
+                let recorded = RecordedGrant {
+                    resource_type: plan.resource_type().into(),
+                    resource_id: plan.resource,
+                    entry: ObjectId::new(),
+                };
+                store.record_grant(key, uid, &recorded).await?;
+                recorded.entry
+            }
+        };
+        let bundle = plan.grant.access;
+        store
+            .put_grant(
+                entry,
+                principal,
+                plan.resource_type(),
+                plan.resource,
+                bundle.as_str(),
+                bundle.bits(),
+            )
+            .await?;
+    }
+    for old in gone {
+        store.remove_grant(old.entry).await?;
+        store.forget_grant(key, uid, old.entry).await?;
+    }
+    Ok(true)
+}
+
+/// Keeps the record's cache-drop promises that are due: drops them and settles them. Returns
+/// how long until the rest are due.
+pub async fn settle_due_drops(
+    store: &Store,
+    key: &str,
+    uid: &str,
+    record: &AccessRecord,
+) -> Result<Option<Duration>, StoreError> {
+    if record.cache_drops.is_empty() {
+        return Ok(None);
+    }
+    let now = DateTime::now().timestamp_millis();
+    let due = record
+        .cache_drops_due
+        .map(|d| d.timestamp_millis())
+        .unwrap_or(now);
+    if due > now {
+        return Ok(Some(Duration::from_millis((due - now) as u64)));
+    }
+    store.drop_owed_caches(&record.cache_drops).await?;
+    store
+        .settle_cache_drops(key, uid, &record.cache_drops)
+        .await?;
+    Ok(None)
+}
+
+/// Drops `owed` now, after promising them (with a second drop due shortly for member
+/// changes, as LibreChat does for cross-process caches).
+pub async fn drop_promised(
+    store: &Store,
+    key: &str,
+    uid: &str,
+    owed: &[CacheDrop],
+    second: bool,
+) -> Result<(), StoreError> {
+    store.drop_owed_caches(owed).await?;
+    if !second {
+        store.settle_cache_drops(key, uid, owed).await?;
+    }
+    Ok(())
+}
+
+/// The promise's due time: now, or the second drop's.
+pub fn due(second: bool) -> DateTime {
+    let later = if second {
+        SECOND_DROP_AFTER
+    } else {
+        Duration::ZERO
+    };
+    DateTime::from_millis(DateTime::now().timestamp_millis() + later.as_millis() as i64)
+}

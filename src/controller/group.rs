@@ -1,0 +1,520 @@
+//! The LibreChatGroup reconciler, as its phases: resolve the instance, validate, find the
+//! members and plan the grants (reads only), claim the group's name, converge the group, its
+//! members and its grants, report. Deletion deletes the group, as LibreChat's admin API does.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::ResourceExt;
+use mongodb::bson::oid::ObjectId;
+
+use super::access::{self, PlannedGrant, Verdict};
+use super::audit::Change;
+use super::context::Context;
+use super::error::ReconcileError;
+use super::instance::resync_period;
+use super::report::report;
+use super::target::{self, Target};
+use super::tenancy::Tenancy;
+use crate::api::common::{reason, FINALIZER};
+use crate::api::group::{GroupMember, LibreChatGroupStatus};
+use crate::api::validate::normalize_email;
+use crate::api::{LibreChatGroup, LibreChatUser};
+use crate::librechat::access::grants::Principal;
+use crate::librechat::access::groups::{member_id, GroupFields};
+use crate::librechat::access::{group_key, AccessRecord, CacheDrop, Claimed};
+use crate::librechat::ownership::Owner;
+use crate::librechat::{Store, StoreError};
+
+pub async fn reconcile(
+    group: Arc<LibreChatGroup>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let api: Api<LibreChatGroup> =
+        Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, group, |event| async {
+        match event {
+            FinalizerEvent::Apply(g) => apply(&api, &g, &ctx).await,
+            FinalizerEvent::Cleanup(g) => cleanup(&g, &ctx).await,
+        }
+    })
+    .await
+    .map_err(ReconcileError::from)
+}
+
+/// What the reconcile found, for status.
+#[derive(Default)]
+struct Found {
+    group_id: Option<String>,
+    member_count: Option<i64>,
+    pending: Vec<String>,
+    grants: Vec<crate::api::access::GrantStatus>,
+    instance: Option<String>,
+}
+
+async fn apply(
+    api: &Api<LibreChatGroup>,
+    group: &LibreChatGroup,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    super::report::begin(api, group).await?;
+    let mut found = Found {
+        instance: group.status.as_ref().and_then(|s| s.instance.clone()),
+        group_id: group.status.as_ref().and_then(|s| s.group_id.clone()),
+        ..Found::default()
+    };
+    let (verdict, error) = match sync(group, ctx, &mut found).await {
+        Ok(v) => (v, None),
+        Err(ReconcileError::Store(e)) => (
+            Verdict::waiting(reason::STORE_ERROR, e.to_string()),
+            Some(ReconcileError::Store(e)),
+        ),
+        Err(other) => return Err(other),
+    };
+    let status = LibreChatGroupStatus {
+        group_id: found.group_id,
+        member_count: found.member_count,
+        pending_members: found.pending,
+        grants: found.grants,
+        instance: found.instance,
+        ..Default::default()
+    };
+    report(api, ctx, group, status, &[verdict.ready]).await?;
+    super::report::next_action(error, verdict.requeue)
+}
+
+/// Spec problems LibreChat's admin API would refuse, or that cross a namespace.
+fn validate(group: &LibreChatGroup) -> Result<(), String> {
+    let spec = &group.spec;
+    let own = group.namespace().unwrap_or_default();
+    if spec.name.trim() != spec.name || spec.name.is_empty() || spec.name.chars().count() > 500 {
+        return Err(format!("group name '{}' must be 1 to 500 characters with no surrounding spaces (LibreChat trims it)", spec.name));
+    }
+    if spec
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 2000)
+    {
+        return Err("description is longer than LibreChat's 2000 characters".into());
+    }
+    if spec.email.as_ref().is_some_and(|e| e.chars().count() > 500) {
+        return Err("email is longer than LibreChat's 500 characters".into());
+    }
+    if spec.members.len() > 500 {
+        return Err("more than LibreChat's 500 members".into());
+    }
+    for m in &spec.members {
+        match (&m.user_ref, &m.email) {
+            (Some(r), None) if r.namespace.as_deref().is_none_or(|n| n == own) => {}
+            (Some(r), None) => {
+                return Err(format!(
+                    "member LibreChatUser {}/{} is in another namespace: a group's members are LibreChatUsers of its own namespace '{own}' (or emails)",
+                    r.namespace.as_deref().unwrap_or_default(), r.name
+                ))
+            }
+            (None, Some(e)) => {
+                crate::api::validate::check_email(e)?;
+            }
+            _ => return Err("each member sets exactly one of userRef and email".into()),
+        }
+    }
+    crate::api::access::check_grants(&spec.grants)
+}
+
+async fn sync(
+    group: &LibreChatGroup,
+    ctx: &Context,
+    found: &mut Found,
+) -> Result<Verdict, ReconcileError> {
+    let namespace = group.namespace().unwrap_or_default();
+    if let Err(why) = validate(group) {
+        return Ok(Verdict::refused(
+            reason::INVALID_SPEC,
+            format!("{why}; nothing was written"),
+            None,
+        ));
+    }
+    let target = match target::resolve(ctx, &group.spec.instance_ref, &namespace).await? {
+        Ok(t) => t,
+        Err(p) => return Ok(Verdict::waiting(p.reason, p.message)),
+    };
+    if let Some(why) = target::applied_elsewhere(found.instance.as_deref(), &target.instance) {
+        return Ok(Verdict::refused(reason::INVALID_SPEC, why, None));
+    }
+    found.instance = Some(target::instance_key(&target.instance));
+    let tenancy = Tenancy::of(&target.instance, &namespace);
+    let store = &target.stores.store;
+    let key = group_key(&group.spec.name);
+    let record = store.access_record(&key).await?;
+    let uid = group.uid().unwrap_or_default();
+    if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
+        return Ok(name_taken(group, &r.owner));
+    }
+    let members = match resolve_members(ctx, store, group, &tenancy).await? {
+        Ok(m) => m,
+        Err(refusal) => return Ok(refusal),
+    };
+    let principal = record.as_ref().and_then(|r| r.target).map(Principal::Group);
+    let planned = match access::plan_grants(
+        store,
+        &group.spec.grants,
+        &tenancy,
+        principal.as_ref(),
+        record.as_ref(),
+    )
+    .await?
+    {
+        Ok(p) => p,
+        Err(r) => {
+            return Ok(Verdict::refused(
+                r.reason,
+                r.message,
+                Some(resync(ctx, &target)),
+            ))
+        }
+    };
+    let record = match record {
+        Some(r) => r,
+        None => match claim(store, group, &key).await? {
+            Ok(r) => r,
+            Err(verdict) => return Ok(verdict),
+        },
+    };
+    converge(ctx, group, &target, &key, record, members, planned, found).await
+}
+
+fn resync(ctx: &Context, target: &Target) -> std::time::Duration {
+    resync_period(&target.instance, ctx.settings.default_resync)
+}
+
+fn name_taken(group: &LibreChatGroup, owner: &Owner) -> Verdict {
+    Verdict::refused(
+        reason::CONFLICT,
+        format!("the LibreChat group '{}' is managed by {owner}: one object per group name; nothing was written", group.spec.name),
+        None,
+    )
+}
+
+/// Takes the group's name in the record, with the `_id` the group will have; a group of that
+/// name that LibreChat (or a person, or Entra sync) made is never taken over.
+async fn claim(
+    store: &Store,
+    group: &LibreChatGroup,
+    key: &str,
+) -> Result<Result<AccessRecord, Verdict>, StoreError> {
+    let id = ObjectId::new();
+    if store.group_named(&group.spec.name, id).await?.is_some() {
+        return Ok(Err(Verdict::refused(
+            reason::ALREADY_EXISTS,
+            format!("a LibreChat group named '{}' already exists and no LibreChatGroup created it: the operator does not take over groups made in LibreChat or synced from Entra ID; choose another name", group.spec.name),
+            None,
+        )));
+    }
+    let owner = owner_of(group);
+    Ok(match store.claim_access(key, &owner, Some(id)).await? {
+        Claimed::Ours(r) => Ok(r),
+        Claimed::Taken(other) => Err(name_taken(group, &other)),
+    })
+}
+
+fn owner_of(group: &LibreChatGroup) -> Owner {
+    Owner {
+        kind: "LibreChatGroup".into(),
+        namespace: group.namespace().unwrap_or_default(),
+        name: group.name_any(),
+        uid: group.uid().unwrap_or_default(),
+    }
+}
+
+/// The declared members found in LibreChat (their `memberIds` values) and the ones not yet.
+struct Members {
+    ids: BTreeSet<String>,
+    pending: Vec<String>,
+}
+
+/// Finds each member's account through the ownership record (never through status). A tenant
+/// may name only accounts it manages.
+async fn resolve_members(
+    ctx: &Context,
+    store: &Store,
+    group: &LibreChatGroup,
+    tenancy: &Tenancy,
+) -> Result<Result<Members, Verdict>, ReconcileError> {
+    let mut members = Members {
+        ids: BTreeSet::new(),
+        pending: Vec::new(),
+    };
+    let users: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), &tenancy.namespace);
+    for member in &group.spec.members {
+        let claim = match (&member.user_ref, &member.email) {
+            (Some(r), _) => match users.get_opt(&r.name).await? {
+                Some(u) => store
+                    .find_claim_of_owner(&u.uid().unwrap_or_default())
+                    .await?
+                    .filter(|c| c.owner.namespace == tenancy.namespace),
+                None => None,
+            },
+            (None, Some(email)) => {
+                let email = normalize_email(email);
+                let claim = store.find_claim(&email).await?;
+                if !tenancy.administers
+                    && claim
+                        .as_ref()
+                        .is_none_or(|c| c.owner.namespace != tenancy.namespace)
+                {
+                    return Ok(Err(not_permitted(member, tenancy)));
+                }
+                match claim {
+                    Some(c) => Some(c),
+                    None => {
+                        add_by_email(store, &email, &mut members).await?;
+                        continue;
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let account = match claim.and_then(|c| c.user_id) {
+            Some(id) => store.find_user_by_id(id).await?,
+            None => None,
+        };
+        match account {
+            Some(a) => {
+                members.ids.insert(member_id(&a));
+            }
+            None => members.pending.push(member.label()),
+        }
+    }
+    Ok(Ok(members))
+}
+
+/// An email no object manages (only the instance's namespace may name one).
+async fn add_by_email(store: &Store, email: &str, members: &mut Members) -> Result<(), StoreError> {
+    match store.find_user_by_email(email).await? {
+        Some(a) => {
+            members.ids.insert(member_id(&a));
+        }
+        None => members.pending.push(email.to_string()),
+    }
+    Ok(())
+}
+
+fn not_permitted(member: &GroupMember, tenancy: &Tenancy) -> Verdict {
+    Verdict::refused(
+        reason::NOT_PERMITTED,
+        format!(
+            "member {} is not an account this namespace manages: a tenant's group may hold only accounts of LibreChatUsers in '{}'; {}. Nothing was written",
+            member.label(),
+            tenancy.namespace,
+            tenancy.who_may("add other accounts")
+        ),
+        None,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converge(
+    ctx: &Context,
+    group: &LibreChatGroup,
+    target: &Target,
+    key: &str,
+    record: AccessRecord,
+    members: Members,
+    planned: Vec<PlannedGrant>,
+    found: &mut Found,
+) -> Result<Verdict, ReconcileError> {
+    let store = &target.stores.store;
+    let uid = group.uid().unwrap_or_default();
+    let Some(id) = record.target else {
+        return Err(StoreError::Contended("the group record has no group id").into());
+    };
+    let mut second_drop = access::settle_due_drops(store, key, &uid, &record).await?;
+    found.group_id = Some(id.to_hex());
+    let fields = GroupFields {
+        name: group.spec.name.clone(),
+        description: group.spec.description.clone(),
+        email: group.spec.email.clone(),
+    };
+    let instance = target::instance_key(&target.instance);
+    let stored = match store.find_group(id).await? {
+        Some(g) => g,
+        None => {
+            store.create_group(id, &fields).await?;
+            let note = format!(
+                "created LibreChat group '{}' ({})",
+                fields.name,
+                id.to_hex()
+            );
+            ctx.changed(
+                group,
+                Change::applied("GroupCreated", instance.clone(), None, note),
+            )
+            .await;
+            store.find_group(id).await?.ok_or(StoreError::Contended(
+                "the group vanished after its creation",
+            ))?
+        }
+    };
+    if stored.fields != fields {
+        store.correct_group(id, &fields).await?;
+    }
+    let current: BTreeSet<&String> = stored.member_ids.iter().collect();
+    let add: Vec<String> = members
+        .ids
+        .iter()
+        .filter(|m| !current.contains(m))
+        .cloned()
+        .collect();
+    let remove: Vec<String> = record
+        .members
+        .iter()
+        .filter(|m| !members.ids.contains(*m) && current.contains(m))
+        .cloned()
+        .collect();
+    let stale_record: Vec<String> = record
+        .members
+        .iter()
+        .filter(|m| !members.ids.contains(*m) && !current.contains(m))
+        .cloned()
+        .collect();
+    store.forget_members(key, &uid, &stale_record).await?;
+    if !add.is_empty() || !remove.is_empty() {
+        let owed: Vec<CacheDrop> = add
+            .iter()
+            .chain(&remove)
+            .map(|m| CacheDrop::Principals(m.clone()))
+            .collect();
+        store
+            .promise_cache_drops(key, &uid, &owed, access::due(true))
+            .await?;
+        store.record_members(key, &uid, &add).await?;
+        store.add_group_members(id, &add).await?;
+        store.remove_group_members(id, &remove).await?;
+        store.forget_members(key, &uid, &remove).await?;
+        store.drop_owed_caches(&owed).await?;
+        second_drop = Some(access::SECOND_DROP_AFTER);
+        let note = format!(
+            "group '{}': added {} member(s), removed {}",
+            fields.name,
+            add.len(),
+            remove.len()
+        );
+        ctx.changed(
+            group,
+            Change::applied("MembersChanged", instance.clone(), None, note),
+        )
+        .await;
+    }
+    let principal = Principal::Group(id);
+    if access::converge_grants(store, key, &uid, &principal, &planned, &record).await? {
+        let owed = [CacheDrop::PromptAccess];
+        access::drop_promised(store, key, &uid, &owed, false).await?;
+        let note = format!("group '{}': grants now {}", fields.name, planned.len());
+        ctx.changed(
+            group,
+            Change::applied("GrantsChanged", instance, None, note),
+        )
+        .await;
+    }
+    found.member_count = Some(members.ids.len() as i64);
+    found.grants = planned.iter().map(PlannedGrant::status).collect();
+    let requeue = second_drop.map_or(resync(ctx, target), |d| d.min(resync(ctx, target)));
+    Ok(if members.pending.is_empty() {
+        Verdict::ready(
+            reason::RECONCILED,
+            format!(
+                "group '{}' has its {} declared member(s) and {} grant(s)",
+                fields.name,
+                members.ids.len(),
+                planned.len()
+            ),
+            requeue,
+        )
+    } else {
+        found.pending = members.pending.clone();
+        Verdict::ready(
+            reason::MEMBERS_PENDING,
+            format!(
+                "group '{}' has {} member(s); not found yet (added when their accounts appear): {}",
+                fields.name,
+                members.ids.len(),
+                members.pending.join(", ")
+            ),
+            requeue.min(access::RETRY_PENDING * 6),
+        )
+    })
+}
+
+/// Deletes the group this object created (with its ACL entries and config overrides, as
+/// LibreChat's admin API does) and drops its members' cached principals.
+async fn cleanup(group: &LibreChatGroup, ctx: &Context) -> Result<Action, ReconcileError> {
+    let namespace = group.namespace().unwrap_or_default();
+    let target = match target::resolve(ctx, &group.spec.instance_ref, &namespace).await? {
+        Ok(t) => t,
+        // Nothing was ever written without a resolvable instance (or the instance is gone).
+        Err(_)
+            if group
+                .status
+                .as_ref()
+                .and_then(|s| s.group_id.as_ref())
+                .is_none() =>
+        {
+            return Ok(Action::await_change())
+        }
+        Err(p) => {
+            return Err(ReconcileError::Blocked(format!(
+                "cannot delete the LibreChat group yet: {}",
+                p.message
+            )))
+        }
+    };
+    let store = &target.stores.store;
+    let key = group_key(&group.spec.name);
+    let uid = group.uid().unwrap_or_default();
+    let Some(record) = store
+        .access_record(&key)
+        .await?
+        .filter(|r| r.owner.uid == uid)
+    else {
+        return Ok(Action::await_change());
+    };
+    if let Some(id) = record.target {
+        let members = store
+            .find_group(id)
+            .await?
+            .map(|g| g.member_ids)
+            .unwrap_or_default();
+        let mut owed: Vec<CacheDrop> = members
+            .iter()
+            .map(|m| CacheDrop::Principals(m.clone()))
+            .collect();
+        owed.push(CacheDrop::PromptAccess);
+        store
+            .promise_cache_drops(&key, &uid, &owed, access::due(false))
+            .await?;
+        store.delete_group(id).await?;
+        store.drop_owed_caches(&owed).await?;
+        tokio::time::sleep(access::SECOND_DROP_AFTER).await;
+        store.drop_owed_caches(&owed).await?;
+        let note = format!(
+            "deleted LibreChat group '{}' ({} member(s))",
+            group.spec.name,
+            members.len()
+        );
+        ctx.changed(
+            group,
+            Change::applied(
+                "GroupDeleted",
+                target::instance_key(&target.instance),
+                None,
+                note,
+            ),
+        )
+        .await;
+    }
+    store.release_access(&key, &uid).await?;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,422 @@
+//! The LibreChatRole reconciler, as its phases: resolve the instance, validate the name and
+//! permissions, check the namespace may change this role, plan the grants (reads only), claim
+//! the role's name, converge the role and its grants, report. Deleting a custom role moves
+//! its users to USER, as LibreChat's `deleteRoleByName` does; deleting the declaration of a
+//! built-in role leaves its permissions as they are.
+
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::ResourceExt;
+
+use super::access::{self, PlannedGrant, Verdict};
+use super::audit::Change;
+use super::context::Context;
+use super::error::ReconcileError;
+use super::instance::resync_period;
+use super::report::report;
+use super::target::{self, Target};
+use super::tenancy::Tenancy;
+use crate::api::common::{reason, FINALIZER};
+use crate::api::role::LibreChatRoleStatus;
+use crate::api::LibreChatRole;
+use crate::librechat::access::grants::Principal;
+use crate::librechat::access::{role_key, AccessRecord, CacheDrop, Claimed};
+use crate::librechat::ownership::Owner;
+use crate::librechat::permissions::{
+    check_permissions, check_role_name, is_built_in, overridden_at_restart,
+};
+use crate::librechat::{Store, StoreError};
+
+pub async fn reconcile(
+    role: Arc<LibreChatRole>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let api: Api<LibreChatRole> =
+        Api::namespaced(ctx.client.clone(), &role.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, role, |event| async {
+        match event {
+            FinalizerEvent::Apply(r) => apply(&api, &r, &ctx).await,
+            FinalizerEvent::Cleanup(r) => cleanup(&r, &ctx).await,
+        }
+    })
+    .await
+    .map_err(ReconcileError::from)
+}
+
+/// What the reconcile found, for status.
+#[derive(Default)]
+struct Found {
+    users: Option<i64>,
+    overridden: Vec<String>,
+    grants: Vec<crate::api::access::GrantStatus>,
+    instance: Option<String>,
+}
+
+async fn apply(
+    api: &Api<LibreChatRole>,
+    role: &LibreChatRole,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    super::report::begin(api, role).await?;
+    let mut found = Found {
+        instance: role.status.as_ref().and_then(|s| s.instance.clone()),
+        users: role.status.as_ref().and_then(|s| s.users),
+        ..Found::default()
+    };
+    let (verdict, error) = match sync(role, ctx, &mut found).await {
+        Ok(v) => (v, None),
+        Err(ReconcileError::Store(e)) => (
+            Verdict::waiting(reason::STORE_ERROR, e.to_string()),
+            Some(ReconcileError::Store(e)),
+        ),
+        Err(other) => return Err(other),
+    };
+    let status = LibreChatRoleStatus {
+        users: found.users,
+        overridden_at_restart: found.overridden,
+        grants: found.grants,
+        instance: found.instance,
+        ..Default::default()
+    };
+    report(api, ctx, role, status, &[verdict.ready]).await?;
+    super::report::next_action(error, verdict.requeue)
+}
+
+fn validate(role: &LibreChatRole) -> Result<(), String> {
+    check_role_name(&role.spec.name, false)?;
+    check_permissions(&role.spec.permissions)?;
+    if role
+        .spec
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 2000)
+    {
+        return Err("description is longer than 2000 characters".into());
+    }
+    crate::api::access::check_grants(&role.spec.grants)
+}
+
+/// Whether the namespace may change this role: built-in roles only from the instance's own
+/// namespace; custom roles from tenants only when the instance admits it.
+fn permitted(role: &LibreChatRole, tenancy: &Tenancy) -> Result<(), String> {
+    if is_built_in(&role.spec.name) && !tenancy.administers {
+        return Err(format!(
+            "the built-in role {} is shared by every team: {}",
+            role.spec.name,
+            tenancy.who_may("change it")
+        ));
+    }
+    if !tenancy.may_manage_roles {
+        return Err(format!("namespace '{}' may not create or change roles: {} unless the instance sets tenantPolicy.manageRoles", tenancy.namespace, tenancy.who_may("do so")));
+    }
+    Ok(())
+}
+
+async fn sync(
+    role: &LibreChatRole,
+    ctx: &Context,
+    found: &mut Found,
+) -> Result<Verdict, ReconcileError> {
+    let namespace = role.namespace().unwrap_or_default();
+    if let Err(why) = validate(role) {
+        return Ok(Verdict::refused(
+            reason::INVALID_SPEC,
+            format!("{why}; nothing was written"),
+            None,
+        ));
+    }
+    let target = match target::resolve(ctx, &role.spec.instance_ref, &namespace).await? {
+        Ok(t) => t,
+        Err(p) => return Ok(Verdict::waiting(p.reason, p.message)),
+    };
+    if let Some(why) = target::applied_elsewhere(found.instance.as_deref(), &target.instance) {
+        return Ok(Verdict::refused(reason::INVALID_SPEC, why, None));
+    }
+    found.instance = Some(target::instance_key(&target.instance));
+    let tenancy = Tenancy::of(&target.instance, &namespace);
+    if let Err(why) = permitted(role, &tenancy) {
+        return Ok(Verdict::refused(
+            reason::NOT_PERMITTED,
+            format!("{why}; nothing was written"),
+            None,
+        ));
+    }
+    let store = &target.stores.store;
+    let name = &role.spec.name;
+    let key = role_key(name);
+    let record = store.access_record(&key).await?;
+    let uid = role.uid().unwrap_or_default();
+    if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
+        return Ok(name_taken(role, &r.owner));
+    }
+    let principal = Principal::Role(name.clone());
+    let planned = match access::plan_grants(
+        store,
+        &role.spec.grants,
+        &tenancy,
+        Some(&principal),
+        record.as_ref(),
+    )
+    .await?
+    {
+        Ok(p) => p,
+        Err(r) => {
+            return Ok(Verdict::refused(
+                r.reason,
+                r.message,
+                Some(resync(ctx, &target)),
+            ))
+        }
+    };
+    let record = match record {
+        Some(r) => r,
+        None => match claim(store, role, &key).await? {
+            Ok(r) => r,
+            Err(verdict) => return Ok(verdict),
+        },
+    };
+    converge(ctx, role, &target, &key, &record, &planned, found).await
+}
+
+fn resync(ctx: &Context, target: &Target) -> std::time::Duration {
+    resync_period(&target.instance, ctx.settings.default_resync)
+}
+
+fn name_taken(role: &LibreChatRole, owner: &Owner) -> Verdict {
+    Verdict::refused(
+        reason::CONFLICT,
+        format!("the LibreChat role '{}' is declared by {owner}: one object per role; nothing was written", role.spec.name),
+        None,
+    )
+}
+
+/// Takes the role's name in the record. A custom role that already exists in LibreChat (made
+/// in its admin UI) is never taken over; a built-in role must exist (LibreChat creates it).
+async fn claim(
+    store: &Store,
+    role: &LibreChatRole,
+    key: &str,
+) -> Result<Result<AccessRecord, Verdict>, StoreError> {
+    let name = &role.spec.name;
+    let exists = store.find_role(name).await?.is_some();
+    if is_built_in(name) && !exists {
+        return Ok(Err(Verdict::waiting(
+            reason::ROLE_NOT_FOUND,
+            format!("LibreChat has not created its built-in role {name} yet (it does at its first start); waiting for it"),
+        )));
+    }
+    if !is_built_in(name) && exists {
+        return Ok(Err(Verdict::refused(
+            reason::ALREADY_EXISTS,
+            format!("a LibreChat role named '{name}' already exists and no LibreChatRole created it: the operator does not take over roles made in LibreChat; choose another name"),
+            None,
+        )));
+    }
+    let owner = Owner {
+        kind: "LibreChatRole".into(),
+        namespace: role.namespace().unwrap_or_default(),
+        name: role.name_any(),
+        uid: role.uid().unwrap_or_default(),
+    };
+    Ok(match store.claim_access(key, &owner, None).await? {
+        Claimed::Ours(r) => Ok(r),
+        Claimed::Taken(other) => Err(name_taken(role, &other)),
+    })
+}
+
+async fn converge(
+    ctx: &Context,
+    role: &LibreChatRole,
+    target: &Target,
+    key: &str,
+    record: &AccessRecord,
+    planned: &[PlannedGrant],
+    found: &mut Found,
+) -> Result<Verdict, ReconcileError> {
+    let store = &target.stores.store;
+    let uid = role.uid().unwrap_or_default();
+    let name = &role.spec.name;
+    access::settle_due_drops(store, key, &uid, record).await?;
+    let instance = target::instance_key(&target.instance);
+    if let Some(what) = converge_permissions(store, role, key, &uid).await? {
+        let note = format!("role {name}: {what}");
+        ctx.changed(
+            role,
+            Change::applied("RoleChanged", instance.clone(), None, note),
+        )
+        .await;
+    }
+    let principal = Principal::Role(name.clone());
+    if access::converge_grants(store, key, &uid, &principal, planned, record).await? {
+        access::drop_promised(store, key, &uid, &[CacheDrop::PromptAccess], false).await?;
+        let note = format!("role {name}: grants now {}", planned.len());
+        ctx.changed(role, Change::applied("GrantsChanged", instance, None, note))
+            .await;
+    }
+    found.users = Some(store.count_role_users(name).await? as i64);
+    found.grants = planned.iter().map(PlannedGrant::status).collect();
+    Ok(report_built_in(role, target, found, resync(ctx, target)))
+}
+
+/// Writes the declared permissions where they differ, promising the `ROLES:<name>` drop
+/// first. Returns what changed.
+async fn converge_permissions(
+    store: &Store,
+    role: &LibreChatRole,
+    key: &str,
+    uid: &str,
+) -> Result<Option<&'static str>, StoreError> {
+    let name = &role.spec.name;
+    let declared = &role.spec.permissions;
+    let description = role.spec.description.clone().unwrap_or_default();
+    let stored = store.find_role(name).await?;
+    let change = match &stored {
+        None if !is_built_in(name) => "created",
+        None => return Ok(None),
+        Some(s) if is_built_in(name) => {
+            let same = declared.iter().all(|(t, keys)| {
+                keys.iter()
+                    .all(|(k, v)| s.permissions.get(t).and_then(|m| m.get(k)) == Some(v))
+            });
+            if same {
+                return Ok(None);
+            } else {
+                "declared permissions set"
+            }
+        }
+        Some(s) => {
+            if s.permissions == *declared && s.description.as_deref().unwrap_or("") == description {
+                return Ok(None);
+            }
+            "put back as declared"
+        }
+    };
+    let owed = [CacheDrop::Role(name.clone())];
+    store
+        .promise_cache_drops(key, uid, &owed, access::due(false))
+        .await?;
+    match (&stored, is_built_in(name)) {
+        (None, _) => store.create_role(name, &description, declared).await?,
+        (Some(_), true) => store.set_role_keys(name, declared).await?,
+        (Some(_), false) => store.correct_role(name, &description, declared).await?,
+    }
+    access::drop_promised(store, key, uid, &owed, false).await?;
+    Ok(Some(change))
+}
+
+/// Ready, saying for USER and ADMIN which declared types librechat.yaml re-imposes at
+/// LibreChat's next start (or the rule, when the instance does not list its yaml's keys).
+fn report_built_in(
+    role: &LibreChatRole,
+    target: &Target,
+    found: &mut Found,
+    resync: std::time::Duration,
+) -> Verdict {
+    let name = &role.spec.name;
+    let grants = found.grants.len();
+    if !is_built_in(name) {
+        return Verdict::ready(
+            reason::RECONCILED,
+            format!("custom role {name} holds its declared permissions and {grants} grant(s)"),
+            resync,
+        );
+    }
+    let Some(keys) = target.instance.spec.yaml_interface_keys() else {
+        return Verdict::ready(
+            reason::RECONCILED,
+            format!("declared permissions of {name} are set; LibreChat re-imposes at every start each permission type whose `interface` key its librechat.yaml sets (and USER's MCP_SERVERS.CREATE unless it sets interface.mcpServers): list those keys in the instance's spec.librechatYaml.interfaceKeys to see which declared types that affects"),
+            resync,
+        );
+    };
+    found.overridden = overridden_at_restart(name, &role.spec.permissions, keys);
+    if found.overridden.is_empty() {
+        Verdict::ready(
+            reason::RECONCILED,
+            format!("declared permissions of {name} are set; librechat.yaml imposes none of them"),
+            resync,
+        )
+    } else {
+        Verdict::ready(
+            reason::OVERRIDDEN_AT_RESTART,
+            format!("declared permissions of {name} are set, but LibreChat re-imposes {} from librechat.yaml at its next start: remove those types here or the keys from librechat.yaml's interface section", found.overridden.join(", ")),
+            resync,
+        )
+    }
+}
+
+/// A custom role this object created goes as `deleteRoleByName` does: its users move to USER
+/// (their caches dropped), then the role and its cached copy. Grants this object gave go.
+async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, ReconcileError> {
+    let namespace = role.namespace().unwrap_or_default();
+    let target = match target::resolve(ctx, &role.spec.instance_ref, &namespace).await? {
+        Ok(t) => t,
+        Err(_)
+            if role
+                .status
+                .as_ref()
+                .and_then(|s| s.instance.as_ref())
+                .is_none() =>
+        {
+            return Ok(Action::await_change())
+        }
+        Err(p) => {
+            return Err(ReconcileError::Blocked(format!(
+                "cannot remove the LibreChat role yet: {}",
+                p.message
+            )))
+        }
+    };
+    let store = &target.stores.store;
+    let name = &role.spec.name;
+    let key = role_key(name);
+    let uid = role.uid().unwrap_or_default();
+    let Some(record) = store
+        .access_record(&key)
+        .await?
+        .filter(|r| r.owner.uid == uid)
+    else {
+        return Ok(Action::await_change());
+    };
+    access::converge_grants(
+        store,
+        &key,
+        &uid,
+        &Principal::Role(name.clone()),
+        &[],
+        &record,
+    )
+    .await?;
+    let mut owed = vec![CacheDrop::PromptAccess, CacheDrop::Role(name.clone())];
+    if !is_built_in(name) {
+        let users = store.role_users(name).await?;
+        owed.extend(
+            users
+                .into_iter()
+                .map(|(id, source)| CacheDrop::User(id.to_hex(), source)),
+        );
+        store
+            .promise_cache_drops(&key, &uid, &owed, access::due(false))
+            .await?;
+        let moved = store.delete_role(name).await?;
+        let note = format!(
+            "deleted role {name}; {} account(s) moved to USER",
+            moved.len()
+        );
+        ctx.changed(
+            role,
+            Change::applied(
+                "RoleDeleted",
+                target::instance_key(&target.instance),
+                None,
+                note,
+            ),
+        )
+        .await;
+    }
+    store.drop_owed_caches(&owed).await?;
+    store.release_access(&key, &uid).await?;
+    Ok(Action::await_change())
+}

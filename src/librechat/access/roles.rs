@@ -1,0 +1,185 @@
+//! LibreChat's `roles` (contract-surface §5.3): custom roles as `createRoleByName` stores
+//! them, the declared keys of USER and ADMIN, and `deleteRoleByName`'s move to USER.
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+
+use super::super::deadline::MongoCall;
+use super::super::error::StoreError;
+use super::super::permissions::Permissions;
+use super::super::{collections, Store};
+
+pub const ROLES: &str = "roles";
+
+/// A stored role as far as the operator reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRole {
+    pub description: Option<String>,
+    pub permissions: Permissions,
+}
+
+fn permissions_of(d: &Document) -> Permissions {
+    let Ok(perms) = d.get_document("permissions") else {
+        return Permissions::new();
+    };
+    perms
+        .iter()
+        .filter_map(|(kind, keys)| {
+            let keys = keys.as_document()?;
+            let keys = keys
+                .iter()
+                .filter_map(|(k, v)| v.as_bool().map(|b| (k.clone(), b)))
+                .collect();
+            Some((kind.clone(), keys))
+        })
+        .collect()
+}
+
+fn permissions_doc(p: &Permissions) -> Document {
+    p.iter()
+        .map(|(kind, keys)| {
+            let keys: Document = keys
+                .iter()
+                .map(|(k, v)| (k.clone(), Bson::Boolean(*v)))
+                .collect();
+            (kind.clone(), Bson::Document(keys))
+        })
+        .collect()
+}
+
+impl Store {
+    pub async fn find_role(&self, name: &str) -> Result<Option<StoredRole>, StoreError> {
+        Ok(self
+            .collection(ROLES)
+            .find_one(doc! { "name": name, "tenantId": { "$exists": false } })
+            .deadline("reading a role")
+            .await?
+            .map(|d| StoredRole {
+                description: d.get_str("description").ok().map(String::from),
+                permissions: permissions_of(&d),
+            }))
+    }
+
+    /// Creates a custom role holding exactly `permissions`, as `createRoleByName` stores it
+    /// (no defaults filled in). An upsert on the name, so a retry creates it once.
+    pub async fn create_role(
+        &self,
+        name: &str,
+        description: &str,
+        permissions: &Permissions,
+    ) -> Result<(), StoreError> {
+        let role = doc! {
+            "name": name, "description": description,
+            "permissions": permissions_doc(permissions), "__v": 0,
+        };
+        self.collection(ROLES)
+            .update_one(
+                doc! { "name": name, "tenantId": { "$exists": false } },
+                doc! { "$setOnInsert": role },
+            )
+            .upsert(true)
+            .deadline("creating a role")
+            .await
+            .map(|_| ())
+    }
+
+    /// Puts a custom role's description and whole permissions back as declared.
+    pub async fn correct_role(
+        &self,
+        name: &str,
+        description: &str,
+        permissions: &Permissions,
+    ) -> Result<(), StoreError> {
+        let set = doc! { "description": description, "permissions": permissions_doc(permissions) };
+        self.collection(ROLES)
+            .update_one(
+                doc! { "name": name, "tenantId": { "$exists": false } },
+                doc! { "$set": set },
+            )
+            .deadline("updating a role")
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets the declared keys of a built-in role, leaving every other key as LibreChat keeps
+    /// it (the per-key merge of LibreChat's `updateAccessPermissions`).
+    pub async fn set_role_keys(
+        &self,
+        name: &str,
+        permissions: &Permissions,
+    ) -> Result<(), StoreError> {
+        let set: Document = permissions
+            .iter()
+            .flat_map(|(kind, keys)| {
+                keys.iter()
+                    .map(move |(k, v)| (format!("permissions.{kind}.{k}"), Bson::Boolean(*v)))
+            })
+            .collect();
+        if set.is_empty() {
+            return Ok(());
+        }
+        self.collection(ROLES)
+            .update_one(
+                doc! { "name": name, "tenantId": { "$exists": false } },
+                doc! { "$set": set },
+            )
+            .deadline("updating a role")
+            .await
+            .map(|_| ())
+    }
+
+    /// Accounts with the role.
+    pub async fn count_role_users(&self, name: &str) -> Result<u64, StoreError> {
+        self.count_users(doc! { "role": name }).await
+    }
+
+    /// The accounts with the role: ids and `idOnTheSource`.
+    pub async fn role_users(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(ObjectId, Option<String>)>, StoreError> {
+        let users: Vec<Document> = self
+            .collection(collections::USERS)
+            .find(doc! { "role": name })
+            .projection(doc! { "_id": 1, "idOnTheSource": 1 })
+            .deadline("listing a role's users")
+            .await?
+            .try_collect()
+            .deadline("listing a role's users")
+            .await?;
+        Ok(users
+            .iter()
+            .filter_map(|d| {
+                let id = d.get_object_id("_id").ok()?;
+                Some((id, d.get_str("idOnTheSource").ok().map(String::from)))
+            })
+            .collect())
+    }
+
+    /// `deleteRoleByName`: the role's users move to USER, then the role goes. Returns the
+    /// moved accounts' ids and `idOnTheSource`.
+    pub async fn delete_role(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(ObjectId, Option<String>)>, StoreError> {
+        let moved = self.role_users(name).await?;
+        self.collection(collections::USERS)
+            .update_many(doc! { "role": name }, doc! { "$set": { "role": "USER" } })
+            .deadline("moving a role's users to USER")
+            .await?;
+        self.delete_many(
+            ROLES,
+            doc! { "name": name, "tenantId": { "$exists": false } },
+        )
+        .await?;
+        Ok(moved)
+    }
+
+    /// Drops LibreChat's cached copy of the role (`ROLES:<name>`, no TTL).
+    pub async fn drop_role_cache(&self, name: &str) -> Result<(), StoreError> {
+        if let Some(redis) = self.redis() {
+            redis.delete(&[redis.keyv_key("ROLES", name)]).await?;
+        }
+        Ok(())
+    }
+}

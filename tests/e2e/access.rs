@@ -1,0 +1,689 @@
+//! Groups, roles and grants: written as LibreChat writes them and judged by LibreChat's own
+//! code (`getUserPrincipals`, `getRoleByName`, its ACL methods); the caches LibreChat reads
+//! are gone after each change; tenants reach only what they own.
+
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use crate::support::*;
+use crate::trust::{lc, tenant_world};
+use crate::user::foreign_user;
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A Redis prefix of this world's own, so cache assertions see only this test's keys.
+fn own_redis(w: &World) -> Value {
+    json!({ "redis": { "keyPrefix": w.ns.clone() } })
+}
+
+/// Puts cache entries LibreChat would have built, to see them dropped.
+async fn seed_cache(w: &World, keys: &[String]) -> Vec<String> {
+    let mut r = redis().await;
+    let full: Vec<String> = keys.iter().map(|k| format!("{}::{k}", w.ns)).collect();
+    for k in &full {
+        let _: () = r.set(k, "{\"value\":[]}").await.unwrap();
+    }
+    full
+}
+
+async fn assert_dropped(keys: &[String]) {
+    let mut r = redis().await;
+    for k in keys {
+        let left: bool = r.exists(k).await.unwrap();
+        assert!(!left, "LibreChat's cache entry {k} must be dropped");
+    }
+}
+
+/// A resource a person made in LibreChat, owned (ACL OWNER) by `owner`.
+async fn seed_resource(
+    w: &World,
+    collection: &str,
+    resource_type: &str,
+    owner: ObjectId,
+) -> ObjectId {
+    let id = ObjectId::new();
+    let mut d = doc! { "_id": id, "name": format!("shared {resource_type}"), "author": owner };
+    if collection == "agents" {
+        d.insert("id", format!("agent_{}", id.to_hex()));
+    }
+    w.db.collection::<Document>(collection)
+        .insert_one(d)
+        .await
+        .unwrap();
+    w.db.collection::<Document>("aclentries")
+        .insert_one(doc! {
+            "principalType": "user", "principalId": owner, "principalModel": "User",
+            "resourceType": resource_type, "resourceId": id, "permBits": 15,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+async fn group_doc(w: &World, name: &str) -> Option<Document> {
+    w.db.collection::<Document>("groups")
+        .find_one(doc! { "name": name })
+        .await
+        .unwrap()
+}
+
+fn member_ids(group: &Document) -> Vec<String> {
+    let mut ids: Vec<String> = group
+        .get_array("memberIds")
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_group_is_what_librechat_reads_for_its_members() {
+    let mut w = World::new("acc-group").await;
+    w.start_operator();
+    w.ready_instance("lc", own_redis(&w)).await;
+    w.secret("pw", &[("password", "Group-Member-Pass-1")]).await;
+    w.apply(
+        "LibreChatUser",
+        "alice",
+        json!({ "instanceRef": { "name": "lc" }, "email": "alice@example.com",
+                "password": { "secretRef": { "name": "pw", "key": "password" } } }),
+    )
+    .await;
+    let alice = w
+        .wait_condition("librechatusers", "alice", "Ready", "True", None)
+        .await;
+    let alice_id = alice
+        .pointer("/status/userId")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    // An SSO account LibreChat knows by its idOnTheSource.
+    let carol = ObjectId::new();
+    let mut carol_doc = foreign_user(carol, "carol@example.com");
+    carol_doc.insert("idOnTheSource", "entra-oid-carol");
+    w.users().insert_one(carol_doc).await.unwrap();
+    let agent = seed_resource(&w, "agents", "agent", carol).await;
+    let cached = seed_cache(
+        &w,
+        &[
+            format!("USER_PRINCIPALS:{alice_id}"),
+            "USER_PRINCIPALS:entra-oid-carol".into(),
+            "PROMPT_GROUPS_ACCESS:access:generation".into(),
+        ],
+    )
+    .await;
+
+    w.apply(
+        "LibreChatGroup",
+        "team",
+        json!({ "instanceRef": { "name": "lc" }, "name": "Team A", "description": "the A team",
+                "members": [{ "userRef": { "name": "alice" } }, { "email": "Carol@Example.com" },
+                            { "email": "later@example.com" }],
+                "grants": [{ "resourceType": "agent", "resourceId": format!("agent_{}", agent.to_hex()), "access": "viewer" }] }),
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatgroups",
+            "team",
+            "Ready",
+            "True",
+            Some("MembersPending"),
+        )
+        .await;
+    assert_eq!(obj.pointer("/status/memberCount"), Some(&json!(2)));
+    assert_eq!(
+        obj.pointer("/status/pendingMembers"),
+        Some(&json!(["later@example.com"]))
+    );
+    let group_id = obj
+        .pointer("/status/groupId")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    let group = group_doc(&w, "Team A").await.unwrap();
+    assert_eq!(group.get_object_id("_id").unwrap().to_hex(), group_id);
+    assert_eq!(member_ids(&group), {
+        let mut v = vec![alice_id.clone(), "entra-oid-carol".to_string()];
+        v.sort();
+        v
+    });
+    assert_dropped(&cached).await;
+    w.contract_check(json!({
+        "groups": [{ "id": group_id, "name": "Team A", "description": "the A team",
+                     "memberIds": [alice_id, "entra-oid-carol"] }],
+        "principals": [{ "userId": alice_id, "groups": [group_id] },
+                       { "userId": carol.to_hex(), "groups": [group_id] }],
+        "aclEntries": [{ "principalType": "group", "principalId": group_id, "resourceType": "agent",
+                         "resourceId": agent.to_hex(), "permBits": 1, "expectFound": true }],
+    }));
+
+    // The pending member registers in LibreChat: added when the account appears.
+    let later = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(later, "later@example.com"))
+        .await
+        .unwrap();
+    w.wait_condition(
+        "librechatgroups",
+        "team",
+        "Ready",
+        "True",
+        Some("Reconciled"),
+    )
+    .await;
+    assert!(member_ids(&group_doc(&w, "Team A").await.unwrap()).contains(&later.to_hex()));
+
+    // A member a person added in LibreChat is theirs: the operator never takes it out.
+    w.db.collection::<Document>("groups")
+        .update_one(
+            doc! { "name": "Team A" },
+            doc! { "$addToSet": { "memberIds": "added-in-the-ui" } },
+        )
+        .await
+        .unwrap();
+    // alice leaves, and the grant goes up to editor.
+    let cached = seed_cache(&w, &[format!("USER_PRINCIPALS:{alice_id}")]).await;
+    w.apply(
+        "LibreChatGroup",
+        "team",
+        json!({ "instanceRef": { "name": "lc" }, "name": "Team A", "description": "the A team",
+                "members": [{ "email": "carol@example.com" }, { "email": "later@example.com" }],
+                "grants": [{ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "editor" }] }),
+    )
+    .await;
+    eventually("alice to leave the group", || async {
+        let g = group_doc(&w, "Team A").await?;
+        (!member_ids(&g).contains(&alice_id)).then_some(())
+    })
+    .await;
+    w.wait_condition(
+        "librechatgroups",
+        "team",
+        "Ready",
+        "True",
+        Some("Reconciled"),
+    )
+    .await;
+    assert!(member_ids(&group_doc(&w, "Team A").await.unwrap())
+        .contains(&"added-in-the-ui".to_string()));
+    assert_dropped(&cached).await;
+    w.contract_check(json!({
+        "principals": [{ "userId": alice_id, "notGroups": [group_id] }],
+        "aclEntries": [{ "principalType": "group", "principalId": group_id, "resourceType": "agent",
+                         "resourceId": agent.to_hex(), "permBits": 3, "expectFound": true }],
+    }));
+
+    // Deleting the object deletes the group and its grants, as LibreChat's admin API does.
+    w.delete("LibreChatGroup", "team").await;
+    w.wait_gone("librechatgroups", "team").await;
+    assert!(group_doc(&w, "Team A").await.is_none());
+    w.contract_check(json!({
+        "groups": [{ "id": group_id, "absent": true }],
+        "principals": [{ "userId": carol.to_hex(), "notGroups": [group_id] }],
+        "aclEntries": [{ "principalType": "group", "principalId": group_id, "resourceType": "agent",
+                         "resourceId": agent.to_hex(), "permBits": 3, "expectFound": false }],
+    }));
+}
+
+#[tokio::test]
+async fn a_custom_role_is_kept_as_declared_and_its_deletion_moves_users_to_user() {
+    let mut w = World::new("acc-role").await;
+    w.start_operator();
+    let mut spec = own_redis(&w);
+    merge(&mut spec, json!({ "resyncPeriod": "2s" }));
+    w.ready_instance("lc", spec).await;
+    let owner = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(owner, "author@example.com"))
+        .await
+        .unwrap();
+    let prompts = seed_resource(&w, "promptgroups", "promptGroup", owner).await;
+    let cached = seed_cache(&w, &["ROLES:ANALYST".into()]).await;
+    let permissions = json!({ "PROMPTS": { "USE": true, "CREATE": false },
+                              "AGENTS": { "USE": true, "SHARE": false }, "WEB_SEARCH": { "USE": true } });
+    w.apply(
+        "LibreChatRole",
+        "analyst",
+        json!({ "instanceRef": { "name": "lc" }, "name": "ANALYST", "description": "Read-mostly",
+                "permissions": permissions,
+                "grants": [{ "resourceType": "promptGroup", "resourceId": prompts.to_hex(), "access": "viewer" }] }),
+    )
+    .await;
+    w.wait_condition(
+        "librechatroles",
+        "analyst",
+        "Ready",
+        "True",
+        Some("Reconciled"),
+    )
+    .await;
+    assert_dropped(&cached).await;
+    // An account with the role, made in LibreChat; and one the operator manages.
+    let member = ObjectId::new();
+    let mut d = foreign_user(member, "analyst@example.com");
+    d.insert("role", "ANALYST");
+    w.users().insert_one(d).await.unwrap();
+    w.apply(
+        "LibreChatUser",
+        "dana",
+        json!({ "instanceRef": { "name": "lc" }, "email": "dana@example.com", "role": "ANALYST" }),
+    )
+    .await;
+    w.wait_condition("librechatusers", "dana", "Ready", "True", None)
+        .await;
+    w.contract_check(json!({
+        "roles": [{ "name": "ANALYST", "description": "Read-mostly", "permissions": permissions, "exact": true }],
+        "aclEntries": [{ "principalType": "role", "principalId": "ANALYST", "resourceType": "promptGroup",
+                         "resourceId": prompts.to_hex(), "permBits": 1, "expectFound": true }],
+        "principals": [{ "userId": member.to_hex(), "role": "ANALYST" }],
+    }));
+
+    // A hand edit is put back (and the cached role dropped again).
+    let cached = seed_cache(&w, &["ROLES:ANALYST".into()]).await;
+    w.db.collection::<Document>("roles")
+        .update_one(
+            doc! { "name": "ANALYST" },
+            doc! { "$set": { "permissions.AGENTS.SHARE": true } },
+        )
+        .await
+        .unwrap();
+    eventually("the hand edit to be put back", || async {
+        let r =
+            w.db.collection::<Document>("roles")
+                .find_one(doc! { "name": "ANALYST" })
+                .await
+                .ok()??;
+        (r.get_document("permissions")
+            .ok()?
+            .get_document("AGENTS")
+            .ok()?
+            .get_bool("SHARE")
+            == Ok(false))
+        .then_some(())
+    })
+    .await;
+    assert_dropped(&cached).await;
+
+    // Deleting the role moves its users to USER, as deleteRoleByName does.
+    w.delete("LibreChatUser", "dana").await;
+    w.wait_gone("librechatusers", "dana").await;
+    let cached = seed_cache(
+        &w,
+        &[
+            "ROLES:ANALYST".into(),
+            format!("AUTH_USER_DOC:auth-user-doc-byid:{}", member.to_hex()),
+        ],
+    )
+    .await;
+    w.delete("LibreChatRole", "analyst").await;
+    w.wait_gone("librechatroles", "analyst").await;
+    assert_dropped(&cached).await;
+    w.contract_check(json!({
+        "roles": [{ "name": "ANALYST", "absent": true }],
+        "roleMembers": [{ "role": "USER", "userIds": [member.to_hex()] }],
+        "aclEntries": [{ "principalType": "role", "principalId": "ANALYST", "resourceType": "promptGroup",
+                         "resourceId": prompts.to_hex(), "permBits": 1, "expectFound": false }],
+    }));
+}
+
+/// LibreChat's USER role as `initializeRoles` leaves it (the types this test touches).
+fn seeded_user_role() -> Document {
+    doc! {
+        "name": "USER", "description": "",
+        "permissions": {
+            "PROMPTS": { "USE": true, "CREATE": true, "SHARE": false, "SHARE_PUBLIC": false },
+            "AGENTS": { "USE": true, "CREATE": true, "SHARE": false, "SHARE_PUBLIC": false },
+            "MARKETPLACE": { "USE": false },
+        },
+        "__v": 0,
+    }
+}
+
+#[tokio::test]
+async fn built_in_roles_take_only_declared_keys_and_say_what_librechat_yaml_overrides() {
+    let mut w = World::new("acc-builtin").await;
+    w.start_operator();
+    let mut spec = own_redis(&w);
+    merge(
+        &mut spec,
+        json!({ "librechatYaml": { "interfaceKeys": ["agents"] } }),
+    );
+    w.ready_instance("lc", spec).await;
+    // Before LibreChat's first start there is no USER role to change.
+    w.apply(
+        "LibreChatRole",
+        "user",
+        json!({ "instanceRef": { "name": "lc" }, "name": "USER",
+                "permissions": { "AGENTS": { "SHARE": true }, "PROMPTS": { "SHARE": true } } }),
+    )
+    .await;
+    w.wait_condition(
+        "librechatroles",
+        "user",
+        "Ready",
+        "False",
+        Some("RoleNotFound"),
+    )
+    .await;
+    w.db.collection::<Document>("roles")
+        .insert_one(seeded_user_role())
+        .await
+        .unwrap();
+    let cached = seed_cache(&w, &["ROLES:USER".into()]).await;
+    let obj = w
+        .wait_condition(
+            "librechatroles",
+            "user",
+            "Ready",
+            "True",
+            Some("OverriddenAtRestart"),
+        )
+        .await;
+    assert_eq!(
+        obj.pointer("/status/overriddenAtRestart"),
+        Some(&json!(["AGENTS"]))
+    );
+    assert_dropped(&cached).await;
+    w.contract_check(json!({
+        "roles": [{ "name": "USER", "permissions": {
+            "PROMPTS": { "USE": true, "CREATE": true, "SHARE": true, "SHARE_PUBLIC": false },
+            "AGENTS": { "USE": true, "SHARE": true }, "MARKETPLACE": { "USE": false } } }],
+    }));
+
+    // Names LibreChat refuses for a custom role, and permissions it does not know.
+    for (name, role, permissions, says) in [
+        ("lower-admin", "admin", json!({}), "built-in role ADMIN"),
+        (
+            "unknown-type",
+            "VIEWER",
+            json!({ "AGENT": { "USE": true } }),
+            "unknown permission type 'AGENT'",
+        ),
+        (
+            "unknown-key",
+            "VIEWER",
+            json!({ "SCHEDULES": { "SHARE": true } }),
+            "unknown permission 'SCHEDULES.SHARE'",
+        ),
+        ("reserved", "members", json!({}), "reserved"),
+    ] {
+        w.apply(
+            "LibreChatRole",
+            name,
+            json!({ "instanceRef": { "name": "lc" }, "name": role, "permissions": permissions }),
+        )
+        .await;
+        let obj = w
+            .wait_condition(
+                "librechatroles",
+                name,
+                "Ready",
+                "False",
+                Some("InvalidSpec"),
+            )
+            .await;
+        let message = condition(&obj, "Ready").unwrap().message;
+        assert!(
+            message.contains(says) && message.contains("nothing was written"),
+            "{name}: {message}"
+        );
+    }
+    assert_eq!(
+        w.db.collection::<Document>("roles")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        1,
+        "no role was written for bad input"
+    );
+    // A grant to a resource that does not exist: nothing half-written.
+    let missing = ObjectId::new().to_hex();
+    w.apply(
+        "LibreChatGroup",
+        "ghost",
+        json!({ "instanceRef": { "name": "lc" }, "name": "ghost",
+                "grants": [{ "resourceType": "skill", "resourceId": missing, "access": "viewer" }] }),
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatgroups",
+            "ghost",
+            "Ready",
+            "False",
+            Some("ResourceNotFound"),
+        )
+        .await;
+    assert!(condition(&obj, "Ready").unwrap().message.contains(&missing));
+    assert!(
+        group_doc(&w, "ghost").await.is_none(),
+        "no group for a refused grant"
+    );
+    assert_eq!(
+        w.db.collection::<Document>("aclentries")
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        0
+    );
+    // Deleting the declaration of USER leaves LibreChat's permissions as they are.
+    w.delete("LibreChatRole", "user").await;
+    w.wait_gone("librechatroles", "user").await;
+    let user =
+        w.db.collection::<Document>("roles")
+            .find_one(doc! { "name": "USER" })
+            .await
+            .unwrap()
+            .unwrap();
+    let prompts = user
+        .get_document("permissions")
+        .unwrap()
+        .get_document("PROMPTS")
+        .unwrap();
+    assert_eq!(prompts.get_bool("SHARE"), Ok(true));
+}
+
+#[tokio::test]
+async fn a_tenant_reaches_no_other_teams_accounts_roles_or_resources() {
+    let (w, t) = tenant_world("acc-tenant", json!({})).await;
+    // Another team's account (the admin namespace's), and its agent.
+    w.secret("pw", &[("password", "Other-Teams-Pass-1")]).await;
+    w.apply(
+        "LibreChatUser",
+        "boss",
+        json!({ "instanceRef": lc(&w), "email": "boss@example.com",
+                "password": { "secretRef": { "name": "pw", "key": "password" } } }),
+    )
+    .await;
+    let boss = w
+        .wait_condition("librechatusers", "boss", "Ready", "True", None)
+        .await;
+    let boss_id = ObjectId::parse_str(
+        boss.pointer("/status/userId")
+            .and_then(Value::as_str)
+            .unwrap(),
+    )
+    .unwrap();
+    let agent = seed_resource(&w, "agents", "agent", boss_id).await;
+    // An Entra-synced group.
+    w.db.collection::<Document>("groups")
+        .insert_one(doc! { "name": "Synced", "memberIds": ["oid-1"], "source": "entra", "idOnTheSource": "g-1" })
+        .await
+        .unwrap();
+    let synced_before = group_doc(&w, "Synced").await.unwrap();
+
+    let attempts = [
+        (
+            "steal-member",
+            json!({ "members": [{ "email": "boss@example.com" }] }),
+            "NotPermitted",
+        ),
+        (
+            "steal-agent",
+            json!({ "grants": [{ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "owner" }] }),
+            "NotPermitted",
+        ),
+        (
+            "reach-out",
+            json!({ "members": [{ "userRef": { "name": "boss", "namespace": w.ns.clone() } }] }),
+            "InvalidSpec",
+        ),
+    ];
+    for (name, extra, reason) in &attempts {
+        let mut spec = json!({ "instanceRef": lc(&w), "name": format!("tenant {name}") });
+        merge(&mut spec, extra.clone());
+        w.apply_in(&t, "LibreChatGroup", name, spec).await;
+        wait_condition_in(
+            &w.client,
+            &t,
+            "librechatgroups",
+            name,
+            "Ready",
+            "False",
+            Some(reason),
+        )
+        .await;
+        assert!(
+            group_doc(&w, &format!("tenant {name}")).await.is_none(),
+            "{name}: no group is written"
+        );
+    }
+    // Taking over a synced group by its name.
+    w.apply_in(
+        &t,
+        "LibreChatGroup",
+        "synced",
+        json!({ "instanceRef": lc(&w), "name": "Synced", "members": [] }),
+    )
+    .await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatgroups",
+        "synced",
+        "Ready",
+        "False",
+        Some("AlreadyExists"),
+    )
+    .await;
+    assert_eq!(
+        group_doc(&w, "Synced").await.unwrap(),
+        synced_before,
+        "the Entra group is untouched"
+    );
+    assert_eq!(
+        w.db.collection::<Document>("aclentries")
+            .count_documents(doc! { "resourceId": agent })
+            .await
+            .unwrap(),
+        1,
+        "only the owner's entry remains on the agent"
+    );
+    // Roles: a tenant creates none unless the instance admits it, and never changes USER.
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "power",
+        json!({ "instanceRef": lc(&w), "name": "POWER",
+        "permissions": { "AGENTS": { "USE": true, "SHARE_PUBLIC": true } } }),
+    )
+    .await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatroles",
+        "power",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
+    w.db.collection::<Document>("roles")
+        .insert_one(seeded_user_role())
+        .await
+        .unwrap();
+    let user_before =
+        w.db.collection::<Document>("roles")
+            .find_one(doc! { "name": "USER" })
+            .await
+            .unwrap();
+    let admitted =
+        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageRoles": true } });
+    w.apply_instance("lc", &env("REDIS_URL"), admitted).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatroles",
+        "power",
+        "Ready",
+        "True",
+        Some("Reconciled"),
+    )
+    .await;
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "user",
+        json!({ "instanceRef": lc(&w), "name": "USER",
+        "permissions": { "AGENTS": { "SHARE_PUBLIC": true } } }),
+    )
+    .await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatroles",
+        "user",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
+    let user_after =
+        w.db.collection::<Document>("roles")
+            .find_one(doc! { "name": "USER" })
+            .await
+            .unwrap();
+    assert_eq!(
+        user_after, user_before,
+        "a tenant never changes the built-in USER role"
+    );
+    // A tenant's own group of its own accounts works.
+    put_secret(&w.client, &t, "pw", &[("password", "Tenant-Own-Pass-1")]).await;
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "mine",
+        json!({ "instanceRef": lc(&w), "email": "mine@example.com",
+        "password": { "secretRef": { "name": "pw", "key": "password" } } }),
+    )
+    .await;
+    w.apply_in(
+        &t,
+        "LibreChatGroup",
+        "own",
+        json!({ "instanceRef": lc(&w), "name": "tenant own",
+        "members": [{ "userRef": { "name": "mine" } }] }),
+    )
+    .await;
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatgroups",
+        "own",
+        "Ready",
+        "True",
+        Some("Reconciled"),
+    )
+    .await;
+    assert_eq!(obj.pointer("/status/memberCount"), Some(&json!(1)));
+}
