@@ -36,6 +36,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// The instances' change streams.
     pub feeds: super::feeds::Feeds,
+    /// Instance changes, told to the watch scopes that do not see the instance.
+    pub instance_events: super::instance_events::InstanceEvents,
 }
 
 impl Context {
@@ -55,6 +57,7 @@ impl Context {
             settled: Settled::default(),
             backoff: Backoff::default(),
             feeds: Default::default(),
+            instance_events: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod feeds;
 pub mod group;
 pub mod instance;
+pub mod instance_events;
 pub mod invite;
 pub mod memory;
 pub mod owned_secret;
@@ -358,14 +359,12 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
                 })
             },
         )
-        .watches(
-            api_for::<LibreChatInstance>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |instance| {
-                select(&by_instance, |u: &LibreChatUser| {
-                    target::points_at(&u.spec.instance_ref, u, &instance)
-                })
-            },
+        .watches_instances(
+            &client,
+            namespace.as_deref(),
+            &ctx,
+            by_instance,
+            |u: &LibreChatUser| &u.spec.instance_ref,
         )
         .shutdown_on_signal()
         .run(
@@ -400,14 +399,12 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
                 })
             },
         )
-        .watches(
-            api_for::<LibreChatInstance>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |instance| {
-                select(&bans_by_instance, |b: &UserBan| {
-                    target::points_at(&b.spec.instance_ref, b, &instance)
-                })
-            },
+        .watches_instances(
+            &client,
+            namespace.as_deref(),
+            &ctx,
+            bans_by_instance,
+            |b: &UserBan| &b.spec.instance_ref,
         )
         .shutdown_on_signal()
         .run(
@@ -431,14 +428,12 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let invites = invites
         // A registration through the link, seen through the instances' change streams.
         .reconcile_on(registered)
-        .watches(
-            api_for::<LibreChatInstance>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |instance| {
-                select(&invites_by_instance, |i: &UserInvite| {
-                    target::points_at(&i.spec.instance_ref, i, &instance)
-                })
-            },
+        .watches_instances(
+            &client,
+            namespace.as_deref(),
+            &ctx,
+            invites_by_instance,
+            |i: &UserInvite| &i.spec.instance_ref,
         )
         .shutdown_on_signal()
         .run(
@@ -535,14 +530,12 @@ fn group_controller(
                 })
             },
         )
-        .watches(
-            api_for::<LibreChatInstance>(client, namespace),
-            watcher::Config::default(),
-            move |instance| {
-                select(&by_instance, |g: &LibreChatGroup| {
-                    target::points_at(&g.spec.instance_ref, g, &instance)
-                })
-            },
+        .watches_instances(
+            client,
+            namespace,
+            &ctx,
+            by_instance,
+            |g: &LibreChatGroup| &g.spec.instance_ref,
         )
         .shutdown_on_signal()
         .run(|o, c| observed(o, c, group::reconcile), error_policy, ctx)
@@ -576,19 +569,62 @@ fn role_controller(
     let synced = roles.store();
     let by_instance = roles.store();
     let run = roles
-        .watches(
-            api_for::<LibreChatInstance>(client, namespace),
-            watcher::Config::default(),
-            move |instance| {
-                select(&by_instance, |r: &LibreChatRole| {
-                    target::points_at(&r.spec.instance_ref, r, &instance)
-                })
-            },
-        )
+        .watches_instances(client, namespace, &ctx, by_instance, |r: &LibreChatRole| {
+            &r.spec.instance_ref
+        })
         .shutdown_on_signal()
         .run(|o, c| observed(o, c, role::reconcile), error_policy, ctx)
         .for_each(log_outcome("LibreChatRole"));
     (run, synced)
+}
+
+/// Wakes the objects of a controller that point at an instance whenever it changes: through
+/// a watch of the scope's instances, and, for an instance in a namespace the scope does not
+/// watch, through the instance events the instance's own scope tells.
+trait WatchesInstances<K: Resource<DynamicType = ()> + Clone + 'static> {
+    fn watches_instances(
+        self,
+        client: &Client,
+        namespace: Option<&str>,
+        ctx: &Context,
+        objects: Store<K>,
+        instance_ref: fn(&K) -> &crate::api::common::InstanceRef,
+    ) -> Self;
+}
+
+impl<K> WatchesInstances<K> for Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    fn watches_instances(
+        self,
+        client: &Client,
+        namespace: Option<&str>,
+        ctx: &Context,
+        objects: Store<K>,
+        instance_ref: fn(&K) -> &crate::api::common::InstanceRef,
+    ) -> Self {
+        let elsewhere = ctx.instance_events.dependents(
+            objects.clone(),
+            namespace.map(String::from),
+            instance_ref,
+        );
+        self.reconcile_on(elsewhere).watches(
+            api_for::<LibreChatInstance>(client, namespace),
+            watcher::Config::default(),
+            move |instance| {
+                select(&objects, |o: &K| {
+                    target::points_at(instance_ref(o), o, &instance)
+                })
+            },
+        )
+    }
 }
 
 /// The instance `obj` points at, when `obj` is going away (its instance may be waiting for it).

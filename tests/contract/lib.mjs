@@ -227,6 +227,7 @@ export function validateExpectations(e) {
   const sections = [
     'users', 'absentUsers', 'sessionsRevoked', 'sessionsPresent', 'invites', 'bans',
     'verifications', 'twoFactorDisabled', 'balances', 'creditTransactions', 'pluginAuths',
+    'groups', 'principals', 'roles', 'aclEntries', 'roleMembers',
   ];
   for (const k of Object.keys(e)) {
     if (!sections.includes(k)) fail(`unknown section "${k}" (allowed: ${sections.join(', ')})`);
@@ -318,7 +319,67 @@ export function validateExpectations(e) {
       if (typeof a[k] !== 'string' || !a[k]) fail(`${at}.${k} must be a non-empty string`);
     if (a.plaintext !== null && typeof a.plaintext !== 'string') fail(`${at}.plaintext must be a string or null`);
   });
+  validateAccessExpectations(e);
   return e;
+}
+
+/** Shape rules of one access entry: its allowed fields, the ones it needs, and their kinds. */
+const ACCESS_SHAPES = {
+  groups: {
+    fields: { id: 'hex', name: 'string', description: 'string', email: 'string', memberIds: 'strings', source: 'string', absent: 'boolean' },
+    required: ['id'],
+  },
+  principals: {
+    fields: { userId: 'hex', groups: 'hexes', notGroups: 'hexes', role: 'string' },
+    required: ['userId'],
+  },
+  roles: {
+    fields: { name: 'string', description: 'string', permissions: 'object', exact: 'boolean', absent: 'absent' },
+    required: ['name'],
+  },
+  aclEntries: {
+    fields: { principalType: 'principalType', principalId: 'string', resourceType: 'string', resourceId: 'hex', permBits: 'integer', expectFound: 'boolean' },
+    required: ['principalType', 'principalId', 'resourceType', 'resourceId', 'permBits', 'expectFound'],
+  },
+  roleMembers: { fields: { role: 'string', userIds: 'hexes' }, required: ['role', 'userIds'] },
+};
+
+const ACCESS_KINDS = {
+  hex: (v) => typeof v === 'string' && HEX24.test(v),
+  hexes: (v) => Array.isArray(v) && v.every((x) => typeof x === 'string' && HEX24.test(x)),
+  string: (v) => typeof v === 'string',
+  strings: (v) => Array.isArray(v) && v.every((x) => typeof x === 'string'),
+  boolean: (v) => typeof v === 'boolean',
+  absent: (v) => v === true,
+  object: isObj,
+  integer: Number.isInteger,
+  principalType: (v) => v === 'group' || v === 'role',
+};
+
+const ACCESS_KIND_WORDS = {
+  hex: 'a 24-digit hex ObjectId',
+  hexes: 'a list of 24-digit hex ObjectIds',
+  string: 'a string',
+  strings: 'a list of strings',
+  boolean: 'a boolean',
+  absent: 'true (or left out)',
+  object: 'an object',
+  integer: 'an integer',
+  principalType: '"group" or "role"',
+};
+
+function validateAccessExpectations(e) {
+  for (const [section, { fields, required }] of Object.entries(ACCESS_SHAPES)) {
+    (e[section] ?? []).forEach((entry, i) => {
+      const at = `${section}[${i}]`;
+      if (!isObj(entry)) fail(`${at} must be an object`);
+      for (const [k, v] of Object.entries(entry)) {
+        if (!(k in fields)) fail(`${at}: unknown field "${k}"`);
+        if (!ACCESS_KINDS[fields[k]](v)) fail(`${at}.${k} must be ${ACCESS_KIND_WORDS[fields[k]]}`);
+      }
+      for (const k of required) if (!(k in entry)) fail(`${at}.${k} is required`);
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -888,6 +949,11 @@ export async function runChecks(ctx, expectations) {
   await checkBalances(ctx, expectations.balances ?? [], add, guard);
   await checkCreditTransactions(ctx, expectations.creditTransactions ?? [], add, guard);
   await checkPluginAuths(ctx, expectations.pluginAuths ?? [], add, guard);
+  await checkGroups(ctx, expectations.groups ?? [], add, guard);
+  await checkPrincipals(ctx, expectations.principals ?? [], add, guard);
+  await checkRoles(ctx, expectations.roles ?? [], add, guard);
+  await checkAclEntries(ctx, expectations.aclEntries ?? [], add, guard);
+  await checkRoleMembers(ctx, expectations.roleMembers ?? [], add, guard);
   return results;
 }
 
@@ -985,6 +1051,136 @@ async function checkPluginAuths(ctx, expected, add, guard) {
     });
     const problems = await validateWithModel(models.PluginAuth, rows[0]);
     add(problems.length === 0, `${subject}: valid PluginAuth document`, problems.join('; '));
+  }
+}
+
+// ----- groups, roles and grants (contract-surface §5) --------------------------------------
+
+const GROUP_FIELDS = ['_id', 'name', 'description', 'email', 'avatar', 'memberIds', 'source', 'idOnTheSource', 'createdAt', 'updatedAt', '__v'];
+const sortedStrings = (list) => [...list].map(String).sort();
+
+/** LibreChat's findGroupById finds the group, and it is shaped as createGroup saves one. */
+async function checkGroups({ models, methods, db }, expected, add, guard) {
+  for (const exp of expected) {
+    const subject = `group ${exp.id}`;
+    let found = null;
+    const name = `${subject}: findGroupById ${exp.absent ? 'finds nothing' : 'finds it'}`;
+    await guard(name, async () => {
+      found = await methods.findGroupById(exp.id);
+      add(!!found === !exp.absent, name, found ? `found "${found.name}"` : 'findGroupById returned null');
+    });
+    if (!found || exp.absent) continue;
+    const raw = await db.collection('groups').findOne({ _id: found._id });
+    await guard(`${subject}: valid against LibreChat's Group model`, async () => {
+      const problems = await validateWithModel(models.Group, raw);
+      add(problems.length === 0, `${subject}: valid against LibreChat's Group model`, problems.join('; '));
+    });
+    const bad = [];
+    for (const k of Object.keys(raw)) if (!GROUP_FIELDS.includes(k)) bad.push(`unexpected field "${k}"`);
+    for (const k of ['createdAt', 'updatedAt']) if (!(raw[k] instanceof Date)) bad.push(`${k} is ${bsonTypeName(raw[k])}`);
+    if (!Array.isArray(raw.memberIds)) bad.push(`memberIds is ${bsonTypeName(raw.memberIds)}`);
+    add(bad.length === 0, `${subject}: shaped like createGroup's document`, bad.join('; '));
+    const want = { source: 'local', ...exp };
+    for (const k of ['name', 'description', 'email', 'source'])
+      if (k in want) add(raw[k] === want[k], `${subject}: ${k} = ${show(k, want[k])}`, `stored ${k} is ${show(k, raw[k])}`);
+    if (exp.memberIds) {
+      const have = sortedStrings(raw.memberIds ?? []);
+      add(isDeepStrictEqual(have, sortedStrings(exp.memberIds)), `${subject}: memberIds = ${show('m', sortedStrings(exp.memberIds))}`, `stored ${show('m', have)}`);
+    }
+  }
+}
+
+/** LibreChat's getUserPrincipals: the groups and the role a user acts as. */
+async function checkPrincipals({ methods }, expected, add, guard) {
+  for (const exp of expected) {
+    const subject = `principals of ${exp.userId}`;
+    await guard(`${subject}: getUserPrincipals`, async () => {
+      const principals = await methods.getUserPrincipals({ userId: exp.userId });
+      const groups = new Set(principals.filter((p) => p.principalType === 'group').map((p) => String(p.principalId)));
+      for (const g of exp.groups ?? []) add(groups.has(g), `${subject}: getUserPrincipals includes group ${g}`, `groups: ${[...groups].join(', ') || 'none'}`);
+      for (const g of exp.notGroups ?? []) add(!groups.has(g), `${subject}: getUserPrincipals omits group ${g}`, 'the group is still a principal');
+      if ('role' in exp) {
+        const roles = principals.filter((p) => p.principalType === 'role').map((p) => p.principalId);
+        add(isDeepStrictEqual(roles, [exp.role]), `${subject}: getUserPrincipals acts as role ${exp.role}`, `roles: ${roles.join(', ') || 'none'}`);
+      }
+    });
+  }
+}
+
+/**
+ * LibreChat's getRoleByName reads the declared permissions. The stored document is read raw
+ * first: getRoleByName creates a missing built-in role, and this module never writes.
+ */
+async function checkRoles({ models, methods, db }, expected, add, guard) {
+  for (const exp of expected) {
+    const subject = `role ${exp.name}`;
+    const raw = await db.collection('roles').findOne({ name: exp.name });
+    if (exp.absent) {
+      add(!raw, `${subject}: absent`, 'the role is still stored');
+      continue;
+    }
+    add(!!raw, `${subject}: stored`, 'no roles document with that name');
+    if (!raw) continue;
+    await guard(`${subject}: valid against LibreChat's Role model`, async () => {
+      const problems = await validateWithModel(models.Role, raw);
+      add(problems.length === 0, `${subject}: valid against LibreChat's Role model`, problems.join('; '));
+    });
+    await guard(`${subject}: getRoleByName reads the declared permissions`, async () => {
+      const role = await methods.getRoleByName(exp.name);
+      const stored = role?.permissions ?? {};
+      const wrong = [];
+      for (const [type, keys] of Object.entries(exp.permissions ?? {}))
+        for (const [key, value] of Object.entries(keys))
+          if (stored[type]?.[key] !== value) wrong.push(`${type}.${key} is ${show(key, stored[type]?.[key])}, declared ${value}`);
+      if (exp.exact) {
+        for (const [type, keys] of Object.entries(stored))
+          for (const key of Object.keys(keys ?? {}))
+            if (exp.permissions?.[type]?.[key] === undefined) wrong.push(`${type}.${key} is stored but not declared`);
+      }
+      if ('description' in exp && role?.description !== exp.description) wrong.push(`description is ${show('d', role?.description)}`);
+      add(wrong.length === 0, `${subject}: getRoleByName reads the declared permissions`, wrong.join('; '));
+    });
+  }
+}
+
+/** LibreChat's hasPermission and getEffectivePermissions find (or not) the declared grant. */
+async function checkAclEntries({ models, methods, db }, expected, add, guard) {
+  for (const exp of expected) {
+    const principalId = exp.principalType === 'group' ? new mongoose.Types.ObjectId(exp.principalId) : exp.principalId;
+    const resourceId = new mongoose.Types.ObjectId(exp.resourceId);
+    const principals = [{ principalType: exp.principalType, principalId }];
+    const subject = `grant to ${exp.principalType} ${exp.principalId} on ${exp.resourceType} ${exp.resourceId}`;
+    await guard(`${subject}: ${exp.expectFound ? `effective permBits ${exp.permBits}` : 'absent'}`, async () => {
+      const has = await methods.hasPermission(principals, exp.resourceType, resourceId, exp.permBits);
+      const bits = await methods.getEffectivePermissions(principals, exp.resourceType, resourceId);
+      if (exp.expectFound)
+        add(has && bits === exp.permBits, `${subject}: effective permBits ${exp.permBits}`, `hasPermission ${has}, getEffectivePermissions ${bits}`);
+      else add(bits === 0, `${subject}: absent`, `getEffectivePermissions ${bits}`);
+    });
+    const rows = await db.collection('aclentries').find({ principalType: exp.principalType, principalId, resourceType: exp.resourceType, resourceId }).toArray();
+    add(rows.length === (exp.expectFound ? 1 : 0), `${subject}: ${exp.expectFound ? 'one' : 'no'} aclentries document`, `${rows.length} document(s)`);
+    for (const raw of rows) {
+      await guard(`${subject}: valid against LibreChat's AclEntry model`, async () => {
+        const problems = await validateWithModel(models.AclEntry, raw);
+        const model = { group: 'Group', role: 'Role' }[exp.principalType];
+        if (raw.principalModel !== model) problems.push(`principalModel is ${show('m', raw.principalModel)}, grantPermission writes "${model}"`);
+        if (!(raw.grantedAt instanceof Date)) problems.push(`grantedAt is ${bsonTypeName(raw.grantedAt)}`);
+        add(problems.length === 0, `${subject}: valid against LibreChat's AclEntry model`, problems.join('; '));
+      });
+    }
+  }
+}
+
+/** Each listed user holds the role, as getUserById reads it (deleteRoleByName's outcome). */
+async function checkRoleMembers({ methods }, expected, add, guard) {
+  for (const exp of expected) {
+    for (const userId of exp.userIds) {
+      const name = `user ${userId}: role ${exp.role}`;
+      await guard(name, async () => {
+        const user = await methods.getUserById(userId, 'role');
+        add(user?.role === exp.role, name, user ? `role is ${show('role', user.role)}` : 'getUserById returned null');
+      });
+    }
   }
 }
 

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { EJSON } from 'bson';
 import { Keyv } from 'keyv';
 import './selftest-env.mjs';
-import { openContract, runChecks, formatResults, withDbName, mongoose } from './lib.mjs';
+import { openContract, runChecks, formatResults, withDbName, mongoose, validateExpectations } from './lib.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const URI = process.env.MONGODB_URI;
@@ -639,4 +639,68 @@ test('pluginAuths: a wrong credential, an ObjectId userId, duplicates and leftov
   await reset();
   await insert('pluginauths', { ...serperRow(), userId: new ObjectId(PLUGIN_USER) });
   assertFails(await check(serper('sk-serper-demo-123')), /exactly one row: 0 rows/);
+});
+
+// ========================================================================================
+// Groups, roles and grants, written by LibreChat's own methods (contract-surface §5)
+// ========================================================================================
+
+const AGENT = new ObjectId('6b0f6e878c0a1431799405c1');
+const PROMPTS = new ObjectId('6b0f6e878c0a1431799405c2');
+const ANALYST = { PROMPTS: { USE: true, CREATE: false, SHARE: false, SHARE_PUBLIC: false }, AGENTS: { USE: true, CREATE: false, SHARE: false, SHARE_PUBLIC: false } };
+
+/** A custom role, a local group with jane and a grant to each, as LibreChat's admin paths write them. */
+async function seedAccess() {
+  await reset();
+  await insert('users', { ...JANE, role: 'ANALYST' });
+  await ctx.methods.createRoleByName({ name: 'ANALYST', description: 'Read-mostly', permissions: ANALYST });
+  const group = await ctx.methods.createGroup({ name: 'Team A', description: 'the A team', memberIds: [JANE_ID] });
+  await ctx.methods.grantPermission('group', group._id, 'agent', AGENT, 1);
+  await ctx.methods.grantPermission('role', 'ANALYST', 'promptGroup', PROMPTS, 3);
+  return group._id.toHexString();
+}
+const accessExpectation = (groupId) => ({
+  groups: [{ id: groupId, name: 'Team A', description: 'the A team', memberIds: [JANE_ID] }],
+  principals: [{ userId: JANE_ID, groups: [groupId], role: 'ANALYST' }],
+  roles: [{ name: 'ANALYST', description: 'Read-mostly', permissions: ANALYST, exact: true }],
+  aclEntries: [
+    { principalType: 'group', principalId: groupId, resourceType: 'agent', resourceId: AGENT.toHexString(), permBits: 1, expectFound: true },
+    { principalType: 'role', principalId: 'ANALYST', resourceType: 'promptGroup', resourceId: PROMPTS.toHexString(), permBits: 3, expectFound: true },
+  ],
+  roleMembers: [{ role: 'ANALYST', userIds: [JANE_ID] }],
+});
+
+test('access: groups, roles and grants written by LibreChat pass, and deleteRoleByName leaves users on USER', async () => {
+  const groupId = await seedAccess();
+  assertAllOk(await check(accessExpectation(groupId)));
+  await ctx.methods.deleteRoleByName('ANALYST');
+  await ctx.methods.removeUserFromGroup?.(JANE_ID, groupId);
+  await db.collection('groups').deleteOne({ _id: new ObjectId(groupId) });
+  await db.collection('aclentries').deleteMany({});
+  assertAllOk(await check({
+    groups: [{ id: groupId, absent: true }],
+    principals: [{ userId: JANE_ID, notGroups: [groupId], role: 'USER' }],
+    roles: [{ name: 'ANALYST', absent: true }],
+    roleMembers: [{ role: 'USER', userIds: [JANE_ID] }],
+    aclEntries: [{ principalType: 'role', principalId: 'ANALYST', resourceType: 'promptGroup', resourceId: PROMPTS.toHexString(), permBits: 3, expectFound: false }],
+  }));
+});
+
+test('access: wrong members, permissions, bits and shapes fail on the right check', async () => {
+  const groupId = await seedAccess();
+  const exp = accessExpectation(groupId);
+  assertFails(await check({ ...exp, groups: [{ ...exp.groups[0], memberIds: [] }] }), /memberIds = \[\]/);
+  assertFails(await check({ principals: [{ userId: JANE_ID, notGroups: [groupId] }] }), /omits group/);
+  assertFails(await check({ roles: [{ name: 'ANALYST', permissions: { AGENTS: { SHARE: true } } }] }), /AGENTS.SHARE is false, declared true/);
+  assertFails(await check({ roles: [{ name: 'ANALYST', permissions: { PROMPTS: ANALYST.PROMPTS }, exact: true }] }), /AGENTS.USE is stored but not declared/);
+  assertFails(await check({ aclEntries: [{ ...exp.aclEntries[0], permBits: 3 }] }), /effective permBits 3: hasPermission false, getEffectivePermissions 1/);
+  assertFails(await check({ roles: [{ name: 'ANALYST', absent: true }] }), /absent: the role is still stored/);
+  await db.collection('groups').updateOne({ _id: new ObjectId(groupId) }, { $set: { members: [JANE_ID] }, $unset: { createdAt: '' } });
+  assertFails(await check(exp), /shaped like createGroup's document: unexpected field "members"; createdAt is undefined/);
+  await db.collection('aclentries').updateMany({}, { $unset: { principalModel: '' } });
+  assertFails(await check(exp), /AclEntry model: .*principalModel/);
+  await db.collection('groups').updateOne({ _id: new ObjectId(groupId) }, { $set: { memberIds: [new ObjectId(JANE_ID)] } });
+  assertFails(await check(exp), /getUserPrincipals includes group/);
+  assert.throws(() => validateExpectations({ roles: [{ name: 'X', absent: false }] }), /absent must be true \(or left out\)/);
+  assert.throws(() => validateExpectations({ aclEntries: [{ principalType: 'user' }] }), /principalType must be "group" or "role"/);
 });
