@@ -44,7 +44,7 @@ RELEASE_ALL=cc-all            # all-namespaces render (ClusterRole)
 RELEASE_NS=cc-ns              # watchNamespaces render (Roles)
 RELEASE_HELM=cc-helm          # real helm install (a second release: crds.install=false)
 RELEASE_UP=cc-upgrade         # helm install of an old chart, then helm upgrade (owns the CRDs)
-CRDS=(librechatinstances.librechat.ai librechatusers.librechat.ai userbans.librechat.ai userinvites.librechat.ai)
+CRDS=(librechatinstances.librechat.ai librechatusers.librechat.ai userbans.librechat.ai userinvites.librechat.ai librechatgroups.librechat.ai librechatroles.librechat.ai)
 GITOPS_NS=lco-chart-gitops    # examples/gitops applied through an overlay naming this namespace
 examples_owned=0              # 1 once this run created namespace librechat for examples/
 TMP="$(mktemp -d)"

@@ -24,7 +24,7 @@ PY
 
 say "installing the CRDs (crds/)"
 kubectl apply -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/librechatinstances.librechat.ai crd/librechatusers.librechat.ai crd/userbans.librechat.ai crd/userinvites.librechat.ai >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/librechatinstances.librechat.ai crd/librechatusers.librechat.ai crd/userbans.librechat.ai crd/userinvites.librechat.ai crd/librechatgroups.librechat.ai crd/librechatroles.librechat.ai >/dev/null
 kubectl create namespace librechat --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n librechat create secret generic librechat-stores \
   --from-literal=mongo-uri="$MONGO_URI_LIBRECHAT" --from-literal=redis-uri="$REDIS_URL" \
@@ -36,6 +36,19 @@ if ! kubectl -n librechat get secret alice-password >/dev/null 2>&1; then
   kubectl -n librechat create secret generic alice-password \
     --from-literal=password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')" >/dev/null
 fi
+
+# The agent examples/50-access.yaml shares with the research team, as someone made it in
+# LibreChat's UI (its author and owner entry included).
+"$HOME/.cache/secantus-venv/bin/python" - "$MONGO_URI_LIBRECHAT" <<'PY'
+import sys, datetime, pymongo
+from bson import ObjectId
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).get_default_database()
+agent, author, now = ObjectId("6b1100000000000000000a01"), ObjectId("6b1100000000000000000a02"), datetime.datetime.now(datetime.timezone.utc)
+db.agents.update_one({"_id": agent}, {"$setOnInsert": {"id": "agent_research_assistant", "name": "Research assistant",
+    "provider": "openAI", "model": "gpt-4o", "author": author, "tools": [], "createdAt": now, "updatedAt": now, "__v": 0}}, upsert=True)
+db.aclentries.update_one({"principalType": "user", "principalId": author, "resourceType": "agent", "resourceId": agent},
+    {"$setOnInsert": {"principalModel": "User", "permBits": 15, "grantedAt": now, "grantedBy": author}}, upsert=True)
+PY
 
 say "applying examples/ (the Secrets of URIs and of alice's password were made above)"
 for f in examples/*.yaml; do
@@ -51,7 +64,7 @@ OPERATOR=$!
 trap 'kill $OPERATOR 2>/dev/null || true' EXIT
 kubectl -n librechat wait --for=condition=Ready librechatinstance/librechat --timeout=60s >/dev/null
 kubectl -n librechat wait --for=condition=Ready librechatuser --all --timeout=60s >/dev/null || true
-kubectl -n librechat wait --for=condition=Ready userban,userinvite --all --timeout=60s >/dev/null || true
+kubectl -n librechat wait --for=condition=Ready userban,userinvite,librechatgroup,librechatrole --all --timeout=60s >/dev/null || true
 
 say "kubectl get librechat -n librechat"
 kubectl get librechat -n librechat -o wide
@@ -60,10 +73,27 @@ say "accounts in MongoDB ($MONGO_URI_LIBRECHAT, collection users)"
 "$HOME/.cache/secantus-venv/bin/python" - "$MONGO_URI_LIBRECHAT" <<'PY'
 import sys, pymongo
 db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).get_default_database()
-print(f"{'email':24} {'role':6} {'provider':8} {'verified':8} password")
+print(f"{'email':24} {'role':8} {'provider':8} {'verified':8} password")
 for u in db.users.find({}, {"email": 1, "role": 1, "provider": 1, "emailVerified": 1, "password": 1}).sort("email"):
     pw = "bcrypt cost " + u["password"].split("$")[2] if u.get("password") else "(none: SSO)"
-    print(f"{u['email']:24} {u.get('role',''):6} {u.get('provider',''):8} {str(u.get('emailVerified')):8} {pw}")
+    print(f"{u['email']:24} {u.get('role',''):8} {u.get('provider',''):8} {str(u.get('emailVerified')):8} {pw}")
+PY
+
+say "groups, custom roles and grants in MongoDB (what LibreChat's getUserPrincipals and ACL read)"
+"$HOME/.cache/secantus-venv/bin/python" - "$MONGO_URI_LIBRECHAT" <<'PY'
+import sys, pymongo
+db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).get_default_database()
+emails = {str(u["_id"]): u["email"] for u in db.users.find({}, {"email": 1})}
+for g in db.groups.find({"source": "local"}):
+    print(f"group {g['name']}: {', '.join(emails.get(m, m) for m in g.get('memberIds', []))}")
+for r in db.roles.find({"name": {"$nin": ["USER", "ADMIN"]}}):
+    on = [f"{t}.{k}" for t, keys in sorted(r.get("permissions", {}).items()) for k, v in sorted(keys.items()) if v]
+    print(f"role {r['name']}: {' '.join(on)}")
+names = {str(g["_id"]): g["name"] for g in db.groups.find({}, {"name": 1})}
+bundles = {1: "viewer", 3: "editor", 7: "manager", 15: "owner"}
+for a in db.aclentries.find({"principalType": {"$in": ["group", "role"]}}):
+    who = names.get(str(a["principalId"]), a["principalId"])
+    print(f"grant {a['principalType']} {who}: {bundles.get(a['permBits'], a['permBits'])} on {a['resourceType']} {a['resourceId']}")
 PY
 
 say "the invitation link (Secret dana-invite, key url)"

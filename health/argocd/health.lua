@@ -1,5 +1,5 @@
 -- Argo CD health check for every kind of group librechat.ai (LibreChatInstance,
--- LibreChatUser, UserBan, UserInvite). Argo CD runs it with the object in the global `obj`
+-- LibreChatUser, UserBan, UserInvite, LibreChatGroup, LibreChatRole). Argo CD runs it with the object in the global `obj`
 -- and only Lua's base, table and a safe os library loaded, so it uses nothing else.
 --
 -- The operator's contract (src/api/common.rs, src/controller/report.rs): status carries

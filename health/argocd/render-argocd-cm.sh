@@ -21,7 +21,7 @@ metadata:
     app.kubernetes.io/part-of: argocd
 data:
 HEAD
-for kind in LibreChatInstance LibreChatUser UserBan UserInvite; do
+for kind in LibreChatInstance LibreChatUser UserBan UserInvite LibreChatGroup LibreChatRole; do
   echo "  resource.customizations.health.librechat.ai_$kind: |"
   sed -e 's/^\(.\)/    \1/' "$HERE/health.lua"
 done

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mongodb::bson::{oid::ObjectId, DateTime};
 
+use super::error::ReconcileError;
 use super::tenancy::Tenancy;
 use crate::api::access::{AccessGrant, GrantStatus};
 use crate::api::common::{condition, reason, Cond};
@@ -46,6 +47,21 @@ impl Verdict {
             ready: Cond::new(condition::READY, false, reason, message),
             requeue: resync,
         }
+    }
+}
+
+/// The verdict of a sync: a store failure is reported as waiting on the store, and kept
+/// (for the backoff); any other error ends the reconcile.
+pub fn verdict_of(
+    result: Result<Verdict, ReconcileError>,
+) -> Result<(Verdict, Option<ReconcileError>), ReconcileError> {
+    match result {
+        Ok(v) => Ok((v, None)),
+        Err(ReconcileError::Store(e)) => Ok((
+            Verdict::waiting(reason::STORE_ERROR, e.to_string()),
+            Some(ReconcileError::Store(e)),
+        )),
+        Err(other) => Err(other),
     }
 }
 

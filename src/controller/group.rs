@@ -66,14 +66,7 @@ async fn apply(
         group_id: group.status.as_ref().and_then(|s| s.group_id.clone()),
         ..Found::default()
     };
-    let (verdict, error) = match sync(group, ctx, &mut found).await {
-        Ok(v) => (v, None),
-        Err(ReconcileError::Store(e)) => (
-            Verdict::waiting(reason::STORE_ERROR, e.to_string()),
-            Some(ReconcileError::Store(e)),
-        ),
-        Err(other) => return Err(other),
-    };
+    let (verdict, error) = access::verdict_of(sync(group, ctx, &mut found).await)?;
     let status = LibreChatGroupStatus {
         group_id: found.group_id,
         member_count: found.member_count,

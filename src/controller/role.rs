@@ -66,14 +66,7 @@ async fn apply(
         users: role.status.as_ref().and_then(|s| s.users),
         ..Found::default()
     };
-    let (verdict, error) = match sync(role, ctx, &mut found).await {
-        Ok(v) => (v, None),
-        Err(ReconcileError::Store(e)) => (
-            Verdict::waiting(reason::STORE_ERROR, e.to_string()),
-            Some(ReconcileError::Store(e)),
-        ),
-        Err(other) => return Err(other),
-    };
+    let (verdict, error) = access::verdict_of(sync(role, ctx, &mut found).await)?;
     let status = LibreChatRoleStatus {
         users: found.users,
         overridden_at_restart: found.overridden,

@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 
 use super::error::PluginError;
 use crate::api::common::{condition, InstanceRef};
-use crate::api::{LibreChatInstance, LibreChatUser, UserBan, UserInvite};
+use crate::api::{
+    LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
+};
 use crate::controller::secrets::{read_secret_key, SecretError};
 use crate::controller::target::instance_namespace;
 
@@ -121,7 +123,8 @@ impl Cluster {
         }
     }
 
-    /// Every LibreChatUser, UserBan and UserInvite in `namespaces` (`None`: all namespaces).
+    /// Every object that points at an instance (LibreChatUser, UserBan, UserInvite,
+    /// LibreChatGroup, LibreChatRole) in `namespaces` (`None`: all namespaces).
     /// A namespace the user may not list is skipped with a note rather than failing the rest.
     pub async fn declarations(
         &self,
@@ -133,6 +136,8 @@ impl Cluster {
             found.extend(self.list_kind::<LibreChatUser>(ns, notes).await?);
             found.extend(self.list_kind::<UserBan>(ns, notes).await?);
             found.extend(self.list_kind::<UserInvite>(ns, notes).await?);
+            found.extend(self.list_kind::<LibreChatGroup>(ns, notes).await?);
+            found.extend(self.list_kind::<LibreChatRole>(ns, notes).await?);
         }
         Ok(found)
     }
@@ -200,6 +205,8 @@ impl Cluster {
             "LibreChatUser" => get::<LibreChatUser>(self, namespace, name).await?,
             "UserBan" => get::<UserBan>(self, namespace, name).await?,
             "UserInvite" => get::<UserInvite>(self, namespace, name).await?,
+            "LibreChatGroup" => get::<LibreChatGroup>(self, namespace, name).await?,
+            "LibreChatRole" => get::<LibreChatRole>(self, namespace, name).await?,
             _ => return Ok(None),
         }))
     }
@@ -320,7 +327,7 @@ impl Namespaces {
     }
 }
 
-/// A LibreChatUser, UserBan or UserInvite, reduced to what the plugin reports.
+/// An object that points at an instance, reduced to what the plugin reports.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Declaration {
     pub kind: &'static str,
@@ -362,7 +369,7 @@ impl Declaration {
     }
 }
 
-/// What the three kinds that point at an instance have in common.
+/// What the kinds that point at an instance have in common.
 pub trait Declares:
     Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
     + Clone
@@ -408,6 +415,33 @@ impl Declares for UserInvite {
     }
     fn email(&self) -> Option<&str> {
         Some(&self.spec.email)
+    }
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+/// A group's own `email` is a mailing address, not an account: whois never matches it.
+impl Declares for LibreChatGroup {
+    const KIND: &'static str = "LibreChatGroup";
+    fn instance_ref(&self) -> &InstanceRef {
+        &self.spec.instance_ref
+    }
+    fn email(&self) -> Option<&str> {
+        None
+    }
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+impl Declares for LibreChatRole {
+    const KIND: &'static str = "LibreChatRole";
+    fn instance_ref(&self) -> &InstanceRef {
+        &self.spec.instance_ref
+    }
+    fn email(&self) -> Option<&str> {
+        None
     }
     fn conditions(&self) -> &[Condition] {
         self.status.as_ref().map_or(&[], |s| &s.conditions)

@@ -188,7 +188,13 @@ pub fn report_of(
 }
 
 /// Kinds in the order they are shown.
-const KINDS: [&str; 3] = ["LibreChatUser", "UserBan", "UserInvite"];
+const KINDS: [&str; 5] = [
+    "LibreChatUser",
+    "UserBan",
+    "UserInvite",
+    "LibreChatGroup",
+    "LibreChatRole",
+];
 /// The reason shown for an object the operator has not reported on yet.
 const NO_STATUS: &str = "(no status yet)";
 

@@ -63,8 +63,10 @@ type State = (
     Verdict,
 );
 
-const KINDS: [&str; 4] = [
+const KINDS: [&str; 6] = [
+    "LibreChatGroup",
     "LibreChatInstance",
+    "LibreChatRole",
     "LibreChatUser",
     "UserBan",
     "UserInvite",
@@ -289,7 +291,37 @@ async fn kstatus_flux_and_argocd_read_every_state_right() {
     capture.keep("instance-ready", obj, READY);
     w.secret("pw", &[("password", crate::user::PASSWORD)]).await;
 
-    let applied: [(&str, &str, Value); 13] = [
+    let applied: [(&str, &str, Value); 19] = [
+        (
+            "LibreChatGroup",
+            "team",
+            json!({ "instanceRef": lc, "name": "Health team", "members": [{ "userRef": { "name": "ready" } }] }),
+        ),
+        (
+            "LibreChatGroup",
+            "bad-group",
+            json!({ "instanceRef": lc, "name": " spaced " }),
+        ),
+        (
+            "LibreChatGroup",
+            "orphan-group",
+            json!({ "instanceRef": { "name": "nowhere" }, "name": "Orphans" }),
+        ),
+        (
+            "LibreChatRole",
+            "analyst",
+            json!({ "instanceRef": lc, "name": "HEALTH_ANALYST", "permissions": { "PROMPTS": { "USE": true } } }),
+        ),
+        (
+            "LibreChatRole",
+            "bad-role",
+            json!({ "instanceRef": lc, "name": "HEALTH_BAD", "permissions": { "AGENT": { "USE": true } } }),
+        ),
+        (
+            "LibreChatRole",
+            "orphan-role",
+            json!({ "instanceRef": { "name": "nowhere" }, "name": "HEALTH_ORPHAN" }),
+        ),
         (
             "LibreChatUser",
             "ready",
@@ -384,7 +416,55 @@ async fn kstatus_flux_and_argocd_read_every_state_right() {
     )
     .await;
 
-    let states: [State; 14] = [
+    let states: [State; 20] = [
+        (
+            "group-ready",
+            "librechatgroups",
+            "team",
+            "True",
+            None,
+            READY,
+        ),
+        (
+            "group-invalid-spec",
+            "librechatgroups",
+            "bad-group",
+            "False",
+            Some("InvalidSpec"),
+            STALLED,
+        ),
+        (
+            "group-instance-not-found",
+            "librechatgroups",
+            "orphan-group",
+            "False",
+            Some("InstanceNotFound"),
+            RECONCILING,
+        ),
+        (
+            "role-ready",
+            "librechatroles",
+            "analyst",
+            "True",
+            None,
+            READY,
+        ),
+        (
+            "role-invalid-spec",
+            "librechatroles",
+            "bad-role",
+            "False",
+            Some("InvalidSpec"),
+            STALLED,
+        ),
+        (
+            "role-instance-not-found",
+            "librechatroles",
+            "orphan-role",
+            "False",
+            Some("InstanceNotFound"),
+            RECONCILING,
+        ),
         ("user-ready", "librechatusers", "ready", "True", None, READY),
         (
             "ban-ready",
