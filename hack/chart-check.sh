@@ -107,9 +107,9 @@ render full "$RELEASE_ALL" --namespace "$NS" --set replicas=2 --set probes.start
 has default '^kind: ClusterRole$' "a ClusterRole (all namespaces)"
 has default '^kind: ClusterRoleBinding$' "a ClusterRoleBinding"
 # CRDs: templates (upgraded by helm upgrade), kept on uninstall, their spec verbatim.
-check "render 'default': expected the 4 CRDs" eq "$(count default '^kind: CustomResourceDefinition$')" 4
-check "render 'default': helm.sh/resource-policy: keep on each CRD" eq "$(count default '^    helm.sh/resource-policy: keep$')" 4
-check "render 'default': the CRDs' component label" eq "$(count default '^    app.kubernetes.io/component: crds$')" 4
+check "render 'default': expected the ${#CRDS[@]} CRDs" eq "$(count default '^kind: CustomResourceDefinition$')" "${#CRDS[@]}"
+check "render 'default': helm.sh/resource-policy: keep on each CRD" eq "$(count default '^    helm.sh/resource-policy: keep$')" "${#CRDS[@]}"
+check "render 'default': the CRDs' component label" eq "$(count default '^    app.kubernetes.io/component: crds$')" "${#CRDS[@]}"
 render crds "$RELEASE_ALL" --namespace "$NS" --show-only templates/crds.yaml
 for f in crds/*.yaml; do
   # The render holds the generated spec (from `spec:` to the end of the file) byte for byte.
@@ -119,7 +119,7 @@ done
 render nocrds r --namespace "$NS" --set crds.install=false
 hasnt nocrds '^kind: CustomResourceDefinition$' "CRDs with crds.install=false"
 render nokeep r --namespace "$NS" --set crds.keep=false
-check "render 'nokeep': the 4 CRDs" eq "$(count nokeep '^kind: CustomResourceDefinition$')" 4
+check "render 'nokeep': the ${#CRDS[@]} CRDs" eq "$(count nokeep '^kind: CustomResourceDefinition$')" "${#CRDS[@]}"
 hasnt nokeep 'helm.sh/resource-policy' "the keep policy with crds.keep=false"
 has default '^kind: Deployment$' "a Deployment"
 has default '^kind: ServiceAccount$' "a ServiceAccount"
@@ -615,7 +615,7 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   else cat "$TMP/up-older" >&2; bad "helm upgrade to the templated chart (older schema) after adoption"; fi
   check "after adoption: the CRDs carry the keep policy" eq \
     "$(kubectl get crd "${CRDS[@]}" -o jsonpath='{range .items[*]}{.metadata.annotations.helm\.sh/resource-policy} {end}')" \
-    "keep keep keep keep "
+    "$(printf 'keep %.0s' "${CRDS[@]}")"
   check "after adoption: still the older CRD" eq "$(userid_col) $(adopt_doc)" " (older) W"
   # 3. helm upgrade to the current chart upgrades the CRDs.
   if helm upgrade "$RELEASE_UP" "$CHART" -n "$NS" >"$TMP/up-current" 2>&1; then ok
@@ -623,7 +623,7 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   check "after helm upgrade: the cluster's LibreChatUser CRD is the current one" eq \
     "$(userid_col) $(adopt_doc)" ".status.userId Whether a"
   check "after helm upgrade: the CRDs' labels are the chart's" eq \
-    "$(kubectl get crd -l "app.kubernetes.io/component=crds,app.kubernetes.io/instance=$RELEASE_UP" -o name | wc -l)" 4
+    "$(kubectl get crd -l "app.kubernetes.io/component=crds,app.kubernetes.io/instance=$RELEASE_UP" -o name | wc -l)" "${#CRDS[@]}"
   check "after helm upgrade: the CRDs are Established" quiet kubectl wait --for=condition=Established \
     --timeout=60s "${CRDS[@]/#/crd/}"
   check "after helm upgrade: a LibreChatUser with spec.adopt is accepted (server dry run)" quiet \
@@ -637,7 +637,7 @@ EOF
   if helm uninstall "$RELEASE_UP" -n "$NS" >"$TMP/up-uninstall" 2>&1; then ok
   else cat "$TMP/up-uninstall" >&2; bad "helm uninstall of the release owning the CRDs"; fi
   check "helm uninstall says it kept the CRDs" grep -q 'kept due to the resource policy' "$TMP/up-uninstall"
-  check "after helm uninstall: the 4 CRDs remain" eq "$(kubectl get crd "${CRDS[@]}" -o name 2>/dev/null | wc -l)" 4
+  check "after helm uninstall: the ${#CRDS[@]} CRDs remain" eq "$(kubectl get crd "${CRDS[@]}" -o name 2>/dev/null | wc -l)" "${#CRDS[@]}"
   check "after helm uninstall: the CRDs are still the current ones" eq \
     "$(userid_col) $(adopt_doc)" ".status.userId Whether a"
   disown_crds

@@ -12,7 +12,6 @@ mod account_actions;
 mod audit;
 mod balance;
 mod ban;
-mod bench;
 mod cascade;
 mod cel;
 mod feeds;

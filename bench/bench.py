@@ -1,0 +1,873 @@
+#!/usr/bin/env python3
+"""`make bench`: the operator measured against the real servers, one run, side by side.
+
+Figures (issue 13): cold start of N accounts against the bcrypt floor and LibreChat's own
+batch path (secretRef and password.generate), the cost of a full resync and of a restart,
+reaction times both ways, memory, and a cold start under injected faults. Writes
+bench/results/latest.json, latest.md and cold-start.svg. Asserts nothing: a missed goal is
+reported as missed.
+
+Each phase runs its own operator process (release build) scoped to the phase's namespace, and
+its own MongoDB database, so that the figures of one phase are not the background of another.
+
+Environment: KUBECONFIG, MONGODB_URI, REDIS_URL (from tests/env/up.sh), BENCH_N, BENCH_ENV_DIR,
+BENCH_PHASES (comma list: coldstart,generate,resync,reaction,faults; default all).
+"""
+import base64
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+import pymongo
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release" / "librechat-operator"
+OUT = ROOT / "bench" / "results"
+N = int(os.environ.get("BENCH_N", "10000"))
+ENV_DIR = Path(os.environ.get("BENCH_ENV_DIR", "/tmp/lco-bench-env"))
+PHASES = os.environ.get("BENCH_PHASES", "coldstart,generate,resync,reaction,faults").split(",")
+MONGO_URI = os.environ["MONGODB_URI"]
+REDIS_URL = os.environ["REDIS_URL"]
+CORES = os.cpu_count() or 1
+PREFIX = "lco-bench"
+
+GOALS = {
+    "cold_start_vs_floor": ("≤", 1.3),
+    "cold_start_vs_librechat": ("≤", 0.6),
+    "resync_writes": ("=", 0),
+    "resync_mongo_reads_per_account": ("≤", 1.0),
+    "restart_writes": ("=", 0),
+    "restart_mongo_reads_per_account": ("≤", 1.0),
+    "ban_p50_s": ("≤", 0.3),
+    "ban_p99_s": ("≤", 1.0),
+    "password_p50_s": ("≤", 0.3),
+    "password_p99_s": ("≤", 1.0),
+    "deletion_p50_s": ("≤", 0.3),
+    "deletion_p99_s": ("≤", 1.0),
+    "seen_invite_used_p50_s": ("≤", 2.0),
+    "seen_hand_edit_p50_s": ("≤", 2.0),
+    "seen_owner_deletion_p50_s": ("≤", 2.0),
+    "peak_rss_mib": ("≤", 150),
+    "faults_accounts_exact": ("=", True),
+    "faults_duplicates": ("=", 0),
+    "faults_passwords_verify": ("=", True),
+    "faults_all_ready": ("=", True),
+    "faults_outages_named": ("=", True),
+    "faults_convergence_after_recovery_s": ("≤", 30),
+}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd, input=None, check=True, timeout=1800):
+    p = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}…: {p.stderr.strip()[-800:]}")
+    return p.stdout
+
+
+def kubectl(*args, input=None, check=True, timeout=1800):
+    return run(["kubectl", *args], input=input, check=check, timeout=timeout)
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse_metrics(text):
+    """Prometheus text -> {series: value} (series = name{labels})."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        try:
+            out[series] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def label(series, name):
+    m = re.search(name + r'="([^"]*)"', series)
+    return m.group(1) if m else None
+
+
+# --------------------------------------------------------------------------------------------
+# The operator, as a process
+# --------------------------------------------------------------------------------------------
+
+
+class Operator:
+    def __init__(self, name, namespace, extra_args=(), env=None):
+        self.name, self.namespace = name, namespace
+        self.port = free_port()
+        self.extra_args, self.env = list(extra_args), env or {}
+        self.proc = None
+        self.peak_kib = 0
+        self.log_path = OUT.parent / "logs" / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def start(self):
+        env = dict(os.environ, WATCH_NAMESPACES=self.namespace, LOG_FORMAT="json", **self.env)
+        env.setdefault("RUST_LOG", "warn,librechat_operator=info")
+        log_file = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(BIN), "run", "--http-addr", f"127.0.0.1:{self.port}", *self.extra_args],
+            env=env, stdout=log_file, stderr=log_file, start_new_session=True,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.metrics_text() is not None:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator {self.name} exited; see {self.log_path}")
+            time.sleep(0.1)
+        raise RuntimeError(f"operator {self.name} did not serve /metrics within 60 s")
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.sample_memory()
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self):
+        self.kill()
+        return self.start()
+
+    def status_kib(self, field):
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        except (OSError, AttributeError):
+            pass
+        return 0
+
+    def sample_memory(self):
+        self.peak_kib = max(self.peak_kib, self.status_kib("VmHWM"))
+        return self.status_kib("VmRSS")
+
+    def metrics_text(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+
+    def metrics(self):
+        return parse_metrics(self.metrics_text() or "")
+
+    def ready(self, kind="LibreChatUser"):
+        m = self.metrics()
+        return int(m.get(f'librechat_operator_managed_objects{{kind="{kind}",ready="true"}}', 0))
+
+    def reconciles(self, kind="LibreChatUser"):
+        return int(sum(v for k, v in self.metrics().items()
+                       if k.startswith("librechat_operator_reconciles_total{") and f'kind="{kind}"' in k))
+
+    def store_ops(self):
+        out = {}
+        for k, v in self.metrics().items():
+            if k.startswith("librechat_operator_store_operations_total{"):
+                key = (label(k, "store"), label(k, "verb"))
+                out[key] = out.get(key, 0) + v
+        return out
+
+
+MONGO_WRITES = {"insert", "update", "delete", "findAndModify", "createIndexes", "bulkWrite", "drop"}
+REDIS_WRITES = {"del", "set", "unlink", "expire"}
+
+
+def ops_delta(before, after):
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0) > 0}
+
+
+def write_count(delta):
+    return sum(v for (store, verb), v in delta.items()
+               if store == "mongo" and verb in MONGO_WRITES or store == "redis" and verb in REDIS_WRITES)
+
+
+def mongo_reads(delta):
+    return sum(v for (store, verb), v in delta.items()
+               if store == "mongo" and verb in {"find", "aggregate", "getMore", "count", "countDocuments", "distinct"})
+
+
+def api_requests():
+    """apiserver_request_total by verb (all clients)."""
+    out = {}
+    for k, v in parse_metrics(kubectl("get", "--raw", "/metrics", timeout=60)).items():
+        if k.startswith("apiserver_request_total{"):
+            verb = label(k, "verb")
+            out[verb] = out.get(verb, 0) + v
+    return out
+
+
+API_WRITES = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
+
+
+def redis_cmdstats():
+    out = {}
+    text = run(["redis-cli", "-u", REDIS_URL, "info", "commandstats"], check=False)
+    for line in text.splitlines():
+        m = re.match(r"cmdstat_(\w+):calls=(\d+)", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Objects
+# --------------------------------------------------------------------------------------------
+
+
+def db_uri(db):
+    m = re.match(r"^(mongodb(?:\+srv)?://[^/?]*)(?:/[^?]*)?(\?.*)?$", MONGO_URI)
+    return f"{m.group(1)}/{db}{m.group(2) or ''}"
+
+
+def namespace_with_instance(ns, db, resync="1h", extra=None):
+    kubectl("create", "namespace", ns, check=False)
+    stores = {"mongo": db_uri(db), "redis": REDIS_URL}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lc-stores", "namespace": ns},
+              "stringData": stores}
+    spec = {"mongo": {"uriSecretRef": {"name": "lc-stores", "key": "mongo"}},
+            "redis": {"uriSecretRef": {"name": "lc-stores", "key": "redis"}},
+            "resyncPeriod": resync, **(extra or {})}
+    instance = {"apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatInstance",
+                "metadata": {"name": "lc", "namespace": ns}, "spec": spec}
+    kubectl("apply", "--server-side", "--field-manager=bench", "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [secret, instance]}))
+
+
+def password_of(prefix, i):
+    return f"{prefix}-Pass-{i:06d}-x"
+
+
+def user_objects(ns, prefix, n, generate=False, start=0, extra=None):
+    items = []
+    for i in range(start, start + n):
+        name = f"{prefix}{i}"
+        spec = {"instanceRef": {"name": "lc"}, "email": f"{name}@example.com", "name": f"User {name}",
+                **(extra or {})}
+        if generate:
+            spec["password"] = {"generate": {"secretName": f"{name}-login"}}
+        else:
+            items.append({"apiVersion": "v1", "kind": "Secret",
+                          "metadata": {"name": f"{name}-pw", "namespace": ns},
+                          "stringData": {"password": password_of(prefix, i)}})
+            spec["password"] = {"secretRef": {"name": f"{name}-pw", "key": "password"}}
+        items.append({"apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
+                      "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    return items
+
+
+def apply_parallel(items, chunks=4):
+    """kubectl apply --server-side, in `chunks` concurrent kubectl processes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for c in range(chunks):
+            part = items[c::chunks]
+            if not part:
+                continue
+            p = Path(tmp) / f"chunk{c}.json"
+            p.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": part}))
+            paths.append(p)
+        procs = [subprocess.Popen(["kubectl", "apply", "--server-side", "--field-manager=bench", "-f", str(p)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for p in paths]
+        errors = [p.communicate()[1] for p in procs if p.wait() != 0]
+    if errors:
+        raise RuntimeError("kubectl apply failed: " + errors[0][-800:])
+
+
+def list_objects(ns, plural):
+    return json.loads(kubectl("get", plural, "-n", ns, "-o", "json", timeout=600))["items"]
+
+
+def is_ready(obj):
+    gen = obj["metadata"].get("generation")
+    return any(c["type"] == "Ready" and c["status"] == "True" and c.get("observedGeneration") == gen
+               for c in obj.get("status", {}).get("conditions", []))
+
+
+def wait_all_ready(op, ns, n, timeout, samples=None, memory=None, started=None):
+    """Polls the operator's readiness gauge each second until n are Ready; records the curve."""
+    started = started or time.time()
+    marks = sorted(memory.keys()) if memory is not None else []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ready = op.ready()
+        rss = op.sample_memory()
+        if samples is not None:
+            samples.append((round(time.time() - started, 2), ready))
+        for mark in marks:
+            if memory[mark] is None and ready >= mark:
+                memory[mark] = round(rss / 1024, 1)
+        if ready >= n:
+            # The gauge is the operator's view; the API server's is the truth.
+            objs = list_objects(ns, "librechatusers")
+            if sum(is_ready(o) for o in objs) >= n:
+                return time.time() - started
+        time.sleep(1)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Phases
+# --------------------------------------------------------------------------------------------
+
+
+def bcrypt_floor():
+    run(["cargo", "build", "--release", "--example", "bcrypt_floor"], timeout=1800)
+    seconds = float(run([str(ROOT / "target/release/examples/bcrypt_floor"), "20"]).strip())
+    return {"bcrypt_cost10_seconds": seconds, "floor_seconds": N * seconds / CORES}
+
+
+def librechat_batch():
+    log(f"LibreChat's own batch path: {N} accounts in one Node process")
+    out = run(["node", str(ROOT / "bench/librechat_batch.mjs"), MONGO_URI, "bench_librechat", str(N)],
+              timeout=24 * 3600)
+    return json.loads(out.strip().splitlines()[-1])["seconds"]
+
+
+def cold_start(results, name, generate):
+    ns, db = f"{PREFIX}-{name}", f"bench_{name}"
+    namespace_with_instance(ns, db, resync="120s")
+    op = Operator(name, ns).start()
+    items = user_objects(ns, "u" if not generate else "g", N, generate=generate)
+    samples, memory = [], ({m: None for m in (1000, 5000, 10000) if m <= N} if not generate else None)
+    log(f"cold start ({name}): applying {N} LibreChatUsers" + (" (password.generate)" if generate else " and their Secrets"))
+    started = time.time()
+    applier = threading.Thread(target=apply_parallel, args=(items,))
+    applier.start()
+    took = wait_all_ready(op, ns, N, timeout=6 * 3600, samples=samples, memory=memory, started=started)
+    applier.join()
+    log(f"cold start ({name}): {'all Ready after %.1f s' % took if took else 'NOT all Ready'}")
+    return op, {"seconds": took, "samples": samples, "memory_mib_at": memory, "peak_rss_mib": round(op.peak_kib / 1024, 1)}
+
+
+def settle(op, kind="LibreChatUser", quiet=5, timeout=3600):
+    """Waits until the operator has not reconciled for `quiet` seconds."""
+    last, since = op.reconciles(kind), time.time()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(1)
+        now = op.reconciles(kind)
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet:
+            return
+
+
+def resync_and_restart(op, ns):
+    """A full resync (forced by an instance change) and a restart: what they cost."""
+    settle(op)
+    figures = {}
+    # The API server's own background (controller manager, leases) over a quiet window.
+    a0, t0 = api_requests(), time.time()
+    time.sleep(10)
+    a1 = api_requests()
+    background = {v: (a1.get(v, 0) - a0.get(v, 0)) / (time.time() - t0) for v in a1}
+
+    holder = {"op": op}
+
+    def measure(trigger):
+        before = holder["op"]
+        s0, rc0, r0, a0 = before.store_ops(), before.reconciles(), redis_cmdstats(), api_requests()
+        t = time.time()
+        trigger()
+        current = holder["op"]
+        # A restarted operator counts from zero.
+        base_ops, base_rc = (s0, rc0) if current is before else ({}, 0)
+        timed_until(lambda: current.reconciles() - base_rc >= N, timeout=3600, every=0.5)
+        wall = time.time() - t
+        settle(current)
+        elapsed = time.time() - t
+        s1, r1, a1 = current.store_ops(), redis_cmdstats(), api_requests()
+        delta = ops_delta(base_ops, s1)
+        api = {v: a1.get(v, 0) - a0.get(v, 0) - background.get(v, 0) * elapsed for v in a1}
+        api_writes = max(0, round(sum(x for v, x in api.items() if v in API_WRITES)))
+        redis_writes = sum(r1.get(c, 0) - r0.get(c, 0) for c in r1 if c in REDIS_WRITES)
+        return {
+            "wall_seconds": round(wall, 2),
+            "reconciles": current.reconciles() - base_rc,
+            "operator_store_ops": {f"{st}.{v}": n for (st, v), n in sorted(delta.items())},
+            "mongo_writes": write_count({k: v for k, v in delta.items() if k[0] == "mongo"}),
+            "redis_writes": redis_writes,
+            "api_writes": api_writes,
+            "api_requests_by_verb": {v: round(x) for v, x in api.items() if round(x) > 0},
+            "writes": write_count(delta) + redis_writes + api_writes,
+            "mongo_reads_per_account": round(mongo_reads(delta) / N, 3),
+            "api_requests_per_account": round(max(0, sum(api.values())) / N, 3),
+        }
+
+    def force():
+        kubectl("patch", "librechatinstance", "lc", "-n", ns, "--type", "merge", "-p", '{"spec":{"resyncPeriod":"121s"}}')
+
+    log("resync: an instance change makes every account reconcile once")
+    figures["resync"] = measure(force)
+
+    def restart():
+        holder["op"].kill(signal.SIGTERM)
+        holder["op"] = Operator(op.name + "-restarted", ns).start()
+
+    log("restart: the operator starts again over N Ready accounts")
+    figures["restart"] = measure(restart)
+    return holder["op"], figures
+
+
+def timed_until(check, timeout=30, every=0.005):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if check():
+            return time.time() - t0
+        time.sleep(every)
+    return None
+
+
+def reaction(op, ns, db_name, samples=100):
+    db = pymongo.MongoClient(db_uri(db_name))[db_name]
+    users = {o["metadata"]["name"]: o for o in list_objects(ns, "librechatusers")}
+    uid = {n: o.get("status", {}).get("userId") for n, o in users.items()}
+    figures = {}
+    log(f"reaction: {samples} UserBans one by one")
+    bans = []
+    for i in range(samples):
+        name = f"u{i}"
+        kubectl("apply", "--server-side", "--field-manager=bench", "-f", "-", input=json.dumps({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "UserBan",
+            "metadata": {"name": f"ban-{name}", "namespace": ns},
+            "spec": {"instanceRef": {"name": "lc"}, "userRef": {"name": name}, "duration": "1h"}}))
+        key = f"BANS:{uid[name]}"
+        bans.append(timed_until(lambda: db.logs.find_one({"key": key}, {"_id": 1}) is not None))
+    figures["ban"] = bans
+    log(f"reaction: {samples} password Secret changes")
+    changes = []
+    for i in range(samples, 2 * samples):
+        name = f"u{i}"
+        before = db.users.find_one({"email": f"{name}@example.com"}, {"password": 1})["password"]
+        new = base64.b64encode(f"Changed-Pass-{i}-y".encode()).decode()
+        kubectl("patch", "secret", f"{name}-pw", "-n", ns, "-p", json.dumps({"data": {"password": new}}))
+        changes.append(timed_until(lambda: db.users.find_one({"email": f"{name}@example.com"}, {"password": 1})["password"] != before))
+    figures["password"] = changes
+    log(f"reaction: {samples} deletions (deletionPolicy Delete)")
+    apply_parallel(user_objects(ns, "d", samples, generate=True, extra={"deletionPolicy": "Delete"}), chunks=2)
+    timed_until(lambda: sum(1 for o in list_objects(ns, "librechatusers")
+                            if o["metadata"]["name"].startswith("d") and is_ready(o)) >= samples, timeout=600, every=2)
+    deletions = []
+    for i in range(samples):
+        email = f"d{i}@example.com"
+        kubectl("delete", "librechatuser", f"d{i}", "-n", ns, "--wait=false")
+        deletions.append(timed_until(lambda: db.users.find_one({"email": email}, {"_id": 1}) is None))
+    figures["deletion"] = deletions
+
+    instance = json.loads(kubectl("get", "librechatinstance", "lc", "-n", ns, "-o", "json"))
+    figures["change_feed"] = instance.get("status", {}).get("changeFeed")
+    seen = max(10, samples // 5)
+    log(f"reaction, the other way ({figures['change_feed']}): {seen} of each")
+    for i in range(seen):
+        kubectl("apply", "--server-side", "--field-manager=bench", "-f", "-", input=json.dumps({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "UserInvite",
+            "metadata": {"name": f"inv{i}", "namespace": ns},
+            "spec": {"instanceRef": {"name": "lc"}, "email": f"inv{i}@example.com"}}))
+    timed_until(lambda: all(kubectl("get", "userinvite", f"inv{i}", "-n", ns, "-o", "jsonpath={.status.phase}") == "Pending"
+                            for i in range(seen)), timeout=300, every=1)
+    invites, edits, owner = [], [], []
+    phase = lambda i: kubectl("get", "userinvite", f"inv{i}", "-n", ns, "-o", "jsonpath={.status.phase}")
+    for i in range(seen):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        db.users.insert_one({"email": f"inv{i}@example.com", "name": f"Invitee {i}", "username": f"inv{i}",
+                             "provider": "local", "role": "USER", "emailVerified": True, "avatar": None,
+                             "password": bcrypt.hashpw(b"Invitee-Pass-1", bcrypt.gensalt(10)).decode(),
+                             "createdAt": now, "updatedAt": now, "__v": 0})
+        invites.append(timed_until(lambda: phase(i) == "Accepted", timeout=400, every=0.05))
+    for i in range(2 * samples, 2 * samples + seen):
+        email = f"u{i}@example.com"
+        db.users.update_one({"email": email}, {"$set": {"name": "Edited by hand"}})
+        edits.append(timed_until(lambda: db.users.find_one({"email": email}, {"name": 1})["name"] != "Edited by hand",
+                                 timeout=400, every=0.02))
+    for i in range(2 * samples + seen, 2 * samples + 2 * seen):
+        email = f"u{i}@example.com"
+        db.users.delete_one({"email": email})
+        owner.append(timed_until(lambda: db.users.find_one({"email": email}, {"_id": 1}) is not None,
+                                 timeout=400, every=0.02))
+    figures["seen_invite_used"], figures["seen_hand_edit"], figures["seen_owner_deletion"] = invites, edits, owner
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------------
+
+
+def env_file():
+    out = {}
+    for line in (ENV_DIR / "env").read_text().splitlines():
+        m = re.match(r"export (\w+)=(.*)", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip("'\"")
+    return out
+
+
+def pid_file(path):
+    try:
+        return int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def mongo_stop_start(seconds, sample):
+    data = ENV_DIR / "mongo"
+    port = re.search(r":(\d+)/", MONGO_URI).group(1)
+    run(["bash", str(ROOT / "tests/env/secantus.sh"), "stop", str(data)])
+    seen = sample(seconds)
+    run(["bash", str(ROOT / "tests/env/secantus.sh"), "start", port, str(data)], timeout=300)
+    return seen
+
+
+def mongo_stall(seconds, sample):
+    pid = pid_file(ENV_DIR / "mongo" / "secantus.pid")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        return sample(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def redis_stop_start(seconds, sample):
+    port = re.search(r":(\d+)/?$", REDIS_URL.rstrip("/")).group(1)
+    run(["redis-cli", "-p", port, "shutdown", "nosave"], check=False)
+    seen = sample(seconds)
+    run(["redis-server", "--bind", "127.0.0.1", "--port", port, "--daemonize", "yes",
+         "--pidfile", str(ENV_DIR / "redis.pid"), "--dir", str(ENV_DIR), "--save", "", "--appendonly", "no",
+         "--logfile", str(ENV_DIR / "redis.log")])
+    timed_until(lambda: run(["redis-cli", "-p", port, "ping"], check=False).strip() == "PONG", timeout=30, every=0.2)
+    return seen
+
+
+def apiserver_restart():
+    pid = pid_file(ENV_DIR / "k8s" / "apiserver.pid")
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    os.kill(pid, signal.SIGTERM)
+    timed_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, every=0.1)
+    log_path = ENV_DIR / "k8s" / "logs" / "kube-apiserver.log"
+    proc = subprocess.Popen([a.decode() for a in argv], stdin=subprocess.DEVNULL,
+                            stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+    (ENV_DIR / "k8s" / "apiserver.pid").write_text(str(proc.pid))
+    return timed_until(lambda: run(["kubectl", "get", "--raw", "/readyz"], check=False).strip() == "ok",
+                       timeout=120, every=0.5)
+
+
+def faults(results):
+    ns, db_name = f"{PREFIX}-faults", "bench_faults"
+    namespace_with_instance(ns, db_name, resync="60s")
+    op = {"current": Operator("faults", ns).start()}
+    items = user_objects(ns, "f", N)
+    log(f"faults: cold start of {N} accounts with faults injected")
+    started = time.time()
+    applier = threading.Thread(target=apply_parallel, args=(items,))
+    applier.start()
+    record = {"kills": 0, "outages": {}}
+
+    def statuses():
+        """What the statuses say now: the instance and a few accounts not yet Ready."""
+        try:
+            inst = json.loads(kubectl("get", "librechatinstance", "lc", "-n", ns, "-o", "json", timeout=20))
+            users = json.loads(kubectl("get", "librechatusers", "-n", ns, "-o", "json", timeout=120))["items"]
+        except Exception as e:  # the API server may be the one that is down
+            return [f"(API server: {e})"]
+        texts = [f"{c['type']}={c['status']} {c['reason']}: {c['message']}" for c in inst.get("status", {}).get("conditions", [])]
+        for u in users:
+            for c in u.get("status", {}).get("conditions", []):
+                if c["type"] == "Ready" and c["status"] != "True":
+                    texts.append(f"user {c['reason']}: {c['message']}")
+        return texts
+
+    def sample_for(seconds):
+        time.sleep(seconds * 0.6)
+        seen = statuses()
+        time.sleep(seconds * 0.4)
+        return seen
+
+    # 1. SIGKILL at 20 random moments, restarted at once.
+    for _ in range(20):
+        time.sleep(random.uniform(1, 6))
+        op["current"].kill(signal.SIGKILL)
+        record["kills"] += 1
+        op["current"] = Operator("faults", ns).start()
+    # 2-4. MongoDB stopped, MongoDB stalled, Redis stopped: 60 s each.
+    for name, fault, word in [("mongo_stopped", mongo_stop_start, "mongo"),
+                              ("mongo_stalled", mongo_stall, "mongo"),
+                              ("redis_stopped", redis_stop_start, "redis")]:
+        log(f"faults: {name} for 60 s")
+        seen = fault(60, sample_for)
+        record["outages"][name] = {"named": any(word in s.lower() for s in seen),
+                                   "statuses": sorted(set(seen))[:6]}
+    # 5. The API server restarted.
+    log("faults: API server restart")
+    record["apiserver_back_after_s"] = apiserver_restart()
+    # 6. Two replicas with leader election; the leader killed.
+    log("faults: two replicas with leader election, the leader killed")
+    op["current"].kill(signal.SIGTERM)
+    lease = ["--leader-elect", "--lease-namespace", ns, "--lease-duration", "10s"]
+    replicas = [Operator(f"faults-r{i}", ns, extra_args=lease).start() for i in range(2)]
+    leader = None
+    timed_until(lambda: any(r.metrics().get("librechat_operator_leader", 0) == 1 for r in replicas), timeout=60, every=0.5)
+    leader = next((r for r in replicas if r.metrics().get("librechat_operator_leader", 0) == 1), None)
+    if leader:
+        leader.kill(signal.SIGKILL)
+        survivor = next(r for r in replicas if r is not leader)
+        record["takeover_s"] = timed_until(lambda: survivor.metrics().get("librechat_operator_leader", 0) == 1,
+                                           timeout=120, every=0.2)
+    else:
+        survivor = replicas[0]
+    last_recovery = time.time()
+    took = wait_all_ready(survivor, ns, N, timeout=6 * 3600)
+    applier.join()
+    done = time.time()
+    record["cold_start_seconds"] = round(done - started, 1) if took else None
+    record["convergence_after_recovery_s"] = round(done - last_recovery, 1) if took else None
+    for r in replicas:
+        r.kill(signal.SIGTERM)
+    # The end state.
+    db = pymongo.MongoClient(db_uri(db_name))[db_name]
+    emails = [f"f{i}@example.com" for i in range(N)]
+    docs = list(db.users.find({"email": {"$in": emails}}, {"email": 1, "password": 1}))
+    record["accounts"] = len({d["email"] for d in docs})
+    record["duplicates"] = len(docs) - record["accounts"]
+    objs = list_objects(ns, "librechatusers")
+    record["ready"] = sum(is_ready(o) for o in objs)
+    log(f"faults: verifying {len(docs)} passwords with bcrypt")
+    by_email = {d["email"]: d.get("password") for d in docs}
+    pairs = [(password_of("f", i).encode(), (by_email.get(f"f{i}@example.com") or "").encode()) for i in range(N)]
+    with concurrent.futures.ProcessPoolExecutor(CORES) as pool:
+        verified = sum(pool.map(verify, pairs, chunksize=64))
+    record["passwords_verified"] = verified
+    return record
+
+
+def verify(pair):
+    plain, hashed = pair
+    try:
+        return 1 if hashed and bcrypt.checkpw(plain, hashed) else 0
+    except ValueError:
+        return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def judged(figures):
+    out = {}
+    for key, (op, goal) in GOALS.items():
+        value = figures.get(key)
+        if value is None:
+            out[key] = {"goal": f"{op} {goal}", "value": None, "pass": None}
+            continue
+        ok = value <= goal if op == "≤" else value == goal
+        out[key] = {"goal": f"{op} {goal}", "value": value, "pass": bool(ok)}
+    return out
+
+
+def svg_plot(series, path):
+    """Accounts Ready over time during the cold starts: one polyline per series."""
+    w, h, pad = 720, 360, 50
+    t_max = max((s[-1][0] for s in series.values() if s), default=1) or 1
+    y_max = max((max(v for _, v in s) for s in series.values() if s), default=1) or 1
+    colors = ["#1f77b4", "#d62728", "#2ca02c"]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{w}" height="{h}" fill="white"/>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{w - 10}" y2="{h - pad}" stroke="black"/>',
+             f'<line x1="{pad}" y1="10" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+             f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">seconds since kubectl apply</text>',
+             f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">accounts Ready</text>']
+    for i in range(5):
+        t, y = t_max * i / 4, y_max * i / 4
+        x = pad + (w - pad - 10) * i / 4
+        yy = h - pad - (h - pad - 10) * i / 4
+        parts.append(f'<text x="{x}" y="{h - pad + 16}" text-anchor="middle">{t:.0f}</text>')
+        parts.append(f'<text x="{pad - 4}" y="{yy + 4}" text-anchor="end">{y:.0f}</text>')
+    for k, (name, s) in enumerate(series.items()):
+        pts = " ".join(f"{pad + (w - pad - 10) * t / t_max:.1f},{h - pad - (h - pad - 10) * v / y_max:.1f}" for t, v in s)
+        parts.append(f'<polyline fill="none" stroke="{colors[k % 3]}" stroke-width="2" points="{pts}"/>')
+        parts.append(f'<text x="{pad + 10}" y="{24 + 16 * k}" fill="{colors[k % 3]}">{name}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    mem = next((int(l.split()[1]) // 1024 for l in Path("/proc/meminfo").read_text().splitlines()
+                if l.startswith("MemTotal")), 0)
+    versions = {
+        "operator": run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False).strip(),
+        "kubernetes": json.loads(kubectl("version", "-o", "json", check=False) or "{}").get("serverVersion", {}).get("gitVersion"),
+        "mongodb_server": os.environ.get("BENCH_MONGO_SERVER", "unknown"),
+        "redis": run(["redis-server", "--version"], check=False).split()[2:3],
+        "node": run(["node", "--version"], check=False).strip(),
+    }
+    try:
+        versions["mongodb_server_version"] = pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000).server_info().get("version")
+    except Exception:
+        pass
+    return {"cpu": cpu, "cores": CORES, "memory_mib": mem, "kernel": platform.release(), "versions": versions}
+
+
+def summary_md(report):
+    f, goals = report["figures"], report["goals"]
+    rows = ["| figure | value | goal | result |", "|---|---|---|---|"]
+    for key, g in goals.items():
+        result = {True: "met", False: "**missed**", None: "not measured"}[g["pass"]]
+        rows.append(f"| {key} | {g['value'] if g['value'] is not None else '–'} | {g['goal']} | {result} |")
+    extra = [f"| {k} | {v} |" for k, v in f.items() if k not in goals and not isinstance(v, (dict, list))]
+    m = report["machine"]
+    return "\n".join([
+        f"# librechat-operator benchmark, {report['date']}",
+        "",
+        f"N = {report['n']} accounts; {m['cores']} cores ({m['cpu']}), {m['memory_mib']} MiB; "
+        f"MongoDB-wire server: {m['versions'].get('mongodb_server')}; Kubernetes {m['versions'].get('kubernetes')}.",
+        "",
+        *rows,
+        "",
+        "| other figure | value |",
+        "|---|---|",
+        *extra,
+        "",
+        "Notes:",
+        *[f"- {n}" for n in report.get("notes", [])],
+        "",
+        "Accounts Ready over time: [cold-start.svg](cold-start.svg). Raw figures: latest.json.",
+        "",
+    ])
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "n": N,
+              "machine": machine(), "figures": {}, "notes": [], "phases": {}}
+    f, notes = report["figures"], report["notes"]
+    kubectl("apply", "-f", str(ROOT / "crds"))
+
+    def phase(name, fn):
+        if name not in PHASES:
+            return None
+        try:
+            return fn()
+        except Exception as e:  # a phase that fails is reported, the others still run
+            notes.append(f"phase {name} failed: {e}")
+            log(f"phase {name} failed: {e}")
+            return None
+
+    floor = bcrypt_floor()
+    f.update({"bcrypt_cost10_ms": round(floor["bcrypt_cost10_seconds"] * 1000, 2),
+              "floor_seconds": round(floor["floor_seconds"], 1)})
+    curves = {}
+    op_a = None
+    got = phase("coldstart", lambda: cold_start(report, "a", generate=False))
+    if got:
+        op_a, a = got
+        curves["secretRef"] = a["samples"]
+        f["cold_start_seconds"] = round(a["seconds"], 1) if a["seconds"] else None
+        f["peak_rss_mib"] = a["peak_rss_mib"]
+        f["rss_mib_at_ready"] = a["memory_mib_at"]
+        if a["seconds"]:
+            f["cold_start_vs_floor"] = round(a["seconds"] / floor["floor_seconds"], 2)
+        lc = phase("coldstart", librechat_batch)
+        if lc:
+            f["librechat_batch_seconds"] = round(lc, 1)
+            if a["seconds"]:
+                f["cold_start_vs_librechat"] = round(a["seconds"] / lc, 2)
+    if op_a and "resync" in PHASES:
+        got = phase("resync", lambda: resync_and_restart(op_a, f"{PREFIX}-a"))
+        if got:
+            op_a, r = got
+            report["phases"]["resync"] = r
+            f["resync_wall_seconds"] = r["resync"]["wall_seconds"]
+            f["resync_writes"] = r["resync"]["writes"]
+            f["resync_mongo_reads_per_account"] = r["resync"]["mongo_reads_per_account"]
+            f["resync_api_requests_per_account"] = r["resync"]["api_requests_per_account"]
+            f["restart_wall_seconds"] = r["restart"]["wall_seconds"]
+            f["restart_writes"] = r["restart"]["writes"]
+            f["restart_mongo_reads_per_account"] = r["restart"]["mongo_reads_per_account"]
+            f["restart_api_requests_per_account"] = r["restart"]["api_requests_per_account"]
+    if op_a and "reaction" in PHASES:
+        got = phase("reaction", lambda: reaction(op_a, f"{PREFIX}-a", "bench_a", samples=min(100, N // 4)))
+        if got:
+            report["phases"]["reaction"] = got
+            f["change_feed"] = got.pop("change_feed", None)
+            for key, values in got.items():
+                ok = [v for v in values if v is not None]
+                f[f"{key}_p50_s"] = round(percentile(ok, 50), 3) if ok else None
+                f[f"{key}_p99_s"] = round(percentile(ok, 99), 3) if ok else None
+                if len(ok) < len(values):
+                    notes.append(f"{key}: {len(values) - len(ok)} of {len(values)} not seen within the wait")
+    if op_a:
+        op_a.kill(signal.SIGTERM)
+        f["peak_rss_mib"] = max(f.get("peak_rss_mib") or 0, round(op_a.peak_kib / 1024, 1))
+    got = phase("generate", lambda: cold_start(report, "b", generate=True))
+    if got:
+        op_b, b = got
+        op_b.kill(signal.SIGTERM)
+        curves["password.generate"] = b["samples"]
+        f["cold_start_generate_seconds"] = round(b["seconds"], 1) if b["seconds"] else None
+        if b["seconds"]:
+            f["cold_start_generate_vs_floor"] = round(b["seconds"] / floor["floor_seconds"], 2)
+            if f.get("librechat_batch_seconds"):
+                f["cold_start_generate_vs_librechat"] = round(b["seconds"] / f["librechat_batch_seconds"], 2)
+    got = phase("faults", lambda: faults(report))
+    if got:
+        report["phases"]["faults"] = got
+        f["faults_accounts_exact"] = got["accounts"] == N
+        f["faults_duplicates"] = got["duplicates"]
+        f["faults_passwords_verify"] = got["passwords_verified"] == N
+        f["faults_all_ready"] = got["ready"] == N
+        f["faults_outages_named"] = all(o["named"] for o in got["outages"].values())
+        f["faults_convergence_after_recovery_s"] = got["convergence_after_recovery_s"]
+        f["faults_cold_start_seconds"] = got["cold_start_seconds"]
+    report["goals"] = judged(f)
+    (OUT / "latest.json").write_text(json.dumps(report, indent=2, default=str))
+    if curves:
+        svg_plot(curves, OUT / "cold-start.svg")
+    (OUT / "latest.md").write_text(summary_md(report))
+    log(f"results: {OUT / 'latest.md'}")
+    print((OUT / "latest.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
