@@ -43,7 +43,9 @@ PHASES = os.environ.get("BENCH_PHASES", "coldstart,generate,resync,reaction,faul
 MONGO_URI = os.environ["MONGODB_URI"]
 REDIS_URL = os.environ["REDIS_URL"]
 CORES = os.cpu_count() or 1
-PREFIX = "lco-bench"
+# Each run's namespaces and databases are its own (servers of your own may hold earlier runs).
+RUN = time.strftime("%m%d%H%M")
+PREFIX = f"lco-bench-{RUN}"
 
 GOALS = {
     "cold_start_vs_floor": ("≤", 1.3),
@@ -358,14 +360,15 @@ def bcrypt_floor():
 
 def librechat_batch():
     log(f"LibreChat's own batch path: {N} accounts in one Node process")
-    out = run(["node", str(ROOT / "bench/librechat_batch.mjs"), MONGO_URI, "bench_librechat", str(N)],
+    out = run(["node", str(ROOT / "bench/librechat_batch.mjs"), MONGO_URI, f"bench_{RUN}_librechat", str(N)],
               timeout=24 * 3600)
     return json.loads(out.strip().splitlines()[-1])["seconds"]
 
 
 def cold_start(results, name, generate):
-    ns, db = f"{PREFIX}-{name}", f"bench_{name}"
-    namespace_with_instance(ns, db, resync="120s")
+    ns, db = f"{PREFIX}-{name}", f"bench_{RUN}_{name}"
+    # The deletion guard would rate-limit the reaction phase's 100 deletions (by design).
+    namespace_with_instance(ns, db, resync="120s", extra={"deletionGuard": {"maxPerHour": 100000}})
     op = Operator(name, ns).start()
     items = user_objects(ns, "u" if not generate else "g", N, generate=generate)
     samples, memory = [], ({m: None for m in (1000, 5000, 10000) if m <= N} if not generate else None)
@@ -592,7 +595,7 @@ def apiserver_restart():
 
 
 def faults(results):
-    ns, db_name = f"{PREFIX}-faults", "bench_faults"
+    ns, db_name = f"{PREFIX}-faults", f"bench_{RUN}_faults"
     namespace_with_instance(ns, db_name, resync="60s")
     op = {"current": Operator("faults", ns).start()}
     items = user_objects(ns, "f", N)
@@ -827,7 +830,7 @@ def main():
             f["restart_mongo_reads_per_account"] = r["restart"]["mongo_reads_per_account"]
             f["restart_api_requests_per_account"] = r["restart"]["api_requests_per_account"]
     if op_a and "reaction" in PHASES:
-        got = phase("reaction", lambda: reaction(op_a, f"{PREFIX}-a", "bench_a", samples=min(100, N // 4)))
+        got = phase("reaction", lambda: reaction(op_a, f"{PREFIX}-a", f"bench_{RUN}_a", samples=min(100, N // 4)))
         if got:
             report["phases"]["reaction"] = got
             f["change_feed"] = got.pop("change_feed", None)

@@ -24,6 +24,9 @@ bash hack/secantus-rs.sh >/dev/null 2>&1 && export SECANTUS_SERVER="$HOME/.cache
 export BENCH_MONGO_SERVER="${SECANTUS_SERVER:+SecantusDB Rust (secantus-mdb)}"
 export BENCH_MONGO_SERVER="${BENCH_MONGO_SERVER:-SecantusDB Python (secantusd-py): the Rust server did not build here, see hack/secantus-rs.sh}"
 
+# A fresh environment each run (servers of your own are left alone by down.sh).
+LCO_ENV_DIR="$BENCH_ENV_DIR" bash tests/env/down.sh >/dev/null 2>&1 || true
+[ -z "${KUBECONFIG:-}${MONGODB_URI:-}${REDIS_URL:-}" ] && rm -rf "$BENCH_ENV_DIR"
 LCO_ENV_DIR="$BENCH_ENV_DIR" ENVTEST_API_PORT="${BENCH_API_PORT:-36643}" ENVTEST_ETCD_PORT="${BENCH_ETCD_PORT:-36679}" \
   ENVTEST_ETCD_PEER_PORT="${BENCH_ETCD_PEER_PORT:-36680}" LCO_MONGO_PORT="${BENCH_MONGO_PORT:-47017}" \
   LCO_REDIS_PORT="${BENCH_REDIS_PORT:-36379}" bash tests/env/up.sh

@@ -10,6 +10,9 @@
 # Needs the venv made by install.sh (SECANTUS_VENV, default ~/.cache/secantus-venv).
 set -euo pipefail
 VENV="${SECANTUS_VENV:-$HOME/.cache/secantus-venv}"
+# The server binary: SecantusDB's Python server, or another with the same flags (make bench
+# sets SecantusDB's Rust server, secantusd-rs).
+SERVER="${SECANTUS_SERVER:-$VENV/bin/secantusd-py}"
 
 usage() { echo "usage: $0 start PORT DATADIR | stop DATADIR" >&2; exit 2; }
 # Alive = exists and is not a zombie (this machine's PID 1 reaps orphans late, and a
@@ -20,7 +23,7 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start() {
   local port="$1" dir="$2"
-  [ -x "$VENV/bin/secantusd-py" ] || { echo "SecantusDB not installed; run tests/env/install.sh" >&2; return 1; }
+  [ -x "$SERVER" ] || { echo "SecantusDB server $SERVER not installed; run tests/env/install.sh" >&2; return 1; }
   mkdir -p "$dir"; dir="$(cd "$dir" && pwd)"
   if alive "$dir"; then
     # Idempotent: same DATADIR already served. Refuse if it was started on another port.
@@ -37,8 +40,8 @@ start() {
   # The PID is written by the shell that then execs the server, so it is the server's PID.
   rm -f "$dir/secantus.pid"  # stale after a crash; the wait below must see the new one
   # shellcheck disable=SC2016  # $$ and $1.. expand in the inner shell
-  setsid bash -c 'echo $$ > "$1/secantus.pid"; exec "$2/bin/secantusd-py" --host 127.0.0.1 --port "$3" \
-      --storage-path "$1/db" --cache-size 256M --log-level WARNING' _ "$dir" "$VENV" "$port" \
+  setsid bash -c 'echo $$ > "$1/secantus.pid"; exec "$2" --host 127.0.0.1 --port "$3" \
+      --storage-path "$1/db" --cache-size 256M --log-level WARNING' _ "$dir" "$SERVER" "$port" \
     </dev/null >>"$dir/secantus.log" 2>&1 &
   echo "$port" > "$dir/secantus.port"
   for _ in $(seq 1 50); do [ -s "$dir/secantus.pid" ] && break; sleep 0.1; done
