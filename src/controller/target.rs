@@ -75,6 +75,36 @@ pub async fn find_instance(
     api.get_opt(&reference.name).await
 }
 
+/// How long a dependent waits for an instance that was Ready to acknowledge a new spec.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the instance. One that was Ready and whose spec just changed is read again until
+/// its own reconcile has judged the new generation (within moments): without this wait every
+/// edit of an instance would flap its dependents to `InstanceNotReady` and back, a status
+/// write and an event each.
+async fn settled_instance(
+    ctx: &Context,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> Result<Option<LibreChatInstance>, kube::Error> {
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        let found = find_instance(ctx, reference, namespace).await?;
+        let catching_up = found.as_ref().is_some_and(|i| {
+            let conditions = i
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
+            is_ready(conditions, None) && !is_ready(conditions, i.metadata.generation)
+        });
+        if !catching_up || tokio::time::Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Resolves the instance for an object in `namespace`, checking that the instance admits
 /// the namespace and is Ready.
 pub async fn resolve(
@@ -83,7 +113,7 @@ pub async fn resolve(
     namespace: &str,
 ) -> Result<Result<Target, TargetProblem>, kube::Error> {
     let instance_ns = instance_namespace(reference, namespace);
-    let found = match find_instance(ctx, reference, namespace).await {
+    let found = match settled_instance(ctx, reference, namespace).await {
         Err(kube::Error::Api(e)) if e.code == 403 => {
             return Ok(Err(TargetProblem {
                 reason: reason::INSTANCE_FORBIDDEN,

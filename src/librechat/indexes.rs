@@ -123,13 +123,7 @@ impl Store {
         }
         for collection in names {
             let coll = self.collection(collection);
-            let existing: Vec<IndexModel> =
-                match coll.list_indexes().deadline("listing indexes").await {
-                    Ok(cursor) => cursor.try_collect().deadline("listing indexes").await?,
-                    Err(e) if e.is_retryable() => return Err(e),
-                    // A collection that does not exist yet has no indexes.
-                    Err(_) => Vec::new(),
-                };
+            let existing = self.existing_indexes(collection).await?;
             for spec in specs.iter().filter(|s| s.collection == collection) {
                 let present = existing.iter().any(|m| {
                     m.keys == spec.keys
@@ -161,8 +155,23 @@ impl Store {
         Ok(report)
     }
 
+    /// The indexes a collection has (none when it does not exist yet).
+    async fn existing_indexes(&self, collection: &str) -> Result<Vec<IndexModel>, StoreError> {
+        match self
+            .collection(collection)
+            .list_indexes()
+            .deadline("listing indexes")
+            .await
+        {
+            Ok(cursor) => cursor.try_collect().deadline("listing indexes").await,
+            Err(e) if e.is_retryable() => Err(e),
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
     /// The operator's own collections are keyed by `_id`; these are their other lookups: an
     /// owner's account by id or by owning object, and the ban shares of an object or identity.
+    /// Only missing ones are created, so a restart writes nothing.
     async fn ensure_owner_collection(&self) -> Result<(), StoreError> {
         let wanted = [
             (collections::OWNERS, "userId_1", doc! { "userId": 1 }),
@@ -178,7 +187,17 @@ impl Store {
                 doc! { "shares.subject": 1 },
             ),
         ];
+        let mut existing: std::collections::HashMap<&str, Vec<IndexModel>> = Default::default();
         for (collection, name, keys) in wanted {
+            if !existing.contains_key(collection) {
+                existing.insert(collection, self.existing_indexes(collection).await?);
+            }
+            let present = existing[collection]
+                .iter()
+                .any(|m| m.options.as_ref().and_then(|o| o.name.as_deref()) == Some(name));
+            if present {
+                continue;
+            }
             let options = IndexOptions::builder().name(name.to_string()).build();
             let model = IndexModel::builder().keys(keys).options(options).build();
             self.collection(collection)
