@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::instance::DEFAULT_MIN_PASSWORD_LENGTH;
 use super::validate::normalize_email;
-use super::{LibreChatInstance, LibreChatUser, UserBan, UserInvite, GROUP};
+use super::{
+    LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite, GROUP,
+};
 
 /// One object's verdict.
 pub struct Report {
@@ -237,6 +239,8 @@ fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
         User(Box<LibreChatUser>),
         Ban(UserBan),
         Invite(UserInvite),
+        Group(Box<LibreChatGroup>),
+        Role(Box<LibreChatRole>),
         Bad(String),
     }
     fn parse<K: serde::de::DeserializeOwned>(v: &serde_yaml::Value, f: fn(K) -> Parsed) -> Parsed {
@@ -252,6 +256,8 @@ fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
             "LibreChatUser" => parse(&o.value, |u| Parsed::User(Box::new(u))),
             "UserBan" => parse(&o.value, Parsed::Ban),
             "UserInvite" => parse(&o.value, Parsed::Invite),
+            "LibreChatGroup" => parse(&o.value, |g| Parsed::Group(Box::new(g))),
+            "LibreChatRole" => parse(&o.value, |r| Parsed::Role(Box::new(r))),
             other => Parsed::Bad(format!("unknown kind '{other}' in group {GROUP}")),
         })
         .collect();
@@ -291,6 +297,8 @@ fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
         .map(|(i, (o, p))| match p {
             Parsed::Bad(problem) => vec![problem.clone()],
             Parsed::Instance(inst) => inst.spec.problems(),
+            Parsed::Group(g) => g.spec.check(&o.namespace).err().into_iter().collect(),
+            Parsed::Role(r) => r.spec.check().err().into_iter().collect(),
             Parsed::User(u) => {
                 let instance = instance_key(&o.namespace, &u.spec.instance_ref);
                 let min = min_length
@@ -612,5 +620,30 @@ spec: {instanceRef: {name: lc}, email: not-an-email, username: '{"$ne": ""}'}
         assert_eq!(reports.len(), 2);
         assert!(reports[0].problems.is_empty());
         assert_eq!(reports[1].problems.len(), 2, "{:?}", reports[1].problems);
+    }
+
+    #[test]
+    fn groups_and_roles_are_checked_before_they_are_applied() {
+        let text = r#"
+apiVersion: librechat.ai/v1alpha1
+kind: LibreChatRole
+metadata: {name: analyst, namespace: team}
+spec: {instanceRef: {name: lc}, name: ANALYST, permissions: {AGENT: {USE: true}}}
+---
+apiVersion: librechat.ai/v1alpha1
+kind: LibreChatGroup
+metadata: {name: research, namespace: team}
+spec: {instanceRef: {name: lc}, name: Research, members: [{userRef: {name: bob, namespace: other}}]}
+"#;
+        let found = set(text);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].contains("unknown permission type 'AGENT'"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].contains("member LibreChatUser other/bob is in another namespace"),
+            "{found:#?}"
+        );
     }
 }

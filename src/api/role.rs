@@ -100,3 +100,19 @@ pub struct LibreChatRoleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
 }
+
+impl LibreChatRoleSpec {
+    /// Problems LibreChat would refuse: the name, unknown permission types or keys, grants.
+    pub fn check(&self) -> Result<(), String> {
+        crate::librechat::permissions::check_role_name(&self.name, false)?;
+        crate::librechat::permissions::check_permissions(&self.permissions)?;
+        if self
+            .description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 2000)
+        {
+            return Err("description is longer than 2000 characters".into());
+        }
+        super::access::check_grants(&self.grants)
+    }
+}

@@ -81,40 +81,7 @@ async fn apply(
 
 /// Spec problems LibreChat's admin API would refuse, or that cross a namespace.
 fn validate(group: &LibreChatGroup) -> Result<(), String> {
-    let spec = &group.spec;
-    let own = group.namespace().unwrap_or_default();
-    if spec.name.trim() != spec.name || spec.name.is_empty() || spec.name.chars().count() > 500 {
-        return Err(format!("group name '{}' must be 1 to 500 characters with no surrounding spaces (LibreChat trims it)", spec.name));
-    }
-    if spec
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 2000)
-    {
-        return Err("description is longer than LibreChat's 2000 characters".into());
-    }
-    if spec.email.as_ref().is_some_and(|e| e.chars().count() > 500) {
-        return Err("email is longer than LibreChat's 500 characters".into());
-    }
-    if spec.members.len() > 500 {
-        return Err("more than LibreChat's 500 members".into());
-    }
-    for m in &spec.members {
-        match (&m.user_ref, &m.email) {
-            (Some(r), None) if r.namespace.as_deref().is_none_or(|n| n == own) => {}
-            (Some(r), None) => {
-                return Err(format!(
-                    "member LibreChatUser {}/{} is in another namespace: a group's members are LibreChatUsers of its own namespace '{own}' (or emails)",
-                    r.namespace.as_deref().unwrap_or_default(), r.name
-                ))
-            }
-            (None, Some(e)) => {
-                crate::api::validate::check_email(e)?;
-            }
-            _ => return Err("each member sets exactly one of userRef and email".into()),
-        }
-    }
-    crate::api::access::check_grants(&spec.grants)
+    group.spec.check(&group.namespace().unwrap_or_default())
 }
 
 async fn sync(

@@ -25,9 +25,7 @@ use crate::api::LibreChatRole;
 use crate::librechat::access::grants::Principal;
 use crate::librechat::access::{role_key, AccessRecord, CacheDrop, Claimed};
 use crate::librechat::ownership::Owner;
-use crate::librechat::permissions::{
-    check_permissions, check_role_name, is_built_in, overridden_at_restart,
-};
+use crate::librechat::permissions::{is_built_in, overridden_at_restart};
 use crate::librechat::{Store, StoreError};
 
 pub async fn reconcile(
@@ -79,17 +77,7 @@ async fn apply(
 }
 
 fn validate(role: &LibreChatRole) -> Result<(), String> {
-    check_role_name(&role.spec.name, false)?;
-    check_permissions(&role.spec.permissions)?;
-    if role
-        .spec
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 2000)
-    {
-        return Err("description is longer than 2000 characters".into());
-    }
-    crate::api::access::check_grants(&role.spec.grants)
+    role.spec.check()
 }
 
 /// Whether the namespace may change this role: built-in roles only from the instance's own
