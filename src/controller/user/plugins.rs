@@ -150,6 +150,10 @@ pub(super) async fn apply(
     let store = plan.store();
     let uid = &plan.owner.uid;
     let before = store.installed_plugins(account, uid).await?;
+    if !plan.plugins.declares_any() && before.is_empty() {
+        // Nothing declared and nothing of ours installed: nothing to read further.
+        return Ok(false);
+    }
     let listed = store.listed_plugins(account).await?;
     let after = intended(&plan.plugins, &before, &listed);
     let union = merged(&before, &after);
