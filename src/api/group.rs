@@ -57,7 +57,7 @@ pub struct LibreChatGroupSpec {
     /// The LibreChatInstance the group lives in. Immutable.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "instanceRef is immutable"}]))]
     pub instance_ref: InstanceRef,
-    /// The group's name in LibreChat. Immutable: it is the group's identity for the operator.
+    /// The group's name in LibreChat, the group's identity for the operator. Immutable.
     #[schemars(length(min = 1, max = 500))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "the group name is immutable"}]))]
     pub name: String,
@@ -78,12 +78,9 @@ pub struct LibreChatGroupSpec {
     pub grants: Vec<AccessGrant>,
 }
 
-/// One member: exactly one of `userRef` and `email`.
+/// One member: exactly one of `userRef` and `email` (checked by the controller, InvalidSpec).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.userRef) != has(self.email)", "message": "set exactly one of userRef and email"}
-]))]
 pub struct GroupMember {
     /// A LibreChatUser in the group's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

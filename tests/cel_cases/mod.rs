@@ -24,6 +24,8 @@ pub const BAN_ONE_TARGET: &str = "set exactly one of userRef, email and ip";
 pub const BAN_ONE_END: &str = "set at most one of duration and until";
 pub const BAN_TARGET_IMMUTABLE: &str = "the ban's target is immutable";
 pub const INVITE_EMAIL_IMMUTABLE: &str = "email is immutable";
+pub const GROUP_NAME_IMMUTABLE: &str = "the group name is immutable";
+pub const ROLE_NAME_IMMUTABLE: &str = "the role name is immutable";
 
 fn user(extra: Value) -> Value {
     with(
@@ -39,6 +41,20 @@ fn ban(extra: Value) -> Value {
 fn invite(extra: Value) -> Value {
     with(
         json!({ "instanceRef": { "name": "lc" }, "email": "new@example.com" }),
+        extra,
+    )
+}
+
+fn group(extra: Value) -> Value {
+    with(
+        json!({ "instanceRef": { "name": "lc" }, "name": "Team" }),
+        extra,
+    )
+}
+
+fn role(extra: Value) -> Value {
+    with(
+        json!({ "instanceRef": { "name": "lc" }, "name": "ANALYST" }),
         extra,
     )
 }
@@ -303,6 +319,41 @@ pub fn cases() -> Vec<Case> {
             i,
             invite(json!({})),
             invite(json!({ "instanceRef": { "name": "other" } })),
+            Some(INSTANCE_REF_IMMUTABLE),
+        ),
+        update(
+            "group's members change",
+            "LibreChatGroup",
+            group(json!({})),
+            group(json!({ "members": [{ "email": "a@example.com" }] })),
+            None,
+        ),
+        update(
+            "group's name changes",
+            "LibreChatGroup",
+            group(json!({})),
+            group(json!({ "name": "Other team" })),
+            Some(GROUP_NAME_IMMUTABLE),
+        ),
+        update(
+            "group's instance changes",
+            "LibreChatGroup",
+            group(json!({})),
+            group(json!({ "instanceRef": { "name": "other" } })),
+            Some(INSTANCE_REF_IMMUTABLE),
+        ),
+        update(
+            "role's name changes",
+            "LibreChatRole",
+            role(json!({})),
+            role(json!({ "name": "VIEWER" })),
+            Some(ROLE_NAME_IMMUTABLE),
+        ),
+        update(
+            "role's instance changes",
+            "LibreChatRole",
+            role(json!({})),
+            role(json!({ "instanceRef": { "name": "other" } })),
             Some(INSTANCE_REF_IMMUTABLE),
         ),
     ]
