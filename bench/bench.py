@@ -755,7 +755,7 @@ def machine():
         "operator": run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False).strip(),
         "kubernetes": json.loads(kubectl("version", "-o", "json", check=False) or "{}").get("serverVersion", {}).get("gitVersion"),
         "mongodb_server": os.environ.get("BENCH_MONGO_SERVER", "unknown"),
-        "redis": run(["redis-server", "--version"], check=False).split()[2:3],
+        "redis": " ".join(run(["redis-server", "--version"], check=False).split()[2:3]),
         "node": run(["node", "--version"], check=False).strip(),
     }
     try:
@@ -810,10 +810,19 @@ def main():
             log(f"phase {name} failed: {e}")
             return None
 
+    curves = {}
+
+    def save():
+        """Writes what is measured so far: a run cut short still leaves its figures."""
+        report["goals"] = judged(f)
+        (OUT / "latest.json").write_text(json.dumps(report, indent=2, default=str))
+        if curves:
+            svg_plot(curves, OUT / "cold-start.svg")
+        (OUT / "latest.md").write_text(summary_md(report))
+
     floor = bcrypt_floor()
     f.update({"bcrypt_cost10_ms": round(floor["bcrypt_cost10_seconds"] * 1000, 2),
               "floor_seconds": round(floor["floor_seconds"], 1)})
-    curves = {}
     op_a = None
     got = phase("coldstart", lambda: cold_start(report, "a", generate=False))
     if got:
@@ -824,6 +833,7 @@ def main():
         f["rss_mib_at_ready"] = a["memory_mib_at"]
         if a["seconds"]:
             f["cold_start_vs_floor"] = round(a["seconds"] / floor["floor_seconds"], 2)
+        save()
         lc = phase("coldstart", librechat_batch)
         if lc:
             f["librechat_batch_seconds"] = round(lc, 1)
@@ -842,6 +852,7 @@ def main():
             f["restart_writes"] = r["restart"]["writes"]
             f["restart_mongo_reads_per_account"] = r["restart"]["mongo_reads_per_account"]
             f["restart_api_requests_per_account"] = r["restart"]["api_requests_per_account"]
+    save()
     if op_a and "reaction" in PHASES:
         got = phase("reaction", lambda: reaction(op_a, f"{PREFIX}-a", f"bench_{RUN}_a", samples=min(100, N // 4)))
         if got:
@@ -853,6 +864,7 @@ def main():
                 f[f"{key}_p99_s"] = round(percentile(ok, 99), 3) if ok else None
                 if len(ok) < len(values):
                     notes.append(f"{key}: {len(values) - len(ok)} of {len(values)} not seen within the wait")
+    save()
     if op_a:
         op_a.kill(signal.SIGTERM)
         f["peak_rss_mib"] = max(f.get("peak_rss_mib") or 0, round(op_a.peak_kib / 1024, 1))
@@ -866,6 +878,7 @@ def main():
             f["cold_start_generate_vs_floor"] = round(b["seconds"] / floor["floor_seconds"], 2)
             if f.get("librechat_batch_seconds"):
                 f["cold_start_generate_vs_librechat"] = round(b["seconds"] / f["librechat_batch_seconds"], 2)
+    save()
     got = phase("faults", lambda: faults(report))
     if got:
         report["phases"]["faults"] = got
@@ -876,11 +889,7 @@ def main():
         f["faults_outages_named"] = all(o["named"] for o in got["outages"].values())
         f["faults_convergence_after_recovery_s"] = got["convergence_after_recovery_s"]
         f["faults_cold_start_seconds"] = got["cold_start_seconds"]
-    report["goals"] = judged(f)
-    (OUT / "latest.json").write_text(json.dumps(report, indent=2, default=str))
-    if curves:
-        svg_plot(curves, OUT / "cold-start.svg")
-    (OUT / "latest.md").write_text(summary_md(report))
+    save()
     log(f"results: {OUT / 'latest.md'}")
     print((OUT / "latest.md").read_text())
 
