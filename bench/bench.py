@@ -793,6 +793,36 @@ def summary_md(report):
     ])
 
 
+def readme_block(report):
+    """The README's summary: the goals, their figures, the date and the machine."""
+    m, goals = report["machine"], report["goals"]
+    rows = ["| goal | figure | result |", "|---|---|---|"]
+    for key, g in goals.items():
+        if g["pass"] is None:
+            continue
+        result = "met" if g["pass"] else "**missed**"
+        rows.append(f"| {key} {g['goal']} | {g['value']} | {result} |")
+    return "\n".join([
+        f"`make bench` on {report['date'][:10]}: N = {report['n']} accounts, {m['cores']} cores "
+        f"({m['cpu']}), {m['versions'].get('mongodb_server')}, Kubernetes {m['versions'].get('kubernetes')}. "
+        "Every figure, and the ones not measured in that run, in "
+        "[bench/results/latest.md](bench/results/latest.md); accounts Ready over time in "
+        "[bench/results/cold-start.svg](bench/results/cold-start.svg).",
+        "",
+        *rows,
+    ])
+
+
+def update_readme(report):
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{readme_block(report)}\n{end}{tail}")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "n": N,
@@ -819,6 +849,7 @@ def main():
         if curves:
             svg_plot(curves, OUT / "cold-start.svg")
         (OUT / "latest.md").write_text(summary_md(report))
+        update_readme(report)
 
     floor = bcrypt_floor()
     f.update({"bcrypt_cost10_ms": round(floor["bcrypt_cost10_seconds"] * 1000, 2),
