@@ -382,71 +382,32 @@ pub trait Declares:
     fn conditions(&self) -> &[Condition];
 }
 
-impl Declares for LibreChatUser {
-    const KIND: &'static str = "LibreChatUser";
-    fn instance_ref(&self) -> &InstanceRef {
-        &self.spec.instance_ref
-    }
-    fn email(&self) -> Option<&str> {
-        Some(&self.spec.email)
-    }
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
+/// `Declares` for a kind: its name, and how its declared account email is read (`None` for
+/// kinds that declare none: a group's own `email` is a mailing address, not an account, so
+/// whois never matches it).
+macro_rules! declares {
+    ($kind:ident, |$obj:ident| $email:expr) => {
+        impl Declares for $kind {
+            const KIND: &'static str = stringify!($kind);
+            fn instance_ref(&self) -> &InstanceRef {
+                &self.spec.instance_ref
+            }
+            fn email(&self) -> Option<&str> {
+                let $obj = self;
+                $email
+            }
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map_or(&[], |s| &s.conditions)
+            }
+        }
+    };
 }
 
-impl Declares for UserBan {
-    const KIND: &'static str = "UserBan";
-    fn instance_ref(&self) -> &InstanceRef {
-        &self.spec.instance_ref
-    }
-    fn email(&self) -> Option<&str> {
-        self.spec.email.as_deref()
-    }
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-}
-
-impl Declares for UserInvite {
-    const KIND: &'static str = "UserInvite";
-    fn instance_ref(&self) -> &InstanceRef {
-        &self.spec.instance_ref
-    }
-    fn email(&self) -> Option<&str> {
-        Some(&self.spec.email)
-    }
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-}
-
-/// A group's own `email` is a mailing address, not an account: whois never matches it.
-impl Declares for LibreChatGroup {
-    const KIND: &'static str = "LibreChatGroup";
-    fn instance_ref(&self) -> &InstanceRef {
-        &self.spec.instance_ref
-    }
-    fn email(&self) -> Option<&str> {
-        None
-    }
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-}
-
-impl Declares for LibreChatRole {
-    const KIND: &'static str = "LibreChatRole";
-    fn instance_ref(&self) -> &InstanceRef {
-        &self.spec.instance_ref
-    }
-    fn email(&self) -> Option<&str> {
-        None
-    }
-    fn conditions(&self) -> &[Condition] {
-        self.status.as_ref().map_or(&[], |s| &s.conditions)
-    }
-}
+declares!(LibreChatUser, |u| Some(&u.spec.email));
+declares!(UserBan, |b| b.spec.email.as_deref());
+declares!(UserInvite, |i| Some(&i.spec.email));
+declares!(LibreChatGroup, |_g| None);
+declares!(LibreChatRole, |_r| None);
 
 /// `namespace/name` of an instance.
 pub fn instance_key(instance: &LibreChatInstance) -> String {
