@@ -11,6 +11,7 @@ pub mod dependents;
 pub mod error;
 pub mod feeds;
 pub mod group;
+pub mod index;
 pub mod instance;
 pub mod instance_events;
 pub mod invite;
@@ -25,6 +26,7 @@ pub mod target;
 pub mod tenancy;
 pub mod terms;
 pub mod user;
+pub mod user_watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,7 @@ pub use context::{Context, Settings};
 pub use error::ReconcileError;
 
 use crate::api::validate::normalize_email;
+use user_watch::UserKey;
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
@@ -188,12 +191,6 @@ where
         .collect()
 }
 
-/// A user whose status names the account, or that declares its email.
-fn user_concerned(u: &LibreChatUser, id: &str, email: Option<&str>) -> bool {
-    u.status.as_ref().and_then(|s| s.user_id.as_deref()) == Some(id)
-        || email == Some(normalize_email(&u.spec.email).as_str())
-}
-
 /// An invite for the email an account now has (it registered).
 fn invite_concerned(i: &UserInvite, _id: &str, email: Option<&str>) -> bool {
     email == Some(normalize_email(&i.spec.email).as_str())
@@ -317,46 +314,34 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         )
         .for_each(log_outcome("LibreChatInstance"));
 
-    let users = Controller::new(
-        api_for::<LibreChatUser>(&client, namespace.as_deref()),
-        watcher::Config::default(),
-    )
-    .with_config(config);
-    let by_secret = users.store();
-    let synced_users = users.store();
-    let by_instance = users.store();
-    let by_email = users.store();
-    let by_account = users.store();
-    let woken = ctx.feeds.subscribe().flat_map(move |change| {
-        futures::stream::iter(woken_by(&by_account, &change, user_concerned))
+    let watched = user_watch::watch(api_for::<LibreChatUser>(&client, namespace.as_deref()));
+    let users = Controller::for_stream(watched.trigger, watched.store.clone()).with_config(config);
+    let synced_users = watched.store.clone();
+    let by_instance = watched.store;
+    let (by_account, by_secret) = (watched.index.clone(), watched.index);
+    let woken = ctx.feeds.subscribe().map(move |change| {
+        let email = change.email.as_deref().map(normalize_email);
+        let mut keys = vec![UserKey::Account(change.user_id.to_hex())];
+        keys.extend(email.map(UserKey::Email));
+        futures::stream::iter(by_account.lookup(&keys))
     });
     let users = users
         // LibreChat's own writes, seen through the instances' change streams.
-        .reconcile_on(woken)
+        .reconcile_on(woken.flatten())
         // An object in Conflict waits for no timer: the owner of its email going wakes it.
-        .watches(
-            api_for::<LibreChatUser>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |gone| {
-                if gone.metadata.deletion_timestamp.is_none() {
-                    return Vec::new();
-                }
-                let email = normalize_email(&gone.spec.email);
-                select(&by_email, |u: &LibreChatUser| {
-                    u.uid() != gone.uid() && normalize_email(&u.spec.email) == email
-                })
-            },
-        )
+        .reconcile_on(watched.email_freed)
         .watches(
             secret_metadata(&client, namespace.as_deref()),
             watcher::Config::default(),
             move |secret| {
-                let name = secret.name_any();
                 let namespace = secret.namespace().unwrap_or_default();
-                select(&by_secret, |u: &LibreChatUser| {
-                    u.namespace() == secret.namespace() && user_uses_secret(u, &name)
-                        || may_use_instance_secret(u, &namespace)
-                })
+                by_secret.lookup(&[
+                    UserKey::Secret {
+                        namespace: namespace.clone(),
+                        name: secret.name_any(),
+                    },
+                    UserKey::PluginsOfInstancesIn(namespace),
+                ])
             },
         )
         .watches_instances(
@@ -662,23 +647,3 @@ fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
             .is_some_and(|r| r.name == secret)
 }
 
-/// A user that declares plugins encrypts with its instance's credentials Secret: any Secret
-/// of the instance's namespace may be it (the instance is not at hand here).
-fn may_use_instance_secret(user: &LibreChatUser, secret_namespace: &str) -> bool {
-    let own = user.namespace().unwrap_or_default();
-    !user.spec.plugins.is_empty()
-        && target::instance_namespace(&user.spec.instance_ref, &own) == secret_namespace
-}
-
-fn user_uses_secret(user: &LibreChatUser, secret: &str) -> bool {
-    let plugins = user.spec.plugins.iter().any(|p| {
-        p.credentials_secret_ref
-            .as_ref()
-            .is_some_and(|r| r.name == secret)
-    });
-    plugins
-        || user.spec.password.as_ref().is_some_and(|p| {
-            p.secret_ref.as_ref().is_some_and(|r| r.name == secret)
-                || p.generate.as_ref().is_some_and(|g| g.secret_name == secret)
-        })
-}

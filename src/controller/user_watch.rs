@@ -1,0 +1,210 @@
+//! The LibreChatUser watch of one scope, built by hand rather than by `Controller::new`, for
+//! three reasons that matter at thousands of users:
+//!
+//! - The store keeps what the reconcile reads, not `managedFields` (server-side apply makes
+//!   them the largest part of a small object) nor kubectl's last-applied copy of the object.
+//! - The users are indexed by what wakes them (a Secret, an account, an email), so a watch
+//!   event costs a lookup instead of a scan of every user.
+//! - A reconcile is started by changes it acts on (spec, finalizers, deletion), not by the
+//!   echo of its own status writes; resyncs and the other watches still wake it.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use futures::{Stream, TryStreamExt};
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::ResourceExt;
+
+use super::index::Index;
+use super::target;
+use crate::api::validate::normalize_email;
+use crate::api::LibreChatUser;
+
+/// What a user is looked up by.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum UserKey {
+    /// A Secret of the user's namespace it reads: its password, its generated login, a
+    /// plugin's credentials.
+    Secret { namespace: String, name: String },
+    /// Users that declare plugins encrypt with their instance's credentials Secret, which lives
+    /// in this namespace.
+    PluginsOfInstancesIn(String),
+    /// The normalized email it declares.
+    Email(String),
+    /// The LibreChat account its status shows (a wake-up hint only, never an identity).
+    Account(String),
+}
+
+pub type UserIndex = Index<LibreChatUser, UserKey>;
+
+/// The parts of the users' watch a scope's controllers use.
+pub struct UserWatch<S> {
+    /// What the controller reconciles on.
+    pub trigger: S,
+    pub store: Store<LibreChatUser>,
+    pub index: Arc<UserIndex>,
+    /// Users that share an email with an object going away: one in Conflict waits for it.
+    pub email_freed: mpsc::UnboundedReceiver<ObjectRef<LibreChatUser>>,
+}
+
+pub fn watch(
+    api: Api<LibreChatUser>,
+) -> UserWatch<impl Stream<Item = Result<LibreChatUser, watcher::Error>> + Send + 'static> {
+    let (store, writer) = reflector::store();
+    let index = Index::new(keys_of);
+    let (freed, email_freed) = mpsc::unbounded();
+    let indexed = index.clone();
+    let trigger = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(lean)
+        .map_ok(move |event| {
+            indexed.observe(&event);
+            for user in freed_emails(&indexed, &event) {
+                let _ = freed.unbounded_send(user);
+            }
+            event
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(acted_on, PredicateConfig::default());
+    UserWatch {
+        trigger,
+        store,
+        index,
+        email_freed,
+    }
+}
+
+/// Drops what no reconcile reads and what makes a stored object several times its size.
+fn lean(user: &mut LibreChatUser) {
+    user.managed_fields_mut().clear();
+    user.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+fn keys_of(user: &LibreChatUser) -> Vec<UserKey> {
+    let namespace = user.namespace().unwrap_or_default();
+    let secret = |name: &str| UserKey::Secret {
+        namespace: namespace.clone(),
+        name: name.to_string(),
+    };
+    let spec = &user.spec;
+    let mut keys = vec![UserKey::Email(normalize_email(&spec.email))];
+    if let Some(password) = &spec.password {
+        keys.extend(password.secret_ref.as_ref().map(|r| secret(&r.name)));
+        keys.extend(password.generate.as_ref().map(|g| secret(&g.secret_name)));
+    }
+    for plugin in &spec.plugins {
+        keys.extend(plugin.credentials_secret_ref.as_ref().map(|r| secret(&r.name)));
+    }
+    if !spec.plugins.is_empty() {
+        let instances = target::instance_namespace(&spec.instance_ref, &namespace);
+        keys.push(UserKey::PluginsOfInstancesIn(instances));
+    }
+    let account = user.status.as_ref().and_then(|s| s.user_id.clone());
+    keys.extend(account.map(UserKey::Account));
+    keys
+}
+
+/// When an object is going away, the others that declare its email.
+fn freed_emails(
+    index: &UserIndex,
+    event: &watcher::Event<LibreChatUser>,
+) -> Vec<ObjectRef<LibreChatUser>> {
+    let going = match event {
+        watcher::Event::Apply(u) if u.metadata.deletion_timestamp.is_some() => u,
+        watcher::Event::Delete(u) => u,
+        _ => return Vec::new(),
+    };
+    index
+        .lookup(&[UserKey::Email(normalize_email(&going.spec.email))])
+        .into_iter()
+        .filter(|r| r.name != going.name_any())
+        .collect()
+}
+
+/// What a reconcile acts on: the declaration (generation), the finalizers and the deletion.
+/// Status-only changes, the operator's own writes among them, pass unseen.
+fn acted_on(user: &LibreChatUser) -> Option<u64> {
+    let meta = &user.metadata;
+    let mut h = DefaultHasher::new();
+    meta.uid.hash(&mut h);
+    meta.generation.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::user::LibreChatUserSpec;
+
+    fn user(name: &str, email: &str, password_secret: &str) -> LibreChatUser {
+        let spec: LibreChatUserSpec = serde_json::from_value(serde_json::json!({
+            "instanceRef": {"name": "lc"},
+            "email": email,
+            "password": {"secretRef": {"name": password_secret, "key": "password"}},
+        }))
+        .unwrap();
+        let mut u = LibreChatUser::new(name, spec);
+        u.metadata.namespace = Some("team".into());
+        u.metadata.uid = Some(format!("uid-{name}"));
+        u.metadata.generation = Some(1);
+        u
+    }
+
+    #[test]
+    fn a_status_write_is_not_a_change_to_act_on() {
+        let before = user("a", "a@example.com", "a-pw");
+        let mut after = before.clone();
+        after.status = Some(Default::default());
+        assert_eq!(acted_on(&before), acted_on(&after));
+        let mut edited = before.clone();
+        edited.metadata.generation = Some(2);
+        assert_ne!(acted_on(&before), acted_on(&edited));
+        let mut finalized = before.clone();
+        finalized.metadata.finalizers = Some(vec!["x".into()]);
+        assert_ne!(acted_on(&before), acted_on(&finalized));
+    }
+
+    #[test]
+    fn the_store_keeps_no_managed_fields_nor_last_applied_copy() {
+        let mut u = user("a", "a@example.com", "a-pw");
+        u.metadata.managed_fields = Some(vec![Default::default()]);
+        u.annotations_mut().insert(
+            "kubectl.kubernetes.io/last-applied-configuration".into(),
+            "{}".into(),
+        );
+        u.annotations_mut().insert("team".into(), "kept".into());
+        lean(&mut u);
+        assert!(u.managed_fields().is_empty());
+        assert_eq!(u.annotations().len(), 1);
+    }
+
+    #[test]
+    fn users_are_found_by_secret_and_email_and_a_going_one_frees_its_email() {
+        let index = Index::new(keys_of);
+        index.observe(&watcher::Event::Apply(user("a", "Same@Example.com", "a-pw")));
+        index.observe(&watcher::Event::Apply(user("b", "same@example.com", "b-pw")));
+        let by_secret = index.lookup(&[UserKey::Secret {
+            namespace: "team".into(),
+            name: "b-pw".into(),
+        }]);
+        assert_eq!(by_secret, vec![ObjectRef::new("b").within("team")]);
+        let going: LibreChatUser = serde_json::from_value(serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatUser",
+            "metadata": {"name": "a", "namespace": "team",
+                         "deletionTimestamp": "2026-12-03T10:00:00Z"},
+            "spec": {"instanceRef": {"name": "lc"}, "email": "Same@Example.com"},
+        }))
+        .unwrap();
+        let freed = freed_emails(&index, &watcher::Event::Apply(going));
+        assert_eq!(freed, vec![ObjectRef::new("b").within("team")]);
+    }
+}
