@@ -363,3 +363,65 @@ fn no_input_reaches_mongodb_as_a_query_operator() {
     rt.block_on(async { store.database().drop().await.unwrap() });
     record("mongodb", cases.get());
 }
+
+/// The `find` commands the operator's MongoDB client has sent so far (its command monitoring).
+fn finds_sent() -> u64 {
+    librechat_operator::metrics::global()
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("librechat_operator_store_operations_total{"))
+        .filter(|l| l.contains("store=\"mongo\"") && l.contains("verb=\"find\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Reads by `_id` asked for at once go to MongoDB together, and each caller still gets exactly
+/// its own document (or none): a coalesced read never hands one reconcile another's account.
+#[test]
+fn concurrent_reads_coalesce_and_each_gets_its_own_document() {
+    let uri = std::env::var("MONGODB_URI")
+        .expect("MONGODB_URI is not set: run the tests through `make test`");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db_name = format!("batch_{}", std::process::id());
+    rt.block_on(async {
+        let (_client, db) = connect_mongo(&uri)
+            .await
+            .expect("MONGODB_URI must be valid");
+        let store = Store::new(db.client().database(&db_name), None);
+        let ids: Vec<ObjectId> = (0..200).map(|_| ObjectId::new()).collect();
+        let present: Vec<Document> = ids
+            .iter()
+            .step_by(2)
+            .map(|id| doc! { "_id": id, "email": format!("{}@example.com", id.to_hex()) })
+            .collect();
+        store
+            .collection("users")
+            .insert_many(present)
+            .await
+            .unwrap();
+        let before = finds_sent();
+        let reads = ids.iter().map(|id| {
+            let store = store.clone();
+            let id = *id;
+            tokio::spawn(async move { (id, store.find_user_by_id(id).await) })
+        });
+        let answers = futures::future::join_all(reads).await;
+        let sent = finds_sent() - before;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let (id, found) = answer.unwrap();
+            let found = found.expect("the read succeeds");
+            if i % 2 == 0 {
+                let user = found.expect("a stored account is found");
+                assert_eq!(user.id, id);
+                assert_eq!(user.email, format!("{}@example.com", id.to_hex()));
+            } else {
+                assert!(found.is_none(), "a missing account reads as none");
+            }
+        }
+        assert!(
+            sent >= 1 && sent < 200,
+            "200 reads at once took {sent} find commands"
+        );
+        db.client().database(&db_name).drop().await.unwrap();
+    });
+}

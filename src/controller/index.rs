@@ -95,7 +95,10 @@ where
         let r = ObjectRef::from_obj(obj);
         self.remove(&r);
         for key in &keys {
-            self.objects.entry(key.clone()).or_default().insert(r.clone());
+            self.objects
+                .entry(key.clone())
+                .or_default()
+                .insert(r.clone());
         }
         self.keys.insert(r, keys);
     }

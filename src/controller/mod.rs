@@ -44,10 +44,10 @@ pub use context::{Context, Settings};
 pub use error::ReconcileError;
 
 use crate::api::validate::normalize_email;
-use user_watch::UserKey;
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
+use user_watch::UserKey;
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -646,4 +646,3 @@ fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
             .and_then(|r| r.uri_secret_ref.as_ref())
             .is_some_and(|r| r.name == secret)
 }
-

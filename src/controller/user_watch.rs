@@ -100,7 +100,12 @@ fn keys_of(user: &LibreChatUser) -> Vec<UserKey> {
         keys.extend(password.generate.as_ref().map(|g| secret(&g.secret_name)));
     }
     for plugin in &spec.plugins {
-        keys.extend(plugin.credentials_secret_ref.as_ref().map(|r| secret(&r.name)));
+        keys.extend(
+            plugin
+                .credentials_secret_ref
+                .as_ref()
+                .map(|r| secret(&r.name)),
+        );
     }
     if !spec.plugins.is_empty() {
         let instances = target::instance_namespace(&spec.instance_ref, &namespace);
@@ -190,8 +195,16 @@ mod tests {
     #[test]
     fn users_are_found_by_secret_and_email_and_a_going_one_frees_its_email() {
         let index = Index::new(keys_of);
-        index.observe(&watcher::Event::Apply(user("a", "Same@Example.com", "a-pw")));
-        index.observe(&watcher::Event::Apply(user("b", "same@example.com", "b-pw")));
+        index.observe(&watcher::Event::Apply(user(
+            "a",
+            "Same@Example.com",
+            "a-pw",
+        )));
+        index.observe(&watcher::Event::Apply(user(
+            "b",
+            "same@example.com",
+            "b-pw",
+        )));
         let by_secret = index.lookup(&[UserKey::Secret {
             namespace: "team".into(),
             name: "b-pw".into(),

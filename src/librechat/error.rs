@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mongodb::error::{ErrorKind, WriteFailure};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("MongoDB {operation} failed: {message}. {}", if *retryable { "Check that MongoDB is up and reachable from the operator; the operator retries" } else { "MongoDB refused the request: check the URI's credentials and the database user's roles" })]
     Mongo {

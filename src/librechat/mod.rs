@@ -5,6 +5,7 @@
 pub mod access;
 pub mod balance;
 pub mod bans;
+pub mod batch;
 pub mod cache;
 pub mod cascade;
 pub mod changes;
@@ -32,6 +33,8 @@ pub use connect::{connect_mongo, connect_redis, ConnectError};
 pub use error::StoreError;
 pub use password::Hasher;
 
+use std::sync::Arc;
+
 use mongodb::bson::Document;
 
 use deadline::MongoCall;
@@ -55,11 +58,26 @@ pub mod collections {
 pub struct Store {
     db: Database,
     redis: Option<cache::RedisCache>,
+    reads: Arc<ReadsById>,
+}
+
+/// The reads every reconcile makes by `_id`, coalesced (see [`batch`]).
+struct ReadsById {
+    users: batch::BatchedReads,
+    claims: batch::BatchedReads,
+    plugin_records: batch::BatchedReads,
 }
 
 impl Store {
     pub fn new(db: Database, redis: Option<cache::RedisCache>) -> Self {
-        Store { db, redis }
+        let batched =
+            |name: &str, operation| batch::BatchedReads::new(db.collection(name), operation);
+        let reads = Arc::new(ReadsById {
+            users: batched(collections::USERS, "reading a user"),
+            claims: batched(collections::OWNERS, "reading ownership"),
+            plugin_records: batched(plugins::PLUGIN_RECORDS, "reading the plugin record"),
+        });
+        Store { db, redis, reads }
     }
 
     pub fn database(&self) -> &Database {

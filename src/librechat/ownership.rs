@@ -8,6 +8,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 
+use super::batch::Id;
 use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
@@ -81,11 +82,7 @@ pub enum ClaimResult {
 
 impl Store {
     pub async fn find_claim(&self, email: &str) -> Result<Option<Claim>, StoreError> {
-        let found = self
-            .collection(collections::OWNERS)
-            .find_one(doc! { "_id": email })
-            .deadline("reading ownership")
-            .await?;
+        let found = self.reads.claims.get(Id::Text(email.to_string())).await?;
         Ok(found.map(|d| claim_from_doc(email, &d)))
     }
 

@@ -5,6 +5,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 
+use super::batch::Id;
 use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
@@ -68,13 +69,10 @@ impl Store {
         user: ObjectId,
         owner_uid: &str,
     ) -> Result<Vec<InstalledPlugin>, StoreError> {
-        let record = self
-            .collection(PLUGIN_RECORDS)
-            .find_one(doc! { "_id": user, "owner": owner_uid })
-            .deadline("reading the plugin record")
-            .await?;
+        let record = self.reads.plugin_records.get(Id::Object(user)).await?;
         let plugins = record
             .as_ref()
+            .filter(|r| r.get_str("owner").ok() == Some(owner_uid))
             .and_then(|r| r.get_array("plugins").ok())
             .map(|a| {
                 a.iter()

@@ -2,6 +2,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
+use super::batch::Id;
 use super::deadline::MongoCall;
 use super::error::StoreError;
 use super::{collections, Store};
@@ -72,7 +73,8 @@ impl Store {
     }
 
     pub async fn find_user_by_id(&self, id: ObjectId) -> Result<Option<StoredUser>, StoreError> {
-        self.find_user(doc! { "_id": id }).await
+        let found = self.reads.users.get(Id::Object(id)).await?;
+        Ok(found.and_then(|d| stored_user_from_doc(&d)))
     }
 
     async fn find_user(&self, filter: Document) -> Result<Option<StoredUser>, StoreError> {

@@ -1,0 +1,131 @@
+//! Reads of single documents by `_id`, coalesced into one `find` per batch.
+//!
+//! A resync or a restart reconciles every object of a deployment, each reading its account (and
+//! on a restart its ownership record and plugin record) by `_id`. Reads asked for while a
+//! batch is on its way to MongoDB wait for it to return and go together in the next, as one
+//! `{_id: {$in: [...]}}`: a lone read goes at once, as before, and under load the number of
+//! commands falls with the number of reconciles running at once. Each read is still a read of
+//! MongoDB made after it was asked for; nothing is cached.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::Collection;
+use tokio::sync::oneshot;
+
+use super::deadline::MongoCall;
+use super::error::StoreError;
+
+/// At most this many `_id`s per command (a bound on the command's size).
+const MAX_BATCH: usize = 500;
+
+/// An `_id` value as a map key (BSON values are not hashable).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Id {
+    Object(ObjectId),
+    Text(String),
+}
+
+impl Id {
+    fn to_bson(&self) -> Bson {
+        match self {
+            Id::Object(id) => Bson::ObjectId(*id),
+            Id::Text(s) => Bson::String(s.clone()),
+        }
+    }
+
+    fn of(doc: &Document) -> Option<Id> {
+        match doc.get("_id")? {
+            Bson::ObjectId(id) => Some(Id::Object(*id)),
+            Bson::String(s) => Some(Id::Text(s.clone())),
+            _ => None,
+        }
+    }
+}
+
+type Answer = Result<Option<Document>, StoreError>;
+
+/// The coalesced reads of one collection.
+#[derive(Clone)]
+pub struct BatchedReads {
+    collection: Collection<Document>,
+    operation: &'static str,
+    queue: Arc<Mutex<Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(Id, oneshot::Sender<Answer>)>,
+    /// Whether a task is sending batches (it stops when nothing waits).
+    sending: bool,
+}
+
+impl BatchedReads {
+    pub fn new(collection: Collection<Document>, operation: &'static str) -> Self {
+        BatchedReads {
+            collection,
+            operation,
+            queue: Default::default(),
+        }
+    }
+
+    /// The document with `_id` `id`, read in the next batch.
+    pub async fn get(&self, id: Id) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.waiting.push((id, tx));
+            !std::mem::replace(&mut queue.sending, true)
+        };
+        if start {
+            let me = self.clone();
+            tokio::spawn(async move { me.send_batches().await });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Contended("a batched read was dropped")))
+    }
+
+    async fn send_batches(&self) {
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.sending = false;
+                    return;
+                }
+                let take = queue.waiting.len().min(MAX_BATCH);
+                queue.waiting.drain(..take).collect::<Vec<_>>()
+            };
+            let ids: Vec<Id> = batch.iter().map(|(id, _)| id.clone()).collect();
+            let found = self.read(&ids).await;
+            for (id, reply) in batch {
+                let answer = match &found {
+                    Ok(docs) => Ok(docs.get(&id).cloned()),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    async fn read(&self, ids: &[Id]) -> Result<HashMap<Id, Document>, StoreError> {
+        let distinct: std::collections::HashSet<&Id> = ids.iter().collect();
+        let unique: Vec<Bson> = distinct.into_iter().map(Id::to_bson).collect();
+        let filter = match unique.as_slice() {
+            [one] => doc! { "_id": one.clone() },
+            _ => doc! { "_id": { "$in": unique } },
+        };
+        let collection = self.collection.clone();
+        let docs: Vec<Document> = async move {
+            use futures::TryStreamExt;
+            collection.find(filter).await?.try_collect().await
+        }
+        .deadline(self.operation)
+        .await?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|d| Id::of(&d).map(|id| (id, d)))
+            .collect())
+    }
+}
