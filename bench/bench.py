@@ -430,9 +430,10 @@ def resync_and_restart(op, ns):
         api = {k: a1.get(k, 0) - a0.get(k, 0) - background.get(k, 0) * elapsed for k in a1}
         writes_by = {f"{v} {r}{'/' + sub if sub else ''}": round(x) for (v, r, sub), x in api.items()
                      if v in API_WRITES and r in OPERATOR_RESOURCES and round(x) > 0}
-        # The trigger itself: the bench's own patch of the instance, and the instance's status
-        # acknowledging the new generation.
-        trigger_writes = 2 if current is before else 0
+        # The trigger itself: the bench's own patch of the instance, and the instance's two
+        # status writes for its new generation (Reconciling, then Ready: what every kind writes
+        # once per generation so that kstatus never takes an old Ready for a new spec).
+        trigger_writes = 3 if current is before else 0
         api_writes = max(0, sum(writes_by.values()) - trigger_writes)
         redis_writes = sum(r1.get(c, 0) - r0.get(c, 0) for c in r1 if c in REDIS_WRITES)
         return {

@@ -425,3 +425,55 @@ fn concurrent_reads_coalesce_and_each_gets_its_own_document() {
         db.client().database(&db_name).drop().await.unwrap();
     });
 }
+
+/// After a restart, an object's first reconcile takes its own record from the one start-up
+/// pass, and nothing else is answered from it: a second ask, another owner's record or a
+/// record the pass did not see all go to MongoDB.
+#[test]
+fn the_start_up_pass_answers_each_owner_once_and_only_its_own_record() {
+    use librechat_operator::librechat::batch::Id;
+    use librechat_operator::librechat::warm::WarmRecords;
+    let uri = std::env::var("MONGODB_URI")
+        .expect("MONGODB_URI is not set: run the tests through `make test`");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db_name = format!("warm_{}", std::process::id());
+    rt.block_on(async {
+        let (_client, db) = connect_mongo(&uri)
+            .await
+            .expect("MONGODB_URI must be valid");
+        let db = db.client().database(&db_name);
+        let records = db.collection::<Document>("records");
+        records
+            .insert_many([
+                doc! { "_id": "a@example.com", "uid": "owner-a" },
+                doc! { "_id": "b@example.com", "uid": "owner-b" },
+            ])
+            .await
+            .unwrap();
+        let warm = WarmRecords::new(records.clone(), "uid");
+        let text = |s: &str| Id::Text(s.to_string());
+        let own = warm.take(text("a@example.com"), "owner-a").await;
+        assert_eq!(
+            own.flatten()
+                .and_then(|d| d.get_str("uid").ok().map(String::from)),
+            Some("owner-a".into())
+        );
+        assert!(
+            warm.take(text("a@example.com"), "owner-a").await.is_none(),
+            "asked twice"
+        );
+        assert!(
+            warm.take(text("b@example.com"), "owner-a").await.is_none(),
+            "another owner's record is never handed out"
+        );
+        assert_eq!(
+            warm.take(text("new@example.com"), "owner-n").await,
+            Some(None)
+        );
+        assert!(warm
+            .take(text("new@example.com"), "owner-n")
+            .await
+            .is_none());
+        db.drop().await.unwrap();
+    });
+}

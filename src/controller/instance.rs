@@ -218,7 +218,11 @@ async fn check(
         }
         let key = super::target::instance_key(instance);
         let mode = ctx.feeds.ensure(&key, &stores.store);
-        status.change_feed = Some(mode.as_str().to_string());
+        // A feed being opened again (after a restart) keeps the mode shown until it is known:
+        // a restart does not flap the status to Starting and back.
+        if mode != super::feeds::FeedMode::Starting || status.change_feed.is_none() {
+            status.change_feed = Some(mode.as_str().to_string());
+        }
         if let Err(e) = super::terms::apply(instance, ctx, &stores, status).await {
             notes.push(format!("terms version not applied: {e}"));
         }

@@ -35,7 +35,7 @@ impl Id {
         }
     }
 
-    fn of(doc: &Document) -> Option<Id> {
+    pub(super) fn of(doc: &Document) -> Option<Id> {
         match doc.get("_id")? {
             Bson::ObjectId(id) => Some(Id::Object(*id)),
             Bson::String(s) => Some(Id::Text(s.clone())),

@@ -28,6 +28,7 @@ pub mod stats;
 pub mod terms;
 pub mod users;
 pub mod verification;
+pub mod warm;
 
 pub use connect::{connect_mongo, connect_redis, ConnectError};
 pub use error::StoreError;
@@ -66,6 +67,9 @@ struct ReadsById {
     users: batch::BatchedReads,
     claims: batch::BatchedReads,
     plugin_records: batch::BatchedReads,
+    /// The ownership and plugin records as first read, for each object's first reconcile.
+    claims_at_start: warm::WarmRecords,
+    plugin_records_at_start: warm::WarmRecords,
 }
 
 impl Store {
@@ -76,6 +80,11 @@ impl Store {
             users: batched(collections::USERS, "reading a user"),
             claims: batched(collections::OWNERS, "reading ownership"),
             plugin_records: batched(plugins::PLUGIN_RECORDS, "reading the plugin record"),
+            claims_at_start: warm::WarmRecords::new(db.collection(collections::OWNERS), "uid"),
+            plugin_records_at_start: warm::WarmRecords::new(
+                db.collection(plugins::PLUGIN_RECORDS),
+                "owner",
+            ),
         });
         Store { db, redis, reads }
     }

@@ -86,6 +86,20 @@ impl Store {
         Ok(found.map(|d| claim_from_doc(email, &d)))
     }
 
+    /// The claim of `email` as the object with uid `owner_uid` reconciles it: its first
+    /// reconcile in this process takes the record from the start-up pass (see [`super::warm`]).
+    pub async fn find_own_claim(
+        &self,
+        email: &str,
+        owner_uid: &str,
+    ) -> Result<Option<Claim>, StoreError> {
+        let id = Id::Text(email.to_string());
+        match self.reads.claims_at_start.take(id, owner_uid).await {
+            Some(found) => Ok(found.map(|d| claim_from_doc(email, &d))),
+            None => self.find_claim(email).await,
+        }
+    }
+
     /// The claim naming account `user_id`, whatever its email.
     pub async fn find_claim_of_user(&self, user_id: ObjectId) -> Result<Option<Claim>, StoreError> {
         let found = self

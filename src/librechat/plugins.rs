@@ -69,7 +69,15 @@ impl Store {
         user: ObjectId,
         owner_uid: &str,
     ) -> Result<Vec<InstalledPlugin>, StoreError> {
-        let record = self.reads.plugin_records.get(Id::Object(user)).await?;
+        let record = match self
+            .reads
+            .plugin_records_at_start
+            .take(Id::Object(user), owner_uid)
+            .await
+        {
+            Some(found) => found,
+            None => self.reads.plugin_records.get(Id::Object(user)).await?,
+        };
         let plugins = record
             .as_ref()
             .filter(|r| r.get_str("owner").ok() == Some(owner_uid))

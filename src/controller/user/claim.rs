@@ -22,7 +22,7 @@ pub(super) async fn take_ownership(
 ) -> Result<Result<Claim, Outcome>, ReconcileError> {
     let store = plan.store();
     let (email, owner) = (&plan.email, &plan.owner);
-    let current = store.find_claim(email).await?;
+    let current = store.find_own_claim(email, &owner.uid).await?;
     if let Some(c) = current.as_ref().filter(|c| c.owner.uid == owner.uid) {
         return Ok(Ok(c.clone()));
     }
