@@ -53,17 +53,21 @@ reported! {
 
 /// Before the slow work on a new generation, says so: `observedGeneration` is the new one and
 /// `Reconciling=True`, so kstatus (Flux's `wait`, Argo CD) never takes the previous
-/// generation's `Ready` for this one's. One write per generation; a resync writes nothing.
+/// generation's `Ready` (or `Stalled`) for this one's. One write per generation; a resync
+/// writes nothing. An object never reported on has no verdict to correct: its first status is
+/// its outcome (a cold start of thousands of objects saves a write each).
 pub async fn begin<K: Reported>(api: &Api<K>, obj: &K) -> Result<(), kube::Error> {
     let generation = obj.meta().generation;
-    let current = obj.current();
-    let conditions = current.map(K::conditions).unwrap_or_default();
+    let Some(current) = obj.current() else {
+        return Ok(());
+    };
+    let conditions = K::conditions(current);
     let seen = find_condition(conditions, condition::RECONCILING)
         .is_some_and(|c| c.observed_generation == generation);
     if seen {
         return Ok(());
     }
-    let mut status = current.cloned().unwrap_or_default();
+    let mut status = current.clone();
     let message = format!("applying generation {}", generation.unwrap_or_default());
     let wanted = [
         Cond::new(condition::RECONCILING, true, "Progressing", message),
@@ -79,7 +83,7 @@ pub async fn begin<K: Reported>(api: &Api<K>, obj: &K) -> Result<(), kube::Error
         generation,
         merge_conditions(conditions, &wanted, generation),
     );
-    super::status::write_status(api, obj, current, &status).await?;
+    super::status::write_status(api, obj, Some(current), &status).await?;
     Ok(())
 }
 
