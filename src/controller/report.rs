@@ -97,9 +97,18 @@ pub fn next_action(
     use kube::runtime::controller::Action;
     match (error, requeue) {
         (Some(e), _) => Err(e),
-        (None, Some(after)) => Ok(Action::requeue(after)),
+        (None, Some(after)) => Ok(Action::requeue(spread(after))),
         (None, None) => Ok(Action::await_change()),
     }
+}
+
+/// A look-again time drawn from the last fifth of `period`: never later than the period
+/// promises, and objects reconciled together (a cold start, an instance change) do not all
+/// come due in the same second. Such a herd of thousands would otherwise queue ahead of a
+/// deletion or a ban applied meanwhile for as long as the whole resync takes.
+pub fn spread(period: std::time::Duration) -> std::time::Duration {
+    use rand::Rng;
+    period.mul_f64(rand::thread_rng().gen_range(0.8..=1.0))
 }
 
 /// Writes `status` with `wanted` merged into the object's conditions, for the object's current
@@ -150,4 +159,25 @@ pub async fn report<K: Reported>(
         }
     }
     Ok(wrote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+    use std::time::Duration;
+
+    #[test]
+    fn resyncs_are_spread_over_the_last_fifth_of_the_period_and_never_late() {
+        let period = Duration::from_secs(300);
+        let drawn: Vec<Duration> = (0..200).map(|_| spread(period)).collect();
+        assert!(drawn
+            .iter()
+            .all(|d| *d >= period.mul_f64(0.8) && *d <= period));
+        let earliest = drawn.iter().min().unwrap();
+        let latest = drawn.iter().max().unwrap();
+        assert!(
+            *latest - *earliest > Duration::from_secs(30),
+            "a herd stays a herd"
+        );
+    }
 }
