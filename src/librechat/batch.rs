@@ -35,7 +35,7 @@ impl Id {
         }
     }
 
-    pub(super) fn of(doc: &Document) -> Option<Id> {
+    fn of(doc: &Document) -> Option<Id> {
         match doc.get("_id")? {
             Bson::ObjectId(id) => Some(Id::Object(*id)),
             Bson::String(s) => Some(Id::Text(s.clone())),
@@ -116,16 +116,26 @@ impl BatchedReads {
             [one] => doc! { "_id": one.clone() },
             _ => doc! { "_id": { "$in": unique } },
         };
-        let collection = self.collection.clone();
-        let docs: Vec<Document> = async move {
-            use futures::TryStreamExt;
-            collection.find(filter).await?.try_collect().await
-        }
-        .deadline(self.operation)
-        .await?;
-        Ok(docs
-            .into_iter()
-            .filter_map(|d| Id::of(&d).map(|id| (id, d)))
-            .collect())
+        documents_by_id(&self.collection, filter, self.operation).await
     }
+}
+
+/// The documents of `collection` matching `filter`, by `_id`: one cursor drained within one
+/// deadline.
+pub(super) async fn documents_by_id(
+    collection: &Collection<Document>,
+    filter: Document,
+    operation: &'static str,
+) -> Result<HashMap<Id, Document>, StoreError> {
+    let collection = collection.clone();
+    let docs: Vec<Document> = async move {
+        use futures::TryStreamExt;
+        collection.find(filter).await?.try_collect().await
+    }
+    .deadline(operation)
+    .await?;
+    Ok(docs
+        .into_iter()
+        .filter_map(|d| Id::of(&d).map(|id| (id, d)))
+        .collect())
 }

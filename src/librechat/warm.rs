@@ -15,13 +15,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::Collection;
 use tokio::sync::OnceCell;
 
-use super::batch::Id;
-use super::deadline::MongoCall;
+use super::batch::{documents_by_id, Id};
 
 /// How long after its pass the records answer first reconciles.
 pub const WARM_FOR: Duration = Duration::from_secs(600);
@@ -73,17 +71,10 @@ impl WarmRecords {
     }
 
     async fn read_all(&self) -> Option<Mutex<Pass>> {
-        let collection = self.collection.clone();
-        let records: Vec<Document> =
-            async move { collection.find(doc! {}).await?.try_collect().await }
-                .deadline("reading the operator's records")
-                .await
-                .inspect_err(|e| tracing::info!(error = %e, "records are read one by one"))
-                .ok()?;
-        let records = records
-            .into_iter()
-            .filter_map(|d| Id::of(&d).map(|id| (id, d)))
-            .collect();
+        let records = documents_by_id(&self.collection, doc! {}, "reading the operator's records")
+            .await
+            .inspect_err(|e| tracing::info!(error = %e, "records are read one by one"))
+            .ok()?;
         Some(Mutex::new(Pass {
             at: Instant::now(),
             records,
