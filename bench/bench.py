@@ -11,7 +11,8 @@ Each phase runs its own operator process (release build) scoped to the phase's n
 its own MongoDB database, so that the figures of one phase are not the background of another.
 
 Environment: KUBECONFIG, MONGODB_URI, REDIS_URL (from tests/env/up.sh), BENCH_N, BENCH_ENV_DIR,
-BENCH_PHASES (comma list: coldstart,generate,resync,reaction,faults; default all).
+BENCH_PHASES (comma list: coldstart,librechat,generate,resync,reaction,faults; default all;
+librechat is LibreChat's own batch path, compared with the cold start).
 """
 import atexit
 import base64
@@ -40,7 +41,7 @@ BIN = ROOT / "target" / "release" / "librechat-operator"
 OUT = ROOT / "bench" / "results"
 N = int(os.environ.get("BENCH_N", "10000"))
 ENV_DIR = Path(os.environ.get("BENCH_ENV_DIR", "/tmp/lco-bench-env"))
-PHASES = os.environ.get("BENCH_PHASES", "coldstart,generate,resync,reaction,faults").split(",")
+PHASES = os.environ.get("BENCH_PHASES", "coldstart,librechat,generate,resync,reaction,faults").split(",")
 MONGO_URI = os.environ["MONGODB_URI"]
 REDIS_URL = os.environ["REDIS_URL"]
 CORES = os.cpu_count() or 1
@@ -417,6 +418,19 @@ def cpu_seconds(op):
     return out
 
 
+def per_account_api_requests(before, after):
+    """API server requests per account between two readings, by `VERB resource[/sub]`, for
+    the kinds the operator reads and writes (the bench's own applies are the APPLY rows)."""
+    out = {}
+    for (verb, resource, sub), v in after.items():
+        if resource not in OPERATOR_RESOURCES:
+            continue
+        d = v - before.get((verb, resource, sub), 0)
+        if d > 0:
+            out[f"{verb} {resource}{'/' + sub if sub else ''}"] = round(d / N, 3)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def cold_start(results, name, generate):
     ns, db = f"{PREFIX}-{name}", f"bench_{RUN}_{name}"
     # The deletion guard would rate-limit the reaction phase's 100 deletions (by design).
@@ -427,16 +441,19 @@ def cold_start(results, name, generate):
     log(f"cold start ({name}): applying {N} LibreChatUsers" + (" (password.generate)" if generate else " and their Secrets"))
     started = time.time()
     applier = threading.Thread(target=apply_parallel, args=(items,))
-    cpu_before = cpu_seconds(op)
+    cpu_before, api_before = cpu_seconds(op), api_requests()
     applier.start()
     took = wait_all_ready(op, ns, N, timeout=6 * 3600, samples=samples, memory=memory, started=started)
     applier.join()
-    cpu_after = cpu_seconds(op)
+    cpu_after, api_after = cpu_seconds(op), api_requests()
+    api = per_account_api_requests(api_before, api_after)
     cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0), 1) for k in cpu_after
            if cpu_after[k] - cpu_before.get(k, 0) >= 0.05}
     log(f"cold start ({name}): {'all Ready after %.1f s' % took if took else 'NOT all Ready'}")
     return op, {"seconds": took, "samples": samples, "memory_mib_at": memory, "peak_rss_mib": round(op.peak_kib / 1024, 1),
-                "cpu_seconds": cpu, "bcrypt_hashes": int(op.metrics().get("librechat_operator_bcrypt_hashes_total", 0))}
+                "cpu_seconds": cpu, "api_requests_per_account": api,
+                "reconciles_per_account": round(op.reconciles("LibreChatUser") / N, 2),
+                "bcrypt_hashes": int(op.metrics().get("librechat_operator_bcrypt_hashes_total", 0))}
 
 
 def settle(op, kind="LibreChatUser", quiet=5, timeout=3600):
@@ -940,14 +957,16 @@ def main():
         f["peak_rss_mib"] = a["peak_rss_mib"]
         f["rss_mib_at_ready"] = a["memory_mib_at"]
         # Where the cold start's CPU went: the floor counts only bcrypt, on every core.
-        report["phases"]["coldstart"] = {"cpu_seconds": a["cpu_seconds"], "bcrypt_hashes": a["bcrypt_hashes"]}
+        report["phases"]["coldstart"] = {"cpu_seconds": a["cpu_seconds"], "bcrypt_hashes": a["bcrypt_hashes"],
+                                         "api_requests_per_account": a["api_requests_per_account"],
+                                         "reconciles_per_account": a["reconciles_per_account"]}
         for proc, secs in sorted(a["cpu_seconds"].items(), key=lambda kv: -kv[1]):
             f[f"cold_start_cpu_s {proc}"] = secs
         f["cold_start_cpu_s bcrypt (hashes x one hash)"] = round(a["bcrypt_hashes"] * floor["bcrypt_cost10_seconds"], 1)
         if a["seconds"]:
             f["cold_start_vs_floor"] = round(a["seconds"] / floor["floor_seconds"], 2)
         save()
-        lc = phase("coldstart", librechat_batch)
+        lc = phase("librechat", librechat_batch)
         if lc:
             f["librechat_batch_seconds"] = round(lc, 1)
             if a["seconds"]:

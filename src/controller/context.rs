@@ -36,8 +36,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// The instances' change streams.
     pub feeds: super::feeds::Feeds,
-    /// Instance changes, told to the watch scopes that do not see the instance.
-    pub instance_events: super::instance_events::InstanceEvents,
+    /// The instances as the scopes' watches have them: what dependents read.
+    pub instances: super::instance_watch::InstanceCache,
 }
 
 impl Context {
@@ -57,7 +57,7 @@ impl Context {
             settled: Settled::default(),
             backoff: Backoff::default(),
             feeds: Default::default(),
-            instance_events: Default::default(),
+            instances: Default::default(),
         }
     }
 

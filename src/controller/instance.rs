@@ -43,8 +43,6 @@ pub async fn reconcile(
     instance: Arc<LibreChatInstance>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    // Scopes that do not watch this instance's namespace learn of the change from here.
-    ctx.instance_events.tell(&instance);
     let namespace = instance.namespace().unwrap_or_default();
     let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, instance, |event| async {

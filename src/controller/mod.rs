@@ -9,11 +9,12 @@ pub mod context;
 pub mod credentials;
 pub mod dependents;
 pub mod error;
+pub mod fanout;
 pub mod feeds;
 pub mod group;
 pub mod index;
 pub mod instance;
-pub mod instance_events;
+pub mod instance_watch;
 pub mod invite;
 pub mod memory;
 pub mod owned_secret;
@@ -47,6 +48,7 @@ use crate::api::validate::normalize_email;
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
+use fanout::Fanout;
 use user_watch::UserKey;
 
 /// Why the operator could not start.
@@ -262,6 +264,14 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let settings = ctx.settings.clone();
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
+    let (shared_instances, instance_watch) = instance_watch::watch(
+        api_for::<LibreChatInstance>(&client, namespace.as_deref()),
+        &ctx.instances,
+        namespace.clone(),
+    );
+    let watched = user_watch::watch(api_for::<LibreChatUser>(&client, namespace.as_deref()));
+    let user_changes = watched.changes.clone();
+
     let instances = Controller::new(
         api_for::<LibreChatInstance>(&client, namespace.as_deref()),
         watcher::Config::default(),
@@ -269,6 +279,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     .with_config(config.clone());
     let instance_store = instances.store();
     let synced_instances = instances.store();
+    let every_instance = instances.store();
     let instances = instances
         .watches(
             secret_metadata(&client, namespace.as_deref()),
@@ -281,11 +292,14 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             },
         )
         // A deleting instance waits for its dependents: each one that goes wakes it.
-        .watches(
-            api_for::<LibreChatUser>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            |u| going_instance(&u, &u.spec.instance_ref),
-        )
+        .reconcile_on(user_changes.wakes(
+            |u: &LibreChatUser| {
+                going_instance(u, &u.spec.instance_ref)
+                    .into_iter()
+                    .collect()
+            },
+            move || all_of(&every_instance),
+        ))
         .watches(
             api_for::<UserBan>(&client, namespace.as_deref()),
             watcher::Config::default(),
@@ -314,7 +328,6 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         )
         .for_each(log_outcome("LibreChatInstance"));
 
-    let watched = user_watch::watch(api_for::<LibreChatUser>(&client, namespace.as_deref()));
     let users = Controller::for_stream(watched.trigger, watched.store.clone()).with_config(config);
     let synced_users = watched.store.clone();
     let by_instance = watched.store;
@@ -344,13 +357,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
                 ])
             },
         )
-        .watches_instances(
-            &client,
-            namespace.as_deref(),
-            &ctx,
-            by_instance,
-            |u: &LibreChatUser| &u.spec.instance_ref,
-        )
+        .watches_instances(&ctx, by_instance, |u: &LibreChatUser| &u.spec.instance_ref)
         .shutdown_on_signal()
         .run(
             |o, c| observed(o, c, user::reconcile),
@@ -367,11 +374,10 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let bans_by_user = bans.store();
     let synced_bans = bans.store();
     let bans_by_instance = bans.store();
+    let every_ban = bans.store();
     let bans = bans
-        .watches(
-            api_for::<LibreChatUser>(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |user| {
+        .reconcile_on(user_changes.wakes(
+            move |user: &LibreChatUser| {
                 let email = normalize_email(&user.spec.email);
                 select(&bans_by_user, |b: &UserBan| {
                     b.namespace() == user.namespace()
@@ -383,14 +389,9 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
                             == Some(email.as_str())
                 })
             },
-        )
-        .watches_instances(
-            &client,
-            namespace.as_deref(),
-            &ctx,
-            bans_by_instance,
-            |b: &UserBan| &b.spec.instance_ref,
-        )
+            move || all_of(&every_ban),
+        ))
+        .watches_instances(&ctx, bans_by_instance, |b: &UserBan| &b.spec.instance_ref)
         .shutdown_on_signal()
         .run(
             |o, c| observed(o, c, ban::reconcile),
@@ -413,13 +414,9 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let invites = invites
         // A registration through the link, seen through the instances' change streams.
         .reconcile_on(registered)
-        .watches_instances(
-            &client,
-            namespace.as_deref(),
-            &ctx,
-            invites_by_instance,
-            |i: &UserInvite| &i.spec.instance_ref,
-        )
+        .watches_instances(&ctx, invites_by_instance, |i: &UserInvite| {
+            &i.spec.instance_ref
+        })
         .shutdown_on_signal()
         .run(
             |o, c| observed(o, c, invite::reconcile),
@@ -428,7 +425,8 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         )
         .for_each(log_outcome("UserInvite"));
 
-    let (groups, synced_groups) = group_controller(&client, namespace.as_deref(), ctx.clone());
+    let (groups, synced_groups) =
+        group_controller(&client, namespace.as_deref(), &user_changes, ctx.clone());
     let (roles, synced_roles) = role_controller(&client, namespace.as_deref(), ctx.clone());
 
     tracing::info!(
@@ -466,9 +464,10 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             synced_bans.wait_until_ready(),
             synced_invites.wait_until_ready(),
             synced_groups.wait_until_ready(),
-            synced_roles.wait_until_ready()
+            synced_roles.wait_until_ready(),
+            shared_instances.wait_until_ready()
         );
-        let access = all.4.is_ok() && all.5.is_ok();
+        let access = all.4.is_ok() && all.5.is_ok() && all.6.is_ok();
         if all.0.is_ok() && all.1.is_ok() && all.2.is_ok() && all.3.is_ok() && access {
             ctx.scope_synced();
         }
@@ -476,6 +475,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     tokio::select! {
         _ = async { futures::join!(instances, users, bans, invites, groups, roles, synced) } => {}
         _ = sweep => {}
+        _ = instance_watch => {}
     }
 }
 
@@ -484,6 +484,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
 fn group_controller(
     client: &Client,
     namespace: Option<&str>,
+    user_changes: &Fanout<LibreChatUser>,
     ctx: Arc<Context>,
 ) -> (impl std::future::Future<Output = ()>, Store<LibreChatGroup>) {
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
@@ -496,15 +497,14 @@ fn group_controller(
     let by_instance = groups.store();
     let by_user = groups.store();
     let by_email = groups.store();
+    let every_group = groups.store();
     let appeared = ctx.feeds.subscribe().flat_map(move |change| {
         futures::stream::iter(woken_by(&by_email, &change, group_concerned))
     });
     let run = groups
         .reconcile_on(appeared)
-        .watches(
-            api_for::<LibreChatUser>(client, namespace),
-            watcher::Config::default(),
-            move |user| {
+        .reconcile_on(user_changes.wakes(
+            move |user: &LibreChatUser| {
                 select(&by_user, |g: &LibreChatGroup| {
                     g.namespace() == user.namespace()
                         && g.spec.members.iter().any(|m| {
@@ -514,14 +514,9 @@ fn group_controller(
                         })
                 })
             },
-        )
-        .watches_instances(
-            client,
-            namespace,
-            &ctx,
-            by_instance,
-            |g: &LibreChatGroup| &g.spec.instance_ref,
-        )
+            move || all_of(&every_group),
+        ))
+        .watches_instances(&ctx, by_instance, |g: &LibreChatGroup| &g.spec.instance_ref)
         .shutdown_on_signal()
         .run(|o, c| observed(o, c, group::reconcile), error_policy, ctx)
         .for_each(log_outcome("LibreChatGroup"));
@@ -554,23 +549,18 @@ fn role_controller(
     let synced = roles.store();
     let by_instance = roles.store();
     let run = roles
-        .watches_instances(client, namespace, &ctx, by_instance, |r: &LibreChatRole| {
-            &r.spec.instance_ref
-        })
+        .watches_instances(&ctx, by_instance, |r: &LibreChatRole| &r.spec.instance_ref)
         .shutdown_on_signal()
         .run(|o, c| observed(o, c, role::reconcile), error_policy, ctx)
         .for_each(log_outcome("LibreChatRole"));
     (run, synced)
 }
 
-/// Wakes the objects of a controller that point at an instance whenever it changes: through
-/// a watch of the scope's instances, and, for an instance in a namespace the scope does not
-/// watch, through the instance events the instance's own scope tells.
+/// Wakes the objects of a controller that point at an instance whenever what they read of it
+/// changes, whichever scope watches the instance.
 trait WatchesInstances<K: Resource<DynamicType = ()> + Clone + 'static> {
     fn watches_instances(
         self,
-        client: &Client,
-        namespace: Option<&str>,
         ctx: &Context,
         objects: Store<K>,
         instance_ref: fn(&K) -> &crate::api::common::InstanceRef,
@@ -589,26 +579,19 @@ where
 {
     fn watches_instances(
         self,
-        client: &Client,
-        namespace: Option<&str>,
         ctx: &Context,
         objects: Store<K>,
         instance_ref: fn(&K) -> &crate::api::common::InstanceRef,
     ) -> Self {
-        let elsewhere = ctx.instance_events.dependents(
-            objects.clone(),
-            namespace.map(String::from),
-            instance_ref,
-        );
-        self.reconcile_on(elsewhere).watches(
-            api_for::<LibreChatInstance>(client, namespace),
-            watcher::Config::default(),
-            move |instance| {
+        let everything = objects.clone();
+        self.reconcile_on(ctx.instances.changes.wakes(
+            move |instance: &LibreChatInstance| {
                 select(&objects, |o: &K| {
-                    target::points_at(instance_ref(o), o, &instance)
+                    target::points_at(instance_ref(o), o, instance)
                 })
             },
-        )
+            move || all_of(&everything),
+        ))
     }
 }
 
@@ -620,6 +603,14 @@ fn going_instance<K: Resource>(
     obj.meta().deletion_timestamp.as_ref()?;
     let own_ns = obj.meta().namespace.clone().unwrap_or_default();
     Some(ObjectRef::new(&reference.name).within(&target::instance_namespace(reference, &own_ns)))
+}
+
+/// References to every object in `store`.
+fn all_of<K>(store: &Store<K>) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    select(store, |_| true)
 }
 
 /// References to the objects in `store` that satisfy `wanted`.

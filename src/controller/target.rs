@@ -62,16 +62,19 @@ pub fn applied_elsewhere(recorded: Option<&str>, instance: &LibreChatInstance) -
     })
 }
 
-/// Reads the instance; `Ok(None)` when it does not exist.
+/// The instance, as the watch of the scope covering its namespace has it; `Ok(None)` when it
+/// does not exist. An instance outside every watched namespace is asked of the API server,
+/// whose refusal says what to change.
 pub async fn find_instance(
     ctx: &Context,
     reference: &InstanceRef,
     namespace: &str,
 ) -> Result<Option<LibreChatInstance>, kube::Error> {
-    let api: Api<LibreChatInstance> = Api::namespaced(
-        ctx.client.clone(),
-        &instance_namespace(reference, namespace),
-    );
+    let instance_ns = instance_namespace(reference, namespace);
+    if let Some(found) = ctx.instances.get(&instance_ns, &reference.name).await {
+        return Ok(found);
+    }
+    let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), &instance_ns);
     api.get_opt(&reference.name).await
 }
 

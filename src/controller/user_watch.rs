@@ -7,6 +7,8 @@
 //!   event costs a lookup instead of a scan of every user.
 //! - A reconcile is started by changes it acts on (spec, finalizers, deletion), not by the
 //!   echo of its own status writes; resyncs and the other watches still wake it.
+//! - The other controllers that follow users (bans, groups, a deleting instance) hear every
+//!   change from this watch instead of watching users themselves.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -20,6 +22,7 @@ use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 
+use super::fanout::Fanout;
 use super::index::Index;
 use super::target;
 use crate::api::validate::normalize_email;
@@ -50,6 +53,8 @@ pub struct UserWatch<S> {
     pub index: Arc<UserIndex>,
     /// Users that share an email with an object going away: one in Conflict waits for it.
     pub email_freed: mpsc::UnboundedReceiver<ObjectRef<LibreChatUser>>,
+    /// Every change of a user, status included, for the controllers that follow users.
+    pub changes: Arc<Fanout<LibreChatUser>>,
 }
 
 pub fn watch(
@@ -59,6 +64,8 @@ pub fn watch(
     let index = Index::new(keys_of);
     let (freed, email_freed) = mpsc::unbounded();
     let indexed = index.clone();
+    let changes = Arc::new(Fanout::new(4096));
+    let told = changes.clone();
     let trigger = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(lean)
@@ -66,6 +73,12 @@ pub fn watch(
             indexed.observe(&event);
             for user in freed_emails(&indexed, &event) {
                 let _ = freed.unbounded_send(user);
+            }
+            if let watcher::Event::Apply(u)
+            | watcher::Event::InitApply(u)
+            | watcher::Event::Delete(u) = &event
+            {
+                told.tell(Arc::new(u.clone()));
             }
             event
         })
@@ -77,6 +90,7 @@ pub fn watch(
         store,
         index,
         email_freed,
+        changes,
     }
 }
 

@@ -923,7 +923,6 @@ use Without::*;
 const NEEDED: &[(&str, &str, Without)] = &[
     // Listing every kind is the start-up check, before a replica competes for the Lease: the
     // operator refuses to start with a clear message instead of crash-looping on watches.
-    ("librechatinstances", "get", StopsAt(Step::UserReady)),
     ("librechatinstances", "list", StopsAt(Step::Leadership)),
     ("librechatinstances", "watch", WatchRefused),
     // The instance's finalizer (it waits for its dependents before it goes).

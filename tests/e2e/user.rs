@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::json;
@@ -541,6 +542,66 @@ async fn namespace_policy_is_enforced() {
             .get_str("role")
             .unwrap(),
         "ADMIN"
+    );
+}
+
+/// The Ready condition of LibreChatUser `name` in `ns` once it is `status` with `reason`,
+/// waiting at most `limit`.
+async fn ready_within(
+    w: &World,
+    ns: &str,
+    name: &str,
+    status: &str,
+    reason: Option<&str>,
+    limit: Duration,
+) -> Option<Condition> {
+    within(limit, || async {
+        let user = get_in(&w.client, ns, "librechatusers", name).await?;
+        condition(&user, "Ready")
+            .filter(|c| c.status == status && reason.is_none_or(|r| c.reason == r))
+    })
+    .await
+}
+
+/// With one watch scope per namespace, a tenant's objects sit in a scope that does not watch
+/// their instance. A change of the instance's policy must still reach them at once, not at
+/// the next resync (an hour here): a tenant admitted gets its account, and one refused again
+/// is told so.
+#[tokio::test]
+async fn a_policy_change_reaches_a_tenant_watched_in_another_scope_at_once() {
+    let mut w = World::new("user-nsmove").await;
+    let tenant = format!("{}-t", w.ns);
+    w.start_operator_in(Some(&format!("{},{tenant}", w.ns)));
+    create_namespace(&w.client, &tenant).await;
+    let policy = |allowed: &[&str]| json!({ "resyncPeriod": "1h", "allowedNamespaces": allowed });
+    w.ready_instance("lc", policy(&[])).await;
+    let reference = json!({ "name": "lc", "namespace": w.ns.clone() });
+    let user = json!({ "instanceRef": reference, "email": "moved@example.com" });
+    w.apply_in(&tenant, "LibreChatUser", "u", user).await;
+    let refused = Some("NamespaceNotAllowed");
+    let soon = Duration::from_secs(60);
+    let seen = ready_within(&w, &tenant, "u", "False", refused, soon).await;
+    assert!(
+        seen.is_some(),
+        "a tenant the instance does not admit is refused"
+    );
+    assert!(w.find_user("moved@example.com").await.is_none());
+
+    let at_once = Duration::from_secs(20);
+    w.apply_instance("lc", &env("REDIS_URL"), policy(&[&tenant]))
+        .await;
+    let admitted = ready_within(&w, &tenant, "u", "True", None, at_once).await;
+    assert!(
+        admitted.is_some(),
+        "admitting the tenant reaches its user at once"
+    );
+    assert!(w.find_user("moved@example.com").await.is_some());
+
+    w.apply_instance("lc", &env("REDIS_URL"), policy(&[])).await;
+    let refused_again = ready_within(&w, &tenant, "u", "False", refused, at_once).await;
+    assert!(
+        refused_again.is_some(),
+        "refusing the tenant again reaches its user at once"
     );
 }
 

@@ -81,8 +81,9 @@ The image reference: repository@digest, else repository:tag (tag defaults to app
 The rules the operator needs in every namespace it watches, shared by the ClusterRole
 (all namespaces) and the per-namespace Roles (watchNamespaces), so both modes grant exactly
 the same. Each verb is there because the code calls it (src/controller/):
-  - librechatinstances: get (users, bans, invites read their instance), list/watch (controller
-    and watches); no patch: instances carry no finalizer.
+  - librechatinstances: list/watch (one watch per scope, whose store is what users, bans,
+    invites, groups and roles read of their instance: no get), patch (the instance's
+    finalizer: it waits for its dependents before it goes).
   - librechatusers: get (bans resolve userRef; a claim's owner is checked), list/watch, patch
     (the finalizer is added and removed with a JSON patch of metadata.finalizers).
   - userbans, userinvites: list/watch, patch (finalizer); nothing reads them by name.
@@ -98,7 +99,10 @@ the same. Each verb is there because the code calls it (src/controller/):
 */}}
 {{- define "librechat-operator.rules" -}}
 - apiGroups: ["librechat.ai"]
-  resources: ["librechatinstances", "librechatusers"]
+  resources: ["librechatinstances"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["librechat.ai"]
+  resources: ["librechatusers"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["librechat.ai"]
   resources: ["userbans", "userinvites", "librechatgroups", "librechatroles"]
