@@ -21,6 +21,7 @@ pub mod owned_secret;
 pub mod password;
 pub mod report;
 pub mod role;
+pub mod secret_watch;
 pub mod secrets;
 pub mod status;
 pub mod target;
@@ -33,9 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -49,6 +48,7 @@ use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
 use fanout::Fanout;
+use secret_watch::SecretMeta;
 use user_watch::UserKey;
 
 /// Why the operator could not start.
@@ -198,14 +198,6 @@ fn invite_concerned(i: &UserInvite, _id: &str, email: Option<&str>) -> bool {
     email == Some(normalize_email(&i.spec.email).as_str())
 }
 
-/// Secret metadata only: the operator never holds Secret values in memory for watching.
-fn secret_metadata(client: &Client, namespace: Option<&str>) -> Api<PartialObjectMeta<Secret>> {
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Checks, before anything runs (and before a replica competes for leadership), that every
 /// CRD is served in every watched namespace.
 pub async fn preflight(client: &Client, settings: &Settings) -> Result<(), StartError> {
@@ -271,6 +263,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     );
     let watched = user_watch::watch(api_for::<LibreChatUser>(&client, namespace.as_deref()));
     let user_changes = watched.changes.clone();
+    let (secret_changes, secret_watch) = secret_watch::watch(&client, namespace.as_deref());
 
     let instances = Controller::new(
         api_for::<LibreChatInstance>(&client, namespace.as_deref()),
@@ -280,17 +273,17 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let instance_store = instances.store();
     let synced_instances = instances.store();
     let every_instance = instances.store();
+    let instances_using_secrets = instances.store();
     let instances = instances
-        .watches(
-            secret_metadata(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |secret| {
+        .reconcile_on(secret_changes.wakes(
+            move |secret: &SecretMeta| {
                 let name = secret.name_any();
                 select(&instance_store, |i: &LibreChatInstance| {
                     i.namespace() == secret.namespace() && instance_uses_secret(i, &name)
                 })
             },
-        )
+            move || all_of(&instances_using_secrets),
+        ))
         // A deleting instance waits for its dependents: each one that goes wakes it.
         .reconcile_on(user_changes.wakes(
             |u: &LibreChatUser| {
@@ -330,6 +323,8 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
 
     let users = Controller::for_stream(watched.trigger, watched.store.clone()).with_config(config);
     let synced_users = watched.store.clone();
+    let users_reading_secrets = watched.store.clone();
+    let every_user = watched.store.clone();
     let by_instance = watched.store;
     let (by_account, by_secret) = (watched.index.clone(), watched.index);
     let woken = ctx.feeds.subscribe().map(move |change| {
@@ -343,20 +338,26 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         .reconcile_on(woken.flatten())
         // An object in Conflict waits for no timer: the owner of its email going wakes it.
         .reconcile_on(watched.email_freed)
-        .watches(
-            secret_metadata(&client, namespace.as_deref()),
-            watcher::Config::default(),
-            move |secret| {
+        .reconcile_on(secret_changes.wakes(
+            move |secret: &SecretMeta| {
                 let namespace = secret.namespace().unwrap_or_default();
-                by_secret.lookup(&[
+                let keys = [
                     UserKey::Secret {
                         namespace: namespace.clone(),
                         name: secret.name_any(),
                     },
                     UserKey::PluginsOfInstancesIn(namespace),
-                ])
+                ];
+                let following = by_secret.lookup(&keys).into_iter();
+                following
+                    .filter(|r| {
+                        let user = users_reading_secrets.get(r);
+                        !user.is_some_and(|u| user_watch::has_read(&u, &secret.metadata))
+                    })
+                    .collect()
             },
-        )
+            move || all_of(&every_user),
+        ))
         .watches_instances(&ctx, by_instance, |u: &LibreChatUser| &u.spec.instance_ref)
         .shutdown_on_signal()
         .run(
@@ -476,6 +477,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         _ = async { futures::join!(instances, users, bans, invites, groups, roles, synced) } => {}
         _ = sweep => {}
         _ = instance_watch => {}
+        _ = secret_watch => {}
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use futures::channel::mpsc;
 use futures::{Stream, TryStreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::PredicateConfig;
@@ -130,6 +131,29 @@ fn keys_of(user: &LibreChatUser) -> Vec<UserKey> {
     keys
 }
 
+/// Whether `user` has already read the Secret `secret` at exactly this version (its status
+/// records the password read from it) and reads nothing else from Secrets: then the Secret's
+/// event is the echo of what was read (the creation of a Secret applied with the user, say),
+/// not a change. Only ever skips a wake; a resync still looks.
+pub fn has_read(user: &LibreChatUser, secret: &ObjectMeta) -> bool {
+    let Some(password) = &user.spec.password else {
+        return false;
+    };
+    let name = secret.name.as_deref();
+    let declared = password.secret_ref.as_ref().map(|r| r.name.as_str()) == name
+        || password.generate.as_ref().map(|g| g.secret_name.as_str()) == name;
+    let version = format!(
+        "{}/{}",
+        secret.uid.as_deref().unwrap_or_default(),
+        secret.resource_version.as_deref().unwrap_or_default()
+    );
+    let recorded = user
+        .status
+        .as_ref()
+        .and_then(|s| s.password_secret_version.as_deref());
+    user.spec.plugins.is_empty() && name.is_some() && declared && recorded == Some(version.as_str())
+}
+
 /// When an object is going away, the others that declare its email.
 fn freed_emails(
     index: &UserIndex,
@@ -176,6 +200,31 @@ mod tests {
         u.metadata.uid = Some(format!("uid-{name}"));
         u.metadata.generation = Some(1);
         u
+    }
+
+    #[test]
+    fn only_the_echo_of_the_password_version_read_is_skipped() {
+        let mut u = user("a", "a@example.com", "a-pw");
+        let secret = |name: &str, version: &str| ObjectMeta {
+            name: Some(name.into()),
+            uid: Some("s1".into()),
+            resource_version: Some(version.into()),
+            ..Default::default()
+        };
+        assert!(!has_read(&u, &secret("a-pw", "7")), "nothing read yet");
+        u.status = Some(Default::default());
+        u.status.as_mut().unwrap().password_secret_version = Some("s1/7".into());
+        assert!(has_read(&u, &secret("a-pw", "7")));
+        assert!(
+            !has_read(&u, &secret("a-pw", "8")),
+            "a new version is a change"
+        );
+        assert!(!has_read(&u, &secret("other", "7")));
+        u.spec.plugins = serde_json::from_value(serde_json::json!([{"key": "p"}])).unwrap();
+        assert!(
+            !has_read(&u, &secret("a-pw", "7")),
+            "plugin credentials may live there"
+        );
     }
 
     #[test]
