@@ -38,6 +38,8 @@ pub struct Context {
     pub feeds: super::feeds::Feeds,
     /// The instances as the scopes' watches have them: what dependents read.
     pub instances: super::instance_watch::InstanceCache,
+    /// The Secrets' versions as the scopes' watches have them.
+    pub secrets: super::secret_watch::WatchedSecrets,
 }
 
 impl Context {
@@ -58,6 +60,7 @@ impl Context {
             backoff: Backoff::default(),
             feeds: Default::default(),
             instances: Default::default(),
+            secrets: Default::default(),
         }
     }
 

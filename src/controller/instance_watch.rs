@@ -10,7 +10,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -20,6 +20,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Resource;
 
 use super::fanout::Fanout;
+use super::scoped::ScopedStores;
 use crate::api::common::{condition, find_condition};
 use crate::api::LibreChatInstance;
 
@@ -90,14 +91,14 @@ const FIRST_LIST: Duration = Duration::from_secs(30);
 /// scope watches: every scope hears every instance's changes, each after the store that
 /// answers lookups of it has them.
 pub struct InstanceCache {
-    scopes: Mutex<Vec<(Option<String>, Store<LibreChatInstance>)>>,
+    stores: ScopedStores<LibreChatInstance>,
     pub changes: Arc<Fanout<LibreChatInstance>>,
 }
 
 impl Default for InstanceCache {
     fn default() -> Self {
         InstanceCache {
-            scopes: Mutex::default(),
+            stores: ScopedStores::default(),
             changes: Arc::new(Fanout::new(1024)),
         }
     }
@@ -105,23 +106,14 @@ impl Default for InstanceCache {
 
 impl InstanceCache {
     pub fn register(&self, scope: Option<String>, store: Store<LibreChatInstance>) {
-        self.scopes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((scope, store));
+        self.stores.register(scope, store);
     }
 
     /// The instance `namespace/name` as the watch of the scope covering `namespace` has it
     /// (`Some(None)`: it does not exist); `None` when no scope covers the namespace or its
     /// first list has not come in time, and the caller must ask the API server.
     pub async fn get(&self, namespace: &str, name: &str) -> Option<Option<LibreChatInstance>> {
-        let store = self
-            .scopes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == namespace))
-            .map(|(_, store)| store.clone())?;
+        let store = self.stores.covering(namespace)?;
         if store.wait_until_ready().now_or_never().is_none() {
             tokio::time::timeout(FIRST_LIST, store.wait_until_ready())
                 .await

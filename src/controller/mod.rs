@@ -21,6 +21,7 @@ pub mod owned_secret;
 pub mod password;
 pub mod report;
 pub mod role;
+pub mod scoped;
 pub mod secret_watch;
 pub mod secrets;
 pub mod status;
@@ -263,7 +264,8 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     );
     let watched = user_watch::watch(api_for::<LibreChatUser>(&client, namespace.as_deref()));
     let user_changes = watched.changes.clone();
-    let (secret_changes, secret_watch) = secret_watch::watch(&client, namespace.as_deref());
+    let (secret_changes, secret_watch) =
+        secret_watch::watch(&client, namespace.as_deref(), &ctx.secrets);
 
     let instances = Controller::new(
         api_for::<LibreChatInstance>(&client, namespace.as_deref()),

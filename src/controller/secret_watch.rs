@@ -1,17 +1,22 @@
 //! The Secrets of a scope, watched once, by metadata only, for every controller that follows
-//! them (an instance's store URIs, a user's password and plugin credentials). The API server
+//! them (an instance's store URIs, a user's password and plugin credentials), and kept as
+//! versions: a resync of a settled account whose password Secret is at the version it read
+//! needs no read of the Secret. The API server
 //! sends names and versions, never values, and what is passed on keeps no annotation: a
 //! client-side `kubectl apply` leaves a Secret's data in clear in one.
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 
 use super::fanout::Fanout;
+use super::scoped::ScopedStores;
+use super::secrets::meta_version;
 
 pub type SecretMeta = PartialObjectMeta<Secret>;
 
@@ -19,37 +24,58 @@ pub type SecretMeta = PartialObjectMeta<Secret>;
 /// falls behind is told it missed some and wakes everything it follows.
 const CAPACITY: usize = 16384;
 
-/// Starts watching the Secrets of `namespace` (None: every namespace); the returned future
-/// drives the watch and never ends by itself.
+/// Starts watching the Secrets of `namespace` (None: every namespace) into a store registered
+/// in `secrets`; the returned future drives the watch and never ends by itself.
 pub fn watch(
     client: &Client,
     namespace: Option<&str>,
+    secrets: &WatchedSecrets,
 ) -> (
     Arc<Fanout<SecretMeta>>,
     impl std::future::Future<Output = ()>,
 ) {
-    let changes = Arc::new(Fanout::new(CAPACITY));
-    let told = changes.clone();
     // An Api of PartialObjectMeta makes metadata-only requests.
     let api: Api<SecretMeta> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    let (store, writer) = reflector::store();
+    secrets.stores.register(namespace.map(String::from), store);
+    let changes = Arc::new(Fanout::new(CAPACITY));
+    let told = changes.clone();
     let run = watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(names_and_versions_only)
+        // The store has a change before anyone is told of it.
+        .reflect(writer)
         .touched_objects()
         .for_each(move |secret| {
             match secret {
-                Ok(mut secret) => {
-                    names_and_versions_only(&mut secret);
-                    told.tell(Arc::new(secret));
-                }
+                Ok(secret) => told.tell(Arc::new(secret)),
                 // The Debug form, as kube-runtime logs the refusals of its own watches.
                 Err(e) => tracing::warn!(error = ?e, "watching Secrets failed; retrying (check RBAC and the API server)"),
             }
             futures::future::ready(())
         });
     (changes, run)
+}
+
+/// The Secrets' versions as the scopes' watches have them.
+#[derive(Default)]
+pub struct WatchedSecrets {
+    stores: ScopedStores<SecretMeta>,
+}
+
+impl WatchedSecrets {
+    /// The version of Secret `namespace/name` (as [`meta_version`] writes it) as the watch
+    /// has it; `None` when unknown: no scope covers the namespace, the first list has not
+    /// come, or there is no such Secret.
+    pub fn version_of(&self, namespace: &str, name: &str) -> Option<String> {
+        let store = self.stores.covering(namespace)?;
+        store.wait_until_ready().now_or_never()?.ok()?;
+        let secret = store.get(&ObjectRef::new(name).within(namespace))?;
+        Some(meta_version(&secret.metadata))
+    }
 }
 
 fn names_and_versions_only(secret: &mut SecretMeta) {

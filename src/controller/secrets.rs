@@ -1,6 +1,7 @@
 //! Reading values out of Secrets, with errors that name the Secret and key but never the value.
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
 
 use crate::api::common::{reason, SecretKeyRef};
@@ -41,14 +42,16 @@ impl SecretError {
 
 /// Version string of a Secret, as recorded in status.
 pub fn secret_version(secret: &Secret) -> String {
+    meta_version(&secret.metadata)
+}
+
+/// Version string of a Secret from its metadata alone: `uid/resourceVersion`, so that a
+/// Secret deleted and created again under the same name is a new version.
+pub fn meta_version(meta: &ObjectMeta) -> String {
     format!(
         "{}/{}",
-        secret.metadata.uid.as_deref().unwrap_or_default(),
-        secret
-            .metadata
-            .resource_version
-            .as_deref()
-            .unwrap_or_default()
+        meta.uid.as_deref().unwrap_or_default(),
+        meta.resource_version.as_deref().unwrap_or_default()
     )
 }
 

@@ -142,11 +142,7 @@ pub fn has_read(user: &LibreChatUser, secret: &ObjectMeta) -> bool {
     let name = secret.name.as_deref();
     let declared = password.secret_ref.as_ref().map(|r| r.name.as_str()) == name
         || password.generate.as_ref().map(|g| g.secret_name.as_str()) == name;
-    let version = format!(
-        "{}/{}",
-        secret.uid.as_deref().unwrap_or_default(),
-        secret.resource_version.as_deref().unwrap_or_default()
-    );
+    let version = super::secrets::meta_version(secret);
     let recorded = user
         .status
         .as_ref()

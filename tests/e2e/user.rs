@@ -689,6 +689,40 @@ async fn bad_input_is_reported_and_nothing_is_written() {
     );
 }
 
+/// A settled account's resync does not read its unchanged password Secret again, but a
+/// stricter password policy on the instance is still checked against it: the password that
+/// was long enough is refused at once, and the account keeps the password it had.
+#[tokio::test]
+async fn a_stricter_policy_refuses_a_password_already_applied() {
+    let policy = |min: u32| json!({ "passwordPolicy": { "minLength": min }, "resyncPeriod": "1h" });
+    let w = World::with_instance("user-stricter", policy(8)).await;
+    w.secret("pw", &[("password", "Ten-chars1")]).await;
+    w.apply("LibreChatUser", "u", local_user("u@example.com", "pw"))
+        .await;
+    user_id(&w, "u").await;
+    let before = w.find_user("u@example.com").await.unwrap();
+
+    w.apply_instance("lc", &env("REDIS_URL"), policy(12)).await;
+    let refused = ready_within(
+        &w,
+        &w.ns,
+        "u",
+        "False",
+        Some("PasswordInvalid"),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        refused.is_some(),
+        "the stricter policy reaches the account at once"
+    );
+    let after = w.find_user("u@example.com").await.unwrap();
+    assert_eq!(
+        before.get_str("password").unwrap(),
+        after.get_str("password").unwrap()
+    );
+}
+
 /// The per-user collections of the deletion, transactions included.
 fn cascade_table(
 ) -> impl Iterator<Item = &'static librechat_operator::librechat::cascade::Reference> {

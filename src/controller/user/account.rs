@@ -78,7 +78,7 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) ->
     let id = stored.id;
     // An undeclared role is LibreChat's to decide; status shows the one the account has.
     let role = plan.desired.role.clone().or_else(|| stored.role.clone());
-    let password = match &plan.password {
+    let password = match plan.password_version() {
         None => Cond::new(
             condition::PASSWORD_READY,
             true,
@@ -116,7 +116,7 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) ->
         password,
         user_id: Some(id),
         role: Some(role.unwrap_or_else(|| "USER".into())),
-        password_version: plan.password.as_ref().map(|p| p.version.clone()),
+        password_version: plan.password_version().map(String::from),
         instance: Some(crate::controller::target::instance_key(&plan.instance)),
         wrote: false,
         requeue: Some(plan.resync),

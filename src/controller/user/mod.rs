@@ -133,6 +133,10 @@ struct Plan {
     email: String,
     desired: DesiredUser,
     password: Option<ResolvedPassword>,
+    /// The password Secret's version when it was not read: the watch shows it at the version
+    /// this process verified the account with, and a settled resync needs no value. Anything
+    /// past the settled check resolves again, reading it.
+    unread_password: Option<String>,
     owner: Owner,
     adopt: bool,
     resync: Duration,
@@ -145,6 +149,12 @@ struct Plan {
 impl Plan {
     fn store(&self) -> &Store {
         &self.stores.store
+    }
+
+    /// The version of the declared password's Secret, read or not.
+    fn password_version(&self) -> Option<&str> {
+        let read = self.password.as_ref().map(|p| p.version.as_str());
+        read.or(self.unread_password.as_deref())
     }
 
     /// A change made to this plan's account, for the audit trail.
@@ -214,7 +224,7 @@ fn owner_of(user: &LibreChatUser) -> Owner {
 }
 
 async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileError> {
-    let plan = match resolve(user, ctx).await? {
+    let plan = match resolve(user, ctx, Reading::UnlessUnchanged).await? {
         Ok(plan) => plan,
         Err(outcome) => return Ok(outcome),
     };
@@ -224,6 +234,13 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
     if let Some(outcome) = settled(&plan, user, ctx).await? {
         return Ok(outcome);
     }
+    let plan = match plan.unread_password {
+        None => plan,
+        Some(_) => match resolve(user, ctx, Reading::Always).await? {
+            Ok(plan) => plan,
+            Err(outcome) => return Ok(outcome),
+        },
+    };
     let claim = match claim::take_ownership(ctx, &plan, user).await? {
         Ok(claim) => claim,
         Err(outcome) => return Ok(outcome),
@@ -236,10 +253,19 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
     Ok(outcome)
 }
 
+/// Whether `resolve` reads the password Secret.
+#[derive(Clone, Copy, PartialEq)]
+enum Reading {
+    Always,
+    /// Not when the watch shows it unchanged since this process verified the account.
+    UnlessUnchanged,
+}
+
 /// Dereference and validate: reads only. `Err` is the outcome to report.
 async fn resolve(
     user: &LibreChatUser,
     ctx: &Context,
+    reading: Reading,
 ) -> Result<Result<Plan, Outcome>, ReconcileError> {
     let namespace = user.namespace().unwrap_or_default();
     let spec = &user.spec;
@@ -274,7 +300,17 @@ async fn resolve(
     let email = check_email(&spec.email).unwrap_or_default();
     let min_length = instance.spec.min_password_length();
     let domain = instance.spec.domain_client.as_deref();
-    let password = match password::resolve(&ctx.client, user, &email, min_length, domain).await {
+    let unread_password = match reading {
+        Reading::UnlessUnchanged => unchanged_password(user, ctx),
+        Reading::Always => None,
+    };
+    let read = async {
+        match unread_password {
+            Some(_) => Ok(None),
+            None => password::resolve(&ctx.client, user, &email, min_length, domain).await,
+        }
+    };
+    let password = match read.await {
         Ok(p) => p,
         Err(p) => {
             let mut o = Outcome::stalled(
@@ -313,6 +349,7 @@ async fn resolve(
         email,
         desired,
         password,
+        unread_password,
         owner: owner_of(user),
         adopt: spec.adopt.unwrap_or(false),
         plugins,
@@ -322,17 +359,29 @@ async fn resolve(
 
 /// What a settled object was verified for: a change of generation, password version or
 /// instance makes the next reconcile verify the ownership record again.
+/// The minimum password length is part of it: a password verified against a shorter
+/// minimum is checked again.
 fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
     format!(
-        "{}/{}/{}/{}",
+        "{}/{}/{}/{}/{}",
         user.metadata.generation.unwrap_or_default(),
-        plan.password
-            .as_ref()
-            .map(|p| p.version.as_str())
-            .unwrap_or("-"),
+        plan.password_version().unwrap_or("-"),
+        plan.instance.spec.min_password_length(),
         plan.instance.uid().unwrap_or_default(),
         id.to_hex()
     )
+}
+
+/// The password Secret's version as the watch has it, when this process has verified the
+/// account before: if it is the version verified, the settled check passes without reading
+/// the Secret; if not, the fingerprint differs and the Secret is read.
+fn unchanged_password(user: &LibreChatUser, ctx: &Context) -> Option<String> {
+    let source = user.spec.password.as_ref()?;
+    let by_ref = source.secret_ref.as_ref().map(|r| r.name.as_str());
+    let name = by_ref.or(source.generate.as_ref().map(|g| g.secret_name.as_str()))?;
+    ctx.settled.verified_account(&uid_of(user))?;
+    ctx.secrets
+        .version_of(&user.namespace().unwrap_or_default(), name)
 }
 
 /// A resync of an object this process verified for exactly this declaration: one read of the
