@@ -1,9 +1,9 @@
 //! The Secrets of a scope, watched once, by metadata only, for every controller that follows
 //! them (an instance's store URIs, a user's password and plugin credentials), and kept as
 //! versions: a resync of a settled account whose password Secret is at the version it read
-//! needs no read of the Secret. The API server
-//! sends names and versions, never values, and what is passed on keeps no annotation: a
-//! client-side `kubectl apply` leaves a Secret's data in clear in one.
+//! needs no read of the Secret. The API server sends names and versions, never values, and
+//! what is kept keeps no annotation: a client-side `kubectl apply` leaves a Secret's data in
+//! clear in one.
 
 use std::sync::Arc;
 

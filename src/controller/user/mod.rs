@@ -304,13 +304,11 @@ async fn resolve(
         Reading::UnlessUnchanged => unchanged_password(user, ctx),
         Reading::Always => None,
     };
-    let read = async {
-        match unread_password {
-            Some(_) => Ok(None),
-            None => password::resolve(&ctx.client, user, &email, min_length, domain).await,
-        }
+    let read = match unread_password {
+        Some(_) => Ok(None),
+        None => password::resolve(&ctx.client, user, &email, min_length, domain).await,
     };
-    let password = match read.await {
+    let password = match read {
         Ok(p) => p,
         Err(p) => {
             let mut o = Outcome::stalled(
