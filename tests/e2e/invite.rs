@@ -403,19 +403,9 @@ async fn a_blocked_revocation_says_so_in_status_and_finishes_later() {
     w.wait_condition("userinvites", "stuck", "Ready", "True", None)
         .await;
     let hash = sha256(&invite_secret(&w, "stuck-invite").await["token"]);
-    let instances = dynamic(&w.client, &w.ns, "LibreChatInstance");
-    // Deleted (it waits for the invite), then forced out as `kubectl patch --type merge -p
-    // '{"metadata":{"finalizers":null}}'` would; a deleting object gets no finalizer back.
-    w.delete("LibreChatInstance", "lc").await;
-    instances
-        .patch(
-            "lc",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
-    w.wait_gone("librechatinstances", "lc").await;
+    // Deleted (it waits for the invite), then forced out; a deleting object gets no
+    // finalizer back.
+    w.force_out_instance("lc", ("userinvites", "stuck")).await;
     w.delete("UserInvite", "stuck").await;
     let blocked = eventually("the blocked revocation in status", || async {
         let obj = w.get("userinvites", "stuck").await?;

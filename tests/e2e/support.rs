@@ -233,6 +233,27 @@ impl World {
         .await;
     }
 
+    /// Deletes instance `name` and forces it out as `kubectl patch --type merge -p
+    /// '{"metadata":{"finalizers":null}}'` would, then waits until the operator has seen it
+    /// go: `dependent` (plural and name of an object pointing at it) reports InstanceNotFound.
+    /// The operator knows instances only from its watch, so an object deleted before that
+    /// watch has the deletion may still find the instance and clean up through it.
+    pub async fn force_out_instance(&self, name: &str, dependent: (&str, &str)) {
+        self.delete("LibreChatInstance", name).await;
+        dynamic(&self.client, &self.ns, "LibreChatInstance")
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } })),
+            )
+            .await
+            .unwrap();
+        self.wait_gone("librechatinstances", name).await;
+        let (plural, object) = dependent;
+        self.wait_condition(plural, object, "Ready", "False", Some("InstanceNotFound"))
+            .await;
+    }
+
     pub fn users(&self) -> mongodb::Collection<Document> {
         self.db.collection("users")
     }

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::json;
 
@@ -911,16 +910,8 @@ async fn a_blocked_deletion_is_reported_and_retried() {
     user_id(&w, "blocked").await;
     // The instance disappears (its finalizer removed by hand, as someone forcing it would):
     // the account cannot be reached to delete it.
-    w.delete("LibreChatInstance", "lc").await;
-    dynamic(&w.client, &w.ns, "LibreChatInstance")
-        .patch(
-            "lc",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await
-        .unwrap();
-    w.wait_gone("librechatinstances", "lc").await;
+    w.force_out_instance("lc", ("librechatusers", "blocked"))
+        .await;
     w.delete("LibreChatUser", "blocked").await;
     w.wait_condition(
         "librechatusers",
