@@ -10,6 +10,8 @@ use super::error::PluginError;
 use super::table::Table;
 use super::usage::{self, BanShareRecord, InviteRecordOf};
 use crate::api::validate::normalize_email;
+use crate::librechat::access::group_key;
+use crate::librechat::access::groups::member_id;
 use crate::librechat::bans::{email_subject, owner_subject};
 use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
@@ -103,6 +105,20 @@ pub struct BanView {
     pub in_force: bool,
 }
 
+/// A LibreChat group that lists the account as a member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupView {
+    pub name: String,
+    /// `local`, or the directory it is synced from (`entra`).
+    pub source: String,
+    /// `namespace/name` of the LibreChatGroup whose record holds the group, if one does.
+    pub managed_by: Option<String>,
+    /// Whether that object added this member (deleting it, or dropping the member from its
+    /// spec, takes the membership back; a membership added in LibreChat stays).
+    pub member_by_operator: bool,
+}
+
 /// Everything `whois` says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -115,6 +131,7 @@ pub struct WhoisReport {
     pub owner: Option<OwnerView>,
     pub bans: Vec<BanView>,
     pub invites: Vec<InviteRecordOf>,
+    pub groups: Vec<GroupView>,
     pub declared_by: Vec<Declared>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -153,6 +170,10 @@ pub async fn gather(
     let user_hex = account.as_ref().map(|u| u.id.to_hex());
     let shares = usage::ban_shares_about(&store, user_hex.as_deref(), &subjects).await?;
     let invites = usage::invite_records_for(&store, &email).await?;
+    let groups = match &account {
+        Some(user) => group_views(&store, user).await?,
+        None => Vec::new(),
+    };
 
     let owner = match &claim {
         Some(c) => Some(owner_view(cluster, c).await?),
@@ -189,9 +210,33 @@ pub async fn gather(
         owner,
         bans: ban_views(&shares, jiff::Timestamp::now().as_millisecond()),
         invites,
+        groups,
         declared_by,
         notes,
     })
+}
+
+/// The groups listing `user`, each with the LibreChatGroup that holds it, read from the
+/// operator's access record (the group's name and `_id` must both match the record).
+async fn group_views(store: &Store, user: &StoredUser) -> Result<Vec<GroupView>, PluginError> {
+    let member = member_id(user);
+    let mut views = Vec::new();
+    for group in store.groups_with_member(&member).await? {
+        let record = store
+            .access_record(&group_key(&group.fields.name))
+            .await?
+            .filter(|r| r.target == Some(group.id));
+        views.push(GroupView {
+            name: group.fields.name,
+            source: group.source,
+            managed_by: record
+                .as_ref()
+                .map(|r| format!("{}/{}", r.owner.namespace, r.owner.name)),
+            member_by_operator: record.is_some_and(|r| r.members.contains(&member)),
+        });
+    }
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(views)
 }
 
 async fn owner_view(cluster: &Cluster, claim: &Claim) -> Result<OwnerView, PluginError> {
@@ -341,6 +386,26 @@ pub fn render_text(r: &WhoisReport) -> String {
         }
         out.push_str(&t.render());
     }
+    out.push_str("\nGroups:\n");
+    if r.groups.is_empty() {
+        out.push_str("  none\n");
+    } else {
+        let mut t = Table::new(&["NAME", "SOURCE", "MANAGED BY", "MEMBER ADDED BY"]);
+        for g in &r.groups {
+            t.row([
+                g.name.clone(),
+                g.source.clone(),
+                g.managed_by.clone().unwrap_or_else(|| "-".into()),
+                if g.member_by_operator {
+                    "the operator"
+                } else {
+                    "LibreChat"
+                }
+                .to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
     out.push_str("\nDeclared by (spec.email; a cross-check, not proof of ownership):\n");
     if r.declared_by.is_empty() {
         out.push_str("  none\n");
@@ -413,9 +478,44 @@ mod tests {
             owner,
             bans: vec![],
             invites: vec![],
+            groups: vec![],
             declared_by: vec![],
             notes: vec![],
         }
+    }
+
+    #[test]
+    fn groups_say_who_holds_them_and_who_added_the_member() {
+        let u = user("ann@example.com");
+        let mut r = report(Some(&u), None);
+        assert!(render_text(&r).contains("Groups:\n  none\n"));
+        r.groups = vec![
+            GroupView {
+                name: "Team A".into(),
+                source: "local".into(),
+                managed_by: Some("team-ns/team".into()),
+                member_by_operator: true,
+            },
+            GroupView {
+                name: "Sales".into(),
+                source: "entra".into(),
+                managed_by: None,
+                member_by_operator: false,
+            },
+        ];
+        let text = render_text(&r);
+        let row = |cells: &[&str]| {
+            text.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == cells)
+        };
+        assert!(
+            row(&["Team", "A", "local", "team-ns/team", "the", "operator"]),
+            "{text}"
+        );
+        assert!(row(&["Sales", "entra", "-", "LibreChat"]), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["groups"][0]["managedBy"], "team-ns/team");
+        assert_eq!(json["groups"][1]["memberByOperator"], false);
     }
 
     #[test]

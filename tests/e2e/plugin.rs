@@ -164,6 +164,24 @@ async fn status_whois_and_stats_through_kubectl() {
         "{json}"
     );
 
+    // Ann is in a group declared here and in one LibreChat's directory sync made.
+    w.apply(
+        "LibreChatGroup",
+        "team",
+        json!({ "instanceRef": { "name": "lc" }, "name": "Team A",
+                "members": [{ "userRef": { "name": "ann" } }] }),
+    )
+    .await;
+    w.wait_condition("librechatgroups", "team", "Ready", "True", None)
+        .await;
+    w.db.collection::<mongodb::bson::Document>("groups")
+        .insert_one(mongodb::bson::doc! {
+            "name": "Sales", "source": "entra", "idOnTheSource": "entra-sales",
+            "memberIds": [ann_id.to_hex()],
+        })
+        .await
+        .unwrap();
+
     // whois: the operator's record names the owner, whatever the other object declares.
     let whois = run(&["whois", "ANN@example.com", "-n", ns]);
     assert_eq!(whois.code, Some(0), "{}{}", whois.stdout, whois.stderr);
@@ -196,6 +214,28 @@ async fn status_whois_and_stats_through_kubectl() {
             )
         })
         .collect();
+    let groups: Vec<(&str, &str, &Value, bool)> = json["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap(),
+                g["source"].as_str().unwrap(),
+                &g["managedBy"],
+                g["memberByOperator"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let team_by = json!(format!("{ns}/team"));
+    assert_eq!(
+        groups,
+        vec![
+            ("Sales", "entra", &Value::Null, false),
+            ("Team A", "local", &team_by, true)
+        ],
+        "{json}"
+    );
     assert!(declared.contains(&("ann".into(), true)), "{json}");
     assert!(declared.contains(&("ann-again".into(), false)), "{json}");
 

@@ -1,6 +1,7 @@
 //! LibreChat's `groups` (contract-surface §5.1). The operator writes only local groups it
 //! created; Entra-synced groups (`source: entra`) are LibreChat's sync's alone.
 
+use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
 use super::super::deadline::MongoCall;
@@ -63,6 +64,19 @@ impl Store {
             .deadline("reading a group")
             .await?
             .and_then(|d| stored_group(&d)))
+    }
+
+    /// Every group, local or synced, that lists `member` (a [`member_id`]).
+    pub async fn groups_with_member(&self, member: &str) -> Result<Vec<StoredGroup>, StoreError> {
+        let found: Vec<Document> = self
+            .collection(collections::GROUPS)
+            .find(doc! { "memberIds": member })
+            .deadline("reading the groups of an account")
+            .await?
+            .try_collect()
+            .deadline("reading the groups of an account")
+            .await?;
+        Ok(found.iter().filter_map(stored_group).collect())
     }
 
     /// Another group of that name, local or synced, other than `except`.
