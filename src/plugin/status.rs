@@ -352,54 +352,39 @@ fn render_one(r: &InstanceReport, now: jiff::Timestamp) -> String {
     ));
     out.push_str(&health.render());
 
-    out.push_str("\nObjects pointing at it:\n");
-    if r.objects.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        let mut t = Table::new(&["KIND", "READY", "REASON", "COUNT"]);
-        for o in &r.objects {
-            t.row([
-                o.kind.clone(),
-                o.ready.clone(),
-                o.reason.clone(),
-                o.count.to_string(),
-            ]);
-        }
-        out.push_str(&t.render());
+    let mut objects = Table::new(&["KIND", "READY", "REASON", "COUNT"]);
+    for o in &r.objects {
+        objects.row([
+            o.kind.clone(),
+            o.ready.clone(),
+            o.reason.clone(),
+            o.count.to_string(),
+        ]);
     }
+    out.push_str(&objects.section("Objects pointing at it"));
 
-    out.push_str("\nBlocked deletions:\n");
-    if r.blocked_deletions.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        let mut t = Table::new(&["KIND", "NAMESPACE", "NAME", "REASON", "MESSAGE"]);
-        for b in &r.blocked_deletions {
-            t.row([&b.kind, &b.namespace, &b.name, &b.reason, &b.message]);
-        }
-        out.push_str(&t.render());
+    let mut blocked = Table::new(&["KIND", "NAMESPACE", "NAME", "REASON", "MESSAGE"]);
+    for b in &r.blocked_deletions {
+        blocked.row([&b.kind, &b.namespace, &b.name, &b.reason, &b.message]);
     }
+    out.push_str(&blocked.section("Blocked deletions"));
 
-    out.push_str("\nRecent Warning events:\n");
-    if r.warnings.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        let mut t = Table::new(&["LAST SEEN", "OBJECT", "REASON", "COUNT", "MESSAGE"]);
-        for w in &r.warnings {
-            let seen = w
-                .last_seen
-                .parse::<jiff::Timestamp>()
-                .map(|t| age(t, now))
-                .unwrap_or_default();
-            t.row([
-                seen,
-                format!("{}/{}/{}", w.kind, w.namespace, w.name),
-                w.reason.clone(),
-                w.count.to_string(),
-                w.message.clone(),
-            ]);
-        }
-        out.push_str(&t.render());
+    let mut warnings = Table::new(&["LAST SEEN", "OBJECT", "REASON", "COUNT", "MESSAGE"]);
+    for w in &r.warnings {
+        let seen = w
+            .last_seen
+            .parse::<jiff::Timestamp>()
+            .map(|t| age(t, now))
+            .unwrap_or_default();
+        warnings.row([
+            seen,
+            format!("{}/{}/{}", w.kind, w.namespace, w.name),
+            w.reason.clone(),
+            w.count.to_string(),
+            w.message.clone(),
+        ]);
     }
+    out.push_str(&warnings.section("Recent Warning events"));
     for note in &r.notes {
         out.push_str(&format!("note: {note}\n"));
     }

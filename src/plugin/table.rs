@@ -34,6 +34,16 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// The table under `title` as a section of a report: `  none` when it has no rows.
+    pub fn section(&self, title: &str) -> String {
+        let body = if self.is_empty() {
+            "  none\n".to_string()
+        } else {
+            self.render()
+        };
+        format!("\n{title}:\n{body}")
+    }
+
     pub fn render(&self) -> String {
         let columns = self
             .rows

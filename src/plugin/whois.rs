@@ -361,68 +361,50 @@ pub fn render_text(r: &WhoisReport) -> String {
         ),
         None => out.push_str("Owner:      not managed: no ownership record for this email\n"),
     }
-    out.push_str("\nBans:\n");
-    if r.bans.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        let mut t = Table::new(&["BY", "UID", "UNTIL", "IN FORCE"]);
-        for b in &r.bans {
-            t.row([
-                b.owner.clone(),
-                b.owner_uid.clone(),
-                b.until.clone().unwrap_or_else(|| "permanent".into()),
-                if b.in_force { "yes" } else { "no" }.to_string(),
-            ]);
-        }
-        out.push_str(&t.render());
+    let mut bans = Table::new(&["BY", "UID", "UNTIL", "IN FORCE"]);
+    for b in &r.bans {
+        bans.row([
+            b.owner.clone(),
+            b.owner_uid.clone(),
+            b.until.clone().unwrap_or_else(|| "permanent".into()),
+            if b.in_force { "yes" } else { "no" }.to_string(),
+        ]);
     }
-    out.push_str("\nInvites:\n");
-    if r.invites.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        let mut t = Table::new(&["BY", "UID"]);
-        for i in &r.invites {
-            t.row([&i.owner, &i.uid]);
-        }
-        out.push_str(&t.render());
+    out.push_str(&bans.section("Bans"));
+    let mut invites = Table::new(&["BY", "UID"]);
+    for i in &r.invites {
+        invites.row([&i.owner, &i.uid]);
     }
-    out.push_str("\nGroups:\n");
-    if r.groups.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        let mut t = Table::new(&["NAME", "SOURCE", "MANAGED BY", "MEMBER ADDED BY"]);
-        for g in &r.groups {
-            t.row([
-                g.name.clone(),
-                g.source.clone(),
-                g.managed_by.clone().unwrap_or_else(|| "-".into()),
-                if g.member_by_operator {
-                    "the operator"
-                } else {
-                    "LibreChat"
-                }
-                .to_string(),
-            ]);
-        }
-        out.push_str(&t.render());
+    out.push_str(&invites.section("Invites"));
+    let mut groups = Table::new(&["NAME", "SOURCE", "MANAGED BY", "MEMBER ADDED BY"]);
+    for g in &r.groups {
+        let added_by = if g.member_by_operator {
+            "the operator"
+        } else {
+            "LibreChat"
+        };
+        groups.row([
+            g.name.clone(),
+            g.source.clone(),
+            g.managed_by.clone().unwrap_or_else(|| "-".into()),
+            added_by.to_string(),
+        ]);
     }
-    out.push_str("\nDeclared by (spec.email; a cross-check, not proof of ownership):\n");
-    if r.declared_by.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        let mut t = Table::new(&["KIND", "NAMESPACE", "NAME", "UID", "READY", "OWNER"]);
-        for d in &r.declared_by {
-            t.row([
-                d.kind.clone(),
-                d.namespace.clone(),
-                d.name.clone(),
-                d.uid.clone(),
-                d.ready.clone(),
-                if d.owner { "yes" } else { "no" }.to_string(),
-            ]);
-        }
-        out.push_str(&t.render());
+    out.push_str(&groups.section("Groups"));
+    let mut declared = Table::new(&["KIND", "NAMESPACE", "NAME", "UID", "READY", "OWNER"]);
+    for d in &r.declared_by {
+        declared.row([
+            d.kind.clone(),
+            d.namespace.clone(),
+            d.name.clone(),
+            d.uid.clone(),
+            d.ready.clone(),
+            if d.owner { "yes" } else { "no" }.to_string(),
+        ]);
     }
+    out.push_str(
+        &declared.section("Declared by (spec.email; a cross-check, not proof of ownership)"),
+    );
     for note in &r.notes {
         out.push_str(&format!("note: {note}\n"));
     }
