@@ -469,6 +469,17 @@ def settle(op, kind="LibreChatUser", quiet=5, timeout=3600):
             return
 
 
+def stats_current(ns, timeout=180):
+    """Waits until the instance's counts include every account: counts taken during the cold
+    start are recounted (at most once a minute) and written, which a restart measured before
+    that would count as its own write."""
+    def counted():
+        inst = json.loads(kubectl("get", "librechatinstance", "lc", "-n", ns, "-o", "json"))
+        return (inst.get("status", {}).get("stats") or {}).get("managedUsers", 0) >= N
+    if timed_until(counted, timeout=timeout, every=2) is None:
+        log(f"the instance's counts did not reach {N} managed users within {timeout} s")
+
+
 def resync_and_restart(op, ns):
     """A full resync (forced by an instance change) and a restart: what they cost."""
     # Periodic resyncs are spread over the last fifth of the period, so with a short period
@@ -476,6 +487,7 @@ def resync_and_restart(op, ns):
     # phase (a steady background of resyncs, as in production).
     set_resync(ns, "1h")
     settle(op)
+    stats_current(ns)
     figures = {}
     # The API server's own background (controller manager, leases) over a quiet window.
     a0, t0 = api_requests(), time.time()
