@@ -12,7 +12,9 @@ its own MongoDB database, so that the figures of one phase are not the backgroun
 
 Environment: KUBECONFIG, MONGODB_URI, REDIS_URL (from tests/env/up.sh), BENCH_N, BENCH_ENV_DIR,
 BENCH_PHASES (comma list: coldstart,librechat,generate,resync,reaction,faults; default all;
-librechat is LibreChat's own batch path, compared with the cold start).
+librechat is LibreChat's own batch path, compared with the cold start), BENCH_CARRY=1 (a run of
+some phases keeps the previous latest.json's figures of the others, for the same N, and its notes
+say which figures were carried and from which run and build).
 """
 import atexit
 import base64
@@ -42,6 +44,7 @@ OUT = ROOT / "bench" / "results"
 N = int(os.environ.get("BENCH_N", "10000"))
 ENV_DIR = Path(os.environ.get("BENCH_ENV_DIR", "/tmp/lco-bench-env"))
 PHASES = os.environ.get("BENCH_PHASES", "coldstart,librechat,generate,resync,reaction,faults").split(",")
+CARRY = os.environ.get("BENCH_CARRY") == "1"
 MONGO_URI = os.environ["MONGODB_URI"]
 REDIS_URL = os.environ["REDIS_URL"]
 CORES = os.cpu_count() or 1
@@ -927,6 +930,39 @@ def update_readme(report):
         readme.write_text(f"{head}{start}\n{readme_block(report)}\n{end}{tail}")
 
 
+def previous_run():
+    """The last latest.json, when it measured the same N (figures of another N are not comparable)."""
+    try:
+        earlier = json.loads((OUT / "latest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return earlier if earlier.get("n") == N else None
+
+
+def thinned(samples, most=400):
+    """A curve kept in latest.json: at most `most` points, the last one always kept."""
+    step = max(1, len(samples) // most)
+    return samples[::step] + ([samples[-1]] if samples and (len(samples) - 1) % step else [])
+
+
+def with_carried(report, curves, earlier):
+    """The report as written: this run's figures, goals and curves, and, with BENCH_CARRY, the
+    earlier run's figures of the phases not measured now, named in the notes."""
+    out = dict(report, curves={name: thinned(s) for name, s in curves.items()})
+    if earlier:
+        carried = sorted(k for k in earlier.get("figures", {}) if k not in report["figures"])
+        out["figures"] = {**earlier["figures"], **report["figures"]}
+        out["phases"] = {**earlier.get("phases", {}), **report["phases"]}
+        out["curves"] = {**earlier.get("curves", {}), **out["curves"]}
+        if carried:
+            build = earlier.get("machine", {}).get("versions", {}).get("operator")
+            out["notes"] = report["notes"] + [
+                f"carried from the run of {earlier.get('date')} (operator build {build}), not measured in this one: "
+                + ", ".join(carried)]
+    out["goals"] = judged(out["figures"])
+    return out
+
+
 def main():
     atexit.register(stop_operators)
     signal.signal(signal.SIGTERM, stop_operators)
@@ -947,15 +983,16 @@ def main():
             return None
 
     curves = {}
+    earlier = previous_run() if CARRY else None
 
     def save():
         """Writes what is measured so far: a run cut short still leaves its figures."""
-        report["goals"] = judged(f)
-        (OUT / "latest.json").write_text(json.dumps(report, indent=2, default=str))
-        if curves:
-            svg_plot(curves, OUT / "cold-start.svg")
-        (OUT / "latest.md").write_text(summary_md(report))
-        update_readme(report)
+        out = with_carried(report, curves, earlier)
+        (OUT / "latest.json").write_text(json.dumps(out, indent=2, default=str))
+        if out["curves"]:
+            svg_plot(out["curves"], OUT / "cold-start.svg")
+        (OUT / "latest.md").write_text(summary_md(out))
+        update_readme(out)
 
     floor = bcrypt_floor()
     f.update({"bcrypt_cost10_ms": round(floor["bcrypt_cost10_seconds"] * 1000, 2),
