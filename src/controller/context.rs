@@ -6,7 +6,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
 use super::connections::Connections;
-use super::memory::{Backoff, Settled};
+use super::memory::{Backoff, HashedAhead, Settled};
 use crate::librechat::Hasher;
 
 /// Settings from the command line.
@@ -34,6 +34,8 @@ pub struct Context {
     pub settled: Settled,
     /// Failures in a row per object.
     pub backoff: Backoff,
+    /// Password hashes made while their accounts waited for the instance.
+    pub hashed_ahead: HashedAhead,
     /// The instances' change streams.
     pub feeds: super::feeds::Feeds,
     /// The instances as the scopes' watches have them: what dependents read.
@@ -58,6 +60,7 @@ impl Context {
             settings,
             settled: Settled::default(),
             backoff: Backoff::default(),
+            hashed_ahead: HashedAhead::default(),
             feeds: Default::default(),
             instances: Default::default(),
             secrets: Default::default(),

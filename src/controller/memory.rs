@@ -1,11 +1,12 @@
 //! What the operator remembers between reconciles of one object, in this process only: which
 //! objects it verified against their ownership record (so a resync of a settled object is one
-//! read), and how often each object failed in a row (for its backoff). Nothing here comes from
-//! status, which anyone with write access to the object could forge; a restart forgets it all,
-//! and the first reconcile after it verifies everything again.
+//! read), how often each object failed in a row (for its backoff), and the password hashes
+//! made while an account could not be written yet. Nothing here comes from status, which
+//! anyone with write access to the object could forge; a restart forgets it all, and the first
+//! reconcile after it verifies everything again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::Rng;
@@ -24,34 +25,65 @@ pub struct Settled {
 
 impl Settled {
     pub fn matches(&self, uid: &str, fingerprint: &str) -> bool {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        locked(&self.verified)
             .get(uid)
             .is_some_and(|f| f == fingerprint)
     }
 
     /// The account id a verified fingerprint ends with.
     pub fn verified_account(&self, uid: &str) -> Option<String> {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        locked(&self.verified)
             .get(uid)
             .and_then(|f| f.rsplit('/').next().map(str::to_string))
     }
 
     pub fn remember(&self, uid: &str, fingerprint: String) {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(uid.to_string(), fingerprint);
+        locked(&self.verified).insert(uid.to_string(), fingerprint);
     }
 
     pub fn forget(&self, uid: &str) {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(uid);
+        locked(&self.verified).remove(uid);
+    }
+}
+
+/// The map behind a lock; a reconcile that panicked while holding it left nothing half-done
+/// in a map of whole entries, so a poisoned lock is used as it is.
+fn locked<T>(map: &Mutex<T>) -> MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// At most this many hashes wait for their accounts (a couple of hundred bytes each).
+const HASHED_AHEAD_CAP: usize = 20_000;
+
+/// Password hashes made before their account could be written (its instance was not Ready),
+/// each for one object (by uid) and one version of its password Secret, so a Secret changed
+/// since is hashed again and never written with the old hash. Two objects never share a hash,
+/// even of the same password. Holds hashes only, never a password.
+#[derive(Default)]
+pub struct HashedAhead {
+    hashes: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl HashedAhead {
+    /// The hash made for `uid`'s password at exactly `version`.
+    pub fn hash_of(&self, uid: &str, version: &str) -> Option<String> {
+        locked(&self.hashes)
+            .get(uid)
+            .filter(|(v, _)| v == version)
+            .map(|(_, hash)| hash.clone())
+    }
+
+    /// Keeps `hash` for `uid`'s password at `version`, in place of any earlier version's;
+    /// when full, a new object's hash is not kept (its account hashes when it is written).
+    pub fn keep(&self, uid: &str, version: &str, hash: String) {
+        let mut hashes = locked(&self.hashes);
+        if hashes.len() < HASHED_AHEAD_CAP || hashes.contains_key(uid) {
+            hashes.insert(uid.to_string(), (version.to_string(), hash));
+        }
+    }
+
+    pub fn forget(&self, uid: &str) {
+        locked(&self.hashes).remove(uid);
     }
 }
 
@@ -65,32 +97,24 @@ pub struct Backoff {
 impl Backoff {
     /// Counts a failure of `key` and returns how long to wait before the next try.
     pub fn failed(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = locked(&self.failures);
         let count = failures.entry(key.to_string()).or_insert(0);
         *count = count.saturating_add(1);
         delay(*count, rand::thread_rng().gen_range(0.5..1.0))
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        locked(&self.failures).remove(key);
     }
 
     /// How many objects are waiting out a backoff.
     pub fn in_backoff(&self) -> usize {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        locked(&self.failures).len()
     }
 
     /// How many objects whose key starts with `prefix` are waiting out a backoff.
     pub fn in_backoff_under(&self, prefix: &str) -> usize {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        locked(&self.failures)
             .keys()
             .filter(|k| k.starts_with(prefix))
             .count()
@@ -131,6 +155,41 @@ mod tests {
         b.succeeded("a");
         assert_eq!(b.in_backoff(), 0);
         assert!(b.failed("a") <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_hash_made_ahead_is_for_one_object_and_one_password_version() {
+        let ahead = HashedAhead::default();
+        ahead.keep("u1", "secret-uid/7", "$2b$10$first".into());
+        assert_eq!(
+            ahead.hash_of("u1", "secret-uid/7").as_deref(),
+            Some("$2b$10$first")
+        );
+        // The Secret changed since: the old hash is never the answer.
+        assert_eq!(ahead.hash_of("u1", "secret-uid/8"), None);
+        // Another object with a Secret of the same version gets nothing of u1's.
+        assert_eq!(ahead.hash_of("u2", "secret-uid/7"), None);
+        ahead.keep("u1", "secret-uid/8", "$2b$10$second".into());
+        assert_eq!(ahead.hash_of("u1", "secret-uid/7"), None);
+        assert_eq!(
+            ahead.hash_of("u1", "secret-uid/8").as_deref(),
+            Some("$2b$10$second")
+        );
+        ahead.forget("u1");
+        assert_eq!(ahead.hash_of("u1", "secret-uid/8"), None);
+    }
+
+    #[test]
+    fn hashes_made_ahead_are_bounded() {
+        let ahead = HashedAhead::default();
+        for i in 0..HASHED_AHEAD_CAP {
+            ahead.keep(&format!("u{i}"), "v", "h".into());
+        }
+        ahead.keep("one-too-many", "v", "h".into());
+        assert_eq!(ahead.hash_of("one-too-many", "v"), None);
+        // One already kept still gets its newer version's hash.
+        ahead.keep("u0", "v2", "h2".into());
+        assert_eq!(ahead.hash_of("u0", "v2").as_deref(), Some("h2"));
     }
 
     #[test]

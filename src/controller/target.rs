@@ -115,33 +115,11 @@ pub async fn resolve(
     reference: &InstanceRef,
     namespace: &str,
 ) -> Result<Result<Target, TargetProblem>, kube::Error> {
+    let instance = match admitted_instance(ctx, reference, namespace).await? {
+        Ok(instance) => instance,
+        Err(problem) => return Ok(Err(problem)),
+    };
     let instance_ns = instance_namespace(reference, namespace);
-    let found = match settled_instance(ctx, reference, namespace).await {
-        Err(kube::Error::Api(e)) if e.code == 403 => {
-            return Ok(Err(TargetProblem {
-                reason: reason::INSTANCE_FORBIDDEN,
-                message: format!(
-                    "the operator may not read LibreChatInstances in namespace '{instance_ns}': add that namespace to the operator's watched namespaces (Helm value watchNamespaces)"
-                ),
-            }));
-        }
-        other => other?,
-    };
-    let Some(instance) = found else {
-        return Ok(Err(TargetProblem {
-            reason: reason::INSTANCE_NOT_FOUND,
-            message: format!("LibreChatInstance '{}' not found in namespace '{instance_ns}': create it or fix instanceRef", reference.name),
-        }));
-    };
-    if !instance.spec.admits_namespace(&instance_ns, namespace) {
-        return Ok(Err(TargetProblem {
-            reason: reason::NAMESPACE_NOT_ALLOWED,
-            message: format!(
-                "LibreChatInstance {instance_ns}/{} does not allow objects from namespace '{namespace}': add it to the instance's spec.allowedNamespaces",
-                instance.name_any()
-            ),
-        }));
-    }
     let conditions = instance
         .status
         .as_ref()
@@ -170,4 +148,41 @@ pub async fn resolve(
             ),
         })),
     }
+}
+
+/// The instance an object in `namespace` refers to, when it exists and admits the namespace,
+/// Ready or not.
+pub async fn admitted_instance(
+    ctx: &Context,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> Result<Result<LibreChatInstance, TargetProblem>, kube::Error> {
+    let instance_ns = instance_namespace(reference, namespace);
+    let found = match settled_instance(ctx, reference, namespace).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Ok(Err(TargetProblem {
+                reason: reason::INSTANCE_FORBIDDEN,
+                message: format!(
+                    "the operator may not read LibreChatInstances in namespace '{instance_ns}': add that namespace to the operator's watched namespaces (Helm value watchNamespaces)"
+                ),
+            }));
+        }
+        other => other?,
+    };
+    let Some(instance) = found else {
+        return Ok(Err(TargetProblem {
+            reason: reason::INSTANCE_NOT_FOUND,
+            message: format!("LibreChatInstance '{}' not found in namespace '{instance_ns}': create it or fix instanceRef", reference.name),
+        }));
+    };
+    if !instance.spec.admits_namespace(&instance_ns, namespace) {
+        return Ok(Err(TargetProblem {
+            reason: reason::NAMESPACE_NOT_ALLOWED,
+            message: format!(
+                "LibreChatInstance {instance_ns}/{} does not allow objects from namespace '{namespace}': add it to the instance's spec.allowedNamespaces",
+                instance.name_any()
+            ),
+        }));
+    }
+    Ok(Ok(instance))
 }

@@ -444,36 +444,6 @@ async fn librechats_own_bans_survive_and_ip_copies_go() {
     assert!(ban_doc(&w, "BANS:198.51.100.77").await.is_none());
 }
 
-/// A private redis-server on `port`, stopped when dropped.
-struct PrivateRedis(std::process::Child);
-
-impl PrivateRedis {
-    fn start(port: u16) -> PrivateRedis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (tests/env/install.sh)");
-        PrivateRedis(child)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn lifting_waits_for_a_declared_redis() {
     let port = free_port();

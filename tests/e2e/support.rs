@@ -685,3 +685,33 @@ pub fn http_get_with_headers(port: u16, path: &str) -> Option<(u16, Headers, Str
         .collect();
     Some((code, headers, body.to_string()))
 }
+
+/// A private redis-server on `port`, stopped when dropped.
+pub struct PrivateRedis(std::process::Child);
+
+impl PrivateRedis {
+    pub fn start(port: u16) -> PrivateRedis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/env/install.sh)");
+        PrivateRedis(child)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

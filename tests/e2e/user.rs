@@ -1188,3 +1188,71 @@ async fn an_account_deleted_in_librechat_is_recreated_fresh() {
     })
     .await;
 }
+
+/// How many cost-10 hashes the world's operator has made.
+fn hashes_made(w: &World) -> Option<u64> {
+    let (_, text) = http_get(w.http_port, "/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("librechat_operator_bcrypt_hashes_total "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn wait_hashes(w: &World, count: u64) {
+    eventually(&format!("{count} hashes made"), || async {
+        (hashes_made(w)? == count).then_some(())
+    })
+    .await;
+}
+
+/// An account declared while its instance's Redis is out is hashed while it waits and written
+/// with that hash once Redis is back, and the hash of a password replaced while it waited is
+/// never the one written: the account takes only the current password.
+#[tokio::test]
+async fn a_password_is_hashed_while_the_instance_is_out_and_a_stale_hash_is_never_written() {
+    let mut w = World::new("user-ahead").await;
+    w.start_operator();
+    let port = free_port();
+    w.apply_instance("lc", &format!("redis://127.0.0.1:{port}/"), json!({}))
+        .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "False", None)
+        .await;
+    w.secret("pw", &[("password", "First-Password-While-Out-1")])
+        .await;
+    w.apply(
+        "LibreChatUser",
+        "early",
+        local_user("early@example.com", "pw"),
+    )
+    .await;
+    w.wait_condition(
+        "librechatusers",
+        "early",
+        "Ready",
+        "False",
+        Some("InstanceNotReady"),
+    )
+    .await;
+    wait_hashes(&w, 1).await;
+    assert!(w.find_user("early@example.com").await.is_none());
+
+    // Replaced while it waits: hashed again, and the first hash is not written.
+    w.secret("pw", &[("password", "Second-Password-While-Out-2")])
+        .await;
+    wait_hashes(&w, 2).await;
+
+    let redis = PrivateRedis::start(port);
+    w.wait_condition("librechatusers", "early", "Ready", "True", None)
+        .await;
+    let doc = w.find_user("early@example.com").await.unwrap();
+    let stored = doc.get_str("password").unwrap();
+    assert!(bcrypt::verify("Second-Password-While-Out-2", stored).unwrap());
+    assert!(!bcrypt::verify("First-Password-While-Out-1", stored).unwrap());
+    assert_eq!(
+        hashes_made(&w),
+        Some(2),
+        "the account is written with the hash made while it waited, not a third"
+    );
+    drop(redis);
+}

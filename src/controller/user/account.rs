@@ -9,6 +9,7 @@ use crate::api::user::{Provider, VerificationState, VerificationStatus};
 use crate::api::LibreChatUser;
 use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
+use crate::controller::password::ResolvedPassword;
 use crate::librechat::ownership::{Claim, FollowUp};
 use crate::librechat::users::{as_created, drift, Created, StoredUser};
 use crate::librechat::StoreError;
@@ -136,7 +137,7 @@ async fn create(
     let store = plan.store();
     let (email, uid) = (&plan.email, &plan.owner.uid);
     let hash = match &plan.password {
-        Some(p) => Some(ctx.hasher.hash(p.value.clone()).await?),
+        Some(p) => Some(new_account_hash(ctx, uid, p).await?),
         None => None,
     };
     if let Some(gone) = claim.user_id.filter(|_| claim.confirmed) {
@@ -149,7 +150,9 @@ async fn create(
     store
         .carry_bans(&ban_subjects(plan), &reserved.to_hex())
         .await?;
-    match store.create_user(reserved, &plan.desired, hash).await? {
+    let created = store.create_user(reserved, &plan.desired, hash).await?;
+    ctx.hashed_ahead.forget(uid);
+    match created {
         Created::Inserted(id) => {
             super::balance::start_balance(ctx, plan, user, id).await?;
             store.record_claimed_user(email, uid, id, true).await?;
@@ -170,6 +173,22 @@ async fn create(
             None => Err(StoreError::EmailTaken(email.clone()).into()),
         },
     }
+}
+
+/// The hash a new account is written with: the one made while it waited for its instance,
+/// when it is of this very version of the password Secret, else a new one. Kept until the
+/// account is written, so a write that fails does not cost the hash again.
+async fn new_account_hash(
+    ctx: &Context,
+    uid: &str,
+    password: &ResolvedPassword,
+) -> Result<String, StoreError> {
+    if let Some(hash) = ctx.hashed_ahead.hash_of(uid, &password.version) {
+        return Ok(hash);
+    }
+    let hash = ctx.hasher.hash(password.value.clone()).await?;
+    ctx.hashed_ahead.keep(uid, &password.version, hash.clone());
+    Ok(hash)
 }
 
 /// The identities a ban can name this account by: its email, and the object that owns it.

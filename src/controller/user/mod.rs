@@ -8,6 +8,7 @@
 
 mod account;
 mod actions;
+mod ahead;
 mod balance;
 mod claim;
 mod cleanup;
@@ -226,7 +227,10 @@ fn owner_of(user: &LibreChatUser) -> Owner {
 async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let plan = match resolve(user, ctx, Reading::UnlessUnchanged).await? {
         Ok(plan) => plan,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => {
+            ahead::hash_while_waiting(user, ctx, &outcome.ready.reason).await;
+            return Ok(outcome);
+        }
     };
     if let Some(outcome) = balance::refusal(&plan, user) {
         return Ok(outcome);
