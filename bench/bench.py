@@ -951,18 +951,25 @@ def thinned(samples, most=400):
 
 def with_carried(report, curves, earlier):
     """The report as written: this run's figures, goals and curves, and, with BENCH_CARRY, the
-    earlier run's figures of the phases not measured now, named in the notes."""
-    out = dict(report, curves={name: thinned(s) for name, s in curves.items()})
+    earlier result's figures of the phases not measured now. `provenance` names the run and
+    build of every figure, so a figure carried twice still names the run that measured it."""
+    this_run = {"date": report["date"], "build": report["machine"]["versions"].get("operator")}
+    out = dict(report, curves={name: thinned(s) for name, s in curves.items()},
+               provenance={k: this_run for k in report["figures"]})
     if earlier:
-        carried = sorted(k for k in earlier.get("figures", {}) if k not in report["figures"])
+        its_own = {"date": earlier.get("date"), "build": earlier.get("machine", {}).get("versions", {}).get("operator")}
+        measured_by = {k: earlier.get("provenance", {}).get(k, its_own) for k in earlier.get("figures", {})}
+        carried = {k: run for k, run in measured_by.items() if k not in report["figures"]}
         out["figures"] = {**earlier["figures"], **report["figures"]}
         out["phases"] = {**earlier.get("phases", {}), **report["phases"]}
         out["curves"] = {**earlier.get("curves", {}), **out["curves"]}
-        if carried:
-            build = earlier.get("machine", {}).get("versions", {}).get("operator")
-            out["notes"] = report["notes"] + [
-                f"carried from the run of {earlier.get('date')} (operator build {build}), not measured in this one: "
-                + ", ".join(carried)]
+        out["provenance"].update(carried)
+        runs = {}
+        for key, run in sorted(carried.items()):
+            runs.setdefault((run.get("date"), run.get("build")), []).append(key)
+        out["notes"] = report["notes"] + [
+            f"carried from the run of {date} (operator build {build}), not measured in this one: " + ", ".join(keys)
+            for (date, build), keys in sorted(runs.items(), key=lambda kv: str(kv[0]))]
     out["goals"] = judged(out["figures"])
     return out
 
