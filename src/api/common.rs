@@ -231,7 +231,12 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
 
 /// Whether `Ready` is `True` for the given generation.
 pub fn is_ready(conditions: &[Condition], generation: Option<i64>) -> bool {
-    find_condition(conditions, condition::READY).is_some_and(|c| {
+    holds(conditions, condition::READY, generation)
+}
+
+/// Whether the condition `type_` is `True` for the given generation.
+pub fn holds(conditions: &[Condition], type_: &str, generation: Option<i64>) -> bool {
+    find_condition(conditions, type_).is_some_and(|c| {
         c.status == "True" && (generation.is_none() || c.observed_generation == generation)
     })
 }

@@ -70,7 +70,7 @@ impl Stores {
                 p.message
             ));
         }
-        match self.store.redis() {
+        match self.store.connected_redis() {
             Some(redis) => redis
                 .ping()
                 .await
@@ -108,6 +108,26 @@ impl Connections {
             .await
             .get(&key_of(instance))
             .filter(|e| e.stores.redis_problem.is_none())
+            .map(|e| e.stores.clone());
+        match cached {
+            Some(stores) => Ok(stores),
+            None => self.stores_for(client, instance).await,
+        }
+    }
+
+    /// The stores the instance reconciler last connected, even when their Redis was down
+    /// then: for work that needs MongoDB alone, while Redis is out. Connecting Redis again is
+    /// the instance reconciler's to do (every few seconds), not every dependent's.
+    pub async fn mongo_side(
+        &self,
+        client: &Client,
+        instance: &LibreChatInstance,
+    ) -> Result<Stores, ConnectProblem> {
+        let cached = self
+            .entries
+            .lock()
+            .await
+            .get(&key_of(instance))
             .map(|e| e.stores.clone());
         match cached {
             Some(stores) => Ok(stores),
@@ -192,8 +212,12 @@ impl Connections {
                 Err(e) => (None, Some(ConnectProblem::connect(REDIS_REACHABLE, e))),
             },
         };
+        let store = match &redis_problem {
+            Some(p) => Store::new(db, redis).with_unreachable_redis(p.message.clone()),
+            None => Store::new(db, redis),
+        };
         let stores = Stores {
-            store: Store::new(db, redis),
+            store,
             redis_configured: redis_ref.is_some(),
             redis_problem,
             indexes_ensured,

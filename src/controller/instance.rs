@@ -174,7 +174,7 @@ async fn check(
             e.to_string(),
         ),
     };
-    let redis = match (&stores.redis_problem, stores.store.redis()) {
+    let redis = match (&stores.redis_problem, stores.store.connected_redis()) {
         (Some(p), _) => Cond::new(condition::REDIS_REACHABLE, false, p.reason, p.message.clone()),
         (None, Some(cache)) => match cache.ping().await {
             Ok(()) => Cond::new(condition::REDIS_REACHABLE, true, reason::REACHABLE, "Redis answers"),

@@ -6,8 +6,9 @@ use kube::ResourceExt;
 
 use super::connections::Stores;
 use super::context::Context;
-use crate::api::common::{condition, find_condition, is_ready, reason, InstanceRef};
+use crate::api::common::{condition, find_condition, holds, is_ready, reason, InstanceRef};
 use crate::api::LibreChatInstance;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// The instance and its stores, ready to write to.
 pub struct Target {
@@ -115,38 +116,102 @@ pub async fn resolve(
     reference: &InstanceRef,
     namespace: &str,
 ) -> Result<Result<Target, TargetProblem>, kube::Error> {
+    Ok(
+        match resolve_mongo_first(ctx, reference, namespace).await? {
+            Ok(MongoFirst {
+                redis_out: Some(problem),
+                ..
+            }) => Err(problem),
+            Ok(MongoFirst { target, .. }) => Ok(target),
+            Err(problem) => Err(problem),
+        },
+    )
+}
+
+/// An instance whose MongoDB answers, and whether its Redis does.
+pub struct MongoFirst {
+    pub target: Target,
+    /// Why the instance is not Ready when its declared Redis is out, and nothing else is: the
+    /// work that leaves nothing cached in LibreChat (creating an account) may go on; anything
+    /// else reports this and waits.
+    pub redis_out: Option<TargetProblem>,
+}
+
+/// Like [`resolve`], but an instance whose only problem is its Redis is returned too, saying
+/// so: a new account has nothing in LibreChat's caches yet, so a Redis restart need not hold
+/// up the accounts declared meanwhile.
+pub async fn resolve_mongo_first(
+    ctx: &Context,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> Result<Result<MongoFirst, TargetProblem>, kube::Error> {
     let instance = match admitted_instance(ctx, reference, namespace).await? {
         Ok(instance) => instance,
         Err(problem) => return Ok(Err(problem)),
     };
-    let instance_ns = instance_namespace(reference, namespace);
     let conditions = instance
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    if !is_ready(conditions, instance.metadata.generation) {
-        let why = find_condition(conditions, condition::READY)
-            .map(|c| format!("{}: {}", c.reason, c.message))
-            .unwrap_or_else(|| "not checked yet".into());
-        return Ok(Err(TargetProblem {
-            reason: reason::INSTANCE_NOT_READY,
-            message: format!(
-                "LibreChatInstance {instance_ns}/{} is not Ready ({why}); waiting for it",
-                instance.name_any()
-            ),
-        }));
-    }
-    match ctx.connections.shared(&ctx.client, &instance).await {
-        Ok(stores) => Ok(Ok(Target { instance, stores })),
+    let generation = instance.metadata.generation;
+    let redis_out = match is_ready(conditions, generation) {
+        true => None,
+        false if only_redis_is_out(conditions, generation) => {
+            Some(not_ready(&instance, reference, namespace))
+        }
+        false => return Ok(Err(not_ready(&instance, reference, namespace))),
+    };
+    let stores = match redis_out {
+        None => ctx.connections.shared(&ctx.client, &instance).await,
+        Some(_) => ctx.connections.mongo_side(&ctx.client, &instance).await,
+    };
+    match stores {
+        Ok(stores) => Ok(Ok(MongoFirst {
+            target: Target { instance, stores },
+            redis_out,
+        })),
         Err(p) => Ok(Err(TargetProblem {
             reason: reason::INSTANCE_NOT_READY,
             message: format!(
-                "LibreChatInstance {instance_ns}/{}: {}",
+                "LibreChatInstance {}/{}: {}",
+                instance_namespace(reference, namespace),
                 instance.name_any(),
                 p.message
             ),
         })),
+    }
+}
+
+/// Whether the instance's own reconcile found MongoDB reachable and its declared Redis not,
+/// for the instance's current spec.
+fn only_redis_is_out(conditions: &[Condition], generation: Option<i64>) -> bool {
+    let redis_down = find_condition(conditions, condition::REDIS_REACHABLE)
+        .is_some_and(|c| c.status == "False" && c.observed_generation == generation);
+    redis_down && holds(conditions, condition::MONGO_REACHABLE, generation)
+}
+
+/// The instance is not Ready: what its Ready condition says, for the dependent's status.
+fn not_ready(
+    instance: &LibreChatInstance,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> TargetProblem {
+    let conditions = instance
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let why = find_condition(conditions, condition::READY)
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_else(|| "not checked yet".into());
+    TargetProblem {
+        reason: reason::INSTANCE_NOT_READY,
+        message: format!(
+            "LibreChatInstance {}/{} is not Ready ({why}); waiting for it",
+            instance_namespace(reference, namespace),
+            instance.name_any()
+        ),
     }
 }
 

@@ -405,7 +405,7 @@ impl Store {
             if let Ok(oid) = mongodb::bson::oid::ObjectId::parse_str(id) {
                 self.revoke_sessions(oid).await?;
             }
-            if let Some(redis) = self.redis() {
+            if let Some(redis) = self.redis()? {
                 redis.invalidate_user(id, None).await?;
             }
         }
@@ -460,7 +460,7 @@ impl Store {
             .delete_many(filter)
             .deadline("lifting a ban")
             .await?;
-        if let (Some(redis), BanTarget::User(id)) = (self.redis(), target) {
+        if let (Some(redis), BanTarget::User(id)) = (self.redis()?, target) {
             if reset_counters {
                 redis.clear_violations(id).await?;
             }

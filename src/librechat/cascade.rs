@@ -174,7 +174,7 @@ impl Store {
         // The user's ban records and every cached copy of them (including checkBan's per-IP ones).
         self.lift(&BanTarget::User(hex.clone()), true).await?;
 
-        if let Some(redis) = self.redis() {
+        if let Some(redis) = self.redis()? {
             redis
                 .invalidate_user(&hex, id_on_the_source.as_deref())
                 .await?;

@@ -59,6 +59,9 @@ pub mod collections {
 pub struct Store {
     db: Database,
     redis: Option<cache::RedisCache>,
+    /// Why a declared Redis is not connected; cache operations then fail instead of passing
+    /// for done.
+    redis_unreachable: Option<String>,
     reads: Arc<ReadsById>,
 }
 
@@ -86,7 +89,20 @@ impl Store {
                 "owner",
             ),
         });
-        Store { db, redis, reads }
+        Store {
+            db,
+            redis,
+            redis_unreachable: None,
+            reads,
+        }
+    }
+
+    /// A store whose declared Redis could not be connected (`why`, free of credentials): its
+    /// MongoDB side works, and every cache operation fails with that reason.
+    pub fn with_unreachable_redis(mut self, why: String) -> Self {
+        self.redis = None;
+        self.redis_unreachable = Some(why);
+        self
     }
 
     pub fn database(&self) -> &Database {
@@ -97,7 +113,22 @@ impl Store {
         self.db.collection(name)
     }
 
-    pub fn redis(&self) -> Option<&cache::RedisCache> {
+    /// LibreChat's Redis: `None` when none is declared (its caches are per-process and
+    /// expire by themselves), an error when a declared one is not connected, so that a cache
+    /// drop owed after a change is never counted as done without Redis.
+    pub fn redis(&self) -> Result<Option<&cache::RedisCache>, StoreError> {
+        match &self.redis_unreachable {
+            Some(why) => Err(StoreError::Redis {
+                operation: "connecting",
+                message: why.clone(),
+            }),
+            None => Ok(self.redis.as_ref()),
+        }
+    }
+
+    /// The connected Redis, if any: for reachability checks, which report a missing one
+    /// themselves.
+    pub fn connected_redis(&self) -> Option<&cache::RedisCache> {
         self.redis.as_ref()
     }
 
@@ -121,5 +152,38 @@ impl Store {
             .deadline("ping")
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store for a declared Redis that could not be connected: no server is contacted.
+    async fn store_without_its_redis() -> Store {
+        let client = mongodb::Client::with_uri_str("mongodb://127.0.0.1:9/?connectTimeoutMS=10")
+            .await
+            .unwrap();
+        Store::new(client.database("unused"), None)
+            .with_unreachable_redis("connection refused".into())
+    }
+
+    #[tokio::test]
+    async fn a_cache_drop_without_the_declared_redis_fails_instead_of_passing_for_done() {
+        let store = store_without_its_redis().await;
+        let err = store.drop_role_cache("USER").await.unwrap_err();
+        assert_eq!(err.label(), "redis");
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("connection refused"), "{err}");
+        assert!(store.connected_redis().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_store_without_a_declared_redis_has_no_caches_to_drop() {
+        let client = mongodb::Client::with_uri_str("mongodb://127.0.0.1:9/")
+            .await
+            .unwrap();
+        let store = Store::new(client.database("unused"), None);
+        assert!(store.drop_role_cache("USER").await.is_ok());
     }
 }

@@ -123,7 +123,7 @@ impl Store {
             .deadline("resetting terms acceptance")
             .await?;
         crate::fault::crash_point("after-terms-reset");
-        if let Some(redis) = self.redis() {
+        if let Some(redis) = self.redis()? {
             redis
                 .invalidate_prefix("AUTH_USER_DOC", "auth-user-doc")
                 .await?;

@@ -171,7 +171,7 @@ impl Store {
 
     /// Drops LibreChat's Redis caches of the user (a no-op without Redis).
     pub async fn drop_user_caches(&self, stored: &StoredUser) -> Result<(), StoreError> {
-        if let Some(redis) = self.redis() {
+        if let Some(redis) = self.redis()? {
             redis
                 .invalidate_user(&stored.id.to_hex(), stored.id_on_the_source.as_deref())
                 .await?;

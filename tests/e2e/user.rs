@@ -1206,17 +1206,32 @@ async fn wait_hashes(w: &World, count: u64) {
     .await;
 }
 
-/// An account declared while its instance's Redis is out is hashed while it waits and written
-/// with that hash once Redis is back, and the hash of a password replaced while it waited is
-/// never the one written: the account takes only the current password.
+/// An account declared while its instance's MongoDB is out is hashed while it waits and
+/// written with that hash once MongoDB is back, and the hash of a password replaced while it
+/// waited is never the one written: the account takes only the current password.
 #[tokio::test]
 async fn a_password_is_hashed_while_the_instance_is_out_and_a_stale_hash_is_never_written() {
     let mut w = World::new("user-ahead").await;
     w.start_operator();
-    let port = free_port();
-    w.apply_instance("lc", &format!("redis://127.0.0.1:{port}/"), json!({}))
+    let nothing_there = format!(
+        "mongodb://127.0.0.1:{}/{}?directConnection=true",
+        free_port(),
+        w.db_name
+    );
+    let redis = env("REDIS_URL");
+    w.secret("lc-stores", &[("mongo", &nothing_there), ("redis", &redis)])
         .await;
-    w.wait_condition("librechatinstances", "lc", "Ready", "False", None)
+    w.apply(
+        "LibreChatInstance",
+        "lc",
+        json!({
+            "mongo": { "uriSecretRef": { "name": "lc-stores", "key": "mongo" } },
+            "redis": { "uriSecretRef": { "name": "lc-stores", "key": "redis" } },
+            "resyncPeriod": "3s",
+        }),
+    )
+    .await;
+    w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", None)
         .await;
     w.secret("pw", &[("password", "First-Password-While-Out-1")])
         .await;
@@ -1242,7 +1257,9 @@ async fn a_password_is_hashed_while_the_instance_is_out_and_a_stale_hash_is_neve
         .await;
     wait_hashes(&w, 2).await;
 
-    let redis = PrivateRedis::start(port);
+    // MongoDB is back.
+    w.secret("lc-stores", &[("mongo", &w.mongo_uri()), ("redis", &redis)])
+        .await;
     w.wait_condition("librechatusers", "early", "Ready", "True", None)
         .await;
     let doc = w.find_user("early@example.com").await.unwrap();
@@ -1254,5 +1271,77 @@ async fn a_password_is_hashed_while_the_instance_is_out_and_a_stale_hash_is_neve
         Some(2),
         "the account is written with the hash made while it waited, not a third"
     );
+}
+
+/// While only the instance's Redis is out, a new account is created (nothing of it can be in
+/// LibreChat's caches yet), but a change to an existing account is not written: LibreChat may
+/// serve its cached copy, and the operator could not drop it. Once Redis is back the change
+/// is applied.
+#[tokio::test]
+async fn while_redis_is_out_new_accounts_are_created_and_existing_ones_wait() {
+    let mut w = World::new("user-redis-out").await;
+    w.start_operator();
+    let port = free_port();
+    let redis = PrivateRedis::start(port);
+    w.apply_instance("lc", &format!("redis://127.0.0.1:{port}/"), json!({}))
+        .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    w.secret("old-pw", &[("password", PASSWORD)]).await;
+    w.apply(
+        "LibreChatUser",
+        "old",
+        local_user("old@example.com", "old-pw"),
+    )
+    .await;
+    w.wait_condition("librechatusers", "old", "Ready", "True", None)
+        .await;
+
+    drop(redis);
+    w.wait_condition("librechatinstances", "lc", "RedisReachable", "False", None)
+        .await;
+    let mut renamed = local_user("old@example.com", "old-pw");
+    renamed["name"] = json!("Renamed While Redis Was Out");
+    w.apply("LibreChatUser", "old", renamed).await;
+    w.secret("new-pw", &[("password", "New-Account-While-Redis-Out-1")])
+        .await;
+    w.apply(
+        "LibreChatUser",
+        "new",
+        local_user("new@example.com", "new-pw"),
+    )
+    .await;
+
+    w.wait_condition("librechatusers", "new", "Ready", "True", None)
+        .await;
+    let created = w.find_user("new@example.com").await.unwrap();
+    let hash = created.get_str("password").unwrap();
+    assert!(bcrypt::verify("New-Account-While-Redis-Out-1", hash).unwrap());
+    let waiting = w
+        .wait_condition(
+            "librechatusers",
+            "old",
+            "Ready",
+            "False",
+            Some("InstanceNotReady"),
+        )
+        .await;
+    let message = condition(&waiting, "Ready").unwrap().message;
+    assert!(message.contains("Redis"), "{message}");
+    let old = w.find_user("old@example.com").await.unwrap();
+    assert_ne!(
+        old.get_str("name").unwrap(),
+        "Renamed While Redis Was Out",
+        "an existing account is not changed while its cached copy cannot be dropped"
+    );
+
+    let redis = PrivateRedis::start(port);
+    eventually("the rename once Redis is back", || async {
+        let doc = w.find_user("old@example.com").await?;
+        (doc.get_str("name").ok()? == "Renamed While Redis Was Out").then_some(())
+    })
+    .await;
+    w.wait_condition("librechatusers", "old", "Ready", "True", None)
+        .await;
     drop(redis);
 }

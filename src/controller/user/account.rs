@@ -41,7 +41,10 @@ pub(super) async fn converge(
     };
     let account = match existing {
         None => create(ctx, plan, &claim, user).await?,
-        Some(stored) => take(ctx, plan, &claim, stored, user).await?,
+        Some(stored) => match waiting_for_redis(plan, user) {
+            Some(outcome) => return Ok(outcome),
+            None => take(ctx, plan, &claim, stored, user).await?,
+        },
     };
     let mut account = match account {
         Ok(a) => a,
@@ -71,6 +74,13 @@ pub(super) async fn converge(
         actions: report.actions,
         ..outcome
     })
+}
+
+/// What an existing account reports while the instance's Redis is out: nothing is written
+/// to it then, since LibreChat may hold it in a cache the operator could not drop.
+fn waiting_for_redis(plan: &Plan, user: &LibreChatUser) -> Option<Outcome> {
+    let out = plan.redis_out.as_ref()?;
+    Some(Outcome::waiting(out.reason, out.message.clone(), user))
 }
 
 /// The outcome of an account that matches its declaration (`stored` as read before any
@@ -169,7 +179,10 @@ async fn create(
         // Our own id: a concurrent reconcile of this object created it. Another id: LibreChat
         // registered this email between our look and our insert, which is an adoption.
         Created::AlreadyThere(found) => match store.find_user_by_id(found).await? {
-            Some(stored) => take(ctx, plan, claim, stored, user).await,
+            Some(stored) => match waiting_for_redis(plan, user) {
+                Some(outcome) => Ok(Err(outcome)),
+                None => take(ctx, plan, claim, stored, user).await,
+            },
             None => Err(StoreError::EmailTaken(email.clone()).into()),
         },
     }

@@ -130,6 +130,9 @@ impl Outcome {
 struct Plan {
     instance: LibreChatInstance,
     stores: Stores,
+    /// Why the instance is not Ready when only its Redis is out: an account may then be
+    /// created (nothing of it is cached yet) or found settled, and nothing else is done.
+    redis_out: Option<target::TargetProblem>,
     tenancy: Tenancy,
     email: String,
     desired: DesiredUser,
@@ -273,10 +276,11 @@ async fn resolve(
 ) -> Result<Result<Plan, Outcome>, ReconcileError> {
     let namespace = user.namespace().unwrap_or_default();
     let spec = &user.spec;
-    let target = match target::resolve(ctx, &spec.instance_ref, &namespace).await? {
-        Ok(t) => t,
-        Err(p) => return Ok(Err(Outcome::waiting(p.reason, p.message, user))),
-    };
+    let (target, redis_out) =
+        match target::resolve_mongo_first(ctx, &spec.instance_ref, &namespace).await? {
+            Ok(found) => (found.target, found.redis_out),
+            Err(p) => return Ok(Err(Outcome::waiting(p.reason, p.message, user))),
+        };
     let instance = target.instance;
     let tenancy = Tenancy::of(&instance, &namespace);
     if let Some(applied) = target::applied_elsewhere(
@@ -347,6 +351,7 @@ async fn resolve(
         resync: resync_period(&instance, ctx.settings.default_resync),
         instance,
         stores: target.stores,
+        redis_out,
         tenancy,
         email,
         desired,

@@ -281,7 +281,7 @@ impl Store {
     /// Drops the caches `owed` names (a no-op without Redis). Idempotent: deleting a key
     /// twice is harmless, so a promise is kept until this has run after its due time.
     pub async fn drop_owed_caches(&self, owed: &[CacheDrop]) -> Result<(), StoreError> {
-        let Some(redis) = self.redis() else {
+        let Some(redis) = self.redis()? else {
             return Ok(());
         };
         let mut keys = Vec::new();

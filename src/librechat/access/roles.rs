@@ -177,7 +177,7 @@ impl Store {
 
     /// Drops LibreChat's cached copy of the role (`ROLES:<name>`, no TTL).
     pub async fn drop_role_cache(&self, name: &str) -> Result<(), StoreError> {
-        if let Some(redis) = self.redis() {
+        if let Some(redis) = self.redis()? {
             redis.delete(&[redis.keyv_key("ROLES", name)]).await?;
         }
         Ok(())
