@@ -4,7 +4,7 @@
 Figures (issue 13): cold start of N accounts against the bcrypt floor and LibreChat's own
 batch path (secretRef and password.generate), the cost of a full resync and of a restart,
 reaction times both ways, memory, and a cold start under injected faults. Writes
-bench/results/latest.json, latest.md and cold-start.svg. Asserts nothing: a missed goal is
+bench/results/latest.json, latest.md, cold-start.svg and faults.svg. Asserts nothing: a missed goal is
 reported as missed.
 
 Each phase runs its own operator process (release build) scoped to the phase's namespace, and
@@ -693,16 +693,54 @@ def redis_stop_start(seconds, sample):
 
 
 def apiserver_restart():
+    """Restarts the API server; returns (seconds it took to exit, seconds until the new one was
+    ready), which together are how long it was out."""
     pid = pid_file(ENV_DIR / "k8s" / "apiserver.pid")
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
     os.kill(pid, signal.SIGTERM)
-    timed_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=60, every=0.1)
+    exited = timed_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=120, every=0.1)
     log_path = ENV_DIR / "k8s" / "logs" / "kube-apiserver.log"
     proc = subprocess.Popen([a.decode() for a in argv], stdin=subprocess.DEVNULL,
                             stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True)
     (ENV_DIR / "k8s" / "apiserver.pid").write_text(str(proc.pid))
-    return timed_until(lambda: run(["kubectl", "get", "--raw", "/readyz"], check=False).strip() == "ok",
+    back = timed_until(lambda: run(["kubectl", "get", "--raw", "/readyz"], check=False).strip() == "ok",
                        timeout=120, every=0.5)
+    return exited, back
+
+
+class FaultTimeline:
+    """Accounts in MongoDB every 2 s during the faults phase, and when each fault began and
+    ended, for the report and the plot (a stopped or stalled MongoDB shows as a gap)."""
+
+    def __init__(self, db_name, started):
+        self.started, self.samples, self.windows = started, [], []
+        self.client = pymongo.MongoClient(db_uri(db_name), serverSelectionTimeoutMS=1000,
+                                          connectTimeoutMS=1000, socketTimeoutMS=1500)
+        self.users = self.client[db_name].users
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def now(self):
+        return round(time.time() - self.started, 1)
+
+    def _sample(self):
+        while not self.done.is_set():
+            try:
+                count = self.users.estimated_document_count()
+            except pymongo.errors.PyMongoError:
+                count = None
+            self.samples.append((self.now(), count))
+            self.done.wait(2)
+
+    def window(self, name, began):
+        self.windows.append({"fault": name, "from_s": round(began - self.started, 1), "to_s": self.now()})
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self.client.close()
+        return {"accounts_in_mongodb": thinned(self.samples), "faults": self.windows}
 
 
 def faults(results, hash_seconds):
@@ -736,25 +774,33 @@ def faults(results, hash_seconds):
         time.sleep(seconds * 0.4)
         return seen
 
+    timeline = FaultTimeline(db_name, started)
     # 1. SIGKILL at 20 random moments, restarted at once.
+    began = time.time()
     for _ in range(20):
         time.sleep(random.uniform(1, 6))
         op["current"].kill(signal.SIGKILL)
         record["kills"] += 1
         op["current"] = Operator("faults", ns).start()
+    timeline.window("operator SIGKILLed and restarted 20 times", began)
     # 2-4. MongoDB stopped, MongoDB stalled, Redis stopped: 60 s each.
     for name, fault, word in [("mongo_stopped", mongo_stop_start, "mongo"),
                               ("mongo_stalled", mongo_stall, "mongo"),
                               ("redis_stopped", redis_stop_start, "redis")]:
         log(f"faults: {name} for 60 s")
+        began = time.time()
         seen = fault(60, sample_for)
+        timeline.window(name, began)
         record["outages"][name] = {"named": any(word in s.lower() for s in seen),
                                    "statuses": sorted(set(seen))[:6]}
     # 5. The API server restarted.
     log("faults: API server restart")
-    record["apiserver_back_after_s"] = apiserver_restart()
+    began = time.time()
+    record["apiserver_exit_s"], record["apiserver_back_after_s"] = apiserver_restart()
+    timeline.window("API server restarted", began)
     # 6. Two replicas with leader election; the leader killed.
     log("faults: two replicas with leader election, the leader killed")
+    began = time.time()
     op["current"].kill(signal.SIGTERM)
     lease = ["--leader-elect", "--lease-namespace", ns, "--lease-duration", "10s"]
     replicas = [Operator(f"faults-r{i}", ns, extra_args=lease).start() for i in range(2)]
@@ -769,6 +815,7 @@ def faults(results, hash_seconds):
     else:
         survivor = replicas[0]
     last_recovery = time.time()
+    timeline.window("two replicas, the leader SIGKILLed", began)
     # What was still to do then: accounts not yet in MongoDB need their hash at least (an
     # account the outages turned not Ready needs none; the new leader's gauge starts at zero).
     record["ready_at_last_recovery"] = sum(is_ready(o) for o in list_objects(ns, "librechatusers"))
@@ -780,6 +827,7 @@ def faults(results, hash_seconds):
     took = wait_all_ready(survivor, ns, N, timeout=6 * 3600)
     applier.join()
     done = time.time()
+    record["timeline"] = timeline.stop()
     record["cold_start_seconds"] = round(done - started, 1) if took else None
     record["convergence_after_recovery_s"] = round(done - last_recovery, 1) if took else None
     if took:
@@ -829,27 +877,39 @@ def judged(figures):
     return out
 
 
-def svg_plot(series, path):
-    """Accounts Ready over time during the cold starts: one polyline per series."""
+def svg_plot(series, path, y_label="accounts Ready", windows=()):
+    """Curves over time, one polyline per series (a `None` value is a gap), over shaded
+    windows (the faults: `fault`, `from_s`, `to_s`)."""
     w, h, pad = 720, 360, 50
-    t_max = max((s[-1][0] for s in series.values() if s), default=1) or 1
-    y_max = max((max(v for _, v in s) for s in series.values() if s), default=1) or 1
+    points = [(t, v) for s in series.values() for t, v in s if v is not None]
+    t_max = max([t for t, _ in points] + [wd["to_s"] for wd in windows], default=1) or 1
+    y_max = max((v for _, v in points), default=1) or 1
     colors = ["#1f77b4", "#d62728", "#2ca02c"]
+    x_of = lambda t: pad + (w - pad - 10) * t / t_max
+    y_of = lambda v: h - pad - (h - pad - 10) * v / y_max
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{w}" height="{h}" fill="white"/>',
-             f'<line x1="{pad}" y1="{h - pad}" x2="{w - 10}" y2="{h - pad}" stroke="black"/>',
-             f'<line x1="{pad}" y1="10" x2="{pad}" y2="{h - pad}" stroke="black"/>',
-             f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">seconds since kubectl apply</text>',
-             f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">accounts Ready</text>']
+             f'<rect width="{w}" height="{h}" fill="white"/>']
+    for k, wd in enumerate(windows):
+        x0, x1 = x_of(wd["from_s"]), x_of(wd["to_s"])
+        parts.append(f'<rect x="{x0:.1f}" y="10" width="{max(x1 - x0, 1):.1f}" height="{h - pad - 10}" fill="#999" fill-opacity="0.2"/>')
+        parts.append(f'<text x="{x0 + 2:.1f}" y="{h - pad - 8 - 14 * (k % 6)}" font-size="10" fill="#555">{wd["fault"]}</text>')
+    parts += [f'<line x1="{pad}" y1="{h - pad}" x2="{w - 10}" y2="{h - pad}" stroke="black"/>',
+              f'<line x1="{pad}" y1="10" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+              f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">seconds since kubectl apply</text>',
+              f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">{y_label}</text>']
     for i in range(5):
-        t, y = t_max * i / 4, y_max * i / 4
-        x = pad + (w - pad - 10) * i / 4
-        yy = h - pad - (h - pad - 10) * i / 4
-        parts.append(f'<text x="{x}" y="{h - pad + 16}" text-anchor="middle">{t:.0f}</text>')
-        parts.append(f'<text x="{pad - 4}" y="{yy + 4}" text-anchor="end">{y:.0f}</text>')
+        parts.append(f'<text x="{x_of(t_max * i / 4)}" y="{h - pad + 16}" text-anchor="middle">{t_max * i / 4:.0f}</text>')
+        parts.append(f'<text x="{pad - 4}" y="{y_of(y_max * i / 4) + 4}" text-anchor="end">{y_max * i / 4:.0f}</text>')
     for k, (name, s) in enumerate(series.items()):
-        pts = " ".join(f"{pad + (w - pad - 10) * t / t_max:.1f},{h - pad - (h - pad - 10) * v / y_max:.1f}" for t, v in s)
-        parts.append(f'<polyline fill="none" stroke="{colors[k % 3]}" stroke-width="2" points="{pts}"/>')
+        runs, current = [], []
+        for t, v in s:
+            if v is None:
+                runs, current = runs + [current], []
+            else:
+                current.append(f"{x_of(t):.1f},{y_of(v):.1f}")
+        for run_points in runs + [current]:
+            if run_points:
+                parts.append(f'<polyline fill="none" stroke="{colors[k % 3]}" stroke-width="2" points="{" ".join(run_points)}"/>')
         parts.append(f'<text x="{pad + 10}" y="{24 + 16 * k}" fill="{colors[k % 3]}">{name}</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts))
@@ -897,7 +957,8 @@ def summary_md(report):
         "Notes:",
         *[f"- {n}" for n in report.get("notes", [])],
         "",
-        "Accounts Ready over time: [cold-start.svg](cold-start.svg). Raw figures: latest.json.",
+        "Accounts Ready over time: [cold-start.svg](cold-start.svg); accounts in MongoDB during the faults, "
+        "with each fault's window: [faults.svg](faults.svg). Raw figures: latest.json.",
         "",
     ])
 
@@ -916,7 +977,8 @@ def readme_block(report):
         f"({m['cpu']}), {m['versions'].get('mongodb_server')}, Kubernetes {m['versions'].get('kubernetes')}. "
         "Every figure, and the ones not measured in that run, in "
         "[bench/results/latest.md](bench/results/latest.md); accounts Ready over time in "
-        "[bench/results/cold-start.svg](bench/results/cold-start.svg)."
+        "[bench/results/cold-start.svg](bench/results/cold-start.svg), and during the faults in "
+        "[bench/results/faults.svg](bench/results/faults.svg)."
         + (" Some figures are carried from an earlier run; the results' notes say which."
            if any(n.startswith("carried from") for n in report.get("notes", [])) else ""),
         "",
@@ -1092,6 +1154,11 @@ def main():
         f["faults_ready_at_last_recovery"] = got.get("ready_at_last_recovery")
         f["faults_remaining_hashing_floor_s"] = got.get("remaining_hashing_floor_s")
         f["faults_convergence_beyond_remaining_hashing_s"] = got.get("convergence_beyond_remaining_hashing_s")
+        f["faults_accounts_at_last_recovery"] = got.get("accounts_at_last_recovery")
+        f["faults_apiserver_out_s"] = round((got.get("apiserver_exit_s") or 0) + (got.get("apiserver_back_after_s") or 0), 1)
+        if got.get("timeline"):
+            svg_plot({"accounts in MongoDB": got["timeline"]["accounts_in_mongodb"]}, OUT / "faults.svg",
+                     y_label="accounts in MongoDB", windows=got["timeline"]["faults"])
     save()
     log(f"results: {OUT / 'latest.md'}")
     print((OUT / "latest.md").read_text())
