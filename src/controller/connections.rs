@@ -102,17 +102,8 @@ impl Connections {
         client: &Client,
         instance: &LibreChatInstance,
     ) -> Result<Stores, ConnectProblem> {
-        let cached = self
-            .entries
-            .lock()
+        self.cached_or_connected(client, instance, |s| s.redis_problem.is_none())
             .await
-            .get(&key_of(instance))
-            .filter(|e| e.stores.redis_problem.is_none())
-            .map(|e| e.stores.clone());
-        match cached {
-            Some(stores) => Ok(stores),
-            None => self.stores_for(client, instance).await,
-        }
     }
 
     /// The stores the instance reconciler last connected, even when their Redis was down
@@ -123,12 +114,23 @@ impl Connections {
         client: &Client,
         instance: &LibreChatInstance,
     ) -> Result<Stores, ConnectProblem> {
+        self.cached_or_connected(client, instance, |_| true).await
+    }
+
+    /// The cached stores of `instance` when `usable`, else newly connected ones.
+    async fn cached_or_connected(
+        &self,
+        client: &Client,
+        instance: &LibreChatInstance,
+        usable: fn(&Stores) -> bool,
+    ) -> Result<Stores, ConnectProblem> {
         let cached = self
             .entries
             .lock()
             .await
             .get(&key_of(instance))
-            .map(|e| e.stores.clone());
+            .map(|e| e.stores.clone())
+            .filter(usable);
         match cached {
             Some(stores) => Ok(stores),
             None => self.stores_for(client, instance).await,

@@ -148,15 +148,9 @@ async fn a_pruned_folder_cannot_delete_more_accounts_per_hour_than_the_instance_
 
     // An admin of the instance's namespace confirms the bulk deletion for a few minutes.
     let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600)).to_string();
-    w.apply(
-        "LibreChatInstance",
+    w.apply_instance_of_stores(
         "lc",
-        json!({
-            "mongo": { "uriSecretRef": { "name": "lc-stores", "key": "mongo" } },
-            "redis": { "uriSecretRef": { "name": "lc-stores", "key": "redis" } },
-            "resyncPeriod": "3s",
-            "deletionGuard": { "maxPerHour": 2, "confirmedUntil": until },
-        }),
+        json!({ "deletionGuard": { "maxPerHour": 2, "confirmedUntil": until } }),
     )
     .await;
     for (name, _) in &held {

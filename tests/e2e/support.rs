@@ -172,6 +172,11 @@ impl World {
             &[("mongo", &self.mongo_uri()), ("redis", redis_uri)],
         )
         .await;
+        self.apply_instance_of_stores(name, extra_spec).await;
+    }
+
+    /// An instance using the Secret `lc-stores` as it is (keys `mongo` and `redis`).
+    pub async fn apply_instance_of_stores(&self, name: &str, extra_spec: Value) {
         let mut spec = serde_json::json!({
             "mongo": { "uriSecretRef": { "name": "lc-stores", "key": "mongo" } },
             "redis": { "uriSecretRef": { "name": "lc-stores", "key": "redis" } },

@@ -1221,16 +1221,7 @@ async fn a_password_is_hashed_while_the_instance_is_out_and_a_stale_hash_is_neve
     let redis = env("REDIS_URL");
     w.secret("lc-stores", &[("mongo", &nothing_there), ("redis", &redis)])
         .await;
-    w.apply(
-        "LibreChatInstance",
-        "lc",
-        json!({
-            "mongo": { "uriSecretRef": { "name": "lc-stores", "key": "mongo" } },
-            "redis": { "uriSecretRef": { "name": "lc-stores", "key": "redis" } },
-            "resyncPeriod": "3s",
-        }),
-    )
-    .await;
+    w.apply_instance_of_stores("lc", json!({})).await;
     w.wait_condition("librechatinstances", "lc", "MongoReachable", "False", None)
         .await;
     w.secret("pw", &[("password", "First-Password-While-Out-1")])
