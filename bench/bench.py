@@ -160,7 +160,7 @@ class Operator:
 
     def start(self):
         env = dict(os.environ, WATCH_NAMESPACES=self.namespace, LOG_FORMAT="json", **self.env)
-        env.setdefault("RUST_LOG", "warn,librechat_operator=info")
+        env.setdefault("RUST_LOG", "warn,librechat_operator=info,kube_client::client::builder=off")
         log_file = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [str(BIN), "run", "--http-addr", f"127.0.0.1:{self.port}", *self.extra_args],
