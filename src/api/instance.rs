@@ -310,6 +310,13 @@ pub struct InstanceStats {
 /// Account deletions allowed per hour when the instance does not say.
 pub const DEFAULT_DELETIONS_PER_HOUR: u32 = 10;
 
+impl LibreChatInstance {
+    /// The conditions its status holds (none before its first status).
+    pub fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
 impl LibreChatInstanceSpec {
     /// Deletions allowed per hour by the deletion guard.
     pub fn deletions_per_hour(&self) -> u32 {

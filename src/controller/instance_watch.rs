@@ -68,11 +68,7 @@ pub fn watch(
 /// nobody: every refresh of the counts would otherwise reconcile every dependent.
 fn read_by_dependents(instance: &LibreChatInstance) -> u64 {
     let meta = instance.meta();
-    let conditions = instance
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let conditions = instance.conditions();
     let ready = find_condition(conditions, condition::READY)
         .map(|c| (c.status.clone(), c.reason.clone(), c.observed_generation));
     let mut h = DefaultHasher::new();

@@ -95,11 +95,7 @@ async fn settled_instance(
     loop {
         let found = find_instance(ctx, reference, namespace).await?;
         let catching_up = found.as_ref().is_some_and(|i| {
-            let conditions = i
-                .status
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default();
+            let conditions = i.conditions();
             is_ready(conditions, None) && !is_ready(conditions, i.metadata.generation)
         });
         if !catching_up || tokio::time::Instant::now() >= deadline {
@@ -149,11 +145,7 @@ pub async fn resolve_mongo_first(
         Ok(instance) => instance,
         Err(problem) => return Ok(Err(problem)),
     };
-    let conditions = instance
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let conditions = instance.conditions();
     let generation = instance.metadata.generation;
     let redis_out = match is_ready(conditions, generation) {
         true => None,
@@ -197,11 +189,7 @@ fn not_ready(
     reference: &InstanceRef,
     namespace: &str,
 ) -> TargetProblem {
-    let conditions = instance
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let conditions = instance.conditions();
     let why = find_condition(conditions, condition::READY)
         .map(|c| format!("{}: {}", c.reason, c.message))
         .unwrap_or_else(|| "not checked yet".into());

@@ -151,11 +151,7 @@ pub fn report_of(
     events: &[Event],
     max_events: usize,
 ) -> InstanceReport {
-    let conditions = instance
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let conditions = instance.conditions();
     let view = |type_| find_condition(conditions, type_).map(ConditionView::of);
     let mut blocked = Vec::new();
     if instance.metadata.deletion_timestamp.is_some() {
