@@ -1336,3 +1336,94 @@ async fn while_redis_is_out_new_accounts_are_created_and_existing_ones_wait() {
         .await;
     drop(redis);
 }
+
+/// The attack: while the instance's Redis is out (new accounts are then still created), a
+/// namespace the instance does not admit declares an account, and an admitted tenant declares
+/// an ADMIN. Neither is created: creating without Redis skips no check.
+#[tokio::test]
+async fn while_redis_is_out_a_refused_tenant_still_creates_nothing() {
+    let mut w = World::new("user-redis-tenant").await;
+    let allowed = format!("{}-ok", w.ns);
+    let denied = format!("{}-no", w.ns);
+    w.start_operator_in(Some(&format!("{},{allowed},{denied}", w.ns)));
+    create_namespace(&w.client, &allowed).await;
+    create_namespace(&w.client, &denied).await;
+    let port = free_port();
+    let redis = PrivateRedis::start(port);
+    w.apply_instance(
+        "lc",
+        &format!("redis://127.0.0.1:{port}/"),
+        json!({ "allowedNamespaces": [allowed.clone()] }),
+    )
+    .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    drop(redis);
+    w.wait_condition("librechatinstances", "lc", "RedisReachable", "False", None)
+        .await;
+
+    let reference = json!({ "name": "lc", "namespace": w.ns.clone() });
+    let declare = |email: &str, role: Option<&str>| {
+        let mut spec = json!({ "instanceRef": reference, "email": email });
+        if let Some(role) = role {
+            spec["role"] = json!(role);
+        }
+        spec
+    };
+    w.apply_in(
+        &denied,
+        "LibreChatUser",
+        "u",
+        declare("denied@example.com", None),
+    )
+    .await;
+    w.apply_in(
+        &allowed,
+        "LibreChatUser",
+        "boss",
+        declare("boss@example.com", Some("ADMIN")),
+    )
+    .await;
+    w.apply_in(
+        &allowed,
+        "LibreChatUser",
+        "fine",
+        declare("fine@example.com", None),
+    )
+    .await;
+
+    // The admitted, plain account shows that creation goes on without Redis...
+    wait_condition_in(
+        &w.client,
+        &allowed,
+        "librechatusers",
+        "fine",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    // ...and the refused ones are refused as ever.
+    wait_condition_in(
+        &w.client,
+        &denied,
+        "librechatusers",
+        "u",
+        "Ready",
+        "False",
+        Some("NamespaceNotAllowed"),
+    )
+    .await;
+    wait_condition_in(
+        &w.client,
+        &allowed,
+        "librechatusers",
+        "boss",
+        "Ready",
+        "False",
+        Some("AdminNotAllowed"),
+    )
+    .await;
+    assert!(w.find_user("denied@example.com").await.is_none());
+    assert!(w.find_user("boss@example.com").await.is_none());
+}
