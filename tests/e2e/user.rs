@@ -1308,6 +1308,10 @@ async fn while_redis_is_out_new_accounts_are_created_and_existing_ones_wait() {
     let created = w.find_user("new@example.com").await.unwrap();
     let hash = created.get_str("password").unwrap();
     assert!(bcrypt::verify("New-Account-While-Redis-Out-1", hash).unwrap());
+    // LibreChat's own code finds the account made without Redis and takes its password.
+    w.contract_check(json!({ "users": [
+        { "email": "new@example.com", "password": "New-Account-While-Redis-Out-1" }
+    ] }));
     let waiting = w
         .wait_condition(
             "librechatusers",
