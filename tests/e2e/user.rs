@@ -459,14 +459,21 @@ pub fn foreign_user(id: ObjectId, email: &str) -> Document {
     }
 }
 
-#[tokio::test]
-async fn namespace_policy_is_enforced() {
-    let mut w = World::new("user-nspol").await;
+/// Two tenant namespaces beside the world's own, both watched by the world's operator (just
+/// started): the first for the instance to admit, the second to refuse. Returns their names.
+async fn tenant_namespaces(w: &mut World) -> (String, String) {
     let allowed = format!("{}-ok", w.ns);
     let denied = format!("{}-no", w.ns);
     w.start_operator_in(Some(&format!("{},{allowed},{denied}", w.ns)));
     create_namespace(&w.client, &allowed).await;
     create_namespace(&w.client, &denied).await;
+    (allowed, denied)
+}
+
+#[tokio::test]
+async fn namespace_policy_is_enforced() {
+    let mut w = World::new("user-nspol").await;
+    let (allowed, denied) = tenant_namespaces(&mut w).await;
     w.ready_instance("lc", json!({ "allowedNamespaces": [allowed.clone()] }))
         .await;
     let reference = json!({ "name": "lc", "namespace": w.ns.clone() });
@@ -1347,11 +1354,7 @@ async fn while_redis_is_out_new_accounts_are_created_and_existing_ones_wait() {
 #[tokio::test]
 async fn while_redis_is_out_a_refused_tenant_still_creates_nothing() {
     let mut w = World::new("user-redis-tenant").await;
-    let allowed = format!("{}-ok", w.ns);
-    let denied = format!("{}-no", w.ns);
-    w.start_operator_in(Some(&format!("{},{allowed},{denied}", w.ns)));
-    create_namespace(&w.client, &allowed).await;
-    create_namespace(&w.client, &denied).await;
+    let (allowed, denied) = tenant_namespaces(&mut w).await;
     let port = free_port();
     let redis = PrivateRedis::start(port);
     w.apply_instance(
