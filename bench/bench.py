@@ -323,12 +323,26 @@ def user_objects(ns, prefix, n, generate=False, start=0, extra=None):
     return items
 
 
+def per_account(items):
+    """The items grouped by account: a password Secret with the LibreChatUser after it."""
+    groups = []
+    for item in items:
+        if item["kind"] == "Secret" or not groups or groups[-1][-1]["kind"] != "Secret":
+            groups.append([item])
+        else:
+            groups[-1].append(item)
+    return groups
+
+
 def apply_parallel(items, chunks=4):
-    """kubectl apply --server-side, in `chunks` concurrent kubectl processes."""
+    """kubectl apply --server-side, in `chunks` concurrent kubectl processes. An account's
+    Secret and LibreChatUser go to the same process, the Secret first, as a GitOps tool applies
+    them (a user applied by another process before its Secret would first report it missing)."""
+    groups = per_account(items)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for c in range(chunks):
-            part = items[c::chunks]
+            part = [item for group in groups[c::chunks] for item in group]
             if not part:
                 continue
             p = Path(tmp) / f"chunk{c}.json"
