@@ -1169,6 +1169,13 @@ def main():
         f["faults_remaining_hashing_floor_s"] = got.get("remaining_hashing_floor_s")
         f["faults_convergence_beyond_remaining_hashing_s"] = got.get("convergence_beyond_remaining_hashing_s")
         f["faults_accounts_at_last_recovery"] = got.get("accounts_at_last_recovery")
+        # The same remaining accounts at the undisturbed cold start's own pace (this run's), so
+        # that what is left is what the recovery itself cost: a backoff tail shows here.
+        created, calm = got.get("accounts_at_last_recovery"), f.get("cold_start_seconds")
+        if created is not None and calm and got["convergence_after_recovery_s"] is not None:
+            at_pace = (N - created) * calm / N
+            f["faults_remaining_at_cold_start_pace_s"] = round(at_pace, 1)
+            f["faults_convergence_beyond_cold_start_pace_s"] = round(got["convergence_after_recovery_s"] - at_pace, 1)
         f["faults_apiserver_out_s"] = round((got.get("apiserver_exit_s") or 0) + (got.get("apiserver_back_after_s") or 0), 1)
         if got.get("timeline"):
             svg_plot({"accounts in MongoDB": got["timeline"]["accounts_in_mongodb"]}, OUT / "faults.svg",
