@@ -14,7 +14,9 @@ Environment: KUBECONFIG, MONGODB_URI, REDIS_URL (from tests/env/up.sh), BENCH_N,
 BENCH_PHASES (comma list: coldstart,librechat,generate,resync,reaction,faults; default all;
 librechat is LibreChat's own batch path, compared with the cold start), BENCH_CARRY=1 (a run of
 some phases keeps the previous latest.json's figures of the others, for the same N, and its notes
-say which figures were carried and from which run and build).
+say which figures were carried and from which run and build), BENCH_PROFILE=0 (no perf profile
+of the secretRef cold start; by default it is taken where `perf record` works and written to
+bench/results/profile-coldstart.md).
 """
 import atexit
 import base64
@@ -25,6 +27,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -48,6 +51,7 @@ CARRY = os.environ.get("BENCH_CARRY") == "1"
 MONGO_URI = os.environ["MONGODB_URI"]
 REDIS_URL = os.environ["REDIS_URL"]
 CORES = os.cpu_count() or 1
+PROFILE = os.environ.get("BENCH_PROFILE", "1") != "0"
 # Each run's namespaces and databases are its own (servers of your own may hold earlier runs).
 RUN = time.strftime("%m%d%H%M")
 PREFIX = f"lco-bench-{RUN}"
@@ -387,6 +391,99 @@ def wait_all_ready(op, ns, n, timeout, samples=None, memory=None, started=None):
     return None
 
 
+class Profile:
+    """perf's CPU-clock samples of the whole machine (199 a second on each core) while a phase
+    runs: which process the CPU went to, and where inside the operator, by function and by
+    crate. The issue's step 6: a missed cold-start goal is profiled, not guessed at. Nothing
+    when perf is missing or the kernel refuses it."""
+
+    HASHING = ("blowfish", "bcrypt")
+
+    def __init__(self, name):
+        self.path = OUT.parent / "logs" / f"perf-{name}.data"
+        self.proc = None
+        if PROFILE and shutil.which("perf"):
+            self.proc = subprocess.Popen(
+                ["perf", "record", "-a", "-e", "cpu-clock", "-F", "199", "-o", str(self.path)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            if self.proc.poll() is not None:
+                self.proc = None
+
+    def stop(self, op_pid):
+        if not self.proc:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=120)
+        by_process = self._by_process()
+        operator = self._report("--pid", str(op_pid), "--percentage", "relative", "--sort", "symbol",
+                                "--percent-limit", "0.05")
+        crates = {}
+        for share, symbol in operator:
+            crate = self.crate_of(symbol)
+            crates[crate] = round(crates.get(crate, 0) + share, 2)
+        hashing = sum(share for share, symbol in operator if any(h in symbol.lower() for h in self.HASHING))
+        return {"by_process_percent": {name: share for share, name in by_process},
+                "operator_hashing_percent": round(hashing, 1),
+                "operator_by_crate_percent": dict(sorted(crates.items(), key=lambda kv: -kv[1])),
+                "operator_top_functions": [[share, symbol] for share, symbol in operator[:40]]}
+
+    def _by_process(self):
+        """Shares of all samples by process (threads counted with their process, named by its
+        main thread: the operator's tokio workers are the operator), idle included."""
+        out = run(["perf", "script", "-i", str(self.path), "-F", "comm,pid,tid"], check=False, timeout=600)
+        counts, names = {}, {}
+        for line in out.splitlines():
+            m = re.match(r"\s*(.+?)\s+(\d+)/(\d+)\s*$", line)
+            if not m:
+                continue
+            pid = int(m.group(2))
+            counts[pid] = counts.get(pid, 0) + 1
+            if pid == int(m.group(3)) or pid not in names:
+                names[pid] = "idle" if pid == 0 else m.group(1)
+        total = sum(counts.values()) or 1
+        shares = {}
+        for pid, n in counts.items():
+            shares[names[pid]] = shares.get(names[pid], 0) + 100 * n / total
+        return [(round(v, 2), k) for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v >= 0.5]
+
+    def _report(self, *args):
+        out = run(["perf", "report", "-i", str(self.path), "--stdio", "--no-children", "-q", *args],
+                  check=False, timeout=600)
+        rows = []
+        for line in out.splitlines():
+            m = re.match(r"\s*([0-9.]+)%\s+(\[[.k]\]\s+)?(.+?)\s*$", line)
+            if m:
+                kernel = (m.group(2) or "").startswith("[k]")
+                symbol = re.sub(r"(\s+-)+$", "", m.group(3))  # perf's empty cycle columns
+                rows.append((float(m.group(1)), ("[k] " if kernel else "") + symbol))
+        return rows
+
+    @staticmethod
+    def crate_of(symbol):
+        """The crate a demangled Rust symbol belongs to (`<a::B as c::D>::f` counts for a),
+        or where a non-Rust one lives (the kernel, libc)."""
+        if symbol.startswith(("0x", "[k] ")):
+            return "kernel or unresolved"
+        m = re.match(r"<?&?(?:mut )?(?:dyn )?([A-Za-z_][A-Za-z0-9_]*)::", symbol)
+        return m.group(1) if m else "libc and other C"
+
+
+def profile_md(profile):
+    lines = ["# Where the secretRef cold start's CPU went", "",
+             "`perf record -a -e cpu-clock -F 199` over the whole cold start, from `make bench`. "
+             "Shares of all samples by process, then the operator's own samples by crate and by function "
+             "(a sample is the function running then; callers are not attributed).", "",
+             "| process | % of all samples |", "|---|---|"]
+    lines += [f"| {name} | {share} |" for name, share in profile["by_process_percent"].items()]
+    lines += ["", f"Inside the operator: {profile['operator_hashing_percent']} % in bcrypt's Blowfish.", "",
+              "| crate | % of the operator's samples |", "|---|---|"]
+    lines += [f"| {name} | {share} |" for name, share in profile["operator_by_crate_percent"].items()]
+    lines += ["", "| % of the operator's samples | function |", "|---|---|"]
+    lines += [f"| {share} | `{symbol}` |" for share, symbol in profile["operator_top_functions"]]
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------------------------
 # Phases
 # --------------------------------------------------------------------------------------------
@@ -461,16 +558,18 @@ def cold_start(results, name, generate):
     started = time.time()
     applier = threading.Thread(target=apply_parallel, args=(items,))
     cpu_before, api_before = cpu_seconds(op), api_requests()
+    profile = Profile(name) if not generate else None
     applier.start()
     took = wait_all_ready(op, ns, N, timeout=6 * 3600, samples=samples, memory=memory, started=started)
     applier.join()
     cpu_after, api_after = cpu_seconds(op), api_requests()
+    profiled = profile.stop(op.proc.pid) if profile else None
     api = per_account_api_requests(api_before, api_after)
     cpu = {k: round(cpu_after[k] - cpu_before.get(k, 0), 1) for k in cpu_after
            if cpu_after[k] - cpu_before.get(k, 0) >= 0.05}
     log(f"cold start ({name}): {'all Ready after %.1f s' % took if took else 'NOT all Ready'}")
     return op, {"seconds": took, "samples": samples, "memory_mib_at": memory, "peak_rss_mib": round(op.peak_kib / 1024, 1),
-                "cpu_seconds": cpu, "api_requests_per_account": api,
+                "cpu_seconds": cpu, "api_requests_per_account": api, "profile": profiled,
                 "reconciles_per_account": round(op.reconciles("LibreChatUser") / N, 2),
                 "bcrypt_hashes": int(op.metrics().get("librechat_operator_bcrypt_hashes_total", 0))}
 
@@ -1095,7 +1194,11 @@ def main():
         # Where the cold start's CPU went: the floor counts only bcrypt, on every core.
         report["phases"]["coldstart"] = {"cpu_seconds": a["cpu_seconds"], "bcrypt_hashes": a["bcrypt_hashes"],
                                          "api_requests_per_account": a["api_requests_per_account"],
-                                         "reconciles_per_account": a["reconciles_per_account"]}
+                                         "reconciles_per_account": a["reconciles_per_account"],
+                                         "profile": a["profile"]}
+        if a["profile"]:
+            (OUT / "profile-coldstart.md").write_text(profile_md(a["profile"]))
+            f["cold_start_operator_cpu_in_bcrypt_percent"] = a["profile"]["operator_hashing_percent"]
         for proc, secs in sorted(a["cpu_seconds"].items(), key=lambda kv: -kv[1]):
             f[f"cold_start_cpu_s {proc}"] = secs
         f["cold_start_cpu_s bcrypt (hashes x one hash)"] = round(a["bcrypt_hashes"] * floor["bcrypt_cost10_seconds"], 1)
