@@ -342,7 +342,7 @@ fn no_input_reaches_mongodb_as_a_query_operator() {
                 // Writes keyed by the input touch only what the input names literally.
                 store.release(&input, &input).await.unwrap();
                 store
-                    .carry_bans(std::slice::from_ref(&input), &victim_id.to_hex())
+                    .carry_bans(std::slice::from_ref(&input), &victim_id.to_hex(), |_| true)
                     .await
                     .unwrap();
                 store.delete_invite_token(&input).await.unwrap();

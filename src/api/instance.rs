@@ -196,9 +196,10 @@ pub struct RedisSpec {
 #[serde(rename_all = "camelCase")]
 pub struct TenantPolicy {
     /// Whether a tenant object that adopted an existing account (one the operator did not
-    /// create for it) may change that account's role, provider and password, and delete it
-    /// with `deletionPolicy: Delete`. Default false: a tenant may adopt an unprivileged
-    /// account to keep its name, username and email verification as declared, nothing more.
+    /// create for it) may change that account's role and password, and delete it with
+    /// `deletionPolicy: Delete`. Default false: a tenant may adopt an unprivileged account to
+    /// keep its name, username and email verification as declared, nothing more. A provider
+    /// change is the instance's own namespace's, whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manage_adopted_accounts: Option<bool>,
     /// Whether tenant objects may grant credits and set auto-refill (`spec.balance` of a
@@ -211,6 +212,12 @@ pub struct TenantPolicy {
     /// instance's own namespace, whatever this says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manage_roles: Option<bool>,
+    /// Custom roles (declared from the instance's namespace or made in LibreChat) that tenant
+    /// LibreChatUsers may put their accounts in. A role carries its grants and permissions to
+    /// every account in it, so a tenant may otherwise declare only `USER` and the custom roles
+    /// its own namespace's LibreChatRoles declare; `ADMIN` is `allowAdmin`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignable_roles: Option<Vec<String>>,
 }
 
 /// An SMTP relay.
@@ -381,6 +388,14 @@ impl LibreChatInstanceSpec {
                 .unwrap_or(false)
     }
 
+    /// The custom roles the instance lets tenants put their accounts in.
+    pub fn tenant_assignable_roles(&self) -> Vec<String> {
+        self.tenant_policy
+            .as_ref()
+            .and_then(|p| p.assignable_roles.clone())
+            .unwrap_or_default()
+    }
+
     /// Whether an object in `namespace` may create and change custom roles.
     pub fn admits_managing_roles(&self, own_namespace: &str, namespace: &str) -> bool {
         namespace == own_namespace
@@ -403,7 +418,7 @@ impl LibreChatInstanceSpec {
         self.balance.clone().unwrap_or_default()
     }
 
-    /// Whether an object in `namespace` may change role, provider and password of an account
+    /// Whether an object in `namespace` may change role and password of an account
     /// it adopted, and delete it.
     pub fn admits_managing_adopted(&self, own_namespace: &str, namespace: &str) -> bool {
         namespace == own_namespace

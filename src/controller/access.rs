@@ -165,7 +165,7 @@ async fn shared_by_tenant(
 ) -> Result<bool, StoreError> {
     for sharer in store.resource_sharers(kind, resource).await? {
         let claim = store.find_claim_of_user(sharer).await?;
-        if claim.is_some_and(|c| c.owner.namespace == tenancy.namespace) {
+        if claim.is_some_and(|c| tenancy.fully_manages(&c)) {
             return Ok(true);
         }
     }

@@ -175,9 +175,36 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let tenancy = Tenancy::of(&target.instance, &namespace);
     let banned = match resolve_target(ban, ctx, &target.stores.store, &tenancy).await? {
         Ok(b) => b,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => return withdraw_if_not_permitted(ban, ctx, &target, outcome).await,
     };
     enforce(ban, ctx, &target, &window, banned).await
+}
+
+/// A ban its namespace may not hold (any more: the account left the namespace's management)
+/// keeps nothing in force: its shares are lifted as on deletion, so it neither bans an
+/// account the namespace no longer manages nor follows the email to someone else's.
+async fn withdraw_if_not_permitted(
+    ban: &UserBan,
+    ctx: &Context,
+    target: &Target,
+    refused: Outcome,
+) -> Result<Outcome, ReconcileError> {
+    if refused.ready.reason != reason::NOT_PERMITTED {
+        return Ok(refused);
+    }
+    let lifted = lift_all(&target.stores.store, &ban.uid().unwrap_or_default()).await?;
+    for (banned, _) in lifted.iter().filter(|(_, l)| *l != Lifted::NotHeld) {
+        let note = format!(
+            "lifted the ban of {}: this namespace may not ban it",
+            target_label(banned)
+        );
+        let change = ban_change("Lifted", &target.instance, banned, note);
+        ctx.changed(ban, change).await;
+    }
+    Ok(Outcome {
+        active: false,
+        ..refused
+    })
 }
 
 /// The end passed: this ban's shares are lifted once; the object stays as the audit record
@@ -336,17 +363,17 @@ async fn resolve_target(
         }));
     }
     if let Some(reference) = &spec.user_ref {
-        return by_user_ref(ban, ctx, store, &reference.name, &tenancy.namespace).await;
+        return by_user_ref(ban, ctx, store, &reference.name, tenancy).await;
     }
     let email = check_email(spec.email.as_deref().unwrap_or_default()).unwrap_or_default();
     if !tenancy.administers {
         let owned_here = store
             .find_claim(&email)
             .await?
-            .is_some_and(|c| c.owner.namespace == tenancy.namespace);
+            .is_some_and(|c| tenancy.fully_manages(&c));
         if !owned_here {
             let message = format!(
-                "{email} is not an account owned from namespace '{}': a tenant bans only its own accounts (use userRef), and {}. Nothing was written",
+                "{email} is not an account managed from namespace '{}': a tenant bans only accounts the operator created for it (or adopted ones under tenantPolicy.manageAdoptedAccounts), and {}. Nothing was written",
                 tenancy.namespace,
                 tenancy.who_may("ban any other account")
             );
@@ -383,8 +410,9 @@ async fn by_user_ref(
     ctx: &Context,
     store: &Store,
     name: &str,
-    namespace: &str,
+    tenancy: &Tenancy,
 ) -> Result<Result<Banned, Outcome>, ReconcileError> {
+    let namespace = tenancy.namespace.as_str();
     let users: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), namespace);
     let Some(user) = users.get_opt(name).await? else {
         let message = format!("LibreChatUser '{name}' not found in this namespace; the ban applies as soon as it exists");
@@ -399,11 +427,19 @@ async fn by_user_ref(
         return Ok(Err(Outcome::stalled(ban, reason::INVALID_SPEC, message)));
     }
     let owner_uid = user.uid().unwrap_or_default();
-    let account = store
-        .find_claim_of_owner(&owner_uid)
-        .await?
-        .filter(|c| c.confirmed)
-        .and_then(|c| c.user_id);
+    let claim = store.find_claim_of_owner(&owner_uid).await?;
+    if let Some(adopted) = claim
+        .as_ref()
+        .filter(|c| !tenancy.administers && !tenancy.fully_manages(c))
+    {
+        let message = format!(
+            "LibreChatUser '{name}' adopted the account {} rather than having it created, and a tenant bans an adopted account only under the instance's tenantPolicy.manageAdoptedAccounts; {}. Nothing was written",
+            adopted.email,
+            tenancy.who_may("ban it otherwise")
+        );
+        return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, message)));
+    }
+    let account = claim.filter(|c| c.confirmed).and_then(|c| c.user_id);
     Ok(match account {
         Some(id) => Ok(Banned { target: BanTarget::User(id.to_hex()), subject: Some(owner_subject(&owner_uid)) }),
         None => Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, format!("LibreChatUser '{name}' owns no LibreChat account yet; the ban applies as soon as it does"))),

@@ -5,6 +5,7 @@
 use kube::ResourceExt;
 
 use crate::api::LibreChatInstance;
+use crate::librechat::ownership::Claim;
 
 /// What an object in one namespace may do on one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,12 +18,14 @@ pub struct Tenancy {
     pub administers: bool,
     /// It may declare (or adopt) an ADMIN account.
     pub may_hold_admin: bool,
-    /// It may change role, provider and password of an account it adopted, and delete it.
+    /// It may change role and password of an account it adopted, and delete it.
     pub may_manage_adopted: bool,
     /// It may grant credits and set auto-refill.
     pub may_grant_credits: bool,
     /// It may create and change custom roles.
     pub may_manage_roles: bool,
+    /// Custom roles the instance lets tenants put accounts in (beyond their own roles).
+    pub assignable_roles: Vec<String>,
 }
 
 impl Tenancy {
@@ -35,9 +38,23 @@ impl Tenancy {
             may_manage_adopted: spec.admits_managing_adopted(&instance_namespace, namespace),
             may_grant_credits: spec.admits_granting_credits(&instance_namespace, namespace),
             may_manage_roles: spec.admits_managing_roles(&instance_namespace, namespace),
+            assignable_roles: spec.tenant_assignable_roles(),
             namespace: namespace.to_string(),
             instance_namespace,
         }
+    }
+
+    /// Whether `claim` gives this namespace its account to manage fully (ban it, share what it
+    /// may share): the claim is from here, and the operator created the account for it or the
+    /// instance lets tenants manage what they adopt. Adopting alone keeps a name as declared.
+    pub fn fully_manages(&self, claim: &Claim) -> bool {
+        claim.owner.namespace == self.namespace && (claim.created || self.may_manage_adopted)
+    }
+
+    /// Whether an object labelled `namespace/name` lives in this namespace or the instance's.
+    pub fn declared_here_or_by_admin(&self, owner_label: &str) -> bool {
+        let namespace = owner_label.split('/').next().unwrap_or_default();
+        namespace == self.namespace || namespace == self.instance_namespace
     }
 
     /// The sentence a refusal ends with: who can allow it.
@@ -46,5 +63,59 @@ impl Tenancy {
             "only objects in the instance's namespace '{}' may {what}",
             self.instance_namespace
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::librechat::ownership::Owner;
+
+    fn tenant(may_manage_adopted: bool) -> Tenancy {
+        Tenancy {
+            namespace: "team-a".into(),
+            instance_namespace: "chat".into(),
+            administers: false,
+            may_hold_admin: false,
+            may_manage_adopted,
+            may_grant_credits: false,
+            may_manage_roles: false,
+            assignable_roles: Vec::new(),
+        }
+    }
+
+    fn claim(namespace: &str, created: bool) -> Claim {
+        Claim {
+            email: "a@example.com".into(),
+            owner: Owner {
+                kind: "LibreChatUser".into(),
+                namespace: namespace.into(),
+                name: "a".into(),
+                uid: "uid-a".into(),
+            },
+            user_id: None,
+            confirmed: true,
+            created,
+            follow_ups: Vec::new(),
+            actions: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_adopted_account_is_fully_managed_only_under_manage_adopted_accounts() {
+        assert!(tenant(false).fully_manages(&claim("team-a", true)));
+        assert!(!tenant(false).fully_manages(&claim("team-a", false)));
+        assert!(tenant(true).fully_manages(&claim("team-a", false)));
+        assert!(!tenant(true).fully_manages(&claim("team-b", true)));
+    }
+
+    #[test]
+    fn bans_carry_from_this_namespace_and_the_instances_only() {
+        let t = tenant(false);
+        assert!(t.declared_here_or_by_admin("team-a/grudge"));
+        assert!(t.declared_here_or_by_admin("chat/ban"));
+        assert!(!t.declared_here_or_by_admin("team-b/grudge"));
+        // A namespace whose name starts like this one's is another namespace.
+        assert!(!t.declared_here_or_by_admin("team-a-x/grudge"));
     }
 }

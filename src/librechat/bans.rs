@@ -228,8 +228,15 @@ impl Store {
     }
 
     /// Bans the account `user_hex` (about to be created, or just found) for every ban in force
-    /// that names one of `subjects`, so a re-created account is banned before it can be used.
-    pub async fn carry_bans(&self, subjects: &[String], user_hex: &str) -> Result<(), StoreError> {
+    /// that names one of `subjects` and that `may_carry` lets through (the caller knows whose
+    /// bans may reach the new account's owner), so a re-created account is banned before it
+    /// can be used.
+    pub async fn carry_bans(
+        &self,
+        subjects: &[String],
+        user_hex: &str,
+        may_carry: impl Fn(&BanShare) -> bool,
+    ) -> Result<(), StoreError> {
         use futures::TryStreamExt;
         let docs: Vec<Document> = self
             .collection(SHARES)
@@ -243,7 +250,7 @@ impl Store {
         let target = BanTarget::User(user_hex.to_string());
         for share in docs.iter().flat_map(shares_in) {
             let names_it = share.subject.as_ref().is_some_and(|s| subjects.contains(s));
-            if names_it && share.end_ms.is_none_or(|end| end > now) {
+            if names_it && share.end_ms.is_none_or(|end| end > now) && may_carry(&share) {
                 let moved = BanShare {
                     user_id: Some(user_hex.to_string()),
                     ..share

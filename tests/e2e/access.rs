@@ -493,6 +493,58 @@ async fn built_in_roles_take_only_declared_keys_and_say_what_librechat_yaml_over
     assert_eq!(prompts.get_bool("SHARE"), Ok(true));
 }
 
+/// The attack: a tenant adopts a person's self-registered account (adoption keeps a name as
+/// declared, nothing more) and, since that account may share its own agent, grants the
+/// tenant's group owner access to it.
+#[tokio::test]
+async fn a_tenant_does_not_reach_an_adopted_persons_agents() {
+    let (w, t) = tenant_world("acc-adopt-share", json!({})).await;
+    let person = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(person, "person@example.com"))
+        .await
+        .unwrap();
+    let agent = seed_resource(&w, "agents", "agent", person).await;
+    w.apply_in(&t, "LibreChatUser", "person", json!({ "instanceRef": lc(&w),
+                                                      "email": "person@example.com", "adopt": true }))
+        .await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "person",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    let grant = json!({ "instanceRef": lc(&w), "name": "tenant takers",
+                        "grants": [{ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "owner" }] });
+    w.apply_in(&t, "LibreChatGroup", "takers", grant).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatgroups",
+        "takers",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
+    assert!(
+        group_doc(&w, "tenant takers").await.is_none(),
+        "no group is written"
+    );
+    assert_eq!(
+        w.db.collection::<Document>("aclentries")
+            .count_documents(doc! { "resourceId": agent })
+            .await
+            .unwrap(),
+        1,
+        "only the person's own entry is on the agent"
+    );
+}
+
 #[tokio::test]
 async fn a_tenant_reaches_no_other_teams_accounts_roles_or_resources() {
     let (w, t) = tenant_world("acc-tenant", json!({})).await;

@@ -228,9 +228,98 @@ async fn a_password_never_lands_on_an_sso_account_unless_the_instance_namespace_
     );
 }
 
+/// The attack: a tenant pre-provisions `openid` for someone's email, the person's first OpenID
+/// login links to it (LibreChat's email fallback), then the tenant switches the account to
+/// `local` and sets a password of its own. And the other way round: a local account with the
+/// tenant's password switched to `openid`, which keeps the password that still logs in.
+#[tokio::test]
+async fn a_tenant_cannot_switch_the_sign_in_of_an_account_it_created() {
+    let (w, t) = tenant_world("tr-provider", json!({})).await;
+    put_secret(&w.client, &t, "pw", &[("password", PASSWORD)]).await;
+    let sso = json!({ "instanceRef": lc(&w), "email": "victim@example.com", "provider": "openid" });
+    w.apply_in(&t, "LibreChatUser", "trap", sso.clone()).await;
+    let id = status_user_id(&w, &t, "trap").await;
+    // The person's first OpenID login: LibreChat's migration sets the subject and issuer.
+    w.users()
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "openidId": "victim-subject", "openidIssuer": "https://idp.example.com" } },
+        )
+        .await
+        .unwrap();
+    let linked = user_doc(&w, id).await.unwrap();
+
+    let mut to_local = sso.clone();
+    to_local["provider"] = json!("local");
+    w.apply_in(&t, "LibreChatUser", "trap", to_local.clone())
+        .await;
+    ready_in(&w, &t, "librechatusers", "trap", "False", "NotPermitted").await;
+    assert!(
+        user_doc(&w, id).await.as_ref() == Some(&linked),
+        "switching the linked SSO account to local must write nothing"
+    );
+    to_local["password"] = json!({ "secretRef": { "name": "pw", "key": "password" } });
+    w.apply_in(&t, "LibreChatUser", "trap", to_local).await;
+    ready_in(&w, &t, "librechatusers", "trap", "False", "NotPermitted").await;
+    let after = user_doc(&w, id).await.unwrap();
+    assert!(
+        !after.contains_key("password"),
+        "no password may be written"
+    );
+    assert!(
+        after == linked,
+        "the linked SSO account must not be written"
+    );
+
+    // A local account the tenant knows the password of, moved onto the identity provider.
+    let local = json!({ "instanceRef": lc(&w), "email": "bait@example.com",
+                        "password": { "secretRef": { "name": "pw", "key": "password" } } });
+    w.apply_in(&t, "LibreChatUser", "bait", local.clone()).await;
+    let bait = status_user_id(&w, &t, "bait").await;
+    let before = user_doc(&w, bait).await.unwrap();
+    let mut to_sso = local;
+    to_sso.as_object_mut().unwrap().remove("password");
+    to_sso["provider"] = json!("openid");
+    w.apply_in(&t, "LibreChatUser", "bait", to_sso.clone())
+        .await;
+    ready_in(&w, &t, "librechatusers", "bait", "False", "NotPermitted").await;
+    let after = user_doc(&w, bait).await.unwrap();
+    assert_eq!(after.get_str("provider").unwrap(), "local");
+    assert!(
+        after == before,
+        "the local account must not be moved onto the identity provider"
+    );
+
+    // The instance's own namespace may still change how an account it manages signs in.
+    w.apply(
+        "LibreChatUser",
+        "own",
+        json!({ "instanceRef": { "name": "lc" }, "email": "own@example.com",
+                                            "provider": "openid" }),
+    )
+    .await;
+    let own = status_user_id(&w, &w.ns.clone(), "own").await;
+    w.apply(
+        "LibreChatUser",
+        "own",
+        json!({ "instanceRef": { "name": "lc" }, "email": "own@example.com",
+                                            "provider": "google" }),
+    )
+    .await;
+    eventually("the instance namespace's provider change", || async {
+        (user_doc(&w, own).await?.get_str("provider").ok() == Some("google")).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_tenant_may_adopt_an_unprivileged_account_but_not_take_it_over() {
-    let (w, t) = tenant_world("tr-adopt", json!({})).await;
+    // EDITOR is a role tenants may assign, so what refuses below is the adoption alone.
+    let (w, t) = tenant_world(
+        "tr-adopt",
+        json!({ "tenantPolicy": { "assignableRoles": ["EDITOR"] } }),
+    )
+    .await;
     let id = ObjectId::new();
     w.users()
         .insert_one(foreign_user(id, "plain@example.com"))
@@ -288,7 +377,8 @@ async fn a_tenant_may_adopt_an_unprivileged_account_but_not_take_it_over() {
     w.apply_instance(
         "lc",
         &env("REDIS_URL"),
-        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageAdoptedAccounts": true } }),
+        json!({ "allowedNamespaces": [t.clone()],
+                "tenantPolicy": { "manageAdoptedAccounts": true, "assignableRoles": ["EDITOR"] } }),
     )
     .await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
@@ -300,6 +390,93 @@ async fn a_tenant_may_adopt_an_unprivileged_account_but_not_take_it_over() {
     assert_eq!(
         user_doc(&w, id).await.unwrap().get_str("role").unwrap(),
         "EDITOR"
+    );
+}
+
+/// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
+/// carry grants on other people's agents, or system grants such as `access:admin`), or adopts
+/// an account the LibreChat admin put in one.
+#[tokio::test]
+async fn a_tenant_cannot_put_its_accounts_in_a_role_it_does_not_own() {
+    let (w, t) = tenant_world(
+        "tr-roles",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    w.apply(
+        "LibreChatRole",
+        "staff",
+        json!({ "instanceRef": { "name": "lc" }, "name": "STAFF",
+                                              "permissions": { "AGENTS": { "USE": true } } }),
+    )
+    .await;
+    w.wait_condition("librechatroles", "staff", "Ready", "True", None)
+        .await;
+
+    let climber = json!({ "instanceRef": lc(&w), "email": "climber@example.com", "role": "STAFF" });
+    w.apply_in(&t, "LibreChatUser", "climber", climber).await;
+    ready_in(&w, &t, "librechatusers", "climber", "False", "NotPermitted").await;
+    assert_eq!(
+        count(&w, "users", doc! { "email": "climber@example.com" }).await,
+        0,
+        "no account may be created in the admin's role"
+    );
+
+    // A role its own namespace declares is the tenant's to assign.
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "team",
+        json!({ "instanceRef": lc(&w), "name": "TEAMX",
+                                                    "permissions": { "AGENTS": { "USE": true } } }),
+    )
+    .await;
+    w.apply_in(&t, "LibreChatUser", "member", json!({ "instanceRef": lc(&w),
+                                                      "email": "member@example.com", "role": "TEAMX" }))
+        .await;
+    let member = status_user_id(&w, &t, "member").await;
+    assert_eq!(
+        user_doc(&w, member).await.unwrap().get_str("role").unwrap(),
+        "TEAMX"
+    );
+
+    // An account LibreChat's admin put in STAFF is not the tenant's to adopt.
+    let staffer = ObjectId::new();
+    let mut d = foreign_user(staffer, "staffer@example.com");
+    d.insert("role", "STAFF");
+    w.users().insert_one(d).await.unwrap();
+    let before = user_doc(&w, staffer).await.unwrap();
+    w.apply_in(&t, "LibreChatUser", "grab", json!({ "instanceRef": lc(&w),
+                                                    "email": "staffer@example.com", "adopt": true }))
+        .await;
+    ready_in(&w, &t, "librechatusers", "grab", "False", "NotPermitted").await;
+    assert!(
+        user_doc(&w, staffer).await == Some(before),
+        "the staffer must not be written"
+    );
+    assert!(
+        owner_record(&w, "staffer@example.com")
+            .await
+            .is_none_or(|r| r.get_str("namespace").ok() != Some(t.as_str())),
+        "no ownership record may name the tenant"
+    );
+
+    // The instance lists STAFF as assignable: the waiting account is created in it.
+    w.apply_instance(
+        "lc",
+        &env("REDIS_URL"),
+        json!({ "allowedNamespaces": [t.clone()],
+                "tenantPolicy": { "manageRoles": true, "assignableRoles": ["STAFF"] } }),
+    )
+    .await;
+    let climber = status_user_id(&w, &t, "climber").await;
+    assert_eq!(
+        user_doc(&w, climber)
+            .await
+            .unwrap()
+            .get_str("role")
+            .unwrap(),
+        "STAFF"
     );
 }
 
@@ -554,6 +731,93 @@ async fn a_tenant_cannot_ban_an_admin_or_an_ip() {
     assert!(log_doc(&w, "BANS:203.0.113.9")
         .await
         .is_some_and(|d| in_force(&d)));
+}
+
+/// The attack: a tenant adopts someone's self-registered account (adoption keeps a name as
+/// declared, nothing more) and bans it, which also ends every session of that person.
+#[tokio::test]
+async fn a_tenant_cannot_ban_an_account_it_only_adopted() {
+    let (w, t) = tenant_world("tr-ban-adopt", json!({})).await;
+    let id = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(id, "someone@example.com"))
+        .await
+        .unwrap();
+    w.apply_in(&t, "LibreChatUser", "someone", json!({ "instanceRef": lc(&w),
+                                                       "email": "someone@example.com", "adopt": true }))
+        .await;
+    assert_eq!(status_user_id(&w, &t, "someone").await, id);
+
+    w.apply_in(
+        &t,
+        "UserBan",
+        "by-email",
+        json!({ "instanceRef": lc(&w), "email": "someone@example.com" }),
+    )
+    .await;
+    w.apply_in(
+        &t,
+        "UserBan",
+        "by-ref",
+        json!({ "instanceRef": lc(&w), "userRef": { "name": "someone" } }),
+    )
+    .await;
+    ready_in(&w, &t, "userbans", "by-email", "False", "NotPermitted").await;
+    ready_in(&w, &t, "userbans", "by-ref", "False", "NotPermitted").await;
+    assert_eq!(count(&w, "logs", doc! {}).await, 0, "no ban may be written");
+    assert_eq!(count(&w, "librechat_operator_bans", doc! {}).await, 0);
+}
+
+/// The attack: a tenant bans an email while it manages the account, lets the account go, and
+/// the ban follows the email to the account another namespace creates for it later.
+#[tokio::test]
+async fn a_tenants_email_ban_does_not_follow_the_email_to_another_namespaces_account() {
+    let (w, t) = tenant_world("tr-ban-follow", json!({})).await;
+    let spec =
+        json!({ "instanceRef": lc(&w), "email": "moving@example.com", "deletionPolicy": "Delete" });
+    w.apply_in(&t, "LibreChatUser", "moving", spec).await;
+    let first = status_user_id(&w, &t, "moving").await;
+    w.apply_in(
+        &t,
+        "UserBan",
+        "grudge",
+        json!({ "instanceRef": lc(&w), "email": "moving@example.com" }),
+    )
+    .await;
+    ready_in(&w, &t, "userbans", "grudge", "True", "Banned").await;
+    assert!(log_doc(&w, &format!("BANS:{}", first.to_hex()))
+        .await
+        .is_some_and(|d| in_force(&d)));
+
+    // The tenant deletes its account; the instance's namespace creates one for the email.
+    delete_in(&w.client, &t, "LibreChatUser", "moving").await;
+    wait_gone_in(&w, &t, "librechatusers", "moving").await;
+    w.apply(
+        "LibreChatUser",
+        "moved",
+        json!({ "instanceRef": { "name": "lc" }, "email": "moving@example.com" }),
+    )
+    .await;
+    let second = status_user_id(&w, &w.ns.clone(), "moved").await;
+    assert_ne!(first, second);
+    assert!(
+        !log_doc(&w, &format!("BANS:{}", second.to_hex()))
+            .await
+            .is_some_and(|d| in_force(&d)),
+        "the tenant's ban must not reach the account made for the instance's namespace"
+    );
+    // The tenant's ban, asked again, is refused and holds nothing.
+    let patch = json!({ "spec": { "reason": "asked again" } });
+    dynamic(&w.client, &t, "UserBan")
+        .patch("grudge", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    ready_in(&w, &t, "userbans", "grudge", "False", "NotPermitted").await;
+    assert_eq!(
+        count(&w, "librechat_operator_bans", doc! {}).await,
+        0,
+        "its shares are lifted"
+    );
 }
 
 /// The owner record's pending follow-ups for `email`.

@@ -10,6 +10,7 @@ use crate::api::LibreChatUser;
 use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
 use crate::controller::password::ResolvedPassword;
+use crate::librechat::bans::BanShare;
 use crate::librechat::ownership::{Claim, FollowUp};
 use crate::librechat::users::{as_created, drift, Created, StoredUser};
 use crate::librechat::StoreError;
@@ -156,9 +157,12 @@ async fn create(
         store.renew_reservation(email, uid, gone).await?;
     }
     let reserved = store.reserve_user_id(email, uid, ObjectId::new()).await?;
-    // A ban that follows this identity is in force before the account can be used.
+    // A ban that follows this identity is in force before the account can be used: one
+    // declared from the admin's namespace or from this object's own (a tenant's ban of an
+    // email it managed once does not reach an account made for another namespace).
+    let may_carry = |share: &BanShare| plan.tenancy.declared_here_or_by_admin(&share.owner);
     store
-        .carry_bans(&ban_subjects(plan), &reserved.to_hex())
+        .carry_bans(&ban_subjects(plan), &reserved.to_hex(), may_carry)
         .await?;
     let created = store.create_user(reserved, &plan.desired, hash).await?;
     ctx.hashed_ahead.forget(uid);
@@ -301,9 +305,18 @@ pub(super) fn refusal_to_adopt(plan: &Plan, stored: &StoredUser) -> Option<Strin
 /// Why this object may not adopt `stored`, if it may not.
 fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Option<String> {
     let tenancy = &plan.tenancy;
-    if stored.role.as_deref() == Some("ADMIN") && !tenancy.may_hold_admin {
+    let stored_role = stored.role.as_deref().unwrap_or("USER");
+    if stored_role == "ADMIN" && !tenancy.may_hold_admin {
         return Some(format!(
             "the account {} is an ADMIN account; {} unless the instance sets allowAdmin. It was not touched",
+            plan.email,
+            tenancy.who_may("adopt it")
+        ));
+    }
+    let declared_role = plan.desired.role.as_deref();
+    if super::role_policy::adoption_blocked_by_role(tenancy, stored_role, declared_role) {
+        return Some(format!(
+            "the account {} is in the role '{stored_role}', which this namespace may not assign; {}. It was not touched",
             plan.email,
             tenancy.who_may("adopt it")
         ));
@@ -312,12 +325,23 @@ fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Option<String> {
 }
 
 /// Why the declaration may not be written to this account, if it may not: a tenant changes
-/// role, provider and password only of accounts the operator created for it (unless the
-/// instance's tenantPolicy says otherwise), and a password goes onto an SSO account only when
-/// the instance's own namespace converts it explicitly.
+/// role and password only of accounts the operator created for it (unless the instance's
+/// tenantPolicy says otherwise), only the instance's own namespace changes a provider, and a
+/// password goes onto an SSO account only when that namespace converts it explicitly.
 fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<String> {
     let stored = &account.stored;
     let stored_provider = stored.provider.as_deref().unwrap_or("local");
+    let declared_provider = plan.desired.provider.as_deref();
+    if declared_provider.is_some_and(|p| p != stored_provider) && !plan.tenancy.administers {
+        // The provider decides who signs in: LibreChat links an OpenID login to an `openid`
+        // account by its email, and a stored password logs in whatever the provider says. A
+        // tenant moving an account on or off an identity provider, even one it created, could
+        // catch a person's SSO sign-in on an account whose password it knows.
+        return Some(format!(
+            "the account {} signs in through '{stored_provider}'; only the instance's namespace '{}' changes how an existing account signs in. Nothing was written",
+            plan.email, plan.tenancy.instance_namespace
+        ));
+    }
     if plan.password.is_some() && stored_provider != "local" {
         let converts = plan.desired.provider.as_deref() == Some(Provider::Local.as_str());
         if !(converts && plan.tenancy.administers) {
@@ -330,11 +354,7 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
     if account.created || plan.tenancy.may_manage_adopted {
         return None;
     }
-    let mut forbidden: Vec<&str> = changed
-        .iter()
-        .copied()
-        .filter(|f| matches!(*f, "role" | "provider"))
-        .collect();
+    let mut forbidden: Vec<&str> = changed.iter().copied().filter(|f| *f == "role").collect();
     if plan.password.is_some() {
         forbidden.push("password");
     }

@@ -13,6 +13,7 @@ mod balance;
 mod claim;
 mod cleanup;
 mod plugins;
+mod role_policy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -304,6 +305,14 @@ async fn resolve(
             message,
             user,
         )));
+    }
+    if let Some(role) = spec.role.as_deref() {
+        if let Some(why) = role_policy::refusal(&target.stores.store, &tenancy, role).await? {
+            // Waiting, not stalled: a LibreChatRole applied with this object may not have
+            // claimed its name yet.
+            let message = format!("{why}; nothing was written");
+            return Ok(Err(Outcome::waiting(reason::NOT_PERMITTED, message, user)));
+        }
     }
     let email = check_email(&spec.email).unwrap_or_default();
     let min_length = instance.spec.min_password_length();

@@ -1,0 +1,88 @@
+//! Which roles a tenant may put its accounts in. A role carries its permissions and its grants
+//! (ACL entries on agents and prompts, system grants such as `access:admin`) to every account
+//! in it, so declaring someone else's custom role is a privilege escalation like `ADMIN`.
+
+use crate::controller::tenancy::Tenancy;
+use crate::librechat::access::role_key;
+use crate::librechat::{Store, StoreError};
+
+/// Why an object of `tenancy` may not hold an account in `role`, if it may not. `USER` is
+/// everyone's; `ADMIN` is `allowAdmin`'s and checked apart. A tenant's custom roles are those
+/// its own namespace's LibreChatRoles declare (the operator's access record names the owner)
+/// and those the instance lists in `tenantPolicy.assignableRoles`.
+pub(super) async fn refusal(
+    store: &Store,
+    tenancy: &Tenancy,
+    role: &str,
+) -> Result<Option<String>, StoreError> {
+    if tenancy.administers
+        || matches!(role, "USER" | "ADMIN")
+        || tenancy.assignable_roles.iter().any(|r| r == role)
+    {
+        return Ok(None);
+    }
+    let declared_here = store
+        .access_record(&role_key(role))
+        .await?
+        .is_some_and(|r| r.owner.kind == "LibreChatRole" && r.owner.namespace == tenancy.namespace);
+    Ok((!declared_here).then(|| {
+        format!(
+            "role '{role}' is neither declared by a LibreChatRole in namespace '{}' nor listed in the instance's tenantPolicy.assignableRoles, so its accounts may not be put in it: {}",
+            tenancy.namespace,
+            tenancy.who_may("assign other roles")
+        )
+    }))
+}
+
+/// Whether a tenant may adopt an account LibreChat holds in `stored_role`: not one in a
+/// custom role it could not declare itself (an account the LibreChat admin put in a privileged
+/// role is not for a tenant to manage), unless it declares that same role, already checked.
+pub(super) fn adoption_blocked_by_role(
+    tenancy: &Tenancy,
+    stored_role: &str,
+    declared_role: Option<&str>,
+) -> bool {
+    !tenancy.administers
+        && !matches!(stored_role, "USER" | "ADMIN")
+        && declared_role != Some(stored_role)
+        && !tenancy.assignable_roles.iter().any(|r| r == stored_role)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(assignable: &[&str]) -> Tenancy {
+        Tenancy {
+            namespace: "team-a".into(),
+            instance_namespace: "chat".into(),
+            administers: false,
+            may_hold_admin: false,
+            may_manage_adopted: false,
+            may_grant_credits: false,
+            may_manage_roles: false,
+            assignable_roles: assignable.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_tenant_adopts_no_account_in_a_custom_role_it_may_not_assign() {
+        let t = tenant(&[]);
+        assert!(adoption_blocked_by_role(&t, "STAFF", None));
+        assert!(adoption_blocked_by_role(&t, "STAFF", Some("USER")));
+        assert!(!adoption_blocked_by_role(&t, "USER", None));
+        // ADMIN is allowAdmin's check; the declared role was checked on its own.
+        assert!(!adoption_blocked_by_role(&t, "ADMIN", None));
+        assert!(!adoption_blocked_by_role(&t, "TEAMX", Some("TEAMX")));
+        assert!(!adoption_blocked_by_role(
+            &tenant(&["STAFF"]),
+            "STAFF",
+            None
+        ));
+        let admin = Tenancy {
+            administers: true,
+            ..tenant(&[])
+        };
+        assert!(!adoption_blocked_by_role(&admin, "STAFF", None));
+    }
+}
