@@ -16,7 +16,8 @@ librechat is LibreChat's own batch path, compared with the cold start), BENCH_CA
 some phases keeps the previous latest.json's figures of the others, for the same N, and its notes
 say which figures were carried and from which run and build), BENCH_PROFILE=0 (no perf profile
 of the secretRef cold start; by default it is taken where `perf record` works and written to
-bench/results/profile-coldstart.md).
+bench/results/profile-coldstart.md), BENCH_OUT (where the results go; default bench/results, whose
+latest.json BENCH_CARRY reads; a run elsewhere leaves the README alone).
 """
 import atexit
 import base64
@@ -43,7 +44,7 @@ import pymongo
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "librechat-operator"
-OUT = ROOT / "bench" / "results"
+OUT = Path(os.environ.get("BENCH_OUT", ROOT / "bench" / "results"))
 N = int(os.environ.get("BENCH_N", "10000"))
 ENV_DIR = Path(os.environ.get("BENCH_ENV_DIR", "/tmp/lco-bench-env"))
 PHASES = os.environ.get("BENCH_PHASES", "coldstart,librechat,generate,resync,reaction,faults").split(",")
@@ -97,6 +98,12 @@ def run(cmd, input=None, check=True, timeout=1800):
 
 def kubectl(*args, input=None, check=True, timeout=1800):
     return run(["kubectl", *args], input=input, check=check, timeout=timeout)
+
+
+def ratio(seconds, reference):
+    """A ratio judged against a goal: three decimals, so that 0.601 is not shown (and judged)
+    as the 0.6 it would round to."""
+    return round(seconds / reference, 3)
 
 
 def percentile(values, p):
@@ -159,7 +166,7 @@ class Operator:
         self.extra_args, self.env = list(extra_args), env or {}
         self.proc = None
         self.peak_kib = 0
-        self.log_path = OUT.parent / "logs" / f"{name}.log"
+        self.log_path = ROOT / "bench" / "logs" / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
 
     def start(self):
@@ -400,7 +407,7 @@ class Profile:
     HASHING = ("blowfish", "bcrypt")
 
     def __init__(self, name):
-        self.path = OUT.parent / "logs" / f"perf-{name}.data"
+        self.path = ROOT / "bench" / "logs" / f"perf-{name}.data"
         self.proc = None
         if PROFILE and shutil.which("perf"):
             self.proc = subprocess.Popen(
@@ -661,6 +668,7 @@ def resync_and_restart(op, ns):
 
     def restart():
         holder["op"].kill(signal.SIGTERM)
+        figures["peak_rss_mib_through_resync"] = round(holder["op"].peak_kib / 1024, 1)
         holder["op"] = Operator(op.name + "-restarted", ns).start()
 
     log("restart: the operator starts again over N Ready accounts")
@@ -1100,6 +1108,8 @@ def readme_block(report):
 
 
 def update_readme(report):
+    if OUT != ROOT / "bench" / "results":
+        return
     readme = ROOT / "README.md"
     text = readme.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -1190,6 +1200,7 @@ def main():
         curves["secretRef"] = a["samples"]
         f["cold_start_seconds"] = round(a["seconds"], 1) if a["seconds"] else None
         f["peak_rss_mib"] = a["peak_rss_mib"]
+        f["peak_rss_mib_cold_start"] = a["peak_rss_mib"]
         f["rss_mib_at_ready"] = a["memory_mib_at"]
         # Where the cold start's CPU went: the floor counts only bcrypt, on every core.
         report["phases"]["coldstart"] = {"cpu_seconds": a["cpu_seconds"], "bcrypt_hashes": a["bcrypt_hashes"],
@@ -1203,13 +1214,13 @@ def main():
             f[f"cold_start_cpu_s {proc}"] = secs
         f["cold_start_cpu_s bcrypt (hashes x one hash)"] = round(a["bcrypt_hashes"] * floor["bcrypt_cost10_seconds"], 1)
         if a["seconds"]:
-            f["cold_start_vs_floor"] = round(a["seconds"] / floor["floor_seconds"], 2)
+            f["cold_start_vs_floor"] = ratio(a["seconds"], floor["floor_seconds"])
         save()
         lc = phase("librechat", librechat_batch)
         if lc:
             f["librechat_batch_seconds"] = round(lc, 1)
             if a["seconds"]:
-                f["cold_start_vs_librechat"] = round(a["seconds"] / lc, 2)
+                f["cold_start_vs_librechat"] = ratio(a["seconds"], lc)
     if op_a and "resync" in PHASES:
         got = phase("resync", lambda: resync_and_restart(op_a, f"{PREFIX}-a"))
         if got:
@@ -1238,7 +1249,13 @@ def main():
     save()
     if op_a:
         op_a.kill(signal.SIGTERM)
-        f["peak_rss_mib"] = max(f.get("peak_rss_mib") or 0, round(op_a.peak_kib / 1024, 1))
+        # Which process peaked: the cold start's (through the forced resync), or the one
+        # restarted over N Ready accounts (through the reaction phase).
+        through_resync = report["phases"].get("resync", {}).get("peak_rss_mib_through_resync")
+        if through_resync:
+            f["peak_rss_mib_through_resync"] = through_resync
+            f["peak_rss_mib_restarted"] = round(op_a.peak_kib / 1024, 1)
+        f["peak_rss_mib"] = max(f.get("peak_rss_mib") or 0, through_resync or 0, round(op_a.peak_kib / 1024, 1))
     got = phase("generate", lambda: cold_start(report, "b", generate=True))
     if got:
         op_b, b = got
@@ -1249,11 +1266,11 @@ def main():
         curves["password.generate"] = b["samples"]
         f["cold_start_generate_seconds"] = round(b["seconds"], 1) if b["seconds"] else None
         if b["seconds"]:
-            f["cold_start_generate_vs_floor"] = round(b["seconds"] / floor["floor_seconds"], 2)
+            f["cold_start_generate_vs_floor"] = ratio(b["seconds"], floor["floor_seconds"])
             # LibreChat's own path, measured in this run or carried from the earlier one.
             librechat = f.get("librechat_batch_seconds") or (earlier or {}).get("figures", {}).get("librechat_batch_seconds")
             if librechat:
-                f["cold_start_generate_vs_librechat"] = round(b["seconds"] / librechat, 2)
+                f["cold_start_generate_vs_librechat"] = ratio(b["seconds"], librechat)
                 if not f.get("librechat_batch_seconds"):
                     notes.append("cold_start_generate_vs_librechat: this run's generate cold start over the carried "
                                  "librechat_batch_seconds")
