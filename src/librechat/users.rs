@@ -152,8 +152,17 @@ impl Store {
             return Ok(changed);
         }
         let mut update = doc! { "$set": set };
+        let mut unset = Document::new();
         if stored.has_expiry {
-            update.insert("$unset", doc! { "expiresAt": "" });
+            unset.insert("expiresAt", "");
+        }
+        if leaves_local_sign_in(stored, desired) {
+            // LibreChat's local strategy checks no provider: a password left on an account
+            // moved onto an identity provider would still log in.
+            unset.insert("password", "");
+        }
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
         }
         self.collection(collections::USERS)
             .update_one(doc! { "_id": stored.id }, update)
@@ -213,6 +222,16 @@ impl Store {
 }
 
 /// The managed fields in which `stored` differs from the declaration (nothing is written).
+/// Whether correcting `stored` to `desired` moves an account that has a password onto an
+/// identity provider: the password goes with the correction, and its sessions must end.
+pub fn leaves_local_sign_in(stored: &StoredUser, desired: &DesiredUser) -> bool {
+    let moves_to_sso = desired
+        .provider
+        .as_deref()
+        .is_some_and(|p| p != "local" && stored.provider.as_deref() != Some(p));
+    moves_to_sso && stored.password_hash.is_some()
+}
+
 pub fn drift(stored: &StoredUser, desired: &DesiredUser) -> Vec<FieldName> {
     differences(stored, desired).1
 }
@@ -359,6 +378,21 @@ mod tests {
             provider: Some(provider.into()),
             email_verified: Some(true),
         }
+    }
+
+    #[test]
+    fn only_a_move_of_an_account_with_a_password_onto_sso_leaves_local_sign_in() {
+        let local = as_created(ObjectId::new(), &desired("local"), Some("$2a$10$x".into()));
+        assert!(leaves_local_sign_in(&local, &desired("openid")));
+        assert!(!leaves_local_sign_in(&local, &desired("local")));
+        let no_password = as_created(ObjectId::new(), &desired("local"), None);
+        assert!(!leaves_local_sign_in(&no_password, &desired("openid")));
+        // Already on the provider: a password found there is not the operator's to remove.
+        let sso = StoredUser {
+            password_hash: Some("$2a$10$x".into()),
+            ..as_created(ObjectId::new(), &desired("openid"), None)
+        };
+        assert!(!leaves_local_sign_in(&sso, &desired("openid")));
     }
 
     #[test]

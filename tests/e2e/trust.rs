@@ -310,6 +310,42 @@ async fn a_tenant_cannot_switch_the_sign_in_of_an_account_it_created() {
         (user_doc(&w, own).await?.get_str("provider").ok() == Some("google")).then_some(())
     })
     .await;
+
+    // And moving a local account onto an identity provider takes its password and sessions
+    // with it: LibreChat's local login checks no provider, so a left password would still work.
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let with_password = json!({ "instanceRef": { "name": "lc" }, "email": "mover@example.com",
+                                "password": { "secretRef": { "name": "pw", "key": "password" } } });
+    w.apply("LibreChatUser", "mover", with_password).await;
+    let mover = status_user_id(&w, &w.ns.clone(), "mover").await;
+    assert!(user_doc(&w, mover).await.unwrap().contains_key("password"));
+    let later = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
+    );
+    w.db.collection::<Document>("sessions")
+        .insert_one(doc! { "refreshTokenHash": "c".repeat(64), "expiration": later, "user": mover, "__v": 0 })
+        .await
+        .unwrap();
+    w.apply(
+        "LibreChatUser",
+        "mover",
+        json!({ "instanceRef": { "name": "lc" }, "email": "mover@example.com",
+                                              "provider": "openid" }),
+    )
+    .await;
+    let moved = eventually("the account moved onto openid", || async {
+        let d = user_doc(&w, mover).await?;
+        (d.get_str("provider").ok() == Some("openid")).then_some(d)
+    })
+    .await;
+    assert!(
+        !moved.contains_key("password"),
+        "the password goes with the move to SSO"
+    );
+    eventually("its sessions to be revoked", || async {
+        (count(&w, "sessions", doc! { "user": mover }).await == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

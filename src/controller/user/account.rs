@@ -12,7 +12,7 @@ use crate::controller::error::ReconcileError;
 use crate::controller::password::ResolvedPassword;
 use crate::librechat::bans::BanShare;
 use crate::librechat::ownership::{Claim, FollowUp};
-use crate::librechat::users::{as_created, drift, Created, StoredUser};
+use crate::librechat::users::{as_created, drift, leaves_local_sign_in, Created, StoredUser};
 use crate::librechat::StoreError;
 
 /// The account the reconcile ended up with.
@@ -389,9 +389,17 @@ async fn correct(
     }
     let store = plan.store();
     let cached = changed.contains(&"role");
+    // Moving a local account onto an identity provider takes its password away (see
+    // correct_user); the sessions it opened end with it.
+    let signs_out = leaves_local_sign_in(&account.stored, &plan.desired);
     if cached {
         store
             .promise(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
+            .await?;
+    }
+    if signs_out {
+        store
+            .promise(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
             .await?;
     }
     store.correct_user(&account.stored, &plan.desired).await?;
@@ -401,6 +409,13 @@ async fn correct(
         store
             .fulfilled(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
             .await?;
+    }
+    if signs_out {
+        store.revoke_sessions(account.stored.id).await?;
+        store
+            .fulfilled(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
+            .await?;
+        account.stored.password_hash = None;
     }
     account.wrote = true;
     let spec_changed =
