@@ -51,6 +51,11 @@ impl Tenancy {
         claim.owner.namespace == self.namespace && (claim.created || self.may_manage_adopted)
     }
 
+    /// Whether the instance lets tenants put accounts in the custom role `role`.
+    pub fn lists_assignable(&self, role: &str) -> bool {
+        self.assignable_roles.iter().any(|r| r == role)
+    }
+
     /// Whether an object labelled `namespace/name` lives in this namespace or the instance's.
     pub fn declared_here_or_by_admin(&self, owner_label: &str) -> bool {
         let namespace = owner_label.split('/').next().unwrap_or_default();

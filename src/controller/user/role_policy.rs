@@ -4,6 +4,7 @@
 
 use crate::controller::tenancy::Tenancy;
 use crate::librechat::access::role_key;
+use crate::librechat::permissions::is_built_in;
 use crate::librechat::{Store, StoreError};
 
 /// Why an object of `tenancy` may not hold an account in `role`, if it may not. `USER` is
@@ -15,10 +16,7 @@ pub(super) async fn refusal(
     tenancy: &Tenancy,
     role: &str,
 ) -> Result<Option<String>, StoreError> {
-    if tenancy.administers
-        || matches!(role, "USER" | "ADMIN")
-        || tenancy.assignable_roles.iter().any(|r| r == role)
-    {
+    if tenancy.administers || is_built_in(role) || tenancy.lists_assignable(role) {
         return Ok(None);
     }
     let declared_here = store
@@ -43,9 +41,9 @@ pub(super) fn adoption_blocked_by_role(
     declared_role: Option<&str>,
 ) -> bool {
     !tenancy.administers
-        && !matches!(stored_role, "USER" | "ADMIN")
+        && !is_built_in(stored_role)
         && declared_role != Some(stored_role)
-        && !tenancy.assignable_roles.iter().any(|r| r == stored_role)
+        && !tenancy.lists_assignable(stored_role)
 }
 
 #[cfg(test)]
