@@ -342,6 +342,11 @@ async fn a_tenant_cannot_switch_the_sign_in_of_an_account_it_created() {
         !moved.contains_key("password"),
         "the password goes with the move to SSO"
     );
+    // LibreChat's own code finds it as an SSO account with no password to log in with.
+    w.contract_check(
+        json!({ "users": [ { "email": "mover@example.com", "password": null,
+                                          "provider": "openid", "emailVerified": true } ] }),
+    );
     eventually("its sessions to be revoked", || async {
         (count(&w, "sessions", doc! { "user": mover }).await == 0).then_some(())
     })
