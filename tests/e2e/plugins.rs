@@ -69,6 +69,9 @@ fn expect(id: ObjectId, key: &str, field: &str, plaintext: Option<&str>) -> Valu
 /// The three OAuth token documents LibreChat keeps for an MCP server.
 async fn insert_mcp_tokens(w: &World, id: ObjectId, server: &str) {
     let now = mongodb::bson::DateTime::now();
+    // An hour ahead: `tokens` has a TTL index on expiresAt, and a token already expired may be
+    // removed by the server's TTL sweep mid-test (seen: the "other" server's tokens gone).
+    let expires = mongodb::bson::DateTime::from_millis(now.timestamp_millis() + 3_600_000);
     let base = format!("mcp:{server}");
     let docs: Vec<Document> = [
         ("mcp_oauth", base.clone()),
@@ -76,7 +79,7 @@ async fn insert_mcp_tokens(w: &World, id: ObjectId, server: &str) {
         ("mcp_oauth_client", format!("{base}:client")),
     ]
     .into_iter()
-    .map(|(t, i)| doc! { "userId": id, "type": t, "identifier": i, "token": "iv:ct", "createdAt": now, "expiresAt": now })
+    .map(|(t, i)| doc! { "userId": id, "type": t, "identifier": i, "token": "iv:ct", "createdAt": now, "expiresAt": expires })
     .collect();
     w.db.collection::<Document>("tokens")
         .insert_many(docs)
