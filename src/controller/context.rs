@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
 use super::connections::Connections;
 use super::memory::{Backoff, HashedAhead, Settled};
+use super::recorder::{EventRecorder, Occurrence};
 use crate::librechat::Hasher;
 
 /// Settings from the command line.
@@ -26,7 +26,7 @@ pub struct Context {
     pub health: crate::health::Health,
     /// Watch scopes whose caches have synced; Ready once all have.
     synced_scopes: std::sync::atomic::AtomicUsize,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     pub connections: Connections,
     pub hasher: Hasher,
     pub settings: Settings,
@@ -46,14 +46,14 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings, health: crate::health::Health) -> Self {
-        let reporter = Reporter {
-            controller: "librechat-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
             health,
             synced_scopes: Default::default(),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(
+                client.clone(),
+                "librechat-operator",
+                std::env::var("POD_NAME").ok(),
+            ),
             client,
             connections: Connections::default(),
             hasher: Hasher::default(),
@@ -91,16 +91,10 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+        let event = Occurrence {
+            warning,
             reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
+            note,
         };
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");

@@ -19,6 +19,7 @@ pub mod invite;
 pub mod memory;
 pub mod owned_secret;
 pub mod password;
+pub mod recorder;
 pub mod report;
 pub mod role;
 pub mod scoped;
