@@ -96,6 +96,41 @@ async fn every_change_leaves_one_json_audit_line_and_no_secret() {
     );
 }
 
+/// A repeat of an event counts on the first one (its series); when that one is gone (expired
+/// from the API server or deleted by someone), the repeat is recorded as a new event, not lost.
+#[tokio::test]
+async fn a_repeated_event_whose_first_is_gone_is_recorded_again() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{Api, DeleteParams, ListParams};
+
+    let mut w = World::new("audit-repeat").await;
+    w.start_operator();
+    w.ready_instance("lc", json!({})).await;
+    w.secret("pw", &[("password", "Repeat-Event-Password-1")])
+        .await;
+    let mut spec = user_spec("repeat@example.com", "Delete");
+    spec["password"] = json!({ "secretRef": { "name": "pw", "key": "password" } });
+    w.apply("LibreChatUser", "rot", spec).await;
+    w.wait_condition("librechatusers", "rot", "Ready", "True", None)
+        .await;
+    w.secret("pw", &[("password", "Repeat-Event-Password-2")])
+        .await;
+    w.wait_event("rot", "PasswordRotated").await;
+
+    let events: Api<Event> = Api::namespaced(w.client.clone(), &w.ns);
+    events
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    eventually("the events to be gone", || async {
+        w.event_reasons("rot").await.is_empty().then_some(())
+    })
+    .await;
+    w.secret("pw", &[("password", "Repeat-Event-Password-3")])
+        .await;
+    w.wait_event("rot", "PasswordRotated").await;
+}
+
 #[tokio::test]
 async fn a_pruned_folder_cannot_delete_more_accounts_per_hour_than_the_instance_allows() {
     let w = World::with_instance("guard", json!({ "deletionGuard": { "maxPerHour": 2 } })).await;
