@@ -141,11 +141,7 @@ pub(super) async fn documents_by_id(
     filter: Document,
     operation: &'static str,
 ) -> Result<HashMap<Id, Document>, StoreError> {
-    let docs: Vec<Document> = drain(collection, filter, operation).await?;
-    Ok(docs
-        .into_iter()
-        .filter_map(|d| Id::of(&d).map(|id| (id, d)))
-        .collect())
+    keyed_by_id(collection, filter, operation, Id::of).await
 }
 
 /// As [`documents_by_id`], kept as raw BSON: about a fifth of the memory of a document tree,
@@ -155,23 +151,23 @@ pub(super) async fn raw_documents_by_id(
     filter: Document,
     operation: &'static str,
 ) -> Result<HashMap<Id, RawDocumentBuf>, StoreError> {
-    let docs: Vec<RawDocumentBuf> = drain(collection, filter, operation).await?;
-    Ok(docs
-        .into_iter()
-        .filter_map(|d| Id::of_raw(&d).map(|id| (id, d)))
-        .collect())
+    keyed_by_id(collection, filter, operation, |d: &RawDocumentBuf| {
+        Id::of_raw(d)
+    })
+    .await
 }
 
-async fn drain<T>(
+async fn keyed_by_id<T>(
     collection: &Collection<Document>,
     filter: Document,
     operation: &'static str,
-) -> Result<Vec<T>, StoreError>
+    id_of: impl Fn(&T) -> Option<Id>,
+) -> Result<HashMap<Id, T>, StoreError>
 where
     T: serde::de::DeserializeOwned + Send + Sync + Unpin,
 {
     let collection = collection.clone_with_type::<T>();
-    async move {
+    let docs: Vec<T> = async move {
         use futures::TryStreamExt;
         collection
             .find(filter)
@@ -181,5 +177,9 @@ where
             .await
     }
     .deadline(operation)
-    .await
+    .await?;
+    Ok(docs
+        .into_iter()
+        .filter_map(|d| id_of(&d).map(|id| (id, d)))
+        .collect())
 }
