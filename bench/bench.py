@@ -404,7 +404,7 @@ class Profile:
     crate. The issue's step 6: a missed cold-start goal is profiled, not guessed at. Nothing
     when perf is missing or the kernel refuses it."""
 
-    HASHING = ("blowfish", "bcrypt")
+    HASHING = ("blowfish", "bcrypt", "::eks::")
 
     def __init__(self, name):
         self.path = ROOT / "bench" / "logs" / f"perf-{name}.data"
@@ -498,8 +498,13 @@ def profile_md(profile):
 
 def bcrypt_floor():
     run(["cargo", "build", "--release", "--example", "bcrypt_floor"], timeout=1800)
-    seconds = float(run([str(ROOT / "target/release/examples/bcrypt_floor"), "20"]).strip())
-    return {"bcrypt_cost10_seconds": seconds, "floor_seconds": N * seconds / CORES}
+    measured = json.loads(run([str(ROOT / "target/release/examples/bcrypt_floor"), "20"]).strip())
+    # The floor's unit is the fastest lone hash, the bcrypt crate's or the operator's own:
+    # a faster lone hash of ours makes the floor stricter, never looser. The operator's
+    # interleaved rate (several passwords per core at once) is reported, never the floor.
+    seconds = min(measured["crate"], measured["operator_alone"])
+    return {"bcrypt_cost10_seconds": seconds, "floor_seconds": N * seconds / CORES,
+            "measured": measured}
 
 
 def librechat_batch():
@@ -1192,6 +1197,9 @@ def main():
 
     floor = bcrypt_floor()
     f.update({"bcrypt_cost10_ms": round(floor["bcrypt_cost10_seconds"] * 1000, 2),
+              "bcrypt_cost10_ms bcrypt crate, alone": round(floor["measured"]["crate"] * 1000, 2),
+              "bcrypt_cost10_ms operator, alone": round(floor["measured"]["operator_alone"] * 1000, 2),
+              "bcrypt_cost10_ms operator, four interleaved, per hash": round(floor["measured"]["operator_interleaved"] * 1000, 2),
               "floor_seconds": round(floor["floor_seconds"], 1)})
     op_a = None
     got = phase("coldstart", lambda: cold_start(report, "a", generate=False))

@@ -72,9 +72,11 @@ struct RunArgs {
     /// Watch only these namespaces, comma-separated (default: all namespaces).
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
-    /// Reconciles that may run at once, per kind.
-    #[arg(long, default_value_t = 8, env = "CONCURRENCY")]
-    concurrency: u16,
+    /// Reconciles that may run at once, per kind [default: 8, or twice the passwords the
+    /// bcrypt threads hash at once (2 x cores x 4) when that is more, so that a burst of new
+    /// accounts keeps every core hashing].
+    #[arg(long, env = "CONCURRENCY")]
+    concurrency: Option<u16>,
     /// Resync period for instances that do not declare one.
     #[arg(long, default_value = DEFAULT_RESYNC_PERIOD, env = "RESYNC_PERIOD")]
     resync_period: String,
@@ -196,7 +198,7 @@ fn run(args: RunArgs) -> ExitCode {
         };
         let settings = controller::Settings {
             default_resync,
-            concurrency: args.concurrency.max(1),
+            concurrency: args.concurrency.unwrap_or_else(default_concurrency).max(1),
             namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
         };
         let metrics = librechat_operator::metrics::global();
@@ -249,6 +251,11 @@ fn finish(result: Result<(), controller::StartError>) -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+fn default_concurrency() -> u16 {
+    let hashing = librechat_operator::librechat::password::concurrency_to_keep_hashing();
+    u16::try_from(hashing.max(8)).unwrap_or(u16::MAX)
 }
 
 fn parse_positive(flag: &str, text: &str) -> Result<std::time::Duration, String> {

@@ -477,3 +477,50 @@ fn the_start_up_pass_answers_each_owner_once_and_only_its_own_record() {
         db.drop().await.unwrap();
     });
 }
+
+/// The operator's own bcrypt (several passwords interleaved on one thread) against the
+/// `bcrypt` crate: any bytes (empty, NULs, non-UTF-8, longer than bcrypt's 72), any salt,
+/// any number of lanes, each lane's hash is the crate's for that password and salt.
+#[test]
+fn interleaved_bcrypt_is_the_bcrypt_crates_hash() {
+    use librechat_operator::librechat::eks::{bcrypt as eks_bcrypt, Lane};
+    fn crate_hash(password: &[u8], salt: [u8; 16]) -> String {
+        bcrypt::hash_with_salt(password, 4, salt)
+            .unwrap()
+            .to_string()
+    }
+    fn ours(digest: &[u8; 23], salt: [u8; 16]) -> String {
+        use base64::Engine;
+        format!(
+            "$2b$04${}{}",
+            bcrypt::BASE_64.encode(salt),
+            bcrypt::BASE_64.encode(digest)
+        )
+    }
+    let lane = (
+        proptest::collection::vec(any::<u8>(), 0..100),
+        any::<[u8; 16]>(),
+    );
+    let cases = std::cell::Cell::new(0u64);
+    runner(64)
+        .run(&proptest::collection::vec(lane, 4), |lanes| {
+            cases.set(cases.get() + 1);
+            let expected: Vec<String> = lanes.iter().map(|(p, s)| crate_hash(p, *s)).collect();
+            let made = |i: usize| Lane {
+                password: &lanes[i].0,
+                salt: lanes[i].1,
+            };
+            let four = eks_bcrypt::<4>(4, &[made(0), made(1), made(2), made(3)]);
+            let two = eks_bcrypt::<2>(4, &[made(2), made(3)]);
+            let [one] = eks_bcrypt::<1>(4, &[made(1)]);
+            for i in 0..4 {
+                prop_assert_eq!(&ours(&four[i], lanes[i].1), &expected[i]);
+            }
+            prop_assert_eq!(&ours(&two[0], lanes[2].1), &expected[2]);
+            prop_assert_eq!(&ours(&two[1], lanes[3].1), &expected[3]);
+            prop_assert_eq!(&ours(&one, lanes[1].1), &expected[1]);
+            Ok(())
+        })
+        .unwrap();
+    record("bcrypt", cases.get());
+}
