@@ -73,8 +73,8 @@ struct RunArgs {
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
     /// Reconciles that may run at once, per kind [default: 8, or twice the passwords the
-    /// bcrypt threads hash at once (2 x cores x 4) when that is more, so that a burst of new
-    /// accounts keeps every core hashing].
+    /// bcrypt threads hash at once (2 x cores x 4) when that is more, up to 64, so that a
+    /// burst of new accounts keeps every core hashing].
     #[arg(long, env = "CONCURRENCY")]
     concurrency: Option<u16>,
     /// Resync period for instances that do not declare one.
@@ -253,9 +253,11 @@ fn finish(result: Result<(), controller::StartError>) -> ExitCode {
     }
 }
 
+/// 8, or what keeps the bcrypt threads busy, up to 64 (a pod with no CPU limit on a large
+/// node would otherwise run hundreds of reconciles at once against one MongoDB).
 fn default_concurrency() -> u16 {
     let hashing = librechat_operator::librechat::password::concurrency_to_keep_hashing();
-    u16::try_from(hashing.max(8)).unwrap_or(u16::MAX)
+    u16::try_from(hashing.clamp(8, 64)).unwrap_or(64)
 }
 
 fn parse_positive(flag: &str, text: &str) -> Result<std::time::Duration, String> {

@@ -41,10 +41,15 @@ pub struct HashPool {
     queue: Arc<Queue>,
 }
 
-/// The pool ended before the job was done (it does not, short of a bug: see `work`).
+/// Why a digest was not computed.
 #[derive(Debug, thiserror::Error)]
-#[error("the bcrypt threads stopped before the hash was computed")]
-pub struct PoolStopped;
+pub enum PoolError {
+    #[error("bcrypt cost {0} is outside 4 to 31")]
+    Cost(u32),
+    /// Does not happen short of a bug: see `work`.
+    #[error("the bcrypt threads stopped before the hash was computed")]
+    Stopped,
+}
 
 impl HashPool {
     /// Starts `threads` threads (at least one).
@@ -66,7 +71,10 @@ impl HashPool {
         password: Zeroizing<Vec<u8>>,
         salt: [u8; 16],
         cost: u32,
-    ) -> Result<Digest, PoolStopped> {
+    ) -> Result<Digest, PoolError> {
+        if !eks::COSTS.contains(&cost) {
+            return Err(PoolError::Cost(cost));
+        }
         let (done, result) = oneshot::channel();
         let job = Job {
             password,
@@ -76,7 +84,7 @@ impl HashPool {
         };
         self.pending().jobs.push_back(job);
         self.queue.arrived.notify_one();
-        result.await.map_err(|_| PoolStopped)
+        result.await.map_err(|_| PoolError::Stopped)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -111,7 +119,7 @@ fn work(queue: &Queue) {
             }
             take_batch(&mut pending.jobs)
         };
-        // A panic here would be a bug in `eks`; the batch's callers then see `PoolStopped`
+        // A panic here would be a bug in `eks`; the batch's callers then see `Stopped`
         // (their senders are dropped) and the thread goes on with the next jobs.
         let digests = catch_unwind(AssertUnwindSafe(|| compute(&batch)));
         if let Ok(digests) = digests {
@@ -122,16 +130,18 @@ fn work(queue: &Queue) {
     }
 }
 
-/// Up to [`MAX_LANES`] jobs of the first job's cost, oldest first.
+/// Up to [`MAX_LANES`] jobs of the first job's cost, oldest first. A job whose caller has
+/// gone (its reconcile cancelled) is dropped, not computed.
 fn take_batch(jobs: &mut VecDeque<Job>) -> Vec<Job> {
+    jobs.retain(|j| !j.done.is_closed());
     let cost = jobs.front().map(|j| j.cost);
     let mut batch = Vec::with_capacity(MAX_LANES);
     let mut i = 0;
     while batch.len() < MAX_LANES && i < jobs.len() {
-        if Some(jobs[i].cost) == cost {
-            batch.extend(jobs.remove(i));
-        } else {
+        if Some(jobs[i].cost) != cost {
             i += 1;
+        } else if let Some(job) = jobs.remove(i) {
+            batch.push(job);
         }
     }
     batch
@@ -171,16 +181,35 @@ mod tests {
 
     #[test]
     fn a_batch_takes_one_cost_oldest_first_and_at_most_four() {
-        let mut jobs: VecDeque<Job> = [10, 4, 10, 10, 10, 10]
-            .into_iter()
-            .map(|c| job(c).0)
-            .collect();
+        let (mut jobs, _waiting): (VecDeque<Job>, Vec<_>) =
+            [10, 4, 10, 10, 10, 10].into_iter().map(job).unzip();
         let batch = take_batch(&mut jobs);
         assert_eq!(batch.len(), MAX_LANES);
         assert!(batch.iter().all(|j| j.cost == 10));
         let left: Vec<u32> = jobs.iter().map(|j| j.cost).collect();
         assert_eq!(left, vec![4, 10]);
         assert_eq!(take_batch(&mut jobs).len(), 1, "the cost-4 job, alone");
+    }
+
+    #[test]
+    fn a_job_whose_caller_has_gone_is_not_computed() {
+        let (gone, rx) = job(10);
+        drop(rx);
+        let (waited, _rx) = job(10);
+        let mut jobs = VecDeque::from([gone, waited]);
+        assert_eq!(take_batch(&mut jobs).len(), 1);
+        assert!(jobs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cost_outside_bcrypts_is_refused_before_any_work() {
+        let pool = HashPool::start(1);
+        for cost in [0, 3, 32, 64] {
+            let refused = pool
+                .digest(Zeroizing::new(b"p".to_vec()), [0; 16], cost)
+                .await;
+            assert!(matches!(refused, Err(PoolError::Cost(c)) if c == cost));
+        }
     }
 
     #[tokio::test]

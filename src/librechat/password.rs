@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use rand::RngCore;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::eks::{self, Digest};
@@ -16,6 +17,12 @@ use super::hash_pool::HashPool;
 
 /// LibreChat's `bcrypt.genSaltSync(10)`.
 pub const BCRYPT_COST: u32 = 10;
+
+/// The highest cost a stored hash is verified at (16 times a cost-10 hash). LibreChat writes
+/// cost 10; a stored hash of cost 31 would hold a bcrypt thread for days, and whoever can write
+/// the instance's MongoDB could plant one to stall every tenant's hashing. A hash above this
+/// counts as no match, so the declared password is hashed again at cost 10.
+pub const MAX_VERIFIED_COST: u32 = 14;
 
 #[derive(Clone)]
 pub struct Hasher {
@@ -46,39 +53,41 @@ pub fn concurrency_to_keep_hashing() -> usize {
 impl Hasher {
     /// A `$2b$10$` hash of `password` with a fresh random salt.
     pub async fn hash(&self, password: String) -> Result<String, StoreError> {
+        let password = Zeroizing::new(password.into_bytes());
         let mut salt = [0u8; 16];
         rand::rngs::OsRng
             .try_fill_bytes(&mut salt)
             .map_err(|e| StoreError::Hash(format!("no random salt: {e}")))?;
-        crate::metrics::global().bcrypt_hashed();
         let digest = self.digest(password, salt, BCRYPT_COST).await?;
+        crate::metrics::global().bcrypt_hashed();
         Ok(hash_string(BCRYPT_COST, &salt, &digest))
     }
 
-    /// Whether `password` matches `hash` (`$2a$`, `$2b$`, `$2x$` or `$2y$`, any cost bcrypt
-    /// allows); an unreadable hash counts as no match.
+    /// Whether `password` matches `hash` (`$2a$`, `$2b$`, `$2x$` or `$2y$`, as the bcrypt
+    /// crate reads them); an unreadable hash, or one of a cost outside bcrypt's 4 to
+    /// [`MAX_VERIFIED_COST`], counts as no match.
     pub async fn verify(&self, password: String, hash: String) -> Result<bool, StoreError> {
+        let password = Zeroizing::new(password.into_bytes());
         let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
             return Ok(false);
         };
         let cost = parts.get_cost();
-        if !eks::COSTS.contains(&cost) {
+        if !eks::COSTS.contains(&cost) || cost > MAX_VERIFIED_COST {
             return Ok(false);
         }
         let salt = parts.get_salt_raw();
         let digest = self.digest(password, salt, cost).await?;
         let ours = hash_string(cost, &salt, &digest);
         let theirs = parts.format_for_version(bcrypt::Version::TwoB);
-        Ok(same_bytes(ours.as_bytes(), theirs.as_bytes()))
+        Ok(ours.as_bytes().ct_eq(theirs.as_bytes()).into())
     }
 
     async fn digest(
         &self,
-        password: String,
+        password: Zeroizing<Vec<u8>>,
         salt: [u8; 16],
         cost: u32,
     ) -> Result<Digest, StoreError> {
-        let password = Zeroizing::new(password.into_bytes());
         self.pool
             .digest(password, salt, cost)
             .await
@@ -93,11 +102,6 @@ fn hash_string(cost: u32, salt: &[u8; 16], digest: &Digest) -> String {
         bcrypt::BASE_64.encode(salt),
         bcrypt::BASE_64.encode(digest)
     )
-}
-
-/// Equality that takes as long whatever the first differing byte.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One cost-10 hash on the calling thread, alone: what `make bench` measures as the floor's
@@ -162,6 +166,10 @@ mod tests {
             "plain-text",
             "$2b$03$K0669NN20kv96HbUdSu46eBmoBBF5zcYMZwIclo/a8madA4Dw/bkq",
             "$2b$32$K0669NN20kv96HbUdSu46eBmoBBF5zcYMZwIclo/a8madA4Dw/bkq",
+            // A planted cost-31 hash would hold a bcrypt thread for days: refused unhashed
+            // (this test would not finish otherwise).
+            "$2b$31$K0669NN20kv96HbUdSu46eBmoBBF5zcYMZwIclo/a8madA4Dw/bkq",
+            "$2b$15$K0669NN20kv96HbUdSu46eBmoBBF5zcYMZwIclo/a8madA4Dw/bkq",
             "$3b$10$K0669NN20kv96HbUdSu46eBmoBBF5zcYMZwIclo/a8madA4Dw/bkq",
         ] {
             assert!(

@@ -31,7 +31,10 @@ pub type Digest = [u8; 23];
 
 /// bcrypt of `K` passwords at one cost, interleaved; `cost` must be in [`COSTS`].
 pub fn bcrypt<const K: usize>(cost: u32, lanes: &[Lane<'_>; K]) -> [Digest; K] {
-    debug_assert!(COSTS.contains(&cost));
+    assert!(
+        COSTS.contains(&cost),
+        "bcrypt cost {cost} is outside 4 to 31"
+    );
     let keys: [KeyWords; K] = std::array::from_fn(|k| KeyWords::of_password(lanes[k].password));
     let salts: [SaltWords; K] = std::array::from_fn(|k| SaltWords::of(&lanes[k].salt));
     let salt_keys: [KeyWords; K] = std::array::from_fn(|k| salts[k].as_key());
@@ -187,7 +190,7 @@ fn expand<const K: usize, const SALTED: bool>(
     salts: &[SaltWords; K],
 ) {
     for k in 0..K {
-        for (p, key) in states[k].p.iter_mut().zip(keys[k].0) {
+        for (p, key) in states[k].p.iter_mut().zip(&keys[k].0) {
             *p ^= key;
         }
     }
