@@ -61,14 +61,14 @@ fn digest(state: &State) -> Digest {
     for (pair, bytes) in MAGIC.chunks_exact(2).zip(out.chunks_exact_mut(8)) {
         let mut lr = [[pair[0], pair[1]]];
         for _ in 0..64 {
-            encrypt::<1>(std::slice::from_ref(state).try_into().unwrap(), &mut lr);
+            encrypt(std::array::from_ref(state), &mut lr);
         }
         bytes[..4].copy_from_slice(&lr[0][0].to_be_bytes());
         bytes[4..].copy_from_slice(&lr[0][1].to_be_bytes());
     }
+    // The 24th byte is dropped, as every bcrypt drops it.
     let mut digest = [0u8; 23];
     digest.copy_from_slice(&out[..23]);
-    out.zeroize();
     digest
 }
 
