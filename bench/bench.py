@@ -24,6 +24,7 @@ import base64
 import concurrent.futures
 import datetime
 import json
+import math
 import os
 import platform
 import random
@@ -345,11 +346,15 @@ def per_account(items):
     return groups
 
 
-def apply_parallel(items, chunks=4):
+def apply_parallel(items, chunks=4, attempts=10):
     """kubectl apply --server-side, in `chunks` concurrent kubectl processes. An account's
     Secret and LibreChatUser go to the same process, the Secret first, as a GitOps tool applies
-    them (a user applied by another process before its Secret would first report it missing)."""
+    them (a user applied by another process before its Secret would first report it missing).
+    A chunk whose kubectl fails (the API server restarted under it) is applied again once the
+    API server is ready, as Argo CD or Flux retry a sync: server-side apply is idempotent.
+    Returns how many retries were needed."""
     groups = per_account(items)
+    retries = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for c in range(chunks):
@@ -359,11 +364,26 @@ def apply_parallel(items, chunks=4):
             p = Path(tmp) / f"chunk{c}.json"
             p.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": part}))
             paths.append(p)
-        procs = [subprocess.Popen(["kubectl", "apply", "--server-side", "--field-manager=bench", "-f", str(p)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for p in paths]
-        errors = [p.communicate()[1] for p in procs if p.wait() != 0]
+
+        def apply(path):
+            error = ""
+            for attempt in range(attempts):
+                if attempt:
+                    retries.append(path.name)
+                    timed_until(lambda: run(["kubectl", "get", "--raw", "/readyz"], check=False).strip() == "ok",
+                                timeout=300, every=1)
+                proc = subprocess.run(["kubectl", "apply", "--server-side", "--field-manager=bench", "-f", str(path)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if proc.returncode == 0:
+                    return None
+                error = proc.stderr
+            return error
+
+        with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
+            errors = [e for e in pool.map(apply, paths) if e]
     if errors:
         raise RuntimeError("kubectl apply failed: " + errors[0][-800:])
+    return len(retries)
 
 
 def list_objects(ns, plural):
@@ -869,6 +889,37 @@ class FaultTimeline:
         return {"accounts_in_mongodb": thinned(self.samples), "faults": self.windows}
 
 
+FAULT_SHARES = (0.03, 0.97)
+
+
+def fault_schedule(rng):
+    """The faults of the faults phase and when each strikes, as the share of the N accounts in
+    MongoDB at that moment: 20 SIGKILLs and the four outages in a random order at random moments
+    spread over the cold start (shares drawn uniformly, sorted), then the leader killed under
+    leader election, which ends the schedule because from then on two replicas run."""
+    names = ["SIGKILL"] * 20 + ["mongo_stopped", "mongo_stalled", "redis_stopped", "API server restarted"]
+    rng.shuffle(names)
+    names.append("two replicas, the leader SIGKILLed")
+    shares = sorted(rng.uniform(*FAULT_SHARES) for _ in names)
+    return list(zip(names, shares))
+
+
+def wait_for_share(users, share, stuck_after=300):
+    """Waits until `share` of the N accounts are in MongoDB; returns how many there were. Strikes
+    anyway when the count has not moved for `stuck_after` seconds (the schedule must end)."""
+    want, last, moved = math.ceil(share * N), -1, time.time()
+    while True:
+        try:
+            count = users.estimated_document_count()
+        except pymongo.errors.PyMongoError:
+            count = last
+        if count >= want or time.time() - moved > stuck_after:
+            return count
+        if count != last:
+            last, moved = count, time.time()
+        time.sleep(0.25)
+
+
 def faults(results, hash_seconds):
     ns, db_name = f"{PREFIX}-faults", f"bench_{RUN}_faults"
     namespace_with_instance(ns, db_name, resync="60s")
@@ -876,7 +927,8 @@ def faults(results, hash_seconds):
     items = user_objects(ns, "f", N)
     log(f"faults: cold start of {N} accounts with faults injected")
     started = time.time()
-    applier = threading.Thread(target=apply_parallel, args=(items,))
+    applied = {}
+    applier = threading.Thread(target=lambda: applied.update(retries=apply_parallel(items)))
     applier.start()
     record = {"kills": 0, "outages": {}}
 
@@ -901,32 +953,47 @@ def faults(results, hash_seconds):
         return seen
 
     timeline = FaultTimeline(db_name, started)
-    # 1. SIGKILL at 20 random moments, restarted at once.
-    began = time.time()
-    for _ in range(20):
-        time.sleep(random.uniform(1, 6))
+    schedule = fault_schedule(random.Random())
+    record["schedule"] = []
+    users = pymongo.MongoClient(db_uri(db_name), serverSelectionTimeoutMS=2000)[db_name].users
+
+    def kill_and_restart():
         op["current"].kill(signal.SIGKILL)
         record["kills"] += 1
         op["current"] = Operator("faults", ns).start()
-    timeline.window("operator SIGKILLed and restarted 20 times", began)
-    # 2-4. MongoDB stopped, MongoDB stalled, Redis stopped: 60 s each.
-    for name, fault, word in [("mongo_stopped", mongo_stop_start, "mongo"),
-                              ("mongo_stalled", mongo_stall, "mongo"),
-                              ("redis_stopped", redis_stop_start, "redis")]:
+
+    def outage(name, fault, word):
         log(f"faults: {name} for 60 s")
-        began = time.time()
         seen = fault(60, sample_for)
-        timeline.window(name, began)
         record["outages"][name] = {"named": any(word in s.lower() for s in seen),
                                    "statuses": sorted(set(seen))[:6]}
-    # 5. The API server restarted.
-    log("faults: API server restart")
-    began = time.time()
-    record["apiserver_exit_s"], record["apiserver_back_after_s"] = apiserver_restart()
-    timeline.window("API server restarted", began)
+
+    def restart_apiserver():
+        log("faults: API server restart")
+        record["apiserver_exit_s"], record["apiserver_back_after_s"] = apiserver_restart()
+
+    strike = {
+        "SIGKILL": kill_and_restart,
+        "mongo_stopped": lambda: outage("mongo_stopped", mongo_stop_start, "mongo"),
+        "mongo_stalled": lambda: outage("mongo_stalled", mongo_stall, "mongo"),
+        "redis_stopped": lambda: outage("redis_stopped", redis_stop_start, "redis"),
+        "API server restarted": restart_apiserver,
+    }
+    # 1-5. Every fault but the last strikes once the share of accounts drawn for it is in MongoDB.
+    for name, share in schedule[:-1]:
+        reached = wait_for_share(users, share)
+        began = time.time()
+        strike[name]()
+        timeline.window(name, began)
+        record["schedule"].append({"fault": name, "share": round(share, 3), "accounts_then": reached,
+                                   "at_s": round(began - started, 1)})
     # 6. Two replicas with leader election; the leader killed.
+    name, share = schedule[-1]
+    reached = wait_for_share(users, share)
     log("faults: two replicas with leader election, the leader killed")
     began = time.time()
+    record["schedule"].append({"fault": name, "share": round(share, 3), "accounts_then": reached,
+                               "at_s": round(began - started, 1)})
     op["current"].kill(signal.SIGTERM)
     lease = ["--leader-elect", "--lease-namespace", ns, "--lease-duration", "10s"]
     replicas = [Operator(f"faults-r{i}", ns, extra_args=lease).start() for i in range(2)]
@@ -941,7 +1008,7 @@ def faults(results, hash_seconds):
     else:
         survivor = replicas[0]
     last_recovery = time.time()
-    timeline.window("two replicas, the leader SIGKILLed", began)
+    timeline.window(name, began)
     # What was still to do then: accounts not yet in MongoDB need their hash at least (an
     # account the outages turned not Ready needs none; the new leader's gauge starts at zero).
     record["ready_at_last_recovery"] = sum(is_ready(o) for o in list_objects(ns, "librechatusers"))
@@ -953,6 +1020,7 @@ def faults(results, hash_seconds):
     took = wait_all_ready(survivor, ns, N, timeout=6 * 3600)
     applier.join()
     done = time.time()
+    record["apply_retries"] = applied.get("retries")
     record["timeline"] = timeline.stop()
     record["cold_start_seconds"] = round(done - started, 1) if took else None
     record["convergence_after_recovery_s"] = round(done - last_recovery, 1) if took else None
@@ -1015,7 +1083,14 @@ def svg_plot(series, path, y_label="accounts Ready", windows=()):
     y_of = lambda v: h - pad - (h - pad - 10) * v / y_max
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
              f'<rect width="{w}" height="{h}" fill="white"/>']
-    for k, wd in enumerate(windows):
+    # A fault that is a moment (a SIGKILL) is a thin red line, named once in the legend.
+    moments = [wd for wd in windows if wd["fault"] == "SIGKILL"]
+    for wd in moments:
+        parts.append(f'<line x1="{x_of(wd["from_s"]):.1f}" y1="10" x2="{x_of(wd["from_s"]):.1f}" y2="{h - pad}" stroke="#d62728" stroke-opacity="0.5"/>')
+    if moments:
+        parts.append(f'<text x="{w - 14}" y="24" text-anchor="end" fill="#d62728">| SIGKILL ({len(moments)})</text>')
+    spans = [wd for wd in windows if wd["fault"] != "SIGKILL"]
+    for k, wd in enumerate(spans):
         x0, x1 = x_of(wd["from_s"]), x_of(wd["to_s"])
         parts.append(f'<rect x="{x0:.1f}" y="10" width="{max(x1 - x0, 1):.1f}" height="{h - pad - 10}" fill="#999" fill-opacity="0.2"/>')
         parts.append(f'<text x="{x0 + 2:.1f}" y="{h - pad - 8 - 14 * (k % 6)}" font-size="10" fill="#555">{wd["fault"]}</text>')
@@ -1299,11 +1374,14 @@ def main():
         f["faults_accounts_at_last_recovery"] = got.get("accounts_at_last_recovery")
         # The same remaining accounts at the undisturbed cold start's own pace (this run's), so
         # that what is left is what the recovery itself cost: a backoff tail shows here.
-        created, calm = got.get("accounts_at_last_recovery"), f.get("cold_start_seconds")
+        # A faults-only run (BENCH_CARRY) takes the pace of the cold start it carries.
+        carried_calm = (earlier or {}).get("figures", {}).get("cold_start_seconds")
+        created, calm = got.get("accounts_at_last_recovery"), f.get("cold_start_seconds") or carried_calm
         if created is not None and calm and got["convergence_after_recovery_s"] is not None:
             at_pace = (N - created) * calm / N
             f["faults_remaining_at_cold_start_pace_s"] = round(at_pace, 1)
             f["faults_convergence_beyond_cold_start_pace_s"] = round(got["convergence_after_recovery_s"] - at_pace, 1)
+        f["faults_leader_takeover_s"] = round(got["takeover_s"], 1) if got.get("takeover_s") else None
         f["faults_apiserver_out_s"] = round((got.get("apiserver_exit_s") or 0) + (got.get("apiserver_back_after_s") or 0), 1)
         if got.get("timeline"):
             svg_plot({"accounts in MongoDB": got["timeline"]["accounts_in_mongodb"]}, OUT / "faults.svg",
