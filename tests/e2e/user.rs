@@ -1434,3 +1434,42 @@ async fn while_redis_is_out_a_refused_tenant_still_creates_nothing() {
     assert!(w.find_user("denied@example.com").await.is_none());
     assert!(w.find_user("boss@example.com").await.is_none());
 }
+
+/// The attack: an account's stored hash claims bcrypt's highest cost (2^31 rounds: days of one
+/// core). Whoever could plant it (a migration, a hand edit) must not make the operator verify
+/// against it when the account is adopted with a declared password: that would hold a bcrypt
+/// thread, and every tenant's hashing queued behind it, for days. The hash counts as no match
+/// and the declared password is applied at cost 10; other accounts keep being created.
+#[tokio::test]
+async fn a_planted_highest_cost_hash_does_not_stall_hashing() {
+    let w = World::with_instance("user-cost", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let id = ObjectId::new();
+    let mut planted = foreign_user(id, "slow@example.com");
+    // A well-formed hash (salt and digest bcrypt reads) with its cost raised to 31.
+    let well_formed = bcrypt::hash_with_salt("anything", 4, [7u8; 16]).unwrap();
+    let slow = well_formed
+        .format_for_version(bcrypt::Version::TwoB)
+        .replacen("$2b$04$", "$2b$31$", 1);
+    assert!(slow.parse::<bcrypt::HashParts>().is_ok());
+    planted.insert("password", slow.clone());
+    w.users().insert_one(planted).await.unwrap();
+
+    let mut adopt = local_user("slow@example.com", "pw");
+    adopt["adopt"] = json!(true);
+    w.apply("LibreChatUser", "slow", adopt).await;
+    w.apply(
+        "LibreChatUser",
+        "beside",
+        local_user("beside@example.com", "pw"),
+    )
+    .await;
+    assert_eq!(user_id(&w, "slow").await, id);
+    user_id(&w, "beside").await;
+
+    let hash = w.find_user("slow@example.com").await.unwrap();
+    let hash = hash.get_str("password").unwrap();
+    assert!(hash.starts_with("$2b$10$"), "applied again at cost 10");
+    assert!(bcrypt::verify(PASSWORD, hash).unwrap());
+    w.contract_check(json!({ "users": [ { "email": "slow@example.com", "password": PASSWORD } ] }));
+}
