@@ -370,8 +370,7 @@ def apply_parallel(items, chunks=4, attempts=10):
             for attempt in range(attempts):
                 if attempt:
                     retries.append(path.name)
-                    timed_until(lambda: run(["kubectl", "get", "--raw", "/readyz"], check=False).strip() == "ok",
-                                timeout=300, every=1)
+                    apiserver_ready(timeout=300, every=1)
                 proc = subprocess.run(["kubectl", "apply", "--server-side", "--field-manager=bench", "-f", str(path)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 if proc.returncode == 0:
@@ -838,6 +837,12 @@ def redis_stop_start(seconds, sample):
     return seen
 
 
+def apiserver_ready(timeout, every):
+    """Seconds until the API server answers /readyz with ok (`None`: not within `timeout`)."""
+    return timed_until(lambda: run(["kubectl", "get", "--raw", "/readyz"], check=False).strip() == "ok",
+                       timeout=timeout, every=every)
+
+
 def apiserver_restart():
     """Restarts the API server; returns (seconds it took to exit, seconds until the new one was
     ready), which together are how long it was out."""
@@ -849,8 +854,7 @@ def apiserver_restart():
     proc = subprocess.Popen([a.decode() for a in argv], stdin=subprocess.DEVNULL,
                             stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True)
     (ENV_DIR / "k8s" / "apiserver.pid").write_text(str(proc.pid))
-    back = timed_until(lambda: run(["kubectl", "get", "--raw", "/readyz"], check=False).strip() == "ok",
-                       timeout=120, every=0.5)
+    back = apiserver_ready(timeout=120, every=0.5)
     return exited, back
 
 
@@ -979,25 +983,26 @@ def faults(results, hash_seconds):
         "redis_stopped": lambda: outage("redis_stopped", redis_stop_start, "redis"),
         "API server restarted": restart_apiserver,
     }
-    # 1-5. Every fault but the last strikes once the share of accounts drawn for it is in MongoDB.
-    for name, share in schedule[:-1]:
+    def when_reached(name, share):
+        """Waits for the fault's share of accounts, records the strike; returns when it began."""
         reached = wait_for_share(users, share)
         began = time.time()
-        strike[name]()
-        timeline.window(name, began)
         record["schedule"].append({"fault": name, "share": round(share, 3), "accounts_then": reached,
                                    "at_s": round(began - started, 1)})
+        return began
+
+    # 1-5. Every fault but the last strikes once the share of accounts drawn for it is in MongoDB.
+    for name, share in schedule[:-1]:
+        began = when_reached(name, share)
+        strike[name]()
+        timeline.window(name, began)
     # 6. Two replicas with leader election; the leader killed.
     name, share = schedule[-1]
-    reached = wait_for_share(users, share)
+    began = when_reached(name, share)
     log("faults: two replicas with leader election, the leader killed")
-    began = time.time()
-    record["schedule"].append({"fault": name, "share": round(share, 3), "accounts_then": reached,
-                               "at_s": round(began - started, 1)})
     op["current"].kill(signal.SIGTERM)
     lease = ["--leader-elect", "--lease-namespace", ns, "--lease-duration", "10s"]
     replicas = [Operator(f"faults-r{i}", ns, extra_args=lease).start() for i in range(2)]
-    leader = None
     timed_until(lambda: any(r.metrics().get("librechat_operator_leader", 0) == 1 for r in replicas), timeout=60, every=0.5)
     leader = next((r for r in replicas if r.metrics().get("librechat_operator_leader", 0) == 1), None)
     if leader:
