@@ -39,6 +39,40 @@ pub struct StoreVerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretUseLabels {
+    /// `password`, `plugin`, `instance` (connection strings, CREDS_KEY, SMTP), `invite` or
+    /// `verification`.
+    pub secret_use: String,
+}
+
+/// What a Secret was read for.
+#[derive(Clone, Copy, Debug)]
+pub enum SecretUse {
+    /// A LibreChatUser's password (declared or generated).
+    Password,
+    /// A LibreChatUser's plugin credentials.
+    Plugin,
+    /// An instance's connection strings, credential keys or SMTP login.
+    Instance,
+    /// An invite's link Secret.
+    Invite,
+    /// A LibreChatUser's verification link Secret.
+    Verification,
+}
+
+impl SecretUse {
+    fn label(self) -> &'static str {
+        match self {
+            SecretUse::Password => "password",
+            SecretUse::Plugin => "plugin",
+            SecretUse::Instance => "instance",
+            SecretUse::Invite => "invite",
+            SecretUse::Verification => "verification",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
 }
@@ -62,6 +96,7 @@ pub struct Metrics {
     store_operations: Family<StoreLabels, Counter>,
     store_duration: StoreHistogramFamily,
     bcrypt_hashes: Counter,
+    secret_reads: Family<SecretUseLabels, Counter>,
     managed: Family<ReadinessLabels, Gauge>,
     not_ready: Family<FailureLabels, Gauge>,
     blocked: Family<KindLabels, Gauge>,
@@ -107,6 +142,7 @@ impl Metrics {
         let store_operations = Family::<StoreLabels, Counter>::default();
         let store_duration: StoreHistogramFamily = Family::new_with_constructor(store_histogram);
         let bcrypt_hashes = Counter::default();
+        let secret_reads = Family::<SecretUseLabels, Counter>::default();
         let managed = Family::<ReadinessLabels, Gauge>::default();
         let not_ready = Family::<FailureLabels, Gauge>::default();
         let blocked = Family::<KindLabels, Gauge>::default();
@@ -160,6 +196,12 @@ impl Metrics {
             bcrypt_hashes.clone(),
         );
         registry.register(
+            "secret_reads",
+            "Secrets read for the values they hold, by what for; the metadata watch that tells \
+             their versions is not counted",
+            secret_reads.clone(),
+        );
+        registry.register(
             "managed_objects",
             "Objects of each kind, by readiness",
             managed.clone(),
@@ -184,6 +226,7 @@ impl Metrics {
             store_operations,
             store_duration,
             bcrypt_hashes,
+            secret_reads,
             managed,
             not_ready,
             blocked,
@@ -273,6 +316,13 @@ impl Metrics {
         self.bcrypt_hashes.inc();
     }
 
+    pub fn secret_read(&self, secret_use: SecretUse) {
+        let labels = SecretUseLabels {
+            secret_use: secret_use.label().into(),
+        };
+        self.secret_reads.get_or_create(&labels).inc();
+    }
+
     /// Records whether the object `key` of `kind` is Ready and, when it is not, the reason of
     /// its Ready condition (`None`: the object is gone).
     pub fn set_readiness(&self, kind: &str, key: &str, ready: Option<(bool, &str)>) {
@@ -358,6 +408,7 @@ mod tests {
         m.reconcile_failed("LibreChatUser", "mongo");
         m.store_operation("mongo", "find", true, Duration::from_millis(3));
         m.bcrypt_hashed();
+        m.secret_read(SecretUse::Password);
         m.set_readiness("LibreChatUser", "ns/a", Some((true, "Reconciled")));
         m.set_readiness("LibreChatUser", "ns/b", Some((false, "Conflict")));
         m.set_readiness("LibreChatUser", "ns/b", None);
@@ -368,6 +419,7 @@ mod tests {
             "librechat_operator_reconcile_duration_seconds_bucket",
             "librechat_operator_store_operations_total{store=\"mongo\",verb=\"find\",outcome=\"success\"}",
             "librechat_operator_bcrypt_hashes_total",
+            "librechat_operator_secret_reads_total{secret_use=\"password\"} 1",
             "librechat_operator_managed_objects{kind=\"LibreChatUser\",ready=\"true\"} 1",
             "librechat_operator_managed_objects{kind=\"LibreChatUser\",ready=\"false\"} 0",
             "librechat_operator_not_ready_objects{kind=\"LibreChatUser\",reason=\"Conflict\"} 0",

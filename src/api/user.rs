@@ -270,6 +270,11 @@ pub struct LibreChatUserStatus {
     /// password or a hash of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_version: Option<String>,
+    /// The instance's minimum password length when that version was applied: a restarted
+    /// operator takes the password as applied without reading its Secret again only while the
+    /// minimum is not higher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_min_length: Option<u32>,
     /// The instance this object was applied to (`namespace/name`). `instanceRef` is immutable;
     /// the operator refuses to apply the object anywhere else.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,7 @@ use super::secrets::{read_secret_key, SecretError};
 use crate::api::common::reason;
 use crate::api::LibreChatInstance;
 use crate::librechat::{connect_mongo, connect_redis, ConnectError, Store};
+use crate::metrics::SecretUse;
 
 /// Why an instance's stores could not be had, ready for a condition.
 #[derive(Debug, Clone)]
@@ -147,14 +148,19 @@ impl Connections {
         let key = key_of(instance);
         let spec = &instance.spec;
 
-        let mongo_uri = read_secret_key(client, &namespace, &spec.mongo.uri_secret_ref)
-            .await
-            .map_err(|e| ConnectProblem::secret(MONGO_REACHABLE, e))?
-            .value;
+        let mongo_uri = read_secret_key(
+            client,
+            &namespace,
+            &spec.mongo.uri_secret_ref,
+            SecretUse::Instance,
+        )
+        .await
+        .map_err(|e| ConnectProblem::secret(MONGO_REACHABLE, e))?
+        .value;
         let redis_ref = spec.redis.as_ref().and_then(|r| r.uri_secret_ref.as_ref());
         let redis_uri = match redis_ref {
             Some(r) => Some(
-                read_secret_key(client, &namespace, r)
+                read_secret_key(client, &namespace, r, SecretUse::Instance)
                     .await
                     .map_err(|e| ConnectProblem::secret(REDIS_REACHABLE, e)),
             ),

@@ -9,6 +9,7 @@ use crate::api::common::{reason, SecretKeyRef};
 use crate::api::plugins::{CREDS_IV, CREDS_KEY};
 use crate::api::LibreChatInstance;
 use crate::librechat::creds::Creds;
+use crate::metrics::SecretUse;
 
 /// Why the credentials cannot be used; never holds a value.
 #[derive(Debug)]
@@ -37,7 +38,7 @@ pub async fn instance_creds(
         reason,
         message: format!("{context}: {e}"),
     };
-    let secret = read_secret(client, &namespace, name)
+    let secret = read_secret(client, &namespace, name, SecretUse::Instance)
         .await
         .map_err(|e| problem(e.reason(), &e))?;
     let value = |key: &str| {

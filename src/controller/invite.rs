@@ -26,6 +26,7 @@ use crate::api::validate::normalize_email;
 use crate::api::{LibreChatInstance, UserInvite};
 use crate::librechat::invites::{hash_token, new_raw_token};
 use crate::librechat::Store;
+use crate::metrics::SecretUse;
 
 const KEY_TOKEN: &str = "token";
 const KEY_URL: &str = "url";
@@ -484,7 +485,7 @@ async fn issue(
     let store = &target.stores.store;
     let domain_client = target.instance.spec.domain_client.as_deref();
     let name = secret_name(invite);
-    let secret = owned_secret::get_or_create(&ctx.client, invite, &name, || {
+    let secret = owned_secret::get_or_create(&ctx.client, invite, &name, SecretUse::Invite, || {
         let raw = new_raw_token();
         let mut data = BTreeMap::from([(KEY_EMAIL.to_string(), email.to_string())]);
         if let Some(base) = domain_client {
@@ -558,6 +559,7 @@ async fn refresh_url(
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &invite.namespace().unwrap_or_default());
     let name = secret_name(invite);
+    crate::metrics::global().secret_read(SecretUse::Invite);
     let Some(secret) = api.get_opt(&name).await? else {
         return Ok(());
     };

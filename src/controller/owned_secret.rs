@@ -11,6 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use super::secrets::SecretError;
 use crate::api::common::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::metrics::SecretUse;
 
 /// Why an owned Secret could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,7 @@ pub async fn get_or_create<K>(
     client: &kube::Client,
     owner: &K,
     name: &str,
+    secret_use: SecretUse,
     data: impl FnOnce() -> BTreeMap<String, String>,
 ) -> Result<Secret, OwnedSecretError>
 where
@@ -45,6 +47,7 @@ where
             source,
         })
     };
+    crate::metrics::global().secret_read(secret_use);
     let secret = match api.get_opt(name).await.map_err(api_error)? {
         Some(existing) => existing,
         None => match api
@@ -104,13 +107,14 @@ pub async fn put<K>(
     client: &kube::Client,
     owner: &K,
     name: &str,
+    secret_use: SecretUse,
     data: BTreeMap<String, String>,
 ) -> Result<(), OwnedSecretError>
 where
     K: Resource<DynamicType = ()>,
 {
     let wanted = data.clone();
-    let secret = get_or_create(client, owner, name, || data).await?;
+    let secret = get_or_create(client, owner, name, secret_use, || data).await?;
     let current: BTreeMap<String, String> = secret
         .data
         .unwrap_or_default()

@@ -12,6 +12,7 @@ use crate::api::common::{reason, SecretKeyRef};
 use crate::api::user::DEFAULT_GENERATED_PASSWORD_LENGTH;
 use crate::api::validate::check_password;
 use crate::api::LibreChatUser;
+use crate::metrics::SecretUse;
 
 /// A password ready to apply, never logged.
 pub struct ResolvedPassword {
@@ -53,7 +54,7 @@ pub async fn resolve(
     };
     let namespace = user.namespace().unwrap_or_default();
     let resolved = if let Some(reference) = &source.secret_ref {
-        let v = read_secret_key(client, &namespace, reference).await?;
+        let v = read_secret_key(client, &namespace, reference, SecretUse::Password).await?;
         ResolvedPassword {
             value: without_final_newline(v.value),
             version: v.version,
@@ -89,27 +90,28 @@ async fn generated(
     length: u32,
     domain_client: Option<&str>,
 ) -> Result<ResolvedPassword, PasswordProblem> {
-    let secret = owned_secret::get_or_create(client, user, secret_name, || {
-        let mut data = BTreeMap::from([
-            (KEY_EMAIL.to_string(), email.to_string()),
-            (KEY_PASSWORD.to_string(), random_password(length)),
-        ]);
-        if let Some(base) = domain_client {
-            data.insert(
-                KEY_URL.to_string(),
-                format!("{}/login", base.trim_end_matches('/')),
-            );
-        }
-        data
-    })
-    .await
-    .map_err(|e| match e {
-        OwnedSecretError::NotOwned(_) => PasswordProblem {
-            reason: reason::SECRET_NOT_OWNED,
-            message: format!("{e}, or use password.secretRef to use it"),
-        },
-        OwnedSecretError::Secret(s) => s.into(),
-    })?;
+    let secret =
+        owned_secret::get_or_create(client, user, secret_name, SecretUse::Password, || {
+            let mut data = BTreeMap::from([
+                (KEY_EMAIL.to_string(), email.to_string()),
+                (KEY_PASSWORD.to_string(), random_password(length)),
+            ]);
+            if let Some(base) = domain_client {
+                data.insert(
+                    KEY_URL.to_string(),
+                    format!("{}/login", base.trim_end_matches('/')),
+                );
+            }
+            data
+        })
+        .await
+        .map_err(|e| match e {
+            OwnedSecretError::NotOwned(_) => PasswordProblem {
+                reason: reason::SECRET_NOT_OWNED,
+                message: format!("{e}, or use password.secretRef to use it"),
+            },
+            OwnedSecretError::Secret(s) => s.into(),
+        })?;
     let reference = SecretKeyRef {
         name: secret_name.to_string(),
         key: KEY_PASSWORD.to_string(),

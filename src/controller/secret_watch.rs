@@ -5,7 +5,9 @@
 //! what is kept keeps no annotation: a client-side `kubectl apply` leaves a Secret's data in
 //! clear in one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -13,6 +15,7 @@ use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
+use tokio::time::timeout;
 
 use super::fanout::Fanout;
 use super::scoped::ScopedStores;
@@ -60,19 +63,37 @@ pub fn watch(
     (changes, run)
 }
 
+/// How long a reconcile waits for the first list of Secrets at start-up: a restarted operator
+/// would otherwise read, for its first reconciles, Secrets whose versions the list is about to
+/// tell (and that the accounts already have).
+const FIRST_LIST_PATIENCE: Duration = Duration::from_secs(10);
+
 /// The Secrets' versions as the scopes' watches have them.
 #[derive(Default)]
 pub struct WatchedSecrets {
     stores: ScopedStores<SecretMeta>,
+    /// Set once a wait for a first list ran out: a watch that cannot list (RBAC, an outage)
+    /// makes no later reconcile wait.
+    stopped_waiting: AtomicBool,
 }
 
 impl WatchedSecrets {
     /// The version of Secret `namespace/name` (as [`meta_version`] writes it) as the watch
-    /// has it; `None` when unknown: no scope covers the namespace, the first list has not
-    /// come, or there is no such Secret.
-    pub fn version_of(&self, namespace: &str, name: &str) -> Option<String> {
+    /// has it; `None` when unknown: no scope covers the namespace, the first list did not
+    /// come in time, or there is no such Secret.
+    pub async fn version_of(&self, namespace: &str, name: &str) -> Option<String> {
         let store = self.stores.covering(namespace)?;
-        store.wait_until_ready().now_or_never()?.ok()?;
+        let listed = match self.stopped_waiting.load(Ordering::Relaxed) {
+            true => store.wait_until_ready().now_or_never(),
+            false => {
+                let waited = timeout(FIRST_LIST_PATIENCE, store.wait_until_ready()).await;
+                if waited.is_err() {
+                    self.stopped_waiting.store(true, Ordering::Relaxed);
+                }
+                waited.ok()
+            }
+        };
+        listed?.ok()?;
         let secret = store.get(&ObjectRef::new(name).within(namespace))?;
         Some(meta_version(&secret.metadata))
     }

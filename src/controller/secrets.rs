@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
 
 use crate::api::common::{reason, SecretKeyRef};
+use crate::metrics::SecretUse;
 
 /// A value read from a Secret, and which version of the Secret it came from.
 pub struct SecretValue {
@@ -62,8 +63,9 @@ pub async fn read_secret_key(
     client: &Client,
     namespace: &str,
     reference: &SecretKeyRef,
+    secret_use: SecretUse,
 ) -> Result<SecretValue, SecretError> {
-    let secret = read_secret(client, namespace, &reference.name).await?;
+    let secret = read_secret(client, namespace, &reference.name, secret_use).await?;
     value_of(&secret, reference)
 }
 
@@ -72,8 +74,10 @@ pub async fn read_secret(
     client: &Client,
     namespace: &str,
     name: &str,
+    secret_use: SecretUse,
 ) -> Result<Secret, SecretError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    crate::metrics::global().secret_read(secret_use);
     api.get_opt(name)
         .await
         .map_err(|source| SecretError::Api {
@@ -143,10 +147,10 @@ pub async fn smtp_credentials(
         name: reference.name.clone(),
         key: key.into(),
     };
-    let user = read_secret_key(client, &namespace, &read("username"))
+    let user = read_secret_key(client, &namespace, &read("username"), SecretUse::Instance)
         .await
         .map_err(|e| e.to_string())?;
-    let password = read_secret_key(client, &namespace, &read("password"))
+    let password = read_secret_key(client, &namespace, &read("password"), SecretUse::Instance)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some((user.value, password.value)))

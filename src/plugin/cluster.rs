@@ -21,6 +21,7 @@ use crate::api::{
 };
 use crate::controller::secrets::{read_secret_key, SecretError};
 use crate::controller::target::instance_namespace;
+use crate::metrics::SecretUse;
 
 /// How long one request to the API server may take.
 pub const KUBE_DEADLINE: Duration = Duration::from_secs(15);
@@ -217,7 +218,7 @@ impl Cluster {
         let reference = &instance.spec.mongo.uri_secret_ref;
         let read = tokio::time::timeout(
             KUBE_DEADLINE,
-            read_secret_key(&self.client, &namespace, reference),
+            read_secret_key(&self.client, &namespace, reference, SecretUse::Instance),
         )
         .await
         .map_err(|_| PluginError::Timeout {

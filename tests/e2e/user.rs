@@ -1473,3 +1473,133 @@ async fn a_planted_highest_cost_hash_does_not_stall_hashing() {
     assert!(bcrypt::verify(PASSWORD, hash).unwrap());
     w.contract_check(json!({ "users": [ { "email": "slow@example.com", "password": PASSWORD } ] }));
 }
+
+/// How many password Secrets the world's operator has read for their values.
+fn password_reads(w: &World) -> Option<u64> {
+    let (_, text) = http_get(w.http_port, "/metrics")?;
+    let series = "librechat_operator_secret_reads_total{secret_use=\"password\"} ";
+    let value = text.lines().find_map(|l| l.strip_prefix(series));
+    Some(value.map_or(0, |v| v.trim().parse().unwrap_or(u64::MAX)))
+}
+
+/// Waits until the world's (restarted) operator has reconciled `count` LibreChatUsers Ready.
+async fn wait_ready_users(w: &World, count: usize) {
+    let series = format!(
+        "librechat_operator_managed_objects{{kind=\"LibreChatUser\",ready=\"true\"}} {count}\n"
+    );
+    eventually(&format!("{count} users reconciled Ready"), || async {
+        http_get(w.http_port, "/metrics")?
+            .1
+            .contains(&series)
+            .then_some(())
+    })
+    .await;
+}
+
+async fn status_field(w: &World, name: &str, pointer: &str) -> Option<serde_json::Value> {
+    w.get("librechatusers", name)
+        .await?
+        .pointer(pointer)
+        .cloned()
+}
+
+/// A restarted operator takes a password as applied when status records the Secret version
+/// the watch shows (and the minimum length is not higher), without reading the Secret; it reads
+/// exactly the Secrets it must: a version changed while it was down, an account to create
+/// again, every password once the instance's minimum length was raised.
+#[tokio::test]
+async fn a_restart_reads_only_the_password_secrets_it_must() {
+    const ROTATED: &str = "A-Rotated-And-Much-Longer-Password-2";
+    let mut w = World::new("user-restart-reads").await;
+    for i in 0..4 {
+        w.secret(&format!("pw{i}"), &[("password", PASSWORD)]).await;
+    }
+    w.start_operator();
+    w.ready_instance("lc", json!({})).await;
+    for i in 0..4 {
+        let spec = local_user(&format!("r{i}@example.com"), &format!("pw{i}"));
+        w.apply("LibreChatUser", &format!("r{i}"), spec).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(user_id(&w, &format!("r{i}")).await);
+        let min = status_field(&w, &format!("r{i}"), "/status/passwordMinLength").await;
+        assert_eq!(
+            min,
+            Some(json!(8)),
+            "status records the minimum it was checked against"
+        );
+    }
+
+    // Nothing changed while it was down: no Secret read, no hash.
+    w.stop_operator();
+    w.start_operator();
+    wait_ready_users(&w, 4).await;
+    assert_eq!(
+        password_reads(&w),
+        Some(0),
+        "a restart read an applied password's Secret"
+    );
+    assert_eq!(hashes_made(&w), Some(0));
+
+    // While it is down: r1's password changes, r2's account is deleted in LibreChat.
+    w.stop_operator();
+    let before = status_field(&w, "r1", "/status/passwordSecretVersion").await;
+    w.secret("pw1", &[("password", ROTATED)]).await;
+    w.users().delete_one(doc! { "_id": ids[2] }).await.unwrap();
+    w.start_operator();
+    eventually(
+        "r1 to apply the new version and r2 a new account",
+        || async {
+            let version = status_field(&w, "r1", "/status/passwordSecretVersion").await;
+            let id = status_field(&w, "r2", "/status/userId").await?;
+            (version != before && id != json!(ids[2].to_hex())).then_some(())
+        },
+    )
+    .await;
+    wait_ready_users(&w, 4).await;
+    assert_eq!(
+        password_reads(&w),
+        Some(2),
+        "only r1's and r2's Secrets are read"
+    );
+    w.contract_check(json!({ "users": [
+        { "email": "r0@example.com", "password": PASSWORD },
+        { "email": "r1@example.com", "password": ROTATED },
+        { "email": "r2@example.com", "password": PASSWORD },
+        { "email": "r3@example.com", "password": PASSWORD },
+    ] }));
+
+    // The instance's minimum raised while it is down: every password is checked again, the
+    // short ones are refused and their accounts keep the password they had.
+    w.stop_operator();
+    let policy = json!({ "passwordPolicy": { "minLength": 30 } });
+    w.apply_instance("lc", &env("REDIS_URL"), policy).await;
+    w.start_operator();
+    for i in [0, 2, 3] {
+        let name = format!("r{i}");
+        w.wait_condition(
+            "librechatusers",
+            &name,
+            "Ready",
+            "False",
+            Some("PasswordInvalid"),
+        )
+        .await;
+    }
+    w.wait_condition("librechatusers", "r1", "Ready", "True", None)
+        .await;
+    eventually("r1's status to record the raised minimum", || async {
+        let min = status_field(&w, "r1", "/status/passwordMinLength").await?;
+        (min == json!(30)).then_some(())
+    })
+    .await;
+    assert!(
+        password_reads(&w).unwrap() >= 4,
+        "every password is read again"
+    );
+    w.contract_check(json!({ "users": [
+        { "email": "r0@example.com", "password": PASSWORD },
+        { "email": "r1@example.com", "password": ROTATED },
+    ] }));
+}

@@ -3,7 +3,7 @@
 
 use mongodb::bson::oid::ObjectId;
 
-use super::{actions, no_password_message, Outcome, Plan};
+use super::{actions, no_password_message, Converged, Outcome, Plan};
 use crate::api::common::{condition, reason, Cond};
 use crate::api::user::{Provider, VerificationState, VerificationStatus};
 use crate::api::LibreChatUser;
@@ -30,7 +30,7 @@ pub(super) async fn converge(
     plan: &Plan,
     claim: Claim,
     user: &LibreChatUser,
-) -> Result<Outcome, ReconcileError> {
+) -> Result<Converged, ReconcileError> {
     let store = plan.store();
     let by_claim = match claim.user_id {
         Some(id) => store.find_user_by_id(id).await?,
@@ -40,25 +40,29 @@ pub(super) async fn converge(
         Some(u) => Some(u),
         None => store.find_user_by_email(&plan.email).await?,
     };
+    let applied_here = |s: &StoredUser| password_applied_to(plan, user, s.id);
+    if plan.password_unread() && !existing.as_ref().is_some_and(applied_here) {
+        return Ok(Converged::NeedsPassword);
+    }
     let account = match existing {
         None => create(ctx, plan, &claim, user).await?,
         Some(stored) => match waiting_for_redis(plan, user) {
-            Some(outcome) => return Ok(outcome),
+            Some(outcome) => return Ok(Converged::Done(Box::new(outcome))),
             None => take(ctx, plan, &claim, stored, user).await?,
         },
     };
     let mut account = match account {
         Ok(a) => a,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
     };
     finish_follow_ups(plan, &claim, &account.stored).await?;
     if let Err(outcome) = correct(ctx, plan, &mut account, user).await? {
-        return Ok(outcome);
+        return Ok(Converged::Done(Box::new(outcome)));
     }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
     let report = match actions::apply(ctx, plan, &claim, &account.stored, user).await? {
         Ok(report) => report,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
     };
     let id = account.stored.id;
     let (balance, credited) = super::balance::converge(ctx, plan, user, id).await?;
@@ -67,14 +71,14 @@ pub(super) async fn converge(
     if let Some(mirror) = outcome.mirror.as_mut() {
         mirror.balance = balance;
     }
-    Ok(Outcome {
+    Ok(Converged::Done(Box::new(Outcome {
         wrote: account.wrote || rotated || credited || plugins_wrote,
         password,
         password_version: version,
         verification: report.verification,
         actions: report.actions,
         ..outcome
-    })
+    })))
 }
 
 /// What an existing account reports while the instance's Redis is out: nothing is written
@@ -129,6 +133,7 @@ pub(super) fn in_sync(plan: &Plan, user: &LibreChatUser, stored: &StoredUser) ->
         user_id: Some(id),
         role: Some(role.unwrap_or_else(|| "USER".into())),
         password_version: plan.password_version().map(String::from),
+        password_min_length: plan.min_password_length(),
         instance: Some(crate::controller::target::instance_key(&plan.instance)),
         wrote: false,
         requeue: Some(plan.resync),
@@ -342,7 +347,7 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
             plan.email, plan.tenancy.instance_namespace
         ));
     }
-    if plan.password.is_some() && stored_provider != "local" {
+    if plan.declares_password() && stored_provider != "local" {
         let converts = plan.desired.provider.as_deref() == Some(Provider::Local.as_str());
         if !(converts && plan.tenancy.administers) {
             return Some(format!(
@@ -355,7 +360,7 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
         return None;
     }
     let mut forbidden: Vec<&str> = changed.iter().copied().filter(|f| *f == "role").collect();
-    if plan.password.is_some() {
+    if plan.declares_password() {
         forbidden.push("password");
     }
     if plan.plugins.declares_any() {
@@ -453,6 +458,19 @@ async fn finish_follow_ups(
     Ok(())
 }
 
+/// Whether status says this version of the password was applied to this very account (the
+/// one the ownership record led to): an account LibreChat registered again under the email,
+/// or one status names falsely, gets the password applied.
+fn password_applied_to(plan: &Plan, user: &LibreChatUser, id: ObjectId) -> bool {
+    let Some(status) = user.status.as_ref() else {
+        return false;
+    };
+    let id = id.to_hex();
+    plan.password_version().is_some()
+        && status.password_secret_version.as_deref() == plan.password_version()
+        && status.user_id.as_deref() == Some(id.as_str())
+}
+
 /// Applies the password when its Secret version is new; re-hashes only a changed password,
 /// and then always ends the account's sessions (promised first, so a crash cannot skip it).
 /// Returns the PasswordReady condition, the applied version, and whether it rotated.
@@ -468,7 +486,7 @@ async fn apply_password(
         reason::PASSWORD_APPLIED,
         "the password from the Secret is applied",
     );
-    let Some(password) = &plan.password else {
+    let Some(version) = plan.password_version() else {
         let none = Cond::new(
             condition::PASSWORD_READY,
             true,
@@ -477,13 +495,11 @@ async fn apply_password(
         );
         return Ok((none, None, false));
     };
-    let recorded = user
-        .status
-        .as_ref()
-        .and_then(|s| s.password_secret_version.as_deref());
-    if account.password_set || recorded == Some(password.version.as_str()) {
-        return Ok((applied, Some(password.version.clone()), false));
-    }
+    let already = account.password_set || password_applied_to(plan, user, account.stored.id);
+    // `converge` goes on with an unread password only for the account it was applied to.
+    let (Some(password), false) = (&plan.password, already) else {
+        return Ok((applied, Some(version.to_string()), false));
+    };
     let store = plan.store();
     let id = account.stored.id;
     if let Some(hash) = account.stored.password_hash.clone() {

@@ -18,6 +18,7 @@ use crate::librechat::one_shot::{AppliedActions, OneShot};
 use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
 use crate::librechat::verification::{new_raw_verification_token, verification_link};
+use crate::metrics::SecretUse;
 
 /// What the actions leave in status.
 pub(super) struct ActionsReport {
@@ -330,7 +331,7 @@ async fn deliver_in_secret(
         data.insert("url".into(), verification_link(site, raw, &plan.email));
     }
     let name = verification_secret_name(user);
-    owned_secret::put(&ctx.client, user, &name, data)
+    owned_secret::put(&ctx.client, user, &name, SecretUse::Verification, data)
         .await
         .map_err(|e: OwnedSecretError| e.to_string())
 }

@@ -35,7 +35,7 @@ pub(super) async fn hash_while_waiting(user: &LibreChatUser, ctx: &Context, wait
         return;
     };
     let (uid, namespace) = (uid_of(user), user.namespace().unwrap_or_default());
-    let watched = ctx.secrets.version_of(&namespace, &reference.name);
+    let watched = ctx.secrets.version_of(&namespace, &reference.name).await;
     if watched.is_some_and(|v| ctx.hashed_ahead.hash_of(&uid, &v).is_some()) {
         return;
     }

@@ -72,6 +72,8 @@ struct Outcome {
     verification: Option<VerificationStatus>,
     actions: Option<ActionsStatus>,
     password_version: Option<String>,
+    /// The minimum password length that version was checked against.
+    password_min_length: Option<u32>,
     /// The instance it was applied to (`namespace/name`).
     instance: Option<String>,
     /// Whether LibreChat's data was written (stamps `lastSyncTime`).
@@ -104,6 +106,7 @@ impl Outcome {
             verification: status.and_then(|s| s.verification.clone()),
             actions: status.and_then(|s| s.actions.clone()),
             password_version: status.and_then(|s| s.password_secret_version.clone()),
+            password_min_length: status.and_then(|s| s.password_min_length),
             instance: status.and_then(|s| s.instance.clone()),
             wrote: false,
             requeue: Some(RETRY_WAITING),
@@ -139,8 +142,9 @@ struct Plan {
     desired: DesiredUser,
     password: Option<ResolvedPassword>,
     /// The password Secret's version when it was not read: the watch shows it at the version
-    /// this process verified the account with, and a settled resync needs no value. Anything
-    /// past the settled check resolves again, reading it.
+    /// this process verified the account with, or at the version status says was applied
+    /// (after a restart). Only an account that already has that version's password goes on
+    /// without the value; creating one or applying it elsewhere resolves again, reading it.
     unread_password: Option<String>,
     owner: Owner,
     adopt: bool,
@@ -160,6 +164,22 @@ impl Plan {
     fn password_version(&self) -> Option<&str> {
         let read = self.password.as_ref().map(|p| p.version.as_str());
         read.or(self.unread_password.as_deref())
+    }
+
+    /// Whether a password is declared (read or not).
+    fn declares_password(&self) -> bool {
+        self.password_version().is_some()
+    }
+
+    /// Whether a password is declared and its value was not read.
+    fn password_unread(&self) -> bool {
+        self.password.is_none() && self.unread_password.is_some()
+    }
+
+    /// The minimum length the declared password is checked against.
+    fn min_password_length(&self) -> Option<u32> {
+        let min = self.instance.spec.min_password_length();
+        self.declares_password().then_some(min)
     }
 
     /// A change made to this plan's account, for the audit trail.
@@ -203,6 +223,7 @@ async fn publish_status(
     status.verification = outcome.verification;
     status.actions = outcome.actions;
     status.password_secret_version = outcome.password_version;
+    status.password_min_length = outcome.password_min_length;
     status.instance = outcome.instance;
     if let Some(mirror) = outcome.mirror {
         mirror.write_into(&mut status);
@@ -242,23 +263,61 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
     if let Some(outcome) = settled(&plan, user, ctx).await? {
         return Ok(outcome);
     }
-    let plan = match plan.unread_password {
-        None => plan,
-        Some(_) => match resolve(user, ctx, Reading::Always).await? {
-            Ok(plan) => plan,
-            Err(outcome) => return Ok(outcome),
-        },
-    };
-    let claim = match claim::take_ownership(ctx, &plan, user).await? {
-        Ok(claim) => claim,
+    let applied = |v: &String| applied_before(user, v, plan.instance.spec.min_password_length());
+    if plan.unread_password.as_ref().is_some_and(|v| !applied(v)) {
+        return sync_reading_password(user, ctx).await;
+    }
+    match claim_and_converge(ctx, &plan, user).await? {
+        Converged::Done(outcome) => Ok(*outcome),
+        Converged::NeedsPassword => sync_reading_password(user, ctx).await,
+    }
+}
+
+/// The full path with the password Secret read.
+async fn sync_reading_password(
+    user: &LibreChatUser,
+    ctx: &Context,
+) -> Result<Outcome, ReconcileError> {
+    let plan = match resolve(user, ctx, Reading::Always).await? {
+        Ok(plan) => plan,
         Err(outcome) => return Ok(outcome),
     };
-    let outcome = account::converge(ctx, &plan, claim, user).await?;
-    if let (Some(id), true) = (outcome.user_id, outcome.ready.ok == Some(true)) {
-        ctx.settled
-            .remember(&uid_of(user), settled_fingerprint(user, &plan, id));
+    match claim_and_converge(ctx, &plan, user).await? {
+        Converged::Done(outcome) => Ok(*outcome),
+        // A plan with the password read never needs it read.
+        Converged::NeedsPassword => Ok(Outcome::waiting(
+            reason::SECRET_NOT_FOUND,
+            "the password Secret could not be read; retrying",
+            user,
+        )),
     }
-    Ok(outcome)
+}
+
+async fn claim_and_converge(
+    ctx: &Context,
+    plan: &Plan,
+    user: &LibreChatUser,
+) -> Result<Converged, ReconcileError> {
+    let claim = match claim::take_ownership(ctx, plan, user).await? {
+        Ok(claim) => claim,
+        Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
+    };
+    let converged = account::converge(ctx, plan, claim, user).await?;
+    if let Converged::Done(outcome) = &converged {
+        if let (Some(id), true) = (outcome.user_id, outcome.ready.ok == Some(true)) {
+            ctx.settled
+                .remember(&uid_of(user), settled_fingerprint(user, plan, id));
+        }
+    }
+    Ok(converged)
+}
+
+/// Where converging an account ended.
+enum Converged {
+    Done(Box<Outcome>),
+    /// The password's value is needed (to create the account, or for an account it was not
+    /// applied to) and the plan did not read it; nothing was written to the account.
+    NeedsPassword,
 }
 
 /// Whether `resolve` reads the password Secret.
@@ -318,7 +377,7 @@ async fn resolve(
     let min_length = instance.spec.min_password_length();
     let domain = instance.spec.domain_client.as_deref();
     let unread_password = match reading {
-        Reading::UnlessUnchanged => unchanged_password(user, ctx),
+        Reading::UnlessUnchanged => unchanged_password(user, ctx, min_length).await,
         Reading::Always => None,
     };
     let read = match unread_password {
@@ -389,15 +448,35 @@ fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> Strin
 }
 
 /// The password Secret's version as the watch has it, when this process has verified the
-/// account before: if it is the version verified, the settled check passes without reading
-/// the Secret; if not, the fingerprint differs and the Secret is read.
-fn unchanged_password(user: &LibreChatUser, ctx: &Context) -> Option<String> {
+/// account before or status says this version was applied: a version already applied needs
+/// no value (not for the settled check, nor after a restart); any other version is read.
+async fn unchanged_password(
+    user: &LibreChatUser,
+    ctx: &Context,
+    min_length: u32,
+) -> Option<String> {
     let source = user.spec.password.as_ref()?;
     let by_ref = source.secret_ref.as_ref().map(|r| r.name.as_str());
     let name = by_ref.or(source.generate.as_ref().map(|g| g.secret_name.as_str()))?;
-    ctx.settled.verified_account(&uid_of(user))?;
-    ctx.secrets
+    let watched = ctx
+        .secrets
         .version_of(&user.namespace().unwrap_or_default(), name)
+        .await?;
+    let verified = ctx.settled.verified_account(&uid_of(user)).is_some();
+    (verified || applied_before(user, &watched, min_length)).then_some(watched)
+}
+
+/// Whether status says this version of the password was applied, checked against a minimum
+/// length no lower than today's. Status is writable by whoever may edit the object, so this
+/// only ever spares reading the Secret for the account status and the ownership record both
+/// name (see `account::converge`): a forged status can at most keep that account's current
+/// password, which its owner set through this very object.
+fn applied_before(user: &LibreChatUser, version: &str, min_length: u32) -> bool {
+    let Some(status) = user.status.as_ref() else {
+        return false;
+    };
+    status.password_secret_version.as_deref() == Some(version)
+        && status.password_min_length.is_some_and(|m| m >= min_length)
 }
 
 /// A resync of an object this process verified for exactly this declaration: one read of the

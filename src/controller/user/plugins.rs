@@ -17,6 +17,7 @@ use crate::controller::password::without_final_newline;
 use crate::controller::secrets::{keys_of, read_secret, value_of, SecretError};
 use crate::librechat::plugins::{is_entity_tool, mcp_server, InstalledPlugin};
 use crate::librechat::{Store, StoreError};
+use crate::metrics::SecretUse;
 
 /// One declared plugin with its credentials encrypted (`authField` → ciphertext).
 #[derive(Default)]
@@ -78,7 +79,7 @@ pub(super) async fn resolve(
         let auth = match &plugin.credentials_secret_ref {
             Some(r) => {
                 let context = format!("plugin '{}'", plugin.key);
-                let secret = read_secret(client, &namespace, &r.name)
+                let secret = read_secret(client, &namespace, &r.name, SecretUse::Plugin)
                     .await
                     .map_err(|e| PluginProblem::secret(&context, e))?;
                 credentials_of(&plugin.key, &secret)?
