@@ -620,11 +620,13 @@ def settle(op, kind="LibreChatUser", quiet=5, timeout=3600):
 
 def stats_current(ns, timeout=180):
     """Waits until the instance's counts include every account: counts taken during the cold
-    start are recounted (at most once a minute) and written, which a restart measured before
-    that would count as its own write."""
+    start are recounted (at most once a minute) and written, which a resync or restart measured
+    before that would count as its own write. Both counts: an account is counted as managed
+    from its reservation, before it is written, so managedUsers can reach N before users."""
     def counted():
         inst = json.loads(kubectl("get", "librechatinstance", "lc", "-n", ns, "-o", "json"))
-        return (inst.get("status", {}).get("stats") or {}).get("managedUsers", 0) >= N
+        stats = inst.get("status", {}).get("stats") or {}
+        return stats.get("managedUsers", 0) >= N and stats.get("users", 0) >= N
     if timed_until(counted, timeout=timeout, every=2) is None:
         log(f"the instance's counts did not reach {N} managed users within {timeout} s")
 
