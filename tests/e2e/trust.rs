@@ -1322,3 +1322,55 @@ async fn a_tenant_cannot_reset_the_two_factor_of_an_account_it_only_adopted() {
     assert!(stored.get_str("totpSecret").is_ok());
     w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
 }
+
+/// A restarted operator takes a password as applied from status only for the account status
+/// and the ownership record both name. A tenant that forges its status while the operator is
+/// down (the new Secret version, the highest minimum, and the admin's account id) gets neither
+/// a write to the admin's account nor its own rotation skipped.
+#[tokio::test]
+async fn a_forged_status_cannot_make_a_restart_skip_a_password() {
+    const ROTATED: &str = "A-Rotated-Password-For-X-2";
+    let (mut w, t) = tenant_world("tr-forge-restart", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "boss",
+        json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN" }),
+    )
+    .await;
+    let boss = status_user_id(&w, &w.ns.clone(), "boss").await;
+    put_secret(&w.client, &t, "pw", &[("password", PASSWORD)]).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "x@example.com",
+        "password": { "secretRef": { "name": "pw", "key": "password" } } });
+    w.apply_in(&t, "LibreChatUser", "x", spec).await;
+    let x = status_user_id(&w, &t, "x").await;
+    let boss_before = user_doc(&w, boss).await.unwrap();
+
+    w.stop_operator();
+    put_secret(&w.client, &t, "pw", &[("password", ROTATED)]).await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), &t);
+    let meta = secrets.get("pw").await.unwrap().metadata;
+    let version = format!(
+        "{}/{}",
+        meta.uid.unwrap_or_default(),
+        meta.resource_version.unwrap_or_default()
+    );
+    let patch = json!({ "status": { "userId": boss.to_hex(),
+        "passwordSecretVersion": version, "passwordMinLength": 128 } });
+    dynamic(&w.client, &t, "LibreChatUser")
+        .patch_status("x", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    w.start_operator_in(Some(&format!("{},{t}", w.ns)));
+
+    eventually("status to name x's own account again", || async {
+        let obj = get_in(&w.client, &t, "librechatusers", "x").await?;
+        (obj.pointer("/status/userId")?.as_str()? == x.to_hex()).then_some(())
+    })
+    .await;
+    w.contract_check(json!({ "users": [ { "email": "x@example.com", "password": ROTATED } ] }));
+    assert!(
+        user_doc(&w, boss).await.as_ref() == Some(&boss_before),
+        "the admin's account must not be written"
+    );
+}
