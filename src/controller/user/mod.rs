@@ -263,6 +263,8 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
     if let Some(outcome) = settled(&plan, user, ctx).await? {
         return Ok(outcome);
     }
+    // Past the settled check, an unread version must be one status records as applied: one
+    // only this process verified (status not caught up, or a raised minimum) is read.
     let applied = |v: &String| applied_before(user, v, plan.instance.spec.min_password_length());
     if plan.unread_password.as_ref().is_some_and(|v| !applied(v)) {
         return sync_reading_password(user, ctx).await;
