@@ -63,6 +63,17 @@ async fn status_user_id(w: &World, ns: &str, name: &str) -> ObjectId {
     .unwrap()
 }
 
+/// An ADMIN account `boss@example.com` declared from the instance's namespace, Ready; its id.
+async fn declared_admin(w: &World) -> ObjectId {
+    w.apply(
+        "LibreChatUser",
+        "boss",
+        json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN" }),
+    )
+    .await;
+    status_user_id(w, &w.ns.clone(), "boss").await
+}
+
 async fn owner_record(w: &World, email: &str) -> Option<Document> {
     w.db.collection::<Document>("librechat_operator_owners")
         .find_one(doc! { "_id": email })
@@ -738,13 +749,7 @@ async fn a_banned_user_cannot_escape_by_deleting_their_account() {
 #[tokio::test]
 async fn a_tenant_cannot_ban_an_admin_or_an_ip() {
     let (w, t) = tenant_world("tr-bans", json!({})).await;
-    w.apply(
-        "LibreChatUser",
-        "boss",
-        json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN" }),
-    )
-    .await;
-    let boss = status_user_id(&w, &w.ns.clone(), "boss").await;
+    let boss = declared_admin(&w).await;
     let by_email = json!({ "instanceRef": lc(&w), "email": "boss@example.com" });
     let by_ip = json!({ "instanceRef": lc(&w), "ip": "203.0.113.9" });
 
@@ -1331,13 +1336,7 @@ async fn a_tenant_cannot_reset_the_two_factor_of_an_account_it_only_adopted() {
 async fn a_forged_status_cannot_make_a_restart_skip_a_password() {
     const ROTATED: &str = "A-Rotated-Password-For-X-2";
     let (mut w, t) = tenant_world("tr-forge-restart", json!({})).await;
-    w.apply(
-        "LibreChatUser",
-        "boss",
-        json!({ "instanceRef": { "name": "lc" }, "email": "boss@example.com", "role": "ADMIN" }),
-    )
-    .await;
-    let boss = status_user_id(&w, &w.ns.clone(), "boss").await;
+    let boss = declared_admin(&w).await;
     put_secret(&w.client, &t, "pw", &[("password", PASSWORD)]).await;
     let spec = json!({ "instanceRef": lc(&w), "email": "x@example.com",
         "password": { "secretRef": { "name": "pw", "key": "password" } } });
