@@ -20,6 +20,7 @@ pub mod memory;
 pub mod owned_secret;
 pub mod password;
 pub mod recorder;
+pub mod relist;
 pub mod report;
 pub mod role;
 pub mod scoped;

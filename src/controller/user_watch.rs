@@ -1,5 +1,5 @@
 //! The LibreChatUser watch of one scope, built by hand rather than by `Controller::new`, for
-//! three reasons that matter at thousands of users:
+//! reasons that matter at thousands of users:
 //!
 //! - The store keeps what the reconcile reads, not `managedFields` (server-side apply makes
 //!   them the largest part of a small object) nor kubectl's last-applied copy of the object.
@@ -7,6 +7,8 @@
 //!   event costs a lookup instead of a scan of every user.
 //! - A reconcile is started by changes it acts on (spec, finalizers, deletion), not by the
 //!   echo of its own status writes; resyncs and the other watches still wake it.
+//! - A list (a start, a take-over) wakes first the users being deleted and those still without
+//!   an account (see [`relist`](super::relist)), then those not Ready, then the settled ones.
 //! - The other controllers that follow users (bans, groups, a deleting instance) hear every
 //!   change from this watch instead of watching users themselves.
 
@@ -25,7 +27,9 @@ use kube::ResourceExt;
 
 use super::fanout::Fanout;
 use super::index::Index;
+use super::relist;
 use super::target;
+use crate::api::common::is_ready;
 use crate::api::validate::normalize_email;
 use crate::api::LibreChatUser;
 
@@ -67,7 +71,7 @@ pub fn watch(
     let indexed = index.clone();
     let changes = Arc::new(Fanout::new(4096));
     let told = changes.clone();
-    let trigger = watcher(api, watcher::Config::default())
+    let events = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(lean)
         .map_ok(move |event| {
@@ -83,7 +87,8 @@ pub fn watch(
             }
             event
         })
-        .reflect(writer)
+        .reflect(writer);
+    let trigger = relist::urgent_first(events, store.clone(), urgency)
         .applied_objects()
         .predicate_filter(acted_on, PredicateConfig::default());
     UserWatch {
@@ -165,6 +170,23 @@ fn freed_emails(
         .into_iter()
         .filter(|r| r.name != going.name_any())
         .collect()
+}
+
+/// How soon a listed user is woken (lowest first): a deletion (its cleanup is awaited), a user
+/// with no account yet (its password is hashed, best together with the others'), a user not
+/// Ready for its generation (its status is wrong until then), a settled one. Status only
+/// orders the wake-ups of a list, which all happen: a forged one gains nothing but its turn.
+fn urgency(user: &LibreChatUser) -> u8 {
+    let status = user.status.as_ref();
+    if user.metadata.deletion_timestamp.is_some() {
+        0
+    } else if status.and_then(|s| s.user_id.as_ref()).is_none() {
+        1
+    } else if !status.is_some_and(|s| is_ready(&s.conditions, user.metadata.generation)) {
+        2
+    } else {
+        3
+    }
 }
 
 /// What a reconcile acts on: the declaration (generation), the finalizers and the deletion.
