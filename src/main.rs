@@ -361,11 +361,17 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
 
 /// The Kubernetes client, with a short connect deadline: a request to an API server that cannot
 /// be reached fails in seconds rather than holding a reconcile (reads keep kube's deadline,
-/// which watches need, and every reconcile has its own).
+/// which watches need, and every reconcile has its own). Its User-Agent names the operator:
+/// the API server takes a write's field manager from it (else every status and finalizer the
+/// operator writes shows as `unknown` in managedFields), and audit logs show it.
 async fn kube_client() -> Result<kube::Client, kube::Error> {
     let mut config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
     config.connect_timeout = Some(std::time::Duration::from_secs(10));
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("librechat-operator/", env!("CARGO_PKG_VERSION"))),
+    ));
     kube::Client::try_from(config)
 }

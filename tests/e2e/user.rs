@@ -72,6 +72,28 @@ async fn create_update_and_drift_correction() {
     w.contract_check(json!({ "users": [ { "email": " JANE.doe@example.com", "password": PASSWORD, "provider": "local", "role": "USER", "emailVerified": true, "name": "Jane Doe", "username": "janed" } ] }));
     w.wait_event("jane", "Created").await;
 
+    // What the operator wrote on the object (its finalizer, its status) is recorded as its
+    // own in managedFields, as a platform team reading `--show-managed-fields` expects.
+    let jane = w.get("librechatusers", "jane").await.unwrap();
+    let managers: Vec<(&str, &str)> = jane["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let manager = m["manager"].as_str().unwrap_or_default();
+            (manager, m["subresource"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert!(
+        managers.contains(&("librechat-operator", "status"))
+            && managers.contains(&("librechat-operator", "")),
+        "the operator's status and finalizer writes carry its name: {managers:?}"
+    );
+    assert!(
+        !managers.iter().any(|(m, _)| *m == "unknown"),
+        "{managers:?}"
+    );
+
     // LibreChat's caches of the user, which would keep serving the old role.
     let mut redis = redis::Client::open(env("REDIS_URL"))
         .unwrap()
