@@ -1015,6 +1015,7 @@ def faults(results, hash_seconds):
     else:
         survivor = replicas[0]
     last_recovery = time.time()
+    cpu_before, api_before = cpu_seconds(survivor), api_requests()
     timeline.window(name, began)
     # What was still to do then: accounts not yet in MongoDB need their hash at least (an
     # account the outages turned not Ready needs none; the new leader's gauge starts at zero).
@@ -1025,8 +1026,9 @@ def faults(results, hash_seconds):
     remaining = N - created
     record["remaining_hashing_floor_s"] = round(remaining * hash_seconds / CORES, 1)
     took = wait_all_ready(survivor, ns, N, timeout=6 * 3600)
-    applier.join()
     done = time.time()
+    record["convergence_cost"] = convergence_cost(survivor, cpu_before, api_before)
+    applier.join()
     record["apply_retries"] = applied.get("retries")
     record["timeline"] = timeline.stop()
     record["cold_start_seconds"] = round(done - started, 1) if took else None
@@ -1051,6 +1053,24 @@ def faults(results, hash_seconds):
         verified = sum(pool.map(verify, pairs, chunksize=64))
     record["passwords_verified"] = verified
     return record
+
+
+def convergence_cost(survivor, cpu_before, api_before):
+    """What the convergence after the last recovery cost: CPU seconds per process, the
+    operator's writes through the API server by `VERB resource[/sub]`, and the API server's CPU
+    per such write (where the API server runs here), which bounds how fast a survivor can turn
+    thousands of statuses back on these cores."""
+    cpu_after, api_after = cpu_seconds(survivor), api_requests()
+    cpu = {k: round(v - cpu_before.get(k, 0), 1) for k, v in cpu_after.items() if k != "kubectl (applying)"}
+    writes = {}
+    for (verb, resource, sub), v in api_after.items():
+        d = v - api_before.get((verb, resource, sub), 0)
+        if resource in OPERATOR_RESOURCES and verb in API_WRITES and d > 0:
+            writes[f"{verb} {resource}{'/' + sub if sub else ''}"] = int(d)
+    total = sum(writes.values())
+    apiserver = cpu.get("kube-apiserver")
+    per_write = round(apiserver * 1000 / total, 2) if apiserver and total else None
+    return {"cpu_seconds": cpu, "api_writes": writes, "apiserver_cpu_ms_per_write": per_write}
 
 
 def verify(pair):
@@ -1388,6 +1408,10 @@ def main():
             at_pace = (N - created) * calm / N
             f["faults_remaining_at_cold_start_pace_s"] = round(at_pace, 1)
             f["faults_convergence_beyond_cold_start_pace_s"] = round(got["convergence_after_recovery_s"] - at_pace, 1)
+        cost = got.get("convergence_cost") or {}
+        f["faults_convergence_api_writes"] = sum((cost.get("api_writes") or {}).values()) or None
+        f["faults_convergence_apiserver_cpu_s"] = (cost.get("cpu_seconds") or {}).get("kube-apiserver")
+        f["faults_convergence_apiserver_cpu_ms_per_write"] = cost.get("apiserver_cpu_ms_per_write")
         f["faults_leader_takeover_s"] = round(got["takeover_s"], 1) if got.get("takeover_s") else None
         f["faults_apiserver_out_s"] = round((got.get("apiserver_exit_s") or 0) + (got.get("apiserver_back_after_s") or 0), 1)
         if got.get("timeline"):
