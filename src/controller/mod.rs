@@ -330,6 +330,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let users_reading_secrets = watched.store.clone();
     let every_user = watched.store.clone();
     let by_instance = watched.store;
+    let list_gate = watched.list_gate;
     let (by_account, by_secret) = (watched.index.clone(), watched.index);
     let woken = ctx.feeds.subscribe().map(move |change| {
         let email = change.email.as_deref().map(normalize_email);
@@ -365,7 +366,10 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         .watches_instances(&ctx, by_instance, |u: &LibreChatUser| &u.spec.instance_ref)
         .shutdown_on_signal()
         .run(
-            |o, c| observed(o, c, user::reconcile),
+            move |o, c| {
+                list_gate.started(&o);
+                observed(o, c, user::reconcile)
+            },
             error_policy,
             ctx.clone(),
         )

@@ -1,162 +1,339 @@
-//! The objects of a (re)list woken most urgent first, once the list is complete.
+//! The objects of a (re)list woken in stages, most urgent first, once the list is complete.
 //!
 //! A watch's list (at start, after a take-over, after the watch fell too far behind) names
-//! every object at once, and the controller works through them in the order they came: by
-//! name. After a take-over with thousands of objects, the few that still need an account then
-//! wait among the many that only need their status confirmed, and their passwords are hashed
-//! one at a time as they trickle in; hashed together, the bcrypt threads compute several in
-//! one pass for little more than the cost of one. Holding the list back until it is complete
-//! also means no object is woken before the store holds it (a reconcile of an object the store
-//! does not have yet is dropped).
+//! every object at once. kube-runtime's scheduler then starts them in no particular order (it
+//! picks the requests it holds back from a hash set), so after a take-over with thousands of
+//! objects the few that still need an account start one by one among the many that only need
+//! their status confirmed, and their passwords are hashed alone as they trickle in; hashed
+//! together, the bcrypt threads compute several in one pass for little more than the cost of
+//! one. So the list is woken in stages by rank: a stage is passed to the controller once the
+//! reconciles of the stage before it have all started (or none has started for
+//! [`STALL`]: an object deleted meanwhile never starts). Live changes are passed on at once
+//! all along.
 //!
-//! Only the objects' references are held back; each is taken from the store, as the list
-//! left it, when it is passed on.
+//! The list is released after it is complete, when the store holds it: before, an object
+//! created while the watch was down was woken before the store had it, and its reconcile
+//! was dropped. Only the references are held; each object is taken from the store (its newest
+//! copy) when its stage is released.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use futures::channel::mpsc;
 use futures::{stream, Stream, StreamExt};
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Resource;
+use tokio::sync::Notify;
 
-/// Passes `events` on with each list's objects held back until the list is complete, then
-/// woken in the order of `rank` (lowest first; the list's order among equals). The store must
-/// be the one the events were reflected into upstream, so that it holds the list at its end.
-pub fn urgent_first<K, S>(
-    events: S,
-    store: Store<K>,
-    rank: fn(&K) -> u8,
-) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
-where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
-{
-    let mut held = Held::default();
-    events.flat_map(move |event| stream::iter(held.pass(event, &store, rank)))
+/// How long a stage may go without any of its reconciles starting before the next is
+/// released anyway.
+pub const STALL: Duration = Duration::from_secs(2);
+
+type Item<K> = Result<Event<K>, watcher::Error>;
+
+/// Which reconciles of the stage being released have not started yet.
+pub struct ListGate<K: Resource<DynamicType = ()>> {
+    awaited: Mutex<HashSet<ObjectRef<K>>>,
+    progress: Notify,
 }
 
-/// The references of a list in progress, by rank.
-struct Held<K: Resource<DynamicType = ()>> {
-    by_rank: BTreeMap<u8, Vec<ObjectRef<K>>>,
-}
-
-impl<K: Resource<DynamicType = ()>> Default for Held<K> {
+impl<K: Resource<DynamicType = ()>> Default for ListGate<K> {
     fn default() -> Self {
-        Held {
-            by_rank: BTreeMap::new(),
+        ListGate {
+            awaited: Mutex::new(HashSet::new()),
+            progress: Notify::new(),
         }
     }
 }
 
-type Passed<K> = Box<dyn Iterator<Item = Result<Event<K>, watcher::Error>> + Send>;
+impl<K: Resource<DynamicType = ()>> ListGate<K> {
+    /// Called as a reconcile of `obj` starts.
+    pub fn started(&self, obj: &K) {
+        if self.locked().remove(&ObjectRef::from_obj(obj)) {
+            self.progress.notify_waiters();
+        }
+    }
+
+    fn expect(&self, stage: &[ObjectRef<K>]) {
+        let mut awaited = self.locked();
+        awaited.clear();
+        awaited.extend(stage.iter().cloned());
+    }
+
+    /// Returns once every awaited reconcile has started, or none has for [`STALL`].
+    async fn drained(&self) {
+        loop {
+            let progress = self.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            if self.locked().is_empty() {
+                return;
+            }
+            if tokio::time::timeout(STALL, progress).await.is_err() {
+                self.locked().clear();
+                return;
+            }
+        }
+    }
+
+    /// The set behind the lock; a panic while holding it left only whole entries.
+    fn locked(&self) -> MutexGuard<'_, HashSet<ObjectRef<K>>> {
+        self.awaited.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reflects `events` into `writer`'s store and passes them on, but each list's objects are
+/// passed on in stages of `rank` (lowest first), gated by `gate`, once the list is complete.
+/// Must run inside a Tokio runtime (the stages are released by a task).
+pub fn reflect_in_stages<K, S>(
+    events: S,
+    writer: Writer<K>,
+    rank: fn(&K) -> u8,
+    gate: Arc<ListGate<K>>,
+) -> impl Stream<Item = Item<K>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    S: Stream<Item = Item<K>> + Send,
+{
+    let store = writer.as_reader();
+    let (released, stages) = mpsc::unbounded();
+    let mut held = Held::new(store, gate, released);
+    let live = events
+        .reflect(writer)
+        .filter_map(move |event| std::future::ready(held.pass(event, rank)));
+    stream::select(live, stages)
+}
+
+/// The list in progress, and the release of the last complete one.
+struct Held<K: Resource<DynamicType = ()> + 'static> {
+    by_rank: BTreeMap<u8, Vec<ObjectRef<K>>>,
+    store: Store<K>,
+    gate: Arc<ListGate<K>>,
+    released: mpsc::UnboundedSender<Item<K>>,
+    releasing: Option<tokio::task::JoinHandle<()>>,
+}
 
 impl<K> Held<K>
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    fn pass(
-        &mut self,
-        event: Result<Event<K>, watcher::Error>,
-        store: &Store<K>,
-        rank: fn(&K) -> u8,
-    ) -> Passed<K> {
+    fn new(
+        store: Store<K>,
+        gate: Arc<ListGate<K>>,
+        released: mpsc::UnboundedSender<Item<K>>,
+    ) -> Self {
+        Held {
+            by_rank: BTreeMap::new(),
+            store,
+            gate,
+            released,
+            releasing: None,
+        }
+    }
+
+    /// What passes on at once: everything but a list's objects.
+    fn pass(&mut self, event: Item<K>, rank: fn(&K) -> u8) -> Option<Item<K>> {
         match event {
             Ok(Event::Init) => {
-                // A list begun again replaces the one in progress.
+                // A list begun again replaces the one in progress and the one being released.
                 self.by_rank.clear();
-                Box::new(std::iter::once(Ok(Event::Init)))
+                self.stop_releasing();
+                Some(Ok(Event::Init))
             }
             Ok(Event::InitApply(obj)) => {
                 let refs = self.by_rank.entry(rank(&obj)).or_default();
                 refs.push(ObjectRef::from_obj(&obj));
-                Box::new(std::iter::empty())
+                None
             }
             Ok(Event::InitDone) => {
-                let refs = std::mem::take(&mut self.by_rank).into_values().flatten();
-                let store = store.clone();
-                // Taken from the store one at a time as they are passed on: an object deleted
-                // since the list is gone from it, and is not woken.
-                let listed = refs.filter_map(move |r| store.get(&r));
-                let listed = listed.map(|obj| Ok(Event::InitApply(K::clone(&obj))));
-                Box::new(listed.chain(std::iter::once(Ok(Event::InitDone))))
+                let stages = std::mem::take(&mut self.by_rank).into_values().collect();
+                self.releasing = Some(tokio::spawn(release(
+                    stages,
+                    self.store.clone(),
+                    self.gate.clone(),
+                    self.released.clone(),
+                )));
+                Some(Ok(Event::InitDone))
             }
-            other => Box::new(std::iter::once(other)),
+            other => Some(other),
         }
+    }
+
+    fn stop_releasing(&mut self) {
+        if let Some(task) = self.releasing.take() {
+            task.abort();
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Drop for Held<K> {
+    fn drop(&mut self) {
+        if let Some(task) = self.releasing.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Passes on each stage's objects, then waits for their reconciles to start.
+async fn release<K>(
+    stages: Vec<Vec<ObjectRef<K>>>,
+    store: Store<K>,
+    gate: Arc<ListGate<K>>,
+    released: mpsc::UnboundedSender<Item<K>>,
+) where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    for stage in stages {
+        gate.expect(&stage);
+        for obj in stage.iter().filter_map(|r| store.get(r)) {
+            if released
+                .unbounded_send(Ok(Event::InitApply(K::clone(&obj))))
+                .is_err()
+            {
+                return;
+            }
+        }
+        gate.drained().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::executor::block_on;
+    use futures::SinkExt;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::runtime::reflector;
-    use kube::runtime::WatchStreamExt;
 
-    fn object(name: &str, urgent: bool) -> ConfigMap {
+    fn object(name: &str, rank: u8) -> ConfigMap {
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some(name.into());
         cm.metadata.namespace = Some("team".into());
-        if urgent {
-            cm.metadata.labels = Some([("urgent".to_string(), "yes".to_string())].into());
-        }
+        cm.metadata.labels = Some([("rank".to_string(), rank.to_string())].into());
         cm
     }
 
     fn rank(cm: &ConfigMap) -> u8 {
-        u8::from(
-            !cm.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key("urgent")),
-        )
+        cm.metadata.labels.as_ref().unwrap()["rank"].parse().unwrap()
     }
 
-    fn names(events: Vec<Result<Event<ConfigMap>, watcher::Error>>) -> Vec<String> {
-        events
-            .into_iter()
-            .map(|e| match e.unwrap() {
-                Event::Init => "<init>".into(),
-                Event::InitDone => "<done>".into(),
-                Event::InitApply(o) => format!("list:{}", o.metadata.name.unwrap()),
-                Event::Apply(o) => format!("apply:{}", o.metadata.name.unwrap()),
-                Event::Delete(o) => format!("delete:{}", o.metadata.name.unwrap()),
-            })
-            .collect()
+    fn name(event: Item<ConfigMap>) -> String {
+        match event.unwrap() {
+            Event::Init => "<init>".into(),
+            Event::InitDone => "<done>".into(),
+            Event::InitApply(o) => format!("list:{}", o.metadata.name.unwrap()),
+            Event::Apply(o) => format!("apply:{}", o.metadata.name.unwrap()),
+            Event::Delete(o) => format!("delete:{}", o.metadata.name.unwrap()),
+        }
     }
 
-    fn run(events: Vec<Event<ConfigMap>>) -> Vec<String> {
-        let (store, writer) = reflector::store();
-        let upstream = stream::iter(events.into_iter().map(Ok)).reflect(writer);
-        names(block_on(urgent_first(upstream, store, rank).collect()))
+    /// The staged stream over events fed by hand, and its gate.
+    #[allow(clippy::type_complexity)]
+    fn staged() -> (
+        mpsc::UnboundedSender<Item<ConfigMap>>,
+        std::pin::Pin<Box<dyn Stream<Item = Item<ConfigMap>> + Send>>,
+        Arc<ListGate<ConfigMap>>,
+    ) {
+        let (feed, events) = mpsc::unbounded();
+        let (_, writer) = reflector::store();
+        let gate = Arc::new(ListGate::default());
+        let out = reflect_in_stages(events, writer, rank, gate.clone());
+        (feed, Box::pin(out), gate)
     }
 
-    #[test]
-    fn a_list_is_woken_once_complete_the_urgent_first_in_list_order() {
-        let got = run(vec![
+    async fn next_names(
+        out: &mut (impl Stream<Item = Item<ConfigMap>> + Unpin),
+        n: usize,
+    ) -> Vec<String> {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            got.push(name(out.next().await.unwrap()));
+        }
+        got
+    }
+
+    /// Whether `out` passes anything on within a second (well inside the stall allowance).
+    async fn quiet(out: &mut (impl Stream<Item = Item<ConfigMap>> + Unpin)) -> bool {
+        tokio::time::timeout(Duration::from_secs(1), out.next())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_list_is_released_once_complete_a_stage_once_the_one_before_has_started() {
+        let (mut feed, mut out, gate) = staged();
+        let list = [
             Event::Init,
-            Event::InitApply(object("a", false)),
-            Event::InitApply(object("b", true)),
-            Event::InitApply(object("c", false)),
-            Event::InitApply(object("d", true)),
+            Event::InitApply(object("settled", 2)),
+            Event::InitApply(object("new-1", 1)),
+            Event::InitApply(object("deleting", 0)),
+            Event::InitApply(object("new-2", 1)),
+        ];
+        for e in list {
+            feed.send(Ok(e)).await.unwrap();
+        }
+        assert_eq!(next_names(&mut out, 1).await, ["<init>"]);
+        assert!(quiet(&mut out).await, "nothing of an unfinished list");
+        feed.send(Ok(Event::InitDone)).await.unwrap();
+        let mut first = next_names(&mut out, 2).await;
+        first.sort();
+        assert_eq!(first, ["<done>", "list:deleting"]);
+        assert!(quiet(&mut out).await, "the next stage waits");
+
+        // Live changes pass at once while the list is being released.
+        feed.send(Ok(Event::Apply(object("edited", 2)))).await.unwrap();
+        assert_eq!(next_names(&mut out, 1).await, ["apply:edited"]);
+
+        gate.started(&object("deleting", 0));
+        assert_eq!(next_names(&mut out, 2).await, ["list:new-1", "list:new-2"]);
+        gate.started(&object("new-1", 1));
+        assert!(quiet(&mut out).await, "new-2 has not started");
+        gate.started(&object("new-2", 1));
+        assert_eq!(next_names(&mut out, 1).await, ["list:settled"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_that_never_starts_holds_the_next_only_for_the_stall_allowance() {
+        let (mut feed, mut out, _gate) = staged();
+        for e in [
+            Event::Init,
+            Event::InitApply(object("never-starts", 0)),
+            Event::InitApply(object("settled", 2)),
             Event::InitDone,
-            Event::Apply(object("e", false)),
-        ]);
-        assert_eq!(
-            got,
-            ["<init>", "list:b", "list:d", "list:a", "list:c", "<done>", "apply:e"]
-        );
+        ] {
+            feed.send(Ok(e)).await.unwrap();
+        }
+        let mut first = next_names(&mut out, 3).await;
+        first.sort();
+        assert_eq!(first, ["<done>", "<init>", "list:never-starts"]);
+        let began = tokio::time::Instant::now();
+        assert_eq!(next_names(&mut out, 1).await, ["list:settled"]);
+        assert!(began.elapsed() >= STALL);
     }
 
-    #[test]
-    fn a_list_begun_again_forgets_the_unfinished_one() {
-        let got = run(vec![
+    #[tokio::test]
+    async fn a_list_begun_again_replaces_the_one_being_released() {
+        let (mut feed, mut out, _gate) = staged();
+        for e in [
             Event::Init,
-            Event::InitApply(object("gone", true)),
-            Event::Init,
-            Event::InitApply(object("a", false)),
+            Event::InitApply(object("a", 0)),
+            Event::InitApply(object("old-settled", 2)),
             Event::InitDone,
-        ]);
-        assert_eq!(got, ["<init>", "<init>", "list:a", "<done>"]);
+        ] {
+            feed.send(Ok(e)).await.unwrap();
+        }
+        let mut first = next_names(&mut out, 3).await;
+        first.sort();
+        assert_eq!(first, ["<done>", "<init>", "list:a"]);
+        for e in [Event::Init, Event::InitApply(object("b", 2)), Event::InitDone] {
+            feed.send(Ok(e)).await.unwrap();
+        }
+        let mut second = next_names(&mut out, 3).await;
+        second.sort();
+        assert_eq!(second, ["<done>", "<init>", "list:b"]);
+        assert!(quiet(&mut out).await, "the first list's later stage is dropped");
     }
 }

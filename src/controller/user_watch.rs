@@ -7,8 +7,9 @@
 //!   event costs a lookup instead of a scan of every user.
 //! - A reconcile is started by changes it acts on (spec, finalizers, deletion), not by the
 //!   echo of its own status writes; resyncs and the other watches still wake it.
-//! - A list (a start, a take-over) wakes first the users being deleted and those still without
-//!   an account (see [`relist`](super::relist)), then those not Ready, then the settled ones.
+//! - A list (a start, a take-over) wakes first the users being deleted, then those still
+//!   without an account, then those not Ready, then the settled ones, each stage once the
+//!   one before has started (see [`relist`](super::relist)).
 //! - The other controllers that follow users (bans, groups, a deleting instance) hear every
 //!   change from this watch instead of watching users themselves.
 
@@ -27,7 +28,7 @@ use kube::ResourceExt;
 
 use super::fanout::Fanout;
 use super::index::Index;
-use super::relist;
+use super::relist::{self, ListGate};
 use super::target;
 use crate::api::common::is_ready;
 use crate::api::validate::normalize_email;
@@ -60,6 +61,8 @@ pub struct UserWatch<S> {
     pub email_freed: mpsc::UnboundedReceiver<ObjectRef<LibreChatUser>>,
     /// Every change of a user, status included, for the controllers that follow users.
     pub changes: Arc<Fanout<LibreChatUser>>,
+    /// Told of each reconcile as it starts, so that a list's next stage is released.
+    pub list_gate: Arc<ListGate<LibreChatUser>>,
 }
 
 pub fn watch(
@@ -86,9 +89,9 @@ pub fn watch(
                 told.tell(Arc::new(u.clone()));
             }
             event
-        })
-        .reflect(writer);
-    let trigger = relist::urgent_first(events, store.clone(), urgency)
+        });
+    let list_gate = Arc::new(ListGate::default());
+    let trigger = relist::reflect_in_stages(events, writer, urgency, list_gate.clone())
         .applied_objects()
         .predicate_filter(acted_on, PredicateConfig::default());
     UserWatch {
@@ -97,6 +100,7 @@ pub fn watch(
         index,
         email_freed,
         changes,
+        list_gate,
     }
 }
 
