@@ -162,7 +162,9 @@ where
             other => Some(other),
         }
     }
+}
 
+impl<K: Resource<DynamicType = ()> + 'static> Held<K> {
     fn stop_releasing(&mut self) {
         if let Some(task) = self.releasing.take() {
             task.abort();
@@ -172,9 +174,7 @@ where
 
 impl<K: Resource<DynamicType = ()> + 'static> Drop for Held<K> {
     fn drop(&mut self) {
-        if let Some(task) = self.releasing.take() {
-            task.abort();
-        }
+        self.stop_releasing();
     }
 }
 
@@ -217,7 +217,9 @@ mod tests {
     }
 
     fn rank(cm: &ConfigMap) -> u8 {
-        cm.metadata.labels.as_ref().unwrap()["rank"].parse().unwrap()
+        cm.metadata.labels.as_ref().unwrap()["rank"]
+            .parse()
+            .unwrap()
     }
 
     fn name(event: Item<ConfigMap>) -> String {
@@ -255,6 +257,27 @@ mod tests {
         got
     }
 
+    /// Feeds a whole list of `objects`.
+    async fn feed_list(feed: &mut mpsc::UnboundedSender<Item<ConfigMap>>, objects: &[ConfigMap]) {
+        let listed = objects.iter().cloned().map(Event::InitApply);
+        let list = std::iter::once(Event::Init)
+            .chain(listed)
+            .chain(std::iter::once(Event::InitDone));
+        for e in list {
+            feed.send(Ok(e)).await.unwrap();
+        }
+    }
+
+    /// The next `n` passed on, in name order (live events and a stage race each other).
+    async fn next_sorted(
+        out: &mut (impl Stream<Item = Item<ConfigMap>> + Unpin),
+        n: usize,
+    ) -> Vec<String> {
+        let mut got = next_names(out, n).await;
+        got.sort();
+        got
+    }
+
     /// Whether `out` passes anything on within a second (well inside the stall allowance).
     async fn quiet(out: &mut (impl Stream<Item = Item<ConfigMap>> + Unpin)) -> bool {
         tokio::time::timeout(Duration::from_secs(1), out.next())
@@ -278,13 +301,14 @@ mod tests {
         assert_eq!(next_names(&mut out, 1).await, ["<init>"]);
         assert!(quiet(&mut out).await, "nothing of an unfinished list");
         feed.send(Ok(Event::InitDone)).await.unwrap();
-        let mut first = next_names(&mut out, 2).await;
-        first.sort();
+        let first = next_sorted(&mut out, 2).await;
         assert_eq!(first, ["<done>", "list:deleting"]);
         assert!(quiet(&mut out).await, "the next stage waits");
 
         // Live changes pass at once while the list is being released.
-        feed.send(Ok(Event::Apply(object("edited", 2)))).await.unwrap();
+        feed.send(Ok(Event::Apply(object("edited", 2))))
+            .await
+            .unwrap();
         assert_eq!(next_names(&mut out, 1).await, ["apply:edited"]);
 
         gate.started(&object("deleting", 0));
@@ -298,16 +322,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stage_that_never_starts_holds_the_next_only_for_the_stall_allowance() {
         let (mut feed, mut out, _gate) = staged();
-        for e in [
-            Event::Init,
-            Event::InitApply(object("never-starts", 0)),
-            Event::InitApply(object("settled", 2)),
-            Event::InitDone,
-        ] {
-            feed.send(Ok(e)).await.unwrap();
-        }
-        let mut first = next_names(&mut out, 3).await;
-        first.sort();
+        feed_list(
+            &mut feed,
+            &[object("never-starts", 0), object("settled", 2)],
+        )
+        .await;
+        let first = next_sorted(&mut out, 3).await;
         assert_eq!(first, ["<done>", "<init>", "list:never-starts"]);
         let began = tokio::time::Instant::now();
         assert_eq!(next_names(&mut out, 1).await, ["list:settled"]);
@@ -317,23 +337,15 @@ mod tests {
     #[tokio::test]
     async fn a_list_begun_again_replaces_the_one_being_released() {
         let (mut feed, mut out, _gate) = staged();
-        for e in [
-            Event::Init,
-            Event::InitApply(object("a", 0)),
-            Event::InitApply(object("old-settled", 2)),
-            Event::InitDone,
-        ] {
-            feed.send(Ok(e)).await.unwrap();
-        }
-        let mut first = next_names(&mut out, 3).await;
-        first.sort();
+        feed_list(&mut feed, &[object("a", 0), object("old-settled", 2)]).await;
+        let first = next_sorted(&mut out, 3).await;
         assert_eq!(first, ["<done>", "<init>", "list:a"]);
-        for e in [Event::Init, Event::InitApply(object("b", 2)), Event::InitDone] {
-            feed.send(Ok(e)).await.unwrap();
-        }
-        let mut second = next_names(&mut out, 3).await;
-        second.sort();
+        feed_list(&mut feed, &[object("b", 2)]).await;
+        let second = next_sorted(&mut out, 3).await;
         assert_eq!(second, ["<done>", "<init>", "list:b"]);
-        assert!(quiet(&mut out).await, "the first list's later stage is dropped");
+        assert!(
+            quiet(&mut out).await,
+            "the first list's later stage is dropped"
+        );
     }
 }
