@@ -250,6 +250,35 @@ mod tests {
     }
 
     #[test]
+    fn a_list_wakes_deletions_then_new_accounts_then_not_ready_then_settled() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let new = user("new", "new@example.com", "pw");
+        let mut settled = new.clone();
+        let mut status = crate::api::LibreChatUserStatus {
+            user_id: Some("6b137ca4e0cfe8422e4e4375".into()),
+            ..Default::default()
+        };
+        status.conditions = vec![Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Reconciled".into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+        }];
+        settled.status = Some(status);
+        let mut edited = settled.clone();
+        edited.metadata.generation = Some(2);
+        let mut deleting = settled.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        let ranks: Vec<u8> = [&deleting, &new, &edited, &settled]
+            .into_iter()
+            .map(urgency)
+            .collect();
+        assert_eq!(ranks, [0, 1, 2, 3]);
+    }
+
+    #[test]
     fn a_status_write_is_not_a_change_to_act_on() {
         let before = user("a", "a@example.com", "a-pw");
         let mut after = before.clone();
