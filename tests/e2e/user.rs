@@ -1370,6 +1370,130 @@ async fn while_redis_is_out_new_accounts_are_created_and_existing_ones_wait() {
     drop(redis);
 }
 
+/// An operator that starts while only Redis is out (a restart, a new leader) leaves an account
+/// that needs no write Ready: no status write, no event, nothing written to LibreChat. An
+/// account that needs a write (changed by hand, its password Secret rotated, a grant added,
+/// all while no operator ran) waits for Redis, names it, and is written once Redis is back.
+#[tokio::test]
+async fn a_restart_while_redis_is_out_leaves_settled_accounts_ready() {
+    let mut w = World::new("user-redis-restart").await;
+    w.start_operator();
+    let port = free_port();
+    let redis = PrivateRedis::start(port);
+    let balance = json!({ "balance": { "enabled": true, "startBalance": 100 } });
+    w.apply_instance("lc", &format!("redis://127.0.0.1:{port}/"), balance)
+        .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    let granted = |grants: serde_json::Value| {
+        let mut spec = local_user("steady@example.com", "steady-pw");
+        spec["balance"] = json!({ "grants": grants });
+        spec
+    };
+    let welcome = json!([{ "id": "welcome", "credits": 50 }]);
+    let declared = [
+        ("steady", "steady@example.com", granted(welcome.clone())),
+        (
+            "edited",
+            "edited@example.com",
+            local_user("edited@example.com", "edited-pw"),
+        ),
+        (
+            "rotated",
+            "rotated@example.com",
+            local_user("rotated@example.com", "rotated-pw"),
+        ),
+        (
+            "granted",
+            "granted@example.com",
+            local_user("granted@example.com", "granted-pw"),
+        ),
+    ];
+    for (name, email, mut spec) in declared.clone() {
+        w.secret(&format!("{name}-pw"), &[("password", PASSWORD)])
+            .await;
+        spec["email"] = json!(email);
+        spec["password"]["secretRef"]["name"] = json!(format!("{name}-pw"));
+        w.apply("LibreChatUser", name, spec).await;
+    }
+    for (name, _, _) in &declared {
+        w.wait_condition("librechatusers", name, "Ready", "True", None)
+            .await;
+    }
+    drop(redis);
+    w.wait_condition("librechatinstances", "lc", "RedisReachable", "False", None)
+        .await;
+    w.stop_operator();
+    let before = w.get("librechatusers", "steady").await.unwrap();
+    let events_before = w.event_reasons("steady").await.len();
+
+    // While no operator runs: an edit by hand, a rotated Secret, a grant added.
+    w.users()
+        .update_one(
+            doc! { "email": "edited@example.com" },
+            doc! { "$set": { "name": "Edited By Hand" } },
+        )
+        .await
+        .unwrap();
+    w.secret("rotated-pw", &[("password", "Rotated-While-Redis-Out-2")])
+        .await;
+    let mut more = local_user("granted@example.com", "granted-pw");
+    more["balance"] = json!({ "grants": [{ "id": "bonus", "credits": 70 }] });
+    w.apply("LibreChatUser", "granted", more).await;
+
+    w.start_operator();
+    wait_ready_users(&w, 1).await;
+    for name in ["edited", "rotated", "granted"] {
+        let waiting = w
+            .wait_condition(
+                "librechatusers",
+                name,
+                "Ready",
+                "False",
+                Some("InstanceNotReady"),
+            )
+            .await;
+        let message = condition(&waiting, "Ready").unwrap().message;
+        assert!(message.contains("Redis"), "{name}: {message}");
+    }
+    // Several resyncs (3 s) of the settled account while Redis stays out.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = w.get("librechatusers", "steady").await.unwrap();
+    assert_eq!(
+        after.pointer("/metadata/resourceVersion"),
+        before.pointer("/metadata/resourceVersion"),
+        "a settled account is not written while Redis is out, its status neither: {after}"
+    );
+    assert_eq!(condition(&after, "Ready").unwrap().status, "True");
+    assert_eq!(w.event_reasons("steady").await.len(), events_before);
+    let edited = w.find_user("edited@example.com").await.unwrap();
+    assert_eq!(edited.get_str("name").unwrap(), "Edited By Hand");
+    let rotated = w.find_user("rotated@example.com").await.unwrap();
+    assert!(bcrypt::verify(PASSWORD, rotated.get_str("password").unwrap()).unwrap());
+    let granted = w.get("librechatusers", "granted").await.unwrap();
+    let uid = granted.pointer("/metadata/uid").unwrap().as_str().unwrap();
+    let tx = librechat_operator::librechat::balance::grant_transaction_id(uid, "bonus");
+    let transactions = w.db.collection::<Document>("transactions");
+    let bonus = doc! { "_id": tx };
+    assert_eq!(
+        transactions.count_documents(bonus.clone()).await.unwrap(),
+        0
+    );
+
+    let redis = PrivateRedis::start(port);
+    for (name, _, _) in &declared {
+        w.wait_condition("librechatusers", name, "Ready", "True", None)
+            .await;
+    }
+    let edited = w.find_user("edited@example.com").await.unwrap();
+    assert_eq!(edited.get_str("name").unwrap(), "Jane Doe");
+    let rotated = w.find_user("rotated@example.com").await.unwrap();
+    let hash = rotated.get_str("password").unwrap();
+    assert!(bcrypt::verify("Rotated-While-Redis-Out-2", hash).unwrap());
+    assert_eq!(transactions.count_documents(bonus).await.unwrap(), 1);
+    drop(redis);
+}
+
 /// The attack: while the instance's Redis is out (new accounts are then still created), a
 /// namespace the instance does not admit declares an account, and an admitted tenant declares
 /// an ADMIN. Neither is created: creating without Redis skips no check.

@@ -4,6 +4,7 @@
 use mongodb::bson::oid::ObjectId;
 
 use super::{actions, no_password_message, Converged, Outcome, Plan};
+use crate::api::balance::UserBalanceStatus;
 use crate::api::common::{condition, reason, Cond};
 use crate::api::user::{Provider, VerificationState, VerificationStatus};
 use crate::api::LibreChatUser;
@@ -46,7 +47,7 @@ pub(super) async fn converge(
     }
     let account = match existing {
         None => create(ctx, plan, &claim, user).await?,
-        Some(stored) => match waiting_for_redis(plan, user) {
+        Some(stored) => match super::redis_out::while_out(plan, &claim, &stored, user).await? {
             Some(outcome) => return Ok(Converged::Done(Box::new(outcome))),
             None => take(ctx, plan, &claim, stored, user).await?,
         },
@@ -67,10 +68,7 @@ pub(super) async fn converge(
     let id = account.stored.id;
     let (balance, credited) = super::balance::converge(ctx, plan, user, id).await?;
     let plugins_wrote = super::plugins::apply(ctx, plan, id, user).await?;
-    let mut outcome = in_sync(plan, user, &account.stored);
-    if let Some(mirror) = outcome.mirror.as_mut() {
-        mirror.balance = balance;
-    }
+    let outcome = in_sync_with(plan, user, &account.stored, balance);
     Ok(Converged::Done(Box::new(Outcome {
         wrote: account.wrote || rotated || credited || plugins_wrote,
         password,
@@ -81,11 +79,30 @@ pub(super) async fn converge(
     })))
 }
 
-/// What an existing account reports while the instance's Redis is out: nothing is written
-/// to it then, since LibreChat may hold it in a cache the operator could not drop.
-fn waiting_for_redis(plan: &Plan, user: &LibreChatUser) -> Option<Outcome> {
-    let out = plan.redis_out.as_ref()?;
-    Some(Outcome::waiting(out.reason, out.message.clone(), user))
+/// [`in_sync`] with the balance status read for it.
+pub(super) fn in_sync_with(
+    plan: &Plan,
+    user: &LibreChatUser,
+    stored: &StoredUser,
+    balance: Option<UserBalanceStatus>,
+) -> Outcome {
+    let mut outcome = in_sync(plan, user, stored);
+    if let Some(mirror) = outcome.mirror.as_mut() {
+        mirror.balance = balance;
+    }
+    outcome
+}
+
+/// Whether the declaration, as it matches `stored` now, may be written to the account the
+/// claim names (see [`write_refused`]).
+pub(super) fn may_write_as_is(plan: &Plan, claim: &Claim, stored: &StoredUser) -> bool {
+    let account = Account {
+        stored: stored.clone(),
+        created: claim.created,
+        password_set: false,
+        wrote: false,
+    };
+    write_refused(plan, &account, &drift(stored, &plan.desired)).is_none()
 }
 
 /// The outcome of an account that matches its declaration (`stored` as read before any
@@ -188,7 +205,7 @@ async fn create(
         // Our own id: a concurrent reconcile of this object created it. Another id: LibreChat
         // registered this email between our look and our insert, which is an adoption.
         Created::AlreadyThere(found) => match store.find_user_by_id(found).await? {
-            Some(stored) => match waiting_for_redis(plan, user) {
+            Some(stored) => match super::redis_out::waiting(plan, user) {
                 Some(outcome) => Ok(Err(outcome)),
                 None => take(ctx, plan, claim, stored, user).await,
             },
@@ -461,7 +478,7 @@ async fn finish_follow_ups(
 /// Whether status says this version of the password was applied to this very account (the
 /// one the ownership record led to): an account LibreChat registered again under the email,
 /// or one status names falsely, gets the password applied.
-fn password_applied_to(plan: &Plan, user: &LibreChatUser, id: ObjectId) -> bool {
+pub(super) fn password_applied_to(plan: &Plan, user: &LibreChatUser, id: ObjectId) -> bool {
     let Some(status) = user.status.as_ref() else {
         return false;
     };

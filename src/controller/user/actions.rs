@@ -38,6 +38,14 @@ pub(super) fn declared_account_actions(spec: &LibreChatUserSpec) -> Vec<&'static
     declared
 }
 
+/// The actions on the account itself with the trigger each declares, if any.
+fn requested_on_account(spec: &LibreChatUserSpec) -> [(OneShot, Option<&str>); 2] {
+    [
+        (OneShot::Logout, spec.logout_at.as_deref()),
+        (OneShot::ResetTwoFactor, spec.reset_two_factor_at.as_deref()),
+    ]
+}
+
 /// The trigger value `action` should be applied for now, if any: a trigger that moved past the
 /// value last applied.
 fn due(trigger: Option<&str>, applied: &AppliedActions, action: OneShot) -> Option<String> {
@@ -61,11 +69,7 @@ pub(super) async fn apply(
     let spec = &user.spec;
     // Who may ask for these was settled before the first write (account::write_refused).
     let mut applied = claim.actions.clone();
-    let requested = [
-        (OneShot::Logout, spec.logout_at.as_deref()),
-        (OneShot::ResetTwoFactor, spec.reset_two_factor_at.as_deref()),
-    ];
-    for (action, declared) in requested {
+    for (action, declared) in requested_on_account(spec) {
         if let Some(trigger) = due(declared, &claim.actions, action) {
             act_on_account(ctx, plan, stored, user, (action, &trigger)).await?;
             applied.insert(action.as_str().into(), trigger);
@@ -185,12 +189,7 @@ async fn verify(
         // The person verified through LibreChat: LibreChat's decision, never undone.
         return Ok(Ok(Some((verified, None))));
     }
-    let recorded = claim.actions.get(OneShot::Verification.as_str());
-    let trigger = match (user.spec.resend_verification_at.as_deref(), recorded) {
-        (None, None) => Some(INITIAL_LINK.to_string()),
-        (declared, _) => due(declared, &claim.actions, OneShot::Verification),
-    };
-    let Some(trigger) = trigger else {
+    let Some(trigger) = link_due(user, claim) else {
         let pending = previous.unwrap_or_default();
         return Ok(Ok(Some((pending, None))));
     };
@@ -198,6 +197,31 @@ async fn verify(
         Ok(status) => Ok(Ok(Some((status, Some(trigger))))),
         Err(outcome) => Ok(Err(outcome)),
     }
+}
+
+/// The trigger a verification link is due for on an unverified account, if one is: the
+/// initial link, or a `resendVerificationAt` past the one last applied.
+fn link_due(user: &LibreChatUser, claim: &Claim) -> Option<String> {
+    let recorded = claim.actions.get(OneShot::Verification.as_str());
+    match (user.spec.resend_verification_at.as_deref(), recorded) {
+        (None, None) => Some(INITIAL_LINK.to_string()),
+        (declared, _) => due(declared, &claim.actions, OneShot::Verification),
+    }
+}
+
+/// Whether [`apply`] would write nothing to this account: no trigger past the one last
+/// applied, no link to issue, no pending link to void.
+pub(super) fn nothing_due(claim: &Claim, stored: &StoredUser, user: &LibreChatUser) -> bool {
+    let account_action_due = requested_on_account(&user.spec)
+        .into_iter()
+        .any(|(action, declared)| due(declared, &claim.actions, action).is_some());
+    let verification_due = match user.spec.email_verified {
+        None => false,
+        Some(_) if stored.email_verified => false,
+        Some(true) => true,
+        Some(false) => link_due(user, claim).is_some(),
+    };
+    !account_action_due && !verification_due
 }
 
 /// `emailVerified: true`: when this reconcile marked the account verified, LibreChat's pending

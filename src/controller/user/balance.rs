@@ -142,20 +142,10 @@ pub(super) async fn converge(
             wrote = true;
         }
     }
-    let uid = &plan.owner.uid;
-    let ids: Vec<ObjectId> = declared
-        .grants
-        .iter()
-        .map(|g| grant_transaction_id(uid, &g.id))
-        .collect();
-    let saved = store.saved_transactions(&ids).await?;
-    // A grant cut short after its transaction still carries its mark: finish it too.
-    let marked = match store.find_balance(id).await? {
-        Some(b) => b.pending_transaction(),
-        None => None,
-    };
+    let ids = grant_ids(plan, declared);
+    let unfinished = unfinished_grants(plan, id, &ids).await?;
     for (grant, tx) in declared.grants.iter().zip(&ids) {
-        if saved.contains(tx) && marked != Some(*tx) {
+        if !unfinished.contains(tx) {
             continue;
         }
         // problems() refused non-integer credits before anything was written.
@@ -180,6 +170,52 @@ pub(super) async fn converge(
         wrote = true;
     }
     Ok((observe(plan, user, id).await?, wrote))
+}
+
+/// The transaction id of each declared grant, in declaration order.
+fn grant_ids(plan: &Plan, declared: &UserBalance) -> Vec<ObjectId> {
+    let uid = &plan.owner.uid;
+    declared
+        .grants
+        .iter()
+        .map(|g| grant_transaction_id(uid, &g.id))
+        .collect()
+}
+
+/// The grants among `ids` not yet finished: never saved, or saved and cut short (the balance
+/// still carries the grant's mark).
+async fn unfinished_grants(
+    plan: &Plan,
+    id: ObjectId,
+    ids: &[ObjectId],
+) -> Result<Vec<ObjectId>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = plan.store();
+    let saved = store.saved_transactions(ids).await?;
+    let marked = match store.find_balance(id).await? {
+        Some(b) => b.pending_transaction(),
+        None => None,
+    };
+    let unfinished = |tx: &&ObjectId| !saved.contains(tx) || marked == Some(**tx);
+    Ok(ids.iter().filter(unfinished).copied().collect())
+}
+
+/// The balance status when converging would write nothing to the balance (every declared grant
+/// finished, the auto-refill settings as declared); `None` otherwise.
+pub(super) async fn unchanged_balance(
+    plan: &Plan,
+    user: &LibreChatUser,
+    id: ObjectId,
+) -> Result<Option<Option<UserBalanceStatus>>, StoreError> {
+    if let Some(declared) = declared(user) {
+        let ids = grant_ids(plan, declared);
+        if !unfinished_grants(plan, id, &ids).await?.is_empty() {
+            return Ok(None);
+        }
+    }
+    settled_balance(plan, user, id).await
 }
 
 /// The balance status, read from LibreChat (`None` when LibreChat's balance is off). Grants

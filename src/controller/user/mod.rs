@@ -13,6 +13,7 @@ mod balance;
 mod claim;
 mod cleanup;
 mod plugins;
+mod redis_out;
 mod role_policy;
 
 use std::sync::Arc;
@@ -515,11 +516,7 @@ async fn settled(
     let Some(balance) = balance::settled_balance(plan, user, id).await? else {
         return Ok(None);
     };
-    let mut outcome = account::in_sync(plan, user, &stored);
-    if let Some(mirror) = outcome.mirror.as_mut() {
-        mirror.balance = balance;
-    }
-    Ok(Some(outcome))
+    Ok(Some(account::in_sync_with(plan, user, &stored, balance)))
 }
 pub(super) fn no_password_message(user: &LibreChatUser) -> String {
     if user.spec.provider() == crate::api::user::Provider::Local {
