@@ -136,7 +136,7 @@ struct Plan {
     instance: LibreChatInstance,
     stores: Stores,
     /// Why the instance is not Ready when only its Redis is out: an account may then be
-    /// created (nothing of it is cached yet) or found settled, and nothing else is done.
+    /// created (nothing of it is cached yet) or found needing no write, and nothing else is done.
     redis_out: Option<target::TargetProblem>,
     tenancy: Tenancy,
     email: String,

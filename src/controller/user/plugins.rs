@@ -140,6 +140,19 @@ fn credentials_of(key: &str, secret: &Secret) -> Result<BTreeMap<String, String>
     Ok(auth)
 }
 
+/// Whether [`apply`] would write nothing: no plugin declared and none of this object's
+/// installed (a plugin dropped from the declaration is removed on the full path).
+pub(super) async fn nothing_to_apply(plan: &Plan, account: ObjectId) -> Result<bool, StoreError> {
+    if plan.plugins.declares_any() {
+        return Ok(false);
+    }
+    let installed = plan
+        .store()
+        .installed_plugins(account, &plan.owner.uid)
+        .await?;
+    Ok(installed.is_empty())
+}
+
 /// Converges the declared plugins onto `account`. Records what it is about to install before
 /// installing it, so a crash leaves nothing the record does not name. Returns whether it wrote.
 pub(super) async fn apply(

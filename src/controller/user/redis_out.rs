@@ -36,7 +36,9 @@ pub(super) fn waiting(plan: &Plan, user: &LibreChatUser) -> Option<Outcome> {
 }
 
 /// The in-sync outcome when no converge step would write to the account; `None` when one
-/// would (or might: declared plugins are compared only on the full path).
+/// would (or might: declared plugins are compared only on the full path), or when the
+/// object's spec changed since its status was last written: what status mirrors of actions and
+/// verification is computed on the full path, so a new generation waits for it.
 async fn unchanged(
     plan: &Plan,
     claim: &Claim,
@@ -48,13 +50,15 @@ async fn unchanged(
     let as_declared = stored.email == plan.email && drift(stored, &plan.desired).is_empty();
     let password_applied =
         !plan.declares_password() || account::password_applied_to(plan, user, stored.id);
+    let meta_generation = user.metadata.generation;
+    let observed = user.status.as_ref().and_then(|s| s.observed_generation);
     let quiet = own
+        && observed == meta_generation
         && as_declared
         && password_applied
         && account::may_write_as_is(plan, claim, stored)
-        && actions::nothing_due(claim, stored, user)
-        && !plan.plugins.declares_any();
-    if !quiet {
+        && actions::nothing_due(claim, stored, user);
+    if !quiet || !super::plugins::nothing_to_apply(plan, stored.id).await? {
         return Ok(None);
     }
     let Some(balance) = super::balance::unchanged_balance(plan, user, stored.id).await? else {
