@@ -93,6 +93,11 @@ pub(super) fn in_sync_with(
     outcome
 }
 
+/// Whether `stored` is the declared account as declared: the plan's email, no field drifted.
+pub(super) fn matches_declaration(plan: &Plan, stored: &StoredUser) -> bool {
+    stored.email == plan.email && drift(stored, &plan.desired).is_empty()
+}
+
 /// Whether the declaration, as it matches `stored` now, may be written to the account the
 /// claim names (see [`write_refused`]).
 pub(super) fn may_write_as_is(plan: &Plan, claim: &Claim, stored: &StoredUser) -> bool {

@@ -40,7 +40,7 @@ use crate::api::user::{ActionsStatus, VerificationStatus};
 use crate::api::validate::check_email;
 use crate::api::{LibreChatInstance, LibreChatUser};
 use crate::librechat::ownership::Owner;
-use crate::librechat::users::{drift, DesiredUser};
+use crate::librechat::users::DesiredUser;
 use crate::librechat::Store;
 
 /// How soon a user waiting on something outside the object (instance, Secret) looks again,
@@ -508,8 +508,7 @@ async fn settled(
         return Ok(None);
     }
     let stored = plan.store().find_user_by_id(id).await?;
-    let unchanged = stored
-        .filter(|stored| stored.email == plan.email && drift(stored, &plan.desired).is_empty());
+    let unchanged = stored.filter(|stored| account::matches_declaration(plan, stored));
     let Some(stored) = unchanged else {
         return Ok(None);
     };

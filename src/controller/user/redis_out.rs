@@ -10,7 +10,7 @@ use super::{account, actions, Outcome, Plan};
 use crate::api::LibreChatUser;
 use crate::controller::error::ReconcileError;
 use crate::librechat::ownership::Claim;
-use crate::librechat::users::{drift, StoredUser};
+use crate::librechat::users::StoredUser;
 
 /// What an existing account reports while only Redis is out (`None`: Redis is not out, go on):
 /// Ready when converging would write nothing to it, else waiting for Redis.
@@ -47,7 +47,7 @@ async fn unchanged(
 ) -> Result<Option<Outcome>, ReconcileError> {
     // The claim's own account, nothing owed on it: no adoption, no follow-up to finish.
     let own = claim.user_id == Some(stored.id) && claim.confirmed && claim.follow_ups.is_empty();
-    let as_declared = stored.email == plan.email && drift(stored, &plan.desired).is_empty();
+    let as_declared = account::matches_declaration(plan, stored);
     let password_applied =
         !plan.declares_password() || account::password_applied_to(plan, user, stored.id);
     let meta_generation = user.metadata.generation;
