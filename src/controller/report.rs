@@ -1,5 +1,6 @@
 //! Reporting back on an object: conditions merged, status written only when it changed, and
-//! an event when `Ready` fails for a new reason or recovers. Shared by every kind.
+//! an event when `Ready` fails for a new reason or recovers (an instance outage is told by the
+//! instance alone). Shared by every kind.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
@@ -138,6 +139,11 @@ pub async fn report<K: Reported>(
     if let Some(ready) = wanted.iter().find(|c| c.type_ == condition::READY) {
         let ok = ready.ok == Some(true);
         match previous {
+            // The instance's outage is told once, by the instance's own event; each
+            // dependent's status names it. An event on every one of thousands of dependents,
+            // going down and again coming back, would only load the API server (and fill
+            // etcd) just as the instance recovers.
+            _ if waits_for_instance(ready, previous.as_ref()) => {}
             // A new failure, or a failure for another reason: tell whoever watches events.
             p if !ok
                 && p.as_ref()
@@ -161,9 +167,56 @@ pub async fn report<K: Reported>(
     Ok(wrote)
 }
 
+/// Whether `ready` only follows the instance: waiting for it, or back from waiting for it.
+fn waits_for_instance(ready: &Cond, previous: Option<&Condition>) -> bool {
+    let waiting = |reason: &str| reason == crate::api::common::reason::INSTANCE_NOT_READY;
+    match ready.ok {
+        Some(true) => previous.is_some_and(|p| p.status != "True" && waiting(&p.reason)),
+        _ => waiting(&ready.reason),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::{spread, waits_for_instance};
+    use crate::api::common::{condition, merge_conditions, reason, Cond};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn was(status: &str, why: &str) -> Condition {
+        let ok = status == "True";
+        let cond = Cond::new(condition::READY, ok, why, "m");
+        merge_conditions(&[], &[cond], None).remove(0)
+    }
+
+    #[test]
+    fn only_waiting_for_the_instance_and_coming_back_from_it_are_left_to_the_instance() {
+        let waiting = Cond::new(condition::READY, false, reason::INSTANCE_NOT_READY, "w");
+        let ready = Cond::new(condition::READY, true, "Reconciled", "ok");
+        let broken = Cond::new(condition::READY, false, reason::STORE_ERROR, "e");
+        assert!(waits_for_instance(&waiting, None));
+        assert!(waits_for_instance(
+            &waiting,
+            Some(&was("True", "Reconciled"))
+        ));
+        assert!(waits_for_instance(
+            &ready,
+            Some(&was("False", reason::INSTANCE_NOT_READY))
+        ));
+        // Anything the object met by itself is still its own event.
+        assert!(!waits_for_instance(
+            &broken,
+            Some(&was("True", "Reconciled"))
+        ));
+        assert!(!waits_for_instance(
+            &ready,
+            Some(&was("False", reason::STORE_ERROR))
+        ));
+        assert!(!waits_for_instance(
+            &ready,
+            Some(&was("True", reason::INSTANCE_NOT_READY))
+        ));
+    }
+
     use std::time::Duration;
 
     #[test]

@@ -261,6 +261,17 @@ async fn a_stopped_mongodb_is_reported_and_recovery_follows() {
     w.apply("LibreChatInstance", "lc", json!({ "mongo": { "uriSecretRef": { "name": "mongo", "key": "uri" } }, "resyncPeriod": "2s" })).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
+    let users = ["ann", "bob"];
+    for name in users {
+        w.apply(
+            "LibreChatUser",
+            name,
+            json!({ "instanceRef": { "name": "lc" }, "email": format!("{name}@example.com") }),
+        )
+        .await;
+        w.wait_condition("librechatusers", name, "Ready", "True", None)
+            .await;
+    }
 
     stop_private_mongo(&dir);
     let obj = w
@@ -273,10 +284,44 @@ async fn a_stopped_mongodb_is_reported_and_recovery_follows() {
         )
         .await;
     assert_eq!(condition(&obj, "Ready").unwrap().status, "False");
+    // Every dependent's status names the outage; the instance alone tells it as an event.
+    for name in users {
+        let user = w
+            .wait_condition(
+                "librechatusers",
+                name,
+                "Ready",
+                "False",
+                Some("InstanceNotReady"),
+            )
+            .await;
+        let said = condition(&user, "Ready").unwrap().message;
+        assert!(said.contains("lc") && said.contains("MongoDB"), "{said}");
+    }
+    w.wait_event("lc", "Unreachable").await;
+    // A reconcile that met the outage before the instance noticed it may say so (StoreError);
+    // waiting for the instance, and coming back with it, are left to the instance's events.
+    let events_in_outage: Vec<Vec<String>> =
+        futures::future::join_all(users.map(|u| w.event_reasons(u))).await;
+    assert!(
+        events_in_outage
+            .iter()
+            .flatten()
+            .all(|r| r == "Created" || r == "StoreError"),
+        "{events_in_outage:?}"
+    );
 
     start_private_mongo(port, &dir);
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
+    for name in users {
+        w.wait_condition("librechatusers", name, "Ready", "True", None)
+            .await;
+    }
+    // Thousands of dependents must not each add two events to an outage of one instance.
+    let events_after: Vec<Vec<String>> =
+        futures::future::join_all(users.map(|u| w.event_reasons(u))).await;
+    assert_eq!(events_after, events_in_outage);
     stop_private_mongo(&dir);
 }
 
