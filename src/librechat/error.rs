@@ -42,7 +42,7 @@ impl StoreError {
         let duplicate_key = is_duplicate_key(&err);
         StoreError::Mongo {
             operation,
-            message: redact(&err.to_string()),
+            message: redact(&describe(&err)),
             duplicate_key,
             retryable: is_transient(&err),
         }
@@ -136,6 +136,47 @@ fn is_transient(err: &mongodb::error::Error) -> bool {
     }
 }
 
+/// A driver error as a person reads it: the text of its kind, without the driver's dump of
+/// labels, sources and topology. That dump runs to several hundred characters in every
+/// dependent's status, and its order (hash sets) and timings change from one attempt to the
+/// next, so each retry during an outage would rewrite statuses that say nothing new.
+fn describe(err: &mongodb::error::Error) -> String {
+    match err.kind.as_ref() {
+        ErrorKind::ServerSelection { message, .. } => describe_selection(message),
+        kind => kind.to_string(),
+    }
+}
+
+/// The driver's server selection failure: its headline, then each server known by address,
+/// sorted, with the error that made it unusable (`{ Address: A, Type: T, ..., Error: Kind: E,
+/// labels: ... }` in the driver's text). Only the headline if the text has another shape.
+fn describe_selection(message: &str) -> String {
+    let (headline, topology) = message.split_once(". Topology: ").unwrap_or((message, ""));
+    let mut servers: Vec<String> = topology
+        .split("{ Address: ")
+        .skip(1)
+        .filter_map(|server| {
+            let (address, rest) = server.split_once(", Type: ")?;
+            let kind = rest.split([',', ' ']).next().unwrap_or_default();
+            let error = rest.split_once("Error: Kind: ").map(|(_, e)| {
+                e.split(", labels: ")
+                    .next()
+                    .unwrap_or(e)
+                    .trim_end_matches([' ', '}'])
+            });
+            Some(match error {
+                Some(error) => format!("{address}: {error}"),
+                None => format!("{address}: {kind}"),
+            })
+        })
+        .collect();
+    servers.sort();
+    match servers.is_empty() {
+        true => headline.to_string(),
+        false => format!("{headline} ({})", servers.join("; ")),
+    }
+}
+
 /// Removes anything that looks like URI credentials (`scheme://user:password@`) from a message.
 /// Drivers sometimes echo the connection string; status, events and logs must never show it.
 pub fn redact(message: &str) -> String {
@@ -161,7 +202,25 @@ pub fn redact(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{describe_selection, redact};
+
+    #[test]
+    fn a_selection_failure_names_each_server_and_its_error_and_nothing_that_varies() {
+        let refused = "Server selection timeout: No available servers. Topology: { Type: ReplicaSetNoPrimary, Set Name: rs, Max Set Version: 1, Max Election ID: 7fffffff0000000000000001, Servers: [ { Address: db-1:27017, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {\"SystemOverloadedError\", \"RetryableError\"}, source: None, server response: None }, { Address: db-0:27017, Type: Unknown, Error: Kind: I/O error: timed out, labels: {}, source: None, server response: None } ] }";
+        let reordered = "Server selection timeout: No available servers. Topology: { Type: ReplicaSetNoPrimary, Set Name: rs, Max Set Version: 1, Max Election ID: 7fffffff0000000000000002, Servers: [ { Address: db-0:27017, Type: Unknown, Error: Kind: I/O error: timed out, labels: {}, source: None, server response: None }, { Address: db-1:27017, Type: Unknown, Error: Kind: I/O error: Connection refused (os error 111), labels: {\"RetryableError\", \"SystemOverloadedError\"}, source: None, server response: None } ] }";
+        let said = describe_selection(refused);
+        assert_eq!(
+            said,
+            "Server selection timeout: No available servers (db-0:27017: I/O error: timed out; db-1:27017: I/O error: Connection refused (os error 111))"
+        );
+        assert_eq!(describe_selection(reordered), said);
+        let secondary = "Server selection timeout: None of the available servers suitable for criteria Predicate. Topology: { Type: ReplicaSetNoPrimary, Servers: [ { Address: db-0:27017, Type: RsSecondary, Average RTT: 1.2ms, Last Update Time: 2026-12-05 } ] }";
+        assert_eq!(
+            describe_selection(secondary),
+            "Server selection timeout: None of the available servers suitable for criteria Predicate (db-0:27017: RsSecondary)"
+        );
+        assert_eq!(describe_selection("something else"), "something else");
+    }
 
     #[test]
     fn credentials_are_removed() {
