@@ -17,7 +17,9 @@ some phases keeps the previous latest.json's figures of the others, for the same
 say which figures were carried and from which run and build), BENCH_PROFILE=0 (no perf profile
 of the secretRef cold start; by default it is taken where `perf record` works and written to
 bench/results/profile-coldstart.md), BENCH_OUT (where the results go; default bench/results, whose
-latest.json BENCH_CARRY reads; a run elsewhere leaves the README alone).
+latest.json BENCH_CARRY reads; a run elsewhere leaves the README alone), BENCH_LAST_OUTAGE
+(mongo_stopped, mongo_stalled, redis_stopped or "API server restarted": that fault strikes last
+before the leader is killed, the hardest draw for the take-over; the others stay random).
 """
 import atexit
 import base64
@@ -54,6 +56,7 @@ MONGO_URI = os.environ["MONGODB_URI"]
 REDIS_URL = os.environ["REDIS_URL"]
 CORES = os.cpu_count() or 1
 PROFILE = os.environ.get("BENCH_PROFILE", "1") != "0"
+LAST_OUTAGE = os.environ.get("BENCH_LAST_OUTAGE") or None
 # Each run's namespaces and databases are its own (servers of your own may hold earlier runs).
 RUN = time.strftime("%m%d%H%M")
 PREFIX = f"lco-bench-{RUN}"
@@ -898,13 +901,18 @@ class FaultTimeline:
 FAULT_SHARES = (0.03, 0.97)
 
 
-def fault_schedule(rng):
+def fault_schedule(rng, last=None):
     """The faults of the faults phase and when each strikes, as the share of the N accounts in
     MongoDB at that moment: 20 SIGKILLs and the four outages in a random order at random moments
     spread over the cold start (shares drawn uniformly, sorted), then the leader killed under
-    leader election, which ends the schedule because from then on two replicas run."""
+    leader election, which ends the schedule because from then on two replicas run. `last`
+    names an outage that strikes after every other fault, just before the leader is killed."""
     names = ["SIGKILL"] * 20 + ["mongo_stopped", "mongo_stalled", "redis_stopped", "API server restarted"]
+    if last is not None:
+        names.remove(last)
     rng.shuffle(names)
+    if last is not None:
+        names.append(last)
     names.append("two replicas, the leader SIGKILLed")
     shares = sorted(rng.uniform(*FAULT_SHARES) for _ in names)
     return list(zip(names, shares))
@@ -959,7 +967,8 @@ def faults(results, hash_seconds):
         return seen
 
     timeline = FaultTimeline(db_name, started)
-    schedule = fault_schedule(random.Random())
+    schedule = fault_schedule(random.Random(), LAST_OUTAGE)
+    record["last_outage_chosen"] = LAST_OUTAGE
     record["schedule"] = []
     users = pymongo.MongoClient(db_uri(db_name), serverSelectionTimeoutMS=2000)[db_name].users
 
