@@ -1422,6 +1422,11 @@ def main():
         f["faults_convergence_apiserver_cpu_s"] = (cost.get("cpu_seconds") or {}).get("kube-apiserver")
         f["faults_convergence_apiserver_cpu_ms_per_write"] = cost.get("apiserver_cpu_ms_per_write")
         f["faults_leader_takeover_s"] = round(got["takeover_s"], 1) if got.get("takeover_s") else None
+        # Which fault came last before the leader kill: it decides what the take-over finds.
+        before = [s["fault"] for s in got.get("schedule", []) if s["fault"] != "SIGKILL"][-2:-1]
+        if before:
+            chosen = " (chosen: BENCH_LAST_OUTAGE)" if got.get("last_outage_chosen") else " (drawn)"
+            f["faults_last_outage_before_takeover"] = before[0] + chosen
         f["faults_apiserver_out_s"] = round((got.get("apiserver_exit_s") or 0) + (got.get("apiserver_back_after_s") or 0), 1)
         if got.get("timeline"):
             svg_plot({"accounts in MongoDB": got["timeline"]["accounts_in_mongodb"]}, OUT / "faults.svg",
