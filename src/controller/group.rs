@@ -111,7 +111,7 @@ async fn sync(
     let record = store.access_record(&key).await?;
     let uid = group.uid().unwrap_or_default();
     if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
-        return Ok(name_taken(group, &r.owner));
+        return Ok(name_taken(group, &tenancy.names(&r.owner)));
     }
     let members = match resolve_members(ctx, store, group, &tenancy).await? {
         Ok(m) => m,
@@ -138,7 +138,7 @@ async fn sync(
     };
     let record = match record {
         Some(r) => r,
-        None => match claim(store, group, &key).await? {
+        None => match claim(store, group, &key, &tenancy).await? {
             Ok(r) => r,
             Err(verdict) => return Ok(verdict),
         },
@@ -150,7 +150,7 @@ fn resync(ctx: &Context, target: &Target) -> std::time::Duration {
     resync_period(&target.instance, ctx.settings.default_resync)
 }
 
-fn name_taken(group: &LibreChatGroup, owner: &Owner) -> Verdict {
+fn name_taken(group: &LibreChatGroup, owner: &str) -> Verdict {
     Verdict::refused(
         reason::CONFLICT,
         format!("the LibreChat group '{}' is managed by {owner}: one object per group name; nothing was written", group.spec.name),
@@ -164,6 +164,7 @@ async fn claim(
     store: &Store,
     group: &LibreChatGroup,
     key: &str,
+    tenancy: &Tenancy,
 ) -> Result<Result<AccessRecord, Verdict>, StoreError> {
     let id = ObjectId::new();
     if store.group_named(&group.spec.name, id).await?.is_some() {
@@ -176,7 +177,7 @@ async fn claim(
     let owner = owner_of(group);
     Ok(match store.claim_access(key, &owner, Some(id)).await? {
         Claimed::Ours(r) => Ok(r),
-        Claimed::Taken(other) => Err(name_taken(group, &other)),
+        Claimed::Taken(other) => Err(name_taken(group, &tenancy.names(&other))),
     })
 }
 

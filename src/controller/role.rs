@@ -131,7 +131,7 @@ async fn sync(
     let record = store.access_record(&key).await?;
     let uid = role.uid().unwrap_or_default();
     if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
-        return Ok(name_taken(role, &r.owner));
+        return Ok(name_taken(role, &tenancy.names(&r.owner)));
     }
     let principal = Principal::Role(name.clone());
     let planned = match access::plan_grants(
@@ -154,7 +154,7 @@ async fn sync(
     };
     let record = match record {
         Some(r) => r,
-        None => match claim(store, role, &key).await? {
+        None => match claim(store, role, &key, &tenancy).await? {
             Ok(r) => r,
             Err(verdict) => return Ok(verdict),
         },
@@ -166,7 +166,7 @@ fn resync(ctx: &Context, target: &Target) -> std::time::Duration {
     resync_period(&target.instance, ctx.settings.default_resync)
 }
 
-fn name_taken(role: &LibreChatRole, owner: &Owner) -> Verdict {
+fn name_taken(role: &LibreChatRole, owner: &str) -> Verdict {
     Verdict::refused(
         reason::CONFLICT,
         format!("the LibreChat role '{}' is declared by {owner}: one object per role; nothing was written", role.spec.name),
@@ -180,6 +180,7 @@ async fn claim(
     store: &Store,
     role: &LibreChatRole,
     key: &str,
+    tenancy: &Tenancy,
 ) -> Result<Result<AccessRecord, Verdict>, StoreError> {
     let name = &role.spec.name;
     let exists = store.find_role(name).await?.is_some();
@@ -204,7 +205,7 @@ async fn claim(
     };
     Ok(match store.claim_access(key, &owner, None).await? {
         Claimed::Ours(r) => Ok(r),
-        Claimed::Taken(other) => Err(name_taken(role, &other)),
+        Claimed::Taken(other) => Err(name_taken(role, &tenancy.names(&other))),
     })
 }
 

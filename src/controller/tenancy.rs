@@ -29,6 +29,18 @@ pub struct Tenancy {
 }
 
 impl Tenancy {
+    /// How a status of this namespace may name `owner`, the object holding what it asked for:
+    /// by kind, namespace and name within the owner's own namespace and to the instance's
+    /// namespace (which administers every tenant); to any other tenant only as an object in
+    /// another namespace. A refused claim must not tell one tenant what another declares.
+    pub fn names(&self, owner: &crate::librechat::ownership::Owner) -> String {
+        if self.administers || owner.namespace == self.namespace {
+            owner.to_string()
+        } else {
+            format!("a {} in another namespace", owner.kind)
+        }
+    }
+
     pub fn of(instance: &LibreChatInstance, namespace: &str) -> Self {
         let instance_namespace = instance.namespace().unwrap_or_default();
         let spec = &instance.spec;
@@ -112,6 +124,23 @@ mod tests {
         assert!(!tenant(false).fully_manages(&claim("team-a", false)));
         assert!(tenant(true).fully_manages(&claim("team-a", false)));
         assert!(!tenant(true).fully_manages(&claim("team-b", true)));
+    }
+
+    #[test]
+    fn a_refusal_names_another_tenants_object_only_to_its_namespace_and_the_admins() {
+        let theirs = claim("team-b", true).owner;
+        let ours = claim("team-a", true).owner;
+        assert_eq!(
+            tenant(false).names(&theirs),
+            "a LibreChatUser in another namespace"
+        );
+        assert_eq!(tenant(false).names(&ours), "LibreChatUser team-a/a");
+        let admin = Tenancy {
+            namespace: "chat".into(),
+            administers: true,
+            ..tenant(false)
+        };
+        assert_eq!(admin.names(&theirs), "LibreChatUser team-b/a");
     }
 
     #[test]

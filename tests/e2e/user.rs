@@ -395,7 +395,7 @@ async fn conflicting_claims_and_adoption() {
     spec["instanceRef"]["namespace"] = json!(w.ns.clone());
     spec["role"] = json!("ADMIN");
     w.apply_in(&other, "LibreChatUser", "thief", spec).await;
-    wait_condition_in(
+    let refused = wait_condition_in(
         &w.client,
         &other,
         "librechatusers",
@@ -405,6 +405,14 @@ async fn conflicting_claims_and_adoption() {
         Some("Conflict"),
     )
     .await;
+    // The tenant learns that the email is taken, not which namespace or object declares it.
+    let told = crate::support::condition(&refused, "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        told.contains("another namespace") && !told.contains("first") && !told.contains(&w.ns),
+        "{told}"
+    );
     let doc = w.find_user("shared@example.com").await.unwrap();
     assert_eq!(
         doc.get_str("role").unwrap(),

@@ -28,7 +28,7 @@ pub(super) async fn take_ownership(
     }
     if let Some(c) = &current {
         if owner_still_exists(ctx, &c.owner).await? {
-            let message = format!("the account {email} is already managed by {}; nothing was changed. Remove one of the two objects", c.owner);
+            let message = format!("the account {email} is already managed by {}; nothing was changed. Remove one of the two objects", plan.tenancy.names(&c.owner));
             return Ok(Err(Outcome::stalled(reason::CONFLICT, message, user)));
         }
     }
@@ -50,7 +50,10 @@ pub(super) async fn take_ownership(
         .filter(|id| existing.as_ref().is_some_and(|u| u.id == *id));
     if existing.is_some() && !plan.adopt && inherited.is_none() {
         let why = match &current {
-            Some(c) => format!("was managed by {}, which no longer exists", c.owner),
+            Some(c) => format!(
+                "was managed by {}, which no longer exists",
+                plan.tenancy.names(&c.owner)
+            ),
             None => "is not managed by any object".to_string(),
         };
         let message = format!("a LibreChat account {email} already exists and {why}; set spec.adopt: true to take it over");
@@ -80,7 +83,7 @@ pub(super) async fn take_ownership(
         ClaimResult::Taken(c) => {
             let message = format!(
                 "the account {email} was just claimed by {}; nothing was changed",
-                c.owner
+                plan.tenancy.names(&c.owner)
             );
             Ok(Err(Outcome::stalled(reason::CONFLICT, message, user)))
         }
