@@ -189,9 +189,8 @@ fn not_ready(
     reference: &InstanceRef,
     namespace: &str,
 ) -> TargetProblem {
-    let conditions = instance.conditions();
-    let why = find_condition(conditions, condition::READY)
-        .map(|c| format!("{}: {}", c.reason, c.message))
+    let why = find_condition(instance.conditions(), condition::READY)
+        .map(|c| format!("{}: {}", c.reason, shareable_message(instance, c)))
         .unwrap_or_else(|| "not checked yet".into());
     TargetProblem {
         reason: reason::INSTANCE_NOT_READY,
@@ -200,6 +199,18 @@ fn not_ready(
             instance_namespace(reference, namespace),
             instance.name_any()
         ),
+    }
+}
+
+/// The part of the instance's Ready message every dependent may read. While the instance is
+/// being deleted its message lists the objects that still point at it, in every tenant's
+/// namespace: a dependent gets only what it needs to know, never other tenants' objects.
+fn shareable_message(instance: &LibreChatInstance, ready: &Condition) -> String {
+    let deleting =
+        instance.metadata.deletion_timestamp.is_some() || ready.reason == reason::DEPENDENTS_REMAIN;
+    match deleting {
+        true => "the instance is being deleted and waits until every object that points at it, this one included, is deleted; delete this object (its cleanup undoes what it wrote) or ask the instance's administrators".into(),
+        false => ready.message.clone(),
     }
 }
 
@@ -276,5 +287,48 @@ mod tests {
         assert!(!only_redis_is_out(&both("True", "Unknown", 3), Some(3)));
         assert!(!only_redis_is_out(&both("True", "True", 3), Some(3)));
         assert!(!only_redis_is_out(&[], Some(3)));
+    }
+
+    fn instance_saying(reason: &str, message: &str, deleting: bool) -> LibreChatInstance {
+        let mut instance = LibreChatInstance::new("lc", Default::default());
+        instance.metadata.namespace = Some("admin".into());
+        if deleting {
+            instance.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            );
+        }
+        let mut ready = cond(condition::READY, "False", 1);
+        ready.reason = reason.into();
+        ready.message = message.into();
+        instance.status = Some(crate::api::instance::LibreChatInstanceStatus {
+            conditions: vec![ready],
+            ..Default::default()
+        });
+        instance
+    }
+
+    #[test]
+    fn a_dependent_never_reads_other_tenants_objects_in_the_instance_message() {
+        let listing = "deletion waits for 2 object(s) that point at this instance: UserBan team-a/wall, LibreChatUser team-b/ceo";
+        let reference = InstanceRef {
+            name: "lc".into(),
+            namespace: Some("admin".into()),
+        };
+        for deleting in [true, false] {
+            let instance = instance_saying(reason::DEPENDENTS_REMAIN, listing, deleting);
+            let told = not_ready(&instance, &reference, "team-a").message;
+            assert!(!told.contains("team-b") && !told.contains("ceo"), "{told}");
+            assert!(
+                told.contains("admin/lc") && told.contains("being deleted"),
+                "{told}"
+            );
+        }
+        // Any other reason is the instance's own trouble, said as the instance says it.
+        let instance = instance_saying("MongoUnreachable", "db:27017: connection refused", false);
+        let told = not_ready(&instance, &reference, "team-a").message;
+        assert!(
+            told.contains("MongoUnreachable: db:27017: connection refused"),
+            "{told}"
+        );
     }
 }

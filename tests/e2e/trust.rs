@@ -1145,6 +1145,68 @@ async fn deleting_an_instance_does_not_orphan_bans_or_invites() {
 }
 
 #[tokio::test]
+async fn a_tenant_does_not_learn_other_tenants_objects_while_the_instance_is_deleted() {
+    let mut w = World::new("tr-deleting").await;
+    let (a, b) = (format!("{}-a", w.ns), format!("{}-b", w.ns));
+    create_namespace(&w.client, &a).await;
+    create_namespace(&w.client, &b).await;
+    w.start_operator_in(Some(&format!("{},{a},{b}", w.ns)));
+    w.ready_instance(
+        "lc",
+        json!({ "allowedNamespaces": [a.clone(), b.clone()], "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    for (ns, name, email) in [
+        (&a, "welcome", "welcome@example.com"),
+        (&b, "board-seat", "board@example.com"),
+    ] {
+        let spec = json!({ "instanceRef": lc(&w), "email": email });
+        w.apply_in(ns, "UserInvite", name, spec).await;
+        ready_in(&w, ns, "userinvites", name, "True", "Pending").await;
+    }
+
+    w.delete("LibreChatInstance", "lc").await;
+    let obj = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "Ready",
+            "False",
+            Some("DependentsRemain"),
+        )
+        .await;
+    let admin_view = condition(&obj, "Ready").unwrap().message;
+    assert!(
+        admin_view.contains(&format!("{b}/board-seat")),
+        "the instance's namespace reads which objects hold the deletion: {admin_view}"
+    );
+
+    // Tenant a's invite waits for the instance; its status must not list tenant b's objects.
+    let waiting = wait_condition_in(
+        &w.client,
+        &a,
+        "userinvites",
+        "welcome",
+        "Ready",
+        "False",
+        Some("InstanceNotReady"),
+    )
+    .await;
+    let told = condition(&waiting, "Ready").unwrap().message;
+    assert!(
+        !told.contains(&b) && !told.contains("board-seat"),
+        "a tenant read another tenant's object: {told}"
+    );
+    assert!(told.contains("being deleted"), "{told}");
+
+    delete_in(&w.client, &a, "UserInvite", "welcome").await;
+    delete_in(&w.client, &b, "UserInvite", "board-seat").await;
+    wait_gone_in(&w, &a, "userinvites", "welcome").await;
+    wait_gone_in(&w, &b, "userinvites", "board-seat").await;
+    w.wait_gone("librechatinstances", "lc").await;
+}
+
+#[tokio::test]
 async fn an_unencoded_uri_password_never_leaks() {
     let mut w = World::new("tr-uri").await;
     w.start_operator();
