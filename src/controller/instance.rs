@@ -25,8 +25,13 @@ use crate::api::LibreChatInstance;
 /// as `MongoReachable=False` within 30 s. A check is one ping per store, and status is written
 /// only when it changes.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a reachability ping may take before the store counts as unreachable.
-const PING_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a reachability ping may take before the store counts as unreachable: longer than
+/// the drivers' own connect and server selection timeouts, so that a stopped server is said
+/// by the driver's error (which server, refused or timed out) every time, and only a server
+/// that accepted the ping and never answered (stalled) by this deadline. Equal timeouts would
+/// race, and the instance's message would alternate between the two texts.
+const PING_DEADLINE: Duration =
+    Duration::from_secs(crate::librechat::connect::CONNECT_TIMEOUT.as_secs() + 3);
 
 /// The resync period an instance declares (or the operator's default).
 pub fn resync_period(instance: &LibreChatInstance, default: Duration) -> Duration {

@@ -11,7 +11,8 @@ use super::error::redact;
 
 /// LibreChat's default database when the URI names none.
 pub const DEFAULT_DATABASE: &str = "LibreChat";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting, and finding a usable MongoDB server, may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -143,8 +143,16 @@ fn is_transient(err: &mongodb::error::Error) -> bool {
 fn describe(err: &mongodb::error::Error) -> String {
     match err.kind.as_ref() {
         ErrorKind::ServerSelection { message, .. } => describe_selection(message),
-        kind => kind.to_string(),
+        kind => without_labels(&kind.to_string()).to_string(),
     }
+}
+
+/// A kind's text up to the first nested error's labels: some kinds embed the error that
+/// caused them (a cleared connection pool says which operation failed, with its labels, a
+/// hash set whose order varies), and a text that changes between attempts would rewrite
+/// every status during an outage without saying anything new.
+fn without_labels(text: &str) -> &str {
+    text.split(", labels: ").next().unwrap_or(text)
 }
 
 /// The driver's server selection failure: its headline, then each server known by address,
@@ -202,7 +210,25 @@ pub fn redact(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{describe_selection, redact};
+    use super::{describe_selection, redact, without_labels};
+
+    #[test]
+    fn a_cleared_pool_says_what_failed_without_the_labels_that_vary() {
+        let cleared = |labels: &str| {
+            format!("Connection pool for db:27017 cleared because another operation failed with: Kind: I/O error: Broken pipe (os error 32), labels: {{{labels}}}, source: None, server response: None")
+        };
+        let one = cleared("\"RetryableWriteError\", \"ResumableChangeStreamError\"");
+        let other = cleared("\"ResumableChangeStreamError\", \"RetryableWriteError\"");
+        assert_eq!(without_labels(&one), without_labels(&other));
+        assert_eq!(
+            without_labels(&one),
+            "Connection pool for db:27017 cleared because another operation failed with: Kind: I/O error: Broken pipe (os error 32)"
+        );
+        assert_eq!(
+            without_labels("I/O error: timed out"),
+            "I/O error: timed out"
+        );
+    }
 
     #[test]
     fn a_selection_failure_names_each_server_and_its_error_and_nothing_that_varies() {
