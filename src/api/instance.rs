@@ -218,6 +218,18 @@ pub struct TenantPolicy {
     /// its own namespace's LibreChatRoles declare; `ADMIN` is `allowAdmin`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignable_roles: Option<Vec<String>>,
+    /// The email domains each tenant namespace may declare accounts (LibreChatUser, adopted
+    /// or created) and issue invitations (UserInvite) for, by namespace, with `*` for every
+    /// tenant: `{team-a: [a.example.com], "*": [example.com]}` lets team-a declare
+    /// `@a.example.com` and `@example.com` emails and every other tenant `@example.com` only.
+    /// `*.example.com` admits every subdomain of example.com (not example.com itself). A
+    /// tenant whose email is in none of its domains gets `NotPermitted` and nothing is
+    /// written; a tenant with no entry (and no `*`) may declare none. Unset: any email. Set it
+    /// when tenants are teams of one organisation, so that no team can pre-provision (and
+    /// then manage, ban or delete) the account of a person of another team before that person
+    /// first signs in. The instance's own namespace is not limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_domains: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// An SMTP relay.
@@ -394,6 +406,27 @@ impl LibreChatInstanceSpec {
             .as_ref()
             .and_then(|p| p.assignable_roles.clone())
             .unwrap_or_default()
+    }
+
+    /// The email domains an object in `namespace` may declare (`None`: any).
+    pub fn tenant_email_domains(
+        &self,
+        own_namespace: &str,
+        namespace: &str,
+    ) -> Option<Vec<String>> {
+        if namespace == own_namespace {
+            return None;
+        }
+        let by_namespace = self.tenant_policy.as_ref()?.email_domains.as_ref()?;
+        let mut domains: Vec<String> = [namespace, "*"]
+            .iter()
+            .filter_map(|key| by_namespace.get(*key))
+            .flatten()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        domains.sort();
+        domains.dedup();
+        Some(domains)
     }
 
     /// Whether an object in `namespace` may create and change custom roles.

@@ -232,6 +232,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn email_domains_are_keyed_by_namespace_or_star_and_list_domains() {
+        let policy = |ns: &str, domain: &str| super::super::instance::TenantPolicy {
+            email_domains: Some([(ns.to_string(), vec![domain.to_string()])].into()),
+            ..Default::default()
+        };
+        for (ns, domain) in [("team-a", "a.example.com"), ("*", "*.Example.com")] {
+            assert!(email_domain_problems(Some(&policy(ns, domain))).is_empty());
+        }
+        for (ns, domain) in [
+            ("Team_A", "a.example.com"),
+            ("team-a", "@a.example.com"),
+            ("team-a", "localhost"),
+            ("team-a", "*"),
+            ("team-a", "a..example.com"),
+            ("team-a", "*.*.example.com"),
+        ] {
+            assert_eq!(
+                email_domain_problems(Some(&policy(ns, domain))).len(),
+                1,
+                "{ns}: {domain}"
+            );
+        }
+    }
+
+    #[test]
     fn emails_are_trimmed_and_lowercased() {
         assert_eq!(
             check_email("  Jane.Doe@Example.COM ").unwrap(),
@@ -354,8 +379,44 @@ impl super::instance::LibreChatInstanceSpec {
         {
             problems.push("credentials.secretRef.name is required".into());
         }
+        problems.extend(email_domain_problems(self.tenant_policy.as_ref()));
         problems
     }
+}
+
+/// What is wrong with `tenantPolicy.emailDomains`: keys are namespace names or `*`, values
+/// domain names, optionally `*.` for their subdomains.
+fn email_domain_problems(policy: Option<&super::instance::TenantPolicy>) -> Problems {
+    let Some(by_namespace) = policy.and_then(|p| p.email_domains.as_ref()) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for (namespace, domains) in by_namespace {
+        if namespace != "*" && !is_dns_label(namespace) {
+            problems.push(format!(
+                "tenantPolicy.emailDomains: '{namespace}' is not a namespace name or *"
+            ));
+        }
+        for domain in domains {
+            let name = domain.strip_prefix("*.").unwrap_or(domain);
+            if !name.contains('.') || !name.split('.').all(is_dns_label_any_case) {
+                problems.push(format!("tenantPolicy.emailDomains.{namespace}: '{domain}' is not a domain such as example.com or *.example.com"));
+            }
+        }
+    }
+    problems
+}
+
+fn is_dns_label(s: &str) -> bool {
+    is_dns_label_any_case(s) && !s.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+fn is_dns_label_any_case(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 impl super::ban::UserBanSpec {

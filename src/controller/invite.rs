@@ -353,6 +353,12 @@ async fn follow(
         let message = format!("the invite's email is immutable: this invite was issued for {}; delete it and create a new one for {email}", applied.email);
         return Ok(Outcome::stalled(invite, reason::INVALID_SPEC, message));
     }
+    // Before anything is read of the email: a namespace outside its domains learns nothing
+    // of the account. An invitation issued before the policy said so runs its course.
+    let refusal = Tenancy::of(&target.instance, &namespace).email_refusal(&email);
+    if let Some(why) = refusal.filter(|_| recorded.is_none()) {
+        return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+    }
     let account = store.find_user_by_email(&email).await?;
     let Some(token_hash) = recorded.map(|r| r.token_hash) else {
         if account.is_some() {

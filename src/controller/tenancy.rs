@@ -26,6 +26,8 @@ pub struct Tenancy {
     pub may_manage_roles: bool,
     /// Custom roles the instance lets tenants put accounts in (beyond their own roles).
     pub assignable_roles: Vec<String>,
+    /// The email domains it may declare accounts and invitations for (`None`: any).
+    pub email_domains: Option<Vec<String>>,
 }
 
 impl Tenancy {
@@ -51,6 +53,7 @@ impl Tenancy {
             may_grant_credits: spec.admits_granting_credits(&instance_namespace, namespace),
             may_manage_roles: spec.admits_managing_roles(&instance_namespace, namespace),
             assignable_roles: spec.tenant_assignable_roles(),
+            email_domains: spec.tenant_email_domains(&instance_namespace, namespace),
             namespace: namespace.to_string(),
             instance_namespace,
         }
@@ -74,12 +77,43 @@ impl Tenancy {
         namespace == self.namespace || namespace == self.instance_namespace
     }
 
+    /// Why this namespace may not declare an account or invitation for `email` (`None`: it
+    /// may). Names only this namespace's own domains: another tenant's are not its business.
+    pub fn email_refusal(&self, email: &str) -> Option<String> {
+        let domains = self.email_domains.as_ref()?;
+        let domain = email
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        if domains.iter().any(|d| domain_admits(d, &domain)) {
+            return None;
+        }
+        let admitted = match domains.is_empty() {
+            true => "none".to_string(),
+            false => domains.join(", "),
+        };
+        Some(format!(
+            "namespace '{}' may declare emails only in its domains ({admitted}) and '{domain}' is not one of them: the instance's tenantPolicy.emailDomains says which; nothing was written",
+            self.namespace
+        ))
+    }
+
     /// The sentence a refusal ends with: who can allow it.
     pub fn who_may(&self, what: &str) -> String {
         format!(
             "only objects in the instance's namespace '{}' may {what}",
             self.instance_namespace
         )
+    }
+}
+
+/// Whether `pattern` (`example.com`, or `*.example.com` for its subdomains) admits `domain`.
+fn domain_admits(pattern: &str, domain: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => domain
+            .strip_suffix(parent)
+            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+        None => pattern == domain,
     }
 }
 
@@ -98,6 +132,7 @@ mod tests {
             may_grant_credits: false,
             may_manage_roles: false,
             assignable_roles: Vec::new(),
+            email_domains: None,
         }
     }
 
@@ -141,6 +176,66 @@ mod tests {
             ..tenant(false)
         };
         assert_eq!(admin.names(&theirs), "LibreChatUser team-b/a");
+    }
+
+    #[test]
+    fn a_tenant_declares_only_emails_in_its_own_domains() {
+        let mut instance = LibreChatInstance::new("lc", Default::default());
+        instance.metadata.namespace = Some("chat".into());
+        let domains = [
+            ("team-a", vec!["A.example.com", "*.labs.example.com"]),
+            ("*", vec!["example.org"]),
+            ("team-b", vec!["b.example.com"]),
+        ];
+        instance.spec.tenant_policy = Some(crate::api::instance::TenantPolicy {
+            email_domains: Some(
+                domains
+                    .iter()
+                    .map(|(ns, d)| (ns.to_string(), d.iter().map(|x| x.to_string()).collect()))
+                    .collect(),
+            ),
+            ..Default::default()
+        });
+        let team_a = Tenancy::of(&instance, "team-a");
+        for admitted in [
+            "ceo@a.example.com",
+            "x@eu.labs.example.com",
+            "y@example.org",
+        ] {
+            assert_eq!(team_a.email_refusal(admitted), None, "{admitted}");
+        }
+        // Another team's domain, the parent of a wildcard, a look-alike suffix.
+        for refused in [
+            "ceo@b.example.com",
+            "x@labs.example.com",
+            "x@evillabs.example.com",
+            "x@a.example.com.evil.io",
+        ] {
+            let why = team_a.email_refusal(refused).expect(refused);
+            // Its own domains, lower-cased, never another tenant's.
+            assert!(
+                why.contains("(*.labs.example.com, a.example.com, example.org)"),
+                "{why}"
+            );
+        }
+        // A tenant without an entry gets `*`'s; the instance's own namespace is not limited.
+        assert_eq!(
+            Tenancy::of(&instance, "team-c").email_refusal("z@example.org"),
+            None
+        );
+        assert!(Tenancy::of(&instance, "team-c")
+            .email_refusal("z@a.example.com")
+            .is_some());
+        assert_eq!(
+            Tenancy::of(&instance, "chat").email_refusal("root@anything.io"),
+            None
+        );
+        // Unset: any email.
+        instance.spec.tenant_policy = None;
+        assert_eq!(
+            Tenancy::of(&instance, "team-a").email_refusal("ceo@b.example.com"),
+            None
+        );
     }
 
     #[test]

@@ -445,6 +445,89 @@ async fn a_tenant_may_adopt_an_unprivileged_account_but_not_take_it_over() {
     );
 }
 
+/// The attack: a tenant pre-provisions the SSO account of a person of another team (or adopts
+/// it, or invites the address) before that person first signs in, and then manages, bans or
+/// deletes it. With `tenantPolicy.emailDomains` a tenant declares only its own domains.
+#[tokio::test]
+async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
+    let (w, t) = tenant_world(
+        "tr-domains",
+        json!({ "domainClient": "https://chat.example.com",
+                "tenantPolicy": { "emailDomains": { "*": ["Team.example.com"] } } }),
+    )
+    .await;
+    let sso = |email: &str| json!({ "instanceRef": lc(&w), "email": email, "provider": "openid" });
+    w.apply_in(&t, "LibreChatUser", "ceo", sso("CEO@corp.example.com"))
+        .await;
+    w.apply_in(
+        &t,
+        "UserInvite",
+        "board",
+        json!({ "instanceRef": lc(&w), "email": "board@corp.example.com" }),
+    )
+    .await;
+    let old = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(old, "old@corp.example.com"))
+        .await
+        .unwrap();
+    let mut adopt = sso("old@corp.example.com");
+    adopt["adopt"] = json!(true);
+    adopt["name"] = json!("Taken Over");
+    w.apply_in(&t, "LibreChatUser", "old", adopt).await;
+
+    for (plural, name) in [
+        ("librechatusers", "ceo"),
+        ("userinvites", "board"),
+        ("librechatusers", "old"),
+    ] {
+        let obj = wait_condition_in(
+            &w.client,
+            &t,
+            plural,
+            name,
+            "Ready",
+            "False",
+            Some("NotPermitted"),
+        )
+        .await;
+        let told = condition(&obj, "Ready").unwrap().message;
+        assert!(
+            told.contains("(team.example.com)") && !told.contains("exists"),
+            "the refusal says the tenant's own domains and nothing of the account: {told}"
+        );
+    }
+    // A domain of its own is fine, and nothing was written for the others.
+    w.apply_in(&t, "LibreChatUser", "dev", sso("dev@team.example.com"))
+        .await;
+    ready_in(&w, &t, "librechatusers", "dev", "True", "Reconciled").await;
+    assert!(w.find_user("ceo@corp.example.com").await.is_none());
+    assert!(owner_record(&w, "ceo@corp.example.com").await.is_none());
+    assert!(owner_record(&w, "old@corp.example.com").await.is_none());
+    assert_ne!(
+        user_doc(&w, old).await.unwrap().get_str("name").unwrap(),
+        "Taken Over"
+    );
+    assert_eq!(
+        count(&w, "tokens", doc! { "email": "board@corp.example.com" }).await,
+        0
+    );
+
+    // The instance's own namespace is not limited: the email the tenant was refused is free.
+    w.apply("LibreChatUser", "ceo", json!({ "instanceRef": { "name": "lc" }, "email": "ceo@corp.example.com", "provider": "openid" }))
+        .await;
+    w.wait_condition("librechatusers", "ceo", "Ready", "True", None)
+        .await;
+    assert_eq!(
+        owner_record(&w, "ceo@corp.example.com")
+            .await
+            .unwrap()
+            .get_str("namespace")
+            .unwrap(),
+        w.ns
+    );
+}
+
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
 /// carry grants on other people's agents, or system grants such as `access:admin`), or adopts
 /// an account the LibreChat admin put in one.

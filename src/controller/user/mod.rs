@@ -331,6 +331,40 @@ enum Reading {
     UnlessUnchanged,
 }
 
+/// What the object's namespace may not declare on this instance: an ADMIN account, a role it
+/// may not assign, an email outside its domains.
+async fn tenancy_refusal(
+    user: &LibreChatUser,
+    store: &crate::librechat::Store,
+    tenancy: &Tenancy,
+    email: &str,
+) -> Result<Option<Outcome>, ReconcileError> {
+    if user.spec.role() == "ADMIN" && !tenancy.may_hold_admin {
+        let message = format!(
+            "role ADMIN is not allowed from namespace '{}': {} unless the instance sets allowAdmin",
+            tenancy.namespace,
+            tenancy.who_may("declare ADMIN accounts")
+        );
+        return Ok(Some(Outcome::stalled(
+            reason::ADMIN_NOT_ALLOWED,
+            message,
+            user,
+        )));
+    }
+    if let Some(why) = tenancy.email_refusal(email) {
+        return Ok(Some(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+    }
+    if let Some(role) = user.spec.role.as_deref() {
+        if let Some(why) = role_policy::refusal(store, tenancy, role).await? {
+            // Waiting, not stalled: a LibreChatRole applied with this object may not have
+            // claimed its name yet.
+            let message = format!("{why}; nothing was written");
+            return Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)));
+        }
+    }
+    Ok(None)
+}
+
 /// Dereference and validate: reads only. `Err` is the outcome to report.
 async fn resolve(
     user: &LibreChatUser,
@@ -357,26 +391,10 @@ async fn resolve(
         let message = format!("{}; nothing was written", problems.join("; "));
         return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, message, user)));
     }
-    if spec.role() == "ADMIN" && !tenancy.may_hold_admin {
-        let message = format!(
-            "role ADMIN is not allowed from namespace '{namespace}': {} unless the instance sets allowAdmin",
-            tenancy.who_may("declare ADMIN accounts")
-        );
-        return Ok(Err(Outcome::stalled(
-            reason::ADMIN_NOT_ALLOWED,
-            message,
-            user,
-        )));
-    }
-    if let Some(role) = spec.role.as_deref() {
-        if let Some(why) = role_policy::refusal(&target.stores.store, &tenancy, role).await? {
-            // Waiting, not stalled: a LibreChatRole applied with this object may not have
-            // claimed its name yet.
-            let message = format!("{why}; nothing was written");
-            return Ok(Err(Outcome::waiting(reason::NOT_PERMITTED, message, user)));
-        }
-    }
     let email = check_email(&spec.email).unwrap_or_default();
+    if let Some(refused) = tenancy_refusal(user, &target.stores.store, &tenancy, &email).await? {
+        return Ok(Err(refused));
+    }
     let min_length = instance.spec.min_password_length();
     let domain = instance.spec.domain_client.as_deref();
     let unread_password = match reading {

@@ -60,6 +60,7 @@ mod tests {
             may_grant_credits: false,
             may_manage_roles: false,
             assignable_roles: assignable.iter().map(|r| r.to_string()).collect(),
+            email_domains: None,
         }
     }
 
