@@ -32,8 +32,31 @@ pub(crate) fn lc(w: &World) -> Value {
     json!({ "name": "lc", "namespace": w.ns.clone() })
 }
 
-async fn ready_in(w: &World, ns: &str, plural: &str, name: &str, status: &str, reason: &str) {
-    wait_condition_in(&w.client, ns, plural, name, "Ready", status, Some(reason)).await;
+/// Waits for `Ready` of `ns/name` to have `status` and `reason`; returns its message.
+async fn ready_in(
+    w: &World,
+    ns: &str,
+    plural: &str,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> String {
+    let obj = wait_condition_in(&w.client, ns, plural, name, "Ready", status, Some(reason)).await;
+    condition(&obj, "Ready").unwrap().message
+}
+
+/// Deletes the instance `lc` and returns what its `Ready` says while dependents hold it.
+async fn delete_instance_held_by_dependents(w: &World) -> String {
+    w.delete("LibreChatInstance", "lc").await;
+    ready_in(
+        w,
+        &w.ns,
+        "librechatinstances",
+        "lc",
+        "False",
+        "DependentsRemain",
+    )
+    .await
 }
 
 async fn wait_gone_in(w: &World, ns: &str, plural: &str, name: &str) {
@@ -481,17 +504,7 @@ async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
         ("userinvites", "board"),
         ("librechatusers", "old"),
     ] {
-        let obj = wait_condition_in(
-            &w.client,
-            &t,
-            plural,
-            name,
-            "Ready",
-            "False",
-            Some("NotPermitted"),
-        )
-        .await;
-        let told = condition(&obj, "Ready").unwrap().message;
+        let told = ready_in(&w, &t, plural, name, "False", "NotPermitted").await;
         assert!(
             told.contains("(team.example.com)") && !told.contains("exists"),
             "the refusal says the tenant's own domains and nothing of the account: {told}"
@@ -1190,17 +1203,7 @@ async fn deleting_an_instance_does_not_orphan_bans_or_invites() {
     let token = hex::encode(Sha256::digest(&raw));
     assert_eq!(count(&w, "tokens", doc! { "token": &token }).await, 1);
 
-    w.delete("LibreChatInstance", "lc").await;
-    let obj = w
-        .wait_condition(
-            "librechatinstances",
-            "lc",
-            "Ready",
-            "False",
-            Some("DependentsRemain"),
-        )
-        .await;
-    let message = condition(&obj, "Ready").unwrap().message;
+    let message = delete_instance_held_by_dependents(&w).await;
     assert!(
         message.contains(&format!("{}/wall", w.ns))
             && message.contains(&format!("{}/welcome", w.ns)),
@@ -1248,34 +1251,22 @@ async fn a_tenant_does_not_learn_other_tenants_objects_while_the_instance_is_del
         ready_in(&w, ns, "userinvites", name, "True", "Pending").await;
     }
 
-    w.delete("LibreChatInstance", "lc").await;
-    let obj = w
-        .wait_condition(
-            "librechatinstances",
-            "lc",
-            "Ready",
-            "False",
-            Some("DependentsRemain"),
-        )
-        .await;
-    let admin_view = condition(&obj, "Ready").unwrap().message;
+    let admin_view = delete_instance_held_by_dependents(&w).await;
     assert!(
         admin_view.contains(&format!("{b}/board-seat")),
         "the instance's namespace reads which objects hold the deletion: {admin_view}"
     );
 
     // Tenant a's invite waits for the instance; its status must not list tenant b's objects.
-    let waiting = wait_condition_in(
-        &w.client,
+    let told = ready_in(
+        &w,
         &a,
         "userinvites",
         "welcome",
-        "Ready",
         "False",
-        Some("InstanceNotReady"),
+        "InstanceNotReady",
     )
     .await;
-    let told = condition(&waiting, "Ready").unwrap().message;
     assert!(
         !told.contains(&b) && !told.contains("board-seat"),
         "a tenant read another tenant's object: {told}"
