@@ -167,6 +167,10 @@ async fn a_pruned_folder_cannot_delete_more_accounts_per_hour_than_the_instance_
     let (_, message) = &held[0];
     assert!(message.contains("maxPerHour"), "{message}");
     assert!(message.contains("confirmedUntil"), "{message}");
+    assert!(
+        message.contains("2 LibreChat accounts were deleted in the last hour"),
+        "the instance's namespace reads the count: {message}"
+    );
     let remaining = w
         .users()
         .count_documents(doc! { "email": { "$in": ["g1@example.com", "g2@example.com", "g3@example.com", "g4@example.com"] } })

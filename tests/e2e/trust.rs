@@ -541,6 +541,52 @@ async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
     );
 }
 
+/// The deletion guard counts every namespace's deletions together; a tenant held by it learns
+/// that the hour's allowance is used, not how many accounts the others deleted.
+#[tokio::test]
+async fn a_tenant_held_by_the_deletion_guard_does_not_learn_how_much_others_deleted() {
+    let (w, t) = tenant_world("tr-guard", json!({ "deletionGuard": { "maxPerHour": 1 } })).await;
+    let sso = |email: &str| {
+        json!({ "instanceRef": lc(&w), "email": email, "provider": "openid",
+                "deletionPolicy": "Delete" })
+    };
+    w.apply("LibreChatUser", "admins", sso("gone@example.com"))
+        .await;
+    w.apply_in(&t, "LibreChatUser", "mine", sso("mine@example.com"))
+        .await;
+    ready_in(&w, &w.ns, "librechatusers", "admins", "True", "Reconciled").await;
+    ready_in(&w, &t, "librechatusers", "mine", "True", "Reconciled").await;
+    w.delete("LibreChatUser", "admins").await;
+    w.wait_gone("librechatusers", "admins").await;
+
+    delete_in(&w.client, &t, "LibreChatUser", "mine").await;
+    let told = ready_in(
+        &w,
+        &t,
+        "librechatusers",
+        "mine",
+        "False",
+        "DeletionsRateLimited",
+    )
+    .await;
+    assert!(
+        !told.contains("were deleted") && told.contains("maxPerHour"),
+        "a tenant reads that the allowance is used, not the count: {told}"
+    );
+    assert!(w.find_user("mine@example.com").await.is_some());
+
+    // The admin confirms; the held deletion goes through.
+    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600)).to_string();
+    w.apply_instance_of_stores(
+        "lc",
+        json!({ "allowedNamespaces": [t.clone()],
+                "deletionGuard": { "maxPerHour": 1, "confirmedUntil": until } }),
+    )
+    .await;
+    wait_gone_in(&w, &t, "librechatusers", "mine").await;
+    assert!(w.find_user("mine@example.com").await.is_none());
+}
+
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
 /// carry grants on other people's agents, or system grants such as `access:admin`), or adopts
 /// an account the LibreChat admin put in one.

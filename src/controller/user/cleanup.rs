@@ -210,22 +210,25 @@ async fn guard(
         Allowance::Granted => Ok(()),
         Allowance::Exhausted { used, frees_at_ms } => Err(Hold {
             reason: reason::DELETIONS_RATE_LIMITED,
-            message: rate_limited_message(scope.instance, used, limit.max, frees_at_ms),
+            message: rate_limited_message(scope, used, limit.max, frees_at_ms),
         }),
     }
 }
 
-fn rate_limited_message(
-    instance: &LibreChatInstance,
-    used: u64,
-    max: u32,
-    frees_at_ms: i64,
-) -> String {
+/// Why a deletion waits for the guard. The count of deletions is the instance's, all tenants'
+/// together: only the instance's namespace reads it; a tenant learns that the hour's allowance
+/// is used, not how much the others deleted.
+fn rate_limited_message(scope: &Scope<'_>, used: u64, max: u32, frees_at_ms: i64) -> String {
     let at = jiff::Timestamp::from_millisecond(frees_at_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
+    let instance = scope.instance;
+    let spent = match scope.tenancy.administers {
+        true => format!("{used} LibreChat accounts were deleted in the last hour and"),
+        false => "the deletions of the last hour, in every namespace, used what".into(),
+    };
     format!(
-        "deletion waits for the deletion guard: {used} LibreChat accounts were deleted in the last hour and LibreChatInstance {} allows {max} (spec.deletionGuard.maxPerHour); it goes ahead by itself after {at}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
+        "deletion waits for the deletion guard: {spent} LibreChatInstance {} allows {max} (spec.deletionGuard.maxPerHour); it goes ahead by itself after {at}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
         target::instance_key(instance),
         instance.namespace().unwrap_or_default()
     )
