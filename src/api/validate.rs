@@ -102,17 +102,18 @@ pub fn check_role(role: &str) -> Result<(), String> {
 }
 
 /// LibreChat's password rule: `MIN_PASSWORD_LENGTH`..128 characters, not only white space.
-/// The message never includes the password.
+/// The message never includes the password, nor its length: a `secretRef` may point at any
+/// key of the namespace, and status is read by people who may not read Secrets.
 pub fn check_password(password: &str, min_length: u32) -> Result<(), String> {
     let count = password.chars().count() as u32;
     if count < min_length {
         return Err(format!(
-            "the password has {count} characters; the instance requires at least {min_length}"
+            "the password is shorter than the {min_length} characters the instance requires"
         ));
     }
     if count > MAX_PASSWORD_LENGTH {
         return Err(format!(
-            "the password has {count} characters; LibreChat accepts at most {MAX_PASSWORD_LENGTH}"
+            "the password is longer than the {MAX_PASSWORD_LENGTH} characters LibreChat accepts"
         ));
     }
     if password.trim().is_empty() {
@@ -300,10 +301,13 @@ mod tests {
 
     #[test]
     fn passwords_respect_the_policy_and_never_echo() {
-        assert!(check_password("short", 8)
-            .unwrap_err()
-            .contains("at least 8"));
-        assert!(!check_password("short", 8).unwrap_err().contains("short"));
+        let refused = check_password("tiny", 8).unwrap_err();
+        assert!(refused.contains("the 8 characters"), "{refused}");
+        // Neither the password nor its length (a secretRef may name any key of the namespace).
+        assert!(
+            !refused.contains("tiny") && !refused.contains('4'),
+            "{refused}"
+        );
         assert!(check_password(&"x".repeat(129), 8).is_err());
         assert!(check_password("         ", 8).is_err());
         assert!(check_password("long enough", 8).is_ok());

@@ -458,12 +458,9 @@ async fn cleanup(
     let uid = ban.uid().unwrap_or_default();
     let lifted = match &instance {
         None => Err(format!("LibreChatInstance '{}' no longer exists, so the ban cannot be lifted from its database; re-create the instance (the ban stays in force meanwhile)", ban.spec.instance_ref.name)),
-        Some(instance) => match ctx.connections.shared(&ctx.client, instance).await {
-            Ok(stores) => match stores.redis_unavailable().await {
-                Some(why) => Err(why),
-                None => lift_all(&stores.store, &uid).await.map_err(|e| e.to_string()),
-            },
-            Err(p) => Err(p.message),
+        Some(instance) => match target::cleanup_stores(ctx, instance, &namespace, true).await {
+            Ok(stores) => lift_all(&stores.store, &uid).await.map_err(|e| e.to_string()),
+            Err(why) => Err(why),
         },
     };
     match (lifted, instance) {

@@ -64,21 +64,18 @@ pub struct Stores {
 impl Stores {
     /// Why cleanups that must clear LibreChat's Redis entries cannot run now: Redis is
     /// declared but unreachable (a half-done cleanup would leave cached bans and counters).
-    pub async fn redis_unavailable(&self) -> Option<String> {
+    pub async fn redis_unavailable(&self) -> Option<ConnectProblem> {
+        let declared_but = |reason, why: &str| ConnectProblem {
+            condition: crate::api::common::condition::REDIS_REACHABLE,
+            reason,
+            message: format!("Redis is declared but not reachable ({why})"),
+        };
         if let Some(p) = &self.redis_problem {
-            return Some(format!(
-                "Redis is declared but not reachable ({})",
-                p.message
-            ));
+            return Some(declared_but(p.reason, &p.message));
         }
-        match self.store.connected_redis() {
-            Some(redis) => redis
-                .ping()
-                .await
-                .err()
-                .map(|e| format!("Redis is declared but not reachable ({e})")),
-            None => None,
-        }
+        let redis = self.store.connected_redis()?;
+        let failed = redis.ping().await.err()?;
+        Some(declared_but(reason::UNREACHABLE, &failed.to_string()))
     }
 }
 

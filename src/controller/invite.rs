@@ -224,7 +224,9 @@ async fn deliver(
         return Ok(outcome);
     }
     let expires_at = outcome.expires_at.clone().unwrap_or_default();
-    match send(invite, ctx, &instance, smtp, site, &expires_at).await {
+    let issued = store.invite_record(&uid).await?.map(|r| r.token_hash);
+    let link = Link { site, issued };
+    match send(invite, ctx, &instance, smtp, &link, &expires_at).await {
         Ok(()) => {
             crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
@@ -254,12 +256,18 @@ fn email_not_sent(why: String) -> Cond {
     )
 }
 
+/// The site an invitation links to, and the token hash issued for it (`None`: none recorded).
+struct Link<'a> {
+    site: &'a str,
+    issued: Option<String>,
+}
+
 async fn send(
     invite: &UserInvite,
     ctx: &Context,
     instance: &crate::api::LibreChatInstance,
     smtp: &crate::api::instance::SmtpSpec,
-    site: &str,
+    link: &Link<'_>,
     expires_at: &str,
 ) -> Result<(), String> {
     let credentials = super::secrets::smtp_credentials(&ctx.client, instance, smtp).await?;
@@ -274,11 +282,19 @@ async fn send(
     let raw = value_of(
         &secret,
         &SecretKeyRef {
-            name,
+            name: name.clone(),
             key: KEY_TOKEN.into(),
         },
     )
     .map_err(|e| e.to_string())?;
+    // Only the link this invite issued is ever emailed: secretName may be edited to point at
+    // any Secret of the namespace, and its `token` must not leave by mail.
+    let issued_here = owned_secret::owned_by(&secret, invite)
+        && link.issued.as_deref() == Some(hash_token(&raw.value).as_str());
+    if !issued_here {
+        return Err(format!("Secret '{name}' does not hold the link this UserInvite issued; point spec.secretName back at the Secret the operator created for it"));
+    }
+    let site = link.site;
     let link = register_url(site, &raw.value);
     let email = normalize_email(&invite.spec.email);
     let invitation = crate::mail::Invitation {
@@ -606,12 +622,10 @@ async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, Reconcile
             invite.spec.instance_ref.name
         )));
     };
-    let stores = ctx
-        .connections
-        .shared(&ctx.client, &instance)
+    let stores = target::cleanup_stores(ctx, &instance, &namespace, false)
         .await
-        .map_err(|p| {
-            ReconcileError::Blocked(format!("revoking the invitation is blocked: {}", p.message))
+        .map_err(|why| {
+            ReconcileError::Blocked(format!("revoking the invitation is blocked: {why}"))
         })?;
     let store = &stores.store;
     let uid = invite.uid().unwrap_or_default();

@@ -169,7 +169,7 @@ pub async fn resolve_mongo_first(
                 "LibreChatInstance {}/{}: {}",
                 instance_namespace(reference, namespace),
                 instance.name_any(),
-                p.message
+                shareable_message(&instance, p.reason, &p.message, namespace)
             ),
         })),
     }
@@ -190,7 +190,10 @@ fn not_ready(
     namespace: &str,
 ) -> TargetProblem {
     let why = find_condition(instance.conditions(), condition::READY)
-        .map(|c| format!("{}: {}", c.reason, shareable_message(instance, c)))
+        .map(|c| {
+            let shared = shareable_message(instance, &c.reason, &c.message, namespace);
+            format!("{}: {shared}", c.reason)
+        })
         .unwrap_or_else(|| "not checked yet".into());
     TargetProblem {
         reason: reason::INSTANCE_NOT_READY,
@@ -202,16 +205,68 @@ fn not_ready(
     }
 }
 
-/// The part of the instance's Ready message every dependent may read. While the instance is
-/// being deleted its message lists the objects that still point at it, in every tenant's
-/// namespace: a dependent gets only what it needs to know, never other tenants' objects.
-fn shareable_message(instance: &LibreChatInstance, ready: &Condition) -> String {
+/// What of the instance's trouble (`why`, `message`) a dependent in `namespace` reads. The instance's
+/// message is written for its administrators: while it is being deleted it lists the
+/// objects still pointing at it, in every tenant's namespace; an invalid spec or a missing
+/// Secret names the instance's configuration (tenantPolicy entries of other namespaces among
+/// it). A tenant reads the outage of a store as the instance says it (which store, which
+/// server, what error) and otherwise only what it needs to know.
+fn shareable_message(
+    instance: &LibreChatInstance,
+    why: &str,
+    message: &str,
+    namespace: &str,
+) -> String {
     let deleting =
-        instance.metadata.deletion_timestamp.is_some() || ready.reason == reason::DEPENDENTS_REMAIN;
+        instance.metadata.deletion_timestamp.is_some() || why == reason::DEPENDENTS_REMAIN;
     match deleting {
         true => "the instance is being deleted and waits until every object that points at it, this one included, is deleted; delete this object (its cleanup undoes what it wrote) or ask the instance's administrators".into(),
-        false => ready.message.clone(),
+        false => configuration_for(instance, why, message, namespace),
     }
+}
+
+/// A problem with the instance's stores (`why`, `message`) as a dependent in `namespace`
+/// reads it: an outage as it is, anything about the instance's configuration (its Secrets,
+/// its URIs, its spec) only in the instance's own namespace.
+fn configuration_for(
+    instance: &LibreChatInstance,
+    why: &str,
+    message: &str,
+    namespace: &str,
+) -> String {
+    let administers = instance.namespace().as_deref() == Some(namespace);
+    match administers || why == reason::UNREACHABLE {
+        true => message.to_string(),
+        false => format!(
+            "the instance's administrators (namespace '{}') read what to fix in its status",
+            instance.namespace().unwrap_or_default()
+        ),
+    }
+}
+
+/// The instance's stores for the cleanup of an object in `namespace`, with a declared Redis
+/// answering when the cleanup drops caches (`needs_redis`); or why not, as that namespace may
+/// read it.
+pub async fn cleanup_stores(
+    ctx: &Context,
+    instance: &LibreChatInstance,
+    namespace: &str,
+    needs_redis: bool,
+) -> Result<Stores, String> {
+    let said = |p: super::connections::ConnectProblem| {
+        configuration_for(instance, p.reason, &p.message, namespace)
+    };
+    let stores = ctx
+        .connections
+        .shared(&ctx.client, instance)
+        .await
+        .map_err(said)?;
+    if needs_redis {
+        if let Some(p) = stores.redis_unavailable().await {
+            return Err(said(p));
+        }
+    }
+    Ok(stores)
 }
 
 /// The instance an object in `namespace` refers to, when it exists and admits the namespace,
@@ -323,12 +378,23 @@ mod tests {
                 "{told}"
             );
         }
-        // Any other reason is the instance's own trouble, said as the instance says it.
-        let instance = instance_saying("MongoUnreachable", "db:27017: connection refused", false);
+        // A store's outage is said as the instance says it, to every dependent.
+        let instance = instance_saying(reason::UNREACHABLE, "db:27017: connection refused", false);
         let told = not_ready(&instance, &reference, "team-a").message;
         assert!(
-            told.contains("MongoUnreachable: db:27017: connection refused"),
+            told.contains("Unreachable: db:27017: connection refused"),
             "{told}"
         );
+        // The instance's configuration only to its own namespace: another tenant's entry.
+        let invalid = "tenantPolicy.emailDomains.team-b: 'b_corp' is not a domain";
+        let instance = instance_saying(reason::INVALID_SPEC, invalid, false);
+        let told = not_ready(&instance, &reference, "team-a").message;
+        assert!(
+            told.starts_with("LibreChatInstance admin/lc is not Ready (InvalidSpec: "),
+            "{told}"
+        );
+        assert!(!told.contains("team-b"), "{told}");
+        let told = not_ready(&instance, &reference, "admin").message;
+        assert!(told.contains(invalid), "{told}");
     }
 }

@@ -388,6 +388,54 @@ async fn invitations_are_emailed_through_the_instances_relay() {
         .contains_key("url"));
 }
 
+/// The attack: whoever may edit a UserInvite but not read Secrets points `secretName` at a
+/// Secret with a `token` key (a service-account token, say) and asks for the invitation by
+/// mail, to an address they read. Only the link this invite issued is ever emailed.
+#[tokio::test]
+async fn an_invitation_never_mails_a_secret_it_did_not_issue() {
+    let (port, inbox) = smtp_sink().await;
+    let w = World::with_instance(
+        "inv-lure",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" } }),
+    )
+    .await;
+    w.secret("sa-token", &[("token", "SERVICE-ACCOUNT-TOKEN-VALUE")])
+        .await;
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "reader@example.com" });
+    w.apply("UserInvite", "lure", spec.clone()).await;
+    w.wait_condition("userinvites", "lure", "Ready", "True", Some("Pending"))
+        .await;
+
+    let mut swapped = spec;
+    swapped["secretName"] = json!("sa-token");
+    swapped["sendEmail"] = json!(true);
+    w.apply("UserInvite", "lure", swapped).await;
+    let refused = w
+        .wait_condition(
+            "userinvites",
+            "lure",
+            "Ready",
+            "False",
+            Some("EmailNotSent"),
+        )
+        .await;
+    let told = condition(&refused, "Ready").unwrap().message;
+    assert!(told.contains("does not hold the link"), "{told}");
+    assert!(!told.contains("SERVICE-ACCOUNT"), "{told}");
+    let mail = inbox.lock().unwrap().join("\n");
+    assert!(
+        !mail.contains("SERVICE-ACCOUNT-TOKEN-VALUE") && mail.is_empty(),
+        "nothing may be mailed from a Secret the invite did not issue:\n{mail}"
+    );
+    let unchanged = invite_secret(&w, "sa-token").await;
+    assert_eq!(
+        unchanged.len(),
+        1,
+        "the Secret is not written either: {unchanged:?}"
+    );
+}
+
 /// A revocation that cannot finish (the instance was force-removed) reports like a blocked
 /// user or ban deletion, keeps the live token accounted for, and finishes once the instance is
 /// back.

@@ -570,7 +570,9 @@ async fn a_tenant_held_by_the_deletion_guard_does_not_learn_how_much_others_dele
     )
     .await;
     assert!(
-        !told.contains("were deleted") && told.contains("maxPerHour"),
+        !told.contains("were deleted")
+            && told.contains("within the hour")
+            && told.contains("maxPerHour"),
         "a tenant reads that the allowance is used, not the count: {told}"
     );
     assert!(w.find_user("mine@example.com").await.is_some());
@@ -585,6 +587,61 @@ async fn a_tenant_held_by_the_deletion_guard_does_not_learn_how_much_others_dele
     .await;
     wait_gone_in(&w, &t, "librechatusers", "mine").await;
     assert!(w.find_user("mine@example.com").await.is_none());
+}
+
+/// The instance's configuration (its Secrets, its spec) is its administrators' business: a
+/// tenant's object waiting for a misconfigured instance, or deleted while it is, reads that the
+/// instance is not Ready and who fixes it, not the names in its configuration. An outage of a
+/// store is said as it is (checked in `instance::a_stopped_mongodb...`).
+#[tokio::test]
+async fn a_tenant_does_not_read_the_instances_configuration() {
+    let mut w = World::new("tr-config").await;
+    let t = format!("{}-t", w.ns);
+    create_namespace(&w.client, &t).await;
+    w.start_operator_in(Some(&format!("{},{t}", w.ns)));
+    let hidden = "admins-mongo-credentials";
+    w.apply(
+        "LibreChatInstance",
+        "lc",
+        json!({ "mongo": { "uriSecretRef": { "name": hidden, "key": "uri" } },
+                "allowedNamespaces": [t.clone()] }),
+    )
+    .await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "Ready",
+        "False",
+        Some("SecretNotFound"),
+    )
+    .await;
+    let ban = json!({ "instanceRef": lc(&w), "email": "someone@example.com" });
+    w.apply_in(&t, "UserBan", "grudge", ban.clone()).await;
+    w.apply("UserBan", "house-rule", ban).await;
+    let told = ready_in(&w, &t, "userbans", "grudge", "False", "InstanceNotReady").await;
+    assert!(
+        !told.contains(hidden) && told.contains("administrators"),
+        "a tenant reads who fixes it, not the instance's Secret: {told}"
+    );
+    let admin_view = ready_in(
+        &w,
+        &w.ns,
+        "userbans",
+        "house-rule",
+        "False",
+        "InstanceNotReady",
+    )
+    .await;
+    assert!(admin_view.contains(hidden), "{admin_view}");
+
+    // Deleted while the instance cannot be reached: the cleanup waits, said the same way.
+    delete_in(&w.client, &t, "UserBan", "grudge").await;
+    let blocked = ready_in(&w, &t, "userbans", "grudge", "False", "DeleteBlocked").await;
+    assert!(!blocked.contains(hidden), "{blocked}");
+
+    // The Secret appears; the cleanup finishes.
+    w.secret(hidden, &[("uri", &w.mongo_uri())]).await;
+    wait_gone_in(&w, &t, "userbans", "grudge").await;
 }
 
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may

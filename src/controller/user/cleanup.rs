@@ -49,15 +49,11 @@ pub(super) async fn cleanup(
             }
         };
     };
-    let stores = match ctx.connections.shared(&ctx.client, &instance).await {
+    let needs_redis = policy == DeletionPolicy::Delete;
+    let stores = match target::cleanup_stores(ctx, &instance, &namespace, needs_redis).await {
         Ok(s) => s,
-        Err(p) => return blocked(api, user, ctx, &p.message).await,
+        Err(why) => return blocked(api, user, ctx, &why).await,
     };
-    if policy == DeletionPolicy::Delete {
-        if let Some(why) = stores.redis_unavailable().await {
-            return blocked(api, user, ctx, &why).await;
-        }
-    }
     let email = normalize_email(&user.spec.email);
     let owner = owner_of(user);
     let claim = match stores.store.find_claim(&email).await {
@@ -223,12 +219,19 @@ fn rate_limited_message(scope: &Scope<'_>, used: u64, max: u32, frees_at_ms: i64
         .map(|t| t.to_string())
         .unwrap_or_default();
     let instance = scope.instance;
-    let spent = match scope.tenancy.administers {
-        true => format!("{used} LibreChat accounts were deleted in the last hour and"),
-        false => "the deletions of the last hour, in every namespace, used what".into(),
+    // When the allowance frees is when the hour's first deletion, of any namespace, was made.
+    let (spent, frees) = match scope.tenancy.administers {
+        true => (
+            format!("{used} LibreChat accounts were deleted in the last hour and"),
+            format!("after {at}"),
+        ),
+        false => (
+            "the deletions of the last hour, in every namespace, used what".into(),
+            "within the hour".into(),
+        ),
     };
     format!(
-        "deletion waits for the deletion guard: {spent} LibreChatInstance {} allows {max} (spec.deletionGuard.maxPerHour); it goes ahead by itself after {at}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
+        "deletion waits for the deletion guard: {spent} LibreChatInstance {} allows {max} (spec.deletionGuard.maxPerHour); it goes ahead by itself {frees}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
         target::instance_key(instance),
         instance.namespace().unwrap_or_default()
     )
