@@ -217,6 +217,8 @@ async fn deliver(
         .await
         .map_err(|p| ReconcileError::Blocked(p.message))?
         .store;
+    // Read before the right to send is taken: a failed read must not leave it taken.
+    let issued = store.invite_record(&uid).await?.map(|r| r.token_hash);
     // The right to send is taken in the database before sending: at most one email, even
     // if this process dies or the status write fails right after.
     if !store.take_invite_email(&uid).await? {
@@ -224,7 +226,6 @@ async fn deliver(
         return Ok(outcome);
     }
     let expires_at = outcome.expires_at.clone().unwrap_or_default();
-    let issued = store.invite_record(&uid).await?.map(|r| r.token_hash);
     let link = Link { site, issued };
     match send(invite, ctx, &instance, smtp, &link, &expires_at).await {
         Ok(()) => {
@@ -270,9 +271,14 @@ async fn send(
     link: &Link<'_>,
     expires_at: &str,
 ) -> Result<(), String> {
-    let credentials = super::secrets::smtp_credentials(&ctx.client, instance, smtp).await?;
-    let api: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &invite.namespace().unwrap_or_default());
+    // The relay's Secret is the instance's configuration: named only to its own namespace.
+    let namespace = invite.namespace().unwrap_or_default();
+    let credentials = super::secrets::smtp_credentials(&ctx.client, instance, smtp)
+        .await
+        .map_err(|e| {
+            target::configuration_for(instance, reason::DEPENDENCY_FAILED, &e, &namespace)
+        })?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = secret_name(invite);
     let secret = api
         .get_opt(&name)

@@ -228,7 +228,7 @@ fn shareable_message(
 /// A problem with the instance's stores (`why`, `message`) as a dependent in `namespace`
 /// reads it: an outage as it is, anything about the instance's configuration (its Secrets,
 /// its URIs, its spec) only in the instance's own namespace.
-fn configuration_for(
+pub fn configuration_for(
     instance: &LibreChatInstance,
     why: &str,
     message: &str,

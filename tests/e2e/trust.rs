@@ -644,6 +644,37 @@ async fn a_tenant_does_not_read_the_instances_configuration() {
     wait_gone_in(&w, &t, "userbans", "grudge").await;
 }
 
+/// The same for what a tenant's invitation meets in the instance's mail relay: its login
+/// Secret is the instance's, named only to the instance's namespace.
+#[tokio::test]
+async fn a_tenant_does_not_read_the_relays_secret() {
+    let hidden = "relay-login-of-admins";
+    let (w, t) = tenant_world(
+        "tr-relay",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": free_port(), "from": "LibreChat <noreply@example.com>",
+                          "security": "none", "credentialsSecretRef": { "name": hidden } } }),
+    )
+    .await;
+    let invite = |email: &str| json!({ "instanceRef": lc(&w), "email": email, "sendEmail": true });
+    w.apply_in(
+        &t,
+        "UserInvite",
+        "mailed",
+        invite("tenant-guest@example.com"),
+    )
+    .await;
+    w.apply("UserInvite", "mailed", invite("admin-guest@example.com"))
+        .await;
+    let told = ready_in(&w, &t, "userinvites", "mailed", "False", "EmailNotSent").await;
+    assert!(
+        !told.contains(hidden) && told.contains("administrators"),
+        "{told}"
+    );
+    let admin_view = ready_in(&w, &w.ns, "userinvites", "mailed", "False", "EmailNotSent").await;
+    assert!(admin_view.contains(hidden), "{admin_view}");
+}
+
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
 /// carry grants on other people's agents, or system grants such as `access:admin`), or adopts
 /// an account the LibreChat admin put in one.

@@ -16,6 +16,7 @@ use crate::api::common::reason;
 use crate::api::validate::check_email;
 use crate::api::LibreChatUser;
 use crate::controller::context::Context;
+use crate::controller::tenancy::Tenancy;
 use crate::controller::{password, target};
 
 /// Hashes the password of an account not yet written when the reconcile waits because the
@@ -49,6 +50,13 @@ pub(super) async fn hash_while_waiting(user: &LibreChatUser, ctx: &Context, wait
         return;
     }
     let email = check_email(&user.spec.email).unwrap_or_default();
+    // An email the namespace may not declare is refused once the instance is back: no hash.
+    if Tenancy::of(&instance, &namespace)
+        .email_refusal(&email)
+        .is_some()
+    {
+        return;
+    }
     let Ok(Some(read)) = password::resolve(&ctx.client, user, &email, min_length, None).await
     else {
         return;

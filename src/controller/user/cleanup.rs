@@ -222,16 +222,16 @@ fn rate_limited_message(scope: &Scope<'_>, used: u64, max: u32, frees_at_ms: i64
     // When the allowance frees is when the hour's first deletion, of any namespace, was made.
     let (spent, frees) = match scope.tenancy.administers {
         true => (
-            format!("{used} LibreChat accounts were deleted in the last hour and"),
+            format!("{used} LibreChat accounts were deleted in the last hour"),
             format!("after {at}"),
         ),
         false => (
-            "the deletions of the last hour, in every namespace, used what".into(),
+            "the deletions of the last hour, in every namespace, reached the limit".into(),
             "within the hour".into(),
         ),
     };
     format!(
-        "deletion waits for the deletion guard: {spent} LibreChatInstance {} allows {max} (spec.deletionGuard.maxPerHour); it goes ahead by itself {frees}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
+        "deletion waits for the deletion guard: {spent}; LibreChatInstance {} allows {max} per hour (spec.deletionGuard.maxPerHour). It goes ahead by itself {frees}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
         target::instance_key(instance),
         instance.namespace().unwrap_or_default()
     )

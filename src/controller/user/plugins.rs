@@ -94,7 +94,10 @@ pub(super) async fn resolve(
                 .await
                 .map_err(|p| PluginProblem {
                     reason: p.reason,
-                    message: p.message,
+                    // The instance's credentials Secret is named only to its own namespace.
+                    message: crate::controller::target::configuration_for(
+                        instance, p.reason, &p.message, &namespace,
+                    ),
                     instance: true,
                 })?,
         ),
