@@ -607,12 +607,13 @@ async fn a_tenant_does_not_read_the_instances_configuration() {
                 "allowedNamespaces": [t.clone()] }),
     )
     .await;
-    w.wait_condition(
+    ready_in(
+        &w,
+        &w.ns,
         "librechatinstances",
         "lc",
-        "Ready",
         "False",
-        Some("SecretNotFound"),
+        "SecretNotFound",
     )
     .await;
     let ban = json!({ "instanceRef": lc(&w), "email": "someone@example.com" });
