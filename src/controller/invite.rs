@@ -226,8 +226,17 @@ async fn deliver(
         return Ok(outcome);
     }
     let expires_at = outcome.expires_at.clone().unwrap_or_default();
-    let link = Link { site, issued };
-    match send(invite, ctx, &instance, smtp, &link, &expires_at).await {
+    match send(
+        invite,
+        ctx,
+        &instance,
+        smtp,
+        site,
+        issued.as_deref(),
+        &expires_at,
+    )
+    .await
+    {
         Ok(()) => {
             crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
@@ -257,18 +266,15 @@ fn email_not_sent(why: String) -> Cond {
     )
 }
 
-/// The site an invitation links to, and the token hash issued for it (`None`: none recorded).
-struct Link<'a> {
-    site: &'a str,
-    issued: Option<String>,
-}
-
+/// Mails the link to `site` that the invite's Secret holds, if its token is the one `issued`
+/// (the hash recorded for this invite).
 async fn send(
     invite: &UserInvite,
     ctx: &Context,
     instance: &crate::api::LibreChatInstance,
     smtp: &crate::api::instance::SmtpSpec,
-    link: &Link<'_>,
+    site: &str,
+    issued: Option<&str>,
     expires_at: &str,
 ) -> Result<(), String> {
     // The relay's Secret is the instance's configuration: named only to its own namespace.
@@ -295,12 +301,11 @@ async fn send(
     .map_err(|e| e.to_string())?;
     // Only the link this invite issued is ever emailed: secretName may be edited to point at
     // any Secret of the namespace, and its `token` must not leave by mail.
-    let issued_here = owned_secret::owned_by(&secret, invite)
-        && link.issued.as_deref() == Some(hash_token(&raw.value).as_str());
+    let issued_here =
+        owned_secret::owned_by(&secret, invite) && issued == Some(hash_token(&raw.value).as_str());
     if !issued_here {
         return Err(format!("Secret '{name}' does not hold the link this UserInvite issued; point spec.secretName back at the Secret the operator created for it"));
     }
-    let site = link.site;
     let link = register_url(site, &raw.value);
     let email = normalize_email(&invite.spec.email);
     let invitation = crate::mail::Invitation {
