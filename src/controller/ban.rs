@@ -366,6 +366,9 @@ async fn resolve_target(
         return by_user_ref(ban, ctx, store, &reference.name, tenancy).await;
     }
     let email = check_email(spec.email.as_deref().unwrap_or_default()).unwrap_or_default();
+    if let Some(why) = tenancy.email_refusal(&email) {
+        return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, why)));
+    }
     if !tenancy.administers {
         let owned_here = store
             .find_claim(&email)
@@ -428,6 +431,9 @@ async fn by_user_ref(
     }
     let owner_uid = user.uid().unwrap_or_default();
     let claim = store.find_claim_of_owner(&owner_uid).await?;
+    if let Some(why) = claim.as_ref().and_then(|c| tenancy.email_refusal(&c.email)) {
+        return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, why)));
+    }
     if let Some(adopted) = claim
         .as_ref()
         .filter(|c| !tenancy.administers && !tenancy.fully_manages(c))

@@ -220,6 +220,9 @@ async fn resolve_members(
             },
             (None, Some(email)) => {
                 let email = normalize_email(email);
+                if let Some(why) = tenancy.email_refusal(&email) {
+                    return Ok(Err(Verdict::refused(reason::NOT_PERMITTED, why, None)));
+                }
                 let claim = store.find_claim(&email).await?;
                 if !tenancy.administers
                     && claim
@@ -238,6 +241,9 @@ async fn resolve_members(
             }
             (None, None) => None,
         };
+        if let Some(why) = claim.as_ref().and_then(|c| tenancy.email_refusal(&c.email)) {
+            return Ok(Err(Verdict::refused(reason::NOT_PERMITTED, why, None)));
+        }
         let account = match claim.and_then(|c| c.user_id) {
             Some(id) => store.find_user_by_id(id).await?,
             None => None,

@@ -62,8 +62,12 @@ impl Tenancy {
     /// Whether `claim` gives this namespace its account to manage fully (ban it, share what it
     /// may share): the claim is from here, and the operator created the account for it or the
     /// instance lets tenants manage what they adopt. Adopting alone keeps a name as declared.
+    /// An account whose email the instance's `tenantPolicy.emailDomains` no longer admits for
+    /// this namespace is not managed by it any more, whenever it was claimed.
     pub fn fully_manages(&self, claim: &Claim) -> bool {
-        claim.owner.namespace == self.namespace && (claim.created || self.may_manage_adopted)
+        claim.owner.namespace == self.namespace
+            && (claim.created || self.may_manage_adopted)
+            && self.email_outside_domains(&claim.email).is_none()
     }
 
     /// Whether the instance lets tenants put accounts in the custom role `role`.
@@ -78,8 +82,15 @@ impl Tenancy {
     }
 
     /// Why this namespace may not declare an account or invitation for `email` (`None`: it
-    /// may). Names only this namespace's own domains: another tenant's are not its business.
+    /// may), for a refusal that wrote nothing.
     pub fn email_refusal(&self, email: &str) -> Option<String> {
+        self.email_outside_domains(email)
+            .map(|rule| format!("{rule}; nothing was written"))
+    }
+
+    /// The emailDomains rule `email` falls outside of for this namespace (`None`: inside).
+    /// Names only this namespace's own domains: another tenant's are not its business.
+    pub fn email_outside_domains(&self, email: &str) -> Option<String> {
         let domains = self.email_domains.as_ref()?;
         let domain = email
             .rsplit_once('@')
@@ -93,7 +104,7 @@ impl Tenancy {
             false => domains.join(", "),
         };
         Some(format!(
-            "namespace '{}' may declare emails only in its domains ({admitted}) and '{domain}' is not one of them: the instance's tenantPolicy.emailDomains says which; nothing was written",
+            "namespace '{}' may declare emails only in its domains ({admitted}) and '{domain}' is not one of them: the instance's tenantPolicy.emailDomains says which",
             self.namespace
         ))
     }
@@ -159,6 +170,17 @@ mod tests {
         assert!(!tenant(false).fully_manages(&claim("team-a", false)));
         assert!(tenant(true).fully_manages(&claim("team-a", false)));
         assert!(!tenant(true).fully_manages(&claim("team-b", true)));
+    }
+
+    #[test]
+    fn an_account_outside_the_namespaces_email_domains_is_not_managed_whenever_claimed() {
+        let limited = |domains: &[&str]| Tenancy {
+            email_domains: Some(domains.iter().map(|d| d.to_string()).collect()),
+            ..tenant(true)
+        };
+        assert!(limited(&["example.com"]).fully_manages(&claim("team-a", true)));
+        assert!(!limited(&["team.example.com"]).fully_manages(&claim("team-a", true)));
+        assert!(!limited(&[]).fully_manages(&claim("team-a", true)));
     }
 
     #[test]

@@ -541,6 +541,79 @@ async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
     );
 }
 
+/// A rule added later reaches what the tenant claimed before it: an account whose email the
+/// instance's emailDomains no longer admits for the tenant is out of its hands. Its bans of it
+/// are lifted, its group refuses it as a member, and deleting the object releases the account rather
+/// than deleting it (the account may be the real person's by now).
+#[tokio::test]
+async fn an_email_rule_added_later_takes_the_account_out_of_the_tenants_hands() {
+    let (w, t) = tenant_world("tr-domains-later", json!({})).await;
+    let email = "alice@corp.example.com";
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "alice",
+        json!({ "instanceRef": lc(&w), "email": email, "provider": "openid",
+                "deletionPolicy": "Delete" }),
+    )
+    .await;
+    let id = status_user_id(&w, &t, "alice").await;
+    let by_ref = json!({ "instanceRef": lc(&w), "userRef": { "name": "alice" } });
+    let by_email = json!({ "instanceRef": lc(&w), "email": email });
+    w.apply_in(&t, "UserBan", "by-ref", by_ref).await;
+    w.apply_in(&t, "UserBan", "by-email", by_email).await;
+    let crew = json!({ "instanceRef": lc(&w), "name": "Crew",
+                       "members": [{ "userRef": { "name": "alice" } }] });
+    w.apply_in(&t, "LibreChatGroup", "crew", crew).await;
+    ready_in(&w, &t, "userbans", "by-ref", "True", "Banned").await;
+    ready_in(&w, &t, "userbans", "by-email", "True", "Banned").await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatgroups",
+        "crew",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    let key = format!("BANS:{}", id.to_hex());
+    assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
+
+    // The administrators limit the tenant to its own domain.
+    w.apply_instance_of_stores(
+        "lc",
+        json!({ "allowedNamespaces": [t.clone()],
+                "tenantPolicy": { "emailDomains": { t.clone(): ["team.example.com"] } } }),
+    )
+    .await;
+    for (plural, name) in [
+        ("userbans", "by-ref"),
+        ("userbans", "by-email"),
+        ("librechatgroups", "crew"),
+        ("librechatusers", "alice"),
+    ] {
+        let told = ready_in(&w, &t, plural, name, "False", "NotPermitted").await;
+        assert!(
+            told.contains("(team.example.com)"),
+            "{plural}/{name}: {told}"
+        );
+    }
+    eventually("the tenant's bans of the account to be lifted", || async {
+        log_doc(&w, &key)
+            .await
+            .is_none_or(|d| !in_force(&d))
+            .then_some(())
+    })
+    .await;
+
+    // Deleting the object lets go of the account; it stays.
+    delete_in(&w.client, &t, "LibreChatUser", "alice").await;
+    wait_gone_in(&w, &t, "librechatusers", "alice").await;
+    assert!(w.find_user(email).await.is_some());
+    assert!(owner_record(&w, email).await.is_none());
+}
+
 /// The deletion guard counts every namespace's deletions together; a tenant held by it learns
 /// that the hour's allowance is used, not how many accounts the others deleted.
 #[tokio::test]

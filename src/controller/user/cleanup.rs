@@ -155,7 +155,7 @@ async fn delete_account(
             tenancy.who_may("delete adopted accounts")
         ))
     } else {
-        None
+        tenancy.email_outside_domains(&claim.email)
     };
     if let Some(why) = refusal {
         let note = format!(
