@@ -384,13 +384,28 @@ async fn resolve_target(
         }
     }
     let subject = Some(email_subject(&email));
-    Ok(match store.find_user_by_email(&email).await? {
+    let found = store.find_user_by_email(&email).await?;
+    let role = found.as_ref().and_then(|u| u.role.as_deref());
+    if let Some(why) = tenancy.admin_refusal(&email, role) {
+        return Ok(Err(admin_not_bannable(ban, why)));
+    }
+    Ok(match found {
         Some(u) => Ok(Banned {
             target: BanTarget::User(u.id.to_hex()),
             subject,
         }),
         None => Err(awaiting_account(ban, &email)),
     })
+}
+
+/// A tenant's ban of an account that is ADMIN (made so in LibreChat, perhaps after the tenant
+/// created it): refused, and so lifted where it was in force.
+fn admin_not_bannable(ban: &UserBan, why: String) -> Outcome {
+    Outcome::stalled(
+        ban,
+        reason::NOT_PERMITTED,
+        format!("{why}. Nothing was written"),
+    )
 }
 
 /// An email ban whose account does not exist yet: settled (`Ready=True`, not active), like a
@@ -445,7 +460,18 @@ async fn by_user_ref(
         );
         return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, message)));
     }
-    let account = claim.filter(|c| c.confirmed).and_then(|c| c.user_id);
+    let account = claim.filter(|c| c.confirmed);
+    if let Some(c) = &account {
+        let stored = match c.user_id {
+            Some(id) => store.find_user_by_id(id).await?,
+            None => None,
+        };
+        let role = stored.as_ref().and_then(|u| u.role.as_deref());
+        if let Some(why) = tenancy.admin_refusal(&c.email, role) {
+            return Ok(Err(admin_not_bannable(ban, why)));
+        }
+    }
+    let account = account.and_then(|c| c.user_id);
     Ok(match account {
         Some(id) => Ok(Banned { target: BanTarget::User(id.to_hex()), subject: Some(owner_subject(&owner_uid)) }),
         None => Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, format!("LibreChatUser '{name}' owns no LibreChat account yet; the ban applies as soon as it does"))),

@@ -70,6 +70,18 @@ impl Tenancy {
             && self.email_outside_domains(&claim.email).is_none()
     }
 
+    /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may
+    /// not: an ADMIN account is only for namespaces the instance lets hold ADMIN, whoever made
+    /// it ADMIN (LibreChat's admins may promote an account a tenant created).
+    pub fn admin_refusal(&self, email: &str, stored_role: Option<&str>) -> Option<String> {
+        (stored_role == Some("ADMIN") && !self.administers && !self.may_hold_admin).then(|| {
+            format!(
+                "the account {email} is an ADMIN account: {} unless the instance sets allowAdmin",
+                self.who_may("manage it")
+            )
+        })
+    }
+
     /// Whether the instance lets tenants put accounts in the custom role `role`.
     pub fn lists_assignable(&self, role: &str) -> bool {
         self.assignable_roles.iter().any(|r| r == role)

@@ -614,6 +614,69 @@ async fn an_email_rule_added_later_takes_the_account_out_of_the_tenants_hands() 
     assert!(owner_record(&w, email).await.is_none());
 }
 
+/// LibreChat's admins may make an account a tenant created ADMIN. A tenant that may not hold
+/// ADMIN then changes nothing of it: not its password (which would log the tenant in as an
+/// admin), not a ban, not a deletion.
+#[tokio::test]
+async fn a_tenant_does_not_keep_an_account_librechat_made_admin() {
+    let (w, t) = tenant_world("tr-promoted", json!({})).await;
+    let email = "lead@example.com";
+    put_secret(
+        &w.client,
+        &t,
+        "lead-pw",
+        &[("password", "Tenant-Knows-This-1")],
+    )
+    .await;
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "lead",
+        json!({ "instanceRef": lc(&w), "email": email, "deletionPolicy": "Delete",
+                "password": { "secretRef": { "name": "lead-pw", "key": "password" } } }),
+    )
+    .await;
+    let id = status_user_id(&w, &t, "lead").await;
+    // Promoted in LibreChat (its admin panel or role sync).
+    w.users()
+        .update_one(doc! { "_id": id }, doc! { "$set": { "role": "ADMIN" } })
+        .await
+        .unwrap();
+    let before = user_doc(&w, id).await.unwrap();
+
+    put_secret(
+        &w.client,
+        &t,
+        "lead-pw",
+        &[("password", "Tenant-Sets-This-2")],
+    )
+    .await;
+    let told = ready_in(&w, &t, "librechatusers", "lead", "False", "NotPermitted").await;
+    assert!(
+        told.contains("ADMIN") && told.contains("allowAdmin"),
+        "{told}"
+    );
+    w.apply_in(
+        &t,
+        "UserBan",
+        "demote",
+        json!({ "instanceRef": lc(&w), "userRef": { "name": "lead" } }),
+    )
+    .await;
+    ready_in(&w, &t, "userbans", "demote", "False", "NotPermitted").await;
+    let after = user_doc(&w, id).await.unwrap();
+    assert_eq!(after.get_str("password"), before.get_str("password"));
+    assert_eq!(after.get_str("role").unwrap(), "ADMIN");
+    assert!(log_doc(&w, &format!("BANS:{}", id.to_hex()))
+        .await
+        .is_none());
+
+    // Deleting the object lets go of the account; the admin stays.
+    delete_in(&w.client, &t, "LibreChatUser", "lead").await;
+    wait_gone_in(&w, &t, "librechatusers", "lead").await;
+    assert!(user_doc(&w, id).await.is_some());
+}
+
 /// The deletion guard counts every namespace's deletions together; a tenant held by it learns
 /// that the hour's allowance is used, not how many accounts the others deleted.
 #[tokio::test]

@@ -378,6 +378,12 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
             ));
         }
     }
+    if let Some(why) = plan
+        .tenancy
+        .admin_refusal(&plan.email, stored.role.as_deref())
+    {
+        return Some(format!("{why}. Nothing was written"));
+    }
     if account.created || plan.tenancy.may_manage_adopted {
         return None;
     }
