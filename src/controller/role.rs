@@ -90,6 +90,15 @@ fn permitted(role: &LibreChatRole, tenancy: &Tenancy) -> Result<(), String> {
             tenancy.who_may("change it")
         ));
     }
+    if !tenancy.administers && tenancy.lists_assignable(&role.spec.name) {
+        // Every team may put its accounts in an assignable role: whoever declared it would
+        // set the permissions of other teams' accounts.
+        return Err(format!(
+            "the role {} is listed in the instance's tenantPolicy.assignableRoles, so every team's accounts may be in it: {}",
+            role.spec.name,
+            tenancy.who_may("declare it")
+        ));
+    }
     if !tenancy.may_manage_roles {
         return Err(format!("namespace '{}' may not create or change roles: {} unless the instance sets tenantPolicy.manageRoles", tenancy.namespace, tenancy.who_may("do so")));
     }

@@ -885,7 +885,7 @@ async fn a_tenant_cannot_put_its_accounts_in_a_role_it_does_not_own() {
         "lc",
         &env("REDIS_URL"),
         json!({ "allowedNamespaces": [t.clone()],
-                "tenantPolicy": { "manageRoles": true, "assignableRoles": ["STAFF"] } }),
+                "tenantPolicy": { "manageRoles": true, "assignableRoles": ["STAFF", "OPS"] } }),
     )
     .await;
     let climber = status_user_id(&w, &t, "climber").await;
@@ -897,6 +897,27 @@ async fn a_tenant_cannot_put_its_accounts_in_a_role_it_does_not_own() {
             .unwrap(),
         "STAFF"
     );
+
+    // An assignable role nobody declared yet is not the tenant's to declare: it would set the
+    // permissions of every team's accounts in it.
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "ops",
+        json!({ "instanceRef": lc(&w), "name": "OPS",
+                "permissions": { "PEOPLE_PICKER": { "VIEW_USERS": true } } }),
+    )
+    .await;
+    let told = ready_in(&w, &t, "librechatroles", "ops", "False", "NotPermitted").await;
+    assert!(told.contains("assignableRoles"), "{told}");
+    assert_eq!(count(&w, "roles", doc! { "name": "OPS" }).await, 0);
+    assert!(w
+        .db
+        .collection::<Document>("librechat_operator_access")
+        .find_one(doc! { "_id": "role:OPS" })
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// What anyone who may write `*/status` can do: make `x`'s status name another account.
