@@ -419,24 +419,10 @@ async fn converge(
 /// LibreChat's admin API does) and drops its members' cached principals.
 async fn cleanup(group: &LibreChatGroup, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = group.namespace().unwrap_or_default();
-    let target = match target::resolve(ctx, &group.spec.instance_ref, &namespace).await? {
-        Ok(t) => t,
-        // Nothing was ever written without a resolvable instance (or the instance is gone).
-        Err(_)
-            if group
-                .status
-                .as_ref()
-                .and_then(|s| s.group_id.as_ref())
-                .is_none() =>
-        {
-            return Ok(Action::await_change())
-        }
-        Err(p) => {
-            return Err(ReconcileError::Blocked(format!(
-                "cannot delete the LibreChat group yet: {}",
-                p.message
-            )))
-        }
+    let reference = &group.spec.instance_ref;
+    let undoing = "delete the LibreChat group";
+    let Some(target) = target::cleanup_target(ctx, reference, &namespace, undoing).await? else {
+        return Ok(Action::await_change());
     };
     let store = &target.stores.store;
     let key = group_key(&group.spec.name);

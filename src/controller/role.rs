@@ -342,23 +342,10 @@ fn report_built_in(
 /// (their caches dropped), then the role and its cached copy. Grants this object gave go.
 async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = role.namespace().unwrap_or_default();
-    let target = match target::resolve(ctx, &role.spec.instance_ref, &namespace).await? {
-        Ok(t) => t,
-        Err(_)
-            if role
-                .status
-                .as_ref()
-                .and_then(|s| s.instance.as_ref())
-                .is_none() =>
-        {
-            return Ok(Action::await_change())
-        }
-        Err(p) => {
-            return Err(ReconcileError::Blocked(format!(
-                "cannot remove the LibreChat role yet: {}",
-                p.message
-            )))
-        }
+    let reference = &role.spec.instance_ref;
+    let undoing = "remove the LibreChat role";
+    let Some(target) = target::cleanup_target(ctx, reference, &namespace, undoing).await? else {
+        return Ok(Action::await_change());
     };
     let store = &target.stores.store;
     let name = &role.spec.name;

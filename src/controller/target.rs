@@ -269,6 +269,28 @@ pub async fn cleanup_stores(
     Ok(stores)
 }
 
+/// Where the cleanup of an object in `namespace` undoes what it wrote (`undoing`, said when
+/// it must wait): its instance and stores, whatever the object's status says (status is no
+/// identity: what the object wrote is found by its ownership records) and whether the
+/// namespace is still admitted. `None`: the instance is gone, which it is only after its
+/// dependents' cleanups, so nothing is left to reach.
+pub async fn cleanup_target(
+    ctx: &Context,
+    reference: &InstanceRef,
+    namespace: &str,
+    undoing: &str,
+) -> Result<Option<Target>, super::ReconcileError> {
+    let Some(instance) = find_instance(ctx, reference, namespace).await? else {
+        return Ok(None);
+    };
+    match cleanup_stores(ctx, &instance, namespace, true).await {
+        Ok(stores) => Ok(Some(Target { instance, stores })),
+        Err(why) => Err(super::ReconcileError::Blocked(format!(
+            "cannot {undoing} yet: {why}"
+        ))),
+    }
+}
+
 /// The instance an object in `namespace` refers to, when it exists and admits the namespace,
 /// Ready or not.
 pub async fn admitted_instance(

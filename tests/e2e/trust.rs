@@ -677,6 +677,66 @@ async fn a_tenant_does_not_keep_an_account_librechat_made_admin() {
     assert!(user_doc(&w, id).await.is_some());
 }
 
+/// Status is no identity, not even for what a cleanup must undo: the tenant leaves the
+/// instance's allowed namespaces, someone who may write `*/status` erases what a group's and a
+/// role's status say they wrote, and the objects are deleted. The group and the role still go
+/// from LibreChat, found by their ownership records (and the deletions do not wait forever for
+/// a namespace the instance no longer admits).
+#[tokio::test]
+async fn a_forged_status_does_not_leave_a_group_or_role_behind() {
+    let (w, t) = tenant_world(
+        "tr-forge-cleanup",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    w.apply_in(
+        &t,
+        "LibreChatGroup",
+        "crew",
+        json!({ "instanceRef": lc(&w), "name": "Crew" }),
+    )
+    .await;
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "crewrole",
+        json!({ "instanceRef": lc(&w), "name": "CREW",
+                "permissions": { "AGENTS": { "USE": true } } }),
+    )
+    .await;
+    for plural in ["librechatgroups", "librechatroles"] {
+        let name = if plural == "librechatgroups" {
+            "crew"
+        } else {
+            "crewrole"
+        };
+        wait_condition_in(&w.client, &t, plural, name, "Ready", "True", None).await;
+    }
+    assert_eq!(count(&w, "groups", doc! { "name": "Crew" }).await, 1);
+    assert_eq!(count(&w, "roles", doc! { "name": "CREW" }).await, 1);
+
+    w.apply_instance_of_stores("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    let erased = json!({ "status": { "groupId": null, "instance": null } });
+    for (kind, plural, name) in [
+        ("LibreChatGroup", "librechatgroups", "crew"),
+        ("LibreChatRole", "librechatroles", "crewrole"),
+    ] {
+        ready_in(&w, &t, plural, name, "False", "NamespaceNotAllowed").await;
+        dynamic(&w.client, &t, kind)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&erased))
+            .await
+            .unwrap();
+    }
+    delete_in(&w.client, &t, "LibreChatGroup", "crew").await;
+    delete_in(&w.client, &t, "LibreChatRole", "crewrole").await;
+    wait_gone_in(&w, &t, "librechatgroups", "crew").await;
+    wait_gone_in(&w, &t, "librechatroles", "crewrole").await;
+    assert_eq!(count(&w, "groups", doc! { "name": "Crew" }).await, 0);
+    assert_eq!(count(&w, "roles", doc! { "name": "CREW" }).await, 0);
+    assert_eq!(count(&w, "librechat_operator_access", doc! {}).await, 0);
+}
+
 /// The deletion guard counts every namespace's deletions together; a tenant held by it learns
 /// that the hour's allowance is used, not how many accounts the others deleted.
 #[tokio::test]
