@@ -1814,6 +1814,31 @@ async fn a_tenant_cannot_reset_the_two_factor_of_an_account_it_only_adopted() {
     );
     assert!(stored.get_str("totpSecret").is_ok());
     w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
+
+    // Nor send verification links to someone whose email is not verified yet (each voids the
+    // owner's own pending link, and with a mail relay, mails them at every resend).
+    let unverified = ObjectId::new();
+    let mut pending = foreign_user(unverified, "pending@example.com");
+    pending.insert("emailVerified", false);
+    w.users().insert_one(pending).await.unwrap();
+    for (name, verified) in [("nag", json!(false)), ("vouch", json!(true))] {
+        let mut attack = json!({ "instanceRef": lc(&w), "email": "pending@example.com",
+                                 "adopt": true, "emailVerified": verified });
+        if verified == json!(false) {
+            attack["resendVerificationAt"] = json!(jiff::Timestamp::now().to_string());
+        }
+        w.apply_in(&t, "LibreChatUser", name, attack).await;
+        let told = ready_in(&w, &t, "librechatusers", name, "False", "NotPermitted").await;
+        assert!(told.contains("emailVerified"), "{told}");
+        delete_in(&w.client, &t, "LibreChatUser", name).await;
+        wait_gone_in(&w, &t, "librechatusers", name).await;
+    }
+    assert_eq!(count(&w, "tokens", doc! { "userId": unverified }).await, 0);
+    assert!(!user_doc(&w, unverified)
+        .await
+        .unwrap()
+        .get_bool("emailVerified")
+        .unwrap());
 }
 
 /// A restarted operator takes a password as applied from status only for the account status

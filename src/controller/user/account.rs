@@ -387,7 +387,16 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
     if account.created || plan.tenancy.may_manage_adopted {
         return None;
     }
-    let mut forbidden: Vec<&str> = changed.iter().copied().filter(|f| *f == "role").collect();
+    let mut forbidden: Vec<&str> = changed
+        .iter()
+        .copied()
+        .filter(|f| matches!(*f, "role" | "emailVerified"))
+        .collect();
+    // A verification link voids the owner's own pending links and, with a mail relay, mails
+    // them at every `resendVerificationAt`: not for an account the object only adopted.
+    if plan.desired.email_verified == Some(false) && !stored.email_verified {
+        forbidden.push("emailVerified");
+    }
     if plan.declares_password() {
         forbidden.push("password");
     }
