@@ -206,6 +206,15 @@ async fn claim(
             None,
         )));
     }
+    if !tenancy.administers && !exists {
+        if let Some(what) = store.role_name_in_use(name).await? {
+            return Ok(Err(Verdict::refused(
+                reason::ALREADY_EXISTS,
+                format!("LibreChat already uses the role name '{name}' ({what}), and a role a tenant declares under it would take that on: choose another name; nothing was written"),
+                None,
+            )));
+        }
+    }
     let owner = Owner {
         kind: "LibreChatRole".into(),
         namespace: role.namespace().unwrap_or_default(),

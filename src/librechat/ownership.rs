@@ -255,6 +255,26 @@ impl Store {
             .await
     }
 
+    /// Does what the claim still owes the account `stored` (the claim's), each recorded as
+    /// done once done: both are idempotent, so a repeat after a crash does no harm.
+    pub async fn finish_follow_ups(
+        &self,
+        claim: &Claim,
+        stored: &super::users::StoredUser,
+    ) -> Result<(), StoreError> {
+        for follow_up in &claim.follow_ups {
+            match follow_up {
+                FollowUp::RevokeSessions => {
+                    self.revoke_sessions(stored.id).await?;
+                }
+                FollowUp::DropCaches => self.drop_user_caches(stored).await?,
+            }
+            self.fulfilled(&claim.email, &claim.owner.uid, *follow_up)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Records that `follow_up` was done.
     pub async fn fulfilled(
         &self,

@@ -978,6 +978,29 @@ async fn a_tenant_cannot_put_its_accounts_in_a_role_it_does_not_own() {
         .await
         .unwrap()
         .is_none());
+
+    // A name LibreChat already uses without a role document (accounts left in it, a system
+    // grant made for it) is not free: the tenant's new role would inherit what names it.
+    let mut legacy = foreign_user(ObjectId::new(), "legacy@example.com");
+    legacy.insert("role", "LEGACY");
+    w.users().insert_one(legacy).await.unwrap();
+    w.db.collection::<Document>("systemgrants")
+        .insert_one(doc! { "principalType": "role", "principalId": "AUDITORS",
+        "capability": "read:users", "grantedAt": mongodb::bson::DateTime::now() })
+        .await
+        .unwrap();
+    for (object, name) in [("legacy", "LEGACY"), ("auditors", "AUDITORS")] {
+        w.apply_in(
+            &t,
+            "LibreChatRole",
+            object,
+            json!({ "instanceRef": lc(&w), "name": name,
+                    "permissions": { "AGENTS": { "USE": true } } }),
+        )
+        .await;
+        ready_in(&w, &t, "librechatroles", object, "False", "AlreadyExists").await;
+        assert_eq!(count(&w, "roles", doc! { "name": name }).await, 0);
+    }
 }
 
 /// What anyone who may write `*/status` can do: make `x`'s status name another account.
@@ -1325,9 +1348,10 @@ async fn follow_ups(w: &World, email: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
-    let mut w = World::with_instance("tr-crashpw", json!({})).await;
+/// `c` (crash@example.com) with two sessions; its password Secret rotated while the operator
+/// was down, and the operator crashed after writing the new hash, before ending the sessions
+/// (promised in the ownership record). Returns the account and the Secret version status showed.
+async fn rotated_and_crashed_before_revocation(w: &mut World) -> (ObjectId, Option<Value>) {
     w.secret("pw", &[("password", PASSWORD)]).await;
     w.apply(
         "LibreChatUser",
@@ -1335,7 +1359,7 @@ async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
         crate::user::local_user("crash@example.com", "pw"),
     )
     .await;
-    let id = status_user_id(&w, &w.ns.clone(), "c").await;
+    let id = status_user_id(w, &w.ns.clone(), "c").await;
     let sessions = w.db.collection::<Document>("sessions");
     let later = mongodb::bson::DateTime::from_millis(
         mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
@@ -1359,23 +1383,30 @@ async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-password-hash")]);
     let code = w.wait_operator_exit(Duration::from_secs(60)).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
-    let stored = user_doc(&w, id).await.unwrap();
+    let stored = user_doc(w, id).await.unwrap();
     assert!(
         bcrypt::verify("A-Rotated-Password-42", stored.get_str("password").unwrap()).unwrap(),
         "the new hash is written before the crash"
     );
     assert_eq!(
-        count(&w, "sessions", doc! { "user": id }).await,
+        count(w, "sessions", doc! { "user": id }).await,
         2,
         "the crash came before the revocation"
     );
     assert!(
-        follow_ups(&w, "crash@example.com")
+        follow_ups(w, "crash@example.com")
             .await
             .contains(&"revokeSessions".to_string()),
         "the revocation is promised in the ownership record"
     );
 
+    (id, version_before)
+}
+
+#[tokio::test]
+async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
+    let mut w = World::with_instance("tr-crashpw", json!({})).await;
+    let (id, version_before) = rotated_and_crashed_before_revocation(&mut w).await;
     w.start_operator();
     eventually("the sessions to be revoked", || async {
         (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
@@ -1398,6 +1429,21 @@ async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
         "users": [{ "email": "crash@example.com", "password": "A-Rotated-Password-42" }],
         "sessionsRevoked": [id.to_hex()],
     }));
+}
+
+/// The same crash, then the object is deleted (Retain) before the operator is back: the
+/// sessions still end before the ownership record, which holds the promise, goes with it.
+#[tokio::test]
+async fn a_deletion_after_a_crash_between_new_password_and_revocation_still_revokes() {
+    let mut w = World::with_instance("tr-crashdel", json!({})).await;
+    let (id, _) = rotated_and_crashed_before_revocation(&mut w).await;
+    w.delete("LibreChatUser", "c").await;
+    w.start_operator();
+    w.wait_gone("librechatusers", "c").await;
+    assert_eq!(count(&w, "sessions", doc! { "user": id }).await, 0);
+    assert!(user_doc(&w, id).await.is_some(), "Retain keeps the account");
+    assert!(owner_record(&w, "crash@example.com").await.is_none());
+    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
 }
 
 #[tokio::test]

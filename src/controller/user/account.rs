@@ -56,7 +56,9 @@ pub(super) async fn converge(
         Ok(a) => a,
         Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
     };
-    finish_follow_ups(plan, &claim, &account.stored).await?;
+    plan.store()
+        .finish_follow_ups(&claim, &account.stored)
+        .await?;
     if let Err(outcome) = correct(ctx, plan, &mut account, user).await? {
         return Ok(Converged::Done(Box::new(outcome)));
     }
@@ -471,28 +473,6 @@ async fn correct(
     ctx.changed(user, plan.change(event, account.stored.id, note))
         .await;
     Ok(Ok(()))
-}
-
-/// Finishes what an earlier reconcile promised and could not do (it crashed, or the call
-/// failed): every follow-up is idempotent, so doing one twice is harmless.
-async fn finish_follow_ups(
-    plan: &Plan,
-    claim: &Claim,
-    stored: &StoredUser,
-) -> Result<(), StoreError> {
-    let store = plan.store();
-    for follow_up in &claim.follow_ups {
-        match follow_up {
-            FollowUp::RevokeSessions => {
-                store.revoke_sessions(stored.id).await?;
-            }
-            FollowUp::DropCaches => store.drop_user_caches(stored).await?,
-        }
-        store
-            .fulfilled(&plan.email, &plan.owner.uid, *follow_up)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Whether status says this version of the password was applied to this very account (the

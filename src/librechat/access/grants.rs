@@ -130,7 +130,8 @@ impl Store {
     ) -> Result<Option<ObjectId>, StoreError> {
         Ok(self
             .collection("accessroles")
-            .find_one(doc! { "accessRoleId": format!("{resource_type}_{bundle}") })
+            // The seeded, tenant-less one: `{accessRoleId, tenantId}` is what is unique.
+            .find_one(doc! { "accessRoleId": format!("{resource_type}_{bundle}"), "tenantId": { "$exists": false } })
             .projection(doc! { "_id": 1 })
             .deadline("reading access roles")
             .await?

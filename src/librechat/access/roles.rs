@@ -6,10 +6,14 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 
 use super::super::deadline::MongoCall;
 use super::super::error::StoreError;
+use super::super::owned::ACL_ENTRIES;
 use super::super::permissions::Permissions;
 use super::super::{collections, Store};
 
 pub const ROLES: &str = "roles";
+/// LibreChat's capability grants and per-principal config overrides (contract part II §5.4).
+const SYSTEM_GRANTS: &str = "systemgrants";
+const CONFIGS: &str = "configs";
 
 /// A stored role as far as the operator reads it.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +130,38 @@ impl Store {
             .deadline("updating a role")
             .await
             .map(|_| ())
+    }
+
+    /// What in LibreChat already names the role `name` (no role document need exist): its
+    /// accounts, or shares, system grants or config overrides for it as a principal. A role
+    /// created under that name would inherit them.
+    pub async fn role_name_in_use(&self, name: &str) -> Result<Option<&'static str>, StoreError> {
+        if self
+            .collection(collections::USERS)
+            .find_one(doc! { "role": name })
+            .deadline("reading a role's users")
+            .await?
+            .is_some()
+        {
+            return Ok(Some("accounts are in it"));
+        }
+        let as_principal = doc! { "principalType": "role", "principalId": name };
+        for (collection, what) in [
+            (ACL_ENTRIES, "shares name it"),
+            (SYSTEM_GRANTS, "system grants name it"),
+            (CONFIGS, "config overrides name it"),
+        ] {
+            let found = self
+                .collection(collection)
+                .find_one(as_principal.clone())
+                .projection(doc! { "_id": 1 })
+                .deadline("reading what names a role")
+                .await?;
+            if found.is_some() {
+                return Ok(Some(what));
+            }
+        }
+        Ok(None)
     }
 
     /// Accounts with the role.
