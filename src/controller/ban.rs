@@ -387,7 +387,7 @@ async fn resolve_target(
     let found = store.find_user_by_email(&email).await?;
     let role = found.as_ref().and_then(|u| u.role.as_deref());
     if let Some(why) = tenancy.admin_refusal(&email, role) {
-        return Ok(Err(admin_not_bannable(ban, why)));
+        return Ok(Err(admin_not_bannable(ban, ctx, why)));
     }
     Ok(match found {
         Some(u) => Ok(Banned {
@@ -399,13 +399,17 @@ async fn resolve_target(
 }
 
 /// A tenant's ban of an account that is ADMIN (made so in LibreChat, perhaps after the tenant
-/// created it): refused, and so lifted where it was in force.
-fn admin_not_bannable(ban: &UserBan, why: String) -> Outcome {
-    Outcome::stalled(
-        ban,
-        reason::NOT_PERMITTED,
-        format!("{why}. Nothing was written"),
-    )
+/// created it): refused, and so lifted where it was in force. LibreChat may demote the account
+/// without any Kubernetes event, so it is looked at again at the resync.
+fn admin_not_bannable(ban: &UserBan, ctx: &Context, why: String) -> Outcome {
+    Outcome {
+        requeue: Some(ctx.settings.default_resync),
+        ..Outcome::stalled(
+            ban,
+            reason::NOT_PERMITTED,
+            format!("{why}; the ban is not in force"),
+        )
+    }
 }
 
 /// An email ban whose account does not exist yet: settled (`Ready=True`, not active), like a
@@ -468,7 +472,7 @@ async fn by_user_ref(
         };
         let role = stored.as_ref().and_then(|u| u.role.as_deref());
         if let Some(why) = tenancy.admin_refusal(&c.email, role) {
-            return Ok(Err(admin_not_bannable(ban, why)));
+            return Ok(Err(admin_not_bannable(ban, ctx, why)));
         }
     }
     let account = account.and_then(|c| c.user_id);

@@ -113,7 +113,7 @@ async fn sync(
     if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
         return Ok(name_taken(group, &tenancy.names(&r.owner)));
     }
-    let members = match resolve_members(ctx, store, group, &tenancy).await? {
+    let mut members = match resolve_members(ctx, store, group, &tenancy).await? {
         Ok(m) => m,
         Err(refusal) => return Ok(refusal),
     };
@@ -143,7 +143,23 @@ async fn sync(
             Err(verdict) => return Ok(verdict),
         },
     };
-    converge(ctx, group, &target, &key, record, members, planned, found).await
+    let left_out = std::mem::take(&mut members.left_out);
+    let verdict = converge(ctx, group, &target, &key, record, members, planned, found).await?;
+    Ok(with_left_out(verdict, left_out))
+}
+
+/// A group that left members out is converged without them and says so, as a refusal a
+/// person fixes (by dropping them, or by the instance admitting their emails).
+fn with_left_out(verdict: Verdict, left_out: Vec<(String, String)>) -> Verdict {
+    let Some((_, why)) = left_out.first() else {
+        return verdict;
+    };
+    let labels: Vec<&str> = left_out.iter().map(|(l, _)| l.as_str()).collect();
+    let message = format!(
+        "left out of the group (a membership given earlier is taken back): {}; {why}",
+        labels.join(", ")
+    );
+    Verdict::refused(reason::NOT_PERMITTED, message, verdict.requeue)
 }
 
 fn resync(ctx: &Context, target: &Target) -> std::time::Duration {
@@ -194,6 +210,9 @@ fn owner_of(group: &LibreChatGroup) -> Owner {
 struct Members {
     ids: BTreeSet<String>,
     pending: Vec<String>,
+    /// Members the namespace may no longer name (outside its emailDomains), with why: left
+    /// out, so a membership given before the rule is taken back.
+    left_out: Vec<(String, String)>,
 }
 
 /// Finds each member's account through the ownership record (never through status). A tenant
@@ -207,6 +226,7 @@ async fn resolve_members(
     let mut members = Members {
         ids: BTreeSet::new(),
         pending: Vec::new(),
+        left_out: Vec::new(),
     };
     let users: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), &tenancy.namespace);
     for member in &group.spec.members {
@@ -220,8 +240,9 @@ async fn resolve_members(
             },
             (None, Some(email)) => {
                 let email = normalize_email(email);
-                if let Some(why) = tenancy.email_refusal(&email) {
-                    return Ok(Err(Verdict::refused(reason::NOT_PERMITTED, why, None)));
+                if let Some(why) = tenancy.email_outside_domains(&email) {
+                    members.left_out.push((member.label(), why));
+                    continue;
                 }
                 let claim = store.find_claim(&email).await?;
                 if !tenancy.administers
@@ -241,8 +262,12 @@ async fn resolve_members(
             }
             (None, None) => None,
         };
-        if let Some(why) = claim.as_ref().and_then(|c| tenancy.email_refusal(&c.email)) {
-            return Ok(Err(Verdict::refused(reason::NOT_PERMITTED, why, None)));
+        if let Some(why) = claim
+            .as_ref()
+            .and_then(|c| tenancy.email_outside_domains(&c.email))
+        {
+            members.left_out.push((member.label(), why));
+            continue;
         }
         let account = match claim.and_then(|c| c.user_id) {
             Some(id) => store.find_user_by_id(id).await?,

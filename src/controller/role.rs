@@ -206,14 +206,12 @@ async fn claim(
             None,
         )));
     }
-    if !tenancy.administers && !exists {
-        if let Some(what) = store.role_name_in_use(name).await? {
-            return Ok(Err(Verdict::refused(
+    if !tenancy.administers && !exists && store.role_name_in_use(name).await? {
+        return Ok(Err(Verdict::refused(
                 reason::ALREADY_EXISTS,
-                format!("LibreChat already uses the role name '{name}' ({what}), and a role a tenant declares under it would take that on: choose another name; nothing was written"),
+                format!("LibreChat already uses the role name '{name}' (accounts, shares, system grants or config overrides name it), and a role a tenant declares under it would take that on: choose another name; nothing was written"),
                 None,
-            )));
-        }
+        )));
     }
     let owner = Owner {
         kind: "LibreChatRole".into(),
@@ -377,7 +375,11 @@ async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, Reconcil
     )
     .await?;
     let mut owed = vec![CacheDrop::PromptAccess, CacheDrop::Role(name.clone())];
-    if !is_built_in(name) {
+    // A tenant's role the instance has since listed as assignable may hold other teams'
+    // accounts: it stays (the instance's namespace's to declare now), only the claim goes.
+    let tenancy = Tenancy::of(&target.instance, &namespace);
+    let left_to_admins = !tenancy.administers && tenancy.lists_assignable(name);
+    if !is_built_in(name) && !left_to_admins {
         let users = store.role_users(name).await?;
         owed.extend(
             users

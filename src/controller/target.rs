@@ -280,8 +280,12 @@ pub async fn cleanup_target(
     namespace: &str,
     undoing: &str,
 ) -> Result<Option<Target>, super::ReconcileError> {
-    let Some(instance) = find_instance(ctx, reference, namespace).await? else {
-        return Ok(None);
+    let instance = match find_instance(ctx, reference, namespace).await {
+        Ok(Some(instance)) => instance,
+        Ok(None) => return Ok(None),
+        // An instance the operator may not read was never written to by it.
+        Err(kube::Error::Api(e)) if e.code == 403 => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     match cleanup_stores(ctx, &instance, namespace, true).await {
         Ok(stores) => Ok(Some(Target { instance, stores })),

@@ -392,11 +392,19 @@ impl Store {
     }
 }
 
-/// The transaction id of a grant: the first 12 bytes of sha256(`<object uid>/<grant id>`), the
-/// same in every process and every reconcile.
-pub fn grant_transaction_id(owner_uid: &str, grant_id: &str) -> ObjectId {
+/// What a grant id is unique within: the declaring object's namespace and name, and the
+/// account. An object re-created under its name for the same account (a GitOps replace, a
+/// backup restored) finds its grants applied; a new account gets them.
+pub fn grant_scope(namespace: &str, name: &str, account: ObjectId) -> String {
+    format!("{namespace}/{name}/{}", account.to_hex())
+}
+
+/// The transaction id of a grant: the first 12 bytes of sha256(`<scope>/<grant id>`), the same
+/// in every process and every reconcile. The scope is [`grant_scope`]; grants applied before
+/// it were scoped by the object's uid, and still count as applied.
+pub fn grant_transaction_id(scope: &str, grant_id: &str) -> ObjectId {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{owner_uid}/{grant_id}").as_bytes());
+    let digest = Sha256::digest(format!("{scope}/{grant_id}").as_bytes());
     let mut bytes = [0u8; 12];
     bytes.copy_from_slice(&digest[..12]);
     ObjectId::from_bytes(bytes)

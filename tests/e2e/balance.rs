@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
-use librechat_operator::librechat::balance::grant_transaction_id;
+use librechat_operator::librechat::balance::{grant_scope, grant_transaction_id};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::{json, Value};
 
@@ -40,19 +40,14 @@ async fn transactions_of(w: &World, user: ObjectId) -> u64 {
         .unwrap()
 }
 
-/// The object's uid and its account's id, once Ready.
+/// The scope of the object's grants and its account's id, once Ready.
 async fn ready_user(w: &World, name: &str) -> (String, ObjectId, Value) {
     let obj = w
         .wait_condition("librechatusers", name, "Ready", "True", None)
         .await;
-    let uid = obj
-        .pointer("/metadata/uid")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string();
     let id = obj.pointer("/status/userId").unwrap().as_str().unwrap();
-    (uid, ObjectId::parse_str(id).unwrap(), obj)
+    let id = ObjectId::parse_str(id).unwrap();
+    (grant_scope(&w.ns, name, id), id, obj)
 }
 
 async fn credits_shown(w: &World, name: &str, want: i64) {
@@ -72,9 +67,9 @@ async fn a_new_account_gets_its_start_balance_and_each_grant_once() {
     ] });
     w.apply("LibreChatUser", "u", user_spec("rich@example.com", grants))
         .await;
-    let (uid, id, _) = ready_user(&w, "u").await;
+    let (scope, id, _) = ready_user(&w, "u").await;
     credits_shown(&w, "u", 20600).await;
-    let tx = |g: &str| grant_transaction_id(&uid, g).to_hex();
+    let tx = |g: &str| grant_transaction_id(&scope, g).to_hex();
     let expectations = json!({
         "users": [{ "email": "rich@example.com" }],
         "balances": [{ "userId": id.to_hex(), "tokenCredits": 20600, "fields": {
@@ -108,6 +103,54 @@ async fn a_new_account_gets_its_start_balance_and_each_grant_once() {
     );
     assert_eq!(transactions_of(&w, id).await, 3);
     assert_eq!(balances_of(&w, id).await.len(), 1);
+}
+
+/// A grant id is applied once per object name and account, ever: the object deleted
+/// (Retain) and applied again, taking its account back (a replace, a restore: a new uid),
+/// finds its grants applied, and so does one whose grant was applied under the uid-keyed id
+/// that earlier builds used.
+#[tokio::test]
+async fn a_re_created_object_does_not_grant_again() {
+    let w = World::with_instance("bal-recreate", balance_config()).await;
+    let grants = json!({ "grants": [{ "id": "welcome", "credits": 500 }] });
+    w.apply(
+        "LibreChatUser",
+        "u",
+        user_spec("again@example.com", grants.clone()),
+    )
+    .await;
+    let (_, id, _) = ready_user(&w, "u").await;
+    credits_shown(&w, "u", 20500).await;
+    w.delete("LibreChatUser", "u").await;
+    w.wait_gone("librechatusers", "u").await;
+    // Applied again (taking the account it left behind back).
+    let mut again = user_spec("again@example.com", grants);
+    again["adopt"] = json!(true);
+    w.apply("LibreChatUser", "u", again).await;
+    let (_, again, _) = ready_user(&w, "u").await;
+    assert_eq!(again, id, "the re-created object manages the same account");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    credits_shown(&w, "u", 20500).await;
+    assert_eq!(transactions_of(&w, id).await, 1);
+
+    // A grant an earlier build applied under the object's uid counts as applied.
+    let obj = w.get("librechatusers", "u").await.unwrap();
+    let uid = obj.pointer("/metadata/uid").unwrap().as_str().unwrap();
+    w.db.collection::<Document>("transactions")
+        .insert_one(
+            doc! { "_id": grant_transaction_id(uid, "legacy"), "user": id,
+            "tokenType": "credits", "context": "admin", "rawAmount": 70 },
+        )
+        .await
+        .unwrap();
+    let grants = json!({ "grants": [{ "id": "welcome", "credits": 500 },
+                                     { "id": "legacy", "credits": 70 }] });
+    let mut both = user_spec("again@example.com", grants);
+    both["adopt"] = json!(true);
+    w.apply("LibreChatUser", "u", both).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    credits_shown(&w, "u", 20500).await;
+    assert_eq!(transactions_of(&w, id).await, 2);
 }
 
 #[tokio::test]
@@ -147,7 +190,7 @@ async fn per_user_auto_refill_is_written_and_kept() {
 
 /// Crashes at `point` while applying grant `g`, restarts, and proves it was applied once.
 async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: i64, before: i64) {
-    let (uid, id, _) = ready_user(w, "c").await;
+    let (scope, id, _) = ready_user(w, "c").await;
     w.stop_operator();
     let spec = user_spec(
         "crash@example.com",
@@ -163,7 +206,7 @@ async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: 
         before + credits
     );
     let pending = record.get_document("pendingRefill").unwrap();
-    let tx = grant_transaction_id(&uid, grant);
+    let tx = grant_transaction_id(&scope, grant);
     assert_eq!(
         pending.get_object_id("transactionId").unwrap(),
         tx,

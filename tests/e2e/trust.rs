@@ -543,7 +543,7 @@ async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
 
 /// A rule added later reaches what the tenant claimed before it: an account whose email the
 /// instance's emailDomains no longer admits for the tenant is out of its hands. Its bans of it
-/// are lifted, its group refuses it as a member, and deleting the object releases the account rather
+/// are lifted, its group leaves it out, and deleting the object releases the account rather
 /// than deleting it (the account may be the real person's by now).
 #[tokio::test]
 async fn an_email_rule_added_later_takes_the_account_out_of_the_tenants_hands() {
@@ -579,6 +579,19 @@ async fn an_email_rule_added_later_takes_the_account_out_of_the_tenants_hands() 
     .await;
     let key = format!("BANS:{}", id.to_hex());
     assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
+    let crew_members = || async {
+        w.db.collection::<Document>("groups")
+            .find_one(doc! { "name": "Crew" })
+            .await
+            .unwrap()
+            .unwrap()
+            .get_array("memberIds")
+            .unwrap()
+            .iter()
+            .filter_map(|m| m.as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(crew_members().await, vec![id.to_hex()]);
 
     // The administrators limit the tenant to its own domain.
     w.apply_instance_of_stores(
@@ -606,6 +619,10 @@ async fn an_email_rule_added_later_takes_the_account_out_of_the_tenants_hands() 
             .then_some(())
     })
     .await;
+    assert!(
+        crew_members().await.is_empty(),
+        "the membership given before the rule is taken back"
+    );
 
     // Deleting the object lets go of the account; it stays.
     delete_in(&w.client, &t, "LibreChatUser", "alice").await;

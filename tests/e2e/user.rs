@@ -1479,8 +1479,13 @@ async fn a_restart_while_redis_is_out_leaves_settled_accounts_ready() {
     let rotated = w.find_user("rotated@example.com").await.unwrap();
     assert!(bcrypt::verify(PASSWORD, rotated.get_str("password").unwrap()).unwrap());
     let granted = w.get("librechatusers", "granted").await.unwrap();
-    let uid = granted.pointer("/metadata/uid").unwrap().as_str().unwrap();
-    let tx = librechat_operator::librechat::balance::grant_transaction_id(uid, "bonus");
+    let account = granted.pointer("/status/userId").unwrap().as_str().unwrap();
+    let scope = librechat_operator::librechat::balance::grant_scope(
+        &w.ns,
+        "granted",
+        mongodb::bson::oid::ObjectId::parse_str(account).unwrap(),
+    );
+    let tx = librechat_operator::librechat::balance::grant_transaction_id(&scope, "bonus");
     let transactions = w.db.collection::<Document>("transactions");
     let bonus = doc! { "_id": tx };
     assert_eq!(

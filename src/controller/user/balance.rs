@@ -12,7 +12,7 @@ use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
 use crate::controller::status::rfc3339_from_millis;
 use crate::librechat::balance::{
-    grant_transaction_id, GrantResult, Refill, RefillUpdate, StoredBalance,
+    grant_scope, grant_transaction_id, GrantResult, Refill, RefillUpdate, StoredBalance,
 };
 use crate::librechat::users::StoredUser;
 use crate::librechat::StoreError;
@@ -142,17 +142,16 @@ pub(super) async fn converge(
             wrote = true;
         }
     }
-    let ids = grant_ids(plan, declared);
-    let unfinished = unfinished_grants(plan, id, &ids).await?;
-    for (grant, tx) in declared.grants.iter().zip(&ids) {
-        if !unfinished.contains(tx) {
+    let due = grants_due(plan, id, &grant_ids(plan, declared, id)).await?;
+    for (grant, tx) in declared.grants.iter().zip(due) {
+        let Some(tx) = tx else {
             continue;
-        }
+        };
         // problems() refused non-integer credits before anything was written.
         let credits = grant.credits().unwrap_or_default();
         // Credited now, or by a reconcile that crashed before its audit line (which is written
         // only once the grant is finished): either way the audit trail gets it now, once.
-        let verb = match store.apply_grant(id, *tx, credits).await? {
+        let verb = match store.apply_grant(id, tx, credits).await? {
             GrantResult::Applied => "granted",
             GrantResult::AlreadyApplied => "finished granting",
         };
@@ -172,34 +171,52 @@ pub(super) async fn converge(
     Ok((observe(plan, user, id).await?, wrote))
 }
 
-/// The transaction id of each declared grant, in declaration order.
-fn grant_ids(plan: &Plan, declared: &UserBalance) -> Vec<ObjectId> {
-    let uid = &plan.owner.uid;
+/// A declared grant's transaction ids: by its scope (object and account), and by the
+/// object's uid, which grants applied before the scope were keyed by.
+struct GrantIds {
+    scoped: ObjectId,
+    by_uid: ObjectId,
+}
+
+/// The ids of each declared grant, in declaration order.
+fn grant_ids(plan: &Plan, declared: &UserBalance, account: ObjectId) -> Vec<GrantIds> {
+    let scope = grant_scope(&plan.owner.namespace, &plan.owner.name, account);
     declared
         .grants
         .iter()
-        .map(|g| grant_transaction_id(uid, &g.id))
+        .map(|g| GrantIds {
+            scoped: grant_transaction_id(&scope, &g.id),
+            by_uid: grant_transaction_id(&plan.owner.uid, &g.id),
+        })
         .collect()
 }
 
-/// The grants among `ids` not yet finished: never saved, or saved and cut short (the balance
-/// still carries the grant's mark).
-async fn unfinished_grants(
+/// For each grant, the transaction still to apply (`None`: finished): one cut short (the
+/// balance still carries its mark) is finished under its own id; one saved under either id is
+/// done; any other is applied under its scoped id.
+async fn grants_due(
     plan: &Plan,
-    id: ObjectId,
-    ids: &[ObjectId],
-) -> Result<Vec<ObjectId>, StoreError> {
-    if ids.is_empty() {
+    account: ObjectId,
+    grants: &[GrantIds],
+) -> Result<Vec<Option<ObjectId>>, StoreError> {
+    if grants.is_empty() {
         return Ok(Vec::new());
     }
     let store = plan.store();
-    let saved = store.saved_transactions(ids).await?;
-    let marked = match store.find_balance(id).await? {
+    let all: Vec<ObjectId> = grants.iter().flat_map(|g| [g.scoped, g.by_uid]).collect();
+    let saved = store.saved_transactions(&all).await?;
+    let marked = match store.find_balance(account).await? {
         Some(b) => b.pending_transaction(),
         None => None,
     };
-    let unfinished = |tx: &&ObjectId| !saved.contains(tx) || marked == Some(**tx);
-    Ok(ids.iter().filter(unfinished).copied().collect())
+    Ok(grants
+        .iter()
+        .map(|g| match marked {
+            Some(m) if m == g.scoped || m == g.by_uid => Some(m),
+            _ if saved.contains(&g.scoped) || saved.contains(&g.by_uid) => None,
+            _ => Some(g.scoped),
+        })
+        .collect())
 }
 
 /// The balance status when converging would write nothing to the balance (every declared grant
@@ -210,8 +227,8 @@ pub(super) async fn unchanged_balance(
     id: ObjectId,
 ) -> Result<Option<Option<UserBalanceStatus>>, StoreError> {
     if let Some(declared) = declared(user) {
-        let ids = grant_ids(plan, declared);
-        if !unfinished_grants(plan, id, &ids).await?.is_empty() {
+        let due = grants_due(plan, id, &grant_ids(plan, declared, id)).await?;
+        if due.iter().any(Option::is_some) {
             return Ok(None);
         }
     }

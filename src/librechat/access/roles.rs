@@ -132,10 +132,10 @@ impl Store {
             .map(|_| ())
     }
 
-    /// What in LibreChat already names the role `name` (no role document need exist): its
-    /// accounts, or shares, system grants or config overrides for it as a principal. A role
-    /// created under that name would inherit them.
-    pub async fn role_name_in_use(&self, name: &str) -> Result<Option<&'static str>, StoreError> {
+    /// Whether anything in LibreChat already names the role `name` (no role document need
+    /// exist): its accounts, or shares, system grants or config overrides for it as a
+    /// principal. A role created under that name would inherit them.
+    pub async fn role_name_in_use(&self, name: &str) -> Result<bool, StoreError> {
         if self
             .collection(collections::USERS)
             .find_one(doc! { "role": name })
@@ -143,14 +143,10 @@ impl Store {
             .await?
             .is_some()
         {
-            return Ok(Some("accounts are in it"));
+            return Ok(true);
         }
         let as_principal = doc! { "principalType": "role", "principalId": name };
-        for (collection, what) in [
-            (ACL_ENTRIES, "shares name it"),
-            (SYSTEM_GRANTS, "system grants name it"),
-            (CONFIGS, "config overrides name it"),
-        ] {
+        for collection in [ACL_ENTRIES, SYSTEM_GRANTS, CONFIGS] {
             let found = self
                 .collection(collection)
                 .find_one(as_principal.clone())
@@ -158,10 +154,10 @@ impl Store {
                 .deadline("reading what names a role")
                 .await?;
             if found.is_some() {
-                return Ok(Some(what));
+                return Ok(true);
             }
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// Accounts with the role.
