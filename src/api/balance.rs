@@ -133,7 +133,8 @@ pub struct UserBalance {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreditGrant {
-    /// Names the grant; it is applied once per id, ever.
+    /// Names the grant; it is applied once per id and account, ever (an object re-created
+    /// under the same name for the same account finds it applied).
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
