@@ -210,8 +210,8 @@ fn owner_of(group: &LibreChatGroup) -> Owner {
 struct Members {
     ids: BTreeSet<String>,
     pending: Vec<String>,
-    /// Members the namespace may no longer name (outside its emailDomains), with why: left
-    /// out, so a membership given before the rule is taken back.
+    /// Members the namespace may no longer name (outside its emailDomains, or made ADMIN in
+    /// LibreChat), with why: left out, so a membership given before is taken back.
     left_out: Vec<(String, String)>,
 }
 
@@ -274,9 +274,12 @@ async fn resolve_members(
             None => None,
         };
         match account {
-            Some(a) => {
-                members.ids.insert(member_id(&a));
-            }
+            Some(a) => match tenancy.admin_refusal(&a.email, a.role.as_deref()) {
+                Some(why) => members.left_out.push((member.label(), why)),
+                None => {
+                    members.ids.insert(member_id(&a));
+                }
+            },
             None => members.pending.push(member.label()),
         }
     }

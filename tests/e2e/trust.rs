@@ -654,12 +654,35 @@ async fn a_tenant_does_not_keep_an_account_librechat_made_admin() {
     )
     .await;
     let id = status_user_id(&w, &t, "lead").await;
+    let leads = json!({ "instanceRef": lc(&w), "name": "Leads",
+                        "members": [{ "userRef": { "name": "lead" } }] });
+    w.apply_in(&t, "LibreChatGroup", "leads", leads).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatgroups",
+        "leads",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
     // Promoted in LibreChat (its admin panel or role sync).
     w.users()
         .update_one(doc! { "_id": id }, doc! { "$set": { "role": "ADMIN" } })
         .await
         .unwrap();
     let before = user_doc(&w, id).await.unwrap();
+    // The next resync says so, though the declaration asks for no write; the group lets it go.
+    ready_in(&w, &t, "librechatusers", "lead", "False", "NotPermitted").await;
+    ready_in(&w, &t, "librechatgroups", "leads", "False", "NotPermitted").await;
+    let members =
+        w.db.collection::<Document>("groups")
+            .find_one(doc! { "name": "Leads" })
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(members.get_array("memberIds").unwrap().is_empty());
 
     put_secret(
         &w.client,

@@ -526,7 +526,14 @@ async fn settled(
         return Ok(None);
     }
     let stored = plan.store().find_user_by_id(id).await?;
-    let unchanged = stored.filter(|stored| account::matches_declaration(plan, stored));
+    // An account LibreChat made ADMIN since is out of a non-allowAdmin tenant's hands: the
+    // full path says so.
+    let unchanged = stored.filter(|stored| {
+        account::matches_declaration(plan, stored)
+            && (plan.tenancy)
+                .admin_refusal(&plan.email, stored.role.as_deref())
+                .is_none()
+    });
     let Some(stored) = unchanged else {
         return Ok(None);
     };
