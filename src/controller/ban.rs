@@ -464,19 +464,20 @@ async fn by_user_ref(
         );
         return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, message)));
     }
-    let account = claim.filter(|c| c.confirmed);
-    if let Some(c) = &account {
-        let stored = match c.user_id {
-            Some(id) => store.find_user_by_id(id).await?,
-            None => None,
-        };
+    let account = claim
+        .filter(|c| c.confirmed)
+        .and_then(|c| Some((c.user_id?, c.email)));
+    if let Some((id, email)) = account
+        .as_ref()
+        .filter(|_| tenancy.refuses_admin_accounts())
+    {
+        let stored = store.find_user_by_id(*id).await?;
         let role = stored.as_ref().and_then(|u| u.role.as_deref());
-        if let Some(why) = tenancy.admin_refusal(&c.email, role) {
+        if let Some(why) = tenancy.admin_refusal(email, role) {
             return Ok(Err(admin_not_bannable(ban, ctx, why)));
         }
     }
-    let account = account.and_then(|c| c.user_id);
-    Ok(match account {
+    Ok(match account.map(|(id, _)| id) {
         Some(id) => Ok(Banned { target: BanTarget::User(id.to_hex()), subject: Some(owner_subject(&owner_uid)) }),
         None => Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, format!("LibreChatUser '{name}' owns no LibreChat account yet; the ban applies as soon as it does"))),
     })

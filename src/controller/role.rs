@@ -207,11 +207,8 @@ async fn claim(
         )));
     }
     if !tenancy.administers && !exists && store.role_name_in_use(name).await? {
-        return Ok(Err(Verdict::refused(
-                reason::ALREADY_EXISTS,
-                format!("LibreChat already uses the role name '{name}' (accounts, shares, system grants or config overrides name it), and a role a tenant declares under it would take that on: choose another name; nothing was written"),
-                None,
-        )));
+        let message = format!("LibreChat already uses the role name '{name}' (accounts, shares, system grants or config overrides name it), and a role a tenant declares under it would take that on: choose another name; nothing was written");
+        return Ok(Err(Verdict::refused(reason::ALREADY_EXISTS, message, None)));
     }
     let owner = Owner {
         kind: "LibreChatRole".into(),

@@ -74,12 +74,18 @@ impl Tenancy {
     /// not: an ADMIN account is only for namespaces the instance lets hold ADMIN, whoever made
     /// it ADMIN (LibreChat's admins may promote an account a tenant created).
     pub fn admin_refusal(&self, email: &str, stored_role: Option<&str>) -> Option<String> {
-        (stored_role == Some("ADMIN") && !self.administers && !self.may_hold_admin).then(|| {
+        (stored_role == Some("ADMIN") && self.refuses_admin_accounts()).then(|| {
             format!(
                 "the account {email} is an ADMIN account: {} unless the instance sets allowAdmin",
                 self.who_may("manage it")
             )
         })
+    }
+
+    /// Whether an ADMIN account is out of this namespace's hands (then an account's stored
+    /// role is worth reading before touching it).
+    pub fn refuses_admin_accounts(&self) -> bool {
+        !self.administers && !self.may_hold_admin
     }
 
     /// Whether the instance lets tenants put accounts in the custom role `role`.

@@ -170,10 +170,9 @@ async fn delete_account(
             "this object adopted the account rather than creating it, and {} unless the instance's tenantPolicy.manageAdoptedAccounts is true",
             tenancy.who_may("delete adopted accounts")
         ))
-    } else if let Some(why) = tenancy.admin_refusal(&claim.email, stored.role.as_deref()) {
-        Some(why)
     } else {
-        tenancy.email_outside_domains(&claim.email)
+        let admin = tenancy.admin_refusal(&claim.email, stored.role.as_deref());
+        admin.or_else(|| tenancy.email_outside_domains(&claim.email))
     };
     if let Some(why) = refusal {
         let note = format!(
