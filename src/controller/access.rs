@@ -102,17 +102,29 @@ pub struct GrantRefusal {
     pub message: String,
 }
 
+/// The grants to give, and the ones given earlier that the namespace may no longer give
+/// (labelled, with why): left out, so converging takes them back.
+pub struct GrantPlan {
+    pub planned: Vec<PlannedGrant>,
+    pub taken_back: Vec<(String, String)>,
+}
+
 /// Finds every grant's resource and checks that the object may give it, before any write.
 /// A tenant may grant only what one of the accounts it manages may share itself (LibreChat's
-/// own rule for sharing: the SHARE bit), so a team cannot reach another team's agents.
+/// own rule for sharing: the SHARE bit), so a team cannot reach another team's agents. A
+/// grant this object gave earlier on a resource no such account may share any more (the
+/// account left the namespace's hands) is left out of the plan rather than refusing it all.
 pub async fn plan_grants(
     store: &Store,
     grants: &[AccessGrant],
     tenancy: &Tenancy,
     principal: Option<&Principal>,
     record: Option<&AccessRecord>,
-) -> Result<Result<Vec<PlannedGrant>, GrantRefusal>, StoreError> {
-    let mut planned = Vec::new();
+) -> Result<Result<GrantPlan, GrantRefusal>, StoreError> {
+    let mut plan = GrantPlan {
+        planned: Vec::new(),
+        taken_back: Vec::new(),
+    };
     for grant in grants {
         let kind = grant.resource_type.as_str();
         let Some(resource) = store.find_resource(kind, &grant.resource_id).await? else {
@@ -124,24 +136,33 @@ pub async fn plan_grants(
                 ),
             }));
         };
-        if !tenancy.administers && !shared_by_tenant(store, kind, resource, tenancy).await? {
-            return Ok(Err(GrantRefusal {
-                reason: reason::NOT_PERMITTED,
-                message: format!(
-                    "the {kind} '{}' may not be shared from namespace '{}': no account this namespace manages may share it; {}. Nothing was written",
-                    grant.resource_id,
-                    tenancy.namespace,
-                    tenancy.who_may("share other resources")
-                ),
-            }));
-        }
-        let plan = PlannedGrant {
+        let planned = PlannedGrant {
             grant: grant.clone(),
             resource,
         };
+        let sharing = match tenancy.administers {
+            true => Sharing::Permitted,
+            false => sharing(store, kind, resource, tenancy).await?,
+        };
+        if sharing != Sharing::Permitted {
+            let why = not_shareable(tenancy);
+            // Reach the namespace held and lost is left out; reaching further is refused.
+            if sharing == Sharing::OutOfHands || planned.recorded(record).is_some() {
+                let label = format!("{kind} '{}'", grant.resource_id);
+                plan.taken_back.push((label, why));
+                continue;
+            }
+            return Ok(Err(GrantRefusal {
+                reason: reason::NOT_PERMITTED,
+                message: format!(
+                    "the {kind} '{}' may not be shared from namespace '{}': {why}. Nothing was written",
+                    grant.resource_id, tenancy.namespace
+                ),
+            }));
+        }
         if let Some(principal) = principal {
             let existing = store.find_grant(principal, kind, resource).await?;
-            let ours = plan.recorded(record).map(|r| r.entry);
+            let ours = planned.recorded(record).map(|r| r.entry);
             if existing.is_some_and(|e| Some(e.id) != ours) {
                 return Ok(Err(GrantRefusal {
                     reason: reason::CONFLICT,
@@ -152,24 +173,136 @@ pub async fn plan_grants(
                 }));
             }
         }
-        planned.push(plan);
+        plan.planned.push(planned);
     }
-    Ok(Ok(planned))
+    Ok(Ok(plan))
 }
 
-async fn shared_by_tenant(
+fn not_shareable(tenancy: &Tenancy) -> String {
+    format!(
+        "no account this namespace manages may share it; {}",
+        tenancy.who_may("share other resources")
+    )
+}
+
+/// What a tenant may do with a resource, by the accounts that may share it (hold its SHARE
+/// bit; LibreChat's own rule for sharing).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    /// An account the namespace fully manages may share it.
+    Permitted,
+    /// Only accounts the namespace took and has since lost (outside its emailDomains, or made
+    /// ADMIN where it may not hold ADMIN) may share it.
+    OutOfHands,
+    /// No account of the namespace's may share it.
+    Foreign,
+}
+
+async fn sharing(
     store: &Store,
     kind: &str,
     resource: ObjectId,
     tenancy: &Tenancy,
-) -> Result<bool, StoreError> {
+) -> Result<Sharing, StoreError> {
+    let mut lost = false;
     for sharer in store.resource_sharers(kind, resource).await? {
-        let claim = store.find_claim_of_user(sharer).await?;
-        if claim.is_some_and(|c| tenancy.fully_manages(&c)) {
-            return Ok(true);
+        let Some(claim) = store.find_claim_of_user(sharer).await? else {
+            continue;
+        };
+        if !tenancy.held_here(&claim) {
+            continue;
+        }
+        if tenancy.email_outside_domains(&claim.email).is_some() {
+            lost = true;
+            continue;
+        }
+        if tenancy.refuses_admin_accounts() {
+            let account = store.find_user_by_id(sharer).await?;
+            if account.is_some_and(|a| a.role.as_deref() == Some("ADMIN")) {
+                lost = true;
+                continue;
+            }
+        }
+        return Ok(Sharing::Permitted);
+    }
+    Ok(if lost {
+        Sharing::OutOfHands
+    } else {
+        Sharing::Foreign
+    })
+}
+
+/// A refusal of an object LibreChat already holds writes nothing new, but first takes back
+/// the grants the object gave on resources its namespace may no longer share: a refused spec
+/// (a bad member, a bad new grant) must not keep that reach in force.
+pub async fn refuse_holding(
+    store: &Store,
+    key: &str,
+    uid: &str,
+    tenancy: &Tenancy,
+    record: Option<&AccessRecord>,
+    refusal: Verdict,
+) -> Result<Verdict, StoreError> {
+    let Some(record) = record.filter(|_| !tenancy.administers) else {
+        return Ok(refusal);
+    };
+    let mut lost = Vec::new();
+    for given in &record.grants {
+        if sharing(store, &given.resource_type, given.resource_id, tenancy).await?
+            != Sharing::Permitted
+        {
+            lost.push(given);
         }
     }
-    Ok(false)
+    if lost.is_empty() {
+        return Ok(refusal);
+    }
+    let owed = [CacheDrop::PromptAccess];
+    store
+        .promise_cache_drops(key, uid, &owed, DateTime::now())
+        .await?;
+    take_back(store, key, uid, &lost).await?;
+    drop_promised(store, key, uid, &owed, false).await?;
+    let labels: Vec<String> = lost
+        .iter()
+        .map(|g| format!("{} '{}'", g.resource_type, g.resource_id.to_hex()))
+        .collect();
+    let mut refusal = refusal;
+    refusal.ready.message = format!(
+        "{}. Taken back nonetheless, as given earlier and no longer this namespace's to give ({}): {}",
+        refusal.ready.message,
+        not_shareable(tenancy),
+        labels.join(", ")
+    );
+    Ok(refusal)
+}
+
+/// Reports what a converged object left out because its namespace may no longer give it (a
+/// membership, a grant): taken back, and a refusal a person fixes (by dropping it, or by the
+/// instance admitting it again).
+pub fn with_taken_back(verdict: Verdict, taken_back: &[(String, String)]) -> Verdict {
+    let Some((_, why)) = taken_back.first() else {
+        return verdict;
+    };
+    let labels: Vec<&str> = taken_back.iter().map(|(l, _)| l.as_str()).collect();
+    let message = format!(
+        "left out (what was given earlier is taken back): {}; {why}",
+        labels.join(", ")
+    );
+    Verdict::refused(reason::NOT_PERMITTED, message, verdict.requeue)
+}
+
+async fn take_back(
+    store: &Store,
+    key: &str,
+    uid: &str,
+    gone: &[&RecordedGrant],
+) -> Result<(), StoreError> {
+    for old in gone {
+        store.remove_grant(old.entry).await?;
+        store.forget_grant(key, uid, old.entry).await?;
+    }
+    Ok(())
 }
 
 /// Gives the planned grants and takes back the recorded ones no longer declared. Each new
@@ -239,10 +372,7 @@ pub async fn converge_grants(
             )
             .await?;
     }
-    for old in gone {
-        store.remove_grant(old.entry).await?;
-        store.forget_grant(key, uid, old.entry).await?;
-    }
+    take_back(store, key, uid, &gone).await?;
     Ok(true)
 }
 

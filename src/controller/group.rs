@@ -113,12 +113,15 @@ async fn sync(
     if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
         return Ok(name_taken(group, &tenancy.names(&r.owner)));
     }
+    let refuse = |refusal: Verdict| {
+        access::refuse_holding(store, &key, &uid, &tenancy, record.as_ref(), refusal)
+    };
     let mut members = match resolve_members(ctx, store, group, &tenancy).await? {
         Ok(m) => m,
-        Err(refusal) => return Ok(refusal),
+        Err(refusal) => return Ok(refuse(refusal).await?),
     };
     let principal = record.as_ref().and_then(|r| r.target).map(Principal::Group);
-    let planned = match access::plan_grants(
+    let plan = match access::plan_grants(
         store,
         &group.spec.grants,
         &tenancy,
@@ -129,11 +132,8 @@ async fn sync(
     {
         Ok(p) => p,
         Err(r) => {
-            return Ok(Verdict::refused(
-                r.reason,
-                r.message,
-                Some(resync(ctx, &target)),
-            ))
+            let refusal = Verdict::refused(r.reason, r.message, Some(resync(ctx, &target)));
+            return Ok(refuse(refusal).await?);
         }
     };
     let record = match record {
@@ -143,23 +143,21 @@ async fn sync(
             Err(verdict) => return Ok(verdict),
         },
     };
-    let left_out = std::mem::take(&mut members.left_out);
-    let verdict = converge(ctx, group, &target, &key, record, members, planned, found).await?;
-    Ok(with_left_out(verdict, left_out))
-}
-
-/// A group that left members out is converged without them and says so, as a refusal a
-/// person fixes (by dropping them, or by the instance admitting their emails).
-fn with_left_out(verdict: Verdict, left_out: Vec<(String, String)>) -> Verdict {
-    let Some((_, why)) = left_out.first() else {
-        return verdict;
-    };
-    let labels: Vec<&str> = left_out.iter().map(|(l, _)| l.as_str()).collect();
-    let message = format!(
-        "left out of the group (a membership given earlier is taken back): {}; {why}",
-        labels.join(", ")
-    );
-    Verdict::refused(reason::NOT_PERMITTED, message, verdict.requeue)
+    // Members and grants the namespace may no longer give: converged without, and said so.
+    let mut taken_back = std::mem::take(&mut members.left_out);
+    taken_back.extend(plan.taken_back);
+    let verdict = converge(
+        ctx,
+        group,
+        &target,
+        &key,
+        record,
+        members,
+        plan.planned,
+        found,
+    )
+    .await?;
+    Ok(access::with_taken_back(verdict, &taken_back))
 }
 
 fn resync(ctx: &Context, target: &Target) -> std::time::Duration {

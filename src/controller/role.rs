@@ -143,7 +143,7 @@ async fn sync(
         return Ok(name_taken(role, &tenancy.names(&r.owner)));
     }
     let principal = Principal::Role(name.clone());
-    let planned = match access::plan_grants(
+    let plan = match access::plan_grants(
         store,
         &role.spec.grants,
         &tenancy,
@@ -154,11 +154,9 @@ async fn sync(
     {
         Ok(p) => p,
         Err(r) => {
-            return Ok(Verdict::refused(
-                r.reason,
-                r.message,
-                Some(resync(ctx, &target)),
-            ))
+            let refusal = Verdict::refused(r.reason, r.message, Some(resync(ctx, &target)));
+            let held = record.as_ref();
+            return Ok(access::refuse_holding(store, &key, &uid, &tenancy, held, refusal).await?);
         }
     };
     let record = match record {
@@ -168,7 +166,8 @@ async fn sync(
             Err(verdict) => return Ok(verdict),
         },
     };
-    converge(ctx, role, &target, &key, &record, &planned, found).await
+    let verdict = converge(ctx, role, &target, &key, &record, &plan.planned, found).await?;
+    Ok(access::with_taken_back(verdict, &plan.taken_back))
 }
 
 fn resync(ctx: &Context, target: &Target) -> std::time::Duration {

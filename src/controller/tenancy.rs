@@ -65,9 +65,13 @@ impl Tenancy {
     /// An account whose email the instance's `tenantPolicy.emailDomains` no longer admits for
     /// this namespace is not managed by it any more, whenever it was claimed.
     pub fn fully_manages(&self, claim: &Claim) -> bool {
-        claim.owner.namespace == self.namespace
-            && (claim.created || self.may_manage_adopted)
-            && self.email_outside_domains(&claim.email).is_none()
+        self.held_here(claim) && self.email_outside_domains(&claim.email).is_none()
+    }
+
+    /// Whether `claim` is one this namespace took in full (created, or adopted where the
+    /// instance lets tenants manage what they adopt), whatever rules have limited it since.
+    pub fn held_here(&self, claim: &Claim) -> bool {
+        claim.owner.namespace == self.namespace && (claim.created || self.may_manage_adopted)
     }
 
     /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may

@@ -42,7 +42,7 @@ async fn assert_dropped(keys: &[String]) {
 }
 
 /// A resource a person made in LibreChat, owned (ACL OWNER) by `owner`.
-async fn seed_resource(
+pub(crate) async fn seed_resource(
     w: &World,
     collection: &str,
     resource_type: &str,

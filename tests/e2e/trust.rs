@@ -631,6 +631,112 @@ async fn an_email_rule_added_later_takes_the_account_out_of_the_tenants_hands() 
     assert!(owner_record(&w, email).await.is_none());
 }
 
+/// The attack: a tenant shares the agent of an account it manages with its group and its
+/// role, then the account leaves its hands (an emailDomains rule). The shares must not outlive
+/// that, neither when the rest converges nor when the tenant keeps its group refused (a member
+/// it may not name) to freeze it as it was.
+#[tokio::test]
+async fn a_tenants_shares_end_when_the_sharing_account_leaves_its_hands() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (w, t) = tenant_world("tr-share-lost", policy).await;
+    let email = "owner@corp.example.com";
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "owner",
+        json!({ "instanceRef": lc(&w), "email": email, "provider": "openid" }),
+    )
+    .await;
+    let owner = status_user_id(&w, &t, "owner").await;
+    let agent = crate::access::seed_resource(&w, "agents", "agent", owner).await;
+    let grants =
+        json!([{ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" }]);
+    let crew = json!({ "instanceRef": lc(&w), "name": "Crew", "grants": grants.clone() });
+    let role = json!({ "instanceRef": lc(&w), "name": "CREW_ROLE", "grants": grants });
+    w.apply_in(&t, "LibreChatGroup", "crew", crew.clone()).await;
+    w.apply_in(&t, "LibreChatRole", "crew-role", role).await;
+    ready_in(&w, &t, "librechatgroups", "crew", "True", "Reconciled").await;
+    ready_in(&w, &t, "librechatroles", "crew-role", "True", "Reconciled").await;
+    let shares = || count(&w, "aclentries", doc! { "resourceId": agent });
+    assert_eq!(
+        shares().await,
+        3,
+        "the owner's entry, the group's and the role's"
+    );
+
+    // The group is frozen by a member the tenant may not name: refused, nothing new written.
+    let mut frozen = crew.clone();
+    frozen["members"] = json!([{ "email": "stranger@example.com" }]);
+    w.apply_in(&t, "LibreChatGroup", "crew", frozen).await;
+    ready_in(&w, &t, "librechatgroups", "crew", "False", "NotPermitted").await;
+    assert_eq!(shares().await, 3);
+
+    // The administrators limit the tenant to its own domain: the owner leaves its hands.
+    w.apply_instance_of_stores(
+        "lc",
+        json!({ "allowedNamespaces": [t.clone()],
+                "tenantPolicy": { "manageRoles": true,
+                                  "emailDomains": { t.clone(): ["team.example.com"] } } }),
+    )
+    .await;
+    eventually("both shares to be taken back", || async {
+        (shares().await == 1).then_some(())
+    })
+    .await;
+    let left =
+        w.db.collection::<Document>("aclentries")
+            .find_one(doc! { "resourceId": agent })
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(left.get_object_id("principalId").unwrap(), owner);
+    let told = ready_in(
+        &w,
+        &t,
+        "librechatroles",
+        "crew-role",
+        "False",
+        "NotPermitted",
+    )
+    .await;
+    assert!(
+        told.starts_with("left out") && told.contains(&agent.to_hex()),
+        "{told}"
+    );
+    ready_in(&w, &t, "librechatgroups", "crew", "False", "NotPermitted").await;
+
+    // Unfrozen, the group converges without the share and says why.
+    w.apply_in(&t, "LibreChatGroup", "crew", crew).await;
+    eventually("the group to report the share it left out", || async {
+        let obj = dynamic(&w.client, &t, "LibreChatGroup")
+            .get("crew")
+            .await
+            .ok()?;
+        let obj = serde_json::to_value(obj).ok()?;
+        let ready = condition(&obj, "Ready")?;
+        (ready.reason == "NotPermitted" && ready.message.starts_with("left out")).then_some(())
+    })
+    .await;
+    assert_eq!(shares().await, 1, "nothing is given again");
+    // As LibreChat's own permission lookups read it: neither principal reaches the agent.
+    let group_id =
+        w.db.collection::<Document>("groups")
+            .find_one(doc! { "name": "Crew" })
+            .await
+            .unwrap()
+            .unwrap()
+            .get_object_id("_id")
+            .unwrap();
+    w.contract_check(json!({
+        "aclEntries": [
+            { "principalType": "group", "principalId": group_id.to_hex(), "resourceType": "agent",
+              "resourceId": agent.to_hex(), "permBits": 1, "expectFound": false },
+            { "principalType": "role", "principalId": "CREW_ROLE", "resourceType": "agent",
+              "resourceId": agent.to_hex(), "permBits": 1, "expectFound": false },
+        ],
+    }));
+}
+
 /// LibreChat's admins may make an account a tenant created ADMIN. A tenant that may not hold
 /// ADMIN then changes nothing of it: not its password (which would log the tenant in as an
 /// admin), not a ban, not a deletion.
