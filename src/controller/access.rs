@@ -128,6 +128,10 @@ pub async fn plan_grants(
     for grant in grants {
         let kind = grant.resource_type.as_str();
         let Some(resource) = store.find_resource(kind, &grant.resource_id).await? else {
+            if !tenancy.administers {
+                // Said as a foreign resource is: a tenant must not learn which ids exist.
+                return Ok(Err(not_permitted(kind, &grant.resource_id, tenancy)));
+            }
             return Ok(Err(GrantRefusal {
                 reason: reason::RESOURCE_NOT_FOUND,
                 message: format!(
@@ -145,20 +149,13 @@ pub async fn plan_grants(
             false => sharing(store, kind, resource, tenancy).await?,
         };
         if sharing != Sharing::Permitted {
-            let why = not_shareable(tenancy);
             // Reach the namespace held and lost is left out; reaching further is refused.
             if sharing == Sharing::OutOfHands || planned.recorded(record).is_some() {
                 let label = format!("{kind} '{}'", grant.resource_id);
-                plan.taken_back.push((label, why));
+                plan.taken_back.push((label, not_shareable(tenancy)));
                 continue;
             }
-            return Ok(Err(GrantRefusal {
-                reason: reason::NOT_PERMITTED,
-                message: format!(
-                    "the {kind} '{}' may not be shared from namespace '{}': {why}. Nothing was written",
-                    grant.resource_id, tenancy.namespace
-                ),
-            }));
+            return Ok(Err(not_permitted(kind, &grant.resource_id, tenancy)));
         }
         if let Some(principal) = principal {
             let existing = store.find_grant(principal, kind, resource).await?;
@@ -176,6 +173,17 @@ pub async fn plan_grants(
         plan.planned.push(planned);
     }
     Ok(Ok(plan))
+}
+
+fn not_permitted(kind: &str, resource_id: &str, tenancy: &Tenancy) -> GrantRefusal {
+    GrantRefusal {
+        reason: reason::NOT_PERMITTED,
+        message: format!(
+            "the {kind} '{resource_id}' may not be shared from namespace '{}': it does not exist, or {}. Nothing was written",
+            tenancy.namespace,
+            not_shareable(tenancy)
+        ),
+    }
 }
 
 fn not_shareable(tenancy: &Tenancy) -> String {

@@ -610,6 +610,34 @@ async fn a_tenant_reaches_no_other_teams_accounts_roles_or_resources() {
             "{name}: no group is written"
         );
     }
+    // Probing whether an id exists: a missing resource reads exactly as another team's does.
+    let missing = ObjectId::new().to_hex();
+    let probe = json!({ "instanceRef": lc(&w), "name": "tenant probe",
+                        "grants": [{ "resourceType": "agent", "resourceId": missing.clone(), "access": "owner" }] });
+    w.apply_in(&t, "LibreChatGroup", "probe", probe).await;
+    let told = |name: &'static str| {
+        let client = w.client.clone();
+        let t = t.clone();
+        async move {
+            let obj = wait_condition_in(
+                &client,
+                &t,
+                "librechatgroups",
+                name,
+                "Ready",
+                "False",
+                Some("NotPermitted"),
+            )
+            .await;
+            condition(&obj, "Ready").unwrap().message
+        }
+    };
+    assert_eq!(
+        told("probe").await.replace(&missing, &agent.to_hex()),
+        told("steal-agent").await,
+        "a tenant must not tell a missing resource from another team's"
+    );
+
     // Taking over a synced group by its name.
     w.apply_in(
         &t,
