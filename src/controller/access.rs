@@ -369,16 +369,18 @@ pub async fn converge_grants(
             }
         };
         let bundle = plan.grant.access;
-        store
-            .put_grant(
-                entry,
-                principal,
-                plan.resource_type(),
-                plan.resource,
-                bundle.as_str(),
-                bundle.bits(),
-            )
+        let (kind, bits) = (plan.resource_type(), bundle.bits());
+        let written = store
+            .put_grant(entry, principal, kind, plan.resource, bundle.as_str(), bits)
             .await?;
+        if !written {
+            // A person shared it with this principal since the plan: theirs, and the next
+            // reconcile reports the conflict.
+            store.forget_grant(key, uid, entry).await?;
+            return Err(StoreError::Contended(
+                "the resource was shared with this principal in LibreChat meanwhile",
+            ));
+        }
     }
     take_back(store, key, uid, &gone).await?;
     Ok(true)

@@ -767,3 +767,56 @@ async fn a_tenant_reaches_no_other_teams_accounts_roles_or_resources() {
     .await;
     assert_eq!(obj.pointer("/status/memberCount"), Some(&json!(1)));
 }
+
+/// The race a plan cannot see: a person shares the resource with the group in LibreChat
+/// between the operator's look and its write. LibreChat's own `grantPermission` is an upsert
+/// that would overwrite the person's permBits; the operator's write leaves that entry alone.
+#[tokio::test]
+async fn a_share_made_in_librechat_meanwhile_is_never_overwritten() {
+    use librechat_operator::librechat::access::grants::Principal;
+    use librechat_operator::librechat::Store;
+    let w = World::new("acc-race").await;
+    let store = Store::new(w.db.clone(), None);
+    let group = ObjectId::new();
+    let agent = ObjectId::new();
+    let pair = doc! { "principalType": "group", "principalId": group,
+    "resourceType": "agent", "resourceId": agent };
+    let mut persons = pair.clone();
+    persons.extend(doc! { "principalModel": "Group", "permBits": 15 });
+    let acl = w.db.collection::<Document>("aclentries");
+    acl.insert_one(persons).await.unwrap();
+
+    let ours = ObjectId::new();
+    let principal = Principal::Group(group);
+    let written = store
+        .put_grant(ours, &principal, "agent", agent, "viewer", 1)
+        .await
+        .unwrap();
+    assert!(!written, "the person's share must be reported, not taken");
+    let entries: Vec<Document> = {
+        use futures::TryStreamExt;
+        acl.find(pair.clone())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    assert_eq!(entries.len(), 1, "no second entry for the pair");
+    assert_eq!(entries[0].get_i32("permBits").unwrap(), 15, "its bits stay");
+
+    // With the pair free, the entry is the operator's, under the id its record names.
+    acl.delete_many(pair.clone()).await.unwrap();
+    assert!(store
+        .put_grant(ours, &principal, "agent", agent, "viewer", 1)
+        .await
+        .unwrap());
+    assert!(store
+        .put_grant(ours, &principal, "agent", agent, "editor", 3)
+        .await
+        .unwrap());
+    let entry = acl.find_one(pair).await.unwrap().unwrap();
+    assert_eq!(entry.get_object_id("_id").unwrap(), ours);
+    assert_eq!(entry.get_i32("permBits").unwrap(), 3);
+    assert_eq!(entry.get_str("principalModel").unwrap(), "Group");
+}

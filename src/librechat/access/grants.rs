@@ -138,9 +138,11 @@ impl Store {
             .and_then(|d| d.get_object_id("_id").ok()))
     }
 
-    /// `grantPermission`: an upsert on (principal, resource) setting `permBits` and
-    /// `grantedAt` (and `roleId` when LibreChat seeded that bundle), with the `_id` chosen
-    /// by the caller so that the record can name the entry before it exists.
+    /// `grantPermission`'s write: `permBits` and `grantedAt` (and `roleId` when LibreChat
+    /// seeded that bundle) on (principal, resource), with the `_id` chosen by the caller so
+    /// that the record can name the entry before it exists. Unlike LibreChat's upsert it never
+    /// changes an entry it did not write: returns false, writing nothing, when one made in
+    /// LibreChat (since the caller looked) holds the pair.
     pub async fn put_grant(
         &self,
         entry: ObjectId,
@@ -149,7 +151,7 @@ impl Store {
         resource: ObjectId,
         bundle: &str,
         perm_bits: i32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut filter = principal.filter();
         filter.insert("resourceType", resource_type);
         filter.insert("resourceId", resource);
@@ -158,15 +160,27 @@ impl Store {
         if let Some(role) = self.access_role_id(resource_type, bundle).await? {
             set.insert("roleId", role);
         }
-        self.collection(ACL_ENTRIES)
-            .update_one(
-                filter,
-                doc! { "$set": set, "$setOnInsert": { "_id": entry, "createdAt": now, "__v": 0 } },
-            )
+        let mut ours = filter.clone();
+        ours.insert("_id", entry);
+        let updated = self
+            .collection(ACL_ENTRIES)
+            .update_one(ours, doc! { "$set": set.clone() })
+            .deadline("granting access")
+            .await?;
+        if updated.matched_count > 0 {
+            return Ok(true);
+        }
+        // Only `$setOnInsert`: an entry that appeared meanwhile is matched and left as it is.
+        set.insert("_id", entry);
+        set.insert("createdAt", now);
+        set.insert("__v", 0);
+        let inserted = self
+            .collection(ACL_ENTRIES)
+            .update_one(filter, doc! { "$setOnInsert": set })
             .upsert(true)
             .deadline("granting access")
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(inserted.upserted_id.is_some())
     }
 
     /// Removes one entry this object wrote.
