@@ -7,6 +7,7 @@ use std::time::Duration;
 use mongodb::bson::{oid::ObjectId, DateTime};
 
 use super::error::ReconcileError;
+use super::target::TargetProblem;
 use super::tenancy::Tenancy;
 use crate::api::access::{AccessGrant, GrantStatus};
 use crate::api::common::{condition, reason, Cond};
@@ -102,6 +103,31 @@ pub struct GrantRefusal {
     pub message: String,
 }
 
+impl GrantRefusal {
+    /// A person fixes it; looked at again at `resync` for what LibreChat may change meanwhile.
+    pub fn verdict(self, resync: Duration) -> Verdict {
+        Verdict::refused(self.reason, self.message, Some(resync))
+    }
+}
+
+/// An invalid spec, refused before anything is written.
+pub fn invalid_spec(why: String) -> Verdict {
+    Verdict::refused(
+        reason::INVALID_SPEC,
+        format!("{why}; nothing was written"),
+        None,
+    )
+}
+
+/// While the instance cannot be resolved: an invalid spec says so (a person fixes it either
+/// way), any other object waits for the instance.
+pub fn invalid_or_waiting(invalid: Option<String>, problem: TargetProblem) -> Verdict {
+    match invalid {
+        Some(why) => invalid_spec(why),
+        None => Verdict::waiting(problem.reason, problem.message),
+    }
+}
+
 /// The grants to give, and the ones given earlier that the namespace may no longer give
 /// (labelled, with why): left out, so converging takes them back.
 pub struct GrantPlan {
@@ -144,18 +170,15 @@ pub async fn plan_grants(
             grant: grant.clone(),
             resource,
         };
-        let sharing = match tenancy.administers {
-            true => Sharing::Permitted,
-            false => sharing(store, kind, resource, tenancy).await?,
-        };
-        if sharing != Sharing::Permitted {
-            // Reach the namespace held and lost is left out; reaching further is refused.
-            if sharing == Sharing::OutOfHands || planned.recorded(record).is_some() {
-                let label = format!("{kind} '{}'", grant.resource_id);
-                plan.taken_back.push((label, not_shareable(tenancy)));
-                continue;
+        if !tenancy.administers && !may_share(store, kind, resource, tenancy).await? {
+            // A grant given earlier is left out (taken back); a new one is refused, saying no
+            // more than for a resource that does not exist.
+            if planned.recorded(record).is_none() {
+                return Ok(Err(not_permitted(kind, &grant.resource_id, tenancy)));
             }
-            return Ok(Err(not_permitted(kind, &grant.resource_id, tenancy)));
+            let label = format!("{kind} '{}'", resource.to_hex());
+            plan.taken_back.push((label, not_shareable(tenancy)));
+            continue;
         }
         if let Some(principal) = principal {
             let existing = store.find_grant(principal, kind, resource).await?;
@@ -193,77 +216,87 @@ fn not_shareable(tenancy: &Tenancy) -> String {
     )
 }
 
-/// What a tenant may do with a resource, by the accounts that may share it (hold its SHARE
-/// bit; LibreChat's own rule for sharing).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Sharing {
-    /// An account the namespace fully manages may share it.
-    Permitted,
-    /// Only accounts the namespace took and has since lost (outside its emailDomains, or made
-    /// ADMIN where it may not hold ADMIN) may share it.
-    OutOfHands,
-    /// No account of the namespace's may share it.
-    Foreign,
-}
-
-async fn sharing(
+/// Whether an account the tenant manages fully may share the resource (holds its SHARE bit:
+/// LibreChat's own rule for sharing).
+async fn may_share(
     store: &Store,
     kind: &str,
     resource: ObjectId,
     tenancy: &Tenancy,
-) -> Result<Sharing, StoreError> {
-    let mut lost = false;
+) -> Result<bool, StoreError> {
     for sharer in store.resource_sharers(kind, resource).await? {
-        let Some(claim) = store.find_claim_of_user(sharer).await? else {
-            continue;
-        };
-        if !tenancy.held_here(&claim) {
-            continue;
+        if tenancy.manages_account(store, sharer).await? {
+            return Ok(true);
         }
-        if tenancy.email_outside_domains(&claim.email).is_some() {
-            lost = true;
-            continue;
-        }
-        if tenancy.refuses_admin_accounts() {
-            let account = store.find_user_by_id(sharer).await?;
-            if account.is_some_and(|a| a.role.as_deref() == Some("ADMIN")) {
-                lost = true;
-                continue;
-            }
-        }
-        return Ok(Sharing::Permitted);
     }
-    Ok(if lost {
-        Sharing::OutOfHands
-    } else {
-        Sharing::Foreign
-    })
+    Ok(false)
 }
 
-/// A refusal of an object LibreChat already holds writes nothing new, but first takes back
-/// the grants the object gave on resources its namespace may no longer share: a refused spec
-/// (a bad member, a bad new grant) must not keep that reach in force.
+/// A refusal of an object LibreChat already holds writes nothing new, but first keeps the
+/// cache drops its record still owes and takes back what its namespace may no longer give:
+/// grants on resources no account it manages may share any more, and members it no longer
+/// manages (outside its emailDomains, made ADMIN). A refused spec (an invalid one, a member or
+/// grant it may not name) must not keep that reach in force; and since LibreChat may change
+/// an account without any event, it is looked at again at the resync.
 pub async fn refuse_holding(
+    store: &Store,
+    held: Held<'_>,
+    tenancy: &Tenancy,
+    refusal: Verdict,
+    resync: Duration,
+) -> Result<Verdict, StoreError> {
+    let Held { key, uid, record } = held;
+    let Some(record) = record else {
+        return Ok(refusal);
+    };
+    let pending = settle_due_drops(store, key, uid, record).await?;
+    let mut refusal = refusal;
+    refusal.requeue = refusal.requeue.into_iter().chain(pending).min();
+    if tenancy.administers {
+        return Ok(refusal);
+    }
+    let mut labels = take_back_lost_grants(store, key, uid, tenancy, record).await?;
+    let members = take_back_lost_members(store, key, uid, tenancy, record).await?;
+    let second_drop = (!members.is_empty()).then_some(SECOND_DROP_AFTER);
+    labels.extend(members);
+    let holds = !record.grants.is_empty() || !record.members.is_empty();
+    let looks = [refusal.requeue, holds.then_some(resync), second_drop];
+    refusal.requeue = looks.into_iter().flatten().min();
+    if !labels.is_empty() {
+        refusal.ready.message = format!(
+            "{}. Taken back, as no longer this namespace's to give: {}",
+            refusal.ready.message,
+            labels.join(", ")
+        );
+    }
+    Ok(refusal)
+}
+
+/// The object whose access record a refusal holds to: its record key, uid and record.
+#[derive(Clone, Copy)]
+pub struct Held<'a> {
+    pub key: &'a str,
+    pub uid: &'a str,
+    pub record: Option<&'a AccessRecord>,
+}
+
+/// Removes the recorded grants whose resource no account the tenant manages may share any
+/// more. Returns their labels.
+async fn take_back_lost_grants(
     store: &Store,
     key: &str,
     uid: &str,
     tenancy: &Tenancy,
-    record: Option<&AccessRecord>,
-    refusal: Verdict,
-) -> Result<Verdict, StoreError> {
-    let Some(record) = record.filter(|_| !tenancy.administers) else {
-        return Ok(refusal);
-    };
+    record: &AccessRecord,
+) -> Result<Vec<String>, StoreError> {
     let mut lost = Vec::new();
     for given in &record.grants {
-        if sharing(store, &given.resource_type, given.resource_id, tenancy).await?
-            != Sharing::Permitted
-        {
+        if !may_share(store, &given.resource_type, given.resource_id, tenancy).await? {
             lost.push(given);
         }
     }
     if lost.is_empty() {
-        return Ok(refusal);
+        return Ok(Vec::new());
     }
     let owed = [CacheDrop::PromptAccess];
     store
@@ -271,18 +304,46 @@ pub async fn refuse_holding(
         .await?;
     take_back(store, key, uid, &lost).await?;
     drop_promised(store, key, uid, &owed, false).await?;
-    let labels: Vec<String> = lost
+    Ok(lost
         .iter()
         .map(|g| format!("{} '{}'", g.resource_type, g.resource_id.to_hex()))
-        .collect();
-    let mut refusal = refusal;
-    refusal.ready.message = format!(
-        "{}. Taken back nonetheless, as given earlier and no longer this namespace's to give ({}): {}",
-        refusal.ready.message,
-        not_shareable(tenancy),
-        labels.join(", ")
-    );
-    Ok(refusal)
+        .collect())
+}
+
+/// Removes the recorded members of the record's group whose accounts the tenant no longer
+/// manages, owing their principal caches a second drop. Returns their labels.
+async fn take_back_lost_members(
+    store: &Store,
+    key: &str,
+    uid: &str,
+    tenancy: &Tenancy,
+    record: &AccessRecord,
+) -> Result<Vec<String>, StoreError> {
+    let Some(group) = record.target else {
+        return Ok(Vec::new());
+    };
+    let mut lost = Vec::new();
+    for member in &record.members {
+        let account = store.find_user_by_member_id(member).await?;
+        let managed = match account {
+            Some(a) => tenancy.may_group(store, a.id).await?,
+            None => false,
+        };
+        if !managed {
+            lost.push(member.clone());
+        }
+    }
+    if lost.is_empty() {
+        return Ok(Vec::new());
+    }
+    let owed: Vec<CacheDrop> = lost.iter().cloned().map(CacheDrop::Principals).collect();
+    store
+        .promise_cache_drops(key, uid, &owed, due(true))
+        .await?;
+    store.remove_group_members(group, &lost).await?;
+    store.forget_members(key, uid, &lost).await?;
+    store.drop_owed_caches(&owed).await?;
+    Ok(lost.iter().map(|m| format!("member {m}")).collect())
 }
 
 /// Reports what a converged object left out because its namespace may no longer give it (a

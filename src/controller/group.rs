@@ -11,7 +11,7 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 use mongodb::bson::oid::ObjectId;
 
-use super::access::{self, PlannedGrant, Verdict};
+use super::access::{self, Held, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
@@ -90,16 +90,12 @@ async fn sync(
     found: &mut Found,
 ) -> Result<Verdict, ReconcileError> {
     let namespace = group.namespace().unwrap_or_default();
-    if let Err(why) = validate(group) {
-        return Ok(Verdict::refused(
-            reason::INVALID_SPEC,
-            format!("{why}; nothing was written"),
-            None,
-        ));
-    }
+    // Checked first, refused once the record is read: a refusal still takes back what the
+    // namespace may no longer hold.
+    let invalid = validate(group).err();
     let target = match target::resolve(ctx, &group.spec.instance_ref, &namespace).await? {
         Ok(t) => t,
-        Err(p) => return Ok(Verdict::waiting(p.reason, p.message)),
+        Err(p) => return Ok(access::invalid_or_waiting(invalid, p)),
     };
     if let Some(why) = target::applied_elsewhere(found.instance.as_deref(), &target.instance) {
         return Ok(Verdict::refused(reason::INVALID_SPEC, why, None));
@@ -113,28 +109,27 @@ async fn sync(
     if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
         return Ok(name_taken(group, &tenancy.names(&r.owner)));
     }
-    let refuse = |refusal: Verdict| {
-        access::refuse_holding(store, &key, &uid, &tenancy, record.as_ref(), refusal)
+    let held = Held {
+        key: &key,
+        uid: &uid,
+        record: record.as_ref(),
     };
-    let mut members = match resolve_members(ctx, store, group, &tenancy).await? {
+    let refuse =
+        |refusal| access::refuse_holding(store, held, &tenancy, refusal, resync(ctx, &target));
+    if let Some(why) = invalid {
+        return Ok(refuse(access::invalid_spec(why)).await?);
+    }
+    let members = match resolve_members(ctx, store, group, &tenancy).await? {
         Ok(m) => m,
         Err(refusal) => return Ok(refuse(refusal).await?),
     };
     let principal = record.as_ref().and_then(|r| r.target).map(Principal::Group);
-    let plan = match access::plan_grants(
-        store,
-        &group.spec.grants,
-        &tenancy,
-        principal.as_ref(),
-        record.as_ref(),
-    )
-    .await?
+    let grants = &group.spec.grants;
+    let plan = match access::plan_grants(store, grants, &tenancy, principal.as_ref(), held.record)
+        .await?
     {
         Ok(p) => p,
-        Err(r) => {
-            let refusal = Verdict::refused(r.reason, r.message, Some(resync(ctx, &target)));
-            return Ok(refuse(refusal).await?);
-        }
+        Err(r) => return Ok(refuse(r.verdict(resync(ctx, &target))).await?),
     };
     let record = match record {
         Some(r) => r,
@@ -143,14 +138,43 @@ async fn sync(
             Err(verdict) => return Ok(verdict),
         },
     };
-    // Members and grants the namespace may no longer give: converged without, and said so.
+    let declared = Declared {
+        record,
+        members,
+        plan,
+    };
+    converge_declared(ctx, group, &target, &key, declared, found).await
+}
+
+/// What a group is converged to: its record, the members and grants it may give.
+struct Declared {
+    record: AccessRecord,
+    members: Members,
+    plan: access::GrantPlan,
+}
+
+/// Converges the group without the members and grants its namespace may no longer give, and
+/// says so.
+async fn converge_declared(
+    ctx: &Context,
+    group: &LibreChatGroup,
+    target: &Target,
+    key: &str,
+    declared: Declared,
+    found: &mut Found,
+) -> Result<Verdict, ReconcileError> {
+    let Declared {
+        record,
+        mut members,
+        plan,
+    } = declared;
     let mut taken_back = std::mem::take(&mut members.left_out);
     taken_back.extend(plan.taken_back);
     let verdict = converge(
         ctx,
         group,
-        &target,
-        &key,
+        target,
+        key,
         record,
         members,
         plan.planned,

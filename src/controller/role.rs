@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
-use super::access::{self, PlannedGrant, Verdict};
+use super::access::{self, Held, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
@@ -111,29 +111,18 @@ async fn sync(
     found: &mut Found,
 ) -> Result<Verdict, ReconcileError> {
     let namespace = role.namespace().unwrap_or_default();
-    if let Err(why) = validate(role) {
-        return Ok(Verdict::refused(
-            reason::INVALID_SPEC,
-            format!("{why}; nothing was written"),
-            None,
-        ));
-    }
+    // Checked first, refused once the record is read: a refusal still takes back what the
+    // namespace may no longer hold.
+    let invalid = validate(role).err();
     let target = match target::resolve(ctx, &role.spec.instance_ref, &namespace).await? {
         Ok(t) => t,
-        Err(p) => return Ok(Verdict::waiting(p.reason, p.message)),
+        Err(p) => return Ok(access::invalid_or_waiting(invalid, p)),
     };
     if let Some(why) = target::applied_elsewhere(found.instance.as_deref(), &target.instance) {
         return Ok(Verdict::refused(reason::INVALID_SPEC, why, None));
     }
     found.instance = Some(target::instance_key(&target.instance));
     let tenancy = Tenancy::of(&target.instance, &namespace);
-    if let Err(why) = permitted(role, &tenancy) {
-        return Ok(Verdict::refused(
-            reason::NOT_PERMITTED,
-            format!("{why}; nothing was written"),
-            None,
-        ));
-    }
     let store = &target.stores.store;
     let name = &role.spec.name;
     let key = role_key(name);
@@ -142,23 +131,27 @@ async fn sync(
     if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
         return Ok(name_taken(role, &tenancy.names(&r.owner)));
     }
-    let principal = Principal::Role(name.clone());
-    let plan = match access::plan_grants(
-        store,
-        &role.spec.grants,
-        &tenancy,
-        Some(&principal),
-        record.as_ref(),
-    )
-    .await?
-    {
-        Ok(p) => p,
-        Err(r) => {
-            let refusal = Verdict::refused(r.reason, r.message, Some(resync(ctx, &target)));
-            let held = record.as_ref();
-            return Ok(access::refuse_holding(store, &key, &uid, &tenancy, held, refusal).await?);
-        }
+    let held = Held {
+        key: &key,
+        uid: &uid,
+        record: record.as_ref(),
     };
+    let refuse =
+        |refusal| access::refuse_holding(store, held, &tenancy, refusal, resync(ctx, &target));
+    if let Some(why) = invalid {
+        return Ok(refuse(access::invalid_spec(why)).await?);
+    }
+    if let Err(why) = permitted(role, &tenancy) {
+        let message = format!("{why}; nothing was written");
+        return Ok(refuse(Verdict::refused(reason::NOT_PERMITTED, message, None)).await?);
+    }
+    let principal = Principal::Role(name.clone());
+    let grants = &role.spec.grants;
+    let plan =
+        match access::plan_grants(store, grants, &tenancy, Some(&principal), held.record).await? {
+            Ok(p) => p,
+            Err(r) => return Ok(refuse(r.verdict(resync(ctx, &target))).await?),
+        };
     let record = match record {
         Some(r) => r,
         None => match claim(store, role, &key, &tenancy).await? {

@@ -4,8 +4,11 @@
 
 use kube::ResourceExt;
 
+use mongodb::bson::oid::ObjectId;
+
 use crate::api::LibreChatInstance;
 use crate::librechat::ownership::Claim;
+use crate::librechat::{Store, StoreError};
 
 /// What an object in one namespace may do on one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,13 +68,48 @@ impl Tenancy {
     /// An account whose email the instance's `tenantPolicy.emailDomains` no longer admits for
     /// this namespace is not managed by it any more, whenever it was claimed.
     pub fn fully_manages(&self, claim: &Claim) -> bool {
-        self.held_here(claim) && self.email_outside_domains(&claim.email).is_none()
+        claim.owner.namespace == self.namespace
+            && (claim.created || self.may_manage_adopted)
+            && self.email_outside_domains(&claim.email).is_none()
     }
 
-    /// Whether `claim` is one this namespace took in full (created, or adopted where the
-    /// instance lets tenants manage what they adopt), whatever rules have limited it since.
-    pub fn held_here(&self, claim: &Claim) -> bool {
-        claim.owner.namespace == self.namespace && (claim.created || self.may_manage_adopted)
+    /// Whether this namespace manages `account` fully now (may share what it may share), as
+    /// the account and its ownership record stand, not as any status says.
+    pub async fn manages_account(
+        &self,
+        store: &Store,
+        account: ObjectId,
+    ) -> Result<bool, StoreError> {
+        self.still_holds(store, account, |c| self.fully_manages(c))
+            .await
+    }
+
+    /// Whether `account` may still be in this namespace's groups: claimed here (adopted is
+    /// enough) and inside its emailDomains.
+    pub async fn may_group(&self, store: &Store, account: ObjectId) -> Result<bool, StoreError> {
+        let claimed_here = |c: &Claim| {
+            c.owner.namespace == self.namespace && self.email_outside_domains(&c.email).is_none()
+        };
+        self.still_holds(store, account, claimed_here).await
+    }
+
+    /// Whether the account's claim passes `claim_ok` and the account is not ADMIN where this
+    /// namespace may not hold ADMIN.
+    async fn still_holds(
+        &self,
+        store: &Store,
+        account: ObjectId,
+        claim_ok: impl Fn(&Claim) -> bool,
+    ) -> Result<bool, StoreError> {
+        let claim = store.find_claim_of_user(account).await?;
+        if !claim.is_some_and(|c| claim_ok(&c)) {
+            return Ok(false);
+        }
+        if !self.refuses_admin_accounts() {
+            return Ok(true);
+        }
+        let stored = store.find_user_by_id(account).await?;
+        Ok(stored.is_some_and(|a| a.role.as_deref() != Some("ADMIN")))
     }
 
     /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may

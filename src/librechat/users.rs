@@ -77,6 +77,17 @@ impl Store {
         Ok(found.and_then(|d| stored_user_from_doc(&d)))
     }
 
+    /// The account a group's `memberIds` value names: its `_id` in hex, or its `idOnTheSource`.
+    pub async fn find_user_by_member_id(
+        &self,
+        member: &str,
+    ) -> Result<Option<StoredUser>, StoreError> {
+        match ObjectId::parse_str(member) {
+            Ok(id) => self.find_user_by_id(id).await,
+            Err(_) => self.find_user(doc! { "idOnTheSource": member }).await,
+        }
+    }
+
     async fn find_user(&self, filter: Document) -> Result<Option<StoredUser>, StoreError> {
         let found = self
             .collection(collections::USERS)

@@ -409,3 +409,64 @@ async fn a_tenant_cannot_grant_credits_unless_the_instance_allows_it() {
         .to_string();
     w.contract_check(json!({ "balances": [{ "userId": id, "tokenCredits": 1020000 }] }));
 }
+
+/// The attack: a tenant allowed to grant credits adopts a person's self-registered account
+/// (adopting keeps a name as declared, nothing more) and rewrites its balance: its auto-refill
+/// settings (turning the person's refill off) or credits it decides on.
+#[tokio::test]
+async fn a_tenant_cannot_change_the_balance_of_an_account_it_only_adopted() {
+    let mut extra = json!({ "tenantPolicy": { "grantCredits": true } });
+    merge(&mut extra, balance_config());
+    let (w, t) = crate::trust::tenant_world("bal-adopt", extra).await;
+    let id = ObjectId::new();
+    w.users()
+        .insert_one(crate::user::foreign_user(id, "person@example.com"))
+        .await
+        .unwrap();
+    w.db.collection::<Document>("balances")
+        .insert_one(
+            doc! { "user": id, "tokenCredits": 500, "autoRefillEnabled": true,
+            "refillIntervalValue": 1, "refillIntervalUnit": "days", "refillAmount": 100 },
+        )
+        .await
+        .unwrap();
+    let before = balances_of(&w, id).await;
+    let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
+    let attacks = [
+        (
+            "gift",
+            json!({ "grants": [{ "id": "gift", "credits": 1000 }] }),
+        ),
+        ("starve", json!({ "autoRefill": { "enabled": false } })),
+    ];
+    for (name, balance) in attacks {
+        let spec = json!({ "instanceRef": lc.clone(), "email": "person@example.com",
+                           "adopt": true, "balance": balance });
+        w.apply_in(&t, "LibreChatUser", name, spec).await;
+        let obj = wait_condition_in(
+            &w.client,
+            &t,
+            "librechatusers",
+            name,
+            "Ready",
+            "False",
+            Some("NotPermitted"),
+        )
+        .await;
+        let message = condition(&obj, "Ready").unwrap().message;
+        assert!(message.contains("balance"), "{name}: {message}");
+        assert_eq!(
+            balances_of(&w, id).await,
+            before,
+            "{name}: the balance is untouched"
+        );
+        delete_in(&w.client, &t, "LibreChatUser", name).await;
+        crate::trust::wait_gone_in(&w, &t, "librechatusers", name).await;
+    }
+    let count =
+        w.db.collection::<Document>("transactions")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
+    assert_eq!(count, 0, "no credits were granted");
+}

@@ -405,6 +405,9 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
     if plan.plugins.declares_any() {
         forbidden.push("plugins");
     }
+    if plan.declares_balance {
+        forbidden.push("balance");
+    }
     // Logging the owner out or stripping their second factor are takeover steps.
     forbidden.extend(plan.account_actions.iter().copied());
     (!forbidden.is_empty()).then(|| {

@@ -45,7 +45,7 @@ impl Mirror {
     }
 }
 
-fn declared(user: &LibreChatUser) -> Option<&UserBalance> {
+pub(super) fn declared(user: &LibreChatUser) -> Option<&UserBalance> {
     user.spec
         .balance
         .as_ref()

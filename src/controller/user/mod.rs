@@ -154,6 +154,9 @@ struct Plan {
     /// The declared trigger fields of actions on someone's account (`logoutAt`,
     /// `resetTwoFactorAt`), which need the right to manage the account fully.
     account_actions: Vec<&'static str>,
+    /// Whether `spec.balance` declares credit grants or auto-refill settings (writes to the
+    /// account's balance, which adopting alone does not allow).
+    declares_balance: bool,
 }
 
 impl Plan {
@@ -450,6 +453,7 @@ async fn resolve(
         adopt: spec.adopt.unwrap_or(false),
         plugins,
         account_actions: actions::declared_account_actions(spec),
+        declares_balance: balance::declared(user).is_some(),
     }))
 }
 
