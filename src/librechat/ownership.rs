@@ -275,6 +275,28 @@ impl Store {
         Ok(())
     }
 
+    /// Does what the claim of the object `owner_uid` still owes its account, if it owes
+    /// anything and the account exists: for an object refused before it reaches its account
+    /// (an invalid spec, a policy that no longer admits it), which must not leave sessions a
+    /// password change ended alive, or caches a role change made stale.
+    pub async fn finish_owed_by(&self, owner_uid: &str) -> Result<(), StoreError> {
+        match self.find_claim_of_owner(owner_uid).await? {
+            Some(claim) => self.finish_owed(&claim).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Does what `claim` still owes its account, if anything and the account exists.
+    pub async fn finish_owed(&self, claim: &Claim) -> Result<(), StoreError> {
+        let (false, Some(id)) = (claim.follow_ups.is_empty(), claim.user_id) else {
+            return Ok(());
+        };
+        match self.find_user_by_id(id).await? {
+            Some(stored) => self.finish_follow_ups(claim, &stored).await,
+            None => Ok(()),
+        }
+    }
+
     /// Records that `follow_up` was done.
     pub async fn fulfilled(
         &self,

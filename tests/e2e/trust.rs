@@ -1623,6 +1623,29 @@ async fn a_deletion_after_a_crash_between_new_password_and_revocation_still_revo
     w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
 }
 
+/// The same crash, then the object is made one the operator refuses before it reaches the
+/// account (here a `logoutAt` in the future): the refusal does not hold the revocation up.
+#[tokio::test]
+async fn a_refusal_after_a_crash_between_new_password_and_revocation_still_revokes() {
+    let mut w = World::with_instance("tr-crashrefused", json!({})).await;
+    let (id, _) = rotated_and_crashed_before_revocation(&mut w).await;
+    let tomorrow = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24);
+    let patch = json!({ "spec": { "logoutAt": tomorrow.to_string() } });
+    dynamic(&w.client, &w.ns, "LibreChatUser")
+        .patch("c", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    w.start_operator();
+    w.wait_condition("librechatusers", "c", "Ready", "False", Some("InvalidSpec"))
+        .await;
+    eventually("the sessions to be revoked", || async {
+        (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
+    })
+    .await;
+    assert!(follow_ups(&w, "crash@example.com").await.is_empty());
+    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
+}
+
 #[tokio::test]
 async fn a_crash_between_role_change_and_cache_drop_still_drops() {
     let mut w = World::with_instance("tr-crashrole", json!({})).await;

@@ -22,7 +22,6 @@ use crate::controller::target;
 use crate::controller::tenancy::Tenancy;
 use crate::librechat::deletions::{Allowance, DeletionLimit};
 use crate::librechat::ownership::Claim;
-use crate::librechat::StoreError;
 
 /// The deletion guard counts deletions within this window.
 const DELETION_WINDOW: Duration = Duration::from_secs(3600);
@@ -74,7 +73,7 @@ pub(super) async fn cleanup(
             return held(api, user, ctx, hold).await;
         }
     }
-    if let Err(e) = finish_owed(&stores, &claim).await {
+    if let Err(e) = stores.store.finish_owed(&claim).await {
         return blocked(api, user, ctx, &e.to_string()).await;
     }
     // Retain leaves the plugins installed, like the account; the record of them goes.
@@ -100,18 +99,6 @@ pub(super) async fn cleanup(
         ctx.changed(user, change).await;
     }
     Ok(Action::await_change())
-}
-
-/// What the claim still owes its account (sessions to end after a password change, caches to
-/// drop after a role change) is done before the claim, and the record of what is owed, goes.
-async fn finish_owed(stores: &Stores, claim: &Claim) -> Result<(), StoreError> {
-    let (false, Some(id)) = (claim.follow_ups.is_empty(), claim.user_id) else {
-        return Ok(());
-    };
-    match stores.store.find_user_by_id(id).await? {
-        Some(stored) => stores.store.finish_follow_ups(claim, &stored).await,
-        None => Ok(()),
-    }
 }
 
 /// Where a deletion happens and what the deleting object may do there.

@@ -262,6 +262,7 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
         }
     };
     if let Some(outcome) = balance::refusal(&plan, user) {
+        plan.store().finish_owed_by(&uid_of(user)).await?;
         return Ok(outcome);
     }
     if let Some(outcome) = settled(&plan, user, ctx).await? {
@@ -368,19 +369,38 @@ async fn tenancy_refusal(
     Ok(None)
 }
 
-/// Dereference and validate: reads only. `Err` is the outcome to report.
+/// Dereference and validate: reads only, but for what the object's claim still owes its
+/// account (see [`Store::finish_owed_by`]), which a refusal does not hold up. `Err` is the
+/// outcome to report.
 async fn resolve(
     user: &LibreChatUser,
     ctx: &Context,
     reading: Reading,
 ) -> Result<Result<Plan, Outcome>, ReconcileError> {
     let namespace = user.namespace().unwrap_or_default();
-    let spec = &user.spec;
     let (target, redis_out) =
-        match target::resolve_mongo_first(ctx, &spec.instance_ref, &namespace).await? {
+        match target::resolve_mongo_first(ctx, &user.spec.instance_ref, &namespace).await? {
             Ok(found) => (found.target, found.redis_out),
             Err(p) => return Ok(Err(Outcome::waiting(p.reason, p.message, user))),
         };
+    let store = target.stores.store.clone();
+    let planned = plan_on(user, ctx, reading, target, redis_out).await?;
+    if planned.is_err() {
+        store.finish_owed_by(&uid_of(user)).await?;
+    }
+    Ok(planned)
+}
+
+/// The plan for `user` on its resolved instance, or why there is none.
+async fn plan_on(
+    user: &LibreChatUser,
+    ctx: &Context,
+    reading: Reading,
+    target: target::Target,
+    redis_out: Option<target::TargetProblem>,
+) -> Result<Result<Plan, Outcome>, ReconcileError> {
+    let namespace = user.namespace().unwrap_or_default();
+    let spec = &user.spec;
     let instance = target.instance;
     let tenancy = Tenancy::of(&instance, &namespace);
     if let Some(applied) = target::applied_elsewhere(
