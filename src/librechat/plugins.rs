@@ -3,6 +3,8 @@
 //! the operator's record of what it installed, so that it never removes what a person
 //! installed in LibreChat's UI.
 
+use std::collections::BTreeMap;
+
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 
 use super::batch::Id;
@@ -27,25 +29,40 @@ pub struct InstalledPlugin {
     pub listed: bool,
     /// The `authField`s it wrote.
     pub auth_fields: Vec<String>,
+    /// The person's own credentials (ciphertext, by `authField`) the operator's replaced: put
+    /// back when the operator's go, rather than deleted.
+    pub replaced: BTreeMap<String, String>,
 }
 
 impl InstalledPlugin {
     fn to_doc(&self) -> Document {
-        doc! { "key": self.key.clone(), "listed": self.listed, "authFields": self.auth_fields.clone() }
+        let replaced: Document = self
+            .replaced
+            .iter()
+            .map(|(f, v)| (f.clone(), v.clone().into()))
+            .collect();
+        doc! {
+            "key": self.key.clone(), "listed": self.listed, "authFields": self.auth_fields.clone(),
+            "replaced": replaced,
+        }
     }
 
     fn from_doc(d: &Document) -> Option<Self> {
+        let strings = |a: &Vec<mongodb::bson::Bson>| -> Vec<String> {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        };
+        let replaced = d.get_document("replaced").ok().map(|r| {
+            r.iter()
+                .filter_map(|(f, v)| Some((f.clone(), v.as_str()?.to_string())))
+                .collect()
+        });
         Some(InstalledPlugin {
             key: d.get_str("key").ok()?.to_string(),
             listed: d.get_bool("listed").unwrap_or(false),
-            auth_fields: d
-                .get_array("authFields")
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|f| f.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            auth_fields: d.get_array("authFields").map(strings).unwrap_or_default(),
+            replaced: replaced.unwrap_or_default(),
         })
     }
 }
@@ -243,16 +260,21 @@ impl Store {
     /// Deletes the OAuth tokens LibreChat keeps for the MCP server `server` (access, refresh,
     /// client registration), as its `deleteUserTokens` does.
     pub async fn delete_mcp_tokens(&self, user: ObjectId, server: &str) -> Result<u64, StoreError> {
-        let base = format!("mcp:{server}");
-        let filter = doc! {
-            "userId": user,
-            "$or": [
-                { "type": "mcp_oauth", "identifier": base.clone() },
-                { "type": "mcp_oauth_refresh", "identifier": format!("{base}:refresh") },
-                { "type": "mcp_oauth_client", "identifier": format!("{base}:client") },
-            ],
-        };
-        self.delete_many(collections::TOKENS, filter).await
+        self.delete_many(collections::TOKENS, mcp_tokens_filter(user, server))
+            .await
+    }
+}
+
+/// The three token documents of one MCP server's OAuth connection.
+fn mcp_tokens_filter(user: ObjectId, server: &str) -> Document {
+    let base = format!("mcp:{server}");
+    doc! {
+        "userId": user,
+        "$or": [
+            { "type": "mcp_oauth", "identifier": base.clone() },
+            { "type": "mcp_oauth_refresh", "identifier": format!("{base}:refresh") },
+            { "type": "mcp_oauth_client", "identifier": format!("{base}:client") },
+        ],
     }
 }
 
@@ -279,6 +301,7 @@ mod tests {
             key: "google".into(),
             listed: true,
             auth_fields: vec!["GOOGLE_CSE_ID".into()],
+            replaced: [("GOOGLE_API_KEY".into(), "ab12".into())].into(),
         };
         assert_eq!(InstalledPlugin::from_doc(&p.to_doc()), Some(p));
     }

@@ -550,3 +550,74 @@ async fn a_tenant_cannot_plant_credentials_on_an_account_it_only_adopted() {
         Some(SERPER_CT)
     );
 }
+
+/// A credential the person stored in LibreChat for a field the operator then declares is
+/// theirs: replaced while the declaration stands, put back (not deleted) when it goes.
+#[tokio::test]
+async fn a_credential_the_person_stored_is_put_back_when_the_declaration_goes() {
+    let w = World::with_instance("plug-theirs", with_credentials()).await;
+    w.secret("lc-creds", &CREDS).await;
+    w.secret(
+        "google",
+        &[
+            ("GOOGLE_CSE_ID", "cse-1"),
+            ("GOOGLE_SEARCH_API_KEY", "gk-1"),
+        ],
+    )
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "eve",
+        user_with("eve@example.com", json!([])),
+    )
+    .await;
+    let id = user_id(&w, "eve").await;
+    // The person's own CSE id, stored through LibreChat's UI before any declaration.
+    let theirs = "5f5e5d5c5b5a59585756555453525150";
+    let row = doc! { "authField": "GOOGLE_CSE_ID", "value": theirs, "userId": id.to_hex(),
+    "pluginKey": "google", "__v": 0 };
+    w.db.collection::<Document>("pluginauths")
+        .insert_one(row)
+        .await
+        .unwrap();
+
+    let declared = json!([plugin("google", Some("google"))]);
+    w.apply(
+        "LibreChatUser",
+        "eve",
+        user_with("eve@example.com", declared),
+    )
+    .await;
+    eventually("the declared credentials to be stored", || async {
+        let cse = value_of(&w, id, "google", "GOOGLE_CSE_ID").await?;
+        value_of(&w, id, "google", "GOOGLE_SEARCH_API_KEY").await?;
+        (cse != theirs).then_some(())
+    })
+    .await;
+    w.contract_check_with_env(
+        json!({ "pluginAuths": [expect(id, "google", "GOOGLE_CSE_ID", Some("cse-1"))] }),
+        &CREDS,
+    );
+
+    w.apply(
+        "LibreChatUser",
+        "eve",
+        user_with("eve@example.com", json!([])),
+    )
+    .await;
+    eventually("the person's own credential to be back", || async {
+        let cse = value_of(&w, id, "google", "GOOGLE_CSE_ID").await?;
+        (cse == theirs).then_some(())
+    })
+    .await;
+    assert_eq!(
+        value_of(&w, id, "google", "GOOGLE_SEARCH_API_KEY").await,
+        None,
+        "what only the operator wrote is deleted"
+    );
+    assert_eq!(
+        count(&w, "pluginauths", doc! { "pluginKey": "google" }).await,
+        1,
+        "one row, the person's"
+    );
+}

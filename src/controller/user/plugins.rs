@@ -172,7 +172,8 @@ pub(super) async fn apply(
         return Ok(false);
     }
     let listed = store.listed_plugins(account).await?;
-    let after = intended(&plan.plugins, &before, &listed);
+    let mut after = intended(&plan.plugins, &before, &listed);
+    remember_the_persons(store, account, &plan.plugins, &before, &mut after).await?;
     let union = merged(&before, &after);
     if union != before {
         store.record_installed_plugins(account, uid, &union).await?;
@@ -202,14 +203,45 @@ fn intended(
         .list
         .iter()
         .map(|d| {
-            let was_ours = before.iter().any(|b| b.key == d.key && b.listed);
+            let prior = before.iter().find(|b| b.key == d.key);
+            let was_ours = prior.is_some_and(|b| b.listed);
+            let replaced = prior.map(|b| b.replaced.clone()).unwrap_or_default();
             InstalledPlugin {
                 key: d.key.clone(),
                 listed: !is_entity_tool(&d.key) && (was_ours || !listed.contains(&d.key)),
                 auth_fields: d.auth.keys().cloned().collect(),
+                // What is still replaced: a field no longer declared gets the person's back.
+                replaced: replaced
+                    .into_iter()
+                    .filter(|(f, _)| d.auth.contains_key(f))
+                    .collect(),
             }
         })
         .collect()
+}
+
+/// Notes in `after`, before anything is written, the person's own credentials the declaration
+/// is about to replace: one they stored for a field the operator has not written yet.
+async fn remember_the_persons(
+    store: &Store,
+    account: ObjectId,
+    desired: &DesiredPlugins,
+    before: &[InstalledPlugin],
+    after: &mut [InstalledPlugin],
+) -> Result<(), StoreError> {
+    for (d, a) in desired.list.iter().zip(after.iter_mut()) {
+        let prior = before.iter().find(|b| b.key == d.key);
+        for field in d.auth.keys() {
+            let ours = prior.is_some_and(|b| b.auth_fields.contains(field));
+            if ours || a.replaced.contains_key(field) {
+                continue;
+            }
+            if let Some(theirs) = store.plugin_auth_value(account, &d.key, field).await? {
+                a.replaced.insert(field.clone(), theirs);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Everything `before` or `after` names: what the store may hold while this reconcile runs.
@@ -223,6 +255,9 @@ fn merged(before: &[InstalledPlugin], after: &[InstalledPlugin]) -> Vec<Installe
                     if !a.auth_fields.contains(f) {
                         a.auth_fields.push(f.clone());
                     }
+                }
+                for (f, v) in &b.replaced {
+                    a.replaced.entry(f.clone()).or_insert_with(|| v.clone());
                 }
             }
             None => all.push(b.clone()),
@@ -258,8 +293,9 @@ async fn install(
     Ok(notes)
 }
 
-/// Uninstalls what the operator installed and no longer declares: credentials it wrote (and an
-/// MCP server's OAuth tokens), and the listing it added.
+/// Uninstalls what the operator installed and no longer declares: credentials it wrote (the
+/// person's own put back where it replaced theirs), an MCP server's OAuth tokens (as
+/// LibreChat's uninstall does), and the listing it added.
 async fn remove(
     store: &Store,
     account: ObjectId,
@@ -269,18 +305,22 @@ async fn remove(
     let mut notes = Vec::new();
     for b in before {
         let kept = after.iter().find(|a| a.key == b.key);
-        let stale: Vec<String> = b
+        let stale = b
             .auth_fields
             .iter()
-            .filter(|f| kept.is_none_or(|a| !a.auth_fields.contains(f)))
-            .cloned()
-            .collect();
-        if !stale.is_empty() && store.delete_plugin_auths(account, &b.key, &stale).await? > 0 {
-            notes.push(format!(
-                "deleted {} credentials {}",
-                b.key,
-                stale.join(", ")
-            ));
+            .filter(|f| kept.is_none_or(|a| !a.auth_fields.contains(f)));
+        let (restore, delete): (Vec<&String>, Vec<&String>) =
+            stale.partition(|f| b.replaced.contains_key(*f));
+        for field in restore {
+            store
+                .put_plugin_auth(account, &b.key, field, &b.replaced[field])
+                .await?;
+            notes.push(format!("put back the person's own {}.{field}", b.key));
+        }
+        let delete: Vec<String> = delete.into_iter().cloned().collect();
+        if !delete.is_empty() && store.delete_plugin_auths(account, &b.key, &delete).await? > 0 {
+            let fields = delete.join(", ");
+            notes.push(format!("deleted {} credentials {fields}", b.key));
         }
         if kept.is_some() {
             continue;
@@ -305,6 +345,7 @@ mod tests {
             key: key.into(),
             listed,
             auth_fields: fields.iter().map(|f| f.to_string()).collect(),
+            ..InstalledPlugin::default()
         }
     }
 
@@ -349,6 +390,22 @@ mod tests {
             &["google".into(), "calc".into()],
         );
         assert!(again[0].listed && again[1].listed && !again[2].listed);
+    }
+
+    #[test]
+    fn the_persons_replaced_credentials_are_kept_while_their_field_is_declared() {
+        let mut before = rec("google", true, &["A", "B"]);
+        before.replaced = [
+            ("A".into(), "theirs-a".into()),
+            ("B".into(), "theirs-b".into()),
+        ]
+        .into();
+        let after = intended(&desired(&[("google", &["A"])]), &[before.clone()], &[]);
+        // B is no longer declared: not kept, so removing it puts the person's B back.
+        assert_eq!(after[0].replaced, [("A".into(), "theirs-a".into())].into());
+        // While both are written, the record names everything either side holds.
+        let union = merged(&[before], &after);
+        assert_eq!(union[0].replaced.len(), 2);
     }
 
     #[test]
