@@ -180,6 +180,19 @@ pub async fn plan_grants(
             plan.taken_back.push((label, not_shareable(tenancy)));
             continue;
         }
+        let twice = plan
+            .planned
+            .iter()
+            .find(|p| p.resource_type() == kind && p.resource == resource);
+        if let Some(first) = twice {
+            return Ok(Err(GrantRefusal {
+                reason: reason::INVALID_SPEC,
+                message: format!(
+                    "the grants on {kind} '{}' and '{}' name the same {kind}: list it once; nothing was written",
+                    first.grant.resource_id, grant.resource_id
+                ),
+            }));
+        }
         if let Some(principal) = principal {
             let existing = store.find_grant(principal, kind, resource).await?;
             let ours = planned.recorded(record).map(|r| r.entry);
@@ -264,7 +277,7 @@ pub async fn refuse_holding(
     refusal.requeue = looks.into_iter().flatten().min();
     if !labels.is_empty() {
         refusal.ready.message = format!(
-            "{}. Taken back, as no longer this namespace's to give: {}",
+            "{} (nothing new; what this namespace may no longer give was taken back: {})",
             refusal.ready.message,
             labels.join(", ")
         );
@@ -350,13 +363,20 @@ async fn take_back_lost_members(
 /// membership, a grant): taken back, and a refusal a person fixes (by dropping it, or by the
 /// instance admitting it again).
 pub fn with_taken_back(verdict: Verdict, taken_back: &[(String, String)]) -> Verdict {
-    let Some((_, why)) = taken_back.first() else {
+    if taken_back.is_empty() {
         return verdict;
-    };
+    }
     let labels: Vec<&str> = taken_back.iter().map(|(l, _)| l.as_str()).collect();
+    let mut whys: Vec<&str> = Vec::new();
+    for (_, why) in taken_back {
+        if !whys.contains(&why.as_str()) {
+            whys.push(why);
+        }
+    }
     let message = format!(
-        "left out (what was given earlier is taken back): {}; {why}",
-        labels.join(", ")
+        "left out (what was given earlier is taken back): {}; {}",
+        labels.join(", "),
+        whys.join("; ")
     );
     Verdict::refused(reason::NOT_PERMITTED, message, verdict.requeue)
 }

@@ -82,10 +82,13 @@ impl Store {
         &self,
         member: &str,
     ) -> Result<Option<StoredUser>, StoreError> {
-        match ObjectId::parse_str(member) {
-            Ok(id) => self.find_user_by_id(id).await,
-            Err(_) => self.find_user(doc! { "idOnTheSource": member }).await,
+        if let Ok(id) = ObjectId::parse_str(member) {
+            if let Some(found) = self.find_user_by_id(id).await? {
+                return Ok(Some(found));
+            }
         }
+        // An identity provider's id may look like an ObjectId too.
+        self.find_user(doc! { "idOnTheSource": member }).await
     }
 
     async fn find_user(&self, filter: Document) -> Result<Option<StoredUser>, StoreError> {

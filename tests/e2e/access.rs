@@ -476,6 +476,32 @@ async fn built_in_roles_take_only_declared_keys_and_say_what_librechat_yaml_over
             .unwrap(),
         0
     );
+    // One agent named twice (by its _id and by its `agent_` id): a spec error, not a race.
+    let agent = seed_resource(&w, "agents", "agent", ObjectId::new()).await;
+    let twice = json!([
+        { "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" },
+        { "resourceType": "agent", "resourceId": format!("agent_{}", agent.to_hex()), "access": "editor" },
+    ]);
+    w.apply(
+        "LibreChatGroup",
+        "twice",
+        json!({ "instanceRef": { "name": "lc" }, "name": "twice", "grants": twice }),
+    )
+    .await;
+    let obj = w
+        .wait_condition(
+            "librechatgroups",
+            "twice",
+            "Ready",
+            "False",
+            Some("InvalidSpec"),
+        )
+        .await;
+    assert!(condition(&obj, "Ready")
+        .unwrap()
+        .message
+        .contains("list it once"));
+    assert!(group_doc(&w, "twice").await.is_none());
     // Deleting the declaration of USER leaves LibreChat's permissions as they are.
     w.delete("LibreChatRole", "user").await;
     w.wait_gone("librechatroles", "user").await;
