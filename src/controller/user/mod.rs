@@ -399,47 +399,18 @@ async fn plan_on(
     target: target::Target,
     redis_out: Option<target::TargetProblem>,
 ) -> Result<Result<Plan, Outcome>, ReconcileError> {
-    let namespace = user.namespace().unwrap_or_default();
     let spec = &user.spec;
     let instance = target.instance;
-    let tenancy = Tenancy::of(&instance, &namespace);
-    if let Some(applied) = target::applied_elsewhere(
-        user.status.as_ref().and_then(|s| s.instance.as_deref()),
-        &instance,
-    ) {
-        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, applied, user)));
-    }
-    let problems = spec.problems(instance.spec.min_password_length());
-    if !problems.is_empty() {
-        let message = format!("{}; nothing was written", problems.join("; "));
-        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, message, user)));
-    }
-    let email = check_email(&spec.email).unwrap_or_default();
-    if let Some(refused) = tenancy_refusal(user, &target.stores.store, &tenancy, &email).await? {
-        return Ok(Err(refused));
-    }
-    let min_length = instance.spec.min_password_length();
-    let domain = instance.spec.domain_client.as_deref();
-    let unread_password = match reading {
-        Reading::UnlessUnchanged => unchanged_password(user, ctx, min_length).await,
-        Reading::Always => None,
+    let tenancy = Tenancy::of(&instance, &user.namespace().unwrap_or_default());
+    let email = match validate(user, &target.stores.store, &instance, &tenancy).await? {
+        Ok(email) => email,
+        Err(refused) => return Ok(Err(refused)),
     };
-    let read = match unread_password {
-        Some(_) => Ok(None),
-        None => password::resolve(&ctx.client, user, &email, min_length, domain).await,
-    };
-    let password = match read {
-        Ok(p) => p,
-        Err(p) => {
-            let mut o = Outcome::stalled(
-                p.reason,
-                format!("password: {}; nothing was written", p.message),
-                user,
-            );
-            o.password = Cond::new(condition::PASSWORD_READY, false, p.reason, p.message);
-            return Ok(Err(o));
-        }
-    };
+    let (password, unread_password) =
+        match read_password(user, ctx, reading, &email, &instance).await {
+            Ok(read) => read,
+            Err(refused) => return Ok(Err(refused)),
+        };
     let plugins = match plugins::resolve(&ctx.client, user, &instance).await {
         Ok(p) => p,
         Err(p) => {
@@ -475,6 +446,60 @@ async fn plan_on(
         account_actions: actions::declared_account_actions(spec),
         declares_balance: balance::declared(user).is_some(),
     }))
+}
+
+/// The spec's own problems and the namespace's policy on it; the normalized email when it
+/// may go on.
+async fn validate(
+    user: &LibreChatUser,
+    store: &crate::librechat::Store,
+    instance: &LibreChatInstance,
+    tenancy: &Tenancy,
+) -> Result<Result<String, Outcome>, ReconcileError> {
+    let status_instance = user.status.as_ref().and_then(|s| s.instance.as_deref());
+    if let Some(applied) = target::applied_elsewhere(status_instance, instance) {
+        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, applied, user)));
+    }
+    let problems = user.spec.problems(instance.spec.min_password_length());
+    if !problems.is_empty() {
+        let message = format!("{}; nothing was written", problems.join("; "));
+        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, message, user)));
+    }
+    let email = check_email(&user.spec.email).unwrap_or_default();
+    if let Some(refused) = tenancy_refusal(user, store, tenancy, &email).await? {
+        return Ok(Err(refused));
+    }
+    Ok(Ok(email))
+}
+
+/// The declared password: read from its Secret, or (reading `UnlessUnchanged`) only its
+/// version, when status shows that version applied.
+async fn read_password(
+    user: &LibreChatUser,
+    ctx: &Context,
+    reading: Reading,
+    email: &str,
+    instance: &LibreChatInstance,
+) -> Result<(Option<ResolvedPassword>, Option<String>), Outcome> {
+    let min_length = instance.spec.min_password_length();
+    let domain = instance.spec.domain_client.as_deref();
+    let unread_password = match reading {
+        Reading::UnlessUnchanged => unchanged_password(user, ctx, min_length).await,
+        Reading::Always => None,
+    };
+    let read = match unread_password {
+        Some(_) => Ok(None),
+        None => password::resolve(&ctx.client, user, email, min_length, domain).await,
+    };
+    match read {
+        Ok(password) => Ok((password, unread_password)),
+        Err(p) => {
+            let message = format!("password: {}; nothing was written", p.message);
+            let mut o = Outcome::stalled(p.reason, message, user);
+            o.password = Cond::new(condition::PASSWORD_READY, false, p.reason, p.message);
+            Err(o)
+        }
+    }
 }
 
 /// What a settled object was verified for: a change of generation, password version or
