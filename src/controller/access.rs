@@ -251,14 +251,15 @@ async fn may_share(
 /// manages (outside its emailDomains, made ADMIN). A refused spec (an invalid one, a member or
 /// grant it may not name) must not keep that reach in force; and since LibreChat may change
 /// an account without any event, it is looked at again at the resync.
-pub async fn refuse_holding(
-    store: &Store,
-    held: Held<'_>,
-    tenancy: &Tenancy,
-    refusal: Verdict,
-    resync: Duration,
-) -> Result<Verdict, StoreError> {
-    let Held { key, uid, record } = held;
+pub async fn refuse_holding(held: &Held<'_>, refusal: Verdict) -> Result<Verdict, StoreError> {
+    let Held {
+        store,
+        key,
+        uid,
+        record,
+        tenancy,
+        resync,
+    } = *held;
     let Some(record) = record else {
         return Ok(refusal);
     };
@@ -285,12 +286,23 @@ pub async fn refuse_holding(
     Ok(refusal)
 }
 
-/// The object whose access record a refusal holds to: its record key, uid and record.
+/// What a group or role refusal holds to: the store, the object's record key, uid and record,
+/// its namespace's standing, and when to look again.
 #[derive(Clone, Copy)]
 pub struct Held<'a> {
+    pub store: &'a Store,
     pub key: &'a str,
     pub uid: &'a str,
     pub record: Option<&'a AccessRecord>,
+    pub tenancy: &'a Tenancy,
+    pub resync: Duration,
+}
+
+impl Held<'_> {
+    /// [`refuse_holding`].
+    pub async fn refuse(&self, refusal: Verdict) -> Result<Verdict, StoreError> {
+        refuse_holding(self, refusal).await
+    }
 }
 
 /// Removes the recorded grants whose resource no account the tenant manages may share any

@@ -110,18 +110,19 @@ async fn sync(
         return Ok(name_taken(group, &tenancy.names(&r.owner)));
     }
     let held = Held {
+        store,
         key: &key,
         uid: &uid,
         record: record.as_ref(),
+        tenancy: &tenancy,
+        resync: resync(ctx, &target),
     };
-    let refuse =
-        |refusal| access::refuse_holding(store, held, &tenancy, refusal, resync(ctx, &target));
     if let Some(why) = invalid {
-        return Ok(refuse(access::invalid_spec(why)).await?);
+        return Ok(held.refuse(access::invalid_spec(why)).await?);
     }
     let members = match resolve_members(ctx, store, group, &tenancy).await? {
         Ok(m) => m,
-        Err(refusal) => return Ok(refuse(refusal).await?),
+        Err(refusal) => return Ok(held.refuse(refusal).await?),
     };
     let principal = record.as_ref().and_then(|r| r.target).map(Principal::Group);
     let grants = &group.spec.grants;
@@ -129,7 +130,7 @@ async fn sync(
         .await?
     {
         Ok(p) => p,
-        Err(r) => return Ok(refuse(r.verdict(resync(ctx, &target))).await?),
+        Err(r) => return Ok(held.refuse(r.verdict(resync(ctx, &target))).await?),
     };
     let record = match record {
         Some(r) => r,

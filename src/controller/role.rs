@@ -132,25 +132,28 @@ async fn sync(
         return Ok(name_taken(role, &tenancy.names(&r.owner)));
     }
     let held = Held {
+        store,
         key: &key,
         uid: &uid,
         record: record.as_ref(),
+        tenancy: &tenancy,
+        resync: resync(ctx, &target),
     };
-    let refuse =
-        |refusal| access::refuse_holding(store, held, &tenancy, refusal, resync(ctx, &target));
     if let Some(why) = invalid {
-        return Ok(refuse(access::invalid_spec(why)).await?);
+        return Ok(held.refuse(access::invalid_spec(why)).await?);
     }
     if let Err(why) = permitted(role, &tenancy) {
         let message = format!("{why}; nothing was written");
-        return Ok(refuse(Verdict::refused(reason::NOT_PERMITTED, message, None)).await?);
+        return Ok(held
+            .refuse(Verdict::refused(reason::NOT_PERMITTED, message, None))
+            .await?);
     }
     let principal = Principal::Role(name.clone());
     let grants = &role.spec.grants;
     let plan =
         match access::plan_grants(store, grants, &tenancy, Some(&principal), held.record).await? {
             Ok(p) => p,
-            Err(r) => return Ok(refuse(r.verdict(resync(ctx, &target))).await?),
+            Err(r) => return Ok(held.refuse(r.verdict(resync(ctx, &target))).await?),
         };
     let record = match record {
         Some(r) => r,
