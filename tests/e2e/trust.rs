@@ -768,6 +768,29 @@ async fn a_tenants_shares_end_when_the_sharing_account_leaves_its_hands() {
     }));
 }
 
+/// The probe: a tenant tries to adopt accounts to learn their roles (who is an admin, which
+/// team's custom role an account is in). Each refusal reads the same, naming no role.
+#[tokio::test]
+async fn a_refused_adoption_does_not_tell_the_accounts_role() {
+    let (w, t) = tenant_world("tr-adopt-probe", json!({})).await;
+    let mut told = Vec::new();
+    for (name, role) in [("chief", "ADMIN"), ("analyst", "FINANCE_ANALYSTS")] {
+        let email = format!("{name}@example.com");
+        let mut person = foreign_user(ObjectId::new(), &email);
+        person.insert("role", role);
+        w.users().insert_one(person).await.unwrap();
+        let spec = json!({ "instanceRef": lc(&w), "email": email.clone(), "adopt": true });
+        w.apply_in(&t, "LibreChatUser", name, spec).await;
+        let message = ready_in(&w, &t, "librechatusers", name, "False", "NotPermitted").await;
+        assert!(
+            !message.contains("FINANCE"),
+            "{name}: the role is named: {message}"
+        );
+        told.push(message.replace(&email, "EMAIL"));
+    }
+    assert_eq!(told[0], told[1], "the refusals must not differ by role");
+}
+
 /// LibreChat's admins may make an account a tenant created ADMIN. A tenant that may not hold
 /// ADMIN then changes nothing of it: not its password (which would log the tenant in as an
 /// admin), not a ban, not a deletion.

@@ -331,26 +331,21 @@ pub(super) fn refusal_to_adopt(plan: &Plan, stored: &StoredUser) -> Option<Strin
     })
 }
 
-/// Why this object may not adopt `stored`, if it may not.
+/// Why this object may not adopt `stored`, if it may not. The message is the same whatever
+/// the role: a tenant must not learn another account's role by trying to adopt it.
 fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Option<String> {
     let tenancy = &plan.tenancy;
     let stored_role = stored.role.as_deref().unwrap_or("USER");
-    if stored_role == "ADMIN" && !tenancy.may_hold_admin {
-        return Some(format!(
-            "the account {} is an ADMIN account; {} unless the instance sets allowAdmin. It was not touched",
-            plan.email,
-            tenancy.who_may("adopt it")
-        ));
-    }
+    let admin = stored_role == "ADMIN" && !tenancy.may_hold_admin;
     let declared_role = plan.desired.role.as_deref();
-    if super::role_policy::adoption_blocked_by_role(tenancy, stored_role, declared_role) {
-        return Some(format!(
-            "the account {} is in the role '{stored_role}', which this namespace may not assign; {}. It was not touched",
+    let custom = super::role_policy::adoption_blocked_by_role(tenancy, stored_role, declared_role);
+    (admin || custom).then(|| {
+        format!(
+            "the account {} holds a role this namespace may not hold or assign (ADMIN needs the instance's allowAdmin; a custom role, its tenantPolicy.assignableRoles); {}. It was not touched",
             plan.email,
             tenancy.who_may("adopt it")
-        ));
-    }
-    None
+        )
+    })
 }
 
 /// Why the declaration may not be written to this account, if it may not: a tenant changes
