@@ -7,7 +7,8 @@
 //! `after-grant-balance` (a grant is credited and marked pending, its transaction not yet
 //! saved), `after-grant-transaction` (saved, the mark not yet removed), `after-terms-promise`
 //! (a new terms version is recorded as pending, nobody reset yet), `after-terms-reset`
-//! (acceptances reset, the version not yet marked done).
+//! (acceptances reset, the version not yet marked done), `after-role-delete` (a custom role
+//! deleted and its accounts moved to USER, its name not yet released).
 
 use std::sync::OnceLock;
 

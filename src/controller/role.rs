@@ -382,6 +382,7 @@ async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, Reconcil
             .promise_cache_drops(&key, &uid, &owed, access::due(false))
             .await?;
         let moved = store.delete_role(name).await?;
+        crate::fault::crash_point("after-role-delete");
         let note = format!(
             "deleted role {name}; {} account(s) moved to USER",
             moved.len()

@@ -641,6 +641,11 @@ impl World {
         self.spawn_operator(None, vars);
     }
 
+    /// [`World::start_operator_in`] with extra environment `vars`.
+    pub fn start_operator_in_with_env(&mut self, namespace: &str, vars: &[(&str, &str)]) {
+        self.spawn_operator(Some(namespace), vars);
+    }
+
     /// Waits up to `limit` for the running operator to exit by itself; its exit code (`None`
     /// when it is still running, or was ended by a signal).
     pub async fn wait_operator_exit(&mut self, limit: Duration) -> Option<i32> {

@@ -791,6 +791,59 @@ async fn a_refused_adoption_does_not_tell_the_accounts_role() {
     assert_eq!(told[0], told[1], "the refusals must not differ by role");
 }
 
+/// The role LibreChat holds the account `id` in.
+async fn role_of(w: &World, id: ObjectId) -> String {
+    let user = user_doc(w, id).await.unwrap();
+    user.get_str("role").unwrap_or_default().to_string()
+}
+
+/// A custom role's deletion moves its accounts to USER, then releases the role's name. Between
+/// the two (here a crash), the name is still recorded but LibreChat has no such role: the
+/// tenant's account declaring it must not be put back in it (it would hold a role nobody
+/// declares, and the name would stay in use).
+#[tokio::test]
+async fn a_deleted_role_is_not_put_back_on_its_accounts_after_a_crash() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (mut w, t) = tenant_world("tr-role-crash", policy).await;
+    let role = json!({ "instanceRef": lc(&w), "name": "CREW",
+                       "permissions": { "AGENTS": { "USE": true } } });
+    w.apply_in(&t, "LibreChatRole", "crew", role).await;
+    ready_in(&w, &t, "librechatroles", "crew", "True", "Reconciled").await;
+    let member = json!({ "instanceRef": lc(&w), "email": "member@example.com",
+                         "provider": "openid", "role": "CREW" });
+    w.apply_in(&t, "LibreChatUser", "member", member).await;
+    ready_in(&w, &t, "librechatusers", "member", "True", "Reconciled").await;
+    let id = status_user_id(&w, &t, "member").await;
+    assert_eq!(role_of(&w, id).await, "CREW");
+
+    w.stop_operator();
+    delete_in(&w.client, &t, "LibreChatRole", "crew").await;
+    let watched = format!("{},{t}", w.ns);
+    w.start_operator_in_with_env(
+        &watched,
+        &[("LIBRECHAT_OPERATOR_CRASH_AT", "after-role-delete")],
+    );
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert_eq!(
+        role_of(&w, id).await,
+        "USER",
+        "the deletion moved the account"
+    );
+    assert_eq!(count(&w, "roles", doc! { "name": "CREW" }).await, 0);
+
+    // Back up: the user's reconcile (its role now has no document) and the role's cleanup race.
+    w.start_operator_in(Some(&watched));
+    wait_gone_in(&w, &t, "librechatroles", "crew").await;
+    ready_in(&w, &t, "librechatusers", "member", "False", "NotPermitted").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        role_of(&w, id).await,
+        "USER",
+        "the account stays out of the deleted role"
+    );
+}
+
 /// LibreChat's admins may make an account a tenant created ADMIN. A tenant that may not hold
 /// ADMIN then changes nothing of it: not its password (which would log the tenant in as an
 /// admin), not a ban, not a deletion.

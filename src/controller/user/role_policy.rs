@@ -23,13 +23,22 @@ pub(super) async fn refusal(
         .access_record(&role_key(role))
         .await?
         .is_some_and(|r| r.owner.kind == "LibreChatRole" && r.owner.namespace == tenancy.namespace);
-    Ok((!declared_here).then(|| {
-        format!(
-            "role '{role}' is neither declared by a LibreChatRole in namespace '{}' nor listed in the instance's tenantPolicy.assignableRoles, so its accounts may not be put in it: {}",
-            tenancy.namespace,
-            tenancy.who_may("assign other roles")
-        )
-    }))
+    if declared_here {
+        // Only while LibreChat has the role: between its deletion (which moves its accounts
+        // to USER) and the release of its name, an account must not be put back in it.
+        if store.find_role(role).await?.is_some() {
+            return Ok(None);
+        }
+        return Ok(Some(format!(
+            "role '{role}' is declared by a LibreChatRole in namespace '{}' but LibreChat does not have it (not created yet, or being deleted); waiting for it",
+            tenancy.namespace
+        )));
+    }
+    Ok(Some(format!(
+        "role '{role}' is neither declared by a LibreChatRole in namespace '{}' nor listed in the instance's tenantPolicy.assignableRoles, so its accounts may not be put in it: {}",
+        tenancy.namespace,
+        tenancy.who_may("assign other roles")
+    )))
 }
 
 /// Whether a tenant may adopt an account LibreChat holds in `stored_role`: not one in a
