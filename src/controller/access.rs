@@ -180,35 +180,45 @@ pub async fn plan_grants(
             plan.taken_back.push((label, not_shareable(tenancy)));
             continue;
         }
-        let twice = plan
-            .planned
-            .iter()
-            .find(|p| p.resource_type() == kind && p.resource == resource);
-        if let Some(first) = twice {
-            return Ok(Err(GrantRefusal {
-                reason: reason::INVALID_SPEC,
-                message: format!(
-                    "the grants on {kind} '{}' and '{}' name the same {kind}: list it once; nothing was written",
-                    first.grant.resource_id, grant.resource_id
-                ),
-            }));
-        }
-        if let Some(principal) = principal {
-            let existing = store.find_grant(principal, kind, resource).await?;
-            let ours = planned.recorded(record).map(|r| r.entry);
-            if existing.is_some_and(|e| Some(e.id) != ours) {
-                return Ok(Err(GrantRefusal {
-                    reason: reason::CONFLICT,
-                    message: format!(
-                        "the {kind} '{}' is already shared with this principal in LibreChat (by a person, not by this object): remove that share in LibreChat or drop this grant; nothing was written",
-                        grant.resource_id
-                    ),
-                }));
-            }
+        if let Some(refusal) = clash(store, &planned, &plan.planned, principal, record).await? {
+            return Ok(Err(refusal));
         }
         plan.planned.push(planned);
     }
     Ok(Ok(plan))
+}
+
+/// Why `planned` cannot be given beside the grants planned before it, if it cannot: it names
+/// a resource one of them names, or a person shared the resource with the principal already.
+async fn clash(
+    store: &Store,
+    planned: &PlannedGrant,
+    before: &[PlannedGrant],
+    principal: Option<&Principal>,
+    record: Option<&AccessRecord>,
+) -> Result<Option<GrantRefusal>, StoreError> {
+    let (kind, id) = (planned.resource_type(), &planned.grant.resource_id);
+    let same = |p: &&PlannedGrant| p.resource_type() == kind && p.resource == planned.resource;
+    if let Some(first) = before.iter().find(same) {
+        return Ok(Some(GrantRefusal {
+            reason: reason::INVALID_SPEC,
+            message: format!(
+                "the grants on {kind} '{}' and '{id}' name the same {kind}: list it once; nothing was written",
+                first.grant.resource_id
+            ),
+        }));
+    }
+    let Some(principal) = principal else {
+        return Ok(None);
+    };
+    let existing = store.find_grant(principal, kind, planned.resource).await?;
+    let ours = planned.recorded(record).map(|r| r.entry);
+    Ok(existing.filter(|e| Some(e.id) != ours).map(|_| GrantRefusal {
+        reason: reason::CONFLICT,
+        message: format!(
+            "the {kind} '{id}' is already shared with this principal in LibreChat (by a person, not by this object): remove that share in LibreChat or drop this grant; nothing was written"
+        ),
+    }))
 }
 
 fn not_permitted(kind: &str, resource_id: &str, tenancy: &Tenancy) -> GrantRefusal {
@@ -449,34 +459,46 @@ pub async fn converge_grants(
         .promise_cache_drops(key, uid, &owed, DateTime::now())
         .await?;
     for (plan, entry) in writes {
-        let entry = match entry {
-            Some(e) => e,
-            None => {
-                let recorded = RecordedGrant {
-                    resource_type: plan.resource_type().into(),
-                    resource_id: plan.resource,
-                    entry: ObjectId::new(),
-                };
-                store.record_grant(key, uid, &recorded).await?;
-                recorded.entry
-            }
-        };
-        let bundle = plan.grant.access;
-        let (kind, bits) = (plan.resource_type(), bundle.bits());
-        let written = store
-            .put_grant(entry, principal, kind, plan.resource, bundle.as_str(), bits)
-            .await?;
-        if !written {
-            // A person shared it with this principal since the plan: theirs, and the next
-            // reconcile reports the conflict.
-            store.forget_grant(key, uid, entry).await?;
-            return Err(StoreError::Contended(
-                "the resource was shared with this principal in LibreChat meanwhile",
-            ));
-        }
+        give(store, (key, uid), principal, plan, entry).await?;
     }
     take_back(store, key, uid, &gone).await?;
     Ok(true)
+}
+
+/// Writes one planned grant under its recorded entry, recording a new entry first.
+async fn give(
+    store: &Store,
+    (key, uid): (&str, &str),
+    principal: &Principal,
+    plan: &PlannedGrant,
+    entry: Option<ObjectId>,
+) -> Result<(), StoreError> {
+    let entry = match entry {
+        Some(e) => e,
+        None => {
+            let recorded = RecordedGrant {
+                resource_type: plan.resource_type().into(),
+                resource_id: plan.resource,
+                entry: ObjectId::new(),
+            };
+            store.record_grant(key, uid, &recorded).await?;
+            recorded.entry
+        }
+    };
+    let bundle = plan.grant.access;
+    let (kind, bits) = (plan.resource_type(), bundle.bits());
+    let written = store
+        .put_grant(entry, principal, kind, plan.resource, bundle.as_str(), bits)
+        .await?;
+    if written {
+        return Ok(());
+    }
+    // A person shared it with this principal since the plan: theirs, and the next reconcile
+    // reports the conflict.
+    store.forget_grant(key, uid, entry).await?;
+    Err(StoreError::Contended(
+        "the resource was shared with this principal in LibreChat meanwhile",
+    ))
 }
 
 /// Keeps the record's cache-drop promises that are due: drops them and settles them. Returns
