@@ -279,8 +279,8 @@ pub async fn refuse_holding(held: &Held<'_>, refusal: Verdict) -> Result<Verdict
     if tenancy.administers {
         return Ok(refusal);
     }
-    let mut labels = take_back_lost_grants(store, key, uid, tenancy, record).await?;
-    let members = take_back_lost_members(store, key, uid, tenancy, record).await?;
+    let mut labels = take_back_lost_grants(held, record).await?;
+    let members = take_back_lost_members(held, record).await?;
     let second_drop = (!members.is_empty()).then_some(SECOND_DROP_AFTER);
     labels.extend(members);
     let holds = !record.grants.is_empty() || !record.members.is_empty();
@@ -318,12 +318,10 @@ impl Held<'_> {
 /// Removes the recorded grants whose resource no account the tenant manages may share any
 /// more. Returns their labels.
 async fn take_back_lost_grants(
-    store: &Store,
-    key: &str,
-    uid: &str,
-    tenancy: &Tenancy,
+    held: &Held<'_>,
     record: &AccessRecord,
 ) -> Result<Vec<String>, StoreError> {
+    let (store, key, uid, tenancy) = (held.store, held.key, held.uid, held.tenancy);
     let mut lost = Vec::new();
     for given in &record.grants {
         if !may_share(store, &given.resource_type, given.resource_id, tenancy).await? {
@@ -348,12 +346,10 @@ async fn take_back_lost_grants(
 /// Removes the recorded members of the record's group whose accounts the tenant no longer
 /// manages, owing their principal caches a second drop. Returns their labels.
 async fn take_back_lost_members(
-    store: &Store,
-    key: &str,
-    uid: &str,
-    tenancy: &Tenancy,
+    held: &Held<'_>,
     record: &AccessRecord,
 ) -> Result<Vec<String>, StoreError> {
+    let (store, key, uid, tenancy) = (held.store, held.key, held.uid, held.tenancy);
     let Some(group) = record.target else {
         return Ok(Vec::new());
     };
