@@ -8,7 +8,9 @@
 //! saved), `after-grant-transaction` (saved, the mark not yet removed), `after-terms-promise`
 //! (a new terms version is recorded as pending, nobody reset yet), `after-terms-reset`
 //! (acceptances reset, the version not yet marked done), `after-role-delete` (a custom role
-//! deleted and its accounts moved to USER, its name not yet released).
+//! deleted and its accounts moved to USER, its name not yet released), `after-ban-written`
+//! (a `BANS:` document written, the user's sessions not yet ended), `after-ban-share-removed`
+//! (a ban's share removed, the `BANS:` document not yet rewritten or lifted).
 
 use std::sync::OnceLock;
 

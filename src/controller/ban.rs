@@ -259,7 +259,8 @@ async fn enforce(
     let uid = ban.uid().unwrap_or_default();
     let label = target_label(&banned.target);
     let held = store.shares_of(&uid).await?;
-    if let Some((_, other)) = held.iter().find(|(_, s)| s.subject != banned.subject) {
+    let shares = held.iter().filter_map(|h| h.share.as_ref());
+    if let Some(other) = shares.clone().find(|s| s.subject != banned.subject) {
         let message = format!(
             "the ban's target is immutable: it was applied to {}; delete this UserBan and create a new one",
             other.subject.as_deref().unwrap_or("an IP address")
@@ -268,7 +269,11 @@ async fn enforce(
     }
     // The identity moved to another account (re-created after a self-deletion, say): the ban
     // goes with it, and the old account's share goes.
-    for (old, _) in held.iter().filter(|(t, _)| *t != banned.target) {
+    for old in held
+        .iter()
+        .map(|h| &h.target)
+        .filter(|t| **t != banned.target)
+    {
         store.unban(old, &uid).await?;
         let note = format!(
             "the banned identity now has account {label}; lifted the ban of {}",
@@ -277,7 +282,10 @@ async fn enforce(
         let change = ban_change("Moved", &target.instance, old, note);
         ctx.changed(ban, change).await;
     }
-    let in_place = held.iter().any(|(t, _)| *t == banned.target)
+    // A rewrite cut short (the sessions perhaps not ended yet) is done again.
+    let in_place = held
+        .iter()
+        .any(|h| h.target == banned.target && h.share.is_some() && !h.unsettled)
         && store.ban_in_force(&banned.target, window.end_ms).await?;
     if !in_place {
         let namespace = ban.namespace().unwrap_or_default();
@@ -369,22 +377,22 @@ async fn resolve_target(
     if let Some(why) = tenancy.email_refusal(&email) {
         return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, why)));
     }
-    if !tenancy.administers {
-        let owned_here = store
-            .find_claim(&email)
-            .await?
-            .is_some_and(|c| tenancy.fully_manages(&c));
-        if !owned_here {
-            let message = format!(
-                "{email} is not an account managed from namespace '{}': a tenant bans only accounts the operator created for it (or adopted ones under tenantPolicy.manageAdoptedAccounts), and {}. Nothing was written",
-                tenancy.namespace,
-                tenancy.who_may("ban any other account")
-            );
-            return Ok(Err(Outcome::stalled(ban, reason::NOT_PERMITTED, message)));
-        }
-    }
+    let claim = match tenancy.administers {
+        true => None,
+        false => match store.find_claim(&email).await? {
+            Some(c) if tenancy.fully_manages(&c) => Some(c),
+            _ => return Ok(Err(not_managed_here(ban, &email, tenancy))),
+        },
+    };
     let subject = Some(email_subject(&email));
     let found = store.find_user_by_email(&email).await?;
+    // The email is the tenant's only for the account its claim names: one a person registered
+    // under it after that account went (or changed its email) is not the tenant's to ban.
+    if let (Some(c), Some(u)) = (&claim, &found) {
+        if c.user_id != Some(u.id) {
+            return Ok(Err(not_managed_here(ban, &email, tenancy)));
+        }
+    }
     let role = found.as_ref().and_then(|u| u.role.as_deref());
     if let Some(why) = tenancy.admin_refusal(&email, role) {
         return Ok(Err(admin_not_bannable(ban, ctx, why)));
@@ -396,6 +404,17 @@ async fn resolve_target(
         }),
         None => Err(awaiting_account(ban, &email)),
     })
+}
+
+/// A tenant's ban of an email no account of its own has: refused, so lifted where it was in
+/// force (a change of the tenant's LibreChatUser of that email wakes it).
+fn not_managed_here(ban: &UserBan, email: &str, tenancy: &Tenancy) -> Outcome {
+    let message = format!(
+        "{email} is not an account managed from namespace '{}': a tenant bans only accounts the operator created for it (or adopted ones under tenantPolicy.manageAdoptedAccounts), and {}. Nothing was written",
+        tenancy.namespace,
+        tenancy.who_may("ban any other account")
+    );
+    Outcome::stalled(ban, reason::NOT_PERMITTED, message)
 }
 
 /// A tenant's ban of an account that is ADMIN (made so in LibreChat, perhaps after the tenant
@@ -528,9 +547,9 @@ async fn cleanup(
 
 async fn lift_all(store: &Store, uid: &str) -> Result<Vec<(BanTarget, Lifted)>, StoreError> {
     let mut results = Vec::new();
-    for (banned, _) in store.shares_of(uid).await? {
-        let lifted = store.unban(&banned, uid).await?;
-        results.push((banned, lifted));
+    for held in store.shares_of(uid).await? {
+        let lifted = store.unban(&held.target, uid).await?;
+        results.push((held.target, lifted));
     }
     Ok(results)
 }

@@ -5,6 +5,11 @@
 //! `librechat_operator_bans` collection; the `BANS:` document always says the union of the
 //! shares (the latest end, or no end when any share is permanent), so deleting one ban lifts
 //! only its share. When the last share goes, every key LibreChat reads for the ban goes too.
+//!
+//! A change of the shares names its owner in the document's `settling` list in the same
+//! write, and only a complete rewrite of the `BANS:` document (sessions ended included)
+//! clears it: a crash or a failed call in between leaves the owner a ban to finish, found
+//! again by [`Store::shares_of`] even when its share is already gone.
 
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
@@ -172,6 +177,15 @@ pub fn envelope(target: &BanTarget, ban: &EffectiveBan) -> String {
     serde_json::Value::Object(outer).to_string()
 }
 
+/// A target of `owner_uid`'s ban: its share, or none when a lift of it was cut short, and
+/// whether a change of the target's shares still waits for its rewrite.
+#[derive(Clone, Debug)]
+pub struct HeldBan {
+    pub target: BanTarget,
+    pub share: Option<BanShare>,
+    pub unsettled: bool,
+}
+
 impl Store {
     /// Records `share` for `target` and rewrites the `BANS:` document from all shares.
     pub async fn ban(
@@ -185,14 +199,22 @@ impl Store {
         shares
             .update_one(
                 doc! { "_id": &key },
-                doc! { "$pull": { "shares": { "uid": &share.owner_uid } }, "$inc": { "rev": 1 } },
+                doc! {
+                    "$pull": { "shares": { "uid": &share.owner_uid } },
+                    "$addToSet": { "settling": &share.owner_uid },
+                    "$inc": { "rev": 1 },
+                },
             )
             .deadline("recording a ban")
             .await?;
         shares
             .update_one(
                 doc! { "_id": &key },
-                doc! { "$push": { "shares": share_doc(share) }, "$inc": { "rev": 1 } },
+                doc! {
+                    "$push": { "shares": share_doc(share) },
+                    "$addToSet": { "settling": &share.owner_uid },
+                    "$inc": { "rev": 1 },
+                },
             )
             .upsert(true)
             .deadline("recording a ban")
@@ -206,21 +228,34 @@ impl Store {
     }
 
     /// Removes `owner_uid`'s share of `target`; lifts the ban entirely when none is left in
-    /// force. A share already gone writes nothing, so lifting twice lifts once.
+    /// force. A share already gone writes nothing, so lifting twice lifts once; a lift of it
+    /// cut short before the rewrite is finished.
     pub async fn unban(&self, target: &BanTarget, owner_uid: &str) -> Result<Lifted, StoreError> {
         self.absorb_native_ban(target).await?;
-        let pulled = self
-            .collection(SHARES)
+        let key = target.bans_key();
+        let shares = self.collection(SHARES);
+        let pulled = shares
             .update_one(
-                doc! { "_id": target.bans_key(), "shares.uid": owner_uid },
-                doc! { "$pull": { "shares": { "uid": owner_uid } }, "$inc": { "rev": 1 } },
+                doc! { "_id": &key, "shares.uid": owner_uid },
+                doc! {
+                    "$pull": { "shares": { "uid": owner_uid } },
+                    "$addToSet": { "settling": owner_uid },
+                    "$inc": { "rev": 1 },
+                },
             )
             .deadline("removing a ban")
             .await?
             .modified_count;
-        if pulled == 0 {
+        let cut_short = || async {
+            shares
+                .count_documents(doc! { "_id": &key, "settling": owner_uid })
+                .deadline("reading bans")
+                .await
+        };
+        if pulled == 0 && cut_short().await? == 0 {
             return Ok(Lifted::NotHeld);
         }
+        crate::fault::crash_point("after-ban-share-removed");
         Ok(match self.settle(target).await? {
             Some(_) => Lifted::StillBanned,
             None => Lifted::Free,
@@ -261,15 +296,14 @@ impl Store {
         Ok(())
     }
 
-    /// Every share `owner_uid` holds, with the target it holds it on.
-    pub async fn shares_of(
-        &self,
-        owner_uid: &str,
-    ) -> Result<Vec<(BanTarget, BanShare)>, StoreError> {
+    /// Every target of `owner_uid`'s bans: those it holds a share of, and those whose change
+    /// by it was cut short before the rewrite.
+    pub async fn shares_of(&self, owner_uid: &str) -> Result<Vec<HeldBan>, StoreError> {
         use futures::TryStreamExt;
+        let filter = doc! { "$or": [ { "shares.uid": owner_uid }, { "settling": owner_uid } ] };
         let docs: Vec<Document> = self
             .collection(SHARES)
-            .find(doc! { "shares.uid": owner_uid })
+            .find(filter)
             .deadline("reading bans")
             .await?
             .try_collect()
@@ -279,27 +313,14 @@ impl Store {
             .iter()
             .filter_map(|d| {
                 let target = BanTarget::from_bans_key(d.get_str("_id").ok()?)?;
-                let share = shares_in(d)
-                    .into_iter()
-                    .find(|s| s.owner_uid == owner_uid)?;
-                Some((target, share))
+                let share = shares_in(d).into_iter().find(|s| s.owner_uid == owner_uid);
+                let unsettled = d.get_array("settling").is_ok_and(|a| !a.is_empty());
+                Some(HeldBan {
+                    target,
+                    share,
+                    unsettled,
+                })
             })
-            .collect())
-    }
-
-    /// Every target on which `owner_uid` holds a share, whatever its status says.
-    pub async fn ban_targets_of(&self, owner_uid: &str) -> Result<Vec<BanTarget>, StoreError> {
-        use futures::TryStreamExt;
-        let cursor = self
-            .collection(SHARES)
-            .find(doc! { "shares.uid": owner_uid })
-            .deadline("reading bans")
-            .await?;
-        let docs: Vec<Document> = cursor.try_collect().deadline("reading bans").await?;
-        Ok(docs
-            .iter()
-            .filter_map(|d| d.get_str("_id").ok())
-            .filter_map(BanTarget::from_bans_key)
             .collect())
     }
 
@@ -323,6 +344,14 @@ impl Store {
                 None => self.lift(target, true).await?,
             }
             if self.ban_shares(&key).await?.1 == rev {
+                // Every change up to `rev` is written out now.
+                self.collection(SHARES)
+                    .update_one(
+                        doc! { "_id": &key, "rev": rev },
+                        doc! { "$unset": { "settling": "" } },
+                    )
+                    .deadline("recording a ban")
+                    .await?;
                 if effect.is_none() {
                     self.collection(SHARES)
                         .delete_one(doc! { "_id": &key, "rev": rev, "shares": { "$size": 0 } })
@@ -408,6 +437,7 @@ impl Store {
             .upsert(true)
             .deadline("writing a ban")
             .await?;
+        crate::fault::crash_point("after-ban-written");
         if let BanTarget::User(id) = target {
             if let Ok(oid) = mongodb::bson::oid::ObjectId::parse_str(id) {
                 self.revoke_sessions(oid).await?;
