@@ -539,6 +539,18 @@ pub async fn drop_promised(
     Ok(())
 }
 
+/// What a cleanup owes: the drops its removal makes stale and those the record still owes
+/// (a removal cut short after its first write finds fewer members or accounts the second
+/// time; an earlier change's second drop may be pending).
+pub fn owed_with_recorded(mut owed: Vec<CacheDrop>, record: &AccessRecord) -> Vec<CacheDrop> {
+    for drop in &record.cache_drops {
+        if !owed.contains(drop) {
+            owed.push(drop.clone());
+        }
+    }
+    owed
+}
+
 /// The promise's due time: now, or the second drop's.
 pub fn due(second: bool) -> DateTime {
     let later = if second {

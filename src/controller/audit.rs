@@ -90,6 +90,35 @@ fn write_line<K: Resource<DynamicType = ()>>(obj: &K, change: &Change) {
         object_uid = %obj.uid().unwrap_or_default(),
         outcome = change.outcome.as_str(),
         "{}",
-        change.note
+        one_line(&change.note)
     );
+}
+
+/// The note with its control characters escaped: a note carries text from specs (a ban's
+/// reason), and a line break in it must not forge further audit lines in a text log.
+fn one_line(note: &str) -> std::borrow::Cow<'_, str> {
+    if !note.chars().any(char::is_control) {
+        return note.into();
+    }
+    note.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_note_cannot_forge_a_second_audit_line() {
+        let forged = "spam\n2026-12-06T00:00:00Z INFO audit: action=\"Lifted\"\r\u{1b}[2J";
+        let line = one_line(forged);
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(line.starts_with("spam\\n2026-12-06"), "{line}");
+        assert_eq!(one_line("plain \"note\" é"), "plain \"note\" é");
+    }
 }

@@ -11,11 +11,12 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 use mongodb::bson::oid::ObjectId;
 
-use super::access::{self, Held, PlannedGrant, Verdict};
+use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
+use super::opening::{self, Opening};
 use super::report::report;
 use super::target::{self, Target};
 use super::tenancy::Tenancy;
@@ -89,52 +90,33 @@ async fn sync(
     ctx: &Context,
     found: &mut Found,
 ) -> Result<Verdict, ReconcileError> {
-    let namespace = group.namespace().unwrap_or_default();
-    // Checked first, refused once the record is read: a refusal still takes back what the
-    // namespace may no longer hold.
-    let invalid = validate(group).err();
-    let target = match target::resolve(ctx, &group.spec.instance_ref, &namespace).await? {
-        Ok(t) => t,
-        Err(p) => return Ok(access::invalid_or_waiting(invalid, p)),
+    let opening = Opening {
+        object: group,
+        instance_ref: &group.spec.instance_ref,
+        key: group_key(&group.spec.name),
+        invalid: validate(group).err(),
+        name_taken,
     };
-    if let Some(why) = target::applied_elsewhere(found.instance.as_deref(), &target.instance) {
-        return Ok(Verdict::refused(reason::INVALID_SPEC, why, None));
-    }
-    found.instance = Some(target::instance_key(&target.instance));
-    let tenancy = Tenancy::of(&target.instance, &namespace);
-    let store = &target.stores.store;
-    let key = group_key(&group.spec.name);
-    let record = store.access_record(&key).await?;
-    let uid = group.uid().unwrap_or_default();
-    if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
-        return Ok(name_taken(group, &tenancy.names(&r.owner)));
-    }
-    let held = Held {
-        store,
-        key: &key,
-        uid: &uid,
-        record: record.as_ref(),
-        tenancy: &tenancy,
-        resync: resync(ctx, &target),
+    let opened = match opening::open(ctx, opening, &mut found.instance).await? {
+        Ok(o) => o,
+        Err(verdict) => return Ok(verdict),
     };
-    if let Some(why) = invalid {
-        return Ok(held.refuse(access::invalid_spec(why)).await?);
-    }
-    let members = match resolve_members(ctx, store, group, &tenancy).await? {
+    let held = opened.held();
+    let (store, tenancy) = (held.store, held.tenancy);
+    let members = match resolve_members(ctx, store, group, tenancy).await? {
         Ok(m) => m,
         Err(refusal) => return Ok(held.refuse(refusal).await?),
     };
-    let principal = record.as_ref().and_then(|r| r.target).map(Principal::Group);
+    let principal = held.record.and_then(|r| r.target).map(Principal::Group);
     let grants = &group.spec.grants;
-    let plan = match access::plan_grants(store, grants, &tenancy, principal.as_ref(), held.record)
-        .await?
-    {
-        Ok(p) => p,
-        Err(r) => return Ok(held.refuse(r.verdict(resync(ctx, &target))).await?),
-    };
-    let record = match record {
-        Some(r) => r,
-        None => match claim(store, group, &key, &tenancy).await? {
+    let plan =
+        match access::plan_grants(store, grants, tenancy, principal.as_ref(), held.record).await? {
+            Ok(p) => p,
+            Err(r) => return Ok(held.refuse(r.verdict(held.resync)).await?),
+        };
+    let record = match held.record {
+        Some(r) => r.clone(),
+        None => match claim(store, group, held.key, tenancy).await? {
             Ok(r) => r,
             Err(verdict) => return Ok(verdict),
         },
@@ -144,7 +126,8 @@ async fn sync(
         members,
         plan,
     };
-    converge_declared(ctx, group, &target, &key, declared, found).await
+    let (target, key) = (&opened.target, &opened.key);
+    converge_declared(ctx, group, target, key, declared, found).await
 }
 
 /// What a group is converged to: its record, the members and grants it may give.
@@ -496,6 +479,7 @@ async fn cleanup(group: &LibreChatGroup, ctx: &Context) -> Result<Action, Reconc
             .map(|m| CacheDrop::Principals(m.clone()))
             .collect();
         owed.push(CacheDrop::PromptAccess);
+        let owed = access::owed_with_recorded(owed, &record);
         store
             .promise_cache_drops(&key, &uid, &owed, access::due(false))
             .await?;

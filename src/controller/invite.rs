@@ -316,7 +316,7 @@ async fn send(
     };
     crate::mail::send_invitation(smtp, credentials, &invitation)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| target::mail_failure_for(instance, &e, &namespace))
 }
 
 async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {

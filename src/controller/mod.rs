@@ -17,6 +17,7 @@ pub mod instance;
 pub mod instance_watch;
 pub mod invite;
 pub mod memory;
+pub mod opening;
 pub mod owned_secret;
 pub mod password;
 pub mod recorder;

@@ -11,11 +11,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
-use super::access::{self, Held, PlannedGrant, Verdict};
+use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
+use super::opening::{self, Opening};
 use super::report::report;
 use super::target::{self, Target};
 use super::tenancy::Tenancy;
@@ -110,39 +111,21 @@ async fn sync(
     ctx: &Context,
     found: &mut Found,
 ) -> Result<Verdict, ReconcileError> {
-    let namespace = role.namespace().unwrap_or_default();
-    // Checked first, refused once the record is read: a refusal still takes back what the
-    // namespace may no longer hold.
-    let invalid = validate(role).err();
-    let target = match target::resolve(ctx, &role.spec.instance_ref, &namespace).await? {
-        Ok(t) => t,
-        Err(p) => return Ok(access::invalid_or_waiting(invalid, p)),
-    };
-    if let Some(why) = target::applied_elsewhere(found.instance.as_deref(), &target.instance) {
-        return Ok(Verdict::refused(reason::INVALID_SPEC, why, None));
-    }
-    found.instance = Some(target::instance_key(&target.instance));
-    let tenancy = Tenancy::of(&target.instance, &namespace);
-    let store = &target.stores.store;
     let name = &role.spec.name;
-    let key = role_key(name);
-    let record = store.access_record(&key).await?;
-    let uid = role.uid().unwrap_or_default();
-    if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
-        return Ok(name_taken(role, &tenancy.names(&r.owner)));
-    }
-    let held = Held {
-        store,
-        key: &key,
-        uid: &uid,
-        record: record.as_ref(),
-        tenancy: &tenancy,
-        resync: resync(ctx, &target),
+    let opening = Opening {
+        object: role,
+        instance_ref: &role.spec.instance_ref,
+        key: role_key(name),
+        invalid: validate(role).err(),
+        name_taken,
     };
-    if let Some(why) = invalid {
-        return Ok(held.refuse(access::invalid_spec(why)).await?);
-    }
-    if let Err(why) = permitted(role, &tenancy) {
+    let opened = match opening::open(ctx, opening, &mut found.instance).await? {
+        Ok(o) => o,
+        Err(verdict) => return Ok(verdict),
+    };
+    let held = opened.held();
+    let (store, tenancy) = (held.store, held.tenancy);
+    if let Err(why) = permitted(role, tenancy) {
         let message = format!("{why}; nothing was written");
         return Ok(held
             .refuse(Verdict::refused(reason::NOT_PERMITTED, message, None))
@@ -151,18 +134,19 @@ async fn sync(
     let principal = Principal::Role(name.clone());
     let grants = &role.spec.grants;
     let plan =
-        match access::plan_grants(store, grants, &tenancy, Some(&principal), held.record).await? {
+        match access::plan_grants(store, grants, tenancy, Some(&principal), held.record).await? {
             Ok(p) => p,
-            Err(r) => return Ok(held.refuse(r.verdict(resync(ctx, &target))).await?),
+            Err(r) => return Ok(held.refuse(r.verdict(held.resync)).await?),
         };
-    let record = match record {
-        Some(r) => r,
-        None => match claim(store, role, &key, &tenancy).await? {
+    let record = match held.record {
+        Some(r) => r.clone(),
+        None => match claim(store, role, held.key, tenancy).await? {
             Ok(r) => r,
             Err(verdict) => return Ok(verdict),
         },
     };
-    let verdict = converge(ctx, role, &target, &key, &record, &plan.planned, found).await?;
+    let (target, key) = (&opened.target, &opened.key);
+    let verdict = converge(ctx, role, target, key, &record, &plan.planned, found).await?;
     Ok(access::with_taken_back(verdict, &plan.taken_back))
 }
 
@@ -366,7 +350,8 @@ async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, Reconcil
         &record,
     )
     .await?;
-    let mut owed = vec![CacheDrop::PromptAccess, CacheDrop::Role(name.clone())];
+    let removal = vec![CacheDrop::PromptAccess, CacheDrop::Role(name.clone())];
+    let mut owed = access::owed_with_recorded(removal, &record);
     // A tenant's role the instance has since listed as assignable may hold other teams'
     // accounts: it stays (the instance's namespace's to declare now), only the claim goes.
     let tenancy = Tenancy::of(&target.instance, &namespace);
@@ -379,7 +364,7 @@ async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, Reconcil
                 .map(|(id, source)| CacheDrop::User(id.to_hex(), source)),
         );
         store
-            .promise_cache_drops(&key, &uid, &owed, access::due(false))
+            .begin_release(&key, &uid, &owed, access::due(false))
             .await?;
         let moved = store.delete_role(name).await?;
         crate::fault::crash_point("after-role-delete");

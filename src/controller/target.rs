@@ -244,6 +244,28 @@ pub fn configuration_for(
     }
 }
 
+/// A failed handover to the instance's SMTP relay as a dependent in `namespace` reads it: a
+/// bad recipient address as it is; the relay's host and its answer (the instance's
+/// configuration) only in the instance's own namespace, and in the operator's log.
+pub fn mail_failure_for(
+    instance: &LibreChatInstance,
+    error: &crate::mail::MailError,
+    namespace: &str,
+) -> String {
+    if matches!(error, crate::mail::MailError::Address(_)) {
+        return error.to_string();
+    }
+    tracing::warn!(instance = %instance_key(instance), %namespace, "{error}");
+    let administers = instance.namespace().as_deref() == Some(namespace);
+    match administers {
+        true => error.to_string(),
+        false => format!(
+            "the instance's SMTP relay did not take the email; its administrators (namespace '{}') find the relay's answer in the operator's log",
+            instance.namespace().unwrap_or_default()
+        ),
+    }
+}
+
 /// The instance's stores for the cleanup of an object in `namespace`, with a declared Redis
 /// answering when the cleanup drops caches (`needs_redis`); or why not, as that namespace may
 /// read it.
@@ -386,6 +408,25 @@ mod tests {
             ..Default::default()
         });
         instance
+    }
+
+    #[test]
+    fn a_tenant_reads_neither_the_relays_host_nor_its_answer() {
+        let instance = instance_saying("Reconciled", "", false);
+        let relay = crate::mail::MailError::Relay {
+            host: "relay.internal.corp".into(),
+            reason: "535 5.7.8 user svc-mailer locked".into(),
+        };
+        let told = mail_failure_for(&instance, &relay, "team-a");
+        assert!(
+            !told.contains("relay.internal") && !told.contains("svc-mailer"),
+            "{told}"
+        );
+        assert!(told.contains("'admin'"), "{told}");
+        let admin_view = mail_failure_for(&instance, &relay, "admin");
+        assert!(admin_view.contains("relay.internal.corp"), "{admin_view}");
+        let bad = crate::mail::MailError::Address("no-at-sign".into());
+        assert!(mail_failure_for(&instance, &bad, "team-a").contains("no-at-sign"));
     }
 
     #[test]

@@ -1123,6 +1123,25 @@ async fn a_tenant_does_not_read_the_relays_secret() {
     );
     let admin_view = ready_in(&w, &w.ns, "userinvites", "mailed", "False", "EmailNotSent").await;
     assert!(admin_view.contains(hidden), "{admin_view}");
+
+    // The same relay behind an email verification link of the tenant's own account.
+    let unverified = json!({ "instanceRef": lc(&w), "email": "tenant-unverified@example.com",
+                             "emailVerified": false });
+    w.apply_in(&t, "LibreChatUser", "unverified", unverified)
+        .await;
+    let told = ready_in(
+        &w,
+        &t,
+        "librechatusers",
+        "unverified",
+        "False",
+        "VerificationNotSent",
+    )
+    .await;
+    assert!(
+        !told.contains(hidden) && told.contains("administrators"),
+        "{told}"
+    );
 }
 
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
@@ -1590,6 +1609,45 @@ async fn a_tenants_email_ban_does_not_follow_the_email_to_another_namespaces_acc
     );
 }
 
+/// The attack: a tenant keeps the claim of an email whose account went (its LibreChatUser
+/// stalled), the person registers again under that email, and the tenant bans the email. The
+/// claim names the old account only: the new one is not the tenant's to lock out.
+#[tokio::test]
+async fn a_tenants_email_ban_does_not_reach_the_account_a_person_registered_again() {
+    let (w, t) = tenant_world("tr-ban-again", json!({})).await;
+    let email = "again@example.com";
+    let spec = json!({ "instanceRef": lc(&w), "email": email });
+    w.apply_in(&t, "LibreChatUser", "again", spec).await;
+    let first = status_user_id(&w, &t, "again").await;
+    let invalid = json!({ "spec": { "username": "$where" } });
+    dynamic(&w.client, &t, "LibreChatUser")
+        .patch("again", &PatchParams::default(), &Patch::Merge(&invalid))
+        .await
+        .unwrap();
+    ready_in(&w, &t, "librechatusers", "again", "False", "InvalidSpec").await;
+    w.users().delete_one(doc! { "_id": first }).await.unwrap();
+    let second = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(second, email))
+        .await
+        .unwrap();
+
+    let ban = json!({ "instanceRef": lc(&w), "email": email });
+    w.apply_in(&t, "UserBan", "lockout", ban).await;
+    let told = ready_in(&w, &t, "userbans", "lockout", "False", "NotPermitted").await;
+    assert!(
+        told.contains("not an account managed from namespace"),
+        "{told}"
+    );
+    assert!(
+        !log_doc(&w, &format!("BANS:{}", second.to_hex()))
+            .await
+            .is_some_and(|d| in_force(&d)),
+        "the person's new account must not be banned"
+    );
+    assert_eq!(count(&w, "librechat_operator_bans", doc! {}).await, 0);
+}
+
 /// The owner record's pending follow-ups for `email`.
 async fn follow_ups(w: &World, email: &str) -> Vec<String> {
     owner_record(w, email)
@@ -1720,6 +1778,81 @@ async fn a_refusal_after_a_crash_between_new_password_and_revocation_still_revok
     .await;
     assert!(follow_ups(&w, "crash@example.com").await.is_empty());
     w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
+}
+
+/// `b` (banned@example.com) with two sessions, and a permanent UserBan `wall` of it applied
+/// while the operator is down. Returns the account.
+async fn user_with_sessions_and_pending_ban(w: &mut World) -> ObjectId {
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "banned@example.com" });
+    w.apply("LibreChatUser", "b", spec).await;
+    let id = status_user_id(w, &w.ns.clone(), "b").await;
+    let later = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
+    );
+    for hash in ["c", "d"] {
+        w.db.collection::<Document>("sessions")
+            .insert_one(doc! { "refreshTokenHash": hash.repeat(64), "expiration": later, "user": id, "__v": 0 })
+            .await
+            .unwrap();
+    }
+    w.stop_operator();
+    let ban = json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "b" } });
+    w.apply("UserBan", "wall", ban).await;
+    id
+}
+
+/// The fault: the operator dies (or Redis or MongoDB fails) after writing the ban, before
+/// ending the sessions. LibreChat does not check bans when a token is refreshed, so the ban
+/// must still end them, though it is already in force.
+#[tokio::test]
+async fn a_ban_cut_short_before_ending_the_sessions_still_ends_them() {
+    let mut w = World::with_instance("tr-crashban", json!({})).await;
+    let id = user_with_sessions_and_pending_ban(&mut w).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-ban-written")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let key = format!("BANS:{}", id.to_hex());
+    assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
+    assert_eq!(count(&w, "sessions", doc! { "user": id }).await, 2);
+
+    w.start_operator();
+    eventually("the banned account's sessions to end", || async {
+        (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
+    })
+    .await;
+    ready_in(&w, &w.ns, "userbans", "wall", "True", "Banned").await;
+    w.contract_check(json!({ "bans": [ { "key": key, "expectActive": true } ],
+                             "sessionsRevoked": [id.to_hex()] }));
+}
+
+/// The fault: the operator dies after taking a deleted UserBan's share off the ban, before
+/// lifting it. The next run must still lift it: nothing else would, once the finalizer goes.
+#[tokio::test]
+async fn a_lift_cut_short_is_finished_before_the_ban_object_goes() {
+    let mut w = World::with_instance("tr-crashlift", json!({})).await;
+    let id = user_with_sessions_and_pending_ban(&mut w).await;
+    w.start_operator();
+    ready_in(&w, &w.ns, "userbans", "wall", "True", "Banned").await;
+    let key = format!("BANS:{}", id.to_hex());
+
+    w.stop_operator();
+    delete_in(&w.client, &w.ns, "UserBan", "wall").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-ban-share-removed")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert!(
+        log_doc(&w, &key).await.is_some_and(|d| in_force(&d)),
+        "the crash came before the lift"
+    );
+
+    w.start_operator();
+    wait_gone_in(&w, &w.ns, "userbans", "wall").await;
+    assert!(
+        !log_doc(&w, &key).await.is_some_and(|d| in_force(&d)),
+        "the ban must be lifted before its object goes"
+    );
+    assert_eq!(count(&w, "librechat_operator_bans", doc! {}).await, 0);
+    w.contract_check(json!({ "bans": [ { "key": key, "expectActive": false } ] }));
 }
 
 #[tokio::test]

@@ -254,6 +254,8 @@ async fn take(
     let store = plan.store();
     let (email, uid) = (&plan.email, &plan.owner.uid);
     if stored.email != *email {
+        // Still this object's account: what a write owed it is done before the refusal.
+        store.finish_owed(claim).await?;
         let message = format!("the account this object owns ({}) now has the email {}; nothing was written. Fix the email in LibreChat or re-create this object", stored.id.to_hex(), stored.email);
         return Ok(Err(Outcome::stalled(
             reason::IDENTITY_CHANGED,

@@ -14,6 +14,7 @@ use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
 use crate::controller::owned_secret::{self, OwnedSecretError};
 use crate::controller::status::now_rfc3339;
+use crate::controller::target::{configuration_for, mail_failure_for};
 use crate::librechat::one_shot::{AppliedActions, OneShot};
 use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
@@ -319,8 +320,11 @@ async fn deliver_by_email(
     let (Some(smtp), Some(site)) = (&instance.spec.smtp, &instance.spec.domain_client) else {
         return Err("the instance declares no smtp relay and domainClient".into());
     };
-    let credentials =
-        crate::controller::secrets::smtp_credentials(&ctx.client, instance, smtp).await?;
+    // The relay and its Secret are the instance's configuration: named only to its namespace.
+    let namespace = plan.tenancy.namespace.as_str();
+    let credentials = crate::controller::secrets::smtp_credentials(&ctx.client, instance, smtp)
+        .await
+        .map_err(|e| configuration_for(instance, reason::DEPENDENCY_FAILED, &e, namespace))?;
     let link = verification_link(site, raw, &plan.email);
     let name = stored.name.as_deref().unwrap_or(&plan.email);
     let message = crate::mail::Verification {
@@ -331,7 +335,7 @@ async fn deliver_by_email(
     };
     crate::mail::send_verification(smtp, credentials, &message)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| mail_failure_for(instance, &e, namespace))
 }
 
 /// The Secret that holds the link when there is no relay.

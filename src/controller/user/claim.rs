@@ -35,6 +35,8 @@ pub(super) async fn take_ownership(
     // The email is immutable (a CEL rule, which old or CEL-less API servers drop): an object
     // that owns an account under another email must not claim a second one.
     if let Some(previous) = store.find_claim_of_owner(&owner.uid).await? {
+        // Refused, but what it owes the account it manages is still done.
+        store.finish_owed(&previous).await?;
         let message = format!(
             "email is immutable: this object manages {}; create a new LibreChatUser for {email}",
             previous.email

@@ -19,18 +19,18 @@ pub(super) async fn refusal(
     if tenancy.administers || is_built_in(role) || tenancy.lists_assignable(role) {
         return Ok(None);
     }
-    let declared_here = store
-        .access_record(&role_key(role))
-        .await?
-        .is_some_and(|r| r.owner.kind == "LibreChatRole" && r.owner.namespace == tenancy.namespace);
-    if declared_here {
-        // Only while LibreChat has the role: between its deletion (which moves its accounts
-        // to USER) and the release of its name, an account must not be put back in it.
-        if store.find_role(role).await?.is_some() {
+    let record = store.access_record(&role_key(role)).await?;
+    let declared_here = record
+        .as_ref()
+        .filter(|r| r.owner.kind == "LibreChatRole" && r.owner.namespace == tenancy.namespace);
+    if let Some(record) = declared_here {
+        // Not once its deletion began (which moves its accounts to USER): until the name is
+        // released, an account must not be put back in it.
+        if !record.releasing {
             return Ok(None);
         }
         return Ok(Some(format!(
-            "role '{role}' is declared by a LibreChatRole in namespace '{}' but LibreChat does not have it (not created yet, or being deleted); waiting for it",
+            "role '{role}' is declared by a LibreChatRole in namespace '{}' that is being deleted; waiting for it to go",
             tenancy.namespace
         )));
     }

@@ -49,6 +49,8 @@ pub struct AccessRecord {
     /// the change, as LibreChat does for cross-process stores), and from when.
     pub cache_drops: Vec<CacheDrop>,
     pub cache_drops_due: Option<DateTime>,
+    /// Set before a custom role is deleted: from then on no account is put in it.
+    pub releasing: bool,
 }
 
 /// Whether the record is this object's.
@@ -103,6 +105,7 @@ fn record_from(d: &Document) -> AccessRecord {
             .filter_map(|t| CacheDrop::parse(t))
             .collect(),
         cache_drops_due: d.get_datetime("cacheDropsDue").ok().copied(),
+        releasing: d.get_bool("releasing").unwrap_or(false),
     }
 }
 
@@ -216,16 +219,36 @@ impl Store {
         drops: &[CacheDrop],
         due: DateTime,
     ) -> Result<(), StoreError> {
-        let ids: Vec<String> = drops.iter().map(CacheDrop::tag).collect();
-        if ids.is_empty() {
+        if drops.is_empty() {
             return Ok(());
         }
-        self.update_record(
-            key,
-            uid,
-            doc! { "$addToSet": { "cacheDrops": { "$each": ids } }, "$set": { "cacheDropsDue": due } },
-        )
-        .await
+        self.promise_drops(key, uid, drops, doc! { "cacheDropsDue": due })
+            .await
+    }
+
+    /// Marks a role as going, with the cache drops its removal owes, before its first removal
+    /// write: from then on no account is put in it, and a crash cannot skip the drops.
+    pub async fn begin_release(
+        &self,
+        key: &str,
+        uid: &str,
+        drops: &[CacheDrop],
+        due: DateTime,
+    ) -> Result<(), StoreError> {
+        let set = doc! { "cacheDropsDue": due, "releasing": true };
+        self.promise_drops(key, uid, drops, set).await
+    }
+
+    async fn promise_drops(
+        &self,
+        key: &str,
+        uid: &str,
+        drops: &[CacheDrop],
+        set: Document,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<String> = drops.iter().map(CacheDrop::tag).collect();
+        let update = doc! { "$addToSet": { "cacheDrops": { "$each": ids } }, "$set": set };
+        self.update_record(key, uid, update).await
     }
 
     /// The promised drops were done.

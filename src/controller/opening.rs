@@ -1,0 +1,91 @@
+//! Where a LibreChatGroup's and a LibreChatRole's reconcile start: the instance resolved, the
+//! object kept on the instance it was applied to, the record of its name read and checked to
+//! be its own, and an invalid spec refused only then, so a refusal still takes back what the
+//! namespace may no longer hold.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use super::access::{self, Held, Verdict};
+use super::context::Context;
+use super::error::ReconcileError;
+use super::instance::resync_period;
+use super::target::{self, Target};
+use super::tenancy::Tenancy;
+use crate::api::common::{reason, InstanceRef};
+use crate::librechat::access::AccessRecord;
+
+/// A group or role whose reconcile may go on: what both kinds hold from then on.
+pub struct Opened {
+    pub target: Target,
+    pub tenancy: Tenancy,
+    pub key: String,
+    pub uid: String,
+    /// The record of the name, this object's (another's ended the reconcile).
+    pub record: Option<AccessRecord>,
+    pub resync: Duration,
+}
+
+impl Opened {
+    pub fn held(&self) -> Held<'_> {
+        Held {
+            store: &self.target.stores.store,
+            key: &self.key,
+            uid: &self.uid,
+            record: self.record.as_ref(),
+            tenancy: &self.tenancy,
+            resync: self.resync,
+        }
+    }
+}
+
+/// What an object needs to open: its instance reference, the key of its name's record, why
+/// its spec is invalid if it is, and its message when another object holds the name.
+pub struct Opening<'a, K> {
+    pub object: &'a K,
+    pub instance_ref: &'a InstanceRef,
+    pub key: String,
+    pub invalid: Option<String>,
+    pub name_taken: fn(&K, &str) -> Verdict,
+}
+
+/// Opens the reconcile, or ends it with a verdict (no instance, applied to another instance,
+/// the name held by another object, an invalid spec). `instance` is the status's record of
+/// the instance the object was applied to, set here.
+pub async fn open<K: ResourceExt>(
+    ctx: &Context,
+    opening: Opening<'_, K>,
+    instance: &mut Option<String>,
+) -> Result<Result<Opened, Verdict>, ReconcileError> {
+    let namespace = opening.object.namespace().unwrap_or_default();
+    let target = match target::resolve(ctx, opening.instance_ref, &namespace).await? {
+        Ok(t) => t,
+        Err(p) => return Ok(Err(access::invalid_or_waiting(opening.invalid, p))),
+    };
+    if let Some(why) = target::applied_elsewhere(instance.as_deref(), &target.instance) {
+        return Ok(Err(Verdict::refused(reason::INVALID_SPEC, why, None)));
+    }
+    *instance = Some(target::instance_key(&target.instance));
+    let tenancy = Tenancy::of(&target.instance, &namespace);
+    let record = target.stores.store.access_record(&opening.key).await?;
+    let uid = opening.object.uid().unwrap_or_default();
+    if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
+        return Ok(Err((opening.name_taken)(
+            opening.object,
+            &tenancy.names(&r.owner),
+        )));
+    }
+    let opened = Opened {
+        resync: resync_period(&target.instance, ctx.settings.default_resync),
+        target,
+        tenancy,
+        key: opening.key,
+        uid,
+        record,
+    };
+    if let Some(why) = opening.invalid {
+        return Ok(Err(opened.held().refuse(access::invalid_spec(why)).await?));
+    }
+    Ok(Ok(opened))
+}
