@@ -189,7 +189,7 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        let client = match kube_client().await {
+        let clients = match controller::clients::Clients::infer().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot reach Kubernetes: set KUBECONFIG or run in a cluster");
@@ -204,7 +204,7 @@ fn run(args: RunArgs) -> ExitCode {
         let metrics = librechat_operator::metrics::global();
         if !args.leader_elect {
             metrics.set_leader(true);
-            return finish(controller::run(client, settings, health).await);
+            return finish(controller::run(clients, settings, health).await);
         }
 
         let config = leader::LeaseConfig {
@@ -214,13 +214,13 @@ fn run(args: RunArgs) -> ExitCode {
             duration: lease_duration,
         };
         // A standby learns of missing CRDs or permissions now, not when it first leads.
-        if let Err(e) = controller::preflight(&client, &settings).await {
+        if let Err(e) = controller::preflight(&clients.request, &settings).await {
             return finish(Err(e));
         }
         health.set(Readiness::Standby);
         tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "waiting to lead");
         let mut leadership = tokio::select! {
-            held = leader::acquire(&client, config) => match held {
+            held = leader::acquire(&clients.request, config) => match held {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -231,7 +231,7 @@ fn run(args: RunArgs) -> ExitCode {
         };
         metrics.set_leader(true);
         let outcome = tokio::select! {
-            result = controller::run(client, settings, health) => finish(result),
+            result = controller::run(clients, settings, health) => finish(result),
             _ = leadership.lost() => {
                 tracing::error!("lost the Lease: stopping so that only one replica writes");
                 ExitCode::from(4)
@@ -357,21 +357,4 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// The Kubernetes client, with a short connect deadline: a request to an API server that cannot
-/// be reached fails in seconds rather than holding a reconcile (reads keep kube's deadline,
-/// which watches need, and every reconcile has its own). Its User-Agent names the operator:
-/// the API server takes a write's field manager from it (else every status and finalizer the
-/// operator writes shows as `unknown` in managedFields), and audit logs show it.
-async fn kube_client() -> Result<kube::Client, kube::Error> {
-    let mut config = kube::Config::infer()
-        .await
-        .map_err(kube::Error::InferConfig)?;
-    config.connect_timeout = Some(std::time::Duration::from_secs(10));
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static(concat!("librechat-operator/", env!("CARGO_PKG_VERSION"))),
-    ));
-    kube::Client::try_from(config)
 }

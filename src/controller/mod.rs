@@ -4,6 +4,7 @@
 pub mod access;
 pub mod audit;
 pub mod ban;
+pub mod clients;
 pub mod connections;
 pub mod context;
 pub mod credentials;
@@ -236,12 +237,13 @@ fn log_outcome<T>(
 /// Runs every controller until a shutdown signal, over all namespaces or one set of them per
 /// namespace listed.
 pub async fn run(
-    client: Client,
+    clients: clients::Clients,
     settings: Settings,
     health: crate::health::Health,
 ) -> Result<(), StartError> {
-    preflight(&client, &settings).await?;
-    let ctx = Arc::new(Context::new(client.clone(), settings.clone(), health));
+    preflight(&clients.request, &settings).await?;
+    let ctx = Arc::new(Context::new(clients.request, settings.clone(), health));
+    let client = clients.watch;
     if settings.namespaces.is_empty() {
         run_scope(client, None, ctx).await;
     } else {

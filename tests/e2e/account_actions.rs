@@ -174,6 +174,25 @@ async fn verification_is_emailed_through_the_relay_once_and_true_voids_pending_l
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(inbox.lock().unwrap().len(), 1, "exactly one email");
 
+    // Asked again at once, and again: paced as LibreChat paces its resend, so a trigger set
+    // in a loop does not make the instance's relay a mailer.
+    for _ in 0..2 {
+        let mut again = unverified("mia@example.com");
+        again["resendVerificationAt"] = json!(now());
+        w.apply("LibreChatUser", "mia", again).await;
+        let told = eventually("the resend paced", || async {
+            let obj = w.get("librechatusers", "mia").await?;
+            let conditions = obj.pointer("/status/conditions")?.as_array()?.clone();
+            let ready = conditions.into_iter().find(|c| c["type"] == "Ready")?;
+            (ready["reason"] == "VerificationNotSent").then(|| ready["message"].to_string())
+        })
+        .await;
+        assert!(told.contains("the next one goes at"), "{told}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(inbox.lock().unwrap().len(), 1, "no second email within the minute");
+
     // Declared verified: the account is, and its pending link is void.
     let mut spec = unverified("mia@example.com");
     spec["emailVerified"] = json!(true);
