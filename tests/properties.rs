@@ -312,6 +312,7 @@ fn no_input_reaches_mongodb_as_a_query_operator() {
         role: Some("ADMIN".into()),
         provider: None,
         email_verified: None,
+        keeps_account: true,
     };
     let snapshot = |store: &Store| -> Document {
         rt.block_on(async {

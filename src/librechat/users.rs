@@ -21,6 +21,10 @@ pub struct DesiredUser {
     pub role: Option<String>,
     pub provider: Option<String>,
     pub email_verified: Option<bool>,
+    /// Whether LibreChat's expiry of an unverified account (`expiresAt`, its TTL) goes even
+    /// when nothing else is written: only for an account its declarer manages fully. Any
+    /// other write clears it anyway, as every `updateUser` of LibreChat's does.
+    pub keeps_account: bool,
 }
 
 impl DesiredUser {
@@ -287,7 +291,7 @@ fn differences(stored: &StoredUser, desired: &DesiredUser) -> (Document, Vec<Fie
     if desired.email_verified == Some(true) && !stored.email_verified {
         put("emailVerified", true.into());
     }
-    if stored.has_expiry {
+    if stored.has_expiry && (desired.keeps_account || !changed.is_empty()) {
         changed.push("expiresAt");
     }
     if !changed.is_empty() {
@@ -391,6 +395,7 @@ mod tests {
             role: Some("USER".into()),
             provider: Some(provider.into()),
             email_verified: Some(true),
+            keeps_account: true,
         }
     }
 
@@ -456,5 +461,19 @@ mod tests {
         let (set, changed) = differences(&stored, &want);
         assert_eq!(changed, vec!["role", "emailVerified", "expiresAt"]);
         assert_eq!(set.get_str("role").unwrap(), "USER");
+    }
+
+    #[test]
+    fn librechats_expiry_of_an_account_only_adopted_stays_unless_something_is_written() {
+        let adopted = DesiredUser {
+            keeps_account: false,
+            ..desired("local")
+        };
+        let mut stored =
+            stored_user_from_doc(&new_user_document(ObjectId::new(), &adopted, None)).unwrap();
+        stored.has_expiry = true;
+        assert!(differences(&stored, &adopted).1.is_empty());
+        stored.name = Some("Someone Else".into());
+        assert_eq!(differences(&stored, &adopted).1, vec!["name", "expiresAt"]);
     }
 }

@@ -191,7 +191,11 @@ async fn verification_is_emailed_through_the_relay_once_and_true_voids_pending_l
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(inbox.lock().unwrap().len(), 1, "no second email within the minute");
+    assert_eq!(
+        inbox.lock().unwrap().len(),
+        1,
+        "no second email within the minute"
+    );
 
     // Declared verified: the account is, and its pending link is void.
     let mut spec = unverified("mia@example.com");

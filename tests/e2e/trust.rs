@@ -387,6 +387,35 @@ async fn a_tenant_cannot_switch_the_sign_in_of_an_account_it_created() {
     .await;
 }
 
+/// LibreChat deletes an unverified account at its `expiresAt` (a TTL). A tenant that adopts
+/// one (registered by someone with a colleague's address, say) without managing adopted
+/// accounts must not make it permanent; the instance's namespace, declaring it, may.
+#[tokio::test]
+async fn adopting_an_unverified_account_leaves_its_expiry_to_librechat() {
+    let (w, t) = tenant_world("tr-expiry", json!({})).await;
+    let in_a_week = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() + 7 * 86_400_000,
+    );
+    let mut ids = Vec::new();
+    for (ns, email) in [
+        (t.clone(), "squat@example.com"),
+        (w.ns.clone(), "kept@example.com"),
+    ] {
+        let id = ObjectId::new();
+        let mut account = foreign_user(id, email);
+        account.insert("emailVerified", false);
+        account.insert("expiresAt", in_a_week);
+        w.users().insert_one(account).await.unwrap();
+        let spec = json!({ "instanceRef": lc(&w), "email": email, "adopt": true });
+        w.apply_in(&ns, "LibreChatUser", "adopted", spec).await;
+        ready_in(&w, &ns, "librechatusers", "adopted", "True", "Reconciled").await;
+        ids.push(id);
+    }
+    let expiry = |d: Document| d.get_datetime("expiresAt").ok().copied();
+    assert_eq!(expiry(user_doc(&w, ids[0]).await.unwrap()), Some(in_a_week));
+    assert_eq!(expiry(user_doc(&w, ids[1]).await.unwrap()), None);
+}
+
 #[tokio::test]
 async fn a_tenant_may_adopt_an_unprivileged_account_but_not_take_it_over() {
     // EDITOR is a role tenants may assign, so what refuses below is the adoption alone.
