@@ -287,7 +287,11 @@ async fn a_tenant_cannot_switch_the_sign_in_of_an_account_it_created() {
     to_local["provider"] = json!("local");
     w.apply_in(&t, "LibreChatUser", "trap", to_local.clone())
         .await;
-    ready_in(&w, &t, "librechatusers", "trap", "False", "NotPermitted").await;
+    let told = ready_in(&w, &t, "librechatusers", "trap", "False", "NotPermitted").await;
+    assert!(
+        !told.contains("openid"),
+        "a tenant is not told the provider: {told}"
+    );
     assert!(
         user_doc(&w, id).await.as_ref() == Some(&linked),
         "switching the linked SSO account to local must write nothing"

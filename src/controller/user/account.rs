@@ -363,16 +363,25 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
         // account by its email, and a stored password logs in whatever the provider says. A
         // tenant moving an account on or off an identity provider, even one it created, could
         // catch a person's SSO sign-in on an account whose password it knows.
+        // A tenant is not told which provider: it may be probing accounts it does not manage.
+        let how = match plan.tenancy.administers {
+            true => format!("through '{stored_provider}'"),
+            false => "in another way than declared".to_string(),
+        };
         return Some(format!(
-            "the account {} signs in through '{stored_provider}'; only the instance's namespace '{}' changes how an existing account signs in. Nothing was written",
+            "the account {} signs in {how}; only the instance's namespace '{}' changes how an existing account signs in. Nothing was written",
             plan.email, plan.tenancy.instance_namespace
         ));
     }
     if plan.declares_password() && stored_provider != "local" {
         let converts = plan.desired.provider.as_deref() == Some(Provider::Local.as_str());
         if !(converts && plan.tenancy.administers) {
+            let how = match plan.tenancy.administers {
+                true => format!("'{stored_provider}'"),
+                false => "an identity provider".to_string(),
+            };
             return Some(format!(
-                "the account {} signs in through '{stored_provider}', so no password is written to it; to convert it to a local account, declare provider: local from the instance's namespace '{}'",
+                "the account {} signs in through {how}, so no password is written to it; to convert it to a local account, declare provider: local from the instance's namespace '{}'",
                 plan.email, plan.tenancy.instance_namespace
             ));
         }
