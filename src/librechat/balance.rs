@@ -252,14 +252,16 @@ impl Store {
     }
 
     /// Applies one grant of `credits` under the transaction id `tx`, exactly once (see the
-    /// module documentation).
+    /// module documentation). `granting` are the transaction ids of every grant being applied
+    /// now: one of them found cut short is finished as the grant it is, not as a refill.
     pub async fn apply_grant(
         &self,
         user: ObjectId,
         tx: ObjectId,
         credits: i64,
+        granting: &[ObjectId],
     ) -> Result<GrantResult, StoreError> {
-        let result = self.credit_once(user, tx, credits).await?;
+        let result = self.credit_once(user, tx, credits, granting).await?;
         crate::fault::crash_point("after-grant-balance");
         self.save_transaction(tx, user, "admin", &js_number(credits))
             .await?;
@@ -274,6 +276,7 @@ impl Store {
         user: ObjectId,
         tx: ObjectId,
         credits: i64,
+        granting: &[ObjectId],
     ) -> Result<GrantResult, StoreError> {
         let mut delay = Duration::from_millis(50);
         for _ in 0..ATTEMPTS {
@@ -285,7 +288,12 @@ impl Store {
             match &record.pending {
                 Some((pending, _)) if *pending == tx => return Ok(GrantResult::AlreadyApplied),
                 Some((other, amount)) => {
-                    self.settle_refill(user, record.id, *other, amount).await?;
+                    let context = match granting.contains(other) {
+                        true => "admin",
+                        false => "autoRefill",
+                    };
+                    self.settle_pending(user, record.id, (*other, amount), context)
+                        .await?;
                     continue;
                 }
                 None => {}
@@ -326,16 +334,16 @@ impl Store {
         Ok(result.modified_count == 1)
     }
 
-    /// Finishes a refill LibreChat marked but did not settle, as its `settleAutoRefill` does.
-    async fn settle_refill(
+    /// Finishes a credit marked but not settled: a refill LibreChat marked (`autoRefill`, as
+    /// its `settleAutoRefill` does) or one of the operator's grants (`admin`).
+    async fn settle_pending(
         &self,
         user: ObjectId,
         record: ObjectId,
-        tx: ObjectId,
-        amount: &Bson,
+        (tx, amount): (ObjectId, &Bson),
+        context: &str,
     ) -> Result<(), StoreError> {
-        self.save_transaction(tx, user, "autoRefill", amount)
-            .await?;
+        self.save_transaction(tx, user, context, amount).await?;
         self.collection(BALANCES)
             .update_one(
                 doc! { "_id": record, "pendingRefill.transactionId": tx },

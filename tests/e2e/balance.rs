@@ -246,6 +246,41 @@ async fn a_grant_interrupted_by_a_crash_is_applied_once() {
     crash_while_granting(&mut w, "after-grant-transaction", "second", 50, 1250).await;
 }
 
+/// A grant cut short after its credit, then a new grant listed before it: the new one finds
+/// the first's mark and finishes it as the operator's grant (`admin`), not as a refill.
+#[tokio::test]
+async fn a_grant_cut_short_is_finished_as_a_grant_when_a_new_one_comes_first() {
+    let mut w = World::with_instance(
+        "bal-order",
+        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    let grants = |list: Value| user_spec("order@example.com", json!({ "grants": list }));
+    w.apply("LibreChatUser", "c", grants(json!([]))).await;
+    let (scope, id, _) = ready_user(&w, "c").await;
+    w.stop_operator();
+    let late = json!({ "id": "late", "credits": 70 });
+    w.apply("LibreChatUser", "c", grants(json!([late.clone()])))
+        .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-grant-balance")]);
+    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+
+    let early = json!({ "id": "early", "credits": 5 });
+    w.apply("LibreChatUser", "c", grants(json!([early, late])))
+        .await;
+    w.start_operator();
+    credits_shown(&w, "c", 1075).await;
+    let tx = |grant: &str| grant_transaction_id(&scope, grant).to_hex();
+    w.contract_check(json!({
+        "balances": [{ "userId": id.to_hex(), "tokenCredits": 1075 }],
+        "creditTransactions": [
+            { "id": tx("late"), "userId": id.to_hex(), "rawAmount": 70, "context": "admin" },
+            { "id": tx("early"), "userId": id.to_hex(), "rawAmount": 5, "context": "admin" },
+        ],
+    }));
+}
+
 #[tokio::test]
 async fn bad_balance_input_is_refused_and_writes_nothing() {
     let w = World::with_instance("bal-bad", json!({ "balance": { "enabled": true } })).await;

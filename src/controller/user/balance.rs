@@ -143,6 +143,7 @@ pub(super) async fn converge(
         }
     }
     let due = grants_due(plan, id, &grant_ids(plan, declared, id)).await?;
+    let granting: Vec<ObjectId> = due.iter().flatten().copied().collect();
     for (grant, tx) in declared.grants.iter().zip(due) {
         let Some(tx) = tx else {
             continue;
@@ -151,7 +152,7 @@ pub(super) async fn converge(
         let credits = grant.credits().unwrap_or_default();
         // Credited now, or by a reconcile that crashed before its audit line (which is written
         // only once the grant is finished): either way the audit trail gets it now, once.
-        let verb = match store.apply_grant(id, tx, credits).await? {
+        let verb = match store.apply_grant(id, tx, credits, &granting).await? {
             GrantResult::Applied => "granted",
             GrantResult::AlreadyApplied => "finished granting",
         };
