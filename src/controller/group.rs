@@ -450,24 +450,30 @@ async fn converge(
 }
 
 /// Deletes the group this object created (with its ACL entries and config overrides, as
-/// LibreChat's admin API does) and drops its members' cached principals.
+/// LibreChat's admin API does) and drops its members' cached principals. The groups are found
+/// by the object's records, not by its spec's name (which an API server without the CEL
+/// immutability rule lets change).
 async fn cleanup(group: &LibreChatGroup, ctx: &Context) -> Result<Action, ReconcileError> {
-    let namespace = group.namespace().unwrap_or_default();
+    let undoing = ("group", "delete the LibreChat group");
     let reference = &group.spec.instance_ref;
-    let undoing = "delete the LibreChat group";
-    let Some(target) = target::cleanup_target(ctx, reference, &namespace, undoing).await? else {
-        return Ok(Action::await_change());
-    };
+    if let Some((target, held)) = opening::records_to_undo(ctx, group, reference, undoing).await? {
+        for h in held {
+            remove_group(ctx, group, &target, (&h.name, &h.key), &h.record).await?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Deletes one group the object's record `key` names, then the record.
+async fn remove_group(
+    ctx: &Context,
+    group: &LibreChatGroup,
+    target: &Target,
+    (name, key): (&str, &str),
+    record: &AccessRecord,
+) -> Result<(), ReconcileError> {
     let store = &target.stores.store;
-    let key = group_key(&group.spec.name);
-    let uid = group.uid().unwrap_or_default();
-    let Some(record) = store
-        .access_record(&key)
-        .await?
-        .filter(|r| r.owner.uid == uid)
-    else {
-        return Ok(Action::await_change());
-    };
+    let uid = &record.owner.uid;
     if let Some(id) = record.target {
         let members = store
             .find_group(id)
@@ -479,30 +485,22 @@ async fn cleanup(group: &LibreChatGroup, ctx: &Context) -> Result<Action, Reconc
             .map(|m| CacheDrop::Principals(m.clone()))
             .collect();
         owed.push(CacheDrop::PromptAccess);
-        let owed = access::owed_with_recorded(owed, &record);
+        let owed = access::owed_with_recorded(owed, record);
         store
-            .promise_cache_drops(&key, &uid, &owed, access::due(false))
+            .promise_cache_drops(key, uid, &owed, access::due(false))
             .await?;
         store.delete_group(id).await?;
         store.drop_owed_caches(&owed).await?;
         tokio::time::sleep(access::SECOND_DROP_AFTER).await;
         store.drop_owed_caches(&owed).await?;
         let note = format!(
-            "deleted LibreChat group '{}' ({} member(s))",
-            group.spec.name,
+            "deleted LibreChat group '{name}' ({} member(s))",
             members.len()
         );
-        ctx.changed(
-            group,
-            Change::applied(
-                "GroupDeleted",
-                target::instance_key(&target.instance),
-                None,
-                note,
-            ),
-        )
-        .await;
+        let instance = target::instance_key(&target.instance);
+        let change = Change::applied("GroupDeleted", instance, None, note);
+        ctx.changed(group, change).await;
     }
-    store.release_access(&key, &uid).await?;
-    Ok(Action::await_change())
+    store.release_access(key, uid).await?;
+    Ok(())
 }

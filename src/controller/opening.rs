@@ -1,7 +1,9 @@
 //! Where a LibreChatGroup's and a LibreChatRole's reconcile start: the instance resolved, the
 //! object kept on the instance it was applied to, the record of its name read and checked to
 //! be its own, and an invalid spec refused only then, so a refusal still takes back what the
-//! namespace may no longer hold.
+//! namespace may no longer hold. And where their cleanup starts: the records the object holds,
+//! found by its uid, not by its spec's name (which an API server without the CEL immutability
+//! rules lets change).
 
 use std::time::Duration;
 
@@ -76,6 +78,13 @@ pub async fn open<K: ResourceExt>(
             &tenancy.names(&r.owner),
         )));
     }
+    if record.is_none() {
+        let held = target.stores.store.access_records_of(&uid).await?;
+        if let Some((other, _)) = held.iter().find(|(k, _)| *k != opening.key) {
+            let message = format!("the name is immutable: this object declares {other}; create a new object for another name. Nothing was written");
+            return Ok(Err(Verdict::refused(reason::INVALID_SPEC, message, None)));
+        }
+    }
     let opened = Opened {
         resync: resync_period(&target.instance, ctx.settings.default_resync),
         target,
@@ -88,4 +97,37 @@ pub async fn open<K: ResourceExt>(
         return Ok(Err(opened.held().refuse(access::invalid_spec(why)).await?));
     }
     Ok(Ok(opened))
+}
+
+/// The instance of an object being deleted and the records it holds there (`key` prefixed
+/// `kind:`, with the name after it); `None` when there is nothing to undo (see
+/// [`target::cleanup_target`]).
+pub async fn records_to_undo<K: ResourceExt>(
+    ctx: &Context,
+    object: &K,
+    instance_ref: &InstanceRef,
+    (kind, undoing): (&str, &str),
+) -> Result<Option<(Target, Vec<HeldRecord>)>, ReconcileError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let Some(target) = target::cleanup_target(ctx, instance_ref, &namespace, undoing).await? else {
+        return Ok(None);
+    };
+    let uid = object.uid().unwrap_or_default();
+    let prefix = format!("{kind}:");
+    let held = target.stores.store.access_records_of(&uid).await?;
+    let records = held
+        .into_iter()
+        .filter_map(|(key, record)| {
+            let name = key.strip_prefix(&prefix)?.to_string();
+            Some(HeldRecord { name, key, record })
+        })
+        .collect();
+    Ok(Some((target, records)))
+}
+
+/// One record an object holds: the group's or role's name, the record's key, the record.
+pub struct HeldRecord {
+    pub name: String,
+    pub key: String,
+    pub record: AccessRecord,
 }

@@ -324,37 +324,34 @@ fn report_built_in(
 /// A custom role this object created goes as `deleteRoleByName` does: its users move to USER
 /// (their caches dropped), then the role and its cached copy. Grants this object gave go.
 async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, ReconcileError> {
-    let namespace = role.namespace().unwrap_or_default();
+    let undoing = ("role", "remove the LibreChat role");
     let reference = &role.spec.instance_ref;
-    let undoing = "remove the LibreChat role";
-    let Some(target) = target::cleanup_target(ctx, reference, &namespace, undoing).await? else {
-        return Ok(Action::await_change());
-    };
+    if let Some((target, held)) = opening::records_to_undo(ctx, role, reference, undoing).await? {
+        for h in held {
+            remove_role(ctx, role, &target, (&h.name, &h.key), &h.record).await?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Removes what one record `key` of the object names: its grants, and a custom role with its
+/// users moved to USER; then the record.
+async fn remove_role(
+    ctx: &Context,
+    role: &LibreChatRole,
+    target: &Target,
+    (name, key): (&str, &str),
+    record: &AccessRecord,
+) -> Result<(), ReconcileError> {
     let store = &target.stores.store;
-    let name = &role.spec.name;
-    let key = role_key(name);
-    let uid = role.uid().unwrap_or_default();
-    let Some(record) = store
-        .access_record(&key)
-        .await?
-        .filter(|r| r.owner.uid == uid)
-    else {
-        return Ok(Action::await_change());
-    };
-    access::converge_grants(
-        store,
-        &key,
-        &uid,
-        &Principal::Role(name.clone()),
-        &[],
-        &record,
-    )
-    .await?;
-    let removal = vec![CacheDrop::PromptAccess, CacheDrop::Role(name.clone())];
-    let mut owed = access::owed_with_recorded(removal, &record);
+    let uid = &record.owner.uid;
+    let principal = Principal::Role(name.to_string());
+    access::converge_grants(store, key, uid, &principal, &[], record).await?;
+    let removal = vec![CacheDrop::PromptAccess, CacheDrop::Role(name.to_string())];
+    let mut owed = access::owed_with_recorded(removal, record);
     // A tenant's role the instance has since listed as assignable may hold other teams'
     // accounts: it stays (the instance's namespace's to declare now), only the claim goes.
-    let tenancy = Tenancy::of(&target.instance, &namespace);
+    let tenancy = Tenancy::of(&target.instance, &role.namespace().unwrap_or_default());
     let left_to_admins = !tenancy.administers && tenancy.lists_assignable(name);
     if !is_built_in(name) && !left_to_admins {
         let users = store.role_users(name).await?;
@@ -364,7 +361,7 @@ async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, Reconcil
                 .map(|(id, source)| CacheDrop::User(id.to_hex(), source)),
         );
         store
-            .begin_release(&key, &uid, &owed, access::due(false))
+            .begin_release(key, uid, &owed, access::due(false))
             .await?;
         let moved = store.delete_role(name).await?;
         crate::fault::crash_point("after-role-delete");
@@ -372,18 +369,11 @@ async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, Reconcil
             "deleted role {name}; {} account(s) moved to USER",
             moved.len()
         );
-        ctx.changed(
-            role,
-            Change::applied(
-                "RoleDeleted",
-                target::instance_key(&target.instance),
-                None,
-                note,
-            ),
-        )
-        .await;
+        let instance = target::instance_key(&target.instance);
+        ctx.changed(role, Change::applied("RoleDeleted", instance, None, note))
+            .await;
     }
     store.drop_owed_caches(&owed).await?;
-    store.release_access(&key, &uid).await?;
-    Ok(Action::await_change())
+    store.release_access(key, uid).await?;
+    Ok(())
 }

@@ -1023,6 +1023,74 @@ async fn a_forged_status_does_not_leave_a_group_or_role_behind() {
     assert_eq!(count(&w, "librechat_operator_access", doc! {}).await, 0);
 }
 
+/// Moves the document `from` of `collection` to the `_id` `to`.
+async fn rekey(w: &World, collection: &str, from: &str, to: &str) {
+    let docs = w.db.collection::<Document>(collection);
+    let mut d = docs.find_one(doc! { "_id": from }).await.unwrap().unwrap();
+    d.insert("_id", to);
+    docs.insert_one(d).await.unwrap();
+    docs.delete_one(doc! { "_id": from }).await.unwrap();
+}
+
+/// An API server that drops the CRDs' CEL rules lets a LibreChatUser's email and a role's name
+/// be edited. The operator refuses the edit (no second account or role under the new name)
+/// and, when the object goes, still removes what it wrote under the old one: found by the
+/// object's uid, not by its spec. The edit is simulated by moving the operator's records and
+/// LibreChat's documents to the old names while the operator is down.
+#[tokio::test]
+async fn an_edited_name_neither_forks_nor_orphans_what_the_object_wrote() {
+    let mut w = World::with_instance("tr-renamed", json!({})).await;
+    let user = json!({ "instanceRef": { "name": "lc" }, "email": "now@example.com",
+                       "deletionPolicy": "Delete" });
+    w.apply("LibreChatUser", "u", user).await;
+    let id = status_user_id(&w, &w.ns.clone(), "u").await;
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "NOW",
+                       "permissions": { "AGENTS": { "USE": true } } });
+    w.apply("LibreChatRole", "r", role).await;
+    w.wait_condition("librechatroles", "r", "Ready", "True", None)
+        .await;
+
+    w.stop_operator();
+    rekey(
+        &w,
+        "librechat_operator_owners",
+        "now@example.com",
+        "old@example.com",
+    )
+    .await;
+    w.users()
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "email": "old@example.com" } },
+        )
+        .await
+        .unwrap();
+    rekey(&w, "librechat_operator_access", "role:NOW", "role:OLD").await;
+    w.db.collection::<Document>("roles")
+        .update_one(doc! { "name": "NOW" }, doc! { "$set": { "name": "OLD" } })
+        .await
+        .unwrap();
+    w.start_operator();
+    let ns = w.ns.clone();
+    ready_in(&w, &ns, "librechatusers", "u", "False", "InvalidSpec").await;
+    let told = ready_in(&w, &ns, "librechatroles", "r", "False", "InvalidSpec").await;
+    assert!(told.contains("immutable"), "{told}");
+    assert_eq!(count(&w, "roles", doc! { "name": "NOW" }).await, 0);
+    assert!(w.find_user("now@example.com").await.is_none());
+
+    w.delete("LibreChatUser", "u").await;
+    w.delete("LibreChatRole", "r").await;
+    wait_gone_in(&w, &ns, "librechatusers", "u").await;
+    wait_gone_in(&w, &ns, "librechatroles", "r").await;
+    assert!(
+        user_doc(&w, id).await.is_none(),
+        "the account goes with its object"
+    );
+    assert_eq!(count(&w, "roles", doc! { "name": "OLD" }).await, 0);
+    assert_eq!(count(&w, "librechat_operator_owners", doc! {}).await, 0);
+    assert_eq!(count(&w, "librechat_operator_access", doc! {}).await, 0);
+}
+
 /// The deletion guard counts every namespace's deletions together; a tenant held by it learns
 /// that the hour's allowance is used, not how many accounts the others deleted.
 #[tokio::test]

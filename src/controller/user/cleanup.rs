@@ -12,7 +12,6 @@ use mongodb::bson::oid::ObjectId;
 use super::{owner_of, publish_status, uid_of, Outcome};
 use crate::api::common::reason;
 use crate::api::user::DeletionPolicy;
-use crate::api::validate::normalize_email;
 use crate::api::{LibreChatInstance, LibreChatUser};
 use crate::controller::audit::Change;
 use crate::controller::connections::Stores;
@@ -54,15 +53,17 @@ pub(super) async fn cleanup(
         Ok(s) => s,
         Err(why) => return blocked(api, user, ctx, &why).await,
     };
-    let email = normalize_email(&user.spec.email);
+    // By the object's uid, not its spec's email (which an API server without the CEL
+    // immutability rule lets change).
     let owner = owner_of(user);
-    let claim = match stores.store.find_claim(&email).await {
-        Ok(c) => c.filter(|c| c.owner.uid == owner.uid),
+    let claim = match stores.store.find_claim_of_owner(&owner.uid).await {
+        Ok(c) => c,
         Err(e) => return blocked(api, user, ctx, &e.to_string()).await,
     };
     let Some(claim) = claim else {
         return Ok(Action::await_change());
     };
+    let email = claim.email.clone();
     if policy == DeletionPolicy::Delete {
         let tenancy = Tenancy::of(&instance, &namespace);
         let scope = Scope {

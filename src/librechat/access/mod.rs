@@ -164,6 +164,27 @@ impl Store {
             .map(|d| record_from(&d)))
     }
 
+    /// Every record the object `uid` holds, with its key: one, unless its name was changed
+    /// on an API server that does not enforce the name's immutability.
+    pub async fn access_records_of(
+        &self,
+        uid: &str,
+    ) -> Result<Vec<(String, AccessRecord)>, StoreError> {
+        use futures::TryStreamExt;
+        let docs: Vec<Document> = self
+            .collection(ACCESS_RECORDS)
+            .find(doc! { "uid": uid })
+            .deadline("reading group and role records")
+            .await?
+            .try_collect()
+            .deadline("reading group and role records")
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| Some((d.get_str("_id").ok()?.to_string(), record_from(d))))
+            .collect())
+    }
+
     /// Changes the record of `key` held by `uid` (a no-op for anybody else's).
     async fn update_record(
         &self,
