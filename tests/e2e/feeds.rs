@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use mongodb::bson::doc;
 use serde_json::json;
 
+use crate::blackhole::Blackhole;
 use crate::support::*;
 
 #[tokio::test]
@@ -81,5 +82,75 @@ async fn a_registration_through_an_invitation_is_seen_within_moments() {
     assert!(
         accepted.is_some(),
         "the registration was not seen without a resync"
+    );
+}
+
+/// `host:port` of MONGODB_URI's first server, when it names one plainly (no SRV record, no
+/// credentials to carry over).
+fn plain_mongo_host() -> Option<String> {
+    let uri = env("MONGODB_URI");
+    let hosts = uri.strip_prefix("mongodb://")?.split(['/', '?']).next()?;
+    (!hosts.contains('@')).then(|| hosts.split(',').next().unwrap_or(hosts).to_string())
+}
+
+/// The fault: every connection to MongoDB turns half-open (no error, no answer, ever), as
+/// after a NAT or a firewall drops their state; new connections work. The operator's calls
+/// time out and it connects again; the change stream, waiting on a dead connection, must
+/// follow, or LibreChat's writes go unseen until the next resync (an hour here). The driver's
+/// server monitor does it: its check times out, the pool is cleared with its in-use
+/// connections interrupted, and the change stream resumes on a new one.
+#[tokio::test]
+async fn a_change_stream_left_on_a_half_open_connection_is_reopened() {
+    let Some(upstream) = plain_mongo_host() else {
+        eprintln!("skipped: MONGODB_URI names no plain host to put a proxy in front of");
+        return;
+    };
+    let proxy = Blackhole::start(upstream).await;
+    let mut w = World::new("feed-cut").await;
+    w.start_operator();
+    let uri = format!(
+        "mongodb://127.0.0.1:{}/{}?directConnection=true",
+        proxy.port, w.db_name
+    );
+    w.secret(
+        "lc-stores",
+        &[("mongo", &uri), ("redis", &env("REDIS_URL"))],
+    )
+    .await;
+    w.apply_instance_of_stores("lc", json!({ "resyncPeriod": "1h" }))
+        .await;
+    eventually("the change feed to run", || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        (obj.pointer("/status/changeFeed")? == "ChangeStream").then_some(())
+    })
+    .await;
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "cut@example.com", "name": "Declared Name" });
+    w.apply("LibreChatUser", "cut", spec).await;
+    w.wait_condition("librechatusers", "cut", "Ready", "True", None)
+        .await;
+
+    proxy.cut();
+    // Whatever the cut woke (an outage seen by the health check) is over before the edit.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    w.wait_condition("librechatusers", "cut", "Ready", "True", None)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    w.users()
+        .update_one(
+            doc! { "email": "cut@example.com" },
+            doc! { "$set": { "name": "Edited By Hand" } },
+        )
+        .await
+        .unwrap();
+    let put_back = within(Duration::from_secs(45), || async {
+        let user = w.find_user("cut@example.com").await?;
+        (user.get_str("name").ok()? == "Declared Name").then_some(())
+    })
+    .await;
+    assert!(
+        put_back.is_some(),
+        "the change stream was not reopened after its connection went half-open"
     );
 }

@@ -2,6 +2,7 @@
 //! Each test gets its own namespace, database and operator process, so tests run in parallel.
 //! Run through `make test`, which starts the servers and sets KUBECONFIG, MONGODB_URI, REDIS_URL.
 
+mod blackhole;
 mod support;
 // The CEL rule cases, shared with tests/cel_rules.rs.
 #[path = "../cel_cases/mod.rs"]
