@@ -18,6 +18,35 @@ pub enum MailError {
     Relay { host: String, reason: String },
 }
 
+/// The least time between two emails to one address, whichever object asks: LibreChat's own
+/// resend allows 2 in 2 minutes, and a trigger set in a loop, or an object re-created in a
+/// loop, must not turn the instance's relay into a mailer.
+pub const PACE: Duration = Duration::from_secs(60);
+
+/// Which addresses were mailed within [`PACE`] by this process (one leader sends).
+#[derive(Default)]
+pub struct Pacer {
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Pacer {
+    /// How long until `address` may be mailed again, if it may not be now.
+    pub fn wait_for(&self, address: &str) -> Option<Duration> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        last.retain(|_, at| now.duration_since(*at) < PACE);
+        last.get(&address.to_lowercase())
+            .map(|at| PACE - now.duration_since(*at))
+    }
+
+    /// `address` was mailed now. A failed handover does not count: its error is reported
+    /// again, not hidden behind the pace.
+    pub fn sent(&self, address: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.insert(address.to_lowercase(), std::time::Instant::now());
+    }
+}
+
 /// What goes into an invitation.
 pub struct Invitation<'a> {
     pub to: &'a str,
@@ -139,7 +168,18 @@ fn body(invitation: &Invitation<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
+
+    #[test]
+    fn one_email_a_minute_to_one_address() {
+        let pacer = Pacer::default();
+        assert_eq!(pacer.wait_for("a@example.com"), None);
+        pacer.sent("a@example.com");
+        let wait = pacer.wait_for("A@Example.com").unwrap();
+        assert!(wait > Duration::from_secs(55) && wait <= PACE, "{wait:?}");
+        assert_eq!(pacer.wait_for("b@example.com"), None);
+    }
 
     #[test]
     fn the_body_says_what_and_until_when() {

@@ -29,6 +29,8 @@ pub struct Context {
     pub recorder: EventRecorder,
     pub connections: Connections,
     pub hasher: Hasher,
+    /// One email a minute to one address (verification links, invitations).
+    pub mail_pacer: crate::mail::Pacer,
     pub settings: Settings,
     /// Objects verified against their ownership record in this process.
     pub settled: Settled,
@@ -57,6 +59,7 @@ impl Context {
             client,
             connections: Connections::default(),
             hasher: Hasher::default(),
+            mail_pacer: Default::default(),
             settings,
             settled: Settled::default(),
             backoff: Backoff::default(),

@@ -225,6 +225,16 @@ async fn deliver(
         outcome.email_sent_at = Some(super::status::now_rfc3339());
         return Ok(outcome);
     }
+    let email = normalize_email(&invite.spec.email);
+    if let Some(wait) = ctx.mail_pacer.wait_for(&email) {
+        store.return_invite_email(&uid).await?;
+        outcome.ready = email_not_sent(format!(
+            "an email went to {email} less than a minute ago; this invitation goes in {}s",
+            wait.as_secs() + 1
+        ));
+        outcome.requeue = Some(wait + Duration::from_millis(100));
+        return Ok(outcome);
+    }
     let expires_at = outcome.expires_at.clone().unwrap_or_default();
     match send(
         invite,
@@ -238,13 +248,10 @@ async fn deliver(
     .await
     {
         Ok(()) => {
+            ctx.mail_pacer.sent(&email);
             crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
-            let note = format!(
-                "the invitation link was emailed to {}",
-                normalize_email(&invite.spec.email)
-            );
-            let email = normalize_email(&invite.spec.email);
+            let note = format!("the invitation link was emailed to {email}");
             let change = invite_change("EmailSent", &instance, &email, note);
             ctx.changed(invite, change).await;
         }

@@ -224,7 +224,10 @@ impl Store {
             end_ms: share.end_ms,
             user_id: share.user_id.clone(),
         };
-        Ok(self.settle(target).await?.unwrap_or(fallback))
+        Ok(self
+            .settle(target, &share.owner_uid)
+            .await?
+            .unwrap_or(fallback))
     }
 
     /// Removes `owner_uid`'s share of `target`; lifts the ban entirely when none is left in
@@ -256,7 +259,7 @@ impl Store {
             return Ok(Lifted::NotHeld);
         }
         crate::fault::crash_point("after-ban-share-removed");
-        Ok(match self.settle(target).await? {
+        Ok(match self.settle(target, owner_uid).await? {
             Some(_) => Lifted::StillBanned,
             None => Lifted::Free,
         })
@@ -327,13 +330,16 @@ impl Store {
     /// Writes the `BANS:` document from the shares (or lifts the ban when none is in force),
     /// again until nobody changed the shares meanwhile, so concurrent bans of one target end
     /// with the union of all of them.
-    async fn settle(&self, target: &BanTarget) -> Result<Option<EffectiveBan>, StoreError> {
+    async fn settle(
+        &self,
+        target: &BanTarget,
+        owner_uid: &str,
+    ) -> Result<Option<EffectiveBan>, StoreError> {
         let key = target.bans_key();
-        let mut effect = None;
         for _ in 0..SETTLE_ATTEMPTS {
             let (shares, rev) = self.ban_shares(&key).await?;
             let now = DateTime::now().timestamp_millis();
-            effect = effective(&shares, now);
+            let effect = effective(&shares, now);
             let ours_live = shares
                 .iter()
                 .any(|s| s.owner_uid != NATIVE_UID && s.end_ms.is_none_or(|e| e > now));
@@ -361,7 +367,18 @@ impl Store {
                 return Ok(effect);
             }
         }
-        Ok(effect)
+        // Still changing after every attempt: this owner's change stays marked (a rewrite that
+        // finished meanwhile cleared it) and its caller retries.
+        self.collection(SHARES)
+            .update_one(
+                doc! { "_id": &key },
+                doc! { "$addToSet": { "settling": owner_uid } },
+            )
+            .deadline("recording a ban")
+            .await?;
+        Err(StoreError::Contended(
+            "the ban's shares kept changing while its document was rewritten",
+        ))
     }
 
     /// The shares of `key` and their revision.

@@ -170,7 +170,8 @@ impl Store {
     }
 
     /// The operator's own collections are keyed by `_id`; these are their other lookups: an
-    /// owner's account by id or by owning object, and the ban shares of an object or identity.
+    /// owner's account by id or by owning object, the ban shares of an object or identity (and
+    /// those still settling), and the group and role records of an object.
     /// Only missing ones are created, so a restart writes nothing.
     async fn ensure_owner_collection(&self) -> Result<(), StoreError> {
         let wanted = [
@@ -186,6 +187,8 @@ impl Store {
                 "shares.subject_1",
                 doc! { "shares.subject": 1 },
             ),
+            (super::bans::SHARES, "settling_1", doc! { "settling": 1 }),
+            (super::access::ACCESS_RECORDS, "uid_1", doc! { "uid": 1 }),
         ];
         let mut existing: std::collections::HashMap<&str, Vec<IndexModel>> = Default::default();
         for (collection, name, keys) in wanted {

@@ -21,9 +21,10 @@ pub struct DesiredUser {
     pub role: Option<String>,
     pub provider: Option<String>,
     pub email_verified: Option<bool>,
-    /// Whether LibreChat's expiry of an unverified account (`expiresAt`, its TTL) goes even
-    /// when nothing else is written: only for an account its declarer manages fully. Any
-    /// other write clears it anyway, as every `updateUser` of LibreChat's does.
+    /// Whether LibreChat's expiry of an unverified account (`expiresAt`, its TTL) goes: only
+    /// for an account its declarer manages fully. An account only adopted keeps it, even when
+    /// its name is written (LibreChat's own `updateUser` would clear it, but the declarer did
+    /// not create the account and may not make someone's registration permanent).
     pub keeps_account: bool,
 }
 
@@ -171,7 +172,7 @@ impl Store {
         }
         let mut update = doc! { "$set": set };
         let mut unset = Document::new();
-        if stored.has_expiry {
+        if stored.has_expiry && desired.keeps_account {
             unset.insert("expiresAt", "");
         }
         if leaves_local_sign_in(stored, desired) {
@@ -291,7 +292,7 @@ fn differences(stored: &StoredUser, desired: &DesiredUser) -> (Document, Vec<Fie
     if desired.email_verified == Some(true) && !stored.email_verified {
         put("emailVerified", true.into());
     }
-    if stored.has_expiry && (desired.keeps_account || !changed.is_empty()) {
+    if stored.has_expiry && desired.keeps_account {
         changed.push("expiresAt");
     }
     if !changed.is_empty() {
@@ -464,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn librechats_expiry_of_an_account_only_adopted_stays_unless_something_is_written() {
+    fn librechats_expiry_of_an_account_only_adopted_stays() {
         let adopted = DesiredUser {
             keeps_account: false,
             ..desired("local")
@@ -474,6 +475,6 @@ mod tests {
         stored.has_expiry = true;
         assert!(differences(&stored, &adopted).1.is_empty());
         stored.name = Some("Someone Else".into());
-        assert_eq!(differences(&stored, &adopted).1, vec!["name", "expiresAt"]);
+        assert_eq!(differences(&stored, &adopted).1, vec!["name"]);
     }
 }

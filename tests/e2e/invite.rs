@@ -1,5 +1,7 @@
 //! UserInvite: links LibreChat's registration accepts, followed to Accepted or Expired.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Secret;
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::json;
@@ -362,6 +364,28 @@ async fn invitations_are_emailed_through_the_instances_relay() {
         mail[0]
     );
     w.wait_event("mailed", "EmailSent").await;
+
+    // Deleted and re-created at once (as a loop would): one email a minute to one address.
+    w.delete("UserInvite", "mailed").await;
+    w.wait_gone("userinvites", "mailed").await;
+    w.apply("UserInvite", "mailed", json!({ "instanceRef": { "name": "lc" }, "email": "mailed@example.com", "sendEmail": true })).await;
+    let obj = w
+        .wait_condition(
+            "userinvites",
+            "mailed",
+            "Ready",
+            "False",
+            Some("EmailNotSent"),
+        )
+        .await;
+    let told = condition(&obj, "Ready").unwrap().message;
+    assert!(told.contains("less than a minute ago"), "{told}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        inbox.lock().unwrap().len(),
+        1,
+        "no second email within the minute"
+    );
 
     // Asked for email where the instance has no relay: said plainly, the link still works.
     let plain = World::with_instance(

@@ -410,13 +410,17 @@ async fn adopting_an_unverified_account_leaves_its_expiry_to_librechat() {
         account.insert("emailVerified", false);
         account.insert("expiresAt", in_a_week);
         w.users().insert_one(account).await.unwrap();
-        let spec = json!({ "instanceRef": lc(&w), "email": email, "adopt": true });
+        // A name differs from the stored one: a write, which must not take the expiry along.
+        let spec = json!({ "instanceRef": lc(&w), "email": email, "adopt": true,
+                           "name": "Declared Name" });
         w.apply_in(&ns, "LibreChatUser", "adopted", spec).await;
         ready_in(&w, &ns, "librechatusers", "adopted", "True", "Reconciled").await;
         ids.push(id);
     }
     let expiry = |d: Document| d.get_datetime("expiresAt").ok().copied();
-    assert_eq!(expiry(user_doc(&w, ids[0]).await.unwrap()), Some(in_a_week));
+    let squat = user_doc(&w, ids[0]).await.unwrap();
+    assert_eq!(squat.get_str("name").unwrap(), "Declared Name");
+    assert_eq!(expiry(squat), Some(in_a_week));
     assert_eq!(expiry(user_doc(&w, ids[1]).await.unwrap()), None);
 }
 

@@ -18,9 +18,7 @@ use crate::controller::target::{configuration_for, mail_failure_for};
 use crate::librechat::one_shot::{AppliedActions, OneShot};
 use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
-use crate::librechat::verification::{
-    new_raw_verification_token, verification_link, VERIFICATION_LIFETIME,
-};
+use crate::librechat::verification::{new_raw_verification_token, verification_link};
 use crate::metrics::SecretUse;
 
 /// What the actions leave in status.
@@ -256,23 +254,26 @@ async fn issue_link(
     let (email, uid) = (&plan.email, &plan.owner.uid);
     let previous = claim.actions.get(OneShot::Verification.as_str());
     let by_email = plan.instance.spec.smtp.is_some() && plan.instance.spec.domain_client.is_some();
-    if by_email && trigger != INITIAL_LINK {
-        if let Some(next) = next_email_at(plan, stored).await? {
-            let message = format!("a verification email went to {email} less than {}s ago (LibreChat's own resend allows 2 in 2 minutes); the next one goes at {next}", RESEND_INTERVAL.as_secs());
+    if by_email {
+        // At most one email per trigger, even if this process dies right after sending.
+        if !store
+            .take_action(email, uid, OneShot::Verification, trigger)
+            .await?
+        {
+            return Ok(Ok(VerificationStatus::default()));
+        }
+        if let Some(wait) = ctx.mail_pacer.wait_for(email) {
+            let trigger_back = previous.map(String::as_str);
+            store
+                .return_action(email, uid, OneShot::Verification, trigger_back)
+                .await?;
+            let message = format!("an email went to {email} less than a minute ago (LibreChat's own resend allows 2 in 2 minutes); this verification link goes in {}s", wait.as_secs() + 1);
             return Ok(Err(Outcome::waiting(
                 reason::VERIFICATION_NOT_SENT,
                 message,
                 user,
             )));
         }
-    }
-    // At most one email per trigger, even if this process dies right after sending.
-    if by_email
-        && !store
-            .take_action(email, uid, OneShot::Verification, trigger)
-            .await?
-    {
-        return Ok(Ok(VerificationStatus::default()));
     }
     let raw = new_raw_verification_token();
     let hash = ctx.hasher.hash(raw.clone()).await?;
@@ -321,27 +322,6 @@ async fn issue_link(
     }))
 }
 
-/// The least time between two verification emails to one account: `resendVerificationAt`
-/// set again and again must not turn the instance's relay into a mailer.
-const RESEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// When the next verification email may go, if the last went less than [`RESEND_INTERVAL`]
-/// ago (its pending link says when).
-async fn next_email_at(
-    plan: &Plan,
-    stored: &StoredUser,
-) -> Result<Option<jiff::Timestamp>, ReconcileError> {
-    let Some(expires_ms) = plan.store().pending_verification(stored.id).await? else {
-        return Ok(None);
-    };
-    let issued_ms = expires_ms - VERIFICATION_LIFETIME.as_millis() as i64;
-    let next_ms = issued_ms + RESEND_INTERVAL.as_millis() as i64;
-    let now_ms = jiff::Timestamp::now().as_millisecond();
-    Ok((now_ms < next_ms)
-        .then(|| jiff::Timestamp::from_millisecond(next_ms).ok())
-        .flatten())
-}
-
 async fn deliver_by_email(
     ctx: &Context,
     plan: &Plan,
@@ -368,7 +348,9 @@ async fn deliver_by_email(
     };
     crate::mail::send_verification(smtp, credentials, &message)
         .await
-        .map_err(|e| mail_failure_for(instance, &e, namespace))
+        .map_err(|e| mail_failure_for(instance, &e, namespace))?;
+    ctx.mail_pacer.sent(&plan.email);
+    Ok(())
 }
 
 /// The Secret that holds the link when there is no relay.

@@ -429,8 +429,8 @@ async fn plan_on(
         role: spec.role.clone(),
         provider: spec.provider.map(|p| p.as_str().to_string()),
         email_verified: spec.email_verified,
-        // An account only adopted keeps LibreChat's expiry of it as unverified, unless the
-        // namespace manages adopted accounts (or administers the instance).
+        // An account only adopted keeps LibreChat's expiry of it as unverified, whatever is
+        // written, unless the namespace manages adopted accounts (or administers the instance).
         keeps_account: !spec.adopt.unwrap_or(false)
             || tenancy.administers
             || tenancy.may_manage_adopted,
