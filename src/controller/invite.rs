@@ -672,9 +672,14 @@ async fn declared_elsewhere(
         return Ok(None);
     }
     let elsewhere = |ns: Option<String>| ns.as_deref() != Some(tenancy.namespace.as_str());
+    // One answer whether another namespace owns the account or only declares it: which one
+    // would tell a tenant about another team's pending invitations.
+    let refusal = || {
+        format!("{email} is owned or declared in another namespace; a tenant invites only emails no other namespace owns or declares. Nothing was issued")
+    };
     if let Some(claim) = store.find_claim(email).await? {
         if claim.owner.namespace != tenancy.namespace {
-            return Ok(Some(format!("{email} is owned from another namespace; a tenant invites only emails no other namespace owns or declares. Nothing was issued")));
+            return Ok(Some(refusal()));
         }
     }
     let users = super::dependents::list_watched::<crate::api::LibreChatUser>(ctx).await?;
@@ -689,7 +694,5 @@ async fn declared_elsewhere(
             && normalize_email(&i.spec.email) == email
             && target::points_at(&i.spec.instance_ref, i, instance)
     });
-    Ok((user_elsewhere || invite_elsewhere).then(|| {
-        format!("{email} is declared in another namespace; a tenant invites only emails no other namespace owns or declares. Nothing was issued")
-    }))
+    Ok((user_elsewhere || invite_elsewhere).then(refusal))
 }

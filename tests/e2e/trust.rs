@@ -2272,7 +2272,12 @@ async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
         json!({ "instanceRef": lc(&w), "email": "Later@Example.com" }),
     )
     .await;
-    ready_in(&w, &t, "userinvites", "sneak", "False", "NotPermitted").await;
+    let told = ready_in(&w, &t, "userinvites", "sneak", "False", "NotPermitted").await;
+    // The same words as for an account another namespace owns: no pending-invite probe.
+    assert!(
+        told.contains("is owned or declared in another namespace"),
+        "{told}"
+    );
     assert_eq!(
         count(&w, "tokens", doc! {}).await,
         0,
