@@ -26,7 +26,7 @@ use crate::api::validate::normalize_email;
 use crate::api::{LibreChatGroup, LibreChatUser};
 use crate::librechat::access::grants::Principal;
 use crate::librechat::access::groups::{member_id, GroupFields};
-use crate::librechat::access::{group_key, AccessRecord, CacheDrop, Claimed};
+use crate::librechat::access::{group_key, AccessRecord, CacheDrop, Claim, Claimed};
 use crate::librechat::ownership::Owner;
 use crate::librechat::{Store, StoreError};
 
@@ -197,10 +197,12 @@ async fn claim(
         )));
     }
     let owner = owner_of(group);
-    Ok(match store.claim_access(key, &owner, Some(id)).await? {
-        Claimed::Ours(r) => Ok(r),
-        Claimed::Taken(other) => Err(name_taken(group, &tenancy.names(&other))),
-    })
+    Ok(
+        match store.claim_access(key, &owner, Claim::Group(id)).await? {
+            Claimed::Ours(r) => Ok(r),
+            Claimed::Taken(other) => Err(name_taken(group, &tenancy.names(&other))),
+        },
+    )
 }
 
 fn owner_of(group: &LibreChatGroup) -> Owner {

@@ -24,7 +24,7 @@ use crate::api::common::{reason, FINALIZER};
 use crate::api::role::LibreChatRoleStatus;
 use crate::api::LibreChatRole;
 use crate::librechat::access::grants::Principal;
-use crate::librechat::access::{role_key, AccessRecord, CacheDrop, Claimed};
+use crate::librechat::access::{role_key, AccessRecord, CacheDrop, Claim, Claimed};
 use crate::librechat::ownership::Owner;
 use crate::librechat::permissions::{is_built_in, overridden_at_restart};
 use crate::librechat::{Store, StoreError};
@@ -195,7 +195,7 @@ async fn claim(
         name: role.name_any(),
         uid: role.uid().unwrap_or_default(),
     };
-    Ok(match store.claim_access(key, &owner, None).await? {
+    Ok(match store.claim_access(key, &owner, Claim::Role).await? {
         Claimed::Ours(r) => Ok(r),
         Claimed::Taken(other) => Err(name_taken(role, &tenancy.names(&other))),
     })
@@ -215,7 +215,12 @@ async fn converge(
     let name = &role.spec.name;
     access::settle_due_drops(store, key, &uid, record).await?;
     let instance = target::instance_key(&target.instance);
-    if let Some(what) = converge_permissions(store, role, key, &uid).await? {
+    let changed = converge_permissions(store, role, key, &uid).await?;
+    if !record.created {
+        // LibreChat has the role now: accounts may be put in it.
+        store.mark_created(key, &uid).await?;
+    }
+    if let Some(what) = changed {
         let note = format!("role {name}: {what}");
         ctx.changed(
             role,

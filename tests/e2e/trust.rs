@@ -881,6 +881,35 @@ async fn a_deleted_role_is_not_put_back_on_its_accounts_after_a_crash() {
     );
 }
 
+/// A tenant's role is claimed before LibreChat has it. Until it is created, an account is not
+/// put in it (it would be in a role LibreChat does not know, or, should one appear under the
+/// name some other way, in that one). The claim is written here as the role controller writes
+/// it just before creating the role.
+#[tokio::test]
+async fn an_account_is_not_put_in_a_role_before_librechat_has_it() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (w, t) = tenant_world("tr-role-early", policy).await;
+    w.db.collection::<Document>("librechat_operator_access")
+        .insert_one(doc! {
+            "_id": "role:EARLY", "kind": "LibreChatRole", "namespace": &t, "name": "early",
+            "uid": "3f1c2d4e-0000-4000-8000-000000000001", "claimedAt": mongodb::bson::DateTime::now(),
+            "members": [], "grants": [], "cacheDrops": [], "created": false,
+        })
+        .await
+        .unwrap();
+    let member = json!({ "instanceRef": lc(&w), "email": "early@example.com",
+                         "provider": "openid", "role": "EARLY" });
+    w.apply_in(&t, "LibreChatUser", "early", member).await;
+    let told = ready_in(&w, &t, "librechatusers", "early", "False", "NotPermitted").await;
+    assert!(told.contains("not created yet"), "{told}");
+    assert!(
+        w.find_user("early@example.com")
+            .await
+            .is_none_or(|u| u.get_str("role").ok() != Some("EARLY")),
+        "no account may be put in a role LibreChat does not have"
+    );
+}
+
 /// LibreChat's admins may make an account a tenant created ADMIN. A tenant that may not hold
 /// ADMIN then changes nothing of it: not its password (which would log the tenant in as an
 /// admin), not a ban, not a deletion.

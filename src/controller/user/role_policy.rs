@@ -24,13 +24,13 @@ pub(super) async fn refusal(
         .as_ref()
         .filter(|r| r.owner.kind == "LibreChatRole" && r.owner.namespace == tenancy.namespace);
     if let Some(record) = declared_here {
-        // Not once its deletion began (which moves its accounts to USER): until the name is
-        // released, an account must not be put back in it.
-        if !record.releasing {
+        // Only while LibreChat has it: not before it is created, nor once its deletion began
+        // (which moves its accounts to USER) until the name is released.
+        if record.created && !record.releasing {
             return Ok(None);
         }
         return Ok(Some(format!(
-            "role '{role}' is declared by a LibreChatRole in namespace '{}' that is being deleted; waiting for it to go",
+            "role '{role}' is declared by a LibreChatRole in namespace '{}' but LibreChat does not have it (not created yet, or being deleted); waiting for it",
             tenancy.namespace
         )));
     }

@@ -51,6 +51,18 @@ pub struct AccessRecord {
     pub cache_drops_due: Option<DateTime>,
     /// Set before a custom role is deleted: from then on no account is put in it.
     pub releasing: bool,
+    /// Whether LibreChat has what the record claimed: a role is claimed before it is created,
+    /// and no account is put in it until it exists. Records without the field count as
+    /// created (they were written once it was).
+    pub created: bool,
+}
+
+/// What a record claims.
+pub enum Claim {
+    /// A group, with the `_id` it will have.
+    Group(ObjectId),
+    /// A role, which exists once the record says `created`.
+    Role,
 }
 
 /// Whether the record is this object's.
@@ -106,17 +118,19 @@ fn record_from(d: &Document) -> AccessRecord {
             .collect(),
         cache_drops_due: d.get_datetime("cacheDropsDue").ok().copied(),
         releasing: d.get_bool("releasing").unwrap_or(false),
+        created: d.get_bool("created").unwrap_or(true),
     }
 }
 
 impl Store {
-    /// Claims `key` for `owner` (with `target` as the group's future `_id`), or returns who
-    /// holds it. Of two objects racing for one name, exactly one insert succeeds.
+    /// Claims `key` for `owner`, or returns who holds it: a group with its future `_id`
+    /// (`Claim::Group`), a role not created yet. Of two objects racing for one name, exactly
+    /// one insert succeeds.
     pub async fn claim_access(
         &self,
         key: &str,
         owner: &Owner,
-        target: Option<ObjectId>,
+        what: Claim,
     ) -> Result<Claimed, StoreError> {
         let records = self.collection(ACCESS_RECORDS);
         let mut record = doc! {
@@ -124,9 +138,10 @@ impl Store {
             "name": &owner.name, "uid": &owner.uid, "claimedAt": DateTime::now(),
             "members": [], "grants": [], "cacheDrops": [],
         };
-        if let Some(t) = target {
-            record.insert("targetId", t);
-        }
+        match what {
+            Claim::Group(target) => record.insert("targetId", target),
+            Claim::Role => record.insert("created", false),
+        };
         let inserted = records
             .insert_one(record)
             .deadline("claiming a group or role")
@@ -244,6 +259,12 @@ impl Store {
             return Ok(());
         }
         self.promise_drops(key, uid, drops, doc! { "cacheDropsDue": due })
+            .await
+    }
+
+    /// The role the record claimed exists in LibreChat now.
+    pub async fn mark_created(&self, key: &str, uid: &str) -> Result<(), StoreError> {
+        self.update_record(key, uid, doc! { "$set": { "created": true } })
             .await
     }
 
