@@ -268,11 +268,14 @@ async fn issue_link(
                 .return_action(email, uid, OneShot::Verification, trigger_back)
                 .await?;
             let message = format!("an email went to {email} less than a minute ago (LibreChat's own resend allows 2 in 2 minutes); this verification link goes in {}s", wait.as_secs() + 1);
+            // Looked at again when the address's turn comes, not before.
+            let turn = wait + std::time::Duration::from_millis(100);
             return Ok(Err(Outcome::waiting(
                 reason::VERIFICATION_NOT_SENT,
                 message,
                 user,
-            )));
+            )
+            .after(turn)));
         }
     }
     let raw = new_raw_verification_token();
