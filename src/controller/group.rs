@@ -15,7 +15,6 @@ use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
-use super::instance::resync_period;
 use super::opening::{self, Opening};
 use super::report::report;
 use super::target::{self, Target};
@@ -166,10 +165,6 @@ async fn converge_declared(
     )
     .await?;
     Ok(access::with_taken_back(verdict, &taken_back))
-}
-
-fn resync(ctx: &Context, target: &Target) -> std::time::Duration {
-    resync_period(&target.instance, ctx.settings.default_resync)
 }
 
 fn name_taken(group: &LibreChatGroup, owner: &str) -> Verdict {
@@ -424,7 +419,8 @@ async fn converge(
     }
     found.member_count = Some(members.ids.len() as i64);
     found.grants = planned.iter().map(PlannedGrant::status).collect();
-    let requeue = second_drop.map_or(resync(ctx, target), |d| d.min(resync(ctx, target)));
+    let resync = opening::resync(ctx, target);
+    let requeue = second_drop.map_or(resync, |d| d.min(resync));
     Ok(if members.pending.is_empty() {
         Verdict::ready(
             reason::RECONCILED,

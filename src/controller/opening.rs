@@ -42,6 +42,11 @@ impl Opened {
     }
 }
 
+/// How often a group or role on `target`'s instance is looked at again when settled.
+pub fn resync(ctx: &Context, target: &Target) -> Duration {
+    resync_period(&target.instance, ctx.settings.default_resync)
+}
+
 /// What an object needs to open: its instance reference, the key of its name's record, why
 /// its spec is invalid if it is, and its message when another object holds the name.
 pub struct Opening<'a, K> {
@@ -86,7 +91,7 @@ pub async fn open<K: ResourceExt>(
         }
     }
     let opened = Opened {
-        resync: resync_period(&target.instance, ctx.settings.default_resync),
+        resync: resync(ctx, &target),
         target,
         tenancy,
         key: opening.key,

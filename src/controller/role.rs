@@ -15,7 +15,6 @@ use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::context::Context;
 use super::error::ReconcileError;
-use super::instance::resync_period;
 use super::opening::{self, Opening};
 use super::report::report;
 use super::target::{self, Target};
@@ -150,10 +149,6 @@ async fn sync(
     Ok(access::with_taken_back(verdict, &plan.taken_back))
 }
 
-fn resync(ctx: &Context, target: &Target) -> std::time::Duration {
-    resync_period(&target.instance, ctx.settings.default_resync)
-}
-
 fn name_taken(role: &LibreChatRole, owner: &str) -> Verdict {
     Verdict::refused(
         reason::CONFLICT,
@@ -237,7 +232,12 @@ async fn converge(
     }
     found.users = Some(store.count_role_users(name).await? as i64);
     found.grants = planned.iter().map(PlannedGrant::status).collect();
-    Ok(report_built_in(role, target, found, resync(ctx, target)))
+    Ok(report_built_in(
+        role,
+        target,
+        found,
+        opening::resync(ctx, target),
+    ))
 }
 
 /// Writes the declared permissions where they differ, promising the `ROLES:<name>` drop
