@@ -1119,6 +1119,10 @@ async fn an_edited_name_neither_forks_nor_orphans_what_the_object_wrote() {
         user_doc(&w, id).await.is_none(),
         "the account goes with its object"
     );
+    w.contract_check(json!({ "absentUsers": [
+        { "email": "old@example.com", "userId": id.to_hex() },
+        { "email": "now@example.com", "userId": id.to_hex() },
+    ] }));
     assert_eq!(count(&w, "roles", doc! { "name": "OLD" }).await, 0);
     assert_eq!(count(&w, "librechat_operator_owners", doc! {}).await, 0);
     assert_eq!(count(&w, "librechat_operator_access", doc! {}).await, 0);
@@ -1780,6 +1784,8 @@ async fn a_tenants_email_ban_does_not_reach_the_account_a_person_registered_agai
         "the person's new account must not be banned"
     );
     assert_eq!(count(&w, "librechat_operator_bans", doc! {}).await, 0);
+    let key = format!("BANS:{}", second.to_hex());
+    w.contract_check(json!({ "bans": [ { "key": key, "expectActive": false } ] }));
 }
 
 /// The owner record's pending follow-ups for `email`.
