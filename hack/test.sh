@@ -34,7 +34,9 @@ echo "== Helm chart: lint, render, schema, apply, RBAC"
 bash hack/chart-check.sh
 
 echo "== unit and end-to-end tests"
-# End-to-end tests mostly wait on servers, so more threads than cores pays off.
-cargo test --all-targets -- --test-threads "${TEST_THREADS:-6}"
+# End-to-end tests mostly wait on servers, so more threads than cores pays off. A failure
+# prints its panic message without a backtrace (LCO_TEST_BACKTRACE=1 for one): CI shows the
+# end of the output, where each failed test's message then fits.
+RUST_BACKTRACE="${LCO_TEST_BACKTRACE:-0}" cargo test --all-targets -- --test-threads "${TEST_THREADS:-6}"
 echo "== property tests: cases run"
 cat target/proptest-cases.txt 2>/dev/null || true

@@ -18,25 +18,43 @@ pub enum MailError {
     Relay { host: String, reason: String },
 }
 
-/// The least time between two emails to one address, whichever object asks: LibreChat's own
-/// resend allows 2 in 2 minutes, and a trigger set in a loop, or an object re-created in a
-/// loop, must not turn the instance's relay into a mailer.
+/// The default least time between two emails to one address, whichever object asks
+/// (`--mail-pace`): LibreChat's own resend allows 2 in 2 minutes, and a trigger set in a loop,
+/// or an object re-created in a loop, must not turn the instance's relay into a mailer.
 pub const PACE: Duration = Duration::from_secs(60);
 
-/// Which addresses were mailed within [`PACE`] by this process (one leader sends).
-#[derive(Default)]
+/// Which addresses were mailed within the pace by this process (one leader sends).
 pub struct Pacer {
+    pace: Duration,
     last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer::new(PACE)
+    }
+}
+
 impl Pacer {
+    pub fn new(pace: Duration) -> Self {
+        Pacer {
+            pace,
+            last: Default::default(),
+        }
+    }
+
+    /// The least time between two emails to one address.
+    pub fn pace(&self) -> Duration {
+        self.pace
+    }
+
     /// How long until `address` may be mailed again, if it may not be now.
     pub fn wait_for(&self, address: &str) -> Option<Duration> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
-        last.retain(|_, at| now.duration_since(*at) < PACE);
+        last.retain(|_, at| now.duration_since(*at) < self.pace);
         last.get(&address.to_lowercase())
-            .map(|at| PACE - now.duration_since(*at))
+            .map(|at| self.pace - now.duration_since(*at))
     }
 
     /// `address` was mailed now. A failed handover does not count: its error is reported
@@ -179,6 +197,15 @@ mod tests {
         let wait = pacer.wait_for("A@Example.com").unwrap();
         assert!(wait > Duration::from_secs(55) && wait <= PACE, "{wait:?}");
         assert_eq!(pacer.wait_for("b@example.com"), None);
+    }
+
+    #[test]
+    fn the_pace_is_the_one_configured() {
+        let pacer = Pacer::new(Duration::from_secs(600));
+        pacer.sent("a@example.com");
+        let wait = pacer.wait_for("a@example.com").unwrap();
+        assert!(wait > Duration::from_secs(590), "{wait:?}");
+        assert_eq!(pacer.pace(), Duration::from_secs(600));
     }
 
     #[test]

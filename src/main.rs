@@ -98,6 +98,9 @@ struct RunArgs {
     /// How long a leader's Lease holds without renewal.
     #[arg(long, default_value = "15s", env = "LEASE_DURATION")]
     lease_duration: String,
+    /// The least time between two emails to one address (verification links, invitations).
+    #[arg(long, default_value = "60s", env = "MAIL_PACE")]
+    mail_pace: String,
 }
 
 fn main() -> ExitCode {
@@ -163,10 +166,11 @@ fn run(args: RunArgs) -> ExitCode {
     let durations = (
         parse_positive("--resync-period", &args.resync_period),
         parse_positive("--lease-duration", &args.lease_duration),
+        parse_positive("--mail-pace", &args.mail_pace),
     );
-    let (default_resync, lease_duration) = match durations {
-        (Ok(r), Ok(l)) => (r, l),
-        (Err(e), _) | (_, Err(e)) => {
+    let (default_resync, lease_duration, mail_pace) = match durations {
+        (Ok(r), Ok(l), Ok(m)) => (r, l, m),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
@@ -200,6 +204,7 @@ fn run(args: RunArgs) -> ExitCode {
             default_resync,
             concurrency: args.concurrency.unwrap_or_else(default_concurrency).max(1),
             namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+            mail_pace,
         };
         let metrics = librechat_operator::metrics::global();
         if !args.leader_elect {

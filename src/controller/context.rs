@@ -18,6 +18,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Namespaces to watch; empty watches all.
     pub namespaces: Vec<String>,
+    /// The least time between two emails to one address (`--mail-pace`).
+    pub mail_pace: Duration,
 }
 
 pub struct Context {
@@ -29,7 +31,7 @@ pub struct Context {
     pub recorder: EventRecorder,
     pub connections: Connections,
     pub hasher: Hasher,
-    /// One email a minute to one address (verification links, invitations).
+    /// One email per pace to one address (verification links, invitations).
     pub mail_pacer: crate::mail::Pacer,
     pub settings: Settings,
     /// Objects verified against their ownership record in this process.
@@ -59,7 +61,7 @@ impl Context {
             client,
             connections: Connections::default(),
             hasher: Hasher::default(),
-            mail_pacer: Default::default(),
+            mail_pacer: crate::mail::Pacer::new(settings.mail_pace),
             settings,
             settled: Settled::default(),
             backoff: Backoff::default(),

@@ -229,7 +229,8 @@ async fn deliver(
     if let Some(wait) = ctx.mail_pacer.wait_for(&email) {
         store.return_invite_email(&uid).await?;
         outcome.ready = email_not_sent(format!(
-            "an email went to {email} less than a minute ago; this invitation goes in {}s",
+            "an email went to {email} within the last {}s (one email per address per --mail-pace); this invitation goes in {}s",
+            ctx.mail_pacer.pace().as_secs(),
             wait.as_secs() + 1
         ));
         outcome.requeue = Some(wait + Duration::from_millis(100));

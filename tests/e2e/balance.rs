@@ -198,7 +198,7 @@ async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: 
     );
     w.apply("LibreChatUser", "c", spec).await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", point)]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach {point}");
     let record = balances_of(w, id).await.pop().unwrap();
     assert_eq!(
@@ -263,7 +263,7 @@ async fn a_grant_cut_short_is_finished_as_a_grant_when_a_new_one_comes_first() {
     w.apply("LibreChatUser", "c", grants(json!([late.clone()])))
         .await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-grant-balance")]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
 
     let early = json!({ "id": "early", "credits": 5 });

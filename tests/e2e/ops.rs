@@ -97,8 +97,10 @@ fn replica(w: &World, name: &'static str, lease: &str) -> Replica {
             lease,
             "--lease-namespace",
             &w.ns,
+            // The chart's default: a shorter Lease can lapse on a loaded machine, and a
+            // leader that cannot renew in time stops.
             "--lease-duration",
-            "4s",
+            "15s",
         ])
         .env("POD_NAME", name)
         .stdin(Stdio::null())

@@ -56,6 +56,10 @@ pub struct World {
     pub http_port: u16,
 }
 
+/// How long a wait for what must happen may take. Generous: a loaded CI machine can be
+/// several times slower than a developer's, and only a failing test waits it out.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
 impl World {
     pub async fn new(label: &str) -> World {
         ensure_crds();
@@ -407,7 +411,7 @@ pub async fn wait_condition_in(
         "{plural}/{name} in {ns} to have {type_}={status} {}",
         reason.unwrap_or("")
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     let mut last = Value::Null;
     loop {
         if let Some(obj) = get_in(client, ns, plural, name).await {
@@ -432,7 +436,7 @@ pub async fn wait_condition_in(
     }
 }
 
-/// Polls `probe` until it returns `Some`, for up to 60 seconds.
+/// Polls `probe` until it returns `Some`, for up to [`PATIENCE`].
 pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
@@ -448,7 +452,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    within(Duration::from_secs(60), probe).await
+    within(PATIENCE, probe).await
 }
 
 /// Polls `probe` until it returns `Some`, for at most `limit`.

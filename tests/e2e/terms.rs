@@ -158,7 +158,7 @@ async fn a_crash_after_the_reset_does_not_reset_twice() {
     w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
         .await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-reset")]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     assert!(
         !accepted(&w, "late@example.com").await,
@@ -206,7 +206,7 @@ async fn a_crash_after_the_promise_resets_once_on_restart() {
     w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
         .await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-promise")]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     assert!(
         accepted(&w, "someone@example.com").await,

@@ -860,7 +860,7 @@ async fn a_deleted_role_is_not_put_back_on_its_accounts_after_a_crash() {
         &watched,
         &[("LIBRECHAT_OPERATOR_CRASH_AT", "after-role-delete")],
     );
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     assert_eq!(
         role_of(&w, id).await,
@@ -1832,7 +1832,7 @@ async fn rotated_and_crashed_before_revocation(w: &mut World) -> (ObjectId, Opti
     w.secret("pw", &[("password", "A-Rotated-Password-42")])
         .await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-password-hash")]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     let stored = user_doc(w, id).await.unwrap();
     assert!(
@@ -1949,7 +1949,7 @@ async fn a_ban_cut_short_before_ending_the_sessions_still_ends_them() {
     let mut w = World::with_instance("tr-crashban", json!({})).await;
     let id = user_with_sessions_and_pending_ban(&mut w).await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-ban-written")]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     let key = format!("BANS:{}", id.to_hex());
     assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
@@ -1978,7 +1978,7 @@ async fn a_lift_cut_short_is_finished_before_the_ban_object_goes() {
     w.stop_operator();
     delete_in(&w.client, &w.ns, "UserBan", "wall").await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-ban-share-removed")]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     assert!(
         log_doc(&w, &key).await.is_some_and(|d| in_force(&d)),
@@ -2013,7 +2013,7 @@ async fn a_crash_between_role_change_and_cache_drop_still_drops() {
     w.stop_operator();
     w.apply("LibreChatUser", "p", spec("ADMIN")).await;
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-role-change")]);
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     assert_eq!(
         user_doc(&w, id).await.unwrap().get_str("role").unwrap(),
@@ -2360,7 +2360,7 @@ async fn a_crash_after_sending_an_invitation_does_not_send_it_twice() {
         json!({ "instanceRef": { "name": "lc" }, "email": "once@example.com", "sendEmail": true }),
     )
     .await;
-    let code = w.wait_operator_exit(Duration::from_secs(60)).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(
         code,
         Some(86),

@@ -267,7 +267,11 @@ async fn issue_link(
             store
                 .return_action(email, uid, OneShot::Verification, trigger_back)
                 .await?;
-            let message = format!("an email went to {email} less than a minute ago (LibreChat's own resend allows 2 in 2 minutes); this verification link goes in {}s", wait.as_secs() + 1);
+            let message = format!(
+                "an email went to {email} within the last {}s (one email per address per --mail-pace; LibreChat's own resend allows 2 in 2 minutes); this verification link goes in {}s",
+                ctx.mail_pacer.pace().as_secs(),
+                wait.as_secs() + 1
+            );
             // Looked at again when the address's turn comes, not before.
             let turn = wait + std::time::Duration::from_millis(100);
             return Ok(Err(Outcome::waiting(
