@@ -177,7 +177,10 @@ async fn sync(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileEr
         .as_ref()
         .and_then(|s| s.email_sent_at.as_ref())
         .is_some();
-    if wanted && !sent && outcome.phase == Some(InvitePhase::Pending) {
+    // Only a Ready invitation is mailed: one its namespace may no longer hold (refused, or
+    // its instance going) keeps its phase in status but gets no email.
+    let ready = outcome.ready.ok == Some(true);
+    if wanted && !sent && ready && outcome.phase == Some(InvitePhase::Pending) {
         return deliver(invite, ctx, outcome).await;
     }
     Ok(outcome)

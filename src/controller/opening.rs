@@ -68,7 +68,12 @@ pub async fn open<K: ResourceExt>(
     let namespace = opening.object.namespace().unwrap_or_default();
     let target = match target::resolve(ctx, opening.instance_ref, &namespace).await? {
         Ok(t) => t,
-        Err(p) => return Ok(Err(access::invalid_or_waiting(opening.invalid, p))),
+        Err(p) => {
+            let pending = keep_promises(ctx, opening.object, opening.instance_ref, &p).await?;
+            let mut verdict = access::invalid_or_waiting(opening.invalid, p);
+            verdict.requeue = verdict.requeue.into_iter().chain(pending).min();
+            return Ok(Err(verdict));
+        }
     };
     if let Some(why) = target::applied_elsewhere(instance.as_deref(), &target.instance) {
         return Ok(Err(Verdict::refused(reason::INVALID_SPEC, why, None)));
@@ -102,6 +107,29 @@ pub async fn open<K: ResourceExt>(
         return Ok(Err(opened.held().refuse(access::invalid_spec(why)).await?));
     }
     Ok(Ok(opened))
+}
+
+/// The cache drops the object's records still owe, kept for an object refused for `problem`
+/// (see [`target::promises_kept_on`]); how long until the rest are due.
+async fn keep_promises<K: ResourceExt>(
+    ctx: &Context,
+    object: &K,
+    instance_ref: &InstanceRef,
+    problem: &target::TargetProblem,
+) -> Result<Option<Duration>, ReconcileError> {
+    let namespace = object.namespace().unwrap_or_default();
+    let Some(target) = target::promises_kept_on(ctx, problem, instance_ref, &namespace).await?
+    else {
+        return Ok(None);
+    };
+    let store = &target.stores.store;
+    let uid = object.uid().unwrap_or_default();
+    let mut next = None;
+    for (key, record) in store.access_records_of(&uid).await? {
+        let pending = access::settle_due_drops(store, &key, &uid, &record).await?;
+        next = next.into_iter().chain(pending).min();
+    }
+    Ok(next)
 }
 
 /// The instance of an object being deleted and the records it holds there (`key` prefixed

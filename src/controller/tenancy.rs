@@ -221,6 +221,7 @@ mod tests {
             created,
             follow_ups: Vec::new(),
             actions: Default::default(),
+            grants_given: Vec::new(),
         }
     }
 

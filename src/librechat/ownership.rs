@@ -43,6 +43,10 @@ pub struct Claim {
     pub follow_ups: Vec<FollowUp>,
     /// The trigger value each one-shot action was last applied for.
     pub actions: super::one_shot::AppliedActions,
+    /// The ids of the credit grants given under this claim, to whichever account it named:
+    /// LibreChat deletes an account's transactions with the account, so a person who deletes
+    /// their own account (which the declaration then re-creates) does not get them again.
+    pub grants_given: Vec<String>,
 }
 
 /// Work that must follow a write to an account, recorded before the write so that a crash or
@@ -325,6 +329,27 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Records that the grants `ids` were given under the claim (after they were: a crash
+    /// before this leaves their transactions, which count as given too).
+    pub async fn record_grants_given(
+        &self,
+        email: &str,
+        owner_uid: &str,
+        ids: &[&str],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": owner_uid },
+                doc! { "$addToSet": { "grantsGiven": { "$each": ids } } },
+            )
+            .deadline("recording the grants given")
+            .await
+            .map(|_| ())
+    }
+
     /// Gives up the claim; only the owner's own claim is removed.
     pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
@@ -357,5 +382,13 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
             })
             .unwrap_or_default(),
         actions: super::one_shot::applied_from_doc(d),
+        grants_given: d
+            .get_array("grantsGiven")
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

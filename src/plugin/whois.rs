@@ -448,6 +448,7 @@ mod tests {
             created: true,
             follow_ups: vec![],
             actions: Default::default(),
+            grants_given: Vec::new(),
         }
     }
 

@@ -153,6 +153,53 @@ async fn a_re_created_object_does_not_grant_again() {
     assert_eq!(transactions_of(&w, id).await, 2);
 }
 
+/// The attack: a person spends their credits, deletes their own account in LibreChat
+/// (`DELETE /api/user/delete` takes the balance and the transactions with it), and waits for
+/// the declaration to re-create it, to be granted everything again. The re-created account
+/// gets what a new registration gets (the start balance), not the grants once more; a grant
+/// declared later is still given, once.
+#[tokio::test]
+async fn deleting_ones_own_account_does_not_grant_again() {
+    let w = World::with_instance("bal-selfdelete", balance_config()).await;
+    let grants = json!({ "grants": [{ "id": "welcome", "credits": 500 }] });
+    w.apply("LibreChatUser", "u", user_spec("mint@example.com", grants))
+        .await;
+    let (_, first, _) = ready_user(&w, "u").await;
+    credits_shown(&w, "u", 20500).await;
+
+    // As LibreChat's deleteUserController does: the account, its balance, its transactions.
+    w.db.collection::<Document>("balances")
+        .delete_many(doc! { "user": first })
+        .await
+        .unwrap();
+    w.db.collection::<Document>("transactions")
+        .delete_many(doc! { "user": first })
+        .await
+        .unwrap();
+    w.users().delete_one(doc! { "_id": first }).await.unwrap();
+    let second = eventually("the account to be re-created", || async {
+        let obj = w.get("librechatusers", "u").await?;
+        let id = ObjectId::parse_str(obj.pointer("/status/userId")?.as_str()?).ok()?;
+        (id != first).then_some(id)
+    })
+    .await;
+    credits_shown(&w, "u", 20000).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    credits_shown(&w, "u", 20000).await;
+    assert_eq!(transactions_of(&w, second).await, 0, "no grant again");
+    w.contract_check(json!({
+        "users": [{ "email": "mint@example.com" }],
+        "balances": [{ "userId": second.to_hex(), "tokenCredits": 20000 }],
+    }));
+
+    let more = json!({ "grants": [{ "id": "welcome", "credits": 500 },
+                                  { "id": "later", "credits": 30 }] });
+    w.apply("LibreChatUser", "u", user_spec("mint@example.com", more))
+        .await;
+    credits_shown(&w, "u", 20030).await;
+    assert_eq!(transactions_of(&w, second).await, 1);
+}
+
 #[tokio::test]
 async fn per_user_auto_refill_is_written_and_kept() {
     let w = World::with_instance("bal-refill", json!({ "balance": { "enabled": true } })).await;

@@ -2486,3 +2486,99 @@ async fn a_forged_status_cannot_make_a_restart_skip_a_password() {
         "the admin's account must not be written"
     );
 }
+
+/// A namespace taken out of `allowedNamespaces` writes nothing new, but what the operator
+/// promised for its earlier writes is still done: here the end of every session of an account
+/// whose password it changed (a revocation that had failed, so still owed when the admin
+/// removed the namespace). Left undone, the sessions a rotation was meant to end live on.
+#[tokio::test]
+async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_sessions_ended() {
+    let (mut w, t) = tenant_world("tr-outowed", json!({})).await;
+    let user = json!({ "instanceRef": lc(&w), "email": "owed@example.com" });
+    w.apply_in(&t, "LibreChatUser", "c", user).await;
+    let obj = wait_condition_in(&w.client, &t, "librechatusers", "c", "Ready", "True", None).await;
+    let id = ObjectId::parse_str(obj.pointer("/status/userId").unwrap().as_str().unwrap()).unwrap();
+
+    // The revocation is owed (as after a failed call), and the admin removes the namespace.
+    w.stop_operator();
+    let later = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
+    );
+    w.db.collection::<Document>("sessions")
+        .insert_one(doc! { "refreshTokenHash": "a".repeat(64), "expiration": later, "user": id })
+        .await
+        .unwrap();
+    w.db.collection::<Document>("librechat_operator_owners")
+        .update_one(
+            doc! { "_id": "owed@example.com" },
+            doc! { "$addToSet": { "followUps": "revokeSessions" } },
+        )
+        .await
+        .unwrap();
+    w.apply_instance_of_stores("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    w.start_operator_in(Some(&format!("{},{t}", w.ns)));
+
+    ready_in(
+        &w,
+        &t,
+        "librechatusers",
+        "c",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    eventually("the owed revocation to be done", || async {
+        let done = count(&w, "sessions", doc! { "user": id }).await == 0
+            && follow_ups(&w, "owed@example.com").await.is_empty();
+        done.then_some(())
+    })
+    .await;
+    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
+}
+
+/// The attack: a team taken out of `allowedNamespaces` keeps a Pending invitation it issued
+/// before and turns on `sendEmail`, to have the instance's relay mail the link anyway. Only a
+/// Ready invitation is mailed.
+#[tokio::test]
+async fn a_namespace_taken_out_of_the_policy_cannot_mail_through_the_relay() {
+    let (port, inbox) = crate::invite::smtp_sink().await;
+    let relay = json!({ "domainClient": "https://chat.example.com",
+        "smtp": { "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" } });
+    let (w, t) = tenant_world("tr-outmail", relay.clone()).await;
+    let invite = json!({ "instanceRef": lc(&w), "email": "late@example.com" });
+    w.apply_in(&t, "UserInvite", "late", invite.clone()).await;
+    ready_in(&w, &t, "userinvites", "late", "True", "Pending").await;
+
+    let mut closed = relay;
+    closed["allowedNamespaces"] = json!([]);
+    w.apply_instance_of_stores("lc", closed).await;
+    ready_in(
+        &w,
+        &t,
+        "userinvites",
+        "late",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    let mut mailed = invite;
+    mailed["sendEmail"] = json!(true);
+    w.apply_in(&t, "UserInvite", "late", mailed).await;
+    ready_in(
+        &w,
+        &t,
+        "userinvites",
+        "late",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        inbox.lock().unwrap().is_empty(),
+        "no email for a refused namespace"
+    );
+    let obj = get_in(&w.client, &t, "userinvites", "late").await.unwrap();
+    assert!(obj.pointer("/status/emailSentAt").is_none());
+}

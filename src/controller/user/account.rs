@@ -68,7 +68,7 @@ pub(super) async fn converge(
         Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
     };
     let id = account.stored.id;
-    let (balance, credited) = super::balance::converge(ctx, plan, user, id).await?;
+    let (balance, credited) = super::balance::converge(ctx, plan, &claim, user, id).await?;
     let plugins_wrote = super::plugins::apply(ctx, plan, id, user).await?;
     let outcome = in_sync_with(plan, user, &account.stored, balance);
     Ok(Converged::Done(Box::new(Outcome {

@@ -14,6 +14,7 @@ use crate::controller::status::rfc3339_from_millis;
 use crate::librechat::balance::{
     grant_scope, grant_transaction_id, GrantResult, Refill, RefillUpdate, StoredBalance,
 };
+use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
 use crate::librechat::StoreError;
 
@@ -126,6 +127,7 @@ fn refill_update(r: &AutoRefill) -> RefillUpdate {
 pub(super) async fn converge(
     ctx: &Context,
     plan: &Plan,
+    claim: &Claim,
     user: &LibreChatUser,
     id: ObjectId,
 ) -> Result<(Option<UserBalanceStatus>, bool), ReconcileError> {
@@ -142,7 +144,7 @@ pub(super) async fn converge(
             wrote = true;
         }
     }
-    let due = grants_due(plan, id, &grant_ids(plan, declared, id)).await?;
+    let due = grants_due(plan, id, &grant_ids(plan, claim, declared, id)).await?;
     let granting: Vec<ObjectId> = due.iter().flatten().copied().collect();
     for (grant, tx) in declared.grants.iter().zip(due) {
         let Some(tx) = tx else {
@@ -169,18 +171,35 @@ pub(super) async fn converge(
             .await;
         wrote = true;
     }
+    // Every declared grant is given now; the claim remembers them beyond this account.
+    let unrecorded: Vec<&str> = declared
+        .grants
+        .iter()
+        .map(|g| g.id.as_str())
+        .filter(|g| !claim.grants_given.iter().any(|given| given == g))
+        .collect();
+    store
+        .record_grants_given(&claim.email, &claim.owner.uid, &unrecorded)
+        .await?;
     Ok((observe(plan, user, id).await?, wrote))
 }
 
 /// A declared grant's transaction ids: by its scope (object and account), and by the
-/// object's uid, which grants applied before the scope were keyed by.
+/// object's uid, which grants applied before the scope were keyed by; and whether the claim
+/// records it given (to this account or to one LibreChat deleted since).
 struct GrantIds {
     scoped: ObjectId,
     by_uid: ObjectId,
+    given: bool,
 }
 
 /// The ids of each declared grant, in declaration order.
-fn grant_ids(plan: &Plan, declared: &UserBalance, account: ObjectId) -> Vec<GrantIds> {
+fn grant_ids(
+    plan: &Plan,
+    claim: &Claim,
+    declared: &UserBalance,
+    account: ObjectId,
+) -> Vec<GrantIds> {
     let scope = grant_scope(&plan.owner.namespace, &plan.owner.name, account);
     declared
         .grants
@@ -188,13 +207,14 @@ fn grant_ids(plan: &Plan, declared: &UserBalance, account: ObjectId) -> Vec<Gran
         .map(|g| GrantIds {
             scoped: grant_transaction_id(&scope, &g.id),
             by_uid: grant_transaction_id(&plan.owner.uid, &g.id),
+            given: claim.grants_given.contains(&g.id),
         })
         .collect()
 }
 
 /// For each grant, the transaction still to apply (`None`: finished): one cut short (the
-/// balance still carries its mark) is finished under its own id; one saved under either id is
-/// done; any other is applied under its scoped id.
+/// balance still carries its mark) is finished under its own id; one the claim records given,
+/// or saved under either id, is done; any other is applied under its scoped id.
 async fn grants_due(
     plan: &Plan,
     account: ObjectId,
@@ -214,7 +234,7 @@ async fn grants_due(
         .iter()
         .map(|g| match marked {
             Some(m) if m == g.scoped || m == g.by_uid => Some(m),
-            _ if saved.contains(&g.scoped) || saved.contains(&g.by_uid) => None,
+            _ if g.given || saved.contains(&g.scoped) || saved.contains(&g.by_uid) => None,
             _ => Some(g.scoped),
         })
         .collect())
@@ -224,11 +244,12 @@ async fn grants_due(
 /// finished, the auto-refill settings as declared); `None` otherwise.
 pub(super) async fn unchanged_balance(
     plan: &Plan,
+    claim: &Claim,
     user: &LibreChatUser,
     id: ObjectId,
 ) -> Result<Option<Option<UserBalanceStatus>>, StoreError> {
     if let Some(declared) = declared(user) {
-        let due = grants_due(plan, id, &grant_ids(plan, declared, id)).await?;
+        let due = grants_due(plan, id, &grant_ids(plan, claim, declared, id)).await?;
         if due.iter().any(Option::is_some) {
             return Ok(None);
         }

@@ -381,7 +381,13 @@ async fn resolve(
     let (target, redis_out) =
         match target::resolve_mongo_first(ctx, &user.spec.instance_ref, &namespace).await? {
             Ok(found) => (found.target, found.redis_out),
-            Err(p) => return Ok(Err(Outcome::waiting(p.reason, p.message, user))),
+            Err(p) => {
+                let reference = &user.spec.instance_ref;
+                if let Some(t) = target::promises_kept_on(ctx, &p, reference, &namespace).await? {
+                    t.stores.store.finish_owed_by(&uid_of(user)).await?;
+                }
+                return Ok(Err(Outcome::waiting(p.reason, p.message, user)));
+            }
         };
     let store = target.stores.store.clone();
     let planned = plan_on(user, ctx, reading, target, redis_out).await?;

@@ -61,7 +61,8 @@ async fn unchanged(
     if !quiet || !super::plugins::nothing_to_apply(plan, stored.id).await? {
         return Ok(None);
     }
-    let Some(balance) = super::balance::unchanged_balance(plan, user, stored.id).await? else {
+    let Some(balance) = super::balance::unchanged_balance(plan, claim, user, stored.id).await?
+    else {
         return Ok(None);
     };
     Ok(Some(account::in_sync_with(plan, user, stored, balance)))
