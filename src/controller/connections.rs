@@ -189,10 +189,10 @@ impl Connections {
                 _ => None,
             }
         };
-        let (db, indexes_ensured, stats_taken, deletion_guard) = match &previous {
-            // Same URIs, only Redis to retry: keep the MongoDB pool.
+        let (mongo_side, indexes_ensured, stats_taken, deletion_guard) = match &previous {
+            // Same URIs, only Redis to retry: keep the MongoDB side (pool, reads, records).
             Some(stores) => (
-                stores.store.database().clone(),
+                stores.store.clone(),
                 stores.indexes_ensured.clone(),
                 stores.stats_taken.clone(),
                 stores.deletion_guard.clone(),
@@ -202,7 +202,7 @@ impl Connections {
                     .await
                     .map_err(|e| ConnectProblem::connect(MONGO_REACHABLE, e))?;
                 (
-                    db,
+                    Store::new(db, None),
                     Default::default(),
                     Default::default(),
                     Default::default(),
@@ -217,10 +217,8 @@ impl Connections {
                 Err(e) => (None, Some(ConnectProblem::connect(REDIS_REACHABLE, e))),
             },
         };
-        let store = match &redis_problem {
-            Some(p) => Store::new(db, redis).with_unreachable_redis(p.message.clone()),
-            None => Store::new(db, redis),
-        };
+        let unreachable = redis_problem.as_ref().map(|p| p.message.clone());
+        let store = mongo_side.with_cache(redis, unreachable);
         let stores = Stores {
             store,
             redis_configured: redis_ref.is_some(),

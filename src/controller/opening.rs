@@ -69,7 +69,7 @@ pub async fn open<K: ResourceExt>(
     let target = match target::resolve(ctx, opening.instance_ref, &namespace).await? {
         Ok(t) => t,
         Err(p) => {
-            let pending = keep_promises(ctx, opening.object, opening.instance_ref, &p).await?;
+            let pending = keep_promises(ctx, opening.object, opening.instance_ref, &p).await;
             let mut verdict = access::invalid_or_waiting(opening.invalid, p);
             verdict.requeue = verdict.requeue.into_iter().chain(pending).min();
             return Ok(Err(verdict));
@@ -110,23 +110,33 @@ pub async fn open<K: ResourceExt>(
 }
 
 /// The cache drops the object's records still owe, kept for an object refused for `problem`
-/// (see [`target::promises_kept_on`]); how long until the rest are due.
+/// (see [`target::promises_kept_on`]); how long until the rest are due, or until a failed
+/// attempt is made again.
 async fn keep_promises<K: ResourceExt>(
     ctx: &Context,
     object: &K,
     instance_ref: &InstanceRef,
     problem: &target::TargetProblem,
-) -> Result<Option<Duration>, ReconcileError> {
+) -> Option<Duration> {
     let namespace = object.namespace().unwrap_or_default();
-    let Some(target) = target::promises_kept_on(ctx, problem, instance_ref, &namespace).await?
-    else {
-        return Ok(None);
-    };
-    let store = &target.stores.store;
+    let target = target::promises_kept_on(ctx, problem, instance_ref, &namespace).await?;
     let uid = object.uid().unwrap_or_default();
+    match settle_all_due(&target.stores.store, &uid).await {
+        Ok(next) => next,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not yet drop the caches a refused object owes");
+            Some(access::RETRY_PENDING)
+        }
+    }
+}
+
+async fn settle_all_due(
+    store: &crate::librechat::Store,
+    uid: &str,
+) -> Result<Option<Duration>, crate::librechat::StoreError> {
     let mut next = None;
-    for (key, record) in store.access_records_of(&uid).await? {
-        let pending = access::settle_due_drops(store, &key, &uid, &record).await?;
+    for (key, record) in store.access_records_of(uid).await? {
+        let pending = access::settle_due_drops(store, &key, uid, &record).await?;
         next = next.into_iter().chain(pending).min();
     }
     Ok(next)

@@ -320,23 +320,22 @@ pub async fn cleanup_target(
 /// Where an object refused for `problem` still keeps what its records promised (sessions to
 /// end, caches to drop): a namespace taken out of `allowedNamespaces` writes nothing new, but
 /// a follow-up owed for an earlier write is done. `None` for any other problem (an outage, a
-/// missing instance: nothing to reach) and when the instance is gone.
+/// missing instance: nothing to reach), and when the stores cannot be reached now: the refusal
+/// is reported all the same and looked at again, keeping the promises then.
 pub async fn promises_kept_on(
     ctx: &Context,
     problem: &TargetProblem,
     reference: &InstanceRef,
     namespace: &str,
-) -> Result<Option<Target>, super::ReconcileError> {
+) -> Option<Target> {
     if problem.reason != reason::NAMESPACE_NOT_ALLOWED {
-        return Ok(None);
+        return None;
     }
-    cleanup_target(
-        ctx,
-        reference,
-        namespace,
-        "finish what this object owes its account",
-    )
-    .await
+    let instance = find_instance(ctx, reference, namespace).await.ok()??;
+    let stores = cleanup_stores(ctx, &instance, namespace, false)
+        .await
+        .ok()?;
+    Some(Target { instance, stores })
 }
 
 /// The instance an object in `namespace` refers to, when it exists and admits the namespace,

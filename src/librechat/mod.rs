@@ -99,12 +99,22 @@ impl Store {
         }
     }
 
-    /// A store whose declared Redis could not be connected (`why`, free of credentials): its
-    /// MongoDB side works, and every cache operation fails with that reason.
-    pub fn with_unreachable_redis(mut self, why: String) -> Self {
-        self.redis = None;
-        self.redis_unreachable = Some(why);
-        self
+    /// This store with another Redis: connected, or declared and not connected (`unreachable`
+    /// says why, free of credentials: every cache operation then fails with it), sharing its
+    /// MongoDB side: the coalesced reads and the records first read at start, whose one-answer-
+    /// per-object rule holds only while one store of a database answers them (a second pass,
+    /// read before an in-flight reconcile's write, would hand that object a stale record).
+    pub fn with_cache(
+        &self,
+        redis: Option<cache::RedisCache>,
+        unreachable: Option<String>,
+    ) -> Self {
+        Store {
+            db: self.db.clone(),
+            redis,
+            redis_unreachable: unreachable,
+            reads: self.reads.clone(),
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -167,7 +177,15 @@ mod tests {
             .await
             .unwrap();
         Store::new(client.database("unused"), None)
-            .with_unreachable_redis("connection refused".into())
+            .with_cache(None, Some("connection refused".into()))
+    }
+
+    #[tokio::test]
+    async fn a_store_with_another_redis_answers_from_the_same_first_reads() {
+        let store = store_without_its_redis().await;
+        let again = store.with_cache(None, None);
+        assert!(Arc::ptr_eq(&store.reads, &again.reads));
+        assert!(again.redis().unwrap().is_none());
     }
 
     #[tokio::test]

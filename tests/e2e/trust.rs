@@ -2488,18 +2488,28 @@ async fn a_forged_status_cannot_make_a_restart_skip_a_password() {
 }
 
 /// A namespace taken out of `allowedNamespaces` writes nothing new, but what the operator
-/// promised for its earlier writes is still done: here the end of every session of an account
-/// whose password it changed (a revocation that had failed, so still owed when the admin
-/// removed the namespace). Left undone, the sessions a rotation was meant to end live on.
+/// promised for its earlier writes is still done: the end of every session of an account whose
+/// password it changed, and the drop of LibreChat's cached copy of a role it changed (both
+/// owed after a failed call when the admin removed the namespace). Left undone, the sessions a
+/// rotation was meant to end live on, and LibreChat goes on serving stale permissions.
 #[tokio::test]
-async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_sessions_ended() {
-    let (mut w, t) = tenant_world("tr-outowed", json!({})).await;
+async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_follow_ups() {
+    let prefix =
+        json!({ "redis": { "keyPrefix": "owed" }, "tenantPolicy": { "manageRoles": true } });
+    let (mut w, t) = tenant_world("tr-outowed", prefix.clone()).await;
     let user = json!({ "instanceRef": lc(&w), "email": "owed@example.com" });
     w.apply_in(&t, "LibreChatUser", "c", user).await;
+    let role = format!(
+        "OWED{}",
+        w.ns.len() * 1000 + w.ns.bytes().map(usize::from).sum::<usize>()
+    );
+    let declared = json!({ "instanceRef": lc(&w), "name": role, "permissions": { "AGENTS": { "USE": true } } });
+    w.apply_in(&t, "LibreChatRole", "r", declared).await;
     let obj = wait_condition_in(&w.client, &t, "librechatusers", "c", "Ready", "True", None).await;
     let id = ObjectId::parse_str(obj.pointer("/status/userId").unwrap().as_str().unwrap()).unwrap();
+    wait_condition_in(&w.client, &t, "librechatroles", "r", "Ready", "True", None).await;
 
-    // The revocation is owed (as after a failed call), and the admin removes the namespace.
+    // Both are owed (as after a failed call), and the admin removes the namespace.
     w.stop_operator();
     let later = mongodb::bson::DateTime::from_millis(
         mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
@@ -2515,8 +2525,24 @@ async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_sessions_ended(
         )
         .await
         .unwrap();
-    w.apply_instance_of_stores("lc", json!({ "allowedNamespaces": [] }))
-        .await;
+    let cached = format!("owed::ROLES:{role}");
+    let mut r = redis().await;
+    let _: () = r.set(&cached, "{\"value\":{}}").await.unwrap();
+    let record = doc! { "_id": format!("role:{role}") };
+    let owed = doc! { "$set": { "cacheDrops": [format!("role:{role}")],
+    "cacheDropsDue": mongodb::bson::DateTime::now() } };
+    let access = w.db.collection::<Document>("librechat_operator_access");
+    assert_eq!(
+        access
+            .update_one(record.clone(), owed)
+            .await
+            .unwrap()
+            .matched_count,
+        1
+    );
+    let mut closed = prefix;
+    closed["allowedNamespaces"] = json!([]);
+    w.apply_instance_of_stores("lc", closed).await;
     w.start_operator_in(Some(&format!("{},{t}", w.ns)));
 
     ready_in(
@@ -2528,9 +2554,23 @@ async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_sessions_ended(
         "NamespaceNotAllowed",
     )
     .await;
-    eventually("the owed revocation to be done", || async {
+    ready_in(
+        &w,
+        &t,
+        "librechatroles",
+        "r",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    eventually("the owed revocation and cache drop to be done", || async {
+        let mut r = redis().await;
+        let still_cached: bool = r.exists(&cached).await.ok()?;
+        let drops = access.find_one(record.clone()).await.ok()??;
         let done = count(&w, "sessions", doc! { "user": id }).await == 0
-            && follow_ups(&w, "owed@example.com").await.is_empty();
+            && follow_ups(&w, "owed@example.com").await.is_empty()
+            && !still_cached
+            && drops.get_array("cacheDrops").map_or(true, |d| d.is_empty());
         done.then_some(())
     })
     .await;

@@ -378,17 +378,25 @@ async fn resolve(
     reading: Reading,
 ) -> Result<Result<Plan, Outcome>, ReconcileError> {
     let namespace = user.namespace().unwrap_or_default();
-    let (target, redis_out) =
-        match target::resolve_mongo_first(ctx, &user.spec.instance_ref, &namespace).await? {
-            Ok(found) => (found.target, found.redis_out),
-            Err(p) => {
-                let reference = &user.spec.instance_ref;
-                if let Some(t) = target::promises_kept_on(ctx, &p, reference, &namespace).await? {
-                    t.stores.store.finish_owed_by(&uid_of(user)).await?;
+    let (target, redis_out) = match target::resolve_mongo_first(
+        ctx,
+        &user.spec.instance_ref,
+        &namespace,
+    )
+    .await?
+    {
+        Ok(found) => (found.target, found.redis_out),
+        Err(p) => {
+            let reference = &user.spec.instance_ref;
+            if let Some(t) = target::promises_kept_on(ctx, &p, reference, &namespace).await {
+                if let Err(e) = t.stores.store.finish_owed_by(&uid_of(user)).await {
+                    // The refusal is reported; the next look finishes this.
+                    tracing::warn!(error = %e, "could not yet finish what a refused object owes its account");
                 }
-                return Ok(Err(Outcome::waiting(p.reason, p.message, user)));
             }
-        };
+            return Ok(Err(Outcome::waiting(p.reason, p.message, user)));
+        }
+    };
     let store = target.stores.store.clone();
     let planned = plan_on(user, ctx, reading, target, redis_out).await?;
     if planned.is_err() {
