@@ -114,6 +114,24 @@ pub fn js_number(v: i64) -> Bson {
     }
 }
 
+/// The balance after crediting `credits` to one stored as `raw` (read as `current`), as
+/// LibreChat computes it: `max(0, current + amount)` on the number itself, so the fraction
+/// LibreChat's spending leaves is kept, not rounded away.
+fn credited(raw: &Bson, current: i64, credits: i64) -> Bson {
+    match raw {
+        Bson::Double(f) if f.is_finite() => {
+            let new = (f + credits as f64).max(0.0);
+            let whole = new.fract() == 0.0 && new <= f64::from(i32::MAX);
+            if whole {
+                Bson::Int32(new as i32)
+            } else {
+                Bson::Double(new)
+            }
+        }
+        _ => js_number(current.saturating_add(credits).max(0)),
+    }
+}
+
 fn number(v: Option<&Bson>) -> Option<i64> {
     match v? {
         Bson::Int32(n) => Some(i64::from(*n)),
@@ -319,13 +337,13 @@ impl Store {
         tx: ObjectId,
         credits: i64,
     ) -> Result<bool, StoreError> {
-        let new = (record.token_credits.saturating_add(credits)).max(0);
+        let new = credited(&record.credits_raw, record.token_credits, credits);
         let result = self
             .collection(BALANCES)
             .update_one(
                 doc! { "_id": record.id, "tokenCredits": record.credits_raw.clone(), "pendingRefill": Bson::Null },
                 doc! { "$set": {
-                    "tokenCredits": js_number(new),
+                    "tokenCredits": new,
                     "pendingRefill": { "transactionId": tx, "rawAmount": js_number(credits) },
                 } },
             )
@@ -420,6 +438,20 @@ pub fn grant_transaction_id(scope: &str, grant_id: &str) -> ObjectId {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_grant_keeps_the_fraction_librechats_spending_left() {
+        assert_eq!(
+            credited(&Bson::Double(100.25), 100, 50),
+            Bson::Double(150.25)
+        );
+        assert_eq!(credited(&Bson::Double(99.5), 100, -200), Bson::Int32(0));
+        assert_eq!(credited(&Bson::Double(0.5), 1, 1), Bson::Double(1.5));
+        assert_eq!(credited(&Bson::Double(10.0), 10, 5), Bson::Int32(15));
+        assert_eq!(credited(&Bson::Int32(10), 10, 5), Bson::Int32(15));
+        assert_eq!(credited(&Bson::Null, 0, 5), Bson::Int32(5));
+    }
+
     use super::*;
 
     #[test]

@@ -91,11 +91,23 @@ async fn a_new_account_gets_its_start_balance_and_each_grant_once() {
     assert_eq!(transactions_of(&w, id).await, 2);
     w.contract_check(expectations.clone());
 
-    // Removing a grant does not undo it; a new one is applied.
+    // Removing a grant does not undo it; a new one is applied, to the balance as LibreChat's
+    // spending left it (a fraction of a credit included).
+    w.db.collection::<Document>("balances")
+        .update_one(
+            doc! { "user": id },
+            doc! { "$set": { "tokenCredits": 20600.25 } },
+        )
+        .await
+        .unwrap();
     let later = json!({ "grants": [{ "id": "bonus", "credits": 7 }] });
     w.apply("LibreChatUser", "u", user_spec("rich@example.com", later))
         .await;
     credits_shown(&w, "u", 20607).await;
+    assert_eq!(
+        balances_of(&w, id).await[0].get_f64("tokenCredits"),
+        Ok(20607.25)
+    );
     let obj = w.get("librechatusers", "u").await.unwrap();
     assert_eq!(
         obj.pointer("/status/balance/grantsApplied"),
