@@ -127,6 +127,25 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Hands the record of what `stale_uid` installed on `user` to `owner_uid`, which inherits
+    /// the account: done before the claim is handed over, so a crash between leaves the record
+    /// already the heir's (a repeat finds nothing to hand).
+    pub async fn hand_over_installed_plugins(
+        &self,
+        user: ObjectId,
+        stale_uid: &str,
+        owner_uid: &str,
+    ) -> Result<(), StoreError> {
+        self.collection(PLUGIN_RECORDS)
+            .update_one(
+                doc! { "_id": user, "owner": stale_uid },
+                doc! { "$set": { "owner": owner_uid } },
+            )
+            .deadline("handing over the plugin record")
+            .await
+            .map(|_| ())
+    }
+
     /// Forgets what `owner_uid` recorded on `user` (the object let go of the account).
     pub async fn forget_installed_plugins(
         &self,

@@ -3,6 +3,7 @@
 //! their Secret changes, uninstalled when their entry goes, and never anything a person
 //! installed in LibreChat itself.
 
+use kube::api::{Patch, PatchParams};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::{json, Value};
 
@@ -620,4 +621,60 @@ async fn a_credential_the_person_stored_is_put_back_when_the_declaration_goes() 
         1,
         "one row, the person's"
     );
+}
+
+/// An object that vanished without its cleanup (a forced clean-up while the operator was
+/// down) and is applied again inherits its account, and with it what its predecessor
+/// installed: the re-created object without the entry uninstalls it, rather than leaving the
+/// team's credential on the account as nobody's (or taking it for the person's own).
+#[tokio::test]
+async fn a_re_created_object_inherits_what_its_predecessor_installed() {
+    let mut w = World::with_instance("plug-heir", with_credentials()).await;
+    w.secret("lc-creds", &CREDS).await;
+    w.secret("github", &[("GITHUB_PAT", GITHUB)]).await;
+    let installed = json!([
+        plugin("mcp_github", Some("github")),
+        plugin("calculator", None)
+    ]);
+    w.apply(
+        "LibreChatUser",
+        "heir",
+        user_with("heir@example.com", installed),
+    )
+    .await;
+    let id = user_id(&w, "heir").await;
+    eventually("the credential to be stored", || async {
+        value_of(&w, id, "mcp_github", "GITHUB_PAT").await
+    })
+    .await;
+    w.stop_operator();
+    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
+    let no_finalizer = json!({ "metadata": { "finalizers": null } });
+    api.patch(
+        "heir",
+        &PatchParams::default(),
+        &Patch::Merge(&no_finalizer),
+    )
+    .await
+    .unwrap();
+    w.delete("LibreChatUser", "heir").await;
+    w.wait_gone("librechatusers", "heir").await;
+    w.start_operator();
+
+    w.apply(
+        "LibreChatUser",
+        "heir",
+        user_with("heir@example.com", json!([])),
+    )
+    .await;
+    assert_eq!(user_id(&w, "heir").await, id, "the same account, inherited");
+    eventually(
+        "what the predecessor installed to be uninstalled",
+        || async {
+            let gone = value_of(&w, id, "mcp_github", "GITHUB_PAT").await.is_none()
+                && listed(&w, id).await.is_empty();
+            gone.then_some(())
+        },
+    )
+    .await;
 }

@@ -68,6 +68,12 @@ pub(super) async fn take_ownership(
         return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
     }
     if let Some(stale) = current {
+        if let Some(account) = inherited {
+            // What the predecessor installed goes with the account, not left as nobody's.
+            store
+                .hand_over_installed_plugins(account, &stale.owner.uid, &owner.uid)
+                .await?;
+        }
         // One atomic hand-over, so a crash cannot lose the link to the account.
         if inherited.is_some() && store.take_over(email, &stale.owner.uid, owner).await? {
             let claim = store
