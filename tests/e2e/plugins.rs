@@ -678,3 +678,44 @@ async fn a_re_created_object_inherits_what_its_predecessor_installed() {
     )
     .await;
 }
+
+/// An account its person deleted in LibreChat is re-created fresh: the record of what was
+/// installed on the old one (with any credential of the person's it replaced) goes, and the
+/// new account gets the declared plugins.
+#[tokio::test]
+async fn an_account_deleted_in_librechat_leaves_no_plugin_record_behind() {
+    let w = World::with_instance("plug-regone", with_credentials()).await;
+    w.secret("lc-creds", &CREDS).await;
+    let calculator = json!([plugin("calculator", None)]);
+    w.apply(
+        "LibreChatUser",
+        "gone",
+        user_with("gone@example.com", calculator),
+    )
+    .await;
+    let first = user_id(&w, "gone").await;
+    let records = w.db.collection::<Document>("librechat_operator_plugins");
+    eventually("the plugin record", || async {
+        records
+            .find_one(doc! { "_id": first })
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+    w.users().delete_one(doc! { "_id": first }).await.unwrap();
+    let second = eventually("the account to be re-created", || async {
+        let d = w.find_user("gone@example.com").await?;
+        d.get_object_id("_id").ok().filter(|id| *id != first)
+    })
+    .await;
+    eventually("the calculator listed on the new account", || async {
+        (listed(&w, second).await == ["calculator"]).then_some(())
+    })
+    .await;
+    assert!(records
+        .find_one(doc! { "_id": first })
+        .await
+        .unwrap()
+        .is_none());
+}

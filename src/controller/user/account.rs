@@ -182,7 +182,9 @@ async fn create(
     };
     if let Some(gone) = claim.user_id.filter(|_| claim.confirmed) {
         // The account this claim named was deleted in LibreChat: a fresh id, so nothing of
-        // the old account's leftovers attaches to the new one.
+        // the old account's leftovers attaches to the new one, and the record of what was
+        // installed on it (the person's own replaced credentials among them) goes with it.
+        store.forget_installed_plugins(gone, uid).await?;
         store.renew_reservation(email, uid, gone).await?;
     }
     let reserved = store.reserve_user_id(email, uid, ObjectId::new()).await?;
