@@ -510,7 +510,11 @@ async fn cleanup(
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
-    let instance = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await?;
+    let instance = target::instance_to_clean_up(ctx, &ban.spec.instance_ref, &namespace).await?;
+    let recorded = ban.status.as_ref().and_then(|s| s.instance.as_deref());
+    if instance.is_none() && target::nothing_to_undo_without(recorded) {
+        return Ok(Action::await_change());
+    }
     let uid = ban.uid().unwrap_or_default();
     let lifted = match &instance {
         None => Err(format!("LibreChatInstance '{}' no longer exists, so the ban cannot be lifted from its database; re-create the instance (the ban stays in force meanwhile)", ban.spec.instance_ref.name)),

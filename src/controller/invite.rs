@@ -637,8 +637,12 @@ async fn refresh_url(
 /// than leave a live token behind.
 async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = invite.namespace().unwrap_or_default();
-    let Some(instance) = target::find_instance(ctx, &invite.spec.instance_ref, &namespace).await?
-    else {
+    let reference = &invite.spec.instance_ref;
+    let Some(instance) = target::instance_to_clean_up(ctx, reference, &namespace).await? else {
+        let recorded = invite.status.as_ref().and_then(|s| s.instance.as_deref());
+        if target::nothing_to_undo_without(recorded) {
+            return Ok(Action::await_change());
+        }
         return Err(ReconcileError::Blocked(format!(
             "revoking the invitation is blocked: LibreChatInstance '{}' no longer exists, so its token cannot be deleted from its database; re-create the instance. The operator retries",
             invite.spec.instance_ref.name

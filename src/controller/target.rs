@@ -291,6 +291,27 @@ pub async fn cleanup_stores(
     Ok(stores)
 }
 
+/// The instance a cleanup undoes an object's writes on; `None` when it does not exist or the
+/// operator may not read it (then it never wrote through it either).
+pub async fn instance_to_clean_up(
+    ctx: &Context,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> Result<Option<LibreChatInstance>, kube::Error> {
+    match find_instance(ctx, reference, namespace).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok(None),
+        found => found,
+    }
+}
+
+/// Whether an object whose instance is missing may go without a cleanup: it was never applied
+/// to one (`recorded`, its status's record of the instance, is empty: a misspelt
+/// `instanceRef`, say), so nothing was written to undo. One that was applied waits for its
+/// instance instead, rather than leave a ban, a live link or an account behind.
+pub fn nothing_to_undo_without(recorded: Option<&str>) -> bool {
+    recorded.is_none_or(str::is_empty)
+}
+
 /// Where the cleanup of an object in `namespace` undoes what it wrote (`undoing`, said when
 /// it must wait): its instance and stores, whatever the object's status says (status is no
 /// identity: what the object wrote is found by its ownership records) and whether the
@@ -302,12 +323,8 @@ pub async fn cleanup_target(
     namespace: &str,
     undoing: &str,
 ) -> Result<Option<Target>, super::ReconcileError> {
-    let instance = match find_instance(ctx, reference, namespace).await {
-        Ok(Some(instance)) => instance,
-        Ok(None) => return Ok(None),
-        // An instance the operator may not read was never written to by it.
-        Err(kube::Error::Api(e)) if e.code == 403 => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let Some(instance) = instance_to_clean_up(ctx, reference, namespace).await? else {
+        return Ok(None);
     };
     match cleanup_stores(ctx, &instance, namespace, true).await {
         Ok(stores) => Ok(Some(Target { instance, stores })),

@@ -363,3 +363,41 @@ fn tempdir(label: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+/// Objects whose `instanceRef` names an instance that does not exist (a misspelt name) never
+/// wrote anything, so deleting them is not held up waiting for that instance: a user with the
+/// Delete policy, a ban and an invitation all go.
+#[tokio::test]
+async fn objects_applied_to_a_missing_instance_can_be_deleted() {
+    let w = World::with_instance("inst-typo", json!({})).await;
+    let missing = json!({ "name": "lc-typo" });
+    let objects = [
+        (
+            "LibreChatUser",
+            "librechatusers",
+            "u",
+            json!({ "instanceRef": missing, "email": "typo@example.com", "deletionPolicy": "Delete" }),
+        ),
+        (
+            "UserBan",
+            "userbans",
+            "b",
+            json!({ "instanceRef": missing, "email": "typo@example.com" }),
+        ),
+        (
+            "UserInvite",
+            "userinvites",
+            "i",
+            json!({ "instanceRef": missing, "email": "typo@example.com" }),
+        ),
+    ];
+    for (kind, plural, name, spec) in &objects {
+        w.apply(kind, name, spec.clone()).await;
+        w.wait_condition(plural, name, "Ready", "False", Some("InstanceNotFound"))
+            .await;
+    }
+    for (kind, plural, name, _) in &objects {
+        w.delete(kind, name).await;
+        w.wait_gone(plural, name).await;
+    }
+}
