@@ -510,7 +510,7 @@ async fn cleanup(
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
-    let instance = target::instance_to_clean_up(ctx, &ban.spec.instance_ref, &namespace).await?;
+    let instance = target::find_instance(ctx, &ban.spec.instance_ref, &namespace).await?;
     let recorded = ban.status.as_ref().and_then(|s| s.instance.as_deref());
     if instance.is_none() && target::nothing_to_undo_without(recorded) {
         return Ok(Action::await_change());

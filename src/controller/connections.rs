@@ -81,6 +81,8 @@ impl Stores {
 
 struct Entry {
     fingerprint: Vec<u8>,
+    /// Of the MongoDB URI alone: a store of the same database keeps its MongoDB side.
+    mongo_fingerprint: Vec<u8>,
     stores: Stores,
 }
 
@@ -173,6 +175,7 @@ impl Connections {
         hasher.update([0]);
         hasher.update(&prefix);
         let fingerprint = hasher.finalize().to_vec();
+        let mongo_fingerprint = Sha256::digest(mongo_uri.trim()).to_vec();
 
         // Connecting happens outside the lock: one instance's slow or dead server must not
         // hold up the reconciles of every other instance.
@@ -185,12 +188,16 @@ impl Connections {
                 {
                     return Ok(entry.stores.clone());
                 }
-                Some(entry) if entry.fingerprint == fingerprint => Some(entry.stores.clone()),
+                // The same database (a Redis to retry, or another Redis or key prefix): one
+                // MongoDB side per database (see `Store::with_cache`).
+                Some(entry) if entry.mongo_fingerprint == mongo_fingerprint => {
+                    Some(entry.stores.clone())
+                }
                 _ => None,
             }
         };
         let (mongo_side, indexes_ensured, stats_taken, deletion_guard) = match &previous {
-            // Same URIs, only Redis to retry: keep the MongoDB side (pool, reads, records).
+            // Same MongoDB URI: keep the MongoDB side (pool, reads, records).
             Some(stores) => (
                 stores.store.clone(),
                 stores.indexes_ensured.clone(),
@@ -231,6 +238,7 @@ impl Connections {
             key,
             Entry {
                 fingerprint,
+                mongo_fingerprint,
                 stores: stores.clone(),
             },
         );

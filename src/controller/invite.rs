@@ -638,7 +638,7 @@ async fn refresh_url(
 async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, ReconcileError> {
     let namespace = invite.namespace().unwrap_or_default();
     let reference = &invite.spec.instance_ref;
-    let Some(instance) = target::instance_to_clean_up(ctx, reference, &namespace).await? else {
+    let Some(instance) = target::find_instance(ctx, reference, &namespace).await? else {
         let recorded = invite.status.as_ref().and_then(|s| s.instance.as_deref());
         if target::nothing_to_undo_without(recorded) {
             return Ok(Action::await_change());

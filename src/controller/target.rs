@@ -291,9 +291,9 @@ pub async fn cleanup_stores(
     Ok(stores)
 }
 
-/// The instance a cleanup undoes an object's writes on; `None` when it does not exist or the
-/// operator may not read it (then it never wrote through it either).
-pub async fn instance_to_clean_up(
+/// The instance a group's or role's cleanup undoes its writes on; `None` when it does not
+/// exist or the operator may not read it (then it never wrote through it either).
+async fn instance_to_clean_up(
     ctx: &Context,
     reference: &InstanceRef,
     namespace: &str,
@@ -304,10 +304,11 @@ pub async fn instance_to_clean_up(
     }
 }
 
-/// Whether an object whose instance is missing may go without a cleanup: it was never applied
-/// to one (`recorded`, its status's record of the instance, is empty: a misspelt
+/// Whether an object whose instance does not exist may go without a cleanup: it was never
+/// applied to one (`recorded`, its status's record of the instance, is empty: a misspelt
 /// `instanceRef`, say), so nothing was written to undo. One that was applied waits for its
-/// instance instead, rather than leave a ban, a live link or an account behind.
+/// instance instead, rather than leave a ban, a live link or an account behind. (An instance
+/// goes only after its dependents, unless a person forces it out.)
 pub fn nothing_to_undo_without(recorded: Option<&str>) -> bool {
     recorded.is_none_or(str::is_empty)
 }

@@ -119,7 +119,9 @@ pub fn js_number(v: i64) -> Bson {
 /// LibreChat's spending leaves is kept, not rounded away.
 fn credited(raw: &Bson, current: i64, credits: i64) -> Bson {
     match raw {
-        Bson::Double(f) if f.is_finite() => {
+        // Infinity (set-balance takes any number) stays Infinity, as in JavaScript.
+        Bson::Double(f) if !f.is_finite() => raw.clone(),
+        Bson::Double(f) => {
             let new = (f + credits as f64).max(0.0);
             let whole = new.fract() == 0.0 && new <= f64::from(i32::MAX);
             if whole {
@@ -418,9 +420,10 @@ impl Store {
     }
 }
 
-/// What a grant id is unique within: the declaring object's namespace and name, and the
-/// account. An object re-created under its name for the same account (a GitOps replace, a
-/// backup restored) finds its grants applied; a new account gets them.
+/// What a grant id's transaction is unique within: the declaring object's namespace and
+/// name, and the account. An object re-created under its name for the same account (a GitOps
+/// replace, a backup restored) finds its grants applied; an account re-created after its
+/// person deleted it does too, through the claim's record of the grants given.
 pub fn grant_scope(namespace: &str, name: &str, account: ObjectId) -> String {
     format!("{namespace}/{name}/{}", account.to_hex())
 }
@@ -450,6 +453,8 @@ mod tests {
         assert_eq!(credited(&Bson::Double(10.0), 10, 5), Bson::Int32(15));
         assert_eq!(credited(&Bson::Int32(10), 10, 5), Bson::Int32(15));
         assert_eq!(credited(&Bson::Null, 0, 5), Bson::Int32(5));
+        let unlimited = Bson::Double(f64::INFINITY);
+        assert_eq!(credited(&unlimited, 0, 5), unlimited);
     }
 
     use super::*;

@@ -34,7 +34,7 @@ pub(super) async fn cleanup(
     ctx.hashed_ahead.forget(&uid_of(user));
     let namespace = user.namespace().unwrap_or_default();
     let policy = user.spec.deletion_policy();
-    let instance = target::instance_to_clean_up(ctx, &user.spec.instance_ref, &namespace).await?;
+    let instance = target::find_instance(ctx, &user.spec.instance_ref, &namespace).await?;
     let Some(instance) = instance else {
         let recorded = user.status.as_ref().and_then(|s| s.instance.as_deref());
         return match policy {
