@@ -719,3 +719,46 @@ async fn an_account_deleted_in_librechat_leaves_no_plugin_record_behind() {
         .unwrap()
         .is_none());
 }
+
+/// The same when the person registered again before the account was re-created: the object
+/// waits for `adopt`, and the record of the deleted account does not stay behind meanwhile.
+#[tokio::test]
+async fn an_account_deleted_and_registered_again_leaves_no_plugin_record_behind() {
+    let mut w = World::with_instance("plug-rereg", with_credentials()).await;
+    w.secret("lc-creds", &CREDS).await;
+    let calculator = json!([plugin("calculator", None)]);
+    w.apply(
+        "LibreChatUser",
+        "again",
+        user_with("again@example.com", calculator),
+    )
+    .await;
+    let first = user_id(&w, "again").await;
+    let records = w.db.collection::<Document>("librechat_operator_plugins");
+    eventually("the plugin record", || async {
+        records
+            .find_one(doc! { "_id": first })
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+    w.stop_operator();
+    w.users().delete_one(doc! { "_id": first }).await.unwrap();
+    let registered = foreign_user(ObjectId::new(), "again@example.com");
+    w.users().insert_one(registered).await.unwrap();
+    w.start_operator();
+    w.wait_condition(
+        "librechatusers",
+        "again",
+        "Ready",
+        "False",
+        Some("AlreadyExists"),
+    )
+    .await;
+    assert!(records
+        .find_one(doc! { "_id": first })
+        .await
+        .unwrap()
+        .is_none());
+}

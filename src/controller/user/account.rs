@@ -282,6 +282,11 @@ async fn take(
             wrote: false,
         }));
     }
+    if let Some(gone) = claim.user_id.filter(|_| claim.confirmed) {
+        // The claim's own account was deleted in LibreChat (this one was found by its email):
+        // the record of what was installed on it goes with it, whatever happens to this one.
+        store.forget_installed_plugins(gone, uid).await?;
+    }
     // Not made by this claim: someone else made it, so it is an adoption.
     if !plan.adopt {
         store.release(email, uid).await?;
