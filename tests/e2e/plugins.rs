@@ -679,30 +679,33 @@ async fn a_re_created_object_inherits_what_its_predecessor_installed() {
     .await;
 }
 
+/// A LibreChatUser `name` with the calculator installed, once the operator recorded it: its
+/// account and the collection of the operator's plugin records.
+async fn calculator_installed(
+    w: &World,
+    name: &str,
+    email: &str,
+) -> (ObjectId, mongodb::Collection<Document>) {
+    w.secret("lc-creds", &CREDS).await;
+    let calculator = json!([plugin("calculator", None)]);
+    w.apply("LibreChatUser", name, user_with(email, calculator))
+        .await;
+    let id = user_id(w, name).await;
+    let records = w.db.collection::<Document>("librechat_operator_plugins");
+    eventually("the plugin record", || async {
+        records.find_one(doc! { "_id": id }).await.ok()?.map(|_| ())
+    })
+    .await;
+    (id, records)
+}
+
 /// An account its person deleted in LibreChat is re-created fresh: the record of what was
 /// installed on the old one (with any credential of the person's it replaced) goes, and the
 /// new account gets the declared plugins.
 #[tokio::test]
 async fn an_account_deleted_in_librechat_leaves_no_plugin_record_behind() {
     let w = World::with_instance("plug-regone", with_credentials()).await;
-    w.secret("lc-creds", &CREDS).await;
-    let calculator = json!([plugin("calculator", None)]);
-    w.apply(
-        "LibreChatUser",
-        "gone",
-        user_with("gone@example.com", calculator),
-    )
-    .await;
-    let first = user_id(&w, "gone").await;
-    let records = w.db.collection::<Document>("librechat_operator_plugins");
-    eventually("the plugin record", || async {
-        records
-            .find_one(doc! { "_id": first })
-            .await
-            .ok()?
-            .map(|_| ())
-    })
-    .await;
+    let (first, records) = calculator_installed(&w, "gone", "gone@example.com").await;
     w.users().delete_one(doc! { "_id": first }).await.unwrap();
     let second = eventually("the account to be re-created", || async {
         let d = w.find_user("gone@example.com").await?;
@@ -725,24 +728,7 @@ async fn an_account_deleted_in_librechat_leaves_no_plugin_record_behind() {
 #[tokio::test]
 async fn an_account_deleted_and_registered_again_leaves_no_plugin_record_behind() {
     let mut w = World::with_instance("plug-rereg", with_credentials()).await;
-    w.secret("lc-creds", &CREDS).await;
-    let calculator = json!([plugin("calculator", None)]);
-    w.apply(
-        "LibreChatUser",
-        "again",
-        user_with("again@example.com", calculator),
-    )
-    .await;
-    let first = user_id(&w, "again").await;
-    let records = w.db.collection::<Document>("librechat_operator_plugins");
-    eventually("the plugin record", || async {
-        records
-            .find_one(doc! { "_id": first })
-            .await
-            .ok()?
-            .map(|_| ())
-    })
-    .await;
+    let (first, records) = calculator_installed(&w, "again", "again@example.com").await;
     w.stop_operator();
     w.users().delete_one(doc! { "_id": first }).await.unwrap();
     let registered = foreign_user(ObjectId::new(), "again@example.com");

@@ -2590,30 +2590,24 @@ async fn a_namespace_taken_out_of_the_policy_cannot_mail_through_the_relay() {
     w.apply_in(&t, "UserInvite", "late", invite.clone()).await;
     ready_in(&w, &t, "userinvites", "late", "True", "Pending").await;
 
+    let refused = || {
+        ready_in(
+            &w,
+            &t,
+            "userinvites",
+            "late",
+            "False",
+            "NamespaceNotAllowed",
+        )
+    };
     let mut closed = relay;
     closed["allowedNamespaces"] = json!([]);
     w.apply_instance_of_stores("lc", closed).await;
-    ready_in(
-        &w,
-        &t,
-        "userinvites",
-        "late",
-        "False",
-        "NamespaceNotAllowed",
-    )
-    .await;
+    refused().await;
     let mut mailed = invite;
     mailed["sendEmail"] = json!(true);
     w.apply_in(&t, "UserInvite", "late", mailed).await;
-    ready_in(
-        &w,
-        &t,
-        "userinvites",
-        "late",
-        "False",
-        "NamespaceNotAllowed",
-    )
-    .await;
+    refused().await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(
         inbox.lock().unwrap().is_empty(),
