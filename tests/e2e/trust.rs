@@ -111,6 +111,17 @@ async fn log_doc(w: &World, key: &str) -> Option<Document> {
         .unwrap()
 }
 
+/// A LibreChat session of `user`, valid for a day, its refresh token hash `hash` repeated.
+async fn open_session(w: &World, user: ObjectId, hash: &str) {
+    let later = mongodb::bson::DateTime::from_millis(
+        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
+    );
+    w.db.collection::<Document>("sessions")
+        .insert_one(doc! { "refreshTokenHash": hash.repeat(64), "expiration": later, "user": user, "__v": 0 })
+        .await
+        .unwrap();
+}
+
 async fn count(w: &World, collection: &str, filter: Document) -> u64 {
     w.db.collection::<Document>(collection)
         .count_documents(filter)
@@ -357,13 +368,7 @@ async fn a_tenant_cannot_switch_the_sign_in_of_an_account_it_created() {
     w.apply("LibreChatUser", "mover", with_password).await;
     let mover = status_user_id(&w, &w.ns.clone(), "mover").await;
     assert!(user_doc(&w, mover).await.unwrap().contains_key("password"));
-    let later = mongodb::bson::DateTime::from_millis(
-        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
-    );
-    w.db.collection::<Document>("sessions")
-        .insert_one(doc! { "refreshTokenHash": "c".repeat(64), "expiration": later, "user": mover, "__v": 0 })
-        .await
-        .unwrap();
+    open_session(&w, mover, "c").await;
     w.apply(
         "LibreChatUser",
         "mover",
@@ -1811,15 +1816,8 @@ async fn rotated_and_crashed_before_revocation(w: &mut World) -> (ObjectId, Opti
     )
     .await;
     let id = status_user_id(w, &w.ns.clone(), "c").await;
-    let sessions = w.db.collection::<Document>("sessions");
-    let later = mongodb::bson::DateTime::from_millis(
-        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
-    );
     for hash in ["a", "b"] {
-        sessions
-            .insert_one(doc! { "refreshTokenHash": hash.repeat(64), "expiration": later, "user": id, "__v": 0 })
-            .await
-            .unwrap();
+        open_session(w, id, hash).await;
     }
     let version_before = w
         .get("librechatusers", "c")
@@ -1926,14 +1924,8 @@ async fn user_with_sessions_and_pending_ban(w: &mut World) -> ObjectId {
     let spec = json!({ "instanceRef": { "name": "lc" }, "email": "banned@example.com" });
     w.apply("LibreChatUser", "b", spec).await;
     let id = status_user_id(w, &w.ns.clone(), "b").await;
-    let later = mongodb::bson::DateTime::from_millis(
-        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
-    );
     for hash in ["c", "d"] {
-        w.db.collection::<Document>("sessions")
-            .insert_one(doc! { "refreshTokenHash": hash.repeat(64), "expiration": later, "user": id, "__v": 0 })
-            .await
-            .unwrap();
+        open_session(w, id, hash).await;
     }
     w.stop_operator();
     let ban = json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "b" } });
@@ -2511,13 +2503,7 @@ async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_follow_ups() {
 
     // Both are owed (as after a failed call), and the admin removes the namespace.
     w.stop_operator();
-    let later = mongodb::bson::DateTime::from_millis(
-        mongodb::bson::DateTime::now().timestamp_millis() + 86_400_000,
-    );
-    w.db.collection::<Document>("sessions")
-        .insert_one(doc! { "refreshTokenHash": "a".repeat(64), "expiration": later, "user": id })
-        .await
-        .unwrap();
+    open_session(&w, id, "a").await;
     w.db.collection::<Document>("librechat_operator_owners")
         .update_one(
             doc! { "_id": "owed@example.com" },

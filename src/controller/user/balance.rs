@@ -144,7 +144,8 @@ pub(super) async fn converge(
             wrote = true;
         }
     }
-    let due = grants_due(plan, id, &grant_ids(plan, claim, declared, id)).await?;
+    let ids = grant_ids(plan, claim, declared, id);
+    let due = grants_due(plan, id, &ids).await?;
     let granting: Vec<ObjectId> = due.iter().flatten().copied().collect();
     for (grant, tx) in declared.grants.iter().zip(due) {
         let Some(tx) = tx else {
@@ -175,8 +176,9 @@ pub(super) async fn converge(
     let unrecorded: Vec<&str> = declared
         .grants
         .iter()
-        .map(|g| g.id.as_str())
-        .filter(|g| !claim.grants_given.iter().any(|given| given == g))
+        .zip(&ids)
+        .filter(|(_, ids)| !ids.given)
+        .map(|(g, _)| g.id.as_str())
         .collect();
     store
         .record_grants_given(&claim.email, &claim.owner.uid, &unrecorded)
