@@ -23,6 +23,12 @@ pub enum MailError {
 /// or an object re-created in a loop, must not turn the instance's relay into a mailer.
 pub const PACE: Duration = Duration::from_secs(60);
 
+/// How long one email may take, from the relay's address lookup to its last answer. lettre's
+/// own timeout bounds only the TCP connect: a relay that accepts and then never answers (a
+/// tarpit, a hung TLS handshake) would hold a reconcile until its own deadline, which drops
+/// the send without giving back the right to send it.
+const SEND_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Which addresses were mailed within the pace by this process (one leader sends).
 pub struct Pacer {
     pace: Duration,
@@ -129,6 +135,23 @@ async fn send(
     subject: String,
     body: String,
 ) -> Result<(), MailError> {
+    let mail = Mail { to, subject, body };
+    send_within(SEND_DEADLINE, smtp, credentials, mail).await
+}
+
+/// One email's recipient and content.
+struct Mail<'a> {
+    to: &'a str,
+    subject: String,
+    body: String,
+}
+
+async fn send_within(
+    deadline: Duration,
+    smtp: &SmtpSpec,
+    credentials: Option<(String, String)>,
+    Mail { to, subject, body }: Mail<'_>,
+) -> Result<(), MailError> {
     let relay_error = |reason: String| MailError::Relay {
         host: smtp.host.clone(),
         reason: crate::librechat::error::redact(&reason),
@@ -162,12 +185,13 @@ async fn send(
     if let Some((user, password)) = credentials {
         builder = builder.credentials(Credentials::new(user, password));
     }
-    builder
-        .build()
-        .send(message)
-        .await
-        .map(|_| ())
-        .map_err(|e| relay_error(e.to_string()))
+    match tokio::time::timeout(deadline, builder.build().send(message)).await {
+        Ok(sent) => sent.map(|_| ()).map_err(|e| relay_error(e.to_string())),
+        Err(_) => Err(relay_error(format!(
+            "the relay did not finish within {}s",
+            deadline.as_secs()
+        ))),
+    }
 }
 
 fn body(invitation: &Invitation<'_>) -> String {
@@ -188,6 +212,37 @@ fn body(invitation: &Invitation<'_>) -> String {
 mod tests {
 
     use super::*;
+
+    /// A relay that accepts the connection and never sends its greeting (a tarpit) fails the
+    /// send at the deadline; lettre's own timeout covers only the connect.
+    #[tokio::test]
+    async fn a_relay_that_never_answers_fails_the_send_at_its_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(socket);
+        });
+        let smtp = SmtpSpec {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            from: "LibreChat <noreply@example.com>".into(),
+            credentials_secret_ref: None,
+            security: Some(SmtpSecurity::None),
+        };
+        let mail = Mail {
+            to: "a@example.com",
+            subject: "s".into(),
+            body: "b".into(),
+        };
+        let started = std::time::Instant::now();
+        let sent = send_within(Duration::from_secs(1), &smtp, None, mail).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let err = sent.unwrap_err().to_string();
+        assert!(err.contains("did not finish within 1s"), "{err}");
+        held.abort();
+    }
 
     #[test]
     fn one_email_a_minute_to_one_address() {

@@ -188,7 +188,7 @@ async fn check(
         (None, None) => Cond::unknown(
             condition::REDIS_REACHABLE,
             reason::NOT_CONFIGURED,
-            "no Redis configured: LibreChat's caches cannot be invalidated, changes show once they expire",
+            "no Redis configured: LibreChat's caches cannot be invalidated, so changes show once they expire, and role changes only once LibreChat restarts (it caches roles with no expiry)",
         ),
     };
     let mongo_ok = mongo.ok == Some(true);

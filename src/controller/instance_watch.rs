@@ -105,20 +105,32 @@ impl InstanceCache {
         self.stores.register(scope, store);
     }
 
-    /// The instance `namespace/name` as the watch of the scope covering `namespace` has it
-    /// (`Some(None)`: it does not exist); `None` when no scope covers the namespace or its
-    /// first list has not come in time, and the caller must ask the API server.
-    pub async fn get(&self, namespace: &str, name: &str) -> Option<Option<LibreChatInstance>> {
-        let store = self.stores.covering(namespace)?;
+    /// The instance `namespace/name` as the watch of the scope covering `namespace` has it.
+    pub async fn get(&self, namespace: &str, name: &str) -> Cached {
+        let Some(store) = self.stores.covering(namespace) else {
+            return Cached::NotCovered;
+        };
         if store.wait_until_ready().now_or_never().is_none() {
-            tokio::time::timeout(FIRST_LIST, store.wait_until_ready())
-                .await
-                .ok()?
-                .ok()?;
+            let listed = tokio::time::timeout(FIRST_LIST, store.wait_until_ready()).await;
+            if !matches!(listed, Ok(Ok(()))) {
+                return Cached::NotListedYet;
+            }
         }
         let key = ObjectRef::new(name).within(namespace);
-        Some(store.get(&key).map(|i| (*i).clone()))
+        Cached::Found(store.get(&key).map(|i| Box::new((*i).clone())))
     }
+}
+
+/// What the watches know of an instance.
+pub enum Cached {
+    /// The watch of the namespace has it (`None`: it does not exist).
+    Found(Option<Box<LibreChatInstance>>),
+    /// A watch covers the namespace but has not listed it yet: ask again later. (The API
+    /// server is not asked instead: the operator's RBAC grants the watch, not a read by
+    /// name, and its refusal would read as an instance it may not reach.)
+    NotListedYet,
+    /// No watch covers the namespace: only the API server can say.
+    NotCovered,
 }
 
 #[cfg(test)]
@@ -137,6 +149,35 @@ mod tests {
         i.status = Some(Default::default());
         i.status.as_mut().unwrap().conditions = merge_conditions(&[], &[ready], Some(1));
         i
+    }
+
+    /// A namespace a watch covers is answered by the watch alone: while its first list is
+    /// late the answer is "later", never a read by name (which the chart's RBAC refuses, and
+    /// a group's or role's cleanup would take the refusal for an instance out of reach).
+    #[tokio::test(start_paused = true)]
+    async fn a_covered_namespace_is_never_asked_of_the_api_server() {
+        let cache = InstanceCache::default();
+        let (store, mut writer) = reflector::store::<LibreChatInstance>();
+        cache.register(Some("admin".into()), store);
+        assert!(matches!(
+            cache.get("admin", "lc").await,
+            Cached::NotListedYet
+        ));
+        assert!(matches!(
+            cache.get("elsewhere", "lc").await,
+            Cached::NotCovered
+        ));
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(instance()));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        assert!(matches!(
+            cache.get("admin", "lc").await,
+            Cached::Found(Some(_))
+        ));
+        assert!(matches!(
+            cache.get("admin", "other").await,
+            Cached::Found(None)
+        ));
     }
 
     #[test]

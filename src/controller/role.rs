@@ -232,12 +232,11 @@ async fn converge(
     }
     found.users = Some(store.count_role_users(name).await? as i64);
     found.grants = planned.iter().map(PlannedGrant::status).collect();
-    Ok(report_built_in(
-        role,
-        target,
-        found,
-        opening::resync(ctx, target),
-    ))
+    let mut verdict = report_built_in(role, target, found, opening::resync(ctx, target));
+    if !target.stores.redis_configured {
+        verdict.ready.message.push_str(NO_REDIS);
+    }
+    Ok(verdict)
 }
 
 /// Writes the declared permissions where they differ, promising the `ROLES:<name>` drop
@@ -285,6 +284,10 @@ async fn converge_permissions(
     access::drop_promised(store, key, uid, &owed, false).await?;
     Ok(Some(change))
 }
+
+/// Said of a role on an instance without Redis: each LibreChat process caches every role it
+/// read, with no expiry (contract-surface §5.3), and nothing can drop that cache.
+const NO_REDIS: &str = ". The instance has no Redis: each LibreChat process keeps the roles it read cached until it restarts, so restart LibreChat for a change of this role to take effect";
 
 /// Ready, saying for USER and ADMIN which declared types librechat.yaml re-imposes at
 /// LibreChat's next start (or the rule, when the instance does not list its yaml's keys).

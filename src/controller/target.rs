@@ -71,12 +71,18 @@ pub async fn find_instance(
     reference: &InstanceRef,
     namespace: &str,
 ) -> Result<Option<LibreChatInstance>, kube::Error> {
+    use super::instance_watch::Cached;
     let instance_ns = instance_namespace(reference, namespace);
-    if let Some(found) = ctx.instances.get(&instance_ns, &reference.name).await {
-        return Ok(found);
+    match ctx.instances.get(&instance_ns, &reference.name).await {
+        Cached::Found(found) => Ok(found.map(|i| *i)),
+        Cached::NotListedYet => Err(kube::Error::Service(
+            format!("the watch of LibreChatInstances in namespace '{instance_ns}' has not listed them yet (is the API server slow?); retrying").into(),
+        )),
+        Cached::NotCovered => {
+            let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), &instance_ns);
+            api.get_opt(&reference.name).await
+        }
     }
-    let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), &instance_ns);
-    api.get_opt(&reference.name).await
 }
 
 /// How long a dependent waits for an instance that was Ready to acknowledge a new spec.

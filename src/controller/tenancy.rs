@@ -222,6 +222,7 @@ mod tests {
             follow_ups: Vec::new(),
             actions: Default::default(),
             grants_given: Vec::new(),
+            refill: None,
         }
     }
 

@@ -217,38 +217,6 @@ impl Store {
         }
     }
 
-    /// Writes the declared refill settings onto the record LibreChat reads (creating one with
-    /// no credits, as LibreChat's `upsertBalanceFields`, when there is none). Returns whether
-    /// anything was written.
-    pub async fn set_refill(
-        &self,
-        user: ObjectId,
-        wanted: &RefillUpdate,
-    ) -> Result<bool, StoreError> {
-        let Some(stored) = self.find_balance(user).await? else {
-            let refill = wanted.merged(&Refill::default());
-            self.ensure_balance_record(user, 0, &refill).await?;
-            return Ok(true);
-        };
-        if wanted.matches(&stored.refill) {
-            return Ok(false);
-        }
-        let refill = wanted.merged(&stored.refill);
-        self.collection(BALANCES)
-            .update_one(
-                doc! { "_id": stored.id },
-                doc! { "$set": {
-                    "autoRefillEnabled": refill.enabled,
-                    "refillIntervalValue": js_number(refill.interval_value),
-                    "refillIntervalUnit": &refill.interval_unit,
-                    "refillAmount": js_number(refill.amount),
-                } },
-            )
-            .deadline("setting auto-refill")
-            .await?;
-        Ok(true)
-    }
-
     /// Which of `ids` name a saved transaction (so, an applied grant).
     pub async fn saved_transactions(&self, ids: &[ObjectId]) -> Result<Vec<ObjectId>, StoreError> {
         use futures::TryStreamExt;

@@ -143,8 +143,33 @@ fn is_transient(err: &mongodb::error::Error) -> bool {
 fn describe(err: &mongodb::error::Error) -> String {
     match err.kind.as_ref() {
         ErrorKind::ServerSelection { message, .. } => describe_selection(message),
+        ErrorKind::Write(WriteFailure::WriteError(e)) => {
+            refusal("write", e.code, e.code_name.as_deref(), &e.message)
+        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(e)) => {
+            refusal("write concern", e.code, Some(&e.code_name), &e.message)
+        }
+        ErrorKind::Command(e) => refusal("command", e.code, Some(&e.code_name), &e.message),
+        // The driver shows these by their Debug form, details and all.
+        ErrorKind::Write(_) | ErrorKind::InsertMany(_) | ErrorKind::BulkWrite(_) => {
+            "the server refused a write".into()
+        }
         kind => without_labels(&kind.to_string()).to_string(),
     }
+}
+
+/// The server's refusal of an operation as its code, name and message, without the values
+/// it quotes: the driver shows a write error by its Debug form, with the server's `errInfo`
+/// (a validator's copy of the rejected document), and a duplicate key's message ends in the
+/// key's value (`dup key: { ... }`); either may be a password hash or a token's.
+fn refusal(what: &str, code: i32, name: Option<&str>, message: &str) -> String {
+    let message = message
+        .split(" dup key:")
+        .next()
+        .unwrap_or(message)
+        .trim_end();
+    let name = name.filter(|n| !n.is_empty()).unwrap_or("unnamed");
+    format!("the server refused the {what}: error {code} ({name}): {message}")
 }
 
 /// A kind's text up to the first nested error's labels: some kinds embed the error that
@@ -210,7 +235,40 @@ pub fn redact(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{describe_selection, redact, without_labels};
+    use super::{describe, describe_selection, redact, without_labels};
+
+    /// A validator's refusal (`errInfo` quotes the rejected document) and a duplicate key
+    /// (the message quotes the key) never carry the values they quote into a message.
+    #[test]
+    fn a_refused_write_is_told_without_the_values_it_quotes() {
+        use mongodb::bson::doc;
+        use mongodb::error::{Error, ErrorKind, WriteFailure};
+        let hash = "$2a$10$abcdefghijklmnopqrstuuVWXYZabcdefghijklmnopqrstu";
+        let rejected: mongodb::error::WriteError = mongodb::bson::from_document(doc! {
+            "code": 121, "codeName": "DocumentValidationFailure",
+            "errmsg": "Document failed validation",
+            "errInfo": { "details": { "consideredValue": hash } },
+        })
+        .unwrap();
+        let err = Error::from(ErrorKind::Write(WriteFailure::WriteError(rejected)));
+        let said = describe(&err);
+        assert!(!said.contains(hash), "{said}");
+        assert_eq!(
+            said,
+            "the server refused the write: error 121 (DocumentValidationFailure): Document failed validation"
+        );
+        let duplicate: mongodb::error::WriteError = mongodb::bson::from_document(doc! {
+            "code": 11000,
+            "errmsg": format!("E11000 duplicate key error collection: db.tokens index: token_1 dup key: {{ token: \"{hash}\" }}"),
+        })
+        .unwrap();
+        let err = Error::from(ErrorKind::Write(WriteFailure::WriteError(duplicate)));
+        let said = describe(&err);
+        assert_eq!(
+            said,
+            "the server refused the write: error 11000 (unnamed): E11000 duplicate key error collection: db.tokens index: token_1"
+        );
+    }
 
     #[test]
     fn a_cleared_pool_says_what_failed_without_the_labels_that_vary() {

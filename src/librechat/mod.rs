@@ -25,6 +25,7 @@ pub mod ownership;
 pub mod password;
 pub mod permissions;
 pub mod plugins;
+pub mod refill;
 pub mod sessions;
 pub mod stats;
 pub mod terms;
@@ -126,7 +127,7 @@ impl Store {
     }
 
     /// LibreChat's Redis: `None` when none is declared (its caches are per-process and
-    /// expire by themselves), an error when a declared one is not connected, so that a cache
+    /// nothing outside can drop them: most expire by themselves, roles only with a restart), an error when a declared one is not connected, so that a cache
     /// drop owed after a change is never counted as done without Redis.
     pub fn redis(&self) -> Result<Option<&cache::RedisCache>, StoreError> {
         match &self.redis_unreachable {

@@ -47,6 +47,9 @@ pub struct Claim {
     /// LibreChat deletes an account's transactions with the account, so a person who deletes
     /// their own account (which the declaration then re-creates) does not get them again.
     pub grants_given: Vec<String>,
+    /// The auto-refill settings the object wrote to the account's balance, and what they
+    /// replaced (see `librechat::refill`).
+    pub refill: Option<super::refill::ClaimedRefill>,
 }
 
 /// Work that must follow a write to an account, recorded before the write so that a crash or
@@ -290,6 +293,22 @@ impl Store {
         }
     }
 
+    /// What [`Store::finish_owed_by`] does, and with `withdraw_refill` (the object may no
+    /// longer declare auto-refill) the settings it wrote put back. Returns the account whose
+    /// balance record was written back, if one was.
+    pub async fn settle_refused(
+        &self,
+        owner_uid: &str,
+        withdraw_refill: bool,
+    ) -> Result<Option<ObjectId>, StoreError> {
+        let Some(claim) = self.find_claim_of_owner(owner_uid).await? else {
+            return Ok(None);
+        };
+        self.finish_owed(&claim).await?;
+        let withdrawn = withdraw_refill && self.withdraw_refill(&claim).await?;
+        Ok(claim.user_id.filter(|_| withdrawn))
+    }
+
     /// Does what `claim` still owes its account, if anything and the account exists.
     pub async fn finish_owed(&self, claim: &Claim) -> Result<(), StoreError> {
         let (false, Some(id)) = (claim.follow_ups.is_empty(), claim.user_id) else {
@@ -390,5 +409,6 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
                     .collect()
             })
             .unwrap_or_default(),
+        refill: super::refill::claimed_from(d),
     }
 }

@@ -449,6 +449,7 @@ mod tests {
             follow_ups: vec![],
             actions: Default::default(),
             grants_given: Vec::new(),
+            refill: None,
         }
     }
 

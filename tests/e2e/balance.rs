@@ -247,6 +247,185 @@ async fn per_user_auto_refill_is_written_and_kept() {
     w.wait_event("r", "AutoRefillSet").await;
 }
 
+/// The refill fields of `id`'s balance record as `fields` says, judged by LibreChat's package.
+async fn refill_becomes(w: &World, id: ObjectId, fields: Value, what: &str) {
+    let want = fields.clone();
+    eventually(what, || async {
+        let b = balances_of(w, id).await.pop()?;
+        let same = |k: &str| {
+            let stored = b.get(k)?;
+            let stored = match stored {
+                mongodb::bson::Bson::String(s) => json!(s),
+                mongodb::bson::Bson::Boolean(v) => json!(v),
+                other => json!(other.as_i32().map(i64::from).or(other.as_i64())?),
+            };
+            (stored == want[k]).then_some(())
+        };
+        [
+            "autoRefillEnabled",
+            "refillIntervalValue",
+            "refillIntervalUnit",
+            "refillAmount",
+        ]
+        .iter()
+        .try_for_each(|k| same(k))
+    })
+    .await;
+    w.contract_check(json!({ "balances": [{ "userId": id.to_hex(), "fields": fields }] }));
+}
+
+/// What registration gives a record with LibreChat's yaml auto-refill off (the schema's).
+fn refill_defaults() -> Value {
+    json!({ "autoRefillEnabled": false, "refillIntervalValue": 30,
+        "refillIntervalUnit": "days", "refillAmount": 0 })
+}
+
+/// Declared auto-refill taken out of the spec goes from the account: LibreChat would otherwise
+/// refill it for ever.
+#[tokio::test]
+async fn auto_refill_taken_out_of_the_spec_is_put_back() {
+    let mut w =
+        World::with_instance("bal-unrefill", json!({ "balance": { "enabled": true } })).await;
+    let refill = json!({ "autoRefill": {
+        "enabled": true, "intervalValue": 2, "intervalUnit": "hours", "amount": 300 } });
+    w.apply(
+        "LibreChatUser",
+        "r",
+        user_spec("unrefill@example.com", refill),
+    )
+    .await;
+    let (_, id, _) = ready_user(&w, "r").await;
+    let set = json!({ "autoRefillEnabled": true, "refillIntervalValue": 2,
+        "refillIntervalUnit": "hours", "refillAmount": 300 });
+    refill_becomes(&w, id, set, "the declared refill").await;
+
+    w.apply(
+        "LibreChatUser",
+        "r",
+        json!({ "instanceRef": { "name": "lc" }, "email": "unrefill@example.com" }),
+    )
+    .await;
+    refill_becomes(&w, id, refill_defaults(), "the refill put back").await;
+    w.wait_event("r", "AutoRefillWithdrawn").await;
+    let owner =
+        w.db.collection::<Document>("librechat_operator_owners")
+            .find_one(doc! { "_id": "unrefill@example.com" })
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        !owner.contains_key("refill"),
+        "the record of it goes: {owner}"
+    );
+
+    // Settings LibreChat wrote itself (its login sync of the yaml) are its own: a declaration
+    // taken out after they changed leaves them.
+    let mine = json!({ "autoRefill": { "enabled": true, "amount": 50 } });
+    w.apply(
+        "LibreChatUser",
+        "r",
+        user_spec("unrefill@example.com", mine),
+    )
+    .await;
+    let declared = json!({ "autoRefillEnabled": true, "refillIntervalValue": 30,
+        "refillIntervalUnit": "days", "refillAmount": 50 });
+    refill_becomes(&w, id, declared, "the second declaration").await;
+    w.stop_operator();
+    let yaml = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 10000 });
+    w.db.collection::<Document>("balances")
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "autoRefillEnabled": true, "refillIntervalValue": 1,
+            "refillIntervalUnit": "seconds", "refillAmount": 10000 } },
+        )
+        .await
+        .unwrap();
+    w.apply(
+        "LibreChatUser",
+        "r",
+        json!({ "instanceRef": { "name": "lc" }, "email": "unrefill@example.com" }),
+    )
+    .await;
+    w.start_operator();
+    eventually("the claim to forget its refill", || async {
+        let owner =
+            w.db.collection::<Document>("librechat_operator_owners")
+                .find_one(doc! { "_id": "unrefill@example.com" })
+                .await
+                .ok()??;
+        (!owner.contains_key("refill")).then_some(())
+    })
+    .await;
+    refill_becomes(&w, id, yaml, "LibreChat's own settings kept").await;
+}
+
+/// The attack: a tenant the instance let grant credits declares a generous auto-refill; the
+/// admin revokes `tenantPolicy.grantCredits`, and LibreChat would go on refilling the account
+/// for ever. The revocation takes the refill with it, as the namespace's removal does.
+#[tokio::test]
+async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
+    let allowed =
+        json!({ "balance": { "enabled": true }, "tenantPolicy": { "grantCredits": true } });
+    let (w, t) = crate::trust::tenant_world("bal-revoke", allowed).await;
+    let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
+    let generous = json!({ "autoRefill": {
+        "enabled": true, "intervalValue": 1, "intervalUnit": "seconds", "amount": 1000000 } });
+    for name in ["a", "b"] {
+        let spec = json!({ "instanceRef": lc, "email": format!("{name}-revoke@example.com"),
+            "balance": generous });
+        w.apply_in(&t, "LibreChatUser", name, spec).await;
+    }
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let obj =
+            wait_condition_in(&w.client, &t, "librechatusers", name, "Ready", "True", None).await;
+        let id = obj.pointer("/status/userId").unwrap().as_str().unwrap();
+        ids.push(ObjectId::parse_str(id).unwrap());
+    }
+    let set = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 1000000 });
+    refill_becomes(&w, ids[0], set, "the tenant's refill").await;
+
+    // The admin revokes the right; nothing in the tenant's namespace changes.
+    let revoked = json!({ "allowedNamespaces": [t.clone()], "balance": { "enabled": true },
+        "tenantPolicy": { "grantCredits": false } });
+    w.apply_instance("lc", &env("REDIS_URL"), revoked).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "a",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
+    refill_becomes(&w, ids[0], refill_defaults(), "the revoked refill put back").await;
+
+    // And a namespace taken out of the policy altogether loses it too.
+    let closed = json!({ "allowedNamespaces": [], "balance": { "enabled": true },
+        "tenantPolicy": { "grantCredits": true } });
+    w.apply_instance("lc", &env("REDIS_URL"), closed).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "b",
+        "Ready",
+        "False",
+        Some("NamespaceNotAllowed"),
+    )
+    .await;
+    refill_becomes(
+        &w,
+        ids[1],
+        refill_defaults(),
+        "the removed namespace's refill put back",
+    )
+    .await;
+}
+
 /// Crashes at `point` while applying grant `g`, restarts, and proves it was applied once.
 async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: i64, before: i64) {
     let (scope, id, _) = ready_user(w, "c").await;

@@ -241,6 +241,17 @@ async fn unreachable_redis_is_reported_and_a_missing_redis_is_not_an_error() {
         condition(&obj, "RedisReachable").unwrap().reason,
         "NotConfigured"
     );
+
+    // LibreChat without Redis caches each role in each process with no expiry: a role says
+    // that its change waits for LibreChat's restart.
+    let role = json!({ "instanceRef": { "name": "plain" }, "name": "NOREDIS",
+        "permissions": { "AGENTS": { "USE": true } } });
+    w.apply("LibreChatRole", "r", role).await;
+    let obj = w
+        .wait_condition("librechatroles", "r", "Ready", "True", None)
+        .await;
+    let message = condition(&obj, "Ready").unwrap().message;
+    assert!(message.contains("restart LibreChat"), "{message}");
 }
 
 #[tokio::test]

@@ -7,10 +7,12 @@ use mongodb::bson::oid::ObjectId;
 use super::{Outcome, Plan};
 use crate::api::balance::{AutoRefill, UserBalance, UserBalanceStatus};
 use crate::api::common::reason;
-use crate::api::LibreChatUser;
+use crate::api::{LibreChatInstance, LibreChatUser};
+use crate::controller::audit::Change;
 use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
 use crate::controller::status::rfc3339_from_millis;
+use crate::controller::target;
 use crate::librechat::balance::{
     grant_scope, grant_transaction_id, GrantResult, Refill, RefillUpdate, StoredBalance,
 };
@@ -62,7 +64,7 @@ pub(super) fn refusal(plan: &Plan, user: &LibreChatUser) -> Option<Outcome> {
     }
     if !plan.tenancy.may_grant_credits {
         let message = format!(
-            "spec.balance (credit grants, auto-refill) is not allowed from namespace '{}': {} unless the instance's tenantPolicy.grantCredits is true. Nothing was written",
+            "spec.balance (credit grants, auto-refill) is not allowed from namespace '{}': {} unless the instance's tenantPolicy.grantCredits is true. Nothing it declares is written (auto-refill settings it set before are put back)",
             plan.tenancy.namespace,
             plan.tenancy.who_may("grant credits")
         );
@@ -131,19 +133,11 @@ pub(super) async fn converge(
     user: &LibreChatUser,
     id: ObjectId,
 ) -> Result<(Option<UserBalanceStatus>, bool), ReconcileError> {
+    let mut wrote = converge_refill(ctx, plan, claim, user, id).await?;
     let Some(declared) = declared(user) else {
-        return Ok((observe(plan, user, id).await?, false));
+        return Ok((observe(plan, user, id).await?, wrote));
     };
     let store = plan.store();
-    let mut wrote = false;
-    if let Some(refill) = &declared.auto_refill {
-        if store.set_refill(id, &refill_update(refill)).await? {
-            let note = format!("set the auto-refill settings of {}", plan.email);
-            ctx.changed(user, plan.change("AutoRefillSet", id, note))
-                .await;
-            wrote = true;
-        }
-    }
     let ids = grant_ids(plan, claim, declared, id);
     let due = grants_due(plan, id, &ids).await?;
     let granting: Vec<ObjectId> = due.iter().flatten().copied().collect();
@@ -184,6 +178,47 @@ pub(super) async fn converge(
         .record_grants_given(&claim.email, &claim.owner.uid, &unrecorded)
         .await?;
     Ok((observe(plan, user, id).await?, wrote))
+}
+
+/// Applies the declared auto-refill settings, or puts back those the object wrote before and
+/// no longer declares. Returns whether the balance record was written.
+async fn converge_refill(
+    ctx: &Context,
+    plan: &Plan,
+    claim: &Claim,
+    user: &LibreChatUser,
+    id: ObjectId,
+) -> Result<bool, ReconcileError> {
+    let store = plan.store();
+    let change = match declared(user).and_then(|b| b.auto_refill.as_ref()) {
+        Some(refill) => {
+            let set = store.set_refill(claim, id, &refill_update(refill)).await?;
+            let note = format!("set the auto-refill settings of {}", plan.email);
+            set.then(|| plan.change("AutoRefillSet", id, note))
+        }
+        None => {
+            let put_back = store.withdraw_refill(claim).await?;
+            put_back.then(|| refill_withdrawn(&plan.instance, id, &plan.email))
+        }
+    };
+    let Some(change) = change else {
+        return Ok(false);
+    };
+    ctx.changed(user, change).await;
+    Ok(true)
+}
+
+/// The audit entry of auto-refill settings put back as they were before the object set them.
+pub(super) fn refill_withdrawn(instance: &LibreChatInstance, id: ObjectId, email: &str) -> Change {
+    let note = format!(
+        "put back the auto-refill settings of {email} as they were before this object set them"
+    );
+    Change::applied(
+        "AutoRefillWithdrawn",
+        target::instance_key(instance),
+        Some(id.to_hex()),
+        note,
+    )
 }
 
 /// A declared grant's transaction ids: by its scope (object and account), and by the
@@ -250,6 +285,11 @@ pub(super) async fn unchanged_balance(
     user: &LibreChatUser,
     id: ObjectId,
 ) -> Result<Option<Option<UserBalanceStatus>>, StoreError> {
+    let refill_declared = declared(user).is_some_and(|b| b.auto_refill.is_some());
+    if claim.refill.is_some() && !refill_declared {
+        // Settings it wrote and no longer declares: to be put back.
+        return Ok(None);
+    }
     if let Some(declared) = declared(user) {
         let due = grants_due(plan, id, &grant_ids(plan, claim, declared, id)).await?;
         if due.iter().any(Option::is_some) {

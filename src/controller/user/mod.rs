@@ -262,7 +262,9 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
         }
     };
     if let Some(outcome) = balance::refusal(&plan, user) {
-        plan.store().finish_owed_by(&uid_of(user)).await?;
+        // A balance it may no longer declare here: its auto-refill goes too.
+        let revoked = outcome.ready.reason == reason::NOT_PERMITTED;
+        settle_refused(ctx, user, &plan.instance, plan.store(), revoked).await?;
         return Ok(outcome);
     }
     if let Some(outcome) = settled(&plan, user, ctx).await? {
@@ -389,7 +391,9 @@ async fn resolve(
         Err(p) => {
             let reference = &user.spec.instance_ref;
             if let Some(t) = target::promises_kept_on(ctx, &p, reference, &namespace).await {
-                if let Err(e) = t.stores.store.finish_owed_by(&uid_of(user)).await {
+                // No longer admitted at all: nor is its auto-refill.
+                let settled = settle_refused(ctx, user, &t.instance, &t.stores.store, true);
+                if let Err(e) = settled.await {
                     // The refusal is reported; the next look finishes this.
                     tracing::warn!(error = %e, "could not yet finish what a refused object owes its account");
                 }
@@ -403,6 +407,23 @@ async fn resolve(
         store.finish_owed_by(&uid_of(user)).await?;
     }
     Ok(planned)
+}
+
+/// Finishes what a refused object's claim owes its account and, when it may no longer declare
+/// auto-refill (`revoked`), puts back the settings it wrote.
+async fn settle_refused(
+    ctx: &Context,
+    user: &LibreChatUser,
+    instance: &LibreChatInstance,
+    store: &Store,
+    revoked: bool,
+) -> Result<(), ReconcileError> {
+    if let Some(id) = store.settle_refused(&uid_of(user), revoked).await? {
+        let email = &user.spec.email;
+        ctx.changed(user, balance::refill_withdrawn(instance, id, email))
+            .await;
+    }
+    Ok(())
 }
 
 /// The plan for `user` on its resolved instance, or why there is none.

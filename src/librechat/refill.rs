@@ -1,0 +1,176 @@
+//! Per-user auto-refill settings an object declares, and their withdrawal.
+//!
+//! LibreChat refills a drained balance by the record's own settings (contract-surface §3,
+//! `reserveBalance`), for as long as they stay. So settings the operator wrote must go when
+//! their declaration goes (the field removed, or the right to declare it revoked): otherwise a
+//! revoked tenant keeps its credits flowing. Before its first write the ownership record keeps
+//! what the record had (`refill.before`) and what is written (`refill.written`); withdrawing
+//! puts `before` back, but only while the record still holds what the operator wrote: settings
+//! LibreChat changed since (its login sync writes the yaml's refill) are LibreChat's decision
+//! and stay.
+
+use mongodb::bson::{doc, oid::ObjectId, Document};
+
+use super::balance::{js_number, Refill, RefillUpdate, BALANCES};
+use super::collections;
+use super::deadline::MongoCall;
+use super::error::StoreError;
+use super::ownership::Claim;
+use super::Store;
+
+/// What the ownership record keeps of the refill settings its object wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedRefill {
+    /// The settings before the operator's first write (the schema defaults if there was no
+    /// record).
+    pub before: Refill,
+    /// The settings the operator wrote last.
+    pub written: Refill,
+}
+
+impl Store {
+    /// Writes the declared refill settings onto the record LibreChat reads (creating one with
+    /// no credits, as LibreChat's `upsertBalanceFields`, when there is none), recording first
+    /// in `claim` what it replaces. Returns whether anything was written.
+    pub async fn set_refill(
+        &self,
+        claim: &Claim,
+        user: ObjectId,
+        wanted: &RefillUpdate,
+    ) -> Result<bool, StoreError> {
+        let stored = self.find_balance(user).await?;
+        let current = stored.as_ref().map(|s| s.refill.clone());
+        if current.as_ref().is_some_and(|c| wanted.matches(c)) {
+            return Ok(false);
+        }
+        let current = current.unwrap_or_default();
+        let written = wanted.merged(&current);
+        let before = claim.refill.as_ref().map_or(current, |r| r.before.clone());
+        self.record_refill(
+            claim,
+            Some(&ClaimedRefill {
+                before,
+                written: written.clone(),
+            }),
+        )
+        .await?;
+        match stored {
+            None => {
+                self.ensure_balance_record(user, 0, &written).await?;
+            }
+            Some(stored) => self.write_refill(stored.id, &written).await?,
+        }
+        Ok(true)
+    }
+
+    /// Puts back the refill settings `claim`'s object wrote, if the account's record still
+    /// holds them, and forgets them. Returns whether the record was written.
+    pub async fn withdraw_refill(&self, claim: &Claim) -> Result<bool, StoreError> {
+        let Some(claimed) = &claim.refill else {
+            return Ok(false);
+        };
+        let mut wrote = false;
+        if let Some(id) = claim.user_id {
+            let stored = self.find_balance(id).await?;
+            if let Some(stored) = stored.filter(|s| s.refill == claimed.written) {
+                self.write_refill(stored.id, &claimed.before).await?;
+                wrote = true;
+            }
+        }
+        self.record_refill(claim, None).await?;
+        Ok(wrote)
+    }
+
+    async fn write_refill(&self, record: ObjectId, refill: &Refill) -> Result<(), StoreError> {
+        self.collection(BALANCES)
+            .update_one(
+                doc! { "_id": record },
+                doc! { "$set": {
+                    "autoRefillEnabled": refill.enabled,
+                    "refillIntervalValue": js_number(refill.interval_value),
+                    "refillIntervalUnit": &refill.interval_unit,
+                    "refillAmount": js_number(refill.amount),
+                } },
+            )
+            .deadline("setting auto-refill")
+            .await
+            .map(|_| ())
+    }
+
+    /// Records (or with `None`, forgets) the refill settings of `claim`'s object.
+    async fn record_refill(
+        &self,
+        claim: &Claim,
+        refill: Option<&ClaimedRefill>,
+    ) -> Result<(), StoreError> {
+        let update = match refill {
+            Some(r) => doc! { "$set": { "refill": {
+                "before": refill_doc(&r.before),
+                "written": refill_doc(&r.written),
+            } } },
+            None => doc! { "$unset": { "refill": "" } },
+        };
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": &claim.email, "uid": &claim.owner.uid },
+                update,
+            )
+            .deadline("recording auto-refill settings")
+            .await
+            .map(|_| ())
+    }
+}
+
+fn refill_doc(r: &Refill) -> Document {
+    doc! {
+        "enabled": r.enabled,
+        "intervalValue": r.interval_value,
+        "intervalUnit": &r.interval_unit,
+        "amount": r.amount,
+    }
+}
+
+fn refill_from(d: &Document) -> Option<Refill> {
+    Some(Refill {
+        enabled: d.get_bool("enabled").ok()?,
+        interval_value: d.get_i64("intervalValue").ok()?,
+        interval_unit: d.get_str("intervalUnit").ok()?.to_string(),
+        amount: d.get_i64("amount").ok()?,
+    })
+}
+
+/// The refill settings an ownership record keeps, if any.
+pub(super) fn claimed_from(owner_record: &Document) -> Option<ClaimedRefill> {
+    let r = owner_record.get_document("refill").ok()?;
+    Some(ClaimedRefill {
+        before: refill_from(r.get_document("before").ok()?)?,
+        written: refill_from(r.get_document("written").ok()?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_of_written_settings_reads_back_as_written() {
+        let before = Refill::default();
+        let written = Refill {
+            enabled: true,
+            interval_value: 1,
+            interval_unit: "hours".into(),
+            amount: 5_000_000_000,
+        };
+        let record = doc! { "refill": {
+            "before": refill_doc(&before),
+            "written": refill_doc(&written),
+        } };
+        assert_eq!(
+            claimed_from(&record),
+            Some(ClaimedRefill { before, written })
+        );
+        assert_eq!(claimed_from(&doc! {}), None);
+        // A damaged record counts as none: nothing is put back from it.
+        assert_eq!(claimed_from(&doc! { "refill": { "before": 1 } }), None);
+    }
+}
