@@ -209,7 +209,7 @@ fn run(args: RunArgs) -> ExitCode {
         let metrics = librechat_operator::metrics::global();
         if !args.leader_elect {
             metrics.set_leader(true);
-            return finish(controller::run(clients, settings, health).await);
+            return run_until_drained(controller::run(clients, settings, health)).await;
         }
 
         let config = leader::LeaseConfig {
@@ -236,7 +236,7 @@ fn run(args: RunArgs) -> ExitCode {
         };
         metrics.set_leader(true);
         let outcome = tokio::select! {
-            result = controller::run(clients, settings, health) => finish(result),
+            outcome = run_until_drained(controller::run(clients, settings, health)) => outcome,
             _ = leadership.lost() => {
                 tracing::error!("lost the Lease: stopping so that only one replica writes");
                 ExitCode::from(4)
@@ -246,6 +246,30 @@ fn run(args: RunArgs) -> ExitCode {
         leadership.release().await;
         outcome
     })
+}
+
+/// How long reconciles may go on after SIGTERM. Each may run for up to its own deadline (2
+/// min), longer than the pod's default grace period (30 s): the kubelet would kill the process
+/// before it releases its Lease, and a standby would wait the Lease out. Every reconcile is
+/// safe to cut short (what it owes is recorded before it writes), so after this they stop.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs the controllers until they stop by themselves (on SIGTERM, once their reconciles
+/// finish) or [`DRAIN`] after SIGTERM, whichever comes first.
+async fn run_until_drained(
+    controllers: impl std::future::Future<Output = Result<(), controller::StartError>>,
+) -> ExitCode {
+    let drained = async {
+        shutdown_signal().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        result = controllers => finish(result),
+        _ = drained => {
+            tracing::warn!("reconciles still running {}s after SIGTERM: stopping them (each resumes where it stopped)", DRAIN.as_secs());
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 fn finish(result: Result<(), controller::StartError>) -> ExitCode {

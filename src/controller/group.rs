@@ -102,6 +102,10 @@ async fn sync(
     };
     let held = opened.held();
     let (store, tenancy) = (held.store, held.tenancy);
+    if let Some(why) = foreign_email(group, tenancy) {
+        let refusal = Verdict::refused(reason::NOT_PERMITTED, why, None);
+        return Ok(held.refuse(refusal).await?);
+    }
     let members = match resolve_members(ctx, store, group, tenancy).await? {
         Ok(m) => m,
         Err(refusal) => return Ok(held.refuse(refusal).await?),
@@ -165,6 +169,15 @@ async fn converge_declared(
     )
     .await?;
     Ok(access::with_taken_back(verdict, &taken_back))
+}
+
+/// Why the group's own email is not the namespace's to give, if it is not: LibreChat's people
+/// picker finds groups by their email, and a tenant's group must not pass for another team's
+/// list address (the same rule as for its accounts and members).
+fn foreign_email(group: &LibreChatGroup, tenancy: &Tenancy) -> Option<String> {
+    let email = normalize_email(group.spec.email.as_deref()?);
+    let why = tenancy.email_outside_domains(&email)?;
+    Some(format!("the group's email: {why}. Nothing was written"))
 }
 
 fn name_taken(group: &LibreChatGroup, owner: &str) -> Verdict {

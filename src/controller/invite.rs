@@ -214,12 +214,17 @@ async fn deliver(
         outcome.requeue = None;
         return Ok(outcome);
     };
-    let store = ctx
-        .connections
-        .shared(&ctx.client, &instance)
-        .await
-        .map_err(|p| ReconcileError::Blocked(p.message))?
-        .store;
+    let store = match ctx.connections.shared(&ctx.client, &instance).await {
+        Ok(stores) => stores.store,
+        // Not a blocked deletion (the metric and alert of those): a reason not to mail yet.
+        Err(p) => {
+            let namespace = invite.namespace().unwrap_or_default();
+            let why = super::target::configuration_for(&instance, p.reason, &p.message, &namespace);
+            outcome.ready = email_not_sent(why);
+            outcome.requeue = Some(RETRY);
+            return Ok(outcome);
+        }
+    };
     // Read before the right to send is taken: a failed read must not leave it taken.
     let issued = store.invite_record(&uid).await?.map(|r| r.token_hash);
     // The right to send is taken in the database before sending: at most one email, even

@@ -218,8 +218,13 @@ pub fn redact(message: &str) -> String {
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
+        // A password may hold ',' or ')' unencoded (drivers accept them): the authority runs
+        // to the path, the query or the end of the word, and its last '@' ends the userinfo.
         let authority_end = tail
-            .find(['/', ' ', '"', '\'', ',', ')'])
+            .find(['/', '?', '#', '"', '\''])
+            .into_iter()
+            .chain(tail.find(char::is_whitespace))
+            .min()
             .unwrap_or(tail.len());
         match tail[..authority_end].rfind('@') {
             Some(at) => {
@@ -315,5 +320,13 @@ mod tests {
         assert_eq!(redact("redis://:pw@cache:6379"), "redis://***@cache:6379");
         assert_eq!(redact("no uri here"), "no uri here");
         assert_eq!(redact("mongodb://db:27017"), "mongodb://db:27017");
+        assert_eq!(
+            redact("(mongodb://u:p,w)x@h1:27017,h2:27017/db?tls=true)"),
+            "(mongodb://***@h1:27017,h2:27017/db?tls=true)"
+        );
+        assert_eq!(
+            redact("redis://u:p@cache:6379, then mongodb://a:b@db"),
+            "redis://***@cache:6379, then mongodb://***@db"
+        );
     }
 }

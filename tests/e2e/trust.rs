@@ -540,11 +540,16 @@ async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
     adopt["adopt"] = json!(true);
     adopt["name"] = json!("Taken Over");
     w.apply_in(&t, "LibreChatUser", "old", adopt).await;
+    // A group passing for another team's list address in LibreChat's people picker.
+    let finance =
+        json!({ "instanceRef": lc(&w), "name": "Finance", "email": "finance@corp.example.com" });
+    w.apply_in(&t, "LibreChatGroup", "finance", finance).await;
 
     for (plural, name) in [
         ("librechatusers", "ceo"),
         ("userinvites", "board"),
         ("librechatusers", "old"),
+        ("librechatgroups", "finance"),
     ] {
         let told = ready_in(&w, &t, plural, name, "False", "NotPermitted").await;
         assert!(
@@ -559,6 +564,7 @@ async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
     assert!(w.find_user("ceo@corp.example.com").await.is_none());
     assert!(owner_record(&w, "ceo@corp.example.com").await.is_none());
     assert!(owner_record(&w, "old@corp.example.com").await.is_none());
+    assert_eq!(count(&w, "groups", doc! { "name": "Finance" }).await, 0);
     assert_ne!(
         user_doc(&w, old).await.unwrap().get_str("name").unwrap(),
         "Taken Over"
