@@ -46,6 +46,10 @@ pub struct Context {
     pub instances: super::instance_watch::InstanceCache,
     /// The Secrets' versions as the scopes' watches have them.
     pub secrets: super::secret_watch::WatchedSecrets,
+    /// The record keys of group and role names an object gave up (released, or handed to the
+    /// instance's administrators), told to every scope: an object of another scope refused
+    /// because that object held the name waits for no timer.
+    pub names_freed: super::fanout::Fanout<String>,
 }
 
 impl Context {
@@ -67,6 +71,7 @@ impl Context {
             backoff: Backoff::default(),
             hashed_ahead: HashedAhead::default(),
             feeds: Default::default(),
+            names_freed: super::fanout::Fanout::new(256),
             instances: Default::default(),
             secrets: Default::default(),
         }

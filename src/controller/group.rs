@@ -513,5 +513,6 @@ async fn remove_group(
         ctx.changed(group, change).await;
     }
     store.release_access(key, uid).await?;
+    ctx.names_freed.tell(std::sync::Arc::new(key.to_string()));
     Ok(())
 }

@@ -52,6 +52,7 @@ use crate::api::validate::normalize_email;
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
+use crate::librechat::access::{group_key, role_key};
 use fanout::Fanout;
 use secret_watch::SecretMeta;
 use user_watch::UserKey;
@@ -511,11 +512,22 @@ fn group_controller(
     let by_user = groups.store();
     let by_email = groups.store();
     let every_group = groups.store();
+    let by_name = groups.store();
     let appeared = ctx.feeds.subscribe().flat_map(move |change| {
         futures::stream::iter(woken_by(&by_email, &change, group_concerned))
     });
+    let every_group_named = groups.store();
+    let freed = ctx.names_freed.wakes(
+        move |key: &String| {
+            select(&by_name, |g: &LibreChatGroup| {
+                group_key(&g.spec.name) == *key
+            })
+        },
+        move || all_of(&every_group_named),
+    );
     let run = groups
         .reconcile_on(appeared)
+        .reconcile_on(freed)
         .reconcile_on(user_changes.wakes(
             move |user: &LibreChatUser| {
                 select(&by_user, |g: &LibreChatGroup| {
@@ -561,7 +573,15 @@ fn role_controller(
     .with_config(config);
     let synced = roles.store();
     let by_instance = roles.store();
+    let by_name = roles.store();
+    let every_role = roles.store();
     let run = roles
+        .reconcile_on(ctx.names_freed.wakes(
+            move |key: &String| {
+                select(&by_name, |r: &LibreChatRole| role_key(&r.spec.name) == *key)
+            },
+            move || all_of(&every_role),
+        ))
         .watches_instances(&ctx, by_instance, |r: &LibreChatRole| &r.spec.instance_ref)
         .shutdown_on_signal()
         .run(|o, c| observed(o, c, role::reconcile), error_policy, ctx)

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use super::access::{self, Held, Verdict};
 use super::context::Context;
@@ -16,7 +16,8 @@ use super::instance::resync_period;
 use super::target::{self, Target};
 use super::tenancy::Tenancy;
 use crate::api::common::{reason, InstanceRef};
-use crate::librechat::access::AccessRecord;
+use crate::librechat::access::{AccessRecord, HANDED_OVER};
+use crate::librechat::ownership::Owner;
 
 /// A group or role whose reconcile may go on: what both kinds hold from then on.
 pub struct Opened {
@@ -60,7 +61,7 @@ pub struct Opening<'a, K> {
 /// Opens the reconcile, or ends it with a verdict (no instance, applied to another instance,
 /// the name held by another object, an invalid spec). `instance` is the status's record of
 /// the instance the object was applied to, set here.
-pub async fn open<K: ResourceExt>(
+pub async fn open<K: Resource<DynamicType = ()>>(
     ctx: &Context,
     opening: Opening<'_, K>,
     instance: &mut Option<String>,
@@ -80,8 +81,17 @@ pub async fn open<K: ResourceExt>(
     }
     *instance = Some(target::instance_key(&target.instance));
     let tenancy = Tenancy::of(&target.instance, &namespace);
-    let record = target.stores.store.access_record(&opening.key).await?;
+    let mut record = target.stores.store.access_record(&opening.key).await?;
     let uid = opening.object.uid().unwrap_or_default();
+    let handed = record.as_ref().is_some_and(|r| r.owner.uid == HANDED_OVER);
+    if handed && tenancy.administers {
+        let owner = owner_of(opening.object);
+        record = target
+            .stores
+            .store
+            .take_over_handed(&opening.key, &owner)
+            .await?;
+    }
     if let Some(r) = record.as_ref().filter(|r| r.owner.uid != uid) {
         return Ok(Err((opening.name_taken)(
             opening.object,
@@ -107,6 +117,16 @@ pub async fn open<K: ResourceExt>(
         return Ok(Err(opened.held().refuse(access::invalid_spec(why)).await?));
     }
     Ok(Ok(opened))
+}
+
+/// The owner a record names for `object`.
+fn owner_of<K: Resource<DynamicType = ()>>(object: &K) -> Owner {
+    Owner {
+        kind: K::kind(&()).to_string(),
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+        uid: object.uid().unwrap_or_default(),
+    }
 }
 
 /// The cache drops the object's records still owe, kept for an object refused for `problem`

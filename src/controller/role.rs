@@ -358,7 +358,8 @@ async fn remove_role(
     let removal = vec![CacheDrop::PromptAccess, CacheDrop::Role(name.to_string())];
     let mut owed = access::owed_with_recorded(removal, record);
     // A tenant's role the instance has since listed as assignable may hold other teams'
-    // accounts: it stays (the instance's namespace's to declare now), only the claim goes.
+    // accounts: it stays, and its record goes to the instance's namespace, whose own object
+    // of the name takes it over.
     let tenancy = Tenancy::of(&target.instance, &role.namespace().unwrap_or_default());
     let left_to_admins = !tenancy.administers && tenancy.lists_assignable(name);
     if !is_built_in(name) && !left_to_admins {
@@ -382,6 +383,24 @@ async fn remove_role(
             .await;
     }
     store.drop_owed_caches(&owed).await?;
-    store.release_access(key, uid).await?;
+    match left_to_admins {
+        true => {
+            store.settle_cache_drops(key, uid, &owed).await?;
+            let administrators = administrators_of(&target.instance);
+            store.hand_over_access(key, uid, &administrators).await?;
+        }
+        false => store.release_access(key, uid).await?,
+    }
+    ctx.names_freed.tell(std::sync::Arc::new(key.to_string()));
     Ok(())
+}
+
+/// The owner a record handed over to the instance's administrators names: the instance.
+fn administrators_of(instance: &crate::api::LibreChatInstance) -> Owner {
+    Owner {
+        kind: "LibreChatInstance".into(),
+        namespace: instance.namespace().unwrap_or_default(),
+        name: instance.name_any(),
+        uid: crate::librechat::access::HANDED_OVER.into(),
+    }
 }

@@ -1424,6 +1424,83 @@ async fn a_tenant_cannot_put_its_accounts_in_a_role_it_does_not_own() {
     }
 }
 
+/// A tenant's role the instance has since made assignable stays in LibreChat when the
+/// tenant's object goes (other teams' accounts may be in it); the administrators' own object
+/// of that name then takes it over and sets its permissions, rather than meet a role nobody
+/// may declare while the tenant's permissions stay in force.
+#[tokio::test]
+async fn a_tenant_role_made_assignable_is_handed_to_the_administrators() {
+    let (w, t) = tenant_world(
+        "tr-handover",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    let generous = json!({ "instanceRef": lc(&w), "name": "LEADX",
+        "permissions": { "PEOPLE_PICKER": { "VIEW_USERS": true } } });
+    w.apply_in(&t, "LibreChatRole", "lead", generous).await;
+    ready_in(&w, &t, "librechatroles", "lead", "True", "Reconciled").await;
+    w.apply_instance(
+        "lc",
+        &env("REDIS_URL"),
+        json!({ "allowedNamespaces": [t.clone()],
+                "tenantPolicy": { "manageRoles": true, "assignableRoles": ["LEADX"] } }),
+    )
+    .await;
+    ready_in(&w, &t, "librechatroles", "lead", "False", "NotPermitted").await;
+    let strict = json!({ "instanceRef": { "name": "lc" }, "name": "LEADX",
+        "permissions": { "PEOPLE_PICKER": { "VIEW_USERS": false } } });
+    w.apply("LibreChatRole", "lead", strict).await;
+    w.wait_condition("librechatroles", "lead", "Ready", "False", Some("Conflict"))
+        .await;
+
+    delete_in(&w.client, &t, "LibreChatRole", "lead").await;
+    w.wait_condition("librechatroles", "lead", "Ready", "True", None)
+        .await;
+    let role =
+        w.db.collection::<Document>("roles")
+            .find_one(doc! { "name": "LEADX" })
+            .await
+            .unwrap()
+            .expect("the role stays in LibreChat");
+    let picker = role
+        .get_document("permissions")
+        .and_then(|p| p.get_document("PEOPLE_PICKER"))
+        .unwrap();
+    assert_eq!(picker.get_bool("VIEW_USERS"), Ok(false), "{role}");
+    let record =
+        w.db.collection::<Document>("librechat_operator_access")
+            .find_one(doc! { "_id": "role:LEADX" })
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(record.get_str("namespace"), Ok(w.ns.as_str()), "{record}");
+}
+
+/// An object refused because another one holds its group's name (in another namespace,
+/// watched by another scope) takes the name once the holder goes, without a change of its own.
+#[tokio::test]
+async fn a_group_name_freed_by_another_team_goes_to_the_object_waiting_for_it() {
+    let (w, t) = tenant_world("tr-freed", json!({})).await;
+    let group = |instance: Value| json!({ "instanceRef": instance, "name": "Shared Name" });
+    w.apply_in(&t, "LibreChatGroup", "first", group(lc(&w)))
+        .await;
+    ready_in(&w, &t, "librechatgroups", "first", "True", "Reconciled").await;
+    w.apply("LibreChatGroup", "second", group(json!({ "name": "lc" })))
+        .await;
+    w.wait_condition(
+        "librechatgroups",
+        "second",
+        "Ready",
+        "False",
+        Some("Conflict"),
+    )
+    .await;
+    delete_in(&w.client, &t, "LibreChatGroup", "first").await;
+    w.wait_condition("librechatgroups", "second", "Ready", "True", None)
+        .await;
+    assert_eq!(count(&w, "groups", doc! { "name": "Shared Name" }).await, 1);
+}
+
 /// What anyone who may write `*/status` can do: make `x`'s status name another account.
 async fn forge(w: &World, ns: &str, target: ObjectId) {
     let obj = get_in(&w.client, ns, "librechatusers", "x").await.unwrap();

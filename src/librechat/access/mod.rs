@@ -36,6 +36,9 @@ pub struct RecordedGrant {
     pub entry: ObjectId,
 }
 
+/// The owner uid of a record handed over to the instance's administrators.
+pub const HANDED_OVER: &str = "handed-over";
+
 /// The operator's record of one group or role.
 #[derive(Clone, Debug, Default)]
 pub struct AccessRecord {
@@ -258,8 +261,7 @@ impl Store {
         if drops.is_empty() {
             return Ok(());
         }
-        self.promise_drops(key, uid, drops, doc! { "cacheDropsDue": due })
-            .await
+        self.promise_drops(key, uid, drops, due, doc! {}).await
     }
 
     /// The role the record claimed exists in LibreChat now.
@@ -277,19 +279,29 @@ impl Store {
         drops: &[CacheDrop],
         due: DateTime,
     ) -> Result<(), StoreError> {
-        let set = doc! { "cacheDropsDue": due, "releasing": true };
-        self.promise_drops(key, uid, drops, set).await
+        let set = doc! { "releasing": true };
+        self.promise_drops(key, uid, drops, due, set).await
     }
 
+    /// One due time serves every drop the record owes: a promise moves it later, never
+    /// earlier (`$max`), so a drop due at once (a grant's) does not pull forward the delayed
+    /// second drop a member change owes; nor does settling some drops clear it for the rest.
     async fn promise_drops(
         &self,
         key: &str,
         uid: &str,
         drops: &[CacheDrop],
+        due: DateTime,
         set: Document,
     ) -> Result<(), StoreError> {
         let ids: Vec<String> = drops.iter().map(CacheDrop::tag).collect();
-        let update = doc! { "$addToSet": { "cacheDrops": { "$each": ids } }, "$set": set };
+        let mut update = doc! {
+            "$addToSet": { "cacheDrops": { "$each": ids } },
+            "$max": { "cacheDropsDue": due },
+        };
+        if !set.is_empty() {
+            update.insert("$set", set);
+        }
         self.update_record(key, uid, update).await
     }
 
@@ -301,12 +313,8 @@ impl Store {
         drops: &[CacheDrop],
     ) -> Result<(), StoreError> {
         let ids: Vec<String> = drops.iter().map(CacheDrop::tag).collect();
-        self.update_record(
-            key,
-            uid,
-            doc! { "$pullAll": { "cacheDrops": ids }, "$unset": { "cacheDropsDue": "" } },
-        )
-        .await
+        self.update_record(key, uid, doc! { "$pullAll": { "cacheDrops": ids } })
+            .await
     }
 
     pub async fn record_grant(
@@ -335,6 +343,40 @@ impl Store {
     }
 
     /// Removes the record once everything it names is gone.
+    /// Gives the record of object `uid` to `administrators` (the instance, standing for its
+    /// namespace's objects): a tenant's role the instance has since made assignable stays in
+    /// LibreChat when the tenant's object goes, and the administrators' own object of that
+    /// name takes the record over ([`Store::take_over_handed`]) rather than find a role
+    /// nobody may declare.
+    pub async fn hand_over_access(
+        &self,
+        key: &str,
+        uid: &str,
+        administrators: &Owner,
+    ) -> Result<(), StoreError> {
+        let set = doc! { "$set": {
+            "kind": &administrators.kind, "namespace": &administrators.namespace,
+            "name": &administrators.name, "uid": HANDED_OVER,
+        } };
+        self.update_record(key, uid, set).await
+    }
+
+    /// Takes a record handed over to the administrators for `owner` (one of theirs); returns
+    /// it as now held, or `None` when it was not handed over (any longer).
+    pub async fn take_over_handed(
+        &self,
+        key: &str,
+        owner: &Owner,
+    ) -> Result<Option<AccessRecord>, StoreError> {
+        let set = doc! { "$set": {
+            "kind": &owner.kind, "namespace": &owner.namespace,
+            "name": &owner.name, "uid": &owner.uid,
+        } };
+        self.update_record(key, HANDED_OVER, set).await?;
+        let record = self.access_record(key).await?;
+        Ok(record.filter(|r| r.owner.uid == owner.uid))
+    }
+
     pub async fn release_access(&self, key: &str, uid: &str) -> Result<(), StoreError> {
         self.collection(ACCESS_RECORDS)
             .delete_one(doc! { "_id": key, "uid": uid })
