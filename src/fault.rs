@@ -11,6 +11,11 @@
 //! deleted and its accounts moved to USER, its name not yet released), `after-ban-written`
 //! (a `BANS:` document written, the user's sessions not yet ended), `after-ban-share-removed`
 //! (a ban's share removed, the `BANS:` document not yet rewritten or lifted).
+//!
+//! Pause points, for tests of races: with `LIBRECHAT_OPERATOR_PAUSE_AT=<point>` a reconcile
+//! that reaches the point waits [`PAUSE`] there (logging that it does), while the others go
+//! on. Points: `before-account-create` (the policy checks are read, the account not yet
+//! written).
 
 use std::sync::OnceLock;
 
@@ -24,5 +29,18 @@ pub fn crash_point(point: &str) {
     if wanted.as_deref() == Some(point) {
         eprintln!("crash point {point} reached: exiting as LIBRECHAT_OPERATOR_CRASH_AT asks");
         std::process::exit(CRASH_EXIT_CODE);
+    }
+}
+
+/// How long a pause point holds its reconcile.
+pub const PAUSE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Waits [`PAUSE`] if the environment asks for a pause at `point`.
+pub async fn pause_point(point: &str) {
+    static WANTED: OnceLock<Option<String>> = OnceLock::new();
+    let wanted = WANTED.get_or_init(|| std::env::var("LIBRECHAT_OPERATOR_PAUSE_AT").ok());
+    if wanted.as_deref() == Some(point) {
+        eprintln!("pause point {point} reached: waiting as LIBRECHAT_OPERATOR_PAUSE_AT asks");
+        tokio::time::sleep(PAUSE).await;
     }
 }

@@ -1476,6 +1476,47 @@ async fn a_tenant_role_made_assignable_is_handed_to_the_administrators() {
     assert_eq!(record.get_str("namespace"), Ok(w.ns.as_str()), "{record}");
 }
 
+/// The race: a tenant's account is written into the tenant's role just as the role's
+/// deletion moves the role's accounts to USER (the role policy was read before the write).
+/// The account must not be left in a role LibreChat no longer has: denied everything, the
+/// name blocked for every team, and inherited by whoever declares the name next.
+#[tokio::test]
+async fn an_account_written_into_a_role_being_deleted_ends_in_user() {
+    let mut w = World::new("tr-rolerace").await;
+    let t = format!("{}-t", w.ns);
+    create_namespace(&w.client, &t).await;
+    let pause = [("LIBRECHAT_OPERATOR_PAUSE_AT", "before-account-create")];
+    w.start_operator_in_with_env(&format!("{},{t}", w.ns), &pause);
+    let policy =
+        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageRoles": true } });
+    w.ready_instance("lc", policy).await;
+    let role = json!({ "instanceRef": lc(&w), "name": "RACEX", "permissions": { "AGENTS": { "USE": true } } });
+    w.apply_in(&t, "LibreChatRole", "team", role).await;
+    ready_in(&w, &t, "librechatroles", "team", "True", "Reconciled").await;
+
+    let member = json!({ "instanceRef": lc(&w), "email": "racer@example.com", "role": "RACEX" });
+    w.apply_in(&t, "LibreChatUser", "member", member).await;
+    eventually(
+        "the account's creation to pause after its policy check",
+        || async {
+            w.operator_log()
+                .contains("pause point before-account-create reached")
+                .then_some(())
+        },
+    )
+    .await;
+    // The role goes while the creation waits (its accounts, none yet, move to USER).
+    delete_in(&w.client, &t, "LibreChatRole", "team").await;
+    eventually("the role to be deleted", || async {
+        (count(&w, "roles", doc! { "name": "RACEX" }).await == 0).then_some(())
+    })
+    .await;
+
+    ready_in(&w, &t, "librechatusers", "member", "False", "NotPermitted").await;
+    let account = w.find_user("racer@example.com").await.expect("created");
+    assert_eq!(account.get_str("role"), Ok("USER"), "{account}");
+}
+
 /// An object refused because another one holds its group's name (in another namespace,
 /// watched by another scope) takes the name once the holder goes, without a change of its own.
 #[tokio::test]

@@ -24,6 +24,8 @@ struct Account {
     /// Whether its password was set at creation from the current Secret version.
     password_set: bool,
     wrote: bool,
+    /// Whether this reconcile wrote the declared role to it (created with it, or put back).
+    role_written: bool,
 }
 
 pub(super) async fn converge(
@@ -62,6 +64,9 @@ pub(super) async fn converge(
     if let Err(outcome) = correct(ctx, plan, &mut account, user).await? {
         return Ok(Converged::Done(Box::new(outcome)));
     }
+    if let Some(outcome) = role_taken_away(plan, &account, user).await? {
+        return Ok(Converged::Done(Box::new(outcome)));
+    }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
     let report = match actions::apply(ctx, plan, &claim, &account.stored, user).await? {
         Ok(report) => report,
@@ -79,6 +84,28 @@ pub(super) async fn converge(
         actions: report.actions,
         ..outcome
     })))
+}
+
+/// When this reconcile wrote a tenant's custom role to the account and the role's deletion
+/// began meanwhile: the account moved to USER, and the outcome that says why.
+async fn role_taken_away(
+    plan: &Plan,
+    account: &Account,
+    user: &LibreChatUser,
+) -> Result<Option<Outcome>, ReconcileError> {
+    let (true, Some(role)) = (account.role_written, plan.desired.role.as_deref()) else {
+        return Ok(None);
+    };
+    let store = plan.store();
+    let moved =
+        super::role_policy::recheck_after_write(store, &plan.tenancy, &account.stored, role)
+            .await?;
+    Ok(moved.map(|why| {
+        let message = format!(
+            "{why}; the account was moved to USER, as the role's deletion moves its accounts"
+        );
+        Outcome::waiting(reason::NOT_PERMITTED, message, user)
+    }))
 }
 
 /// [`in_sync`] with the balance status read for it.
@@ -108,6 +135,7 @@ pub(super) fn may_write_as_is(plan: &Plan, claim: &Claim, stored: &StoredUser) -
         created: claim.created,
         password_set: false,
         wrote: false,
+        role_written: false,
     };
     write_refused(plan, &account, &drift(stored, &plan.desired)).is_none()
 }
@@ -195,6 +223,7 @@ async fn create(
     store
         .carry_bans(&ban_subjects(plan), &reserved.to_hex(), may_carry)
         .await?;
+    crate::fault::pause_point("before-account-create").await;
     let created = store.create_user(reserved, &plan.desired, hash).await?;
     ctx.hashed_ahead.forget(uid);
     match created {
@@ -209,6 +238,7 @@ async fn create(
                 created: true,
                 password_set: plan.password.is_some(),
                 wrote: true,
+                role_written: plan.desired.role.is_some(),
             }))
         }
         // Our own id: a concurrent reconcile of this object created it. Another id: LibreChat
@@ -280,6 +310,7 @@ async fn take(
             created,
             password_set: false,
             wrote: false,
+            role_written: false,
         }));
     }
     if let Some(gone) = claim.user_id.filter(|_| claim.confirmed) {
@@ -304,6 +335,7 @@ async fn take(
         created: false,
         password_set: false,
         wrote: true,
+        role_written: false,
     };
     // A refused adoption holds no claim, so it blocks nobody who may take the account.
     let changed = drift(&adopted.stored, &plan.desired);
@@ -323,6 +355,7 @@ async fn take(
         created: false,
         password_set: false,
         wrote: true,
+        role_written: false,
     }))
 }
 
@@ -335,6 +368,7 @@ pub(super) fn refusal_to_adopt(plan: &Plan, stored: &StoredUser) -> Option<Strin
             created: false,
             password_set: false,
             wrote: true,
+            role_written: false,
         };
         write_refused(plan, &adopted, &drift(stored, &plan.desired))
     })
@@ -463,6 +497,7 @@ async fn correct(
             .await?;
     }
     store.correct_user(&account.stored, &plan.desired).await?;
+    account.role_written = cached;
     if cached {
         crate::fault::crash_point("after-role-change");
         store.drop_user_caches(&account.stored).await?;

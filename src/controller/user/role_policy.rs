@@ -5,6 +5,7 @@
 use crate::controller::tenancy::Tenancy;
 use crate::librechat::access::role_key;
 use crate::librechat::permissions::is_built_in;
+use crate::librechat::users::StoredUser;
 use crate::librechat::{Store, StoreError};
 
 /// Why an object of `tenancy` may not hold an account in `role`, if it may not. `USER` is
@@ -39,6 +40,27 @@ pub(super) async fn refusal(
         tenancy.namespace,
         tenancy.who_may("assign other roles")
     )))
+}
+
+/// Checks again, after the account `stored` was written with a tenant's custom role, that
+/// the role is still the tenant's. The policy was read before the write; a role whose
+/// deletion began in between has moved its accounts to USER already and would leave this one
+/// in a role LibreChat no longer has (denied everything, the name blocked for every team, and
+/// inherited by whoever declares it next). It goes to USER, as the deletion would have moved
+/// it, its caches dropped. The deletion marks the role `releasing` before it moves accounts,
+/// so either it moves this one or this check sees the mark. Returns why, if it moved.
+pub(super) async fn recheck_after_write(
+    store: &Store,
+    tenancy: &Tenancy,
+    stored: &StoredUser,
+    role: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some(why) = refusal(store, tenancy, role).await? else {
+        return Ok(None);
+    };
+    store.leave_role(stored.id, role).await?;
+    store.drop_user_caches(stored).await?;
+    Ok(Some(why))
 }
 
 /// Whether a tenant may adopt an account LibreChat holds in `stored_role`: not one in a

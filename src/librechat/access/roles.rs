@@ -207,6 +207,20 @@ impl Store {
         Ok(moved)
     }
 
+    /// Moves the account `user` out of role `name` to USER, if it is still in it (as
+    /// [`Store::delete_role`] moves a deleted role's accounts). Returns whether it moved.
+    pub async fn leave_role(&self, user: ObjectId, name: &str) -> Result<bool, StoreError> {
+        let result = self
+            .collection(collections::USERS)
+            .update_one(
+                doc! { "_id": user, "role": name },
+                doc! { "$set": { "role": "USER" } },
+            )
+            .deadline("moving an account out of a deleted role")
+            .await?;
+        Ok(result.modified_count > 0)
+    }
+
     /// Drops LibreChat's cached copy of the role (`ROLES:<name>`, no TTL).
     pub async fn drop_role_cache(&self, name: &str) -> Result<(), StoreError> {
         if let Some(redis) = self.redis()? {
