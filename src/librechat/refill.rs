@@ -40,7 +40,16 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let stored = self.find_balance(user).await?;
         let current = stored.as_ref().map(|s| s.refill.clone());
-        if current.as_ref().is_some_and(|c| wanted.matches(c)) {
+        if let Some(current) = current.as_ref().filter(|c| wanted.matches(c)) {
+            if claim.refill.is_none() {
+                // Written before the operator kept what it replaced (an earlier version):
+                // what registration gives stands in for it.
+                let claimed = ClaimedRefill {
+                    before: Refill::default(),
+                    written: current.clone(),
+                };
+                self.record_refill(claim, Some(&claimed)).await?;
+            }
             return Ok(false);
         }
         let current = current.unwrap_or_default();

@@ -358,6 +358,51 @@ async fn auto_refill_taken_out_of_the_spec_is_put_back() {
     })
     .await;
     refill_becomes(&w, id, yaml, "LibreChat's own settings kept").await;
+
+    // Settings an earlier version wrote, with no record of what they replaced: the record is
+    // made at the next reconcile (what registration gives standing in for the earlier ones),
+    // so they still go with their declaration.
+    let owners = w.db.collection::<Document>("librechat_operator_owners");
+    let again = json!({ "autoRefill": { "enabled": true, "amount": 70 } });
+    w.apply(
+        "LibreChatUser",
+        "r",
+        user_spec("unrefill@example.com", again),
+    )
+    .await;
+    let declared = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 70 });
+    refill_becomes(&w, id, declared, "the third declaration").await;
+    w.stop_operator();
+    owners
+        .update_one(
+            doc! { "_id": "unrefill@example.com" },
+            doc! { "$unset": { "refill": "" } },
+        )
+        .await
+        .unwrap();
+    w.start_operator();
+    eventually("the record of the refill to be made", || async {
+        let owner = owners
+            .find_one(doc! { "_id": "unrefill@example.com" })
+            .await
+            .ok()??;
+        owner.contains_key("refill").then_some(())
+    })
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "r",
+        json!({ "instanceRef": { "name": "lc" }, "email": "unrefill@example.com" }),
+    )
+    .await;
+    refill_becomes(
+        &w,
+        id,
+        refill_defaults(),
+        "the earlier version's refill put back",
+    )
+    .await;
 }
 
 /// The attack: a tenant the instance let grant credits declares a generous auto-refill; the
