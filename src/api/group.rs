@@ -155,6 +155,10 @@ impl LibreChatGroupSpec {
         if spec.email.as_ref().is_some_and(|e| e.chars().count() > 500) {
             return Err("email is longer than LibreChat's 500 characters".into());
         }
+        // One address: its domain is what a tenant's emailDomains are checked against.
+        if let Some(email) = &spec.email {
+            super::validate::check_email(email).map_err(|why| format!("the group's {why}"))?;
+        }
         if spec.members.len() > 500 {
             return Err("more than LibreChat's 500 members".into());
         }

@@ -256,11 +256,16 @@ async fn deliver(
     )
     .await
     {
-        Ok(()) => {
+        Ok(delivery) => {
             ctx.mail_pacer.sent(&email);
             crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
-            let note = format!("the invitation link was emailed to {email}");
+            let note = match delivery {
+                crate::mail::Delivery::Confirmed => {
+                    format!("the invitation link was emailed to {email}")
+                }
+                crate::mail::Delivery::Unconfirmed => format!("the invitation link was handed to the relay for {email}, which did not confirm it in time: it may not have arrived, and is not sent again (the link in the Secret works; re-create the invitation to mail a new one)"),
+            };
             let change = invite_change("EmailSent", &instance, &email, note);
             ctx.changed(invite, change).await;
         }
@@ -292,7 +297,7 @@ async fn send(
     site: &str,
     issued: Option<&str>,
     expires_at: &str,
-) -> Result<(), String> {
+) -> Result<crate::mail::Delivery, String> {
     // The relay's Secret is the instance's configuration: named only to its own namespace.
     let namespace = invite.namespace().unwrap_or_default();
     let credentials = super::secrets::smtp_credentials(&ctx.client, instance, smtp)

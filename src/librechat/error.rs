@@ -163,11 +163,10 @@ fn describe(err: &mongodb::error::Error) -> String {
 /// (a validator's copy of the rejected document), and a duplicate key's message ends in the
 /// key's value (`dup key: { ... }`); either may be a password hash or a token's.
 fn refusal(what: &str, code: i32, name: Option<&str>, message: &str) -> String {
-    let message = message
-        .split(" dup key:")
-        .next()
-        .unwrap_or(message)
-        .trim_end();
+    // Values come quoted in braces ("dup key: { ... }", "to execute command { update: ... }",
+    // with the documents of the command): nothing from the first brace on is told.
+    let message = message.split(" dup key:").next().unwrap_or(message);
+    let message = message.split('{').next().unwrap_or(message).trim_end();
     let name = name.filter(|n| !n.is_empty()).unwrap_or("unnamed");
     format!("the server refused the {what}: error {code} ({name}): {message}")
 }
@@ -272,6 +271,17 @@ mod tests {
         assert_eq!(
             said,
             "the server refused the write: error 11000 (unnamed): E11000 duplicate key error collection: db.tokens index: token_1"
+        );
+        // An authorization failure quotes the whole command, its documents included.
+        let refused: mongodb::error::CommandError = mongodb::bson::from_document(doc! {
+            "code": 13, "codeName": "Unauthorized",
+            "errmsg": format!("not authorized on LibreChat to execute command {{ update: \"users\", updates: [ {{ u: {{ $set: {{ password: \"{hash}\" }} }} }} ] }}"),
+        })
+        .unwrap();
+        let said = describe(&Error::from(ErrorKind::Command(refused)));
+        assert_eq!(
+            said,
+            "the server refused the command: error 13 (Unauthorized): not authorized on LibreChat to execute command"
         );
     }
 

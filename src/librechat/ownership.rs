@@ -201,7 +201,9 @@ impl Store {
         self.collection(collections::OWNERS)
             .update_one(
                 doc! { "_id": email, "uid": owner_uid, "userId": gone, "confirmed": true },
-                doc! { "$set": { "userId": ObjectId::new(), "confirmed": false } },
+                // What the old account's refill replaced is no account's now.
+                doc! { "$set": { "userId": ObjectId::new(), "confirmed": false },
+                "$unset": { "refill": "" } },
             )
             .deadline("reserving the account id")
             .await

@@ -26,27 +26,41 @@ pub struct ClaimedRefill {
     pub before: Refill,
     /// The settings the operator wrote last.
     pub written: Refill,
+    /// The settings it wrote before those, while the write of `written` may not have
+    /// happened (a crash or a failed call right after the record): still its own.
+    pub previous: Option<Refill>,
+}
+
+impl ClaimedRefill {
+    /// Whether `stored` holds settings the operator wrote (not ones LibreChat chose since).
+    fn written_by_operator(&self, stored: &Refill) -> bool {
+        *stored == self.written || self.previous.as_ref() == Some(stored)
+    }
 }
 
 impl Store {
     /// Writes the declared refill settings onto the record LibreChat reads (creating one with
     /// no credits, as LibreChat's `upsertBalanceFields`, when there is none), recording first
     /// in `claim` what it replaces. Returns whether anything was written.
+    ///
+    /// `registered` is what LibreChat's registration gives a new account on this instance:
+    /// it stands in for the settings replaced when an earlier version wrote them without
+    /// keeping those.
     pub async fn set_refill(
         &self,
         claim: &Claim,
         user: ObjectId,
         wanted: &RefillUpdate,
+        registered: &Refill,
     ) -> Result<bool, StoreError> {
         let stored = self.find_balance(user).await?;
         let current = stored.as_ref().map(|s| s.refill.clone());
         if let Some(current) = current.as_ref().filter(|c| wanted.matches(c)) {
             if claim.refill.is_none() {
-                // Written before the operator kept what it replaced (an earlier version):
-                // what registration gives stands in for it.
                 let claimed = ClaimedRefill {
-                    before: Refill::default(),
+                    before: registered.clone(),
                     written: current.clone(),
+                    previous: None,
                 };
                 self.record_refill(claim, Some(&claimed)).await?;
             }
@@ -54,20 +68,26 @@ impl Store {
         }
         let current = current.unwrap_or_default();
         let written = wanted.merged(&current);
-        let before = claim.refill.as_ref().map_or(current, |r| r.before.clone());
-        self.record_refill(
-            claim,
-            Some(&ClaimedRefill {
-                before,
+        let claimed = match &claim.refill {
+            Some(r) => ClaimedRefill {
+                before: r.before.clone(),
                 written: written.clone(),
-            }),
-        )
-        .await?;
+                previous: Some(r.written.clone()),
+            },
+            None => ClaimedRefill {
+                before: current,
+                written: written.clone(),
+                previous: None,
+            },
+        };
+        self.record_refill(claim, Some(&claimed)).await?;
         match stored {
             None => {
                 self.ensure_balance_record(user, 0, &written).await?;
             }
-            Some(stored) => self.write_refill(stored.id, &written).await?,
+            Some(stored) => {
+                self.write_refill(stored.id, None, &written).await?;
+            }
         }
         Ok(true)
     }
@@ -81,19 +101,35 @@ impl Store {
         let mut wrote = false;
         if let Some(id) = claim.user_id {
             let stored = self.find_balance(id).await?;
-            if let Some(stored) = stored.filter(|s| s.refill == claimed.written) {
-                self.write_refill(stored.id, &claimed.before).await?;
-                wrote = true;
+            if let Some(stored) = stored.filter(|s| claimed.written_by_operator(&s.refill)) {
+                // Fenced on what was read: a login sync in between is LibreChat's to keep.
+                wrote = self
+                    .write_refill(stored.id, Some(&stored.refill), &claimed.before)
+                    .await?;
             }
         }
         self.record_refill(claim, None).await?;
         Ok(wrote)
     }
 
-    async fn write_refill(&self, record: ObjectId, refill: &Refill) -> Result<(), StoreError> {
+    /// Writes `refill` onto the balance record, if it still holds `read` (when given).
+    /// Returns whether it was written.
+    async fn write_refill(
+        &self,
+        record: ObjectId,
+        read: Option<&Refill>,
+        refill: &Refill,
+    ) -> Result<bool, StoreError> {
+        let mut filter = doc! { "_id": record };
+        if let Some(read) = read {
+            filter.insert("autoRefillEnabled", read.enabled);
+            filter.insert("refillIntervalValue", js_number(read.interval_value));
+            filter.insert("refillIntervalUnit", &read.interval_unit);
+            filter.insert("refillAmount", js_number(read.amount));
+        }
         self.collection(BALANCES)
             .update_one(
-                doc! { "_id": record },
+                filter,
                 doc! { "$set": {
                     "autoRefillEnabled": refill.enabled,
                     "refillIntervalValue": js_number(refill.interval_value),
@@ -103,7 +139,7 @@ impl Store {
             )
             .deadline("setting auto-refill")
             .await
-            .map(|_| ())
+            .map(|r| r.matched_count > 0)
     }
 
     /// Records (or with `None`, forgets) the refill settings of `claim`'s object.
@@ -113,10 +149,16 @@ impl Store {
         refill: Option<&ClaimedRefill>,
     ) -> Result<(), StoreError> {
         let update = match refill {
-            Some(r) => doc! { "$set": { "refill": {
-                "before": refill_doc(&r.before),
-                "written": refill_doc(&r.written),
-            } } },
+            Some(r) => {
+                let mut kept = doc! {
+                    "before": refill_doc(&r.before),
+                    "written": refill_doc(&r.written),
+                };
+                if let Some(previous) = &r.previous {
+                    kept.insert("previous", refill_doc(previous));
+                }
+                doc! { "$set": { "refill": kept } }
+            }
             None => doc! { "$unset": { "refill": "" } },
         };
         self.collection(collections::OWNERS)
@@ -154,6 +196,7 @@ pub(super) fn claimed_from(owner_record: &Document) -> Option<ClaimedRefill> {
     Some(ClaimedRefill {
         before: refill_from(r.get_document("before").ok()?)?,
         written: refill_from(r.get_document("written").ok()?)?,
+        previous: r.get_document("previous").ok().and_then(refill_from),
     })
 }
 
@@ -173,11 +216,19 @@ mod tests {
         let record = doc! { "refill": {
             "before": refill_doc(&before),
             "written": refill_doc(&written),
+            "previous": refill_doc(&before),
         } };
-        assert_eq!(
-            claimed_from(&record),
-            Some(ClaimedRefill { before, written })
-        );
+        let claimed = claimed_from(&record).unwrap();
+        assert_eq!(claimed.before, before);
+        assert_eq!(claimed.written, written);
+        // Either value it wrote is its own; anything else is LibreChat's.
+        assert!(claimed.written_by_operator(&written));
+        assert!(claimed.written_by_operator(&before));
+        let other = Refill {
+            amount: 1,
+            ..before.clone()
+        };
+        assert!(!claimed.written_by_operator(&other));
         assert_eq!(claimed_from(&doc! {}), None);
         // A damaged record counts as none: nothing is put back from it.
         assert_eq!(claimed_from(&doc! { "refill": { "before": 1 } }), None);

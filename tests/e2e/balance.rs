@@ -416,13 +416,15 @@ async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
     let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
     let generous = json!({ "autoRefill": {
         "enabled": true, "intervalValue": 1, "intervalUnit": "seconds", "amount": 1000000 } });
-    for name in ["a", "b"] {
-        let spec = json!({ "instanceRef": lc, "email": format!("{name}-revoke@example.com"),
-            "balance": generous });
-        w.apply_in(&t, "LibreChatUser", name, spec).await;
+    let spec = |name: &str| {
+        json!({ "instanceRef": lc, "email": format!("{name}-revoke@example.com"),
+        "balance": generous })
+    };
+    for name in ["a", "b", "c"] {
+        w.apply_in(&t, "LibreChatUser", name, spec(name)).await;
     }
     let mut ids = Vec::new();
-    for name in ["a", "b"] {
+    for name in ["a", "b", "c"] {
         let obj =
             wait_condition_in(&w.client, &t, "librechatusers", name, "Ready", "True", None).await;
         let id = obj.pointer("/status/userId").unwrap().as_str().unwrap();
@@ -431,6 +433,21 @@ async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
     let set = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
         "refillIntervalUnit": "seconds", "refillAmount": 1000000 });
     refill_becomes(&w, ids[0], set, "the tenant's refill").await;
+    // One object is refused for something else first (a role it may not assign): keeping it
+    // refused must not keep the right.
+    let mut parked = spec("c");
+    parked["role"] = json!("NOTMINE");
+    w.apply_in(&t, "LibreChatUser", "c", parked).await;
+    wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "c",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
 
     // The admin revokes the right; nothing in the tenant's namespace changes.
     let revoked = json!({ "allowedNamespaces": [t.clone()], "balance": { "enabled": true },
@@ -447,6 +464,13 @@ async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
     )
     .await;
     refill_becomes(&w, ids[0], refill_defaults(), "the revoked refill put back").await;
+    refill_becomes(
+        &w,
+        ids[2],
+        refill_defaults(),
+        "the refused object's refill put back",
+    )
+    .await;
 
     // And a namespace taken out of the policy altogether loses it too.
     let closed = json!({ "allowedNamespaces": [], "balance": { "enabled": true },

@@ -544,6 +544,11 @@ async fn a_tenant_cannot_claim_an_email_outside_its_domains() {
     let finance =
         json!({ "instanceRef": lc(&w), "name": "Finance", "email": "finance@corp.example.com" });
     w.apply_in(&t, "LibreChatGroup", "finance", finance).await;
+    // Nor by an address that only ends in one of its domains.
+    let payroll = json!({ "instanceRef": lc(&w), "name": "Payroll",
+        "email": "payroll@corp.example.com (list)@team.example.com" });
+    w.apply_in(&t, "LibreChatGroup", "payroll", payroll).await;
+    ready_in(&w, &t, "librechatgroups", "payroll", "False", "InvalidSpec").await;
 
     for (plural, name) in [
         ("librechatusers", "ceo"),
@@ -873,11 +878,10 @@ async fn a_deleted_role_is_not_put_back_on_its_accounts_after_a_crash() {
     );
     let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
-    assert_eq!(
-        role_of(&w, id).await,
-        "USER",
-        "the deletion moved the account"
-    );
+    // The deletion moved the account to USER; the user's own reconcile, started with it and
+    // having read the policy before the deletion began, may have put CREW back just before
+    // the crash (what the post-write check undoes when there is no crash): only the end
+    // state below is certain.
     assert_eq!(count(&w, "roles", doc! { "name": "CREW" }).await, 0);
 
     // Back up: the user's reconcile (its role now has no document) and the role's cleanup race.

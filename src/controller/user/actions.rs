@@ -19,6 +19,7 @@ use crate::librechat::one_shot::{AppliedActions, OneShot};
 use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
 use crate::librechat::verification::{new_raw_verification_token, verification_link};
+use crate::mail::Delivery;
 use crate::metrics::SecretUse;
 
 /// What the actions leave in status.
@@ -291,34 +292,42 @@ async fn issue_link(
     let delivered = if by_email {
         deliver_by_email(ctx, plan, stored, &raw, &expires_at).await
     } else {
-        deliver_in_secret(ctx, plan, user, &raw, &expires_at).await
+        let in_secret = deliver_in_secret(ctx, plan, user, &raw, &expires_at).await;
+        in_secret.map(|()| Delivery::Confirmed)
     };
-    if let Err(why) = delivered {
-        if by_email {
-            store
-                .return_action(
-                    email,
-                    uid,
-                    OneShot::Verification,
-                    previous.map(String::as_str),
-                )
-                .await?;
+    let delivery = match delivered {
+        Ok(delivery) => delivery,
+        Err(why) => {
+            if by_email {
+                store
+                    .return_action(
+                        email,
+                        uid,
+                        OneShot::Verification,
+                        previous.map(String::as_str),
+                    )
+                    .await?;
+            }
+            let message = format!("the verification link could not be delivered: {why}");
+            return Ok(Err(Outcome::waiting(
+                reason::VERIFICATION_NOT_SENT,
+                message,
+                user,
+            )));
         }
-        let message = format!("the verification link could not be delivered: {why}");
-        return Ok(Err(Outcome::waiting(
-            reason::VERIFICATION_NOT_SENT,
-            message,
-            user,
-        )));
-    }
+    };
     if !by_email {
         store
             .record_action(email, uid, OneShot::Verification, trigger)
             .await?;
     }
     let how = if by_email { "email" } else { "secret" };
+    let unconfirmed = match delivery {
+        Delivery::Confirmed => "",
+        Delivery::Unconfirmed => " (the relay did not confirm it in time: it may not have arrived, and is not sent again; set resendVerificationAt to send a new one)",
+    };
     let note = format!(
-        "issued a verification link for {email}, delivered by {how}, valid until {expires_at}"
+        "issued a verification link for {email}, delivered by {how}, valid until {expires_at}{unconfirmed}"
     );
     ctx.changed(user, plan.change("VerificationIssued", stored.id, note))
         .await;
@@ -335,7 +344,7 @@ async fn deliver_by_email(
     stored: &StoredUser,
     raw: &str,
     expires_at: &str,
-) -> Result<(), String> {
+) -> Result<Delivery, String> {
     let instance = &plan.instance;
     let (Some(smtp), Some(site)) = (&instance.spec.smtp, &instance.spec.domain_client) else {
         return Err("the instance declares no smtp relay and domainClient".into());
@@ -353,11 +362,11 @@ async fn deliver_by_email(
         link: &link,
         expires_at,
     };
-    crate::mail::send_verification(smtp, credentials, &message)
+    let delivery = crate::mail::send_verification(smtp, credentials, &message)
         .await
         .map_err(|e| mail_failure_for(instance, &e, namespace))?;
     ctx.mail_pacer.sent(&plan.email);
-    Ok(())
+    Ok(delivery)
 }
 
 /// The Secret that holds the link when there is no relay.

@@ -192,7 +192,10 @@ async fn converge_refill(
     let store = plan.store();
     let change = match declared(user).and_then(|b| b.auto_refill.as_ref()) {
         Some(refill) => {
-            let set = store.set_refill(claim, id, &refill_update(refill)).await?;
+            let config = plan.instance.spec.balance_config();
+            let registered = config.auto_refill().map(refill_of).unwrap_or_default();
+            let update = refill_update(refill);
+            let set = store.set_refill(claim, id, &update, &registered).await?;
             let note = format!("set the auto-refill settings of {}", plan.email);
             set.then(|| plan.change("AutoRefillSet", id, note))
         }

@@ -81,6 +81,13 @@ pub(super) async fn cleanup(
     if let Err(e) = stores.store.finish_owed(&claim).await {
         return blocked(api, user, ctx, &e.to_string()).await;
     }
+    // An account left behind keeps what it was given, but not an auto-refill its namespace
+    // may no longer declare: deleting a refused object must not make a revoked right last.
+    if !Tenancy::of(&instance, &namespace).may_grant_credits {
+        if let Err(e) = stores.store.withdraw_refill(&claim).await {
+            return blocked(api, user, ctx, &e.to_string()).await;
+        }
+    }
     // Retain leaves the plugins installed, like the account; the record of them goes.
     if let Some(id) = claim.user_id {
         if let Err(e) = stores.store.forget_installed_plugins(id, &owner.uid).await {

@@ -402,9 +402,13 @@ async fn resolve(
         }
     };
     let store = target.stores.store.clone();
+    let instance = target.instance.clone();
     let planned = plan_on(user, ctx, reading, target, redis_out).await?;
     if planned.is_err() {
-        store.finish_owed_by(&uid_of(user)).await?;
+        // Refused for something else: an auto-refill it may no longer declare goes anyway,
+        // or a team could keep a revoked right by keeping its object refused.
+        let revoked = !Tenancy::of(&instance, &namespace).may_grant_credits;
+        settle_refused(ctx, user, &instance, &store, revoked).await?;
     }
     Ok(planned)
 }
