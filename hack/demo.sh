@@ -109,6 +109,16 @@ for b in db.logs.find({"key": {"$regex": "^BANS:"}}):
     print(f"{b['key']:36} ends {end}")
 PY
 
+# The instance recounts its stats at most once a minute; its first count came before the
+# users above existed. Wait for the count that includes them, so the summary is current.
+users=$(kubectl -n librechat get librechatuser -o name | wc -l)
+echo "(waiting for the instance's next count of the $users managed users: at most a minute)"
+for _ in $(seq 1 75); do
+  managed=$(kubectl -n librechat get librechatinstance librechat -o jsonpath='{.status.stats.managedUsers}' 2>/dev/null || true)
+  [ "${managed:-0}" -ge "$users" ] && break
+  sleep 1
+done
+
 say "kubectl librechat status -n librechat (the same binary as a kubectl plugin; make plugin installs it)"
 ./target/debug/librechat-operator kubectl status -n librechat || true
 
