@@ -495,6 +495,56 @@ async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
     .await;
 }
 
+/// The attack: a tenant about to lose `grantCredits` deletes its object (the account is
+/// retained) so that the refill it declared outlives the revocation. The deletion, once the
+/// namespace may no longer grant credits, puts the refill back before releasing the account.
+#[tokio::test]
+async fn deleting_an_object_after_the_revocation_does_not_keep_its_refill() {
+    let allowed =
+        json!({ "balance": { "enabled": true }, "tenantPolicy": { "grantCredits": true } });
+    let (mut w, t) = crate::trust::tenant_world("bal-revdel", allowed).await;
+    let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
+    let generous = json!({ "autoRefill": {
+        "enabled": true, "intervalValue": 1, "intervalUnit": "seconds", "amount": 1000000 } });
+    let spec = json!({ "instanceRef": lc, "email": "leaver@example.com", "balance": generous });
+    w.apply_in(&t, "LibreChatUser", "leaver", spec).await;
+    let obj = wait_condition_in(
+        &w.client,
+        &t,
+        "librechatusers",
+        "leaver",
+        "Ready",
+        "True",
+        None,
+    )
+    .await;
+    let id = ObjectId::parse_str(obj.pointer("/status/userId").unwrap().as_str().unwrap()).unwrap();
+    let set = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 1000000 });
+    refill_becomes(&w, id, set, "the tenant's refill").await;
+
+    // While the operator is down the right is revoked and the object deleted: its cleanup is
+    // the only reconcile it gets.
+    w.stop_operator();
+    let revoked = json!({ "allowedNamespaces": [t.clone()], "balance": { "enabled": true },
+        "tenantPolicy": { "grantCredits": false } });
+    w.apply_instance("lc", &env("REDIS_URL"), revoked).await;
+    crate::support::delete_in(&w.client, &t, "LibreChatUser", "leaver").await;
+    w.start_operator_in(Some(&format!("{},{t}", w.ns)));
+    crate::trust::wait_gone_in(&w, &t, "librechatusers", "leaver").await;
+    assert!(
+        w.find_user("leaver@example.com").await.is_some(),
+        "the account is retained"
+    );
+    refill_becomes(
+        &w,
+        id,
+        refill_defaults(),
+        "the deleted object's refill put back",
+    )
+    .await;
+}
+
 /// Crashes at `point` while applying grant `g`, restarts, and proves it was applied once.
 async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: i64, before: i64) {
     let (scope, id, _) = ready_user(w, "c").await;
