@@ -18,7 +18,7 @@ use super::error::ReconcileError;
 use super::opening::{self, Opening};
 use super::report::report;
 use super::target::{self, Target};
-use super::tenancy::Tenancy;
+use super::tenancy::{owner_of, Tenancy};
 use crate::api::common::{reason, FINALIZER};
 use crate::api::group::{GroupMember, LibreChatGroupStatus};
 use crate::api::validate::normalize_email;
@@ -26,7 +26,6 @@ use crate::api::{LibreChatGroup, LibreChatUser};
 use crate::librechat::access::grants::Principal;
 use crate::librechat::access::groups::{member_id, GroupFields};
 use crate::librechat::access::{group_key, AccessRecord, CacheDrop, Claim, Claimed};
-use crate::librechat::ownership::Owner;
 use crate::librechat::{Store, StoreError};
 
 pub async fn reconcile(
@@ -211,15 +210,6 @@ async fn claim(
             Claimed::Taken(other) => Err(name_taken(group, &tenancy.names(&other))),
         },
     )
-}
-
-fn owner_of(group: &LibreChatGroup) -> Owner {
-    Owner {
-        kind: "LibreChatGroup".into(),
-        namespace: group.namespace().unwrap_or_default(),
-        name: group.name_any(),
-        uid: group.uid().unwrap_or_default(),
-    }
 }
 
 /// The declared members found in LibreChat (their `memberIds` values) and the ones not yet.

@@ -14,10 +14,9 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
 use super::target::{self, Target};
-use super::tenancy::Tenancy;
+use super::tenancy::{owner_of, Tenancy};
 use crate::api::common::{reason, InstanceRef};
 use crate::librechat::access::{AccessRecord, HANDED_OVER};
-use crate::librechat::ownership::Owner;
 
 /// A group or role whose reconcile may go on: what both kinds hold from then on.
 pub struct Opened {
@@ -117,16 +116,6 @@ pub async fn open<K: Resource<DynamicType = ()>>(
         return Ok(Err(opened.held().refuse(access::invalid_spec(why)).await?));
     }
     Ok(Ok(opened))
-}
-
-/// The owner a record names for `object`.
-fn owner_of<K: Resource<DynamicType = ()>>(object: &K) -> Owner {
-    Owner {
-        kind: K::kind(&()).to_string(),
-        namespace: object.namespace().unwrap_or_default(),
-        name: object.name_any(),
-        uid: object.uid().unwrap_or_default(),
-    }
 }
 
 /// The cache drops the object's records still owe, kept for an object refused for `problem`

@@ -184,12 +184,7 @@ async fn claim(
         let message = format!("LibreChat already uses the role name '{name}' (accounts, shares, system grants or config overrides name it), and a role a tenant declares under it would take that on: choose another name; nothing was written");
         return Ok(Err(Verdict::refused(reason::ALREADY_EXISTS, message, None)));
     }
-    let owner = Owner {
-        kind: "LibreChatRole".into(),
-        namespace: role.namespace().unwrap_or_default(),
-        name: role.name_any(),
-        uid: role.uid().unwrap_or_default(),
-    };
+    let owner = super::tenancy::owner_of(role);
     Ok(match store.claim_access(key, &owner, Claim::Role).await? {
         Claimed::Ours(r) => Ok(r),
         Claimed::Taken(other) => Err(name_taken(role, &tenancy.names(&other))),

@@ -2,12 +2,12 @@
 //! every other admitted namespace is a tenant, which reaches only what it owns. Every kind asks
 //! here, so the rules live in one place.
 
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 
 use mongodb::bson::oid::ObjectId;
 
 use crate::api::LibreChatInstance;
-use crate::librechat::ownership::Claim;
+use crate::librechat::ownership::{Claim, Owner};
 use crate::librechat::{Store, StoreError};
 
 /// What an object in one namespace may do on one instance.
@@ -185,6 +185,17 @@ fn domain_admits(pattern: &str, domain: &str) -> bool {
             .strip_suffix(parent)
             .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
         None => pattern == domain,
+    }
+}
+
+/// The owner an ownership or access record names for `object`: its kind, namespace, name
+/// and uid (the uid is what identifies it; the rest is for people).
+pub fn owner_of<K: Resource<DynamicType = ()>>(object: &K) -> Owner {
+    Owner {
+        kind: K::kind(&()).to_string(),
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+        uid: object.uid().unwrap_or_default(),
     }
 }
 

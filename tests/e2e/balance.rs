@@ -405,94 +405,84 @@ async fn auto_refill_taken_out_of_the_spec_is_put_back() {
     .await;
 }
 
+/// A tenant namespace the instance lets grant credits (LibreChat's balance on).
+async fn tenant_granting_credits(label: &str) -> (World, String) {
+    let allowed =
+        json!({ "balance": { "enabled": true }, "tenantPolicy": { "grantCredits": true } });
+    crate::trust::tenant_world(label, allowed).await
+}
+
+/// A tenant's LibreChatUser declaring a generous auto-refill.
+fn generous_refill(w: &World, email: &str) -> Value {
+    json!({ "instanceRef": { "name": "lc", "namespace": w.ns.clone() }, "email": email,
+        "balance": { "autoRefill": {
+            "enabled": true, "intervalValue": 1, "intervalUnit": "seconds", "amount": 1000000 } } })
+}
+
+/// The balance record's fields [`generous_refill`] writes.
+fn generous_refill_fields() -> Value {
+    json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 1000000 })
+}
+
+/// The account of the tenant's object `name`, once Ready.
+async fn ready_account_in(w: &World, t: &str, name: &str) -> ObjectId {
+    let obj = wait_condition_in(&w.client, t, "librechatusers", name, "Ready", "True", None).await;
+    ObjectId::parse_str(obj.pointer("/status/userId").unwrap().as_str().unwrap()).unwrap()
+}
+
+/// Waits for the tenant's object `name` to be refused with `reason`.
+async fn refused_in(w: &World, t: &str, name: &str, reason: &str) {
+    wait_condition_in(
+        &w.client,
+        t,
+        "librechatusers",
+        name,
+        "Ready",
+        "False",
+        Some(reason),
+    )
+    .await;
+}
+
 /// The attack: a tenant the instance let grant credits declares a generous auto-refill; the
 /// admin revokes `tenantPolicy.grantCredits`, and LibreChat would go on refilling the account
 /// for ever. The revocation takes the refill with it, as the namespace's removal does.
 #[tokio::test]
 async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
-    let allowed =
-        json!({ "balance": { "enabled": true }, "tenantPolicy": { "grantCredits": true } });
-    let (w, t) = crate::trust::tenant_world("bal-revoke", allowed).await;
-    let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
-    let generous = json!({ "autoRefill": {
-        "enabled": true, "intervalValue": 1, "intervalUnit": "seconds", "amount": 1000000 } });
-    let spec = |name: &str| {
-        json!({ "instanceRef": lc, "email": format!("{name}-revoke@example.com"),
-        "balance": generous })
-    };
+    let (w, t) = tenant_granting_credits("bal-revoke").await;
+    let spec = |name: &str| generous_refill(&w, &format!("{name}-revoke@example.com"));
     for name in ["a", "b", "c"] {
         w.apply_in(&t, "LibreChatUser", name, spec(name)).await;
     }
     let mut ids = Vec::new();
     for name in ["a", "b", "c"] {
-        let obj =
-            wait_condition_in(&w.client, &t, "librechatusers", name, "Ready", "True", None).await;
-        let id = obj.pointer("/status/userId").unwrap().as_str().unwrap();
-        ids.push(ObjectId::parse_str(id).unwrap());
+        ids.push(ready_account_in(&w, &t, name).await);
     }
-    let set = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
-        "refillIntervalUnit": "seconds", "refillAmount": 1000000 });
-    refill_becomes(&w, ids[0], set, "the tenant's refill").await;
+    refill_becomes(&w, ids[0], generous_refill_fields(), "the tenant's refill").await;
     // One object is refused for something else first (a role it may not assign): keeping it
     // refused must not keep the right.
     let mut parked = spec("c");
     parked["role"] = json!("NOTMINE");
     w.apply_in(&t, "LibreChatUser", "c", parked).await;
-    wait_condition_in(
-        &w.client,
-        &t,
-        "librechatusers",
-        "c",
-        "Ready",
-        "False",
-        Some("NotPermitted"),
-    )
-    .await;
+    refused_in(&w, &t, "c", "NotPermitted").await;
 
     // The admin revokes the right; nothing in the tenant's namespace changes.
     let revoked = json!({ "allowedNamespaces": [t.clone()], "balance": { "enabled": true },
         "tenantPolicy": { "grantCredits": false } });
     w.apply_instance("lc", &env("REDIS_URL"), revoked).await;
-    wait_condition_in(
-        &w.client,
-        &t,
-        "librechatusers",
-        "a",
-        "Ready",
-        "False",
-        Some("NotPermitted"),
-    )
-    .await;
+    refused_in(&w, &t, "a", "NotPermitted").await;
     refill_becomes(&w, ids[0], refill_defaults(), "the revoked refill put back").await;
-    refill_becomes(
-        &w,
-        ids[2],
-        refill_defaults(),
-        "the refused object's refill put back",
-    )
-    .await;
+    let refused = "the refused object's refill put back";
+    refill_becomes(&w, ids[2], refill_defaults(), refused).await;
 
     // And a namespace taken out of the policy altogether loses it too.
     let closed = json!({ "allowedNamespaces": [], "balance": { "enabled": true },
         "tenantPolicy": { "grantCredits": true } });
     w.apply_instance("lc", &env("REDIS_URL"), closed).await;
-    wait_condition_in(
-        &w.client,
-        &t,
-        "librechatusers",
-        "b",
-        "Ready",
-        "False",
-        Some("NamespaceNotAllowed"),
-    )
-    .await;
-    refill_becomes(
-        &w,
-        ids[1],
-        refill_defaults(),
-        "the removed namespace's refill put back",
-    )
-    .await;
+    refused_in(&w, &t, "b", "NamespaceNotAllowed").await;
+    let removed = "the removed namespace's refill put back";
+    refill_becomes(&w, ids[1], refill_defaults(), removed).await;
 }
 
 /// The attack: a tenant about to lose `grantCredits` deletes its object (the account is
@@ -500,28 +490,11 @@ async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
 /// namespace may no longer grant credits, puts the refill back before releasing the account.
 #[tokio::test]
 async fn deleting_an_object_after_the_revocation_does_not_keep_its_refill() {
-    let allowed =
-        json!({ "balance": { "enabled": true }, "tenantPolicy": { "grantCredits": true } });
-    let (mut w, t) = crate::trust::tenant_world("bal-revdel", allowed).await;
-    let lc = json!({ "name": "lc", "namespace": w.ns.clone() });
-    let generous = json!({ "autoRefill": {
-        "enabled": true, "intervalValue": 1, "intervalUnit": "seconds", "amount": 1000000 } });
-    let spec = json!({ "instanceRef": lc, "email": "leaver@example.com", "balance": generous });
+    let (mut w, t) = tenant_granting_credits("bal-revdel").await;
+    let spec = generous_refill(&w, "leaver@example.com");
     w.apply_in(&t, "LibreChatUser", "leaver", spec).await;
-    let obj = wait_condition_in(
-        &w.client,
-        &t,
-        "librechatusers",
-        "leaver",
-        "Ready",
-        "True",
-        None,
-    )
-    .await;
-    let id = ObjectId::parse_str(obj.pointer("/status/userId").unwrap().as_str().unwrap()).unwrap();
-    let set = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
-        "refillIntervalUnit": "seconds", "refillAmount": 1000000 });
-    refill_becomes(&w, id, set, "the tenant's refill").await;
+    let id = ready_account_in(&w, &t, "leaver").await;
+    refill_becomes(&w, id, generous_refill_fields(), "the tenant's refill").await;
 
     // While the operator is down the right is revoked and the object deleted: its cleanup is
     // the only reconcile it gets.
@@ -536,13 +509,8 @@ async fn deleting_an_object_after_the_revocation_does_not_keep_its_refill() {
         w.find_user("leaver@example.com").await.is_some(),
         "the account is retained"
     );
-    refill_becomes(
-        &w,
-        id,
-        refill_defaults(),
-        "the deleted object's refill put back",
-    )
-    .await;
+    let deleted = "the deleted object's refill put back";
+    refill_becomes(&w, id, refill_defaults(), deleted).await;
 }
 
 /// Crashes at `point` while applying grant `g`, restarts, and proves it was applied once.

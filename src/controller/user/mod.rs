@@ -34,7 +34,7 @@ use super::password::{self, ResolvedPassword};
 use super::report::report;
 use super::status::now_rfc3339;
 use super::target;
-use super::tenancy::Tenancy;
+use super::tenancy::{owner_of, Tenancy};
 use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::user::{ActionsStatus, VerificationStatus};
 use crate::api::validate::check_email;
@@ -242,15 +242,6 @@ async fn publish_status(
 
 fn uid_of(user: &LibreChatUser) -> String {
     user.uid().unwrap_or_default()
-}
-
-fn owner_of(user: &LibreChatUser) -> Owner {
-    Owner {
-        kind: "LibreChatUser".into(),
-        namespace: user.namespace().unwrap_or_default(),
-        name: user.name_any(),
-        uid: uid_of(user),
-    }
 }
 
 async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileError> {
