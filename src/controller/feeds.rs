@@ -1,15 +1,21 @@
 //! Change feeds: one MongoDB change stream per instance (where the server offers them), whose
 //! account changes wake the LibreChatUsers they concern. A woken object is reconciled like any
 //! other: its ownership record, not the feed, decides what it may write.
+//!
+//! A feed follows the database the instance's connection points at now: a connection rebuilt
+//! for another database (a Secret rotated to a new server) gets a new feed, and a deleted
+//! instance's feed stops. A feed that breaks opens again where it stopped, so an outage or a
+//! reconnect leaves nothing unseen until the next resync.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::broadcast;
 
-use crate::librechat::changes::AccountChange;
-use crate::librechat::Store;
+use crate::librechat::changes::{AccountChange, AccountFeed, FeedPosition};
+use crate::librechat::{Store, StoreError};
 
 /// How an instance learns of LibreChat's own writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,10 +38,22 @@ impl FeedMode {
     }
 }
 
+/// The longest wait before opening a broken feed again.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// One instance's feed: the database it follows and the task following it.
+struct Feed {
+    mode: FeedMode,
+    store: Store,
+    task: tokio::task::AbortHandle,
+}
+
+type FeedTable = Arc<Mutex<HashMap<String, Feed>>>;
+
 /// Changes seen by every instance's feed, for the controllers of every watch scope.
 pub struct Feeds {
     changes: broadcast::Sender<AccountChange>,
-    modes: std::sync::Arc<Mutex<HashMap<String, FeedMode>>>,
+    feeds: FeedTable,
 }
 
 impl Default for Feeds {
@@ -43,51 +61,54 @@ impl Default for Feeds {
         let (changes, _) = broadcast::channel(4096);
         Feeds {
             changes,
-            modes: Default::default(),
+            feeds: Default::default(),
         }
     }
 }
 
 impl Feeds {
-    /// The feed of instance `key` (`namespace/name`): started when there is none, restarted
-    /// after it ended. Returns how the instance is followed right now.
+    /// The feed of instance `key` (`namespace/name`) on `store`'s database: started when there
+    /// is none, replaced when it follows another database. Returns how the instance is
+    /// followed right now.
     pub fn ensure(&self, key: &str, store: &Store) -> FeedMode {
-        let mut modes = self.modes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mode) = modes.get(key) {
-            return *mode;
-        }
-        modes.insert(key.to_string(), FeedMode::Starting);
-        let (key, store) = (key.to_string(), store.clone());
-        let (sender, modes) = (self.changes.clone(), self.modes.clone());
-        tokio::spawn(async move {
-            let set = |mode: Option<FeedMode>| {
-                let mut m = modes.lock().unwrap_or_else(|p| p.into_inner());
-                match mode {
-                    Some(mode) => m.insert(key.clone(), mode),
-                    None => m.remove(&key),
-                };
-            };
-            match store.follow_accounts().await {
-                Err(e) if !e.is_retryable() => {
-                    tracing::info!(instance = %key, error = %e, "no change stream; following LibreChat at each resync");
-                    set(Some(FeedMode::Resync));
-                }
-                Err(e) => {
-                    tracing::warn!(instance = %key, error = %e, "could not open the change stream; retrying");
-                    set(None);
-                }
-                Ok(stream) => {
-                    set(Some(FeedMode::ChangeStream));
-                    let mut stream = std::pin::pin!(stream);
-                    while let Some(change) = stream.next().await {
-                        let _ = sender.send(change);
-                    }
-                    tracing::info!(instance = %key, "the change stream ended; reopening it");
-                    set(None);
-                }
+        let mut feeds = lock(&self.feeds);
+        match feeds.get(key) {
+            Some(feed) if feed.store.same_database(store) => return feed.mode,
+            Some(feed) => {
+                tracing::info!(instance = %key, "the instance's MongoDB connection changed; following its new database");
+                feed.task.abort();
             }
-        });
+            None => {}
+        }
+        let task = tokio::spawn(follow(
+            key.to_string(),
+            store.clone(),
+            self.changes.clone(),
+            self.feeds.clone(),
+        ));
+        let feed = Feed {
+            mode: FeedMode::Starting,
+            store: store.clone(),
+            task: task.abort_handle(),
+        };
+        feeds.insert(key.to_string(), feed);
         FeedMode::Starting
+    }
+
+    /// Stops the feeds of instances for which `exists(namespace/name)` is false.
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        lock(&self.feeds).retain(|key, feed| {
+            let keep = exists(key);
+            if !keep {
+                feed.task.abort();
+            }
+            keep
+        });
+    }
+
+    /// Stops the feed of a deleted instance.
+    pub fn forget(&self, key: &str) {
+        self.retain(|k| k != key);
     }
 
     /// Every account change from now on (a lagging reader skips what it missed: the resync
@@ -103,5 +124,95 @@ impl Feeds {
                 }
             }
         })
+    }
+}
+
+fn lock(feeds: &FeedTable) -> std::sync::MutexGuard<'_, HashMap<String, Feed>> {
+    feeds.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Follows `store`'s accounts until aborted (or for good in `Resync` mode, where the server
+/// offers no change stream), opening the feed again where it stopped whenever it breaks.
+async fn follow(
+    key: String,
+    store: Store,
+    sender: broadcast::Sender<AccountChange>,
+    feeds: FeedTable,
+) {
+    // Only this feed's own entry: a replaced feed's last steps must not touch its successor.
+    let set = |mode: FeedMode| {
+        if let Some(feed) = lock(&feeds).get_mut(&key) {
+            if feed.store.same_database(&store) {
+                feed.mode = mode;
+            }
+        }
+    };
+    let mut position = FeedPosition::default();
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match open(&key, &store, &position).await {
+            Err(e) if !e.is_retryable() => {
+                tracing::info!(instance = %key, error = %e, "no change stream; following LibreChat at each resync");
+                set(FeedMode::Resync);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(instance = %key, error = %e, "could not open the change stream; retrying");
+                set(FeedMode::Starting);
+            }
+            Ok(mut feed) => {
+                set(FeedMode::ChangeStream);
+                pause = Duration::from_secs(1);
+                position = pass_on(&key, &mut feed, &sender, position).await;
+                set(FeedMode::Starting);
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// Opens the feed where it stopped. A position the server no longer holds (its history moved
+/// on, or the collection was dropped) gives a feed from now: what happened in between is
+/// found at the next resync.
+async fn open(
+    key: &str,
+    store: &Store,
+    position: &FeedPosition,
+) -> Result<AccountFeed, StoreError> {
+    match store.follow_accounts(position).await {
+        Err(e) if position.is_known() && !e.is_retryable() => {
+            tracing::warn!(instance = %key, error = %e, "the change stream could not resume where it stopped; following from now (the resync finds what was missed)");
+            store.follow_accounts(&FeedPosition::default()).await
+        }
+        opened => opened,
+    }
+}
+
+/// Passes the feed's changes on until it breaks or ends; returns where it got to.
+async fn pass_on(
+    key: &str,
+    feed: &mut AccountFeed,
+    sender: &broadcast::Sender<AccountChange>,
+    mut position: FeedPosition,
+) -> FeedPosition {
+    loop {
+        let reached = feed.position();
+        if reached.is_known() {
+            position = reached;
+        }
+        if feed.ended() {
+            return position;
+        }
+        match feed.next().await {
+            Ok(Some(change)) => {
+                let _ = sender.send(change);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(instance = %key, error = %e, "the change stream broke; opening it again where it stopped");
+                return position;
+            }
+        }
     }
 }

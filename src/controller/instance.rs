@@ -83,6 +83,7 @@ async fn cleanup(
     let remaining = super::dependents::of(ctx, instance).await?;
     if remaining.is_empty() {
         ctx.connections.forget(instance).await;
+        ctx.feeds.forget(&super::target::instance_key(instance));
         return Ok(Action::await_change());
     }
     let shown: Vec<&str> = remaining.iter().take(10).map(String::as_str).collect();

@@ -447,7 +447,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         "controllers started"
     );
     // Instances carry no finalizer, so a deleted one is never reconciled: its pooled clients
-    // are dropped by this sweep instead.
+    // and its change feed are dropped by this sweep instead.
     let sweep_store = synced_instances.clone();
     let sweep_ctx = ctx.clone();
     let sweep_scope = namespace.clone();
@@ -464,10 +464,9 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
                     .as_deref()
                     .is_none_or(|ns| key.starts_with(&format!("{ns}/")))
             };
-            sweep_ctx
-                .connections
-                .retain(|key| live.contains(key) || !in_scope(key))
-                .await;
+            let kept = |key: &str| live.contains(key) || !in_scope(key);
+            sweep_ctx.connections.retain(kept).await;
+            sweep_ctx.feeds.retain(kept);
         }
     };
     let synced = async {

@@ -118,6 +118,12 @@ impl Store {
         }
     }
 
+    /// Whether `other` is this store's MongoDB side (the same connection, not merely an equal
+    /// URI): a store rebuilt for another database is not.
+    pub fn same_database(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.reads, &other.reads)
+    }
+
     pub fn database(&self) -> &Database {
         &self.db
     }

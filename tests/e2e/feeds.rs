@@ -154,3 +154,125 @@ async fn a_change_stream_left_on_a_half_open_connection_is_reopened() {
         "the change stream was not reopened after its connection went half-open"
     );
 }
+
+/// The instance's Secret is rotated to another database (a move to a new server, or a
+/// database renamed): the feed follows the new one. Before, it went on following the old
+/// database, while the status said `ChangeStream`, and LibreChat's writes to the new one went
+/// unseen until the next resync (an hour here).
+#[tokio::test]
+async fn the_change_feed_follows_the_instance_to_its_new_database() {
+    let w = World::with_instance("feed-move", json!({ "resyncPeriod": "1h" })).await;
+    eventually("the change feed to run", || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        (obj.pointer("/status/changeFeed")? == "ChangeStream").then_some(())
+    })
+    .await;
+
+    let moved_to = format!("{}_moved", w.db_name);
+    w.secret(
+        "lc-stores",
+        &[
+            ("mongo", &mongo_uri_for(&moved_to)),
+            ("redis", &env("REDIS_URL")),
+        ],
+    )
+    .await;
+    let new_db = w.db.client().database(&moved_to);
+    // The instance reconciled on its new connection: it created LibreChat's indexes there
+    // (and opened the new feed in the same pass).
+    eventually("LibreChat's indexes in the new database", || async {
+        let names = new_db
+            .collection::<mongodb::bson::Document>("users")
+            .list_index_names()
+            .await
+            .ok()?;
+        names.iter().any(|n| n.starts_with("email")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "moved@example.com", "name": "Declared Name" });
+    w.apply("LibreChatUser", "moved", spec).await;
+    let users = new_db.collection::<mongodb::bson::Document>("users");
+    eventually("the account in the new database", || async {
+        users
+            .find_one(doc! { "email": "moved@example.com" })
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+    w.wait_condition("librechatusers", "moved", "Ready", "True", None)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    users
+        .update_one(
+            doc! { "email": "moved@example.com" },
+            doc! { "$set": { "name": "Edited By Hand" } },
+        )
+        .await
+        .unwrap();
+    let put_back = within(Duration::from_secs(30), || async {
+        let user = users
+            .find_one(doc! { "email": "moved@example.com" })
+            .await
+            .ok()??;
+        (user.get_str("name").ok()? == "Declared Name").then_some(())
+    })
+    .await;
+    let _ = new_db.drop().await;
+    assert!(
+        put_back.is_some(),
+        "an edit in the instance's new database was not seen without a resync"
+    );
+}
+
+/// What a broken feed gives back: opened again from where it stopped, it hands over what was
+/// written while it was closed (LibreChat's registrations during an outage or a reconnect),
+/// rather than only what comes after.
+#[tokio::test]
+async fn a_feed_opened_where_the_last_one_stopped_misses_nothing_in_between() {
+    use librechat_operator::librechat::changes::FeedPosition;
+    use librechat_operator::librechat::Store;
+    let w = World::new("feed-resume").await;
+    let store = Store::new(w.db.clone(), None);
+    w.users()
+        .insert_one(doc! { "email": "first@example.com" })
+        .await
+        .unwrap();
+
+    let mut feed = store
+        .follow_accounts(&FeedPosition::default())
+        .await
+        .unwrap();
+    let mut position = feed.position();
+    while !position.is_known() {
+        feed.next().await.unwrap();
+        position = feed.position();
+    }
+    drop(feed);
+
+    // Written while no feed is open.
+    let registered = mongodb::bson::oid::ObjectId::new();
+    w.users()
+        .insert_one(doc! { "_id": registered, "email": "gap@example.com" })
+        .await
+        .unwrap();
+
+    let mut resumed = store.follow_accounts(&position).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = None;
+    while seen.is_none() && Instant::now() < deadline {
+        seen = resumed
+            .next()
+            .await
+            .unwrap()
+            .filter(|c| c.user_id == registered);
+    }
+    assert_eq!(
+        seen.and_then(|c| c.email).as_deref(),
+        Some("gap@example.com"),
+        "the registration made while the feed was closed was not handed over"
+    );
+}
