@@ -266,8 +266,8 @@ pub struct LibreChatUserStatus {
     /// where `role` is not declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// Which version of the password Secret was applied (`<uid>/<resourceVersion>`); never the
-    /// password or a hash of it.
+    /// Which version of the password Secret was applied (`<uid>/<resourceVersion>`, followed
+    /// by `#<key>` for a key other than `password`); never the password or a hash of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_version: Option<String>,
     /// The instance's minimum password length when that version was applied: a restarted

@@ -41,6 +41,17 @@ const KEY_EMAIL: &str = "email";
 const KEY_PASSWORD: &str = "password";
 const KEY_URL: &str = "url";
 
+/// The version of the password in `key` of a Secret at `secret_version`: the key is part of
+/// it, so pointing `secretRef` at another key of the same Secret is a new password to apply.
+/// The conventional key (the one generated Secrets use) is left implicit, so versions that
+/// status recorded before the key was part of them stay valid.
+pub fn version_of_key(secret_version: String, key: &str) -> String {
+    match key {
+        KEY_PASSWORD => secret_version,
+        other => format!("{secret_version}#{other}"),
+    }
+}
+
 /// Resolves the declared password; `Ok(None)` when none is declared.
 pub async fn resolve(
     client: &kube::Client,
@@ -57,7 +68,7 @@ pub async fn resolve(
         let v = read_secret_key(client, &namespace, reference, SecretUse::Password).await?;
         ResolvedPassword {
             value: without_final_newline(v.value),
-            version: v.version,
+            version: version_of_key(v.version, &reference.key),
         }
     } else if let Some(generate) = &source.generate {
         let length = generate.length.unwrap_or(DEFAULT_GENERATED_PASSWORD_LENGTH);

@@ -427,6 +427,23 @@ async fn adopting_an_unverified_account_leaves_its_expiry_to_librechat() {
     assert_eq!(squat.get_str("name").unwrap(), "Declared Name");
     assert_eq!(expiry(squat), Some(in_a_week));
     assert_eq!(expiry(user_doc(&w, ids[1]).await.unwrap()), None);
+
+    // The attack: `adopt` dropped from the spec once the claim is held, with another write
+    // (a name) for the expiry to go along with. The account is still one the tenant only
+    // adopted: the ownership record, not the spec, says so.
+    let spec = json!({ "instanceRef": lc(&w), "email": "squat@example.com",
+                       "name": "Second Name" });
+    w.apply_in(&t, "LibreChatUser", "adopted", spec).await;
+    let squat = eventually("the second name to be written", || async {
+        let d = user_doc(&w, ids[0]).await?;
+        (d.get_str("name").ok()? == "Second Name").then_some(d)
+    })
+    .await;
+    assert_eq!(
+        expiry(squat),
+        Some(in_a_week),
+        "a tenant made an adopted registration permanent by dropping `adopt`"
+    );
 }
 
 #[tokio::test]

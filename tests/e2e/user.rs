@@ -252,6 +252,39 @@ async fn password_rotation_revokes_sessions() {
     assert!(!w.operator_log().contains("A-Brand-New-Password-2"));
 }
 
+/// `secretRef` pointed at another key of the same Secret: the Secret did not change, yet the
+/// password did. Before, the Secret's version alone said the password was applied: status
+/// read `PasswordApplied` while the account kept the old password and its sessions.
+#[tokio::test]
+async fn pointing_the_password_at_another_key_applies_it() {
+    let w = World::with_instance("user-key", json!({})).await;
+    w.secret(
+        "pw",
+        &[("old", PASSWORD), ("new", "Another-Key-Password-3")],
+    )
+    .await;
+    let mut spec = local_user("key@example.com", "pw");
+    spec["password"]["secretRef"]["key"] = json!("old");
+    w.apply("LibreChatUser", "key", spec.clone()).await;
+    let id = user_id(&w, "key").await;
+    seed_session(&w, id, "c".repeat(64).as_str()).await;
+
+    spec["password"]["secretRef"]["key"] = json!("new");
+    w.apply("LibreChatUser", "key", spec).await;
+    eventually("the other key's password to be applied", || async {
+        let d = w.find_user("key@example.com").await?;
+        bcrypt::verify("Another-Key-Password-3", d.get_str("password").ok()?)
+            .ok()?
+            .then_some(())
+    })
+    .await;
+    w.wait_event("key", "PasswordRotated").await;
+    w.contract_check(json!({
+        "users": [ { "email": "key@example.com", "password": "Another-Key-Password-3" } ],
+        "sessionsRevoked": [ id.to_hex() ],
+    }));
+}
+
 #[tokio::test]
 async fn generated_password_lands_in_an_owned_secret_and_foreign_secrets_are_not_touched() {
     let w = World::with_instance(

@@ -36,7 +36,11 @@ pub(super) async fn hash_while_waiting(user: &LibreChatUser, ctx: &Context, wait
         return;
     };
     let (uid, namespace) = (uid_of(user), user.namespace().unwrap_or_default());
-    let watched = ctx.secrets.version_of(&namespace, &reference.name).await;
+    let watched = ctx
+        .secrets
+        .version_of(&namespace, &reference.name)
+        .await
+        .map(|v| password::version_of_key(v, &reference.key));
     if watched.is_some_and(|v| ctx.hashed_ahead.hash_of(&uid, &v).is_some()) {
         return;
     }

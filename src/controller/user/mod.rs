@@ -459,11 +459,11 @@ async fn plan_on(
         role: spec.role.clone(),
         provider: spec.provider.map(|p| p.as_str().to_string()),
         email_verified: spec.email_verified,
-        // An account only adopted keeps LibreChat's expiry of it as unverified, whatever is
-        // written, unless the namespace manages adopted accounts (or administers the instance).
-        keeps_account: !spec.adopt.unwrap_or(false)
-            || tenancy.administers
-            || tenancy.may_manage_adopted,
+        // LibreChat's expiry of an unverified registration is on accounts someone else made
+        // (the operator writes none): it stays, whatever is written, unless the namespace
+        // manages adopted accounts (or administers the instance). Decided by the namespace,
+        // never by `adopt`, which a tenant may drop once it holds the account.
+        keeps_account: tenancy.administers || tenancy.may_manage_adopted,
     };
     Ok(Ok(Plan {
         resync: resync_period(&instance, ctx.settings.default_resync),
@@ -561,12 +561,18 @@ async fn unchanged_password(
     min_length: u32,
 ) -> Option<String> {
     let source = user.spec.password.as_ref()?;
-    let by_ref = source.secret_ref.as_ref().map(|r| r.name.as_str());
-    let name = by_ref.or(source.generate.as_ref().map(|g| g.secret_name.as_str()))?;
-    let watched = ctx
+    let by_ref = source.secret_ref.as_ref();
+    let name = by_ref
+        .map(|r| r.name.as_str())
+        .or(source.generate.as_ref().map(|g| g.secret_name.as_str()))?;
+    let secret_version = ctx
         .secrets
         .version_of(&user.namespace().unwrap_or_default(), name)
         .await?;
+    let watched = match by_ref {
+        Some(reference) => super::password::version_of_key(secret_version, &reference.key),
+        None => secret_version,
+    };
     let verified = ctx.settled.verified_account(&uid_of(user)).is_some();
     (verified || applied_before(user, &watched, min_length)).then_some(watched)
 }
