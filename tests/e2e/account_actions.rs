@@ -212,6 +212,59 @@ async fn verification_is_emailed_through_the_relay_once_and_true_voids_pending_l
     w.contract_check(json!({ "verifications": [ { "email": "mia@example.com", "rawToken": raw, "expectValid": false } ] }));
 }
 
+/// The fault: MongoDB refuses the verification token's write after the right to email the link
+/// was taken (a failover, a full disk; here a validator). Before, the right stayed taken: once
+/// MongoDB took writes again, no link was ever issued or mailed, and the person (who may not
+/// log in unverified) was locked out while status read Pending.
+#[tokio::test]
+async fn a_verification_link_refused_by_mongodb_is_issued_and_mailed_once_it_recovers() {
+    let (port, inbox) = smtp_sink().await;
+    let w = World::with_instance(
+        "verify-refused",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" } }),
+    )
+    .await;
+    let refuse_all = doc! { "$jsonSchema": { "required": ["never_there"] } };
+    if w.db
+        .create_collection("tokens")
+        .validator(refuse_all.clone())
+        .await
+        .is_err()
+    {
+        w.db.run_command(doc! { "collMod": "tokens", "validator": refuse_all })
+            .await
+            .unwrap();
+    }
+    w.apply("LibreChatUser", "rae", unverified("rae@example.com"))
+        .await;
+    eventually("the account", || async {
+        w.find_user("rae@example.com").await.map(|_| ())
+    })
+    .await;
+    // Several attempts meet the refusal.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(inbox.lock().unwrap().is_empty(), "the fault did not hold");
+
+    w.db.run_command(doc! { "collMod": "tokens", "validator": {} })
+        .await
+        .unwrap();
+    let mail = eventually("the verification email after the recovery", || async {
+        inbox.lock().unwrap().first().cloned()
+    })
+    .await;
+    let mail = mail.replace("=\n", "").replace("=3D", "=");
+    let raw = mail
+        .split("verify?token=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .unwrap_or_else(|| panic!("no link in\n{mail}"))
+        .to_string();
+    w.contract_check(json!({ "verifications": [ { "email": "rae@example.com", "rawToken": raw, "expectValid": true } ] }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(inbox.lock().unwrap().len(), 1, "exactly one email");
+}
+
 #[tokio::test]
 async fn logout_and_two_factor_reset_apply_once_per_trigger() {
     let w = World::with_instance("actions", json!({})).await;

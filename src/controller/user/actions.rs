@@ -255,6 +255,19 @@ async fn issue_link(
     let (email, uid) = (&plan.email, &plan.owner.uid);
     let previous = claim.actions.get(OneShot::Verification.as_str());
     let by_email = plan.instance.spec.smtp.is_some() && plan.instance.spec.domain_client.is_some();
+    // Hashed before the right to send is taken: a long hashing queue must not hold it, as a
+    // process stopped meanwhile would keep it taken with nothing sent.
+    let raw = new_raw_verification_token();
+    let hash = ctx.hasher.hash(raw.clone()).await?;
+    // The right to send goes back whenever nothing was sent.
+    let give_back = || {
+        store.return_action(
+            email,
+            uid,
+            OneShot::Verification,
+            previous.map(String::as_str),
+        )
+    };
     if by_email {
         // At most one email per trigger, even if this process dies right after sending.
         if !store
@@ -264,10 +277,7 @@ async fn issue_link(
             return Ok(Ok(VerificationStatus::default()));
         }
         if let Some(wait) = ctx.mail_pacer.wait_for(email) {
-            let trigger_back = previous.map(String::as_str);
-            store
-                .return_action(email, uid, OneShot::Verification, trigger_back)
-                .await?;
+            give_back().await?;
             let message = format!(
                 "an email went to {email} within the last {}s (one email per address per --mail-pace; LibreChat's own resend allows 2 in 2 minutes); this verification link goes in {}s",
                 ctx.mail_pacer.pace().as_secs(),
@@ -283,9 +293,16 @@ async fn issue_link(
             .after(turn)));
         }
     }
-    let raw = new_raw_verification_token();
-    let hash = ctx.hasher.hash(raw.clone()).await?;
-    let expires_ms = store.issue_verification(stored.id, email, &hash).await?;
+    let expires_ms = match store.issue_verification(stored.id, email, &hash).await {
+        Ok(expires_ms) => expires_ms,
+        Err(e) => {
+            // Nothing was sent: the right goes back, or the link would never be issued.
+            if by_email {
+                give_back().await?;
+            }
+            return Err(e.into());
+        }
+    };
     let expires_at = jiff::Timestamp::from_millisecond(expires_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
@@ -299,14 +316,7 @@ async fn issue_link(
         Ok(delivery) => delivery,
         Err(why) => {
             if by_email {
-                store
-                    .return_action(
-                        email,
-                        uid,
-                        OneShot::Verification,
-                        previous.map(String::as_str),
-                    )
-                    .await?;
+                give_back().await?;
             }
             let message = format!("the verification link could not be delivered: {why}");
             return Ok(Err(Outcome::waiting(
