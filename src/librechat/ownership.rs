@@ -201,9 +201,11 @@ impl Store {
         self.collection(collections::OWNERS)
             .update_one(
                 doc! { "_id": email, "uid": owner_uid, "userId": gone, "confirmed": true },
-                // What the old account's refill replaced is no account's now.
+                // What the old account's refill replaced is no account's now, and the link
+                // issued to verify it went with it (LibreChat deletes an account's tokens):
+                // the new account gets its own.
                 doc! { "$set": { "userId": ObjectId::new(), "confirmed": false },
-                "$unset": { "refill": "" } },
+                "$unset": { "refill": "", "actions.verification": "" } },
             )
             .deadline("reserving the account id")
             .await

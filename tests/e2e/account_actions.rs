@@ -265,6 +265,51 @@ async fn a_verification_link_refused_by_mongodb_is_issued_and_mailed_once_it_rec
     assert_eq!(inbox.lock().unwrap().len(), 1, "exactly one email");
 }
 
+/// An unverified account deleted in LibreChat (`delete-user`, which takes its tokens along) and
+/// re-created by the operator gets a verification link of its own. Before, the record said the
+/// initial link was issued (to the deleted account): no link came, the Secret kept the dead
+/// one, and the person could not verify.
+#[tokio::test]
+async fn a_re_created_unverified_account_gets_a_new_verification_link() {
+    let w = World::with_instance(
+        "verify-again",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    w.apply("LibreChatUser", "ivy", unverified("ivy@example.com"))
+        .await;
+    let first_id = account_id(&w, "ivy").await;
+    let first = eventually("the first link", || async {
+        secret_data(&w, "ivy-verification").await
+    })
+    .await;
+
+    // What LibreChat's deletion does to the account and its tokens.
+    w.users()
+        .delete_one(doc! { "_id": first_id })
+        .await
+        .unwrap();
+    w.db.collection::<Document>("tokens")
+        .delete_many(doc! { "userId": first_id })
+        .await
+        .unwrap();
+    let second_id = eventually("the account re-created", || async {
+        let user = w.find_user("ivy@example.com").await?;
+        let id = user.get_object_id("_id").ok()?;
+        (id != first_id).then_some(id)
+    })
+    .await;
+    let second = eventually("a link for the new account", || async {
+        let data = secret_data(&w, "ivy-verification").await?;
+        (data["token"] != first["token"]).then_some(data)
+    })
+    .await;
+    assert_eq!(tokens_of(&w, second_id).await.len(), 1);
+    w.contract_check(json!({ "verifications": [
+        { "email": "ivy@example.com", "rawToken": second["token"], "expectValid": true },
+        { "email": "ivy@example.com", "rawToken": first["token"], "expectValid": false } ] }));
+}
+
 #[tokio::test]
 async fn logout_and_two_factor_reset_apply_once_per_trigger() {
     let w = World::with_instance("actions", json!({})).await;

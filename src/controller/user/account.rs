@@ -12,6 +12,7 @@ use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
 use crate::controller::password::ResolvedPassword;
 use crate::librechat::bans::BanShare;
+use crate::librechat::one_shot::OneShot;
 use crate::librechat::ownership::{Claim, FollowUp};
 use crate::librechat::users::{as_created, drift, leaves_local_sign_in, Created, StoredUser};
 use crate::librechat::StoreError;
@@ -31,7 +32,7 @@ struct Account {
 pub(super) async fn converge(
     ctx: &Context,
     plan: &Plan,
-    claim: Claim,
+    mut claim: Claim,
     user: &LibreChatUser,
 ) -> Result<Converged, ReconcileError> {
     let store = plan.store();
@@ -48,7 +49,16 @@ pub(super) async fn converge(
         return Ok(Converged::NeedsPassword);
     }
     let account = match existing {
-        None => create(ctx, plan, &claim, user).await?,
+        None => {
+            let replaces_deleted = claim.confirmed && claim.user_id.is_some();
+            let created = create(ctx, plan, &claim, user).await?;
+            if replaces_deleted {
+                // As the record now says (see `renew_reservation`): the deleted account's
+                // verification link is no link of the new one.
+                claim.actions.remove(OneShot::Verification.as_str());
+            }
+            created
+        }
         Some(stored) => match super::redis_out::while_out(plan, &claim, &stored, user).await? {
             Some(outcome) => return Ok(Converged::Done(Box::new(outcome))),
             None => take(ctx, plan, &claim, stored, user).await?,
