@@ -10,7 +10,9 @@
 //! (acceptances reset, the version not yet marked done), `after-role-delete` (a custom role
 //! deleted and its accounts moved to USER, its name not yet released), `after-ban-written`
 //! (a `BANS:` document written, the user's sessions not yet ended), `after-ban-share-removed`
-//! (a ban's share removed, the `BANS:` document not yet rewritten or lifted).
+//! (a ban's share removed, the `BANS:` document not yet rewritten or lifted),
+//! `after-account-insert` (an account inserted under its reserved id, the ownership record not
+//! yet saying the operator created it).
 //!
 //! Pause points, for tests of races: with `LIBRECHAT_OPERATOR_PAUSE_AT=<point>` a reconcile
 //! that reaches the point waits [`PAUSE`] there (logging that it does), while the others go

@@ -69,7 +69,7 @@ impl Tenancy {
     /// this namespace is not managed by it any more, whenever it was claimed.
     pub fn fully_manages(&self, claim: &Claim) -> bool {
         claim.owner.namespace == self.namespace
-            && (claim.created || self.may_manage_adopted)
+            && (claim.made_its_account() || self.may_manage_adopted)
             && self.email_outside_domains(&claim.email).is_none()
     }
 

@@ -52,6 +52,15 @@ pub struct Claim {
     pub refill: Option<super::refill::ClaimedRefill>,
 }
 
+impl Claim {
+    /// Whether the operator made the account the claim names: as recorded, or reserved and
+    /// not confirmed yet (a crash or a failed call between the insert and the record). A
+    /// reserved id is a fresh one, so only the operator's own insert can have used it.
+    pub fn made_its_account(&self) -> bool {
+        self.created || (self.user_id.is_some() && !self.confirmed)
+    }
+}
+
 /// Work that must follow a write to an account, recorded before the write so that a crash or
 /// a failed call between the two cannot skip it: the next reconcile finds it and finishes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1997,6 +1997,42 @@ async fn rotated_and_crashed_before_revocation(w: &mut World) -> (ObjectId, Opti
     (id, version_before)
 }
 
+/// The operator dies between inserting a tenant's account and recording that it created it,
+/// and the object is deleted before it comes back. The account is still the operator's own
+/// (its id is the one reserved for it): `deletionPolicy: Delete` deletes it. Before, the
+/// unconfirmed record read as an adoption, which a tenant without `manageAdoptedAccounts` may
+/// not delete: the account was released and stayed, managed by nobody.
+#[tokio::test]
+async fn an_account_created_just_before_a_crash_is_deleted_with_its_object() {
+    let (mut w, t) = tenant_world("tr-crashnew", json!({})).await;
+    w.stop_operator();
+    let namespaces = format!("{},{t}", w.ns);
+    w.start_operator_in_with_env(
+        &namespaces,
+        &[("LIBRECHAT_OPERATOR_CRASH_AT", "after-account-insert")],
+    );
+    let spec = json!({ "instanceRef": lc(&w), "email": "fresh@example.com",
+                       "deletionPolicy": "Delete" });
+    w.apply_in(&t, "LibreChatUser", "fresh", spec).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert!(w.find_user("fresh@example.com").await.is_some());
+
+    delete_in(&w.client, &t, "LibreChatUser", "fresh").await;
+    w.start_operator_in(Some(&namespaces));
+    eventually("the object to be gone", || async {
+        get_in(&w.client, &t, "librechatusers", "fresh")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        w.find_user("fresh@example.com").await.is_none(),
+        "the account the operator created stayed behind, released"
+    );
+}
+
 #[tokio::test]
 async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
     let mut w = World::with_instance("tr-crashpw", json!({})).await;

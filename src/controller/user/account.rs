@@ -142,7 +142,7 @@ pub(super) fn matches_declaration(plan: &Plan, stored: &StoredUser) -> bool {
 pub(super) fn may_write_as_is(plan: &Plan, claim: &Claim, stored: &StoredUser) -> bool {
     let account = Account {
         stored: stored.clone(),
-        created: claim.created,
+        created: claim.made_its_account(),
         password_set: false,
         wrote: false,
         role_written: false,
@@ -238,6 +238,7 @@ async fn create(
     ctx.hashed_ahead.forget(uid);
     match created {
         Created::Inserted(id) => {
+            crate::fault::crash_point("after-account-insert");
             super::balance::start_balance(ctx, plan, user, id).await?;
             store.record_claimed_user(email, uid, id, true).await?;
             let note = format!("created LibreChat account {email} ({})", id.to_hex());
@@ -307,7 +308,7 @@ async fn take(
     }
     let ours = claim.user_id == Some(stored.id);
     if ours {
-        let created = claim.created || !claim.confirmed;
+        let created = claim.made_its_account();
         if !claim.confirmed {
             // Created before a crash kept the claim from saying so.
             super::balance::start_balance(ctx, plan, user, stored.id).await?;

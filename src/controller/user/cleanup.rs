@@ -164,7 +164,7 @@ async fn delete_account(
             "the account now has the email {}, not {}",
             stored.email, claim.email
         ))
-    } else if !claim.created && !tenancy.may_manage_adopted {
+    } else if !claim.made_its_account() && !tenancy.may_manage_adopted {
         Some(format!(
             "this object adopted the account rather than creating it, and {} unless the instance's tenantPolicy.manageAdoptedAccounts is true",
             tenancy.who_may("delete adopted accounts")
