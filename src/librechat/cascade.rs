@@ -97,15 +97,16 @@ pub const CASCADE: &[Reference] = &[
     Reference::by("toolcalls", "user", Oid),
     Reference::by("tokens", "userId", Oid),
     // v0.8.8 (contract-surface §8): queued turns, scheduled chats, projects, tool favorites,
-    // skill sync, OpenID refresh.
+    // OpenID refresh. Not skill sync, which the contract lists with them: a
+    // `skillsynccredentials` document is the deployment's credential (unique on provider and
+    // key; `createdBy` only says who set it up), and `skillsyncstatuses.owner` is the
+    // repository's owner on GitHub, not an account.
     Reference::by("agentqueuedturns", "user", Oid),
     Reference::by("agentqueuedturnsequences", "user", Oid),
     Reference::by("schedules", "user", Oid),
     Reference::by("scheduleruns", "user", Oid),
     Reference::by("chatprojects", "user", HexString),
     Reference::by("toolfavorites", "user", Oid),
-    Reference::by("skillsynccredentials", "createdBy", Oid),
-    Reference::by("skillsyncstatuses", "owner", HexString),
     Reference::by("refreshtokenbridges", "userId", HexString),
     Reference::by("openidrefreshflights", "ownerId", HexString),
     // The trigger purge (`deleteAgentTriggerDeliveriesByUser`): deliveries, lane sequences and

@@ -40,7 +40,9 @@ export const DEFAULT_DB_NAME = 'LibreChat';
  * Deletion table: collection -> [field, BSON type stored by LibreChat, extra filter?]: the
  * user's own documents, all deleted by LibreChat's HTTP account deletion (contract §6, surface
  * §8). Agents, prompt groups (+ prompts), skills (+ files) and MCP servers are not here: only
- * the sole-owned ones go, see SHARED_RESOURCES.
+ * the sole-owned ones go, see SHARED_RESOURCES. Nor skill sync, which surface §8 lists: its
+ * schemas (skillSyncCredential.ts, skillSyncStatus.ts) make a credential the deployment's
+ * (createdBy is an audit field) and a status's `owner` a repository owner, not an account.
  */
 export const DELETION_TABLE = [
   ['actions', 'user', 'ObjectId'],
@@ -65,8 +67,6 @@ export const DELETION_TABLE = [
   ['scheduleruns', 'user', 'ObjectId'],
   ['chatprojects', 'user', 'String'],
   ['toolfavorites', 'user', 'ObjectId'],
-  ['skillsynccredentials', 'createdBy', 'ObjectId'],
-  ['skillsyncstatuses', 'owner', 'String'],
   ['refreshtokenbridges', 'userId', 'String'],
   ['openidrefreshflights', 'ownerId', 'String'],
   ['agenttriggerdeliveries', 'user', 'ObjectId'],

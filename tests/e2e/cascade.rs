@@ -310,6 +310,25 @@ async fn deletion_takes_what_the_user_owned_alone() {
     }
     s.per_user_documents(a).await;
     s.per_user_documents(b).await;
+    // The deployment's skill-sync credential A configured (createdBy is an audit reference),
+    // and a sync status whose `owner` is a GitHub owner that happens to read as A's id:
+    // neither is A's to take along.
+    s.insert(
+        "skillsynccredentials",
+        doc! {
+            "provider": "github", "credentialKey": "org-token", "encryptedToken": "x",
+            "tokenHash": "y", "createdBy": a, "updatedBy": a, "createdAt": now, "updatedAt": now,
+        },
+    )
+    .await;
+    s.insert(
+        "skillsyncstatuses",
+        doc! {
+            "provider": "github", "sourceId": "team-skills", "status": "succeeded",
+            "owner": a.to_hex(), "repo": "skills", "createdAt": now, "updatedAt": now,
+        },
+    )
+    .await;
     let before_b: Vec<u64> = {
         let mut v = Vec::new();
         for r in CASCADE.iter().chain([&TRANSACTIONS]) {
@@ -430,6 +449,10 @@ async fn deletion_takes_what_the_user_owned_alone() {
             doc! { "from": "agent_bob", "to": ["agent_shared"], "edgeType": "handoff" }
         )]
     );
+
+    // Skill sync is the deployment's, whoever configured it.
+    assert_eq!(count(&w, "skillsynccredentials", doc! {}).await, 1);
+    assert_eq!(count(&w, "skillsyncstatuses", doc! {}).await, 1);
 
     // Per-principal configuration of others stays.
     assert_eq!(
