@@ -12,7 +12,8 @@
 //! (a `BANS:` document written, the user's sessions not yet ended), `after-ban-share-removed`
 //! (a ban's share removed, the `BANS:` document not yet rewritten or lifted),
 //! `after-account-insert` (an account inserted under its reserved id, the ownership record not
-//! yet saying the operator created it).
+//! yet saying the operator created it), `after-deletion-fence` (an account's deletion fenced
+//! its sign-in, nothing of its data deleted yet).
 //!
 //! Pause points, for tests of races: with `LIBRECHAT_OPERATOR_PAUSE_AT=<point>` a reconcile
 //! that reaches the point waits [`PAUSE`] there (logging that it does), while the others go

@@ -234,6 +234,7 @@ mod tests {
             actions: Default::default(),
             grants_given: Vec::new(),
             refill: None,
+            deletion_started: false,
         }
     }
 

@@ -161,6 +161,7 @@ impl Store {
             )
             .deadline("fencing the user")
             .await?;
+        crate::fault::crash_point("after-deletion-fence");
 
         let hex = user_id.to_hex();
         let mut report = CascadeReport::default();

@@ -50,6 +50,9 @@ pub struct Claim {
     /// The auto-refill settings the object wrote to the account's balance, and what they
     /// replaced (see `librechat::refill`).
     pub refill: Option<super::refill::ClaimedRefill>,
+    /// Whether the object's deletion of the account began (its sign-in fenced, its data going):
+    /// from then on it finishes, whatever the policy says since.
+    pub deletion_started: bool,
 }
 
 impl Claim {
@@ -383,6 +386,24 @@ impl Store {
     }
 
     /// Gives up the claim; only the owner's own claim is removed.
+    /// Records that the claim's account is being deleted, before anything of it goes: a
+    /// deletion that stops half-way is taken up again rather than abandoned with the account
+    /// fenced from sign-in and half its data gone.
+    pub async fn mark_deletion_started(
+        &self,
+        email: &str,
+        owner_uid: &str,
+    ) -> Result<(), StoreError> {
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": email, "uid": owner_uid },
+                doc! { "$set": { "deletionStarted": true } },
+            )
+            .deadline("recording the deletion")
+            .await
+            .map(|_| ())
+    }
+
     pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
             .delete_one(doc! { "_id": email, "uid": owner_uid })
@@ -423,5 +444,6 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
             })
             .unwrap_or_default(),
         refill: super::refill::claimed_from(d),
+        deletion_started: d.get_bool("deletionStarted").unwrap_or(false),
     }
 }

@@ -450,6 +450,7 @@ mod tests {
             actions: Default::default(),
             grants_given: Vec::new(),
             refill: None,
+            deletion_started: false,
         }
     }
 

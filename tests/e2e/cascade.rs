@@ -532,3 +532,40 @@ async fn a_retry_after_a_partial_deletion_finishes_the_job() {
     assert_eq!(count(&w, "mcpservers", doc! {}).await, 0);
     assert_eq!(count(&w, "aclentries", doc! {}).await, 0);
 }
+
+/// A deletion stopped after it fenced the account (a crash here; a timeout or a Redis outage
+/// mid-way the same), and the object switched to `deletionPolicy: Retain` meanwhile, as a
+/// blocked deletion's message used to offer. The deletion that began finishes. Before, Retain
+/// released the account fenced from sign-in (LibreChat refuses every request of a fenced
+/// account) with part of its data gone, managed by nobody.
+#[tokio::test]
+async fn a_deletion_that_began_finishes_even_when_switched_to_retain() {
+    let mut w = World::new("cascade-retain").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-deletion-fence")]);
+    w.ready_instance("lc", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let mut spec = local_user("dana@example.com", "pw");
+    spec["deletionPolicy"] = json!("Delete");
+    w.apply("LibreChatUser", "dana", spec.clone()).await;
+    let a = user_id(&w, "dana").await;
+    w.delete("LibreChatUser", "dana").await;
+    assert_eq!(
+        w.wait_operator_exit(PATIENCE).await,
+        Some(86),
+        "the operator must reach the crash point"
+    );
+    let fenced = w.find_user("dana@example.com").await.unwrap();
+    assert!(fenced.get_datetime("agentTriggerDeletionStartedAt").is_ok());
+
+    spec["deletionPolicy"] = json!("Retain");
+    w.apply("LibreChatUser", "dana", spec).await;
+    w.start_operator();
+    w.wait_gone("librechatusers", "dana").await;
+    assert!(
+        w.find_user("dana@example.com").await.is_none(),
+        "the account was left fenced and half-deleted"
+    );
+    w.contract_check(json!({
+        "absentUsers": [ { "email": "dana@example.com", "userId": a.to_hex() } ]
+    }));
+}

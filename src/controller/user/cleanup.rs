@@ -21,6 +21,7 @@ use crate::controller::target;
 use crate::controller::tenancy::Tenancy;
 use crate::librechat::deletions::{Allowance, DeletionLimit};
 use crate::librechat::ownership::Claim;
+use crate::librechat::users::StoredUser;
 
 /// The deletion guard counts deletions within this window.
 const DELETION_WINDOW: Duration = Duration::from_secs(3600);
@@ -68,6 +69,12 @@ pub(super) async fn cleanup(
         return Ok(Action::await_change());
     };
     let email = claim.email.clone();
+    // A deletion that began finishes: `Retain` set since (as a blocked deletion's message
+    // offers) would leave the account fenced from sign-in with half its data gone.
+    let policy = match claim.deletion_started {
+        true => DeletionPolicy::Delete,
+        false => policy,
+    };
     if policy == DeletionPolicy::Delete {
         let tenancy = Tenancy::of(&instance, &namespace);
         let scope = Scope {
@@ -141,6 +148,16 @@ impl From<String> for Hold {
     }
 }
 
+impl Hold {
+    /// A deletion that began and could not finish: no policy takes it back now.
+    fn under_way(why: String) -> Self {
+        Hold {
+            reason: reason::DELETE_BLOCKED,
+            message: format!("deletion is under way and blocked: {why}. The account is fenced from sign-in and part of its data is gone, so the deletion finishes once this is fixed (deletionPolicy no longer stops it). The operator retries"),
+        }
+    }
+}
+
 /// Deletes the claim's account with all its data, if this object may; otherwise says so in
 /// an event and leaves the account (the claim is released either way).
 async fn delete_account(
@@ -159,7 +176,39 @@ async fn delete_account(
     let Some(stored) = stored else {
         return Ok(());
     };
-    let refusal = if stored.email != claim.email {
+    if !claim.deletion_started {
+        if let Some(why) = deletion_refused(claim, &stored, tenancy) {
+            let note = format!(
+                "did not delete LibreChat account {}: {why}; it was released and stays",
+                claim.email
+            );
+            let change = scope.change("NotDeleted", id, note).refused();
+            ctx.changed(user, change).await;
+            return Ok(());
+        }
+        guard(stores, user, &claim.email, scope).await?;
+        store
+            .mark_deletion_started(&claim.email, &claim.owner.uid)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let delete_transactions = user.spec.delete_transactions.unwrap_or(false);
+    let report = store
+        .delete_user_cascade(id, delete_transactions)
+        .await
+        .map_err(|e| Hold::under_way(e.to_string()))?;
+    let note = format!(
+        "deleted LibreChat account {} and {} documents of its data",
+        claim.email,
+        report.total()
+    );
+    ctx.changed(user, scope.change("Deleted", id, note)).await;
+    Ok(())
+}
+
+/// Why this object may not delete `stored`, the account its claim names, if it may not.
+fn deletion_refused(claim: &Claim, stored: &StoredUser, tenancy: &Tenancy) -> Option<String> {
+    if stored.email != claim.email {
         Some(format!(
             "the account now has the email {}, not {}",
             stored.email, claim.email
@@ -172,29 +221,7 @@ async fn delete_account(
     } else {
         let admin = tenancy.admin_refusal(&claim.email, stored.role.as_deref());
         admin.or_else(|| tenancy.email_outside_domains(&claim.email))
-    };
-    if let Some(why) = refusal {
-        let note = format!(
-            "did not delete LibreChat account {}: {why}; it was released and stays",
-            claim.email
-        );
-        let change = scope.change("NotDeleted", id, note).refused();
-        ctx.changed(user, change).await;
-        return Ok(());
     }
-    guard(stores, user, &claim.email, scope).await?;
-    let delete_transactions = user.spec.delete_transactions.unwrap_or(false);
-    let report = store
-        .delete_user_cascade(id, delete_transactions)
-        .await
-        .map_err(|e| e.to_string())?;
-    let note = format!(
-        "deleted LibreChat account {} and {} documents of its data",
-        claim.email,
-        report.total()
-    );
-    ctx.changed(user, scope.change("Deleted", id, note)).await;
-    Ok(())
 }
 
 /// The instance's deletion guard: one more deletion within its hourly limit, or a person's
