@@ -203,7 +203,7 @@ fn run(args: RunArgs) -> ExitCode {
         let settings = controller::Settings {
             default_resync,
             concurrency: args.concurrency.unwrap_or_else(default_concurrency).max(1),
-            namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+            namespaces: distinct_namespaces(args.namespaces),
             mail_pace,
         };
         let metrics = librechat_operator::metrics::global();
@@ -385,5 +385,28 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The namespaces to watch, each once and none empty: a namespace named twice would get two
+/// controllers reconciling its objects side by side.
+fn distinct_namespaces(named: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    named
+        .into_iter()
+        .filter(|n| !n.is_empty() && seen.insert(n.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_namespaces;
+
+    #[test]
+    fn a_namespace_named_twice_is_watched_once() {
+        let named = ["team-a", "", "team-b", "team-a"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(distinct_namespaces(named), ["team-a", "team-b"]);
     }
 }

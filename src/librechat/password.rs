@@ -63,11 +63,15 @@ impl Hasher {
         Ok(hash_string(BCRYPT_COST, &salt, &digest))
     }
 
-    /// Whether `password` matches `hash` (`$2a$`, `$2b$`, `$2x$` or `$2y$`, as the bcrypt
-    /// crate reads them); an unreadable hash, or one of a cost outside bcrypt's 4 to
-    /// [`MAX_VERIFIED_COST`], counts as no match.
+    /// Whether `password` matches `hash` (`$2a$`, `$2b$` or `$2y$`, the versions LibreChat's
+    /// bcryptjs reads); an unreadable hash, a `$2x$` one (which the bcrypt crate reads and
+    /// bcryptjs refuses: LibreChat could never log in with it), or one of a cost outside
+    /// bcrypt's 4 to [`MAX_VERIFIED_COST`], counts as no match, so it is written anew.
     pub async fn verify(&self, password: String, hash: String) -> Result<bool, StoreError> {
         let password = Zeroizing::new(password.into_bytes());
+        if !["$2a$", "$2b$", "$2y$"].iter().any(|v| hash.starts_with(v)) {
+            return Ok(false);
+        }
         let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
             return Ok(false);
         };
@@ -154,6 +158,24 @@ mod tests {
             .unwrap());
         assert!(!hasher
             .verify("Jane-Fixture-Pass-3".into(), hash)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_2x_hash_of_the_password_does_not_match() {
+        // The fixture's hash under the `$2x$` version: the bcrypt crate verifies it, LibreChat's
+        // bcryptjs refuses it, so an account holding it could never log in.
+        let hash = "$2x$10$K0669NN20kv96HbUdSu46eBmoBBF5zcYMZwIclo/a8madA4Dw/bkq";
+        assert!(bcrypt::verify("Jane-Fixture-Pass-2", hash).unwrap());
+        let hasher = Hasher::default();
+        assert!(!hasher
+            .verify("Jane-Fixture-Pass-2".into(), hash.into())
+            .await
+            .unwrap());
+        let y = hash.replace("$2x$", "$2y$");
+        assert!(hasher
+            .verify("Jane-Fixture-Pass-2".into(), y)
             .await
             .unwrap());
     }

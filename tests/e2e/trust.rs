@@ -2033,6 +2033,37 @@ async fn an_account_created_just_before_a_crash_is_deleted_with_its_object() {
     );
 }
 
+/// The object that owed a session revocation (its password changed, the crash came before the
+/// sessions ended) is gone without its cleanup, and another object takes the account over.
+/// What the gone object owed is done before its record goes. Before, the record was released
+/// with the promise in it: the sessions of the old password stayed valid under the new owner.
+#[tokio::test]
+async fn an_account_taken_over_from_a_gone_object_gets_what_it_was_owed() {
+    let mut w = World::with_instance("tr-owed", json!({})).await;
+    let (id, _) = rotated_and_crashed_before_revocation(&mut w).await;
+    // Gone while the operator is down, its finalizer removed by hand.
+    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
+    let no_finalizer = json!({ "metadata": { "finalizers": null } });
+    api.patch("c", &PatchParams::default(), &Patch::Merge(&no_finalizer))
+        .await
+        .unwrap();
+    w.delete("LibreChatUser", "c").await;
+    w.wait_gone("librechatusers", "c").await;
+
+    w.start_operator();
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "crash@example.com",
+                       "adopt": true });
+    w.apply("LibreChatUser", "heir", spec).await;
+    w.wait_condition("librechatusers", "heir", "Ready", "True", None)
+        .await;
+    assert_eq!(
+        count(&w, "sessions", doc! { "user": id }).await,
+        0,
+        "the sessions the gone object promised to end survived the take-over"
+    );
+    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
+}
+
 #[tokio::test]
 async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
     let mut w = World::with_instance("tr-crashpw", json!({})).await;

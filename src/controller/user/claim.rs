@@ -84,6 +84,9 @@ pub(super) async fn take_ownership(
                 return Ok(Ok(claim));
             }
         }
+        // What a write of the gone object promised (its sessions ended after a password
+        // change, caches dropped after a role change) is done before its record goes.
+        store.finish_owed(&stale).await?;
         store.release(email, &stale.owner.uid).await?;
     }
     match store.claim(email, owner).await? {
