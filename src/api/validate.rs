@@ -50,6 +50,44 @@ pub fn check_email(email: &str) -> Result<String, String> {
     Ok(normalized)
 }
 
+/// What LibreChat's sign-in and registration check of an email accepts (zod 3's
+/// `z.string().email()`, applied before every password login and registration): ASCII letters,
+/// digits and `_'+-.` before the `@` (no leading dot, no `..`, ending in neither `.` nor `'`),
+/// and a domain of labels of letters, digits and `-` (not starting with `-`) ending in a
+/// top-level domain of two or more letters. An account whose email fails it can never log in
+/// with a password, nor register through an invitation.
+pub fn check_sign_in_email(email: &str) -> Result<(), String> {
+    let email = email.trim();
+    let refused = || {
+        Err(format!(
+            "email '{email}' would fail LibreChat's sign-in check (zod's email rule: ASCII letters, digits and _'+-. before the @, a domain ending in a top-level domain of letters only), so the person could never log in with a password"
+        ))
+    };
+    let Some((local, domain)) = email.split_once('@') else {
+        return refused();
+    };
+    let local_ok = local
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_'+-.".contains(c))
+        && !local.starts_with('.')
+        && local
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || "_+-".contains(c));
+    let Some((labels, tld)) = domain.rsplit_once('.') else {
+        return refused();
+    };
+    let domain_ok = labels.split('.').all(|label| {
+        label.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    }) && tld.len() >= 2
+        && tld.chars().all(|c| c.is_ascii_alphabetic());
+    if !local_ok || !domain_ok || email.contains("..") {
+        return refused();
+    }
+    Ok(())
+}
+
 /// LibreChat's username rule (`api/strategies/validators.js`): 2 to 80 characters, letters of
 /// the scripts it lists, digits and `_.@#$%&*()`, and none of the sequences it treats as an
 /// injection attempt. A username is always stored as a string, never used as a query.
@@ -105,7 +143,8 @@ pub fn check_role(role: &str) -> Result<(), String> {
 /// The message never includes the password, nor its length: a `secretRef` may point at any
 /// key of the namespace, and status is read by people who may not read Secrets.
 pub fn check_password(password: &str, min_length: u32) -> Result<(), String> {
-    let count = password.chars().count() as u32;
+    // zod's min and max count a JavaScript string's length: UTF-16 code units.
+    let count = password.encode_utf16().count() as u32;
     if count < min_length {
         return Err(format!(
             "the password is shorter than the {min_length} characters the instance requires"
@@ -127,7 +166,15 @@ impl LibreChatUserSpec {
     /// generated password's length.
     pub fn problems(&self, min_password_length: u32) -> Problems {
         let mut problems = Problems::new();
-        if let Err(e) = check_email(&self.email) {
+        let email = check_email(&self.email);
+        // A local account signs in through LibreChat's own check of the email; an SSO one
+        // through its identity provider.
+        let local = self.provider() == super::user::Provider::Local;
+        let email = email.and_then(|_| match local {
+            true => check_sign_in_email(&self.email),
+            false => Ok(()),
+        });
+        if let Err(e) = email {
             problems.push(e);
         }
         if let Some(name) = &self.name {
@@ -280,6 +327,41 @@ mod tests {
         ] {
             assert!(check_email(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn sign_in_emails_follow_zods_rule() {
+        for good in [
+            "jane@example.com",
+            "Jane.Doe+tag@Mail.Example.co",
+            "o'brien@example.com",
+            "a_b-c@sub-1.example.io",
+        ] {
+            assert!(check_sign_in_email(good).is_ok(), "{good:?} should pass");
+        }
+        for bad in [
+            "first!last@example.com",
+            "josé@example.com",
+            "jane@exämple.com",
+            "a@example.c0m",
+            "a@example.c",
+            "jane.@example.com",
+            ".jane@example.com",
+            "ja..ne@example.com",
+            "jane'@example.com",
+            "jane@-example.com",
+            "jane@example..com",
+        ] {
+            assert!(check_sign_in_email(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn password_length_counts_what_javascript_counts() {
+        // 65 emoji: 65 characters, 130 UTF-16 units, over zod's max(128).
+        assert!(check_password(&"😀".repeat(65), 8).is_err());
+        // 4 emoji: 4 characters, 8 UTF-16 units, zod's min(8) passes.
+        assert!(check_password(&"😀".repeat(4), 8).is_ok());
     }
 
     #[test]
@@ -587,7 +669,8 @@ impl super::invite::UserInviteSpec {
     /// The invite's lifetime, or the spec's problems.
     pub fn lifetime(&self) -> Result<std::time::Duration, Problems> {
         let mut problems = Problems::new();
-        if let Err(e) = check_email(&self.email) {
+        // The invited person registers through LibreChat's check of the email.
+        if let Err(e) = check_email(&self.email).and_then(|_| check_sign_in_email(&self.email)) {
             problems.push(e);
         }
         if self.instance_ref.name.is_empty() {

@@ -282,11 +282,13 @@ async fn enforce(
         let change = ban_change("Moved", &target.instance, old, note);
         ctx.changed(ban, change).await;
     }
-    // A rewrite cut short (the sessions perhaps not ended yet) is done again.
-    let in_place = held
-        .iter()
-        .any(|h| h.target == banned.target && h.share.is_some() && !h.unsettled)
-        && store.ban_in_force(&banned.target, window.end_ms).await?;
+    // A rewrite cut short (the sessions perhaps not ended yet) is done again, and so is one
+    // for a window moved (an end brought earlier too: the document is rewritten from the
+    // shares, not left at the longer end until the operator happens to lift it).
+    let same_window = |s: &BanShare| s.start_ms == window.start_ms && s.end_ms == window.end_ms;
+    let in_place = held.iter().any(|h| {
+        h.target == banned.target && h.share.as_ref().is_some_and(same_window) && !h.unsettled
+    }) && store.ban_in_force(&banned.target, window.end_ms).await?;
     if !in_place {
         let namespace = ban.namespace().unwrap_or_default();
         let user_id = match &banned.target {

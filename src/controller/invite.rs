@@ -409,18 +409,20 @@ async fn follow(
     }
     let account = store.find_user_by_email(&email).await?;
     let Some(token_hash) = recorded.map(|r| r.token_hash) else {
+        // Before whether the account exists: another team's account and another team's
+        // pending invitation must read the same to a tenant.
+        let tenancy = Tenancy::of(&target.instance, &namespace);
+        if let Some(why) =
+            declared_elsewhere(ctx, store, &target.instance, &tenancy, &email).await?
+        {
+            return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+        }
         if account.is_some() {
             return Ok(Outcome::stalled(
                 invite,
                 "AlreadyRegistered",
                 format!("a LibreChat account {email} already exists; nothing was issued. Delete this UserInvite"),
             ));
-        }
-        let tenancy = Tenancy::of(&target.instance, &namespace);
-        if let Some(why) =
-            declared_elsewhere(ctx, store, &target.instance, &tenancy, &email).await?
-        {
-            return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
         }
         return issue(invite, ctx, target, &email, expires_ms, expires_at, resync).await;
     };

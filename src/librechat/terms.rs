@@ -118,7 +118,9 @@ impl Store {
             .collection(super::collections::USERS)
             .update_many(
                 filter,
-                doc! { "$set": { "termsAccepted": false, "termsAcceptedAt": mongodb::bson::Bson::Null } },
+                // mongoose's timestamps stamp `updatedAt` on LibreChat's own updateMany.
+                doc! { "$set": { "termsAccepted": false, "termsAcceptedAt": mongodb::bson::Bson::Null,
+                "updatedAt": DateTime::now() } },
             )
             .deadline("resetting terms acceptance")
             .await?;

@@ -488,3 +488,40 @@ async fn lifting_waits_for_a_declared_redis() {
     assert!(ban_doc(&w, &key).await.is_none());
     drop(redis);
 }
+
+/// A mistaken permanent ban cut to an hour: LibreChat's document says the hour. Before, a held
+/// share made the rewrite look done (the stored end was later than the new one), so the
+/// document stayed permanent and only the operator's own lift at the hour could end it: with
+/// the operator down or Redis out then, LibreChat went on refusing the person for ever.
+#[tokio::test]
+async fn a_ban_brought_earlier_is_rewritten_with_its_new_end() {
+    let w = World::with_instance("ban-earlier", json!({})).await;
+    let id = managed_user(&w, "kit", "kit@example.com").await;
+    let key = format!("BANS:{}", id.to_hex());
+    let spec = json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "kit" } });
+    w.apply("UserBan", "mistake", spec.clone()).await;
+    w.wait_condition("userbans", "mistake", "Ready", "True", Some("Banned"))
+        .await;
+    assert_eq!(
+        ban_doc(&w, &key).await.unwrap().get("expiresAt"),
+        Some(&mongodb::bson::Bson::Null),
+        "permanent first"
+    );
+
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let until = jiff::Timestamp::from_second(until.as_second()).unwrap();
+    let mut shorter = spec;
+    shorter["until"] = json!(until.to_string());
+    w.apply("UserBan", "mistake", shorter).await;
+    let d = eventually("the document to end at the new time", || async {
+        let d = ban_doc(&w, &key).await?;
+        let end = d.get_datetime("expiresAt").ok()?.timestamp_millis();
+        (end == until.as_millisecond()).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        envelope(&d)["value"]["expiresAt"].as_i64(),
+        Some(until.as_millisecond())
+    );
+    w.contract_check(json!({ "bans": [ { "key": key, "expectActive": true } ] }));
+}

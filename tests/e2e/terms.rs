@@ -113,6 +113,7 @@ async fn a_new_terms_version_resets_acceptance_once() {
     let mut r = redis().await;
     let _: () = r.set(&cached, "{\"value\":{}}").await.unwrap();
 
+    let before_reset = mongodb::bson::DateTime::now();
     w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
         .await;
     applied_version(&w, "v2", true).await;
@@ -121,6 +122,11 @@ async fn a_new_terms_version_resets_acceptance_once() {
         let u = w.find_user(email).await.unwrap();
         assert_eq!(u.get_bool("termsAccepted"), Ok(false), "{email}");
         assert_eq!(u.get("termsAcceptedAt"), Some(&Bson::Null), "{email}");
+        // As mongoose's timestamps stamp LibreChat's own reset.
+        assert!(
+            *u.get_datetime("updatedAt").unwrap() >= before_reset,
+            "{email}: updatedAt not stamped by the reset"
+        );
     }
     let left: bool = r.exists(&cached).await.unwrap();
     assert!(!left, "the cached user document is dropped");

@@ -2526,6 +2526,31 @@ async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
         kube::Api::namespaced(w.client.clone(), &t);
     assert!(secrets.get_opt("sneak-invite").await.unwrap().is_none());
 
+    // An account another namespace owns reads exactly the same (before, `AlreadyRegistered`
+    // told it apart from a pending declaration).
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    w.apply(
+        "LibreChatUser",
+        "owned",
+        crate::user::local_user("owned@example.com", "pw"),
+    )
+    .await;
+    w.wait_condition("librechatusers", "owned", "Ready", "True", None)
+        .await;
+    w.apply_in(
+        &t,
+        "UserInvite",
+        "probe",
+        json!({ "instanceRef": lc(&w), "email": "owned@example.com" }),
+    )
+    .await;
+    let told_owned = ready_in(&w, &t, "userinvites", "probe", "False", "NotPermitted").await;
+    assert_eq!(
+        told_owned.replace("owned@example.com", "<email>"),
+        told.replace("later@example.com", "<email>"),
+        "a tenant tells another team's account from its pending declaration"
+    );
+
     // An email nobody else declares: the tenant may invite it.
     w.apply_in(
         &t,

@@ -688,6 +688,13 @@ async fn bad_input_is_reported_and_nothing_is_written() {
             "InvalidSpec",
         ),
         (
+            // LibreChat's sign-in check (zod's email rule) refuses it: a local account could
+            // never log in with a password.
+            "unicode",
+            json!({ "instanceRef": { "name": "lc" }, "email": "josé@example.com" }),
+            "InvalidSpec",
+        ),
+        (
             "injection",
             json!({ "instanceRef": { "name": "lc" }, "email": "inj@example.com", "username": "{\"$ne\": \"\"}" }),
             "InvalidSpec",
