@@ -226,7 +226,23 @@ async fn deliver(
         }
     };
     // Read before the right to send is taken: a failed read must not leave it taken.
-    let issued = store.invite_record(&uid).await?.map(|r| r.token_hash);
+    let record = store.invite_record(&uid).await?;
+    if record.as_ref().is_some_and(|r| r.email_sent) {
+        outcome.email_sent_at = Some(super::status::now_rfc3339());
+        return Ok(outcome);
+    }
+    let issued = record.map(|r| r.token_hash);
+    let expires_at = outcome.expires_at.clone().unwrap_or_default();
+    // Everything the email needs is read before the right to send it is taken: the right is
+    // held only across the handover to the relay.
+    let mail = match prepare(invite, ctx, &instance, smtp, site, issued.as_deref()).await {
+        Ok(mail) => mail,
+        Err(why) => {
+            outcome.ready = email_not_sent(why);
+            outcome.requeue = Some(RETRY);
+            return Ok(outcome);
+        }
+    };
     // The right to send is taken in the database before sending: at most one email, even
     // if this process dies or the status write fails right after.
     if !store.take_invite_email(&uid).await? {
@@ -244,20 +260,24 @@ async fn deliver(
         outcome.requeue = Some(wait + Duration::from_millis(100));
         return Ok(outcome);
     }
-    let expires_at = outcome.expires_at.clone().unwrap_or_default();
-    match send(
-        invite,
-        ctx,
-        &instance,
-        smtp,
-        site,
-        issued.as_deref(),
-        &expires_at,
-    )
-    .await
-    {
+    let sent = mail.send(smtp, &email, site, &expires_at).await;
+    report_sent(invite, ctx, (&instance, &store), &email, sent, outcome).await
+}
+
+/// What the handover of the invitation email to the relay came to: sent (an event, the time
+/// in status) or refused (the right to send goes back, retried).
+async fn report_sent(
+    invite: &UserInvite,
+    ctx: &Context,
+    (instance, store): (&crate::api::LibreChatInstance, &Store),
+    email: &str,
+    sent: Result<crate::mail::Delivery, crate::mail::MailError>,
+    mut outcome: Outcome,
+) -> Result<Outcome, ReconcileError> {
+    let namespace = invite.namespace().unwrap_or_default();
+    match sent.map_err(|e| target::mail_failure_for(instance, &e, &namespace)) {
         Ok(delivery) => {
-            ctx.mail_pacer.sent(&email);
+            ctx.mail_pacer.sent(email);
             crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
             let note = match delivery {
@@ -266,11 +286,13 @@ async fn deliver(
                 }
                 crate::mail::Delivery::Unconfirmed => format!("the invitation link was handed to the relay for {email}, which did not confirm it in time: it may not have arrived, and is not sent again (the link in the Secret works; re-create the invitation to mail a new one)"),
             };
-            let change = invite_change("EmailSent", &instance, &email, note);
+            let change = invite_change("EmailSent", instance, email, note);
             ctx.changed(invite, change).await;
         }
         Err(why) => {
-            store.return_invite_email(&uid).await?;
+            store
+                .return_invite_email(&invite.uid().unwrap_or_default())
+                .await?;
             outcome.ready = email_not_sent(why);
             outcome.requeue = Some(RETRY);
         }
@@ -287,17 +309,41 @@ fn email_not_sent(why: String) -> Cond {
     )
 }
 
-/// Mails the link to `site` that the invite's Secret holds, if its token is the one `issued`
-/// (the hash recorded for this invite).
-async fn send(
+/// An invitation ready to mail: the relay's credentials and the link.
+struct PreparedMail {
+    /// User and password for the relay, if it takes any (never logged).
+    credentials: Option<(String, String)>,
+    link: String,
+}
+
+impl PreparedMail {
+    async fn send(
+        self,
+        smtp: &crate::api::instance::SmtpSpec,
+        to: &str,
+        site: &str,
+        expires_at: &str,
+    ) -> Result<crate::mail::Delivery, crate::mail::MailError> {
+        let invitation = crate::mail::Invitation {
+            to,
+            link: &self.link,
+            expires_at,
+            site,
+        };
+        crate::mail::send_invitation(smtp, self.credentials, &invitation).await
+    }
+}
+
+/// Reads what mailing the link to `site` takes: the relay's credentials, and the link the
+/// invite's Secret holds, if its token is the one `issued` (the hash recorded for this invite).
+async fn prepare(
     invite: &UserInvite,
     ctx: &Context,
     instance: &crate::api::LibreChatInstance,
     smtp: &crate::api::instance::SmtpSpec,
     site: &str,
     issued: Option<&str>,
-    expires_at: &str,
-) -> Result<crate::mail::Delivery, String> {
+) -> Result<PreparedMail, String> {
     // The relay's Secret is the instance's configuration: named only to its own namespace.
     let namespace = invite.namespace().unwrap_or_default();
     let credentials = super::secrets::smtp_credentials(&ctx.client, instance, smtp)
@@ -327,17 +373,10 @@ async fn send(
     if !issued_here {
         return Err(format!("Secret '{name}' does not hold the link this UserInvite issued; point spec.secretName back at the Secret the operator created for it"));
     }
-    let link = register_url(site, &raw.value);
-    let email = normalize_email(&invite.spec.email);
-    let invitation = crate::mail::Invitation {
-        to: &email,
-        link: &link,
-        expires_at,
-        site,
-    };
-    crate::mail::send_invitation(smtp, credentials, &invitation)
-        .await
-        .map_err(|e| target::mail_failure_for(instance, &e, &namespace))
+    Ok(PreparedMail {
+        credentials,
+        link: register_url(site, &raw.value),
+    })
 }
 
 async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {

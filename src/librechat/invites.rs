@@ -36,6 +36,8 @@ pub struct InviteRecord {
     pub token_hash: String,
     /// The email it was issued for.
     pub email: String,
+    /// Whether the right to email the link was taken (the email sent, or being sent).
+    pub email_sent: bool,
 }
 
 /// What the database says about an invite.
@@ -56,6 +58,7 @@ impl Store {
             Some(InviteRecord {
                 token_hash: d.get_str("tokenHash").ok()?.to_string(),
                 email: d.get_str("email").unwrap_or_default().to_string(),
+                email_sent: d.contains_key("emailSentAt"),
             })
         }))
     }
