@@ -1495,6 +1495,11 @@ async fn a_tenant_role_made_assignable_is_handed_to_the_administrators() {
             .unwrap()
             .unwrap();
     assert_eq!(record.get_str("namespace"), Ok(w.ns.as_str()), "{record}");
+    // LibreChat's own code reads the role the administrators' object declares.
+    w.contract_check(json!({
+        "roles": [{ "name": "LEADX",
+                    "permissions": { "PEOPLE_PICKER": { "VIEW_USERS": false } } }],
+    }));
 }
 
 /// The race: a tenant's account is written into the tenant's role just as the role's
@@ -1536,6 +1541,12 @@ async fn an_account_written_into_a_role_being_deleted_ends_in_user() {
     ready_in(&w, &t, "librechatusers", "member", "False", "NotPermitted").await;
     let account = w.find_user("racer@example.com").await.expect("created");
     assert_eq!(account.get_str("role"), Ok("USER"), "{account}");
+    // As LibreChat's own code reads them: the role is gone, the account is in USER.
+    let id = account.get_object_id("_id").unwrap();
+    w.contract_check(json!({
+        "roles": [{ "name": "RACEX", "absent": true }],
+        "roleMembers": [{ "role": "USER", "userIds": [id.to_hex()] }],
+    }));
 }
 
 /// An object refused because another one holds its group's name (in another namespace,
