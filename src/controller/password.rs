@@ -52,6 +52,19 @@ pub fn version_of_key(secret_version: String, key: &str) -> String {
     }
 }
 
+/// Whether `recorded` (a status's `passwordSecretVersion`) names the password version
+/// `current`. One recorded before the key was part of versions (no `#`) names the same Secret
+/// version under any key as long as the spec is the one that status was written for
+/// (`spec_unchanged`): the key cannot have moved since, and an upgrade re-applies nothing.
+pub fn names_version(recorded: &str, current: &str, spec_unchanged: bool) -> bool {
+    let before_keys = |secret: &str| !recorded.contains('#') && secret == recorded;
+    recorded == current
+        || (spec_unchanged
+            && current
+                .split_once('#')
+                .is_some_and(|(secret, _)| before_keys(secret)))
+}
+
 /// Resolves the declared password; `Ok(None)` when none is declared.
 pub async fn resolve(
     client: &kube::Client,
@@ -157,6 +170,20 @@ fn random_password(length: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_version_recorded_before_keys_counts_only_for_an_unchanged_spec() {
+        use super::names_version;
+        assert!(names_version("u/7#alice", "u/7#alice", false));
+        assert!(!names_version("u/7#alice", "u/7#bob", true));
+        assert!(names_version("u/7", "u/7#alice", true));
+        assert!(
+            !names_version("u/7", "u/7#alice", false),
+            "the key may have moved"
+        );
+        assert!(!names_version("u/6", "u/7#alice", true));
+        assert!(!names_version("u/7", "u/8", true));
+    }
+
     use super::random_password;
 
     #[test]

@@ -285,6 +285,58 @@ async fn pointing_the_password_at_another_key_applies_it() {
     }));
 }
 
+/// An object whose status the previous version wrote (`passwordSecretVersion` without the
+/// key): the upgrade must not take it for a new password. The person changed their password in
+/// LibreChat since (the operator leaves that alone until the Secret changes): it stays, and
+/// their sessions with it.
+#[tokio::test]
+async fn an_upgrade_does_not_re_apply_a_password_recorded_by_the_previous_version() {
+    let mut w = World::with_instance("user-upgrade", json!({})).await;
+    w.secret("pw", &[("alice", PASSWORD)]).await;
+    let mut spec = local_user("upgrade@example.com", "pw");
+    spec["password"]["secretRef"]["key"] = json!("alice");
+    w.apply("LibreChatUser", "up", spec).await;
+    let id = user_id(&w, "up").await;
+    w.stop_operator();
+
+    // As the previous version recorded it, and as the person's own reset left the account.
+    let obj = w.get("librechatusers", "up").await.unwrap();
+    let recorded = obj["status"]["passwordSecretVersion"].as_str().unwrap();
+    let legacy = recorded
+        .strip_suffix("#alice")
+        .expect("the key in the version");
+    let patch = json!({ "status": { "passwordSecretVersion": legacy } });
+    dynamic(&w.client, &w.ns, "LibreChatUser")
+        .patch_status(
+            "up",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let own = bcrypt::hash("Her-Own-Password-77", 10).unwrap();
+    w.users()
+        .update_one(doc! { "_id": id }, doc! { "$set": { "password": &own } })
+        .await
+        .unwrap();
+    seed_session(&w, id, "d".repeat(64).as_str()).await;
+
+    w.start_operator();
+    // Resyncs every 3 s: time for several.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let stored = w.find_user("upgrade@example.com").await.unwrap();
+    assert_eq!(
+        stored.get_str("password").unwrap(),
+        own,
+        "the upgrade put the Secret's password back over the person's own"
+    );
+    assert!(!w
+        .event_reasons("up")
+        .await
+        .contains(&"PasswordRotated".to_string()));
+    w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
+}
+
 #[tokio::test]
 async fn generated_password_lands_in_an_owned_secret_and_foreign_secrets_are_not_touched() {
     let w = World::with_instance(

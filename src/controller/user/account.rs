@@ -545,9 +545,15 @@ pub(super) fn password_applied_to(plan: &Plan, user: &LibreChatUser, id: ObjectI
         return false;
     };
     let id = id.to_hex();
-    plan.password_version().is_some()
-        && status.password_secret_version.as_deref() == plan.password_version()
-        && status.user_id.as_deref() == Some(id.as_str())
+    let spec_unchanged = status.observed_generation == user.metadata.generation;
+    let recorded = status.password_secret_version.as_deref();
+    let applied = match (recorded, plan.password_version()) {
+        (Some(r), Some(current)) => {
+            crate::controller::password::names_version(r, current, spec_unchanged)
+        }
+        _ => false,
+    };
+    applied && status.user_id.as_deref() == Some(id.as_str())
 }
 
 /// Applies the password when its Secret version is new; re-hashes only a changed password,

@@ -242,6 +242,18 @@ async fn marked_verified(
     Ok(Ok(previous.map(|_| (verified, None))))
 }
 
+/// A link not emailed yet: the address was mailed within the pace. Looked at again when the
+/// address's turn comes, not before.
+fn paced(ctx: &Context, email: &str, wait: std::time::Duration, user: &LibreChatUser) -> Outcome {
+    let message = format!(
+        "an email went to {email} within the last {}s (one email per address per --mail-pace; LibreChat's own resend allows 2 in 2 minutes); this verification link goes in {}s",
+        ctx.mail_pacer.pace().as_secs(),
+        wait.as_secs() + 1
+    );
+    let turn = wait + std::time::Duration::from_millis(100);
+    Outcome::waiting(reason::VERIFICATION_NOT_SENT, message, user).after(turn)
+}
+
 /// Issues one verification link for `trigger`: emailed through the instance's relay when it
 /// has one, otherwise written to the object's Secret.
 async fn issue_link(
@@ -255,11 +267,23 @@ async fn issue_link(
     let (email, uid) = (&plan.email, &plan.owner.uid);
     let previous = claim.actions.get(OneShot::Verification.as_str());
     let by_email = plan.instance.spec.smtp.is_some() && plan.instance.spec.domain_client.is_some();
-    // Hashed before the right to send is taken: a long hashing queue must not hold it, as a
-    // process stopped meanwhile would keep it taken with nothing sent.
+    if let Some(wait) = ctx.mail_pacer.wait_for(email).filter(|_| by_email) {
+        return Ok(Err(paced(ctx, email, wait, user)));
+    }
+    // The token is hashed and written before the right to send is taken: a failure or a stop
+    // in either holds nothing (the next attempt replaces the token), so the right is held
+    // only across the handover to the relay, and given back when that fails.
     let raw = new_raw_verification_token();
     let hash = ctx.hasher.hash(raw.clone()).await?;
-    // The right to send goes back whenever nothing was sent.
+    let expires_ms = store.issue_verification(stored.id, email, &hash).await?;
+    // At most one email per trigger, even if this process dies right after sending.
+    if by_email
+        && !store
+            .take_action(email, uid, OneShot::Verification, trigger)
+            .await?
+    {
+        return Ok(Ok(VerificationStatus::default()));
+    }
     let give_back = || {
         store.return_action(
             email,
@@ -267,41 +291,6 @@ async fn issue_link(
             OneShot::Verification,
             previous.map(String::as_str),
         )
-    };
-    if by_email {
-        // At most one email per trigger, even if this process dies right after sending.
-        if !store
-            .take_action(email, uid, OneShot::Verification, trigger)
-            .await?
-        {
-            return Ok(Ok(VerificationStatus::default()));
-        }
-        if let Some(wait) = ctx.mail_pacer.wait_for(email) {
-            give_back().await?;
-            let message = format!(
-                "an email went to {email} within the last {}s (one email per address per --mail-pace; LibreChat's own resend allows 2 in 2 minutes); this verification link goes in {}s",
-                ctx.mail_pacer.pace().as_secs(),
-                wait.as_secs() + 1
-            );
-            // Looked at again when the address's turn comes, not before.
-            let turn = wait + std::time::Duration::from_millis(100);
-            return Ok(Err(Outcome::waiting(
-                reason::VERIFICATION_NOT_SENT,
-                message,
-                user,
-            )
-            .after(turn)));
-        }
-    }
-    let expires_ms = match store.issue_verification(stored.id, email, &hash).await {
-        Ok(expires_ms) => expires_ms,
-        Err(e) => {
-            // Nothing was sent: the right goes back, or the link would never be issued.
-            if by_email {
-                give_back().await?;
-            }
-            return Err(e.into());
-        }
     };
     let expires_at = jiff::Timestamp::from_millisecond(expires_ms)
         .map(|t| t.to_string())

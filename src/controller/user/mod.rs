@@ -586,7 +586,9 @@ fn applied_before(user: &LibreChatUser, version: &str, min_length: u32) -> bool 
     let Some(status) = user.status.as_ref() else {
         return false;
     };
-    status.password_secret_version.as_deref() == Some(version)
+    let spec_unchanged = status.observed_generation == user.metadata.generation;
+    let recorded = status.password_secret_version.as_deref();
+    recorded.is_some_and(|r| super::password::names_version(r, version, spec_unchanged))
         && status.password_min_length.is_some_and(|m| m >= min_length)
 }
 
