@@ -168,8 +168,10 @@ impl LibreChatUserSpec {
         let mut problems = Problems::new();
         let email = check_email(&self.email);
         // A local account signs in through LibreChat's own check of the email; an SSO one
-        // through its identity provider.
-        let local = self.provider() == super::user::Provider::Local;
+        // through its identity provider. An adopted account with no declared provider may be
+        // either: its email is LibreChat's already.
+        let adopted_as_is = self.provider.is_none() && self.adopt == Some(true);
+        let local = self.provider() == super::user::Provider::Local && !adopted_as_is;
         let email = email.and_then(|_| match local {
             true => check_sign_in_email(&self.email),
             false => Ok(()),
@@ -354,6 +356,26 @@ mod tests {
         ] {
             assert!(check_sign_in_email(bad).is_err(), "{bad:?} should fail");
         }
+    }
+
+    #[test]
+    fn the_sign_in_rule_is_for_accounts_that_sign_in_with_a_password() {
+        let user = |extra: serde_json::Value| {
+            let mut spec =
+                serde_json::json!({ "instanceRef": { "name": "lc" }, "email": "josé@example.com" });
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<LibreChatUserSpec>(spec).unwrap()
+        };
+        let refused = |spec: LibreChatUserSpec| !spec.problems(8).is_empty();
+        assert!(refused(user(serde_json::json!({}))), "a local account");
+        assert!(refused(user(
+            serde_json::json!({ "provider": "local", "adopt": true })
+        )));
+        assert!(!refused(user(serde_json::json!({ "provider": "openid" }))));
+        // Adopted as it is: the provider may be any, and the email is LibreChat's already.
+        assert!(!refused(user(serde_json::json!({ "adopt": true }))));
     }
 
     #[test]

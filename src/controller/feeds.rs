@@ -162,9 +162,14 @@ async fn follow(
             }
             Ok(mut feed) => {
                 set(FeedMode::ChangeStream);
-                pause = Duration::from_secs(1);
+                let opened = tokio::time::Instant::now();
                 position = pass_on(&key, &mut feed, &sender, position).await;
                 set(FeedMode::Starting);
+                // Only a feed that ran a while starts over at a short pause: one that breaks
+                // as soon as it opens is not reopened every second for ever.
+                if opened.elapsed() >= MAX_PAUSE {
+                    pause = Duration::from_secs(1);
+                }
             }
         }
         tokio::time::sleep(pause).await;

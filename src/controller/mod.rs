@@ -446,8 +446,8 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    // Instances carry no finalizer, so a deleted one is never reconciled: its pooled clients
-    // and its change feed are dropped by this sweep instead.
+    // A deleted instance's pooled clients and change feed are dropped by its cleanup, and by
+    // this sweep for one that went without it (its finalizer removed by hand).
     let sweep_store = synced_instances.clone();
     let sweep_ctx = ctx.clone();
     let sweep_scope = namespace.clone();

@@ -404,6 +404,19 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Finishes the deletion `claim`'s object began, if its account is still there (the
+    /// cascade is safe to repeat; transactions stay, the default).
+    pub async fn finish_started_deletion(&self, claim: &Claim) -> Result<(), StoreError> {
+        let Some(id) = claim.user_id.filter(|_| claim.deletion_started) else {
+            return Ok(());
+        };
+        if self.find_user_by_id(id).await?.is_some() {
+            self.delete_user_cascade(id, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes `owner_uid`'s ownership record of `email`.
     pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
             .delete_one(doc! { "_id": email, "uid": owner_uid })

@@ -569,3 +569,48 @@ async fn a_deletion_that_began_finishes_even_when_switched_to_retain() {
         "absentUsers": [ { "email": "dana@example.com", "userId": a.to_hex() } ]
     }));
 }
+
+/// A deletion that began stops for good (crash), the object's finalizer is removed by hand,
+/// and GitOps applies the object again with `Retain`. The deletion that began finishes first:
+/// the re-created object gets a new account. Before, it inherited the fenced, half-deleted
+/// account (Ready, though LibreChat refuses every request of it), and the inherited record's
+/// mark later deleted the account despite `Retain`, past the refusals and the guard.
+#[tokio::test]
+async fn a_re_created_object_does_not_inherit_a_deletion_under_way() {
+    let mut w = World::new("cascade-inherit").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-deletion-fence")]);
+    w.ready_instance("lc", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let mut spec = local_user("erin@example.com", "pw");
+    spec["deletionPolicy"] = json!("Delete");
+    w.apply("LibreChatUser", "erin", spec.clone()).await;
+    let first = user_id(&w, "erin").await;
+    w.delete("LibreChatUser", "erin").await;
+    assert_eq!(w.wait_operator_exit(PATIENCE).await, Some(86));
+
+    let no_finalizer = json!({ "metadata": { "finalizers": null } });
+    dynamic(&w.client, &w.ns, "LibreChatUser")
+        .patch(
+            "erin",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&no_finalizer),
+        )
+        .await
+        .unwrap();
+    w.wait_gone("librechatusers", "erin").await;
+    spec["deletionPolicy"] = json!("Retain");
+    w.apply("LibreChatUser", "erin", spec).await;
+    w.start_operator();
+
+    let second = user_id(&w, "erin").await;
+    assert_ne!(second, first, "the half-deleted account was handed over");
+    let account = w.find_user("erin@example.com").await.unwrap();
+    assert!(
+        account.get("agentTriggerDeletionStartedAt").is_none(),
+        "{account}"
+    );
+    w.contract_check(json!({
+        "absentUsers": [ { "userId": first.to_hex() } ],
+        "users": [ { "email": "erin@example.com", "password": PASSWORD } ],
+    }));
+}

@@ -22,7 +22,7 @@ pub(super) async fn take_ownership(
 ) -> Result<Result<Claim, Outcome>, ReconcileError> {
     let store = plan.store();
     let (email, owner) = (&plan.email, &plan.owner);
-    let current = store.find_own_claim(email, &owner.uid).await?;
+    let mut current = store.find_own_claim(email, &owner.uid).await?;
     if let Some(c) = current.as_ref().filter(|c| c.owner.uid == owner.uid) {
         return Ok(Ok(c.clone()));
     }
@@ -31,6 +31,13 @@ pub(super) async fn take_ownership(
             let message = format!("the account {email} is already managed by {}; nothing was changed. Remove one of the two objects", plan.tenancy.names(&c.owner));
             return Ok(Err(Outcome::stalled(reason::CONFLICT, message, user)));
         }
+    }
+    if let Some(stale) = current.take_if(|c| c.deletion_started) {
+        // The gone object's deletion began and never finished (its finalizer was removed by
+        // hand): it finishes before anyone takes the email, rather than handing over an
+        // account fenced from sign-in with part of its data gone.
+        store.finish_started_deletion(&stale).await?;
+        store.release(email, &stale.owner.uid).await?;
     }
     // The email is immutable (a CEL rule, which old or CEL-less API servers drop): an object
     // that owns an account under another email must not claim a second one.

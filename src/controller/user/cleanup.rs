@@ -153,7 +153,7 @@ impl Hold {
     fn under_way(why: String) -> Self {
         Hold {
             reason: reason::DELETE_BLOCKED,
-            message: format!("deletion is under way and blocked: {why}. The account is fenced from sign-in and part of its data is gone, so the deletion finishes once this is fixed (deletionPolicy no longer stops it). The operator retries"),
+            message: format!("deletion is under way and blocked: {why}. It began (the account is fenced from sign-in, or about to be, and part of its data may be gone), so it finishes once this is fixed, whatever deletionPolicy says now. The operator retries"),
         }
     }
 }
