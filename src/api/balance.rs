@@ -189,7 +189,7 @@ pub struct UserBalanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_credits: Option<i64>,
     /// Ids of the declared grants that are applied.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub grants_applied: Vec<String>,
 }
 

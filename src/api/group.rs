@@ -128,9 +128,9 @@ pub struct LibreChatGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_count: Option<i64>,
     /// Declared members not found yet; added when they appear.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub pending_members: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub grants: Vec<GrantStatus>,
     /// The instance this object was applied to (`namespace/name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -92,9 +92,9 @@ pub struct LibreChatRoleStatus {
     pub users: Option<i64>,
     /// Declared permission types that LibreChat re-imposes from librechat.yaml at its next
     /// start (built-in roles only; see the instance's `librechatYaml.interfaceKeys`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub overridden_at_restart: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub grants: Vec<GrantStatus>,
     /// The instance this object was applied to (`namespace/name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -292,7 +292,7 @@ pub struct LibreChatUserStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<super::balance::UserBalanceStatus>,
     /// The plugin keys installed and credentialed as declared (never their credentials).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub plugins: Vec<String>,
     /// Email verification: `Verified`, or `Pending` with the link's expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]

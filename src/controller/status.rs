@@ -6,7 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Merge-patches `status` onto `obj` if it differs from what the object already shows.
-/// Returns whether a write happened.
+/// Returns whether a write happened. A merge patch keeps what a key it leaves out holds, so
+/// status lists are always serialized (never skipped when empty): an emptied list (pending
+/// members who registered, grants taken out) must reach the object.
 pub async fn write_status<K, S>(
     api: &Api<K>,
     obj: &K,

@@ -182,6 +182,14 @@ async fn a_group_is_what_librechat_reads_for_its_members() {
     )
     .await;
     assert!(member_ids(&group_doc(&w, "Team A").await.unwrap()).contains(&later.to_hex()));
+    // Status no longer lists the member as pending (a merge patch that left the emptied list
+    // out kept the old one for ever).
+    let shown = w.get("librechatgroups", "team").await.unwrap();
+    assert_eq!(
+        shown.pointer("/status/pendingMembers"),
+        Some(&json!([])),
+        "{shown}"
+    );
 
     // A member a person added in LibreChat is theirs: the operator never takes it out.
     w.db.collection::<Document>("groups")
