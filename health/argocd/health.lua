@@ -7,7 +7,7 @@
 -- (waiting for something transient). A new generation is first stamped Reconciling=True.
 --   status.observedGeneration < metadata.generation  -> Progressing
 --   Stalled=True                                     -> Degraded, with its message
---   Ready=True                                       -> Healthy, with its message
+--   Ready=True, Reconciling not True                 -> Healthy, with its message
 --   otherwise (Reconciling=True, no conditions yet)  -> Progressing, with Ready's message
 --   no status yet (the operator has not seen it)     -> Progressing
 local hs = {}
@@ -56,7 +56,10 @@ if stalled ~= nil and stalled.status == "True" then
   return hs
 end
 
-if ready ~= nil and ready.status == "True" then
+-- A Ready=True left from the previous generation while the new one is applied (Reconciling
+-- stamped for it) says nothing of the new generation yet.
+local applying = reconciling ~= nil and reconciling.status == "True"
+if ready ~= nil and ready.status == "True" and not applying then
   hs.status = "Healthy"
   hs.message = said(ready, "Ready")
   return hs

@@ -119,18 +119,20 @@ fn observed(obj: &Value) -> Option<i64> {
 }
 
 /// The operator's own promise, checked on every captured object that has a status: Ready,
-/// Stalled and Reconciling all present, exactly one of them True, observedGeneration set.
+/// Stalled and Reconciling all present, exactly one of them True for the generation status
+/// describes, observedGeneration set. (A Ready=True kept from the previous generation while
+/// the new one is applied says nothing of the new one: its own observedGeneration is older.)
 /// A Ready=False without Stalled or Reconciling would read as Current to kstatus.
 fn assert_contract(file: &str, obj: &Value) {
     let Some(_) = obj.get("status") else { return };
-    let status_of = |t: &str| {
+    let of = |t: &str| {
         condition(obj, t)
             .unwrap_or_else(|| panic!("{file}: condition {t} missing: {}", obj["status"]))
-            .status
     };
     let trues = ["Ready", "Stalled", "Reconciling"]
         .iter()
-        .filter(|t| status_of(t) == "True")
+        .map(|t| of(t))
+        .filter(|c| c.status == "True" && c.observed_generation == observed(obj))
         .count();
     assert_eq!(
         trues, 1,
@@ -623,6 +625,25 @@ async fn kstatus_flux_and_argocd_read_every_state_right() {
         capture.keep(label, obj, RECONCILING);
     }
     assert!(generation(&ready) < generation(&w.get("librechatusers", "ready").await.unwrap()));
+
+    // 3b. The same new generation as the operator stamps it when it starts applying it
+    // (`report::begin`: Reconciling=True for it, Ready=True still from the previous one):
+    // not yet Healthy, Current or Ready for the new generation.
+    {
+        use librechat_operator::api::LibreChatUser;
+        let api: kube::Api<LibreChatUser> = kube::Api::namespaced(w.client.clone(), &w.ns);
+        let typed = api.get("ready").await.unwrap();
+        librechat_operator::controller::report::begin(&api, &typed)
+            .await
+            .unwrap();
+        let obj = w.get("librechatusers", "ready").await.unwrap();
+        assert_eq!(
+            observed(&obj),
+            generation(&obj),
+            "begin stamps the generation"
+        );
+        capture.keep("user-new-generation-being-applied", obj, RECONCILING);
+    }
 
     // Every kind in every verdict of the operator's (no-status ones aside).
     for kind in KINDS {
