@@ -42,7 +42,12 @@ pub fn resync_period(instance: &LibreChatInstance, default: Duration) -> Duratio
         .and_then(|p| parse_duration(p).ok())
         .filter(|d| !d.is_zero())
         .unwrap_or(default)
+        // A period the spec check refuses (under a second) must not spin the reconciler.
+        .max(MIN_RESYNC_PERIOD)
 }
+
+/// The shortest resync the operator keeps, whatever the spec says.
+const MIN_RESYNC_PERIOD: Duration = Duration::from_secs(1);
 
 pub async fn reconcile(
     instance: Arc<LibreChatInstance>,

@@ -169,7 +169,7 @@ impl EventRecorder {
             type_: Some(kind.to_string()),
             reason: Some(occurrence.reason.clone()),
             action: Some(occurrence.reason.clone()),
-            note: Some(occurrence.note.clone()),
+            note: Some(fitted_note(&occurrence.note)),
             regarding: Some(regarding.clone()),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),
@@ -181,6 +181,22 @@ impl EventRecorder {
     fn locked(&self) -> MutexGuard<'_, Recent> {
         self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The events API refuses a note over 1 KiB (the whole event with it): a longer one is cut
+/// at a character boundary, marked as cut.
+const MAX_NOTE_BYTES: usize = 1024;
+
+fn fitted_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note.to_string();
+    }
+    const CUT: &str = " [...]";
+    let mut end = MAX_NOTE_BYTES - CUT.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT}", &note[..end])
 }
 
 /// Two events are the same, as client-go counts them, when they are about the same object with
@@ -203,6 +219,17 @@ fn repeat_key(occurrence: &Occurrence, regarding: &ObjectReference) -> RepeatKey
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_note_is_cut_to_what_the_events_api_takes() {
+        let short = "banned: spam";
+        assert_eq!(super::fitted_note(short), short);
+        let long = "é".repeat(700); // 1400 bytes
+        let fitted = super::fitted_note(&long);
+        assert!(fitted.len() <= super::MAX_NOTE_BYTES, "{}", fitted.len());
+        assert!(fitted.ends_with(" [...]"));
+        assert!(long.starts_with(fitted.trim_end_matches(" [...]")));
+    }
+
     use super::*;
 
     fn occurrence(reason: &str, note: &str) -> Occurrence {
