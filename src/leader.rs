@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -146,9 +147,11 @@ pub async fn acquire(client: &Client, config: LeaseConfig) -> Result<Leadership,
     // No API call may outlast a third of the lease, so a hung request cannot let it lapse unseen.
     let attempt_timeout = (config.duration / 3).max(Duration::from_millis(500));
     let mut observed = Observed::default();
-    loop {
+    // When the request that took the Lease was sent: the renewal deadline counts from there.
+    let acquired = loop {
+        let sent = tokio::time::Instant::now();
         match tokio::time::timeout(attempt_timeout, try_hold(&api, &config, &mut observed)).await {
-            Ok(Ok(true)) => break,
+            Ok(Ok(true)) => break sent,
             Ok(Ok(false)) => {}
             Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
                 return Err(config.error(kube::Error::Api(e)))
@@ -161,40 +164,14 @@ pub async fn acquire(client: &Client, config: LeaseConfig) -> Result<Leadership,
             }
         }
         tokio::time::sleep(retry).await;
-    }
+    };
     tracing::info!(lease = %config.name, identity = %config.identity, "became the leader");
     let (tx, lost) = watch::channel(false);
     let renew_api = api.clone();
     let renew_config = config.clone();
     let renewer = tokio::spawn(async move {
-        let every = (renew_config.duration / 3).max(Duration::from_millis(500));
-        // Stop leading well before the Lease could lapse for the others (client-go's renew
-        // deadline), counted from when the last successful renewal was sent.
-        let deadline = renew_config.duration * 2 / 3;
-        let mut last_renewed = tokio::time::Instant::now();
-        let mut observed = Observed::default();
-        loop {
-            tokio::time::sleep(every).await;
-            let sent = tokio::time::Instant::now();
-            match tokio::time::timeout(every, try_hold(&renew_api, &renew_config, &mut observed))
-                .await
-            {
-                Ok(Ok(true)) => last_renewed = sent,
-                Ok(Ok(false)) => {
-                    tracing::error!("leader election: another replica holds the Lease now");
-                    let _ = tx.send(true);
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "leader election: renewing the Lease failed")
-                }
-                Err(_) => tracing::warn!("leader election: renewing the Lease timed out"),
-            }
-            if last_renewed.elapsed() >= deadline {
-                let _ = tx.send(true);
-                return;
-            }
-        }
+        renew_until_lost(&renew_api, &renew_config, acquired).await;
+        let _ = tx.send(true);
     });
     Ok(Leadership {
         lost,
@@ -202,6 +179,46 @@ pub async fn acquire(client: &Client, config: LeaseConfig) -> Result<Leadership,
         api,
         config,
     })
+}
+
+/// Renews the Lease until it cannot be sure to hold it: another replica holds it, or no
+/// renewal succeeded within the renew deadline (client-go's: two thirds of the lease),
+/// counted from when the last successful renewal was sent. Every attempt ends by that
+/// deadline, so leadership is given up by it even while the API server hangs: a standby
+/// takes the Lease only once a whole lease has passed since that renewal.
+async fn renew_until_lost(api: &Api<Lease>, config: &LeaseConfig, acquired: Instant) {
+    let every = (config.duration / 3).max(Duration::from_millis(500));
+    let retry = (config.duration / 5).max(Duration::from_millis(500));
+    let deadline = config.duration * 2 / 3;
+    let mut last_renewed = acquired;
+    let mut next = acquired + every;
+    let mut observed = Observed::default();
+    loop {
+        let lapse = last_renewed + deadline;
+        tokio::time::sleep_until(next.min(lapse)).await;
+        if Instant::now() >= lapse {
+            tracing::error!(
+                "leader election: no renewal within the renew deadline; giving up leadership"
+            );
+            return;
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout_at(lapse, try_hold(api, config, &mut observed)).await {
+            Ok(Ok(true)) => {
+                last_renewed = sent;
+                next = sent + every;
+            }
+            Ok(Ok(false)) => {
+                tracing::error!("leader election: another replica holds the Lease now");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "leader election: renewing the Lease failed");
+                next = Instant::now() + retry;
+            }
+            Err(_) => tracing::warn!("leader election: renewing the Lease timed out"),
+        }
+    }
 }
 
 impl Leadership {
@@ -257,6 +274,37 @@ mod tests {
                 ..Default::default()
             }),
         }
+    }
+
+    /// The API server accepts the renewal and never answers: leadership is given up at the
+    /// renew deadline counted from the last renewal sent, not a whole attempt later.
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_api_server_ends_leadership_at_the_renew_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let url: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
+        let client = Client::try_from(kube::Config::new(url)).unwrap();
+        let config = LeaseConfig {
+            name: "lease".into(),
+            namespace: "ns".into(),
+            identity: "me".into(),
+            duration: Duration::from_secs(15),
+        };
+        let api = config.api(&client);
+        let acquired = Instant::now();
+        renew_until_lost(&api, &config, acquired).await;
+        let held_for = acquired.elapsed();
+        assert!(
+            held_for >= Duration::from_secs(10)
+                && held_for <= Duration::from_secs(10) + Duration::from_millis(50),
+            "led for {held_for:?} after the last renewal was sent"
+        );
     }
 
     #[tokio::test(start_paused = true)]
