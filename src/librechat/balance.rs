@@ -102,8 +102,22 @@ impl StoredBalance {
 pub enum GrantResult {
     /// Credited now.
     Applied,
-    /// Credited before (by an earlier reconcile, perhaps one that crashed half-way).
-    AlreadyApplied,
+    /// Credited before (by an earlier reconcile, perhaps one that crashed half-way): `credited`
+    /// is what its mark says was credited, when the mark is still there (the grant may have
+    /// been edited since; the ledger records the credit made).
+    AlreadyApplied { credited: Option<i64> },
+}
+
+impl GrantResult {
+    /// The credits this grant moved, given those it declares now.
+    pub fn credited(&self, declared: i64) -> i64 {
+        match self {
+            GrantResult::AlreadyApplied {
+                credited: Some(made),
+            } => *made,
+            _ => declared,
+        }
+    }
 }
 
 /// A number as LibreChat's driver stores a JavaScript number: Int32 when it fits, else Double.
@@ -193,9 +207,11 @@ impl Store {
         Ok(found.as_ref().and_then(stored_balance))
     }
 
-    /// The record registration gives a new account (`_id` = user id); an existing record is
-    /// left alone, so repeating it after a crash changes nothing. Returns whether it was
-    /// created now.
+    /// The record registration gives a new account (`_id` = user id); an existing record of
+    /// the user (whatever its `_id`: `set-balance` or an older LibreChat made it) is left
+    /// alone, so repeating it after a crash changes nothing, and no second record, older by
+    /// its `_id` and so the one LibreChat reads, comes to outweigh an admin's. Returns whether
+    /// it was created now.
     pub async fn ensure_balance_record(
         &self,
         user: ObjectId,
@@ -204,10 +220,11 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let result = self
             .collection(BALANCES)
-            .update_one(
-                doc! { "_id": user },
-                doc! { "$setOnInsert": new_record(user, credits, refill) },
-            )
+            .update_one(doc! { "user": user }, {
+                let mut record = new_record(user, credits, refill);
+                record.insert("_id", user);
+                doc! { "$setOnInsert": record }
+            })
             .upsert(true)
             .deadline("creating a balance")
             .await;
@@ -251,8 +268,8 @@ impl Store {
     ) -> Result<GrantResult, StoreError> {
         let result = self.credit_once(user, tx, credits, granting).await?;
         crate::fault::crash_point("after-grant-balance");
-        self.save_transaction(tx, user, "admin", &js_number(credits))
-            .await?;
+        let credited = js_number(result.credited(credits));
+        self.save_transaction(tx, user, "admin", &credited).await?;
         crate::fault::crash_point("after-grant-transaction");
         self.clear_pending(user, tx).await?;
         Ok(result)
@@ -274,7 +291,10 @@ impl Store {
                 continue;
             };
             match &record.pending {
-                Some((pending, _)) if *pending == tx => return Ok(GrantResult::AlreadyApplied),
+                Some((pending, amount)) if *pending == tx => {
+                    let credited = number(Some(amount));
+                    return Ok(GrantResult::AlreadyApplied { credited });
+                }
                 Some((other, amount)) => {
                     let context = match granting.contains(other) {
                         true => "admin",
@@ -288,7 +308,7 @@ impl Store {
             }
             // Read after the record: a grant finished meanwhile shows here.
             if !self.saved_transactions(&[tx]).await?.is_empty() {
-                return Ok(GrantResult::AlreadyApplied);
+                return Ok(GrantResult::AlreadyApplied { credited: None });
             }
             if self.compare_and_credit(&record, tx, credits).await? {
                 return Ok(GrantResult::Applied);

@@ -606,6 +606,101 @@ async fn a_grant_cut_short_is_finished_as_a_grant_when_a_new_one_comes_first() {
     }));
 }
 
+/// A grant cut short after its credit, then edited to another amount before the operator is
+/// back: the ledger records the credit that was made, not the new amount (which is never
+/// credited: a grant id is given once).
+#[tokio::test]
+async fn a_grant_finished_after_a_crash_records_what_was_credited() {
+    let mut w = World::with_instance(
+        "bal-edited",
+        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    let grants = |list: Value| user_spec("edited@example.com", json!({ "grants": list }));
+    w.apply("LibreChatUser", "c", grants(json!([]))).await;
+    let (scope, id, _) = ready_user(&w, "c").await;
+    w.stop_operator();
+    w.apply(
+        "LibreChatUser",
+        "c",
+        grants(json!([{ "id": "welcome", "credits": 500 }])),
+    )
+    .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-grant-balance")]);
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+
+    w.apply(
+        "LibreChatUser",
+        "c",
+        grants(json!([{ "id": "welcome", "credits": 700 }])),
+    )
+    .await;
+    w.start_operator();
+    credits_shown(&w, "c", 1500).await;
+    let tx = grant_transaction_id(&scope, "welcome").to_hex();
+    eventually("the grant's transaction", || async {
+        let oid = ObjectId::parse_str(&tx).ok()?;
+        w.db.collection::<Document>("transactions")
+            .find_one(doc! { "_id": oid })
+            .await
+            .ok()?
+    })
+    .await;
+    w.contract_check(json!({
+        "balances": [{ "userId": id.to_hex(), "tokenCredits": 1500 }],
+        "creditTransactions": [
+            { "id": tx, "userId": id.to_hex(), "rawAmount": 500, "context": "admin" },
+        ],
+    }));
+}
+
+/// The operator dies between inserting an account and giving it its start balance, and an
+/// admin runs `set-balance` meanwhile (a record of its own `_id`). The start balance is not
+/// written beside it: a second record, older by its `_id` (the account's, reserved earlier),
+/// would be the one LibreChat reads, and the admin's decision would silently go.
+#[tokio::test]
+async fn a_balance_set_by_an_admin_before_the_start_balance_stays_the_only_one() {
+    let mut w = World::new("bal-setfirst").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-account-insert")]);
+    w.ready_instance(
+        "lc",
+        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "c",
+        user_spec("setfirst@example.com", json!({})),
+    )
+    .await;
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let id = w
+        .find_user("setfirst@example.com")
+        .await
+        .unwrap()
+        .get_object_id("_id")
+        .unwrap();
+    // As `npm run set-balance setfirst@example.com 5000` writes it (an upsert by `user`, with
+    // the schema's defaults, under an `_id` of its own).
+    w.db.collection::<Document>("balances")
+        .insert_one(
+            doc! { "user": id, "tokenCredits": 5000, "autoRefillEnabled": false,
+            "refillIntervalValue": 30, "refillIntervalUnit": "days",
+            "refillAmount": 0, "lastRefill": mongodb::bson::DateTime::now(), "__v": 0 },
+        )
+        .await
+        .unwrap();
+
+    w.start_operator();
+    ready_user(&w, "c").await;
+    let records = balances_of(&w, id).await;
+    assert_eq!(records.len(), 1, "a second balance record: {records:?}");
+    assert_eq!(records[0].get_i32("tokenCredits"), Ok(5000));
+    credits_shown(&w, "c", 5000).await;
+}
+
 #[tokio::test]
 async fn bad_balance_input_is_refused_and_writes_nothing() {
     let w = World::with_instance("bal-bad", json!({ "balance": { "enabled": true } })).await;

@@ -149,10 +149,12 @@ pub(super) async fn converge(
         let credits = grant.credits().unwrap_or_default();
         // Credited now, or by a reconcile that crashed before its audit line (which is written
         // only once the grant is finished): either way the audit trail gets it now, once.
-        let verb = match store.apply_grant(id, tx, credits, &granting).await? {
+        let result = store.apply_grant(id, tx, credits, &granting).await?;
+        let verb = match result {
             GrantResult::Applied => "granted",
-            GrantResult::AlreadyApplied => "finished granting",
+            GrantResult::AlreadyApplied { .. } => "finished granting",
         };
+        let credits = result.credited(credits);
         let why = grant
             .reason
             .as_deref()
