@@ -513,6 +513,56 @@ async fn deleting_an_object_after_the_revocation_does_not_keep_its_refill() {
     refill_becomes(&w, id, refill_defaults(), deleted).await;
 }
 
+/// The attack the other way round: a tenant deletes its object (the account retained) while
+/// it may still grant credits, so that no object is left for a later revocation to reach. A
+/// tenant's refill goes with its object.
+#[tokio::test]
+async fn a_tenant_refill_does_not_outlive_its_object() {
+    let (w, t) = tenant_granting_credits("bal-retain").await;
+    let spec = generous_refill(&w, "keeper@example.com");
+    w.apply_in(&t, "LibreChatUser", "keeper", spec).await;
+    let id = ready_account_in(&w, &t, "keeper").await;
+    refill_becomes(&w, id, generous_refill_fields(), "the tenant's refill").await;
+
+    crate::support::delete_in(&w.client, &t, "LibreChatUser", "keeper").await;
+    crate::trust::wait_gone_in(&w, &t, "librechatusers", "keeper").await;
+    assert!(
+        w.find_user("keeper@example.com").await.is_some(),
+        "the account is retained"
+    );
+    let gone = "the deleted tenant object's refill put back";
+    refill_becomes(&w, id, refill_defaults(), gone).await;
+}
+
+/// The instance stops letting tenants manage accounts they only adopted: the refill a tenant
+/// wrote on one goes with that right (the object turns NotPermitted, in this very process,
+/// which had the object settled).
+#[tokio::test]
+async fn revoking_manage_adopted_accounts_takes_the_refill_written_on_one() {
+    let policy = |manage: bool| {
+        json!({ "balance": { "enabled": true },
+                "tenantPolicy": { "grantCredits": true, "manageAdoptedAccounts": manage } })
+    };
+    let (w, t) = crate::trust::tenant_world("bal-adopted", policy(true)).await;
+    let id = ObjectId::new();
+    w.users()
+        .insert_one(crate::user::foreign_user(id, "adoptee@example.com"))
+        .await
+        .unwrap();
+    let mut spec = generous_refill(&w, "adoptee@example.com");
+    spec["adopt"] = json!(true);
+    w.apply_in(&t, "LibreChatUser", "adoptee", spec).await;
+    ready_account_in(&w, &t, "adoptee").await;
+    refill_becomes(&w, id, generous_refill_fields(), "the tenant's refill").await;
+
+    let mut revoked = policy(false);
+    revoked["allowedNamespaces"] = json!([t.clone()]);
+    w.apply_instance("lc", &env("REDIS_URL"), revoked).await;
+    refused_in(&w, &t, "adoptee", "NotPermitted").await;
+    let back = "the refill on the adopted account put back";
+    refill_becomes(&w, id, refill_defaults(), back).await;
+}
+
 /// Crashes at `point` while applying grant `g`, restarts, and proves it was applied once.
 async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: i64, before: i64) {
     let (scope, id, _) = ready_user(w, "c").await;

@@ -72,6 +72,11 @@ pub(super) async fn converge(
         .finish_follow_ups(&claim, &account.stored)
         .await?;
     if let Err(outcome) = correct(ctx, plan, &mut account, user).await? {
+        // Refused because the object may no longer write an adopted account (the instance
+        // revoked manageAdoptedAccounts): the auto-refill it wrote there goes too.
+        if !account.created && !plan.tenancy.may_manage_adopted {
+            store.withdraw_refill(&claim).await?;
+        }
         return Ok(Converged::Done(Box::new(outcome)));
     }
     if let Some(outcome) = role_taken_away(plan, &account, user).await? {

@@ -92,8 +92,12 @@ pub(super) async fn take_ownership(
             }
         }
         // What a write of the gone object promised (its sessions ended after a password
-        // change, caches dropped after a role change) is done before its record goes.
+        // change, caches dropped after a role change) is done before its record goes, and a
+        // tenant's auto-refill goes with it (nothing could take it back later).
         store.finish_owed(&stale).await?;
+        if stale.owner.namespace != plan.tenancy.instance_namespace {
+            store.withdraw_refill(&stale).await?;
+        }
         store.release(email, &stale.owner.uid).await?;
     }
     match store.claim(email, owner).await? {

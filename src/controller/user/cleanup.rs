@@ -88,9 +88,12 @@ pub(super) async fn cleanup(
     if let Err(e) = stores.store.finish_owed(&claim).await {
         return blocked(api, user, ctx, &e.to_string()).await;
     }
-    // An account left behind keeps what it was given, but not an auto-refill its namespace
-    // may no longer declare: deleting a refused object must not make a revoked right last.
-    if !Tenancy::of(&instance, &namespace).may_grant_credits {
+    // An account left behind keeps what it was given, but not a tenant's auto-refill: once
+    // the object and its record are gone, nothing could take it back when the instance
+    // revokes the namespace's right to declare it (an administrators' object keeps it, as
+    // long as that namespace may still declare it).
+    let tenancy = Tenancy::of(&instance, &namespace);
+    if !tenancy.administers || !tenancy.may_grant_credits {
         if let Err(e) = stores.store.withdraw_refill(&claim).await {
             return blocked(api, user, ctx, &e.to_string()).await;
         }

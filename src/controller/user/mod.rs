@@ -542,12 +542,15 @@ async fn read_password(
 /// The minimum password length is part of it: a password verified against a shorter
 /// minimum is checked again.
 fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
+    // The instance's generation: a change of its tenant policy (a right revoked) is checked
+    // on the full path, not passed over as settled.
     format!(
-        "{}/{}/{}/{}/{}",
+        "{}/{}/{}/{}/{}/{}",
         user.metadata.generation.unwrap_or_default(),
         plan.password_version().unwrap_or("-"),
         plan.instance.spec.min_password_length(),
         plan.instance.uid().unwrap_or_default(),
+        plan.instance.metadata.generation.unwrap_or_default(),
         id.to_hex()
     )
 }
