@@ -39,6 +39,19 @@ async fn account_id(w: &World, name: &str) -> ObjectId {
     ObjectId::parse_str(obj["status"]["userId"].as_str().unwrap()).unwrap()
 }
 
+/// The email as text (quoted-printable soft breaks and `=3D` undone) and the raw token of the
+/// verification link it carries.
+fn verification_link_in(mail: &str) -> (String, String) {
+    let mail = mail.replace("=\n", "").replace("=3D", "=");
+    let raw = mail
+        .split("verify?token=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .unwrap_or_else(|| panic!("no link in\n{mail}"))
+        .to_string();
+    (mail, raw)
+}
+
 async fn tokens_of(w: &World, id: ObjectId) -> Vec<Document> {
     use futures::TryStreamExt;
     w.db.collection::<Document>("tokens")
@@ -158,13 +171,7 @@ async fn verification_is_emailed_through_the_relay_once_and_true_voids_pending_l
         inbox.lock().unwrap().first().cloned()
     })
     .await;
-    let mail = mail.replace("=\n", "").replace("=3D", "=");
-    let raw = mail
-        .split("verify?token=")
-        .nth(1)
-        .and_then(|rest| rest.split('&').next())
-        .unwrap_or_else(|| panic!("no link in\n{mail}"))
-        .to_string();
+    let (mail, raw) = verification_link_in(&mail);
     assert!(
         mail.contains("mia@example.com") && mail.contains("Verify your email"),
         "{mail}"
@@ -253,13 +260,7 @@ async fn a_verification_link_refused_by_mongodb_is_issued_and_mailed_once_it_rec
         inbox.lock().unwrap().first().cloned()
     })
     .await;
-    let mail = mail.replace("=\n", "").replace("=3D", "=");
-    let raw = mail
-        .split("verify?token=")
-        .nth(1)
-        .and_then(|rest| rest.split('&').next())
-        .unwrap_or_else(|| panic!("no link in\n{mail}"))
-        .to_string();
+    let (_, raw) = verification_link_in(&mail);
     w.contract_check(json!({ "verifications": [ { "email": "rae@example.com", "rawToken": raw, "expectValid": true } ] }));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(inbox.lock().unwrap().len(), 1, "exactly one email");

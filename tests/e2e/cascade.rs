@@ -3,7 +3,7 @@
 //! the user's own entries. Seed documents are shaped as LibreChat 0.0.71's models write them.
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use librechat_operator::librechat::cascade::{CASCADE, TRANSACTIONS};
 use librechat_operator::librechat::owned::code_environments::tombstone_id;
@@ -533,6 +533,27 @@ async fn a_retry_after_a_partial_deletion_finishes_the_job() {
     assert_eq!(count(&w, "aclentries", doc! {}).await, 0);
 }
 
+/// A world whose LibreChatUser `name` (`<name>@example.com`, `deletionPolicy: Delete`) was
+/// deleted, and whose operator crashed once the deletion had fenced the account (the operator
+/// is down). Returns the world, the object's spec and the account.
+async fn deletion_stopped_at_the_fence(label: &str, name: &str) -> (World, Value, ObjectId) {
+    let mut w = World::new(label).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-deletion-fence")]);
+    w.ready_instance("lc", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let mut spec = local_user(&format!("{name}@example.com"), "pw");
+    spec["deletionPolicy"] = json!("Delete");
+    w.apply("LibreChatUser", name, spec.clone()).await;
+    let account = user_id(&w, name).await;
+    w.delete("LibreChatUser", name).await;
+    assert_eq!(
+        w.wait_operator_exit(PATIENCE).await,
+        Some(86),
+        "the operator must reach the crash point"
+    );
+    (w, spec, account)
+}
+
 /// A deletion stopped after it fenced the account (a crash here; a timeout or a Redis outage
 /// mid-way the same), and the object switched to `deletionPolicy: Retain` meanwhile, as a
 /// blocked deletion's message used to offer. The deletion that began finishes. Before, Retain
@@ -540,20 +561,7 @@ async fn a_retry_after_a_partial_deletion_finishes_the_job() {
 /// account) with part of its data gone, managed by nobody.
 #[tokio::test]
 async fn a_deletion_that_began_finishes_even_when_switched_to_retain() {
-    let mut w = World::new("cascade-retain").await;
-    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-deletion-fence")]);
-    w.ready_instance("lc", json!({})).await;
-    w.secret("pw", &[("password", PASSWORD)]).await;
-    let mut spec = local_user("dana@example.com", "pw");
-    spec["deletionPolicy"] = json!("Delete");
-    w.apply("LibreChatUser", "dana", spec.clone()).await;
-    let a = user_id(&w, "dana").await;
-    w.delete("LibreChatUser", "dana").await;
-    assert_eq!(
-        w.wait_operator_exit(PATIENCE).await,
-        Some(86),
-        "the operator must reach the crash point"
-    );
+    let (mut w, mut spec, a) = deletion_stopped_at_the_fence("cascade-retain", "dana").await;
     let fenced = w.find_user("dana@example.com").await.unwrap();
     assert!(fenced.get_datetime("agentTriggerDeletionStartedAt").is_ok());
 
@@ -577,16 +585,7 @@ async fn a_deletion_that_began_finishes_even_when_switched_to_retain() {
 /// mark later deleted the account despite `Retain`, past the refusals and the guard.
 #[tokio::test]
 async fn a_re_created_object_does_not_inherit_a_deletion_under_way() {
-    let mut w = World::new("cascade-inherit").await;
-    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-deletion-fence")]);
-    w.ready_instance("lc", json!({})).await;
-    w.secret("pw", &[("password", PASSWORD)]).await;
-    let mut spec = local_user("erin@example.com", "pw");
-    spec["deletionPolicy"] = json!("Delete");
-    w.apply("LibreChatUser", "erin", spec.clone()).await;
-    let first = user_id(&w, "erin").await;
-    w.delete("LibreChatUser", "erin").await;
-    assert_eq!(w.wait_operator_exit(PATIENCE).await, Some(86));
+    let (mut w, mut spec, first) = deletion_stopped_at_the_fence("cascade-inherit", "erin").await;
 
     let no_finalizer = json!({ "metadata": { "finalizers": null } });
     dynamic(&w.client, &w.ns, "LibreChatUser")
