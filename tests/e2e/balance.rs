@@ -563,6 +563,24 @@ async fn revoking_manage_adopted_accounts_takes_the_refill_written_on_one() {
     refill_becomes(&w, id, refill_defaults(), back).await;
 }
 
+/// The instance turns its balance off and revokes `grantCredits` in the same edit: the
+/// object is refused for the balance first (`BalanceDisabled`), and the revoked refill still
+/// goes.
+#[tokio::test]
+async fn a_refill_goes_when_its_right_and_the_balance_go_together() {
+    let (w, t) = tenant_granting_credits("bal-both").await;
+    let spec = generous_refill(&w, "both@example.com");
+    w.apply_in(&t, "LibreChatUser", "both", spec).await;
+    let id = ready_account_in(&w, &t, "both").await;
+    refill_becomes(&w, id, generous_refill_fields(), "the tenant's refill").await;
+
+    let both_gone = json!({ "allowedNamespaces": [t.clone()], "balance": { "enabled": false },
+        "tenantPolicy": { "grantCredits": false } });
+    w.apply_instance("lc", &env("REDIS_URL"), both_gone).await;
+    let back = "the refill put back though the balance refusal came first";
+    refill_becomes(&w, id, refill_defaults(), back).await;
+}
+
 /// Crashes at `point` while applying grant `g`, restarts, and proves it was applied once.
 async fn crash_while_granting(w: &mut World, point: &str, grant: &str, credits: i64, before: i64) {
     let (scope, id, _) = ready_user(w, "c").await;

@@ -253,8 +253,10 @@ async fn sync(user: &LibreChatUser, ctx: &Context) -> Result<Outcome, ReconcileE
         }
     };
     if let Some(outcome) = balance::refusal(&plan, user) {
-        // A balance it may no longer declare here: its auto-refill goes too.
-        let revoked = outcome.ready.reason == reason::NOT_PERMITTED;
+        // A balance it may no longer declare here: its auto-refill goes too (also when the
+        // refusal names another cause first, such as the instance's balance turned off).
+        let revoked =
+            outcome.ready.reason == reason::NOT_PERMITTED || !plan.tenancy.may_grant_credits;
         settle_refused(ctx, user, &plan.instance, plan.store(), revoked).await?;
         return Ok(outcome);
     }
