@@ -419,6 +419,16 @@ fn generous_refill(w: &World, email: &str) -> Value {
             "enabled": true, "intervalValue": 1, "intervalUnit": "seconds", "amount": 1000000 } } })
 }
 
+/// The tenant's LibreChatUser `name` (`<name>@example.com`) declaring [`generous_refill`], once
+/// its account has it; returns the account.
+async fn tenant_refill_declared(w: &World, t: &str, name: &str) -> ObjectId {
+    let spec = generous_refill(w, &format!("{name}@example.com"));
+    w.apply_in(t, "LibreChatUser", name, spec).await;
+    let id = ready_account_in(w, t, name).await;
+    refill_becomes(w, id, generous_refill_fields(), "the tenant's refill").await;
+    id
+}
+
 /// The balance record's fields [`generous_refill`] writes.
 fn generous_refill_fields() -> Value {
     json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
@@ -491,10 +501,7 @@ async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
 #[tokio::test]
 async fn deleting_an_object_after_the_revocation_does_not_keep_its_refill() {
     let (mut w, t) = tenant_granting_credits("bal-revdel").await;
-    let spec = generous_refill(&w, "leaver@example.com");
-    w.apply_in(&t, "LibreChatUser", "leaver", spec).await;
-    let id = ready_account_in(&w, &t, "leaver").await;
-    refill_becomes(&w, id, generous_refill_fields(), "the tenant's refill").await;
+    let id = tenant_refill_declared(&w, &t, "leaver").await;
 
     // While the operator is down the right is revoked and the object deleted: its cleanup is
     // the only reconcile it gets.
@@ -519,10 +526,7 @@ async fn deleting_an_object_after_the_revocation_does_not_keep_its_refill() {
 #[tokio::test]
 async fn a_tenant_refill_does_not_outlive_its_object() {
     let (w, t) = tenant_granting_credits("bal-retain").await;
-    let spec = generous_refill(&w, "keeper@example.com");
-    w.apply_in(&t, "LibreChatUser", "keeper", spec).await;
-    let id = ready_account_in(&w, &t, "keeper").await;
-    refill_becomes(&w, id, generous_refill_fields(), "the tenant's refill").await;
+    let id = tenant_refill_declared(&w, &t, "keeper").await;
 
     crate::support::delete_in(&w.client, &t, "LibreChatUser", "keeper").await;
     crate::trust::wait_gone_in(&w, &t, "librechatusers", "keeper").await;
@@ -569,10 +573,7 @@ async fn revoking_manage_adopted_accounts_takes_the_refill_written_on_one() {
 #[tokio::test]
 async fn a_refill_goes_when_its_right_and_the_balance_go_together() {
     let (w, t) = tenant_granting_credits("bal-both").await;
-    let spec = generous_refill(&w, "both@example.com");
-    w.apply_in(&t, "LibreChatUser", "both", spec).await;
-    let id = ready_account_in(&w, &t, "both").await;
-    refill_becomes(&w, id, generous_refill_fields(), "the tenant's refill").await;
+    let id = tenant_refill_declared(&w, &t, "both").await;
 
     let both_gone = json!({ "allowedNamespaces": [t.clone()], "balance": { "enabled": false },
         "tenantPolicy": { "grantCredits": false } });

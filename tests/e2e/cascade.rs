@@ -587,16 +587,7 @@ async fn a_deletion_that_began_finishes_even_when_switched_to_retain() {
 async fn a_re_created_object_does_not_inherit_a_deletion_under_way() {
     let (mut w, mut spec, first) = deletion_stopped_at_the_fence("cascade-inherit", "erin").await;
 
-    let no_finalizer = json!({ "metadata": { "finalizers": null } });
-    dynamic(&w.client, &w.ns, "LibreChatUser")
-        .patch(
-            "erin",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&no_finalizer),
-        )
-        .await
-        .unwrap();
-    w.wait_gone("librechatusers", "erin").await;
+    w.remove_without_cleanup("LibreChatUser", "erin").await;
     spec["deletionPolicy"] = json!("Retain");
     w.apply("LibreChatUser", "erin", spec).await;
     w.start_operator();

@@ -3,7 +3,6 @@
 //! their Secret changes, uninstalled when their entry goes, and never anything a person
 //! installed in LibreChat itself.
 
-use kube::api::{Patch, PatchParams};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::{json, Value};
 
@@ -648,17 +647,7 @@ async fn a_re_created_object_inherits_what_its_predecessor_installed() {
     })
     .await;
     w.stop_operator();
-    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
-    let no_finalizer = json!({ "metadata": { "finalizers": null } });
-    api.patch(
-        "heir",
-        &PatchParams::default(),
-        &Patch::Merge(&no_finalizer),
-    )
-    .await
-    .unwrap();
-    w.delete("LibreChatUser", "heir").await;
-    w.wait_gone("librechatusers", "heir").await;
+    w.remove_without_cleanup("LibreChatUser", "heir").await;
     w.start_operator();
 
     w.apply(

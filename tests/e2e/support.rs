@@ -242,22 +242,30 @@ impl World {
         .await;
     }
 
+    /// Deletes this world's object `kind`/`name` with its finalizers removed by hand, as a
+    /// forced clean-up would (no cleanup of the operator's runs), and waits until it is gone.
+    pub async fn remove_without_cleanup(&self, kind: &str, name: &str) {
+        // Deleted first: a running operator adds no finalizer back to an object being deleted.
+        self.delete(kind, name).await;
+        // Already gone (nothing held it) is as good: `wait_gone` says if it is not.
+        let _ = dynamic(&self.client, &self.ns, kind)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } })),
+            )
+            .await;
+        self.wait_gone(&format!("{}s", kind.to_lowercase()), name)
+            .await;
+    }
+
     /// Deletes instance `name` and forces it out as `kubectl patch --type merge -p
     /// '{"metadata":{"finalizers":null}}'` would, then waits until the operator has seen it
     /// go: `dependent` (plural and name of an object pointing at it) reports InstanceNotFound.
     /// The operator knows instances only from its watch, so an object deleted before that
     /// watch has the deletion may still find the instance and clean up through it.
     pub async fn force_out_instance(&self, name: &str, dependent: (&str, &str)) {
-        self.delete("LibreChatInstance", name).await;
-        dynamic(&self.client, &self.ns, "LibreChatInstance")
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } })),
-            )
-            .await
-            .unwrap();
-        self.wait_gone("librechatinstances", name).await;
+        self.remove_without_cleanup("LibreChatInstance", name).await;
         let (plural, object) = dependent;
         self.wait_condition(plural, object, "Ready", "False", Some("InstanceNotFound"))
             .await;

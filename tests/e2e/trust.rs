@@ -2053,13 +2053,7 @@ async fn an_account_taken_over_from_a_gone_object_gets_what_it_was_owed() {
     let mut w = World::with_instance("tr-owed", json!({})).await;
     let (id, _) = rotated_and_crashed_before_revocation(&mut w).await;
     // Gone while the operator is down, its finalizer removed by hand.
-    let api = dynamic(&w.client, &w.ns, "LibreChatUser");
-    let no_finalizer = json!({ "metadata": { "finalizers": null } });
-    api.patch("c", &PatchParams::default(), &Patch::Merge(&no_finalizer))
-        .await
-        .unwrap();
-    w.delete("LibreChatUser", "c").await;
-    w.wait_gone("librechatusers", "c").await;
+    w.remove_without_cleanup("LibreChatUser", "c").await;
 
     w.start_operator();
     let spec = json!({ "instanceRef": { "name": "lc" }, "email": "crash@example.com",

@@ -75,8 +75,13 @@ pub(super) async fn cleanup(
         true => DeletionPolicy::Delete,
         false => policy,
     };
+    let tenancy = Tenancy::of(&instance, &namespace);
+    // An account left behind keeps what it was given, but not a tenant's auto-refill: once
+    // the object and its record are gone, nothing could take it back when the instance
+    // revokes the namespace's right to declare it (an administrators' object keeps it, as
+    // long as that namespace may still declare it).
+    let withdraw_refill = !tenancy.administers || !tenancy.may_grant_credits;
     if policy == DeletionPolicy::Delete {
-        let tenancy = Tenancy::of(&instance, &namespace);
         let scope = Scope {
             instance: &instance,
             tenancy,
@@ -88,12 +93,7 @@ pub(super) async fn cleanup(
     if let Err(e) = stores.store.finish_owed(&claim).await {
         return blocked(api, user, ctx, &e.to_string()).await;
     }
-    // An account left behind keeps what it was given, but not a tenant's auto-refill: once
-    // the object and its record are gone, nothing could take it back when the instance
-    // revokes the namespace's right to declare it (an administrators' object keeps it, as
-    // long as that namespace may still declare it).
-    let tenancy = Tenancy::of(&instance, &namespace);
-    if !tenancy.administers || !tenancy.may_grant_credits {
+    if withdraw_refill {
         if let Err(e) = stores.store.withdraw_refill(&claim).await {
             return blocked(api, user, ctx, &e.to_string()).await;
         }
