@@ -56,6 +56,7 @@ pub const STALLED_REASONS: &[&str] = &[
     reason::SECRET_KEY_MISSING,
     reason::SECRET_NOT_OWNED,
     reason::INVALID_URI,
+    reason::AUTHENTICATION_FAILED,
     reason::NAMESPACE_NOT_ALLOWED,
     reason::INSTANCE_FORBIDDEN,
     reason::ADMIN_NOT_ALLOWED,
@@ -109,6 +110,8 @@ pub mod reason {
     pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
     pub const INVALID_URI: &str = "InvalidURI";
     pub const UNREACHABLE: &str = "Unreachable";
+    /// The store refused the operator's credentials (a person fixes the URI or the user).
+    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
     pub const REACHABLE: &str = "Reachable";
     pub const NOT_CONFIGURED: &str = "NotConfigured";
     pub const DEPENDENCY_FAILED: &str = "DependencyFailed";

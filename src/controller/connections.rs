@@ -35,6 +35,7 @@ impl ConnectProblem {
         let reason = match e {
             ConnectError::InvalidUri { .. } => reason::INVALID_URI,
             ConnectError::Unreachable { .. } => reason::UNREACHABLE,
+            ConnectError::Refused { .. } => reason::AUTHENTICATION_FAILED,
         };
         ConnectProblem {
             condition,
@@ -75,7 +76,19 @@ impl Stores {
         }
         let redis = self.store.connected_redis()?;
         let failed = redis.ping().await.err()?;
-        Some(declared_but(reason::UNREACHABLE, &failed.to_string()))
+        Some(declared_but(
+            unavailable_reason(&failed),
+            &failed.to_string(),
+        ))
+    }
+}
+
+/// The condition reason of a store that failed a ping: credentials it refuses need a
+/// person; anything else is an outage the operator waits out.
+pub fn unavailable_reason(failed: &crate::librechat::StoreError) -> &'static str {
+    match failed.is_auth_failure() {
+        true => reason::AUTHENTICATION_FAILED,
+        false => reason::UNREACHABLE,
     }
 }
 

@@ -12,6 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
+use super::connections::unavailable_reason;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::report::report;
@@ -181,7 +182,7 @@ async fn check(
         Ok(Err(e)) => Cond::new(
             condition::MONGO_REACHABLE,
             false,
-            reason::UNREACHABLE,
+            unavailable_reason(&e),
             e.to_string(),
         ),
     };
@@ -189,7 +190,7 @@ async fn check(
         (Some(p), _) => Cond::new(condition::REDIS_REACHABLE, false, p.reason, p.message.clone()),
         (None, Some(cache)) => match cache.ping().await {
             Ok(()) => Cond::new(condition::REDIS_REACHABLE, true, reason::REACHABLE, "Redis answers"),
-            Err(e) => Cond::new(condition::REDIS_REACHABLE, false, reason::UNREACHABLE, e.to_string()),
+            Err(e) => Cond::new(condition::REDIS_REACHABLE, false, unavailable_reason(&e), e.to_string()),
         },
         (None, None) => Cond::unknown(
             condition::REDIS_REACHABLE,

@@ -20,6 +20,8 @@ pub enum ConnectError {
     InvalidUri { what: &'static str, reason: String },
     #[error("{what} is unreachable: {reason}")]
     Unreachable { what: &'static str, reason: String },
+    #[error("{what} refused the operator's credentials: the user name or password in the URI is wrong, or that user does not exist. Fix the URI in the Secret or the user on the server")]
+    Refused { what: &'static str },
 }
 
 /// Parses a MongoDB URI and builds a pooled client for it. Does not contact the server; the
@@ -139,9 +141,12 @@ pub async fn connect_redis(uri: &str, key_prefix: &str) -> Result<RedisCache, Co
         what: "Redis",
         reason: "connecting timed out".into(),
     })?
-    .map_err(|e| ConnectError::Unreachable {
-        what: "Redis",
-        reason: redact(&e.to_string()),
+    .map_err(|e| match e.kind() {
+        redis::ErrorKind::AuthenticationFailed => ConnectError::Refused { what: "Redis" },
+        _ => ConnectError::Unreachable {
+            what: "Redis",
+            reason: redact(&e.to_string()),
+        },
     })?;
     Ok(RedisCache::new(manager, key_prefix))
 }

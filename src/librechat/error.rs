@@ -22,6 +22,13 @@ pub enum StoreError {
         operation: &'static str,
         after: Duration,
     },
+    /// The server refused the operator's credentials: no retry helps until a person fixes
+    /// the URI's user name or password (or the database user).
+    #[error("{store} refused the operator's credentials ({operation}): the user name or password in the instance's {store} URI is wrong, or that user does not exist. Fix the URI in the Secret or the user on the server; the operator reconnects when the Secret changes and keeps checking")]
+    Authentication {
+        store: &'static str,
+        operation: &'static str,
+    },
     #[error("Redis {operation} failed: {message}. Check that Redis is up; LibreChat may serve stale cached data until it is reachable again")]
     Redis {
         operation: &'static str,
@@ -39,6 +46,12 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn mongo(operation: &'static str, err: mongodb::error::Error) -> Self {
+        if is_auth_failure(&err) {
+            return StoreError::Authentication {
+                store: "MongoDB",
+                operation,
+            };
+        }
         let duplicate_key = is_duplicate_key(&err);
         StoreError::Mongo {
             operation,
@@ -63,11 +76,24 @@ impl StoreError {
             StoreError::Timeout { .. } | StoreError::Redis { .. } | StoreError::Contended(_) => {
                 true
             }
-            StoreError::Hash(_) | StoreError::EmailTaken(_) => false,
+            StoreError::Hash(_) | StoreError::EmailTaken(_) | StoreError::Authentication { .. } => {
+                false
+            }
         }
     }
 
+    /// Whether the server refused the operator's credentials.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, StoreError::Authentication { .. })
+    }
+
     pub fn redis(operation: &'static str, err: redis::RedisError) -> Self {
+        if err.kind() == redis::ErrorKind::AuthenticationFailed {
+            return StoreError::Authentication {
+                store: "Redis",
+                operation,
+            };
+        }
         StoreError::Redis {
             operation,
             message: redact(&err.to_string()),
@@ -91,6 +117,8 @@ impl StoreError {
             StoreError::Timeout { store, .. } if *store == "Redis" => "redis_timeout",
             StoreError::Timeout { .. } => "mongo_timeout",
             StoreError::Redis { .. } => "redis",
+            StoreError::Authentication { store, .. } if *store == "Redis" => "redis_auth",
+            StoreError::Authentication { .. } => "mongo_auth",
             StoreError::Contended(_) => "contended",
             StoreError::Hash(_) => "hash",
             StoreError::EmailTaken(_) => "email_taken",
@@ -104,6 +132,32 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
         _ => err.to_string().contains("E11000"),
+    }
+}
+
+/// Whether MongoDB refused the credentials. The driver says so directly for the call whose
+/// connection failed to authenticate; the calls after it (the server marked unusable) fail
+/// server selection, and only the selection's message, which quotes each server's last error,
+/// still says why: read as an outage, the same refusal would flip between a problem a person
+/// must fix and one the operator waits out.
+fn is_auth_failure(err: &mongodb::error::Error) -> bool {
+    const AUTHENTICATION_FAILED: i32 = 18;
+    // The driver names a refused handshake `<mechanism> failure: ...`.
+    const MECHANISMS: [&str; 6] = [
+        "SCRAM failure:",
+        "MONGODB-X509 failure:",
+        "PLAIN failure:",
+        "MONGODB-AWS failure:",
+        "MONGODB-OIDC failure:",
+        "GSSAPI failure:",
+    ];
+    match err.kind.as_ref() {
+        ErrorKind::Authentication { .. } => true,
+        ErrorKind::Command(e) => e.code == AUTHENTICATION_FAILED,
+        ErrorKind::ServerSelection { message, .. } => {
+            MECHANISMS.iter().any(|m| message.contains(m))
+        }
+        _ => false,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::*;
 
@@ -202,6 +202,109 @@ async fn bad_secrets_give_clear_conditions_and_recover_when_fixed() {
         !all.contains("hunter2-secret"),
         "a credential leaked into an event"
     );
+}
+
+/// `uri` with its user information replaced by a user and password no server knows.
+fn with_refused_credentials(uri: &str, password: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").expect("a URI with a scheme");
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{scheme}://lco-nobody:{password}@{host}")
+}
+
+/// Reads the instance for a while: the refusal must stay a refusal (the driver reports later
+/// calls as failed server selections; read as an outage, the status would flip between a
+/// problem a person fixes and one that passes by itself).
+async fn stays_refused(w: &World, store_condition: &str) -> Value {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    loop {
+        let obj = w.get("librechatinstances", "lc").await.unwrap();
+        for (type_, status) in [
+            (store_condition, "False"),
+            ("Ready", "False"),
+            ("Stalled", "True"),
+            ("Reconciling", "False"),
+        ] {
+            let c = condition(&obj, type_).unwrap_or_else(|| panic!("no {type_}: {obj}"));
+            assert_eq!(c.status, status, "{type_}: {obj}");
+            if type_ != "Reconciling" {
+                assert_eq!(c.reason, "AuthenticationFailed", "{type_}: {obj}");
+            }
+        }
+        if std::time::Instant::now() > until {
+            return obj;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn credentials_a_store_refuses_stall_the_instance_until_fixed() {
+    let mut w = World::new("inst-auth").await;
+    w.start_operator();
+    let password = "hunter2-refused";
+    let refused_mongo = with_refused_credentials(&w.mongo_uri(), password);
+    let refused_redis = with_refused_credentials(&env("REDIS_URL"), password);
+
+    // MongoDB refuses: no retry helps, a person must fix the Secret, and GitOps tools are
+    // told so (Stalled), not left waiting for an outage to pass.
+    w.secret(
+        "lc-stores",
+        &[("mongo", &refused_mongo), ("redis", &env("REDIS_URL"))],
+    )
+    .await;
+    w.apply_instance_of_stores("lc", json!({ "resyncPeriod": "2s" }))
+        .await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "MongoReachable",
+        "False",
+        Some("AuthenticationFailed"),
+    )
+    .await;
+    let obj = stays_refused(&w, "MongoReachable").await;
+    let message = condition(&obj, "Ready").unwrap().message;
+    assert!(message.contains("Fix the URI in the Secret"), "{message}");
+    assert!(!obj.to_string().contains(password));
+
+    // Redis refuses: the same.
+    w.secret(
+        "lc-stores",
+        &[("mongo", &w.mongo_uri()), ("redis", &refused_redis)],
+    )
+    .await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "RedisReachable",
+        "False",
+        Some("AuthenticationFailed"),
+    )
+    .await;
+    let obj = stays_refused(&w, "RedisReachable").await;
+    assert_eq!(condition(&obj, "MongoReachable").unwrap().status, "True");
+    assert!(!obj.to_string().contains(password));
+
+    // Fixed: Ready without a restart; the password appeared nowhere.
+    w.secret(
+        "lc-stores",
+        &[("mongo", &w.mongo_uri()), ("redis", &env("REDIS_URL"))],
+    )
+    .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    assert!(
+        !w.operator_log().contains(password),
+        "a password leaked into the log"
+    );
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(w.client.clone(), &w.ns);
+    let all = serde_json::to_string(&api.list(&Default::default()).await.unwrap().items).unwrap();
+    assert!(!all.contains(password), "a password leaked into an event");
 }
 
 #[tokio::test]
