@@ -102,6 +102,10 @@ struct Entry {
 #[derive(Default)]
 pub struct Connections {
     entries: Mutex<HashMap<String, Entry>>,
+    /// The deletion guard's lock of each database (by its URI's fingerprint), shared by every
+    /// store connected to it: reconciles that connect at once (after a restart, a pruned folder
+    /// deleting in parallel) must not each count under the limit with a lock of their own.
+    deletion_guards: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Connections {
@@ -225,7 +229,7 @@ impl Connections {
                     Store::new(db, None),
                     Default::default(),
                     Default::default(),
-                    Default::default(),
+                    self.deletion_guard_of(&mongo_fingerprint),
                 )
             }
         };
@@ -256,6 +260,15 @@ impl Connections {
             },
         );
         Ok(stores)
+    }
+
+    fn deletion_guard_of(&self, mongo_fingerprint: &[u8]) -> Arc<tokio::sync::Mutex<()>> {
+        self.deletion_guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(mongo_fingerprint.to_vec())
+            .or_default()
+            .clone()
     }
 
     /// Drops the pooled clients of instances for which `exists(namespace/name)` is false.

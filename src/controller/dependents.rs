@@ -1,5 +1,6 @@
-//! The objects that depend on an instance: every LibreChatUser, UserBan and UserInvite that
-//! points at it, in every namespace the operator watches.
+//! The objects that depend on an instance: every LibreChatUser, UserBan, UserInvite, group and
+//! role that points at it, in every namespace the operator watches, and whose cleanup the
+//! instance's deletion must wait for.
 
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
@@ -12,7 +13,23 @@ use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
 
-/// `Kind namespace/name` of every object that points at `instance`.
+/// How many objects one LIST request returns: a large cluster is read in pages, not in one
+/// response the API server must build (and the operator hold) whole.
+const PAGE: u32 = 500;
+
+/// One object pointing at the instance.
+struct Dependent {
+    /// `Kind namespace/name`.
+    label: String,
+    namespace: String,
+    uid: String,
+}
+
+/// `Kind namespace/name` of every object whose cleanup the deletion of `instance` waits for:
+/// those of the namespaces it admits, and those of any other namespace that hold records in
+/// its database (a namespace taken out of `allowedNamespaces` after it wrote). An object of a
+/// namespace never admitted wrote nothing, so it cannot hold the deletion up: otherwise anybody
+/// who may create one object anywhere could keep the instance forever.
 pub async fn of(ctx: &Context, instance: &LibreChatInstance) -> Result<Vec<String>, kube::Error> {
     let mut found = Vec::new();
     found.extend(pointing::<LibreChatUser>(ctx, instance, |u| &u.spec.instance_ref).await?);
@@ -20,10 +37,39 @@ pub async fn of(ctx: &Context, instance: &LibreChatInstance) -> Result<Vec<Strin
     found.extend(pointing::<UserInvite>(ctx, instance, |i| &i.spec.instance_ref).await?);
     found.extend(pointing::<LibreChatGroup>(ctx, instance, |g| &g.spec.instance_ref).await?);
     found.extend(pointing::<LibreChatRole>(ctx, instance, |r| &r.spec.instance_ref).await?);
-    Ok(found)
+    let instance_ns = instance.namespace().unwrap_or_default();
+    let (mut waited_for, strangers): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .partition(|d| instance.spec.admits_namespace(&instance_ns, &d.namespace));
+    waited_for.extend(strangers_that_wrote(ctx, instance, strangers).await);
+    Ok(waited_for.into_iter().map(|d| d.label).collect())
 }
 
-/// Every object of kind `K` in the watched namespaces.
+/// The objects of `strangers` (of namespaces the instance does not admit) that hold records
+/// in its database; all of them when the database cannot say (nothing is left behind on a
+/// guess).
+async fn strangers_that_wrote(
+    ctx: &Context,
+    instance: &LibreChatInstance,
+    strangers: Vec<Dependent>,
+) -> Vec<Dependent> {
+    if strangers.is_empty() {
+        return strangers;
+    }
+    let Ok(stores) = ctx.connections.shared(&ctx.client, instance).await else {
+        return strangers;
+    };
+    let uids: Vec<String> = strangers.iter().map(|d| d.uid.clone()).collect();
+    match stores.store.uids_with_records(&uids).await {
+        Ok(wrote) => strangers
+            .into_iter()
+            .filter(|d| wrote.contains(&d.uid))
+            .collect(),
+        Err(_) => strangers,
+    }
+}
+
+/// Every object of kind `K` in the watched namespaces, read page by page.
 pub async fn list_watched<K>(ctx: &Context) -> Result<Vec<K>, kube::Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -42,7 +88,15 @@ where
     };
     let mut all = Vec::new();
     for api in apis {
-        all.extend(api.list(&ListParams::default()).await?.items);
+        let mut params = ListParams::default().limit(PAGE);
+        loop {
+            let page = api.list(&params).await?;
+            all.extend(page.items);
+            match page.metadata.continue_.filter(|token| !token.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
     }
     Ok(all)
 }
@@ -51,7 +105,7 @@ async fn pointing<K>(
     ctx: &Context,
     instance: &LibreChatInstance,
     reference: impl Fn(&K) -> &InstanceRef,
-) -> Result<Vec<String>, kube::Error>
+) -> Result<Vec<Dependent>, kube::Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -62,13 +116,15 @@ where
         .await?
         .iter()
         .filter(|o| points_at(reference(o), *o, instance))
-        .map(|o| {
-            format!(
+        .map(|o| Dependent {
+            label: format!(
                 "{} {}/{}",
                 K::kind(&()),
                 o.namespace().unwrap_or_default(),
                 o.name_any()
-            )
+            ),
+            namespace: o.namespace().unwrap_or_default(),
+            uid: o.uid().unwrap_or_default(),
         })
         .collect())
 }

@@ -86,6 +86,9 @@ async fn cleanup(
     instance: &LibreChatInstance,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
+    // The dependents' cleanups connect through the cached stores: a Secret rotated while the
+    // instance is being deleted (the old credentials revoked) must reach them too.
+    let _ = ctx.connections.stores_for(&ctx.client, instance).await;
     let remaining = super::dependents::of(ctx, instance).await?;
     if remaining.is_empty() {
         ctx.connections.forget(instance).await;

@@ -29,6 +29,7 @@ pub mod refill;
 pub mod sessions;
 pub mod stats;
 pub mod terms;
+pub mod traces;
 pub mod users;
 pub mod verification;
 pub mod warm;

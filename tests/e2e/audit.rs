@@ -288,3 +288,53 @@ fn row<'a>(table: &'a str, name: &str) -> &'a str {
         .find(|l| l.split_whitespace().next() == Some(name))
         .unwrap_or_else(|| panic!("no row {name} in\n{table}"))
 }
+
+#[tokio::test]
+async fn deletions_that_start_together_after_a_restart_share_one_limit() {
+    let mut w =
+        World::with_instance("guard-rs", json!({ "deletionGuard": { "maxPerHour": 2 } })).await;
+    let names = ["r1", "r2", "r3", "r4", "r5", "r6"];
+    let emails: Vec<String> = names.iter().map(|n| format!("{n}@example.com")).collect();
+    for (name, email) in names.iter().zip(&emails) {
+        w.apply("LibreChatUser", name, user_spec(email, "Delete"))
+            .await;
+    }
+    for name in names {
+        w.wait_condition("librechatusers", name, "Ready", "True", None)
+            .await;
+    }
+    // The folder is pruned while the operator is down: when it starts, every deletion is
+    // reconciled at once, each connecting to the database on its own.
+    w.stop_operator();
+    for name in names {
+        w.delete("LibreChatUser", name).await;
+    }
+    w.start_operator();
+    let held = eventually("four deletions held by the guard", || async {
+        let mut held = 0;
+        for name in names {
+            let Some(obj) = w.get("librechatusers", name).await else {
+                continue;
+            };
+            held += usize::from(condition(&obj, "Ready")?.reason == "DeletionsRateLimited");
+        }
+        (held == 4).then_some(held)
+    })
+    .await;
+    assert_eq!(held, 4);
+    let gone = eventually("the two allowed deletions done", || async {
+        let mut gone = 0;
+        for name in names {
+            gone += usize::from(w.get("librechatusers", name).await.is_none());
+        }
+        (gone >= 2).then_some(gone)
+    })
+    .await;
+    assert_eq!(gone, 2);
+    let remaining = w
+        .users()
+        .count_documents(doc! { "email": { "$in": emails } })
+        .await
+        .unwrap();
+    assert_eq!(remaining, 4, "exactly the allowed two accounts are gone");
+}

@@ -2844,3 +2844,69 @@ async fn a_namespace_taken_out_of_the_policy_cannot_mail_through_the_relay() {
     let obj = get_in(&w.client, &t, "userinvites", "late").await.unwrap();
     assert!(obj.pointer("/status/emailSentAt").is_none());
 }
+
+#[tokio::test]
+async fn a_namespace_never_admitted_cannot_hold_up_the_instance_deletion() {
+    let mut w = World::new("tr-hold").await;
+    let tenant = format!("{}-t", w.ns);
+    let outsider = format!("{}-o", w.ns);
+    create_namespace(&w.client, &tenant).await;
+    create_namespace(&w.client, &outsider).await;
+    w.start_operator_in(Some(&format!("{},{tenant},{outsider}", w.ns)));
+    w.ready_instance("lc", json!({ "allowedNamespaces": [tenant.clone()] }))
+        .await;
+    let spec =
+        |email: &str| json!({ "instanceRef": lc(&w), "email": email, "deletionPolicy": "Delete" });
+    w.apply_in(&tenant, "LibreChatUser", "t1", spec("hold-t1@example.com"))
+        .await;
+    let written = status_user_id(&w, &tenant, "t1").await;
+
+    // The attack: anybody who may create one object in any watched namespace points it at
+    // the instance, to keep it (and its finalizer) forever.
+    w.apply_in(
+        &outsider,
+        "LibreChatUser",
+        "o1",
+        spec("hold-o1@example.com"),
+    )
+    .await;
+    ready_in(
+        &w,
+        &outsider,
+        "librechatusers",
+        "o1",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    // A tenant taken out after it wrote still holds it: its cleanup undoes what it wrote.
+    w.ready_instance("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    ready_in(
+        &w,
+        &tenant,
+        "librechatusers",
+        "t1",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+
+    let message = delete_instance_held_by_dependents(&w).await;
+    assert!(message.contains(&format!("{tenant}/t1")), "{message}");
+    assert!(!message.contains(&outsider), "{message}");
+    delete_in(&w.client, &tenant, "LibreChatUser", "t1").await;
+    wait_gone_in(&w, &tenant, "librechatusers", "t1").await;
+    assert!(
+        user_doc(&w, written).await.is_none(),
+        "t1's cleanup deleted its account"
+    );
+    w.wait_gone("librechatinstances", "lc").await;
+    // The outsider's object wrote nothing and goes without its instance.
+    delete_in(&w.client, &outsider, "LibreChatUser", "o1").await;
+    wait_gone_in(&w, &outsider, "librechatusers", "o1").await;
+    assert_eq!(
+        count(&w, "users", doc! { "email": "hold-o1@example.com" }).await,
+        0
+    );
+}
