@@ -144,6 +144,9 @@ async fn sync(
             Err(verdict) => return Ok(verdict),
         },
     };
+    if let Some(verdict) = made_in_librechat(store, role, held.key, &record).await? {
+        return Ok(verdict);
+    }
     let (target, key) = (&opened.target, &opened.key);
     let verdict = converge(ctx, role, target, key, &record, &plan.planned, found).await?;
     Ok(access::with_taken_back(verdict, &plan.taken_back))
@@ -185,10 +188,43 @@ async fn claim(
         return Ok(Err(Verdict::refused(reason::ALREADY_EXISTS, message, None)));
     }
     let owner = super::tenancy::owner_of(role);
-    Ok(match store.claim_access(key, &owner, Claim::Role).await? {
-        Claimed::Ours(r) => Ok(r),
-        Claimed::Taken(other) => Err(name_taken(role, &tenancy.names(&other))),
-    })
+    let target = mongodb::bson::oid::ObjectId::new();
+    Ok(
+        match store.claim_access(key, &owner, Claim::Role(target)).await? {
+            Claimed::Ours(r) => {
+                crate::fault::crash_point("after-role-claim");
+                Ok(r)
+            }
+            Claimed::Taken(other) => Err(name_taken(role, &tenancy.names(&other))),
+        },
+    )
+}
+
+/// A custom role claimed but not yet known created, which LibreChat has under another `_id`
+/// than the record chose: made in LibreChat's admin UI meanwhile (after a crash between the
+/// claim and the insert, or racing it), so never the operator's to set or delete. The claim is
+/// given up, as it would not have been taken had the role been there first.
+async fn made_in_librechat(
+    store: &Store,
+    role: &LibreChatRole,
+    key: &str,
+    record: &AccessRecord,
+) -> Result<Option<Verdict>, StoreError> {
+    let (false, false, Some(chosen)) =
+        (is_built_in(&role.spec.name), record.created, record.target)
+    else {
+        return Ok(None);
+    };
+    let stored = store.find_role(&role.spec.name).await?;
+    if stored.is_none_or(|s| s.id == Some(chosen)) {
+        return Ok(None);
+    }
+    store.release_access(key, &record.owner.uid).await?;
+    Ok(Some(Verdict::refused(
+        reason::ALREADY_EXISTS,
+        format!("a LibreChat role named '{}' was made in LibreChat while this object was creating it: the operator does not take over roles made in LibreChat; choose another name", role.spec.name),
+        None,
+    )))
 }
 
 async fn converge(
@@ -205,7 +241,10 @@ async fn converge(
     let name = &role.spec.name;
     access::settle_due_drops(store, key, &uid, record).await?;
     let instance = target::instance_key(&target.instance);
-    let changed = converge_permissions(store, role, key, &uid).await?;
+    let changed = converge_permissions(store, role, (key, record.target), &uid).await?;
+    if let Some(refused) = made_in_librechat(store, role, key, record).await? {
+        return Ok(refused);
+    }
     if !record.created {
         // LibreChat has the role now: accounts may be put in it.
         store.mark_created(key, &uid).await?;
@@ -239,7 +278,7 @@ async fn converge(
 async fn converge_permissions(
     store: &Store,
     role: &LibreChatRole,
-    key: &str,
+    (key, chosen_id): (&str, Option<mongodb::bson::oid::ObjectId>),
     uid: &str,
 ) -> Result<Option<&'static str>, StoreError> {
     let name = &role.spec.name;
@@ -272,7 +311,10 @@ async fn converge_permissions(
         .promise_cache_drops(key, uid, &owed, access::due(false))
         .await?;
     match (&stored, is_built_in(name)) {
-        (None, _) => store.create_role(name, &description, declared).await?,
+        (None, _) => {
+            let id = chosen_id.unwrap_or_default();
+            store.create_role(id, name, &description, declared).await?
+        }
         (Some(_), true) => store.set_role_keys(name, declared).await?,
         (Some(_), false) => store.correct_role(name, &description, declared).await?,
     }
@@ -357,7 +399,7 @@ async fn remove_role(
     // of the name takes it over.
     let tenancy = Tenancy::of(&target.instance, &role.namespace().unwrap_or_default());
     let left_to_admins = !tenancy.administers && tenancy.lists_assignable(name);
-    if !is_built_in(name) && !left_to_admins {
+    if !is_built_in(name) && !left_to_admins && ours_to_delete(store, name, record).await? {
         let users = store.role_users(name).await?;
         owed.extend(
             users
@@ -388,6 +430,23 @@ async fn remove_role(
     }
     ctx.names_freed.tell(std::sync::Arc::new(key.to_string()));
     Ok(())
+}
+
+/// Whether the custom role `name` is the one this record created: known created, or (a
+/// crash before that was recorded) stored under the `_id` the record chose. A role of the
+/// name made in LibreChat meanwhile stays, with its accounts in it.
+async fn ours_to_delete(
+    store: &Store,
+    name: &str,
+    record: &AccessRecord,
+) -> Result<bool, StoreError> {
+    let (false, Some(chosen)) = (record.created, record.target) else {
+        return Ok(true);
+    };
+    Ok(store
+        .find_role(name)
+        .await?
+        .is_some_and(|s| s.id == Some(chosen)))
 }
 
 /// The owner a record handed over to the instance's administrators names: the instance.

@@ -2910,3 +2910,75 @@ async fn a_namespace_never_admitted_cannot_hold_up_the_instance_deletion() {
         0
     );
 }
+
+/// A crash between a role's claim and its insert, and a LibreChat admin making a role of the
+/// name in between: the operator must not overwrite the admin's role, let the tenant put
+/// accounts in it, or delete it (moving its accounts to USER) with the tenant's object.
+#[tokio::test]
+async fn a_role_made_in_librechat_after_a_crashed_claim_is_never_taken_over() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (mut w, t) = tenant_world("tr-role-crash", policy).await;
+    let watched = format!("{},{t}", w.ns);
+    w.stop_operator();
+    w.start_operator_in_with_env(
+        &watched,
+        &[("LIBRECHAT_OPERATOR_CRASH_AT", "after-role-claim")],
+    );
+    let declared = json!({ "instanceRef": lc(&w), "name": "ANALYSTS",
+                           "permissions": { "AGENTS": { "USE": true, "CREATE": false } } });
+    w.apply_in(&t, "LibreChatRole", "analysts", declared).await;
+    assert_eq!(w.wait_operator_exit(PATIENCE).await, Some(86));
+    let claimed = doc! { "_id": "role:ANALYSTS", "created": false };
+    assert_eq!(count(&w, "librechat_operator_access", claimed).await, 1);
+
+    let admins_role = doc! { "_id": ObjectId::new(), "name": "ANALYSTS", "description": "made in LibreChat",
+    "permissions": { "AGENTS": { "USE": false, "CREATE": true } }, "__v": 0 };
+    w.db.collection::<Document>("roles")
+        .insert_one(admins_role.clone())
+        .await
+        .unwrap();
+    let member = ObjectId::new();
+    let mut person = foreign_user(member, "analyst@example.com");
+    person.insert("role", "ANALYSTS");
+    w.users().insert_one(person).await.unwrap();
+
+    w.start_operator_in(Some(&watched));
+    let message = ready_in(
+        &w,
+        &t,
+        "librechatroles",
+        "analysts",
+        "False",
+        "AlreadyExists",
+    )
+    .await;
+    assert!(message.contains("made in LibreChat"), "{message}");
+    let stored =
+        w.db.collection::<Document>("roles")
+            .find_one(doc! { "name": "ANALYSTS" })
+            .await
+            .unwrap();
+    assert_eq!(
+        stored.as_ref(),
+        Some(&admins_role),
+        "the admin's role is as they made it"
+    );
+    assert_eq!(
+        count(
+            &w,
+            "librechat_operator_access",
+            doc! { "_id": "role:ANALYSTS" }
+        )
+        .await,
+        0
+    );
+
+    delete_in(&w.client, &t, "LibreChatRole", "analysts").await;
+    wait_gone_in(&w, &t, "librechatroles", "analysts").await;
+    assert_eq!(count(&w, "roles", doc! { "name": "ANALYSTS" }).await, 1);
+    assert_eq!(
+        role_of(&w, member).await,
+        "ANALYSTS",
+        "its account stays in it"
+    );
+}

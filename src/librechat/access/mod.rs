@@ -43,7 +43,8 @@ pub const HANDED_OVER: &str = "handed-over";
 #[derive(Clone, Debug, Default)]
 pub struct AccessRecord {
     pub owner: Owner,
-    /// The group's `_id`, chosen before the group is inserted.
+    /// The group's or custom role's `_id`, chosen before it is inserted (records of roles
+    /// claimed by earlier versions have none).
     pub target: Option<ObjectId>,
     /// Member ids (LibreChat's `memberIds` values) this object added.
     pub members: Vec<String>,
@@ -64,8 +65,8 @@ pub struct AccessRecord {
 pub enum Claim {
     /// A group, with the `_id` it will have.
     Group(ObjectId),
-    /// A role, which exists once the record says `created`.
-    Role,
+    /// A role, with the `_id` it will have; it exists once the record says `created`.
+    Role(ObjectId),
 }
 
 /// Whether the record is this object's.
@@ -143,7 +144,10 @@ impl Store {
         };
         match what {
             Claim::Group(target) => record.insert("targetId", target),
-            Claim::Role => record.insert("created", false),
+            Claim::Role(target) => {
+                record.insert("targetId", target);
+                record.insert("created", false)
+            }
         };
         let inserted = records
             .insert_one(record)

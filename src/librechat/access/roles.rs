@@ -18,6 +18,7 @@ const CONFIGS: &str = "configs";
 /// A stored role as far as the operator reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredRole {
+    pub id: Option<ObjectId>,
     pub description: Option<String>,
     pub permissions: Permissions,
 }
@@ -59,21 +60,25 @@ impl Store {
             .deadline("reading a role")
             .await?
             .map(|d| StoredRole {
+                id: d.get_object_id("_id").ok(),
                 description: d.get_str("description").ok().map(String::from),
                 permissions: permissions_of(&d),
             }))
     }
 
     /// Creates a custom role holding exactly `permissions`, as `createRoleByName` stores it
-    /// (no defaults filled in). An upsert on the name, so a retry creates it once.
+    /// (no defaults filled in), under the `_id` its record chose. An upsert on the name, so a
+    /// retry creates it once, and a role of the name made meanwhile in LibreChat is left as
+    /// it is (its `_id` tells it apart).
     pub async fn create_role(
         &self,
+        id: ObjectId,
         name: &str,
         description: &str,
         permissions: &Permissions,
     ) -> Result<(), StoreError> {
         let role = doc! {
-            "name": name, "description": description,
+            "_id": id, "name": name, "description": description,
             "permissions": permissions_doc(permissions), "__v": 0,
         };
         self.collection(ROLES)
