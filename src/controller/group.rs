@@ -24,7 +24,7 @@ use crate::api::group::{GroupMember, LibreChatGroupStatus};
 use crate::api::validate::normalize_email;
 use crate::api::{LibreChatGroup, LibreChatUser};
 use crate::librechat::access::grants::Principal;
-use crate::librechat::access::groups::{member_id, GroupFields};
+use crate::librechat::access::groups::{member_id, GroupFields, StoredGroup};
 use crate::librechat::access::{group_key, AccessRecord, CacheDrop, Claim, Claimed};
 use crate::librechat::{Store, StoreError};
 
@@ -303,6 +303,21 @@ async fn add_by_email(store: &Store, email: &str, members: &mut Members) -> Resu
     Ok(())
 }
 
+/// The `source` of a group LibreChat's own users manage by its members (the operator's).
+const LOCAL_SOURCE: &str = "local";
+
+/// A group LibreChat linked to a directory group: sharing with an Entra ID group whose email
+/// an existing group has turns that group into the Entra group (`source: entra`), and from
+/// then on LibreChat's sign-in sync sets its members. That was LibreChat's decision: the
+/// operator writes nothing more to it.
+fn linked_to_directory(source: &str) -> Verdict {
+    Verdict::refused(
+        reason::CONFLICT,
+        format!("LibreChat linked this group to a directory group (source '{source}'; someone shared with the {source} group of the same email): its members now come from the directory, and the operator no longer changes it. Delete this object to release it: the group stays, with what was shared with it"),
+        None,
+    )
+}
+
 fn not_permitted(member: &GroupMember, tenancy: &Tenancy) -> Verdict {
     Verdict::refused(
         reason::NOT_PERMITTED,
@@ -359,6 +374,9 @@ async fn converge(
             ))?
         }
     };
+    if stored.source != LOCAL_SOURCE {
+        return Ok(linked_to_directory(&stored.source));
+    }
     if stored.fields != fields {
         store.correct_group(id, &fields).await?;
     }
@@ -465,6 +483,33 @@ async fn cleanup(group: &LibreChatGroup, ctx: &Context) -> Result<Action, Reconc
     Ok(Action::await_change())
 }
 
+/// Lets go of a group LibreChat linked to a directory group: it stays, with the shares its
+/// people made; only the grants the operator recorded go (by their entries), then the record.
+async fn release_linked_group(
+    ctx: &Context,
+    group: &LibreChatGroup,
+    target: &Target,
+    (name, key): (&str, &str),
+    record: &AccessRecord,
+    linked: &StoredGroup,
+) -> Result<(), ReconcileError> {
+    let store = &target.stores.store;
+    let uid = &record.owner.uid;
+    let principal = Principal::Group(linked.id);
+    if access::converge_grants(store, key, uid, &principal, &[], record).await? {
+        let owed = [CacheDrop::PromptAccess];
+        access::drop_promised(store, key, uid, &owed, false).await?;
+    }
+    let note = format!(
+        "released LibreChat group '{name}': LibreChat linked it to a {} group, so it stays",
+        linked.source
+    );
+    let instance = target::instance_key(&target.instance);
+    let change = Change::applied("GroupReleased", instance, None, note);
+    ctx.changed(group, change).await;
+    Ok(())
+}
+
 /// Deletes one group the object's record `key` names, then the record.
 async fn remove_group(
     ctx: &Context,
@@ -475,7 +520,13 @@ async fn remove_group(
 ) -> Result<(), ReconcileError> {
     let store = &target.stores.store;
     let uid = &record.owner.uid;
-    if let Some(id) = record.target {
+    let stored = match record.target {
+        Some(id) => store.find_group(id).await?,
+        None => None,
+    };
+    if let Some(linked) = stored.filter(|g| g.source != LOCAL_SOURCE) {
+        release_linked_group(ctx, group, target, (name, key), record, &linked).await?;
+    } else if let Some(id) = record.target {
         let members = store
             .find_group(id)
             .await?

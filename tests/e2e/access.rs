@@ -854,3 +854,82 @@ async fn a_share_made_in_librechat_meanwhile_is_never_overwritten() {
     assert_eq!(entry.get_i32("permBits").unwrap(), 3);
     assert_eq!(entry.get_str("principalModel").unwrap(), "Group");
 }
+
+/// LibreChat turns a group into an Entra ID group when someone shares with the Entra group of
+/// the same email (`ensureGroupPrincipalExists`): its members then come from the directory.
+/// That was LibreChat's decision: the operator stops managing the group, says so, and on
+/// deletion leaves the group and what people shared with it.
+#[tokio::test]
+async fn a_group_librechat_linked_to_entra_is_left_to_librechat() {
+    let w = World::with_instance("acc-entra", json!({})).await;
+    w.apply(
+        "LibreChatUser",
+        "dana",
+        json!({ "instanceRef": { "name": "lc" }, "email": "dana@example.com" }),
+    )
+    .await;
+    w.wait_condition("librechatusers", "dana", "Ready", "True", None)
+        .await;
+    w.apply(
+        "LibreChatGroup",
+        "eng",
+        json!({ "instanceRef": { "name": "lc" }, "name": "Engineering", "email": "eng@example.com",
+                "members": [{ "userRef": { "name": "dana" } }] }),
+    )
+    .await;
+    w.wait_condition("librechatgroups", "eng", "Ready", "True", None)
+        .await;
+    let group = group_doc(&w, "Engineering").await.unwrap();
+    let id = group.get_object_id("_id").unwrap();
+
+    // A person shares an agent with the Entra group eng@example.com: LibreChat links ours.
+    let person = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(person, "sharer@example.com"))
+        .await
+        .unwrap();
+    let agent = seed_resource(&w, "agents", "agent", person).await;
+    let groups = w.db.collection::<Document>("groups");
+    groups
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "source": "entra", "idOnTheSource": "entra-group-eng", "memberIds": ["entra-oid-1"] } },
+        )
+        .await
+        .unwrap();
+    let share = doc! { "principalType": "group", "principalId": id, "principalModel": "Group",
+    "resourceType": "agent", "resourceId": agent, "permBits": 1, "grantedBy": person };
+    let acl = w.db.collection::<Document>("aclentries");
+    acl.insert_one(share.clone()).await.unwrap();
+
+    let obj = w
+        .wait_condition("librechatgroups", "eng", "Ready", "False", Some("Conflict"))
+        .await;
+    assert_eq!(condition(&obj, "Stalled").unwrap().status, "True");
+    let linked = group_doc(&w, "Engineering").await.unwrap();
+    assert_eq!(
+        member_ids(&linked),
+        ["entra-oid-1"],
+        "the directory's members stay"
+    );
+
+    w.delete("LibreChatGroup", "eng").await;
+    w.wait_gone("librechatgroups", "eng").await;
+    let kept = groups.find_one(doc! { "_id": id }).await.unwrap();
+    assert_eq!(
+        kept.and_then(|g| g.get_str("source").ok().map(String::from))
+            .as_deref(),
+        Some("entra")
+    );
+    let shares = acl
+        .count_documents(doc! { "principalType": "group", "principalId": id })
+        .await
+        .unwrap();
+    assert_eq!(shares, 1, "the person's share with the group stays");
+    let record =
+        w.db.collection::<Document>("librechat_operator_access")
+            .count_documents(doc! { "targetId": id })
+            .await
+            .unwrap();
+    assert_eq!(record, 0, "the operator's record of the group goes");
+}
