@@ -221,7 +221,11 @@ async fn check(
                         )
                         .await;
                     }
-                    stores.indexes_ensured.store(true, Ordering::Relaxed);
+                    // A passing failure is tried again at the next check; a refusal
+                    // would only repeat itself.
+                    stores
+                        .indexes_ensured
+                        .store(!report.retry, Ordering::Relaxed);
                 }
                 Err(e) => notes.push(format!("indexes not checked: {e}")),
             }

@@ -44,7 +44,16 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
             what: "MongoDB",
             reason: "resolving the SRV record timed out".into(),
         })?
-        .map_err(|_| invalid(uri_problem(uri)))?;
+        .map_err(|e| match e.kind.as_ref() {
+            // A mongodb+srv URI is resolved while parsing: a DNS outage is not a bad URI.
+            mongodb::error::ErrorKind::DnsResolve { .. } | mongodb::error::ErrorKind::Io(_) => {
+                ConnectError::Unreachable {
+                    what: "MongoDB",
+                    reason: "resolving the URI's SRV or TXT record failed: check DNS from the operator's pod; the operator retries".into(),
+                }
+            }
+            _ => invalid(uri_problem(uri)),
+        })?;
     options.app_name = Some("librechat-operator".into());
     options.command_event_handler = Some(mongodb::event::EventHandler::callback(|event| {
         use mongodb::event::command::CommandEvent;

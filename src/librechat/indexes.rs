@@ -110,6 +110,9 @@ pub struct IndexReport {
     pub created: Vec<String>,
     /// Indexes the server refused, with its reason; LibreChat would hit the same refusal.
     pub failed: Vec<String>,
+    /// Whether a creation failed on something passing (a timeout, an outage, an election):
+    /// worth another attempt, unlike a refusal.
+    pub retry: bool,
 }
 
 impl Store {
@@ -145,9 +148,12 @@ impl Store {
                     .build();
                 match coll.create_index(model).deadline("creating an index").await {
                     Ok(_) => report.created.push(format!("{collection}.{}", spec.name)),
-                    Err(e) => report
-                        .failed
-                        .push(format!("{collection}.{}: {}", spec.name, e)),
+                    Err(e) => {
+                        report.retry |= e.is_retryable();
+                        report
+                            .failed
+                            .push(format!("{collection}.{}: {}", spec.name, e));
+                    }
                 }
             }
         }

@@ -185,6 +185,25 @@ async fn bad_secrets_give_clear_conditions_and_recover_when_fixed() {
         .await;
     assert!(!obj.to_string().contains("hunter2-secret"));
 
+    // A mongodb+srv URI whose records cannot be resolved: DNS trouble, not a bad URI.
+    w.secret(
+        "mongo",
+        &[(
+            "uri",
+            "mongodb+srv://admin:hunter2-secret@lco-nowhere.invalid/db",
+        )],
+    )
+    .await;
+    let obj = eventually("the SRV URI's condition", || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        let c = condition(&obj, "MongoReachable")?;
+        (c.message.contains("SRV") || c.reason == "InvalidURI").then_some(obj)
+    })
+    .await;
+    let mongo = condition(&obj, "MongoReachable").unwrap();
+    assert_eq!(mongo.reason, "Unreachable", "{}", mongo.message);
+    assert!(!obj.to_string().contains("hunter2-secret"));
+
     // Fixed: the Secret change is picked up without a restart.
     w.secret("mongo", &[("uri", &w.mongo_uri())]).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
