@@ -43,7 +43,12 @@ pub fn manifests(
             username: u.username.clone().filter(|n| check_username(n).is_ok()),
             role: role.filter(|r| r != "USER"),
             provider: provider.filter(|p| *p != Provider::Local),
-            email_verified: (!u.email_verified).then_some(false),
+            // Not declared: `emailVerified: false` would have the operator issue a new
+            // verification link (voiding the one LibreChat sent) to every unverified account
+            // the export takes in. Whether the person verifies stays LibreChat's to record.
+            email_verified: None,
+            // Spelt out: deleting an exported object must never delete the account.
+            deletion_policy: Some(crate::api::user::DeletionPolicy::Retain),
             adopt: Some(true),
             ..Default::default()
         };
@@ -122,6 +127,20 @@ mod tests {
             terms_accepted: false,
             terms_accepted_at: None,
         }
+    }
+
+    #[test]
+    fn an_exported_account_is_described_without_anything_the_operator_would_act_on() {
+        let mut unverified = stored("new@example.com", "USER", "local");
+        unverified.email_verified = false;
+        let (manifests, _) = manifests(&[unverified], "librechat", "lc");
+        let spec = &manifests[0].spec;
+        assert_eq!(spec.email_verified, None, "no verification link is issued");
+        assert_eq!(
+            spec.deletion_policy,
+            Some(crate::api::user::DeletionPolicy::Retain)
+        );
+        assert_eq!(spec.adopt, Some(true));
     }
 
     #[test]
