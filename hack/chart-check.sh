@@ -168,6 +168,9 @@ render noleader r --namespace "$NS" --set leaderElection.enabled=false
 hasnt noleader '--leader-elect' "--leader-elect"
 hasnt noleader 'name: .*-leader-election$' "the leader-election Role"
 hasnt noleader 'coordination.k8s.io' "access to Leases"
+# Without a Lease a rolling update would run the old and the new pod side by side.
+has noleader '^    type: Recreate$' "strategy Recreate without leader election"
+hasnt default 'type: Recreate' "strategy Recreate with leader election"
 
 render replicas2 r --namespace "$NS" --set replicas=2
 has replicas2 '^  replicas: 2$' "replicas: 2"
