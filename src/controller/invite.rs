@@ -393,7 +393,10 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
     };
     let target = match target::resolve(ctx, &invite.spec.instance_ref, &namespace).await? {
         Ok(t) => t,
-        Err(p) => return Ok(Outcome::waiting(invite, p.reason, p.message)),
+        Err(p) => {
+            suspend_link(invite, ctx, &p, &namespace).await?;
+            return Ok(Outcome::waiting(invite, p.reason, p.message));
+        }
     };
     let recorded = invite.status.as_ref().and_then(|s| s.instance.as_deref());
     if let Some(why) = target::applied_elsewhere(recorded, &target.instance) {
@@ -402,6 +405,39 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
     let mut outcome = follow(invite, ctx, &target, lifetime).await?;
     outcome.instance = Some(target::instance_key(&target.instance));
     Ok(outcome)
+}
+
+/// A namespace taken out of the instance's `allowedNamespaces` invites nobody any more: the
+/// link it issued stops working (its token goes). The record stays, so admitting the namespace
+/// again puts the same link back (as a link used without registering is), until it expires.
+async fn suspend_link(
+    invite: &UserInvite,
+    ctx: &Context,
+    problem: &target::TargetProblem,
+    namespace: &str,
+) -> Result<(), ReconcileError> {
+    let reference = &invite.spec.instance_ref;
+    let Some(target) = target::promises_kept_on(ctx, problem, reference, namespace).await else {
+        return Ok(());
+    };
+    let store = &target.stores.store;
+    let Some(record) = store
+        .invite_record(&invite.uid().unwrap_or_default())
+        .await?
+    else {
+        return Ok(());
+    };
+    if store
+        .find_invite_token(&record.email, &record.token_hash)
+        .await?
+        .is_some()
+    {
+        store.delete_invite_token(&record.token_hash).await?;
+        let note = format!("the invitation link of {} no longer works: the instance no longer admits namespace '{namespace}'", record.email);
+        let change = invite_change("Suspended", &target.instance, &record.email, note);
+        ctx.changed(invite, change).await;
+    }
+    Ok(())
 }
 
 /// Issues the token, or follows it to `Accepted` or `Expired`.
@@ -499,7 +535,7 @@ async fn follow(
                 .ensure_invite_token(&email, &token_hash, expires_ms)
                 .await?;
             let note = format!(
-                "the invitation of {email} was used without registering; the link works again"
+                "the invitation link of {email} works again (it was used without registering, or its namespace was admitted again)"
             );
             let change = invite_change("Restored", &target.instance, &email, note);
             ctx.changed(invite, change).await;

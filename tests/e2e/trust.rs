@@ -2982,3 +2982,44 @@ async fn a_role_made_in_librechat_after_a_crashed_claim_is_never_taken_over() {
         "its account stays in it"
     );
 }
+
+/// A namespace taken out of the instance's allowedNamespaces must not keep inviting people:
+/// its pending link stops working, and comes back (the same link) when it is admitted again.
+#[tokio::test]
+async fn a_namespace_taken_out_of_the_instance_invites_nobody() {
+    let (w, t) = tenant_world("tr-inv-out", json!({})).await;
+    let invite = json!({ "instanceRef": lc(&w), "email": "guest-out@example.com" });
+    w.apply_in(&t, "UserInvite", "guest", invite).await;
+    ready_in(&w, &t, "userinvites", "guest", "True", "TokenOnly").await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), &t);
+    let raw = secrets.get("guest-invite").await.unwrap().data.unwrap()["token"]
+        .0
+        .clone();
+    let token = hex::encode(Sha256::digest(&raw));
+    assert_eq!(count(&w, "tokens", doc! { "token": &token }).await, 1);
+
+    w.ready_instance("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    ready_in(
+        &w,
+        &t,
+        "userinvites",
+        "guest",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    eventually("the link to stop working", || async {
+        (count(&w, "tokens", doc! { "token": &token }).await == 0).then_some(())
+    })
+    .await;
+
+    w.ready_instance("lc", json!({ "allowedNamespaces": [t.clone()] }))
+        .await;
+    ready_in(&w, &t, "userinvites", "guest", "True", "TokenOnly").await;
+    eventually("the same link to work again", || async {
+        (count(&w, "tokens", doc! { "token": &token }).await == 1).then_some(())
+    })
+    .await;
+}
