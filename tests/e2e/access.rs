@@ -855,12 +855,12 @@ async fn a_share_made_in_librechat_meanwhile_is_never_overwritten() {
     assert_eq!(entry.get_str("principalModel").unwrap(), "Group");
 }
 
-/// LibreChat turns a group into an Entra ID group when someone shares with the Entra group of
+/// A group renamed in LibreChat is put back. LibreChat turns a group into an Entra ID group when someone shares with the Entra group of
 /// the same email (`ensureGroupPrincipalExists`): its members then come from the directory.
 /// That was LibreChat's decision: the operator stops managing the group, says so, and on
 /// deletion leaves the group and what people shared with it.
 #[tokio::test]
-async fn a_group_librechat_linked_to_entra_is_left_to_librechat() {
+async fn a_renamed_group_is_put_back_and_one_linked_to_entra_is_left_to_librechat() {
     let w = World::with_instance("acc-entra", json!({})).await;
     w.apply(
         "LibreChatUser",
@@ -881,6 +881,19 @@ async fn a_group_librechat_linked_to_entra_is_left_to_librechat() {
         .await;
     let group = group_doc(&w, "Engineering").await.unwrap();
     let id = group.get_object_id("_id").unwrap();
+    // A rename in LibreChat's admin UI is put back, as any hand edit of a declared field.
+    let groups = w.db.collection::<Document>("groups");
+    groups
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "name": "Eng (renamed)" } },
+        )
+        .await
+        .unwrap();
+    eventually("the declared name back", || async {
+        group_doc(&w, "Engineering").await.map(|_| ())
+    })
+    .await;
 
     // A person shares an agent with the Entra group eng@example.com: LibreChat links ours.
     let person = ObjectId::new();
@@ -889,7 +902,6 @@ async fn a_group_librechat_linked_to_entra_is_left_to_librechat() {
         .await
         .unwrap();
     let agent = seed_resource(&w, "agents", "agent", person).await;
-    let groups = w.db.collection::<Document>("groups");
     groups
         .update_one(
             doc! { "_id": id },

@@ -111,13 +111,14 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Puts description and email back as declared (the name is the group's identity).
+    /// Puts name, description and email back as declared: a rename in LibreChat's admin UI
+    /// too (left, it would be "corrected" at every resync without ever changing).
     pub async fn correct_group(
         &self,
         id: ObjectId,
         fields: &GroupFields,
     ) -> Result<(), StoreError> {
-        let mut set = doc! { "updatedAt": DateTime::now() };
+        let mut set = doc! { "name": &fields.name, "updatedAt": DateTime::now() };
         let mut unset = Document::new();
         for (key, value) in [
             ("description", &fields.description),
