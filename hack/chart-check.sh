@@ -227,7 +227,7 @@ has options '^        disk: ssd$' "the node selector"
 
 # --- 3b. alerts and dashboard -----------------------------------------------------------------
 render rules r --namespace "$NS" --show-only templates/prometheusrule.yaml --set prometheusRule.enabled=true \
-  --set prometheusRule.labels.release=prom --set prometheusRule.alertLabels.team=platform
+  --set serviceMonitor.enabled=true --set prometheusRule.labels.release=prom --set prometheusRule.alertLabels.team=platform
 has rules '^apiVersion: monitoring.coreos.com/v1$' "a monitoring.coreos.com/v1 object"
 has rules '^kind: PrometheusRule$' "a PrometheusRule"
 has rules '^    release: prom$' "the PrometheusRule's extra label"
@@ -412,6 +412,8 @@ rejects concurrency --set concurrency=0
 rejects pullPolicy --set image.pullPolicy=Sometimes
 rejects leaseDuration --set leaderElection.leaseDuration=15
 rejects "leaderElection.enabled" --set replicas=2 --set leaderElection.enabled=false
+# Alerts on a scrape job nothing runs: LibreChatOperatorDown would fire forever.
+rejects "serviceMonitor.enabled" --set prometheusRule.enabled=true
 rejects "replica" --set replica=2
 rejects "serviceAccount.name" --set serviceAccount.create=false
 rejects crds --set crds.install=maybe

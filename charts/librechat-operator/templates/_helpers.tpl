@@ -141,6 +141,9 @@ Checks of combinations the schema cannot express readably.
 {{- if regexMatch "^(0+(ms|s|m|h|d))+$" .Values.resyncPeriod }}
 {{- fail (printf "resyncPeriod is %s: it must be more than zero, e.g. 5m" .Values.resyncPeriod) }}
 {{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.serviceMonitor.enabled) (eq .Values.prometheusRule.selector "") }}
+{{- fail "prometheusRule.enabled without serviceMonitor.enabled: the alerts would select the series of a scrape job nothing runs, and LibreChatOperatorDown would fire forever. Set serviceMonitor.enabled=true, or prometheusRule.selector to the labels your Prometheus gives the operator's series (e.g. job=\"lco\")" }}
+{{- end }}
 {{- if and .Values.leaderElection.enabled (regexMatch "^(0+(ms|s|m|h|d))+$" .Values.leaderElection.leaseDuration) }}
 {{- fail (printf "leaderElection.leaseDuration is %s: it must be more than zero, e.g. 15s" .Values.leaderElection.leaseDuration) }}
 {{- end }}
