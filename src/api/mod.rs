@@ -11,6 +11,7 @@ pub mod invite;
 pub mod offline;
 pub mod plugins;
 pub mod role;
+pub mod unknown_fields;
 pub mod user;
 pub mod validate;
 

@@ -243,7 +243,14 @@ fn check_set(objects: &[Located]) -> Vec<Vec<String>> {
         Role(Box<LibreChatRole>),
         Bad(String),
     }
-    fn parse<K: serde::de::DeserializeOwned>(v: &serde_yaml::Value, f: fn(K) -> Parsed) -> Parsed {
+    fn parse<K: serde::de::DeserializeOwned + kube::CustomResourceExt>(
+        v: &serde_yaml::Value,
+        f: fn(K) -> Parsed,
+    ) -> Parsed {
+        let unknown = super::unknown_fields::unknown_fields::<K>(v);
+        if !unknown.is_empty() {
+            return Parsed::Bad(unknown.join("; "));
+        }
         match serde_yaml::from_value::<K>(v.clone()) {
             Ok(k) => f(k),
             Err(e) => Parsed::Bad(format!("does not match the schema: {e}")),
