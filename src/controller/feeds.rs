@@ -151,7 +151,8 @@ async fn follow(
     let mut pause = Duration::from_secs(1);
     loop {
         match open(&key, &store, &position).await {
-            Err(e) if !e.is_retryable() => {
+            // Refused credentials may be fixed on the server, with the URI unchanged: retried.
+            Err(e) if !e.is_retryable() && !e.is_auth_failure() => {
                 tracing::info!(instance = %key, error = %e, "no change stream; following LibreChat at each resync");
                 set(FeedMode::Resync);
                 return;

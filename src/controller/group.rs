@@ -496,10 +496,25 @@ async fn release_linked_group(
     let store = &target.stores.store;
     let uid = &record.owner.uid;
     let principal = Principal::Group(linked.id);
-    if access::converge_grants(store, key, uid, &principal, &[], record).await? {
-        let owed = [CacheDrop::PromptAccess];
-        access::drop_promised(store, key, uid, &owed, false).await?;
-    }
+    access::converge_grants(store, key, uid, &principal, &[], record).await?;
+    // The members the operator added go (the directory's stay); their cached principals and
+    // the prompt access, with any drop the record still owes, are dropped as promised.
+    let added: Vec<String> = record
+        .members
+        .iter()
+        .filter(|m| linked.member_ids.contains(m))
+        .cloned()
+        .collect();
+    let mut owed: Vec<CacheDrop> = added.iter().cloned().map(CacheDrop::Principals).collect();
+    owed.push(CacheDrop::PromptAccess);
+    let owed = access::owed_with_recorded(owed, record);
+    store
+        .promise_cache_drops(key, uid, &owed, access::due(false))
+        .await?;
+    store
+        .withdraw_members_from_linked(linked.id, &added)
+        .await?;
+    store.drop_owed_caches(&owed).await?;
     let note = format!(
         "released LibreChat group '{name}': LibreChat linked it to a {} group, so it stays",
         linked.source

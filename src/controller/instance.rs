@@ -212,7 +212,8 @@ async fn check(
                     if !report.created.is_empty() {
                         tracing::info!(instance = %instance.name_any(), created = ?report.created, "created LibreChat indexes");
                     }
-                    if !report.failed.is_empty() {
+                    // A timeout is tried again at the next check, not reported as a refusal.
+                    if !report.failed.is_empty() && !report.retry {
                         ctx.event(
                             instance,
                             true,

@@ -394,7 +394,10 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
     let target = match target::resolve(ctx, &invite.spec.instance_ref, &namespace).await? {
         Ok(t) => t,
         Err(p) => {
-            suspend_link(invite, ctx, &p, &namespace).await?;
+            // The refusal is what the status says; a failed suspension is tried again.
+            if let Err(e) = suspend_link(invite, ctx, &p, &namespace).await {
+                tracing::warn!(invite = %invite.name_any(), %namespace, error = %e, "could not suspend the invitation link; retrying at the next reconcile");
+            }
             return Ok(Outcome::waiting(invite, p.reason, p.message));
         }
     };

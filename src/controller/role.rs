@@ -241,7 +241,8 @@ async fn converge(
     let name = &role.spec.name;
     access::settle_due_drops(store, key, &uid, record).await?;
     let instance = target::instance_key(&target.instance);
-    let changed = converge_permissions(store, role, (key, record.target), &uid).await?;
+    let chosen = record.target.filter(|_| !record.created);
+    let changed = converge_permissions(store, role, (key, chosen), &uid).await?;
     if let Some(refused) = made_in_librechat(store, role, key, record).await? {
         return Ok(refused);
     }
@@ -288,6 +289,11 @@ async fn converge_permissions(
     let change = match &stored {
         None if !is_built_in(name) => "created",
         None => return Ok(None),
+        // Made in LibreChat while this object was creating it: not written (the check after
+        // converging refuses it).
+        Some(s) if !is_built_in(name) && chosen_id.is_some_and(|c| s.id != Some(c)) => {
+            return Ok(None)
+        }
         Some(s) if is_built_in(name) => {
             let same = declared.iter().all(|(t, keys)| {
                 keys.iter()
@@ -312,7 +318,8 @@ async fn converge_permissions(
         .await?;
     match (&stored, is_built_in(name)) {
         (None, _) => {
-            let id = chosen_id.unwrap_or_default();
+            // Once created, a role re-created (renamed away in LibreChat) gets a new `_id`.
+            let id = chosen_id.unwrap_or_else(mongodb::bson::oid::ObjectId::new);
             store.create_role(id, name, &description, declared).await?
         }
         (Some(_), true) => store.set_role_keys(name, declared).await?,

@@ -49,7 +49,7 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
             mongodb::error::ErrorKind::DnsResolve { .. } | mongodb::error::ErrorKind::Io(_) => {
                 ConnectError::Unreachable {
                     what: "MongoDB",
-                    reason: "resolving the URI's SRV or TXT record failed: check DNS from the operator's pod; the operator retries".into(),
+                    reason: "resolving the URI's SRV or TXT record failed (a misspelt host, or DNS trouble): check the host and DNS from the operator's pod; the operator retries".into(),
                 }
             }
             _ => invalid(uri_problem(uri)),

@@ -905,7 +905,8 @@ async fn a_renamed_group_is_put_back_and_one_linked_to_entra_is_left_to_librecha
     groups
         .update_one(
             doc! { "_id": id },
-            doc! { "$set": { "source": "entra", "idOnTheSource": "entra-group-eng", "memberIds": ["entra-oid-1"] } },
+            doc! { "$set": { "source": "entra", "idOnTheSource": "entra-group-eng" },
+            "$push": { "memberIds": "entra-oid-1" } },
         )
         .await
         .unwrap();
@@ -919,19 +920,23 @@ async fn a_renamed_group_is_put_back_and_one_linked_to_entra_is_left_to_librecha
         .await;
     assert_eq!(condition(&obj, "Stalled").unwrap().status, "True");
     let linked = group_doc(&w, "Engineering").await.unwrap();
+    let dana = member_ids(&group);
+    let mut both = [dana.clone(), vec!["entra-oid-1".to_string()]].concat();
+    both.sort();
     assert_eq!(
         member_ids(&linked),
-        ["entra-oid-1"],
-        "the directory's members stay"
+        both,
+        "the operator writes nothing more to it"
     );
 
     w.delete("LibreChatGroup", "eng").await;
     w.wait_gone("librechatgroups", "eng").await;
-    let kept = groups.find_one(doc! { "_id": id }).await.unwrap();
+    let kept = groups.find_one(doc! { "_id": id }).await.unwrap().unwrap();
+    assert_eq!(kept.get_str("source").ok(), Some("entra"));
     assert_eq!(
-        kept.and_then(|g| g.get_str("source").ok().map(String::from))
-            .as_deref(),
-        Some("entra")
+        member_ids(&kept),
+        ["entra-oid-1"],
+        "the member the operator added goes; the directory's stays"
     );
     let shares = acl
         .count_documents(doc! { "principalType": "group", "principalId": id })
@@ -944,4 +949,44 @@ async fn a_renamed_group_is_put_back_and_one_linked_to_entra_is_left_to_librecha
             .await
             .unwrap();
     assert_eq!(record, 0, "the operator's record of the group goes");
+}
+
+/// A custom role renamed in LibreChat's admin UI is no longer the declared role: the declared
+/// one is created again (under a new `_id`), and the renamed one is left as LibreChat has it.
+#[tokio::test]
+async fn a_role_renamed_in_librechat_is_created_again() {
+    let w = World::with_instance("acc-role-rename", json!({})).await;
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "AUDITORS",
+                       "permissions": { "AGENTS": { "USE": true } } });
+    w.apply("LibreChatRole", "auditors", role).await;
+    w.wait_condition("librechatroles", "auditors", "Ready", "True", None)
+        .await;
+    let roles = w.db.collection::<Document>("roles");
+    roles
+        .update_one(
+            doc! { "name": "AUDITORS" },
+            doc! { "$set": { "name": "AUDITORS-OLD" } },
+        )
+        .await
+        .unwrap();
+    eventually("the declared role created again", || async {
+        let found = roles
+            .count_documents(doc! { "name": "AUDITORS" })
+            .await
+            .unwrap();
+        (found == 1).then_some(())
+    })
+    .await;
+    let obj = w
+        .wait_condition("librechatroles", "auditors", "Ready", "True", None)
+        .await;
+    assert!(obj.to_string().contains("AUDITORS"));
+    assert_eq!(
+        roles
+            .count_documents(doc! { "name": "AUDITORS-OLD" })
+            .await
+            .unwrap(),
+        1,
+        "the renamed role stays as LibreChat has it"
+    );
 }

@@ -160,6 +160,27 @@ impl Store {
             .await
     }
 
+    /// Takes the members the operator added out of a group LibreChat has since linked to a
+    /// directory group (whatever its `source` now): they are the operator's to remove.
+    pub async fn withdraw_members_from_linked(
+        &self,
+        id: ObjectId,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let update = doc! {
+            "$pullAll": { "memberIds": ids },
+            "$set": { "updatedAt": DateTime::now() },
+        };
+        self.collection(collections::GROUPS)
+            .update_one(doc! { "_id": id }, update)
+            .deadline("changing group members")
+            .await
+            .map(|_| ())
+    }
+
     async fn change_members(
         &self,
         id: ObjectId,
