@@ -45,13 +45,15 @@ fn walk(schema: &JSONSchemaProps, value: &Value, path: &str, found: &mut Vec<Str
             for (key, field) in map {
                 let Some(key) = key.as_str() else { continue };
                 let here = format!("{path}.{key}");
-                match field_schema(schema, key) {
-                    Some(s) => walk(s, field, &here, found),
-                    None if known.is_empty() && map_values(schema).is_some() => {
-                        walk(map_values(schema).unwrap_or(schema), field, &here, found)
+                // A schema without properties is a map of free keys (or anything goes).
+                match (field_schema(schema, key), known.is_empty()) {
+                    (Some(s), _) => walk(s, field, &here, found),
+                    (None, true) => {
+                        if let Some(values) = map_values(schema) {
+                            walk(values, field, &here, found);
+                        }
                     }
-                    None if known.is_empty() => {}
-                    None => found.push(here),
+                    (None, false) => found.push(here),
                 }
             }
         }

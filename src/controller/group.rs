@@ -505,9 +505,7 @@ async fn release_linked_group(
         .filter(|m| linked.member_ids.contains(m))
         .cloned()
         .collect();
-    let mut owed: Vec<CacheDrop> = added.iter().cloned().map(CacheDrop::Principals).collect();
-    owed.push(CacheDrop::PromptAccess);
-    let owed = access::owed_with_recorded(owed, record);
+    let owed = owed_on_removal(&added, record);
     store
         .promise_cache_drops(key, uid, &owed, access::due(false))
         .await?;
@@ -535,24 +533,14 @@ async fn remove_group(
 ) -> Result<(), ReconcileError> {
     let store = &target.stores.store;
     let uid = &record.owner.uid;
-    let stored = match record.target {
-        Some(id) => store.find_group(id).await?,
-        None => None,
-    };
-    if let Some(linked) = stored.filter(|g| g.source != LOCAL_SOURCE) {
-        release_linked_group(ctx, group, target, (name, key), record, &linked).await?;
-    } else if let Some(id) = record.target {
-        let members = store
-            .find_group(id)
-            .await?
-            .map(|g| g.member_ids)
-            .unwrap_or_default();
-        let mut owed: Vec<CacheDrop> = members
-            .iter()
-            .map(|m| CacheDrop::Principals(m.clone()))
-            .collect();
-        owed.push(CacheDrop::PromptAccess);
-        let owed = access::owed_with_recorded(owed, record);
+    if let Some(id) = record.target {
+        let stored = store.find_group(id).await?;
+        if let Some(linked) = stored.as_ref().filter(|g| g.source != LOCAL_SOURCE) {
+            release_linked_group(ctx, group, target, (name, key), record, linked).await?;
+            return release_record(ctx, store, key, uid).await;
+        }
+        let members = stored.map(|g| g.member_ids).unwrap_or_default();
+        let owed = owed_on_removal(&members, record);
         store
             .promise_cache_drops(key, uid, &owed, access::due(false))
             .await?;
@@ -568,7 +556,25 @@ async fn remove_group(
         let change = Change::applied("GroupDeleted", instance, None, note);
         ctx.changed(group, change).await;
     }
+    release_record(ctx, store, key, uid).await
+}
+
+/// The group's record goes, and its name is free for another object.
+async fn release_record(
+    ctx: &Context,
+    store: &Store,
+    key: &str,
+    uid: &str,
+) -> Result<(), ReconcileError> {
     store.release_access(key, uid).await?;
     ctx.names_freed.tell(std::sync::Arc::new(key.to_string()));
     Ok(())
+}
+
+/// What taking `members` out of a group owes LibreChat's caches: their principals and the
+/// prompt access, with any drop the record still owes.
+fn owed_on_removal(members: &[String], record: &AccessRecord) -> Vec<CacheDrop> {
+    let mut owed: Vec<CacheDrop> = members.iter().cloned().map(CacheDrop::Principals).collect();
+    owed.push(CacheDrop::PromptAccess);
+    access::owed_with_recorded(owed, record)
 }

@@ -210,13 +210,10 @@ async fn made_in_librechat(
     key: &str,
     record: &AccessRecord,
 ) -> Result<Option<Verdict>, StoreError> {
-    let (false, false, Some(chosen)) =
-        (is_built_in(&role.spec.name), record.created, record.target)
-    else {
+    let (false, Some(chosen)) = (is_built_in(&role.spec.name), pending_role_id(record)) else {
         return Ok(None);
     };
-    let stored = store.find_role(&role.spec.name).await?;
-    if stored.is_none_or(|s| s.id == Some(chosen)) {
+    if held_under_other_id(store, &role.spec.name, chosen).await? != Some(true) {
         return Ok(None);
     }
     store.release_access(key, &record.owner.uid).await?;
@@ -241,7 +238,7 @@ async fn converge(
     let name = &role.spec.name;
     access::settle_due_drops(store, key, &uid, record).await?;
     let instance = target::instance_key(&target.instance);
-    let chosen = record.target.filter(|_| !record.created);
+    let chosen = pending_role_id(record);
     let changed = converge_permissions(store, role, (key, chosen), &uid).await?;
     if let Some(refused) = made_in_librechat(store, role, key, record).await? {
         return Ok(refused);
@@ -447,13 +444,26 @@ async fn ours_to_delete(
     name: &str,
     record: &AccessRecord,
 ) -> Result<bool, StoreError> {
-    let (false, Some(chosen)) = (record.created, record.target) else {
+    let Some(chosen) = pending_role_id(record) else {
         return Ok(true);
     };
-    Ok(store
-        .find_role(name)
-        .await?
-        .is_some_and(|s| s.id == Some(chosen)))
+    Ok(held_under_other_id(store, name, chosen).await? == Some(false))
+}
+
+/// The `_id` a claimed custom role is to have, while it is not known created (`None` once it
+/// is, and for records of earlier versions, which chose none).
+fn pending_role_id(record: &AccessRecord) -> Option<mongodb::bson::oid::ObjectId> {
+    record.target.filter(|_| !record.created)
+}
+
+/// Whether LibreChat has the role `name` under another `_id` than `chosen`; `None` when it
+/// has no such role.
+async fn held_under_other_id(
+    store: &Store,
+    name: &str,
+    chosen: mongodb::bson::oid::ObjectId,
+) -> Result<Option<bool>, StoreError> {
+    Ok(store.find_role(name).await?.map(|s| s.id != Some(chosen)))
 }
 
 /// The owner a record handed over to the instance's administrators names: the instance.

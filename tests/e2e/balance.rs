@@ -511,13 +511,19 @@ async fn deleting_an_object_after_the_revocation_does_not_keep_its_refill() {
     w.apply_instance("lc", &env("REDIS_URL"), revoked).await;
     crate::support::delete_in(&w.client, &t, "LibreChatUser", "leaver").await;
     w.start_operator_in(Some(&format!("{},{t}", w.ns)));
-    crate::trust::wait_gone_in(&w, &t, "librechatusers", "leaver").await;
-    assert!(
-        w.find_user("leaver@example.com").await.is_some(),
-        "the account is retained"
-    );
+    gone_with_its_account_retained(&w, &t, "leaver").await;
     let deleted = "the deleted object's refill put back";
     refill_becomes(&w, id, refill_defaults(), deleted).await;
+}
+
+/// Waits for the tenant's object `name` (email `<name>@example.com`) to be gone, its account
+/// retained.
+async fn gone_with_its_account_retained(w: &World, tenant: &str, name: &str) {
+    crate::trust::wait_gone_in(w, tenant, "librechatusers", name).await;
+    assert!(
+        w.find_user(&format!("{name}@example.com")).await.is_some(),
+        "the account is retained"
+    );
 }
 
 /// The attack the other way round: a tenant deletes its object (the account retained) while
@@ -529,11 +535,7 @@ async fn a_tenant_refill_does_not_outlive_its_object() {
     let id = tenant_refill_declared(&w, &t, "keeper").await;
 
     crate::support::delete_in(&w.client, &t, "LibreChatUser", "keeper").await;
-    crate::trust::wait_gone_in(&w, &t, "librechatusers", "keeper").await;
-    assert!(
-        w.find_user("keeper@example.com").await.is_some(),
-        "the account is retained"
-    );
+    gone_with_its_account_retained(&w, &t, "keeper").await;
     let gone = "the deleted tenant object's refill put back";
     refill_becomes(&w, id, refill_defaults(), gone).await;
 }

@@ -134,7 +134,7 @@ impl Store {
             update.insert("$unset", unset);
         }
         self.collection(collections::GROUPS)
-            .update_one(doc! { "_id": id, "source": "local" }, update)
+            .update_one(local(id), update)
             .deadline("updating a group")
             .await
             .map(|_| ())
@@ -142,12 +142,8 @@ impl Store {
 
     /// `addUserToGroup` for several members: `$addToSet`.
     pub async fn add_group_members(&self, id: ObjectId, ids: &[String]) -> Result<(), StoreError> {
-        self.change_members(
-            id,
-            doc! { "$addToSet": { "memberIds": { "$each": ids } } },
-            ids,
-        )
-        .await
+        let update = doc! { "$addToSet": { "memberIds": { "$each": ids } } };
+        self.change_members(local(id), update, ids).await
     }
 
     /// `removeUserFromGroup` for several members: `$pullAll`.
@@ -156,8 +152,8 @@ impl Store {
         id: ObjectId,
         ids: &[String],
     ) -> Result<(), StoreError> {
-        self.change_members(id, doc! { "$pullAll": { "memberIds": ids } }, ids)
-            .await
+        let update = doc! { "$pullAll": { "memberIds": ids } };
+        self.change_members(local(id), update, ids).await
     }
 
     /// Takes the members the operator added out of a group LibreChat has since linked to a
@@ -167,23 +163,14 @@ impl Store {
         id: ObjectId,
         ids: &[String],
     ) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let update = doc! {
-            "$pullAll": { "memberIds": ids },
-            "$set": { "updatedAt": DateTime::now() },
-        };
-        self.collection(collections::GROUPS)
-            .update_one(doc! { "_id": id }, update)
-            .deadline("changing group members")
-            .await
-            .map(|_| ())
+        let update = doc! { "$pullAll": { "memberIds": ids } };
+        self.change_members(doc! { "_id": id }, update, ids).await
     }
 
+    /// Applies a change of `ids` to the group `filter` selects, stamping `updatedAt`.
     async fn change_members(
         &self,
-        id: ObjectId,
+        filter: Document,
         mut update: Document,
         ids: &[String],
     ) -> Result<(), StoreError> {
@@ -192,7 +179,7 @@ impl Store {
         }
         update.insert("$set", doc! { "updatedAt": DateTime::now() });
         self.collection(collections::GROUPS)
-            .update_one(doc! { "_id": id, "source": "local" }, update)
+            .update_one(filter, update)
             .deadline("changing group members")
             .await
             .map(|_| ())
@@ -216,10 +203,15 @@ impl Store {
             doc! { "principalType": "group", "principalId": id.to_hex() },
         )
         .await?;
-        self.delete_many(collections::GROUPS, doc! { "_id": id, "source": "local" })
-            .await?;
+        self.delete_many(collections::GROUPS, local(id)).await?;
         Ok(members)
     }
+}
+
+/// The group `id` while it is a local group: LibreChat's directory sync alone changes the
+/// members of a group linked to a directory.
+fn local(id: ObjectId) -> Document {
+    doc! { "_id": id, "source": "local" }
 }
 
 fn put_optional(d: &mut Document, key: &str, value: Option<&str>) {
