@@ -404,21 +404,13 @@ async fn remove_role(
     let tenancy = Tenancy::of(&target.instance, &role.namespace().unwrap_or_default());
     let left_to_admins = !tenancy.administers && tenancy.lists_assignable(name);
     if !is_built_in(name) && !left_to_admins && ours_to_delete(store, name, record).await? {
-        let users = store.role_users(name).await?;
-        owed.extend(
-            users
-                .into_iter()
-                .map(|(id, source)| CacheDrop::User(id.to_hex(), source)),
-        );
         store
             .begin_release(key, uid, &owed, access::due(false))
             .await?;
-        let moved = store.delete_role(name).await?;
+        let moved = move_accounts_to_user(store, name, (key, uid), &mut owed).await?;
+        store.delete_role(name).await?;
         crate::fault::crash_point("after-role-delete");
-        let note = format!(
-            "deleted role {name}; {} account(s) moved to USER",
-            moved.len()
-        );
+        let note = format!("deleted role {name}; {moved} account(s) moved to USER");
         let instance = target::instance_key(&target.instance);
         ctx.changed(role, Change::applied("RoleDeleted", instance, None, note))
             .await;
@@ -434,6 +426,41 @@ async fn remove_role(
     }
     ctx.names_freed.tell(std::sync::Arc::new(key.to_string()));
     Ok(())
+}
+
+/// Rounds of [`move_accounts_to_user`] before the deletion waits for its next try.
+const MOVE_ROUNDS: usize = 5;
+
+/// Moves the role's accounts to USER, each one's cache drops promised on the record before it
+/// moves: an account LibreChat puts in the role meanwhile is listed (and its caches owed) by
+/// the next round, never moved unlisted with a cached copy still naming the deleted role.
+/// Returns how many moved; refuses, to be tried again, while accounts keep joining.
+async fn move_accounts_to_user(
+    store: &Store,
+    name: &str,
+    (key, uid): (&str, &str),
+    owed: &mut Vec<CacheDrop>,
+) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    for _ in 0..MOVE_ROUNDS {
+        let users = store.role_users(name).await?;
+        if users.is_empty() {
+            return Ok(moved);
+        }
+        owed.extend(
+            users
+                .iter()
+                .map(|(id, source)| CacheDrop::User(id.to_hex(), source.clone())),
+        );
+        store
+            .promise_cache_drops(key, uid, owed, access::due(false))
+            .await?;
+        crate::fault::pause_point("before-role-accounts-move").await;
+        moved += store.move_to_user(name, &users).await?;
+    }
+    Err(StoreError::Contended(
+        "accounts kept being put in the role while its deletion moved them to USER",
+    ))
 }
 
 /// Whether the custom role `name` is the one this record created: known created, or (a

@@ -344,6 +344,62 @@ async fn a_custom_role_is_kept_as_declared_and_its_deletion_moves_users_to_user(
     }));
 }
 
+/// LibreChat's admin puts an account in a custom role just as the role's deletion moves its
+/// accounts to USER. That account moves too, and LibreChat's cached copy of it, which still
+/// names the deleted role, is dropped with the move: none is moved unlisted.
+#[tokio::test]
+async fn an_account_put_in_a_role_during_its_deletion_moves_with_its_cache_dropped() {
+    let mut w = World::new("acc-rolejoin").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_PAUSE_AT", "before-role-accounts-move")]);
+    w.ready_instance("lc", own_redis(&w)).await;
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "JOINER",
+                       "permissions": { "AGENTS": { "USE": true } } });
+    w.apply("LibreChatRole", "joiner", role).await;
+    w.wait_condition("librechatroles", "joiner", "Ready", "True", None)
+        .await;
+    let in_role = |id: ObjectId, email: &str| {
+        let mut d = foreign_user(id, email);
+        d.insert("role", "JOINER");
+        d
+    };
+    let early = ObjectId::new();
+    w.users()
+        .insert_one(in_role(early, "early@example.com"))
+        .await
+        .unwrap();
+
+    w.delete("LibreChatRole", "joiner").await;
+    eventually(
+        "the deletion to pause before it moves the role's accounts",
+        || async {
+            w.operator_log()
+                .contains("pause point before-role-accounts-move reached")
+                .then_some(())
+        },
+    )
+    .await;
+    // Meanwhile LibreChat's admin puts another account in the role, and LibreChat caches
+    // both accounts as they are.
+    let late = ObjectId::new();
+    w.users()
+        .insert_one(in_role(late, "late@example.com"))
+        .await
+        .unwrap();
+    let cached = seed_cache(
+        &w,
+        &[early, late].map(|id| format!("AUTH_USER_DOC:auth-user-doc-byid:{}", id.to_hex())),
+    )
+    .await;
+    w.wait_gone("librechatroles", "joiner").await;
+    assert_dropped(&cached).await;
+    // As LibreChat's own code reads them: the role is gone, both accounts are in USER.
+    w.contract_check(json!({
+        "roles": [{ "name": "JOINER", "absent": true }],
+        "roleMembers": [{ "role": "USER", "userIds": [early.to_hex(), late.to_hex()] }],
+        "principals": [{ "userId": late.to_hex(), "role": "USER" }],
+    }));
+}
+
 /// LibreChat's USER role as `initializeRoles` leaves it (the types this test touches).
 fn seeded_user_role() -> Document {
     doc! {

@@ -193,23 +193,34 @@ impl Store {
             .collect())
     }
 
-    /// `deleteRoleByName`: the role's users move to USER, then the role goes. Returns the
-    /// moved accounts' ids and `idOnTheSource`.
-    pub async fn delete_role(
+    /// Moves the listed accounts still in role `name` to USER, as `deleteRoleByName` moves a
+    /// deleted role's users; only these, so that every account moved is one whose caches the
+    /// caller has promised to drop. Returns how many moved.
+    pub async fn move_to_user(
         &self,
         name: &str,
-    ) -> Result<Vec<(ObjectId, Option<String>)>, StoreError> {
-        let moved = self.role_users(name).await?;
-        self.collection(collections::USERS)
-            .update_many(doc! { "role": name }, doc! { "$set": { "role": "USER" } })
+        users: &[(ObjectId, Option<String>)],
+    ) -> Result<u64, StoreError> {
+        let users: Vec<ObjectId> = users.iter().map(|(id, _)| *id).collect();
+        let result = self
+            .collection(collections::USERS)
+            .update_many(
+                doc! { "_id": { "$in": users }, "role": name },
+                doc! { "$set": { "role": "USER" } },
+            )
             .deadline("moving a role's users to USER")
             .await?;
+        Ok(result.modified_count)
+    }
+
+    /// Deletes the custom role `name` (its accounts moved first: [`Store::move_to_user`]).
+    pub async fn delete_role(&self, name: &str) -> Result<(), StoreError> {
         self.delete_many(
             ROLES,
             doc! { "name": name, "tenantId": { "$exists": false } },
         )
         .await?;
-        Ok(moved)
+        Ok(())
     }
 
     /// Moves the account `user` out of role `name` to USER, if it is still in it (as
