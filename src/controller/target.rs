@@ -381,22 +381,31 @@ pub async fn admitted_instance(
         }
         other => other?,
     };
-    let Some(instance) = found else {
-        return Ok(Err(TargetProblem {
+    match found {
+        Some(instance) if instance.spec.admits_namespace(&instance_ns, namespace) => {
+            Ok(Ok(instance))
+        }
+        Some(_) => Ok(Err(not_admitted(reference, &instance_ns, namespace))),
+        // Another namespace's instances are not for a stranger to enumerate: whether one of
+        // the name exists is said only to its own namespace and to the namespaces it admits.
+        None if instance_ns != namespace => Ok(Err(not_admitted(reference, &instance_ns, namespace))),
+        None => Ok(Err(TargetProblem {
             reason: reason::INSTANCE_NOT_FOUND,
             message: format!("LibreChatInstance '{}' not found in namespace '{instance_ns}': create it or fix instanceRef", reference.name),
-        }));
-    };
-    if !instance.spec.admits_namespace(&instance_ns, namespace) {
-        return Ok(Err(TargetProblem {
-            reason: reason::NAMESPACE_NOT_ALLOWED,
-            message: format!(
-                "LibreChatInstance {instance_ns}/{} does not allow objects from namespace '{namespace}': add it to the instance's spec.allowedNamespaces",
-                instance.name_any()
-            ),
-        }));
+        })),
     }
-    Ok(Ok(instance))
+}
+
+/// The refusal of a reference from `namespace` to another namespace's instance, the same
+/// whether the instance exists and does not admit the namespace or does not exist at all.
+fn not_admitted(reference: &InstanceRef, instance_ns: &str, namespace: &str) -> TargetProblem {
+    TargetProblem {
+        reason: reason::NAMESPACE_NOT_ALLOWED,
+        message: format!(
+            "no LibreChatInstance '{}' in namespace '{instance_ns}' admits objects from namespace '{namespace}': check instanceRef, and ask the instance's administrators to add '{namespace}' to its spec.allowedNamespaces",
+            reference.name
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -2845,6 +2845,49 @@ async fn a_namespace_taken_out_of_the_policy_cannot_mail_through_the_relay() {
     assert!(obj.pointer("/status/emailSentAt").is_none());
 }
 
+/// The attack: a namespace the instance does not admit probes instance names in the
+/// instance's namespace, to learn from its objects' statuses which instances exist there.
+/// Whether the instance exists or not, it reads the same refusal.
+#[tokio::test]
+async fn a_namespace_not_admitted_cannot_tell_which_instances_exist() {
+    let mut w = World::new("tr-probe").await;
+    let outsider = format!("{}-o", w.ns);
+    create_namespace(&w.client, &outsider).await;
+    w.start_operator_in(Some(&format!("{},{outsider}", w.ns)));
+    w.ready_instance("lc", json!({})).await;
+    let probe = |instance: &str| {
+        json!({ "instanceRef": { "name": instance, "namespace": w.ns.clone() },
+                "email": format!("probe-{instance}@example.com") })
+    };
+    let mut said = Vec::new();
+    for instance in ["lc", "lx"] {
+        w.apply_in(&outsider, "LibreChatUser", instance, probe(instance))
+            .await;
+        let message = ready_in(
+            &w,
+            &outsider,
+            "librechatusers",
+            instance,
+            "False",
+            "NamespaceNotAllowed",
+        )
+        .await;
+        said.push(message.replace(&format!("'{instance}'"), "'<name>'"));
+    }
+    assert_eq!(said[0], said[1], "the refusal tells the instances apart");
+    assert!(said[0].contains("allowedNamespaces"), "{}", said[0]);
+    // The instance's own namespace is told plainly that one does not exist.
+    w.apply("LibreChatUser", "typo", probe("lx")).await;
+    w.wait_condition(
+        "librechatusers",
+        "typo",
+        "Ready",
+        "False",
+        Some("InstanceNotFound"),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_namespace_never_admitted_cannot_hold_up_the_instance_deletion() {
     let mut w = World::new("tr-hold").await;
@@ -3014,6 +3057,12 @@ async fn a_namespace_taken_out_of_the_instance_invites_nobody() {
         (count(&w, "tokens", doc! { "token": &token }).await == 0).then_some(())
     })
     .await;
+    // As LibreChat's own registration reads the link (getInvite's lookup).
+    let link = |found: bool| {
+        json!({ "invites": [{ "rawToken": String::from_utf8(raw.clone()).unwrap(),
+                              "email": "guest-out@example.com", "expectFound": found }] })
+    };
+    w.contract_check(link(false));
 
     w.ready_instance("lc", json!({ "allowedNamespaces": [t.clone()] }))
         .await;
@@ -3022,4 +3071,5 @@ async fn a_namespace_taken_out_of_the_instance_invites_nobody() {
         (count(&w, "tokens", doc! { "token": &token }).await == 1).then_some(())
     })
     .await;
+    w.contract_check(link(true));
 }
