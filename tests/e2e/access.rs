@@ -967,7 +967,8 @@ async fn a_renamed_group_is_put_back_and_one_linked_to_entra_is_left_to_librecha
         .await
         .unwrap();
     let share = doc! { "principalType": "group", "principalId": id, "principalModel": "Group",
-    "resourceType": "agent", "resourceId": agent, "permBits": 1, "grantedBy": person };
+    "resourceType": "agent", "resourceId": agent, "permBits": 1, "grantedBy": person,
+    "grantedAt": mongodb::bson::DateTime::now() };
     let acl = w.db.collection::<Document>("aclentries");
     acl.insert_one(share.clone()).await.unwrap();
 
@@ -1005,6 +1006,15 @@ async fn a_renamed_group_is_put_back_and_one_linked_to_entra_is_left_to_librecha
             .await
             .unwrap();
     assert_eq!(record, 0, "the operator's record of the group goes");
+    // As LibreChat's own code reads it: the directory's group, without the member the
+    // operator added, still holding the person's share.
+    w.contract_check(json!({
+        "groups": [{ "id": id.to_hex(), "name": "Engineering", "source": "entra",
+                     "memberIds": ["entra-oid-1"] }],
+        "principals": [{ "userId": dana[0], "notGroups": [id.to_hex()] }],
+        "aclEntries": [{ "principalType": "group", "principalId": id.to_hex(), "resourceType": "agent",
+                         "resourceId": agent.to_hex(), "permBits": 1, "expectFound": true }],
+    }));
 }
 
 /// A custom role renamed in LibreChat's admin UI is no longer the declared role: the declared
