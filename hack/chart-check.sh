@@ -411,6 +411,9 @@ rejects watchNamespaces --set-json 'watchNamespaces=[1]'
 rejects concurrency --set concurrency=0
 rejects pullPolicy --set image.pullPolicy=Sometimes
 rejects leaseDuration --set leaderElection.leaseDuration=15
+rejects leaseDuration --set leaderElection.leaseDuration=1500ms
+rejects successThreshold --set probes.liveness.successThreshold=2
+rejects terminationGracePeriodSeconds --set probes.readiness.terminationGracePeriodSeconds=5
 rejects "leaderElection.enabled" --set replicas=2 --set leaderElection.enabled=false
 # Alerts on a scrape job nothing runs: LibreChatOperatorDown would fire forever.
 rejects "serviceMonitor.enabled" --set prometheusRule.enabled=true

@@ -165,7 +165,7 @@ fn run(args: RunArgs) -> ExitCode {
     telemetry::init(args.log_format);
     let durations = (
         parse_positive("--resync-period", &args.resync_period),
-        parse_positive("--lease-duration", &args.lease_duration),
+        parse_lease_duration(&args.lease_duration),
         parse_positive("--mail-pace", &args.mail_pace),
     );
     let (default_resync, lease_duration, mail_pace) = match durations {
@@ -297,6 +297,20 @@ fn parse_positive(flag: &str, text: &str) -> Result<std::time::Duration, String>
     }
 }
 
+/// The Lease's duration: whole seconds (the Lease stores seconds, and a standby judges it by
+/// them: a fraction dropped there would let it take over before this leader gives up), at
+/// least 3 s (renewals every third of it) and at most an hour.
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let flag = "--lease-duration";
+    let d = parse_positive(flag, text)?;
+    if d.subsec_nanos() != 0 || !(3..=3600).contains(&d.as_secs()) {
+        return Err(format!(
+            "{flag} must be a whole number of seconds from 3s to 1h, e.g. 15s (got {text})"
+        ));
+    }
+    Ok(d)
+}
+
 /// The pod's namespace in a cluster, else `default`.
 fn own_namespace() -> String {
     std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -400,7 +414,16 @@ fn distinct_namespaces(named: Vec<String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::distinct_namespaces;
+    use super::{distinct_namespaces, parse_lease_duration};
+
+    #[test]
+    fn a_lease_is_whole_seconds_between_3s_and_an_hour() {
+        assert_eq!(parse_lease_duration("15s").unwrap().as_secs(), 15);
+        assert_eq!(parse_lease_duration("1m").unwrap().as_secs(), 60);
+        for refused in ["1500ms", "2s", "0s", "2h", "100000d", "15"] {
+            assert!(parse_lease_duration(refused).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn a_namespace_named_twice_is_watched_once() {
