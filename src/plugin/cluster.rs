@@ -15,12 +15,14 @@ use kube::{Client, Config, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::error::PluginError;
+use super::reach::Reach;
 use crate::api::common::{condition, InstanceRef};
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
 use crate::controller::secrets::{read_secret_key, SecretError};
 use crate::controller::target::instance_namespace;
+use crate::librechat::{connect_mongo, Store};
 use crate::metrics::SecretUse;
 
 /// How long one request to the API server may take.
@@ -210,6 +212,18 @@ impl Cluster {
             "LibreChatRole" => get::<LibreChatRole>(self, namespace, name).await?,
             _ => return Ok(None),
         }))
+    }
+
+    /// LibreChat's database of `instance`, through its URI Secret (pointed where `reach`
+    /// says). Keep the client while the store is used.
+    pub async fn store(
+        &self,
+        instance: &LibreChatInstance,
+        reach: &Reach,
+    ) -> Result<(mongodb::Client, Store), PluginError> {
+        let uri = reach.uri(&self.mongo_uri(instance).await?)?;
+        let (client, db) = connect_mongo(&uri).await?;
+        Ok((client, Store::new(db, None)))
     }
 
     /// The instance's MongoDB URI, from the Secret its spec names (in the instance's namespace).

@@ -31,6 +31,8 @@ pub enum PluginError {
     },
     #[error("you may not read Secret '{name}' in namespace '{namespace}', which holds the instance's MongoDB URI: this command reads LibreChat's database and needs `get` on that Secret. Ask for access, or run it as someone who has it")]
     SecretForbidden { namespace: String, name: String },
+    #[error("--mongodb-host: {0}")]
+    MongoHost(String),
     #[error("the instance's MongoDB URI: {0}")]
     Secret(#[source] SecretError),
     #[error(transparent)]

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod reach;
 pub mod stats;
 pub mod status;
 pub mod table;
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use cluster::{Cluster, Connection};
 use error::PluginError;
+use reach::Reach;
 
 /// The name kubectl finds the plugin by.
 pub const PLUGIN_NAME: &str = "kubectl-librechat";
@@ -71,6 +73,8 @@ pub enum PluginCommand {
         email: String,
         /// The LibreChatInstance (default: the only one in the namespace).
         instance: Option<String>,
+        #[command(flatten)]
+        reach: Reach,
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -83,6 +87,8 @@ pub enum PluginCommand {
         per_user: bool,
         /// The LibreChatInstance (default: the only one in the namespace).
         instance: Option<String>,
+        #[command(flatten)]
+        reach: Reach,
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -214,9 +220,10 @@ async fn execute(connection: Connection, command: PluginCommand) -> Result<ExitC
         PluginCommand::Whois {
             email,
             instance,
+            reach,
             output,
         } => {
-            let report = whois::gather(&cluster, instance.as_deref(), &email).await?;
+            let report = whois::gather(&cluster, instance.as_deref(), &email, &reach).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Text => print!("{}", whois::render_text(&report)),
@@ -230,9 +237,10 @@ async fn execute(connection: Connection, command: PluginCommand) -> Result<ExitC
         PluginCommand::Stats {
             per_user,
             instance,
+            reach,
             output,
         } => {
-            let report = stats::gather(&cluster, instance.as_deref(), per_user).await?;
+            let report = stats::gather(&cluster, instance.as_deref(), per_user, &reach).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Text => print!("{}", stats::render_text(&report)),

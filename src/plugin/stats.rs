@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use super::cluster::{instance_key, Cluster};
 use super::error::PluginError;
+use super::reach::Reach;
 use super::table::Table;
 use super::usage::{self, UserUsage};
-use crate::librechat::{connect_mongo, Store};
 
 /// What `stats` prints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -34,11 +34,10 @@ pub async fn gather(
     cluster: &Cluster,
     instance: Option<&str>,
     per_user: bool,
+    reach: &Reach,
 ) -> Result<StatsReport, PluginError> {
     let instance = cluster.instance(&cluster.namespace, instance).await?;
-    let uri = cluster.mongo_uri(&instance).await?;
-    let (_client, db) = connect_mongo(&uri).await?;
-    let store = Store::new(db, None);
+    let (_client, store) = cluster.store(&instance, reach).await?;
     if per_user {
         return Ok(StatsReport::PerUser(usage::per_user(&store).await?));
     }

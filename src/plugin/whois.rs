@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::cluster::{instance_key, Cluster, Namespaces};
 use super::error::PluginError;
+use super::reach::Reach;
 use super::table::Table;
 use super::usage::{self, BanShareRecord, InviteRecordOf};
 use crate::api::validate::normalize_email;
@@ -15,7 +16,7 @@ use crate::librechat::access::groups::member_id;
 use crate::librechat::bans::{email_subject, owner_subject};
 use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
-use crate::librechat::{connect_mongo, Store};
+use crate::librechat::Store;
 
 /// The account as LibreChat stores it (no password hash, no secret of any kind).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -149,12 +150,11 @@ pub async fn gather(
     cluster: &Cluster,
     instance: Option<&str>,
     email: &str,
+    reach: &Reach,
 ) -> Result<WhoisReport, PluginError> {
     let instance = cluster.instance(&cluster.namespace, instance).await?;
     let email = normalize_email(email);
-    let uri = cluster.mongo_uri(&instance).await?;
-    let (_client, db) = connect_mongo(&uri).await?;
-    let store = Store::new(db, None);
+    let (_client, store) = cluster.store(&instance, reach).await?;
 
     let account = store.find_user_by_email(&email).await?;
     let mut claim = store.find_claim(&email).await?;

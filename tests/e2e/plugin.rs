@@ -454,3 +454,64 @@ async fn whois_says_plainly_that_the_uri_secret_is_not_readable() {
     );
     assert!(!stats.stderr.contains("mongodb://"), "{}", stats.stderr);
 }
+
+/// From outside the cluster the hosts in the URI Secret do not resolve: `--mongodb-host`
+/// points `whois` and `stats` at a port-forward, the user, password, database and options
+/// still read from the Secret.
+#[tokio::test]
+async fn whois_and_stats_reach_the_database_through_a_forwarded_port() {
+    let w = World::new("plugin-reach").await;
+    let uri = w.mongo_uri();
+    let (scheme, rest) = uri.split_once("://").unwrap();
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let (credentials, forwarded) = match authority.rsplit_once('@') {
+        Some((c, h)) => (format!("{c}@"), h),
+        None => (String::new(), authority),
+    };
+    let in_cluster = format!(
+        "{scheme}://{credentials}mongodb.librechat.svc.cluster.local:27017{}",
+        &rest[authority.len()..]
+    );
+    w.secret(
+        "lc-stores",
+        &[("mongo", &in_cluster), ("redis", &env("REDIS_URL"))],
+    )
+    .await;
+    w.apply_instance_of_stores("lc", json!({})).await;
+    w.users()
+        .insert_one(foreign_user(ObjectId::new(), "far@example.com"))
+        .await
+        .unwrap();
+
+    let dir = plugin_dir(&w);
+    let kubeconfig = env("KUBECONFIG");
+    let run = |args: &[&str]| kubectl_librechat(&dir, &kubeconfig, args);
+    let ns = w.ns.as_str();
+    let unreachable = run(&["whois", "far@example.com", "-n", ns]);
+    assert_eq!(unreachable.code, Some(1), "{}", unreachable.stdout);
+
+    let whois = run(&[
+        "whois",
+        "far@example.com",
+        "-n",
+        ns,
+        "--mongodb-host",
+        forwarded,
+        "-o",
+        "json",
+    ])
+    .json();
+    assert_eq!(
+        whois.pointer("/account/email").and_then(Value::as_str),
+        Some("far@example.com"),
+        "{whois}"
+    );
+    let stats = run(&["stats", "-n", ns, "--mongodb-host", forwarded, "-o", "json"]).json();
+    assert_eq!(stats["users"], 1, "{stats}");
+    for output in [&unreachable.stderr, &whois.to_string(), &stats.to_string()] {
+        assert!(
+            !output.contains(&in_cluster),
+            "the URI is printed: {output}"
+        );
+    }
+}
