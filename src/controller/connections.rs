@@ -97,6 +97,9 @@ struct Entry {
     /// Of the MongoDB URI alone: a store of the same database keeps its MongoDB side.
     mongo_fingerprint: Vec<u8>,
     stores: Stores,
+    /// When this attempt finished: a caller that waited for it takes its result, Redis
+    /// problem included, rather than trying again at once.
+    connected_at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -106,6 +109,19 @@ pub struct Connections {
     /// store connected to it: reconciles that connect at once (after a restart, a pruned folder
     /// deleting in parallel) must not each count under the limit with a lock of their own.
     deletion_guards: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    /// One connection attempt at a time per instance: the reconciles that find no entry at
+    /// once (after a restart) must share one store, whose first-reconcile reads of the
+    /// ownership records are safe only as one pass per database (see `Store::with_cache`);
+    /// several stores would each serve an object the records as they were before its writes.
+    connecting: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Failed>>>>>,
+}
+
+/// The last attempt of an instance that could not reach MongoDB: the callers that waited
+/// for it take its answer rather than each trying again in turn.
+struct Failed {
+    at: std::time::Instant,
+    fingerprint: Vec<u8>,
+    problem: ConnectProblem,
 }
 
 impl Connections {
@@ -194,14 +210,26 @@ impl Connections {
         let fingerprint = hasher.finalize().to_vec();
         let mongo_fingerprint = Sha256::digest(mongo_uri.trim()).to_vec();
 
-        // Connecting happens outside the lock: one instance's slow or dead server must not
-        // hold up the reconciles of every other instance.
+        // Connecting happens outside the entries' lock: one instance's slow or dead server
+        // must not hold up the reconciles of every other instance; only those of this one wait.
+        let asked = std::time::Instant::now();
+        let flight = self.flight_of(&key);
+        let mut last_failure = flight.lock().await;
+        if let Some(failed) = last_failure
+            .as_ref()
+            .filter(|f| f.at >= asked && f.fingerprint == fingerprint)
+        {
+            return Err(failed.problem.clone());
+        }
         let previous = {
             let entries = self.entries.lock().await;
             match entries.get(&key) {
-                // A Redis that was down when we connected is retried; a connected one reconnects itself.
+                // A Redis that was down when we connected is retried (unless the attempt this
+                // caller waited for just found it down); a connected one reconnects itself.
                 Some(entry)
-                    if entry.fingerprint == fingerprint && entry.stores.redis_problem.is_none() =>
+                    if entry.fingerprint == fingerprint
+                        && (entry.stores.redis_problem.is_none()
+                            || entry.connected_at >= asked) =>
                 {
                     return Ok(entry.stores.clone());
                 }
@@ -222,9 +250,18 @@ impl Connections {
                 stores.deletion_guard.clone(),
             ),
             None => {
-                let (_client, db) = connect_mongo(mongo_uri.trim())
-                    .await
-                    .map_err(|e| ConnectProblem::connect(MONGO_REACHABLE, e))?;
+                let (_client, db) = match connect_mongo(mongo_uri.trim()).await {
+                    Ok(connected) => connected,
+                    Err(e) => {
+                        let problem = ConnectProblem::connect(MONGO_REACHABLE, e);
+                        *last_failure = Some(Failed {
+                            at: std::time::Instant::now(),
+                            fingerprint,
+                            problem: problem.clone(),
+                        });
+                        return Err(problem);
+                    }
+                };
                 (
                     Store::new(db, None),
                     Default::default(),
@@ -257,6 +294,7 @@ impl Connections {
                 fingerprint,
                 mongo_fingerprint,
                 stores: stores.clone(),
+                connected_at: std::time::Instant::now(),
             },
         );
         Ok(stores)
@@ -271,14 +309,32 @@ impl Connections {
             .clone()
     }
 
+    fn flight_of(&self, key: &str) -> Arc<Mutex<Option<Failed>>> {
+        self.connecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// Drops the pooled clients of instances for which `exists(namespace/name)` is false.
     pub async fn retain(&self, exists: impl Fn(&str) -> bool) {
         self.entries.lock().await.retain(|key, _| exists(key));
+        self.connecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| exists(key));
     }
 
     /// Drops the pooled clients of a deleted instance.
     pub async fn forget(&self, instance: &LibreChatInstance) {
-        self.entries.lock().await.remove(&key_of(instance));
+        let key = key_of(instance);
+        self.entries.lock().await.remove(&key);
+        self.connecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
     }
 }
 
