@@ -279,23 +279,41 @@ impl Store {
     }
 
     /// Does what the claim still owes the account `stored` (the claim's), each recorded as
-    /// done once done: both are idempotent, so a repeat after a crash does no harm.
+    /// done once done: both are idempotent, so a repeat after a crash does no harm. Sessions
+    /// are ended first, and the caches dropped whatever became of that, and the other way
+    /// round: a Redis failing the drop must not keep sessions alive. Returns the first failure.
     pub async fn finish_follow_ups(
         &self,
         claim: &Claim,
         stored: &super::users::StoredUser,
     ) -> Result<(), StoreError> {
-        for follow_up in &claim.follow_ups {
-            match follow_up {
-                FollowUp::RevokeSessions => {
-                    self.revoke_sessions(stored.id).await?;
+        let revoked = self.finish_owed_revocation(claim, stored).await;
+        let dropped = match claim.follow_ups.contains(&FollowUp::DropCaches) {
+            true => match self.drop_user_caches(stored).await {
+                Ok(()) => {
+                    self.fulfilled(&claim.email, &claim.owner.uid, FollowUp::DropCaches)
+                        .await
                 }
-                FollowUp::DropCaches => self.drop_user_caches(stored).await?,
-            }
-            self.fulfilled(&claim.email, &claim.owner.uid, *follow_up)
-                .await?;
+                Err(e) => Err(e),
+            },
+            false => Ok(()),
+        };
+        revoked.and(dropped)
+    }
+
+    /// Ends the sessions the claim still owes ending, if it does: MongoDB alone, so also while
+    /// Redis is out and nothing else may be written to the account.
+    pub async fn finish_owed_revocation(
+        &self,
+        claim: &Claim,
+        stored: &super::users::StoredUser,
+    ) -> Result<(), StoreError> {
+        if !claim.follow_ups.contains(&FollowUp::RevokeSessions) {
+            return Ok(());
         }
-        Ok(())
+        self.revoke_sessions(stored.id).await?;
+        self.fulfilled(&claim.email, &claim.owner.uid, FollowUp::RevokeSessions)
+            .await
     }
 
     /// Does what the claim of the object `owner_uid` still owes its account, if it owes

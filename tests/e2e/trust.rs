@@ -2097,6 +2097,51 @@ async fn a_crash_between_new_password_and_session_revocation_still_revokes() {
     }));
 }
 
+/// The same crash, and Redis is out when the operator comes back: the sessions still end
+/// (that needs MongoDB alone) while the rest of the account waits for Redis.
+#[tokio::test]
+async fn a_crash_before_revocation_still_revokes_while_redis_is_out() {
+    let mut w = World::with_instance("tr-crashredis", json!({})).await;
+    let (id, _) = rotated_and_crashed_before_revocation(&mut w).await;
+    let dead_redis = "redis://127.0.0.1:1/";
+    w.secret(
+        "lc-stores",
+        &[("mongo", &w.mongo_uri()), ("redis", dead_redis)],
+    )
+    .await;
+    // As the instance's status read when the operator went down: only Redis out, so the
+    // account's reconcile takes the path that writes nothing to it until Redis is back.
+    let generation = w
+        .get("librechatinstances", "lc")
+        .await
+        .unwrap()
+        .pointer("/metadata/generation")
+        .cloned();
+    let said = |type_: &str, status: &str, reason: &str| {
+        json!({ "type": type_, "status": status, "reason": reason, "message": "as left",
+                "observedGeneration": generation, "lastTransitionTime": "2024-01-01T00:00:00Z" })
+    };
+    let conditions = [
+        said("Ready", "False", "Unreachable"),
+        said("MongoReachable", "True", "Connected"),
+        said("RedisReachable", "False", "Unreachable"),
+    ];
+    dynamic(&w.client, &w.ns, "LibreChatInstance")
+        .patch_status(
+            "lc",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": { "conditions": conditions } })),
+        )
+        .await
+        .unwrap();
+    w.start_operator();
+    eventually("the sessions to be revoked", || async {
+        (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
+    })
+    .await;
+    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
+}
+
 /// The same crash, then the object is deleted (Retain) before the operator is back: the
 /// sessions still end before the ownership record, which holds the promise, goes with it.
 #[tokio::test]

@@ -111,10 +111,7 @@ async fn role_taken_away(
     let (true, Some(role)) = (account.role_written, plan.desired.role.as_deref()) else {
         return Ok(None);
     };
-    let store = plan.store();
-    let moved =
-        super::role_policy::recheck_after_write(store, &plan.tenancy, &account.stored, role)
-            .await?;
+    let moved = super::role_policy::recheck_after_write(plan, &account.stored, role).await?;
     Ok(moved.map(|why| {
         let message = format!(
             "{why}; the account was moved to USER, as the role's deletion moves its accounts"
@@ -514,19 +511,20 @@ async fn correct(
     }
     store.correct_user(&account.stored, &plan.desired).await?;
     account.role_written = cached;
-    if cached {
-        crate::fault::crash_point("after-role-change");
-        store.drop_user_caches(&account.stored).await?;
-        store
-            .fulfilled(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
-            .await?;
-    }
+    // Sessions end before the caches are dropped: a failing Redis must not keep them alive.
     if signs_out {
         store.revoke_sessions(account.stored.id).await?;
         store
             .fulfilled(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
             .await?;
         account.stored.password_hash = None;
+    }
+    if cached {
+        crate::fault::crash_point("after-role-change");
+        store.drop_user_caches(&account.stored).await?;
+        store
+            .fulfilled(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
+            .await?;
     }
     account.wrote = true;
     let spec_changed =

@@ -23,6 +23,11 @@ pub(super) async fn while_out(
     if plan.redis_out.is_none() {
         return Ok(None);
     }
+    // Sessions a password change or a move off local sign-in ended stay ended: that needs
+    // MongoDB alone, and waits for no Redis.
+    if claim.user_id == Some(stored.id) {
+        plan.store().finish_owed_revocation(claim, stored).await?;
+    }
     if let Some(unchanged) = unchanged(plan, claim, stored, user).await? {
         return Ok(Some(unchanged));
     }

@@ -2,8 +2,10 @@
 //! (ACL entries on agents and prompts, system grants such as `access:admin`) to every account
 //! in it, so declaring someone else's custom role is a privilege escalation like `ADMIN`.
 
+use super::Plan;
 use crate::controller::tenancy::Tenancy;
 use crate::librechat::access::role_key;
+use crate::librechat::ownership::FollowUp;
 use crate::librechat::permissions::is_built_in;
 use crate::librechat::users::StoredUser;
 use crate::librechat::{Store, StoreError};
@@ -48,18 +50,22 @@ pub(super) async fn refusal(
 /// in a role LibreChat no longer has (denied everything, the name blocked for every team, and
 /// inherited by whoever declares it next). It goes to USER, as the deletion would have moved
 /// it, its caches dropped. The deletion marks the role `releasing` before it moves accounts,
-/// so either it moves this one or this check sees the mark. Returns why, if it moved.
+/// so either it moves this one or this check sees the mark. Returns why, if it moved. The
+/// cache drop is promised before the move, as every role change's is.
 pub(super) async fn recheck_after_write(
-    store: &Store,
-    tenancy: &Tenancy,
+    plan: &Plan,
     stored: &StoredUser,
     role: &str,
 ) -> Result<Option<String>, StoreError> {
-    let Some(why) = refusal(store, tenancy, role).await? else {
+    let store = plan.store();
+    let Some(why) = refusal(store, &plan.tenancy, role).await? else {
         return Ok(None);
     };
+    let (email, owner) = (&plan.email, &plan.owner.uid);
+    store.promise(email, owner, FollowUp::DropCaches).await?;
     store.leave_role(stored.id, role).await?;
     store.drop_user_caches(stored).await?;
+    store.fulfilled(email, owner, FollowUp::DropCaches).await?;
     Ok(Some(why))
 }
 
