@@ -313,7 +313,7 @@ const LOCAL_SOURCE: &str = "local";
 fn linked_to_directory(source: &str) -> Verdict {
     Verdict::refused(
         reason::CONFLICT,
-        format!("LibreChat linked this group to a directory group (source '{source}'; someone shared with the {source} group of the same email): its members now come from the directory, and the operator no longer changes it. Delete this object to release it: the group stays, with what was shared with it"),
+        format!("LibreChat linked this group to a directory group (source '{source}'; someone shared with the {source} group of the same email): its members now come from the directory, so the members and grants this object added were taken out, and the operator no longer changes it. Delete this object to release it: the group stays, with what was shared with it"),
         None,
     )
 }
@@ -375,6 +375,13 @@ async fn converge(
         }
     };
     if stored.source != LOCAL_SOURCE {
+        // What this object put in it goes at once, not at its deletion: anything shared with
+        // the directory group now reaches the group's members, and a tenant must not get its
+        // own accounts there by having LibreChat link its group to a directory group's email.
+        let added_there = record.members.iter().any(|m| stored.member_ids.contains(m));
+        if added_there || !record.grants.is_empty() {
+            withdraw_from_linked(store, key, &uid, &record, &stored).await?;
+        }
         return Ok(linked_to_directory(&stored.source));
     }
     if stored.fields != fields {
@@ -493,12 +500,29 @@ async fn release_linked_group(
     record: &AccessRecord,
     linked: &StoredGroup,
 ) -> Result<(), ReconcileError> {
-    let store = &target.stores.store;
-    let uid = &record.owner.uid;
+    withdraw_from_linked(&target.stores.store, key, &record.owner.uid, record, linked).await?;
+    let note = format!(
+        "released LibreChat group '{name}': LibreChat linked it to a {} group, so it stays",
+        linked.source
+    );
+    let instance = target::instance_key(&target.instance);
+    let change = Change::applied("GroupReleased", instance, None, note);
+    ctx.changed(group, change).await;
+    Ok(())
+}
+
+/// Takes out of a group LibreChat linked to a directory group what the record `key` put
+/// there: its grants (by their entries) and the members the operator added (the directory's
+/// stay), their cached principals and the prompt access dropped as promised.
+async fn withdraw_from_linked(
+    store: &Store,
+    key: &str,
+    uid: &str,
+    record: &AccessRecord,
+    linked: &StoredGroup,
+) -> Result<(), ReconcileError> {
     let principal = Principal::Group(linked.id);
     access::converge_grants(store, key, uid, &principal, &[], record).await?;
-    // The members the operator added go (the directory's stay); their cached principals and
-    // the prompt access, with any drop the record still owes, are dropped as promised.
     let added: Vec<String> = record
         .members
         .iter()
@@ -513,13 +537,7 @@ async fn release_linked_group(
         .withdraw_members_from_linked(linked.id, &added)
         .await?;
     store.drop_owed_caches(&owed).await?;
-    let note = format!(
-        "released LibreChat group '{name}': LibreChat linked it to a {} group, so it stays",
-        linked.source
-    );
-    let instance = target::instance_key(&target.instance);
-    let change = Change::applied("GroupReleased", instance, None, note);
-    ctx.changed(group, change).await;
+    store.forget_members(key, uid, &added).await?;
     Ok(())
 }
 
