@@ -158,6 +158,9 @@ check "render 'namespaced': no ClusterRole but people's aggregated ones" eq "$(c
 check "render 'namespaced': expected a Role per watched namespace + the leader-election Role" eq "$(count namespaced '^kind: Role$')" 3
 check "render 'namespaced': expected 3 RoleBindings" eq "$(count namespaced '^kind: RoleBinding$')" 3
 has namespaced "- --namespace=${WATCHED[0]},${WATCHED[1]}$" "--namespace=a,b"
+hasnt namespaced 'instance-namespaces' "--instance-namespaces without instanceNamespaces"
+render instances r --namespace "$NS" --set 'instanceNamespaces={chat,chat-2}'
+has instances '- --instance-namespaces=chat,chat-2$' "--instance-namespaces=chat,chat-2"
 
 render monitor r --namespace "$NS" --set serviceMonitor.enabled=true --set serviceMonitor.labels.release=prom
 has monitor '^apiVersion: monitoring.coreos.com/v1$' "a monitoring.coreos.com/v1 object"
@@ -406,6 +409,7 @@ rejects resyncPeriod --set resyncPeriod=5min
 rejects resyncPeriod --set resyncPeriod=5
 rejects resyncPeriod --set resyncPeriod=0s
 rejects watchNamespaces --set watchNamespaces=team-a
+rejects instanceNamespaces --set 'instanceNamespaces={Chat}'
 rejects watchNamespaces --set 'watchNamespaces={Team_A}'
 rejects watchNamespaces --set-json 'watchNamespaces=[1]'
 rejects concurrency --set concurrency=0

@@ -72,6 +72,15 @@ struct RunArgs {
     /// Watch only these namespaces, comma-separated (default: all namespaces).
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
+    /// Run LibreChatInstances only in these namespaces, comma-separated (default: in every
+    /// watched namespace). Whoever may create an instance administers it: list the namespaces
+    /// of the people who run LibreChat, not the teams'.
+    #[arg(
+        long = "instance-namespaces",
+        env = "INSTANCE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    instance_namespaces: Vec<String>,
     /// Reconciles that may run at once, per kind [default: 8, or twice the passwords the
     /// bcrypt threads hash at once (2 x cores x 4) when that is more, up to 64, so that a
     /// burst of new accounts keeps every core hashing].
@@ -205,6 +214,7 @@ fn run(args: RunArgs) -> ExitCode {
             concurrency: args.concurrency.unwrap_or_else(default_concurrency).max(1),
             namespaces: distinct_namespaces(args.namespaces),
             mail_pace,
+            instance_namespaces: distinct_namespaces(args.instance_namespaces),
         };
         let metrics = librechat_operator::metrics::global();
         if !args.leader_elect {

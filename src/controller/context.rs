@@ -20,6 +20,29 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// The least time between two emails to one address (`--mail-pace`).
     pub mail_pace: Duration,
+    /// Namespaces whose LibreChatInstances the operator runs (`--instance-namespaces`);
+    /// empty: every watched namespace.
+    pub instance_namespaces: Vec<String>,
+}
+
+impl Settings {
+    /// Whether a LibreChatInstance in `namespace` is one the operator runs. One elsewhere is
+    /// inert: its Secrets are not read, nothing connects to its database, and dependents
+    /// cannot use it. Whoever may create an instance administers it, so a team that may
+    /// create objects in its own namespace must not be able to point the operator, with
+    /// administrator rights, at a database of its choosing (or at the shared one).
+    pub fn may_hold_instances(&self, namespace: &str) -> bool {
+        self.instance_namespaces.is_empty()
+            || self.instance_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// What an instance outside `--instance-namespaces` says, and its dependents.
+    pub fn not_an_instance_namespace(&self, namespace: &str) -> String {
+        format!(
+            "the operator runs LibreChatInstances only in the namespaces {} (its --instance-namespaces, Helm value instanceNamespaces), not in '{namespace}': this instance is ignored (nothing is read or connected through it). Move it to one of those namespaces, or ask the operator's administrators to add this one",
+            self.instance_namespaces.join(", ")
+        )
+    }
 }
 
 pub struct Context {

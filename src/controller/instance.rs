@@ -56,6 +56,9 @@ pub async fn reconcile(
 ) -> Result<Action, ReconcileError> {
     let namespace = instance.namespace().unwrap_or_default();
     let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    if !ctx.settings.may_hold_instances(&namespace) {
+        return ignore(&api, instance, &ctx, &namespace).await;
+    }
     finalizer(&api, FINALIZER, instance, |event| async {
         match event {
             FinalizerEvent::Apply(instance) => apply(&api, &instance, &ctx).await,
@@ -64,6 +67,41 @@ pub async fn reconcile(
     })
     .await
     .map_err(ReconcileError::from)
+}
+
+/// An instance outside `--instance-namespaces`: it says why it is ignored, never gets the
+/// finalizer, and one that has it from before goes without a cleanup (nothing is connected
+/// through it any more, to undo or to write).
+async fn ignore(
+    api: &Api<LibreChatInstance>,
+    instance: Arc<LibreChatInstance>,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Action, ReconcileError> {
+    if instance.metadata.deletion_timestamp.is_some() {
+        let nothing = |_| async { Ok::<_, ReconcileError>(Action::await_change()) };
+        return finalizer(api, FINALIZER, instance, nothing)
+            .await
+            .map_err(ReconcileError::from);
+    }
+    let instance = instance.as_ref();
+    let message = ctx.settings.not_an_instance_namespace(namespace);
+    let conds = vec![
+        Cond::unknown(
+            condition::MONGO_REACHABLE,
+            reason::NOT_PERMITTED,
+            "not checked",
+        ),
+        Cond::unknown(
+            condition::REDIS_REACHABLE,
+            reason::NOT_PERMITTED,
+            "not checked",
+        ),
+        Cond::new(condition::READY, false, reason::NOT_PERMITTED, message),
+    ];
+    let status = instance.status.clone().unwrap_or_default();
+    report(api, ctx, instance, status, &conds).await?;
+    Ok(Action::await_change())
 }
 
 async fn apply(

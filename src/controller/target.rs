@@ -73,6 +73,10 @@ pub async fn find_instance(
 ) -> Result<Option<LibreChatInstance>, kube::Error> {
     use super::instance_watch::Cached;
     let instance_ns = instance_namespace(reference, namespace);
+    // An instance outside `--instance-namespaces` is no instance to its dependents.
+    if !ctx.settings.may_hold_instances(&instance_ns) {
+        return Ok(None);
+    }
     match ctx.instances.get(&instance_ns, &reference.name).await {
         Cached::Found(found) => Ok(found.map(|i| *i)),
         Cached::NotListedYet => Err(kube::Error::Service(
@@ -370,6 +374,12 @@ pub async fn admitted_instance(
     namespace: &str,
 ) -> Result<Result<LibreChatInstance, TargetProblem>, kube::Error> {
     let instance_ns = instance_namespace(reference, namespace);
+    if !ctx.settings.may_hold_instances(&instance_ns) {
+        return Ok(Err(TargetProblem {
+            reason: reason::NOT_PERMITTED,
+            message: ctx.settings.not_an_instance_namespace(&instance_ns),
+        }));
+    }
     let found = match settled_instance(ctx, reference, namespace).await {
         Err(kube::Error::Api(e)) if e.code == 403 => {
             return Ok(Err(TargetProblem {

@@ -3118,3 +3118,67 @@ async fn a_namespace_taken_out_of_the_instance_invites_nobody() {
     .await;
     w.contract_check(link(true));
 }
+
+/// The attack: a team that may create objects in its own namespace (the chart's `admin` role
+/// lets namespace admins create instances) makes a LibreChatInstance there on the shared
+/// database, which it then administers, and takes over an account it does not own as ADMIN.
+/// With `--instance-namespaces` naming only the LibreChat administrators' namespace, the
+/// team's instance is ignored: nothing is read, connected or written through it.
+#[tokio::test]
+async fn a_team_cannot_run_an_instance_of_its_own_outside_the_instance_namespaces() {
+    let mut w = World::new("tr-ownlc").await;
+    let t = format!("{}-t", w.ns);
+    create_namespace(&w.client, &t).await;
+    let only_admins = [("INSTANCE_NAMESPACES", w.ns.clone())];
+    let only_admins: Vec<(&str, &str)> =
+        only_admins.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    w.start_operator_in_with_env(&format!("{},{t}", w.ns), &only_admins);
+    w.ready_instance("lc", json!({ "allowedNamespaces": [t.clone()] }))
+        .await;
+    let victim = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(victim, "boss@example.com"))
+        .await
+        .unwrap();
+
+    put_secret(&w.client, &t, "stores", &[("mongo", &w.mongo_uri())]).await;
+    let own = json!({ "mongo": { "uriSecretRef": { "name": "stores", "key": "mongo" } },
+                      "allowAdmin": true });
+    w.apply_in(&t, "LibreChatInstance", "mine", own).await;
+    let said = ready_in(
+        &w,
+        &t,
+        "librechatinstances",
+        "mine",
+        "False",
+        "NotPermitted",
+    )
+    .await;
+    assert!(said.contains("--instance-namespaces"), "{said}");
+    let takeover = json!({ "instanceRef": { "name": "mine" }, "email": "boss@example.com",
+                           "adopt": true, "role": "ADMIN" });
+    w.apply_in(&t, "LibreChatUser", "boss", takeover).await;
+    ready_in(&w, &t, "librechatusers", "boss", "False", "NotPermitted").await;
+    let account = user_doc(&w, victim).await.unwrap();
+    assert_eq!(account.get_str("role"), Ok("USER"), "{account}");
+    let owners = doc! { "email": "boss@example.com" };
+    assert_eq!(count(&w, "librechat_operator_owners", owners).await, 0);
+    // The administrators' instance still serves the team as a tenant.
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "member",
+        json!({ "instanceRef": lc(&w), "email": "member-ownlc@example.com" }),
+    )
+    .await;
+    ready_in(&w, &t, "librechatusers", "member", "True", "Reconciled").await;
+    // The ignored instance holds no finalizer: it goes at once.
+    delete_in(&w.client, &t, "LibreChatInstance", "mine").await;
+    eventually("the ignored instance to be gone", || async {
+        get_in(&w.client, &t, "librechatinstances", "mine")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
