@@ -234,6 +234,18 @@ impl Leadership {
     /// Gives the Lease up so that a standby takes over at once instead of waiting it out.
     pub async fn release(self) {
         self.renewer.abort();
+        // Within a third of the lease: a shutdown must end before the pod's grace period does,
+        // and a Lease left held is only waited out by the standby.
+        let deadline = (self.config.duration / 3).max(Duration::from_secs(1));
+        if tokio::time::timeout(deadline, self.give_up())
+            .await
+            .is_err()
+        {
+            tracing::warn!("releasing the Lease timed out; a standby takes over when it expires");
+        }
+    }
+
+    async fn give_up(&self) {
         if let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await {
             if let Some(spec) = lease
                 .spec

@@ -10,6 +10,10 @@ use super::recorder::{EventRecorder, Occurrence};
 use crate::librechat::Hasher;
 
 /// Settings from the command line.
+/// How long publishing one event may take, repeats and a throttled API server included: an
+/// event must not hold the reconcile that reports it.
+const EVENT_DEADLINE: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Used when an instance does not set `resyncPeriod`.
@@ -129,8 +133,13 @@ impl Context {
             reason: reason.to_string(),
             note,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
+        let regarding = obj.object_ref(&());
+        let published =
+            tokio::time::timeout(EVENT_DEADLINE, self.recorder.publish(&event, &regarding));
+        match published.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, reason, "could not publish event"),
+            Err(_) => tracing::warn!(reason, "publishing an event timed out; it is dropped"),
         }
     }
 }
