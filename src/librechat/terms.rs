@@ -112,7 +112,12 @@ impl Store {
     ) -> Result<AppliedTerms, StoreError> {
         let filter = match resumed_since {
             None => doc! {},
-            Some(since) => doc! { "termsAcceptedAt": { "$not": { "$gte": since } } },
+            // Not those reset by the cut-short try itself: a reset longer than its deadline
+            // must make progress at each try, not start over.
+            Some(since) => doc! {
+                "termsAccepted": { "$ne": false },
+                "termsAcceptedAt": { "$not": { "$gte": since } },
+            },
         };
         let result = self
             .collection(super::collections::USERS)
