@@ -24,8 +24,8 @@ use crate::api::common::{condition, reason, Cond, SecretKeyRef, FINALIZER};
 use crate::api::invite::{InvitePhase, UserInviteStatus};
 use crate::api::validate::normalize_email;
 use crate::api::{LibreChatInstance, UserInvite};
-use crate::librechat::invites::{hash_token, new_raw_token};
-use crate::librechat::Store;
+use crate::librechat::invites::{hash_token, new_raw_token, InviteRecord};
+use crate::librechat::{Store, StoreError};
 use crate::metrics::SecretUse;
 
 const KEY_TOKEN: &str = "token";
@@ -413,6 +413,36 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
 /// A namespace taken out of the instance's `allowedNamespaces` invites nobody any more: the
 /// link it issued stops working (its token goes). The record stays, so admitting the namespace
 /// again puts the same link back (as a link used without registering is), until it expires.
+/// How the invitation ended, if it did: from its record, or from a status that says so
+/// (recorded then).
+async fn closed_as(
+    store: &Store,
+    uid: &str,
+    recorded: Option<&InviteRecord>,
+    phase: Option<InvitePhase>,
+) -> Result<Option<InvitePhase>, StoreError> {
+    let said = match phase {
+        Some(done @ (InvitePhase::Accepted | InvitePhase::Expired)) => Some(done),
+        _ => None,
+    };
+    let Some(record) = recorded else {
+        return Ok(said);
+    };
+    match (record.closed_as.as_deref(), said) {
+        (Some("Accepted"), _) => Ok(Some(InvitePhase::Accepted)),
+        (Some(_), _) => Ok(Some(InvitePhase::Expired)),
+        (None, Some(done)) => {
+            let how = match done {
+                InvitePhase::Accepted => "Accepted",
+                _ => "Expired",
+            };
+            store.close_invite(uid, how).await?;
+            Ok(Some(done))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 async fn suspend_link(
     invite: &UserInvite,
     ctx: &Context,
@@ -468,13 +498,18 @@ async fn follow(
     let now = jiff::Timestamp::now().as_millisecond();
     let phase = invite.status.as_ref().and_then(|s| s.phase);
 
-    // Accepted and Expired are final: renewing is deleting and re-applying.
-    if let Some(done @ (InvitePhase::Accepted | InvitePhase::Expired)) = phase {
-        let status = invite.status.clone().unwrap_or_default();
-        return Ok(finished(done, status.expires_at, status.user_id));
-    }
-
     let recorded = store.invite_record(&uid).await?;
+    // Accepted and Expired are final: renewing is deleting and re-applying. The record says
+    // so, not the status anyone may write (clearing it must not revive a link); a status
+    // that says so is believed only in that direction, and closes a record of an earlier
+    // version that did not.
+    if let Some(closed) = closed_as(store, &uid, recorded.as_ref(), phase).await? {
+        if closed != InvitePhase::Accepted {
+            return Ok(finished(closed, expires_at, None));
+        }
+        let account = store.find_user_by_email(&email).await?;
+        return Ok(finished(closed, expires_at, account.map(|a| a.id.to_hex())));
+    }
     if let Some(applied) = recorded.as_ref().filter(|r| r.email != email) {
         let message = format!("the invite's email is immutable: this invite was issued for {}; delete it and create a new one for {email}", applied.email);
         return Ok(Outcome::stalled(invite, reason::INVALID_SPEC, message));
@@ -511,6 +546,7 @@ async fn follow(
             // The account came about another way; the link can no longer register anyone.
             store.delete_invite_token(&token_hash).await?;
         }
+        store.close_invite(&uid, "Accepted").await?;
         ctx.event(invite, false, "Accepted", format!("{email} registered"))
             .await;
         return Ok(finished(
@@ -521,6 +557,7 @@ async fn follow(
     }
     if now >= expires_ms {
         store.delete_invite_token(&token_hash).await?;
+        store.close_invite(&uid, "Expired").await?;
         let note = format!("the invitation of {email} expired unused");
         let change = invite_change("Expired", &target.instance, &email, note);
         ctx.changed(invite, change).await;

@@ -38,6 +38,9 @@ pub struct InviteRecord {
     pub email: String,
     /// Whether the right to email the link was taken (the email sent, or being sent).
     pub email_sent: bool,
+    /// How the invitation ended (`Accepted`, `Expired`), once it did: final whatever the
+    /// object's status or spec says later.
+    pub closed_as: Option<String>,
 }
 
 /// What the database says about an invite.
@@ -59,6 +62,7 @@ impl Store {
                 token_hash: d.get_str("tokenHash").ok()?.to_string(),
                 email: d.get_str("email").unwrap_or_default().to_string(),
                 email_sent: d.contains_key("emailSentAt"),
+                closed_as: d.get_str("closedAs").ok().map(String::from),
             })
         }))
     }
@@ -104,6 +108,19 @@ impl Store {
                 doc! { "$unset": { "emailSentAt": "" } },
             )
             .deadline("recording an invitation email")
+            .await
+            .map(|_| ())
+    }
+
+    /// Records how invite `uid` ended (its token already deleted): no later reconcile issues
+    /// or restores its link, whatever its status or lifetime is made to say.
+    pub async fn close_invite(&self, uid: &str, how: &str) -> Result<(), StoreError> {
+        self.collection(RECORDS)
+            .update_one(
+                doc! { "_id": uid, "closedAs": { "$exists": false } },
+                doc! { "$set": { "closedAs": how, "closedAt": DateTime::now() } },
+            )
+            .deadline("closing an invite record")
             .await
             .map(|_| ())
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -154,6 +155,27 @@ async fn invites_expire_and_deleting_revokes() {
     assert!(
         token_doc(&w, &brief).await.is_none(),
         "an expired link stops working at its end"
+    );
+    // The attack: the lifetime raised and the status cleared (anyone who may write it can),
+    // to revive the link past its end, and past any email rule added since. Expired is final.
+    w.apply(
+        "UserInvite",
+        "brief",
+        json!({ "instanceRef": { "name": "lc" }, "email": "brief@example.com", "expiresIn": "24h" }),
+    )
+    .await;
+    w.wait_condition("userinvites", "brief", "Ready", "True", Some("Expired"))
+        .await;
+    let cleared = json!({ "status": { "phase": null, "conditions": [] } });
+    dynamic(&w.client, &w.ns, "UserInvite")
+        .patch_status("brief", &PatchParams::default(), &Patch::Merge(&cleared))
+        .await
+        .unwrap();
+    w.wait_condition("userinvites", "brief", "Ready", "True", Some("Expired"))
+        .await;
+    assert!(
+        token_doc(&w, &brief).await.is_none(),
+        "a cleared status revived an expired link"
     );
 
     w.delete("UserInvite", "revoked").await;
