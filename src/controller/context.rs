@@ -65,6 +65,11 @@ pub struct Context {
     pub settled: Settled,
     /// Failures in a row per object.
     pub backoff: Backoff,
+    /// Failed handovers of an email to the relay in a row, per object (uid): a relay that
+    /// refuses (bad credentials, an address it rejects) is asked again later and later, not
+    /// every few seconds, which would also lock its account. Kept apart from `backoff`, which
+    /// every reconcile that ends without an error resets.
+    pub mail_failures: Backoff,
     /// Password hashes made while their accounts waited for the instance.
     pub hashed_ahead: HashedAhead,
     /// The instances' change streams.
@@ -96,6 +101,7 @@ impl Context {
             settings,
             settled: Settled::default(),
             backoff: Backoff::default(),
+            mail_failures: Backoff::default(),
             hashed_ahead: HashedAhead::default(),
             feeds: Default::default(),
             names_freed: super::fanout::Fanout::new(256),

@@ -278,6 +278,8 @@ async fn report_sent(
     match sent.map_err(|e| target::mail_failure_for(instance, &e, &namespace)) {
         Ok(delivery) => {
             ctx.mail_pacer.sent(email);
+            ctx.mail_failures
+                .succeeded(&invite.uid().unwrap_or_default());
             crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
             let note = match delivery {
@@ -294,7 +296,8 @@ async fn report_sent(
                 .return_invite_email(&invite.uid().unwrap_or_default())
                 .await?;
             outcome.ready = email_not_sent(why);
-            outcome.requeue = Some(RETRY);
+            let uid = invite.uid().unwrap_or_default();
+            outcome.requeue = Some(ctx.mail_failures.failed(&uid));
         }
     }
     Ok(outcome)

@@ -308,13 +308,12 @@ async fn issue_link(
                 give_back().await?;
             }
             let message = format!("the verification link could not be delivered: {why}");
-            return Ok(Err(Outcome::waiting(
-                reason::VERIFICATION_NOT_SENT,
-                message,
-                user,
-            )));
+            let mut waiting = Outcome::waiting(reason::VERIFICATION_NOT_SENT, message, user);
+            waiting.requeue = Some(ctx.mail_failures.failed(uid));
+            return Ok(Err(waiting));
         }
     };
+    ctx.mail_failures.succeeded(uid);
     if !by_email {
         store
             .record_action(email, uid, OneShot::Verification, trigger)
