@@ -159,6 +159,7 @@ where
     let span = tracing::info_span!("reconcile", kind = %kind, namespace = %namespace, name = %name);
     let _timer = metrics.reconcile_started(&kind);
     let key = object_key(&*obj);
+    let obj_uid = meta.uid.clone();
     if meta.deletion_timestamp.is_some() {
         metrics.set_readiness(&kind, &format!("{namespace}/{name}"), None);
     }
@@ -169,6 +170,14 @@ where
         Ok(result) => result,
         Err(_) => Err(ReconcileError::Deadline(RECONCILE_DEADLINE)),
     };
+    // A reconcile cut short (an error, or its deadline: the future is dropped mid-way) may
+    // have written without finishing: the object takes the full path next time, not the
+    // shortcut an earlier success remembered.
+    if result.is_err() {
+        if let Some(uid) = obj_uid.as_deref() {
+            ctx.settled.forget(uid);
+        }
+    }
     let blocked = matches!(&result, Err(e) if e.label() == "blocked");
     metrics.set_deletion_blocked(&kind, &key, blocked);
     if result.is_ok() {
