@@ -34,6 +34,12 @@ pub enum StoreError {
         operation: &'static str,
         message: String,
     },
+    /// Redis answers, but refuses the command: a person must change the user's ACL or the URI.
+    #[error("Redis refused {operation}: {message}. The URI's Redis user may not run the command (an ACL without DEL or SCAN on LibreChat's keys), or the URI names a read-only replica: fix the user's ACL or the URI in the instance's Secret; the operator retries, and LibreChat may serve stale cached data until then")]
+    RedisRefused {
+        operation: &'static str,
+        message: String,
+    },
     /// LibreChat kept changing documents we update behind a compare-and-set; the next
     /// reconcile retries, keeping what was done.
     #[error("{0}; retrying")]
@@ -73,9 +79,10 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Mongo { retryable, .. } => *retryable,
-            StoreError::Timeout { .. } | StoreError::Redis { .. } | StoreError::Contended(_) => {
-                true
-            }
+            StoreError::Timeout { .. }
+            | StoreError::Redis { .. }
+            | StoreError::RedisRefused { .. }
+            | StoreError::Contended(_) => true,
             StoreError::Hash(_) | StoreError::EmailTaken(_) | StoreError::Authentication { .. } => {
                 false
             }
@@ -94,9 +101,12 @@ impl StoreError {
                 operation,
             };
         }
-        StoreError::Redis {
-            operation,
-            message: redact(&err.to_string()),
+        let message = redact(&err.to_string());
+        match err.kind() {
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::NoPerm | redis::ServerErrorKind::ReadOnly,
+            ) => StoreError::RedisRefused { operation, message },
+            _ => StoreError::Redis { operation, message },
         }
     }
 
@@ -116,7 +126,7 @@ impl StoreError {
             StoreError::Mongo { .. } => "mongo",
             StoreError::Timeout { store, .. } if *store == "Redis" => "redis_timeout",
             StoreError::Timeout { .. } => "mongo_timeout",
-            StoreError::Redis { .. } => "redis",
+            StoreError::Redis { .. } | StoreError::RedisRefused { .. } => "redis",
             StoreError::Authentication { store, .. } if *store == "Redis" => "redis_auth",
             StoreError::Authentication { .. } => "mongo_auth",
             StoreError::Contended(_) => "contended",
@@ -293,7 +303,23 @@ pub fn redact(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{describe, describe_selection, redact, without_labels};
+    use super::{describe, describe_selection, redact, without_labels, StoreError};
+
+    /// An ACL that refuses DEL, or a read-only replica, is a person's to fix: the message
+    /// says so instead of "check that Redis is up" (its ping still answers).
+    #[test]
+    fn a_redis_that_refuses_a_command_says_what_to_fix() {
+        use redis::{ErrorKind, ServerErrorKind};
+        for kind in [ServerErrorKind::NoPerm, ServerErrorKind::ReadOnly] {
+            let refused = redis::RedisError::from((ErrorKind::Server(kind), "refused"));
+            let e = StoreError::redis("dropping cached entries", refused);
+            assert!(matches!(e, StoreError::RedisRefused { .. }), "{e}");
+            assert!(e.to_string().contains("ACL"), "{e}");
+        }
+        let down = redis::RedisError::from((ErrorKind::Io, "connection refused"));
+        let e = StoreError::redis("dropping cached entries", down);
+        assert!(matches!(e, StoreError::Redis { .. }), "{e}");
+    }
 
     /// A validator's refusal (`errInfo` quotes the rejected document) and a duplicate key
     /// (the message quotes the key) never carry the values they quote into a message.
