@@ -245,12 +245,27 @@ pub fn configuration_for(
     namespace: &str,
 ) -> String {
     let administers = instance.namespace().as_deref() == Some(namespace);
-    match administers || why == reason::UNREACHABLE {
-        true => message.to_string(),
-        false => format!(
-            "the instance's administrators (namespace '{}') read what to fix in its status",
-            instance.namespace().unwrap_or_default()
+    let admins = instance.namespace().unwrap_or_default();
+    match (administers, why == reason::UNREACHABLE) {
+        (true, _) => message.to_string(),
+        // Which store is out, not where it runs: its servers' addresses and the driver's
+        // answer are the administrators' to read.
+        (false, true) => format!(
+            "{} is unreachable; the operator retries (the instance's administrators, namespace '{admins}', read which server and why in its status)",
+            store_named(message)
         ),
+        (false, false) => format!(
+            "the instance's administrators (namespace '{admins}') read what to fix in its status"
+        ),
+    }
+}
+
+/// The store an outage message is about.
+fn store_named(message: &str) -> &'static str {
+    match message {
+        m if m.starts_with("Redis") => "Redis",
+        m if m.starts_with("MongoDB") => "MongoDB",
+        _ => "a store of the instance",
     }
 }
 
@@ -509,13 +524,18 @@ mod tests {
                 "{told}"
             );
         }
-        // A store's outage is said as the instance says it, to every dependent.
-        let instance = instance_saying(reason::UNREACHABLE, "db:27017: connection refused", false);
+        // A store's outage names the store to every dependent, its servers only to the
+        // instance's own namespace.
+        let outage = "MongoDB is unreachable: db-0.internal:27017: connection refused";
+        let instance = instance_saying(reason::UNREACHABLE, outage, false);
         let told = not_ready(&instance, &reference, "team-a").message;
         assert!(
-            told.contains("Unreachable: db:27017: connection refused"),
+            told.contains("Unreachable: MongoDB is unreachable"),
             "{told}"
         );
+        assert!(!told.contains("db-0.internal"), "{told}");
+        let told = not_ready(&instance, &reference, "admin").message;
+        assert!(told.contains(outage), "{told}");
         // The instance's configuration only to its own namespace: another tenant's entry.
         let invalid = "tenantPolicy.emailDomains.team-b: 'b_corp' is not a domain";
         let instance = instance_saying(reason::INVALID_SPEC, invalid, false);
