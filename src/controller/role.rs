@@ -224,6 +224,45 @@ async fn made_in_librechat(
     )))
 }
 
+/// The record of a custom role this object created, followed by the role's `_id`, not its
+/// name: one LibreChat no longer has (renamed or deleted in its admin UI) is claimed again
+/// under a new `_id`, to be created again; one LibreChat has under another `_id` was made
+/// there since, and is never written, filled or deleted by this object: its grants go (they
+/// name the role by its name) and the claim is given up.
+async fn still_ours(
+    store: &Store,
+    role: &LibreChatRole,
+    key: &str,
+    record: &AccessRecord,
+) -> Result<Result<AccessRecord, Verdict>, StoreError> {
+    let name = &role.spec.name;
+    let (false, true, Some(created_id)) = (is_built_in(name), record.created, record.target) else {
+        return Ok(Ok(record.clone()));
+    };
+    let uid = &record.owner.uid;
+    match store.find_role(name).await? {
+        Some(stored) if stored.id == Some(created_id) => Ok(Ok(record.clone())),
+        Some(_) => {
+            let principal = Principal::Role(name.clone());
+            access::converge_grants(store, key, uid, &principal, &[], record).await?;
+            store.release_access(key, uid).await?;
+            Ok(Err(Verdict::refused(
+                reason::ALREADY_EXISTS,
+                format!("the LibreChat role '{name}' this object created is gone, and a role of the name was made in LibreChat since: the operator does not take over roles made in LibreChat; its grants were withdrawn. Choose another name"),
+                None,
+            )))
+        }
+        None => {
+            let fresh = mongodb::bson::oid::ObjectId::new();
+            store.reclaim_role(key, uid, fresh).await?;
+            let mut reclaimed = record.clone();
+            reclaimed.target = Some(fresh);
+            reclaimed.created = false;
+            Ok(Ok(reclaimed))
+        }
+    }
+}
+
 async fn converge(
     ctx: &Context,
     role: &LibreChatRole,
@@ -237,6 +276,11 @@ async fn converge(
     let uid = role.uid().unwrap_or_default();
     let name = &role.spec.name;
     access::settle_due_drops(store, key, &uid, record).await?;
+    let record = match still_ours(store, role, key, record).await? {
+        Ok(record) => record,
+        Err(refused) => return Ok(refused),
+    };
+    let record = &record;
     let instance = target::instance_key(&target.instance);
     let chosen = pending_role_id(record);
     let changed = converge_permissions(store, role, (key, chosen), &uid).await?;
@@ -463,15 +507,16 @@ async fn move_accounts_to_user(
     ))
 }
 
-/// Whether the custom role `name` is the one this record created: known created, or (a
-/// crash before that was recorded) stored under the `_id` the record chose. A role of the
-/// name made in LibreChat meanwhile stays, with its accounts in it.
+/// Whether the custom role `name` is the one this record created: stored under the `_id`
+/// the record holds (created, or about to be after a crash). A role of the name made in
+/// LibreChat meanwhile stays, with its accounts in it.
 async fn ours_to_delete(
     store: &Store,
     name: &str,
     record: &AccessRecord,
 ) -> Result<bool, StoreError> {
-    let Some(chosen) = pending_role_id(record) else {
+    // Records of earlier versions chose no `_id`: the role of the name is theirs.
+    let Some(chosen) = record.target else {
         return Ok(true);
     };
     Ok(held_under_other_id(store, name, chosen).await? == Some(false))

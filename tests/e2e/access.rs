@@ -400,6 +400,66 @@ async fn an_account_put_in_a_role_during_its_deletion_moves_with_its_cache_dropp
     }));
 }
 
+/// LibreChat's admin deletes a custom role the operator created and makes another of the same
+/// name. That one is LibreChat's: the object never writes its permissions, nor deletes it (or
+/// moves its accounts) when the object goes; the object's grants on the name are withdrawn.
+#[tokio::test]
+async fn a_role_replaced_in_librechat_under_its_name_is_not_taken_over() {
+    let w = World::with_instance("acc-role-replaced", json!({})).await;
+    let owner = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(owner, "author-replaced@example.com"))
+        .await
+        .unwrap();
+    let prompts = seed_resource(&w, "promptgroups", "promptGroup", owner).await;
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "REPLACED",
+                       "permissions": { "AGENTS": { "USE": true } },
+                       "grants": [{ "resourceType": "promptGroup", "resourceId": prompts.to_hex(), "access": "viewer" }] });
+    w.apply("LibreChatRole", "replaced", role).await;
+    w.wait_condition("librechatroles", "replaced", "Ready", "True", None)
+        .await;
+    let roles = w.db.collection::<Document>("roles");
+    roles.delete_one(doc! { "name": "REPLACED" }).await.unwrap();
+    let theirs = ObjectId::new();
+    roles
+        .insert_one(
+            doc! { "_id": theirs, "name": "REPLACED", "description": "the admin's",
+            "permissions": { "AGENTS": { "USE": false } }, "__v": 0 },
+        )
+        .await
+        .unwrap();
+    let member = ObjectId::new();
+    let mut d = foreign_user(member, "member-replaced@example.com");
+    d.insert("role", "REPLACED");
+    w.users().insert_one(d).await.unwrap();
+
+    let obj = w
+        .wait_condition(
+            "librechatroles",
+            "replaced",
+            "Ready",
+            "False",
+            Some("AlreadyExists"),
+        )
+        .await;
+    assert_eq!(condition(&obj, "Stalled").unwrap().status, "True");
+    w.delete("LibreChatRole", "replaced").await;
+    w.wait_gone("librechatroles", "replaced").await;
+    let kept = roles
+        .find_one(doc! { "name": "REPLACED" })
+        .await
+        .unwrap()
+        .expect("the admin's role stays");
+    assert_eq!(kept.get_object_id("_id"), Ok(theirs));
+    // As LibreChat's own code reads them: the admin's permissions, its member, no grant left.
+    w.contract_check(json!({
+        "roles": [{ "name": "REPLACED", "permissions": { "AGENTS": { "USE": false } } }],
+        "roleMembers": [{ "role": "REPLACED", "userIds": [member.to_hex()] }],
+        "aclEntries": [{ "principalType": "role", "principalId": "REPLACED", "resourceType": "promptGroup",
+                         "resourceId": prompts.to_hex(), "permBits": 1, "expectFound": false }],
+    }));
+}
+
 /// LibreChat's USER role as `initializeRoles` leaves it (the types this test touches).
 fn seeded_user_role() -> Document {
     doc! {

@@ -268,6 +268,22 @@ impl Store {
         self.promise_drops(key, uid, drops, due, doc! {}).await
     }
 
+    /// Claims again, under the new `_id` `target`, a custom role that LibreChat no longer has
+    /// (renamed or deleted in its admin UI): not created yet, as at the first claim.
+    pub async fn reclaim_role(
+        &self,
+        key: &str,
+        uid: &str,
+        target: ObjectId,
+    ) -> Result<(), StoreError> {
+        self.update_record(
+            key,
+            uid,
+            doc! { "$set": { "target": target, "created": false } },
+        )
+        .await
+    }
+
     /// The role the record claimed exists in LibreChat now.
     pub async fn mark_created(&self, key: &str, uid: &str) -> Result<(), StoreError> {
         self.update_record(key, uid, doc! { "$set": { "created": true } })
