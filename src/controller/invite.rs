@@ -439,6 +439,8 @@ async fn closed_as(
                 InvitePhase::Accepted => "Accepted",
                 _ => "Expired",
             };
+            // Its link ends with it.
+            store.delete_invite_token(&record.token_hash).await?;
             store.close_invite(uid, how).await?;
             Ok(Some(done))
         }

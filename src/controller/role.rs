@@ -245,6 +245,10 @@ async fn still_ours(
         Some(_) => {
             let principal = Principal::Role(name.clone());
             access::converge_grants(store, key, uid, &principal, &[], record).await?;
+            // The drops the withdrawal promised, and any the record still owes, before the
+            // record (which holds the promises) goes.
+            let owed = access::owed_with_recorded(vec![CacheDrop::PromptAccess], record);
+            store.drop_owed_caches(&owed).await?;
             store.release_access(key, uid).await?;
             Ok(Err(Verdict::refused(
                 reason::ALREADY_EXISTS,

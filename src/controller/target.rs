@@ -392,7 +392,7 @@ pub async fn admitted_instance(
     if !ctx.settings.may_hold_instances(&instance_ns) {
         return Ok(Err(TargetProblem {
             reason: reason::NOT_PERMITTED,
-            message: ctx.settings.not_an_instance_namespace(&instance_ns),
+            message: format!("the operator does not run LibreChatInstances in namespace '{instance_ns}' (its --instance-namespaces): point instanceRef at an instance its administrators run"),
         }));
     }
     let found = match settled_instance(ctx, reference, namespace).await {

@@ -1118,4 +1118,17 @@ async fn a_role_renamed_in_librechat_is_created_again() {
         1,
         "the renamed role stays as LibreChat has it"
     );
+    // The role created again is the object's own from then on: the next generation is
+    // written to it, and deleting the object deletes it.
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "AUDITORS",
+                       "permissions": { "AGENTS": { "USE": false } } });
+    w.apply("LibreChatRole", "auditors", role).await;
+    w.wait_condition("librechatroles", "auditors", "Ready", "True", None)
+        .await;
+    w.contract_check(json!({
+        "roles": [{ "name": "AUDITORS", "permissions": { "AGENTS": { "USE": false } } }],
+    }));
+    w.delete("LibreChatRole", "auditors").await;
+    w.wait_gone("librechatroles", "auditors").await;
+    w.contract_check(json!({ "roles": [{ "name": "AUDITORS", "absent": true }] }));
 }

@@ -279,7 +279,7 @@ impl Store {
         self.update_record(
             key,
             uid,
-            doc! { "$set": { "target": target, "created": false } },
+            doc! { "$set": { "targetId": target, "created": false } },
         )
         .await
     }
