@@ -319,22 +319,15 @@ impl Connections {
     }
 
     /// Drops the pooled clients of instances for which `exists(namespace/name)` is false.
+    /// Their connection locks stay (one small entry per instance name ever seen): dropping
+    /// one while an attempt holds it would let a newcomer connect beside that attempt.
     pub async fn retain(&self, exists: impl Fn(&str) -> bool) {
         self.entries.lock().await.retain(|key, _| exists(key));
-        self.connecting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|key, _| exists(key));
     }
 
     /// Drops the pooled clients of a deleted instance.
     pub async fn forget(&self, instance: &LibreChatInstance) {
-        let key = key_of(instance);
-        self.entries.lock().await.remove(&key);
-        self.connecting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        self.entries.lock().await.remove(&key_of(instance));
     }
 }
 
