@@ -301,21 +301,11 @@ impl Connections {
     }
 
     fn deletion_guard_of(&self, mongo_fingerprint: &[u8]) -> Arc<tokio::sync::Mutex<()>> {
-        self.deletion_guards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(mongo_fingerprint.to_vec())
-            .or_default()
-            .clone()
+        shared_entry(&self.deletion_guards, mongo_fingerprint.to_vec())
     }
 
     fn flight_of(&self, key: &str) -> Arc<Mutex<Option<Failed>>> {
-        self.connecting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.to_string())
-            .or_default()
-            .clone()
+        shared_entry(&self.connecting, key.to_string())
     }
 
     /// Drops the pooled clients of instances for which `exists(namespace/name)` is false.
@@ -329,6 +319,18 @@ impl Connections {
     pub async fn forget(&self, instance: &LibreChatInstance) {
         self.entries.lock().await.remove(&key_of(instance));
     }
+}
+
+/// The one value of `key` in `map`, made on first use and shared by every caller after.
+fn shared_entry<K: std::hash::Hash + Eq, V: Default>(
+    map: &std::sync::Mutex<HashMap<K, Arc<V>>>,
+    key: K,
+) -> Arc<V> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone()
 }
 
 /// `namespace/name`, the key of an instance's pooled clients.
