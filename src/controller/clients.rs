@@ -1,8 +1,11 @@
 //! The operator's two Kubernetes clients. Watches hold a response open for minutes with long
-//! silences (kube's watcher has its own idle deadline), so their client has no read deadline;
-//! every other call (gets, patches, status writes, events, the Lease) goes through a client
-//! whose response must start within [`REQUEST_DEADLINE`] of the request, so a stalled API
-//! server fails a call instead of holding a reconcile, the start-up checks or a shutdown.
+//! silences, so their client's read deadline, [`WATCH_DEADLINE`], lies beyond the longest
+//! silence a live watch has (the API server ends one after 290 s, and kube's watcher gives up
+//! on it 5 s later); it bounds the watchers' LIST pages and watch set-ups, which have no
+//! deadline of their own (a half-open connection would hang that watcher for good). Every
+//! other call (gets, patches, status writes, events, the Lease) goes through a client whose
+//! response must start within [`REQUEST_DEADLINE`] of the request, so a stalled API server
+//! fails a call instead of holding a reconcile, the start-up checks or a shutdown.
 
 use std::time::Duration;
 
@@ -10,6 +13,8 @@ use kube::{Client, Config};
 
 /// How long a request may wait for its response.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a watch client's read may wait: beyond a live watch's longest silence.
+pub const WATCH_DEADLINE: Duration = Duration::from_secs(330);
 /// How long a connection to the API server may take.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -22,14 +27,11 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Both clients from `config`, the requests' with `request_deadline`. Their User-Agent
+    /// Both clients from `config`, with their read deadlines. Their User-Agent
     /// names the operator: the API server takes a write's field manager from it (else every
     /// status and finalizer the operator writes shows as `unknown` in managedFields), and
     /// audit logs show it.
-    pub fn from_config(
-        mut config: Config,
-        request_deadline: Duration,
-    ) -> Result<Self, kube::Error> {
+    pub fn from_config(mut config: Config, deadlines: Deadlines) -> Result<Self, kube::Error> {
         config.connect_timeout = Some(CONNECT_DEADLINE);
         config.headers.push((
             http::header::USER_AGENT,
@@ -38,14 +40,15 @@ impl Clients {
                 env!("CARGO_PKG_VERSION")
             )),
         ));
+        // Counted from the request, not from when its pooled connection went idle.
+        config.reset_reader_on_write = true;
+        config.read_timeout = Some(deadlines.watch);
         let watch = Client::try_from(config.clone())?;
-        config.read_timeout = Some(request_deadline);
+        config.read_timeout = Some(deadlines.request);
         // No silent retries of throttled or unavailable answers (kube's default layer backs
         // off for minutes): the deadline is per call, and a failed call is retried by the
         // reconcile's own backoff, or dropped (an event).
         config.default_retry = false;
-        // Counted from the request, not from when its pooled connection went idle.
-        config.reset_reader_on_write = true;
         let request = Client::try_from(config)?;
         Ok(Clients { watch, request })
     }
@@ -53,7 +56,23 @@ impl Clients {
     /// Both clients from the kubeconfig or the in-cluster service account.
     pub async fn infer() -> Result<Self, kube::Error> {
         let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
-        Self::from_config(config, REQUEST_DEADLINE)
+        Self::from_config(config, Deadlines::default())
+    }
+}
+
+/// The clients' read deadlines.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    pub request: Duration,
+    pub watch: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            request: REQUEST_DEADLINE,
+            watch: WATCH_DEADLINE,
+        }
     }
 }
 
@@ -62,9 +81,9 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Namespace;
 
-    /// The fault: an API server that accepts the connection and never answers.
-    #[tokio::test]
-    async fn a_request_to_a_stalled_api_server_fails_at_its_deadline() {
+    /// The fault: an API server that accepts connections and never answers (a half-open
+    /// connection reads the same).
+    async fn stalled_api_server() -> (http::Uri, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let held = tokio::spawn(async move {
@@ -73,12 +92,48 @@ mod tests {
                 open.push(socket);
             }
         });
-        let url = format!("http://{address}").parse().unwrap();
-        let clients = Clients::from_config(Config::new(url), Duration::from_millis(500)).unwrap();
+        (format!("http://{address}").parse().unwrap(), held)
+    }
+
+    #[tokio::test]
+    async fn a_request_to_a_stalled_api_server_fails_at_its_deadline() {
+        let (url, held) = stalled_api_server().await;
+        let deadlines = Deadlines {
+            request: Duration::from_millis(500),
+            watch: WATCH_DEADLINE,
+        };
+        let clients = Clients::from_config(Config::new(url), deadlines).unwrap();
         let namespaces: kube::Api<Namespace> = kube::Api::all(clients.request);
         let asked = tokio::time::timeout(Duration::from_secs(10), namespaces.get_opt("chat")).await;
         let answer = asked.expect("the request must end at its own deadline, not hang");
         assert!(answer.is_err(), "a stalled API server gives an error");
+        held.abort();
+    }
+
+    /// A watcher's LIST has no deadline of its own: the watch client's read deadline ends it,
+    /// and the watcher reports the failure (and retries) instead of hanging for good.
+    #[tokio::test]
+    async fn a_watchers_list_from_a_stalled_api_server_fails_at_the_watch_deadline() {
+        use futures::StreamExt;
+        let (url, held) = stalled_api_server().await;
+        let deadlines = Deadlines {
+            request: REQUEST_DEADLINE,
+            watch: Duration::from_millis(500),
+        };
+        let clients = Clients::from_config(Config::new(url), deadlines).unwrap();
+        let namespaces: kube::Api<Namespace> = kube::Api::all(clients.watch);
+        let events = kube::runtime::watcher(namespaces, kube::runtime::watcher::Config::default());
+        let failure = events.filter_map(|event| async move { event.err() });
+        let first = tokio::time::timeout(Duration::from_secs(10), Box::pin(failure).next())
+            .await
+            .expect("the watcher's LIST must end at the watch deadline, not hang");
+        assert!(
+            matches!(
+                first,
+                Some(kube::runtime::watcher::Error::InitialListFailed(_))
+            ),
+            "the stalled LIST is reported as such: {first:?}"
+        );
         held.abort();
     }
 
@@ -110,7 +165,11 @@ mod tests {
             }
         });
         let url = format!("http://{address}").parse().unwrap();
-        let clients = Clients::from_config(Config::new(url), Duration::from_secs(5)).unwrap();
+        let deadlines = Deadlines {
+            request: Duration::from_secs(5),
+            watch: WATCH_DEADLINE,
+        };
+        let clients = Clients::from_config(Config::new(url), deadlines).unwrap();
         let namespaces: kube::Api<Namespace> = kube::Api::all(clients.request);
         let answer = tokio::time::timeout(Duration::from_secs(3), namespaces.get_opt("chat"))
             .await
