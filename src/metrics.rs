@@ -39,6 +39,12 @@ pub struct StoreVerbLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    pub verb: String,
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SecretUseLabels {
     /// `password`, `plugin`, `instance` (connection strings, CREDS_KEY, SMTP), `invite` or
     /// `verification`.
@@ -96,6 +102,7 @@ pub struct Metrics {
     store_operations: Family<StoreLabels, Counter>,
     store_duration: StoreHistogramFamily,
     bcrypt_hashes: Counter,
+    api_requests: Family<ApiRequestLabels, Counter>,
     secret_reads: Family<SecretUseLabels, Counter>,
     managed: Family<ReadinessLabels, Gauge>,
     not_ready: Family<FailureLabels, Gauge>,
@@ -142,6 +149,7 @@ impl Metrics {
         let store_operations = Family::<StoreLabels, Counter>::default();
         let store_duration: StoreHistogramFamily = Family::new_with_constructor(store_histogram);
         let bcrypt_hashes = Counter::default();
+        let api_requests = Family::<ApiRequestLabels, Counter>::default();
         let secret_reads = Family::<SecretUseLabels, Counter>::default();
         let managed = Family::<ReadinessLabels, Gauge>::default();
         let not_ready = Family::<FailureLabels, Gauge>::default();
@@ -196,6 +204,12 @@ impl Metrics {
             bcrypt_hashes.clone(),
         );
         registry.register(
+            "api_requests",
+            "Requests the operator sent to the Kubernetes API server, by verb and resource \
+             (its watches' lists and re-watches included)",
+            api_requests.clone(),
+        );
+        registry.register(
             "secret_reads",
             "Secrets read for the values they hold, by what for; the metadata watch that tells \
              their versions is not counted",
@@ -226,6 +240,7 @@ impl Metrics {
             store_operations,
             store_duration,
             bcrypt_hashes,
+            api_requests,
             secret_reads,
             managed,
             not_ready,
@@ -282,6 +297,16 @@ impl Metrics {
                 verb: verb.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a request to the API server.
+    pub fn api_request(&self, verb: &str, resource: &str) {
+        self.api_requests
+            .get_or_create(&ApiRequestLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+            })
+            .inc();
     }
 
     /// Whether this replica leads (runs the controllers).

@@ -12,6 +12,7 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
 use super::audit::Change;
+use super::caches::user_named;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
@@ -21,7 +22,7 @@ use super::tenancy::Tenancy;
 use crate::api::ban::UserBanStatus;
 use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::validate::{check_email, BanWindow};
-use crate::api::{LibreChatInstance, LibreChatUser, UserBan};
+use crate::api::{LibreChatInstance, UserBan};
 use crate::librechat::bans::{email_subject, owner_subject, BanShare, BanTarget, Lifted};
 use crate::librechat::{Store, StoreError};
 
@@ -456,8 +457,7 @@ async fn by_user_ref(
     tenancy: &Tenancy,
 ) -> Result<Result<Banned, Outcome>, ReconcileError> {
     let namespace = tenancy.namespace.as_str();
-    let users: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(user) = users.get_opt(name).await? else {
+    let Some(user) = user_named(ctx, namespace, name).await? else {
         let message = format!("LibreChatUser '{name}' not found in this namespace; the ban applies as soon as it exists");
         return Ok(Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, message)));
     };

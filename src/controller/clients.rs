@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
+use http::{HeaderMap, Method, Request, Uri};
+use kube::client::{Body, ClientBuilder};
 use kube::{Client, Config};
+use tower::util::MapRequestLayer;
 
 /// How long a request may wait for its response.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -43,13 +46,13 @@ impl Clients {
         // Counted from the request, not from when its pooled connection went idle.
         config.reset_reader_on_write = true;
         config.read_timeout = Some(deadlines.watch);
-        let watch = Client::try_from(config.clone())?;
+        let watch = counted(config.clone())?;
         config.read_timeout = Some(deadlines.request);
         // No silent retries of throttled or unavailable answers (kube's default layer backs
         // off for minutes): the deadline is per call, and a failed call is retried by the
         // reconcile's own backoff, or dropped (an event).
         config.default_retry = false;
-        let request = Client::try_from(config)?;
+        let request = counted(config)?;
         Ok(Clients { watch, request })
     }
 
@@ -58,6 +61,62 @@ impl Clients {
         let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
         Self::from_config(config, Deadlines::default())
     }
+}
+
+/// A client that counts each request it sends by verb and resource (the metric
+/// `librechat_operator_api_requests_total`): what the operator costs the API server shows
+/// per kind, apart from every other client's requests.
+fn counted(config: Config) -> Result<Client, kube::Error> {
+    let builder = ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&MapRequestLayer::new(count)).build())
+}
+
+fn count(request: Request<Body>) -> Request<Body> {
+    let (verb, resource) = classify(request.method(), request.uri(), request.headers());
+    crate::metrics::global().api_request(verb, &resource);
+    request
+}
+
+/// A request's verb, as the API server's own metrics name it, and its resource
+/// (`librechatusers/status`), from its method and path.
+fn classify(method: &Method, uri: &Uri, headers: &HeaderMap) -> (&'static str, String) {
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..),
+        Some(&"apis") => segments.get(3..),
+        _ => None,
+    };
+    let Some(mut rest) = rest.filter(|r| !r.is_empty() && !r[0].is_empty()) else {
+        return ("other", "none".into());
+    };
+    // A namespaced path, unless it names a namespace itself.
+    if rest[0] == "namespaces" && rest.len() > 2 {
+        rest = &rest[2..];
+    }
+    let named = rest.len() > 1;
+    let resource = match rest.get(2) {
+        Some(subresource) => format!("{}/{subresource}", rest[0]),
+        None => rest[0].to_string(),
+    };
+    let watching = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let applying = headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/apply-patch"));
+    let verb = match *method {
+        Method::GET if named => "get",
+        Method::GET if watching => "watch",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH if applying => "apply",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "other",
+    };
+    (verb, resource)
 }
 
 /// The clients' read deadlines.
@@ -135,6 +194,36 @@ mod tests {
             "the stalled LIST is reported as such: {first:?}"
         );
         held.abort();
+    }
+
+    #[test]
+    fn requests_are_counted_by_the_verb_and_resource_they_act_on() {
+        let plain = HeaderMap::new();
+        let mut applied = HeaderMap::new();
+        applied.insert(
+            http::header::CONTENT_TYPE,
+            "application/apply-patch+yaml".parse().unwrap(),
+        );
+        let cases = [
+            (Method::GET, "/apis/librechat.ai/v1alpha1/librechatusers?limit=500", &plain, "list", "librechatusers"),
+            (Method::GET, "/apis/librechat.ai/v1alpha1/namespaces/a/librechatusers?watch=true&timeoutSeconds=290", &plain, "watch", "librechatusers"),
+            (Method::GET, "/api/v1/namespaces/a/secrets/pw", &plain, "get", "secrets"),
+            (Method::PATCH, "/apis/librechat.ai/v1alpha1/namespaces/a/userinvites/i/status", &plain, "patch", "userinvites/status"),
+            (Method::PATCH, "/api/v1/namespaces/a/secrets/i-invite?fieldManager=x", &applied, "apply", "secrets"),
+            (Method::POST, "/apis/events.k8s.io/v1/namespaces/a/events", &plain, "create", "events"),
+            (Method::PUT, "/apis/coordination.k8s.io/v1/namespaces/a/leases/l", &plain, "update", "leases"),
+            (Method::DELETE, "/api/v1/namespaces/a/secrets/pw", &plain, "delete", "secrets"),
+            (Method::GET, "/api/v1/namespaces/a", &plain, "get", "namespaces"),
+            (Method::GET, "/version", &plain, "other", "none"),
+        ];
+        for (method, path, headers, verb, resource) in cases {
+            let uri: Uri = path.parse().unwrap();
+            assert_eq!(
+                classify(&method, &uri, headers),
+                (verb, resource.to_string()),
+                "{method} {path}"
+            );
+        }
     }
 
     /// The fault: an API server that throttles every request. The call fails at once, for

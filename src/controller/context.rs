@@ -82,6 +82,8 @@ pub struct Context {
     /// instance's administrators), told to every scope: an object of another scope refused
     /// because that object held the name waits for no timer.
     pub names_freed: super::fanout::Fanout<String>,
+    /// The scopes' caches of users and invites, for reconciles to read.
+    pub caches: super::caches::WatchCaches,
 }
 
 impl Context {
@@ -107,6 +109,7 @@ impl Context {
             names_freed: super::fanout::Fanout::new(256),
             instances: Default::default(),
             secrets: Default::default(),
+            caches: Default::default(),
         }
     }
 
@@ -123,6 +126,12 @@ impl Context {
             self.health.set(crate::health::Readiness::Serving);
             tracing::info!("caches synced; reconciling");
         }
+    }
+
+    /// Whether every watch scope's caches have synced (and so hold every watched object).
+    pub fn synced(&self) -> bool {
+        self.synced_scopes.load(std::sync::atomic::Ordering::SeqCst)
+            >= self.settings.namespaces.len().max(1)
     }
 
     /// Publishes an event on `obj`. Events are a courtesy: failing to publish one is logged,

@@ -13,6 +13,7 @@ use mongodb::bson::oid::ObjectId;
 
 use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
+use super::caches::user_named;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::opening::{self, Opening};
@@ -22,7 +23,7 @@ use super::tenancy::{owner_of, Tenancy};
 use crate::api::common::{reason, FINALIZER};
 use crate::api::group::{GroupMember, LibreChatGroupStatus};
 use crate::api::validate::normalize_email;
-use crate::api::{LibreChatGroup, LibreChatUser};
+use crate::api::LibreChatGroup;
 use crate::librechat::access::grants::Principal;
 use crate::librechat::access::groups::{member_id, GroupFields, StoredGroup};
 use crate::librechat::access::{group_key, AccessRecord, CacheDrop, Claim, Claimed};
@@ -234,10 +235,9 @@ async fn resolve_members(
         pending: Vec::new(),
         left_out: Vec::new(),
     };
-    let users: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), &tenancy.namespace);
     for member in &group.spec.members {
         let claim = match (&member.user_ref, &member.email) {
-            (Some(r), _) => match users.get_opt(&r.name).await? {
+            (Some(r), _) => match user_named(ctx, &tenancy.namespace, &r.name).await? {
                 Some(u) => store
                     .find_claim_of_owner(&u.uid().unwrap_or_default())
                     .await?

@@ -12,6 +12,7 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
 use super::audit::Change;
+use super::caches::Declaring;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
@@ -768,6 +769,9 @@ async fn refresh_url(
 /// Deleting a pending invite revokes its token at once. Without its instance it waits, rather
 /// than leave a live token behind.
 async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, ReconcileError> {
+    // The failed handovers counted for the relay's backoff go with the object.
+    ctx.mail_failures
+        .succeeded(&invite.uid().unwrap_or_default());
     let namespace = invite.namespace().unwrap_or_default();
     let reference = &invite.spec.instance_ref;
     let Some(instance) = target::find_instance(ctx, reference, &namespace).await? else {
@@ -822,17 +826,30 @@ async fn declared_elsewhere(
             return Ok(Some(refusal()));
         }
     }
-    let users = super::dependents::list_watched::<crate::api::LibreChatUser>(ctx).await?;
-    let user_elsewhere = users.iter().any(|u| {
+    let declaring = declaring(ctx, email).await?;
+    let user_elsewhere = declaring.users.iter().any(|u| {
         elsewhere(u.namespace())
             && normalize_email(&u.spec.email) == email
-            && target::points_at(&u.spec.instance_ref, u, instance)
+            && target::points_at(&u.spec.instance_ref, u.as_ref(), instance)
     });
-    let invites = super::dependents::list_watched::<UserInvite>(ctx).await?;
-    let invite_elsewhere = invites.iter().any(|i| {
+    let invite_elsewhere = declaring.invites.iter().any(|i| {
         elsewhere(i.namespace())
             && normalize_email(&i.spec.email) == email
-            && target::points_at(&i.spec.instance_ref, i, instance)
+            && target::points_at(&i.spec.instance_ref, i.as_ref(), instance)
     });
     Ok((user_elsewhere || invite_elsewhere).then(refusal))
+}
+
+/// The users and invites declaring `email`: from the caches once every scope has synced, else
+/// (at start-up) from the API server.
+async fn declaring(ctx: &Context, email: &str) -> Result<Declaring, kube::Error> {
+    if ctx.synced() {
+        return Ok(ctx.caches.declaring(email));
+    }
+    let users = super::dependents::list_watched::<crate::api::LibreChatUser>(ctx).await?;
+    let invites = super::dependents::list_watched::<UserInvite>(ctx).await?;
+    Ok(Declaring {
+        users: users.into_iter().map(Arc::new).collect(),
+        invites: invites.into_iter().map(Arc::new).collect(),
+    })
 }

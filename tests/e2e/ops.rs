@@ -75,6 +75,49 @@ async fn metrics_and_health_endpoints() {
         assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
     }
     assert!(!metrics.contains("Metrics-Password-1"));
+
+    // The operator's own requests to the API server are counted by verb and resource, and a
+    // group and a ban naming the user by `userRef` read it from the caches: resync after
+    // resync (the instance's resyncPeriod is 3s), no GET of a LibreChatUser.
+    let requests = |verb: &str, resource: &str| {
+        metric_value(
+            w.http_port,
+            &format!(
+                "librechat_operator_api_requests_total{{verb=\"{verb}\",resource=\"{resource}\"}}"
+            ),
+        )
+    };
+    assert!(requests("list", "librechatusers") >= 1, "{metrics}");
+    assert!(requests("patch", "librechatusers/status") >= 1, "{metrics}");
+    w.apply(
+        "LibreChatGroup",
+        "crew",
+        json!({ "instanceRef": { "name": "lc" }, "name": "Crew", "members": [{ "userRef": { "name": "m" } }] }),
+    )
+    .await;
+    w.apply(
+        "UserBan",
+        "pause",
+        json!({ "instanceRef": { "name": "lc" }, "userRef": { "name": "m" }, "reason": "metrics test" }),
+    )
+    .await;
+    w.wait_condition("librechatgroups", "crew", "Ready", "True", None)
+        .await;
+    w.wait_condition("userbans", "pause", "Ready", "True", None)
+        .await;
+    let reconciled = |kind: &str| {
+        metric_value(
+            w.http_port,
+            &format!("librechat_operator_reconciles_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    let (groups, bans) = (reconciled("LibreChatGroup"), reconciled("UserBan"));
+    eventually("two resyncs of the group and the ban", || async {
+        (reconciled("LibreChatGroup") >= groups + 2 && reconciled("UserBan") >= bans + 2)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(requests("get", "librechatusers"), 0);
 }
 
 struct Replica {

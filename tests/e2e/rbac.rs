@@ -74,6 +74,10 @@ enum Step {
     Deletion,
     /// A LibreChatRole and a LibreChatGroup are Ready.
     Access,
+    /// A second LibreChatUser declaring an email another one holds reads `Conflict` (the
+    /// operator reads the holder from the API server, not its cache, before it would call
+    /// the claim stale).
+    Conflict,
 }
 
 /// `helm template` of the chart into `ns`, watching `watch` (empty: all namespaces), with
@@ -545,6 +549,7 @@ async fn scenario(w: &World, expected_failure: Option<Step>) -> Result<(), (Step
         Step::InviteUrlRefresh,
         Step::Deletion,
         Step::Access,
+        Step::Conflict,
     ] {
         let limit = if expected_failure == Some(step) {
             SHORT
@@ -802,6 +807,23 @@ async fn run_step(w: &World, step: Step, limit: Duration) -> Result<(), String> 
                 }
             }
         }
+        Step::Conflict => {
+            w.apply(
+                "LibreChatUser",
+                "gen-twin",
+                json!({ "instanceRef": { "name": "lc" }, "email": "gen@example.com" }),
+            )
+            .await;
+            let refused = within(limit, || async {
+                let obj = w.get("librechatusers", "gen-twin").await?;
+                let c = condition(&obj, "Ready")?;
+                (c.status == "False" && c.reason == "Conflict").then_some(())
+            })
+            .await;
+            if refused.is_none() {
+                return fail("user gen-twin did not read Conflict");
+            }
+        }
     }
     Ok(())
 }
@@ -926,7 +948,7 @@ const NEEDED: &[(&str, &str, Without)] = &[
     ("librechatinstances", "watch", WatchRefused),
     // The instance's finalizer (it waits for its dependents before it goes).
     ("librechatinstances", "patch", StopsAt(Step::InstanceReady)),
-    ("librechatusers", "get", StopsAt(Step::Ban)),
+    ("librechatusers", "get", StopsAt(Step::Conflict)),
     ("librechatusers", "list", StopsAt(Step::Leadership)),
     ("librechatusers", "watch", WatchRefused),
     ("librechatusers", "patch", StopsAt(Step::UserReady)),

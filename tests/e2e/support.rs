@@ -637,6 +637,18 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// The value of one series (`name{labels}` as the operator writes it) of the operator's
+/// /metrics; 0 while it is absent.
+pub fn metric_value(port: u16, series: &str) -> u64 {
+    let Some((_, text)) = http_get(port, "/metrics") else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

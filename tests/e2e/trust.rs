@@ -2620,6 +2620,104 @@ async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
     );
 }
 
+/// The load a tenant could put on the API server: every reconcile of an invitation not yet
+/// issued asked whether another namespace declares its email by listing every LibreChatUser
+/// and UserInvite of the cluster, and one whose Secret name is taken retries every 10 s. It is
+/// answered from the operator's caches (the attack: a few invitations left waiting; the
+/// operator's own request counts must not grow with their retries), with the same answers.
+#[tokio::test]
+async fn waiting_invitations_do_not_list_the_cluster_on_every_retry() {
+    let (w, t) = tenant_world(
+        "tr-invload",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    // Another namespace's pending invitation is still seen, from the cache.
+    w.apply(
+        "UserInvite",
+        "theirs",
+        json!({ "instanceRef": { "name": "lc" }, "email": "theirs@example.com" }),
+    )
+    .await;
+    w.wait_condition("userinvites", "theirs", "Ready", "True", Some("Pending"))
+        .await;
+    w.apply_in(
+        &t,
+        "UserInvite",
+        "copy",
+        json!({ "instanceRef": lc(&w), "email": "Theirs@Example.com" }),
+    )
+    .await;
+    let told = ready_in(&w, &t, "userinvites", "copy", "False", "NotPermitted").await;
+    assert!(
+        told.contains("is owned or declared in another namespace"),
+        "{told}"
+    );
+
+    let lists = |resource: &str| {
+        metric_value(
+            w.http_port,
+            &format!(
+                "librechat_operator_api_requests_total{{verb=\"list\",resource=\"{resource}\"}}"
+            ),
+        )
+    };
+    // The watches' own lists are counted: the figure below is not a count of nothing.
+    assert!(
+        lists("librechatusers") >= 2,
+        "one list per watched namespace"
+    );
+    for i in 0..3 {
+        put_secret(
+            &w.client,
+            &t,
+            &format!("stuck{i}-invite"),
+            &[("token", "mine")],
+        )
+        .await;
+        w.apply_in(
+            &t,
+            "UserInvite",
+            &format!("stuck{i}"),
+            json!({ "instanceRef": lc(&w), "email": format!("stuck{i}@example.com") }),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        ready_in(
+            &w,
+            &t,
+            "userinvites",
+            &format!("stuck{i}"),
+            "False",
+            "SecretNotOwned",
+        )
+        .await;
+    }
+    let (users_before, invites_before) = (lists("librechatusers"), lists("userinvites"));
+    let reconciles = || {
+        metric_value(
+            w.http_port,
+            "librechat_operator_reconciles_total{kind=\"UserInvite\"}",
+        )
+    };
+    let start = reconciles();
+    eventually("each waiting invitation retried at least twice", || async {
+        (reconciles() >= start + 6).then_some(())
+    })
+    .await;
+    assert_eq!(
+        (lists("librechatusers"), lists("userinvites")),
+        (users_before, invites_before),
+        "retries of waiting invitations listed the cluster's users and invites"
+    );
+    assert_eq!(
+        count(&w, "tokens", doc! {}).await,
+        1,
+        "only 'theirs' was issued"
+    );
+}
+
 /// The invitation email goes out at most once: a crash right after sending, before the status
 /// says so, must not send it again when the operator comes back.
 #[tokio::test]

@@ -33,6 +33,7 @@ pub(super) async fn cleanup(
 ) -> Result<Action, ReconcileError> {
     ctx.settled.forget(&uid_of(user));
     ctx.hashed_ahead.forget(&uid_of(user));
+    ctx.mail_failures.succeeded(&uid_of(user));
     let namespace = user.namespace().unwrap_or_default();
     let policy = user.spec.deletion_policy();
     let instance = target::find_instance(ctx, &user.spec.instance_ref, &namespace).await?;
