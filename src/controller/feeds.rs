@@ -24,7 +24,8 @@ pub enum FeedMode {
     Starting,
     /// A MongoDB change stream: within moments.
     ChangeStream,
-    /// The server offers no change stream (a standalone server): at the next resync.
+    /// The server offers no change stream (a standalone server, or a user without the
+    /// `changeStream` action): at the next resync, and asked again every few minutes.
     Resync,
 }
 
@@ -40,6 +41,10 @@ impl FeedMode {
 
 /// The longest wait before opening a broken feed again.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// How often a server that refused change streams is asked again: one converted to a replica
+/// set, or a user granted the `changeStream` action, is followed within moments again
+/// without a restart of the operator.
+const ASK_AGAIN: Duration = Duration::from_secs(300);
 
 /// One instance's feed: the database it follows and the task following it.
 struct Feed {
@@ -127,12 +132,16 @@ impl Feeds {
     }
 }
 
+fn mode_of(feeds: &FeedTable, key: &str) -> Option<FeedMode> {
+    lock(feeds).get(key).map(|feed| feed.mode)
+}
+
 fn lock(feeds: &FeedTable) -> std::sync::MutexGuard<'_, HashMap<String, Feed>> {
     feeds.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Follows `store`'s accounts until aborted (or for good in `Resync` mode, where the server
-/// offers no change stream), opening the feed again where it stopped whenever it breaks.
+/// Follows `store`'s accounts until aborted, opening the feed again where it stopped whenever
+/// it breaks; a server that offers no change stream is asked again every [`ASK_AGAIN`].
 async fn follow(
     key: String,
     store: Store,
@@ -153,9 +162,12 @@ async fn follow(
         match open(&key, &store, &position).await {
             // Refused credentials may be fixed on the server, with the URI unchanged: retried.
             Err(e) if !e.is_retryable() && !e.is_auth_failure() => {
-                tracing::info!(instance = %key, error = %e, "no change stream; following LibreChat at each resync");
+                if mode_of(&feeds, &key) != Some(FeedMode::Resync) {
+                    tracing::info!(instance = %key, error = %e, "no change stream; following LibreChat at each resync");
+                }
                 set(FeedMode::Resync);
-                return;
+                tokio::time::sleep(ASK_AGAIN).await;
+                continue;
             }
             Err(e) => {
                 tracing::warn!(instance = %key, error = %e, "could not open the change stream; retrying");
