@@ -1,15 +1,17 @@
 //! The watch scopes' caches of LibreChatUsers and UserInvites, read where a reconcile would
 //! otherwise ask the API server for objects the operator already holds:
 //!
-//! - whether another namespace declares an email, asked by a tenant's invitation before its
-//!   link is issued. A LIST of every user and invite per reconcile made each new invitation,
-//!   and each retry of one waiting for its Secret, cost the API server the whole cluster's
-//!   users and invites: a tenant could load it at will with a few stuck invitations;
+//! - whether another namespace declares an email, asked by a tenant's invitation on every
+//!   reconcile until its link is issued. A LIST of every user and invite each time made an
+//!   invitation waiting for its Secret (retried every 10 s) cost the API server the whole
+//!   cluster's users and invites: a tenant could load it at will. The caches answer those
+//!   retries; the API server is asked once more right before a link is issued, since a
+//!   cache can lag (a watch re-listing, or cut off until its deadline);
 //! - the LibreChatUsers groups and bans name by `userRef` (a GET per member, per ban, per
-//!   reconcile before).
+//!   reconcile before). The ownership record in the database still decides what they reach.
 //!
 //! Complete only once every scope's caches have synced ([`Context::synced`]); until then the
-//! callers ask the API server.
+//! API server is asked.
 //!
 //! [`Context::synced`]: super::context::Context::synced
 
@@ -19,7 +21,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::context::Context;
-use super::user_watch::{UserIndex, UserKey};
+use super::dependents::list_watched;
 use crate::api::validate::normalize_email;
 use crate::api::{LibreChatUser, UserInvite};
 
@@ -31,68 +33,78 @@ pub struct WatchCaches {
 
 struct ScopeCaches {
     users: Store<LibreChatUser>,
-    users_by_key: Arc<UserIndex>,
     invites: Store<UserInvite>,
 }
 
-/// The objects that declare one email.
+/// The users and invites that declare one email.
 pub struct Declaring {
     pub users: Vec<Arc<LibreChatUser>>,
     pub invites: Vec<Arc<UserInvite>>,
 }
 
+/// Where an answer comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The caches once every scope has synced, else the API server.
+    Caches,
+    /// The API server.
+    ApiServer,
+}
+
 impl WatchCaches {
-    /// Adds one scope's caches (its users' store and index, its invites' store).
-    pub fn add_scope(
-        &self,
-        users: Store<LibreChatUser>,
-        users_by_key: Arc<UserIndex>,
-        invites: Store<UserInvite>,
-    ) {
+    /// Adds one scope's caches.
+    pub fn add_scope(&self, users: Store<LibreChatUser>, invites: Store<UserInvite>) {
         let mut scopes = self.scopes.write().unwrap_or_else(|e| e.into_inner());
-        scopes.push(ScopeCaches {
-            users,
-            users_by_key,
-            invites,
-        });
+        scopes.push(ScopeCaches { users, invites });
     }
 
     /// The LibreChatUser `namespace/name`, as the caches hold it.
-    pub fn user(&self, namespace: &str, name: &str) -> Option<Arc<LibreChatUser>> {
+    fn user(&self, namespace: &str, name: &str) -> Option<Arc<LibreChatUser>> {
         let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
         let wanted = ObjectRef::new(name).within(namespace);
         scopes.iter().find_map(|scope| scope.users.get(&wanted))
     }
 
-    /// The users and invites of every scope that declare `email` (normalized). Complete only
-    /// once every scope's caches have synced: the caller knows whether they have.
-    pub fn declaring(&self, email: &str) -> Declaring {
+    /// Every user and invite the caches hold.
+    fn everything(&self) -> Declaring {
         let scopes = self.scopes.read().unwrap_or_else(|e| e.into_inner());
-        let declares = |declared: &str| normalize_email(declared) == email;
-        let mut found = Declaring {
-            users: Vec::new(),
-            invites: Vec::new(),
-        };
-        for scope in scopes.iter() {
-            let filed = scope
-                .users_by_key
-                .lookup(&[UserKey::Email(email.to_string())]);
-            found.users.extend(
-                filed
-                    .iter()
-                    .filter_map(|r| scope.users.get(r))
-                    .filter(|u| declares(&u.spec.email)),
-            );
-            found.invites.extend(
-                scope
-                    .invites
-                    .state()
-                    .into_iter()
-                    .filter(|i| declares(&i.spec.email)),
-            );
+        Declaring {
+            users: scopes.iter().flat_map(|s| s.users.state()).collect(),
+            invites: scopes.iter().flat_map(|s| s.invites.state()).collect(),
         }
-        found
     }
+}
+
+impl Declaring {
+    fn of(self, email: &str) -> Declaring {
+        let declares = |declared: &str| normalize_email(declared) == email;
+        Declaring {
+            users: self
+                .users
+                .into_iter()
+                .filter(|u| declares(&u.spec.email))
+                .collect(),
+            invites: self
+                .invites
+                .into_iter()
+                .filter(|i| declares(&i.spec.email))
+                .collect(),
+        }
+    }
+}
+
+/// The users and invites of the watched namespaces that declare `email` (normalized).
+pub async fn declaring(ctx: &Context, email: &str, from: Source) -> Result<Declaring, kube::Error> {
+    if from == Source::Caches && ctx.synced() {
+        return Ok(ctx.caches.everything().of(email));
+    }
+    let users = list_watched::<LibreChatUser>(ctx).await?;
+    let invites = list_watched::<UserInvite>(ctx).await?;
+    let everything = Declaring {
+        users: users.into_iter().map(Arc::new).collect(),
+        invites: invites.into_iter().map(Arc::new).collect(),
+    };
+    Ok(everything.of(email))
 }
 
 /// The LibreChatUser `namespace/name`: from the caches once every scope has synced, else (at

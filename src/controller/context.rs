@@ -116,12 +116,11 @@ impl Context {
     /// Called when one watch scope's caches have synced; the operator is ready once every
     /// scope has.
     pub fn scope_synced(&self) {
-        let scopes = self.settings.namespaces.len().max(1);
         if self
             .synced_scopes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1
-            >= scopes
+            >= self.scopes()
         {
             self.health.set(crate::health::Readiness::Serving);
             tracing::info!("caches synced; reconciling");
@@ -130,8 +129,12 @@ impl Context {
 
     /// Whether every watch scope's caches have synced (and so hold every watched object).
     pub fn synced(&self) -> bool {
-        self.synced_scopes.load(std::sync::atomic::Ordering::SeqCst)
-            >= self.settings.namespaces.len().max(1)
+        self.synced_scopes.load(std::sync::atomic::Ordering::SeqCst) >= self.scopes()
+    }
+
+    /// How many watch scopes run: one per watched namespace, or one for all of them.
+    fn scopes(&self) -> usize {
+        self.settings.namespaces.len().max(1)
     }
 
     /// Publishes an event on `obj`. Events are a courtesy: failing to publish one is logged,

@@ -12,7 +12,7 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
 use super::audit::Change;
-use super::caches::Declaring;
+use super::caches::{declaring, Source};
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
@@ -531,9 +531,8 @@ async fn follow(
         // Before whether the account exists: another team's account and another team's
         // pending invitation must read the same to a tenant.
         let tenancy = Tenancy::of(&target.instance, &namespace);
-        if let Some(why) =
-            declared_elsewhere(ctx, store, &target.instance, &tenancy, &email).await?
-        {
+        let checked = (store, &target.instance, &tenancy, email.as_str());
+        if let Some(why) = declared_elsewhere(ctx, checked, Source::Caches).await? {
             return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
         }
         if account.is_some() {
@@ -701,6 +700,14 @@ async fn issue(
             ))
         }
     };
+    // The caches answered every try until now; a cache can lag, so before a link exists the
+    // API server says whether another namespace declares the email (once per link, and
+    // never for an invitation still waiting for its Secret).
+    let tenancy = Tenancy::of(&target.instance, &invite.namespace().unwrap_or_default());
+    let checked = (store, &target.instance, &tenancy, email);
+    if let Some(why) = declared_elsewhere(ctx, checked, Source::ApiServer).await? {
+        return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+    }
     let hash = hash_token(&raw);
     let owner = format!(
         "{}/{}",
@@ -804,13 +811,12 @@ async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, Reconcile
 }
 
 /// Why a tenant may not invite `email`, if it may not: another namespace owns the account or
-/// declares it (a LibreChatUser or a UserInvite pointing at the same instance).
+/// declares it (a LibreChatUser or a UserInvite pointing at the same instance), as `from`
+/// tells.
 async fn declared_elsewhere(
     ctx: &Context,
-    store: &Store,
-    instance: &crate::api::LibreChatInstance,
-    tenancy: &Tenancy,
-    email: &str,
+    (store, instance, tenancy, email): (&Store, &LibreChatInstance, &Tenancy, &str),
+    from: Source,
 ) -> Result<Option<String>, ReconcileError> {
     if tenancy.administers {
         return Ok(None);
@@ -826,30 +832,12 @@ async fn declared_elsewhere(
             return Ok(Some(refusal()));
         }
     }
-    let declaring = declaring(ctx, email).await?;
+    let declaring = declaring(ctx, email, from).await?;
     let user_elsewhere = declaring.users.iter().any(|u| {
-        elsewhere(u.namespace())
-            && normalize_email(&u.spec.email) == email
-            && target::points_at(&u.spec.instance_ref, u.as_ref(), instance)
+        elsewhere(u.namespace()) && target::points_at(&u.spec.instance_ref, u.as_ref(), instance)
     });
     let invite_elsewhere = declaring.invites.iter().any(|i| {
-        elsewhere(i.namespace())
-            && normalize_email(&i.spec.email) == email
-            && target::points_at(&i.spec.instance_ref, i.as_ref(), instance)
+        elsewhere(i.namespace()) && target::points_at(&i.spec.instance_ref, i.as_ref(), instance)
     });
     Ok((user_elsewhere || invite_elsewhere).then(refusal))
-}
-
-/// The users and invites declaring `email`: from the caches once every scope has synced, else
-/// (at start-up) from the API server.
-async fn declaring(ctx: &Context, email: &str) -> Result<Declaring, kube::Error> {
-    if ctx.synced() {
-        return Ok(ctx.caches.declaring(email));
-    }
-    let users = super::dependents::list_watched::<crate::api::LibreChatUser>(ctx).await?;
-    let invites = super::dependents::list_watched::<UserInvite>(ctx).await?;
-    Ok(Declaring {
-        users: users.into_iter().map(Arc::new).collect(),
-        invites: invites.into_iter().map(Arc::new).collect(),
-    })
 }

@@ -343,7 +343,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let synced_users = watched.store.clone();
     let users_reading_secrets = watched.store.clone();
     let every_user = watched.store.clone();
-    let users_by_email = (watched.store.clone(), watched.index.clone());
+    let cached_users = watched.store.clone();
     let by_instance = watched.store;
     let list_gate = watched.list_gate;
     let (by_account, by_secret) = (watched.index.clone(), watched.index);
@@ -432,8 +432,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let invites_by_instance = invites.store();
     let synced_invites = invites.store();
     let invites_by_email = invites.store();
-    ctx.caches
-        .add_scope(users_by_email.0, users_by_email.1, invites.store());
+    ctx.caches.add_scope(cached_users, invites.store());
     let registered = ctx.feeds.subscribe().flat_map(move |change| {
         futures::stream::iter(woken_by(&invites_by_email, &change, invite_concerned))
     });
