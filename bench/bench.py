@@ -653,6 +653,7 @@ def resync_and_restart(op, ns):
 
     def measure(trigger):
         before = holder["op"]
+        status0 = instance_status(ns)
         s0, rc0, r0, a0 = before.store_ops(), before.reconciles(), redis_cmdstats(), api_requests()
         t = time.time()
         trigger()
@@ -687,6 +688,9 @@ def resync_and_restart(op, ns):
             "writes": write_count(delta) + redis_writes + api_writes,
             "mongo_reads_per_account": round(mongo_reads(delta) / N, 3),
             "api_requests_per_account": round(max(0, sum(x for (_, r, _), x in api.items() if r in OPERATOR_RESOURCES)) / N, 3),
+            # What the instance's status writes changed, to tell the trigger's own writes from
+            # any other.
+            "instance_status_changed": status_changes(status0, instance_status(ns)),
         }
 
     def force():
@@ -705,6 +709,23 @@ def resync_and_restart(op, ns):
     set_resync(ns, "120s")
     settle(holder["op"])
     return holder["op"], figures
+
+
+def instance_status(ns):
+    inst = json.loads(kubectl("get", "librechatinstance", "lc", "-n", ns, "-o", "json"))
+    return inst.get("status", {})
+
+
+def status_changes(old, new):
+    """The status fields that differ, conditions by type (their times left out)."""
+    def flat(status):
+        out = {k: v for k, v in status.items() if k not in ("conditions", "stats")}
+        out.update({f"stats.{k}": v for k, v in (status.get("stats") or {}).items()})
+        for c in status.get("conditions") or []:
+            out[f"conditions.{c.get('type')}"] = {k: v for k, v in c.items() if k != "lastTransitionTime"}
+        return out
+    a, b = flat(old), flat(new)
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def set_resync(ns, period):

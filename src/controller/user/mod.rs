@@ -544,17 +544,28 @@ async fn read_password(
 /// The minimum password length is part of it: a password verified against a shorter
 /// minimum is checked again.
 fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
-    // The instance's generation: a change of its tenant policy (a right revoked) is checked
-    // on the full path, not passed over as settled.
+    // The instance's spec: a change of its tenant policy (a right revoked) is checked on the
+    // full path, not passed over as settled.
     format!(
         "{}/{}/{}/{}/{}/{}",
         user.metadata.generation.unwrap_or_default(),
         plan.password_version().unwrap_or("-"),
         plan.instance.spec.min_password_length(),
         plan.instance.uid().unwrap_or_default(),
-        plan.instance.metadata.generation.unwrap_or_default(),
+        instance_digest(&plan.instance),
         id.to_hex()
     )
+}
+
+/// A digest of the instance's spec, its `resyncPeriod` left out: a new period changes how
+/// often accounts are compared, never what they may be, so tuning it does not send every
+/// account of the instance down the full path again.
+fn instance_digest(instance: &LibreChatInstance) -> String {
+    use sha2::{Digest, Sha256};
+    let mut spec = instance.spec.clone();
+    spec.resync_period = None;
+    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
+    hex::encode(&Sha256::digest(&bytes)[..12])
 }
 
 /// The password Secret's version as the watch has it, when this process has verified the
@@ -647,5 +658,32 @@ pub(super) fn no_password_message(user: &LibreChatUser) -> String {
             "{} accounts log in through their identity provider",
             user.spec.provider().as_str()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(spec: serde_json::Value) -> LibreChatInstance {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatInstance",
+            "metadata": { "name": "lc", "namespace": "chat" }, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// A settled account is verified again when the instance's policy changes, not when only
+    /// its resync period does.
+    #[test]
+    fn the_settled_mark_outlives_a_new_resync_period_but_not_a_new_policy() {
+        let mongo = serde_json::json!({ "uriSecretRef": { "name": "s", "key": "mongo" } });
+        let base = instance(serde_json::json!({ "mongo": mongo, "resyncPeriod": "5m" }));
+        let retuned = instance(serde_json::json!({ "mongo": mongo, "resyncPeriod": "1h" }));
+        let narrowed = instance(serde_json::json!({
+            "mongo": mongo, "resyncPeriod": "5m", "allowedNamespaces": ["team-a"],
+        }));
+        assert_eq!(instance_digest(&base), instance_digest(&retuned));
+        assert_ne!(instance_digest(&base), instance_digest(&narrowed));
     }
 }
