@@ -557,15 +557,21 @@ fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> Strin
     )
 }
 
-/// A digest of the instance's spec, its `resyncPeriod` left out: a new period changes how
-/// often accounts are compared, never what they may be, so tuning it does not send every
-/// account of the instance down the full path again.
+/// A digest of the instance's spec, its `resyncPeriod` and `deletionGuard` left out: they
+/// change how often accounts are compared and how fast they may be deleted (read at each
+/// deletion), never what an account may be, so tuning them (a bulk deletion's
+/// `confirmedUntil`, say) does not send every account of the instance down the full path.
 fn instance_digest(instance: &LibreChatInstance) -> String {
     use sha2::{Digest, Sha256};
     let mut spec = instance.spec.clone();
     spec.resync_period = None;
-    let bytes = serde_json::to_vec(&spec).unwrap_or_default();
-    hex::encode(&Sha256::digest(&bytes)[..12])
+    spec.deletion_guard = None;
+    match serde_json::to_vec(&spec) {
+        Ok(bytes) => hex::encode(&Sha256::digest(&bytes)[..12]),
+        // Never the same twice, so never settled: a digest that cannot be taken must not
+        // make every spec read alike.
+        Err(_) => format!("unhashable-{}", rand::random::<u64>()),
+    }
 }
 
 /// The password Secret's version as the watch has it, when this process has verified the
@@ -674,12 +680,15 @@ mod tests {
     }
 
     /// A settled account is verified again when the instance's policy changes, not when only
-    /// its resync period does.
+    /// its resync period or its deletion guard does.
     #[test]
-    fn the_settled_mark_outlives_a_new_resync_period_but_not_a_new_policy() {
+    fn the_settled_mark_outlives_a_new_resync_period_or_guard_but_not_a_new_policy() {
         let mongo = serde_json::json!({ "uriSecretRef": { "name": "s", "key": "mongo" } });
         let base = instance(serde_json::json!({ "mongo": mongo, "resyncPeriod": "5m" }));
-        let retuned = instance(serde_json::json!({ "mongo": mongo, "resyncPeriod": "1h" }));
+        let retuned = instance(serde_json::json!({
+            "mongo": mongo, "resyncPeriod": "1h",
+            "deletionGuard": { "confirmedUntil": "2026-12-02T18:00:00Z" },
+        }));
         let narrowed = instance(serde_json::json!({
             "mongo": mongo, "resyncPeriod": "5m", "allowedNamespaces": ["team-a"],
         }));
