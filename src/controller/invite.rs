@@ -575,7 +575,17 @@ async fn follow(
         Some(_) => {}
         None => {
             // LibreChat deletes the token before it validates the registration form, so a
-            // failed attempt (say, a short password) burns the link; it is put back.
+            // failed attempt (say, a short password) burns the link; it is put back. Not for
+            // a tenant whose email another namespace declared meanwhile (its namespace was
+            // taken out of the instance and admitted again, say): a link is never written
+            // over another team's declaration.
+            let tenancy = Tenancy::of(&target.instance, &namespace);
+            let checked = (store, &target.instance, &tenancy, email.as_str());
+            for from in [Source::Caches, Source::ApiServer] {
+                if let Some(why) = declared_elsewhere(ctx, checked, from).await? {
+                    return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+                }
+            }
             store
                 .ensure_invite_token(&email, &token_hash, expires_ms)
                 .await?;

@@ -3217,6 +3217,61 @@ async fn a_namespace_taken_out_of_the_instance_invites_nobody() {
     w.contract_check(link(true));
 }
 
+/// The attack: a tenant's invitation waits out its namespace's suspension while the
+/// administrators declare the same email for someone else; when the namespace is admitted
+/// again, its link must not come back over that declaration.
+#[tokio::test]
+async fn a_link_does_not_come_back_over_a_declaration_made_while_its_namespace_was_out() {
+    let (w, t) = tenant_world("tr-inv-back", json!({})).await;
+    let invite = json!({ "instanceRef": lc(&w), "email": "later-theirs@example.com" });
+    w.apply_in(&t, "UserInvite", "early", invite).await;
+    ready_in(&w, &t, "userinvites", "early", "True", "TokenOnly").await;
+    let tokens = doc! { "email": "later-theirs@example.com" };
+    assert_eq!(count(&w, "tokens", tokens.clone()).await, 1);
+
+    w.ready_instance("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    ready_in(
+        &w,
+        &t,
+        "userinvites",
+        "early",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    eventually("the link to stop working", || async {
+        (count(&w, "tokens", tokens.clone()).await == 0).then_some(())
+    })
+    .await;
+    // Meanwhile the administrators declare the email (its account waits for a password).
+    w.apply(
+        "LibreChatUser",
+        "theirs",
+        crate::user::local_user("later-theirs@example.com", "not-yet"),
+    )
+    .await;
+    w.wait_condition(
+        "librechatusers",
+        "theirs",
+        "Ready",
+        "False",
+        Some("SecretNotFound"),
+    )
+    .await;
+
+    w.ready_instance("lc", json!({ "allowedNamespaces": [t.clone()] }))
+        .await;
+    let told = ready_in(&w, &t, "userinvites", "early", "False", "NotPermitted").await;
+    assert!(
+        told.contains("is owned or declared in another namespace"),
+        "{told}"
+    );
+    // A few resyncs: the link stays gone.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(count(&w, "tokens", tokens).await, 0, "the link came back");
+}
+
 /// The attack: a team that may create objects in its own namespace (the chart's `admin` role
 /// lets namespace admins create instances) makes a LibreChatInstance there on the shared
 /// database, which it then administers, and takes over an account it does not own as ADMIN.
