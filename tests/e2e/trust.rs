@@ -32,6 +32,25 @@ pub(crate) fn lc(w: &World) -> Value {
     json!({ "name": "lc", "namespace": w.ns.clone() })
 }
 
+/// A LibreChatUser `name` in the instance's namespace declaring `email`, with no account
+/// behind it yet (its password Secret is missing).
+async fn declared_without_account(w: &World, name: &str, email: &str) {
+    w.apply(
+        "LibreChatUser",
+        name,
+        crate::user::local_user(email, "not-yet"),
+    )
+    .await;
+    w.wait_condition(
+        "librechatusers",
+        name,
+        "Ready",
+        "False",
+        Some("SecretNotFound"),
+    )
+    .await;
+}
+
 /// Waits for `Ready` of `ns/name` to have `status` and `reason`; returns its message.
 async fn ready_in(
     w: &World,
@@ -2538,20 +2557,7 @@ async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
     )
     .await;
     // Declared in the instance's namespace, not created yet (its password Secret is missing).
-    w.apply(
-        "LibreChatUser",
-        "later",
-        crate::user::local_user("later@example.com", "not-yet"),
-    )
-    .await;
-    w.wait_condition(
-        "librechatusers",
-        "later",
-        "Ready",
-        "False",
-        Some("SecretNotFound"),
-    )
-    .await;
+    declared_without_account(&w, "later", "later@example.com").await;
     assert!(w.find_user("later@example.com").await.is_none());
 
     w.apply_in(
@@ -3245,20 +3251,7 @@ async fn a_link_does_not_come_back_over_a_declaration_made_while_its_namespace_w
     })
     .await;
     // Meanwhile the administrators declare the email (its account waits for a password).
-    w.apply(
-        "LibreChatUser",
-        "theirs",
-        crate::user::local_user("later-theirs@example.com", "not-yet"),
-    )
-    .await;
-    w.wait_condition(
-        "librechatusers",
-        "theirs",
-        "Ready",
-        "False",
-        Some("SecretNotFound"),
-    )
-    .await;
+    declared_without_account(&w, "theirs", "later-theirs@example.com").await;
 
     w.ready_instance("lc", json!({ "allowedNamespaces": [t.clone()] }))
         .await;
