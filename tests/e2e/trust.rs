@@ -32,6 +32,13 @@ pub(crate) fn lc(w: &World) -> Value {
     json!({ "name": "lc", "namespace": w.ns.clone() })
 }
 
+/// The tenant `t` invites `email` as `name`; returns what its refusal (`NotPermitted`) says.
+async fn tenant_invite_refused(w: &World, t: &str, name: &str, email: &str) -> String {
+    let invite = json!({ "instanceRef": lc(w), "email": email });
+    w.apply_in(t, "UserInvite", name, invite).await;
+    ready_in(w, t, "userinvites", name, "False", "NotPermitted").await
+}
+
 /// A LibreChatUser `name` in the instance's namespace declaring `email`, with no account
 /// behind it yet (its password Secret is missing).
 async fn declared_without_account(w: &World, name: &str, email: &str) {
@@ -2560,14 +2567,7 @@ async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
     declared_without_account(&w, "later", "later@example.com").await;
     assert!(w.find_user("later@example.com").await.is_none());
 
-    w.apply_in(
-        &t,
-        "UserInvite",
-        "sneak",
-        json!({ "instanceRef": lc(&w), "email": "Later@Example.com" }),
-    )
-    .await;
-    let told = ready_in(&w, &t, "userinvites", "sneak", "False", "NotPermitted").await;
+    let told = tenant_invite_refused(&w, &t, "sneak", "Later@Example.com").await;
     // The same words as for an account another namespace owns: no pending-invite probe.
     assert!(
         told.contains("is owned or declared in another namespace"),
@@ -2593,14 +2593,7 @@ async fn a_tenant_cannot_invite_an_email_declared_elsewhere() {
     .await;
     w.wait_condition("librechatusers", "owned", "Ready", "True", None)
         .await;
-    w.apply_in(
-        &t,
-        "UserInvite",
-        "probe",
-        json!({ "instanceRef": lc(&w), "email": "owned@example.com" }),
-    )
-    .await;
-    let told_owned = ready_in(&w, &t, "userinvites", "probe", "False", "NotPermitted").await;
+    let told_owned = tenant_invite_refused(&w, &t, "probe", "owned@example.com").await;
     assert_eq!(
         told_owned.replace("owned@example.com", "<email>"),
         told.replace("later@example.com", "<email>"),
@@ -2647,14 +2640,7 @@ async fn waiting_invitations_do_not_list_the_cluster_on_every_retry() {
     .await;
     w.wait_condition("userinvites", "theirs", "Ready", "True", Some("Pending"))
         .await;
-    w.apply_in(
-        &t,
-        "UserInvite",
-        "copy",
-        json!({ "instanceRef": lc(&w), "email": "Theirs@Example.com" }),
-    )
-    .await;
-    let told = ready_in(&w, &t, "userinvites", "copy", "False", "NotPermitted").await;
+    let told = tenant_invite_refused(&w, &t, "copy", "Theirs@Example.com").await;
     assert!(
         told.contains("is owned or declared in another namespace"),
         "{told}"
