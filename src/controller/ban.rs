@@ -23,7 +23,7 @@ use crate::api::ban::UserBanStatus;
 use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::validate::{check_email, BanWindow};
 use crate::api::{LibreChatInstance, UserBan};
-use crate::librechat::bans::{email_subject, owner_subject, BanShare, BanTarget, Lifted};
+use crate::librechat::bans::{email_subject, owner_subject, BanShare, BanTarget, Counters, Lifted};
 use crate::librechat::{Store, StoreError};
 
 /// How soon a ban waiting for its account looks again (accounts LibreChat registers itself
@@ -193,7 +193,8 @@ async fn withdraw_if_not_permitted(
     if refused.ready.reason != reason::NOT_PERMITTED {
         return Ok(refused);
     }
-    let lifted = lift_all(&target.stores.store, &ban.uid().unwrap_or_default()).await?;
+    let uid = ban.uid().unwrap_or_default();
+    let lifted = lift_all(&target.stores.store, &uid, Counters::Keep).await?;
     for (banned, _) in lifted.iter().filter(|(_, l)| *l != Lifted::NotHeld) {
         let note = format!(
             "lifted the ban of {}: this namespace may not ban it",
@@ -216,7 +217,13 @@ async fn expire(
     target: &Target,
     window: &BanWindow,
 ) -> Result<Outcome, ReconcileError> {
-    let lifted = lift_all(&target.stores.store, &ban.uid().unwrap_or_default()).await?;
+    let counters = counters_on_lift(&target.instance, ban);
+    let lifted = lift_all(
+        &target.stores.store,
+        &ban.uid().unwrap_or_default(),
+        counters,
+    )
+    .await?;
     let why = reason_suffix(ban);
     for (banned, _) in lifted.iter().filter(|(_, l)| *l != Lifted::NotHeld) {
         let note = format!("the ban of {} ended{why}", target_label(banned));
@@ -275,7 +282,7 @@ async fn enforce(
         .map(|h| &h.target)
         .filter(|t| **t != banned.target)
     {
-        store.unban(old, &uid).await?;
+        store.unban(old, &uid, Counters::Keep).await?;
         let note = format!(
             "the banned identity now has account {label}; lifted the ban of {}",
             target_label(old)
@@ -521,7 +528,9 @@ async fn cleanup(
     let lifted = match &instance {
         None => Err(format!("LibreChatInstance '{}' no longer exists, so the ban cannot be lifted from its database; re-create the instance (the ban stays in force meanwhile)", ban.spec.instance_ref.name)),
         Some(instance) => match target::cleanup_stores(ctx, instance, &namespace, true).await {
-            Ok(stores) => lift_all(&stores.store, &uid).await.map_err(|e| e.to_string()),
+            Ok(stores) => lift_all(&stores.store, &uid, counters_on_lift(instance, ban))
+                .await
+                .map_err(|e| e.to_string()),
             Err(why) => Err(why),
         },
     };
@@ -551,10 +560,24 @@ async fn cleanup(
     }
 }
 
-async fn lift_all(store: &Store, uid: &str) -> Result<Vec<(BanTarget, Lifted)>, StoreError> {
+/// Only the instance's administrators forgive: their ban's end (or deletion) clears the
+/// violation counters LibreChat kept for the account. A tenant's ban leaves them, so banning
+/// and lifting its own account is no way to wipe LibreChat's record of what it did.
+fn counters_on_lift(instance: &LibreChatInstance, ban: &UserBan) -> Counters {
+    match Tenancy::of(instance, &ban.namespace().unwrap_or_default()).administers {
+        true => Counters::Reset,
+        false => Counters::Keep,
+    }
+}
+
+async fn lift_all(
+    store: &Store,
+    uid: &str,
+    counters: Counters,
+) -> Result<Vec<(BanTarget, Lifted)>, StoreError> {
     let mut results = Vec::new();
     for held in store.shares_of(uid).await? {
-        let lifted = store.unban(&held.target, uid).await?;
+        let lifted = store.unban(&held.target, uid, counters).await?;
         results.push((held.target, lifted));
     }
     Ok(results)

@@ -115,6 +115,18 @@ pub struct EffectiveBan {
     pub user_id: Option<String>,
 }
 
+/// What lifting the last ban in force does to the user's violation counters (LibreChat's
+/// record of abuse, which it bans on when they reach its thresholds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counters {
+    /// Cleared, so the next violation does not re-ban at once: the instance's administrators
+    /// lifting a ban they declared forgive what led to it.
+    Reset,
+    /// Left as LibreChat counted them: a tenant lifting its own ban (or a ban being moved)
+    /// must not wipe LibreChat's record of what its accounts did.
+    Keep,
+}
+
 /// What lifting a share left behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lifted {
@@ -225,7 +237,7 @@ impl Store {
             user_id: share.user_id.clone(),
         };
         Ok(self
-            .settle(target, &share.owner_uid)
+            .settle(target, &share.owner_uid, Counters::Keep)
             .await?
             .unwrap_or(fallback))
     }
@@ -233,7 +245,12 @@ impl Store {
     /// Removes `owner_uid`'s share of `target`; lifts the ban entirely when none is left in
     /// force. A share already gone writes nothing, so lifting twice lifts once; a lift of it
     /// cut short before the rewrite is finished.
-    pub async fn unban(&self, target: &BanTarget, owner_uid: &str) -> Result<Lifted, StoreError> {
+    pub async fn unban(
+        &self,
+        target: &BanTarget,
+        owner_uid: &str,
+        counters: Counters,
+    ) -> Result<Lifted, StoreError> {
         self.absorb_native_ban(target).await?;
         let key = target.bans_key();
         let shares = self.collection(SHARES);
@@ -259,7 +276,7 @@ impl Store {
             return Ok(Lifted::NotHeld);
         }
         crate::fault::crash_point("after-ban-share-removed");
-        Ok(match self.settle(target, owner_uid).await? {
+        Ok(match self.settle(target, owner_uid, counters).await? {
             Some(_) => Lifted::StillBanned,
             None => Lifted::Free,
         })
@@ -334,6 +351,7 @@ impl Store {
         &self,
         target: &BanTarget,
         owner_uid: &str,
+        counters: Counters,
     ) -> Result<Option<EffectiveBan>, StoreError> {
         let key = target.bans_key();
         for _ in 0..SETTLE_ATTEMPTS {
@@ -347,7 +365,7 @@ impl Store {
                 Some(ban) if ours_live => self.write_ban(target, ban).await?,
                 // Only LibreChat's own ban is left: it gets its own document back.
                 Some(_) => self.restore_native_ban(target, &shares).await?,
-                None => self.lift(target, true).await?,
+                None => self.lift(target, counters == Counters::Reset).await?,
             }
             if self.ban_shares(&key).await?.1 == rev {
                 // Every change up to `rev` is written out now.

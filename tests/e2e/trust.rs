@@ -1934,6 +1934,44 @@ async fn a_tenants_email_ban_does_not_follow_the_email_to_another_namespaces_acc
     );
 }
 
+/// The attack: LibreChat counts an account's violations and bans it at its thresholds; the
+/// tenant that owns the account bans and lifts it to wipe that record. Only the instance's
+/// administrators forgive: their lift clears the counters, a tenant's leaves them.
+#[tokio::test]
+async fn a_tenant_cannot_wipe_librechats_violation_counters_by_banning_its_own_account() {
+    let (w, t) = tenant_world("tr-ban-forgive", json!({})).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "rowdy@example.com" });
+    w.apply_in(&t, "LibreChatUser", "rowdy", spec).await;
+    let id = status_user_id(&w, &t, "rowdy").await;
+    let bans_key = format!("BANS:{}", id.to_hex());
+    let counter = format!("violations:message_limit:message_limit:{}", id.to_hex());
+    let mut r = redis().await;
+    let _: () = r.set(&counter, 19).await.unwrap();
+
+    let by_ref = json!({ "instanceRef": lc(&w), "userRef": { "name": "rowdy" } });
+    w.apply_in(&t, "UserBan", "self-ban", by_ref).await;
+    ready_in(&w, &t, "userbans", "self-ban", "True", "Banned").await;
+    delete_in(&w.client, &t, "UserBan", "self-ban").await;
+    wait_gone_in(&w, &t, "userbans", "self-ban").await;
+    assert!(
+        log_doc(&w, &bans_key).await.is_none(),
+        "the tenant's ban is lifted"
+    );
+    let kept: Option<i64> = r.get(&counter).await.unwrap();
+    assert_eq!(kept, Some(19), "LibreChat's violation counter must stay");
+
+    // The administrators' ban of the same account, lifted, forgives.
+    let by_email = json!({ "instanceRef": { "name": "lc" }, "email": "rowdy@example.com" });
+    w.apply("UserBan", "forgiven", by_email).await;
+    w.wait_condition("userbans", "forgiven", "Ready", "True", Some("Banned"))
+        .await;
+    w.delete("UserBan", "forgiven").await;
+    w.wait_gone("userbans", "forgiven").await;
+    assert!(log_doc(&w, &bans_key).await.is_none());
+    let cleared: bool = r.exists(&counter).await.unwrap();
+    assert!(!cleared, "the administrators' lift clears the counters");
+}
+
 /// The attack: a tenant keeps the claim of an email whose account went (its LibreChatUser
 /// stalled), the person registers again under that email, and the tenant bans the email. The
 /// claim names the old account only: the new one is not the tenant's to lock out.
