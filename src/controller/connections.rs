@@ -60,7 +60,14 @@ pub struct Stores {
     /// Serializes the deletion guard's count-and-record, so that parallel deletions cannot
     /// all slip under the limit.
     pub deletion_guard: Arc<tokio::sync::Mutex<()>>,
+    /// Which MongoDB connection these stores write through: a new number whenever the
+    /// instance's MongoDB URI changes (a restored or migrated database, say), so what was
+    /// verified through the old one is not taken as verified in the new one.
+    pub database_epoch: u64,
 }
+
+/// The next `database_epoch`: unique within the process.
+static NEXT_DATABASE_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Stores {
     /// Why cleanups that must clear LibreChat's Redis entries cannot run now: Redis is
@@ -241,35 +248,38 @@ impl Connections {
                 _ => None,
             }
         };
-        let (mongo_side, indexes_ensured, stats_taken, deletion_guard) = match &previous {
-            // Same MongoDB URI: keep the MongoDB side (pool, reads, records).
-            Some(stores) => (
-                stores.store.clone(),
-                stores.indexes_ensured.clone(),
-                stores.stats_taken.clone(),
-                stores.deletion_guard.clone(),
-            ),
-            None => {
-                let (_client, db) = match connect_mongo(mongo_uri.trim()).await {
-                    Ok(connected) => connected,
-                    Err(e) => {
-                        let problem = ConnectProblem::connect(MONGO_REACHABLE, e);
-                        *last_failure = Some(Failed {
-                            at: std::time::Instant::now(),
-                            fingerprint,
-                            problem: problem.clone(),
-                        });
-                        return Err(problem);
-                    }
-                };
-                (
-                    Store::new(db, None),
-                    Default::default(),
-                    Default::default(),
-                    self.deletion_guard_of(&mongo_fingerprint),
-                )
-            }
-        };
+        let (mongo_side, indexes_ensured, stats_taken, deletion_guard, database_epoch) =
+            match &previous {
+                // Same MongoDB URI: keep the MongoDB side (pool, reads, records).
+                Some(stores) => (
+                    stores.store.clone(),
+                    stores.indexes_ensured.clone(),
+                    stores.stats_taken.clone(),
+                    stores.deletion_guard.clone(),
+                    stores.database_epoch,
+                ),
+                None => {
+                    let (_client, db) = match connect_mongo(mongo_uri.trim()).await {
+                        Ok(connected) => connected,
+                        Err(e) => {
+                            let problem = ConnectProblem::connect(MONGO_REACHABLE, e);
+                            *last_failure = Some(Failed {
+                                at: std::time::Instant::now(),
+                                fingerprint,
+                                problem: problem.clone(),
+                            });
+                            return Err(problem);
+                        }
+                    };
+                    (
+                        Store::new(db, None),
+                        Default::default(),
+                        Default::default(),
+                        self.deletion_guard_of(&mongo_fingerprint),
+                        NEXT_DATABASE_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    )
+                }
+            };
         let (redis, redis_problem) = match redis_uri {
             None => (None, None),
             Some(Err(problem)) => (None, Some(problem)),
@@ -287,6 +297,7 @@ impl Connections {
             indexes_ensured,
             stats_taken,
             deletion_guard,
+            database_epoch,
         };
         self.entries.lock().await.insert(
             key,

@@ -276,3 +276,61 @@ async fn a_feed_opened_where_the_last_one_stopped_misses_nothing_in_between() {
         "the registration made while the feed was closed was not handed over"
     );
 }
+
+/// The instance's Secret is pointed at a database restored from a backup of LibreChat's
+/// accounts without the operator's records (a restore, a migration). An account verified in
+/// the old database is not taken as verified in the new one: the resync reads its ownership
+/// record there, finds none, and stops managing it. Before, the settled mark outlived the
+/// move, and the account read Ready, managed, until the operator restarted.
+#[tokio::test]
+async fn an_account_verified_in_the_old_database_is_verified_again_in_the_new_one() {
+    let w = World::with_instance("feed-restore", json!({ "resyncPeriod": "3s" })).await;
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "restored@example.com" });
+    w.apply("LibreChatUser", "restored", spec).await;
+    w.wait_condition("librechatusers", "restored", "Ready", "True", None)
+        .await;
+    // Settled: a few resyncs pass on the one-read shortcut.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let restored_to = format!("{}_restored", w.db_name);
+    let new_db = w.db.client().database(&restored_to);
+    let account = w.find_user("restored@example.com").await.unwrap();
+    new_db
+        .collection::<mongodb::bson::Document>("users")
+        .insert_one(&account)
+        .await
+        .unwrap();
+    w.secret(
+        "lc-stores",
+        &[
+            ("mongo", &mongo_uri_for(&restored_to)),
+            ("redis", &env("REDIS_URL")),
+        ],
+    )
+    .await;
+    let let_go = within(Duration::from_secs(40), || async {
+        let obj = w.get("librechatusers", "restored").await?;
+        let ready = condition(&obj, "Ready")?;
+        (ready.status == "False").then_some(ready.reason)
+    })
+    .await;
+    let records = new_db
+        .collection::<mongodb::bson::Document>("librechat_operator_owners")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    let _ = new_db.drop().await;
+    assert_eq!(
+        let_go.as_deref(),
+        Some("AlreadyExists"),
+        "an account with no ownership record in the new database stayed managed"
+    );
+    assert_eq!(records, 0, "nothing may be claimed in the new database");
+    assert_eq!(
+        w.find_user("restored@example.com")
+            .await
+            .map(|u| u.get_object_id("_id").ok()),
+        Some(account.get_object_id("_id").ok()),
+        "the old database keeps its account"
+    );
+}

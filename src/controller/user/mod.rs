@@ -539,20 +539,22 @@ async fn read_password(
     }
 }
 
-/// What a settled object was verified for: a change of generation, password version or
-/// instance makes the next reconcile verify the ownership record again.
+/// What a settled object was verified for: a change of generation, password version,
+/// instance or database connection (the instance's MongoDB URI) makes the next reconcile
+/// verify the ownership record again.
 /// The minimum password length is part of it: a password verified against a shorter
 /// minimum is checked again.
 fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
     // The instance's spec: a change of its tenant policy (a right revoked) is checked on the
     // full path, not passed over as settled.
     format!(
-        "{}/{}/{}/{}/{}/{}",
+        "{}/{}/{}/{}/{}/{}/{}",
         user.metadata.generation.unwrap_or_default(),
         plan.password_version().unwrap_or("-"),
         plan.instance.spec.min_password_length(),
         plan.instance.uid().unwrap_or_default(),
         instance_digest(&plan.instance),
+        plan.stores.database_epoch,
         id.to_hex()
     )
 }
