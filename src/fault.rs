@@ -4,6 +4,7 @@
 //! load of a cached value. Points: `after-password-hash` (the new hash is written, the
 //! sessions are not yet revoked), `after-role-change` (the role is written, the caches are not
 //! yet dropped), `after-invite-email` (the email went out, the status says nothing yet),
+//! `after-invite-secret` (an invitation's Secret with its link made, nothing recorded yet),
 //! `after-grant-balance` (a grant is credited and marked pending, its transaction not yet
 //! saved), `after-grant-transaction` (saved, the mark not yet removed), `after-terms-promise`
 //! (a new terms version is recorded as pending, nobody reset yet), `after-terms-reset`

@@ -524,7 +524,7 @@ async fn follow(
     // of the account. An invitation issued before the policy said so runs its course.
     let refusal = Tenancy::of(&target.instance, &namespace).email_refusal(&email);
     if let Some(why) = refusal.filter(|_| recorded.is_none()) {
-        return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+        return refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await;
     }
     let account = store.find_user_by_email(&email).await?;
     let Some(token_hash) = recorded.map(|r| r.token_hash) else {
@@ -533,14 +533,11 @@ async fn follow(
         let tenancy = Tenancy::of(&target.instance, &namespace);
         let checked = (store, &target.instance, &tenancy, email.as_str());
         if let Some(why) = declared_elsewhere(ctx, checked, Source::Caches).await? {
-            return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+            return refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await;
         }
         if account.is_some() {
-            return Ok(Outcome::stalled(
-                invite,
-                "AlreadyRegistered",
-                format!("a LibreChat account {email} already exists; nothing was issued. Delete this UserInvite"),
-            ));
+            let why = format!("a LibreChat account {email} already exists; nothing was issued. Delete this UserInvite");
+            return refused_unissued(invite, ctx, "AlreadyRegistered", why).await;
         }
         return issue(invite, ctx, target, &email, expires_ms, expires_at, resync).await;
     };
@@ -671,44 +668,9 @@ async fn issue(
     let store = &target.stores.store;
     let domain_client = target.instance.spec.domain_client.as_deref();
     let name = secret_name(invite);
-    let secret = owned_secret::get_or_create(&ctx.client, invite, &name, SecretUse::Invite, || {
-        let raw = new_raw_token();
-        let mut data = BTreeMap::from([(KEY_EMAIL.to_string(), email.to_string())]);
-        if let Some(base) = domain_client {
-            data.insert(KEY_URL.to_string(), register_url(base, &raw));
-        }
-        data.insert(KEY_TOKEN.to_string(), raw);
-        data
-    })
-    .await;
-    let secret = match secret {
-        Ok(s) => s,
-        Err(OwnedSecretError::NotOwned(n)) => {
-            return Ok(Outcome::waiting(
-                invite,
-                reason::SECRET_NOT_OWNED,
-                OwnedSecretError::NotOwned(n).to_string(),
-            ));
-        }
-        Err(OwnedSecretError::Secret(e)) => {
-            return Ok(Outcome::waiting(invite, e.reason(), e.to_string()))
-        }
-    };
-    let raw = match value_of(
-        &secret,
-        &SecretKeyRef {
-            name: name.clone(),
-            key: KEY_TOKEN.into(),
-        },
-    ) {
-        Ok(v) => v.value,
-        Err(e) => {
-            return Ok(Outcome::waiting(
-                invite,
-                e.reason(),
-                format!("{e}; delete the Secret to issue a new link"),
-            ))
-        }
+    let raw = match link_to_issue(invite, ctx, email, domain_client).await {
+        Ok(raw) => raw,
+        Err(waiting) => return Ok(waiting),
     };
     // The caches answered every try until now; a cache can lag, so before a link exists the
     // API server says whether another namespace declares the email (once per link, and
@@ -716,7 +678,7 @@ async fn issue(
     let tenancy = Tenancy::of(&target.instance, &invite.namespace().unwrap_or_default());
     let checked = (store, &target.instance, &tenancy, email);
     if let Some(why) = declared_elsewhere(ctx, checked, Source::ApiServer).await? {
-        return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+        return refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await;
     }
     let hash = hash_token(&raw);
     let owner = format!(
@@ -739,6 +701,77 @@ async fn issue(
         resync,
         domain_client.is_some(),
     ))
+}
+
+/// The raw token of the link about to be issued, from the invitation's own Secret: made with
+/// a new link when missing, and given a new link when a refusal took its link away (no record
+/// names a token yet, so a new one is as good). `Err`: why the invitation waits.
+async fn link_to_issue(
+    invite: &UserInvite,
+    ctx: &Context,
+    email: &str,
+    domain_client: Option<&str>,
+) -> Result<String, Outcome> {
+    let name = secret_name(invite);
+    let new_link = || {
+        let raw = new_raw_token();
+        let mut data = BTreeMap::from([(KEY_EMAIL.to_string(), email.to_string())]);
+        if let Some(base) = domain_client {
+            data.insert(KEY_URL.to_string(), register_url(base, &raw));
+        }
+        data.insert(KEY_TOKEN.to_string(), raw);
+        data
+    };
+    let waiting = |e: OwnedSecretError| match e {
+        OwnedSecretError::NotOwned(_) => {
+            Outcome::waiting(invite, reason::SECRET_NOT_OWNED, e.to_string())
+        }
+        OwnedSecretError::Secret(e) => Outcome::waiting(invite, e.reason(), e.to_string()),
+    };
+    let client = &ctx.client;
+    let secret = owned_secret::get_or_create(client, invite, &name, SecretUse::Invite, new_link)
+        .await
+        .map_err(waiting)?;
+    crate::fault::crash_point("after-invite-secret");
+    if !secret
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key(KEY_TOKEN))
+    {
+        let link = new_link();
+        let raw = link[KEY_TOKEN].clone();
+        owned_secret::put(client, invite, &name, SecretUse::Invite, link)
+            .await
+            .map_err(waiting)?;
+        return Ok(raw);
+    }
+    let key = SecretKeyRef {
+        name: name.clone(),
+        key: KEY_TOKEN.into(),
+    };
+    value_of(&secret, &key).map(|v| v.value).map_err(|e| {
+        let message = format!("{e}; delete the Secret to issue a new link");
+        Outcome::waiting(invite, e.reason(), message)
+    })
+}
+
+/// An invitation refused before it was ever issued keeps no link: a Secret made for it (just
+/// before a refusal at the last check, or before a crash) holds a token no record names,
+/// which works nowhere while looking like an invitation. Its link is taken out (the Secret,
+/// owned by the invitation, goes with it); a later permission puts a new one in.
+async fn refused_unissued(
+    invite: &UserInvite,
+    ctx: &Context,
+    reason: &str,
+    why: String,
+) -> Result<Outcome, ReconcileError> {
+    let name = secret_name(invite);
+    let keys = [KEY_TOKEN, KEY_URL];
+    if owned_secret::remove_keys(&ctx.client, invite, &name, &keys, SecretUse::Invite).await? {
+        let note = format!("took the link out of Secret {name}: it was never issued");
+        ctx.event(invite, false, "LinkWithdrawn", note).await;
+    }
+    Ok(Outcome::stalled(invite, reason, why))
 }
 
 /// Keeps the Secret's `url` in step with the instance's `domainClient`.

@@ -66,6 +66,49 @@ where
     Ok(secret)
 }
 
+/// Removes `keys` from the Secret `name` when `owner` owns it: that very version (a merge
+/// patch carrying the version read), so a Secret changed meanwhile is read again by the
+/// retry. True when a key was removed. (The operator may patch Secrets, never delete them.)
+pub async fn remove_keys<K>(
+    client: &kube::Client,
+    owner: &K,
+    name: &str,
+    keys: &[&str],
+    secret_use: SecretUse,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let namespace = owner.meta().namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    crate::metrics::global().secret_read(secret_use);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let held = secret
+        .data
+        .as_ref()
+        .is_some_and(|d| keys.iter().any(|k| d.contains_key(*k)));
+    if !owned_by(&secret, owner) || !held {
+        return Ok(false);
+    }
+    let removed: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| (k.to_string(), serde_json::Value::Null))
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": secret.metadata.resource_version },
+        "data": removed,
+    });
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(true)
+}
+
 fn new_secret<K: Resource<DynamicType = ()>>(
     owner: &K,
     name: &str,

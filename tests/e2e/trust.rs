@@ -3352,3 +3352,63 @@ async fn a_team_cannot_run_an_instance_of_its_own_outside_the_instance_namespace
     })
     .await;
 }
+
+/// The fault: the operator dies after making a tenant's invitation Secret (a link in it),
+/// before recording it; meanwhile the administrators declare the email. The refused
+/// invitation must not keep a link that looks issued: it is taken out of the Secret, and a new
+/// one goes in once the email is free again. Before, the Secret kept a link nothing recorded.
+#[tokio::test]
+async fn a_refused_invitation_keeps_no_link_it_never_issued() {
+    let (mut w, t) = tenant_world(
+        "tr-inv-dead",
+        json!({ "domainClient": "https://chat.example.com" }),
+    )
+    .await;
+    let watched = format!("{},{t}", w.ns);
+    w.stop_operator();
+    let invite = json!({ "instanceRef": lc(&w), "email": "dead-link@example.com" });
+    w.apply_in(&t, "UserInvite", "early", invite).await;
+    w.start_operator_in_with_env(
+        &watched,
+        &[("LIBRECHAT_OPERATOR_CRASH_AT", "after-invite-secret")],
+    );
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), &t);
+    let keys = |s: k8s_openapi::api::core::v1::Secret| -> Vec<String> {
+        s.data.unwrap_or_default().into_keys().collect()
+    };
+    let made = keys(secrets.get("early-invite").await.unwrap());
+    assert!(made.contains(&"token".to_string()), "{made:?}");
+
+    let taken = crate::user::local_user("dead-link@example.com", "not-yet");
+    w.apply("LibreChatUser", "taken", taken).await;
+    w.start_operator_in(Some(&watched));
+    ready_in(&w, &t, "userinvites", "early", "False", "NotPermitted").await;
+    let left = keys(secrets.get("early-invite").await.unwrap());
+    assert_eq!(
+        left,
+        vec!["email".to_string()],
+        "the link must be taken out"
+    );
+    assert_eq!(count(&w, "tokens", doc! {}).await, 0);
+
+    // The email is free again: the invitation, asked again, is issued with a new link.
+    w.delete("LibreChatUser", "taken").await;
+    w.wait_gone("librechatusers", "taken").await;
+    let patch = json!({ "spec": { "expiresIn": "100h" } });
+    dynamic(&w.client, &t, "UserInvite")
+        .patch("early", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    ready_in(&w, &t, "userinvites", "early", "True", "Pending").await;
+    let data = secrets.get("early-invite").await.unwrap().data.unwrap();
+    let token = hex::encode(Sha256::digest(&data["token"].0));
+    assert_eq!(count(&w, "tokens", doc! { "token": &token }).await, 1);
+    let url = String::from_utf8(data["url"].0.clone()).unwrap();
+    assert!(
+        url.ends_with(&String::from_utf8(data["token"].0.clone()).unwrap()),
+        "{url}"
+    );
+}
