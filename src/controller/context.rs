@@ -82,6 +82,10 @@ pub struct Context {
     /// instance's administrators), told to every scope: an object of another scope refused
     /// because that object held the name waits for no timer.
     pub names_freed: super::fanout::Fanout<String>,
+    /// Emails whose declaration (a LibreChatUser or UserInvite) went, told to every scope
+    /// once the scope's cache dropped it: a tenant's invitation of another scope refused over
+    /// that declaration waits for no timer.
+    pub emails_freed: super::fanout::Fanout<FreedEmail>,
     /// The scopes' caches of users and invites, for reconciles to read.
     pub caches: super::caches::WatchCaches,
 }
@@ -107,6 +111,7 @@ impl Context {
             hashed_ahead: HashedAhead::default(),
             feeds: Default::default(),
             names_freed: super::fanout::Fanout::new(256),
+            emails_freed: super::fanout::Fanout::new(1024),
             instances: Default::default(),
             secrets: Default::default(),
             caches: Default::default(),
@@ -158,6 +163,23 @@ impl Context {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, reason, "could not publish event"),
             Err(_) => tracing::warn!(reason, "publishing an event timed out; it is dropped"),
+        }
+    }
+}
+
+/// An email no longer declared by an object of `namespace` (the object was deleted).
+#[derive(Debug)]
+pub struct FreedEmail {
+    pub namespace: String,
+    /// Normalized.
+    pub email: String,
+}
+
+impl FreedEmail {
+    pub fn by<K: kube::Resource>(object: &K, email: &str) -> Self {
+        FreedEmail {
+            namespace: object.meta().namespace.clone().unwrap_or_default(),
+            email: crate::api::validate::normalize_email(email),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod dependents;
 pub mod error;
 pub mod fanout;
 pub mod feeds;
+pub mod gone_watch;
 pub mod group;
 pub mod index;
 pub mod instance;
@@ -46,9 +47,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
-pub use context::{Context, Settings};
+pub use context::{Context, FreedEmail, Settings};
 pub use error::ReconcileError;
 
+use crate::api::common::{condition, find_condition, reason};
 use crate::api::validate::normalize_email;
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
@@ -209,6 +211,32 @@ where
         .collect()
 }
 
+/// What a watch calls with each object deleted: the email it declared is free, in every scope.
+fn frees_email<K: Resource + 'static>(
+    ctx: &Arc<Context>,
+    email_of: fn(&K) -> &str,
+) -> impl Fn(&K) + Send + 'static {
+    let ctx = ctx.clone();
+    move |gone| {
+        let freed = FreedEmail::by(gone, email_of(gone));
+        ctx.emails_freed.tell(Arc::new(freed));
+    }
+}
+
+/// The invitations of other namespaces refused (`NotPermitted`) for an email whose
+/// declaration went, which may have been why. A wake-up hint: each reconcile checks again.
+fn refused_over(invites: &Store<UserInvite>, freed: &FreedEmail) -> Vec<ObjectRef<UserInvite>> {
+    select(invites, |i: &UserInvite| {
+        let refused = i.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, condition::READY)
+                .is_some_and(|c| c.status == "False" && c.reason == reason::NOT_PERMITTED)
+        });
+        refused
+            && i.namespace().as_deref() != Some(freed.namespace.as_str())
+            && normalize_email(&i.spec.email) == freed.email
+    })
+}
+
 /// An invite for the email an account now has (it registered).
 fn invite_concerned(i: &UserInvite, _id: &str, email: Option<&str>) -> bool {
     email == Some(normalize_email(&i.spec.email).as_str())
@@ -278,7 +306,10 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         &ctx.instances,
         namespace.clone(),
     );
-    let watched = user_watch::watch(api_for::<LibreChatUser>(&client, namespace.as_deref()));
+    let watched = user_watch::watch(
+        api_for::<LibreChatUser>(&client, namespace.as_deref()),
+        frees_email(&ctx, |u: &LibreChatUser| &u.spec.email),
+    );
     let user_changes = watched.changes.clone();
     let (secret_changes, secret_watch) =
         secret_watch::watch(&client, namespace.as_deref(), &ctx.secrets);
@@ -424,14 +455,16 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         )
         .for_each(log_outcome("UserBan"));
 
-    let invites = Controller::new(
+    let (invite_trigger, invite_store) = gone_watch::watch(
         api_for::<UserInvite>(&client, namespace.as_deref()),
-        watcher::Config::default(),
-    )
-    .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+        frees_email(&ctx, |i: &UserInvite| &i.spec.email),
+    );
+    let invites = Controller::for_stream(invite_trigger, invite_store)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let invites_by_instance = invites.store();
     let synced_invites = invites.store();
     let invites_by_email = invites.store();
+    let (refused_invites, every_invite) = (invites.store(), invites.store());
     ctx.caches.add_scope(cached_users, invites.store());
     let registered = ctx.feeds.subscribe().flat_map(move |change| {
         futures::stream::iter(woken_by(&invites_by_email, &change, invite_concerned))
@@ -439,6 +472,12 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let invites = invites
         // A registration through the link, seen through the instances' change streams.
         .reconcile_on(registered)
+        // A tenant's invitation refused over another namespace's declaration of its email
+        // waits for no timer: the declaration going wakes it.
+        .reconcile_on(ctx.emails_freed.wakes(
+            move |freed: &FreedEmail| refused_over(&refused_invites, freed),
+            move || all_of(&every_invite),
+        ))
         .watches_instances(&ctx, invites_by_instance, |i: &UserInvite| {
             &i.spec.instance_ref
         })

@@ -65,8 +65,10 @@ pub struct UserWatch<S> {
     pub list_gate: Arc<ListGate<LibreChatUser>>,
 }
 
+/// `deleted` is called with each user deleted, after the store dropped it.
 pub fn watch(
     api: Api<LibreChatUser>,
+    deleted: impl Fn(&LibreChatUser) + Send + 'static,
 ) -> UserWatch<impl Stream<Item = Result<LibreChatUser, watcher::Error>> + Send + 'static> {
     let (store, writer) = reflector::store();
     let index = Index::new(keys_of);
@@ -92,6 +94,11 @@ pub fn watch(
         });
     let list_gate = Arc::new(ListGate::default());
     let trigger = relist::reflect_in_stages(events, writer, urgency, list_gate.clone())
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(user) = event {
+                deleted(user);
+            }
+        })
         .applied_objects()
         .predicate_filter(acted_on, PredicateConfig::default());
     UserWatch {

@@ -3394,14 +3394,9 @@ async fn a_refused_invitation_keeps_no_link_it_never_issued() {
     );
     assert_eq!(count(&w, "tokens", doc! {}).await, 0);
 
-    // The email is free again: the invitation, asked again, is issued with a new link.
+    // The email is free again: the declaration going wakes the invitation (no timer, no
+    // edit), and it is issued with a new link.
     w.delete("LibreChatUser", "taken").await;
-    w.wait_gone("librechatusers", "taken").await;
-    let patch = json!({ "spec": { "expiresIn": "100h" } });
-    dynamic(&w.client, &t, "UserInvite")
-        .patch("early", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
     ready_in(&w, &t, "userinvites", "early", "True", "Pending").await;
     let data = secrets.get("early-invite").await.unwrap().data.unwrap();
     let token = hex::encode(Sha256::digest(&data["token"].0));
@@ -3411,4 +3406,22 @@ async fn a_refused_invitation_keeps_no_link_it_never_issued() {
         url.ends_with(&String::from_utf8(data["token"].0.clone()).unwrap()),
         "{url}"
     );
+}
+
+/// Two namespaces invite one email: the tenant's is refused while the administrators' is
+/// there, and is issued as soon as that one goes. Before, it stayed refused until something
+/// else happened to wake it (an edit, a restart).
+#[tokio::test]
+async fn a_refused_invitation_is_issued_once_the_other_declaration_goes() {
+    let (w, t) = tenant_world("tr-inv-wake", json!({})).await;
+    let email = "wanted@example.com";
+    let theirs = json!({ "instanceRef": { "name": "lc" }, "email": email });
+    w.apply("UserInvite", "first", theirs).await;
+    w.wait_condition("userinvites", "first", "Ready", "True", Some("TokenOnly"))
+        .await;
+    tenant_invite_refused(&w, &t, "second", email).await;
+
+    w.delete("UserInvite", "first").await;
+    ready_in(&w, &t, "userinvites", "second", "True", "TokenOnly").await;
+    assert_eq!(count(&w, "tokens", doc! { "email": email }).await, 1);
 }
