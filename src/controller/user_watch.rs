@@ -70,34 +70,47 @@ pub fn watch(
     api: Api<LibreChatUser>,
     deleted: impl Fn(&LibreChatUser) + Send + 'static,
 ) -> UserWatch<impl Stream<Item = Result<LibreChatUser, watcher::Error>> + Send + 'static> {
+    let events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(lean);
+    follow(events, deleted)
+}
+
+/// The watch's `events` indexed, reflected into the store in stages, and told to the other
+/// controllers once the store holds what they are told (a list's objects only after the
+/// list is complete: told earlier, a ban or group woken by one would read a cache without
+/// it).
+fn follow<S>(
+    events: S,
+    deleted: impl Fn(&LibreChatUser) + Send + 'static,
+) -> UserWatch<impl Stream<Item = Result<LibreChatUser, watcher::Error>> + Send + 'static>
+where
+    S: Stream<Item = Result<watcher::Event<LibreChatUser>, watcher::Error>> + Send + 'static,
+{
     let (store, writer) = reflector::store();
     let index = Index::new(keys_of);
     let (freed, email_freed) = mpsc::unbounded();
     let indexed = index.clone();
     let changes = Arc::new(Fanout::new(4096));
     let told = changes.clone();
-    let events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(lean)
-        .map_ok(move |event| {
-            indexed.observe(&event);
-            for user in freed_emails(&indexed, &event) {
-                let _ = freed.unbounded_send(user);
-            }
-            if let watcher::Event::Apply(u)
-            | watcher::Event::InitApply(u)
-            | watcher::Event::Delete(u) = &event
-            {
-                told.tell(Arc::new(u.clone()));
-            }
-            event
-        });
+    let events = events.map_ok(move |event| {
+        indexed.observe(&event);
+        for user in freed_emails(&indexed, &event) {
+            let _ = freed.unbounded_send(user);
+        }
+        event
+    });
     let list_gate = Arc::new(ListGate::default());
     let trigger = relist::reflect_in_stages(events, writer, urgency, list_gate.clone())
-        .inspect_ok(move |event| {
-            if let watcher::Event::Delete(user) = event {
-                deleted(user);
+        .inspect_ok(move |event| match event {
+            watcher::Event::Apply(u) | watcher::Event::InitApply(u) => {
+                told.tell(Arc::new(u.clone()))
             }
+            watcher::Event::Delete(u) => {
+                told.tell(Arc::new(u.clone()));
+                deleted(u);
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
         })
         .applied_objects()
         .predicate_filter(acted_on, PredicateConfig::default());
@@ -340,5 +353,42 @@ mod tests {
         .unwrap();
         let freed = freed_emails(&index, &watcher::Event::Apply(going));
         assert_eq!(freed, vec![ObjectRef::new("b").within("team")]);
+    }
+
+    /// helper-50: the other controllers were told of a listed user before the store held it
+    /// (the store takes a list whole, at its end), so a ban or group woken by it read a cache
+    /// without it.
+    #[tokio::test]
+    async fn the_others_are_told_of_a_listed_user_once_the_store_holds_it() {
+        use futures::{FutureExt, SinkExt, StreamExt};
+        let (mut feed, events) = mpsc::unbounded();
+        let watched = follow(events, |_| {});
+        let mut heard = Box::pin(watched.changes.hear());
+        let mut trigger = Box::pin(watched.trigger);
+        let listed = user("a", "a@example.com", "a-pw");
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(listed.clone()),
+        ] {
+            feed.send(Ok(e)).await.unwrap();
+        }
+        let drive = tokio::time::timeout(std::time::Duration::from_millis(200), trigger.next());
+        assert!(
+            drive.await.is_err(),
+            "nothing passes on before the list is complete"
+        );
+        assert!(
+            heard.next().now_or_never().is_none(),
+            "told of a listed user the store does not hold yet"
+        );
+
+        feed.send(Ok(watcher::Event::InitDone)).await.unwrap();
+        let passed = trigger.next().await.unwrap().unwrap();
+        assert_eq!(passed.name_any(), "a");
+        match heard.next().await.unwrap() {
+            super::super::fanout::Heard::One(u) => assert_eq!(u.name_any(), "a"),
+            other => panic!("{other:?}"),
+        }
+        assert!(watched.store.get(&ObjectRef::from_obj(&listed)).is_some());
     }
 }
