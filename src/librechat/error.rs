@@ -186,9 +186,10 @@ fn is_transient(err: &mongodb::error::Error) -> bool {
     {
         return true;
     }
-    // Codes MongoDB documents as transient: elections, shutdowns, overload, network.
-    const TRANSIENT_CODES: [i32; 13] = [
-        6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 134,
+    // Codes MongoDB documents as transient: elections, shutdowns, overload, network (the
+    // retryable-writes list), and a write conflict (112), which a second try resolves.
+    const TRANSIENT_CODES: [i32; 14] = [
+        6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 134,
     ];
     match err.kind.as_ref() {
         ErrorKind::Io(_)
@@ -196,6 +197,9 @@ fn is_transient(err: &mongodb::error::Error) -> bool {
         | ErrorKind::ConnectionPoolCleared { .. } => true,
         ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
         ErrorKind::Write(WriteFailure::WriteConcernError(e)) => TRANSIENT_CODES.contains(&e.code),
+        // A node stepping down or shutting down refuses a write for the moment, not for good;
+        // told as a write error (not a command error) it must not read as a refusal to fix.
+        ErrorKind::Write(WriteFailure::WriteError(e)) => TRANSIENT_CODES.contains(&e.code),
         _ => false,
     }
 }
@@ -303,7 +307,7 @@ pub fn redact(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{describe, describe_selection, redact, without_labels, StoreError};
+    use super::{describe, describe_selection, is_transient, redact, without_labels, StoreError};
 
     /// An ACL that refuses DEL, or a read-only replica, is a person's to fix: the message
     /// says so instead of "check that Redis is up" (its ping still answers).
@@ -363,6 +367,32 @@ mod tests {
             said,
             "the server refused the command: error 13 (Unauthorized): not authorized on LibreChat to execute command"
         );
+    }
+
+    /// helper-48 F6: a write refused by a primary stepping down (or shutting down) is told as
+    /// a write error; it was classed permanent, so the object stalled on an election.
+    #[test]
+    fn a_write_refused_during_an_election_is_transient_a_validation_refusal_is_not() {
+        use mongodb::bson::doc;
+        use mongodb::error::{Error, ErrorKind, WriteFailure};
+        let write_error = |code: i32, name: &str| {
+            let e: mongodb::error::WriteError = mongodb::bson::from_document(doc! {
+                "code": code, "codeName": name, "errmsg": "refused",
+            })
+            .unwrap();
+            Error::from(ErrorKind::Write(WriteFailure::WriteError(e)))
+        };
+        assert!(is_transient(&write_error(10107, "NotWritablePrimary")));
+        assert!(is_transient(&write_error(
+            11602,
+            "InterruptedDueToReplStateChange"
+        )));
+        assert!(is_transient(&write_error(112, "WriteConflict")));
+        assert!(!is_transient(&write_error(
+            121,
+            "DocumentValidationFailure"
+        )));
+        assert!(!is_transient(&write_error(11000, "DuplicateKey")));
     }
 
     #[test]
