@@ -19,6 +19,9 @@ use super::{collections, Store};
 
 /// The operator's record of ban shares, one document per `BANS:` key.
 pub const SHARES: &str = "librechat_operator_bans";
+/// Set on a target's shares when the instance's administrators lift their ban of it: the lift
+/// that frees the target clears the user's violation counters (see [`Counters`]).
+const FORGIVE: &str = "forgive";
 
 /// LibreChat's `ban-user` script bans with this violation record; `checkBan` reads only
 /// `expiresAt`, so the other fields are for people reading the database.
@@ -120,7 +123,8 @@ pub struct EffectiveBan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counters {
     /// Cleared, so the next violation does not re-ban at once: the instance's administrators
-    /// lifting a ban they declared forgive what led to it.
+    /// lifting a ban they declared forgive what led to it. Recorded with the target's shares,
+    /// so the lift that frees the target clears them, whichever ban ends last.
     Reset,
     /// Left as LibreChat counted them: a tenant lifting its own ban (or a ban being moved)
     /// must not wipe LibreChat's record of what its accounts did.
@@ -237,7 +241,7 @@ impl Store {
             user_id: share.user_id.clone(),
         };
         Ok(self
-            .settle(target, &share.owner_uid, Counters::Keep)
+            .settle(target, &share.owner_uid)
             .await?
             .unwrap_or(fallback))
     }
@@ -254,15 +258,19 @@ impl Store {
         self.absorb_native_ban(target).await?;
         let key = target.bans_key();
         let shares = self.collection(SHARES);
+        // The administrators' forgiveness is recorded with the removal itself, so the lift
+        // that frees the target clears the counters whoever finishes it (this call, its retry
+        // after a crash, or another ban's lift once the last one goes).
+        let mut removal = doc! {
+            "$pull": { "shares": { "uid": owner_uid } },
+            "$addToSet": { "settling": owner_uid },
+            "$inc": { "rev": 1 },
+        };
+        if counters == Counters::Reset {
+            removal.insert("$set", doc! { FORGIVE: true });
+        }
         let pulled = shares
-            .update_one(
-                doc! { "_id": &key, "shares.uid": owner_uid },
-                doc! {
-                    "$pull": { "shares": { "uid": owner_uid } },
-                    "$addToSet": { "settling": owner_uid },
-                    "$inc": { "rev": 1 },
-                },
-            )
+            .update_one(doc! { "_id": &key, "shares.uid": owner_uid }, removal)
             .deadline("removing a ban")
             .await?
             .modified_count;
@@ -276,7 +284,7 @@ impl Store {
             return Ok(Lifted::NotHeld);
         }
         crate::fault::crash_point("after-ban-share-removed");
-        Ok(match self.settle(target, owner_uid, counters).await? {
+        Ok(match self.settle(target, owner_uid).await? {
             Some(_) => Lifted::StillBanned,
             None => Lifted::Free,
         })
@@ -351,11 +359,10 @@ impl Store {
         &self,
         target: &BanTarget,
         owner_uid: &str,
-        counters: Counters,
     ) -> Result<Option<EffectiveBan>, StoreError> {
         let key = target.bans_key();
         for _ in 0..SETTLE_ATTEMPTS {
-            let (shares, rev) = self.ban_shares(&key).await?;
+            let (shares, rev, forgiven) = self.ban_shares(&key).await?;
             let now = DateTime::now().timestamp_millis();
             let effect = effective(&shares, now);
             let ours_live = shares
@@ -365,15 +372,16 @@ impl Store {
                 Some(ban) if ours_live => self.write_ban(target, ban).await?,
                 // Only LibreChat's own ban is left: it gets its own document back.
                 Some(_) => self.restore_native_ban(target, &shares).await?,
-                None => self.lift(target, counters == Counters::Reset).await?,
+                None => self.lift(target, forgiven).await?,
             }
             if self.ban_shares(&key).await?.1 == rev {
-                // Every change up to `rev` is written out now.
+                // Every change up to `rev` is written out now (a forgiveness with the lift).
+                let written = match effect {
+                    Some(_) => doc! { "$unset": { "settling": "" } },
+                    None => doc! { "$unset": { "settling": "", FORGIVE: "" } },
+                };
                 self.collection(SHARES)
-                    .update_one(
-                        doc! { "_id": &key, "rev": rev },
-                        doc! { "$unset": { "settling": "" } },
-                    )
+                    .update_one(doc! { "_id": &key, "rev": rev }, written)
                     .deadline("recording a ban")
                     .await?;
                 if effect.is_none() {
@@ -399,8 +407,9 @@ impl Store {
         ))
     }
 
-    /// The shares of `key` and their revision.
-    async fn ban_shares(&self, key: &str) -> Result<(Vec<BanShare>, i64), StoreError> {
+    /// The shares of `key`, their revision, and whether the administrators forgave (the lift
+    /// that frees the target clears its violation counters).
+    async fn ban_shares(&self, key: &str) -> Result<(Vec<BanShare>, i64, bool), StoreError> {
         let found = self
             .collection(SHARES)
             .find_one(doc! { "_id": key })
@@ -411,7 +420,14 @@ impl Store {
             .and_then(|d| d.get("rev"))
             .and_then(bson_int)
             .unwrap_or(0);
-        Ok((found.as_ref().map(shares_in).unwrap_or_default(), rev))
+        let forgiven = found
+            .as_ref()
+            .is_some_and(|d| d.get_bool(FORGIVE).unwrap_or(false));
+        Ok((
+            found.as_ref().map(shares_in).unwrap_or_default(),
+            rev,
+            forgiven,
+        ))
     }
 
     /// A ban LibreChat itself wrote on the target (a violation ban, say, before ours or in

@@ -3425,3 +3425,78 @@ async fn a_refused_invitation_is_issued_once_the_other_declaration_goes() {
     ready_in(&w, &t, "userinvites", "second", "True", "TokenOnly").await;
     assert_eq!(count(&w, "tokens", doc! { "email": email }).await, 1);
 }
+
+/// The administrators lift their ban of an account while the owning tenant's own ban of it
+/// still holds: their forgiveness is kept with the account's bans, and the lift that frees
+/// the account clears LibreChat's counters, though a tenant finishes it. Before, the counters
+/// were cleared only by the call that freed the account, so a tenant's ban outlasting theirs
+/// kept the counters for good (and a crash between the two steps lost the reset).
+#[tokio::test]
+async fn the_administrators_forgiveness_holds_when_a_tenants_ban_ends_last() {
+    let (w, t) = tenant_world("tr-ban-last", json!({})).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "twice@example.com" });
+    w.apply_in(&t, "LibreChatUser", "twice", spec).await;
+    let id = status_user_id(&w, &t, "twice").await;
+    let counter = format!("violations:logins:logins:{}", id.to_hex());
+    let mut r = redis().await;
+    let _: () = r.set(&counter, 7).await.unwrap();
+
+    let tenants = json!({ "instanceRef": lc(&w), "userRef": { "name": "twice" } });
+    w.apply_in(&t, "UserBan", "theirs", tenants).await;
+    ready_in(&w, &t, "userbans", "theirs", "True", "Banned").await;
+    let admins = json!({ "instanceRef": { "name": "lc" }, "email": "twice@example.com" });
+    w.apply("UserBan", "ours", admins).await;
+    w.wait_condition("userbans", "ours", "Ready", "True", Some("Banned"))
+        .await;
+
+    w.delete("UserBan", "ours").await;
+    w.wait_gone("userbans", "ours").await;
+    let bans_key = format!("BANS:{}", id.to_hex());
+    assert!(
+        log_doc(&w, &bans_key).await.is_some_and(|d| in_force(&d)),
+        "the tenant's ban still holds"
+    );
+    let kept: Option<i64> = r.get(&counter).await.unwrap();
+    assert_eq!(
+        kept,
+        Some(7),
+        "not cleared while the account is still banned"
+    );
+
+    delete_in(&w.client, &t, "UserBan", "theirs").await;
+    wait_gone_in(&w, &t, "userbans", "theirs").await;
+    assert!(log_doc(&w, &bans_key).await.is_none());
+    let cleared: bool = r.exists(&counter).await.unwrap();
+    assert!(
+        !cleared,
+        "the administrators forgave: the lift that freed the account clears the counters"
+    );
+    assert_eq!(count(&w, "librechat_operator_bans", doc! {}).await, 0);
+}
+
+/// A tenant's invitation refused for longer than its lifetime, woken when the other
+/// declaration goes, ends `Expired` without a link: it is not issued (nor mailed) already dead.
+#[tokio::test]
+async fn an_invitation_refused_past_its_lifetime_expires_without_a_link() {
+    let (w, t) = tenant_world("tr-inv-late", json!({})).await;
+    let email = "late@example.com";
+    let theirs = json!({ "instanceRef": { "name": "lc" }, "email": email });
+    w.apply("UserInvite", "first", theirs).await;
+    w.wait_condition("userinvites", "first", "Ready", "True", Some("TokenOnly"))
+        .await;
+    let short = json!({ "instanceRef": lc(&w), "email": email, "expiresIn": "2s" });
+    w.apply_in(&t, "UserInvite", "brief", short).await;
+    ready_in(&w, &t, "userinvites", "brief", "False", "NotPermitted").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    w.delete("UserInvite", "first").await;
+    ready_in(&w, &t, "userinvites", "brief", "True", "Expired").await;
+    assert_eq!(count(&w, "tokens", doc! { "email": email }).await, 0);
+    assert_eq!(
+        count(&w, "librechat_operator_invites", doc! { "email": email }).await,
+        0,
+        "nothing may be recorded for it"
+    );
+    let reasons = event_reasons_in(&w.client, &t, "brief").await;
+    assert!(!reasons.contains(&"Invited".to_string()), "{reasons:?}");
+}
