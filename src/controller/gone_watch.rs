@@ -25,8 +25,9 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
+    // No backoff of its own: the controller's trigger backoff covers the watch's errors, as
+    // for a watch `Controller::new` makes.
     let trigger = watcher(api, watcher::Config::default())
-        .default_backoff()
         .reflect(writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(object) = event {

@@ -533,11 +533,17 @@ async fn follow(
         let tenancy = Tenancy::of(&target.instance, &namespace);
         let checked = (store, &target.instance, &tenancy, email.as_str());
         if let Some(why) = declared_elsewhere(ctx, checked, Source::Caches).await? {
-            return refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await;
+            return declared_elsewhere_refusal(invite, ctx, why, resync).await;
         }
         if account.is_some() {
             let why = format!("a LibreChat account {email} already exists; nothing was issued. Delete this UserInvite");
             return refused_unissued(invite, ctx, "AlreadyRegistered", why).await;
+        }
+        if now >= expires_ms {
+            // Refused (or waiting for its Secret) for longer than its lifetime: it ends
+            // without a link ever issued, rather than issue (and mail) one already dead.
+            withdraw_unissued_link(invite, ctx).await?;
+            return Ok(finished(InvitePhase::Expired, expires_at, None));
         }
         return issue(invite, ctx, target, &email, expires_ms, expires_at, resync).await;
     };
@@ -678,7 +684,7 @@ async fn issue(
     let tenancy = Tenancy::of(&target.instance, &invite.namespace().unwrap_or_default());
     let checked = (store, &target.instance, &tenancy, email);
     if let Some(why) = declared_elsewhere(ctx, checked, Source::ApiServer).await? {
-        return refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await;
+        return declared_elsewhere_refusal(invite, ctx, why, resync).await;
     }
     let hash = hash_token(&raw);
     let owner = format!(
@@ -765,13 +771,43 @@ async fn refused_unissued(
     reason: &str,
     why: String,
 ) -> Result<Outcome, ReconcileError> {
+    match withdraw_unissued_link(invite, ctx).await {
+        Ok(()) => Ok(Outcome::stalled(invite, reason, why)),
+        // The refusal is said all the same (it is also what a freed email wakes); the link
+        // is taken out at the retry.
+        Err(e) => {
+            let message =
+                format!("{why}. The link in its Secret could not be taken out yet ({e}); retried");
+            Ok(Outcome::waiting(invite, reason, message))
+        }
+    }
+}
+
+/// Refused because another namespace declares the email, which may change with no person
+/// involved: the declaration's deletion wakes this invitation, and the resync catches one
+/// the watches missed (deleted while a watch was re-listing).
+async fn declared_elsewhere_refusal(
+    invite: &UserInvite,
+    ctx: &Context,
+    why: String,
+    resync: Duration,
+) -> Result<Outcome, ReconcileError> {
+    let refused = refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await?;
+    Ok(Outcome {
+        requeue: Some(resync),
+        ..refused
+    })
+}
+
+/// Takes a link no record names out of the invitation's Secret (see [`refused_unissued`]).
+async fn withdraw_unissued_link(invite: &UserInvite, ctx: &Context) -> Result<(), ReconcileError> {
     let name = secret_name(invite);
     let keys = [KEY_TOKEN, KEY_URL];
     if owned_secret::remove_keys(&ctx.client, invite, &name, &keys, SecretUse::Invite).await? {
         let note = format!("took the link out of Secret {name}: it was never issued");
         ctx.event(invite, false, "LinkWithdrawn", note).await;
     }
-    Ok(Outcome::stalled(invite, reason, why))
+    Ok(())
 }
 
 /// Keeps the Secret's `url` in step with the instance's `domainClient`.

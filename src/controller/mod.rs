@@ -227,13 +227,17 @@ fn frees_email<K: Resource + 'static>(
 /// declaration went, which may have been why. A wake-up hint: each reconcile checks again.
 fn refused_over(invites: &Store<UserInvite>, freed: &FreedEmail) -> Vec<ObjectRef<UserInvite>> {
     select(invites, |i: &UserInvite| {
-        let refused = i.status.as_ref().is_some_and(|s| {
-            find_condition(&s.conditions, condition::READY)
-                .is_some_and(|c| c.status == "False" && c.reason == reason::NOT_PERMITTED)
-        });
-        refused
+        not_permitted(i)
             && i.namespace().as_deref() != Some(freed.namespace.as_str())
             && normalize_email(&i.spec.email) == freed.email
+    })
+}
+
+/// Whether an invitation reads refused (`NotPermitted`).
+fn not_permitted(invite: &UserInvite) -> bool {
+    invite.status.as_ref().is_some_and(|s| {
+        find_condition(&s.conditions, condition::READY)
+            .is_some_and(|c| c.status == "False" && c.reason == reason::NOT_PERMITTED)
     })
 }
 
@@ -476,7 +480,8 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         // waits for no timer: the declaration going wakes it.
         .reconcile_on(ctx.emails_freed.wakes(
             move |freed: &FreedEmail| refused_over(&refused_invites, freed),
-            move || all_of(&every_invite),
+            // Deletions missed (a burst beyond the channel): every refused invitation, not all.
+            move || select(&every_invite, not_permitted),
         ))
         .watches_instances(&ctx, invites_by_instance, |i: &UserInvite| {
             &i.spec.instance_ref
