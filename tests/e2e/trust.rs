@@ -3379,8 +3379,8 @@ async fn a_refused_invitation_keeps_no_link_it_never_issued() {
     let keys = |s: k8s_openapi::api::core::v1::Secret| -> Vec<String> {
         s.data.unwrap_or_default().into_keys().collect()
     };
-    let made = keys(secrets.get("early-invite").await.unwrap());
-    assert!(made.contains(&"token".to_string()), "{made:?}");
+    let made = secrets.get("early-invite").await.unwrap();
+    let dead = hex::encode(Sha256::digest(&made.data.as_ref().unwrap()["token"].0));
 
     let taken = crate::user::local_user("dead-link@example.com", "not-yet");
     w.apply("LibreChatUser", "taken", taken).await;
@@ -3401,6 +3401,8 @@ async fn a_refused_invitation_keeps_no_link_it_never_issued() {
     let data = secrets.get("early-invite").await.unwrap().data.unwrap();
     let token = hex::encode(Sha256::digest(&data["token"].0));
     assert_eq!(count(&w, "tokens", doc! { "token": &token }).await, 1);
+    assert_ne!(token, dead, "the withdrawn link must never come back");
+    assert_eq!(count(&w, "tokens", doc! { "token": &dead }).await, 0);
     let url = String::from_utf8(data["url"].0.clone()).unwrap();
     assert!(
         url.ends_with(&String::from_utf8(data["token"].0.clone()).unwrap()),
