@@ -528,6 +528,16 @@ async fn follow(
     }
     let account = store.find_user_by_email(&email).await?;
     let Some(token_hash) = recorded.map(|r| r.token_hash) else {
+        if now >= expires_ms {
+            // Refused (or waiting for its Secret) for longer than its lifetime: it ends
+            // without a link ever issued, rather than issue (and mail) one already dead, or
+            // stay refused for ever.
+            withdraw_unissued_link(invite, ctx).await?;
+            let note = format!("the invitation of {email} expired before a link was issued");
+            let change = invite_change("Expired", &target.instance, &email, note);
+            ctx.changed(invite, change).await;
+            return Ok(finished(InvitePhase::Expired, expires_at, None));
+        }
         // Before whether the account exists: another team's account and another team's
         // pending invitation must read the same to a tenant.
         let tenancy = Tenancy::of(&target.instance, &namespace);
@@ -538,12 +548,6 @@ async fn follow(
         if account.is_some() {
             let why = format!("a LibreChat account {email} already exists; nothing was issued. Delete this UserInvite");
             return refused_unissued(invite, ctx, "AlreadyRegistered", why).await;
-        }
-        if now >= expires_ms {
-            // Refused (or waiting for its Secret) for longer than its lifetime: it ends
-            // without a link ever issued, rather than issue (and mail) one already dead.
-            withdraw_unissued_link(invite, ctx).await?;
-            return Ok(finished(InvitePhase::Expired, expires_at, None));
         }
         return issue(invite, ctx, target, &email, expires_ms, expires_at, resync).await;
     };
@@ -586,7 +590,12 @@ async fn follow(
             let checked = (store, &target.instance, &tenancy, email.as_str());
             for from in [Source::Caches, Source::ApiServer] {
                 if let Some(why) = declared_elsewhere(ctx, checked, from).await? {
-                    return Ok(Outcome::stalled(invite, reason::NOT_PERMITTED, why));
+                    // Looked at again at the resync too (a deletion a watch missed).
+                    let refused = Outcome::stalled(invite, reason::NOT_PERMITTED, why);
+                    return Ok(Outcome {
+                        requeue: Some(resync),
+                        ..refused
+                    });
                 }
             }
             store
@@ -793,8 +802,10 @@ async fn declared_elsewhere_refusal(
     resync: Duration,
 ) -> Result<Outcome, ReconcileError> {
     let refused = refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await?;
+    // The sooner of the resync and a retry the refusal asks for (a link to take out still).
+    let requeue = refused.requeue.map_or(resync, |r| r.min(resync));
     Ok(Outcome {
-        requeue: Some(resync),
+        requeue: Some(requeue),
         ..refused
     })
 }

@@ -77,9 +77,10 @@ pub fn watch(
 }
 
 /// The watch's `events` indexed, reflected into the store in stages, and told to the other
-/// controllers once the store holds what they are told (a list's objects only after the
-/// list is complete: told earlier, a ban or group woken by one would read a cache without
-/// it).
+/// controllers once the store holds what they are told: a list's users all at once when the
+/// list is complete (told earlier, a ban or group woken by one would read a cache without
+/// it; told in the user controller's stages, the last could wait minutes, or for ever if
+/// lists came faster than the stages drain).
 fn follow<S>(
     events: S,
     deleted: impl Fn(&LibreChatUser) + Send + 'static,
@@ -93,7 +94,18 @@ where
     let indexed = index.clone();
     let changes = Arc::new(Fanout::new(4096));
     let told = changes.clone();
+    // The refs of the list in progress (the store holds the users themselves at its end).
+    let listing: Arc<std::sync::Mutex<Vec<ObjectRef<LibreChatUser>>>> = Default::default();
+    let (listed, list_done) = (listing.clone(), listing);
+    let reader = store.clone();
     let events = events.map_ok(move |event| {
+        let mut listed = listed.lock().unwrap_or_else(|p| p.into_inner());
+        match &event {
+            watcher::Event::Init => listed.clear(),
+            watcher::Event::InitApply(u) => listed.push(ObjectRef::from_obj(u)),
+            _ => {}
+        }
+        drop(listed);
         indexed.observe(&event);
         for user in freed_emails(&indexed, &event) {
             let _ = freed.unbounded_send(user);
@@ -103,14 +115,20 @@ where
     let list_gate = Arc::new(ListGate::default());
     let trigger = relist::reflect_in_stages(events, writer, urgency, list_gate.clone())
         .inspect_ok(move |event| match event {
-            watcher::Event::Apply(u) | watcher::Event::InitApply(u) => {
-                told.tell(Arc::new(u.clone()))
-            }
+            watcher::Event::Apply(u) => told.tell(Arc::new(u.clone())),
             watcher::Event::Delete(u) => {
                 told.tell(Arc::new(u.clone()));
                 deleted(u);
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
+            watcher::Event::InitDone => {
+                let listed =
+                    std::mem::take(&mut *list_done.lock().unwrap_or_else(|p| p.into_inner()));
+                for user in listed.iter().filter_map(|r| reader.get(r)) {
+                    told.tell(user);
+                }
+            }
+            // A list's users as the user controller's stages release them: told above.
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
         })
         .applied_objects()
         .predicate_filter(acted_on, PredicateConfig::default());
@@ -390,5 +408,42 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(watched.store.get(&ObjectRef::from_obj(&listed)).is_some());
+    }
+
+    /// helper-53 F7: the other controllers hear of a whole list when it completes, not in
+    /// the user controller's stages (the next stage waits for the reconciles of the one before
+    /// to start, which nothing does here).
+    #[tokio::test]
+    async fn a_whole_list_is_told_at_its_end_whatever_the_stages() {
+        use futures::{SinkExt, StreamExt};
+        let (mut feed, events) = mpsc::unbounded();
+        let watched = follow(events, |_| {});
+        let mut heard = Box::pin(watched.changes.hear());
+        let mut trigger = Box::pin(watched.trigger);
+        let mut going = user("going", "going@example.com", "g-pw");
+        going.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+        );
+        let new = user("new", "new@example.com", "n-pw");
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(going),
+            watcher::Event::InitApply(new),
+            watcher::Event::InitDone,
+        ] {
+            feed.send(Ok(e)).await.unwrap();
+        }
+        // The first stage (the deletion) passes on; the next waits for its reconcile.
+        assert_eq!(trigger.next().await.unwrap().unwrap().name_any(), "going");
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(2), heard.next());
+            match next.await.expect("told of the whole list").unwrap() {
+                super::super::fanout::Heard::One(u) => names.push(u.name_any()),
+                other => panic!("{other:?}"),
+            }
+        }
+        names.sort();
+        assert_eq!(names, ["going", "new"]);
     }
 }

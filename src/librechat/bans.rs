@@ -374,14 +374,21 @@ impl Store {
                 Some(_) => self.restore_native_ban(target, &shares).await?,
                 None => self.lift(target, forgiven).await?,
             }
-            if self.ban_shares(&key).await?.1 == rev {
-                // Every change up to `rev` is written out now (a forgiveness with the lift).
-                let written = match effect {
-                    Some(_) => doc! { "$unset": { "settling": "" } },
-                    None => doc! { "$unset": { "settling": "", FORGIVE: "" } },
-                };
+            if !ours_live && forgiven {
+                // Used (the lift cleared the counters) or void (LibreChat's own ban holds:
+                // its counters are its own): no later ban's lift may clear them on its behalf.
                 self.collection(SHARES)
-                    .update_one(doc! { "_id": &key, "rev": rev }, written)
+                    .update_one(doc! { "_id": &key }, doc! { "$unset": { FORGIVE: "" } })
+                    .deadline("recording a ban")
+                    .await?;
+            }
+            if self.ban_shares(&key).await?.1 == rev {
+                // Every change up to `rev` is written out now.
+                self.collection(SHARES)
+                    .update_one(
+                        doc! { "_id": &key, "rev": rev },
+                        doc! { "$unset": { "settling": "" } },
+                    )
                     .deadline("recording a ban")
                     .await?;
                 if effect.is_none() {

@@ -3476,8 +3476,9 @@ async fn the_administrators_forgiveness_holds_when_a_tenants_ban_ends_last() {
     assert_eq!(count(&w, "librechat_operator_bans", doc! {}).await, 0);
 }
 
-/// A tenant's invitation refused for longer than its lifetime, woken when the other
-/// declaration goes, ends `Expired` without a link: it is not issued (nor mailed) already dead.
+/// A tenant's invitation refused for longer than its lifetime ends `Expired` without a link
+/// (at the latest when the other declaration goes and wakes it): it is not issued (nor
+/// mailed) already dead, nor left refused for ever.
 #[tokio::test]
 async fn an_invitation_refused_past_its_lifetime_expires_without_a_link() {
     let (w, t) = tenant_world("tr-inv-late", json!({})).await;
@@ -3492,6 +3493,7 @@ async fn an_invitation_refused_past_its_lifetime_expires_without_a_link() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     w.delete("UserInvite", "first").await;
+    w.wait_gone("userinvites", "first").await;
     ready_in(&w, &t, "userinvites", "brief", "True", "Expired").await;
     assert_eq!(count(&w, "tokens", doc! { "email": email }).await, 0);
     assert_eq!(
@@ -3501,4 +3503,55 @@ async fn an_invitation_refused_past_its_lifetime_expires_without_a_link() {
     );
     let reasons = event_reasons_in(&w.client, &t, "brief").await;
     assert!(!reasons.contains(&"Invited".to_string()), "{reasons:?}");
+}
+
+/// The administrators lift their ban while LibreChat's own ban of the account still holds:
+/// their forgiveness is void (the counters are LibreChat's, behind a ban of its own), so it
+/// is not left for a later lift to use. The attack it stops: the tenant that owns the account
+/// bans and lifts it once LibreChat's ban ended, and the stale forgiveness wiped the counters.
+#[tokio::test]
+async fn a_forgiveness_voided_by_librechats_own_ban_is_not_used_later_by_a_tenant() {
+    let (w, t) = tenant_world("tr-ban-void", json!({})).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "flagged@example.com" });
+    w.apply_in(&t, "LibreChatUser", "flagged", spec).await;
+    let id = status_user_id(&w, &t, "flagged").await;
+    let bans_key = format!("BANS:{}", id.to_hex());
+    let counter = format!("violations:logins:logins:{}", id.to_hex());
+    let mut r = redis().await;
+    let _: () = r.set(&counter, 21).await.unwrap();
+    let native_end = jiff::Timestamp::now().as_millisecond() + 15_000;
+    insert_native_ban(&w, &bans_key, native_end).await;
+
+    let admins = json!({ "instanceRef": { "name": "lc" }, "email": "flagged@example.com" });
+    w.apply("UserBan", "ours", admins).await;
+    w.wait_condition("userbans", "ours", "Ready", "True", Some("Banned"))
+        .await;
+    w.delete("UserBan", "ours").await;
+    w.wait_gone("userbans", "ours").await;
+    assert!(
+        jiff::Timestamp::now().as_millisecond() < native_end,
+        "LibreChat's ban must still hold when ours goes"
+    );
+    let kept: Option<i64> = r.get(&counter).await.unwrap();
+    assert_eq!(
+        kept,
+        Some(21),
+        "LibreChat's own ban holds: its counters stay"
+    );
+
+    // LibreChat's ban ends; later the tenant bans and lifts its own account.
+    let wait = native_end - jiff::Timestamp::now().as_millisecond() + 1_000;
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    let tenants = json!({ "instanceRef": lc(&w), "userRef": { "name": "flagged" } });
+    w.apply_in(&t, "UserBan", "mine", tenants).await;
+    ready_in(&w, &t, "userbans", "mine", "True", "Banned").await;
+    delete_in(&w.client, &t, "UserBan", "mine").await;
+    wait_gone_in(&w, &t, "userbans", "mine").await;
+    assert!(!log_doc(&w, &bans_key).await.is_some_and(|d| in_force(&d)));
+    let after: Option<i64> = r.get(&counter).await.unwrap();
+    assert_eq!(
+        after,
+        Some(21),
+        "a stale forgiveness must not clear the counters"
+    );
 }
