@@ -19,8 +19,9 @@
 //! Pause points, for tests of races: with `LIBRECHAT_OPERATOR_PAUSE_AT=<point>` a reconcile
 //! that reaches the point waits [`PAUSE`] there (logging that it does), while the others go
 //! on. Points: `before-account-create` (the policy checks are read, the account not yet
-//! written), `before-role-accounts-move` (a deleted role's accounts are listed and their
-//! cache drops promised, not yet moved to USER).
+//! written), `before-role-permissions` (a custom role's record is checked against the role
+//! LibreChat has, its permissions not yet read), `before-role-accounts-move` (a deleted
+//! role's accounts are listed and their cache drops promised, not yet moved to USER).
 
 use std::sync::OnceLock;
 

@@ -286,8 +286,8 @@ async fn converge(
     };
     let record = &record;
     let instance = target::instance_key(&target.instance);
-    let chosen = pending_role_id(record);
-    let changed = converge_permissions(store, role, (key, chosen), &uid).await?;
+    crate::fault::pause_point("before-role-permissions").await;
+    let changed = converge_permissions(store, role, (key, record), &uid).await?;
     if let Some(refused) = made_in_librechat(store, role, key, record).await? {
         return Ok(refused);
     }
@@ -324,7 +324,7 @@ async fn converge(
 async fn converge_permissions(
     store: &Store,
     role: &LibreChatRole,
-    (key, chosen_id): (&str, Option<mongodb::bson::oid::ObjectId>),
+    (key, record): (&str, &AccessRecord),
     uid: &str,
 ) -> Result<Option<&'static str>, StoreError> {
     let name = &role.spec.name;
@@ -332,11 +332,20 @@ async fn converge_permissions(
     let description = role.spec.description.clone().unwrap_or_default();
     let stored = store.find_role(name).await?;
     let change = match &stored {
+        // Created by this object and gone since `still_ours` read it (renamed or deleted in
+        // LibreChat just now): created again only under an `_id` the record holds first,
+        // which the next try's `still_ours` claims. Created here, it would be a role the
+        // record does not name, taken for one made in LibreChat at the next reconcile.
+        None if !is_built_in(name) && record.created && record.target.is_some() => {
+            return Err(StoreError::Contended(
+                "the role this object created went while it was being converged; it is claimed again and created at the next try",
+            ))
+        }
         None if !is_built_in(name) => "created",
         None => return Ok(None),
-        // Made in LibreChat while this object was creating it: not written (the check after
-        // converging refuses it).
-        Some(s) if !is_built_in(name) && chosen_id.is_some_and(|c| s.id != Some(c)) => {
+        // Made in LibreChat while this object was creating it, or since `still_ours` read
+        // the one it created: not written (the next check refuses it).
+        Some(s) if !is_built_in(name) && record.target.is_some_and(|t| s.id != Some(t)) => {
             return Ok(None)
         }
         Some(s) if is_built_in(name) => {
@@ -363,8 +372,9 @@ async fn converge_permissions(
         .await?;
     match (&stored, is_built_in(name)) {
         (None, _) => {
-            // Once created, a role re-created (renamed away in LibreChat) gets a new `_id`.
-            let id = chosen_id.unwrap_or_else(mongodb::bson::oid::ObjectId::new);
+            // The `_id` the record chose; a record of an earlier version may have none, and gets
+            // a new one (bson's default `ObjectId` is a newly generated one).
+            let id = pending_role_id(record).unwrap_or_default();
             store.create_role(id, name, &description, declared).await?
         }
         (Some(_), true) => store.set_role_keys(name, declared).await?,

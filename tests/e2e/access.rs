@@ -1132,3 +1132,74 @@ async fn a_role_renamed_in_librechat_is_created_again() {
     w.wait_gone("librechatroles", "auditors").await;
     w.contract_check(json!({ "roles": [{ "name": "AUDITORS", "absent": true }] }));
 }
+
+/// The race behind a flaky run of `a_role_renamed_in_librechat_is_created_again`: LibreChat's
+/// admin renames the role this object created just after a reconcile checked that the
+/// role is still its own, before its permissions are read. The role goes back under an `_id`
+/// the record names, and stays the object's: the next generation is written to it. Before,
+/// it was created again under an `_id` no record named, taken for a role made in LibreChat at
+/// the next reconcile, and the object was refused (`AlreadyExists`) for good.
+#[tokio::test]
+async fn a_role_renamed_while_it_is_converged_stays_the_objects_own() {
+    let mut w = World::new("acc-role-race").await;
+    let point = "before-role-permissions";
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_PAUSE_AT", point)]);
+    w.ready_instance("lc", json!({})).await;
+    let spec = |usable: bool| {
+        json!({ "instanceRef": { "name": "lc" }, "name": "RACERS",
+                "permissions": { "AGENTS": { "USE": usable } } })
+    };
+    w.apply("LibreChatRole", "racers", spec(true)).await;
+    w.wait_condition("librechatroles", "racers", "Ready", "True", None)
+        .await;
+    let roles = w.db.collection::<Document>("roles");
+    let first = roles
+        .find_one(doc! { "name": "RACERS" })
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A reconcile held at the point (woken by a label), then the rename.
+    let paused = |w: &World| {
+        w.operator_log()
+            .matches(&format!("pause point {point} reached"))
+            .count()
+    };
+    let before = paused(&w);
+    let label = json!({ "metadata": { "labels": { "nudge": "1" } } });
+    dynamic(&w.client, &w.ns, "LibreChatRole")
+        .patch(
+            "racers",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await
+        .unwrap();
+    eventually("a reconcile held at the pause point", || async {
+        (paused(&w) > before).then_some(())
+    })
+    .await;
+    roles
+        .update_one(
+            doc! { "name": "RACERS" },
+            doc! { "$set": { "name": "RACERS-OLD" } },
+        )
+        .await
+        .unwrap();
+
+    eventually("the declared role created again", || async {
+        let again = roles.find_one(doc! { "name": "RACERS" }).await.ok()??;
+        (again.get_object_id("_id").ok()? != first.get_object_id("_id").ok()?).then_some(())
+    })
+    .await;
+    w.apply("LibreChatRole", "racers", spec(false)).await;
+    // Ready for the new generation (not refused as a role made in LibreChat).
+    w.wait_condition("librechatroles", "racers", "Ready", "True", None)
+        .await;
+    w.contract_check(json!({
+        "roles": [{ "name": "RACERS", "permissions": { "AGENTS": { "USE": false } } }],
+    }));
+    w.delete("LibreChatRole", "racers").await;
+    w.wait_gone("librechatroles", "racers").await;
+    w.contract_check(json!({ "roles": [{ "name": "RACERS", "absent": true }] }));
+}
