@@ -39,6 +39,31 @@ async fn tenant_invite_refused(w: &World, t: &str, name: &str, email: &str) -> S
     ready_in(w, t, "userinvites", name, "False", "NotPermitted").await
 }
 
+/// The tenant `t`'s LibreChatUser `name` for `email`, its account's LibreChat counter of
+/// `kind` violations set to `count`; returns the account and the counter's Redis key.
+async fn tenant_account_with_violations(
+    w: &World,
+    t: &str,
+    (name, email): (&str, &str),
+    (kind, count): (&str, i64),
+) -> (ObjectId, String) {
+    let spec = json!({ "instanceRef": lc(w), "email": email });
+    w.apply_in(t, "LibreChatUser", name, spec).await;
+    let id = status_user_id(w, t, name).await;
+    let counter = format!("violations:{kind}:{kind}:{}", id.to_hex());
+    let _: () = redis().await.set(&counter, count).await.unwrap();
+    (id, counter)
+}
+
+/// The tenant `t` bans its LibreChatUser `user` (as `ban`), then lifts the ban.
+async fn tenant_bans_and_lifts(w: &World, t: &str, ban: &str, user: &str) {
+    let by_ref = json!({ "instanceRef": lc(w), "userRef": { "name": user } });
+    w.apply_in(t, "UserBan", ban, by_ref).await;
+    ready_in(w, t, "userbans", ban, "True", "Banned").await;
+    delete_in(&w.client, t, "UserBan", ban).await;
+    wait_gone_in(w, t, "userbans", ban).await;
+}
+
 /// A LibreChatUser `name` in the instance's namespace declaring `email`, with no account
 /// behind it yet (its password Secret is missing).
 async fn declared_without_account(w: &World, name: &str, email: &str) {
@@ -1940,19 +1965,13 @@ async fn a_tenants_email_ban_does_not_follow_the_email_to_another_namespaces_acc
 #[tokio::test]
 async fn a_tenant_cannot_wipe_librechats_violation_counters_by_banning_its_own_account() {
     let (w, t) = tenant_world("tr-ban-forgive", json!({})).await;
-    let spec = json!({ "instanceRef": lc(&w), "email": "rowdy@example.com" });
-    w.apply_in(&t, "LibreChatUser", "rowdy", spec).await;
-    let id = status_user_id(&w, &t, "rowdy").await;
+    let account = ("rowdy", "rowdy@example.com");
+    let (id, counter) =
+        tenant_account_with_violations(&w, &t, account, ("message_limit", 19)).await;
     let bans_key = format!("BANS:{}", id.to_hex());
-    let counter = format!("violations:message_limit:message_limit:{}", id.to_hex());
     let mut r = redis().await;
-    let _: () = r.set(&counter, 19).await.unwrap();
 
-    let by_ref = json!({ "instanceRef": lc(&w), "userRef": { "name": "rowdy" } });
-    w.apply_in(&t, "UserBan", "self-ban", by_ref).await;
-    ready_in(&w, &t, "userbans", "self-ban", "True", "Banned").await;
-    delete_in(&w.client, &t, "UserBan", "self-ban").await;
-    wait_gone_in(&w, &t, "userbans", "self-ban").await;
+    tenant_bans_and_lifts(&w, &t, "self-ban", "rowdy").await;
     assert!(
         log_doc(&w, &bans_key).await.is_none(),
         "the tenant's ban is lifted"
@@ -3436,12 +3455,9 @@ async fn a_refused_invitation_is_issued_once_the_other_declaration_goes() {
 #[tokio::test]
 async fn the_administrators_forgiveness_holds_when_a_tenants_ban_ends_last() {
     let (w, t) = tenant_world("tr-ban-last", json!({})).await;
-    let spec = json!({ "instanceRef": lc(&w), "email": "twice@example.com" });
-    w.apply_in(&t, "LibreChatUser", "twice", spec).await;
-    let id = status_user_id(&w, &t, "twice").await;
-    let counter = format!("violations:logins:logins:{}", id.to_hex());
+    let account = ("twice", "twice@example.com");
+    let (id, counter) = tenant_account_with_violations(&w, &t, account, ("logins", 7)).await;
     let mut r = redis().await;
-    let _: () = r.set(&counter, 7).await.unwrap();
 
     let tenants = json!({ "instanceRef": lc(&w), "userRef": { "name": "twice" } });
     w.apply_in(&t, "UserBan", "theirs", tenants).await;
@@ -3512,13 +3528,10 @@ async fn an_invitation_refused_past_its_lifetime_expires_without_a_link() {
 #[tokio::test]
 async fn a_forgiveness_voided_by_librechats_own_ban_is_not_used_later_by_a_tenant() {
     let (w, t) = tenant_world("tr-ban-void", json!({})).await;
-    let spec = json!({ "instanceRef": lc(&w), "email": "flagged@example.com" });
-    w.apply_in(&t, "LibreChatUser", "flagged", spec).await;
-    let id = status_user_id(&w, &t, "flagged").await;
+    let account = ("flagged", "flagged@example.com");
+    let (id, counter) = tenant_account_with_violations(&w, &t, account, ("logins", 21)).await;
     let bans_key = format!("BANS:{}", id.to_hex());
-    let counter = format!("violations:logins:logins:{}", id.to_hex());
     let mut r = redis().await;
-    let _: () = r.set(&counter, 21).await.unwrap();
     let native_end = jiff::Timestamp::now().as_millisecond() + 15_000;
     insert_native_ban(&w, &bans_key, native_end).await;
 
@@ -3542,11 +3555,7 @@ async fn a_forgiveness_voided_by_librechats_own_ban_is_not_used_later_by_a_tenan
     // LibreChat's ban ends; later the tenant bans and lifts its own account.
     let wait = native_end - jiff::Timestamp::now().as_millisecond() + 1_000;
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
-    let tenants = json!({ "instanceRef": lc(&w), "userRef": { "name": "flagged" } });
-    w.apply_in(&t, "UserBan", "mine", tenants).await;
-    ready_in(&w, &t, "userbans", "mine", "True", "Banned").await;
-    delete_in(&w.client, &t, "UserBan", "mine").await;
-    wait_gone_in(&w, &t, "userbans", "mine").await;
+    tenant_bans_and_lifts(&w, &t, "mine", "flagged").await;
     assert!(!log_doc(&w, &bans_key).await.is_some_and(|d| in_force(&d)));
     let after: Option<i64> = r.get(&counter).await.unwrap();
     assert_eq!(
