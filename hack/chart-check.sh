@@ -149,6 +149,22 @@ check "render 'people': view, edit and admin ClusterRoles" eq "$(count people '^
 has people 'rbac.authorization.k8s.io/aggregate-to-edit: "true"' "aggregation into edit"
 hasnt people '/status' "a status subresource in people's roles"
 hasnt people '"\*"' "a wildcard in people's roles"
+# The finalizer guard: only where the cluster serves ValidatingAdmissionPolicy (helm
+# template's default Kubernetes 1.20 does not), cluster-wide or for the watched namespaces.
+hasnt default '^kind: ValidatingAdmissionPolicy' "a finalizer guard for Kubernetes 1.20"
+render guard r --namespace "$NS" --kube-version 1.31.0 --show-only templates/finalizer-guard.yaml
+has guard '^kind: ValidatingAdmissionPolicy$' "the finalizer guard's policy (Kubernetes 1.31)"
+has guard '^kind: ValidatingAdmissionPolicyBinding$' "the finalizer guard's binding"
+has guard 'operations: \["UPDATE"\]$' "the guard on updates"
+hasnt guard 'namespaceSelector:' "a namespace selector without watchNamespaces"
+render guard-ns r --namespace "$NS" --kube-version 1.31.0 --set 'watchNamespaces={a,b}' \
+  --show-only templates/finalizer-guard.yaml
+has guard-ns 'kubernetes.io/metadata.name$' "the guard bound to the watched namespaces"
+check "render 'guard-ns': the two watched namespaces" eq "$(count guard-ns '^            - "(a|b)"$')" 2
+render guard-api r --namespace "$NS" --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy
+has guard-api '^kind: ValidatingAdmissionPolicy$' "the guard where the API is said to be served"
+render guard-off r --namespace "$NS" --kube-version 1.31.0 --set finalizerGuard.enabled=false
+hasnt guard-off '^kind: ValidatingAdmissionPolicy' "the guard with finalizerGuard.enabled=false"
 render nopeople r --namespace "$NS" --set rbac.aggregateToDefaultRoles=false
 hasnt nopeople 'aggregate-to-' "aggregated roles when rbac.aggregateToDefaultRoles=false"
 
@@ -405,6 +421,8 @@ rejects replicas --set replicas=0
 rejects replicas --set replicas=-1
 rejects replicas --set replicas=two
 rejects logFormat --set logFormat=xml
+rejects finalizerGuard --set finalizerGuard.enabled=maybe
+rejects finalizerGuard --set finalizerGuard.enforce=true
 rejects resyncPeriod --set resyncPeriod=5min
 rejects resyncPeriod --set resyncPeriod=5
 rejects resyncPeriod --set resyncPeriod=0s
@@ -470,6 +488,10 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
     local r; for r in "$RELEASE_ALL" "$RELEASE_HELM" "$RELEASE_UP"; do
       kubectl delete clusterrole,clusterrolebinding "$r-librechat-operator" --ignore-not-found >/dev/null 2>&1 || true
       kubectl delete clusterrole "$r-librechat-operator-view" "$r-librechat-operator-edit" "$r-librechat-operator-admin" --ignore-not-found >/dev/null 2>&1 || true
+    done
+    for r in "$RELEASE_ALL" "$RELEASE_NS" "$RELEASE_HELM" "$RELEASE_UP"; do
+      kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy \
+        "$r-librechat-operator-finalizer-guard-$NS" --ignore-not-found >/dev/null 2>&1 || true
     done
     kubectl delete namespace "$NS" "${WATCHED[@]}" "$GITOPS_NS" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
     if [ "$examples_owned" = 1 ]; then
@@ -580,8 +602,17 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   if helm install "$RELEASE_HELM" "$CHART" -n "$NS" --set replicas=2 --set "watchNamespaces={${WATCHED[0]}}" \
        --set crds.install=false >"$TMP/install" 2>&1; then ok
   else cat "$TMP/install" >&2; bad "helm install"; fi
+  # The finalizer guard, installed with the cluster's capabilities (helm template's default
+  # Kubernetes 1.20 has none), and only for the watched namespace.
+  guard="$RELEASE_HELM-librechat-operator-finalizer-guard-$NS"
+  check "helm install: the finalizer guard's policy" quiet kubectl get validatingadmissionpolicy "$guard"
+  check "helm install: the finalizer guard's binding selects the watched namespace" eq \
+    "$(kubectl get validatingadmissionpolicybinding "$guard" -o jsonpath='{.spec.matchResources.namespaceSelector.matchExpressions[0].values[*]}' 2>/dev/null)" \
+    "${WATCHED[0]}"
   if helm uninstall "$RELEASE_HELM" -n "$NS" >"$TMP/uninstall" 2>&1; then ok
   else cat "$TMP/uninstall" >&2; bad "helm uninstall"; fi
+  check "helm uninstall: the finalizer guard goes" eq \
+    "$(kubectl get validatingadmissionpolicy "$guard" -o name --ignore-not-found 2>/dev/null)" ""
 
   # CRD upgrades. Fixtures: the chart of the old layout (CRDs in crds/, which Helm installs
   # once and never upgrades, as up to chart 0.1.0) and the templated chart, both with an older

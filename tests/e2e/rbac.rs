@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -86,7 +89,14 @@ fn render(ns: &str, watch: &[&str]) -> Vec<Value> {
     let out = Command::new("helm")
         .args(["template", RELEASE])
         .arg(project_dir().join("charts/librechat-operator"))
-        .args(["--namespace", ns, "--set-json"])
+        .args(["--namespace", ns])
+        // `helm template` assumes Kubernetes 1.20 and so leaves out the finalizer guard (a
+        // ValidatingAdmissionPolicy); the test API server serves it, as every supported one.
+        .args([
+            "--api-versions",
+            "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+        ])
+        .arg("--set-json")
         .arg(format!("watchNamespaces={}", json!(watch)))
         .arg("--set-json")
         .arg(format!(
@@ -189,7 +199,8 @@ fn for_people(obj: &Value) -> bool {
     })
 }
 
-/// Creates the chart's ServiceAccount, Roles and RoleBindings (everything else is skipped).
+/// Creates the chart's ServiceAccount, Roles, RoleBindings and finalizer guard (everything
+/// else is skipped).
 async fn apply_rbac(w: &World, objs: &[Value]) {
     for o in objs {
         let ns = o["metadata"]["namespace"].as_str().unwrap_or(&w.ns);
@@ -198,6 +209,11 @@ async fn apply_rbac(w: &World, objs: &[Value]) {
             "ServiceAccount" => create::<ServiceAccount>(w, ns, o).await,
             "Role" => create::<Role>(w, ns, o).await,
             "RoleBinding" => create::<RoleBinding>(w, ns, o).await,
+            // The finalizer guard: cluster-scoped, named after the release's namespace.
+            "ValidatingAdmissionPolicy" => create_cluster::<ValidatingAdmissionPolicy>(w, o).await,
+            "ValidatingAdmissionPolicyBinding" => {
+                create_cluster::<ValidatingAdmissionPolicyBinding>(w, o).await
+            }
             // People's roles, aggregated into view/edit/admin: they grant the operator nothing.
             "ClusterRole" if for_people(o) => Ok(()),
             "ClusterRole" | "ClusterRoleBinding" => {
@@ -219,6 +235,21 @@ where
 {
     let typed: K = serde_json::from_value(obj.clone()).expect("a valid object");
     Api::<K>::namespaced(w.client.clone(), ns)
+        .create(&PostParams::default(), &typed)
+        .await
+        .map(|_| ())
+}
+
+async fn create_cluster<K>(w: &World, obj: &Value) -> Result<(), kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let typed: K = serde_json::from_value(obj.clone()).expect("a valid object");
+    Api::<K>::all(w.client.clone())
         .create(&PostParams::default(), &typed)
         .await
         .map(|_| ())
@@ -1127,4 +1158,208 @@ async fn an_instance_the_operator_may_not_read_stalls_the_object_with_its_own_re
         operator.log()
     );
     assert_eq!(condition(&obj, "Reconciling").unwrap().status, "False");
+}
+
+/// A client of the test's API server acting as `user` (impersonation by the test's admin).
+async fn client_as(user: &str) -> kube::Client {
+    let mut config = kube::Config::infer().await.expect("KUBECONFIG");
+    config.auth_info.impersonate = Some(user.to_string());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Gives `user` the `verbs` on librechat.ai `resources` in `ns` (a Role and its binding).
+async fn grant(w: &World, ns: &str, user: &str, resources: &[&str], verbs: &[&str]) {
+    let name = format!("{user}-{}", resources.len());
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "rules": [{ "apiGroups": ["librechat.ai"], "resources": resources, "verbs": verbs }],
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }],
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<Role>::namespaced(w.client.clone(), ns)
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(w.client.clone(), ns)
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+}
+
+/// Takes the operator's finalizer off `kind`/`name` in `ns` as `client`'s person would
+/// (`kubectl patch --type merge -p '{"metadata":{"finalizers":null}}'`).
+async fn strip_finalizer(
+    client: &kube::Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
+    let patch = json!({ "metadata": { "finalizers": null } });
+    let params = kube::api::PatchParams {
+        dry_run,
+        ..Default::default()
+    };
+    dynamic(client, ns, kind)
+        .patch(name, &params, &kube::api::Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// The guard's refusal, as opposed to RBAC's (both are 403).
+fn refused_by_guard(result: &Result<(), kube::Error>) -> Option<String> {
+    match result {
+        Err(kube::Error::Api(e)) if e.message.contains("may remove the finalizer") => {
+            Some(e.message.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The attack: a tenant's namespace admin strips the operator's cleanup finalizer from its
+/// objects and deletes them, so that their ban, invitation token or account stays in
+/// LibreChat with nothing in Kubernetes naming it and no cleanup ever run. The chart's
+/// finalizer guard refuses it, before and during the deletion, however the finalizer is
+/// taken off; the tenant's other edits go through, and the instance's administrators may
+/// still take it off (the operator itself does, in the scenario's deletions).
+#[tokio::test]
+async fn a_tenant_cannot_strip_the_cleanup_finalizer() {
+    let w = World::new("rbac-guard").await;
+    let tenant = format!("{}-t", w.ns);
+    create_namespace(&w.client, &tenant).await;
+    apply_rbac(&w, &render(&w.ns, &[&w.ns, &tenant])).await;
+    let instance = json!({ "name": "lc", "namespace": w.ns });
+    for (kind, name, spec) in [
+        (
+            "LibreChatUser",
+            "mine",
+            json!({ "instanceRef": instance, "email": "mine@example.com" }),
+        ),
+        (
+            "UserBan",
+            "ban",
+            json!({ "instanceRef": instance, "userRef": { "name": "mine" } }),
+        ),
+    ] {
+        let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": kind,
+            "metadata": { "name": name, "finalizers": ["librechat.ai/cleanup"] },
+            "spec": spec,
+        }))
+        .unwrap();
+        dynamic(&w.client, &tenant, kind)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("create {kind}: {e}"));
+    }
+    // The tenant's admin may do anything with the kinds in its namespace, instances included,
+    // as the chart's aggregated `admin` role allows (never their status: only the operator
+    // writes it).
+    let tenant_admin = format!("tenant-admin-{}", w.ns);
+    let kinds = [
+        "librechatinstances",
+        "librechatusers",
+        "userbans",
+        "userinvites",
+        "librechatgroups",
+        "librechatroles",
+    ];
+    grant(&w, &tenant, &tenant_admin, &kinds, &["*"]).await;
+    let as_tenant = client_as(&tenant_admin).await;
+
+    // The guard takes effect a moment after it is created: tried without effect until then.
+    within(PATIENCE, || async {
+        let tried = strip_finalizer(&as_tenant, &tenant, "LibreChatUser", "mine", true).await;
+        refused_by_guard(&tried)
+    })
+    .await
+    .expect("the guard never refused a dry run of the tenant's admin stripping the finalizer");
+    let stripped = strip_finalizer(&as_tenant, &tenant, "LibreChatUser", "mine", false).await;
+    let refusal = refused_by_guard(&stripped)
+        .unwrap_or_else(|| panic!("the tenant's admin stripped the finalizer: {stripped:?}"));
+    assert!(
+        refusal.contains(&w.ns),
+        "the refusal names the instance's namespace: {refusal}"
+    );
+
+    // Deleting is the tenant's right; the cleanup still stands between it and the object.
+    dynamic(&as_tenant, &tenant, "LibreChatUser")
+        .delete("mine", &Default::default())
+        .await
+        .unwrap();
+    let stripped = strip_finalizer(&as_tenant, &tenant, "LibreChatUser", "mine", false).await;
+    assert!(refused_by_guard(&stripped).is_some(), "{stripped:?}");
+    let mine = get_in(&w.client, &tenant, "librechatusers", "mine").await;
+    assert!(
+        mine.as_ref()
+            .is_some_and(|o| !o["metadata"]["deletionTimestamp"].is_null()),
+        "the deleted user stays until its cleanup: {mine:?}"
+    );
+
+    // Replaced by another finalizer in a whole-object update: refused too.
+    let bans = dynamic(&as_tenant, &tenant, "UserBan");
+    let mut ban = bans.get("ban").await.unwrap();
+    ban.metadata.finalizers = Some(vec!["example.com/other".into()]);
+    let replaced = bans
+        .replace("ban", &PostParams::default(), &ban)
+        .await
+        .map(|_| ());
+    assert!(refused_by_guard(&replaced).is_some(), "{replaced:?}");
+    // Every other edit goes through.
+    let labelled = bans
+        .patch(
+            "ban",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({ "metadata": { "labels": { "team": "a" } } })),
+        )
+        .await;
+    assert!(labelled.is_ok(), "{labelled:?}");
+
+    // The instance's administrators may take it off (after a crash of the operator's
+    // database, say), and the deleted user goes.
+    let instance_admin = format!("instance-admin-{}", w.ns);
+    grant(
+        &w,
+        &w.ns,
+        &instance_admin,
+        &["librechatinstances"],
+        &["update"],
+    )
+    .await;
+    grant(
+        &w,
+        &tenant,
+        &instance_admin,
+        &["librechatusers"],
+        &["get", "patch"],
+    )
+    .await;
+    let as_instance_admin = client_as(&instance_admin).await;
+    let allowed = within(PATIENCE, || async {
+        strip_finalizer(&as_instance_admin, &tenant, "LibreChatUser", "mine", false)
+            .await
+            .ok()
+    })
+    .await;
+    assert!(
+        allowed.is_some(),
+        "the instance's administrators could not remove it"
+    );
+    let gone = within(PATIENCE, || async {
+        get_in(&w.client, &tenant, "librechatusers", "mine")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the deleted user did not go once its finalizer was off"
+    );
 }
