@@ -118,9 +118,9 @@ pub struct LibreChatInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h|d))+$"))]
     pub resync_period: Option<String>,
-    /// How many accounts `deletionPolicy: Delete` objects may delete per hour before further
-    /// deletions wait for a person, so that a bad merge or a pruned folder cannot erase the
-    /// deployment's users. Default: at most 10 per hour.
+    /// How many accounts `deletionPolicy: Delete` objects of one namespace may delete per hour
+    /// before further deletions wait for a person, so that a bad merge or a pruned folder
+    /// cannot erase the deployment's users. Default: at most 10 per namespace per hour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_guard: Option<DeletionGuard>,
     /// Mirrors LibreChat's `balance` configuration (`librechat.yaml`), so that accounts the
@@ -154,8 +154,10 @@ pub struct LibreChatYaml {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeletionGuard {
-    /// Accounts that may be deleted within one hour (default 10; 0 makes every deletion wait
-    /// for `confirmedUntil`). Deletions beyond it wait, with reason `DeletionsRateLimited`.
+    /// Accounts that may be deleted within one hour by the objects of one namespace (default
+    /// 10; 0 makes every deletion wait for `confirmedUntil`). Deletions beyond it wait, with
+    /// reason `DeletionsRateLimited`. Each namespace has its own allowance: a tenant never
+    /// spends the administrators' or another tenant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100000))]
     pub max_per_hour: Option<u32>,

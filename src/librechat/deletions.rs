@@ -1,6 +1,10 @@
 //! The operator's record of the accounts it deleted, so that a bad merge or a pruned folder
 //! cannot wipe a deployment's users: deletions beyond a limit per window wait for a person.
 //! LibreChat never reads this collection.
+//!
+//! The limit is counted per namespace of the deleting object (each GitOps folder is usually
+//! one): a tenant deleting its own accounts spends its own allowance, never the
+//! administrators' or another tenant's.
 
 use std::time::Duration;
 
@@ -34,12 +38,14 @@ pub struct DeletionLimit {
 }
 
 impl Store {
-    /// Reserves one deletion for the object `owner_uid`, counted against `limit`. Idempotent per
-    /// object: a retry after a failed or interrupted deletion reuses its reservation. The caller
-    /// serializes reservations of one database (a count and an insert are not atomic).
+    /// Reserves one deletion for the object `owner_uid` of `namespace`, counted against `limit`
+    /// with the other deletions of that namespace. Idempotent per object: a retry after a
+    /// failed or interrupted deletion reuses its reservation. The caller serializes
+    /// reservations of one database (a count and an insert are not atomic).
     pub async fn reserve_deletion(
         &self,
         owner_uid: &str,
+        namespace: &str,
         email: &str,
         limit: DeletionLimit,
     ) -> Result<Allowance, StoreError> {
@@ -58,8 +64,14 @@ impl Store {
         log.delete_many(doc! { "at": { "$lt": since } })
             .deadline("pruning the deletion record")
             .await?;
+        // A record written before the count was per namespace names none: it counts against
+        // every namespace until it leaves the window (the safe side).
+        let of_namespace = doc! {
+            "at": { "$gte": since },
+            "$or": [ { "namespace": namespace }, { "namespace": { "$exists": false } } ],
+        };
         let recent: Vec<Document> = log
-            .find(doc! { "at": { "$gte": since } })
+            .find(of_namespace)
             .with_options(FindOptions::builder().sort(doc! { "at": 1 }).build())
             .deadline("counting recent deletions")
             .await?
@@ -78,7 +90,8 @@ impl Store {
                 frees_at_ms: oldest.saturating_add(window_ms),
             });
         }
-        log.insert_one(doc! { "_id": owner_uid, "email": email, "at": now })
+        let record = doc! { "_id": owner_uid, "namespace": namespace, "email": email, "at": now };
+        log.insert_one(record)
             .deadline("recording a deletion")
             .await?;
         Ok(Allowance::Granted)

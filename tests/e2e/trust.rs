@@ -1211,10 +1211,12 @@ async fn an_edited_name_neither_forks_nor_orphans_what_the_object_wrote() {
     assert_eq!(count(&w, "librechat_operator_access", doc! {}).await, 0);
 }
 
-/// The deletion guard counts every namespace's deletions together; a tenant held by it learns
-/// that the hour's allowance is used, not how many accounts the others deleted.
+/// The attack: a tenant creates and deletes its own `Delete`-policy accounts until the hour's
+/// deletion allowance is spent, so that the administrators' deletions (and every other
+/// tenant's) wait for a person. Each namespace has its own allowance: the tenant holds only
+/// its own deletions, and reads its own count, nothing of the others'.
 #[tokio::test]
-async fn a_tenant_held_by_the_deletion_guard_does_not_learn_how_much_others_deleted() {
+async fn a_tenant_cannot_spend_the_administrators_deletion_allowance() {
     let (w, t) = tenant_world("tr-guard", json!({ "deletionGuard": { "maxPerHour": 1 } })).await;
     let sso = |email: &str| {
         json!({ "instanceRef": lc(&w), "email": email, "provider": "openid",
@@ -1222,13 +1224,16 @@ async fn a_tenant_held_by_the_deletion_guard_does_not_learn_how_much_others_dele
     };
     w.apply("LibreChatUser", "admins", sso("gone@example.com"))
         .await;
-    w.apply_in(&t, "LibreChatUser", "mine", sso("mine@example.com"))
-        .await;
+    for (name, email) in [("spent", "spent@example.com"), ("mine", "mine@example.com")] {
+        w.apply_in(&t, "LibreChatUser", name, sso(email)).await;
+    }
     ready_in(&w, &w.ns, "librechatusers", "admins", "True", "Reconciled").await;
-    ready_in(&w, &t, "librechatusers", "mine", "True", "Reconciled").await;
-    w.delete("LibreChatUser", "admins").await;
-    w.wait_gone("librechatusers", "admins").await;
-
+    for name in ["spent", "mine"] {
+        ready_in(&w, &t, "librechatusers", name, "True", "Reconciled").await;
+    }
+    // The tenant spends its allowance, then is held.
+    delete_in(&w.client, &t, "LibreChatUser", "spent").await;
+    wait_gone_in(&w, &t, "librechatusers", "spent").await;
     delete_in(&w.client, &t, "LibreChatUser", "mine").await;
     let told = ready_in(
         &w,
@@ -1240,12 +1245,21 @@ async fn a_tenant_held_by_the_deletion_guard_does_not_learn_how_much_others_dele
     )
     .await;
     assert!(
-        !told.contains("were deleted")
-            && told.contains("within the hour")
-            && told.contains("maxPerHour"),
-        "a tenant reads that the allowance is used, not the count: {told}"
+        told.contains(&format!(
+            "1 LibreChat accounts were deleted from namespace '{t}'"
+        )) && told.contains("maxPerHour"),
+        "a tenant reads its own namespace's count: {told}"
     );
     assert!(w.find_user("mine@example.com").await.is_some());
+
+    // The administrators' deletion is not held by what the tenant spent.
+    w.delete("LibreChatUser", "admins").await;
+    w.wait_gone("librechatusers", "admins").await;
+    assert!(w.find_user("gone@example.com").await.is_none());
+    assert!(
+        w.find_user("mine@example.com").await.is_some(),
+        "the tenant's second deletion still waits"
+    );
 
     // The admin confirms; the held deletion goes through.
     let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600)).to_string();

@@ -228,8 +228,8 @@ fn deletion_refused(claim: &Claim, stored: &StoredUser, tenancy: &Tenancy) -> Op
     }
 }
 
-/// The instance's deletion guard: one more deletion within its hourly limit, or a person's
-/// confirmation; otherwise the deletion waits.
+/// The instance's deletion guard: one more deletion within the hourly limit of the object's
+/// namespace, or a person's confirmation; otherwise the deletion waits.
 async fn guard(
     stores: &Stores,
     user: &LibreChatUser,
@@ -243,42 +243,37 @@ async fn guard(
         window: DELETION_WINDOW,
         confirmed: spec.deletions_confirmed_at(now_ms),
     };
+    let namespace = user.namespace().unwrap_or_default();
     let _serialized = stores.deletion_guard.lock().await;
     let allowance = stores
         .store
-        .reserve_deletion(&uid_of(user), email, limit)
+        .reserve_deletion(&uid_of(user), &namespace, email, limit)
         .await
         .map_err(|e| e.to_string())?;
     match allowance {
         Allowance::Granted => Ok(()),
         Allowance::Exhausted { used, frees_at_ms } => Err(Hold {
             reason: reason::DELETIONS_RATE_LIMITED,
-            message: rate_limited_message(scope, used, limit.max, frees_at_ms),
+            message: rate_limited_message(scope, &namespace, used, limit.max, frees_at_ms),
         }),
     }
 }
 
-/// Why a deletion waits for the guard. The count of deletions is the instance's, all tenants'
-/// together: only the instance's namespace reads it; a tenant learns that the hour's allowance
-/// is used, not how much the others deleted.
-fn rate_limited_message(scope: &Scope<'_>, used: u64, max: u32, frees_at_ms: i64) -> String {
+/// Why a deletion waits for the guard. The count is the object's own namespace's, so a
+/// tenant reads its own deletions, nothing of the others'.
+fn rate_limited_message(
+    scope: &Scope<'_>,
+    namespace: &str,
+    used: u64,
+    max: u32,
+    frees_at_ms: i64,
+) -> String {
     let at = jiff::Timestamp::from_millisecond(frees_at_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
     let instance = scope.instance;
-    // When the allowance frees is when the hour's first deletion, of any namespace, was made.
-    let (spent, frees) = match scope.tenancy.administers {
-        true => (
-            format!("{used} LibreChat accounts were deleted in the last hour"),
-            format!("after {at}"),
-        ),
-        false => (
-            "the deletions of the last hour, in every namespace, reached the limit".into(),
-            "within the hour".into(),
-        ),
-    };
     format!(
-        "deletion waits for the deletion guard: {spent}; LibreChatInstance {} allows {max} per hour (spec.deletionGuard.maxPerHour). It goes ahead by itself {frees}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
+        "deletion waits for the deletion guard: {used} LibreChat accounts were deleted from namespace '{namespace}' in the last hour; LibreChatInstance {} allows {max} per namespace per hour (spec.deletionGuard.maxPerHour). It goes ahead by itself after {at}. To let it through now, an admin of namespace '{}' raises maxPerHour or sets deletionGuard.confirmedUntil a few minutes ahead (back up the database first); to keep the account instead, set deletionPolicy: Retain",
         target::instance_key(instance),
         instance.namespace().unwrap_or_default()
     )
