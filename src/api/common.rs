@@ -24,6 +24,29 @@ pub struct InstanceRef {
     pub namespace: Option<String>,
 }
 
+/// A kind whose objects are applied to one LibreChatInstance.
+pub trait AppliedToInstance {
+    fn instance_ref(&self) -> &InstanceRef;
+}
+
+/// Implements [`AppliedToInstance`] for kinds whose spec holds `instance_ref`.
+macro_rules! applied_to_instance {
+    ($($kind:ty),*) => {$(
+        impl AppliedToInstance for $kind {
+            fn instance_ref(&self) -> &InstanceRef {
+                &self.spec.instance_ref
+            }
+        }
+    )*};
+}
+applied_to_instance!(
+    super::LibreChatUser,
+    super::UserInvite,
+    super::UserBan,
+    super::LibreChatGroup,
+    super::LibreChatRole
+);
+
 /// A key inside a Secret in the same namespace as the object that refers to it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -14,6 +14,8 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::broadcast;
 
+use super::target;
+use crate::api::common::InstanceRef;
 use crate::librechat::changes::{AccountChange, AccountFeed, FeedPosition};
 use crate::librechat::{Store, StoreError};
 
@@ -46,6 +48,26 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// without a restart of the operator.
 const ASK_AGAIN: Duration = Duration::from_secs(300);
 
+/// A change seen by the feed of one instance (`namespace/name`): it concerns that instance's
+/// objects only. Another instance on the same database has a feed of its own.
+#[derive(Clone, Debug)]
+pub struct InstanceChange {
+    pub instance: Arc<str>,
+    pub account: AccountChange,
+}
+
+impl InstanceChange {
+    /// Whether the change came from the instance `reference` names, from an object in
+    /// `namespace`: an account change in one instance's database never wakes the objects of
+    /// another (a database a tenant's own instance follows says nothing of the others').
+    pub fn is_for(&self, reference: &InstanceRef, namespace: &str) -> bool {
+        let instance_namespace = target::instance_namespace(reference, namespace);
+        self.instance
+            .split_once('/')
+            .is_some_and(|(ns, name)| ns == instance_namespace && name == reference.name)
+    }
+}
+
 /// One instance's feed: the database it follows and the task following it.
 struct Feed {
     mode: FeedMode,
@@ -57,7 +79,7 @@ type FeedTable = Arc<Mutex<HashMap<String, Feed>>>;
 
 /// Changes seen by every instance's feed, for the controllers of every watch scope.
 pub struct Feeds {
-    changes: broadcast::Sender<AccountChange>,
+    changes: broadcast::Sender<InstanceChange>,
     feeds: FeedTable,
 }
 
@@ -118,7 +140,7 @@ impl Feeds {
 
     /// Every account change from now on (a lagging reader skips what it missed: the resync
     /// still finds it).
-    pub fn subscribe(&self) -> impl Stream<Item = AccountChange> + Send + 'static {
+    pub fn subscribe(&self) -> impl Stream<Item = InstanceChange> + Send + 'static {
         let receiver = self.changes.subscribe();
         futures::stream::unfold(receiver, |mut receiver| async move {
             loop {
@@ -145,7 +167,7 @@ fn lock(feeds: &FeedTable) -> std::sync::MutexGuard<'_, HashMap<String, Feed>> {
 async fn follow(
     key: String,
     store: Store,
-    sender: broadcast::Sender<AccountChange>,
+    sender: broadcast::Sender<InstanceChange>,
     feeds: FeedTable,
 ) {
     // Only this feed's own entry: a replaced feed's last steps must not touch its successor.
@@ -211,7 +233,7 @@ async fn open(
 async fn pass_on(
     key: &str,
     feed: &mut AccountFeed,
-    sender: &broadcast::Sender<AccountChange>,
+    sender: &broadcast::Sender<InstanceChange>,
     mut position: FeedPosition,
 ) -> FeedPosition {
     loop {
@@ -223,8 +245,9 @@ async fn pass_on(
             return position;
         }
         match feed.next().await {
-            Ok(Some(change)) => {
-                let _ = sender.send(change);
+            Ok(Some(account)) => {
+                let instance = Arc::from(key);
+                let _ = sender.send(InstanceChange { instance, account });
             }
             Ok(None) => {}
             Err(e) => {

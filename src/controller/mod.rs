@@ -50,13 +50,14 @@ use kube::{Client, Resource, ResourceExt};
 pub use context::{Context, FreedEmail, Settings};
 pub use error::ReconcileError;
 
-use crate::api::common::{condition, find_condition, reason};
+use crate::api::common::{condition, find_condition, reason, AppliedToInstance};
 use crate::api::validate::normalize_email;
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
 use crate::librechat::access::{group_key, role_key};
 use fanout::Fanout;
+use feeds::InstanceChange;
 use secret_watch::SecretMeta;
 use user_watch::UserKey;
 
@@ -190,25 +191,34 @@ where
     result
 }
 
-/// The objects of one kind that an account change may concern, by `concerns(object, account
-/// id, email after the change)`. Waking is a hint, never an identity: each woken object's
-/// reconcile reads the ownership record before it writes.
+/// The objects of one kind that an account change may concern: applied to the instance whose
+/// feed saw it, and by `concerns(object,
+/// account id, email after the change)`. Waking is a hint, never an identity: each woken
+/// object's reconcile reads the ownership record before it writes.
 fn woken_by<K>(
-    objects: &kube::runtime::reflector::Store<K>,
-    change: &crate::librechat::changes::AccountChange,
+    objects: &Store<K>,
+    change: &InstanceChange,
     concerns: fn(&K, &str, Option<&str>) -> bool,
-) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+) -> Vec<ObjectRef<K>>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    K: kube::Resource<DynamicType = ()> + AppliedToInstance + Clone + 'static,
 {
-    let id = change.user_id.to_hex();
-    let email = change.email.as_deref().map(normalize_email);
+    let account = &change.account;
+    let id = account.user_id.to_hex();
+    let email = account.email.as_deref().map(normalize_email);
     objects
         .state()
         .iter()
+        .filter(|o| is_for(change, &***o))
         .filter(|o| concerns(o, &id, email.as_deref()))
-        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(&**o))
+        .map(|o| ObjectRef::from_obj(&**o))
         .collect()
+}
+
+/// Whether `change` came from the feed of the instance `obj` is applied to.
+fn is_for<K: Resource + AppliedToInstance>(change: &InstanceChange, obj: &K) -> bool {
+    let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+    change.is_for(obj.instance_ref(), namespace)
 }
 
 /// What a watch calls with each object deleted: the email it declared is free, in every scope.
@@ -379,14 +389,20 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let users_reading_secrets = watched.store.clone();
     let every_user = watched.store.clone();
     let cached_users = watched.store.clone();
+    let users_of_instance = watched.store.clone();
     let by_instance = watched.store;
     let list_gate = watched.list_gate;
     let (by_account, by_secret) = (watched.index.clone(), watched.index);
     let woken = ctx.feeds.subscribe().map(move |change| {
-        let email = change.email.as_deref().map(normalize_email);
-        let mut keys = vec![UserKey::Account(change.user_id.to_hex())];
+        let account = &change.account;
+        let email = account.email.as_deref().map(normalize_email);
+        let mut keys = vec![UserKey::Account(account.user_id.to_hex())];
         keys.extend(email.map(UserKey::Email));
-        futures::stream::iter(by_account.lookup(&keys))
+        let of_instance = by_account.lookup(&keys).into_iter().filter(|r| {
+            let user = users_of_instance.get(r);
+            user.is_some_and(|u| is_for(&change, &*u))
+        });
+        futures::stream::iter(of_instance.collect::<Vec<_>>())
     });
     let users = users
         // LibreChat's own writes, seen through the instances' change streams.
@@ -413,7 +429,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             },
             move || all_of(&every_user),
         ))
-        .watches_instances(&ctx, by_instance, |u: &LibreChatUser| &u.spec.instance_ref)
+        .watches_instances(&ctx, by_instance)
         .shutdown_on_signal()
         .run(
             move |o, c| {
@@ -450,7 +466,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             },
             move || all_of(&every_ban),
         ))
-        .watches_instances(&ctx, bans_by_instance, |b: &UserBan| &b.spec.instance_ref)
+        .watches_instances(&ctx, bans_by_instance)
         .shutdown_on_signal()
         .run(
             |o, c| observed(o, c, ban::reconcile),
@@ -483,9 +499,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
             // Deletions missed (a burst beyond the channel): every refused invitation, not all.
             move || select(&every_invite, not_permitted),
         ))
-        .watches_instances(&ctx, invites_by_instance, |i: &UserInvite| {
-            &i.spec.instance_ref
-        })
+        .watches_instances(&ctx, invites_by_instance)
         .shutdown_on_signal()
         .run(
             |o, c| observed(o, c, invite::reconcile),
@@ -596,7 +610,7 @@ fn group_controller(
             },
             move || all_of(&every_group),
         ))
-        .watches_instances(&ctx, by_instance, |g: &LibreChatGroup| &g.spec.instance_ref)
+        .watches_instances(&ctx, by_instance)
         .shutdown_on_signal()
         .run(|o, c| observed(o, c, group::reconcile), error_policy, ctx)
         .for_each(log_outcome("LibreChatGroup"));
@@ -637,7 +651,7 @@ fn role_controller(
             },
             move || all_of(&every_role),
         ))
-        .watches_instances(&ctx, by_instance, |r: &LibreChatRole| &r.spec.instance_ref)
+        .watches_instances(&ctx, by_instance)
         .shutdown_on_signal()
         .run(|o, c| observed(o, c, role::reconcile), error_policy, ctx)
         .for_each(log_outcome("LibreChatRole"));
@@ -647,17 +661,13 @@ fn role_controller(
 /// Wakes the objects of a controller that point at an instance whenever what they read of it
 /// changes, whichever scope watches the instance.
 trait WatchesInstances<K: Resource<DynamicType = ()> + Clone + 'static> {
-    fn watches_instances(
-        self,
-        ctx: &Context,
-        objects: Store<K>,
-        instance_ref: fn(&K) -> &crate::api::common::InstanceRef,
-    ) -> Self;
+    fn watches_instances(self, ctx: &Context, objects: Store<K>) -> Self;
 }
 
 impl<K> WatchesInstances<K> for Controller<K>
 where
     K: Resource<DynamicType = ()>
+        + AppliedToInstance
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -665,17 +675,12 @@ where
         + Sync
         + 'static,
 {
-    fn watches_instances(
-        self,
-        ctx: &Context,
-        objects: Store<K>,
-        instance_ref: fn(&K) -> &crate::api::common::InstanceRef,
-    ) -> Self {
+    fn watches_instances(self, ctx: &Context, objects: Store<K>) -> Self {
         let everything = objects.clone();
         self.reconcile_on(ctx.instances.changes.wakes(
             move |instance: &LibreChatInstance| {
                 select(&objects, |o: &K| {
-                    target::points_at(instance_ref(o), o, instance)
+                    target::points_at(o.instance_ref(), o, instance)
                 })
             },
             move || all_of(&everything),
@@ -724,4 +729,75 @@ fn instance_uses_secret(instance: &LibreChatInstance, secret: &str) -> bool {
             .as_ref()
             .and_then(|r| r.uri_secret_ref.as_ref())
             .is_some_and(|r| r.name == secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+    use mongodb::bson::oid::ObjectId;
+    use serde_json::json;
+
+    use super::*;
+    use crate::librechat::changes::AccountChange;
+
+    fn invites(objects: &[(&str, &str, serde_json::Value)]) -> Store<UserInvite> {
+        let mut writer = Writer::<UserInvite>::default();
+        for (namespace, name, instance_ref) in objects {
+            let invite: UserInvite = serde_json::from_value(json!({
+                "apiVersion": "librechat.ai/v1alpha1", "kind": "UserInvite",
+                "metadata": { "name": name, "namespace": namespace },
+                "spec": { "instanceRef": instance_ref, "email": "Shared@Example.com" },
+            }))
+            .unwrap();
+            writer.apply_watcher_event(&Event::Apply(invite));
+        }
+        writer.as_reader()
+    }
+
+    fn registered_in(instance: &str) -> InstanceChange {
+        InstanceChange {
+            instance: Arc::from(instance),
+            account: AccountChange {
+                user_id: ObjectId::new(),
+                email: Some("shared@example.com".into()),
+            },
+        }
+    }
+
+    fn names(refs: Vec<ObjectRef<UserInvite>>) -> Vec<String> {
+        let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+        names.sort();
+        names
+    }
+
+    /// The attack: a tenant runs an instance of its own (allowed where `instanceNamespaces` is
+    /// unset) on a database it controls, and writes accounts there with the emails of other
+    /// instances' objects, over and over, to have the operator reconcile them all. A change
+    /// wakes only the objects applied to the instance whose feed saw it.
+    #[test]
+    fn a_tenants_own_database_wakes_only_its_own_instances_objects() {
+        let store = invites(&[
+            ("admins", "theirs", json!({ "name": "lc" })),
+            (
+                "tenant",
+                "also-theirs",
+                json!({ "name": "lc", "namespace": "admins" }),
+            ),
+            ("tenant", "mine", json!({ "name": "own" })),
+            (
+                "tenant",
+                "mine-spelt-out",
+                json!({ "name": "own", "namespace": "tenant" }),
+            ),
+        ]);
+        let from_tenant = woken_by(&store, &registered_in("tenant/own"), invite_concerned);
+        assert_eq!(names(from_tenant), ["mine", "mine-spelt-out"]);
+        let from_admins = woken_by(&store, &registered_in("admins/lc"), invite_concerned);
+        assert_eq!(names(from_admins), ["also-theirs", "theirs"]);
+        // Same name, another namespace: another instance.
+        assert!(woken_by(&store, &registered_in("other/lc"), invite_concerned).is_empty());
+    }
 }
