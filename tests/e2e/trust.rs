@@ -1379,6 +1379,76 @@ async fn a_tenant_does_not_read_the_relays_secret() {
     );
 }
 
+/// The attack: a tenant allowed to manage roles claims a role name before the administrators
+/// declare it (a name from their example, their pull request, their convention). Their
+/// LibreChatUsers of that role would then be put in the tenant's role, whose permissions the
+/// tenant sets, and deleting it would move them all to USER. A role a tenant declares is that
+/// tenant's alone: the administrators' accounts are not put in it, and stay where they are.
+#[tokio::test]
+async fn a_tenant_cannot_squat_a_role_name_to_govern_the_administrators_accounts() {
+    let (w, t) = tenant_world(
+        "tr-squat",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    w.apply(
+        "LibreChatUser",
+        "lead",
+        json!({ "instanceRef": { "name": "lc" }, "email": "lead@example.com" }),
+    )
+    .await;
+    let lead = status_user_id(&w, &w.ns, "lead").await;
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "squat",
+        json!({ "instanceRef": lc(&w), "name": "ANALYST",
+                "permissions": { "AGENTS": { "USE": false } } }),
+    )
+    .await;
+    ready_in(&w, &t, "librechatroles", "squat", "True", "Reconciled").await;
+
+    // A new account of the administrators in that role: not created.
+    w.apply(
+        "LibreChatUser",
+        "analyst",
+        json!({ "instanceRef": { "name": "lc" }, "email": "analyst@example.com",
+                "role": "ANALYST" }),
+    )
+    .await;
+    let told = ready_in(
+        &w,
+        &w.ns,
+        "librechatusers",
+        "analyst",
+        "False",
+        "NotPermitted",
+    )
+    .await;
+    assert!(
+        told.contains(&format!("namespace '{t}'")),
+        "the administrators read which namespace holds the role: {told}"
+    );
+    assert_eq!(
+        count(&w, "users", doc! { "email": "analyst@example.com" }).await,
+        0
+    );
+    // An existing account of theirs moved to it: not written.
+    w.apply(
+        "LibreChatUser",
+        "lead",
+        json!({ "instanceRef": { "name": "lc" }, "email": "lead@example.com",
+                "role": "ANALYST" }),
+    )
+    .await;
+    ready_in(&w, &w.ns, "librechatusers", "lead", "False", "NotPermitted").await;
+    assert_eq!(
+        user_doc(&w, lead).await.unwrap().get_str("role").unwrap(),
+        "USER"
+    );
+    assert_eq!(count(&w, "users", doc! { "role": "ANALYST" }).await, 0);
+}
+
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
 /// carry grants on other people's agents, or system grants such as `access:admin`), or adopts
 /// an account the LibreChat admin put in one.

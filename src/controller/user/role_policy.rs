@@ -13,35 +13,55 @@ use crate::librechat::{Store, StoreError};
 /// Why an object of `tenancy` may not hold an account in `role`, if it may not. `USER` is
 /// everyone's; `ADMIN` is `allowAdmin`'s and checked apart. A tenant's custom roles are those
 /// its own namespace's LibreChatRoles declare (the operator's access record names the owner)
-/// and those the instance lists in `tenantPolicy.assignableRoles`.
+/// and those the instance lists in `tenantPolicy.assignableRoles`. A role a tenant's
+/// LibreChatRole declares is that tenant's alone: whoever holds the name sets the permissions
+/// of every account in it, so neither the administrators nor another tenant put accounts in
+/// it (a tenant claiming a name first must not come to govern the administrators' accounts).
 pub(super) async fn refusal(
     store: &Store,
     tenancy: &Tenancy,
     role: &str,
 ) -> Result<Option<String>, StoreError> {
-    if tenancy.administers || is_built_in(role) || tenancy.lists_assignable(role) {
+    if is_built_in(role) {
         return Ok(None);
     }
     let record = store.access_record(&role_key(role)).await?;
-    let declared_here = record
-        .as_ref()
-        .filter(|r| r.owner.kind == "LibreChatRole" && r.owner.namespace == tenancy.namespace);
-    if let Some(record) = declared_here {
-        // Only while LibreChat has it: not before it is created, nor once its deletion began
-        // (which moves its accounts to USER) until the name is released.
-        if record.created && !record.releasing {
-            return Ok(None);
+    let declared = record.as_ref().filter(|r| r.owner.kind == "LibreChatRole");
+    match declared.map(|r| (r, r.owner.namespace.as_str())) {
+        Some((record, namespace)) if namespace == tenancy.namespace => {
+            // Only while LibreChat has it: not before it is created, nor once its deletion
+            // began (which moves its accounts to USER) until the name is released.
+            if tenancy.administers || (record.created && !record.releasing) {
+                return Ok(None);
+            }
+            Ok(Some(format!(
+                "role '{role}' is declared by a LibreChatRole in namespace '{}' but LibreChat does not have it (not created yet, or being deleted); waiting for it",
+                tenancy.namespace
+            )))
         }
-        return Ok(Some(format!(
-            "role '{role}' is declared by a LibreChatRole in namespace '{}' but LibreChat does not have it (not created yet, or being deleted); waiting for it",
-            tenancy.namespace
-        )));
+        Some((_, namespace)) if namespace != tenancy.instance_namespace => {
+            Ok(Some(tenants_role(tenancy, role, namespace)))
+        }
+        _ if tenancy.administers || tenancy.lists_assignable(role) => Ok(None),
+        _ => Ok(Some(format!(
+            "role '{role}' is neither declared by a LibreChatRole in namespace '{}' nor listed in the instance's tenantPolicy.assignableRoles, so its accounts may not be put in it: {}",
+            tenancy.namespace,
+            tenancy.who_may("assign other roles")
+        ))),
     }
-    Ok(Some(format!(
-        "role '{role}' is neither declared by a LibreChatRole in namespace '{}' nor listed in the instance's tenantPolicy.assignableRoles, so its accounts may not be put in it: {}",
-        tenancy.namespace,
-        tenancy.who_may("assign other roles")
-    )))
+}
+
+/// Why a role a tenant's LibreChatRole declares is not for an object of another namespace.
+/// The administrators read which namespace holds it; a tenant reads only that another does.
+fn tenants_role(tenancy: &Tenancy, role: &str, holder: &str) -> String {
+    let held_by = match tenancy.administers {
+        true => format!("namespace '{holder}'"),
+        false => "another namespace".to_string(),
+    };
+    format!(
+        "role '{role}' is declared by a LibreChatRole of {held_by}, which sets the permissions of every account in it, so accounts of namespace '{}' are not put in it; choose another role (a LibreChatRole of this instance's namespace for the administrators' roles)",
+        tenancy.namespace
+    )
 }
 
 /// Checks again, after the account `stored` was written with a tenant's custom role, that
