@@ -149,21 +149,20 @@ check "render 'people': view, edit and admin ClusterRoles" eq "$(count people '^
 has people 'rbac.authorization.k8s.io/aggregate-to-edit: "true"' "aggregation into edit"
 hasnt people '/status' "a status subresource in people's roles"
 hasnt people '"\*"' "a wildcard in people's roles"
-# The finalizer guard: only where the cluster serves ValidatingAdmissionPolicy (helm
-# template's default Kubernetes 1.20 does not), cluster-wide or for the watched namespaces.
-hasnt default '^kind: ValidatingAdmissionPolicy' "a finalizer guard for Kubernetes 1.20"
-render guard r --namespace "$NS" --kube-version 1.31.0 --show-only templates/finalizer-guard.yaml
-has guard '^kind: ValidatingAdmissionPolicy$' "the finalizer guard's policy (Kubernetes 1.31)"
+# The finalizer guard: cluster-wide, or for the watched namespaces; the operator is its
+# ServiceAccount (and finalizerGuard.operatorUsers).
+has default '^kind: ValidatingAdmissionPolicy$' "the finalizer guard's policy"
+render guard r --namespace "$NS" --show-only templates/finalizer-guard.yaml \
+  --set-json 'finalizerGuard.operatorUsers=["ops-robot"]'
 has guard '^kind: ValidatingAdmissionPolicyBinding$' "the finalizer guard's binding"
 has guard 'operations: \["UPDATE"\]$' "the guard on updates"
+has guard "\\[\"system:serviceaccount:$NS:r-librechat-operator\",\"ops-robot\"\\]$" "the operator's ServiceAccount and operatorUsers"
 hasnt guard 'namespaceSelector:' "a namespace selector without watchNamespaces"
-render guard-ns r --namespace "$NS" --kube-version 1.31.0 --set 'watchNamespaces={a,b}' \
+render guard-ns r --namespace "$NS" --set 'watchNamespaces={a,b}' \
   --show-only templates/finalizer-guard.yaml
 has guard-ns 'kubernetes.io/metadata.name$' "the guard bound to the watched namespaces"
 check "render 'guard-ns': the two watched namespaces" eq "$(count guard-ns '^            - "(a|b)"$')" 2
-render guard-api r --namespace "$NS" --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy
-has guard-api '^kind: ValidatingAdmissionPolicy$' "the guard where the API is said to be served"
-render guard-off r --namespace "$NS" --kube-version 1.31.0 --set finalizerGuard.enabled=false
+render guard-off r --namespace "$NS" --set finalizerGuard.enabled=false
 hasnt guard-off '^kind: ValidatingAdmissionPolicy' "the guard with finalizerGuard.enabled=false"
 render nopeople r --namespace "$NS" --set rbac.aggregateToDefaultRoles=false
 hasnt nopeople 'aggregate-to-' "aggregated roles when rbac.aggregateToDefaultRoles=false"
@@ -423,6 +422,7 @@ rejects replicas --set replicas=two
 rejects logFormat --set logFormat=xml
 rejects finalizerGuard --set finalizerGuard.enabled=maybe
 rejects finalizerGuard --set finalizerGuard.enforce=true
+rejects operatorUsers --set finalizerGuard.operatorUsers=robot
 rejects resyncPeriod --set resyncPeriod=5min
 rejects resyncPeriod --set resyncPeriod=5
 rejects resyncPeriod --set resyncPeriod=0s
@@ -602,8 +602,7 @@ if [ "${CHART_CHECK_OFFLINE:-0}" != 1 ]; then
   if helm install "$RELEASE_HELM" "$CHART" -n "$NS" --set replicas=2 --set "watchNamespaces={${WATCHED[0]}}" \
        --set crds.install=false >"$TMP/install" 2>&1; then ok
   else cat "$TMP/install" >&2; bad "helm install"; fi
-  # The finalizer guard, installed with the cluster's capabilities (helm template's default
-  # Kubernetes 1.20 has none), and only for the watched namespace.
+  # The finalizer guard, only for the watched namespace.
   guard="$RELEASE_HELM-librechat-operator-finalizer-guard-$NS"
   check "helm install: the finalizer guard's policy" quiet kubectl get validatingadmissionpolicy "$guard"
   check "helm install: the finalizer guard's binding selects the watched namespace" eq \
