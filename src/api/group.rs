@@ -141,9 +141,9 @@ impl LibreChatGroupSpec {
     /// Problems LibreChat's admin API would refuse, or that cross out of `own` namespace.
     pub fn check(&self, own: &str) -> Result<(), String> {
         let spec = self;
-        if spec.name.trim() != spec.name || spec.name.is_empty() || spec.name.chars().count() > 500
-        {
-            return Err(format!("group name '{}' must be 1 to 500 characters with no surrounding spaces (LibreChat trims it)", spec.name));
+        crate::librechat::names::check_shown_name("group", &spec.name)?;
+        if spec.name.chars().count() > 500 {
+            return Err("group name is longer than LibreChat's 500 characters".into());
         }
         if spec
             .description

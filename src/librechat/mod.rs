@@ -19,6 +19,7 @@ pub mod error;
 pub mod hash_pool;
 pub mod indexes;
 pub mod invites;
+pub mod names;
 pub mod one_shot;
 pub mod owned;
 pub mod ownership;

@@ -92,16 +92,9 @@ pub fn check_permissions(permissions: &Permissions) -> Result<(), String> {
 /// Why LibreChat would refuse `name` for a role (its admin API and `createRoleByName`), with
 /// `custom` when the name must not be a built-in one.
 pub fn check_role_name(name: &str, custom: bool) -> Result<(), String> {
-    if name.trim() != name || name.is_empty() {
-        return Err(format!(
-            "role name '{name}' must be non-empty with no surrounding spaces (LibreChat trims it)"
-        ));
-    }
+    super::names::check_shown_name("role", name)?;
     if name.chars().count() > 500 {
         return Err("role name is longer than LibreChat's 500 characters".into());
-    }
-    if name.chars().any(char::is_control) {
-        return Err("role name contains control characters, which LibreChat refuses".into());
     }
     if matches!(name, "members" | "permissions") {
         return Err(format!("'{name}' is reserved by LibreChat's admin API"));

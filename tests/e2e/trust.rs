@@ -3648,3 +3648,52 @@ async fn a_forgiveness_voided_by_librechats_own_ban_is_not_used_later_by_a_tenan
         "a stale forgiveness must not clear the counters"
     );
 }
+
+/// The attack: a tenant names its group or role like the administrators' own but for an
+/// invisible character (a zero-width space, U+FEFF, which JavaScript's trim takes and Rust's
+/// does not), so that people sharing with "Engineering" in LibreChat's picker pick the
+/// tenant's. Such names are refused before anything is written.
+#[tokio::test]
+async fn a_tenant_cannot_name_a_group_or_role_like_another_with_invisible_characters() {
+    let (w, t) = tenant_world(
+        "tr-lookalike",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    w.apply(
+        "LibreChatGroup",
+        "eng",
+        json!({ "instanceRef": { "name": "lc" }, "name": "Engineering" }),
+    )
+    .await;
+    w.wait_condition("librechatgroups", "eng", "Ready", "True", None)
+        .await;
+    w.apply_in(
+        &t,
+        "LibreChatGroup",
+        "fake",
+        json!({ "instanceRef": lc(&w), "name": "Engi\u{200B}neering" }),
+    )
+    .await;
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "fake",
+        json!({ "instanceRef": lc(&w), "name": "ADMIN\u{FEFF}",
+                "permissions": { "AGENTS": { "USE": true } } }),
+    )
+    .await;
+    for plural in ["librechatgroups", "librechatroles"] {
+        let told = ready_in(&w, &t, plural, "fake", "False", "InvalidSpec").await;
+        assert!(told.contains("invisible character"), "{plural}: {told}");
+    }
+    assert_eq!(
+        count(&w, "groups", doc! {}).await,
+        1,
+        "only the administrators' group"
+    );
+    assert_eq!(
+        count(&w, "roles", doc! { "name": "ADMIN\u{FEFF}" }).await,
+        0
+    );
+}
