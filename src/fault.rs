@@ -21,7 +21,8 @@
 //! on. Points: `before-account-create` (the policy checks are read, the account not yet
 //! written), `before-role-permissions` (a custom role's record is checked against the role
 //! LibreChat has, its permissions not yet read), `before-role-accounts-move` (a deleted
-//! role's accounts are listed and their cache drops promised, not yet moved to USER).
+//! role's accounts are listed and their cache drops promised, not yet moved to USER),
+//! `before-group-delete` (a deleted object's group is read as a local one, not yet deleted).
 
 use std::sync::OnceLock;
 

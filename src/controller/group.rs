@@ -557,12 +557,13 @@ async fn remove_group(
             release_linked_group(ctx, group, target, (name, key), record, linked).await?;
             return release_record(ctx, store, key, uid).await;
         }
+        crate::fault::pause_point("before-group-delete").await;
         let members = stored.map(|g| g.member_ids).unwrap_or_default();
         let owed = owed_on_removal(&members, record);
         store
             .promise_cache_drops(key, uid, &owed, access::due(false))
             .await?;
-        store.delete_group(id).await?;
+        store.delete_local_group(id).await?;
         store.drop_owed_caches(&owed).await?;
         tokio::time::sleep(access::SECOND_DROP_AFTER).await;
         store.drop_owed_caches(&owed).await?;

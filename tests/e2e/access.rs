@@ -1203,3 +1203,77 @@ async fn a_role_renamed_while_it_is_converged_stays_the_objects_own() {
     w.wait_gone("librechatroles", "racers").await;
     w.contract_check(json!({ "roles": [{ "name": "RACERS", "absent": true }] }));
 }
+
+/// The race: LibreChat links the group an object made to a directory group (a person shared
+/// with the directory group of its email) just after the object's deletion read it as a local
+/// group, before it is deleted. The directory's group keeps the shares people made with it
+/// (the group went first, by its source, and nothing else is deleted once it stays), and the
+/// object is released as for a linked group. Before, the shares were deleted with the
+/// group's, and the group stayed.
+#[tokio::test]
+async fn a_group_linked_to_a_directory_while_it_is_deleted_keeps_its_shares() {
+    let mut w = World::new("acc-group-race").await;
+    let point = "before-group-delete";
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_PAUSE_AT", point)]);
+    w.ready_instance("lc", json!({})).await;
+    w.apply(
+        "LibreChatGroup",
+        "eng",
+        json!({ "instanceRef": { "name": "lc" }, "name": "Engineering",
+                "email": "eng@example.com" }),
+    )
+    .await;
+    w.wait_condition("librechatgroups", "eng", "Ready", "True", None)
+        .await;
+    let id = group_doc(&w, "Engineering")
+        .await
+        .unwrap()
+        .get_object_id("_id")
+        .unwrap();
+
+    let paused = |w: &World| {
+        w.operator_log()
+            .matches(&format!("pause point {point} reached"))
+            .count()
+    };
+    w.delete("LibreChatGroup", "eng").await;
+    eventually("the deletion held at the pause point", || async {
+        (paused(&w) > 0).then_some(())
+    })
+    .await;
+    // LibreChat links it, and a person shares an agent with the directory group.
+    let person = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(person, "sharer@example.com"))
+        .await
+        .unwrap();
+    let agent = seed_resource(&w, "agents", "agent", person).await;
+    let groups = w.db.collection::<Document>("groups");
+    groups
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "source": "entra", "idOnTheSource": "entra-group-eng" } },
+        )
+        .await
+        .unwrap();
+    let share = doc! { "principalType": "group", "principalId": id, "principalModel": "Group",
+    "resourceType": "agent", "resourceId": agent, "permBits": 1, "grantedBy": person,
+    "grantedAt": mongodb::bson::DateTime::now() };
+    let acl = w.db.collection::<Document>("aclentries");
+    acl.insert_one(share.clone()).await.unwrap();
+
+    w.wait_gone("librechatgroups", "eng").await;
+    let kept = groups.find_one(doc! { "_id": id }).await.unwrap();
+    assert_eq!(
+        kept.and_then(|g| g.get_str("source").ok().map(str::to_string)),
+        Some("entra".to_string()),
+        "the directory's group stays"
+    );
+    assert_eq!(
+        acl.count_documents(doc! { "principalId": id })
+            .await
+            .unwrap(),
+        1,
+        "the share a person made with the directory group stays"
+    );
+}

@@ -185,14 +185,18 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Deletes the group as LibreChat's admin API does: the group, its ACL entries and its
-    /// config overrides. Returns the member ids it had.
-    pub async fn delete_group(&self, id: ObjectId) -> Result<Vec<String>, StoreError> {
-        let members = self
-            .find_group(id)
-            .await?
-            .map(|g| g.member_ids)
-            .unwrap_or_default();
+    /// Deletes the local group `id` as LibreChat's admin API does: the group, its ACL entries
+    /// and its config overrides. The group goes first, by a filter on its source, so that one
+    /// LibreChat linked to a directory since it was read keeps its shares: then nothing is
+    /// deleted and the call fails as contended (the next reconcile releases it as linked). A
+    /// retry after a failure midway finds the group gone and finishes the rest.
+    pub async fn delete_local_group(&self, id: ObjectId) -> Result<(), StoreError> {
+        self.delete_many(collections::GROUPS, local(id)).await?;
+        if self.find_group(id).await?.is_some() {
+            return Err(StoreError::Contended(
+                "LibreChat linked the group to a directory while it was being deleted",
+            ));
+        }
         self.delete_many(
             ACL_ENTRIES,
             doc! { "principalType": "group", "principalId": id },
@@ -203,8 +207,7 @@ impl Store {
             doc! { "principalType": "group", "principalId": id.to_hex() },
         )
         .await?;
-        self.delete_many(collections::GROUPS, local(id)).await?;
-        Ok(members)
+        Ok(())
     }
 }
 
