@@ -209,8 +209,8 @@ where
     objects
         .state()
         .iter()
-        .filter(|o| is_for(change, &***o))
         .filter(|o| concerns(o, &id, email.as_deref()))
+        .filter(|o| is_for(change, &***o))
         .map(|o| ObjectRef::from_obj(&**o))
         .collect()
 }

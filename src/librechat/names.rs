@@ -11,13 +11,52 @@ pub fn check_shown_name(what: &str, name: &str) -> Result<(), String> {
             "{what} name '{name}' must be non-empty with no surrounding spaces (LibreChat trims it)"
         ));
     }
-    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
+    let mut previous = None;
+    let hidden = name.chars().find(|&c| {
+        // An emoji's presentation selector (❤️) is part of the symbol it follows; after a
+        // letter, a digit or a space it shows as nothing.
+        let styles_symbol = is_variation_selector(c)
+            && previous.is_some_and(|p: char| {
+                !p.is_ascii()
+                    && !p.is_alphanumeric()
+                    && !p.is_whitespace()
+                    && !is_variation_selector(p)
+            });
+        previous = Some(c);
+        shows_as_nothing_or_space(c) && !styles_symbol
+    });
+    if let Some(c) = hidden {
         return Err(format!(
-            "{what} name contains the invisible character U+{:04X}: a name that shows like another one is refused",
+            "{what} name contains the invisible character U+{:04X} (or a space other than the plain one): a name that shows like another one is refused",
             u32::from(c)
         ));
     }
     Ok(())
+}
+
+/// A character that shows as nothing, or as a space other than the plain one: controls,
+/// format characters, Unicode's default-ignorable code points (combining grapheme joiner,
+/// variation selectors, Hangul fillers) and the other spaces (no-break, ideographic, ...).
+fn shows_as_nothing_or_space(c: char) -> bool {
+    c.is_control() || is_format(c) || is_default_ignorable(c) || (c.is_whitespace() && c != ' ')
+}
+
+fn is_variation_selector(c: char) -> bool {
+    matches!(u32::from(c), 0xFE00..=0xFE0F | 0xE0100..=0xE01EF)
+}
+
+/// Default-ignorable code points that are not format characters: shown as nothing.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(u32::from(c),
+        0x034F
+        | 0x115F..=0x1160
+        | 0x17B4..=0x17B5
+        | 0x180B..=0x180F
+        | 0x3164
+        | 0xFE00..=0xFE0F
+        | 0xFFA0
+        | 0xFFF0..=0xFFF8
+        | 0xE0000..=0xE0FFF)
 }
 
 /// Unicode's format characters (general category Cf): invisible, and ignored by eyes but not by
@@ -57,6 +96,7 @@ mod tests {
         assert!(check_shown_name("group", "Engineering").is_ok());
         assert!(check_shown_name("group", "Research & Development").is_ok());
         assert!(check_shown_name("group", "Équipe données").is_ok());
+        assert!(check_shown_name("group", "\u{2764}\u{FE0F} Support").is_ok());
         for look_alike in [
             "Engineering\u{FEFF}",
             "\u{FEFF}Engineering",
@@ -65,6 +105,10 @@ mod tests {
             "\u{202E}gnireenignE",
             "ADMIN\u{E0041}",
             "Engineering\u{AD}",
+            "Engi\u{34F}neering",
+            "Engineering\u{FE0F}",
+            "Engineering\u{A0}Team",
+            "Engineering\u{3164}",
         ] {
             let refused = check_shown_name("group", look_alike);
             assert!(

@@ -300,6 +300,9 @@ async fn claim_and_converge(
     plan: &Plan,
     user: &LibreChatUser,
 ) -> Result<Converged, ReconcileError> {
+    if let Some(outcome) = role_refusal(plan, user).await? {
+        return Ok(Converged::Done(Box::new(outcome)));
+    }
     let claim = match claim::take_ownership(ctx, plan, user).await? {
         Ok(claim) => claim,
         Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
@@ -330,38 +333,40 @@ enum Reading {
     UnlessUnchanged,
 }
 
-/// What the object's namespace may not declare on this instance: an ADMIN account, a role it
-/// may not assign, an email outside its domains.
-async fn tenancy_refusal(
-    user: &LibreChatUser,
-    store: &crate::librechat::Store,
-    tenancy: &Tenancy,
-    email: &str,
-) -> Result<Option<Outcome>, ReconcileError> {
+/// What the object's namespace may not declare on this instance: an ADMIN account, an email
+/// outside its domains (the role is [`role_refusal`]'s).
+fn tenancy_refusal(user: &LibreChatUser, tenancy: &Tenancy, email: &str) -> Option<Outcome> {
     if user.spec.role() == "ADMIN" && !tenancy.may_hold_admin {
         let message = format!(
             "role ADMIN is not allowed from namespace '{}': {} unless the instance sets allowAdmin",
             tenancy.namespace,
             tenancy.who_may("declare ADMIN accounts")
         );
-        return Ok(Some(Outcome::stalled(
-            reason::ADMIN_NOT_ALLOWED,
-            message,
-            user,
-        )));
+        return Some(Outcome::stalled(reason::ADMIN_NOT_ALLOWED, message, user));
     }
     if let Some(why) = tenancy.email_refusal(email) {
-        return Ok(Some(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+        return Some(Outcome::stalled(reason::NOT_PERMITTED, why, user));
     }
-    if let Some(role) = user.spec.role.as_deref() {
-        if let Some(why) = role_policy::refusal(store, tenancy, role).await? {
-            // Waiting, not stalled: a LibreChatRole applied with this object may not have
-            // claimed its name yet.
-            let message = format!("{why}; nothing was written");
-            return Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)));
-        }
-    }
-    Ok(None)
+    None
+}
+
+/// Why the object may not put its account in the role it declares, checked before anything
+/// is written (not on the settled path, which writes nothing: a role an account is in is in
+/// use, and no other namespace can claim it meanwhile).
+async fn role_refusal(
+    plan: &Plan,
+    user: &LibreChatUser,
+) -> Result<Option<Outcome>, ReconcileError> {
+    let Some(role) = user.spec.role.as_deref() else {
+        return Ok(None);
+    };
+    let Some(why) = role_policy::refusal(plan.store(), &plan.tenancy, role).await? else {
+        return Ok(None);
+    };
+    // Waiting, not stalled: a LibreChatRole applied with this object may not have claimed its
+    // name yet.
+    let message = format!("{why}; nothing was written");
+    Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)))
 }
 
 /// Dereference and validate: reads only, but for what the object's claim still owes its
@@ -434,9 +439,9 @@ async fn plan_on(
     let spec = &user.spec;
     let instance = target.instance;
     let tenancy = Tenancy::of(&instance, &user.namespace().unwrap_or_default());
-    let email = match validate(user, &target.stores.store, &instance, &tenancy).await? {
+    let email = match validate(user, &instance, &tenancy) {
         Ok(email) => email,
-        Err(refused) => return Ok(Err(refused)),
+        Err(refused) => return Ok(Err(*refused)),
     };
     let (password, unread_password) =
         match read_password(user, ctx, reading, &email, &instance).await {
@@ -487,26 +492,33 @@ async fn plan_on(
 
 /// The spec's own problems and the namespace's policy on it; the normalized email when it
 /// may go on.
-async fn validate(
+fn validate(
     user: &LibreChatUser,
-    store: &crate::librechat::Store,
     instance: &LibreChatInstance,
     tenancy: &Tenancy,
-) -> Result<Result<String, Outcome>, ReconcileError> {
+) -> Result<String, Box<Outcome>> {
     let status_instance = user.status.as_ref().and_then(|s| s.instance.as_deref());
     if let Some(applied) = target::applied_elsewhere(status_instance, instance) {
-        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, applied, user)));
+        return Err(Box::new(Outcome::stalled(
+            reason::INVALID_SPEC,
+            applied,
+            user,
+        )));
     }
     let problems = user.spec.problems(instance.spec.min_password_length());
     if !problems.is_empty() {
         let message = format!("{}; nothing was written", problems.join("; "));
-        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, message, user)));
+        return Err(Box::new(Outcome::stalled(
+            reason::INVALID_SPEC,
+            message,
+            user,
+        )));
     }
     let email = check_email(&user.spec.email).unwrap_or_default();
-    if let Some(refused) = tenancy_refusal(user, store, tenancy, &email).await? {
-        return Ok(Err(refused));
+    if let Some(refused) = tenancy_refusal(user, tenancy, &email) {
+        return Err(Box::new(refused));
     }
-    Ok(Ok(email))
+    Ok(email)
 }
 
 /// The declared password: read from its Secret, or (reading `UnlessUnchanged`) only its
