@@ -1011,26 +1011,17 @@ async fn a_renamed_group_is_put_back_and_one_linked_to_entra_is_left_to_librecha
     })
     .await;
 
-    // A person shares an agent with the Entra group eng@example.com: LibreChat links ours.
-    let person = ObjectId::new();
-    w.users()
-        .insert_one(foreign_user(person, "sharer@example.com"))
-        .await
-        .unwrap();
-    let agent = seed_resource(&w, "agents", "agent", person).await;
+    // A person shares an agent with the Entra group eng@example.com: LibreChat links ours,
+    // and its directory sync adds the directory's member.
+    let agent = linked_to_the_directory_with_a_share(&w, id).await;
     groups
         .update_one(
             doc! { "_id": id },
-            doc! { "$set": { "source": "entra", "idOnTheSource": "entra-group-eng" },
-            "$push": { "memberIds": "entra-oid-1" } },
+            doc! { "$push": { "memberIds": "entra-oid-1" } },
         )
         .await
         .unwrap();
-    let share = doc! { "principalType": "group", "principalId": id, "principalModel": "Group",
-    "resourceType": "agent", "resourceId": agent, "permBits": 1, "grantedBy": person,
-    "grantedAt": mongodb::bson::DateTime::now() };
     let acl = w.db.collection::<Document>("aclentries");
-    acl.insert_one(share.clone()).await.unwrap();
 
     let obj = w
         .wait_condition("librechatgroups", "eng", "Ready", "False", Some("Conflict"))
@@ -1242,25 +1233,9 @@ async fn a_group_linked_to_a_directory_while_it_is_deleted_keeps_its_shares() {
     })
     .await;
     // LibreChat links it, and a person shares an agent with the directory group.
-    let person = ObjectId::new();
-    w.users()
-        .insert_one(foreign_user(person, "sharer@example.com"))
-        .await
-        .unwrap();
-    let agent = seed_resource(&w, "agents", "agent", person).await;
+    linked_to_the_directory_with_a_share(&w, id).await;
     let groups = w.db.collection::<Document>("groups");
-    groups
-        .update_one(
-            doc! { "_id": id },
-            doc! { "$set": { "source": "entra", "idOnTheSource": "entra-group-eng" } },
-        )
-        .await
-        .unwrap();
-    let share = doc! { "principalType": "group", "principalId": id, "principalModel": "Group",
-    "resourceType": "agent", "resourceId": agent, "permBits": 1, "grantedBy": person,
-    "grantedAt": mongodb::bson::DateTime::now() };
     let acl = w.db.collection::<Document>("aclentries");
-    acl.insert_one(share.clone()).await.unwrap();
 
     w.wait_gone("librechatgroups", "eng").await;
     let kept = groups.find_one(doc! { "_id": id }).await.unwrap();
@@ -1276,4 +1251,31 @@ async fn a_group_linked_to_a_directory_while_it_is_deleted_keeps_its_shares() {
         1,
         "the share a person made with the directory group stays"
     );
+}
+
+/// LibreChat links group `id` to the directory group of its email, as it does when a person
+/// shares with that directory group: a person, their agent, and its share with the group.
+/// Returns the agent.
+async fn linked_to_the_directory_with_a_share(w: &World, id: ObjectId) -> ObjectId {
+    let person = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(person, "sharer@example.com"))
+        .await
+        .unwrap();
+    let agent = seed_resource(w, "agents", "agent", person).await;
+    w.db.collection::<Document>("groups")
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "source": "entra", "idOnTheSource": "entra-group-eng" } },
+        )
+        .await
+        .unwrap();
+    let share = doc! { "principalType": "group", "principalId": id, "principalModel": "Group",
+    "resourceType": "agent", "resourceId": agent, "permBits": 1, "grantedBy": person,
+    "grantedAt": mongodb::bson::DateTime::now() };
+    w.db.collection::<Document>("aclentries")
+        .insert_one(share)
+        .await
+        .unwrap();
+    agent
 }

@@ -226,11 +226,7 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
-    let typed: K = serde_json::from_value(obj.clone()).expect("a valid object");
-    Api::<K>::namespaced(w.client.clone(), ns)
-        .create(&PostParams::default(), &typed)
-        .await
-        .map(|_| ())
+    create_through(Api::<K>::namespaced(w.client.clone(), ns), obj).await
 }
 
 async fn create_cluster<K>(w: &World, obj: &Value) -> Result<(), kube::Error>
@@ -241,11 +237,15 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
+    create_through(Api::<K>::all(w.client.clone()), obj).await
+}
+
+async fn create_through<K>(api: Api<K>, obj: &Value) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
     let typed: K = serde_json::from_value(obj.clone()).expect("a valid object");
-    Api::<K>::all(w.client.clone())
-        .create(&PostParams::default(), &typed)
-        .await
-        .map(|_| ())
+    api.create(&PostParams::default(), &typed).await.map(|_| ())
 }
 
 /// Whether the chart's ServiceAccount may `verb` `resource` (`group/resource[/subresource]`
