@@ -191,10 +191,10 @@ where
     result
 }
 
-/// The objects of one kind that an account change may concern: applied to the instance whose
-/// feed saw it, and by `concerns(object,
-/// account id, email after the change)`. Waking is a hint, never an identity: each woken
-/// object's reconcile reads the ownership record before it writes.
+/// The objects of one kind that an account change may concern, by `concerns(object, account
+/// id, email after the change)`, and applied to the instance whose feed saw it. Waking is a
+/// hint, never an identity: each woken object's reconcile reads the ownership record before
+/// it writes.
 fn woken_by<K>(
     objects: &Store<K>,
     change: &InstanceChange,

@@ -4,7 +4,7 @@
 //! team's group could pass for the administrators' own. Such names are refused.
 
 /// Why `name`, as the name of a `what` ("group", "role"), is refused, if it is: empty,
-/// surrounding space either trim would take, or a control or format character anywhere.
+/// surrounding space, or anywhere a character that shows as nothing or as another space.
 pub fn check_shown_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.trim() != name {
         return Err(format!(

@@ -369,15 +369,8 @@ async fn an_account_put_in_a_role_during_its_deletion_moves_with_its_cache_dropp
         .unwrap();
 
     w.delete("LibreChatRole", "joiner").await;
-    eventually(
-        "the deletion to pause before it moves the role's accounts",
-        || async {
-            w.operator_log()
-                .contains("pause point before-role-accounts-move reached")
-                .then_some(())
-        },
-    )
-    .await;
+    // The deletion pauses before it moves the role's accounts.
+    w.wait_paused_at("before-role-accounts-move", 0).await;
     // Meanwhile LibreChat's admin puts another account in the role, and LibreChat caches
     // both accounts as they are.
     let late = ObjectId::new();
@@ -1151,12 +1144,7 @@ async fn a_role_renamed_while_it_is_converged_stays_the_objects_own() {
         .unwrap();
 
     // A reconcile held at the point (woken by a label), then the rename.
-    let paused = |w: &World| {
-        w.operator_log()
-            .matches(&format!("pause point {point} reached"))
-            .count()
-    };
-    let before = paused(&w);
+    let before = w.times_paused_at(point);
     let label = json!({ "metadata": { "labels": { "nudge": "1" } } });
     dynamic(&w.client, &w.ns, "LibreChatRole")
         .patch(
@@ -1166,10 +1154,7 @@ async fn a_role_renamed_while_it_is_converged_stays_the_objects_own() {
         )
         .await
         .unwrap();
-    eventually("a reconcile held at the pause point", || async {
-        (paused(&w) > before).then_some(())
-    })
-    .await;
+    w.wait_paused_at(point, before).await;
     roles
         .update_one(
             doc! { "name": "RACERS" },
@@ -1222,16 +1207,8 @@ async fn a_group_linked_to_a_directory_while_it_is_deleted_keeps_its_shares() {
         .get_object_id("_id")
         .unwrap();
 
-    let paused = |w: &World| {
-        w.operator_log()
-            .matches(&format!("pause point {point} reached"))
-            .count()
-    };
     w.delete("LibreChatGroup", "eng").await;
-    eventually("the deletion held at the pause point", || async {
-        (paused(&w) > 0).then_some(())
-    })
-    .await;
+    w.wait_paused_at(point, 0).await;
     // LibreChat links it, and a person shares an agent with the directory group.
     linked_to_the_directory_with_a_share(&w, id).await;
     let groups = w.db.collection::<Document>("groups");

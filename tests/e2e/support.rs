@@ -152,6 +152,22 @@ impl World {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// How many reconciles reached the pause point `point` so far (`LIBRECHAT_OPERATOR_PAUSE_AT`).
+    pub fn times_paused_at(&self, point: &str) -> usize {
+        self.operator_log()
+            .matches(&format!("pause point {point} reached"))
+            .count()
+    }
+
+    /// Waits until more than `before` reconciles reached the pause point `point`.
+    pub async fn wait_paused_at(&self, point: &str, before: usize) {
+        eventually(
+            &format!("a reconcile held at pause point {point}"),
+            || async { (self.times_paused_at(point) > before).then_some(()) },
+        )
+        .await;
+    }
+
     pub fn mongo_uri(&self) -> String {
         mongo_uri_for(&self.db_name)
     }

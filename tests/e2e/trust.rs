@@ -1657,15 +1657,8 @@ async fn an_account_written_into_a_role_being_deleted_ends_in_user() {
 
     let member = json!({ "instanceRef": lc(&w), "email": "racer@example.com", "role": "RACEX" });
     w.apply_in(&t, "LibreChatUser", "member", member).await;
-    eventually(
-        "the account's creation to pause after its policy check",
-        || async {
-            w.operator_log()
-                .contains("pause point before-account-create reached")
-                .then_some(())
-        },
-    )
-    .await;
+    // The account's creation pauses after its policy check.
+    w.wait_paused_at("before-account-create", 0).await;
     // The role goes while the creation waits (its accounts, none yet, move to USER).
     delete_in(&w.client, &t, "LibreChatRole", "team").await;
     eventually("the role to be deleted", || async {
