@@ -1210,7 +1210,7 @@ async fn a_group_linked_to_a_directory_while_it_is_deleted_keeps_its_shares() {
     w.delete("LibreChatGroup", "eng").await;
     w.wait_paused_at(point, 0).await;
     // LibreChat links it, and a person shares an agent with the directory group.
-    linked_to_the_directory_with_a_share(&w, id).await;
+    let agent = linked_to_the_directory_with_a_share(&w, id).await;
     let groups = w.db.collection::<Document>("groups");
     let acl = w.db.collection::<Document>("aclentries");
 
@@ -1228,6 +1228,12 @@ async fn a_group_linked_to_a_directory_while_it_is_deleted_keeps_its_shares() {
         1,
         "the share a person made with the directory group stays"
     );
+    // As LibreChat's own code reads it: the directory's group, still holding the share.
+    w.contract_check(json!({
+        "groups": [{ "id": id.to_hex(), "name": "Engineering", "source": "entra" }],
+        "aclEntries": [{ "principalType": "group", "principalId": id.to_hex(), "resourceType": "agent",
+                         "resourceId": agent.to_hex(), "permBits": 1, "expectFound": true }],
+    }));
 }
 
 /// LibreChat links group `id` to the directory group of its email, as it does when a person

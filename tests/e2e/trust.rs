@@ -1447,6 +1447,8 @@ async fn a_tenant_cannot_squat_a_role_name_to_govern_the_administrators_accounts
         "USER"
     );
     assert_eq!(count(&w, "users", doc! { "role": "ANALYST" }).await, 0);
+    // As LibreChat's own code finds the members of USER: the administrators' account, still.
+    w.contract_check(json!({ "roleMembers": [{ "role": "USER", "userIds": [lead.to_hex()] }] }));
 }
 
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
