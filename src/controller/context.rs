@@ -78,10 +78,11 @@ pub struct Context {
     pub instances: super::instance_watch::InstanceCache,
     /// The Secrets' versions as the scopes' watches have them.
     pub secrets: super::secret_watch::WatchedSecrets,
-    /// The record keys of group and role names an object gave up (released, or handed to the
-    /// instance's administrators), told to every scope: an object of another scope refused
-    /// because that object held the name waits for no timer.
-    pub names_freed: super::fanout::Fanout<String>,
+    /// The record keys of group and role names whose holder changed: an object gave the name
+    /// up (released, or handed to the instance's administrators), or LibreChat now has the
+    /// role an object declares. Told to every scope: an object of another scope refused
+    /// because that object held the name, and a user waiting for the role, wait for no timer.
+    pub names_changed: super::fanout::Fanout<String>,
     /// Emails whose declaration (a LibreChatUser or UserInvite) went, told to every scope
     /// once the scope's cache dropped it: a tenant's invitation of another scope refused over
     /// that declaration waits for no timer.
@@ -110,7 +111,7 @@ impl Context {
             mail_failures: Backoff::default(),
             hashed_ahead: HashedAhead::default(),
             feeds: Default::default(),
-            names_freed: super::fanout::Fanout::new(256),
+            names_changed: super::fanout::Fanout::new(256),
             emails_freed: super::fanout::Fanout::new(1024),
             instances: Default::default(),
             secrets: Default::default(),

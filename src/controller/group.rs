@@ -586,7 +586,7 @@ async fn release_record(
     uid: &str,
 ) -> Result<(), ReconcileError> {
     store.release_access(key, uid).await?;
-    ctx.names_freed.tell(std::sync::Arc::new(key.to_string()));
+    ctx.names_changed.tell(std::sync::Arc::new(key.to_string()));
     Ok(())
 }
 

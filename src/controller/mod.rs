@@ -245,10 +245,29 @@ fn refused_over(invites: &Store<UserInvite>, freed: &FreedEmail) -> Vec<ObjectRe
 
 /// Whether an invitation reads refused (`NotPermitted`).
 fn not_permitted(invite: &UserInvite) -> bool {
-    invite.status.as_ref().is_some_and(|s| {
-        find_condition(&s.conditions, condition::READY)
-            .is_some_and(|c| c.status == "False" && c.reason == reason::NOT_PERMITTED)
-    })
+    invite
+        .status
+        .as_ref()
+        .is_some_and(|s| reads_not_permitted(&s.conditions))
+}
+
+/// Whether `Ready` reads refused (`NotPermitted`).
+fn reads_not_permitted(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> bool {
+    find_condition(conditions, condition::READY)
+        .is_some_and(|c| c.status == "False" && c.reason == reason::NOT_PERMITTED)
+}
+
+/// A user refused for a role it declares (`NotPermitted`) whose role record is `key` (any
+/// role when `None`): it may go on once the role is created in LibreChat or its name freed.
+fn waits_for_role(user: &LibreChatUser, key: Option<&str>) -> bool {
+    let declared = user.spec.role.as_deref().map(role_key);
+    let refused = user
+        .status
+        .as_ref()
+        .is_some_and(|s| reads_not_permitted(&s.conditions));
+    refused && declared.is_some_and(|d| key.is_none_or(|k| k == d))
 }
 
 /// An invite for the email an account now has (it registered).
@@ -390,6 +409,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let every_user = watched.store.clone();
     let cached_users = watched.store.clone();
     let users_of_instance = watched.store.clone();
+    let (by_role, every_refused_user) = (watched.store.clone(), watched.store.clone());
     let by_instance = watched.store;
     let list_gate = watched.list_gate;
     let (by_account, by_secret) = (watched.index.clone(), watched.index);
@@ -409,6 +429,12 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         .reconcile_on(woken.flatten())
         // An object in Conflict waits for no timer: the owner of its email going wakes it.
         .reconcile_on(watched.email_freed)
+        // A user refused for its role waits for no timer: the role created in LibreChat (a
+        // LibreChatRole applied with it), or its name freed by another namespace, wakes it.
+        .reconcile_on(ctx.names_changed.wakes(
+            move |key: &String| select(&by_role, |u| waits_for_role(u, Some(key))),
+            move || select(&every_refused_user, |u| waits_for_role(u, None)),
+        ))
         .reconcile_on(secret_changes.wakes(
             move |secret: &SecretMeta| {
                 let namespace = secret.namespace().unwrap_or_default();
@@ -586,7 +612,7 @@ fn group_controller(
         futures::stream::iter(woken_by(&by_email, &change, group_concerned))
     });
     let every_group_named = groups.store();
-    let freed = ctx.names_freed.wakes(
+    let freed = ctx.names_changed.wakes(
         move |key: &String| {
             select(&by_name, |g: &LibreChatGroup| {
                 group_key(&g.spec.name) == *key
@@ -645,7 +671,7 @@ fn role_controller(
     let by_name = roles.store();
     let every_role = roles.store();
     let run = roles
-        .reconcile_on(ctx.names_freed.wakes(
+        .reconcile_on(ctx.names_changed.wakes(
             move |key: &String| {
                 select(&by_name, |r: &LibreChatRole| role_key(&r.spec.name) == *key)
             },

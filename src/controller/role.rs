@@ -292,8 +292,9 @@ async fn converge(
         return Ok(refused);
     }
     if !record.created {
-        // LibreChat has the role now: accounts may be put in it.
+        // LibreChat has the role now: accounts may be put in it (those waiting are woken).
         store.mark_created(key, &uid).await?;
+        ctx.names_changed.tell(std::sync::Arc::new(key.to_string()));
     }
     if let Some(what) = changed {
         let note = format!("role {name}: {what}");
@@ -482,7 +483,7 @@ async fn remove_role(
         }
         false => store.release_access(key, uid).await?,
     }
-    ctx.names_freed.tell(std::sync::Arc::new(key.to_string()));
+    ctx.names_changed.tell(std::sync::Arc::new(key.to_string()));
     Ok(())
 }
 

@@ -1451,6 +1451,76 @@ async fn a_tenant_cannot_squat_a_role_name_to_govern_the_administrators_accounts
     w.contract_check(json!({ "roleMembers": [{ "role": "USER", "userIds": [lead.to_hex()] }] }));
 }
 
+/// A user refused for its role waits for no timer (it looks again only every 30 s by itself):
+/// a tenant's account applied with its LibreChatRole (the role not created yet) goes on as the
+/// role is created, and the administrators' account refused over a tenant's role goes on as
+/// the tenant gives the name up.
+#[tokio::test]
+async fn a_user_waiting_for_its_role_goes_on_once_the_role_exists_or_its_name_is_freed() {
+    let (w, t) = tenant_world(
+        "tr-role-wait",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    let crew = |email: &str| json!({ "instanceRef": lc(&w), "email": email, "role": "CREW" });
+    w.apply_in(&t, "LibreChatUser", "ana", crew("ana@example.com"))
+        .await;
+    ready_in(&w, &t, "librechatusers", "ana", "False", "NotPermitted").await;
+    w.apply_in(
+        &t,
+        "LibreChatRole",
+        "crew",
+        json!({ "instanceRef": lc(&w), "name": "CREW" }),
+    )
+    .await;
+    ready_in(&w, &t, "librechatroles", "crew", "True", "Reconciled").await;
+    assert!(
+        ready_soon(&w, &t, "ana").await,
+        "the tenant's account still waits though its role is created"
+    );
+    assert_eq!(
+        count(
+            &w,
+            "users",
+            doc! { "email": "ana@example.com", "role": "CREW" }
+        )
+        .await,
+        1
+    );
+
+    // The administrators' account declared in that name: refused while the tenant holds it.
+    w.apply_in(&w.ns, "LibreChatUser", "bo", crew("bo@example.com"))
+        .await;
+    ready_in(&w, &w.ns, "librechatusers", "bo", "False", "NotPermitted").await;
+    delete_in(&w.client, &t, "LibreChatUser", "ana").await;
+    delete_in(&w.client, &t, "LibreChatRole", "crew").await;
+    wait_gone_in(&w, &t, "librechatroles", "crew").await;
+    assert!(
+        ready_soon(&w, &w.ns, "bo").await,
+        "the administrators' account still waits though the tenant gave the role up"
+    );
+    assert_eq!(
+        count(
+            &w,
+            "users",
+            doc! { "email": "bo@example.com", "role": "CREW" }
+        )
+        .await,
+        1
+    );
+}
+
+/// Whether LibreChatUser `ns/name` reads `Ready` within a third of the 30 s a waiting user
+/// takes to look again by itself: only a wake gets it there.
+async fn ready_soon(w: &World, ns: &str, name: &str) -> bool {
+    within(Duration::from_secs(10), || async {
+        let obj = get_in(&w.client, ns, "librechatusers", name).await?;
+        (condition(&obj, "Ready")?.status == "True").then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// The attack: a tenant puts its accounts in a custom role somebody else declared (which may
 /// carry grants on other people's agents, or system grants such as `access:admin`), or adopts
 /// an account the LibreChat admin put in one.
