@@ -49,6 +49,30 @@ impl Default for Refill {
     }
 }
 
+/// What LibreChat's `balance` configuration (librechat.yaml, as the instance mirrors it) gives
+/// a record it creates, and what its login sync keeps writing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BalanceConfig {
+    /// The credits a record LibreChat creates starts with (registration, login sync).
+    pub start_balance: i64,
+    /// The yaml's refill settings when it enables auto-refill: LibreChat's login sync (and
+    /// every `GET /api/balance`) writes them over any per-user settings.
+    pub yaml_refill: Option<Refill>,
+}
+
+impl BalanceConfig {
+    /// The refill settings a record LibreChat creates has: the yaml's, else the schema's.
+    pub fn registered(&self) -> Refill {
+        self.yaml_refill.clone().unwrap_or_default()
+    }
+
+    /// Whether `stored` holds what LibreChat's login sync writes (the yaml enables auto-refill
+    /// and the record has its settings): LibreChat's own decision, once the operator wrote.
+    pub fn synced_by_librechat(&self, stored: &Refill) -> bool {
+        self.yaml_refill.as_ref() == Some(stored)
+    }
+}
+
 /// Per-user refill settings as declared: `None` fields are left as they are.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RefillUpdate {

@@ -11,7 +11,7 @@
 
 use mongodb::bson::{doc, oid::ObjectId, Document};
 
-use super::balance::{js_number, Refill, RefillUpdate, BALANCES};
+use super::balance::{js_number, BalanceConfig, Refill, RefillUpdate, BALANCES};
 use super::collections;
 use super::deadline::MongoCall;
 use super::error::StoreError;
@@ -39,26 +39,29 @@ impl ClaimedRefill {
 }
 
 impl Store {
-    /// Writes the declared refill settings onto the record LibreChat reads (creating one with
-    /// no credits, as LibreChat's `upsertBalanceFields`, when there is none), recording first
-    /// in `claim` what it replaces. Returns whether anything was written.
+    /// Writes the declared refill settings onto the record LibreChat reads, recording first in
+    /// `claim` what it replaces. Returns whether anything was written. A record is created
+    /// when there is none as LibreChat's login sync would create it (the start balance, the
+    /// yaml's settings), so an account that never logged in keeps the credits its first
+    /// login would give it.
     ///
-    /// `registered` is what LibreChat's registration gives a new account on this instance:
-    /// it stands in for the settings replaced when an earlier version wrote them without
-    /// keeping those.
+    /// Once written, settings LibreChat's login sync put back to the yaml's are LibreChat's
+    /// decision (`config`): they stay until the declaration changes. What registration gives
+    /// (`config.registered()`) stands in for the settings replaced when an earlier version
+    /// wrote them without keeping those.
     pub async fn set_refill(
         &self,
         claim: &Claim,
         user: ObjectId,
         wanted: &RefillUpdate,
-        registered: &Refill,
+        config: &BalanceConfig,
     ) -> Result<bool, StoreError> {
         let stored = self.find_balance(user).await?;
         let current = stored.as_ref().map(|s| s.refill.clone());
         if let Some(current) = current.as_ref().filter(|c| wanted.matches(c)) {
             if claim.refill.is_none() {
                 let claimed = ClaimedRefill {
-                    before: registered.clone(),
+                    before: config.registered(),
                     written: current.clone(),
                     previous: None,
                 };
@@ -66,7 +69,15 @@ impl Store {
             }
             return Ok(false);
         }
-        let current = current.unwrap_or_default();
+        let written_before = claim.refill.as_ref().map(|r| &r.written);
+        let synced = current
+            .as_ref()
+            .is_some_and(|c| config.synced_by_librechat(c));
+        if synced && written_before.is_some_and(|w| wanted.matches(w)) {
+            // This declaration was written; LibreChat's login sync wrote the yaml's since.
+            return Ok(false);
+        }
+        let current = current.unwrap_or_else(|| config.registered());
         let written = wanted.merged(&current);
         let claimed = match &claim.refill {
             Some(r) => ClaimedRefill {
@@ -83,7 +94,8 @@ impl Store {
         self.record_refill(claim, Some(&claimed)).await?;
         match stored {
             None => {
-                self.ensure_balance_record(user, 0, &written).await?;
+                self.ensure_balance_record(user, config.start_balance, &written)
+                    .await?;
             }
             Some(stored) => {
                 self.write_refill(stored.id, None, &written).await?;

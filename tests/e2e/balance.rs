@@ -247,6 +247,89 @@ async fn per_user_auto_refill_is_written_and_kept() {
     w.wait_event("r", "AutoRefillSet").await;
 }
 
+/// Auto-refill declared on an account that has no balance record yet (it never logged in; its
+/// balance was off when it was made) creates the record as LibreChat's first login would: with
+/// the start balance, not with no credits, which would cost the person its start balance.
+#[tokio::test]
+async fn a_refill_on_an_account_without_a_balance_keeps_its_start_balance() {
+    let w = World::with_instance("bal-refill-new", balance_config()).await;
+    let id = ObjectId::new();
+    w.users()
+        .insert_one(crate::user::foreign_user(id, "newcomer@example.com"))
+        .await
+        .unwrap();
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "newcomer@example.com",
+        "adopt": true, "balance": { "autoRefill": { "amount": 300 } } });
+    w.apply("LibreChatUser", "n", spec).await;
+    ready_user(&w, "n").await;
+    // The yaml's settings, as the login sync would have written them, but the amount declared.
+    let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 300 });
+    refill_becomes(&w, id, fields.clone(), "the declared refill").await;
+    w.contract_check(json!({ "balances": [
+        { "userId": id.to_hex(), "tokenCredits": 20000, "fields": fields } ] }));
+    credits_shown(&w, "n", 20000).await;
+}
+
+/// With LibreChat's yaml enabling auto-refill, its login sync (and every `GET /api/balance`)
+/// writes the yaml's settings over a user's own. Once the operator wrote the declaration, that
+/// is LibreChat's decision: no resync puts the declaration back (no flip at every login and
+/// resync). A changed declaration is written again.
+#[tokio::test]
+async fn librechats_login_sync_of_the_yaml_refill_is_not_undone() {
+    let mut config = balance_config();
+    merge(&mut config, json!({ "resyncPeriod": "2s" }));
+    let w = World::with_instance("bal-refill-yaml", config).await;
+    let declare = |amount: i64| {
+        json!({ "autoRefill": {
+        "enabled": true, "intervalValue": 2, "intervalUnit": "hours", "amount": amount } })
+    };
+    w.apply(
+        "LibreChatUser",
+        "y",
+        user_spec("yaml@example.com", declare(300)),
+    )
+    .await;
+    let (_, id, _) = ready_user(&w, "y").await;
+    let declared = |amount: i64| {
+        json!({ "autoRefillEnabled": true, "refillIntervalValue": 2,
+        "refillIntervalUnit": "hours", "refillAmount": amount })
+    };
+    refill_becomes(&w, id, declared(300), "the declared refill").await;
+
+    // The person logs in: LibreChat's sync writes the yaml's settings.
+    let yaml = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 10000 });
+    w.db.collection::<Document>("balances")
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "autoRefillEnabled": true, "refillIntervalValue": 1,
+            "refillIntervalUnit": "seconds", "refillAmount": 10000 } },
+        )
+        .await
+        .unwrap();
+    // Several resyncs later the record still holds LibreChat's settings.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let b = balances_of(&w, id).await.pop().unwrap();
+    assert_eq!(
+        b.get_i32("refillAmount"),
+        Ok(10000),
+        "put back over LibreChat's sync: {b}"
+    );
+    refill_becomes(&w, id, yaml, "LibreChat's sync kept").await;
+    w.wait_condition("librechatusers", "y", "Ready", "True", None)
+        .await;
+
+    // A new declaration is written.
+    w.apply(
+        "LibreChatUser",
+        "y",
+        user_spec("yaml@example.com", declare(400)),
+    )
+    .await;
+    refill_becomes(&w, id, declared(400), "the new declaration").await;
+}
+
 /// The refill fields of `id`'s balance record as `fields` says, judged by LibreChat's package.
 async fn refill_becomes(w: &World, id: ObjectId, fields: Value, what: &str) {
     let want = fields.clone();

@@ -14,7 +14,8 @@ use crate::controller::error::ReconcileError;
 use crate::controller::status::rfc3339_from_millis;
 use crate::controller::target;
 use crate::librechat::balance::{
-    grant_scope, grant_transaction_id, GrantResult, Refill, RefillUpdate, StoredBalance,
+    grant_scope, grant_transaction_id, BalanceConfig, GrantResult, Refill, RefillUpdate,
+    StoredBalance,
 };
 use crate::librechat::ownership::Claim;
 use crate::librechat::users::StoredUser;
@@ -100,6 +101,15 @@ pub(super) async fn start_balance(
             .await;
     }
     Ok(())
+}
+
+/// What LibreChat's balance configuration, as the instance mirrors it, gives and keeps.
+fn librechat_config(plan: &Plan) -> BalanceConfig {
+    let config = plan.instance.spec.balance_config();
+    BalanceConfig {
+        start_balance: config.start_balance(),
+        yaml_refill: config.auto_refill().map(refill_of),
+    }
 }
 
 fn refill_of(r: AutoRefill) -> Refill {
@@ -194,10 +204,10 @@ async fn converge_refill(
     let store = plan.store();
     let change = match declared(user).and_then(|b| b.auto_refill.as_ref()) {
         Some(refill) => {
-            let config = plan.instance.spec.balance_config();
-            let registered = config.auto_refill().map(refill_of).unwrap_or_default();
             let update = refill_update(refill);
-            let set = store.set_refill(claim, id, &update, &registered).await?;
+            let set = store
+                .set_refill(claim, id, &update, &librechat_config(plan))
+                .await?;
             let note = format!("set the auto-refill settings of {}", plan.email);
             set.then(|| plan.change("AutoRefillSet", id, note))
         }
@@ -328,8 +338,9 @@ fn status_of(stored: Option<&StoredBalance>, user: &LibreChatUser) -> UserBalanc
 }
 
 /// For the settled shortcut: the balance status, or `None` when the stored auto-refill
-/// settings no longer match the declaration (LibreChat's login sync reverts them when its
-/// yaml enables auto-refill), so the full path puts them back. One read, shared with status.
+/// settings no longer match the declaration, so the full path puts them back; but not over
+/// the yaml's settings, which LibreChat's login sync writes when its yaml enables auto-refill
+/// (LibreChat's decision, see `Store::set_refill`). One read, shared with status.
 pub(super) async fn settled_balance(
     plan: &Plan,
     user: &LibreChatUser,
@@ -339,7 +350,10 @@ pub(super) async fn settled_balance(
         return observe(plan, user, id).await.map(Some);
     };
     let stored = plan.store().find_balance(id).await?;
+    let config = librechat_config(plan);
     Ok(stored
-        .filter(|s| refill_update(refill).matches(&s.refill))
+        .filter(|s| {
+            refill_update(refill).matches(&s.refill) || config.synced_by_librechat(&s.refill)
+        })
         .map(|s| Some(status_of(Some(&s), user))))
 }
