@@ -293,7 +293,12 @@ async fn enforce(
     // A rewrite cut short (the sessions perhaps not ended yet) is done again, and so is one
     // for a window moved (an end brought earlier too: the document is rewritten from the
     // shares, not left at the longer end until the operator happens to lift it).
-    let same_window = |s: &BanShare| s.start_ms == window.start_ms && s.end_ms == window.end_ms;
+    // A tenant's ban bans the account alone (see `EffectiveBan::confined`); its shares written
+    // before that was recorded are written again.
+    let confined = !Tenancy::of(&target.instance, &ban.namespace().unwrap_or_default()).administers;
+    let same_window = |s: &BanShare| {
+        s.start_ms == window.start_ms && s.end_ms == window.end_ms && s.confined == confined
+    };
     let in_place = held.iter().any(|h| {
         h.target == banned.target && h.share.as_ref().is_some_and(same_window) && !h.unsettled
     }) && store.ban_in_force(&banned.target, window.end_ms).await?;
@@ -311,6 +316,7 @@ async fn enforce(
             user_id,
             subject: banned.subject.clone(),
             native_value: None,
+            confined,
         };
         store.ban(&banned.target, &share).await?;
         let until = window

@@ -92,6 +92,8 @@ pub struct BanShare {
     pub subject: Option<String>,
     /// For LibreChat's own ban: its value as LibreChat wrote it, to put back when ours go.
     pub native_value: Option<String>,
+    /// A tenant's share: it bans the account and nobody else. See [`EffectiveBan::confined`].
+    pub confined: bool,
 }
 
 /// The identities an account can be banned by: its email, and the object that owns it. A ban
@@ -116,6 +118,12 @@ pub struct EffectiveBan {
     pub start_ms: i64,
     pub end_ms: Option<i64>,
     pub user_id: Option<String>,
+    /// Every share in force is a tenant's. `checkBan` copies a timed ban onto the address of
+    /// whoever tries the account's email (login, registration, password reset), locking out
+    /// every account behind it, a company's NAT included, until the ban ends: an IP ban, which
+    /// only the instance's administrators declare. A confined ban's value carries no end
+    /// (`checkBan` then caches nothing) and ends with its Keyv envelope, on time all the same.
+    pub confined: bool,
 }
 
 /// What lifting the last ban in force does to the user's violation counters (LibreChat's
@@ -162,6 +170,7 @@ pub fn effective(shares: &[BanShare], now_ms: i64) -> Option<EffectiveBan> {
             .unwrap_or(first.start_ms),
         end_ms,
         user_id: live.iter().find_map(|s| s.user_id.clone()),
+        confined: live.iter().all(|s| s.confined),
     })
 }
 
@@ -181,7 +190,7 @@ pub fn envelope(target: &BanTarget, ban: &EffectiveBan) -> String {
     // checkBan copies this value into its per-user and per-IP cache entries; the marker lets
     // lifting find every copy, and tells the operator's bans from LibreChat's own.
     inner.insert(MARKER.into(), target.bans_key().into());
-    if let Some(end) = ban.end_ms {
+    if let Some(end) = ban.end_ms.filter(|_| !ban.confined) {
         inner.insert("duration".into(), (end - ban.start_ms).max(0).into());
         inner.insert("expiresAt".into(), end.into());
     }
@@ -239,6 +248,7 @@ impl Store {
             start_ms: share.start_ms,
             end_ms: share.end_ms,
             user_id: share.user_id.clone(),
+            confined: share.confined,
         };
         Ok(self
             .settle(target, &share.owner_uid)
@@ -496,6 +506,11 @@ impl Store {
             .deadline("writing a ban")
             .await?;
         crate::fault::crash_point("after-ban-written");
+        if ban.confined {
+            // Copies `checkBan` made while a share of the administrators' was in force (or
+            // before tenants' bans were confined) would keep their addresses locked out.
+            self.remove_checkban_copies(target).await?;
+        }
         if let BanTarget::User(id) = target {
             if let Ok(oid) = mongodb::bson::oid::ObjectId::parse_str(id) {
                 self.revoke_sessions(oid).await?;
@@ -528,6 +543,12 @@ impl Store {
                 .deadline("restoring LibreChat's ban")
                 .await?;
         }
+        self.remove_checkban_copies(target).await
+    }
+
+    /// Removes every copy `checkBan` made of the operator's ban of `target` (per user and per
+    /// address), found by the marker in their value.
+    async fn remove_checkban_copies(&self, target: &BanTarget) -> Result<(), StoreError> {
         self.collection(collections::LOGS)
             .delete_many(doc! { "key": { "$regex": "^ban:" }, "value": { "$regex": marker_pattern(target) } })
             .deadline("lifting a ban")
@@ -617,6 +638,7 @@ fn native_ban(value: &str) -> Option<BanShare> {
             .map(str::to_string),
         subject: None,
         native_value: Some(value.to_string()),
+        confined: false,
     })
 }
 
@@ -646,6 +668,9 @@ fn share_doc(share: &BanShare) -> Document {
     }
     if let Some(value) = &share.native_value {
         d.insert("nativeValue", value);
+    }
+    if share.confined {
+        d.insert("confined", true);
     }
     d
 }
@@ -680,6 +705,7 @@ fn share_from_doc(d: &Document) -> BanShare {
         user_id: d.get_str("userId").ok().map(str::to_string),
         subject: d.get_str("subject").ok().map(str::to_string),
         native_value: d.get_str("nativeValue").ok().map(str::to_string),
+        confined: d.get_bool("confined").unwrap_or(false),
     }
 }
 
@@ -707,6 +733,7 @@ mod tests {
             user_id: None,
             subject: None,
             native_value: None,
+            confined: false,
         }
     }
 
@@ -727,6 +754,7 @@ mod tests {
             start_ms: 1_000,
             end_ms: Some(3_601_000),
             user_id: None,
+            confined: false,
         };
         let v: serde_json::Value = serde_json::from_str(&envelope(&target, &ban)).unwrap();
         assert_eq!(v["expires"], 3_601_000);
@@ -735,11 +763,33 @@ mod tests {
         assert_eq!(v["value"]["user_id"], "6b037b4b851b57d6134bed7d");
         let permanent = EffectiveBan {
             end_ms: None,
-            ..ban
+            ..ban.clone()
         };
         let v: serde_json::Value = serde_json::from_str(&envelope(&target, &permanent)).unwrap();
         assert!(v.get("expires").is_none());
         assert!(v["value"].get("expiresAt").is_none());
+        // A tenant's timed ban: no end in the value (checkBan caches nothing, so copies it
+        // onto no address), the envelope's expiry ends it.
+        let confined = EffectiveBan {
+            confined: true,
+            ..ban
+        };
+        let v: serde_json::Value = serde_json::from_str(&envelope(&target, &confined)).unwrap();
+        assert_eq!(v["expires"], 3_601_000);
+        assert!(v["value"].get("expiresAt").is_none() && v["value"].get("duration").is_none());
+    }
+
+    #[test]
+    fn a_ban_is_confined_only_while_every_share_in_force_is_a_tenants() {
+        let tenants = BanShare {
+            confined: true,
+            ..share("t", 0, Some(500))
+        };
+        let admins = share("a", 0, Some(100));
+        let both = vec![tenants.clone(), admins];
+        assert!(!effective(&both, 50).unwrap().confined);
+        assert!(effective(&both, 200).unwrap().confined);
+        assert!(effective(&[tenants], 50).unwrap().confined);
     }
 
     #[test]
@@ -754,6 +804,7 @@ mod tests {
                 start_ms: 0,
                 end_ms: None,
                 user_id: None,
+                confined: false,
             },
         );
         assert!(native_ban(&ours).is_none());

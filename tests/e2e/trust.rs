@@ -1451,6 +1451,68 @@ async fn a_tenant_cannot_squat_a_role_name_to_govern_the_administrators_accounts
     w.contract_check(json!({ "roleMembers": [{ "role": "USER", "userIds": [lead.to_hex()] }] }));
 }
 
+/// The attack: a tenant bans an account of its own for a year, then tries the account's email
+/// at LibreChat's login from an address the administrators and other teams share (a company
+/// NAT). LibreChat's `checkBan` copies a timed ban onto the address it was tried from, which
+/// would lock everyone behind it out: an IP ban, which only the administrators declare. A
+/// tenant's ban carries no end in its value, so `checkBan` copies it nowhere, and its
+/// envelope ends it on time; copies made while the administrators' ban of the account was in
+/// force go when only the tenant's is left.
+#[tokio::test]
+async fn a_tenants_ban_does_not_lock_out_the_address_its_email_is_tried_from() {
+    let (w, t) = tenant_world("tr-ban-ip", json!({})).await;
+    let email = "bait@example.com";
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "bait",
+        json!({ "instanceRef": lc(&w), "email": email }),
+    )
+    .await;
+    let id = status_user_id(&w, &t, "bait").await;
+    let lock = json!({ "instanceRef": lc(&w), "userRef": { "name": "bait" }, "duration": "8760h" });
+    w.apply_in(&t, "UserBan", "lock", lock).await;
+    ready_in(&w, &t, "userbans", "lock", "True", "Banned").await;
+    let key = format!("BANS:{}", id.to_hex());
+    let value = |d: &Document| serde_json::from_str::<Value>(d.get_str("value").unwrap()).unwrap();
+    let envelope = value(&log_doc(&w, &key).await.unwrap());
+    assert!(
+        envelope["expires"].is_i64() && envelope["value"].get("expiresAt").is_none(),
+        "a tenant's timed ban tells checkBan its end, which it copies onto addresses: {envelope}"
+    );
+    let banned =
+        json!({ "bans": [{ "key": key.clone(), "expectActive": true, "userId": id.to_hex() }] });
+    w.contract_check(banned.clone());
+
+    // The administrators ban the account too: LibreChat's own timed ban, copied as it does.
+    let house = json!({ "instanceRef": { "name": "lc" }, "email": email, "duration": "1h" });
+    w.apply("UserBan", "house", house).await;
+    ready_in(&w, &w.ns, "userbans", "house", "True", "Banned").await;
+    let theirs = eventually("the administrators' ban to carry its end", || async {
+        let d = log_doc(&w, &key).await?;
+        value(&d)["value"].get("expiresAt").is_some().then_some(d)
+    })
+    .await;
+    let copy = "ban:ban_cache:ip:198.51.100.7";
+    w.db.collection::<Document>("logs")
+        .insert_one(
+            doc! { "key": copy, "value": theirs.get_str("value").unwrap(),
+            "expiresAt": theirs.get_datetime("expiresAt").unwrap() },
+        )
+        .await
+        .unwrap();
+    // Their ban lifted, the tenant's alone is left: the address goes free.
+    w.delete("UserBan", "house").await;
+    w.wait_gone("userbans", "house").await;
+    eventually("checkBan's copy on the address to go", || async {
+        log_doc(&w, copy).await.is_none().then_some(())
+    })
+    .await;
+    let envelope = value(&log_doc(&w, &key).await.unwrap());
+    assert!(envelope["value"].get("expiresAt").is_none(), "{envelope}");
+    w.contract_check(banned);
+}
+
 /// A user refused for its role waits for no timer (it looks again only every 30 s by itself):
 /// a tenant's account applied with its LibreChatRole (the role not created yet) goes on as the
 /// role is created, and the administrators' account refused over a tenant's role goes on as
