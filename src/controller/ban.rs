@@ -471,8 +471,7 @@ async fn by_user_ref(
 ) -> Result<Result<Banned, Outcome>, ReconcileError> {
     let namespace = tenancy.namespace.as_str();
     let Some(user) = user_named(ctx, namespace, name).await? else {
-        let message = format!("LibreChatUser '{name}' not found in this namespace; the ban applies as soon as it exists");
-        return Ok(Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, message)));
+        return Ok(Err(user_gone(ban, store, tenancy, name).await?));
     };
     let same_instance = user.spec.instance_ref.name == ban.spec.instance_ref.name
         && target::instance_namespace(&user.spec.instance_ref, namespace)
@@ -515,6 +514,31 @@ async fn by_user_ref(
         Some(id) => Ok(Banned { target: BanTarget::User(id.to_hex()), subject: Some(owner_subject(&owner_uid)) }),
         None => Err(Outcome::waiting(ban, reason::USER_NOT_FOUND, format!("LibreChatUser '{name}' owns no LibreChat account yet; the ban applies as soon as it does"))),
     })
+}
+
+/// A `userRef` ban whose LibreChatUser is not there: it waits for it, but a tenant's ban that
+/// holds the account it named goes (`NotPermitted`, lifted). The object went: deleted with
+/// `Retain`, its account is nobody's (the administrators or another team may take it), and a
+/// tenant bans only accounts it manages; deleted with `Delete`, the account is gone too.
+async fn user_gone(
+    ban: &UserBan,
+    store: &Store,
+    tenancy: &Tenancy,
+    name: &str,
+) -> Result<Outcome, ReconcileError> {
+    let holds = !store
+        .shares_of(&ban.uid().unwrap_or_default())
+        .await?
+        .is_empty();
+    if tenancy.administers || !holds {
+        let message = format!("LibreChatUser '{name}' not found in this namespace; the ban applies as soon as it exists");
+        return Ok(Outcome::waiting(ban, reason::USER_NOT_FOUND, message));
+    }
+    let message = format!(
+        "LibreChatUser '{name}' is gone, so the account it banned is no longer managed from namespace '{}': a tenant's ban goes with its account (lifted); it applies again to an account a LibreChatUser '{name}' has here",
+        tenancy.namespace
+    );
+    Ok(Outcome::waiting(ban, reason::NOT_PERMITTED, message))
 }
 
 /// Deletion lifts this ban's shares (the whole ban where it was the last one). Without its

@@ -1513,6 +1513,44 @@ async fn a_tenants_ban_does_not_lock_out_the_address_its_email_is_tried_from() {
     w.contract_check(banned);
 }
 
+/// The attack: a tenant bans an account of its own by `userRef`, then lets the account go
+/// (its LibreChatUser deleted with `Retain`), keeping the ban: the account, now nobody's (the
+/// administrators may take it over), would stay banned for as long as the tenant likes. The ban
+/// goes with the account; applied again, it bans the account a LibreChatUser of that name has.
+#[tokio::test]
+async fn a_tenants_ban_does_not_outlive_its_hold_on_the_account() {
+    let (w, t) = tenant_world("tr-ban-release", json!({})).await;
+    let email = "leaver@example.com";
+    let user = json!({ "instanceRef": lc(&w), "email": email });
+    w.apply_in(&t, "LibreChatUser", "leaver", user.clone())
+        .await;
+    let id = status_user_id(&w, &t, "leaver").await;
+    let by_ref = json!({ "instanceRef": lc(&w), "userRef": { "name": "leaver" } });
+    w.apply_in(&t, "UserBan", "hold", by_ref).await;
+    ready_in(&w, &t, "userbans", "hold", "True", "Banned").await;
+    let key = format!("BANS:{}", id.to_hex());
+    assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
+
+    delete_in(&w.client, &t, "LibreChatUser", "leaver").await;
+    wait_gone_in(&w, &t, "librechatusers", "leaver").await;
+    assert!(
+        w.find_user(email).await.is_some(),
+        "Retain keeps the account"
+    );
+    eventually("the ban to be lifted", || async {
+        log_doc(&w, &key).await.is_none().then_some(())
+    })
+    .await;
+    // Lifted (its event says so), it waits for a LibreChatUser of that name again.
+    eventually("the event of the lift", || async {
+        let reasons = event_reasons_in(&w.client, &t, "hold").await;
+        reasons.iter().any(|r| r == "Lifted").then_some(())
+    })
+    .await;
+    ready_in(&w, &t, "userbans", "hold", "False", "UserNotFound").await;
+    w.contract_check(json!({ "bans": [{ "key": key, "expectActive": false }] }));
+}
+
 /// A user refused for its role waits for no timer (it looks again only every 30 s by itself):
 /// a tenant's account applied with its LibreChatRole (the role not created yet) goes on as the
 /// role is created, and the administrators' account refused over a tenant's role goes on as
