@@ -410,8 +410,8 @@ async fn resolve_target(
         }
     }
     let role = found.as_ref().and_then(|u| u.role.as_deref());
-    if let Some(why) = tenancy.admin_refusal(&email, role) {
-        return Ok(Err(admin_not_bannable(ban, ctx, why)));
+    if let Some(why) = tenancy.role_refusal(store, &email, role).await? {
+        return Ok(Err(role_not_bannable(ban, ctx, why)));
     }
     Ok(match found {
         Some(u) => Ok(Banned {
@@ -433,10 +433,11 @@ fn not_managed_here(ban: &UserBan, email: &str, tenancy: &Tenancy) -> Outcome {
     Outcome::stalled(ban, reason::NOT_PERMITTED, message)
 }
 
-/// A tenant's ban of an account that is ADMIN (made so in LibreChat, perhaps after the tenant
-/// created it): refused, and so lifted where it was in force. LibreChat may demote the account
-/// without any Kubernetes event, so it is looked at again at the resync.
-fn admin_not_bannable(ban: &UserBan, ctx: &Context, why: String) -> Outcome {
+/// A tenant's ban of an account that is ADMIN, or in a custom role out of its reach (moved
+/// there in LibreChat, perhaps after the tenant created it): refused, and so lifted where it
+/// was in force. LibreChat may move the account back without any Kubernetes event, so it is
+/// looked at again at the resync.
+fn role_not_bannable(ban: &UserBan, ctx: &Context, why: String) -> Outcome {
     Outcome {
         requeue: Some(ctx.settings.default_resync),
         ..Outcome::stalled(
@@ -500,14 +501,11 @@ async fn by_user_ref(
     let account = claim
         .filter(|c| c.confirmed)
         .and_then(|c| Some((c.user_id?, c.email)));
-    if let Some((id, email)) = account
-        .as_ref()
-        .filter(|_| tenancy.refuses_admin_accounts())
-    {
+    if let Some((id, email)) = account.as_ref().filter(|_| !tenancy.administers) {
         let stored = store.find_user_by_id(*id).await?;
         let role = stored.as_ref().and_then(|u| u.role.as_deref());
-        if let Some(why) = tenancy.admin_refusal(email, role) {
-            return Ok(Err(admin_not_bannable(ban, ctx, why)));
+        if let Some(why) = tenancy.role_refusal(store, email, role).await? {
+            return Ok(Err(role_not_bannable(ban, ctx, why)));
         }
     }
     Ok(match account.map(|(id, _)| id) {

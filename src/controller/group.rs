@@ -280,7 +280,10 @@ async fn resolve_members(
             None => None,
         };
         match account {
-            Some(a) => match tenancy.admin_refusal(&a.email, a.role.as_deref()) {
+            Some(a) => match tenancy
+                .role_refusal(store, &a.email, a.role.as_deref())
+                .await?
+            {
                 Some(why) => members.left_out.push((member.label(), why)),
                 None => {
                     members.ids.insert(member_id(&a));

@@ -7,7 +7,9 @@ use kube::{Resource, ResourceExt};
 use mongodb::bson::oid::ObjectId;
 
 use crate::api::LibreChatInstance;
+use crate::librechat::access::role_key;
 use crate::librechat::ownership::{Claim, Owner};
+use crate::librechat::permissions::is_built_in;
 use crate::librechat::{Store, StoreError};
 
 /// What an object in one namespace may do on one instance.
@@ -93,8 +95,8 @@ impl Tenancy {
         self.still_holds(store, account, claimed_here).await
     }
 
-    /// Whether the account's claim passes `claim_ok` and the account is not ADMIN where this
-    /// namespace may not hold ADMIN.
+    /// Whether the account's claim passes `claim_ok` and the account is in no role out of this
+    /// namespace's reach (see [`Tenancy::role_refusal`]).
     async fn still_holds(
         &self,
         store: &Store,
@@ -102,26 +104,86 @@ impl Tenancy {
         claim_ok: impl Fn(&Claim) -> bool,
     ) -> Result<bool, StoreError> {
         let claim = store.find_claim_of_user(account).await?;
-        if !claim.is_some_and(|c| claim_ok(&c)) {
+        let Some(claim) = claim.filter(|c| claim_ok(c)) else {
             return Ok(false);
-        }
-        if !self.refuses_admin_accounts() {
+        };
+        if self.administers {
             return Ok(true);
         }
-        let stored = store.find_user_by_id(account).await?;
-        Ok(stored.is_some_and(|a| a.role.as_deref() != Some("ADMIN")))
+        let Some(stored) = store.find_user_by_id(account).await? else {
+            return Ok(false);
+        };
+        let refused = self.role_refusal(store, &claim.email, stored.role.as_deref());
+        Ok(refused.await?.is_none())
     }
 
     /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may
-    /// not: an ADMIN account is only for namespaces the instance lets hold ADMIN, whoever made
-    /// it ADMIN (LibreChat's admins may promote an account a tenant created).
-    pub fn admin_refusal(&self, email: &str, stored_role: Option<&str>) -> Option<String> {
-        (stored_role == Some("ADMIN") && self.refuses_admin_accounts()).then(|| {
+    /// not, for an object that declares no role of its own (a ban, a group): see
+    /// [`Tenancy::held_role_refusal`]; whether a custom role is this namespace's own is what
+    /// the role's ownership record says (read only for a role the instance does not list).
+    pub async fn role_refusal(
+        &self,
+        store: &Store,
+        email: &str,
+        stored_role: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let unlisted = stored_role.filter(|r| self.may_not_assign(r));
+        let owns = match unlisted {
+            Some(role) => store
+                .access_record(&role_key(role))
+                .await?
+                .is_some_and(|r| {
+                    r.owner.kind == "LibreChatRole" && r.owner.namespace == self.namespace
+                }),
+            None => false,
+        };
+        Ok(self.held_role_refusal(email, stored_role, |_| owns))
+    }
+
+    /// [`Tenancy::held_role_refusal`] for a LibreChatUser declaring `declared_role`: a custom
+    /// role it declares was checked (its own, or listed) before anything was written.
+    pub fn declared_role_refusal(
+        &self,
+        email: &str,
+        stored_role: Option<&str>,
+        declared_role: Option<&str>,
+    ) -> Option<String> {
+        self.held_role_refusal(email, stored_role, |role| declared_role == Some(role))
+    }
+
+    /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may
+    /// not. An ADMIN account is only for namespaces the instance lets hold ADMIN; an account in
+    /// a custom role only for one that could have put it there itself (the instance lists the
+    /// role in `tenantPolicy.assignableRoles`, or it is its own: `own`). LibreChat's admins
+    /// may move an account a tenant created into either: from then on it is theirs, and the
+    /// tenant neither writes it (its password, a role back) nor bans, groups or deletes it.
+    fn held_role_refusal(
+        &self,
+        email: &str,
+        stored_role: Option<&str>,
+        own: impl FnOnce(&str) -> bool,
+    ) -> Option<String> {
+        let role = stored_role?;
+        if role == "ADMIN" {
+            return self.refuses_admin_accounts().then(|| {
+                format!(
+                    "the account {email} is an ADMIN account: {} unless the instance sets allowAdmin",
+                    self.who_may("manage it")
+                )
+            });
+        }
+        (self.may_not_assign(role) && !own(role)).then(|| {
             format!(
-                "the account {email} is an ADMIN account: {} unless the instance sets allowAdmin",
+                "the account {email} is in role '{role}', a custom role this namespace neither declares nor may assign (LibreChat's administrators may have moved it there): {} unless the instance lists the role in tenantPolicy.assignableRoles",
                 self.who_may("manage it")
             )
         })
+    }
+
+    /// Whether `role` is a custom role this namespace may not put accounts in by the
+    /// instance's word alone (its own LibreChatRoles aside).
+    fn may_not_assign(&self, role: &str) -> bool {
+        !self.administers && !is_built_in(role) && !self.lists_assignable(role)
     }
 
     /// Whether an ADMIN account is out of this namespace's hands (then an account's stored
@@ -203,6 +265,48 @@ pub fn owner_of<K: Resource<DynamicType = ()>>(object: &K) -> Owner {
 mod tests {
     use super::*;
     use crate::librechat::ownership::Owner;
+    fn tenant_assigning(assignable: &[&str]) -> Tenancy {
+        Tenancy {
+            namespace: "team-a".into(),
+            instance_namespace: "chat".into(),
+            administers: false,
+            may_hold_admin: false,
+            may_manage_adopted: false,
+            may_grant_credits: false,
+            may_manage_roles: false,
+            assignable_roles: assignable.iter().map(|r| r.to_string()).collect(),
+            email_domains: None,
+        }
+    }
+
+    #[test]
+    fn a_tenant_keeps_no_account_in_a_role_it_could_not_have_put_it_in() {
+        let t = tenant_assigning(&[]);
+        let refused = |t: &Tenancy, stored: &str, declared: Option<&str>| {
+            t.declared_role_refusal("a@example.com", Some(stored), declared)
+                .is_some()
+        };
+        assert!(refused(&t, "STAFF", None));
+        assert!(refused(&t, "STAFF", Some("USER")));
+        assert!(refused(&t, "ADMIN", None));
+        assert!(!refused(&t, "USER", None));
+        // Its own role, declared (and checked as its own before anything was written).
+        assert!(!refused(&t, "TEAMX", Some("TEAMX")));
+        assert!(!refused(&tenant_assigning(&["STAFF"]), "STAFF", None));
+        let allowed_admin = Tenancy {
+            may_hold_admin: true,
+            ..tenant_assigning(&[])
+        };
+        assert!(!refused(&allowed_admin, "ADMIN", None));
+        assert!(refused(&allowed_admin, "STAFF", None));
+        let admin = Tenancy {
+            administers: true,
+            may_hold_admin: true,
+            ..tenant_assigning(&[])
+        };
+        assert!(!refused(&admin, "STAFF", None));
+        assert!(!refused(&admin, "ADMIN", None));
+    }
 
     fn tenant(may_manage_adopted: bool) -> Tenancy {
         Tenancy {

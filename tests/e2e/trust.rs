@@ -999,6 +999,30 @@ async fn an_account_is_not_put_in_a_role_before_librechat_has_it() {
 #[tokio::test]
 async fn a_tenant_does_not_keep_an_account_librechat_made_admin() {
     let (w, t) = tenant_world("tr-promoted", json!({})).await;
+    a_tenant_lets_go_of_an_account_librechat_moved_to(&w, &t, "ADMIN", "allowAdmin").await;
+}
+
+/// The same for a custom role of the administrators (one that may carry `access:admin` or
+/// grants on other people's agents) LibreChat's admins move the account into: the tenant could
+/// not have put it there, so it neither signs in as it nor bans, groups, demotes or deletes it.
+#[tokio::test]
+async fn a_tenant_does_not_keep_an_account_librechat_moved_to_a_custom_role() {
+    let (w, t) = tenant_world("tr-moved", json!({})).await;
+    let staff = json!({ "instanceRef": { "name": "lc" }, "name": "STAFF" });
+    w.apply("LibreChatRole", "staff", staff).await;
+    ready_in(&w, &w.ns, "librechatroles", "staff", "True", "Reconciled").await;
+    a_tenant_lets_go_of_an_account_librechat_moved_to(&w, &t, "STAFF", "assignableRoles").await;
+}
+
+/// The tenant `t`'s account is moved to `role` in LibreChat; every later write, ban, grouping
+/// and deletion of it from `t` is refused (the refusal naming `who_allows`).
+async fn a_tenant_lets_go_of_an_account_librechat_moved_to(
+    w: &World,
+    t: &str,
+    role: &str,
+    who_allows: &str,
+) {
+    let t = t.to_string();
     let email = "lead@example.com";
     put_secret(
         &w.client,
@@ -1011,12 +1035,12 @@ async fn a_tenant_does_not_keep_an_account_librechat_made_admin() {
         &t,
         "LibreChatUser",
         "lead",
-        json!({ "instanceRef": lc(&w), "email": email, "deletionPolicy": "Delete",
+        json!({ "instanceRef": lc(w), "email": email, "deletionPolicy": "Delete",
                 "password": { "secretRef": { "name": "lead-pw", "key": "password" } } }),
     )
     .await;
-    let id = status_user_id(&w, &t, "lead").await;
-    let leads = json!({ "instanceRef": lc(&w), "name": "Leads",
+    let id = status_user_id(w, &t, "lead").await;
+    let leads = json!({ "instanceRef": lc(w), "name": "Leads",
                         "members": [{ "userRef": { "name": "lead" } }] });
     w.apply_in(&t, "LibreChatGroup", "leads", leads).await;
     wait_condition_in(
@@ -1029,15 +1053,15 @@ async fn a_tenant_does_not_keep_an_account_librechat_made_admin() {
         None,
     )
     .await;
-    // Promoted in LibreChat (its admin panel or role sync).
+    // Moved in LibreChat (its admin panel or role sync).
     w.users()
-        .update_one(doc! { "_id": id }, doc! { "$set": { "role": "ADMIN" } })
+        .update_one(doc! { "_id": id }, doc! { "$set": { "role": role } })
         .await
         .unwrap();
-    let before = user_doc(&w, id).await.unwrap();
+    let before = user_doc(w, id).await.unwrap();
     // The next resync says so, though the declaration asks for no write; the group lets it go.
-    ready_in(&w, &t, "librechatusers", "lead", "False", "NotPermitted").await;
-    ready_in(&w, &t, "librechatgroups", "leads", "False", "NotPermitted").await;
+    ready_in(w, &t, "librechatusers", "lead", "False", "NotPermitted").await;
+    ready_in(w, &t, "librechatgroups", "leads", "False", "NotPermitted").await;
     let members =
         w.db.collection::<Document>("groups")
             .find_one(doc! { "name": "Leads" })
@@ -1053,30 +1077,25 @@ async fn a_tenant_does_not_keep_an_account_librechat_made_admin() {
         &[("password", "Tenant-Sets-This-2")],
     )
     .await;
-    let told = ready_in(&w, &t, "librechatusers", "lead", "False", "NotPermitted").await;
-    assert!(
-        told.contains("ADMIN") && told.contains("allowAdmin"),
-        "{told}"
-    );
+    let told = ready_in(w, &t, "librechatusers", "lead", "False", "NotPermitted").await;
+    assert!(told.contains(role) && told.contains(who_allows), "{told}");
     w.apply_in(
         &t,
         "UserBan",
         "demote",
-        json!({ "instanceRef": lc(&w), "userRef": { "name": "lead" } }),
+        json!({ "instanceRef": lc(w), "userRef": { "name": "lead" } }),
     )
     .await;
-    ready_in(&w, &t, "userbans", "demote", "False", "NotPermitted").await;
-    let after = user_doc(&w, id).await.unwrap();
+    ready_in(w, &t, "userbans", "demote", "False", "NotPermitted").await;
+    let after = user_doc(w, id).await.unwrap();
     assert_eq!(after.get_str("password"), before.get_str("password"));
-    assert_eq!(after.get_str("role").unwrap(), "ADMIN");
-    assert!(log_doc(&w, &format!("BANS:{}", id.to_hex()))
-        .await
-        .is_none());
+    assert_eq!(after.get_str("role").unwrap(), role);
+    assert!(log_doc(w, &format!("BANS:{}", id.to_hex())).await.is_none());
 
-    // Deleting the object lets go of the account; the admin stays.
+    // Deleting the object lets go of the account (declared `Delete`): the account stays.
     delete_in(&w.client, &t, "LibreChatUser", "lead").await;
-    wait_gone_in(&w, &t, "librechatusers", "lead").await;
-    assert!(user_doc(&w, id).await.is_some());
+    wait_gone_in(w, &t, "librechatusers", "lead").await;
+    assert!(user_doc(w, id).await.is_some());
 }
 
 /// Status is no identity, not even for what a cleanup must undo: the tenant leaves the

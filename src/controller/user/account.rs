@@ -391,11 +391,9 @@ pub(super) fn refusal_to_adopt(plan: &Plan, stored: &StoredUser) -> Option<Strin
 /// the role: a tenant must not learn another account's role by trying to adopt it.
 fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Option<String> {
     let tenancy = &plan.tenancy;
-    let stored_role = stored.role.as_deref().unwrap_or("USER");
-    let admin = stored_role == "ADMIN" && !tenancy.may_hold_admin;
     let declared_role = plan.desired.role.as_deref();
-    let custom = super::role_policy::adoption_blocked_by_role(tenancy, stored_role, declared_role);
-    (admin || custom).then(|| {
+    let refused = tenancy.declared_role_refusal(&plan.email, stored.role.as_deref(), declared_role);
+    refused.map(|_| {
         format!(
             "the account {} holds a role this namespace may not hold or assign (ADMIN needs the instance's allowAdmin; a custom role, its tenantPolicy.assignableRoles); {}. It was not touched",
             plan.email,
@@ -440,9 +438,9 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
             ));
         }
     }
-    if let Some(why) = plan
-        .tenancy
-        .admin_refusal(&plan.email, stored.role.as_deref())
+    let declared_role = plan.desired.role.as_deref();
+    if let Some(why) =
+        (plan.tenancy).declared_role_refusal(&plan.email, stored.role.as_deref(), declared_role)
     {
         return Some(format!("{why}. Nothing was written"));
     }

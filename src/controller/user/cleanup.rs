@@ -181,7 +181,8 @@ async fn delete_account(
         return Ok(());
     };
     if !claim.deletion_started {
-        if let Some(why) = deletion_refused(claim, &stored, tenancy) {
+        let declared_role = user.spec.role.as_deref();
+        if let Some(why) = deletion_refused(claim, &stored, tenancy, declared_role) {
             let note = format!(
                 "did not delete LibreChat account {}: {why}; it was released and stays",
                 claim.email
@@ -210,8 +211,14 @@ async fn delete_account(
     Ok(())
 }
 
-/// Why this object may not delete `stored`, the account its claim names, if it may not.
-fn deletion_refused(claim: &Claim, stored: &StoredUser, tenancy: &Tenancy) -> Option<String> {
+/// Why this object (declaring `declared_role`) may not delete `stored`, the account its claim
+/// names, if it may not.
+fn deletion_refused(
+    claim: &Claim,
+    stored: &StoredUser,
+    tenancy: &Tenancy,
+    declared_role: Option<&str>,
+) -> Option<String> {
     if stored.email != claim.email {
         Some(format!(
             "the account now has the email {}, not {}",
@@ -223,8 +230,9 @@ fn deletion_refused(claim: &Claim, stored: &StoredUser, tenancy: &Tenancy) -> Op
             tenancy.who_may("delete adopted accounts")
         ))
     } else {
-        let admin = tenancy.admin_refusal(&claim.email, stored.role.as_deref());
-        admin.or_else(|| tenancy.email_outside_domains(&claim.email))
+        let role =
+            tenancy.declared_role_refusal(&claim.email, stored.role.as_deref(), declared_role);
+        role.or_else(|| tenancy.email_outside_domains(&claim.email))
     }
 }
 

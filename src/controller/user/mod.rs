@@ -654,12 +654,16 @@ async fn settled(
         return Ok(None);
     }
     let stored = plan.store().find_user_by_id(id).await?;
-    // An account LibreChat made ADMIN since is out of a non-allowAdmin tenant's hands: the
-    // full path says so.
+    // An account LibreChat made ADMIN (or moved to a custom role) since is out of a tenant's
+    // hands: the full path says so.
     let unchanged = stored.filter(|stored| {
         account::matches_declaration(plan, stored)
             && (plan.tenancy)
-                .admin_refusal(&plan.email, stored.role.as_deref())
+                .declared_role_refusal(
+                    &plan.email,
+                    stored.role.as_deref(),
+                    plan.desired.role.as_deref(),
+                )
                 .is_none()
     });
     let Some(stored) = unchanged else {
