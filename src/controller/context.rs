@@ -78,17 +78,42 @@ pub struct Context {
     pub instances: super::instance_watch::InstanceCache,
     /// The Secrets' versions as the scopes' watches have them.
     pub secrets: super::secret_watch::WatchedSecrets,
-    /// The record keys of group and role names whose holder changed: an object gave the name
-    /// up (released, or handed to the instance's administrators), or LibreChat now has the
-    /// role an object declares. Told to every scope: an object of another scope refused
-    /// because that object held the name, and a user waiting for the role, wait for no timer.
-    pub names_changed: super::fanout::Fanout<String>,
+    /// Group and role names that changed hands (see [`NameChange`]), told to every scope: an
+    /// object of another scope refused because that object held the name, and a user waiting
+    /// for the role, wait for no timer.
+    pub names_changed: super::fanout::Fanout<NameChange>,
     /// Emails whose declaration (a LibreChatUser or UserInvite) went, told to every scope
     /// once the scope's cache dropped it: a tenant's invitation of another scope refused over
     /// that declaration waits for no timer.
     pub emails_freed: super::fanout::Fanout<FreedEmail>,
     /// The scopes' caches of users and invites, for reconciles to read.
     pub caches: super::caches::WatchCaches,
+}
+
+/// What became of a group or role name (its record key, `group:<name>` or `role:<name>`).
+#[derive(Debug)]
+pub enum NameChange {
+    /// An object gave the name up (released, or handed to the instance's administrators).
+    Freed(String),
+    /// LibreChat now has the custom role an object declares: accounts may be put in it.
+    RoleCreated(String),
+}
+
+impl NameChange {
+    /// The record key of a name another object may now take.
+    pub fn freed(&self) -> Option<&str> {
+        match self {
+            NameChange::Freed(key) => Some(key),
+            NameChange::RoleCreated(_) => None,
+        }
+    }
+
+    /// The record key, whatever became of it.
+    pub fn key(&self) -> &str {
+        match self {
+            NameChange::Freed(key) | NameChange::RoleCreated(key) => key,
+        }
+    }
 }
 
 impl Context {

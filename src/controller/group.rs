@@ -14,7 +14,7 @@ use mongodb::bson::oid::ObjectId;
 use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::caches::user_named;
-use super::context::Context;
+use super::context::{Context, NameChange};
 use super::error::ReconcileError;
 use super::opening::{self, Opening};
 use super::report::report;
@@ -589,7 +589,8 @@ async fn release_record(
     uid: &str,
 ) -> Result<(), ReconcileError> {
     store.release_access(key, uid).await?;
-    ctx.names_changed.tell(std::sync::Arc::new(key.to_string()));
+    ctx.names_changed
+        .tell(std::sync::Arc::new(NameChange::Freed(key.to_string())));
     Ok(())
 }
 

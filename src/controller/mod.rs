@@ -47,7 +47,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
-pub use context::{Context, FreedEmail, Settings};
+pub use context::{Context, FreedEmail, NameChange, Settings};
 pub use error::ReconcileError;
 
 use crate::api::common::{condition, find_condition, reason, AppliedToInstance};
@@ -432,7 +432,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         // A user refused for its role waits for no timer: the role created in LibreChat (a
         // LibreChatRole applied with it), or its name freed by another namespace, wakes it.
         .reconcile_on(ctx.names_changed.wakes(
-            move |key: &String| select(&by_role, |u| waits_for_role(u, Some(key))),
+            move |change: &NameChange| select(&by_role, |u| waits_for_role(u, Some(change.key()))),
             move || select(&every_refused_user, |u| waits_for_role(u, None)),
         ))
         .reconcile_on(secret_changes.wakes(
@@ -613,9 +613,12 @@ fn group_controller(
     });
     let every_group_named = groups.store();
     let freed = ctx.names_changed.wakes(
-        move |key: &String| {
+        move |change: &NameChange| {
+            let Some(key) = change.freed() else {
+                return Vec::new();
+            };
             select(&by_name, |g: &LibreChatGroup| {
-                group_key(&g.spec.name) == *key
+                group_key(&g.spec.name) == key
             })
         },
         move || all_of(&every_group_named),
@@ -672,8 +675,11 @@ fn role_controller(
     let every_role = roles.store();
     let run = roles
         .reconcile_on(ctx.names_changed.wakes(
-            move |key: &String| {
-                select(&by_name, |r: &LibreChatRole| role_key(&r.spec.name) == *key)
+            move |change: &NameChange| {
+                let Some(key) = change.freed() else {
+                    return Vec::new();
+                };
+                select(&by_name, |r: &LibreChatRole| role_key(&r.spec.name) == key)
             },
             move || all_of(&every_role),
         ))

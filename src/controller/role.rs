@@ -13,7 +13,7 @@ use kube::ResourceExt;
 
 use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
-use super::context::Context;
+use super::context::{Context, NameChange};
 use super::error::ReconcileError;
 use super::opening::{self, Opening};
 use super::report::report;
@@ -294,7 +294,8 @@ async fn converge(
     if !record.created {
         // LibreChat has the role now: accounts may be put in it (those waiting are woken).
         store.mark_created(key, &uid).await?;
-        ctx.names_changed.tell(std::sync::Arc::new(key.to_string()));
+        let created = NameChange::RoleCreated(key.to_string());
+        ctx.names_changed.tell(std::sync::Arc::new(created));
     }
     if let Some(what) = changed {
         let note = format!("role {name}: {what}");
@@ -483,7 +484,8 @@ async fn remove_role(
         }
         false => store.release_access(key, uid).await?,
     }
-    ctx.names_changed.tell(std::sync::Arc::new(key.to_string()));
+    let freed = NameChange::Freed(key.to_string());
+    ctx.names_changed.tell(std::sync::Arc::new(freed));
     Ok(())
 }
 
