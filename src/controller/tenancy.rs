@@ -140,17 +140,6 @@ impl Tenancy {
         Ok(self.held_role_refusal(email, stored_role, |_| owns))
     }
 
-    /// [`Tenancy::held_role_refusal`] for a LibreChatUser declaring `declared_role`: a custom
-    /// role it declares was checked (its own, or listed) before anything was written.
-    pub fn declared_role_refusal(
-        &self,
-        email: &str,
-        stored_role: Option<&str>,
-        declared_role: Option<&str>,
-    ) -> Option<String> {
-        self.held_role_refusal(email, stored_role, |role| declared_role == Some(role))
-    }
-
     /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may
     /// not. An ADMIN account is only for namespaces the instance lets hold ADMIN; an account in
     /// a custom role only for one that could have put it there itself (the instance lists the
@@ -281,31 +270,30 @@ mod tests {
 
     #[test]
     fn a_tenant_keeps_no_account_in_a_role_it_could_not_have_put_it_in() {
-        let t = tenant_assigning(&[]);
-        let refused = |t: &Tenancy, stored: &str, declared: Option<&str>| {
-            t.declared_role_refusal("a@example.com", Some(stored), declared)
+        let refused = |t: &Tenancy, stored: &str, own: bool| {
+            t.held_role_refusal("a@example.com", Some(stored), |_| own)
                 .is_some()
         };
-        assert!(refused(&t, "STAFF", None));
-        assert!(refused(&t, "STAFF", Some("USER")));
-        assert!(refused(&t, "ADMIN", None));
-        assert!(!refused(&t, "USER", None));
-        // Its own role, declared (and checked as its own before anything was written).
-        assert!(!refused(&t, "TEAMX", Some("TEAMX")));
-        assert!(!refused(&tenant_assigning(&["STAFF"]), "STAFF", None));
+        let t = tenant_assigning(&[]);
+        assert!(refused(&t, "STAFF", false));
+        assert!(refused(&t, "ADMIN", false));
+        assert!(!refused(&t, "USER", false));
+        // Its own role (its LibreChatRole's record), or one the instance lists.
+        assert!(!refused(&t, "TEAMX", true));
+        assert!(!refused(&tenant_assigning(&["STAFF"]), "STAFF", false));
         let allowed_admin = Tenancy {
             may_hold_admin: true,
             ..tenant_assigning(&[])
         };
-        assert!(!refused(&allowed_admin, "ADMIN", None));
-        assert!(refused(&allowed_admin, "STAFF", None));
+        assert!(!refused(&allowed_admin, "ADMIN", false));
+        assert!(refused(&allowed_admin, "STAFF", false));
         let admin = Tenancy {
             administers: true,
             may_hold_admin: true,
             ..tenant_assigning(&[])
         };
-        assert!(!refused(&admin, "STAFF", None));
-        assert!(!refused(&admin, "ADMIN", None));
+        assert!(!refused(&admin, "STAFF", false));
+        assert!(!refused(&admin, "ADMIN", false));
     }
 
     fn tenant(may_manage_adopted: bool) -> Tenancy {

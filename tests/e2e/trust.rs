@@ -1092,7 +1092,12 @@ async fn a_tenant_lets_go_of_an_account_librechat_moved_to(
     assert_eq!(after.get_str("role").unwrap(), role);
     assert!(log_doc(w, &format!("BANS:{}", id.to_hex())).await.is_none());
 
-    // Deleting the object lets go of the account (declared `Delete`): the account stays.
+    // Deleting the object lets go of the account (declared `Delete`, the role it has now
+    // declared too, as if it were the tenant's own): the account stays.
+    let spoof = json!({ "instanceRef": lc(w), "email": email, "deletionPolicy": "Delete",
+                        "role": role,
+                        "password": { "secretRef": { "name": "lead-pw", "key": "password" } } });
+    w.apply_in(&t, "LibreChatUser", "lead", spoof).await;
     delete_in(&w.client, &t, "LibreChatUser", "lead").await;
     wait_gone_in(w, &t, "librechatusers", "lead").await;
     assert!(user_doc(w, id).await.is_some());
@@ -1568,6 +1573,56 @@ async fn a_tenants_ban_does_not_outlive_its_hold_on_the_account() {
     .await;
     ready_in(&w, &t, "userbans", "hold", "False", "UserNotFound").await;
     w.contract_check(json!({ "bans": [{ "key": key, "expectActive": false }] }));
+}
+
+/// A tenant's accounts in its own roles stay its own: it moves them between its roles and back
+/// to USER (the check that takes an account LibreChat moved to a role out of the tenant's
+/// reach reads the role's ownership record, not what the object declares).
+#[tokio::test]
+async fn a_tenant_moves_its_accounts_between_its_own_roles() {
+    let (w, t) = tenant_world(
+        "tr-own-roles",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    for (object, name) in [("team-x", "TEAMX"), ("team-y", "TEAMY")] {
+        w.apply_in(
+            &t,
+            "LibreChatRole",
+            object,
+            json!({ "instanceRef": lc(&w), "name": name }),
+        )
+        .await;
+        ready_in(&w, &t, "librechatroles", object, "True", "Reconciled").await;
+    }
+    let member =
+        |role: &str| json!({ "instanceRef": lc(&w), "email": "member@example.com", "role": role });
+    w.apply_in(&t, "LibreChatUser", "member", member("TEAMX"))
+        .await;
+    let id = status_user_id(&w, &t, "member").await;
+    for role in ["TEAMX", "TEAMY", "USER"] {
+        w.apply_in(&t, "LibreChatUser", "member", member(role))
+            .await;
+        eventually(&format!("the account to be in {role}"), || async {
+            let stored = user_doc(&w, id).await?;
+            (stored.get_str("role").ok()? == role).then_some(())
+        })
+        .await;
+        let obj = wait_condition_in(
+            &w.client,
+            &t,
+            "librechatusers",
+            "member",
+            "Ready",
+            "True",
+            None,
+        )
+        .await;
+        assert_eq!(
+            obj.pointer("/status/role").and_then(Value::as_str),
+            Some(role)
+        );
+    }
 }
 
 /// A user refused for its role waits for no timer (it looks again only every 30 s by itself):

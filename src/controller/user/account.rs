@@ -141,7 +141,11 @@ pub(super) fn matches_declaration(plan: &Plan, stored: &StoredUser) -> bool {
 
 /// Whether the declaration, as it matches `stored` now, may be written to the account the
 /// claim names (see [`write_refused`]).
-pub(super) fn may_write_as_is(plan: &Plan, claim: &Claim, stored: &StoredUser) -> bool {
+pub(super) async fn may_write_as_is(
+    plan: &Plan,
+    claim: &Claim,
+    stored: &StoredUser,
+) -> Result<bool, StoreError> {
     let account = Account {
         stored: stored.clone(),
         created: claim.made_its_account(),
@@ -149,7 +153,20 @@ pub(super) fn may_write_as_is(plan: &Plan, claim: &Claim, stored: &StoredUser) -
         wrote: false,
         role_written: false,
     };
-    write_refused(plan, &account, &drift(stored, &plan.desired)).is_none()
+    let refused = write_refused(plan, &account, &drift(stored, &plan.desired)).await?;
+    Ok(refused.is_none())
+}
+
+/// Why the role LibreChat holds `stored` in puts it out of this object's hands, if it does
+/// (see [`crate::controller::tenancy::Tenancy::role_refusal`]).
+pub(super) async fn held_role_refusal(
+    plan: &Plan,
+    stored: &StoredUser,
+) -> Result<Option<String>, StoreError> {
+    let role = stored.role.as_deref();
+    plan.tenancy
+        .role_refusal(plan.store(), &plan.email, role)
+        .await
 }
 
 /// The outcome of an account that matches its declaration (`stored` as read before any
@@ -339,7 +356,7 @@ async fn take(
             Outcome::waiting(reason::ALREADY_EXISTS, message, user).after(plan.resync)
         ));
     }
-    if let Some(why) = adoption_refused(plan, &stored) {
+    if let Some(why) = adoption_refused(plan, &stored).await? {
         store.release(email, uid).await?;
         return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
     }
@@ -352,7 +369,7 @@ async fn take(
     };
     // A refused adoption holds no claim, so it blocks nobody who may take the account.
     let changed = drift(&adopted.stored, &plan.desired);
-    if let Some(why) = write_refused(plan, &adopted, &changed) {
+    if let Some(why) = write_refused(plan, &adopted, &changed).await? {
         store.release(email, uid).await?;
         return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
     }
@@ -374,39 +391,57 @@ async fn take(
 
 /// Why this object may not adopt `stored` as declared, checked before it claims the email
 /// so that a refused adoption never holds (even briefly) a record naming it.
-pub(super) fn refusal_to_adopt(plan: &Plan, stored: &StoredUser) -> Option<String> {
-    adoption_refused(plan, stored).or_else(|| {
-        let adopted = Account {
-            stored: stored.clone(),
-            created: false,
-            password_set: false,
-            wrote: true,
-            role_written: false,
-        };
-        write_refused(plan, &adopted, &drift(stored, &plan.desired))
-    })
+pub(super) async fn refusal_to_adopt(
+    plan: &Plan,
+    stored: &StoredUser,
+) -> Result<Option<String>, StoreError> {
+    if let Some(why) = adoption_refused(plan, stored).await? {
+        return Ok(Some(why));
+    }
+    let adopted = Account {
+        stored: stored.clone(),
+        created: false,
+        password_set: false,
+        wrote: true,
+        role_written: false,
+    };
+    write_refused(plan, &adopted, &drift(stored, &plan.desired)).await
 }
 
 /// Why this object may not adopt `stored`, if it may not. The message is the same whatever
 /// the role: a tenant must not learn another account's role by trying to adopt it.
-fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Option<String> {
+async fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Result<Option<String>, StoreError> {
     let tenancy = &plan.tenancy;
-    let declared_role = plan.desired.role.as_deref();
-    let refused = tenancy.declared_role_refusal(&plan.email, stored.role.as_deref(), declared_role);
-    refused.map(|_| {
+    let refused = held_role_refusal(plan, stored).await?;
+    Ok(refused.map(|_| {
         format!(
             "the account {} holds a role this namespace may not hold or assign (ADMIN needs the instance's allowAdmin; a custom role, its tenantPolicy.assignableRoles); {}. It was not touched",
             plan.email,
             tenancy.who_may("adopt it")
         )
-    })
+    }))
 }
 
 /// Why the declaration may not be written to this account, if it may not: a tenant changes
 /// role and password only of accounts the operator created for it (unless the instance's
 /// tenantPolicy says otherwise), only the instance's own namespace changes a provider, and a
 /// password goes onto an SSO account only when that namespace converts it explicitly.
-fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<String> {
+async fn write_refused(
+    plan: &Plan,
+    account: &Account,
+    changed: &[&str],
+) -> Result<Option<String>, StoreError> {
+    let held_role = held_role_refusal(plan, &account.stored).await?;
+    Ok(write_refused_given(plan, account, changed, held_role))
+}
+
+/// [`write_refused`], with why the account's role puts it out of this object's hands.
+fn write_refused_given(
+    plan: &Plan,
+    account: &Account,
+    changed: &[&str],
+    held_role: Option<String>,
+) -> Option<String> {
     let stored = &account.stored;
     let stored_provider = stored.provider.as_deref().unwrap_or("local");
     let declared_provider = plan.desired.provider.as_deref();
@@ -438,10 +473,7 @@ fn write_refused(plan: &Plan, account: &Account, changed: &[&str]) -> Option<Str
             ));
         }
     }
-    let declared_role = plan.desired.role.as_deref();
-    if let Some(why) =
-        (plan.tenancy).declared_role_refusal(&plan.email, stored.role.as_deref(), declared_role)
-    {
+    if let Some(why) = held_role {
         return Some(format!("{why}. Nothing was written"));
     }
     if account.created || plan.tenancy.may_manage_adopted {
@@ -486,7 +518,7 @@ async fn correct(
     user: &LibreChatUser,
 ) -> Result<Result<(), Outcome>, ReconcileError> {
     let changed = drift(&account.stored, &plan.desired);
-    if let Some(why) = write_refused(plan, account, &changed) {
+    if let Some(why) = write_refused(plan, account, &changed).await? {
         return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
     }
     if changed.is_empty() {

@@ -71,8 +71,10 @@ pub(super) async fn take_ownership(
         ));
     }
     let adopting = existing.as_ref().filter(|_| inherited.is_none());
-    if let Some(why) = adopting.and_then(|u| super::account::refusal_to_adopt(plan, u)) {
-        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+    if let Some(adopting) = adopting {
+        if let Some(why) = super::account::refusal_to_adopt(plan, adopting).await? {
+            return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
+        }
     }
     if let Some(stale) = current {
         if let Some(account) = inherited {

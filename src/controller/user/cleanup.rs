@@ -181,8 +181,10 @@ async fn delete_account(
         return Ok(());
     };
     if !claim.deletion_started {
-        let declared_role = user.spec.role.as_deref();
-        if let Some(why) = deletion_refused(claim, &stored, tenancy, declared_role) {
+        let role = stored.role.as_deref();
+        let held_role = tenancy.role_refusal(store, &claim.email, role).await;
+        let held_role = held_role.map_err(|e| e.to_string())?;
+        if let Some(why) = deletion_refused(claim, &stored, tenancy, held_role) {
             let note = format!(
                 "did not delete LibreChat account {}: {why}; it was released and stays",
                 claim.email
@@ -211,13 +213,13 @@ async fn delete_account(
     Ok(())
 }
 
-/// Why this object (declaring `declared_role`) may not delete `stored`, the account its claim
-/// names, if it may not.
+/// Why this object may not delete `stored`, the account its claim names, if it may not
+/// (`held_role`: why the role LibreChat holds it in puts it out of the object's hands).
 fn deletion_refused(
     claim: &Claim,
     stored: &StoredUser,
     tenancy: &Tenancy,
-    declared_role: Option<&str>,
+    held_role: Option<String>,
 ) -> Option<String> {
     if stored.email != claim.email {
         Some(format!(
@@ -230,9 +232,7 @@ fn deletion_refused(
             tenancy.who_may("delete adopted accounts")
         ))
     } else {
-        let role =
-            tenancy.declared_role_refusal(&claim.email, stored.role.as_deref(), declared_role);
-        role.or_else(|| tenancy.email_outside_domains(&claim.email))
+        held_role.or_else(|| tenancy.email_outside_domains(&claim.email))
     }
 }
 

@@ -656,19 +656,13 @@ async fn settled(
     let stored = plan.store().find_user_by_id(id).await?;
     // An account LibreChat made ADMIN (or moved to a custom role) since is out of a tenant's
     // hands: the full path says so.
-    let unchanged = stored.filter(|stored| {
-        account::matches_declaration(plan, stored)
-            && (plan.tenancy)
-                .declared_role_refusal(
-                    &plan.email,
-                    stored.role.as_deref(),
-                    plan.desired.role.as_deref(),
-                )
-                .is_none()
-    });
+    let unchanged = stored.filter(|stored| account::matches_declaration(plan, stored));
     let Some(stored) = unchanged else {
         return Ok(None);
     };
+    if account::held_role_refusal(plan, &stored).await?.is_some() {
+        return Ok(None);
+    }
     let Some(balance) = balance::settled_balance(plan, user, id).await? else {
         return Ok(None);
     };

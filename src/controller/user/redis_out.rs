@@ -61,8 +61,8 @@ async fn unchanged(
         && observed == meta_generation
         && as_declared
         && password_applied
-        && account::may_write_as_is(plan, claim, stored)
-        && actions::nothing_due(claim, stored, user);
+        && actions::nothing_due(claim, stored, user)
+        && account::may_write_as_is(plan, claim, stored).await?;
     if !quiet || !super::plugins::nothing_to_apply(plan, stored.id).await? {
         return Ok(None);
     }
