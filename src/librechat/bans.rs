@@ -585,7 +585,10 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the `BANS:` document says what the shares say: in force, with the right end.
+    /// Whether the `BANS:` document says what the shares say: in force, with the right end,
+    /// and telling `checkBan` its end only when not every share in force is a tenant's (a
+    /// share of the administrators' or LibreChat's own that ended leaves a tenant's ban to be
+    /// written again, confined).
     pub async fn ban_in_force(
         &self,
         target: &BanTarget,
@@ -597,7 +600,11 @@ impl Store {
             .deadline("reading a ban")
             .await?;
         let now = DateTime::now().timestamp_millis();
-        Ok(found.is_some_and(|d| {
+        let (shares, _, _) = self.ban_shares(&target.bans_key()).await?;
+        let tells_end = effective(&shares, now).is_some_and(|b| b.end_ms.is_some() && !b.confined);
+        let shaped =
+            |d: &Document| value_tells_end(d.get_str("value").unwrap_or_default()) == tells_end;
+        Ok(found.filter(|d| shaped(d)).is_some_and(|d| {
             let stored_end = d
                 .get_datetime("expiresAt")
                 .ok()
@@ -612,6 +619,13 @@ impl Store {
                 }
         }))
     }
+}
+
+/// Whether a ban value tells `checkBan` its end (an inner `expiresAt`).
+fn value_tells_end(value: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(value.strip_prefix(':').unwrap_or(value))
+        .ok()
+        .is_some_and(|e| e["value"].get("expiresAt").is_some())
 }
 
 /// A ban LibreChat wrote (not carrying the operator's marker), as a share: it ends at the

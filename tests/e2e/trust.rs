@@ -1537,6 +1537,51 @@ async fn a_tenants_ban_does_not_lock_out_the_address_its_email_is_tried_from() {
     w.contract_check(banned);
 }
 
+/// The same attack with LibreChat's own ban as the lever: the tenant gets its account
+/// violation-banned for a short while (its end told to `checkBan`), then bans it for a year
+/// meanwhile. Once LibreChat's own ban is over, the tenant's ban is written again without its
+/// end, and the copies made on addresses go.
+#[tokio::test]
+async fn a_tenants_ban_stops_telling_its_end_once_librechats_own_ban_is_over() {
+    let (w, t) = tenant_world("tr-ban-native-ip", json!({ "resyncPeriod": "2s" })).await;
+    w.apply_in(
+        &t,
+        "LibreChatUser",
+        "bait",
+        json!({ "instanceRef": lc(&w), "email": "bait2@example.com" }),
+    )
+    .await;
+    let id = status_user_id(&w, &t, "bait").await;
+    let key = format!("BANS:{}", id.to_hex());
+    let now = jiff::Timestamp::now().as_millisecond();
+    insert_native_ban(&w, &key, now + 6_000).await;
+    let lock = json!({ "instanceRef": lc(&w), "userRef": { "name": "bait" }, "duration": "8760h" });
+    w.apply_in(&t, "UserBan", "lock", lock).await;
+    ready_in(&w, &t, "userbans", "lock", "True", "Banned").await;
+    let copy = "ban:ban_cache:ip:198.51.100.8";
+    let written = log_doc(&w, &key).await.unwrap();
+    w.db.collection::<Document>("logs")
+        .insert_one(
+            doc! { "key": copy, "value": written.get_str("value").unwrap(),
+            "expiresAt": written.get_datetime("expiresAt").unwrap() },
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the tenant's ban to be confined and the address freed",
+        || async {
+            let d = log_doc(&w, &key).await?;
+            let v: Value = serde_json::from_str(d.get_str("value").ok()?).ok()?;
+            let confined = v["value"].get("expiresAt").is_none() && v["expires"].is_i64();
+            (confined && log_doc(&w, copy).await.is_none()).then_some(())
+        },
+    )
+    .await;
+    w.contract_check(
+        json!({ "bans": [{ "key": key, "expectActive": true, "userId": id.to_hex() }] }),
+    );
+}
+
 /// The attack: a tenant bans an account of its own by `userRef`, then lets the account go
 /// (its LibreChatUser deleted with `Retain`), keeping the ban: the account, now nobody's (the
 /// administrators may take it over), would stay banned for as long as the tenant likes. The ban
