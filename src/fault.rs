@@ -14,7 +14,8 @@
 //! (a ban's share removed, the `BANS:` document not yet rewritten or lifted),
 //! `after-account-insert` (an account inserted under its reserved id, the ownership record not
 //! yet saying the operator created it), `after-deletion-fence` (an account's deletion fenced
-//! its sign-in, nothing of its data deleted yet).
+//! its sign-in, nothing of its data deleted yet), `after-refill-recorded` (declared auto-refill
+//! settings recorded in the ownership record, not yet written to the balance record).
 //!
 //! Pause points, for tests of races: with `LIBRECHAT_OPERATOR_PAUSE_AT=<point>` a reconcile
 //! that reaches the point waits [`PAUSE`] there (logging that it does), while the others go

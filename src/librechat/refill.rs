@@ -29,6 +29,10 @@ pub struct ClaimedRefill {
     /// The settings it wrote before those, while the write of `written` may not have
     /// happened (a crash or a failed call right after the record): still its own.
     pub previous: Option<Refill>,
+    /// Whether the balance record was seen to hold `written` (written, or found so): only then
+    /// are the yaml's settings found over them LibreChat's login sync, not a write that never
+    /// happened. Records of earlier versions, written once the settings were, count as such.
+    pub confirmed: bool,
 }
 
 impl ClaimedRefill {
@@ -64,16 +68,17 @@ impl Store {
                     before: config.registered(),
                     written: current.clone(),
                     previous: None,
+                    confirmed: true,
                 };
                 self.record_refill(claim, Some(&claimed)).await?;
             }
             return Ok(false);
         }
-        let written_before = claim.refill.as_ref().map(|r| &r.written);
+        let written_before = claim.refill.as_ref().filter(|r| r.confirmed);
         let synced = current
             .as_ref()
             .is_some_and(|c| config.synced_by_librechat(c));
-        if synced && written_before.is_some_and(|w| wanted.matches(w)) {
+        if synced && written_before.is_some_and(|r| wanted.matches(&r.written)) {
             // This declaration was written; LibreChat's login sync wrote the yaml's since.
             return Ok(false);
         }
@@ -84,23 +89,36 @@ impl Store {
                 before: r.before.clone(),
                 written: written.clone(),
                 previous: Some(r.written.clone()),
+                confirmed: false,
             },
             None => ClaimedRefill {
                 before: current,
                 written: written.clone(),
                 previous: None,
+                confirmed: false,
             },
         };
         self.record_refill(claim, Some(&claimed)).await?;
-        match stored {
+        crate::fault::crash_point("after-refill-recorded");
+        let landed = match stored {
             None => {
                 self.ensure_balance_record(user, config.start_balance, &written)
-                    .await?;
+                    .await?
             }
-            Some(stored) => {
-                self.write_refill(stored.id, None, &written).await?;
-            }
+            Some(stored) => self.write_refill(stored.id, None, &written).await?,
+        };
+        if !landed {
+            // A record made meanwhile (LibreChat's login creating one) or gone: the next try
+            // reads it again.
+            return Err(StoreError::Contended(
+                "the balance record changed while its auto-refill settings were written",
+            ));
         }
+        let confirmed = ClaimedRefill {
+            confirmed: true,
+            ..claimed
+        };
+        self.record_refill(claim, Some(&confirmed)).await?;
         Ok(true)
     }
 
@@ -165,6 +183,7 @@ impl Store {
                 let mut kept = doc! {
                     "before": refill_doc(&r.before),
                     "written": refill_doc(&r.written),
+                    "confirmed": r.confirmed,
                 };
                 if let Some(previous) = &r.previous {
                     kept.insert("previous", refill_doc(previous));
@@ -209,6 +228,7 @@ pub(super) fn claimed_from(owner_record: &Document) -> Option<ClaimedRefill> {
         before: refill_from(r.get_document("before").ok()?)?,
         written: refill_from(r.get_document("written").ok()?)?,
         previous: r.get_document("previous").ok().and_then(refill_from),
+        confirmed: r.get_bool("confirmed").unwrap_or(true),
     })
 }
 
@@ -231,6 +251,8 @@ mod tests {
             "previous": refill_doc(&before),
         } };
         let claimed = claimed_from(&record).unwrap();
+        // Written by an earlier version, once the settings were: confirmed.
+        assert!(claimed.confirmed);
         assert_eq!(claimed.before, before);
         assert_eq!(claimed.written, written);
         // Either value it wrote is its own; anything else is LibreChat's.

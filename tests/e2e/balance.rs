@@ -330,6 +330,30 @@ async fn librechats_login_sync_of_the_yaml_refill_is_not_undone() {
     refill_becomes(&w, id, declared(400), "the new declaration").await;
 }
 
+/// A crash between recording the declared settings and writing them, on a record that holds
+/// the yaml's settings (as registration left it): the settings are still written (the record
+/// of them is unconfirmed, so the yaml's are not taken for LibreChat's login sync over them).
+#[tokio::test]
+async fn a_refill_cut_short_by_a_crash_is_still_written_over_the_yamls() {
+    let mut w = World::new("bal-refill-crash").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-refill-recorded")]);
+    w.ready_instance("lc", balance_config()).await;
+    let declared = json!({ "autoRefill": { "amount": 300 } });
+    w.apply(
+        "LibreChatUser",
+        "c",
+        user_spec("crash-refill@example.com", declared),
+    )
+    .await;
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    w.start_operator();
+    let (_, id, _) = ready_user(&w, "c").await;
+    let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 300 });
+    refill_becomes(&w, id, fields, "the declared refill, after the crash").await;
+}
+
 /// The refill fields of `id`'s balance record as `fields` says, judged by LibreChat's package.
 async fn refill_becomes(w: &World, id: ObjectId, fields: Value, what: &str) {
     let want = fields.clone();
