@@ -15,7 +15,8 @@
 //! `after-account-insert` (an account inserted under its reserved id, the ownership record not
 //! yet saying the operator created it), `after-deletion-fence` (an account's deletion fenced
 //! its sign-in, nothing of its data deleted yet), `after-refill-recorded` (declared auto-refill
-//! settings recorded in the ownership record, not yet written to the balance record).
+//! settings recorded in the ownership record, not yet written to the balance record),
+//! `after-refill-written` (written, the ownership record not yet saying so).
 //!
 //! Pause points, for tests of races: with `LIBRECHAT_OPERATOR_PAUSE_AT=<point>` a reconcile
 //! that reaches the point waits [`PAUSE`] there (logging that it does), while the others go

@@ -118,26 +118,38 @@ impl Tenancy {
     }
 
     /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may
-    /// not, for an object that declares no role of its own (a ban, a group): see
-    /// [`Tenancy::held_role_refusal`]; whether a custom role is this namespace's own is what
-    /// the role's ownership record says (read only for a role the instance does not list).
+    /// not (see [`Tenancy::held_role_refusal`]). Read only for a custom role the instance does
+    /// not list: whether it is this namespace's own.
     pub async fn role_refusal(
         &self,
         store: &Store,
         email: &str,
         stored_role: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
-        let unlisted = stored_role.filter(|r| self.may_not_assign(r));
-        let owns = match unlisted {
-            Some(role) => store
-                .access_record(&role_key(role))
-                .await?
-                .is_some_and(|r| {
-                    r.owner.kind == "LibreChatRole" && r.owner.namespace == self.namespace
-                }),
+        let owns = match stored_role.filter(|r| self.may_not_assign(r)) {
+            Some(role) => self.owns_role(store, role).await?,
             None => false,
         };
         Ok(self.held_role_refusal(email, stored_role, |_| owns))
+    }
+
+    /// Whether the custom role LibreChat has as `role` is the one a LibreChatRole of this
+    /// namespace created: its ownership record says so, the role exists (not claimed only, nor
+    /// being deleted), and LibreChat's role of the name is the one it created (its `_id`):
+    /// LibreChat's admins may delete it and make one of theirs under the name, whatever the
+    /// record still says until the object's next reconcile.
+    async fn owns_role(&self, store: &Store, role: &str) -> Result<bool, StoreError> {
+        let record = store.access_record(&role_key(role)).await?;
+        let Some(record) = record.filter(|r| {
+            r.owner.kind == "LibreChatRole"
+                && r.owner.namespace == self.namespace
+                && r.created
+                && !r.releasing
+        }) else {
+            return Ok(false);
+        };
+        let stored = store.find_role(role).await?;
+        Ok(stored.is_some_and(|s| s.id.is_some() && s.id == record.target))
     }
 
     /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may

@@ -63,13 +63,21 @@ impl Store {
         let stored = self.find_balance(user).await?;
         let current = stored.as_ref().map(|s| s.refill.clone());
         if let Some(current) = current.as_ref().filter(|c| wanted.matches(c)) {
-            if claim.refill.is_none() {
-                let claimed = ClaimedRefill {
+            let claimed = match &claim.refill {
+                None => Some(ClaimedRefill {
                     before: config.registered(),
                     written: current.clone(),
                     previous: None,
                     confirmed: true,
-                };
+                }),
+                // Written, its confirmation lost (a crash or a failed call after the write).
+                Some(r) if !r.confirmed && r.written == *current => Some(ClaimedRefill {
+                    confirmed: true,
+                    ..r.clone()
+                }),
+                Some(_) => None,
+            };
+            if let Some(claimed) = claimed {
                 self.record_refill(claim, Some(&claimed)).await?;
             }
             return Ok(false);
@@ -88,7 +96,11 @@ impl Store {
             Some(r) => ClaimedRefill {
                 before: r.before.clone(),
                 written: written.clone(),
-                previous: Some(r.written.clone()),
+                // The last settings that landed: those recorded, unless their write never did.
+                previous: match r.confirmed || r.written == current {
+                    true => Some(r.written.clone()),
+                    false => r.previous.clone(),
+                },
                 confirmed: false,
             },
             None => ClaimedRefill {
@@ -114,6 +126,7 @@ impl Store {
                 "the balance record changed while its auto-refill settings were written",
             ));
         }
+        crate::fault::crash_point("after-refill-written");
         let confirmed = ClaimedRefill {
             confirmed: true,
             ..claimed

@@ -298,16 +298,7 @@ async fn librechats_login_sync_of_the_yaml_refill_is_not_undone() {
     refill_becomes(&w, id, declared(300), "the declared refill").await;
 
     // The person logs in: LibreChat's sync writes the yaml's settings.
-    let yaml = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
-        "refillIntervalUnit": "seconds", "refillAmount": 10000 });
-    w.db.collection::<Document>("balances")
-        .update_one(
-            doc! { "_id": id },
-            doc! { "$set": { "autoRefillEnabled": true, "refillIntervalValue": 1,
-            "refillIntervalUnit": "seconds", "refillAmount": 10000 } },
-        )
-        .await
-        .unwrap();
+    let yaml = login_sync_of_the_yaml(&w, id).await;
     // Several resyncs later the record still holds LibreChat's settings.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let b = balances_of(&w, id).await.pop().unwrap();
@@ -352,6 +343,63 @@ async fn a_refill_cut_short_by_a_crash_is_still_written_over_the_yamls() {
     let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
         "refillIntervalUnit": "seconds", "refillAmount": 300 });
     refill_becomes(&w, id, fields, "the declared refill, after the crash").await;
+}
+
+/// What LibreChat's login sync does to `id`'s balance record when the yaml enables auto-refill
+/// (`balance_config()`'s settings): writes them. Returns the fields as they then are.
+async fn login_sync_of_the_yaml(w: &World, id: ObjectId) -> Value {
+    w.db.collection::<Document>("balances")
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "autoRefillEnabled": true, "refillIntervalValue": 1,
+            "refillIntervalUnit": "seconds", "refillAmount": 10000 } },
+        )
+        .await
+        .unwrap();
+    json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 10000 })
+}
+
+/// A crash after the declared settings were written, before the ownership record says so:
+/// they count as written once found on the record, so the yaml's settings LibreChat's login
+/// sync writes over them later stay, even through a full pass.
+#[tokio::test]
+async fn a_refill_whose_confirmation_a_crash_lost_is_left_to_librechats_sync() {
+    let mut w = World::new("bal-refill-unconfirmed").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-refill-written")]);
+    w.ready_instance("lc", balance_config()).await;
+    let declared = json!({ "autoRefill": { "amount": 300 } });
+    w.apply(
+        "LibreChatUser",
+        "u",
+        user_spec("unconfirmed@example.com", declared),
+    )
+    .await;
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    w.start_operator();
+    let (_, id, _) = ready_user(&w, "u").await;
+    let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
+        "refillIntervalUnit": "seconds", "refillAmount": 300 });
+    refill_becomes(&w, id, fields, "the declared refill").await;
+    let yaml = login_sync_of_the_yaml(&w, id).await;
+    // An edit of something else sends the object down the full path.
+    let mut renamed = user_spec(
+        "unconfirmed@example.com",
+        json!({ "autoRefill": { "amount": 300 } }),
+    );
+    renamed["name"] = json!("Renamed");
+    w.apply("LibreChatUser", "u", renamed).await;
+    w.wait_condition("librechatusers", "u", "Ready", "True", None)
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let b = balances_of(&w, id).await.pop().unwrap();
+    assert_eq!(
+        b.get_i32("refillAmount"),
+        Ok(10000),
+        "put back over LibreChat's sync: {b}"
+    );
+    refill_becomes(&w, id, yaml, "LibreChat's sync kept").await;
 }
 
 /// The refill fields of `id`'s balance record as `fields` says, judged by LibreChat's package.
@@ -438,16 +486,7 @@ async fn auto_refill_taken_out_of_the_spec_is_put_back() {
         "refillIntervalUnit": "days", "refillAmount": 50 });
     refill_becomes(&w, id, declared, "the second declaration").await;
     w.stop_operator();
-    let yaml = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
-        "refillIntervalUnit": "seconds", "refillAmount": 10000 });
-    w.db.collection::<Document>("balances")
-        .update_one(
-            doc! { "_id": id },
-            doc! { "$set": { "autoRefillEnabled": true, "refillIntervalValue": 1,
-            "refillIntervalUnit": "seconds", "refillAmount": 10000 } },
-        )
-        .await
-        .unwrap();
+    let yaml = login_sync_of_the_yaml(&w, id).await;
     w.apply(
         "LibreChatUser",
         "r",

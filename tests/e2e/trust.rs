@@ -1620,6 +1620,75 @@ async fn a_tenants_ban_does_not_outlive_its_hold_on_the_account() {
     w.contract_check(json!({ "bans": [{ "key": key, "expectActive": false }] }));
 }
 
+/// The attack: LibreChat's admins delete a tenant's role in their UI and make one of theirs
+/// under the name (with `access:admin`, say), then move an account the tenant created into
+/// it; the tenant keeps its LibreChatRole from reconciling (a grant it may not make) so that
+/// the role's ownership record still names it. The record alone does not make the role the
+/// tenant's: LibreChat's role of the name must be the one the record created.
+#[tokio::test]
+async fn a_tenant_does_not_keep_an_account_in_a_role_librechat_replaced_under_its_name() {
+    let (w, t) = tenant_world(
+        "tr-role-swapped",
+        json!({ "tenantPolicy": { "manageRoles": true } }),
+    )
+    .await;
+    let role = json!({ "instanceRef": lc(&w), "name": "TEAMX" });
+    w.apply_in(&t, "LibreChatRole", "team-x", role.clone())
+        .await;
+    ready_in(&w, &t, "librechatroles", "team-x", "True", "Reconciled").await;
+    put_secret(
+        &w.client,
+        &t,
+        "lead-pw",
+        &[("password", "Tenant-Knows-This-1")],
+    )
+    .await;
+    let lead = json!({ "instanceRef": lc(&w), "email": "swapped@example.com",
+                       "password": { "secretRef": { "name": "lead-pw", "key": "password" } } });
+    w.apply_in(&t, "LibreChatUser", "lead", lead).await;
+    let id = status_user_id(&w, &t, "lead").await;
+    // The tenant freezes its role: a grant on an agent of an account it does not manage.
+    let stranger = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(stranger, "stranger-swapped@example.com"))
+        .await
+        .unwrap();
+    let agent = crate::access::seed_resource(&w, "agents", "agent", stranger).await;
+    let mut frozen = role.clone();
+    frozen["grants"] =
+        json!([{ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" }]);
+    w.apply_in(&t, "LibreChatRole", "team-x", frozen).await;
+    ready_in(&w, &t, "librechatroles", "team-x", "False", "NotPermitted").await;
+    // LibreChat's admins replace the role and move the account into theirs.
+    let roles = w.db.collection::<Document>("roles");
+    roles.delete_one(doc! { "name": "TEAMX" }).await.unwrap();
+    roles
+        .insert_one(
+            doc! { "_id": ObjectId::new(), "name": "TEAMX", "description": "the admins'",
+            "permissions": { "AGENTS": { "USE": true } }, "__v": 0 },
+        )
+        .await
+        .unwrap();
+    w.users()
+        .update_one(doc! { "_id": id }, doc! { "$set": { "role": "TEAMX" } })
+        .await
+        .unwrap();
+    let before = user_doc(&w, id).await.unwrap();
+
+    put_secret(
+        &w.client,
+        &t,
+        "lead-pw",
+        &[("password", "Tenant-Sets-This-2")],
+    )
+    .await;
+    let told = ready_in(&w, &t, "librechatusers", "lead", "False", "NotPermitted").await;
+    assert!(told.contains("TEAMX"), "{told}");
+    let after = user_doc(&w, id).await.unwrap();
+    assert_eq!(after.get_str("password"), before.get_str("password"));
+    assert_eq!(after.get_str("role").unwrap(), "TEAMX");
+}
+
 /// A tenant's accounts in its own roles stay its own: it moves them between its roles and back
 /// to USER (the check that takes an account LibreChat moved to a role out of the tenant's
 /// reach reads the role's ownership record, not what the object declares).

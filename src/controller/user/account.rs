@@ -431,7 +431,12 @@ async fn write_refused(
     account: &Account,
     changed: &[&str],
 ) -> Result<Option<String>, StoreError> {
-    let held_role = held_role_refusal(plan, &account.stored).await?;
+    // A role this reconcile wrote itself was checked before the write (and is checked again
+    // after it, see `role_taken_away`, for a deletion that began in between).
+    let held_role = match account.role_written {
+        true => None,
+        false => held_role_refusal(plan, &account.stored).await?,
+    };
     Ok(write_refused_given(plan, account, changed, held_role))
 }
 
