@@ -138,7 +138,7 @@ impl Tenancy {
     /// being deleted), and LibreChat's role of the name is the one it created (its `_id`):
     /// LibreChat's admins may delete it and make one of theirs under the name, whatever the
     /// record still says until the object's next reconcile.
-    async fn owns_role(&self, store: &Store, role: &str) -> Result<bool, StoreError> {
+    pub async fn owns_role(&self, store: &Store, role: &str) -> Result<bool, StoreError> {
         let record = store.access_record(&role_key(role)).await?;
         let Some(record) = record.filter(|r| {
             r.owner.kind == "LibreChatRole"

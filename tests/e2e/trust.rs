@@ -1687,6 +1687,28 @@ async fn a_tenant_does_not_keep_an_account_in_a_role_librechat_replaced_under_it
     let after = user_doc(&w, id).await.unwrap();
     assert_eq!(after.get_str("password"), before.get_str("password"));
     assert_eq!(after.get_str("role").unwrap(), "TEAMX");
+    // Nor does it put a new account in the admins' role by declaring the name.
+    let newcomer =
+        json!({ "instanceRef": lc(&w), "email": "newcomer-swapped@example.com", "role": "TEAMX" });
+    w.apply_in(&t, "LibreChatUser", "newcomer", newcomer).await;
+    ready_in(
+        &w,
+        &t,
+        "librechatusers",
+        "newcomer",
+        "False",
+        "NotPermitted",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &w,
+            "users",
+            doc! { "email": "newcomer-swapped@example.com" }
+        )
+        .await,
+        0
+    );
 }
 
 /// A tenant's accounts in its own roles stay its own: it moves them between its roles and back

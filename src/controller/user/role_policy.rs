@@ -27,19 +27,20 @@ pub(super) async fn refusal(
     }
     let record = store.access_record(&role_key(role)).await?;
     let declared = record.as_ref().filter(|r| r.owner.kind == "LibreChatRole");
-    match declared.map(|r| (r, r.owner.namespace.as_str())) {
-        Some((record, namespace)) if namespace == tenancy.namespace => {
+    match declared.map(|r| r.owner.namespace.as_str()) {
+        Some(namespace) if namespace == tenancy.namespace => {
             // Only while LibreChat has it: not before it is created, nor once its deletion
-            // began (which moves its accounts to USER) until the name is released.
-            if tenancy.administers || (record.created && !record.releasing) {
+            // began (which moves its accounts to USER) until the name is released, nor once
+            // LibreChat's admins replaced it under the name.
+            if tenancy.administers || tenancy.owns_role(store, role).await? {
                 return Ok(None);
             }
             Ok(Some(format!(
-                "role '{role}' is declared by a LibreChatRole in namespace '{}' but LibreChat does not have it (not created yet, or being deleted); waiting for it",
+                "role '{role}' is declared by a LibreChatRole in namespace '{}' but LibreChat does not have the role it created (not created yet, being deleted, or replaced in LibreChat under the name); waiting for it",
                 tenancy.namespace
             )))
         }
-        Some((_, namespace)) if namespace != tenancy.instance_namespace => {
+        Some(namespace) if namespace != tenancy.instance_namespace => {
             Ok(Some(tenants_role(tenancy, role, namespace)))
         }
         _ if tenancy.administers || tenancy.lists_assignable(role) => Ok(None),
