@@ -660,7 +660,12 @@ async fn settled(
     let Some(stored) = unchanged else {
         return Ok(None);
     };
-    if account::held_role_refusal(plan, &stored).await?.is_some() {
+    // A role other than the declared one (none declared: LibreChat's to decide; or moved
+    // there by LibreChat since) is checked; the declared one was when the mark was made (a
+    // write goes down the full path, which checks it again), so a settled resync of an
+    // account in its team's own role reads nothing more.
+    let declared_role = stored.role.as_deref() == plan.desired.role.as_deref();
+    if !declared_role && account::held_role_refusal(plan, &stored).await?.is_some() {
         return Ok(None);
     }
     let Some(balance) = balance::settled_balance(plan, user, id).await? else {
