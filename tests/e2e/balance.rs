@@ -326,23 +326,34 @@ async fn librechats_login_sync_of_the_yaml_refill_is_not_undone() {
 /// of them is unconfirmed, so the yaml's are not taken for LibreChat's login sync over them).
 #[tokio::test]
 async fn a_refill_cut_short_by_a_crash_is_still_written_over_the_yamls() {
-    let mut w = World::new("bal-refill-crash").await;
-    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-refill-recorded")]);
+    refill_declared_across_a_crash_at("bal-refill-crash", "after-refill-recorded").await;
+}
+
+/// A world whose operator crashes at `point` while it writes the auto-refill amount 300
+/// declared for a new account (the yaml enabling auto-refill), then runs again; returns the
+/// world and the account once the declaration is on its balance record.
+async fn refill_declared_across_a_crash_at(label: &str, point: &str) -> (World, ObjectId) {
+    let mut w = World::new(label).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", point)]);
     w.ready_instance("lc", balance_config()).await;
-    let declared = json!({ "autoRefill": { "amount": 300 } });
     w.apply(
         "LibreChatUser",
-        "c",
-        user_spec("crash-refill@example.com", declared),
+        "u",
+        user_spec(&format!("{label}@example.com"), refill_300()),
     )
     .await;
     let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     w.start_operator();
-    let (_, id, _) = ready_user(&w, "c").await;
+    let (_, id, _) = ready_user(&w, "u").await;
     let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
         "refillIntervalUnit": "seconds", "refillAmount": 300 });
     refill_becomes(&w, id, fields, "the declared refill, after the crash").await;
+    (w, id)
+}
+
+fn refill_300() -> Value {
+    json!({ "autoRefill": { "amount": 300 } })
 }
 
 /// What LibreChat's login sync does to `id`'s balance record when the yaml enables auto-refill
@@ -365,29 +376,11 @@ async fn login_sync_of_the_yaml(w: &World, id: ObjectId) -> Value {
 /// sync writes over them later stay, even through a full pass.
 #[tokio::test]
 async fn a_refill_whose_confirmation_a_crash_lost_is_left_to_librechats_sync() {
-    let mut w = World::new("bal-refill-unconfirmed").await;
-    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-refill-written")]);
-    w.ready_instance("lc", balance_config()).await;
-    let declared = json!({ "autoRefill": { "amount": 300 } });
-    w.apply(
-        "LibreChatUser",
-        "u",
-        user_spec("unconfirmed@example.com", declared),
-    )
-    .await;
-    let code = w.wait_operator_exit(PATIENCE).await;
-    assert_eq!(code, Some(86), "the operator must reach the crash point");
-    w.start_operator();
-    let (_, id, _) = ready_user(&w, "u").await;
-    let fields = json!({ "autoRefillEnabled": true, "refillIntervalValue": 1,
-        "refillIntervalUnit": "seconds", "refillAmount": 300 });
-    refill_becomes(&w, id, fields, "the declared refill").await;
+    let label = "bal-refill-unconfirmed";
+    let (w, id) = refill_declared_across_a_crash_at(label, "after-refill-written").await;
     let yaml = login_sync_of_the_yaml(&w, id).await;
     // An edit of something else sends the object down the full path.
-    let mut renamed = user_spec(
-        "unconfirmed@example.com",
-        json!({ "autoRefill": { "amount": 300 } }),
-    );
+    let mut renamed = user_spec(&format!("{label}@example.com"), refill_300());
     renamed["name"] = json!("Renamed");
     w.apply("LibreChatUser", "u", renamed).await;
     w.wait_condition("librechatusers", "u", "Ready", "True", None)
