@@ -134,22 +134,21 @@ impl Tenancy {
     }
 
     /// Whether the custom role LibreChat has as `role` is the one a LibreChatRole of this
-    /// namespace created: its ownership record says so, the role exists (not claimed only, nor
-    /// being deleted), and LibreChat's role of the name is the one it created (its `_id`):
-    /// LibreChat's admins may delete it and make one of theirs under the name, whatever the
-    /// record still says until the object's next reconcile.
+    /// namespace created: its ownership record says so, the role was created (not claimed
+    /// only), and LibreChat's role of the name is the one it created (its `_id`; records of
+    /// versions that kept no `_id` are taken at their word): LibreChat's admins may delete it
+    /// and make one of theirs under the name, whatever the record still says until the
+    /// object's next reconcile. A role being deleted is still its own (its accounts move to
+    /// USER as it goes; putting more in it is the role policy's to refuse).
     pub async fn owns_role(&self, store: &Store, role: &str) -> Result<bool, StoreError> {
         let record = store.access_record(&role_key(role)).await?;
         let Some(record) = record.filter(|r| {
-            r.owner.kind == "LibreChatRole"
-                && r.owner.namespace == self.namespace
-                && r.created
-                && !r.releasing
+            r.owner.kind == "LibreChatRole" && r.owner.namespace == self.namespace && r.created
         }) else {
             return Ok(false);
         };
         let stored = store.find_role(role).await?;
-        Ok(stored.is_some_and(|s| s.id.is_some() && s.id == record.target))
+        Ok(stored.is_some_and(|s| record.target.is_none() || s.id == record.target))
     }
 
     /// Why this namespace may not touch an account LibreChat holds in `stored_role`, if it may

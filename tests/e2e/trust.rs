@@ -1711,6 +1711,38 @@ async fn a_tenant_does_not_keep_an_account_in_a_role_librechat_replaced_under_it
     );
 }
 
+/// A team's namespace torn down: its LibreChatRole and its LibreChatUsers (`Delete`) go
+/// together. An account deleted while its role's deletion is moving accounts to USER is still
+/// the team's own (the role is being deleted, not taken): it is deleted, not left behind.
+#[tokio::test]
+async fn an_account_in_a_role_being_deleted_is_still_deleted_with_its_object() {
+    let mut w = World::new("tr-teardown").await;
+    let t = format!("{}-t", w.ns);
+    create_namespace(&w.client, &t).await;
+    let pause = [("LIBRECHAT_OPERATOR_PAUSE_AT", "before-role-accounts-move")];
+    w.start_operator_in_with_env(&format!("{},{t}", w.ns), &pause);
+    let policy =
+        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageRoles": true } });
+    w.ready_instance("lc", policy).await;
+    let role = json!({ "instanceRef": lc(&w), "name": "TEARDOWN" });
+    w.apply_in(&t, "LibreChatRole", "team", role).await;
+    ready_in(&w, &t, "librechatroles", "team", "True", "Reconciled").await;
+    let email = "teardown@example.com";
+    let member = json!({ "instanceRef": lc(&w), "email": email, "role": "TEARDOWN",
+                         "deletionPolicy": "Delete" });
+    w.apply_in(&t, "LibreChatUser", "member", member).await;
+    status_user_id(&w, &t, "member").await;
+
+    delete_in(&w.client, &t, "LibreChatRole", "team").await;
+    w.wait_paused_at("before-role-accounts-move", 0).await;
+    delete_in(&w.client, &t, "LibreChatUser", "member").await;
+    wait_gone_in(&w, &t, "librechatusers", "member").await;
+    assert!(
+        w.find_user(email).await.is_none(),
+        "the account was left behind"
+    );
+}
+
 /// A tenant's accounts in its own roles stay its own: it moves them between its roles and back
 /// to USER (the check that takes an account LibreChat moved to a role out of the tenant's
 /// reach reads the role's ownership record, not what the object declares).
@@ -1759,6 +1791,21 @@ async fn a_tenant_moves_its_accounts_between_its_own_roles() {
             Some(role)
         );
     }
+    // A role record of a version that kept no `_id` is taken at its word.
+    w.db.collection::<Document>("librechat_operator_access")
+        .update_one(
+            doc! { "_id": "role:TEAMY" },
+            doc! { "$unset": { "targetId": "" } },
+        )
+        .await
+        .unwrap();
+    w.apply_in(&t, "LibreChatUser", "member", member("TEAMY"))
+        .await;
+    eventually("the account to be in TEAMY again", || async {
+        let stored = user_doc(&w, id).await?;
+        (stored.get_str("role").ok()? == "TEAMY").then_some(())
+    })
+    .await;
 }
 
 /// A user refused for its role waits for no timer (it looks again only every 30 s by itself):

@@ -27,12 +27,12 @@ pub(super) async fn refusal(
     }
     let record = store.access_record(&role_key(role)).await?;
     let declared = record.as_ref().filter(|r| r.owner.kind == "LibreChatRole");
-    match declared.map(|r| r.owner.namespace.as_str()) {
-        Some(namespace) if namespace == tenancy.namespace => {
+    match declared.map(|r| (r.releasing, r.owner.namespace.as_str())) {
+        Some((releasing, namespace)) if namespace == tenancy.namespace => {
             // Only while LibreChat has it: not before it is created, nor once its deletion
             // began (which moves its accounts to USER) until the name is released, nor once
             // LibreChat's admins replaced it under the name.
-            if tenancy.administers || tenancy.owns_role(store, role).await? {
+            if tenancy.administers || (!releasing && tenancy.owns_role(store, role).await?) {
                 return Ok(None);
             }
             Ok(Some(format!(
@@ -40,7 +40,7 @@ pub(super) async fn refusal(
                 tenancy.namespace
             )))
         }
-        Some(namespace) if namespace != tenancy.instance_namespace => {
+        Some((_, namespace)) if namespace != tenancy.instance_namespace => {
             Ok(Some(tenants_role(tenancy, role, namespace)))
         }
         _ if tenancy.administers || tenancy.lists_assignable(role) => Ok(None),
