@@ -300,14 +300,7 @@ async fn librechats_login_sync_of_the_yaml_refill_is_not_undone() {
     // The person logs in: LibreChat's sync writes the yaml's settings.
     let yaml = login_sync_of_the_yaml(&w, id).await;
     // Several resyncs later the record still holds LibreChat's settings.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let b = balances_of(&w, id).await.pop().unwrap();
-    assert_eq!(
-        b.get_i32("refillAmount"),
-        Ok(10000),
-        "put back over LibreChat's sync: {b}"
-    );
-    refill_becomes(&w, id, yaml, "LibreChat's sync kept").await;
+    still_librechats_after(&w, id, yaml, Duration::from_secs(8)).await;
     w.wait_condition("librechatusers", "y", "Ready", "True", None)
         .await;
 
@@ -385,14 +378,20 @@ async fn a_refill_whose_confirmation_a_crash_lost_is_left_to_librechats_sync() {
     w.apply("LibreChatUser", "u", renamed).await;
     w.wait_condition("librechatusers", "u", "Ready", "True", None)
         .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let b = balances_of(&w, id).await.pop().unwrap();
+    still_librechats_after(&w, id, yaml, Duration::from_secs(4)).await;
+}
+
+/// After `wait`, `id`'s balance record still holds the yaml's settings (`yaml`) LibreChat's
+/// login sync wrote: the operator did not put its declaration back over them.
+async fn still_librechats_after(w: &World, id: ObjectId, yaml: Value, wait: Duration) {
+    tokio::time::sleep(wait).await;
+    let b = balances_of(w, id).await.pop().unwrap();
     assert_eq!(
         b.get_i32("refillAmount"),
         Ok(10000),
         "put back over LibreChat's sync: {b}"
     );
-    refill_becomes(&w, id, yaml, "LibreChat's sync kept").await;
+    refill_becomes(w, id, yaml, "LibreChat's sync kept").await;
 }
 
 /// The refill fields of `id`'s balance record as `fields` says, judged by LibreChat's package.
