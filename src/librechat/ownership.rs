@@ -72,6 +72,10 @@ pub enum FollowUp {
     RevokeSessions,
     /// The role (or another cached field) changed: LibreChat's Redis caches of the user go.
     DropCaches,
+    /// A tenant's custom role was written: the role must be checked again to still be the
+    /// tenant's, since its deletion may have begun between the policy's read and the write
+    /// (the check and what it leads to are the controller's: it knows the tenancy).
+    CheckRole,
 }
 
 impl FollowUp {
@@ -79,12 +83,14 @@ impl FollowUp {
         match self {
             FollowUp::RevokeSessions => "revokeSessions",
             FollowUp::DropCaches => "dropCaches",
+            FollowUp::CheckRole => "checkRole",
         }
     }
     fn parse(text: &str) -> Option<Self> {
         match text {
             "revokeSessions" => Some(FollowUp::RevokeSessions),
             "dropCaches" => Some(FollowUp::DropCaches),
+            "checkRole" => Some(FollowUp::CheckRole),
             _ => None,
         }
     }
@@ -327,19 +333,16 @@ impl Store {
         }
     }
 
-    /// What [`Store::finish_owed_by`] does, and with `withdraw_refill` (the object may no
-    /// longer declare auto-refill) the settings it wrote put back. Returns the account whose
-    /// balance record was written back, if one was.
+    /// What [`Store::finish_owed_by`] does for a refused object's `claim`, and with
+    /// `withdraw_refill` (the object may no longer declare auto-refill) the settings it wrote
+    /// put back. Returns the account whose balance record was written back, if one was.
     pub async fn settle_refused(
         &self,
-        owner_uid: &str,
+        claim: &Claim,
         withdraw_refill: bool,
     ) -> Result<Option<ObjectId>, StoreError> {
-        let Some(claim) = self.find_claim_of_owner(owner_uid).await? else {
-            return Ok(None);
-        };
-        self.finish_owed(&claim).await?;
-        let withdrawn = withdraw_refill && self.withdraw_refill(&claim).await?;
+        self.finish_owed(claim).await?;
+        let withdrawn = withdraw_refill && self.withdraw_refill(claim).await?;
         Ok(claim.user_id.filter(|_| withdrawn))
     }
 

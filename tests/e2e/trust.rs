@@ -2106,6 +2106,59 @@ async fn an_account_written_into_a_role_being_deleted_ends_in_user() {
     }));
 }
 
+/// The same race, cut short: the account is written into the tenant's role as the role's
+/// deletion finishes, and the operator dies before it checks the role again. Its next
+/// reconcile is refused for the role (gone) before it reaches the account, and must still
+/// finish the check the write promised: the account ends in USER, not in a role LibreChat no
+/// longer has.
+#[tokio::test]
+async fn an_account_written_into_a_deleted_role_just_before_a_crash_ends_in_user() {
+    let mut w = World::new("tr-rolecut").await;
+    let t = format!("{}-t", w.ns);
+    create_namespace(&w.client, &t).await;
+    let namespaces = format!("{},{t}", w.ns);
+    let faults = [
+        ("LIBRECHAT_OPERATOR_PAUSE_AT", "before-account-create"),
+        ("LIBRECHAT_OPERATOR_CRASH_AT", "after-account-insert"),
+    ];
+    w.start_operator_in_with_env(&namespaces, &faults);
+    let policy =
+        json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageRoles": true } });
+    w.ready_instance("lc", policy).await;
+    let role = json!({ "instanceRef": lc(&w), "name": "RACECUT", "permissions": { "AGENTS": { "USE": true } } });
+    w.apply_in(&t, "LibreChatRole", "team", role).await;
+    ready_in(&w, &t, "librechatroles", "team", "True", "Reconciled").await;
+
+    let member = json!({ "instanceRef": lc(&w), "email": "cut@example.com", "role": "RACECUT" });
+    w.apply_in(&t, "LibreChatUser", "member", member).await;
+    w.wait_paused_at("before-account-create", 0).await;
+    delete_in(&w.client, &t, "LibreChatRole", "team").await;
+    wait_gone_in(&w, &t, "librechatroles", "team").await;
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let written = w.find_user("cut@example.com").await.expect("inserted");
+    assert_eq!(
+        written.get_str("role"),
+        Ok("RACECUT"),
+        "the crash came first"
+    );
+    assert_eq!(count(&w, "roles", doc! { "name": "RACECUT" }).await, 0);
+
+    w.start_operator_in(Some(&namespaces));
+    ready_in(&w, &t, "librechatusers", "member", "False", "NotPermitted").await;
+    let account = eventually("the account to leave the deleted role", || async {
+        let account = w.find_user("cut@example.com").await?;
+        (account.get_str("role") == Ok("USER")).then_some(account)
+    })
+    .await;
+    assert!(follow_ups(&w, "cut@example.com").await.is_empty());
+    let id = account.get_object_id("_id").unwrap();
+    w.contract_check(json!({
+        "roles": [{ "name": "RACECUT", "absent": true }],
+        "roleMembers": [{ "role": "USER", "userIds": [id.to_hex()] }],
+    }));
+}
+
 /// An object refused because another one holds its group's name (in another namespace,
 /// watched by another scope) takes the name once the holder goes, without a change of its own.
 #[tokio::test]
@@ -2766,6 +2819,39 @@ async fn a_refusal_after_a_crash_between_new_password_and_revocation_still_revok
     })
     .await;
     assert!(follow_ups(&w, "crash@example.com").await.is_empty());
+    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
+}
+
+/// The same crash, then the object declares a role it may not hold (another namespace's):
+/// that refusal, too, comes before the account and must not hold the revocation up.
+#[tokio::test]
+async fn a_role_refusal_after_a_crash_between_new_password_and_revocation_still_revokes() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (mut w, t) = tenant_world("tr-crashrole2", policy).await;
+    let role = json!({ "instanceRef": lc(&w), "name": "THEIRS", "permissions": { "AGENTS": { "USE": true } } });
+    w.apply_in(&t, "LibreChatRole", "theirs", role).await;
+    ready_in(&w, &t, "librechatroles", "theirs", "True", "Reconciled").await;
+    let (id, _) = rotated_and_crashed_before_revocation(&mut w).await;
+    let patch = json!({ "spec": { "role": "THEIRS" } });
+    dynamic(&w.client, &w.ns, "LibreChatUser")
+        .patch("c", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    w.start_operator();
+    w.wait_condition(
+        "librechatusers",
+        "c",
+        "Ready",
+        "False",
+        Some("NotPermitted"),
+    )
+    .await;
+    eventually("the sessions to be revoked", || async {
+        (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
+    })
+    .await;
+    assert!(follow_ups(&w, "crash@example.com").await.is_empty());
+    assert_eq!(user_doc(&w, id).await.unwrap().get_str("role"), Ok("USER"));
     w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
 }
 

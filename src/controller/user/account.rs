@@ -79,7 +79,7 @@ pub(super) async fn converge(
         }
         return Ok(Converged::Done(Box::new(outcome)));
     }
-    if let Some(outcome) = role_taken_away(plan, &account, user).await? {
+    if let Some(outcome) = role_taken_away(plan, &claim, &account, user).await? {
         return Ok(Converged::Done(Box::new(outcome)));
     }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
@@ -101,15 +101,28 @@ pub(super) async fn converge(
     })))
 }
 
-/// When this reconcile wrote a tenant's custom role to the account and the role's deletion
-/// began meanwhile: the account moved to USER, and the outcome that says why.
+/// When this reconcile (or one a crash or a failure cut short: the claim still owes the
+/// check) wrote a custom role to the account and the role stopped being the object's to hold
+/// meanwhile (its deletion began): the account moved to USER, and the outcome that says why.
 async fn role_taken_away(
     plan: &Plan,
+    claim: &Claim,
     account: &Account,
     user: &LibreChatUser,
 ) -> Result<Option<Outcome>, ReconcileError> {
-    let (true, Some(role)) = (account.role_written, plan.desired.role.as_deref()) else {
-        return Ok(None);
+    let owed = claim.follow_ups.contains(&FollowUp::CheckRole);
+    let role = plan.desired.role.as_deref();
+    let role = match role.filter(|r| super::role_policy::checked_after_write(r)) {
+        Some(role) if account.role_written || owed => role,
+        _ if owed => {
+            // The role written then is no longer declared: it stays LibreChat's to decide.
+            let store = plan.store();
+            store
+                .fulfilled(&plan.email, &plan.owner.uid, FollowUp::CheckRole)
+                .await?;
+            return Ok(None);
+        }
+        _ => return Ok(None),
     };
     let moved = super::role_policy::recheck_after_write(plan, &account.stored, role).await?;
     Ok(moved.map(|why| {
@@ -118,6 +131,20 @@ async fn role_taken_away(
         );
         Outcome::waiting(reason::NOT_PERMITTED, message, user)
     }))
+}
+
+/// Records, before a write of the declared role, that the role must be checked again once
+/// written (see [`super::role_policy::recheck_after_write`]), if it is a custom one.
+async fn promise_role_check(plan: &Plan) -> Result<(), StoreError> {
+    match plan.desired.role.as_deref() {
+        Some(role) if super::role_policy::checked_after_write(role) => {
+            let (email, owner) = (&plan.email, &plan.owner.uid);
+            plan.store()
+                .promise(email, owner, FollowUp::CheckRole)
+                .await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// [`in_sync`] with the balance status read for it.
@@ -252,6 +279,7 @@ async fn create(
     store
         .carry_bans(&ban_subjects(plan), &reserved.to_hex(), may_carry)
         .await?;
+    promise_role_check(plan).await?;
     crate::fault::pause_point("before-account-create").await;
     let created = store.create_user(reserved, &plan.desired, hash).await?;
     ctx.hashed_ahead.forget(uid);
@@ -538,6 +566,7 @@ async fn correct(
         store
             .promise(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
             .await?;
+        promise_role_check(plan).await?;
     }
     if signs_out {
         store

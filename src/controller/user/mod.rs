@@ -300,7 +300,7 @@ async fn claim_and_converge(
     plan: &Plan,
     user: &LibreChatUser,
 ) -> Result<Converged, ReconcileError> {
-    if let Some(outcome) = role_refusal(plan, user).await? {
+    if let Some(outcome) = role_refusal(ctx, plan, user).await? {
         return Ok(Converged::Done(Box::new(outcome)));
     }
     let claim = match claim::take_ownership(ctx, plan, user).await? {
@@ -352,8 +352,10 @@ fn tenancy_refusal(user: &LibreChatUser, tenancy: &Tenancy, email: &str) -> Opti
 
 /// Why the object may not put its account in the role it declares, checked before anything
 /// is written (not on the settled path, which writes nothing: a role an account is in is in
-/// use, and no other namespace can claim it meanwhile).
+/// use, and no other namespace can claim it meanwhile). What its claim still owes the account
+/// is finished all the same, the check of a role write cut short included.
 async fn role_refusal(
+    ctx: &Context,
     plan: &Plan,
     user: &LibreChatUser,
 ) -> Result<Option<Outcome>, ReconcileError> {
@@ -363,9 +365,16 @@ async fn role_refusal(
     let Some(why) = role_policy::refusal(plan.store(), &plan.tenancy, role).await? else {
         return Ok(None);
     };
+    let revoked = !plan.tenancy.may_grant_credits;
+    let moved = settle_refused(ctx, user, &plan.instance, plan.store(), revoked).await?;
     // Waiting, not stalled: a LibreChatRole applied with this object may not have claimed its
     // name yet.
-    let message = format!("{why}; nothing was written");
+    let message = match moved {
+        Some(_) => format!(
+            "{why}; the account was moved to USER, as the role's deletion moves its accounts"
+        ),
+        None => format!("{why}; nothing was written"),
+    };
     Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)))
 }
 
@@ -413,19 +422,27 @@ async fn resolve(
 
 /// Finishes what a refused object's claim owes its account and, when it may no longer declare
 /// auto-refill (`revoked`), puts back the settings it wrote.
+/// Returns why the account was moved out of its declared role, if it was (see
+/// [`role_policy::finish_owed_check`]).
 async fn settle_refused(
     ctx: &Context,
     user: &LibreChatUser,
     instance: &LibreChatInstance,
     store: &Store,
     revoked: bool,
-) -> Result<(), ReconcileError> {
-    if let Some(id) = store.settle_refused(&uid_of(user), revoked).await? {
+) -> Result<Option<String>, ReconcileError> {
+    let Some(mut claim) = store.find_claim_of_owner(&uid_of(user)).await? else {
+        return Ok(None);
+    };
+    let tenancy = Tenancy::of(instance, &user.namespace().unwrap_or_default());
+    let declared = user.spec.role.as_deref();
+    let moved = role_policy::finish_owed_check(store, &tenancy, &mut claim, declared).await?;
+    if let Some(id) = store.settle_refused(&claim, revoked).await? {
         let email = &user.spec.email;
         ctx.changed(user, balance::refill_withdrawn(instance, id, email))
             .await;
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// The plan for `user` on its resolved instance, or why there is none.
