@@ -5,7 +5,7 @@ use std::time::Duration;
 use kube::{Client, Resource};
 
 use super::connections::Connections;
-use super::memory::{Backoff, HashedAhead, Settled};
+use super::memory::{Backoff, HashedAhead, NameEpochs, Settled};
 use super::recorder::{EventRecorder, Occurrence};
 use crate::librechat::Hasher;
 
@@ -82,6 +82,8 @@ pub struct Context {
     /// object of another scope refused because that object held the name, and a user waiting
     /// for the role, wait for no timer.
     pub names_changed: super::fanout::Fanout<NameChange>,
+    /// How often each name changed hands (see [`NameEpochs`]); told with `names_changed`.
+    pub name_epochs: NameEpochs,
     /// Emails whose declaration (a LibreChatUser or UserInvite) went, told to every scope
     /// once the scope's cache dropped it: a tenant's invitation of another scope refused over
     /// that declaration waits for no timer.
@@ -117,6 +119,13 @@ impl NameChange {
 }
 
 impl Context {
+    /// Tells every scope that a group or role name changed hands, the settled marks of the
+    /// accounts declaring it voided first (see [`NameEpochs`]).
+    pub fn name_changed(&self, change: NameChange) {
+        self.name_epochs.bump(change.key());
+        self.names_changed.tell(std::sync::Arc::new(change));
+    }
+
     pub fn new(client: Client, settings: Settings, health: crate::health::Health) -> Self {
         Context {
             health,
@@ -137,6 +146,7 @@ impl Context {
             hashed_ahead: HashedAhead::default(),
             feeds: Default::default(),
             names_changed: super::fanout::Fanout::new(256),
+            name_epochs: NameEpochs::default(),
             emails_freed: super::fanout::Fanout::new(1024),
             instances: Default::default(),
             secrets: Default::default(),

@@ -589,8 +589,7 @@ async fn release_record(
     uid: &str,
 ) -> Result<(), ReconcileError> {
     store.release_access(key, uid).await?;
-    ctx.names_changed
-        .tell(std::sync::Arc::new(NameChange::Freed(key.to_string())));
+    ctx.name_changed(NameChange::Freed(key.to_string()));
     Ok(())
 }
 

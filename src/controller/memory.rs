@@ -46,6 +46,26 @@ impl Settled {
     }
 }
 
+/// How many times each group or role name changed hands in this process (see
+/// [`super::context::NameChange`]). A settled account's mark holds the count of the role it
+/// declares, so a role given up (replaced in LibreChat under its name, say, with nothing of
+/// the account changed) sends the accounts declaring it down the full path, which checks the
+/// role again. One entry per name that ever changed hands.
+#[derive(Default)]
+pub struct NameEpochs {
+    counts: Mutex<HashMap<String, u64>>,
+}
+
+impl NameEpochs {
+    pub fn bump(&self, key: &str) {
+        *locked(&self.counts).entry(key.to_string()).or_default() += 1;
+    }
+
+    pub fn of(&self, key: &str) -> u64 {
+        locked(&self.counts).get(key).copied().unwrap_or_default()
+    }
+}
+
 /// The map behind a lock; a reconcile that panicked while holding it left nothing half-done
 /// in a map of whole entries, so a poisoned lock is used as it is.
 fn locked<T>(map: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -259,6 +259,13 @@ fn reads_not_permitted(
         .is_some_and(|c| c.status == "False" && c.reason == reason::NOT_PERMITTED)
 }
 
+/// Whether a change of the role name `change` names concerns `user`: it declares the role,
+/// and is refused for it or the name was freed.
+fn concerned_by_role(user: &LibreChatUser, change: &NameChange) -> bool {
+    let declares = || user.spec.role.as_deref().map(role_key).as_deref() == change.freed();
+    waits_for_role(user, Some(change.key())) || (change.freed().is_some() && declares())
+}
+
 /// A user refused for a role it declares (`NotPermitted`) whose role record is `key` (any
 /// role when `None`): it may go on once the role is created in LibreChat or its name freed.
 fn waits_for_role(user: &LibreChatUser, key: Option<&str>) -> bool {
@@ -430,9 +437,11 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         // An object in Conflict waits for no timer: the owner of its email going wakes it.
         .reconcile_on(watched.email_freed)
         // A user refused for its role waits for no timer: the role created in LibreChat (a
-        // LibreChatRole applied with it), or its name freed by another namespace, wakes it.
+        // LibreChatRole applied with it), or its name freed by another namespace, wakes it. A
+        // freed role wakes every user declaring it: one settled in it checks it again (its
+        // team may no longer hold it: replaced in LibreChat under the name).
         .reconcile_on(ctx.names_changed.wakes(
-            move |change: &NameChange| select(&by_role, |u| waits_for_role(u, Some(change.key()))),
+            move |change: &NameChange| select(&by_role, |u| concerned_by_role(u, change)),
             move || select(&every_refused_user, |u| waits_for_role(u, None)),
         ))
         .reconcile_on(secret_changes.wakes(

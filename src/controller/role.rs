@@ -145,7 +145,7 @@ async fn sync(
         },
     };
     if let Some(verdict) = made_in_librechat(store, role, held.key, &record).await? {
-        return Ok(verdict);
+        return Ok(given_up(ctx, held.key, verdict));
     }
     let (target, key) = (&opened.target, &opened.key);
     let verdict = converge(ctx, role, target, key, &record, &plan.planned, found).await?;
@@ -224,6 +224,14 @@ async fn made_in_librechat(
     )))
 }
 
+/// The refusal of a role whose claim was given up to a role made in LibreChat under its name:
+/// the name is told freed, so the accounts declaring it are checked again (their team no
+/// longer holds the role) and objects refused over the name look again.
+fn given_up(ctx: &Context, key: &str, refusal: Verdict) -> Verdict {
+    ctx.name_changed(NameChange::Freed(key.to_string()));
+    refusal
+}
+
 /// The record of a custom role this object created, followed by the role's `_id`, not its
 /// name: one LibreChat no longer has (renamed or deleted in its admin UI) is claimed again
 /// under a new `_id`, to be created again; one LibreChat has under another `_id` was made
@@ -282,20 +290,19 @@ async fn converge(
     access::settle_due_drops(store, key, &uid, record).await?;
     let record = match still_ours(store, role, key, record).await? {
         Ok(record) => record,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(given_up(ctx, key, refused)),
     };
     let record = &record;
     let instance = target::instance_key(&target.instance);
     crate::fault::pause_point("before-role-permissions").await;
     let changed = converge_permissions(store, role, (key, record), &uid).await?;
     if let Some(refused) = made_in_librechat(store, role, key, record).await? {
-        return Ok(refused);
+        return Ok(given_up(ctx, key, refused));
     }
     if !record.created {
         // LibreChat has the role now: accounts may be put in it (those waiting are woken).
         store.mark_created(key, &uid).await?;
-        let created = NameChange::RoleCreated(key.to_string());
-        ctx.names_changed.tell(std::sync::Arc::new(created));
+        ctx.name_changed(NameChange::RoleCreated(key.to_string()));
     }
     if let Some(what) = changed {
         let note = format!("role {name}: {what}");
@@ -484,8 +491,7 @@ async fn remove_role(
         }
         false => store.release_access(key, uid).await?,
     }
-    let freed = NameChange::Freed(key.to_string());
-    ctx.names_changed.tell(std::sync::Arc::new(freed));
+    ctx.name_changed(NameChange::Freed(key.to_string()));
     Ok(())
 }
 

@@ -1711,6 +1711,54 @@ async fn a_tenant_does_not_keep_an_account_in_a_role_librechat_replaced_under_it
     );
 }
 
+/// LibreChat's admins replace a tenant's role under its name while a tenant's account sits
+/// settled in it, declaring it. Once the tenant's LibreChatRole sees the role is no longer the
+/// one it created (and gives the name up), the account's object says it is out of the team's
+/// reach, without waiting for an edit of its own: a settled resync must not keep reporting
+/// `Ready` for a role the team no longer holds. Nothing is written to the account.
+#[tokio::test]
+async fn an_account_settled_in_a_role_librechat_replaced_stops_reading_ready() {
+    let (w, t) = tenant_world(
+        "tr-role-settled",
+        // No resync to fall back on within the test: the role's change itself must tell.
+        json!({ "tenantPolicy": { "manageRoles": true }, "resyncPeriod": "1h" }),
+    )
+    .await;
+    let role = |agents: bool| {
+        json!({ "instanceRef": lc(&w), "name": "TEAMY",
+                                      "permissions": { "AGENTS": { "USE": agents } } })
+    };
+    w.apply_in(&t, "LibreChatRole", "team-y", role(true)).await;
+    ready_in(&w, &t, "librechatroles", "team-y", "True", "Reconciled").await;
+    let member =
+        json!({ "instanceRef": lc(&w), "email": "settled-y@example.com", "role": "TEAMY" });
+    w.apply_in(&t, "LibreChatUser", "member", member).await;
+    let id = status_user_id(&w, &t, "member").await;
+    ready_in(&w, &t, "librechatusers", "member", "True", "Reconciled").await;
+    // LibreChat's admins replace the role under its name; the account is left in it.
+    let roles = w.db.collection::<Document>("roles");
+    roles.delete_one(doc! { "name": "TEAMY" }).await.unwrap();
+    roles
+        .insert_one(
+            doc! { "_id": ObjectId::new(), "name": "TEAMY", "description": "the admins'",
+            "permissions": { "AGENTS": { "USE": true } }, "__v": 0 },
+        )
+        .await
+        .unwrap();
+    let before = user_doc(&w, id).await.unwrap();
+    // The team edits its role: the role's reconcile finds LibreChat's is not the one it made.
+    w.apply_in(&t, "LibreChatRole", "team-y", role(false)).await;
+    ready_in(&w, &t, "librechatroles", "team-y", "False", "AlreadyExists").await;
+
+    let told = ready_in(&w, &t, "librechatusers", "member", "False", "NotPermitted").await;
+    assert!(told.contains("TEAMY"), "{told}");
+    assert_eq!(
+        user_doc(&w, id).await.unwrap(),
+        before,
+        "nothing is written"
+    );
+}
+
 /// A team's namespace torn down: its LibreChatRole and its LibreChatUsers (`Delete`) go
 /// together. An account deleted while its role's deletion is moving accounts to USER is still
 /// the team's own (the role is being deleted, not taken): it is deleted, not left behind.

@@ -39,6 +39,7 @@ use crate::api::common::{condition, reason, Cond, FINALIZER};
 use crate::api::user::{ActionsStatus, VerificationStatus};
 use crate::api::validate::check_email;
 use crate::api::{LibreChatInstance, LibreChatUser};
+use crate::librechat::access::role_key;
 use crate::librechat::ownership::Owner;
 use crate::librechat::users::DesiredUser;
 use crate::librechat::Store;
@@ -311,7 +312,7 @@ async fn claim_and_converge(
     if let Converged::Done(outcome) = &converged {
         if let (Some(id), true) = (outcome.user_id, outcome.ready.ok == Some(true)) {
             ctx.settled
-                .remember(&uid_of(user), settled_fingerprint(user, plan, id));
+                .remember(&uid_of(user), settled_fingerprint(ctx, user, plan, id));
         }
     }
     Ok(converged)
@@ -573,11 +574,13 @@ async fn read_password(
 /// verify the ownership record again.
 /// The minimum password length is part of it: a password verified against a shorter
 /// minimum is checked again.
-fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
+fn settled_fingerprint(ctx: &Context, user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
     // The instance's spec: a change of its tenant policy (a right revoked) is checked on the
-    // full path, not passed over as settled.
+    // full path, not passed over as settled; so is the declared role's changing hands.
+    let role = user.spec.role.as_deref().map(role_key);
     format!(
-        "{}/{}/{}/{}/{}/{}/{}",
+        "{}/{}/{}/{}/{}/{}/{}/{}",
+        role.map_or(0, |key| ctx.name_epochs.of(&key)),
         user.metadata.generation.unwrap_or_default(),
         plan.password_version().unwrap_or("-"),
         plan.instance.spec.min_password_length(),
@@ -666,7 +669,7 @@ async fn settled(
     };
     if !ctx
         .settled
-        .matches(&uid, &settled_fingerprint(user, plan, id))
+        .matches(&uid, &settled_fingerprint(ctx, user, plan, id))
     {
         return Ok(None);
     }
