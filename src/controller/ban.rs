@@ -299,9 +299,13 @@ async fn enforce(
     let same_window = |s: &BanShare| {
         s.start_ms == window.start_ms && s.end_ms == window.end_ms && s.confined == confined
     };
-    let in_place = held.iter().any(|h| {
+    let current = held.iter().find(|h| {
         h.target == banned.target && h.share.as_ref().is_some_and(same_window) && !h.unsettled
-    }) && store.ban_in_force(&banned.target, window.end_ms).await?;
+    });
+    let in_place = match current {
+        Some(current) => store.ban_in_force(current, window.end_ms).await?,
+        None => false,
+    };
     if !in_place {
         let namespace = ban.namespace().unwrap_or_default();
         let user_id = match &banned.target {

@@ -209,6 +209,8 @@ pub struct HeldBan {
     pub target: BanTarget,
     pub share: Option<BanShare>,
     pub unsettled: bool,
+    /// Every share on the target as read with it (the others' too).
+    pub shares: Vec<BanShare>,
 }
 
 impl Store {
@@ -351,12 +353,14 @@ impl Store {
             .iter()
             .filter_map(|d| {
                 let target = BanTarget::from_bans_key(d.get_str("_id").ok()?)?;
-                let share = shares_in(d).into_iter().find(|s| s.owner_uid == owner_uid);
+                let shares = shares_in(d);
+                let share = shares.iter().find(|s| s.owner_uid == owner_uid).cloned();
                 let unsettled = d.get_array("settling").is_ok_and(|a| !a.is_empty());
                 Some(HeldBan {
                     target,
                     share,
                     unsettled,
+                    shares,
                 })
             })
             .collect())
@@ -585,23 +589,23 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the `BANS:` document says what the shares say: in force, with the right end,
-    /// and telling `checkBan` its end only when not every share in force is a tenant's (a
-    /// share of the administrators' or LibreChat's own that ended leaves a tenant's ban to be
-    /// written again, confined).
+    /// Whether the `BANS:` document says what `held`'s shares (as [`Store::shares_of`] read
+    /// them) say: in force, with the right end, and telling `checkBan` its end only when not
+    /// every share in force is a tenant's (a share of the administrators' or LibreChat's own
+    /// that ended leaves a tenant's ban to be written again, confined).
     pub async fn ban_in_force(
         &self,
-        target: &BanTarget,
+        held: &HeldBan,
         end_ms: Option<i64>,
     ) -> Result<bool, StoreError> {
         let found = self
             .collection(collections::LOGS)
-            .find_one(doc! { "key": target.bans_key() })
+            .find_one(doc! { "key": held.target.bans_key() })
             .deadline("reading a ban")
             .await?;
         let now = DateTime::now().timestamp_millis();
-        let (shares, _, _) = self.ban_shares(&target.bans_key()).await?;
-        let tells_end = effective(&shares, now).is_some_and(|b| b.end_ms.is_some() && !b.confined);
+        let tells_end =
+            effective(&held.shares, now).is_some_and(|b| b.end_ms.is_some() && !b.confined);
         let shaped =
             |d: &Document| value_tells_end(d.get_str("value").unwrap_or_default()) == tells_end;
         Ok(found.filter(|d| shaped(d)).is_some_and(|d| {
