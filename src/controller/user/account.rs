@@ -384,24 +384,11 @@ async fn take(
             Outcome::waiting(reason::ALREADY_EXISTS, message, user).after(plan.resync)
         ));
     }
-    if let Some(why) = adoption_refused(plan, &stored).await? {
-        store.release(email, uid).await?;
-        return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
-    }
-    let adopted = Account {
-        stored,
-        created: false,
-        password_set: false,
-        wrote: true,
-        role_written: false,
-    };
     // A refused adoption holds no claim, so it blocks nobody who may take the account.
-    let changed = drift(&adopted.stored, &plan.desired);
-    if let Some(why) = write_refused(plan, &adopted, &changed).await? {
+    if let Some(why) = refusal_to_adopt(plan, &stored).await? {
         store.release(email, uid).await?;
         return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
     }
-    let stored = adopted.stored;
     store
         .record_claimed_user(email, uid, stored.id, false)
         .await?;
@@ -418,13 +405,14 @@ async fn take(
 }
 
 /// Why this object may not adopt `stored` as declared, checked before it claims the email
-/// so that a refused adoption never holds (even briefly) a record naming it.
+/// so that a refused adoption never holds (even briefly) a record naming it, and again as it
+/// takes the account. The account's role is read once for both checks.
 pub(super) async fn refusal_to_adopt(
     plan: &Plan,
     stored: &StoredUser,
 ) -> Result<Option<String>, StoreError> {
-    if let Some(why) = adoption_refused(plan, stored).await? {
-        return Ok(Some(why));
+    if held_role_refusal(plan, stored).await?.is_some() {
+        return Ok(Some(adoption_refused(plan)));
     }
     let adopted = Account {
         stored: stored.clone(),
@@ -433,21 +421,19 @@ pub(super) async fn refusal_to_adopt(
         wrote: true,
         role_written: false,
     };
-    write_refused(plan, &adopted, &drift(stored, &plan.desired)).await
+    let changed = drift(stored, &plan.desired);
+    Ok(write_refused_given(plan, &adopted, &changed, None))
 }
 
-/// Why this object may not adopt `stored`, if it may not. The message is the same whatever
-/// the role: a tenant must not learn another account's role by trying to adopt it.
-async fn adoption_refused(plan: &Plan, stored: &StoredUser) -> Result<Option<String>, StoreError> {
-    let tenancy = &plan.tenancy;
-    let refused = held_role_refusal(plan, stored).await?;
-    Ok(refused.map(|_| {
-        format!(
-            "the account {} holds a role this namespace may not hold or assign (ADMIN needs the instance's allowAdmin; a custom role, its tenantPolicy.assignableRoles); {}. It was not touched",
-            plan.email,
-            tenancy.who_may("adopt it")
-        )
-    }))
+/// Why this object may not adopt an account whose role it may not hold. The message is the
+/// same whatever the role: a tenant must not learn another account's role by trying to adopt
+/// it.
+fn adoption_refused(plan: &Plan) -> String {
+    format!(
+        "the account {} holds a role this namespace may not hold or assign (ADMIN needs the instance's allowAdmin; a custom role, its tenantPolicy.assignableRoles); {}. It was not touched",
+        plan.email,
+        plan.tenancy.who_may("adopt it")
+    )
 }
 
 /// Why the declaration may not be written to this account, if it may not: a tenant changes
