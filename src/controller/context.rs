@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use kube::{Client, Resource};
 
+use crate::api::common::AppliedToInstance;
+use crate::api::LibreChatInstance;
+
 use super::connections::Connections;
 use super::memory::{Backoff, HashedAhead, NameEpochs, Settled};
 use super::recorder::{EventRecorder, Occurrence};
@@ -92,37 +95,67 @@ pub struct Context {
     pub caches: super::caches::WatchCaches,
 }
 
-/// What became of a group or role name (its record key, `group:<name>` or `role:<name>`).
+/// What became of a group or role name (its record key, `group:<name>` or `role:<name>`) in
+/// one instance's database.
 #[derive(Debug)]
-pub enum NameChange {
+pub struct NameChange {
+    /// The instance, as `namespace/name`.
+    instance: String,
+    key: String,
+    what: NameChanged,
+}
+
+#[derive(Debug, PartialEq)]
+enum NameChanged {
     /// An object gave the name up (released, or handed to the instance's administrators).
-    Freed(String),
+    Freed,
     /// LibreChat now has the custom role an object declares: accounts may be put in it.
-    RoleCreated(String),
+    RoleCreated,
 }
 
 impl NameChange {
-    /// The record key of a name another object may now take.
-    pub fn freed(&self) -> Option<&str> {
-        match self {
-            NameChange::Freed(key) => Some(key),
-            NameChange::RoleCreated(_) => None,
+    pub fn freed(instance: &LibreChatInstance, key: &str) -> Self {
+        Self::of(instance, key, NameChanged::Freed)
+    }
+
+    pub fn role_created(instance: &LibreChatInstance, key: &str) -> Self {
+        Self::of(instance, key, NameChanged::RoleCreated)
+    }
+
+    fn of(instance: &LibreChatInstance, key: &str, what: NameChanged) -> Self {
+        NameChange {
+            instance: super::target::instance_key(instance),
+            key: key.to_string(),
+            what,
         }
     }
 
-    /// The record key, whatever became of it.
-    pub fn key(&self) -> &str {
-        match self {
-            NameChange::Freed(key) | NameChange::RoleCreated(key) => key,
-        }
+    pub fn is_freed(&self) -> bool {
+        self.what == NameChanged::Freed
     }
+
+    /// Whether the change is of the name `key` in the instance `obj` points at: a name in
+    /// one instance's database says nothing of another's.
+    pub fn concerns<K: Resource + AppliedToInstance>(&self, obj: &K, key: &str) -> bool {
+        let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
+        let reference = obj.instance_ref();
+        let instance = super::target::instance_namespace(reference, namespace);
+        self.key == key && self.instance == format!("{instance}/{}", reference.name)
+    }
+}
+
+/// What [`NameEpochs`] counts a name's changes under: the instance (`namespace/name`) and the
+/// record key.
+pub fn name_epoch_key(instance: &str, key: &str) -> String {
+    format!("{instance}|{key}")
 }
 
 impl Context {
     /// Tells every scope that a group or role name changed hands, the settled marks of the
     /// accounts declaring it voided first (see [`NameEpochs`]).
     pub fn name_changed(&self, change: NameChange) {
-        self.name_epochs.bump(change.key());
+        self.name_epochs
+            .bump(&name_epoch_key(&change.instance, &change.key));
         self.names_changed.tell(std::sync::Arc::new(change));
     }
 
@@ -217,5 +250,70 @@ impl FreedEmail {
             namespace: object.meta().namespace.clone().unwrap_or_default(),
             email: crate::api::validate::normalize_email(email),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LibreChatUser;
+
+    fn object<K: serde::de::DeserializeOwned>(kind: &str, ns: &str, spec: serde_json::Value) -> K {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": kind,
+            "metadata": { "name": "x", "namespace": ns }, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// A role name freed in one instance's database concerns the objects of that instance
+    /// only, however they name it (a tenant churning a name on its own instance must not
+    /// wake, nor void the settled marks of, another instance's accounts).
+    #[test]
+    fn a_name_change_concerns_only_the_objects_of_its_instance() {
+        let mongo = serde_json::json!({ "uriSecretRef": { "name": "s", "key": "mongo" } });
+        let a: LibreChatInstance = object(
+            "LibreChatInstance",
+            "chat",
+            serde_json::json!({ "mongo": mongo }),
+        );
+        let user = |ns: &str, reference: serde_json::Value| -> LibreChatUser {
+            object(
+                "LibreChatUser",
+                ns,
+                serde_json::json!({
+                "instanceRef": reference, "email": "a@example.com", "role": "EDITOR" }),
+            )
+        };
+        let freed = NameChange::freed(&a, "role:EDITOR");
+        assert!(freed.is_freed());
+        assert!(freed.concerns(
+            &user("chat", serde_json::json!({ "name": "x" })),
+            "role:EDITOR"
+        ));
+        let from_tenant = user(
+            "team",
+            serde_json::json!({ "name": "x", "namespace": "chat" }),
+        );
+        assert!(freed.concerns(&from_tenant, "role:EDITOR"));
+        assert!(!freed.concerns(&from_tenant, "role:OTHER"));
+        let other_instance = user("team", serde_json::json!({ "name": "x" }));
+        assert!(!freed.concerns(&other_instance, "role:EDITOR"));
+        assert!(!NameChange::role_created(&a, "role:EDITOR").is_freed());
+    }
+
+    #[test]
+    fn name_epochs_count_per_key() {
+        let epochs = super::super::memory::NameEpochs::default();
+        let (one, other) = (
+            name_epoch_key("chat/x", "role:A"),
+            name_epoch_key("team/x", "role:A"),
+        );
+        let before = epochs.of(&other);
+        epochs.bump(&one);
+        epochs.bump(&one);
+        assert_eq!(epochs.of(&one), 2);
+        // Another key moves only if it shares the bucket (a spurious void, never a missed one).
+        assert!(epochs.of(&other) == before || epochs.of(&other) == before + 2);
     }
 }

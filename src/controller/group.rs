@@ -558,7 +558,7 @@ async fn remove_group(
         let stored = store.find_group(id).await?;
         if let Some(linked) = stored.as_ref().filter(|g| g.source != LOCAL_SOURCE) {
             release_linked_group(ctx, group, target, (name, key), record, linked).await?;
-            return release_record(ctx, store, key, uid).await;
+            return release_record(ctx, target, key, uid).await;
         }
         crate::fault::pause_point("before-group-delete").await;
         let members = stored.map(|g| g.member_ids).unwrap_or_default();
@@ -578,18 +578,18 @@ async fn remove_group(
         let change = Change::applied("GroupDeleted", instance, None, note);
         ctx.changed(group, change).await;
     }
-    release_record(ctx, store, key, uid).await
+    release_record(ctx, target, key, uid).await
 }
 
 /// The group's record goes, and its name is free for another object.
 async fn release_record(
     ctx: &Context,
-    store: &Store,
+    target: &Target,
     key: &str,
     uid: &str,
 ) -> Result<(), ReconcileError> {
-    store.release_access(key, uid).await?;
-    ctx.name_changed(NameChange::Freed(key.to_string()));
+    target.stores.store.release_access(key, uid).await?;
+    ctx.name_changed(NameChange::freed(&target.instance, key));
     Ok(())
 }
 

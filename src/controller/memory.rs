@@ -46,23 +46,43 @@ impl Settled {
     }
 }
 
-/// How many times each group or role name changed hands in this process (see
-/// [`super::context::NameChange`]). A settled account's mark holds the count of the role it
-/// declares, so a role given up (replaced in LibreChat under its name, say, with nothing of
-/// the account changed) sends the accounts declaring it down the full path, which checks the
-/// role again. One entry per name that ever changed hands.
-#[derive(Default)]
+/// Buckets of [`NameEpochs`]: a fixed size, so churning names costs no memory.
+const NAME_EPOCH_BUCKETS: usize = 4096;
+
+/// How many times the group and role names of each bucket changed hands in this process (see
+/// [`super::context::NameChange`]; keys from [`super::context::name_epoch_key`]). A settled
+/// account's mark holds the count of the role it declares, so a role given up (replaced in
+/// LibreChat under its name, say, with nothing of the account changed) sends the accounts
+/// declaring it down the full path, which checks the role again. Names sharing a bucket void
+/// each other's marks now and then, which costs a full reconcile, never a check skipped.
 pub struct NameEpochs {
-    counts: Mutex<HashMap<String, u64>>,
+    counts: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+impl Default for NameEpochs {
+    fn default() -> Self {
+        let counts = (0..NAME_EPOCH_BUCKETS).map(|_| Default::default());
+        NameEpochs {
+            counts: counts.collect(),
+        }
+    }
 }
 
 impl NameEpochs {
     pub fn bump(&self, key: &str) {
-        *locked(&self.counts).entry(key.to_string()).or_default() += 1;
+        self.bucket(key)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn of(&self, key: &str) -> u64 {
-        locked(&self.counts).get(key).copied().unwrap_or_default()
+        self.bucket(key).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn bucket(&self, key: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let index = hasher.hash_one(key) as usize % self.counts.len();
+        &self.counts[index]
     }
 }
 

@@ -56,6 +56,7 @@ use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
 use crate::librechat::access::{group_key, role_key};
+use crate::librechat::permissions::is_built_in;
 use fanout::Fanout;
 use feeds::InstanceChange;
 use secret_watch::SecretMeta;
@@ -259,22 +260,27 @@ fn reads_not_permitted(
         .is_some_and(|c| c.status == "False" && c.reason == reason::NOT_PERMITTED)
 }
 
-/// Whether a change of the role name `change` names concerns `user`: it declares the role,
-/// and is refused for it or the name was freed.
+/// Whether a change of the role name `change` names concerns `user`: it declares the role in
+/// that instance, and the name was freed (one settled in it checks it again) or the user is
+/// refused for it (the role created may let it go on).
 fn concerned_by_role(user: &LibreChatUser, change: &NameChange) -> bool {
-    let declares = || user.spec.role.as_deref().map(role_key).as_deref() == change.freed();
-    waits_for_role(user, Some(change.key())) || (change.freed().is_some() && declares())
+    let declared = user.spec.role.as_deref().map(role_key);
+    declared.is_some_and(|key| change.concerns(user, &key))
+        && (change.is_freed() || refused_for_role(user))
 }
 
-/// A user refused for a role it declares (`NotPermitted`) whose role record is `key` (any
-/// role when `None`): it may go on once the role is created in LibreChat or its name freed.
-fn waits_for_role(user: &LibreChatUser, key: Option<&str>) -> bool {
-    let declared = user.spec.role.as_deref().map(role_key);
+/// A user refused for the role it declares (`NotPermitted`): it may go on once the role is
+/// created in LibreChat or its name freed.
+fn refused_for_role(user: &LibreChatUser) -> bool {
     let refused = user
         .status
         .as_ref()
         .is_some_and(|s| reads_not_permitted(&s.conditions));
-    refused && declared.is_some_and(|d| key.is_none_or(|k| k == d))
+    refused && user.spec.role.is_some()
+}
+
+fn declares_custom_role(user: &LibreChatUser) -> bool {
+    user.spec.role.as_deref().is_some_and(|r| !is_built_in(r))
 }
 
 /// An invite for the email an account now has (it registered).
@@ -442,7 +448,12 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         // team may no longer hold it: replaced in LibreChat under the name).
         .reconcile_on(ctx.names_changed.wakes(
             move |change: &NameChange| select(&by_role, |u| concerned_by_role(u, change)),
-            move || select(&every_refused_user, |u| waits_for_role(u, None)),
+            // A change missed: every user it could have concerned.
+            move || {
+                select(&every_refused_user, |u| {
+                    declares_custom_role(u) || refused_for_role(u)
+                })
+            },
         ))
         .reconcile_on(secret_changes.wakes(
             move |secret: &SecretMeta| {
@@ -623,11 +634,8 @@ fn group_controller(
     let every_group_named = groups.store();
     let freed = ctx.names_changed.wakes(
         move |change: &NameChange| {
-            let Some(key) = change.freed() else {
-                return Vec::new();
-            };
             select(&by_name, |g: &LibreChatGroup| {
-                group_key(&g.spec.name) == key
+                change.is_freed() && change.concerns(g, &group_key(&g.spec.name))
             })
         },
         move || all_of(&every_group_named),
@@ -685,10 +693,9 @@ fn role_controller(
     let run = roles
         .reconcile_on(ctx.names_changed.wakes(
             move |change: &NameChange| {
-                let Some(key) = change.freed() else {
-                    return Vec::new();
-                };
-                select(&by_name, |r: &LibreChatRole| role_key(&r.spec.name) == key)
+                select(&by_name, |r: &LibreChatRole| {
+                    change.is_freed() && change.concerns(r, &role_key(&r.spec.name))
+                })
             },
             move || all_of(&every_role),
         ))

@@ -144,10 +144,10 @@ async fn sync(
             Err(verdict) => return Ok(verdict),
         },
     };
-    if let Some(verdict) = made_in_librechat(store, role, held.key, &record).await? {
-        return Ok(given_up(ctx, held.key, verdict));
-    }
     let (target, key) = (&opened.target, &opened.key);
+    if let Some(verdict) = made_in_librechat(store, role, held.key, &record).await? {
+        return Ok(given_up(ctx, target, held.key, verdict));
+    }
     let verdict = converge(ctx, role, target, key, &record, &plan.planned, found).await?;
     Ok(access::with_taken_back(verdict, &plan.taken_back))
 }
@@ -227,8 +227,8 @@ async fn made_in_librechat(
 /// The refusal of a role whose claim was given up to a role made in LibreChat under its name:
 /// the name is told freed, so the accounts declaring it are checked again (their team no
 /// longer holds the role) and objects refused over the name look again.
-fn given_up(ctx: &Context, key: &str, refusal: Verdict) -> Verdict {
-    ctx.name_changed(NameChange::Freed(key.to_string()));
+fn given_up(ctx: &Context, target: &Target, key: &str, refusal: Verdict) -> Verdict {
+    ctx.name_changed(NameChange::freed(&target.instance, key));
     refusal
 }
 
@@ -290,19 +290,19 @@ async fn converge(
     access::settle_due_drops(store, key, &uid, record).await?;
     let record = match still_ours(store, role, key, record).await? {
         Ok(record) => record,
-        Err(refused) => return Ok(given_up(ctx, key, refused)),
+        Err(refused) => return Ok(given_up(ctx, target, key, refused)),
     };
     let record = &record;
     let instance = target::instance_key(&target.instance);
     crate::fault::pause_point("before-role-permissions").await;
     let changed = converge_permissions(store, role, (key, record), &uid).await?;
     if let Some(refused) = made_in_librechat(store, role, key, record).await? {
-        return Ok(given_up(ctx, key, refused));
+        return Ok(given_up(ctx, target, key, refused));
     }
     if !record.created {
         // LibreChat has the role now: accounts may be put in it (those waiting are woken).
         store.mark_created(key, &uid).await?;
-        ctx.name_changed(NameChange::RoleCreated(key.to_string()));
+        ctx.name_changed(NameChange::role_created(&target.instance, key));
     }
     if let Some(what) = changed {
         let note = format!("role {name}: {what}");
@@ -491,7 +491,7 @@ async fn remove_role(
         }
         false => store.release_access(key, uid).await?,
     }
-    ctx.name_changed(NameChange::Freed(key.to_string()));
+    ctx.name_changed(NameChange::freed(&target.instance, key));
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub mod password;
 pub mod permissions;
 pub mod plugins;
 pub mod refill;
+pub mod role_check;
 pub mod sessions;
 pub mod stats;
 pub mod terms;

@@ -41,6 +41,8 @@ pub struct Claim {
     pub created: bool,
     /// Security follow-ups promised by a write and not yet done (see [`FollowUp`]).
     pub follow_ups: Vec<FollowUp>,
+    /// A custom role written to the account and not yet checked (see `librechat::role_check`).
+    pub role_check: Option<super::role_check::RoleCheck>,
     /// The trigger value each one-shot action was last applied for.
     pub actions: super::one_shot::AppliedActions,
     /// The ids of the credit grants given under this claim, to whichever account it named:
@@ -72,10 +74,6 @@ pub enum FollowUp {
     RevokeSessions,
     /// The role (or another cached field) changed: LibreChat's Redis caches of the user go.
     DropCaches,
-    /// A tenant's custom role was written: the role must be checked again to still be the
-    /// tenant's, since its deletion may have begun between the policy's read and the write
-    /// (the check and what it leads to are the controller's: it knows the tenancy).
-    CheckRole,
 }
 
 impl FollowUp {
@@ -83,17 +81,24 @@ impl FollowUp {
         match self {
             FollowUp::RevokeSessions => "revokeSessions",
             FollowUp::DropCaches => "dropCaches",
-            FollowUp::CheckRole => "checkRole",
         }
     }
     fn parse(text: &str) -> Option<Self> {
         match text {
             "revokeSessions" => Some(FollowUp::RevokeSessions),
             "dropCaches" => Some(FollowUp::DropCaches),
-            "checkRole" => Some(FollowUp::CheckRole),
             _ => None,
         }
     }
+}
+
+/// What settling a refused object did to its account.
+#[derive(Debug, Default)]
+pub struct RefusalSettled {
+    /// The account whose balance record had the object's auto-refill put back, if one did.
+    pub refill_withdrawn_from: Option<ObjectId>,
+    /// Whether the account moved out of a role whose deletion raced its write.
+    pub left_role: bool,
 }
 
 /// The outcome of trying to claim an email.
@@ -285,16 +290,21 @@ impl Store {
     }
 
     /// Does what the claim still owes the account `stored` (the claim's), each recorded as
-    /// done once done: both are idempotent, so a repeat after a crash does no harm. Sessions
-    /// are ended first, and the caches dropped whatever became of that, and the other way
-    /// round: a Redis failing the drop must not keep sessions alive. Returns the first failure.
+    /// done once done: all are idempotent, so a repeat after a crash does no harm. Sessions
+    /// are ended first, then a role write is checked (see `librechat::role_check`), then the
+    /// caches dropped whatever became of the others, and the other way round: a Redis failing
+    /// the drop must not keep sessions alive. Returns whether the account moved out of a role
+    /// whose deletion raced its write, or the first failure.
     pub async fn finish_follow_ups(
         &self,
         claim: &Claim,
         stored: &super::users::StoredUser,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let revoked = self.finish_owed_revocation(claim, stored).await;
-        let dropped = match claim.follow_ups.contains(&FollowUp::DropCaches) {
+        let left = self.finish_role_check(claim, stored).await;
+        // A move drops the caches itself.
+        let owes_drop = claim.follow_ups.contains(&FollowUp::DropCaches);
+        let dropped = match owes_drop && !matches!(left, Ok(true)) {
             true => match self.drop_user_caches(stored).await {
                 Ok(()) => {
                     self.fulfilled(&claim.email, &claim.owner.uid, FollowUp::DropCaches)
@@ -304,7 +314,7 @@ impl Store {
             },
             false => Ok(()),
         };
-        revoked.and(dropped)
+        revoked.and(dropped).and(left)
     }
 
     /// Ends the sessions the claim still owes ending, if it does: MongoDB alone, so also while
@@ -328,32 +338,39 @@ impl Store {
     /// password change ended alive, or caches a role change made stale.
     pub async fn finish_owed_by(&self, owner_uid: &str) -> Result<(), StoreError> {
         match self.find_claim_of_owner(owner_uid).await? {
-            Some(claim) => self.finish_owed(&claim).await,
+            Some(claim) => self.finish_owed(&claim).await.map(|_| ()),
             None => Ok(()),
         }
     }
 
-    /// What [`Store::finish_owed_by`] does for a refused object's `claim`, and with
-    /// `withdraw_refill` (the object may no longer declare auto-refill) the settings it wrote
-    /// put back. Returns the account whose balance record was written back, if one was.
+    /// What [`Store::finish_owed_by`] does, and with `withdraw_refill` (the object may no
+    /// longer declare auto-refill) the settings it wrote put back.
     pub async fn settle_refused(
         &self,
-        claim: &Claim,
+        owner_uid: &str,
         withdraw_refill: bool,
-    ) -> Result<Option<ObjectId>, StoreError> {
-        self.finish_owed(claim).await?;
-        let withdrawn = withdraw_refill && self.withdraw_refill(claim).await?;
-        Ok(claim.user_id.filter(|_| withdrawn))
+    ) -> Result<RefusalSettled, StoreError> {
+        let Some(claim) = self.find_claim_of_owner(owner_uid).await? else {
+            return Ok(RefusalSettled::default());
+        };
+        let left_role = self.finish_owed(&claim).await?;
+        let withdrawn = withdraw_refill && self.withdraw_refill(&claim).await?;
+        Ok(RefusalSettled {
+            refill_withdrawn_from: claim.user_id.filter(|_| withdrawn),
+            left_role,
+        })
     }
 
-    /// Does what `claim` still owes its account, if anything and the account exists.
-    pub async fn finish_owed(&self, claim: &Claim) -> Result<(), StoreError> {
-        let (false, Some(id)) = (claim.follow_ups.is_empty(), claim.user_id) else {
-            return Ok(());
+    /// Does what `claim` still owes its account, if anything and the account exists. Returns
+    /// whether the account moved out of a role whose deletion raced its write.
+    pub async fn finish_owed(&self, claim: &Claim) -> Result<bool, StoreError> {
+        let owes = !claim.follow_ups.is_empty() || claim.role_check.is_some();
+        let (true, Some(id)) = (owes, claim.user_id) else {
+            return Ok(false);
         };
         match self.find_user_by_id(id).await? {
             Some(stored) => self.finish_follow_ups(claim, &stored).await,
-            None => Ok(()),
+            None => Ok(false),
         }
     }
 
@@ -479,5 +496,6 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
             .unwrap_or_default(),
         refill: super::refill::claimed_from(d),
         deletion_started: d.get_bool("deletionStarted").unwrap_or(false),
+        role_check: super::role_check::RoleCheck::from_record(d),
     }
 }

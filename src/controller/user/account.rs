@@ -14,6 +14,8 @@ use crate::controller::password::ResolvedPassword;
 use crate::librechat::bans::BanShare;
 use crate::librechat::one_shot::OneShot;
 use crate::librechat::ownership::{Claim, FollowUp};
+use crate::librechat::permissions::is_built_in;
+use crate::librechat::role_check::RoleCheck;
 use crate::librechat::users::{as_created, drift, leaves_local_sign_in, Created, StoredUser};
 use crate::librechat::StoreError;
 
@@ -27,6 +29,8 @@ struct Account {
     wrote: bool,
     /// Whether this reconcile wrote the declared role to it (created with it, or put back).
     role_written: bool,
+    /// The check that write owes (see `librechat::role_check`), if it owes one.
+    role_check: Option<RoleCheck>,
 }
 
 pub(super) async fn converge(
@@ -79,7 +83,7 @@ pub(super) async fn converge(
         }
         return Ok(Converged::Done(Box::new(outcome)));
     }
-    if let Some(outcome) = role_taken_away(plan, &claim, &account, user).await? {
+    if let Some(outcome) = role_taken_away(plan, &account, user).await? {
         return Ok(Converged::Done(Box::new(outcome)));
     }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
@@ -101,49 +105,42 @@ pub(super) async fn converge(
     })))
 }
 
-/// When this reconcile (or one a crash or a failure cut short: the claim still owes the
-/// check) wrote a custom role to the account and the role stopped being the object's to hold
-/// meanwhile (its deletion began): the account moved to USER, and the outcome that says why.
+/// When this reconcile wrote a custom role to the account and the role's deletion began
+/// meanwhile: the account moved to USER (see `librechat::role_check`), and the outcome that
+/// says why. A check a crash or a failure cut short is finished by the next reconcile, its
+/// refusal or its deletion (`Store::finish_owed`).
 async fn role_taken_away(
     plan: &Plan,
-    claim: &Claim,
     account: &Account,
     user: &LibreChatUser,
 ) -> Result<Option<Outcome>, ReconcileError> {
-    let owed = claim.follow_ups.contains(&FollowUp::CheckRole);
-    let role = plan.desired.role.as_deref();
-    let role = match role.filter(|r| super::role_policy::checked_after_write(r)) {
-        Some(role) if account.role_written || owed => role,
-        _ if owed => {
-            // The role written then is no longer declared: it stays LibreChat's to decide.
-            let store = plan.store();
-            store
-                .fulfilled(&plan.email, &plan.owner.uid, FollowUp::CheckRole)
-                .await?;
-            return Ok(None);
-        }
-        _ => return Ok(None),
+    let Some(check) = account.role_check.as_ref() else {
+        return Ok(None);
     };
-    let moved = super::role_policy::recheck_after_write(plan, &account.stored, role).await?;
-    Ok(moved.map(|why| {
-        let message = format!(
-            "{why}; the account was moved to USER, as the role's deletion moves its accounts"
-        );
-        Outcome::waiting(reason::NOT_PERMITTED, message, user)
-    }))
+    let (email, owner) = (&plan.email, &plan.owner.uid);
+    let store = plan.store();
+    if !store
+        .check_written_role(email, owner, &account.stored, check)
+        .await?
+    {
+        return Ok(None);
+    }
+    let message = format!(
+        "role '{}' was being deleted as the account was written into it; the account was moved to USER, as the role's deletion moves its accounts",
+        check.role
+    );
+    Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)))
 }
 
-/// Records, before a write of the declared role, that the role must be checked again once
-/// written (see [`super::role_policy::recheck_after_write`]), if it is a custom one.
-async fn promise_role_check(plan: &Plan) -> Result<(), StoreError> {
+/// Records, before a write of the declared role, the check the write owes once made, if the
+/// role is a custom one (see `librechat::role_check`).
+async fn promise_role_check(plan: &Plan) -> Result<Option<RoleCheck>, StoreError> {
     match plan.desired.role.as_deref() {
-        Some(role) if super::role_policy::checked_after_write(role) => {
+        Some(role) if !is_built_in(role) => {
             let (email, owner) = (&plan.email, &plan.owner.uid);
-            plan.store()
-                .promise(email, owner, FollowUp::CheckRole)
-                .await
+            plan.store().promise_role_check(email, owner, role).await
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
@@ -179,6 +176,7 @@ pub(super) async fn may_write_as_is(
         password_set: false,
         wrote: false,
         role_written: false,
+        role_check: None,
     };
     let refused = write_refused(plan, &account, &drift(stored, &plan.desired)).await?;
     Ok(refused.is_none())
@@ -279,7 +277,7 @@ async fn create(
     store
         .carry_bans(&ban_subjects(plan), &reserved.to_hex(), may_carry)
         .await?;
-    promise_role_check(plan).await?;
+    let role_check = promise_role_check(plan).await?;
     crate::fault::pause_point("before-account-create").await;
     let created = store.create_user(reserved, &plan.desired, hash).await?;
     ctx.hashed_ahead.forget(uid);
@@ -297,6 +295,7 @@ async fn create(
                 password_set: plan.password.is_some(),
                 wrote: true,
                 role_written: plan.desired.role.is_some(),
+                role_check,
             }))
         }
         // Our own id: a concurrent reconcile of this object created it. Another id: LibreChat
@@ -304,7 +303,13 @@ async fn create(
         Created::AlreadyThere(found) => match store.find_user_by_id(found).await? {
             Some(stored) => match super::redis_out::waiting(plan, user) {
                 Some(outcome) => Ok(Err(outcome)),
-                None => take(ctx, plan, claim, stored, user).await,
+                // Our own insert may be the one that landed: the check is made all the same.
+                None => Ok(take(ctx, plan, claim, stored, user)
+                    .await?
+                    .map(|taken| Account {
+                        role_check,
+                        ..taken
+                    })),
             },
             None => Err(StoreError::EmailTaken(email.clone()).into()),
         },
@@ -369,6 +374,7 @@ async fn take(
             password_set: false,
             wrote: false,
             role_written: false,
+            role_check: None,
         }));
     }
     if let Some(gone) = claim.user_id.filter(|_| claim.confirmed) {
@@ -401,6 +407,7 @@ async fn take(
         password_set: false,
         wrote: true,
         role_written: false,
+        role_check: None,
     }))
 }
 
@@ -420,6 +427,7 @@ pub(super) async fn refusal_to_adopt(
         password_set: false,
         wrote: true,
         role_written: false,
+        role_check: None,
     };
     let changed = drift(stored, &plan.desired);
     Ok(write_refused_given(plan, &adopted, &changed, None))
@@ -552,7 +560,7 @@ async fn correct(
         store
             .promise(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
             .await?;
-        promise_role_check(plan).await?;
+        account.role_check = promise_role_check(plan).await?;
     }
     if signs_out {
         store

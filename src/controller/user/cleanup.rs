@@ -82,6 +82,12 @@ pub(super) async fn cleanup(
     // revokes the namespace's right to declare it (an administrators' object keeps it, as
     // long as that namespace may still declare it).
     let withdraw_refill = !tenancy.administers || !tenancy.may_grant_credits;
+    // What a write owed the account first: a deletion held (by the guard, say) must not keep
+    // the sessions of an old password alive, and an account a crash left in a role whose
+    // deletion raced its write goes to USER before its own deletion looks at its role.
+    if let Err(e) = stores.store.finish_owed(&claim).await {
+        return blocked(api, user, ctx, &e.to_string()).await;
+    }
     if policy == DeletionPolicy::Delete {
         let scope = Scope {
             instance: &instance,
@@ -90,9 +96,6 @@ pub(super) async fn cleanup(
         if let Err(hold) = delete_account(ctx, user, &stores, &claim, &scope).await {
             return held(api, user, ctx, hold).await;
         }
-    }
-    if let Err(e) = stores.store.finish_owed(&claim).await {
-        return blocked(api, user, ctx, &e.to_string()).await;
     }
     if withdraw_refill {
         if let Err(e) = stores.store.withdraw_refill(&claim).await {

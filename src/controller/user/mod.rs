@@ -27,7 +27,7 @@ use mongodb::bson::oid::ObjectId;
 
 use super::audit::Change;
 use super::connections::Stores;
-use super::context::Context;
+use super::context::{name_epoch_key, Context};
 use super::error::ReconcileError;
 use super::instance::resync_period;
 use super::password::{self, ResolvedPassword};
@@ -158,6 +158,10 @@ struct Plan {
     /// Whether `spec.balance` declares credit grants or auto-refill settings (writes to the
     /// account's balance, which adopting alone does not allow).
     declares_balance: bool,
+    /// How often the declared role's name changed hands, as of the plan (see
+    /// [`crate::controller::memory::NameEpochs`]): a change seen while the reconcile runs
+    /// voids the mark it makes.
+    role_epoch: u64,
 }
 
 impl Plan {
@@ -312,7 +316,7 @@ async fn claim_and_converge(
     if let Converged::Done(outcome) = &converged {
         if let (Some(id), true) = (outcome.user_id, outcome.ready.ok == Some(true)) {
             ctx.settled
-                .remember(&uid_of(user), settled_fingerprint(ctx, user, plan, id));
+                .remember(&uid_of(user), settled_fingerprint(user, plan, id));
         }
     }
     Ok(converged)
@@ -371,10 +375,10 @@ async fn role_refusal(
     // Waiting, not stalled: a LibreChatRole applied with this object may not have claimed its
     // name yet.
     let message = match moved {
-        Some(_) => format!(
+        true => format!(
             "{why}; the account was moved to USER, as the role's deletion moves its accounts"
         ),
-        None => format!("{why}; nothing was written"),
+        false => format!("{why}; nothing was written"),
     };
     Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)))
 }
@@ -423,27 +427,22 @@ async fn resolve(
 
 /// Finishes what a refused object's claim owes its account and, when it may no longer declare
 /// auto-refill (`revoked`), puts back the settings it wrote.
-/// Returns why the account was moved out of its declared role, if it was (see
-/// [`role_policy::finish_owed_check`]).
+/// Returns whether the account moved out of a role whose deletion raced its write (see
+/// `librechat::role_check`).
 async fn settle_refused(
     ctx: &Context,
     user: &LibreChatUser,
     instance: &LibreChatInstance,
     store: &Store,
     revoked: bool,
-) -> Result<Option<String>, ReconcileError> {
-    let Some(mut claim) = store.find_claim_of_owner(&uid_of(user)).await? else {
-        return Ok(None);
-    };
-    let tenancy = Tenancy::of(instance, &user.namespace().unwrap_or_default());
-    let declared = user.spec.role.as_deref();
-    let moved = role_policy::finish_owed_check(store, &tenancy, &mut claim, declared).await?;
-    if let Some(id) = store.settle_refused(&claim, revoked).await? {
+) -> Result<bool, ReconcileError> {
+    let settled = store.settle_refused(&uid_of(user), revoked).await?;
+    if let Some(id) = settled.refill_withdrawn_from {
         let email = &user.spec.email;
         ctx.changed(user, balance::refill_withdrawn(instance, id, email))
             .await;
     }
-    Ok(moved)
+    Ok(settled.left_role)
 }
 
 /// The plan for `user` on its resolved instance, or why there is none.
@@ -490,7 +489,12 @@ async fn plan_on(
         // never by `adopt`, which a tenant may drop once it holds the account.
         keeps_account: tenancy.administers || tenancy.may_manage_adopted,
     };
+    let role_epoch = spec.role.as_deref().map_or(0, |role| {
+        let key = name_epoch_key(&target::instance_key(&instance), &role_key(role));
+        ctx.name_epochs.of(&key)
+    });
     Ok(Ok(Plan {
+        role_epoch,
         resync: resync_period(&instance, ctx.settings.default_resync),
         instance,
         stores: target.stores,
@@ -574,13 +578,12 @@ async fn read_password(
 /// verify the ownership record again.
 /// The minimum password length is part of it: a password verified against a shorter
 /// minimum is checked again.
-fn settled_fingerprint(ctx: &Context, user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
+fn settled_fingerprint(user: &LibreChatUser, plan: &Plan, id: ObjectId) -> String {
     // The instance's spec: a change of its tenant policy (a right revoked) is checked on the
     // full path, not passed over as settled; so is the declared role's changing hands.
-    let role = user.spec.role.as_deref().map(role_key);
     format!(
         "{}/{}/{}/{}/{}/{}/{}/{}",
-        role.map_or(0, |key| ctx.name_epochs.of(&key)),
+        plan.role_epoch,
         user.metadata.generation.unwrap_or_default(),
         plan.password_version().unwrap_or("-"),
         plan.instance.spec.min_password_length(),
@@ -669,7 +672,7 @@ async fn settled(
     };
     if !ctx
         .settled
-        .matches(&uid, &settled_fingerprint(ctx, user, plan, id))
+        .matches(&uid, &settled_fingerprint(user, plan, id))
     {
         return Ok(None);
     }
