@@ -2154,14 +2154,14 @@ async fn an_account_written_into_a_role_being_deleted_ends_in_user() {
     }));
 }
 
-/// The same race, cut short: the account is written into the tenant's role as the role's
-/// deletion finishes, and the operator dies before it checks the role again. Its next
-/// reconcile is refused for the role (gone) before it reaches the account, and must still
-/// finish the check the write promised: the account ends in USER, not in a role LibreChat no
-/// longer has.
-#[tokio::test]
-async fn an_account_written_into_a_deleted_role_just_before_a_crash_ends_in_user() {
-    let mut w = World::new("tr-rolecut").await;
+/// The same race, cut short: the tenant's account `cut@example.com` (its spec `member`
+/// merged in) is written into the tenant's role RACECUT as the role's deletion finishes, and
+/// the operator dies before it checks the role again (the check is owed in the ownership
+/// record). Returns the tenant's namespace and the namespaces the operator watches.
+async fn written_into_a_deleted_role_then_crashed(
+    w: &mut World,
+    member: Value,
+) -> (String, String) {
     let t = format!("{}-t", w.ns);
     create_namespace(&w.client, &t).await;
     let namespaces = format!("{},{t}", w.ns);
@@ -2173,15 +2173,16 @@ async fn an_account_written_into_a_deleted_role_just_before_a_crash_ends_in_user
     let policy =
         json!({ "allowedNamespaces": [t.clone()], "tenantPolicy": { "manageRoles": true } });
     w.ready_instance("lc", policy).await;
-    let role = json!({ "instanceRef": lc(&w), "name": "RACECUT", "permissions": { "AGENTS": { "USE": true } } });
+    let role = json!({ "instanceRef": lc(w), "name": "RACECUT", "permissions": { "AGENTS": { "USE": true } } });
     w.apply_in(&t, "LibreChatRole", "team", role).await;
-    ready_in(&w, &t, "librechatroles", "team", "True", "Reconciled").await;
+    ready_in(w, &t, "librechatroles", "team", "True", "Reconciled").await;
 
-    let member = json!({ "instanceRef": lc(&w), "email": "cut@example.com", "role": "RACECUT" });
-    w.apply_in(&t, "LibreChatUser", "member", member).await;
+    let mut spec = json!({ "instanceRef": lc(w), "email": "cut@example.com", "role": "RACECUT" });
+    merge(&mut spec, member);
+    w.apply_in(&t, "LibreChatUser", "member", spec).await;
     w.wait_paused_at("before-account-create", 0).await;
     delete_in(&w.client, &t, "LibreChatRole", "team").await;
-    wait_gone_in(&w, &t, "librechatroles", "team").await;
+    wait_gone_in(w, &t, "librechatroles", "team").await;
     let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
     let written = w.find_user("cut@example.com").await.expect("inserted");
@@ -2190,8 +2191,19 @@ async fn an_account_written_into_a_deleted_role_just_before_a_crash_ends_in_user
         Ok("RACECUT"),
         "the crash came first"
     );
-    assert_eq!(count(&w, "roles", doc! { "name": "RACECUT" }).await, 0);
+    assert_eq!(count(w, "roles", doc! { "name": "RACECUT" }).await, 0);
+    let record = owner_record(w, "cut@example.com").await.unwrap();
+    assert!(record.get_document("roleCheck").is_ok(), "{record}");
+    (t, namespaces)
+}
 
+/// Its next reconcile is refused for the role (gone) before it reaches the account, and must
+/// still finish the check the write promised: the account ends in USER, not in a role
+/// LibreChat no longer has.
+#[tokio::test]
+async fn an_account_written_into_a_deleted_role_just_before_a_crash_ends_in_user() {
+    let mut w = World::new("tr-rolecut").await;
+    let (t, namespaces) = written_into_a_deleted_role_then_crashed(&mut w, json!({})).await;
     w.start_operator_in(Some(&namespaces));
     ready_in(&w, &t, "librechatusers", "member", "False", "NotPermitted").await;
     let account = eventually("the account to leave the deleted role", || async {
@@ -2200,11 +2212,88 @@ async fn an_account_written_into_a_deleted_role_just_before_a_crash_ends_in_user
     })
     .await;
     assert!(follow_ups(&w, "cut@example.com").await.is_empty());
+    let record = owner_record(&w, "cut@example.com").await.unwrap();
+    assert!(record.get("roleCheck").is_none(), "{record}");
     let id = account.get_object_id("_id").unwrap();
     w.contract_check(json!({
         "roles": [{ "name": "RACECUT", "absent": true }],
         "roleMembers": [{ "role": "USER", "userIds": [id.to_hex()] }],
     }));
+}
+
+/// The object is deleted (`Delete`) before the operator is back, as a namespace torn down
+/// would do: the owed check moves the account out of the role first, so the deletion (which
+/// refuses accounts in roles out of the tenant's reach) deletes it rather than leaving it,
+/// managed by nobody, in a role LibreChat no longer has.
+#[tokio::test]
+async fn an_account_left_in_a_deleted_role_by_a_crash_is_deleted_with_its_object() {
+    let mut w = World::new("tr-rolecutdel").await;
+    let delete = json!({ "deletionPolicy": "Delete" });
+    let (t, namespaces) = written_into_a_deleted_role_then_crashed(&mut w, delete).await;
+    delete_in(&w.client, &t, "LibreChatUser", "member").await;
+    w.start_operator_in(Some(&namespaces));
+    wait_gone_in(&w, &t, "librechatusers", "member").await;
+    assert!(
+        w.find_user("cut@example.com").await.is_none(),
+        "deleted with its object, not left in the deleted role"
+    );
+    assert!(owner_record(&w, "cut@example.com").await.is_none());
+}
+
+/// The check a crash left owed moves nothing out of a role LibreChat's admins replaced under
+/// the name meanwhile: that role, and the account the write put in it, are theirs to decide
+/// (and out of the tenant's reach), not the operator's to undo.
+#[tokio::test]
+async fn an_owed_role_check_leaves_a_role_librechat_replaced_alone() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (mut w, t) = tenant_world("tr-rolecheck-swap", policy).await;
+    let namespaces = format!("{},{t}", w.ns);
+    let instance = lc(&w);
+    let role = |agents: bool| {
+        json!({ "instanceRef": instance.clone(), "name": "TEAMC",
+                                      "permissions": { "AGENTS": { "USE": agents } } })
+    };
+    w.apply_in(&t, "LibreChatRole", "team-c", role(true)).await;
+    ready_in(&w, &t, "librechatroles", "team-c", "True", "Reconciled").await;
+    let member = |role: &str| json!({ "instanceRef": instance.clone(), "email": "swap-c@example.com", "role": role });
+    w.apply_in(&t, "LibreChatUser", "member", member("USER"))
+        .await;
+    let id = status_user_id(&w, &t, "member").await;
+
+    w.stop_operator();
+    w.apply_in(&t, "LibreChatUser", "member", member("TEAMC"))
+        .await;
+    let crash = [("LIBRECHAT_OPERATOR_CRASH_AT", "after-role-change")];
+    w.start_operator_in_with_env(&namespaces, &crash);
+    assert_eq!(w.wait_operator_exit(PATIENCE).await, Some(86));
+    assert_eq!(user_doc(&w, id).await.unwrap().get_str("role"), Ok("TEAMC"));
+    let record = owner_record(&w, "swap-c@example.com").await.unwrap();
+    assert!(record.get_document("roleCheck").is_ok(), "{record}");
+    // LibreChat's admins replace the role under its name while the operator is down.
+    let roles = w.db.collection::<Document>("roles");
+    roles.delete_one(doc! { "name": "TEAMC" }).await.unwrap();
+    roles
+        .insert_one(
+            doc! { "_id": ObjectId::new(), "name": "TEAMC", "description": "the admins'",
+            "permissions": { "AGENTS": { "USE": true } }, "__v": 0 },
+        )
+        .await
+        .unwrap();
+
+    w.start_operator_in(Some(&namespaces));
+    w.apply_in(&t, "LibreChatRole", "team-c", role(false)).await;
+    ready_in(&w, &t, "librechatroles", "team-c", "False", "AlreadyExists").await;
+    ready_in(&w, &t, "librechatusers", "member", "False", "NotPermitted").await;
+    eventually("the owed check to be done", || async {
+        let record = owner_record(&w, "swap-c@example.com").await?;
+        record.get("roleCheck").is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        user_doc(&w, id).await.unwrap().get_str("role"),
+        Ok("TEAMC"),
+        "an account in the admins' role is theirs to move"
+    );
 }
 
 /// An object refused because another one holds its group's name (in another namespace,
