@@ -3,6 +3,7 @@
 //! to the account that carries the identity now, write the ban's share, report. Deletion
 //! lifts this ban's shares and nothing else.
 
+use crate::librechat::bans::HeldBan;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,16 +155,29 @@ async fn publish(
 
 async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
+    let uid = ban.uid().unwrap_or_default();
+    let reference = &ban.spec.instance_ref;
+    let target = match target::resolve(ctx, reference, &namespace).await? {
+        Ok(t) => t,
+        Err(p) => {
+            if let Some(t) = target::promises_kept_on(ctx, &p, reference, &namespace).await {
+                if let Err(e) = held_settled(&t.stores.store, &uid).await {
+                    // The refusal is reported; the next look finishes this.
+                    tracing::warn!(error = %e, "could not yet finish a ban change cut short");
+                }
+            }
+            return Ok(Outcome::waiting(ban, p.reason, p.message));
+        }
+    };
+    // Before anything may refuse the object: a refusal must not leave a ban recorded but
+    // not in force (its sessions alive), nor a lift recorded but not done.
+    let held = held_settled(&target.stores.store, &uid).await?;
     let window = match ban.spec.window(created_ms(ban)) {
         Ok(w) => w,
         Err(problems) => {
             let message = format!("{}; nothing was written", problems.join("; "));
             return Ok(Outcome::stalled(ban, reason::INVALID_SPEC, message));
         }
-    };
-    let target = match target::resolve(ctx, &ban.spec.instance_ref, &namespace).await? {
-        Ok(t) => t,
-        Err(p) => return Ok(Outcome::waiting(ban, p.reason, p.message)),
     };
     let recorded = ban.status.as_ref().and_then(|s| s.instance.as_deref());
     if let Some(why) = target::applied_elsewhere(recorded, &target.instance) {
@@ -178,7 +192,17 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
         Ok(b) => b,
         Err(outcome) => return withdraw_if_not_permitted(ban, ctx, &target, outcome).await,
     };
-    enforce(ban, ctx, &target, &window, banned).await
+    enforce(ban, ctx, &target, (&window, held), banned).await
+}
+
+/// The targets `uid`'s ban holds, what a crash or a failed call cut short finished first
+/// (see [`Store::finish_cut_short`]).
+async fn held_settled(store: &Store, uid: &str) -> Result<Vec<HeldBan>, StoreError> {
+    let held = store.shares_of(uid).await?;
+    match store.finish_cut_short(uid, &held).await? {
+        true => store.shares_of(uid).await,
+        false => Ok(held),
+    }
 }
 
 /// A ban its namespace may not hold (any more: the account left the namespace's management)
@@ -260,13 +284,12 @@ async fn enforce(
     ban: &UserBan,
     ctx: &Context,
     target: &Target,
-    window: &BanWindow,
+    (window, held): (&BanWindow, Vec<HeldBan>),
     banned: Banned,
 ) -> Result<Outcome, ReconcileError> {
     let store = &target.stores.store;
     let uid = ban.uid().unwrap_or_default();
     let label = target_label(&banned.target);
-    let held = store.shares_of(&uid).await?;
     let shares = held.iter().filter_map(|h| h.share.as_ref());
     if let Some(other) = shares.clone().find(|s| s.subject != banned.subject) {
         let message = format!(

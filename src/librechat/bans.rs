@@ -209,6 +209,9 @@ pub struct HeldBan {
     pub target: BanTarget,
     pub share: Option<BanShare>,
     pub unsettled: bool,
+    /// Whether a change of this owner's own was cut short there (see
+    /// [`Store::finish_cut_short`]).
+    pub cut_short: bool,
     /// Every share on the target as read with it (the others' too).
     pub shares: Vec<BanShare>,
 }
@@ -302,6 +305,22 @@ impl Store {
         })
     }
 
+    /// Finishes the changes of `owner_uid`'s among `held` that a crash or a failed call cut
+    /// short (a share recorded or removed, the `BANS:` document and the sessions not yet
+    /// following), whatever its ban's reconcile decides next: a ban recorded is in force with
+    /// its sessions ended, a lift recorded is done. Returns whether there was any.
+    pub async fn finish_cut_short(
+        &self,
+        owner_uid: &str,
+        held: &[HeldBan],
+    ) -> Result<bool, StoreError> {
+        let cut_short: Vec<&HeldBan> = held.iter().filter(|h| h.cut_short).collect();
+        for h in &cut_short {
+            self.settle(&h.target, owner_uid).await?;
+        }
+        Ok(!cut_short.is_empty())
+    }
+
     /// Bans the account `user_hex` (about to be created, or just found) for every ban in force
     /// that names one of `subjects` and that `may_carry` lets through (the caller knows whose
     /// bans may reach the new account's owner), so a re-created account is banned before it
@@ -355,11 +374,15 @@ impl Store {
                 let target = BanTarget::from_bans_key(d.get_str("_id").ok()?)?;
                 let shares = shares_in(d);
                 let share = shares.iter().find(|s| s.owner_uid == owner_uid).cloned();
-                let unsettled = d.get_array("settling").is_ok_and(|a| !a.is_empty());
+                let settling = d.get_array("settling").ok();
+                let unsettled = settling.is_some_and(|a| !a.is_empty());
+                let cut_short =
+                    settling.is_some_and(|a| a.iter().any(|u| u.as_str() == Some(owner_uid)));
                 Some(HeldBan {
                     target,
                     share,
                     unsettled,
+                    cut_short,
                     shares,
                 })
             })

@@ -3031,6 +3031,39 @@ async fn a_ban_cut_short_before_ending_the_sessions_still_ends_them() {
                              "sessionsRevoked": [id.to_hex()] }));
 }
 
+/// The same crash, then the ban is edited into one the operator refuses before it reaches
+/// its target (here a `duration` of `0s`): the refusal does not hold up ending the sessions
+/// of the ban already in force.
+#[tokio::test]
+async fn a_refusal_after_a_ban_cut_short_still_ends_its_sessions() {
+    let mut w = World::with_instance("tr-crashban2", json!({})).await;
+    let id = user_with_sessions_and_pending_ban(&mut w).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-ban-written")]);
+    assert_eq!(w.wait_operator_exit(PATIENCE).await, Some(86));
+    assert_eq!(count(&w, "sessions", doc! { "user": id }).await, 2);
+    let patch = json!({ "spec": { "duration": "0s" } });
+    dynamic(&w.client, &w.ns, "UserBan")
+        .patch("wall", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+
+    w.start_operator();
+    ready_in(&w, &w.ns, "userbans", "wall", "False", "InvalidSpec").await;
+    eventually("the banned account's sessions to end", || async {
+        (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
+    })
+    .await;
+    let key = format!("BANS:{}", id.to_hex());
+    let shares = w.db.collection::<Document>("librechat_operator_bans");
+    let record = shares
+        .find_one(doc! { "_id": &key })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(record.get("settling").is_none(), "{record}");
+    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
+}
+
 /// The fault: the operator dies after taking a deleted UserBan's share off the ban, before
 /// lifting it. The next run must still lift it: nothing else would, once the finalizer goes.
 #[tokio::test]
