@@ -633,6 +633,21 @@ async fn revoking_grant_credits_takes_a_tenants_auto_refill_with_it() {
     refill_becomes(&w, ids[1], refill_defaults(), removed).await;
 }
 
+/// The attack: a tenant drops its refill from the object and keeps the object refused at the
+/// write (a provider it may not set), where the settings it wrote used to be left in place,
+/// so that the refill outlives the declaration (and any later revocation of grantCredits).
+/// Refused or not, a refill the object no longer declares is put back.
+#[tokio::test]
+async fn a_refill_is_not_kept_by_an_object_refused_at_its_write() {
+    let (w, t) = tenant_granting_credits("bal-parked").await;
+    let id = tenant_refill_declared(&w, &t, "parked").await;
+    let parked = json!({ "instanceRef": { "name": "lc", "namespace": w.ns.clone() },
+                         "email": "parked@example.com", "provider": "openid" });
+    w.apply_in(&t, "LibreChatUser", "parked", parked).await;
+    refused_in(&w, &t, "parked", "NotPermitted").await;
+    refill_becomes(&w, id, refill_defaults(), "the undeclared refill put back").await;
+}
+
 /// The attack: a tenant about to lose `grantCredits` deletes its object (the account is
 /// retained) so that the refill it declared outlives the revocation. The deletion, once the
 /// namespace may no longer grant credits, puts the refill back before releasing the account.

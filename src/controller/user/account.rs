@@ -76,10 +76,19 @@ pub(super) async fn converge(
         .finish_follow_ups(&claim, &account.stored)
         .await?;
     if let Err(outcome) = correct(ctx, plan, &mut account, user).await? {
-        // Refused because the object may no longer write an adopted account (the instance
-        // revoked manageAdoptedAccounts): the auto-refill it wrote there goes too.
-        if !account.created && !plan.tenancy.may_manage_adopted {
-            store.withdraw_refill(&claim).await?;
+        // Refused: an auto-refill the object may no longer keep (the instance revoked
+        // grantCredits, or manageAdoptedAccounts for an adopted account) or no longer declares
+        // goes all the same, or a team could keep a revoked right by keeping its object refused.
+        let declares_refill =
+            super::balance::declared(user).is_some_and(|b| b.auto_refill.is_some());
+        let may_keep =
+            plan.tenancy.may_grant_credits && (account.created || plan.tenancy.may_manage_adopted);
+        if !(declares_refill && may_keep) {
+            let id = account.stored.id;
+            if store.withdraw_refill(&claim).await? {
+                let withdrawn = super::balance::refill_withdrawn(&plan.instance, id, &plan.email);
+                ctx.changed(user, withdrawn).await;
+            }
         }
         return Ok(Converged::Done(Box::new(outcome)));
     }
