@@ -216,12 +216,32 @@ async fn made_in_librechat(
     if held_under_other_id(store, &role.spec.name, chosen).await? != Some(true) {
         return Ok(None);
     }
-    store.release_access(key, &record.owner.uid).await?;
+    // A record reclaimed to create the role again (LibreChat lost it) still holds the grants
+    // given under the name, which LibreChat's role of the name would inherit.
+    give_up_record(store, &role.spec.name, key, record).await?;
     Ok(Some(Verdict::refused(
         reason::ALREADY_EXISTS,
         format!("a LibreChat role named '{}' was made in LibreChat while this object was creating it: the operator does not take over roles made in LibreChat; choose another name", role.spec.name),
         None,
     )))
+}
+
+/// Gives the name up to a role LibreChat has under it that this object did not make: the
+/// grants the record gave under the name go (they would reach every account in that role),
+/// the drops that promises and any the record still owes are made before the record (which
+/// holds the promises) goes.
+async fn give_up_record(
+    store: &Store,
+    name: &str,
+    key: &str,
+    record: &AccessRecord,
+) -> Result<(), StoreError> {
+    let uid = &record.owner.uid;
+    let principal = Principal::Role(name.to_string());
+    access::converge_grants(store, key, uid, &principal, &[], record).await?;
+    let owed = access::owed_with_recorded(vec![CacheDrop::PromptAccess], record);
+    store.drop_owed_caches(&owed).await?;
+    store.release_access(key, uid).await
 }
 
 /// The refusal of a role whose claim was given up to a role made in LibreChat under its name:
@@ -251,13 +271,7 @@ async fn still_ours(
     match store.find_role(name).await? {
         Some(stored) if stored.id == Some(created_id) => Ok(Ok(record.clone())),
         Some(_) => {
-            let principal = Principal::Role(name.clone());
-            access::converge_grants(store, key, uid, &principal, &[], record).await?;
-            // The drops the withdrawal promised, and any the record still owes, before the
-            // record (which holds the promises) goes.
-            let owed = access::owed_with_recorded(vec![CacheDrop::PromptAccess], record);
-            store.drop_owed_caches(&owed).await?;
-            store.release_access(key, uid).await?;
+            give_up_record(store, name, key, record).await?;
             Ok(Err(Verdict::refused(
                 reason::ALREADY_EXISTS,
                 format!("the LibreChat role '{name}' this object created is gone, and a role of the name was made in LibreChat since: the operator does not take over roles made in LibreChat; its grants were withdrawn. Choose another name"),

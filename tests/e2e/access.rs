@@ -453,6 +453,65 @@ async fn a_role_replaced_in_librechat_under_its_name_is_not_taken_over() {
     }));
 }
 
+/// LibreChat's admin deletes a custom role the operator created, and makes one of the name
+/// while the operator is creating it again: the object gives the name up, and the grants it
+/// gave under the name go with it (they would reach every account in the admins' role). They
+/// were left behind, with no record left to take them back.
+#[tokio::test]
+async fn a_role_made_in_librechat_while_it_is_created_again_takes_no_grants() {
+    let mut w = World::new("acc-role-remade").await;
+    let point = "before-role-permissions";
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_PAUSE_AT", point)]);
+    w.ready_instance("lc", json!({})).await;
+    let owner = ObjectId::new();
+    w.users()
+        .insert_one(foreign_user(owner, "author-remade@example.com"))
+        .await
+        .unwrap();
+    let prompts = seed_resource(&w, "promptgroups", "promptGroup", owner).await;
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "REMADE",
+                       "permissions": { "AGENTS": { "USE": true } },
+                       "grants": [{ "resourceType": "promptGroup", "resourceId": prompts.to_hex(), "access": "viewer" }] });
+    w.apply("LibreChatRole", "remade", role).await;
+    w.wait_condition("librechatroles", "remade", "Ready", "True", None)
+        .await;
+    let grant = |found: bool| {
+        json!({ "principalType": "role", "principalId": "REMADE",
+        "resourceType": "promptGroup", "resourceId": prompts.to_hex(), "permBits": 1, "expectFound": found })
+    };
+    w.contract_check(json!({ "aclEntries": [grant(true)] }));
+
+    // LibreChat's admin deletes it; the object's next look claims it again and is held
+    // before creating it, while the admin makes one of the name.
+    let before = w.times_paused_at(point);
+    let roles = w.db.collection::<Document>("roles");
+    roles.delete_one(doc! { "name": "REMADE" }).await.unwrap();
+    w.wait_paused_at(point, before).await;
+    let theirs = ObjectId::new();
+    roles
+        .insert_one(
+            doc! { "_id": theirs, "name": "REMADE", "description": "the admin's",
+            "permissions": { "AGENTS": { "USE": false } }, "__v": 0 },
+        )
+        .await
+        .unwrap();
+
+    w.wait_condition(
+        "librechatroles",
+        "remade",
+        "Ready",
+        "False",
+        Some("AlreadyExists"),
+    )
+    .await;
+    w.contract_check(json!({
+        "roles": [{ "name": "REMADE", "permissions": { "AGENTS": { "USE": false } } }],
+        "aclEntries": [grant(false)],
+    }));
+    let kept = roles.find_one(doc! { "name": "REMADE" }).await.unwrap();
+    assert_eq!(kept.unwrap().get_object_id("_id"), Ok(theirs));
+}
+
 /// LibreChat's USER role as `initializeRoles` leaves it (the types this test touches).
 fn seeded_user_role() -> Document {
     doc! {
