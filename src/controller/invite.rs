@@ -385,16 +385,8 @@ async fn prepare(
 
 async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let namespace = invite.namespace().unwrap_or_default();
-    let lifetime = match invite.spec.lifetime() {
-        Ok(l) => l,
-        Err(problems) => {
-            return Ok(Outcome::stalled(
-                invite,
-                reason::INVALID_SPEC,
-                format!("{}; nothing was written", problems.join("; ")),
-            ))
-        }
-    };
+    // The instance first: a namespace no longer admitted has its link suspended whatever
+    // else is wrong with the spec (`expiresIn` may be edited into an invalid one).
     let target = match target::resolve(ctx, &invite.spec.instance_ref, &namespace).await? {
         Ok(t) => t,
         Err(p) => {
@@ -403,6 +395,16 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
                 tracing::warn!(invite = %invite.name_any(), %namespace, error = %e, "could not suspend the invitation link; retrying at the next reconcile");
             }
             return Ok(Outcome::waiting(invite, p.reason, p.message));
+        }
+    };
+    let lifetime = match invite.spec.lifetime() {
+        Ok(l) => l,
+        Err(problems) => {
+            return Ok(Outcome::stalled(
+                invite,
+                reason::INVALID_SPEC,
+                format!("{}; nothing was written", problems.join("; ")),
+            ))
         }
     };
     let recorded = invite.status.as_ref().and_then(|s| s.instance.as_deref());

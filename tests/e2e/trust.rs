@@ -4028,6 +4028,41 @@ async fn a_namespace_taken_out_of_the_instance_invites_nobody() {
     w.contract_check(link(true));
 }
 
+/// The attack: a tenant about to be taken out of the policy edits its pending invitation into
+/// an invalid one (an `expiresIn` over the limit), which was refused before the namespace was
+/// looked at, so its link stayed in LibreChat for a namespace no longer admitted.
+#[tokio::test]
+async fn an_invalid_invitation_of_a_namespace_taken_out_stops_working_too() {
+    let (w, t) = tenant_world("tr-inv-bad-out", json!({})).await;
+    let invite = json!({ "instanceRef": lc(&w), "email": "guest-bad@example.com" });
+    w.apply_in(&t, "UserInvite", "guest", invite).await;
+    ready_in(&w, &t, "userinvites", "guest", "True", "TokenOnly").await;
+    let tokens = doc! { "email": "guest-bad@example.com" };
+    assert_eq!(count(&w, "tokens", tokens.clone()).await, 1);
+    let patch = json!({ "spec": { "expiresIn": "400d" } });
+    dynamic(&w.client, &t, "UserInvite")
+        .patch("guest", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    ready_in(&w, &t, "userinvites", "guest", "False", "InvalidSpec").await;
+
+    w.ready_instance("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    ready_in(
+        &w,
+        &t,
+        "userinvites",
+        "guest",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    eventually("the link to stop working", || async {
+        (count(&w, "tokens", tokens.clone()).await == 0).then_some(())
+    })
+    .await;
+}
+
 /// The attack: a tenant's invitation waits out its namespace's suspension while the
 /// administrators declare the same email for someone else; when the namespace is admitted
 /// again, its link must not come back over that declaration.
