@@ -4065,6 +4065,18 @@ async fn a_namespace_taken_out_of_the_instance_invites_nobody() {
     w.contract_check(link(true));
 }
 
+/// Takes the tenant `t` out of the instance's policy; returns once its invitation `name` says
+/// so and no token matching `tokens` is left in LibreChat.
+async fn taken_out_until_its_link_stops(w: &World, t: &str, name: &str, tokens: Document) {
+    w.ready_instance("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    ready_in(w, t, "userinvites", name, "False", "NamespaceNotAllowed").await;
+    eventually("the link to stop working", || async {
+        (count(w, "tokens", tokens.clone()).await == 0).then_some(())
+    })
+    .await;
+}
+
 /// The attack: a tenant about to be taken out of the policy edits its pending invitation into
 /// an invalid one (an `expiresIn` over the limit), which was refused before the namespace was
 /// looked at, so its link stayed in LibreChat for a namespace no longer admitted.
@@ -4083,21 +4095,7 @@ async fn an_invalid_invitation_of_a_namespace_taken_out_stops_working_too() {
         .unwrap();
     ready_in(&w, &t, "userinvites", "guest", "False", "InvalidSpec").await;
 
-    w.ready_instance("lc", json!({ "allowedNamespaces": [] }))
-        .await;
-    ready_in(
-        &w,
-        &t,
-        "userinvites",
-        "guest",
-        "False",
-        "NamespaceNotAllowed",
-    )
-    .await;
-    eventually("the link to stop working", || async {
-        (count(&w, "tokens", tokens.clone()).await == 0).then_some(())
-    })
-    .await;
+    taken_out_until_its_link_stops(&w, &t, "guest", tokens).await;
 }
 
 /// The attack: a tenant's invitation waits out its namespace's suspension while the
@@ -4112,21 +4110,7 @@ async fn a_link_does_not_come_back_over_a_declaration_made_while_its_namespace_w
     let tokens = doc! { "email": "later-theirs@example.com" };
     assert_eq!(count(&w, "tokens", tokens.clone()).await, 1);
 
-    w.ready_instance("lc", json!({ "allowedNamespaces": [] }))
-        .await;
-    ready_in(
-        &w,
-        &t,
-        "userinvites",
-        "early",
-        "False",
-        "NamespaceNotAllowed",
-    )
-    .await;
-    eventually("the link to stop working", || async {
-        (count(&w, "tokens", tokens.clone()).await == 0).then_some(())
-    })
-    .await;
+    taken_out_until_its_link_stops(&w, &t, "early", tokens.clone()).await;
     // Meanwhile the administrators declare the email (its account waits for a password).
     declared_without_account(&w, "theirs", "later-theirs@example.com").await;
 
