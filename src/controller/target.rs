@@ -361,40 +361,26 @@ pub async fn cleanup_target(
 }
 
 /// Where an object refused for `problem` still keeps what its records promised (sessions to
-/// end, caches to drop): a namespace taken out of `allowedNamespaces`, or an instance not
-/// Ready for its own spec (invalid, or being deleted) while its database is there, writes
-/// nothing new, but a follow-up owed for an earlier write is done. `None` for any other
-/// problem (an outage, a missing instance: nothing to reach), and when the stores cannot be
-/// reached now: the refusal is reported all the same and looked at again, keeping the
-/// promises then.
+/// end, caches to drop): a namespace taken out of `allowedNamespaces` writes nothing new, but
+/// a follow-up owed for an earlier write is done. `None` for any other problem (an outage, a
+/// missing instance, an instance not Ready for its own spec: every dependent reaching for
+/// its database at each retry, with no health check of it, would cost more than the wait),
+/// and when the stores cannot be reached now: the refusal is reported all the same and looked
+/// at again, keeping the promises then.
 pub async fn promises_kept_on(
     ctx: &Context,
     problem: &TargetProblem,
     reference: &InstanceRef,
     namespace: &str,
 ) -> Option<Target> {
-    let kept = [reason::NAMESPACE_NOT_ALLOWED, reason::INSTANCE_NOT_READY];
-    if !kept.contains(&problem.reason) {
+    if problem.reason != reason::NAMESPACE_NOT_ALLOWED {
         return None;
     }
     let instance = find_instance(ctx, reference, namespace).await.ok()??;
-    if problem.reason == reason::INSTANCE_NOT_READY && !not_ready_for_its_spec(&instance) {
-        return None;
-    }
     let stores = cleanup_stores(ctx, &instance, namespace, false)
         .await
         .ok()?;
     Some(Target { instance, stores })
-}
-
-/// Whether `instance` is not Ready for what its own spec or its deletion says, not for an
-/// outage: its database is there for its dependents' owed follow-ups.
-fn not_ready_for_its_spec(instance: &LibreChatInstance) -> bool {
-    let ready = find_condition(instance.conditions(), condition::READY);
-    let by_spec = ready.is_some_and(|c| {
-        [reason::INVALID_SPEC, reason::DEPENDENTS_REMAIN].contains(&c.reason.as_str())
-    });
-    by_spec || instance.metadata.deletion_timestamp.is_some()
 }
 
 /// The instance an object in `namespace` refers to, when it exists and admits the namespace,

@@ -18,12 +18,13 @@ use super::ownership::{Claim, FollowUp};
 use super::users::StoredUser;
 use super::{Store, StoreError};
 
-/// A custom role written to an account and not yet checked: its name, and the `_id` its
-/// LibreChatRole created it under.
+/// A role a LibreChatRole declares, written to an account and not yet checked: its name, and
+/// the `_id` its record named when the writer's policy read it (none in records of versions
+/// that kept no `_id`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoleCheck {
     pub role: String,
-    pub role_id: ObjectId,
+    pub role_id: Option<ObjectId>,
 }
 
 impl RoleCheck {
@@ -31,32 +32,31 @@ impl RoleCheck {
         let check = record.get_document("roleCheck").ok()?;
         Some(RoleCheck {
             role: check.get_str("role").ok()?.to_string(),
-            role_id: check.get_object_id("roleId").ok()?,
+            role_id: check.get_object_id("roleId").ok(),
         })
+    }
+
+    fn as_doc(&self) -> Document {
+        let mut check = doc! { "role": &self.role };
+        if let Some(id) = self.role_id {
+            check.insert("roleId", id);
+        }
+        check
     }
 }
 
 impl Store {
-    /// Records, before `role` is written to the account the claim of `email` by `owner_uid`
-    /// names, that the write must be checked (see the module), if `role` is one a LibreChatRole
-    /// created (the only roles the operator deletes). Returns the check promised, if one was.
+    /// Records, before a role a LibreChatRole declares is written to the account the claim of
+    /// `email` by `owner_uid` names, that the write must be checked (see the module).
     pub async fn promise_role_check(
         &self,
         email: &str,
         owner_uid: &str,
-        role: &str,
-    ) -> Result<Option<RoleCheck>, StoreError> {
-        let record = self.access_record(&role_key(role)).await?;
-        let declared = record.filter(|r| r.owner.kind == "LibreChatRole" && r.created);
-        let Some(role_id) = declared.and_then(|r| r.target) else {
-            return Ok(None);
-        };
-        let set = doc! { "$set": { "roleCheck": { "role": role, "roleId": role_id } } };
-        self.note_role_check(email, owner_uid, set).await?;
-        Ok(Some(RoleCheck {
-            role: role.to_string(),
-            role_id,
-        }))
+        check: &RoleCheck,
+    ) -> Result<(), StoreError> {
+        let filter = doc! { "_id": email, "uid": owner_uid };
+        let set = doc! { "$set": { "roleCheck": check.as_doc() } };
+        self.note_role_check(filter, set).await
     }
 
     /// Checks the write `check` recorded to `stored` (the claim's account; its `role` as read
@@ -73,16 +73,19 @@ impl Store {
         let mut left = false;
         if self.deleted_under(check).await? {
             // Only if it is still in the role (read in the update itself): the deletion may
-            // have moved it already, or LibreChat's admins elsewhere.
+            // have moved it already, or LibreChat's admins elsewhere. A drop owed before is
+            // left owed when nothing moved.
             self.promise(email, owner_uid, FollowUp::DropCaches).await?;
             left = self.leave_role(stored.id, &check.role).await?;
             if left {
                 self.drop_user_caches(stored).await?;
+                self.fulfilled(email, owner_uid, FollowUp::DropCaches)
+                    .await?;
             }
-            self.fulfilled(email, owner_uid, FollowUp::DropCaches)
-                .await?;
         }
-        self.note_role_check(email, owner_uid, doc! { "$unset": { "roleCheck": "" } })
+        // This check only: a newer write's promise stays.
+        let filter = doc! { "_id": email, "uid": owner_uid, "roleCheck": check.as_doc() };
+        self.note_role_check(filter, doc! { "$unset": { "roleCheck": "" } })
             .await?;
         Ok(left)
     }
@@ -102,26 +105,23 @@ impl Store {
     }
 
     /// Whether the role `check` names is being deleted, or was, by the LibreChatRole that
-    /// created it: its record says so, or neither its record nor a role of the name is left.
-    /// A role of the name under another record or none (replaced in LibreChat's admin UI,
-    /// or created again) is not.
+    /// declared it: its record says so, or names another `_id` now (the name released and
+    /// claimed again), or neither a record nor a role of the name is left. A role of the name
+    /// under no record, or one handed to the administrators, is not (LibreChat's, or theirs).
     async fn deleted_under(&self, check: &RoleCheck) -> Result<bool, StoreError> {
         match self.access_record(&role_key(&check.role)).await? {
-            Some(record) => Ok(record.owner.kind == "LibreChatRole"
-                && record.target == Some(check.role_id)
-                && record.releasing),
+            Some(record) if record.owner.kind == "LibreChatRole" => {
+                let claimed_again = check.role_id.is_some_and(|id| record.target != Some(id));
+                Ok(claimed_again || record.releasing)
+            }
+            Some(_) => Ok(false),
             None => Ok(self.find_role(&check.role).await?.is_none()),
         }
     }
 
-    async fn note_role_check(
-        &self,
-        email: &str,
-        owner_uid: &str,
-        update: Document,
-    ) -> Result<(), StoreError> {
+    async fn note_role_check(&self, filter: Document, update: Document) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
-            .update_one(doc! { "_id": email, "uid": owner_uid }, update)
+            .update_one(filter, update)
             .deadline("recording a role check")
             .await
             .map(|_| ())

@@ -2992,43 +2992,6 @@ async fn a_role_refusal_after_a_crash_between_new_password_and_revocation_still_
     w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
 }
 
-/// The same crash, then an administrator's edit makes the instance invalid (a `domainClient`
-/// without its scheme) before the operator is back: its dependents wait for the instance, and
-/// the sessions the password change ended still end meanwhile (its database is there).
-#[tokio::test]
-async fn an_instance_invalid_for_its_spec_does_not_hold_up_a_revocation() {
-    let mut w = World::with_instance("tr-crashinst", json!({})).await;
-    let (id, _) = rotated_and_crashed_before_revocation(&mut w).await;
-    let patch = json!({ "spec": { "domainClient": "chat.example.com" } });
-    dynamic(&w.client, &w.ns, "LibreChatInstance")
-        .patch("lc", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    w.start_operator();
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "Ready",
-        "False",
-        Some("InvalidSpec"),
-    )
-    .await;
-    w.wait_condition(
-        "librechatusers",
-        "c",
-        "Ready",
-        "False",
-        Some("InstanceNotReady"),
-    )
-    .await;
-    eventually("the sessions to be revoked", || async {
-        (count(&w, "sessions", doc! { "user": id }).await == 0).then_some(())
-    })
-    .await;
-    assert!(follow_ups(&w, "crash@example.com").await.is_empty());
-    w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
-}
-
 /// `b` (banned@example.com) with two sessions, and a permanent UserBan `wall` of it applied
 /// while the operator is down. Returns the account.
 async fn user_with_sessions_and_pending_ban(w: &mut World) -> ObjectId {

@@ -14,7 +14,6 @@ use crate::controller::password::ResolvedPassword;
 use crate::librechat::bans::BanShare;
 use crate::librechat::one_shot::OneShot;
 use crate::librechat::ownership::{Claim, FollowUp};
-use crate::librechat::permissions::is_built_in;
 use crate::librechat::role_check::RoleCheck;
 use crate::librechat::users::{as_created, drift, leaves_local_sign_in, Created, StoredUser};
 use crate::librechat::StoreError;
@@ -38,6 +37,7 @@ pub(super) async fn converge(
     plan: &Plan,
     mut claim: Claim,
     user: &LibreChatUser,
+    role_check: Option<RoleCheck>,
 ) -> Result<Converged, ReconcileError> {
     let store = plan.store();
     let by_claim = match claim.user_id {
@@ -55,7 +55,7 @@ pub(super) async fn converge(
     let account = match existing {
         None => {
             let replaces_deleted = claim.confirmed && claim.user_id.is_some();
-            let created = create(ctx, plan, &claim, user).await?;
+            let created = create(ctx, plan, &claim, user, role_check.as_ref()).await?;
             if replaces_deleted {
                 // As the record now says (see `renew_reservation`): the deleted account's
                 // verification link is no link of the new one.
@@ -72,10 +72,15 @@ pub(super) async fn converge(
         Ok(a) => a,
         Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
     };
-    plan.store()
+    let left_role = plan
+        .store()
         .finish_follow_ups(&claim, &account.stored)
         .await?;
-    if let Err(outcome) = correct(ctx, plan, &mut account, user).await? {
+    if left_role {
+        // A write of an earlier reconcile raced its role's deletion: moved to USER just now.
+        account.stored.role = Some("USER".into());
+    }
+    if let Err(outcome) = correct(ctx, plan, &mut account, user, role_check.as_ref()).await? {
         // Refused: an auto-refill the object may no longer keep (the instance revoked
         // grantCredits, or manageAdoptedAccounts for an adopted account) or no longer declares
         // goes all the same, or a team could keep a revoked right by keeping its object refused.
@@ -141,16 +146,19 @@ async fn role_taken_away(
     Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)))
 }
 
-/// Records, before a write of the declared role, the check the write owes once made, if the
-/// role is a custom one (see `librechat::role_check`).
-async fn promise_role_check(plan: &Plan) -> Result<Option<RoleCheck>, StoreError> {
-    match plan.desired.role.as_deref() {
-        Some(role) if !is_built_in(role) => {
-            let (email, owner) = (&plan.email, &plan.owner.uid);
-            plan.store().promise_role_check(email, owner, role).await
-        }
-        _ => Ok(None),
-    }
+/// Records, before a write of the declared role, the check the write owes once made, if it
+/// owes one (a role a LibreChatRole declares, as the role policy read it: see
+/// `librechat::role_check`).
+async fn promise_role_check(
+    plan: &Plan,
+    check: Option<&RoleCheck>,
+) -> Result<Option<RoleCheck>, StoreError> {
+    let Some(check) = check else {
+        return Ok(None);
+    };
+    let (email, owner) = (&plan.email, &plan.owner.uid);
+    plan.store().promise_role_check(email, owner, check).await?;
+    Ok(Some(check.clone()))
 }
 
 /// [`in_sync`] with the balance status read for it.
@@ -264,6 +272,7 @@ async fn create(
     plan: &Plan,
     claim: &Claim,
     user: &LibreChatUser,
+    role_check: Option<&RoleCheck>,
 ) -> Result<Result<Account, Outcome>, ReconcileError> {
     let store = plan.store();
     let (email, uid) = (&plan.email, &plan.owner.uid);
@@ -286,7 +295,7 @@ async fn create(
     store
         .carry_bans(&ban_subjects(plan), &reserved.to_hex(), may_carry)
         .await?;
-    let role_check = promise_role_check(plan).await?;
+    let role_check = promise_role_check(plan, role_check).await?;
     crate::fault::pause_point("before-account-create").await;
     let created = store.create_user(reserved, &plan.desired, hash).await?;
     ctx.hashed_ahead.forget(uid);
@@ -552,6 +561,7 @@ async fn correct(
     plan: &Plan,
     account: &mut Account,
     user: &LibreChatUser,
+    role_check: Option<&RoleCheck>,
 ) -> Result<Result<(), Outcome>, ReconcileError> {
     let changed = drift(&account.stored, &plan.desired);
     if let Some(why) = write_refused(plan, account, &changed).await? {
@@ -569,7 +579,7 @@ async fn correct(
         store
             .promise(&plan.email, &plan.owner.uid, FollowUp::DropCaches)
             .await?;
-        account.role_check = promise_role_check(plan).await?;
+        account.role_check = promise_role_check(plan, role_check).await?;
     }
     if signs_out {
         store

@@ -41,6 +41,7 @@ use crate::api::validate::check_email;
 use crate::api::{LibreChatInstance, LibreChatUser};
 use crate::librechat::access::role_key;
 use crate::librechat::ownership::Owner;
+use crate::librechat::role_check::RoleCheck;
 use crate::librechat::users::DesiredUser;
 use crate::librechat::Store;
 
@@ -305,14 +306,15 @@ async fn claim_and_converge(
     plan: &Plan,
     user: &LibreChatUser,
 ) -> Result<Converged, ReconcileError> {
-    if let Some(outcome) = role_refusal(ctx, plan, user).await? {
-        return Ok(Converged::Done(Box::new(outcome)));
-    }
+    let role_check = match role_refusal(ctx, plan, user).await? {
+        Ok(check) => check,
+        Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
+    };
     let claim = match claim::take_ownership(ctx, plan, user).await? {
         Ok(claim) => claim,
         Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
     };
-    let converged = account::converge(ctx, plan, claim, user).await?;
+    let converged = account::converge(ctx, plan, claim, user, role_check).await?;
     if let Converged::Done(outcome) = &converged {
         if let (Some(id), true) = (outcome.user_id, outcome.ready.ok == Some(true)) {
             ctx.settled
@@ -359,16 +361,19 @@ fn tenancy_refusal(user: &LibreChatUser, tenancy: &Tenancy, email: &str) -> Opti
 /// is written (not on the settled path, which writes nothing: a role an account is in is in
 /// use, and no other namespace can claim it meanwhile). What its claim still owes the account
 /// is finished all the same, the check of a role write cut short included.
+///
+/// `Ok` holds the check a write of the declared role owes, if it owes one.
 async fn role_refusal(
     ctx: &Context,
     plan: &Plan,
     user: &LibreChatUser,
-) -> Result<Option<Outcome>, ReconcileError> {
+) -> Result<Result<Option<RoleCheck>, Outcome>, ReconcileError> {
     let Some(role) = user.spec.role.as_deref() else {
-        return Ok(None);
+        return Ok(Ok(None));
     };
-    let Some(why) = role_policy::refusal(plan.store(), &plan.tenancy, role).await? else {
-        return Ok(None);
+    let (refused, check) = role_policy::refusal(plan.store(), &plan.tenancy, role).await?;
+    let Some(why) = refused else {
+        return Ok(Ok(check));
     };
     let revoked = !plan.tenancy.may_grant_credits;
     let moved = settle_refused(ctx, user, &plan.instance, plan.store(), revoked).await?;
@@ -380,7 +385,7 @@ async fn role_refusal(
         ),
         false => format!("{why}; nothing was written"),
     };
-    Ok(Some(Outcome::waiting(reason::NOT_PERMITTED, message, user)))
+    Ok(Err(Outcome::waiting(reason::NOT_PERMITTED, message, user)))
 }
 
 /// Dereference and validate: reads only, but for what the object's claim still owes its

@@ -51,7 +51,8 @@ async fn unchanged(
     user: &LibreChatUser,
 ) -> Result<Option<Outcome>, ReconcileError> {
     // The claim's own account, nothing owed on it: no adoption, no follow-up to finish.
-    let own = claim.user_id == Some(stored.id) && claim.confirmed && claim.follow_ups.is_empty();
+    let owes = !claim.follow_ups.is_empty() || claim.role_check.is_some();
+    let own = claim.user_id == Some(stored.id) && claim.confirmed && !owes;
     let as_declared = account::matches_declaration(plan, stored);
     let password_applied =
         !plan.declares_password() || account::password_applied_to(plan, user, stored.id);

@@ -3,8 +3,9 @@
 //! in it, so declaring someone else's custom role is a privilege escalation like `ADMIN`.
 
 use crate::controller::tenancy::Tenancy;
-use crate::librechat::access::role_key;
+use crate::librechat::access::{role_key, AccessRecord};
 use crate::librechat::permissions::is_built_in;
+use crate::librechat::role_check::RoleCheck;
 use crate::librechat::{Store, StoreError};
 
 /// Why an object of `tenancy` may not hold an account in `role`, if it may not. `USER` is
@@ -14,16 +15,33 @@ use crate::librechat::{Store, StoreError};
 /// LibreChatRole declares is that tenant's alone: whoever holds the name sets the permissions
 /// of every account in it, so neither the administrators nor another tenant put accounts in
 /// it (a tenant claiming a name first must not come to govern the administrators' accounts).
+///
+/// Also returns, for a role a LibreChatRole declares, the check a write of it owes (see
+/// `librechat::role_check`), made from the record read here: the role's deletion may finish
+/// before the write.
 pub(super) async fn refusal(
     store: &Store,
     tenancy: &Tenancy,
     role: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<(Option<String>, Option<RoleCheck>), StoreError> {
     if is_built_in(role) {
-        return Ok(None);
+        return Ok((None, None));
     }
     let record = store.access_record(&role_key(role)).await?;
     let declared = record.as_ref().filter(|r| r.owner.kind == "LibreChatRole");
+    let check = declared.map(|r| RoleCheck {
+        role: role.to_string(),
+        role_id: r.target,
+    });
+    Ok((refusal_given(store, tenancy, role, declared).await?, check))
+}
+
+async fn refusal_given(
+    store: &Store,
+    tenancy: &Tenancy,
+    role: &str,
+    declared: Option<&AccessRecord>,
+) -> Result<Option<String>, StoreError> {
     match declared.map(|r| (r.releasing, r.owner.namespace.as_str())) {
         Some((releasing, namespace)) if namespace == tenancy.namespace => {
             // Only while LibreChat has it: not before it is created, nor once its deletion
