@@ -295,8 +295,8 @@ async fn create(
     store
         .carry_bans(&ban_subjects(plan), &reserved.to_hex(), may_carry)
         .await?;
-    let role_check = promise_role_check(plan, role_check).await?;
     crate::fault::pause_point("before-account-create").await;
+    let role_check = promise_role_check(plan, role_check).await?;
     let created = store.create_user(reserved, &plan.desired, hash).await?;
     ctx.hashed_ahead.forget(uid);
     match created {
