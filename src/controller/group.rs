@@ -503,7 +503,13 @@ async fn release_linked_group(
     record: &AccessRecord,
     linked: &StoredGroup,
 ) -> Result<(), ReconcileError> {
-    withdraw_from_linked(&target.stores.store, key, &record.owner.uid, record, linked).await?;
+    let store = &target.stores.store;
+    let owed = withdraw_from_linked(store, key, &record.owner.uid, record, linked).await?;
+    // The second drop the record promised (another LibreChat process may have rebuilt a
+    // member's principals from the old membership meanwhile), before the record that holds
+    // the promise goes, as a deleted group's.
+    tokio::time::sleep(access::SECOND_DROP_AFTER).await;
+    store.drop_owed_caches(&owed).await?;
     let note = format!(
         "released LibreChat group '{name}': LibreChat linked it to a {} group, so it stays",
         linked.source
@@ -516,14 +522,15 @@ async fn release_linked_group(
 
 /// Takes out of a group LibreChat linked to a directory group what the record `key` put
 /// there: its grants (by their entries) and the members the operator added (the directory's
-/// stay), their cached principals and the prompt access dropped as promised.
+/// stay), their cached principals and the prompt access dropped as promised (once: returns
+/// the drops, whose second drop is due later).
 async fn withdraw_from_linked(
     store: &Store,
     key: &str,
     uid: &str,
     record: &AccessRecord,
     linked: &StoredGroup,
-) -> Result<(), ReconcileError> {
+) -> Result<Vec<CacheDrop>, ReconcileError> {
     let principal = Principal::Group(linked.id);
     access::converge_grants(store, key, uid, &principal, &[], record).await?;
     let added: Vec<String> = record
@@ -541,7 +548,7 @@ async fn withdraw_from_linked(
         .await?;
     store.drop_owed_caches(&owed).await?;
     store.forget_members(key, uid, &added).await?;
-    Ok(())
+    Ok(owed)
 }
 
 /// Deletes one group the object's record `key` names, then the record.
