@@ -457,11 +457,6 @@ async fn suspend_link(
     problem: &target::TargetProblem,
     namespace: &str,
 ) -> Result<(), ReconcileError> {
-    // Only a namespace the instance no longer admits: an instance not Ready for its own
-    // spec keeps its tenants' links.
-    if problem.reason != reason::NAMESPACE_NOT_ALLOWED {
-        return Ok(());
-    }
     let reference = &invite.spec.instance_ref;
     let Some(target) = target::promises_kept_on(ctx, problem, reference, namespace).await else {
         return Ok(());

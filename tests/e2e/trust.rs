@@ -1620,6 +1620,20 @@ async fn a_tenants_ban_does_not_outlive_its_hold_on_the_account() {
     w.contract_check(json!({ "bans": [{ "key": key, "expectActive": false }] }));
 }
 
+/// What LibreChat's admins do in their UI: delete the role `name` and make one of theirs
+/// under the name (another `_id`).
+async fn replace_role_in_librechat(w: &World, name: &str) {
+    let roles = w.db.collection::<Document>("roles");
+    roles.delete_one(doc! { "name": name }).await.unwrap();
+    roles
+        .insert_one(
+            doc! { "_id": ObjectId::new(), "name": name, "description": "the admins'",
+            "permissions": { "AGENTS": { "USE": true } }, "__v": 0 },
+        )
+        .await
+        .unwrap();
+}
+
 /// The attack: LibreChat's admins delete a tenant's role in their UI and make one of theirs
 /// under the name (with `access:admin`, say), then move an account the tenant created into
 /// it; the tenant keeps its LibreChatRole from reconciling (a grant it may not make) so that
@@ -1660,15 +1674,7 @@ async fn a_tenant_does_not_keep_an_account_in_a_role_librechat_replaced_under_it
     w.apply_in(&t, "LibreChatRole", "team-x", frozen).await;
     ready_in(&w, &t, "librechatroles", "team-x", "False", "NotPermitted").await;
     // LibreChat's admins replace the role and move the account into theirs.
-    let roles = w.db.collection::<Document>("roles");
-    roles.delete_one(doc! { "name": "TEAMX" }).await.unwrap();
-    roles
-        .insert_one(
-            doc! { "_id": ObjectId::new(), "name": "TEAMX", "description": "the admins'",
-            "permissions": { "AGENTS": { "USE": true } }, "__v": 0 },
-        )
-        .await
-        .unwrap();
+    replace_role_in_librechat(&w, "TEAMX").await;
     w.users()
         .update_one(doc! { "_id": id }, doc! { "$set": { "role": "TEAMX" } })
         .await
@@ -1736,15 +1742,7 @@ async fn an_account_settled_in_a_role_librechat_replaced_stops_reading_ready() {
     let id = status_user_id(&w, &t, "member").await;
     ready_in(&w, &t, "librechatusers", "member", "True", "Reconciled").await;
     // LibreChat's admins replace the role under its name; the account is left in it.
-    let roles = w.db.collection::<Document>("roles");
-    roles.delete_one(doc! { "name": "TEAMY" }).await.unwrap();
-    roles
-        .insert_one(
-            doc! { "_id": ObjectId::new(), "name": "TEAMY", "description": "the admins'",
-            "permissions": { "AGENTS": { "USE": true } }, "__v": 0 },
-        )
-        .await
-        .unwrap();
+    replace_role_in_librechat(&w, "TEAMY").await;
     let before = user_doc(&w, id).await.unwrap();
     // The team edits its role: the role's reconcile finds LibreChat's is not the one it made.
     w.apply_in(&t, "LibreChatRole", "team-y", role(false)).await;
@@ -2270,15 +2268,7 @@ async fn an_owed_role_check_leaves_a_role_librechat_replaced_alone() {
     let record = owner_record(&w, "swap-c@example.com").await.unwrap();
     assert!(record.get_document("roleCheck").is_ok(), "{record}");
     // LibreChat's admins replace the role under its name while the operator is down.
-    let roles = w.db.collection::<Document>("roles");
-    roles.delete_one(doc! { "name": "TEAMC" }).await.unwrap();
-    roles
-        .insert_one(
-            doc! { "_id": ObjectId::new(), "name": "TEAMC", "description": "the admins'",
-            "permissions": { "AGENTS": { "USE": true } }, "__v": 0 },
-        )
-        .await
-        .unwrap();
+    replace_role_in_librechat(&w, "TEAMC").await;
 
     w.start_operator_in(Some(&namespaces));
     w.apply_in(&t, "LibreChatRole", "team-c", role(false)).await;

@@ -408,10 +408,8 @@ async fn resolve(
         Err(p) => {
             let reference = &user.spec.instance_ref;
             if let Some(t) = target::promises_kept_on(ctx, &p, reference, &namespace).await {
-                // No longer admitted at all: nor is its auto-refill (an instance not Ready
-                // for its own spec takes nothing away).
-                let revoked = p.reason == reason::NAMESPACE_NOT_ALLOWED;
-                let settled = settle_refused(ctx, user, &t.instance, &t.stores.store, revoked);
+                // No longer admitted at all: nor is its auto-refill.
+                let settled = settle_refused(ctx, user, &t.instance, &t.stores.store, true);
                 if let Err(e) = settled.await {
                     // The refusal is reported; the next look finishes this.
                     tracing::warn!(error = %e, "could not yet finish what a refused object owes its account");
@@ -433,8 +431,7 @@ async fn resolve(
 }
 
 /// Finishes what a refused object's claim owes its account and, when it may no longer declare
-/// auto-refill (`revoked`), puts back the settings it wrote.
-/// Returns whether the account moved out of a role whose deletion raced its write (see
+/// auto-refill (`revoked`), puts back the settings it wrote. Returns whether the account moved out of a role whose deletion raced its write (see
 /// `librechat::role_check`).
 async fn settle_refused(
     ctx: &Context,
