@@ -12,10 +12,11 @@ use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
 use super::audit::Change;
-use super::caches::{declaring, Source};
+use super::caches::Source;
 use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::resync_period;
+use super::invite_rivals::{declared_elsewhere, Asking};
 use super::owned_secret::{self, OwnedSecretError};
 use super::report::report;
 use super::secrets::value_of;
@@ -416,9 +417,6 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
     Ok(outcome)
 }
 
-/// A namespace taken out of the instance's `allowedNamespaces` invites nobody any more: the
-/// link it issued stops working (its token goes). The record stays, so admitting the namespace
-/// again puts the same link back (as a link used without registering is), until it expires.
 /// How the invitation ended, if it did: from its record, or from a status that says so
 /// (recorded then).
 async fn closed_as(
@@ -451,6 +449,9 @@ async fn closed_as(
     }
 }
 
+/// A namespace taken out of the instance's `allowedNamespaces` invites nobody any more: the
+/// link it issued stops working (its token goes). The record stays, so admitting the namespace
+/// again puts the same link back (as a link used without registering is), until it expires.
 async fn suspend_link(
     invite: &UserInvite,
     ctx: &Context,
@@ -468,13 +469,47 @@ async fn suspend_link(
     else {
         return Ok(());
     };
-    if store
-        .find_invite_token(&record.email, &record.token_hash)
-        .await?
-        .is_some()
-    {
+    let why = format!("the instance no longer admits namespace '{namespace}'");
+    take_link_out(invite, ctx, &target, &record, &why).await?;
+    Ok(())
+}
+
+/// An issued invitation of an email its namespace's emailDomains no longer admit: its link
+/// stops working as a suspended one does (admitting the domain again puts it back until it
+/// expires), and it is neither mailed nor given a longer life meanwhile.
+async fn outside_domains(
+    invite: &UserInvite,
+    ctx: &Context,
+    target: &Target,
+    record: &InviteRecord,
+    why: String,
+    resync: Duration,
+) -> Result<Outcome, ReconcileError> {
+    take_link_out(invite, ctx, target, record, &why).await?;
+    let message = format!("{why}; the invitation's link no longer works (admitting the domain again puts it back until it expires)");
+    let refused = Outcome::stalled(invite, reason::NOT_PERMITTED, message);
+    Ok(Outcome {
+        requeue: Some(resync),
+        ..refused
+    })
+}
+
+/// Deletes an issued invitation's token while its record stays, said once.
+async fn take_link_out(
+    invite: &UserInvite,
+    ctx: &Context,
+    target: &Target,
+    record: &InviteRecord,
+    why: &str,
+) -> Result<(), StoreError> {
+    let store = &target.stores.store;
+    let token = store.find_invite_token(&record.email, &record.token_hash);
+    if token.await?.is_some() {
         store.delete_invite_token(&record.token_hash).await?;
-        let note = format!("the invitation link of {} no longer works: the instance no longer admits namespace '{namespace}'", record.email);
+        let note = format!(
+            "the invitation link of {} no longer works: {why}",
+            record.email
+        );
         let change = invite_change("Suspended", &target.instance, &record.email, note);
         ctx.changed(invite, change).await;
     }
@@ -511,12 +546,15 @@ async fn follow(
     // so, not the status anyone may write (clearing it must not revive a link); a status
     // that says so is believed only in that direction, and closes a record of an earlier
     // version that did not.
+    let tenancy = Tenancy::of(&target.instance, &namespace);
     if let Some(closed) = closed_as(store, &uid, recorded.as_ref(), phase).await? {
-        if closed != InvitePhase::Accepted {
+        // A status alone (no record: nothing was issued) names no account.
+        if closed != InvitePhase::Accepted || recorded.is_none() {
             return Ok(finished(closed, expires_at, None));
         }
         let account = store.find_user_by_email(&email).await?;
-        return Ok(finished(closed, expires_at, account.map(|a| a.id.to_hex())));
+        let shown = shown_account(store, &tenancy, &email, account).await?;
+        return Ok(finished(closed, expires_at, shown));
     }
     if let Some(applied) = recorded.as_ref().filter(|r| r.email != email) {
         let message = format!("the invite's email is immutable: this invite was issued for {}; delete it and create a new one for {email}", applied.email);
@@ -524,11 +562,23 @@ async fn follow(
     }
     // Before anything is read of the email: a namespace outside its domains learns nothing
     // of the account. An invitation issued before the policy said so runs its course.
-    let refusal = Tenancy::of(&target.instance, &namespace).email_refusal(&email);
-    if let Some(why) = refusal.filter(|_| recorded.is_none()) {
-        return refused_unissued(invite, ctx, reason::NOT_PERMITTED, why).await;
+    // An invitation issued before loses its link, as one of a namespace taken out does.
+    if let Some(why) = tenancy.email_outside_domains(&email) {
+        return match &recorded {
+            None => {
+                refused_unissued(
+                    invite,
+                    ctx,
+                    reason::NOT_PERMITTED,
+                    format!("{why}; nothing was written"),
+                )
+                .await
+            }
+            Some(record) => outside_domains(invite, ctx, target, record, why, resync).await,
+        };
     }
     let account = store.find_user_by_email(&email).await?;
+    let recorded_end = recorded.as_ref().and_then(|r| r.expires_at_ms);
     let Some(token_hash) = recorded.map(|r| r.token_hash) else {
         if now >= expires_ms {
             // Refused (or waiting for its Secret) for longer than its lifetime: it ends
@@ -542,9 +592,10 @@ async fn follow(
         }
         // Before whether the account exists: another team's account and another team's
         // pending invitation must read the same to a tenant.
-        let tenancy = Tenancy::of(&target.instance, &namespace);
         let checked = (store, &target.instance, &tenancy, email.as_str());
-        if let Some(why) = declared_elsewhere(ctx, checked, Source::Caches).await? {
+        if let Some(why) =
+            declared_elsewhere(ctx, checked, unissued(invite), Source::Caches).await?
+        {
             return declared_elsewhere_refusal(invite, ctx, why, resync).await;
         }
         if account.is_some() {
@@ -563,19 +614,22 @@ async fn follow(
         store.close_invite(&uid, "Accepted").await?;
         ctx.event(invite, false, "Accepted", format!("{email} registered"))
             .await;
-        return Ok(finished(
-            InvitePhase::Accepted,
-            expires_at,
-            Some(account.id.to_hex()),
-        ));
+        let shown = shown_account(store, &tenancy, &email, Some(account)).await?;
+        return Ok(finished(InvitePhase::Accepted, expires_at, shown));
     }
-    if now >= expires_ms {
+    // The end its link was given counts too: a lifetime lengthened after it passed (while
+    // the invitation was refused, or suspended) does not bring a dead link back.
+    let given_end = recorded_end.or(token.as_ref().map(|t| t.expires_at_ms));
+    if now >= expires_ms || given_end.is_some_and(|end| now >= end) {
         store.delete_invite_token(&token_hash).await?;
         store.close_invite(&uid, "Expired").await?;
         let note = format!("the invitation of {email} expired unused");
         let change = invite_change("Expired", &target.instance, &email, note);
         ctx.changed(invite, change).await;
         return Ok(finished(InvitePhase::Expired, expires_at, None));
+    }
+    if recorded_end != Some(expires_ms) {
+        store.record_invite_end(&uid, expires_ms).await?;
     }
     match token {
         Some(t) if t.expires_at_ms != expires_ms => {
@@ -588,10 +642,19 @@ async fn follow(
             // a tenant whose email another namespace declared meanwhile (its namespace was
             // taken out of the instance and admitted again, say): a link is never written
             // over another team's declaration.
-            let tenancy = Tenancy::of(&target.instance, &namespace);
             let checked = (store, &target.instance, &tenancy, email.as_str());
             for from in [Source::Caches, Source::ApiServer] {
-                if let Some(why) = declared_elsewhere(ctx, checked, from).await? {
+                if let Some(why) = declared_elsewhere(
+                    ctx,
+                    checked,
+                    Asking {
+                        invite,
+                        issued: true,
+                    },
+                    from,
+                )
+                .await?
+                {
                     // Looked at again at the resync too (a deletion a watch missed).
                     let refused = Outcome::stalled(invite, reason::NOT_PERMITTED, why);
                     return Ok(Outcome {
@@ -619,6 +682,30 @@ async fn follow(
         resync,
         domain_client.is_some(),
     ))
+}
+
+/// The id of the account an accepted invitation ended in, as its status may show it: not an
+/// account another namespace holds (made for another team's LibreChatUser meanwhile, say), nor
+/// one of an email outside the namespace's domains now.
+async fn shown_account(
+    store: &Store,
+    tenancy: &Tenancy,
+    email: &str,
+    account: Option<crate::librechat::users::StoredUser>,
+) -> Result<Option<String>, StoreError> {
+    let Some(account) = account else {
+        return Ok(None);
+    };
+    if !tenancy.administers {
+        let held_elsewhere = store
+            .find_claim(email)
+            .await?
+            .is_some_and(|c| c.owner.namespace != tenancy.namespace);
+        if held_elsewhere || tenancy.email_outside_domains(email).is_some() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(account.id.to_hex()))
 }
 
 /// The outcome of an invite that reached `Accepted` or `Expired`, which are final.
@@ -694,7 +781,8 @@ async fn issue(
     // never for an invitation still waiting for its Secret).
     let tenancy = Tenancy::of(&target.instance, &invite.namespace().unwrap_or_default());
     let checked = (store, &target.instance, &tenancy, email);
-    if let Some(why) = declared_elsewhere(ctx, checked, Source::ApiServer).await? {
+    if let Some(why) = declared_elsewhere(ctx, checked, unissued(invite), Source::ApiServer).await?
+    {
         return declared_elsewhere_refusal(invite, ctx, why, resync).await;
     }
     let hash = hash_token(&raw);
@@ -704,7 +792,12 @@ async fn issue(
         invite.name_any()
     );
     store
-        .record_invite(&invite.uid().unwrap_or_default(), &owner, email, &hash)
+        .record_invite(
+            &invite.uid().unwrap_or_default(),
+            &owner,
+            (email, &hash),
+            expires_ms,
+        )
         .await?;
     store.ensure_invite_token(email, &hash, expires_ms).await?;
     let note = format!("invitation for {email} issued; the link is in Secret {name}");
@@ -902,34 +995,9 @@ async fn cleanup(invite: &UserInvite, ctx: &Context) -> Result<Action, Reconcile
     Ok(Action::await_change())
 }
 
-/// Why a tenant may not invite `email`, if it may not: another namespace owns the account or
-/// declares it (a LibreChatUser or a UserInvite pointing at the same instance), as `from`
-/// tells.
-async fn declared_elsewhere(
-    ctx: &Context,
-    (store, instance, tenancy, email): (&Store, &LibreChatInstance, &Tenancy, &str),
-    from: Source,
-) -> Result<Option<String>, ReconcileError> {
-    if tenancy.administers {
-        return Ok(None);
+fn unissued(invite: &UserInvite) -> Asking<'_> {
+    Asking {
+        invite,
+        issued: false,
     }
-    let elsewhere = |ns: Option<String>| ns.as_deref() != Some(tenancy.namespace.as_str());
-    // One answer whether another namespace owns the account or only declares it: which one
-    // would tell a tenant about another team's pending invitations.
-    let refusal = || {
-        format!("{email} is owned or declared in another namespace; a tenant invites only emails no other namespace owns or declares. Nothing was issued")
-    };
-    if let Some(claim) = store.find_claim(email).await? {
-        if claim.owner.namespace != tenancy.namespace {
-            return Ok(Some(refusal()));
-        }
-    }
-    let declaring = declaring(ctx, email, from).await?;
-    let user_elsewhere = declaring.users.iter().any(|u| {
-        elsewhere(u.namespace()) && target::points_at(&u.spec.instance_ref, u.as_ref(), instance)
-    });
-    let invite_elsewhere = declaring.invites.iter().any(|i| {
-        elsewhere(i.namespace()) && target::points_at(&i.spec.instance_ref, i.as_ref(), instance)
-    });
-    Ok((user_elsewhere || invite_elsewhere).then(refusal))
 }

@@ -54,9 +54,12 @@ const NAME_EPOCH_BUCKETS: usize = 4096;
 /// account's mark holds the count of the role it declares, so a role given up (replaced in
 /// LibreChat under its name, say, with nothing of the account changed) sends the accounts
 /// declaring it down the full path, which checks the role again. Names sharing a bucket void
-/// each other's marks now and then, which costs a full reconcile, never a check skipped.
+/// each other's marks now and then, which costs a full reconcile, never a check skipped. The
+/// hash is keyed at random per process, so a tenant cannot pick names that share a bucket with
+/// another instance's roles and aim its churn at that instance's accounts.
 pub struct NameEpochs {
     counts: Box<[std::sync::atomic::AtomicU64]>,
+    keys: std::collections::hash_map::RandomState,
 }
 
 impl Default for NameEpochs {
@@ -64,6 +67,7 @@ impl Default for NameEpochs {
         let counts = (0..NAME_EPOCH_BUCKETS).map(|_| Default::default());
         NameEpochs {
             counts: counts.collect(),
+            keys: Default::default(),
         }
     }
 }
@@ -79,10 +83,12 @@ impl NameEpochs {
     }
 
     fn bucket(&self, key: &str) -> &std::sync::atomic::AtomicU64 {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
-        let index = hasher.hash_one(key) as usize % self.counts.len();
-        &self.counts[index]
+        &self.counts[self.index(key)]
+    }
+
+    fn index(&self, key: &str) -> usize {
+        use std::hash::BuildHasher;
+        self.keys.hash_one(key) as usize % self.counts.len()
     }
 }
 
@@ -172,6 +178,17 @@ fn delay(failures: u32, jitter: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two processes share no bucket layout: names a tenant finds sharing a bucket with
+    /// another instance's role in one run do not in the next.
+    #[test]
+    fn name_epoch_buckets_are_keyed_per_process() {
+        let (one, other) = (NameEpochs::default(), NameEpochs::default());
+        let keys: Vec<String> = (0..64).map(|i| format!("chat/x|role:R{i}")).collect();
+        let layout =
+            |epochs: &NameEpochs| -> Vec<usize> { keys.iter().map(|k| epochs.index(k)).collect() };
+        assert_ne!(layout(&one), layout(&other));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets_on_success() {

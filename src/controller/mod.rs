@@ -19,6 +19,7 @@ pub mod index;
 pub mod instance;
 pub mod instance_watch;
 pub mod invite;
+pub mod invite_rivals;
 pub mod memory;
 pub mod opening;
 pub mod owned_secret;

@@ -9,18 +9,27 @@ use crate::api::LibreChatInstance;
 use crate::controller::audit::Change;
 use crate::librechat::StoreError;
 
-/// Applies the declared terms version (nothing when none is declared) and mirrors it.
+/// Applies the declared terms version and mirrors it. With none declared, a reset cut short
+/// before its declaration was removed is finished (it may have reset some accounts already).
 pub async fn apply(
     instance: &LibreChatInstance,
     ctx: &Context,
     stores: &Stores,
     status: &mut LibreChatInstanceStatus,
 ) -> Result<(), StoreError> {
-    let Some(terms) = instance.spec.terms.as_ref() else {
-        return Ok(());
+    let applied = match instance.spec.terms.as_ref() {
+        Some(terms) => {
+            stores
+                .store
+                .apply_terms_version(terms.version.trim())
+                .await?
+        }
+        None => match stores.store.finish_pending_terms().await? {
+            Some(finished) => finished,
+            None => return Ok(()),
+        },
     };
-    let version = terms.version.trim();
-    let applied = stores.store.apply_terms_version(version).await?;
+    let version = applied.version.as_str();
     if let Some(count) = applied.accounts_reset {
         let (action, note) = if applied.reset {
             (
@@ -39,7 +48,7 @@ pub async fn apply(
     }
     let applied_at = super::status::rfc3339_from_millis(applied.applied_at.timestamp_millis());
     status.terms = Some(TermsStatus {
-        applied_version: Some(applied.version),
+        applied_version: Some(applied.version.clone()),
         applied_at,
         reset: Some(applied.reset),
     });

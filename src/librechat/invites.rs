@@ -41,6 +41,9 @@ pub struct InviteRecord {
     /// How the invitation ended (`Accepted`, `Expired`), once it did: final whatever the
     /// object's status or spec says later.
     pub closed_as: Option<String>,
+    /// The end its link was last given (records of earlier versions have none): past it, the
+    /// invitation is over whatever lifetime its object declares since.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// What the database says about an invite.
@@ -63,22 +66,28 @@ impl Store {
                 email: d.get_str("email").unwrap_or_default().to_string(),
                 email_sent: d.contains_key("emailSentAt"),
                 closed_as: d.get_str("closedAs").ok().map(String::from),
+                expires_at_ms: d
+                    .get_datetime("expiresAt")
+                    .ok()
+                    .map(|t| t.timestamp_millis()),
             })
         }))
     }
 
-    /// Records which token hash belongs to invite `uid` (before the token is written).
+    /// Records which token hash belongs to invite `uid`, and its end (before the token is
+    /// written).
     pub async fn record_invite(
         &self,
         uid: &str,
         owner: &str,
-        email: &str,
-        token_hash: &str,
+        (email, token_hash): (&str, &str),
+        expires_at_ms: i64,
     ) -> Result<(), StoreError> {
+        let expires_at = DateTime::from_millis(expires_at_ms);
         self.collection(RECORDS)
             .update_one(
                 doc! { "_id": uid },
-                doc! { "$set": { "tokenHash": token_hash, "email": email, "owner": owner } },
+                doc! { "$set": { "tokenHash": token_hash, "email": email, "owner": owner, "expiresAt": expires_at } },
             )
             .upsert(true)
             .deadline("recording an invite")
@@ -176,6 +185,18 @@ impl Store {
                 .map(|t| t.timestamp_millis())
                 .unwrap_or_default(),
         }))
+    }
+
+    /// Records a pending invite's new end (before its token is given it).
+    pub async fn record_invite_end(&self, uid: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        self.collection(RECORDS)
+            .update_one(
+                doc! { "_id": uid, "closedAs": { "$exists": false } },
+                doc! { "$set": { "expiresAt": DateTime::from_millis(expires_at_ms) } },
+            )
+            .deadline("recording an invite's end")
+            .await
+            .map(|_| ())
     }
 
     /// Moves a pending invite's end.

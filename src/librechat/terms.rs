@@ -44,12 +44,7 @@ fn applied(d: &Document) -> Option<AppliedTerms> {
 impl Store {
     /// Makes `version` the one in force; see the module documentation.
     pub async fn apply_terms_version(&self, version: &str) -> Result<AppliedTerms, StoreError> {
-        let record = self
-            .collection(TERMS)
-            .find_one(doc! { "_id": RECORD_ID })
-            .deadline("reading the terms record")
-            .await?;
-        let Some(record) = record else {
+        let Some(record) = self.terms_record().await? else {
             return self.first_terms_version(version).await;
         };
         let pending = record.get_datetime("pendingSince").ok().copied();
@@ -75,6 +70,33 @@ impl Store {
                 self.finish_terms_reset(version, None).await
             }
         }
+    }
+
+    /// With no version declared: a reset promised for one whose declaration was removed before
+    /// the reset was done (cut short by a crash or a deadline) is finished, since some accounts
+    /// may already be reset and the others would stand for a version half applied. Nothing
+    /// when none is pending.
+    pub async fn finish_pending_terms(&self) -> Result<Option<AppliedTerms>, StoreError> {
+        let Some(record) = self.terms_record().await? else {
+            return Ok(None);
+        };
+        match (
+            record.get_str("version"),
+            record.get_datetime("pendingSince"),
+        ) {
+            (Ok(version), Ok(since)) => self
+                .finish_terms_reset(version, Some(*since))
+                .await
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn terms_record(&self) -> Result<Option<Document>, StoreError> {
+        self.collection(TERMS)
+            .find_one(doc! { "_id": RECORD_ID })
+            .deadline("reading the terms record")
+            .await
     }
 
     /// The first version declared: nobody accepted "a version" yet, so it is recorded as the

@@ -20,6 +20,7 @@ mod gitops;
 mod health;
 mod instance;
 mod invite;
+mod invite_trust;
 mod ops;
 mod plugin;
 mod plugins;

@@ -227,3 +227,40 @@ async fn a_crash_after_the_promise_resets_once_on_restart() {
     );
     w.wait_event("lc", "TermsReset").await;
 }
+
+/// A reset cut short and then its declaration removed: the promised reset is finished, not
+/// left half done (some accounts may already have been asked to accept again, the others
+/// would never be) with its record pending for good.
+#[tokio::test]
+async fn a_reset_cut_short_is_finished_when_the_version_is_no_longer_declared() {
+    let mut w = World::new("terms-removed").await;
+    w.start_operator();
+    registered(&w, "someone@example.com").await;
+    w.ready_instance("lc", terms(&w, "v1")).await;
+    applied_version(&w, "v1", false).await;
+
+    w.stop_operator();
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-promise")]);
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+
+    let without_terms = json!({ "redis": { "keyPrefix": w.ns.clone() } });
+    w.apply_instance("lc", &env("REDIS_URL"), without_terms)
+        .await;
+    w.start_operator();
+    applied_version(&w, "v2", true).await;
+    assert!(
+        !accepted(&w, "someone@example.com").await,
+        "the promised reset is finished"
+    );
+    w.wait_event("lc", "TermsReset").await;
+    let record =
+        w.db.collection::<Document>("librechat_operator_terms")
+            .find_one(doc! { "_id": "terms" })
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(!record.contains_key("pendingSince"));
+}

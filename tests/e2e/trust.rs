@@ -33,7 +33,7 @@ pub(crate) fn lc(w: &World) -> Value {
 }
 
 /// The tenant `t` invites `email` as `name`; returns what its refusal (`NotPermitted`) says.
-async fn tenant_invite_refused(w: &World, t: &str, name: &str, email: &str) -> String {
+pub(crate) async fn tenant_invite_refused(w: &World, t: &str, name: &str, email: &str) -> String {
     let invite = json!({ "instanceRef": lc(w), "email": email });
     w.apply_in(t, "UserInvite", name, invite).await;
     ready_in(w, t, "userinvites", name, "False", "NotPermitted").await
@@ -84,7 +84,7 @@ async fn declared_without_account(w: &World, name: &str, email: &str) {
 }
 
 /// Waits for `Ready` of `ns/name` to have `status` and `reason`; returns its message.
-async fn ready_in(
+pub(crate) async fn ready_in(
     w: &World,
     ns: &str,
     plural: &str,

@@ -1,0 +1,177 @@
+//! Whether another namespace holds an email a tenant wants to invite: it owns the account, or
+//! one of its LibreChatUsers or UserInvites declares the email on the same instance. Only a
+//! declaration that could take effect counts: one of a namespace the instance admits, inside
+//! that namespace's emailDomains; an invitation still open, and one not issued yet only when
+//! it came first. Otherwise anybody who may create an object in any namespace (or a tenant
+//! declaring emails outside its domains) could keep every other tenant from inviting them,
+//! and two tenants inviting one email at once would refuse each other for good.
+
+use kube::ResourceExt;
+
+use super::caches::{declaring, Source};
+use super::context::Context;
+use super::error::ReconcileError;
+use super::target;
+use super::tenancy::Tenancy;
+use crate::api::invite::InvitePhase;
+use crate::api::{LibreChatInstance, UserInvite};
+use crate::librechat::{Store, StoreError};
+
+/// What is checked: the instance's database, the instance, the inviting namespace's tenancy
+/// and the email.
+pub type Checked<'a> = (&'a Store, &'a LibreChatInstance, &'a Tenancy, &'a str);
+
+/// The invitation asking, and whether its link is issued (its record open).
+pub struct Asking<'a> {
+    pub invite: &'a UserInvite,
+    pub issued: bool,
+}
+
+/// Why `this` may not invite the email, if it may not, as `from` tells.
+pub async fn declared_elsewhere(
+    ctx: &Context,
+    (store, instance, tenancy, email): Checked<'_>,
+    this: Asking<'_>,
+    from: Source,
+) -> Result<Option<String>, ReconcileError> {
+    if tenancy.administers {
+        return Ok(None);
+    }
+    // One answer whether another namespace owns the account or only declares it: which one
+    // would tell a tenant about another team's pending invitations.
+    let refusal = || {
+        format!("{email} is owned or declared in another namespace; a tenant invites only emails no other namespace owns or declares. Nothing was issued")
+    };
+    if let Some(claim) = store.find_claim(email).await? {
+        if claim.owner.namespace != tenancy.namespace {
+            return Ok(Some(refusal()));
+        }
+    }
+    let declaring = declaring(ctx, email, from).await?;
+    let counts =
+        |ns: Option<String>| rival_namespace(instance, tenancy, &ns.unwrap_or_default(), email);
+    let user_elsewhere = declaring.users.iter().any(|u| {
+        counts(u.namespace()) && target::points_at(&u.spec.instance_ref, u.as_ref(), instance)
+    });
+    if user_elsewhere {
+        return Ok(Some(refusal()));
+    }
+    let rivals = declaring.invites.iter().filter(|i| {
+        counts(i.namespace()) && target::points_at(&i.spec.instance_ref, i.as_ref(), instance)
+    });
+    for rival in rivals {
+        if holds_against(store, rival, &this).await? {
+            return Ok(Some(refusal()));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a declaration in `namespace` counts against `tenancy`'s: another namespace, which
+/// the instance admits, and whose emailDomains let it declare `email`.
+fn rival_namespace(
+    instance: &LibreChatInstance,
+    tenancy: &Tenancy,
+    namespace: &str,
+    email: &str,
+) -> bool {
+    namespace != tenancy.namespace
+        && instance
+            .spec
+            .admits_namespace(&tenancy.instance_namespace, namespace)
+        && Tenancy::of(instance, namespace)
+            .email_outside_domains(email)
+            .is_none()
+}
+
+/// Whether `rival`'s invitation holds the email against `this`: its record (the truth) says
+/// it is issued and open; with no record, `this` is not issued either, and the rival has not
+/// ended and came first (an issued link outranks any unissued one, so that the two never
+/// refuse each other).
+async fn holds_against(
+    store: &Store,
+    rival: &UserInvite,
+    this: &Asking<'_>,
+) -> Result<bool, StoreError> {
+    if let Some(record) = store
+        .invite_record(&rival.uid().unwrap_or_default())
+        .await?
+    {
+        return Ok(record.closed_as.is_none());
+    }
+    if this.issued {
+        return Ok(false);
+    }
+    // A status saying it ended is believed in that direction only: such an invitation never
+    // issues a link again (see `closed_as`).
+    let ended = matches!(
+        rival.status.as_ref().and_then(|s| s.phase),
+        Some(InvitePhase::Accepted | InvitePhase::Expired)
+    );
+    Ok(!ended && came_first(rival, this.invite))
+}
+
+/// The earlier creation wins, the uid breaking a tie: both sides decide the same.
+fn came_first(one: &UserInvite, other: &UserInvite) -> bool {
+    let order = |i: &UserInvite| {
+        let created = i.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (created, i.uid().unwrap_or_default())
+    };
+    order(one) < order(other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite(ns: &str, uid: &str, created: &str) -> UserInvite {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "UserInvite",
+            "metadata": { "name": "i", "namespace": ns, "uid": uid, "creationTimestamp": created },
+            "spec": { "instanceRef": { "name": "lc", "namespace": "chat" }, "email": "a@x.com" },
+        }))
+        .unwrap()
+    }
+
+    fn instance(mut spec: serde_json::Value) -> LibreChatInstance {
+        spec["mongo"] = serde_json::json!({ "uriSecretRef": { "name": "s", "key": "k" } });
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatInstance",
+            "metadata": { "name": "lc", "namespace": "chat" }, "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_earlier_invitation_comes_first_on_both_sides() {
+        let early = invite("a", "2", "2026-01-01T00:00:00Z");
+        let late = invite("b", "1", "2026-01-01T00:00:01Z");
+        assert!(came_first(&early, &late));
+        assert!(!came_first(&late, &early));
+        let twin = invite("c", "3", "2026-01-01T00:00:00Z");
+        assert!(came_first(&early, &twin) != came_first(&twin, &early));
+    }
+
+    #[test]
+    fn only_admitted_namespaces_inside_their_domains_are_rivals() {
+        let lc = instance(serde_json::json!({
+            "allowedNamespaces": ["a", "b"],
+            "tenantPolicy": { "emailDomains": { "b": ["y.com"] } },
+        }));
+        let a = Tenancy::of(&lc, "a");
+        assert!(!rival_namespace(&lc, &a, "a", "p@x.com"), "itself");
+        assert!(
+            !rival_namespace(&lc, &a, "stranger", "p@x.com"),
+            "never admitted"
+        );
+        assert!(
+            !rival_namespace(&lc, &a, "b", "p@x.com"),
+            "outside b's domains"
+        );
+        assert!(rival_namespace(&lc, &a, "b", "p@y.com"));
+        assert!(
+            rival_namespace(&lc, &a, "chat", "p@x.com"),
+            "the administrators"
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! Attacks on invitations from other namespaces: who may keep a tenant from inviting an email,
+//! what an invitation tells a tenant of accounts it does not hold, and what an issued link
+//! keeps once its namespace may no longer invite its email.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use mongodb::bson::{doc, Document};
+use serde_json::{json, Value};
+
+use crate::support::*;
+use crate::trust::{lc, ready_in, tenant_invite_refused, tenant_world};
+
+/// An instance's `domainClient`: with it, a pending invitation reads `Pending`.
+const SITE: &str = "https://chat.example.com";
+
+/// How many invitation tokens LibreChat would find for `email`.
+async fn tokens_for(w: &World, email: &str) -> u64 {
+    w.db.collection::<Document>("tokens")
+        .count_documents(doc! { "email": email })
+        .await
+        .unwrap()
+}
+
+fn invite_of(w: &World, email: &str) -> Value {
+    json!({ "instanceRef": lc(w), "email": email })
+}
+
+/// A world whose instance admits tenants `t` and `u` (`u` limited to `u.example.com`, `t` to
+/// that and `example.com`), with a
+/// third namespace the operator watches but the instance never admitted.
+async fn three_namespaces(label: &str) -> (World, [String; 3]) {
+    let mut w = World::new(label).await;
+    let [t, u, stranger] = ["t", "u", "x"].map(|s| format!("{}-{s}", w.ns));
+    for ns in [&t, &u, &stranger] {
+        create_namespace(&w.client, ns).await;
+    }
+    w.start_operator_in(Some(&format!("{},{t},{u},{stranger}", w.ns)));
+    let spec = json!({
+        "domainClient": SITE,
+        "allowedNamespaces": [t.clone(), u.clone()],
+        "tenantPolicy": { "emailDomains": {
+            t.clone(): ["example.com", "u.example.com"],
+            u.clone(): ["u.example.com"],
+        } },
+    });
+    w.ready_instance("lc", spec).await;
+    (w, [t, u, stranger])
+}
+
+/// The attack: an object in a namespace the instance never admitted, or one of a tenant
+/// outside its own emailDomains, names an email to keep another tenant from inviting it. Such
+/// a declaration can never take effect, so it refuses nobody.
+#[tokio::test]
+async fn declarations_that_cannot_take_effect_keep_nobody_from_inviting() {
+    let (w, [t, u, stranger]) = three_namespaces("ivt-strange").await;
+    w.apply_in(
+        &stranger,
+        "UserInvite",
+        "squat",
+        invite_of(&w, "wanted@example.com"),
+    )
+    .await;
+    ready_in(
+        &w,
+        &stranger,
+        "userinvites",
+        "squat",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    w.apply_in(
+        &u,
+        "LibreChatUser",
+        "squat",
+        invite_of(&w, "other@example.com"),
+    )
+    .await;
+    ready_in(&w, &u, "librechatusers", "squat", "False", "NotPermitted").await;
+
+    for (name, email) in [
+        ("wanted", "wanted@example.com"),
+        ("other", "other@example.com"),
+    ] {
+        w.apply_in(&t, "UserInvite", name, invite_of(&w, email))
+            .await;
+        ready_in(&w, &t, "userinvites", name, "True", "Pending").await;
+        assert_eq!(tokens_for(&w, email).await, 1, "{email}'s link is issued");
+    }
+}
+
+/// The attack: two tenants invite one email at the same moment (here: both applied while the
+/// operator was down). Each saw the other's declaration and both were refused for good; the
+/// earlier one now issues, the later one is refused, and issues once the earlier one goes.
+#[tokio::test]
+async fn two_tenants_inviting_one_email_at_once_do_not_refuse_each_other() {
+    let (mut w, [t, u, _]) = three_namespaces("ivt-race").await;
+    w.stop_operator();
+    let email = "both@u.example.com";
+    w.apply_in(&t, "UserInvite", "first", invite_of(&w, email))
+        .await;
+    // Creation times have a one-second grain: the second comes a second later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.apply_in(&u, "UserInvite", "second", invite_of(&w, email))
+        .await;
+    w.start_operator_in(Some(&format!("{},{t},{u},{}-x", w.ns, w.ns)));
+
+    ready_in(&w, &t, "userinvites", "first", "True", "Pending").await;
+    let told = ready_in(&w, &u, "userinvites", "second", "False", "NotPermitted").await;
+    assert!(
+        told.contains("owned or declared in another namespace"),
+        "{told}"
+    );
+    assert_eq!(tokens_for(&w, email).await, 1);
+
+    delete_in(&w.client, &t, "UserInvite", "first").await;
+    crate::trust::wait_gone_in(&w, &t, "userinvites", "first").await;
+    ready_in(&w, &u, "userinvites", "second", "True", "Pending").await;
+    assert_eq!(tokens_for(&w, email).await, 1, "only the second one's link");
+}
+
+/// The attack: a tenant learns whether any email has an account, and its id, from an
+/// invitation's `status.userId`: by writing `phase: Accepted` into the status of an
+/// invitation that was refused, or by inviting an email another team then declares.
+#[tokio::test]
+async fn an_invitation_names_no_account_its_namespace_does_not_hold() {
+    let (w, t) = tenant_world("ivt-leak", json!({ "domainClient": SITE })).await;
+    w.secret("pw", &[("password", crate::user::PASSWORD)]).await;
+    let admins = crate::user::local_user("boss@example.com", "pw");
+    w.apply("LibreChatUser", "boss", admins).await;
+    w.wait_condition("librechatusers", "boss", "Ready", "True", None)
+        .await;
+
+    tenant_invite_refused(&w, &t, "probe", "boss@example.com").await;
+    let forged = json!({ "status": { "phase": "Accepted" } });
+    dynamic(&w.client, &t, "UserInvite")
+        .patch_status("probe", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .unwrap();
+    let probe = ready_in(&w, &t, "userinvites", "probe", "True", "Accepted").await;
+    let obj = get_in(&w.client, &t, "UserInvite", "probe").await.unwrap();
+    assert!(
+        obj.pointer("/status/userId").is_none(),
+        "a forged status read out the account's id ({probe})"
+    );
+
+    // Invited first; the account then comes from another team's declaration.
+    w.apply_in(
+        &t,
+        "UserInvite",
+        "early",
+        invite_of(&w, "taken@example.com"),
+    )
+    .await;
+    ready_in(&w, &t, "userinvites", "early", "True", "Pending").await;
+    let theirs = crate::user::local_user("taken@example.com", "pw");
+    w.apply("LibreChatUser", "taken", theirs).await;
+    w.wait_condition("librechatusers", "taken", "Ready", "True", None)
+        .await;
+    ready_in(&w, &t, "userinvites", "early", "True", "Accepted").await;
+    let obj = get_in(&w.client, &t, "UserInvite", "early").await.unwrap();
+    assert!(
+        obj.pointer("/status/userId").is_none(),
+        "another team's account id reached the tenant"
+    );
+    assert_eq!(tokens_for(&w, "taken@example.com").await, 0);
+}
+
+/// The attack: a tenant whose emailDomains no longer admit an address keeps the link it issued
+/// before alive, lengthens it and has it put back after each use. The link now stops working
+/// and stays out, however long its lifetime is made; the domain admitted again puts it back.
+#[tokio::test]
+async fn an_issued_invitation_stops_working_when_its_domain_is_withdrawn() {
+    let domains =
+        |d: &str| json!({ "domainClient": SITE, "tenantPolicy": { "emailDomains": { "*": [d] } } });
+    let (w, t) = tenant_world("ivt-domain", domains("team.example.com")).await;
+    let email = "guest@team.example.com";
+    let invite = |life: &str| json!({ "instanceRef": lc(&w), "email": email, "expiresIn": life });
+    w.apply_in(&t, "UserInvite", "guest", invite("24h")).await;
+    ready_in(&w, &t, "userinvites", "guest", "True", "Pending").await;
+    assert_eq!(tokens_for(&w, email).await, 1);
+
+    let mut withdrawn = json!({ "allowedNamespaces": [t.clone()] });
+    merge(&mut withdrawn, domains("elsewhere.example.com"));
+    w.apply_instance_of_stores("lc", withdrawn).await;
+    let told = ready_in(&w, &t, "userinvites", "guest", "False", "NotPermitted").await;
+    assert!(told.contains("no longer works"), "{told}");
+    assert_eq!(tokens_for(&w, email).await, 0, "the link still works");
+    assert!(event_reasons_in(&w.client, &t, "guest")
+        .await
+        .contains(&"Suspended".to_string()));
+
+    w.apply_in(&t, "UserInvite", "guest", invite("365d")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        tokens_for(&w, email).await,
+        0,
+        "a longer life put the link back"
+    );
+
+    let mut again = json!({ "allowedNamespaces": [t.clone()] });
+    merge(&mut again, domains("team.example.com"));
+    w.apply_instance_of_stores("lc", again).await;
+    ready_in(&w, &t, "userinvites", "guest", "True", "Pending").await;
+    assert_eq!(tokens_for(&w, email).await, 1, "the domain admitted again");
+}
+
+/// The fault: an invitation's end passes while it is refused (an `expiresIn` the CRD lets
+/// through but the operator refuses), LibreChat's TTL monitor deletes its token, and a valid
+/// lifetime comes after. Expired is final: the dead link is not written back.
+#[tokio::test]
+async fn a_lifetime_lengthened_after_the_end_does_not_revive_the_link() {
+    let w = World::with_instance("ivt-revive", json!({ "domainClient": SITE })).await;
+    let email = "late@example.com";
+    let invite =
+        |life: &str| json!({ "instanceRef": { "name": "lc" }, "email": email, "expiresIn": life });
+    w.apply("UserInvite", "late", invite("8s")).await;
+    w.wait_condition("userinvites", "late", "Ready", "True", Some("Pending"))
+        .await;
+    w.apply("UserInvite", "late", invite("400d")).await;
+    w.wait_condition("userinvites", "late", "Ready", "False", Some("InvalidSpec"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    // What LibreChat's TTL monitor does at the end.
+    w.db.collection::<Document>("tokens")
+        .delete_many(doc! { "email": email })
+        .await
+        .unwrap();
+
+    w.apply("UserInvite", "late", invite("1h")).await;
+    w.wait_condition("userinvites", "late", "Ready", "True", Some("Expired"))
+        .await;
+    assert_eq!(tokens_for(&w, email).await, 0, "an expired link came back");
+}
