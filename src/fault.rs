@@ -3,7 +3,9 @@
 //! SIGKILL or an OOM kill would end it) when it reaches that point. Unset, a point costs one
 //! load of a cached value. Points: `after-password-hash` (the new hash is written, the
 //! sessions are not yet revoked), `after-role-change` (the role is written, the caches are not
-//! yet dropped), `after-invite-email` (the email went out, the status says nothing yet),
+//! yet dropped), `before-invite-email` (the right to send an invitation's email taken, the
+//! email not yet handed to the relay), `after-invite-email` (the email went out, the status
+//! says nothing yet),
 //! `after-invite-secret` (an invitation's Secret with its link made, nothing recorded yet),
 //! `after-grant-balance` (a grant is credited and marked pending, its transaction not yet
 //! saved), `after-grant-transaction` (saved, the mark not yet removed), `after-terms-promise`

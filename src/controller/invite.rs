@@ -229,7 +229,10 @@ async fn deliver(
     };
     // Read before the right to send is taken: a failed read must not leave it taken.
     let record = store.invite_record(&uid).await?;
-    if record.as_ref().is_some_and(|r| r.email_sent) {
+    if let Some(taken) = record.as_ref().filter(|r| r.email_sent) {
+        if taken.email_handover_open {
+            handover_unknown(invite, ctx, &store, &taken.email).await?;
+        }
         outcome.email_sent_at = Some(super::status::now_rfc3339());
         return Ok(outcome);
     }
@@ -251,6 +254,7 @@ async fn deliver(
         outcome.email_sent_at = Some(super::status::now_rfc3339());
         return Ok(outcome);
     }
+    crate::fault::crash_point("before-invite-email");
     let email = normalize_email(&invite.spec.email);
     if let Some(wait) = ctx.mail_pacer.wait_for(&email) {
         store.return_invite_email(&uid).await?;
@@ -292,6 +296,11 @@ async fn report_sent(
             };
             let change = invite_change("EmailSent", instance, email, note);
             ctx.changed(invite, change).await;
+            // Said: a failure here leaves it open, said once more at the next look.
+            let uid = invite.uid().unwrap_or_default();
+            if let Err(e) = store.close_invite_email_handover(&uid).await {
+                tracing::warn!(error = %e, "could not record the invitation email's handover");
+            }
         }
         Err(why) => {
             store
@@ -303,6 +312,22 @@ async fn report_sent(
         }
     }
     Ok(outcome)
+}
+
+/// The right to send was taken and what came of the handover is unknown (the operator died,
+/// or a call failed, in between): the email may or may not have gone. At most one email, so it
+/// is not sent again; the people who asked for it are told so, once.
+async fn handover_unknown(
+    invite: &UserInvite,
+    ctx: &Context,
+    store: &Store,
+    email: &str,
+) -> Result<(), StoreError> {
+    let note = format!("the invitation email to {email} may not have gone: the operator stopped (or a call failed) while handing it to the relay, and it is not sent twice (the link in the Secret works; re-create the invitation to mail a new one)");
+    ctx.event(invite, true, "EmailUnconfirmed", note).await;
+    store
+        .close_invite_email_handover(&invite.uid().unwrap_or_default())
+        .await
 }
 
 fn email_not_sent(why: String) -> Cond {

@@ -38,6 +38,9 @@ pub struct InviteRecord {
     pub email: String,
     /// Whether the right to email the link was taken (the email sent, or being sent).
     pub email_sent: bool,
+    /// The right was taken and the handover to the relay never came to an end the operator
+    /// saw (a crash, or a failed call, between the two): the email may or may not have gone.
+    pub email_handover_open: bool,
     /// How the invitation ended (`Accepted`, `Expired`), once it did: final whatever the
     /// object's status or spec says later.
     pub closed_as: Option<String>,
@@ -65,6 +68,7 @@ impl Store {
                 token_hash: d.get_str("tokenHash").ok()?.to_string(),
                 email: d.get_str("email").unwrap_or_default().to_string(),
                 email_sent: d.contains_key("emailSentAt"),
+                email_handover_open: d.contains_key("emailHandover"),
                 closed_as: d.get_str("closedAs").ok().map(String::from),
                 expires_at_ms: d
                     .get_datetime("expiresAt")
@@ -102,7 +106,7 @@ impl Store {
         self.collection(RECORDS)
             .update_one(
                 doc! { "_id": uid, "emailSentAt": { "$exists": false } },
-                doc! { "$set": { "emailSentAt": DateTime::now() } },
+                doc! { "$set": { "emailSentAt": DateTime::now(), "emailHandover": "open" } },
             )
             .deadline("recording an invitation email")
             .await
@@ -114,7 +118,20 @@ impl Store {
         self.collection(RECORDS)
             .update_one(
                 doc! { "_id": uid },
-                doc! { "$unset": { "emailSentAt": "" } },
+                doc! { "$unset": { "emailSentAt": "", "emailHandover": "" } },
+            )
+            .deadline("recording an invitation email")
+            .await
+            .map(|_| ())
+    }
+
+    /// Records that the handover of invite `uid`'s email came to an end (said to the people
+    /// who asked for it), whatever the relay answered.
+    pub async fn close_invite_email_handover(&self, uid: &str) -> Result<(), StoreError> {
+        self.collection(RECORDS)
+            .update_one(
+                doc! { "_id": uid },
+                doc! { "$unset": { "emailHandover": "" } },
             )
             .deadline("recording an invitation email")
             .await

@@ -233,3 +233,34 @@ async fn a_lifetime_lengthened_after_the_end_does_not_revive_the_link() {
         .await;
     assert_eq!(tokens_for(&w, email).await, 0, "an expired link came back");
 }
+
+/// The fault: the operator dies after taking the one right to email an invitation and before
+/// handing the email to the relay. The email is not sent twice (it may have gone), and the
+/// people who asked for it are told it may not have (it read as sent, with nothing said).
+#[tokio::test]
+async fn an_email_cut_short_before_the_relay_is_said_to_be_unconfirmed() {
+    let (port, inbox) = crate::invite::smtp_sink().await;
+    let mut w = World::new("ivt-handover").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "before-invite-email")]);
+    let smtp = json!({ "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" });
+    w.ready_instance("lc", json!({ "domainClient": SITE, "smtp": smtp }))
+        .await;
+    let invite =
+        json!({ "instanceRef": { "name": "lc" }, "email": "cut@example.com", "sendEmail": true });
+    w.apply("UserInvite", "cut", invite).await;
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    assert_eq!(inbox.lock().unwrap().len(), 0);
+
+    w.start_operator();
+    w.wait_event("cut", "EmailUnconfirmed").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        inbox.lock().unwrap().len(),
+        0,
+        "the email was sent after all"
+    );
+    let unconfirmed = w.event_reasons("cut").await;
+    let told = unconfirmed.iter().filter(|r| *r == "EmailUnconfirmed");
+    assert_eq!(told.count(), 1, "said once: {unconfirmed:?}");
+}
