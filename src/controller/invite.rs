@@ -467,7 +467,7 @@ async fn closed_as(
             };
             // Its link ends with it.
             store.delete_invite_token(&record.token_hash).await?;
-            store.close_invite(uid, how).await?;
+            store.close_invite(uid, how, None).await?;
             Ok(Some(done))
         }
         (None, None) => Ok(None),
@@ -530,6 +530,9 @@ async fn take_link_out(
     let store = &target.stores.store;
     let token = store.find_invite_token(&record.email, &record.token_hash);
     if token.await?.is_some() {
+        // Marked first: a token missing from now on was not used to register.
+        let uid = invite.uid().unwrap_or_default();
+        store.mark_invite_suspended(&uid, true).await?;
         store.delete_invite_token(&record.token_hash).await?;
         let note = format!(
             "the invitation link of {} no longer works: {why}",
@@ -573,12 +576,13 @@ async fn follow(
     // version that did not.
     let tenancy = Tenancy::of(&target.instance, &namespace);
     if let Some(closed) = closed_as(store, &uid, recorded.as_ref(), phase).await? {
-        // A status alone (no record: nothing was issued) names no account.
-        if closed != InvitePhase::Accepted || recorded.is_none() {
-            return Ok(finished(closed, expires_at, None));
-        }
-        let account = store.find_user_by_email(&email).await?;
-        let shown = shown_account(store, &tenancy, &email, account).await?;
+        // Only the account the operator saw this invitation's own link register: not one a
+        // status (anyone's edit) or another way brought about.
+        let accepted_by = recorded.as_ref().and_then(|r| r.accepted_by);
+        let shown = match accepted_by.filter(|_| closed == InvitePhase::Accepted) {
+            Some(account) => shown_account(store, &tenancy, &email, account).await?,
+            None => None,
+        };
         return Ok(finished(closed, expires_at, shown));
     }
     if let Some(applied) = recorded.as_ref().filter(|r| r.email != email) {
@@ -604,6 +608,7 @@ async fn follow(
     }
     let account = store.find_user_by_email(&email).await?;
     let recorded_end = recorded.as_ref().and_then(|r| r.expires_at_ms);
+    let suspended = recorded.as_ref().is_some_and(|r| r.suspended);
     let Some(token_hash) = recorded.map(|r| r.token_hash) else {
         if now >= expires_ms {
             // Refused (or waiting for its Secret) for longer than its lifetime: it ends
@@ -632,22 +637,29 @@ async fn follow(
 
     let token = store.find_invite_token(&email, &token_hash).await?;
     if let Some(account) = account {
+        // Its own link registered the account if its token went without the operator taking
+        // it out; otherwise the account came about another way.
+        let used_here = token.is_none() && !suspended;
         if token.is_some() {
-            // The account came about another way; the link can no longer register anyone.
+            // The link can no longer register anyone.
             store.delete_invite_token(&token_hash).await?;
         }
-        store.close_invite(&uid, "Accepted").await?;
+        let accepted_by = used_here.then_some(account.id);
+        store.close_invite(&uid, "Accepted", accepted_by).await?;
         ctx.event(invite, false, "Accepted", format!("{email} registered"))
             .await;
-        let shown = shown_account(store, &tenancy, &email, Some(account)).await?;
+        let shown = match accepted_by {
+            Some(account) => shown_account(store, &tenancy, &email, account).await?,
+            None => None,
+        };
         return Ok(finished(InvitePhase::Accepted, expires_at, shown));
     }
     // The end its link was given counts too: a lifetime lengthened after it passed (while
     // the invitation was refused, or suspended) does not bring a dead link back.
-    let given_end = recorded_end.or(token.as_ref().map(|t| t.expires_at_ms));
+    let given_end = recorded_end.or(token.as_ref().and_then(|t| t.expires_at_ms));
     if now >= expires_ms || given_end.is_some_and(|end| now >= end) {
         store.delete_invite_token(&token_hash).await?;
-        store.close_invite(&uid, "Expired").await?;
+        store.close_invite(&uid, "Expired", None).await?;
         let note = format!("the invitation of {email} expired unused");
         let change = invite_change("Expired", &target.instance, &email, note);
         ctx.changed(invite, change).await;
@@ -657,7 +669,7 @@ async fn follow(
         store.record_invite_end(&uid, expires_ms).await?;
     }
     match token {
-        Some(t) if t.expires_at_ms != expires_ms => {
+        Some(t) if t.expires_at_ms != Some(expires_ms) => {
             store.set_invite_expiry(&token_hash, expires_ms).await?
         }
         Some(_) => {}
@@ -691,6 +703,9 @@ async fn follow(
             store
                 .ensure_invite_token(&email, &token_hash, expires_ms)
                 .await?;
+            if suspended {
+                store.mark_invite_suspended(&uid, false).await?;
+            }
             let note = format!(
                 "the invitation link of {email} works again (it was used without registering, or its namespace was admitted again)"
             );
@@ -716,11 +731,8 @@ async fn shown_account(
     store: &Store,
     tenancy: &Tenancy,
     email: &str,
-    account: Option<crate::librechat::users::StoredUser>,
+    account: mongodb::bson::oid::ObjectId,
 ) -> Result<Option<String>, StoreError> {
-    let Some(account) = account else {
-        return Ok(None);
-    };
     if !tenancy.administers {
         let held_elsewhere = store
             .find_claim(email)
@@ -730,7 +742,7 @@ async fn shown_account(
             return Ok(None);
         }
     }
-    Ok(Some(account.id.to_hex()))
+    Ok(Some(account.to_hex()))
 }
 
 /// The outcome of an invite that reached `Accepted` or `Expired`, which are final.

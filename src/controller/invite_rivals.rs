@@ -1,8 +1,8 @@
 //! Whether another namespace holds an email a tenant wants to invite: it owns the account, or
 //! one of its LibreChatUsers or UserInvites declares the email on the same instance. Only a
 //! declaration that could take effect counts: one of a namespace the instance admits, inside
-//! that namespace's emailDomains; an invitation still open, and one not issued yet only when
-//! it came first. Otherwise anybody who may create an object in any namespace (or a tenant
+//! that namespace's emailDomains; of invitations, one accepted, one whose link still works,
+//! and one not issued yet only when it may still issue and came first. Otherwise anybody who may create an object in any namespace (or a tenant
 //! declaring emails outside its domains) could keep every other tenant from inviting them,
 //! and two tenants inviting one email at once would refuse each other for good.
 
@@ -15,6 +15,7 @@ use super::target;
 use super::tenancy::Tenancy;
 use crate::api::invite::InvitePhase;
 use crate::api::{LibreChatInstance, UserInvite};
+use crate::librechat::invites::InviteRecord;
 use crate::librechat::{Store, StoreError};
 
 /// What is checked: the instance's database, the instance, the inviting namespace's tenancy
@@ -56,11 +57,23 @@ pub async fn declared_elsewhere(
     if user_elsewhere {
         return Ok(Some(refusal()));
     }
-    let rivals = declaring.invites.iter().filter(|i| {
-        counts(i.namespace()) && target::points_at(&i.spec.instance_ref, i.as_ref(), instance)
-    });
+    let rivals: Vec<_> = declaring
+        .invites
+        .iter()
+        .filter(|i| i.namespace().as_deref() != Some(tenancy.namespace.as_str()))
+        .filter(|i| target::points_at(&i.spec.instance_ref, i.as_ref(), instance))
+        .collect();
+    // One read for all of them: a tenant's many invitations of one email must not make
+    // another tenant's checks slow.
+    let uids: Vec<String> = rivals.iter().map(|i| i.uid().unwrap_or_default()).collect();
+    let records = store.invite_records(&uids).await?;
     for rival in rivals {
-        if holds_against(store, rival, &this).await? {
+        let admitted = counts(rival.namespace());
+        let holds = match records.get(&rival.uid().unwrap_or_default()) {
+            Some(record) => issued_holds(store, record, admitted).await?,
+            None => admitted && unissued_holds(rival, &this),
+        };
+        if holds {
             return Ok(Some(refusal()));
         }
     }
@@ -84,31 +97,50 @@ fn rival_namespace(
             .is_none()
 }
 
-/// Whether `rival`'s invitation holds the email against `this`: its record (the truth) says
-/// it is issued and open; with no record, `this` is not issued either, and the rival has not
-/// ended and came first (an issued link outranks any unissued one, so that the two never
-/// refuse each other).
-async fn holds_against(
+/// Whether an issued rival (its record, the truth) holds the email: one accepted does (its
+/// invitee's account: a tenant must not tell it from a pending invitation), one expired does
+/// not; one open does while its namespace may declare the email (`admitted`), and after that
+/// while its link still works (until its own reconcile takes the link out), so that two
+/// working links never exist for one email.
+async fn issued_holds(
     store: &Store,
-    rival: &UserInvite,
-    this: &Asking<'_>,
+    record: &InviteRecord,
+    admitted: bool,
 ) -> Result<bool, StoreError> {
-    if let Some(record) = store
-        .invite_record(&rival.uid().unwrap_or_default())
-        .await?
-    {
-        return Ok(record.closed_as.is_none());
+    match record.closed_as.as_deref() {
+        Some("Accepted") => Ok(true),
+        Some(_) => Ok(false),
+        None if admitted => Ok(true),
+        None => {
+            let token = store.find_invite_token(&record.email, &record.token_hash);
+            Ok(token.await?.is_some())
+        }
     }
-    if this.issued {
-        return Ok(false);
-    }
+}
+
+/// Whether a rival with no record holds the email against `this`: `this` is not issued
+/// either (an issued link outranks any unissued one, so that the two never refuse each
+/// other), and the rival may still issue (it has not ended, its spec is valid, its end is
+/// ahead) and came first.
+fn unissued_holds(rival: &UserInvite, this: &Asking<'_>) -> bool {
     // A status saying it ended is believed in that direction only: such an invitation never
     // issues a link again (see `closed_as`).
     let ended = matches!(
         rival.status.as_ref().and_then(|s| s.phase),
         Some(InvitePhase::Accepted | InvitePhase::Expired)
     );
-    Ok(!ended && came_first(rival, this.invite))
+    !this.issued && !ended && may_still_issue(rival) && came_first(rival, this.invite)
+}
+
+/// Whether an invitation not issued yet could be: its lifetime is one the operator takes and
+/// its end is ahead (one refused as invalid, or past its end, never issues).
+fn may_still_issue(invite: &UserInvite) -> bool {
+    let Ok(lifetime) = invite.spec.lifetime() else {
+        return false;
+    };
+    let created = invite.metadata.creation_timestamp.as_ref();
+    let end = created.map(|t| t.0.as_millisecond() + lifetime.as_millis() as i64);
+    end.is_none_or(|end| end > jiff::Timestamp::now().as_millisecond())
 }
 
 /// The earlier creation wins, the uid breaking a tie: both sides decide the same.

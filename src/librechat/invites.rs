@@ -6,6 +6,9 @@
 //! uid) of which token hash belongs to which invite, written before the token itself, so an
 //! invite can always be found and revoked, even if its Secret was deleted by hand.
 
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -47,12 +50,18 @@ pub struct InviteRecord {
     /// The end its link was last given (records of earlier versions have none): past it, the
     /// invitation is over whatever lifetime its object declares since.
     pub expires_at_ms: Option<i64>,
+    /// Its link was taken out while the record stays (its namespace, or the email's domain,
+    /// no longer admitted): a token missing meanwhile was not used to register.
+    pub suspended: bool,
+    /// The account the operator saw its own link register, once it did.
+    pub accepted_by: Option<ObjectId>,
 }
 
 /// What the database says about an invite.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InviteToken {
-    pub expires_at_ms: i64,
+    /// `None` for a token with no readable end (none the operator wrote).
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Store {
@@ -63,19 +72,30 @@ impl Store {
             .find_one(doc! { "_id": uid })
             .deadline("reading an invite record")
             .await?;
-        Ok(found.and_then(|d| {
-            Some(InviteRecord {
-                token_hash: d.get_str("tokenHash").ok()?.to_string(),
-                email: d.get_str("email").unwrap_or_default().to_string(),
-                email_sent: d.contains_key("emailSentAt"),
-                email_handover_open: d.contains_key("emailHandover"),
-                closed_as: d.get_str("closedAs").ok().map(String::from),
-                expires_at_ms: d
-                    .get_datetime("expiresAt")
-                    .ok()
-                    .map(|t| t.timestamp_millis()),
-            })
-        }))
+        Ok(found.as_ref().and_then(invite_record))
+    }
+
+    /// The records of the invites `uids`, by uid, in one read.
+    pub async fn invite_records(
+        &self,
+        uids: &[String],
+    ) -> Result<HashMap<String, InviteRecord>, StoreError> {
+        if uids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found: Vec<Document> = self
+            .collection(RECORDS)
+            .find(doc! { "_id": { "$in": uids } })
+            .deadline("reading invite records")
+            .await?
+            .try_collect()
+            .deadline("reading invite records")
+            .await?;
+        let by_uid = found.iter().filter_map(|d| {
+            let uid = d.get_str("_id").ok()?.to_string();
+            Some((uid, invite_record(d)?))
+        });
+        Ok(by_uid.collect())
     }
 
     /// Records which token hash belongs to invite `uid`, and its end (before the token is
@@ -138,13 +158,23 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Records how invite `uid` ended (its token already deleted): no later reconcile issues
-    /// or restores its link, whatever its status or lifetime is made to say.
-    pub async fn close_invite(&self, uid: &str, how: &str) -> Result<(), StoreError> {
+    /// Records how invite `uid` ended (its token already deleted), and the account its own link
+    /// registered if the operator saw that: no later reconcile issues or restores its link,
+    /// whatever its status or lifetime is made to say.
+    pub async fn close_invite(
+        &self,
+        uid: &str,
+        how: &str,
+        accepted_by: Option<ObjectId>,
+    ) -> Result<(), StoreError> {
+        let mut closed = doc! { "closedAs": how, "closedAt": DateTime::now() };
+        if let Some(account) = accepted_by {
+            closed.insert("acceptedBy", account);
+        }
         self.collection(RECORDS)
             .update_one(
                 doc! { "_id": uid, "closedAs": { "$exists": false } },
-                doc! { "$set": { "closedAs": how, "closedAt": DateTime::now() } },
+                doc! { "$set": closed },
             )
             .deadline("closing an invite record")
             .await
@@ -199,9 +229,27 @@ impl Store {
         Ok(found.map(|d: Document| InviteToken {
             expires_at_ms: d
                 .get_datetime("expiresAt")
-                .map(|t| t.timestamp_millis())
-                .unwrap_or_default(),
+                .ok()
+                .map(|t| t.timestamp_millis()),
         }))
+    }
+
+    /// Marks invite `uid`'s link as taken out (`true`, before its token is deleted) or put
+    /// back (`false`, once its token is written again).
+    pub async fn mark_invite_suspended(
+        &self,
+        uid: &str,
+        suspended: bool,
+    ) -> Result<(), StoreError> {
+        let change = match suspended {
+            true => doc! { "$set": { "suspendedAt": DateTime::now() } },
+            false => doc! { "$unset": { "suspendedAt": "" } },
+        };
+        self.collection(RECORDS)
+            .update_one(doc! { "_id": uid }, change)
+            .deadline("recording an invite's suspension")
+            .await
+            .map(|_| ())
     }
 
     /// Records a pending invite's new end (before its token is given it).
@@ -240,6 +288,22 @@ impl Store {
             .await
             .map(|_| ())
     }
+}
+
+fn invite_record(d: &Document) -> Option<InviteRecord> {
+    Some(InviteRecord {
+        token_hash: d.get_str("tokenHash").ok()?.to_string(),
+        email: d.get_str("email").unwrap_or_default().to_string(),
+        email_sent: d.contains_key("emailSentAt"),
+        email_handover_open: d.contains_key("emailHandover"),
+        closed_as: d.get_str("closedAs").ok().map(String::from),
+        expires_at_ms: d
+            .get_datetime("expiresAt")
+            .ok()
+            .map(|t| t.timestamp_millis()),
+        suspended: d.contains_key("suspendedAt"),
+        accepted_by: d.get_object_id("acceptedBy").ok(),
+    })
 }
 
 #[cfg(test)]

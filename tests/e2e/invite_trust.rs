@@ -79,9 +79,16 @@ async fn declarations_that_cannot_take_effect_keep_nobody_from_inviting() {
     .await;
     ready_in(&w, &u, "librechatusers", "squat", "False", "NotPermitted").await;
 
+    // One created first whose lifetime the operator refuses never issues: it refuses nobody.
+    let invalid =
+        json!({ "instanceRef": lc(&w), "email": "third@u.example.com", "expiresIn": "400d" });
+    w.apply_in(&u, "UserInvite", "squat", invalid).await;
+    ready_in(&w, &u, "userinvites", "squat", "False", "InvalidSpec").await;
+
     for (name, email) in [
         ("wanted", "wanted@example.com"),
         ("other", "other@example.com"),
+        ("third", "third@u.example.com"),
     ] {
         w.apply_in(&t, "UserInvite", name, invite_of(&w, email))
             .await;
@@ -263,4 +270,93 @@ async fn an_email_cut_short_before_the_relay_is_said_to_be_unconfirmed() {
     let unconfirmed = w.event_reasons("cut").await;
     let told = unconfirmed.iter().filter(|r| *r == "EmailUnconfirmed");
     assert_eq!(told.count(), 1, "said once: {unconfirmed:?}");
+}
+
+/// What LibreChat's registration through an invitation does: the token goes, the account comes.
+async fn register_through_link(w: &World, email: &str) -> mongodb::bson::oid::ObjectId {
+    let raw = secret_token(w, &w.ns, "door-invite").await;
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw.as_bytes()));
+    let tokens = w.db.collection::<Document>("tokens");
+    let gone = tokens
+        .delete_one(doc! { "token": hash, "email": email })
+        .await
+        .unwrap();
+    assert_eq!(gone.deleted_count, 1, "the link registers");
+    let id = mongodb::bson::oid::ObjectId::new();
+    let now = mongodb::bson::DateTime::now();
+    let account = doc! { "_id": id, "email": email, "name": "Invitee", "provider": "local",
+    "role": "USER", "emailVerified": true, "createdAt": now, "updatedAt": now, "__v": 0 };
+    w.users().insert_one(account).await.unwrap();
+    id
+}
+
+async fn secret_token(w: &World, ns: &str, name: &str) -> String {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(w.client.clone(), ns);
+    let secret = api.get(name).await.unwrap();
+    String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap()
+}
+
+/// The attack: a tenant reads the id of an account another invitation's link registered, by
+/// writing `phase: Accepted` into its own issued invitation's status, or through an issued
+/// invitation suspended (its namespace taken out) while the administrators' link was used. An
+/// invitation names only the account its own link registered.
+#[tokio::test]
+async fn an_invitation_names_only_the_account_its_own_link_registered() {
+    let (w, t) = tenant_world("ivt-own", json!({ "domainClient": SITE })).await;
+    let admitted =
+        |namespaces: Vec<String>| json!({ "domainClient": SITE, "allowedNamespaces": namespaces });
+    for (name, email) in [
+        ("forged", "forged@example.com"),
+        ("parked", "parked@example.com"),
+    ] {
+        w.apply_in(&t, "UserInvite", name, invite_of(&w, email))
+            .await;
+        ready_in(&w, &t, "userinvites", name, "True", "Pending").await;
+    }
+    let forged = json!({ "status": { "phase": "Accepted" } });
+    dynamic(&w.client, &t, "UserInvite")
+        .patch_status("forged", &PatchParams::default(), &Patch::Merge(&forged))
+        .await
+        .unwrap();
+    ready_in(&w, &t, "userinvites", "forged", "True", "Accepted").await;
+    w.apply_instance_of_stores("lc", admitted(vec![])).await;
+    ready_in(
+        &w,
+        &t,
+        "userinvites",
+        "parked",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    assert_eq!(tokens_for(&w, "parked@example.com").await, 0, "suspended");
+
+    // The administrators invite both; each registers through their link.
+    for email in ["forged@example.com", "parked@example.com"] {
+        let door = json!({ "instanceRef": { "name": "lc" }, "email": email });
+        w.apply("UserInvite", "door", door).await;
+        w.wait_condition("userinvites", "door", "Ready", "True", Some("Pending"))
+            .await;
+        let id = register_through_link(&w, email).await;
+        let obj = w
+            .wait_condition("userinvites", "door", "Ready", "True", Some("Accepted"))
+            .await;
+        let shown = obj.pointer("/status/userId");
+        assert_eq!(shown, Some(&json!(id.to_hex())), "their own link's account");
+        w.delete("UserInvite", "door").await;
+        w.wait_gone("userinvites", "door").await;
+    }
+
+    w.apply_instance_of_stores("lc", admitted(vec![t.clone()]))
+        .await;
+    ready_in(&w, &t, "userinvites", "parked", "True", "Accepted").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for name in ["forged", "parked"] {
+        let obj = get_in(&w.client, &t, "UserInvite", name).await.unwrap();
+        assert!(
+            obj.pointer("/status/userId").is_none(),
+            "{name}: an account another link registered was named: {obj}"
+        );
+    }
 }
