@@ -26,6 +26,18 @@ pub(super) async fn take_ownership(
     if let Some(c) = current.as_ref().filter(|c| c.owner.uid == owner.uid) {
         return Ok(Ok(c.clone()));
     }
+    // The email is immutable (a CEL rule, which old or CEL-less API servers drop): an object
+    // that owns an account under another email must not claim a second one. Before any other
+    // refusal: what it owes the account it manages is done whatever holds the new email.
+    if let Some(previous) = store.find_claim_of_owner(&owner.uid).await? {
+        // Refused, but what it owes the account it manages is still done.
+        store.finish_owed(&previous).await?;
+        let message = format!(
+            "email is immutable: this object manages {}; create a new LibreChatUser for {email}",
+            previous.email
+        );
+        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, message, user)));
+    }
     if let Some(c) = &current {
         if owner_still_exists(ctx, &c.owner).await? {
             let message = format!("the account {email} is already managed by {}; nothing was changed. Remove one of the two objects", plan.tenancy.names(&c.owner));
@@ -38,17 +50,6 @@ pub(super) async fn take_ownership(
         // account fenced from sign-in with part of its data gone.
         store.finish_started_deletion(&stale).await?;
         store.release(email, &stale.owner.uid).await?;
-    }
-    // The email is immutable (a CEL rule, which old or CEL-less API servers drop): an object
-    // that owns an account under another email must not claim a second one.
-    if let Some(previous) = store.find_claim_of_owner(&owner.uid).await? {
-        // Refused, but what it owes the account it manages is still done.
-        store.finish_owed(&previous).await?;
-        let message = format!(
-            "email is immutable: this object manages {}; create a new LibreChatUser for {email}",
-            previous.email
-        );
-        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, message, user)));
     }
     let existing = store.find_user_by_email(email).await?;
     // The same declaration, re-created: it inherits what its predecessor owned.
