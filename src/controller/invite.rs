@@ -157,6 +157,17 @@ async fn publish(
     ctx: &Context,
     outcome: Outcome,
 ) -> Result<(), ReconcileError> {
+    let shown = invite.status.as_ref().and_then(|s| s.user_id.as_ref());
+    if outcome.phase == Some(InvitePhase::Accepted) && outcome.user_id.is_none() && shown.is_some()
+    {
+        // An id an earlier build showed (or anyone wrote) for an account this invitation's
+        // own link is not known to have registered: taken out, once (a merge patch keeps a
+        // field the status leaves out).
+        let cleared = serde_json::json!({ "status": { "userId": null } });
+        let name = invite.name_any();
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&cleared))
+            .await?;
+    }
     let status = UserInviteStatus {
         phase: outcome.phase,
         expires_at: outcome.expires_at,
@@ -248,16 +259,9 @@ async fn deliver(
             return Ok(outcome);
         }
     };
-    // The right to send is taken in the database before sending: at most one email, even
-    // if this process dies or the status write fails right after.
-    if !store.take_invite_email(&uid).await? {
-        outcome.email_sent_at = Some(super::status::now_rfc3339());
-        return Ok(outcome);
-    }
-    crate::fault::crash_point("before-invite-email");
+    // Paced before the right is taken: an email held back is never one "that may have gone".
     let email = normalize_email(&invite.spec.email);
     if let Some(wait) = ctx.mail_pacer.wait_for(&email) {
-        store.return_invite_email(&uid).await?;
         outcome.ready = email_not_sent(format!(
             "an email went to {email} within the last {}s (one email per address per --mail-pace); this invitation goes in {}s",
             ctx.mail_pacer.pace().as_secs(),
@@ -266,6 +270,13 @@ async fn deliver(
         outcome.requeue = Some(wait + Duration::from_millis(100));
         return Ok(outcome);
     }
+    // The right to send is taken in the database before sending: at most one email, even
+    // if this process dies or the status write fails right after.
+    if !store.take_invite_email(&uid).await? {
+        outcome.email_sent_at = Some(super::status::now_rfc3339());
+        return Ok(outcome);
+    }
+    crate::fault::crash_point("before-invite-email");
     let sent = mail.send(smtp, &email, site, &expires_at).await;
     report_sent(invite, ctx, (&instance, &store), &email, sent, outcome).await
 }
@@ -284,8 +295,13 @@ async fn report_sent(
     match sent.map_err(|e| target::mail_failure_for(instance, &e, &namespace)) {
         Ok(delivery) => {
             ctx.mail_pacer.sent(email);
-            ctx.mail_failures
-                .succeeded(&invite.uid().unwrap_or_default());
+            let uid = invite.uid().unwrap_or_default();
+            ctx.mail_failures.succeeded(&uid);
+            // Recorded before anything is said: a crash in between leaves an email the relay
+            // took unsaid, never said to be unconfirmed.
+            if let Err(e) = store.close_invite_email_handover(&uid).await {
+                tracing::warn!(error = %e, "could not record the invitation email's handover");
+            }
             crate::fault::crash_point("after-invite-email");
             outcome.email_sent_at = Some(super::status::now_rfc3339());
             let note = match delivery {
@@ -296,11 +312,6 @@ async fn report_sent(
             };
             let change = invite_change("EmailSent", instance, email, note);
             ctx.changed(invite, change).await;
-            // Said: a failure here leaves it open, said once more at the next look.
-            let uid = invite.uid().unwrap_or_default();
-            if let Err(e) = store.close_invite_email_handover(&uid).await {
-                tracing::warn!(error = %e, "could not record the invitation email's handover");
-            }
         }
         Err(why) => {
             store
@@ -466,7 +477,7 @@ async fn closed_as(
                 _ => "Expired",
             };
             // Its link ends with it.
-            store.delete_invite_token(&record.token_hash).await?;
+            store.take_out_invite_link(uid, &record.token_hash).await?;
             store.close_invite(uid, how, None).await?;
             Ok(Some(done))
         }
@@ -530,10 +541,8 @@ async fn take_link_out(
     let store = &target.stores.store;
     let token = store.find_invite_token(&record.email, &record.token_hash);
     if token.await?.is_some() {
-        // Marked first: a token missing from now on was not used to register.
         let uid = invite.uid().unwrap_or_default();
-        store.mark_invite_suspended(&uid, true).await?;
-        store.delete_invite_token(&record.token_hash).await?;
+        store.take_out_invite_link(&uid, &record.token_hash).await?;
         let note = format!(
             "the invitation link of {} no longer works: {why}",
             record.email
@@ -608,7 +617,7 @@ async fn follow(
     }
     let account = store.find_user_by_email(&email).await?;
     let recorded_end = recorded.as_ref().and_then(|r| r.expires_at_ms);
-    let suspended = recorded.as_ref().is_some_and(|r| r.suspended);
+    let taken_out = recorded.as_ref().is_some_and(|r| r.link_taken_out);
     let Some(token_hash) = recorded.map(|r| r.token_hash) else {
         if now >= expires_ms {
             // Refused (or waiting for its Secret) for longer than its lifetime: it ends
@@ -639,10 +648,10 @@ async fn follow(
     if let Some(account) = account {
         // Its own link registered the account if its token went without the operator taking
         // it out; otherwise the account came about another way.
-        let used_here = token.is_none() && !suspended;
+        let used_here = token.is_none() && !taken_out;
         if token.is_some() {
             // The link can no longer register anyone.
-            store.delete_invite_token(&token_hash).await?;
+            store.take_out_invite_link(&uid, &token_hash).await?;
         }
         let accepted_by = used_here.then_some(account.id);
         store.close_invite(&uid, "Accepted", accepted_by).await?;
@@ -658,7 +667,7 @@ async fn follow(
     // the invitation was refused, or suspended) does not bring a dead link back.
     let given_end = recorded_end.or(token.as_ref().and_then(|t| t.expires_at_ms));
     if now >= expires_ms || given_end.is_some_and(|end| now >= end) {
-        store.delete_invite_token(&token_hash).await?;
+        store.take_out_invite_link(&uid, &token_hash).await?;
         store.close_invite(&uid, "Expired", None).await?;
         let note = format!("the invitation of {email} expired unused");
         let change = invite_change("Expired", &target.instance, &email, note);
@@ -667,6 +676,10 @@ async fn follow(
     }
     if recorded_end != Some(expires_ms) {
         store.record_invite_end(&uid, expires_ms).await?;
+    }
+    // A mark a crash or a failed call left behind while the link works again.
+    if taken_out && token.is_some() {
+        store.mark_invite_link_taken_out(&uid, false).await?;
     }
     match token {
         Some(t) if t.expires_at_ms != Some(expires_ms) => {
@@ -703,8 +716,8 @@ async fn follow(
             store
                 .ensure_invite_token(&email, &token_hash, expires_ms)
                 .await?;
-            if suspended {
-                store.mark_invite_suspended(&uid, false).await?;
+            if taken_out {
+                store.mark_invite_link_taken_out(&uid, false).await?;
             }
             let note = format!(
                 "the invitation link of {email} works again (it was used without registering, or its namespace was admitted again)"

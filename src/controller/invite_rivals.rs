@@ -97,9 +97,9 @@ fn rival_namespace(
             .is_none()
 }
 
-/// Whether an issued rival (its record, the truth) holds the email: one accepted does (its
-/// invitee's account: a tenant must not tell it from a pending invitation), one expired does
-/// not; one open does while its namespace may declare the email (`admitted`), and after that
+/// Whether an issued rival (its record, the truth) holds the email: one accepted does while
+/// the account is there (a tenant must not tell it from a pending invitation), one expired
+/// does not; one open does while its namespace may declare the email (`admitted`), and after that
 /// while its link still works (until its own reconcile takes the link out), so that two
 /// working links never exist for one email.
 async fn issued_holds(
@@ -108,7 +108,8 @@ async fn issued_holds(
     admitted: bool,
 ) -> Result<bool, StoreError> {
     match record.closed_as.as_deref() {
-        Some("Accepted") => Ok(true),
+        // While the account is there: one deleted since frees the email.
+        Some("Accepted") => Ok(store.find_user_by_email(&record.email).await?.is_some()),
         Some(_) => Ok(false),
         None if admitted => Ok(true),
         None => {

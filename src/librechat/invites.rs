@@ -50,9 +50,9 @@ pub struct InviteRecord {
     /// The end its link was last given (records of earlier versions have none): past it, the
     /// invitation is over whatever lifetime its object declares since.
     pub expires_at_ms: Option<i64>,
-    /// Its link was taken out while the record stays (its namespace, or the email's domain,
-    /// no longer admitted): a token missing meanwhile was not used to register.
-    pub suspended: bool,
+    /// The operator took its link out (suspended while its namespace or the email's domain is
+    /// not admitted, or ending it): a token missing meanwhile was not used to register.
+    pub link_taken_out: bool,
     /// The account the operator saw its own link register, once it did.
     pub accepted_by: Option<ObjectId>,
 }
@@ -234,20 +234,32 @@ impl Store {
         }))
     }
 
-    /// Marks invite `uid`'s link as taken out (`true`, before its token is deleted) or put
-    /// back (`false`, once its token is written again).
-    pub async fn mark_invite_suspended(
+    /// Takes invite `uid`'s link out: marked in its record first, so that a token missing
+    /// from then on is never read as a registration through it (a crash or a failed call
+    /// between the two leaves the mark, never an unmarked gap).
+    pub async fn take_out_invite_link(
         &self,
         uid: &str,
-        suspended: bool,
+        token_hash: &str,
     ) -> Result<(), StoreError> {
-        let change = match suspended {
-            true => doc! { "$set": { "suspendedAt": DateTime::now() } },
-            false => doc! { "$unset": { "suspendedAt": "" } },
+        self.mark_invite_link_taken_out(uid, true).await?;
+        self.delete_invite_token(token_hash).await
+    }
+
+    /// Marks invite `uid`'s link as taken out by the operator (`true`) or working again
+    /// (`false`, once its token is there).
+    pub async fn mark_invite_link_taken_out(
+        &self,
+        uid: &str,
+        taken_out: bool,
+    ) -> Result<(), StoreError> {
+        let change = match taken_out {
+            true => doc! { "$set": { "linkTakenOutAt": DateTime::now() } },
+            false => doc! { "$unset": { "linkTakenOutAt": "" } },
         };
         self.collection(RECORDS)
             .update_one(doc! { "_id": uid }, change)
-            .deadline("recording an invite's suspension")
+            .deadline("recording an invite's link")
             .await
             .map(|_| ())
     }
@@ -301,7 +313,7 @@ fn invite_record(d: &Document) -> Option<InviteRecord> {
             .get_datetime("expiresAt")
             .ok()
             .map(|t| t.timestamp_millis()),
-        suspended: d.contains_key("suspendedAt"),
+        link_taken_out: d.contains_key("linkTakenOutAt"),
         accepted_by: d.get_object_id("acceptedBy").ok(),
     })
 }

@@ -85,10 +85,20 @@ async fn declarations_that_cannot_take_effect_keep_nobody_from_inviting() {
     w.apply_in(&u, "UserInvite", "squat", invalid).await;
     ready_in(&w, &u, "userinvites", "squat", "False", "InvalidSpec").await;
 
+    // One accepted whose account was deleted since holds the email no more.
+    let gone = "gone@u.example.com";
+    w.apply_in(&u, "UserInvite", "gone", invite_of(&w, gone))
+        .await;
+    ready_in(&w, &u, "userinvites", "gone", "True", "Pending").await;
+    register_through_link(&w, (&u, "gone-invite"), gone).await;
+    ready_in(&w, &u, "userinvites", "gone", "True", "Accepted").await;
+    w.users().delete_one(doc! { "email": gone }).await.unwrap();
+
     for (name, email) in [
         ("wanted", "wanted@example.com"),
         ("other", "other@example.com"),
         ("third", "third@u.example.com"),
+        ("gone", gone),
     ] {
         w.apply_in(&t, "UserInvite", name, invite_of(&w, email))
             .await;
@@ -273,8 +283,12 @@ async fn an_email_cut_short_before_the_relay_is_said_to_be_unconfirmed() {
 }
 
 /// What LibreChat's registration through an invitation does: the token goes, the account comes.
-async fn register_through_link(w: &World, email: &str) -> mongodb::bson::oid::ObjectId {
-    let raw = secret_token(w, &w.ns, "door-invite").await;
+async fn register_through_link(
+    w: &World,
+    (ns, secret): (&str, &str),
+    email: &str,
+) -> mongodb::bson::oid::ObjectId {
+    let raw = secret_token(w, ns, secret).await;
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw.as_bytes()));
     let tokens = w.db.collection::<Document>("tokens");
     let gone = tokens
@@ -338,7 +352,7 @@ async fn an_invitation_names_only_the_account_its_own_link_registered() {
         w.apply("UserInvite", "door", door).await;
         w.wait_condition("userinvites", "door", "Ready", "True", Some("Pending"))
             .await;
-        let id = register_through_link(&w, email).await;
+        let id = register_through_link(&w, (&w.ns, "door-invite"), email).await;
         let obj = w
             .wait_condition("userinvites", "door", "Ready", "True", Some("Accepted"))
             .await;
@@ -359,4 +373,15 @@ async fn an_invitation_names_only_the_account_its_own_link_registered() {
             "{name}: an account another link registered was named: {obj}"
         );
     }
+    // An id written into the status (or shown by an earlier build) goes too.
+    let written = json!({ "status": { "userId": "6b16820d4141f5c342db79bd" } });
+    dynamic(&w.client, &t, "UserInvite")
+        .patch_status("forged", &PatchParams::default(), &Patch::Merge(&written))
+        .await
+        .unwrap();
+    eventually("the written userId to be taken out", || async {
+        let obj = get_in(&w.client, &t, "UserInvite", "forged").await?;
+        obj.pointer("/status/userId").is_none().then_some(())
+    })
+    .await;
 }
