@@ -72,6 +72,33 @@ async fn mirrored(w: &World, name: &str, accepted: bool) -> Value {
     .await
 }
 
+/// An account that accepted v1, then v2 declared and its reset promised, the operator dying
+/// before the reset (crash point `after-terms-promise`).
+async fn v2_promised_then_crashed(label: &str) -> World {
+    let mut w = World::new(label).await;
+    w.start_operator();
+    registered(&w, "someone@example.com").await;
+    w.ready_instance("lc", terms(&w, "v1")).await;
+    applied_version(&w, "v1", false).await;
+
+    w.stop_operator();
+    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
+        .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-promise")]);
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    w
+}
+
+/// The operator's record of the terms version.
+async fn terms_record(w: &World) -> Document {
+    w.db.collection::<Document>("librechat_operator_terms")
+        .find_one(doc! { "_id": "terms" })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_new_terms_version_resets_acceptance_once() {
     let mut w = World::new("terms-once").await;
@@ -170,12 +197,7 @@ async fn a_crash_after_the_reset_does_not_reset_twice() {
         !accepted(&w, "late@example.com").await,
         "the reset happened"
     );
-    let record =
-        w.db.collection::<Document>("librechat_operator_terms")
-            .find_one(doc! { "_id": "terms" })
-            .await
-            .unwrap()
-            .unwrap();
+    let record = terms_record(&w).await;
     assert_eq!(record.get_str("version"), Ok("v2"));
     assert!(
         record.contains_key("pendingSince"),
@@ -191,29 +213,13 @@ async fn a_crash_after_the_reset_does_not_reset_twice() {
         "an acceptance of v2 is not reset"
     );
     assert!(!accepted(&w, "early@example.com").await);
-    let record =
-        w.db.collection::<Document>("librechat_operator_terms")
-            .find_one(doc! { "_id": "terms" })
-            .await
-            .unwrap()
-            .unwrap();
+    let record = terms_record(&w).await;
     assert!(!record.contains_key("pendingSince"));
 }
 
 #[tokio::test]
 async fn a_crash_after_the_promise_resets_once_on_restart() {
-    let mut w = World::new("terms-promise").await;
-    w.start_operator();
-    registered(&w, "someone@example.com").await;
-    w.ready_instance("lc", terms(&w, "v1")).await;
-    applied_version(&w, "v1", false).await;
-
-    w.stop_operator();
-    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
-        .await;
-    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-promise")]);
-    let code = w.wait_operator_exit(PATIENCE).await;
-    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let mut w = v2_promised_then_crashed("terms-promise").await;
     assert!(
         accepted(&w, "someone@example.com").await,
         "promised, not reset yet"
@@ -233,18 +239,7 @@ async fn a_crash_after_the_promise_resets_once_on_restart() {
 /// would never be) with its record pending for good.
 #[tokio::test]
 async fn a_reset_cut_short_is_finished_when_the_version_is_no_longer_declared() {
-    let mut w = World::new("terms-removed").await;
-    w.start_operator();
-    registered(&w, "someone@example.com").await;
-    w.ready_instance("lc", terms(&w, "v1")).await;
-    applied_version(&w, "v1", false).await;
-
-    w.stop_operator();
-    w.apply_instance("lc", &env("REDIS_URL"), terms(&w, "v2"))
-        .await;
-    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-terms-promise")]);
-    let code = w.wait_operator_exit(PATIENCE).await;
-    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let mut w = v2_promised_then_crashed("terms-removed").await;
 
     let without_terms = json!({ "redis": { "keyPrefix": w.ns.clone() } });
     w.apply_instance("lc", &env("REDIS_URL"), without_terms)
@@ -256,11 +251,6 @@ async fn a_reset_cut_short_is_finished_when_the_version_is_no_longer_declared() 
         "the promised reset is finished"
     );
     w.wait_event("lc", "TermsReset").await;
-    let record =
-        w.db.collection::<Document>("librechat_operator_terms")
-            .find_one(doc! { "_id": "terms" })
-            .await
-            .unwrap()
-            .unwrap();
+    let record = terms_record(&w).await;
     assert!(!record.contains_key("pendingSince"));
 }
