@@ -18,7 +18,9 @@
 //! yet saying the operator created it), `after-deletion-fence` (an account's deletion fenced
 //! its sign-in, nothing of its data deleted yet), `after-refill-recorded` (declared auto-refill
 //! settings recorded in the ownership record, not yet written to the balance record),
-//! `after-refill-written` (written, the ownership record not yet saying so).
+//! `after-refill-written` (written, the ownership record not yet saying so),
+//! `after-two-factor-reset` (an account's second factor reset and recorded as done, LibreChat's
+//! caches not yet dropped).
 //!
 //! Pause points, for tests of races: with `LIBRECHAT_OPERATOR_PAUSE_AT=<point>` a reconcile
 //! that reaches the point waits [`PAUSE`] there (logging that it does), while the others go

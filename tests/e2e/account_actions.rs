@@ -414,3 +414,58 @@ async fn bad_triggers_are_refused_and_nothing_is_written() {
     }
     w.contract_check(json!({ "sessionsPresent": [ id.to_hex() ] }));
 }
+
+/// The fault: the operator dies after resetting an account's second factor and before dropping
+/// LibreChat's caches (as a Redis failing the drop would stop it). The person signs in and
+/// sets up a new second factor, as the reset told them to; the retry drops the caches and does
+/// not reset the new factor again.
+#[tokio::test]
+async fn a_two_factor_reset_cut_short_never_resets_the_new_factor() {
+    let mut w = World::with_instance("actions-2fa", json!({})).await;
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "lost@example.com" });
+    w.apply("LibreChatUser", "lost", spec.clone()).await;
+    let id = account_id(&w, "lost").await;
+    let enrol = |secret: &str| doc! { "$set": { "twoFactorEnabled": true, "totpSecret": secret } };
+    let old = "v3:00112233445566778899aabbccddeeff:0ld0ld";
+    w.users()
+        .update_one(doc! { "_id": id }, enrol(old))
+        .await
+        .unwrap();
+
+    w.stop_operator();
+    let mut triggered = spec;
+    triggered["resetTwoFactorAt"] = json!(now());
+    w.apply("LibreChatUser", "lost", triggered).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-two-factor-reset")]);
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let reset = w
+        .users()
+        .find_one(doc! { "_id": id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reset.get_bool("twoFactorEnabled"), Ok(false), "reset");
+
+    let new = "v3:ffeeddccbbaa99887766554433221100:n3wn3w";
+    w.users()
+        .update_one(doc! { "_id": id }, enrol(new))
+        .await
+        .unwrap();
+    w.start_operator();
+    w.wait_condition("librechatusers", "lost", "Ready", "True", None)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = w
+        .users()
+        .find_one(doc! { "_id": id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after.get_str("totpSecret"),
+        Ok(new),
+        "the new factor was reset"
+    );
+    assert_eq!(after.get_bool("twoFactorEnabled"), Ok(true));
+}

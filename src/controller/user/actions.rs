@@ -16,7 +16,7 @@ use crate::controller::owned_secret::{self, OwnedSecretError};
 use crate::controller::status::now_rfc3339;
 use crate::controller::target::{configuration_for, mail_failure_for};
 use crate::librechat::one_shot::{AppliedActions, OneShot};
-use crate::librechat::ownership::Claim;
+use crate::librechat::ownership::{Claim, FollowUp};
 use crate::librechat::users::StoredUser;
 use crate::librechat::verification::{new_raw_verification_token, verification_link};
 use crate::mail::Delivery;
@@ -103,16 +103,7 @@ async fn act_on_account(
 ) -> Result<(), ReconcileError> {
     let store = plan.store();
     let (event, note) = match action {
-        OneShot::ResetTwoFactor => {
-            store.reset_two_factor(stored.id).await?;
-            // LibreChat may hold the user document in its auth cache.
-            store.drop_user_caches(stored).await?;
-            let what = format!("reset two-factor authentication of {}", plan.email);
-            (
-                "TwoFactorReset",
-                format!("{what} (resetTwoFactorAt {trigger})"),
-            )
-        }
+        OneShot::ResetTwoFactor => return reset_two_factor(ctx, plan, stored, user, trigger).await,
         // Verification links are issued by `verify`, with their own delivery.
         OneShot::Verification => return Ok(()),
         OneShot::Logout => {
@@ -125,6 +116,34 @@ async fn act_on_account(
         .record_action(&plan.email, &plan.owner.uid, action, trigger)
         .await?;
     ctx.changed(user, plan.change(event, stored.id, note)).await;
+    Ok(())
+}
+
+/// Resets the account's two-factor authentication once for `trigger`. Recorded as done right
+/// after the write, before LibreChat's caches are dropped (a follow-up promised before the
+/// write, finished by a later reconcile if Redis fails it): a retry must never reset again a
+/// second factor the person set up since, as the reset told them to.
+async fn reset_two_factor(
+    ctx: &Context,
+    plan: &Plan,
+    stored: &StoredUser,
+    user: &LibreChatUser,
+    trigger: &str,
+) -> Result<(), ReconcileError> {
+    let store = plan.store();
+    let (email, owner) = (&plan.email, &plan.owner.uid);
+    // LibreChat may hold the user document in its auth cache.
+    store.promise(email, owner, FollowUp::DropCaches).await?;
+    store.reset_two_factor(stored.id).await?;
+    store
+        .record_action(email, owner, OneShot::ResetTwoFactor, trigger)
+        .await?;
+    crate::fault::crash_point("after-two-factor-reset");
+    let note = format!("reset two-factor authentication of {email} (resetTwoFactorAt {trigger})");
+    ctx.changed(user, plan.change("TwoFactorReset", stored.id, note))
+        .await;
+    store.drop_user_caches(stored).await?;
+    store.fulfilled(email, owner, FollowUp::DropCaches).await?;
     Ok(())
 }
 
