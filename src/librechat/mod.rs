@@ -51,6 +51,9 @@ use mongodb::{Collection, Database};
 pub mod collections {
     pub const USERS: &str = "users";
     pub const SESSIONS: &str = "sessions";
+    /// v0.8.8's OpenID refresh bridges (`userId` as a String): a refresh token rotated by a
+    /// concurrent refresh, handed to the late request that still holds the old one.
+    pub const REFRESH_TOKEN_BRIDGES: &str = "refreshtokenbridges";
     pub const TOKENS: &str = "tokens";
     pub const LOGS: &str = "logs";
     pub const GROUPS: &str = "groups";

@@ -8,8 +8,14 @@ use super::error::StoreError;
 use super::{collections, Store};
 
 impl Store {
-    /// Deletes every session of the user; returns how many there were.
+    /// Deletes every session of the user, and the OpenID refresh bridges that would hand a
+    /// rotated refresh token to a request holding an old one; returns how many sessions there
+    /// were. Bridges first: a failure between the two leaves the sessions owed, not a bridge.
     pub async fn revoke_sessions(&self, user_id: ObjectId) -> Result<u64, StoreError> {
+        self.collection(collections::REFRESH_TOKEN_BRIDGES)
+            .delete_many(doc! { "userId": user_id.to_hex() })
+            .deadline("revoking OpenID refresh bridges")
+            .await?;
         self.collection(collections::SESSIONS)
             .delete_many(doc! { "user": user_id })
             .deadline("revoking sessions")

@@ -330,12 +330,32 @@ async fn logout_and_two_factor_reset_apply_once_per_trigger() {
         .await
         .unwrap();
 
+    // v0.8.8's OpenID refresh bridges: the account's goes with its sessions, nobody else's.
+    let bridges = w.db.collection::<Document>("refreshtokenbridges");
+    let someone_else = ObjectId::new().to_hex();
+    for owner in [id.to_hex(), someone_else.clone()] {
+        let bridge = doc! { "userId": owner, "oldRefreshTokenHash": "h".repeat(64),
+        "encryptedNewRefreshToken": "x", "createdAt": mongodb::bson::DateTime::now() };
+        bridges.insert_one(bridge).await.unwrap();
+    }
+
     let mut triggered = spec.clone();
     let at = now();
     triggered["logoutAt"] = json!(at);
     triggered["resetTwoFactorAt"] = json!(at);
     w.apply("LibreChatUser", "locked", triggered.clone()).await;
     w.wait_event("locked", "LoggedOut").await;
+    let left = |owner: String| bridges.count_documents(doc! { "userId": owner });
+    assert_eq!(
+        left(id.to_hex()).await.unwrap(),
+        0,
+        "the account's bridge stays"
+    );
+    assert_eq!(
+        left(someone_else).await.unwrap(),
+        1,
+        "another account's bridge went"
+    );
     w.wait_event("locked", "TwoFactorReset").await;
     w.contract_check(json!({
         "sessionsRevoked": [ id.to_hex() ],
