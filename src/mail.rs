@@ -69,7 +69,7 @@ impl Pacer {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
         last.retain(|_, at| now.duration_since(*at) < self.pace);
-        last.get(&address.to_lowercase())
+        last.get(&inbox(address))
             .map(|at| self.pace - now.duration_since(*at))
     }
 
@@ -77,7 +77,21 @@ impl Pacer {
     /// again, not hidden behind the pace.
     pub fn sent(&self, address: &str) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        last.insert(address.to_lowercase(), std::time::Instant::now());
+        last.insert(inbox(address), std::time::Instant::now());
+    }
+}
+
+/// The inbox an address reaches, as the pace counts it: without letter case, and without a
+/// `+tag` (most mail services deliver `someone+1@` and `someone+2@` to `someone@`, so a
+/// tenant's accounts under tagged addresses share one pace and cannot flood one inbox).
+fn inbox(address: &str) -> String {
+    let address = address.to_lowercase();
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let base = local.split_once('+').map_or(local, |(base, _)| base);
+            format!("{base}@{domain}")
+        }
+        None => address,
     }
 }
 
@@ -221,6 +235,18 @@ fn body(invitation: &Invitation<'_>) -> String {
 mod tests {
 
     use super::*;
+
+    /// The attack: a tenant's accounts under `victim+1@`, `victim+2@`, … (one inbox) each had
+    /// a pace of their own, so the relay could mail one person once a minute per account.
+    #[test]
+    fn tagged_addresses_share_the_pace_of_their_inbox() {
+        let pacer = Pacer::new(Duration::from_secs(60));
+        pacer.sent("Victim+1@Example.com");
+        assert!(pacer.wait_for("victim+2@example.com").is_some());
+        assert!(pacer.wait_for("victim@example.com").is_some());
+        assert!(pacer.wait_for("other@example.com").is_none());
+        assert_eq!(inbox("a+b+c@x.org"), "a@x.org");
+    }
 
     /// A relay that accepts the connection and never sends its greeting (a tarpit) ends the
     /// send at the deadline, unconfirmed; lettre's own timeout covers only the connect.
