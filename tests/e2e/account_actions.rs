@@ -489,3 +489,49 @@ async fn a_two_factor_reset_cut_short_never_resets_the_new_factor() {
     );
     assert_eq!(after.get_bool("twoFactorEnabled"), Ok(true));
 }
+
+/// The fault: the instance's relay is down, so a verification link cannot go. What else the
+/// object declares (a grant here; a rotated plugin credential alike) does not wait for it.
+#[tokio::test]
+async fn an_undeliverable_verification_link_holds_nothing_else_back() {
+    let closed = free_port();
+    let w = World::with_instance(
+        "actions-relay-down",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": closed, "from": "LibreChat <noreply@example.com>", "security": "none" },
+                "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    let spec = json!({ "instanceRef": { "name": "lc" }, "email": "waiting@example.com",
+                       "emailVerified": false,
+                       "balance": { "grants": [{ "id": "welcome", "credits": 500 }] } });
+    w.apply("LibreChatUser", "waiting", spec).await;
+    w.wait_condition(
+        "librechatusers",
+        "waiting",
+        "Ready",
+        "False",
+        Some("VerificationNotSent"),
+    )
+    .await;
+    let account = w.find_user("waiting@example.com").await.unwrap();
+    let id = account.get_object_id("_id").unwrap();
+    eventually(
+        "the grant credited while the link waits for the relay",
+        || async {
+            let balance =
+                w.db.collection::<Document>("balances")
+                    .find_one(doc! { "user": id })
+                    .await
+                    .ok()??;
+            let credits = match balance.get("tokenCredits")? {
+                mongodb::bson::Bson::Double(d) => *d,
+                mongodb::bson::Bson::Int32(n) => f64::from(*n),
+                mongodb::bson::Bson::Int64(n) => *n as f64,
+                _ => return None,
+            };
+            (credits >= 1500.0).then_some(())
+        },
+    )
+    .await;
+}

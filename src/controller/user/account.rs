@@ -101,13 +101,16 @@ pub(super) async fn converge(
         return Ok(Converged::Done(Box::new(outcome)));
     }
     let (password, version, rotated) = apply_password(ctx, plan, &account, user).await?;
-    let report = match actions::apply(ctx, plan, &claim, &account.stored, user).await? {
-        Ok(report) => report,
-        Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
-    };
+    let report = actions::apply(ctx, plan, &claim, &account.stored, user).await?;
+    // Whatever became of a verification link (a relay down may hold it for long): a rotated
+    // plugin credential or a grant does not wait for the relay.
     let id = account.stored.id;
     let (balance, credited) = super::balance::converge(ctx, plan, &claim, user, id).await?;
     let plugins_wrote = super::plugins::apply(ctx, plan, id, user).await?;
+    let report = match report {
+        Ok(report) => report,
+        Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
+    };
     let outcome = in_sync_with(plan, user, &account.stored, balance);
     Ok(Converged::Done(Box::new(Outcome {
         wrote: account.wrote || rotated || credited || plugins_wrote,
