@@ -64,20 +64,55 @@ impl Pacer {
         self.pace
     }
 
-    /// How long until `address` may be mailed again, if it may not be now.
-    pub fn wait_for(&self, address: &str) -> Option<Duration> {
+    /// Takes `address`'s turn now, or says how long until it has one. Checked and taken under
+    /// one lock: reconciles running at once for tagged addresses of one inbox get one turn
+    /// between them, not one each. The turn is given back when dropped before [`Turn::used`]
+    /// (a handover that failed, or never happened, does not hide its error behind the pace).
+    pub fn reserve(&self, address: &str) -> Result<Turn<'_>, Duration> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
         last.retain(|_, at| now.duration_since(*at) < self.pace);
-        last.get(&inbox(address))
-            .map(|at| self.pace - now.duration_since(*at))
+        let key = inbox(address);
+        if let Some(at) = last.get(&key) {
+            return Err(self.pace - now.duration_since(*at));
+        }
+        last.insert(key.clone(), now);
+        Ok(Turn {
+            pacer: self,
+            key,
+            at: now,
+            used: false,
+        })
     }
+}
 
-    /// `address` was mailed now. A failed handover does not count: its error is reported
-    /// again, not hidden behind the pace.
-    pub fn sent(&self, address: &str) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        last.insert(inbox(address), std::time::Instant::now());
+/// One inbox's turn to be mailed, taken by [`Pacer::reserve`].
+pub struct Turn<'a> {
+    pacer: &'a Pacer,
+    key: String,
+    at: std::time::Instant,
+    used: bool,
+}
+
+impl Turn<'_> {
+    /// The email was handed to the relay: the turn counts from now.
+    pub fn used(mut self) {
+        self.used = true;
+        let mut last = self.pacer.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.insert(self.key.clone(), std::time::Instant::now());
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.used {
+            return;
+        }
+        let mut last = self.pacer.last.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the turn this took: one taken since by another send stays.
+        if last.get(&self.key) == Some(&self.at) {
+            last.remove(&self.key);
+        }
     }
 }
 
@@ -241,11 +276,27 @@ mod tests {
     #[test]
     fn tagged_addresses_share_the_pace_of_their_inbox() {
         let pacer = Pacer::new(Duration::from_secs(60));
-        pacer.sent("Victim+1@Example.com");
-        assert!(pacer.wait_for("victim+2@example.com").is_some());
-        assert!(pacer.wait_for("victim@example.com").is_some());
-        assert!(pacer.wait_for("other@example.com").is_none());
+        pacer.reserve("Victim+1@Example.com").unwrap().used();
+        assert!(pacer.reserve("victim+2@example.com").is_err());
+        assert!(pacer.reserve("victim@example.com").is_err());
+        assert!(pacer.reserve("other@example.com").is_ok());
         assert_eq!(inbox("a+b+c@x.org"), "a@x.org");
+    }
+
+    /// The attack: reconciles running at once for tagged addresses of one inbox each passed
+    /// the check before any of them recorded its send. A turn is taken under the check's lock;
+    /// one given back (its handover failed) frees the inbox again.
+    #[test]
+    fn one_turn_at_a_time_and_a_failed_handover_gives_it_back() {
+        let pacer = Pacer::default();
+        let first = pacer.reserve("victim+1@example.com").unwrap();
+        assert!(
+            pacer.reserve("victim+2@example.com").is_err(),
+            "a second turn at once"
+        );
+        drop(first);
+        let again = pacer.reserve("victim+3@example.com");
+        assert!(again.is_ok(), "a turn given back stays taken");
     }
 
     /// A relay that accepts the connection and never sends its greeting (a tarpit) ends the
@@ -281,18 +332,17 @@ mod tests {
     #[test]
     fn one_email_a_minute_to_one_address() {
         let pacer = Pacer::default();
-        assert_eq!(pacer.wait_for("a@example.com"), None);
-        pacer.sent("a@example.com");
-        let wait = pacer.wait_for("A@Example.com").unwrap();
+        pacer.reserve("a@example.com").unwrap().used();
+        let wait = pacer.reserve("A@Example.com").err().unwrap();
         assert!(wait > Duration::from_secs(55) && wait <= PACE, "{wait:?}");
-        assert_eq!(pacer.wait_for("b@example.com"), None);
+        assert!(pacer.reserve("b@example.com").is_ok());
     }
 
     #[test]
     fn the_pace_is_the_one_configured() {
         let pacer = Pacer::new(Duration::from_secs(600));
-        pacer.sent("a@example.com");
-        let wait = pacer.wait_for("a@example.com").unwrap();
+        pacer.reserve("a@example.com").unwrap().used();
+        let wait = pacer.reserve("a@example.com").err().unwrap();
         assert!(wait > Duration::from_secs(590), "{wait:?}");
         assert_eq!(pacer.pace(), Duration::from_secs(600));
     }

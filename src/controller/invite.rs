@@ -261,15 +261,18 @@ async fn deliver(
     };
     // Paced before the right is taken: an email held back is never one "that may have gone".
     let email = normalize_email(&invite.spec.email);
-    if let Some(wait) = ctx.mail_pacer.wait_for(&email) {
-        outcome.ready = email_not_sent(format!(
+    let turn = match ctx.mail_pacer.reserve(&email) {
+        Ok(turn) => turn,
+        Err(wait) => {
+            outcome.ready = email_not_sent(format!(
             "an email went to {email} within the last {}s (one email per address per --mail-pace); this invitation goes in {}s",
             ctx.mail_pacer.pace().as_secs(),
             wait.as_secs() + 1
-        ));
-        outcome.requeue = Some(wait + Duration::from_millis(100));
-        return Ok(outcome);
-    }
+            ));
+            outcome.requeue = Some(wait + Duration::from_millis(100));
+            return Ok(outcome);
+        }
+    };
     // The right to send is taken in the database before sending: at most one email, even
     // if this process dies or the status write fails right after.
     if !store.take_invite_email(&uid).await? {
@@ -278,6 +281,10 @@ async fn deliver(
     }
     crate::fault::crash_point("before-invite-email");
     let sent = mail.send(smtp, &email, site, &expires_at).await;
+    // A failed handover gives the inbox's turn back (its error is reported, not paced).
+    if sent.is_ok() {
+        turn.used();
+    }
     report_sent(invite, ctx, (&instance, &store), &email, sent, outcome).await
 }
 
@@ -294,7 +301,6 @@ async fn report_sent(
     let namespace = invite.namespace().unwrap_or_default();
     match sent.map_err(|e| target::mail_failure_for(instance, &e, &namespace)) {
         Ok(delivery) => {
-            ctx.mail_pacer.sent(email);
             let uid = invite.uid().unwrap_or_default();
             ctx.mail_failures.succeeded(&uid);
             // Recorded before anything is said: a crash in between leaves an email the relay

@@ -286,9 +286,12 @@ async fn issue_link(
     let (email, uid) = (&plan.email, &plan.owner.uid);
     let previous = claim.actions.get(OneShot::Verification.as_str());
     let by_email = plan.instance.spec.smtp.is_some() && plan.instance.spec.domain_client.is_some();
-    if let Some(wait) = ctx.mail_pacer.wait_for(email).filter(|_| by_email) {
-        return Ok(Err(paced(ctx, email, wait, user)));
-    }
+    // The inbox's turn, given back if nothing is handed to the relay.
+    let turn = match by_email.then(|| ctx.mail_pacer.reserve(email)) {
+        Some(Err(wait)) => return Ok(Err(paced(ctx, email, wait, user))),
+        Some(Ok(turn)) => Some(turn),
+        None => None,
+    };
     // The token is hashed and written before the right to send is taken: a failure or a stop
     // in either holds nothing (the next attempt replaces the token), so the right is held
     // only across the handover to the relay, and given back when that fails.
@@ -332,6 +335,9 @@ async fn issue_link(
             return Ok(Err(waiting));
         }
     };
+    if let Some(turn) = turn {
+        turn.used();
+    }
     ctx.mail_failures.succeeded(uid);
     if !by_email {
         store
@@ -382,7 +388,6 @@ async fn deliver_by_email(
     let delivery = crate::mail::send_verification(smtp, credentials, &message)
         .await
         .map_err(|e| mail_failure_for(instance, &e, namespace))?;
-    ctx.mail_pacer.sent(&plan.email);
     Ok(delivery)
 }
 
