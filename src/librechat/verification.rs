@@ -42,33 +42,74 @@ pub fn verification_link(domain_client: &str, raw: &str, email: &str) -> String 
     )
 }
 
+/// A verification token the operator wrote: its `_id` (to withdraw it, or keep it while the
+/// others go) and when it expires (epoch ms).
+#[derive(Debug, Clone, Copy)]
+pub struct IssuedVerification {
+    pub id: ObjectId,
+    pub created_at: DateTime,
+    pub expires_ms: i64,
+}
+
 impl Store {
-    /// Replaces the account's verification tokens (typed and legacy, as the resend does) with
-    /// one holding `bcrypt_hash`; returns when it expires (epoch ms).
+    /// Adds a verification token holding `bcrypt_hash`, newest of the account's, so it is the
+    /// one LibreChat's `verifyEmail` checks. The account's other links stay until this one is
+    /// delivered ([`Store::void_other_verifications`]): a link that never reaches anybody
+    /// must not void the ones the person asked for through LibreChat's own resend.
     pub async fn issue_verification(
         &self,
         user: ObjectId,
         email: &str,
         bcrypt_hash: &str,
-    ) -> Result<i64, StoreError> {
-        self.delete_verification_tokens(user, email).await?;
+    ) -> Result<IssuedVerification, StoreError> {
+        let id = ObjectId::new();
         let now = DateTime::now();
         let lifetime = VERIFICATION_LIFETIME.as_millis() as i64;
-        let expires = now.timestamp_millis() + lifetime;
+        let expires_ms = now.timestamp_millis() + lifetime;
         let token = doc! {
+            "_id": id,
             "userId": user,
             "email": email,
             "type": TYPE,
             "token": bcrypt_hash,
             "createdAt": now,
-            "expiresAt": DateTime::from_millis(expires),
+            "expiresAt": DateTime::from_millis(expires_ms),
             "__v": 0_i32,
         };
         self.collection(collections::TOKENS)
             .insert_one(token)
             .deadline("writing a verification token")
             .await?;
-        Ok(expires)
+        Ok(IssuedVerification {
+            id,
+            created_at: now,
+            expires_ms,
+        })
+    }
+
+    /// Once `issued` is delivered, the account's links made before it are void, as
+    /// LibreChat's resend voids them before it sends a new one. A link the person asked for
+    /// meanwhile (newer than `issued`) is theirs and stays.
+    pub async fn void_other_verifications(
+        &self,
+        user: ObjectId,
+        email: &str,
+        issued: &IssuedVerification,
+    ) -> Result<u64, StoreError> {
+        self.delete_tokens_of(user, email, Some(issued)).await
+    }
+
+    /// Takes back a link that was not delivered, so the person's own newest link (if any) is
+    /// again the one LibreChat checks.
+    pub async fn withdraw_verification(
+        &self,
+        issued: &IssuedVerification,
+    ) -> Result<(), StoreError> {
+        self.collection(collections::TOKENS)
+            .delete_one(doc! { "_id": issued.id, "type": TYPE })
+            .deadline("withdrawing a verification token")
+            .await
+            .map(|_| ())
     }
 
     /// Deletes pending verification tokens of the account: LibreChat's
@@ -78,10 +119,25 @@ impl Store {
         user: ObjectId,
         email: &str,
     ) -> Result<u64, StoreError> {
-        let filter = doc! { "$or": [
-            { "userId": user, "email": email, "type": TYPE },
-            { "userId": user, "email": email, "type": Bson::Null, "identifier": Bson::Null },
-        ] };
+        self.delete_tokens_of(user, email, None).await
+    }
+
+    async fn delete_tokens_of(
+        &self,
+        user: ObjectId,
+        email: &str,
+        older_than: Option<&IssuedVerification>,
+    ) -> Result<u64, StoreError> {
+        let mut typed = doc! { "userId": user, "email": email, "type": TYPE };
+        let mut legacy =
+            doc! { "userId": user, "email": email, "type": Bson::Null, "identifier": Bson::Null };
+        if let Some(kept) = older_than {
+            for filter in [&mut typed, &mut legacy] {
+                filter.insert("_id", doc! { "$ne": kept.id });
+                filter.insert("createdAt", doc! { "$lte": kept.created_at });
+            }
+        }
+        let filter = doc! { "$or": [typed, legacy] };
         self.collection(collections::TOKENS)
             .delete_many(filter)
             .deadline("deleting verification tokens")

@@ -535,3 +535,89 @@ async fn an_undeliverable_verification_link_holds_nothing_else_back() {
     )
     .await;
 }
+
+/// A relay that takes each connection and hangs up at once, counting the attempts.
+async fn hanging_up_relay() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let attempts = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (port, attempts)
+}
+
+/// The fault: the relay fails every delivery while the person, locked out unverified, asks
+/// LibreChat's own resend for a link (delivered by LibreChat's mailer). Before, each attempt of
+/// the operator's wrote its token first, deleting the person's link, and then failed to send
+/// its own: the link in their inbox stopped working at every retry.
+#[tokio::test]
+async fn a_link_the_relay_cannot_take_leaves_the_persons_own_link_working() {
+    use std::sync::atomic::Ordering;
+    let (port, attempts) = hanging_up_relay().await;
+    let w = World::with_instance(
+        "verify-keeps-own",
+        json!({ "domainClient": "https://chat.example.com",
+                "smtp": { "host": "127.0.0.1", "port": port, "from": "LibreChat <noreply@example.com>", "security": "none" } }),
+    )
+    .await;
+    w.apply("LibreChatUser", "olga", unverified("olga@example.com"))
+        .await;
+    w.wait_condition(
+        "librechatusers",
+        "olga",
+        "Ready",
+        "False",
+        Some("VerificationNotSent"),
+    )
+    .await;
+    let id = w
+        .find_user("olga@example.com")
+        .await
+        .unwrap()
+        .get_object_id("_id")
+        .unwrap();
+    // The link LibreChat's resend wrote for her (its hash is all LibreChat keeps).
+    let written = mongodb::bson::DateTime::now();
+    let own = doc! { "_id": ObjectId::new(), "userId": id, "email": "olga@example.com",
+    "type": "email_verification", "token": "$2a$10$ownlinkownlinkownlinkowO3fJ8N0xkPq5rY0bE2dUW8Qm1x6Zy",
+    "createdAt": written, "expiresAt": mongodb::bson::DateTime::from_millis(written.timestamp_millis() + 900_000), "__v": 0 };
+    w.db.collection::<Document>("tokens")
+        .insert_one(own.clone())
+        .await
+        .unwrap();
+    let before = attempts.load(Ordering::SeqCst);
+    let mut again = unverified("olga@example.com");
+    again["resendVerificationAt"] = json!(now());
+    w.apply("LibreChatUser", "olga", again).await;
+    eventually("the operator tried the relay again", || async {
+        (attempts.load(Ordering::SeqCst) > before).then_some(())
+    })
+    .await;
+    let own_id = own.get_object_id("_id").unwrap();
+    eventually(
+        "her own link the only one, so the one LibreChat checks",
+        || async {
+            let tokens = tokens_of(&w, id).await;
+            let ids: Vec<_> = tokens
+                .iter()
+                .filter_map(|t| t.get_object_id("_id").ok())
+                .collect();
+            (ids == vec![own_id]).then_some(())
+        },
+    )
+    .await;
+    // And it stays so through the retries that follow.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ids: Vec<_> = tokens_of(&w, id)
+        .await
+        .iter()
+        .filter_map(|t| t.get_object_id("_id").ok())
+        .collect();
+    assert_eq!(ids, vec![own_id], "her link kept, no undelivered link left");
+}

@@ -292,13 +292,11 @@ async fn issue_link(
         Some(Ok(turn)) => Some(turn),
         None => None,
     };
-    // The token is hashed and written before the right to send is taken: a failure or a stop
-    // in either holds nothing (the next attempt replaces the token), so the right is held
-    // only across the handover to the relay, and given back when that fails.
     let raw = new_raw_verification_token();
     let hash = ctx.hasher.hash(raw.clone()).await?;
-    let expires_ms = store.issue_verification(stored.id, email, &hash).await?;
-    // At most one email per trigger, even if this process dies right after sending.
+    // At most one email per trigger, even if this process dies right after sending. The right
+    // is taken before the token is written: a right already taken (a send that may have gone,
+    // a stale read) writes nothing, so the person's own pending links stay as they are.
     if by_email
         && !store
             .take_action(email, uid, OneShot::Verification, trigger)
@@ -306,15 +304,23 @@ async fn issue_link(
     {
         return Ok(Ok(VerificationStatus::default()));
     }
-    let give_back = || {
-        store.return_action(
-            email,
-            uid,
-            OneShot::Verification,
-            previous.map(String::as_str),
-        )
+    let give_back = || async {
+        if by_email {
+            let previous = previous.map(String::as_str);
+            store
+                .return_action(email, uid, OneShot::Verification, previous)
+                .await?;
+        }
+        Ok::<(), ReconcileError>(())
     };
-    let expires_at = jiff::Timestamp::from_millisecond(expires_ms)
+    let issued = match store.issue_verification(stored.id, email, &hash).await {
+        Ok(issued) => issued,
+        Err(e) => {
+            give_back().await?;
+            return Err(e.into());
+        }
+    };
+    let expires_at = jiff::Timestamp::from_millisecond(issued.expires_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
     let delivered = if by_email {
@@ -326,9 +332,10 @@ async fn issue_link(
     let delivery = match delivered {
         Ok(delivery) => delivery,
         Err(why) => {
-            if by_email {
-                give_back().await?;
-            }
+            // Nobody received this link: it goes, and the person's newest own link (if any)
+            // is again the one LibreChat checks.
+            store.withdraw_verification(&issued).await?;
+            give_back().await?;
             let message = format!("the verification link could not be delivered: {why}");
             let mut waiting = Outcome::waiting(reason::VERIFICATION_NOT_SENT, message, user);
             waiting.requeue = Some(ctx.mail_failures.failed(uid));
@@ -339,26 +346,50 @@ async fn issue_link(
         turn.used();
     }
     ctx.mail_failures.succeeded(uid);
+    store
+        .void_other_verifications(stored.id, email, &issued)
+        .await?;
     if !by_email {
         store
             .record_action(email, uid, OneShot::Verification, trigger)
             .await?;
     }
+    Ok(Ok(report_issued(
+        ctx,
+        plan,
+        stored,
+        user,
+        (by_email, delivery),
+        expires_at,
+    )
+    .await))
+}
+
+/// Says a delivered link in an event and returns the status that names it.
+async fn report_issued(
+    ctx: &Context,
+    plan: &Plan,
+    stored: &StoredUser,
+    user: &LibreChatUser,
+    (by_email, delivery): (bool, Delivery),
+    expires_at: String,
+) -> VerificationStatus {
     let how = if by_email { "email" } else { "secret" };
     let unconfirmed = match delivery {
         Delivery::Confirmed => "",
         Delivery::Unconfirmed => " (the relay did not confirm it in time: it may not have arrived, and is not sent again; set resendVerificationAt to send a new one)",
     };
+    let email = &plan.email;
     let note = format!(
         "issued a verification link for {email}, delivered by {how}, valid until {expires_at}{unconfirmed}"
     );
     ctx.changed(user, plan.change("VerificationIssued", stored.id, note))
         .await;
-    Ok(Ok(VerificationStatus {
+    VerificationStatus {
         state: VerificationState::Pending,
         expires_at: Some(expires_at),
         delivered_by: Some(how.into()),
-    }))
+    }
 }
 
 async fn deliver_by_email(
