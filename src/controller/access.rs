@@ -22,6 +22,7 @@ pub const RETRY_PENDING: Duration = Duration::from_secs(5);
 pub const SECOND_DROP_AFTER: Duration = Duration::from_secs(3);
 
 /// A reconcile's verdict on `Ready` and when to look again.
+#[derive(Clone)]
 pub struct Verdict {
     pub ready: Cond,
     pub requeue: Option<Duration>,
@@ -321,13 +322,32 @@ async fn take_back_lost_grants(
     held: &Held<'_>,
     record: &AccessRecord,
 ) -> Result<Vec<String>, StoreError> {
-    let (store, key, uid, tenancy) = (held.store, held.key, held.uid, held.tenancy);
+    let (store, tenancy) = (held.store, held.tenancy);
     let mut lost = Vec::new();
     for given in &record.grants {
         if !may_share(store, &given.resource_type, given.resource_id, tenancy).await? {
             lost.push(given);
         }
     }
+    take_back_grants(held, &lost).await
+}
+
+/// Removes every grant the record holds: the namespace lost the right the object used to give
+/// them (a tenant's role once `tenantPolicy.manageRoles` is withdrawn). Returns their labels.
+pub async fn take_back_all_grants(
+    held: &Held<'_>,
+    record: &AccessRecord,
+) -> Result<Vec<String>, StoreError> {
+    let all: Vec<&RecordedGrant> = record.grants.iter().collect();
+    take_back_grants(held, &all).await
+}
+
+/// Removes `lost`, the prompt-access cache drop promised first. Returns their labels.
+async fn take_back_grants(
+    held: &Held<'_>,
+    lost: &[&RecordedGrant],
+) -> Result<Vec<String>, StoreError> {
+    let (store, key, uid) = (held.store, held.key, held.uid);
     if lost.is_empty() {
         return Ok(Vec::new());
     }
@@ -335,7 +355,7 @@ async fn take_back_lost_grants(
     store
         .promise_cache_drops(key, uid, &owed, DateTime::now())
         .await?;
-    take_back(store, key, uid, &lost).await?;
+    take_back(store, key, uid, lost).await?;
     drop_promised(store, key, uid, &owed, false).await?;
     Ok(lost
         .iter()

@@ -180,19 +180,35 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
         }
     };
     let recorded = ban.status.as_ref().and_then(|s| s.instance.as_deref());
-    if let Some(why) = target::applied_elsewhere(recorded, &target.instance) {
+    let holds_here = || async { Ok::<_, ReconcileError>(!held.is_empty()) };
+    if let Some(why) = target::applied_elsewhere(recorded, &target.instance, holds_here).await? {
         return Ok(Outcome::stalled(ban, reason::INVALID_SPEC, why));
     }
+    let mut outcome = converge(ban, ctx, &target, (&window, held)).await?;
+    // Past the check, the instance it was applied to is this one, whatever status said.
+    outcome
+        .instance
+        .get_or_insert_with(|| target::instance_key(&target.instance));
+    Ok(outcome)
+}
+
+/// The ban's window ended, its target refused, or the ban in force.
+async fn converge(
+    ban: &UserBan,
+    ctx: &Context,
+    target: &Target,
+    (window, held): (&BanWindow, Vec<HeldBan>),
+) -> Result<Outcome, ReconcileError> {
     let now = jiff::Timestamp::now().as_millisecond();
     if window.end_ms.is_some_and(|end| end <= now) {
-        return expire(ban, ctx, &target, &window).await;
+        return expire(ban, ctx, target, window).await;
     }
-    let tenancy = Tenancy::of(&target.instance, &namespace);
+    let tenancy = Tenancy::of(&target.instance, &ban.namespace().unwrap_or_default());
     let banned = match resolve_target(ban, ctx, &target.stores.store, &tenancy).await? {
         Ok(b) => b,
-        Err(outcome) => return withdraw_if_not_permitted(ban, ctx, &target, outcome).await,
+        Err(outcome) => return withdraw_if_not_permitted(ban, ctx, target, outcome).await,
     };
-    enforce(ban, ctx, &target, (&window, held), banned).await
+    enforce(ban, ctx, target, (window, held), banned).await
 }
 
 /// The targets `uid`'s ban holds, what a crash or a failed call cut short finished first

@@ -451,7 +451,11 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
         }
     };
     let recorded = invite.status.as_ref().and_then(|s| s.instance.as_deref());
-    if let Some(why) = target::applied_elsewhere(recorded, &target.instance) {
+    let uid = invite.uid().unwrap_or_default();
+    let store = &target.stores.store;
+    let holds_here =
+        || async { Ok::<_, ReconcileError>(store.invite_record(&uid).await?.is_some()) };
+    if let Some(why) = target::applied_elsewhere(recorded, &target.instance, holds_here).await? {
         return Ok(Outcome::stalled(invite, reason::INVALID_SPEC, why));
     }
     let mut outcome = follow(invite, ctx, &target, lifetime).await?;

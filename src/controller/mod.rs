@@ -9,6 +9,7 @@ pub mod clients;
 pub mod connections;
 pub mod context;
 pub mod credentials;
+pub mod declared;
 pub mod dependents;
 pub mod error;
 pub mod fanout;
@@ -618,11 +619,8 @@ fn group_controller(
     ctx: Arc<Context>,
 ) -> (impl std::future::Future<Output = ()>, Store<LibreChatGroup>) {
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
-    let groups = Controller::new(
-        api_for::<LibreChatGroup>(client, namespace),
-        watcher::Config::default(),
-    )
-    .with_config(config);
+    let (trigger, store) = declared::watch(api_for::<LibreChatGroup>(client, namespace));
+    let groups = Controller::for_stream(trigger, store).with_config(config);
     let synced = groups.store();
     let by_instance = groups.store();
     let by_user = groups.store();
@@ -682,11 +680,8 @@ fn role_controller(
     ctx: Arc<Context>,
 ) -> (impl std::future::Future<Output = ()>, Store<LibreChatRole>) {
     let config = ControllerConfig::default().concurrency(ctx.settings.concurrency);
-    let roles = Controller::new(
-        api_for::<LibreChatRole>(client, namespace),
-        watcher::Config::default(),
-    )
-    .with_config(config);
+    let (trigger, store) = declared::watch(api_for::<LibreChatRole>(client, namespace));
+    let roles = Controller::for_stream(trigger, store).with_config(config);
     let synced = roles.store();
     let by_instance = roles.store();
     let by_name = roles.store();

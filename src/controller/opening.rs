@@ -69,19 +69,29 @@ pub async fn open<K: Resource<DynamicType = ()>>(
     let target = match target::resolve(ctx, opening.instance_ref, &namespace).await? {
         Ok(t) => t,
         Err(p) => {
-            let pending = keep_promises(ctx, opening.object, opening.instance_ref, &p).await;
-            let mut verdict = access::invalid_or_waiting(opening.invalid, p);
-            verdict.requeue = verdict.requeue.into_iter().chain(pending).min();
-            return Ok(Err(verdict));
+            let kept_on = target::promises_kept_on(ctx, &p, opening.instance_ref, &namespace);
+            let kept_on = kept_on.await;
+            let verdict = access::invalid_or_waiting(opening.invalid, p);
+            return Ok(Err(match kept_on {
+                Some(target) => refuse_taken_out(ctx, &target, opening.object, verdict).await,
+                None => verdict,
+            }));
         }
     };
-    if let Some(why) = target::applied_elsewhere(instance.as_deref(), &target.instance) {
+    let uid = opening.object.uid().unwrap_or_default();
+    let store = &target.stores.store;
+    let holds_here = || async { Ok(!store.access_records_of(&uid).await?.is_empty()) };
+    let elsewhere = target::applied_elsewhere::<ReconcileError, _>(
+        instance.as_deref(),
+        &target.instance,
+        holds_here,
+    );
+    if let Some(why) = elsewhere.await? {
         return Ok(Err(Verdict::refused(reason::INVALID_SPEC, why, None)));
     }
     *instance = Some(target::instance_key(&target.instance));
     let tenancy = Tenancy::of(&target.instance, &namespace);
     let mut record = target.stores.store.access_record(&opening.key).await?;
-    let uid = opening.object.uid().unwrap_or_default();
     let handed = record.as_ref().is_some_and(|r| r.owner.uid == HANDED_OVER);
     if handed && tenancy.administers {
         let owner = owner_of(opening.object);
@@ -118,37 +128,54 @@ pub async fn open<K: Resource<DynamicType = ()>>(
     Ok(Ok(opened))
 }
 
-/// The cache drops the object's records still owe, kept for an object refused for `problem`
-/// (see [`target::promises_kept_on`]); how long until the rest are due, or until a failed
-/// attempt is made again.
-async fn keep_promises<K: ResourceExt>(
+/// An object of a namespace taken out of `allowedNamespaces` (see
+/// [`target::promises_kept_on`]) writes nothing new, but each of its records is refused as any
+/// refusal is: the cache drops it owes are made, and what the namespace may no longer give is
+/// taken back (grants whose sharer left its hands, members it no longer manages), or the
+/// refusal the administrators use to revoke a team would keep those shares in force. Looked
+/// at again at the resync, not every few seconds: the instance's changes wake it.
+async fn refuse_taken_out<K: ResourceExt>(
     ctx: &Context,
+    target: &Target,
     object: &K,
-    instance_ref: &InstanceRef,
-    problem: &target::TargetProblem,
-) -> Option<Duration> {
+    refusal: Verdict,
+) -> Verdict {
     let namespace = object.namespace().unwrap_or_default();
-    let target = target::promises_kept_on(ctx, problem, instance_ref, &namespace).await?;
     let uid = object.uid().unwrap_or_default();
-    match settle_all_due(&target.stores.store, &uid).await {
-        Ok(next) => next,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not yet drop the caches a refused object owes");
-            Some(access::RETRY_PENDING)
-        }
+    let tenancy = Tenancy::of(&target.instance, &namespace);
+    let store = &target.stores.store;
+    let resync = resync(ctx, target);
+    let mut verdict = Verdict {
+        requeue: Some(resync),
+        ..refusal
+    };
+    let records = match store.access_records_of(&uid).await {
+        Ok(records) => records,
+        Err(e) => return retry_soon(verdict, &e),
+    };
+    for (key, record) in &records {
+        let held = Held {
+            store,
+            key,
+            uid: &uid,
+            record: Some(record),
+            tenancy: &tenancy,
+            resync,
+        };
+        let fallback = verdict.clone();
+        verdict = match held.refuse(verdict).await {
+            Ok(v) => v,
+            Err(e) => return retry_soon(fallback, &e),
+        };
     }
+    verdict
 }
 
-async fn settle_all_due(
-    store: &crate::librechat::Store,
-    uid: &str,
-) -> Result<Option<Duration>, crate::librechat::StoreError> {
-    let mut next = None;
-    for (key, record) in store.access_records_of(uid).await? {
-        let pending = access::settle_due_drops(store, &key, uid, &record).await?;
-        next = next.into_iter().chain(pending).min();
-    }
-    Ok(next)
+/// The refusal is reported all the same; what it owes is tried again shortly.
+fn retry_soon(mut verdict: Verdict, error: &crate::librechat::StoreError) -> Verdict {
+    tracing::warn!(%error, "could not yet finish what a refused object owes");
+    verdict.requeue = Some(access::RETRY_PENDING);
+    verdict
 }
 
 /// The instance of an object being deleted and the records it holds there (`key` prefixed

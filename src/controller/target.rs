@@ -55,12 +55,27 @@ pub fn instance_key(instance: &LibreChatInstance) -> String {
 /// Why an object whose status records `recorded` as its instance may not be applied to
 /// `instance`: `instanceRef` is immutable (a CEL rule, which an old or CEL-less API server
 /// drops), and moving an object would orphan what it wrote in the first instance.
-pub fn applied_elsewhere(recorded: Option<&str>, instance: &LibreChatInstance) -> Option<String> {
-    let recorded = recorded.filter(|r| !r.is_empty())?;
+///
+/// Status is a hint, never the evidence: `holds_here` (asked only when status names another
+/// instance) says whether this instance's store holds what the object wrote, and then it was
+/// applied here, whatever its status says. A status written by hand cannot freeze an object
+/// that holds something here, which would keep every take-back of its refusals from running.
+pub async fn applied_elsewhere<E, F>(
+    recorded: Option<&str>,
+    instance: &LibreChatInstance,
+    holds_here: impl FnOnce() -> F,
+) -> Result<Option<String>, E>
+where
+    F: std::future::Future<Output = Result<bool, E>>,
+{
+    let Some(recorded) = recorded.filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
     let now = instance_key(instance);
-    (recorded != now).then(|| {
-        format!("instanceRef is immutable: this object was applied to LibreChatInstance {recorded}; delete it and create a new one for {now}. Nothing was written")
-    })
+    if recorded == now || holds_here().await? {
+        return Ok(None);
+    }
+    Ok(Some(format!("instanceRef is immutable: this object was applied to LibreChatInstance {recorded}; delete it and create a new one for {now}. Nothing was written")))
 }
 
 /// The instance, as the watch of the scope covering its namespace has it; `Ok(None)` when it
@@ -471,6 +486,42 @@ mod tests {
         assert!(!only_redis_is_out(&both("True", "Unknown", 3), Some(3)));
         assert!(!only_redis_is_out(&both("True", "True", 3), Some(3)));
         assert!(!only_redis_is_out(&[], Some(3)));
+    }
+
+    #[tokio::test]
+    async fn a_status_naming_another_instance_refuses_only_an_object_that_holds_nothing_here() {
+        let mut instance = LibreChatInstance::new("lc", Default::default());
+        instance.metadata.namespace = Some("admin".into());
+        let asked = std::cell::Cell::new(0);
+        let holds = |answer: bool| {
+            let asked = &asked;
+            move || async move {
+                asked.set(asked.get() + 1);
+                Ok::<_, ()>(answer)
+            }
+        };
+        let here = Some("admin/lc");
+        assert_eq!(
+            applied_elsewhere(here, &instance, holds(false)).await,
+            Ok(None)
+        );
+        assert_eq!(
+            applied_elsewhere(None, &instance, holds(false)).await,
+            Ok(None)
+        );
+        assert_eq!(
+            asked.get(),
+            0,
+            "the store is asked only when status names another"
+        );
+        let forged = Some("admin/other");
+        assert_eq!(
+            applied_elsewhere(forged, &instance, holds(true)).await,
+            Ok(None)
+        );
+        let moved = applied_elsewhere(forged, &instance, holds(false)).await;
+        assert!(moved.unwrap().unwrap().contains("instanceRef is immutable"));
+        assert_eq!(asked.get(), 2);
     }
 
     fn instance_saying(reason: &str, message: &str, deleting: bool) -> LibreChatInstance {

@@ -13,8 +13,7 @@
 //! - The other controllers that follow users (bans, groups, a deleting instance) hear every
 //!   change from this watch instead of watching users themselves.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
@@ -26,6 +25,7 @@ use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 
+use super::declared;
 use super::fanout::Fanout;
 use super::index::Index;
 use super::relist::{self, ListGate};
@@ -131,7 +131,7 @@ where
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
         })
         .applied_objects()
-        .predicate_filter(acted_on, PredicateConfig::default());
+        .predicate_filter(declared::acted_on, PredicateConfig::default());
     UserWatch {
         trigger,
         store,
@@ -231,18 +231,6 @@ fn urgency(user: &LibreChatUser) -> u8 {
     }
 }
 
-/// What a reconcile acts on: the declaration (generation), the finalizers and the deletion.
-/// Status-only changes, the operator's own writes among them, pass unseen.
-fn acted_on(user: &LibreChatUser) -> Option<u64> {
-    let meta = &user.metadata;
-    let mut h = DefaultHasher::new();
-    meta.uid.hash(&mut h);
-    meta.generation.hash(&mut h);
-    meta.finalizers.hash(&mut h);
-    meta.deletion_timestamp.is_some().hash(&mut h);
-    Some(h.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,13 +309,13 @@ mod tests {
         let before = user("a", "a@example.com", "a-pw");
         let mut after = before.clone();
         after.status = Some(Default::default());
-        assert_eq!(acted_on(&before), acted_on(&after));
+        assert_eq!(declared::acted_on(&before), declared::acted_on(&after));
         let mut edited = before.clone();
         edited.metadata.generation = Some(2);
-        assert_ne!(acted_on(&before), acted_on(&edited));
+        assert_ne!(declared::acted_on(&before), declared::acted_on(&edited));
         let mut finalized = before.clone();
         finalized.metadata.finalizers = Some(vec!["x".into()]);
-        assert_ne!(acted_on(&before), acted_on(&finalized));
+        assert_ne!(declared::acted_on(&before), declared::acted_on(&finalized));
     }
 
     #[test]

@@ -253,3 +253,57 @@ async fn exactly_one_replica_leads_and_the_other_takes_over() {
         "the Lease must be released on shutdown"
     );
 }
+
+/// The attack: a tenant patches the status of its group and role in a loop, so that each
+/// write wakes a reconcile (reading MongoDB member by member, grant by grant) whose status
+/// write wakes another, keeping the controllers' workers from the other teams' objects.
+/// Status is no declaration: writing it wakes nothing.
+#[tokio::test]
+async fn status_churn_wakes_no_reconcile_of_a_group_or_a_role() {
+    use kube::api::{Patch, PatchParams};
+    let w = World::with_instance("ops-churn", json!({})).await;
+    let objects = [
+        (
+            "LibreChatGroup",
+            "librechatgroups",
+            "churn",
+            json!({ "instanceRef": { "name": "lc" }, "name": "Churn" }),
+        ),
+        (
+            "LibreChatRole",
+            "librechatroles",
+            "churn",
+            json!({ "instanceRef": { "name": "lc" }, "name": "CHURN" }),
+        ),
+    ];
+    for (kind, plural, name, spec) in &objects {
+        w.apply(kind, name, spec.clone()).await;
+        w.wait_condition(plural, name, "Ready", "True", None).await;
+    }
+    let reconciled = |kind: &str| {
+        metric_value(
+            w.http_port,
+            &format!("librechat_operator_reconciles_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before: Vec<u64> = objects.iter().map(|o| reconciled(o.0)).collect();
+    for round in 0..25 {
+        let churn = json!({ "status": { "observedGeneration": 1000 + round } });
+        for (kind, _, name, _) in &objects {
+            dynamic(&w.client, &w.ns, kind)
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&churn))
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for ((kind, ..), before) in objects.iter().zip(before) {
+        // The instance's resync (3s here) may fall inside the loop; fifty writes may not.
+        let woken = reconciled(kind) - before;
+        assert!(
+            woken <= 3,
+            "{kind}: {woken} reconciles for 25 status writes"
+        );
+    }
+}

@@ -889,6 +889,183 @@ async fn a_tenants_shares_end_when_the_sharing_account_leaves_its_hands() {
     }));
 }
 
+/// The attack: the tenant writes another instance into the status of its group, role and ban
+/// (`status.instance`, which guards `instanceRef`'s immutability where the API server has no
+/// CEL rules), so that each is refused as moved and its take-backs never run; then its
+/// sharing account leaves its hands. What the objects wrote here is the evidence of where
+/// they were applied, not their status: nothing freezes, and the shares and the ban go.
+#[tokio::test]
+async fn a_status_naming_another_instance_freezes_no_share_and_no_ban() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (w, t) = tenant_world("tr-forged-instance", policy).await;
+    let spec =
+        json!({ "instanceRef": lc(&w), "email": "owner@corp.example.com", "provider": "openid" });
+    w.apply_in(&t, "LibreChatUser", "owner", spec).await;
+    let owner = status_user_id(&w, &t, "owner").await;
+    let agent = crate::access::seed_resource(&w, "agents", "agent", owner).await;
+    let grant =
+        json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
+    let crew = json!({ "instanceRef": lc(&w), "name": "Crew", "grants": [grant.clone()] });
+    let role = json!({ "instanceRef": lc(&w), "name": "CREW_ROLE", "grants": [grant] });
+    let ban = json!({ "instanceRef": lc(&w), "userRef": { "name": "owner" } });
+    w.apply_in(&t, "LibreChatGroup", "crew", crew).await;
+    w.apply_in(&t, "LibreChatRole", "crew-role", role).await;
+    w.apply_in(&t, "UserBan", "hold", ban).await;
+    ready_in(&w, &t, "librechatgroups", "crew", "True", "Reconciled").await;
+    ready_in(&w, &t, "librechatroles", "crew-role", "True", "Reconciled").await;
+    ready_in(&w, &t, "userbans", "hold", "True", "Banned").await;
+    let shares = || count(&w, "aclentries", doc! { "resourceId": agent });
+    assert_eq!(
+        shares().await,
+        3,
+        "the owner's entry, the group's and the role's"
+    );
+    let key = format!("BANS:{}", owner.to_hex());
+    assert!(log_doc(&w, &key).await.is_some_and(|d| in_force(&d)));
+
+    let forged = json!({ "status": { "instance": format!("{}/elsewhere", w.ns) } });
+    let objects = [
+        ("LibreChatGroup", "librechatgroups", "crew"),
+        ("LibreChatRole", "librechatroles", "crew-role"),
+        ("UserBan", "userbans", "hold"),
+    ];
+    for (kind, _, name) in objects {
+        dynamic(&w.client, &t, kind)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&forged))
+            .await
+            .unwrap();
+    }
+    // The administrators limit the tenant to its team's domain: the owner leaves its hands.
+    w.apply_instance_of_stores(
+        "lc",
+        json!({ "allowedNamespaces": [t.clone()],
+                "tenantPolicy": { "manageRoles": true,
+                                  "emailDomains": { t.clone(): ["team.example.com"] } } }),
+    )
+    .await;
+    eventually("the shares and the ban to go", || async {
+        let lifted = log_doc(&w, &key).await.is_none_or(|d| !in_force(&d));
+        (shares().await == 1 && lifted).then_some(())
+    })
+    .await;
+    // The group and the role still hold their names here: their status says where they are.
+    // (The ban, lifted, holds nothing here any more; its status is the tenant's word again.)
+    let here = format!("{}/lc", w.ns);
+    for (_, plural, name) in &objects[..2] {
+        let obj = get_in(&w.client, &t, plural, name).await.unwrap();
+        assert_eq!(
+            obj.pointer("/status/instance"),
+            Some(&json!(here)),
+            "{name}: {obj}"
+        );
+    }
+}
+
+/// The attack: a tenant made a role while the instance let it (`manageRoles`), with a grant;
+/// the administrators withdraw the right, and the tenant keeps its LibreChatRole refused and
+/// goes on putting new accounts in the role. The right withdrawn, the role's grants go and no
+/// account is put in it.
+#[tokio::test]
+async fn a_withdrawn_manage_roles_is_not_kept_by_the_roles_it_made() {
+    let policy = json!({ "tenantPolicy": { "manageRoles": true } });
+    let (w, t) = tenant_world("tr-roles-withdrawn", policy).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "lead@example.com", "provider": "openid" });
+    w.apply_in(&t, "LibreChatUser", "lead", spec).await;
+    let lead = status_user_id(&w, &t, "lead").await;
+    let agent = crate::access::seed_resource(&w, "agents", "agent", lead).await;
+    let grant =
+        json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
+    let role = json!({ "instanceRef": lc(&w), "name": "TEAM_POWER", "grants": [grant],
+                       "permissions": { "AGENTS": { "USE": true, "CREATE": true } } });
+    w.apply_in(&t, "LibreChatRole", "power", role).await;
+    ready_in(&w, &t, "librechatroles", "power", "True", "Reconciled").await;
+    let role_shares = || {
+        count(
+            &w,
+            "aclentries",
+            doc! { "principalType": "role", "principalId": "TEAM_POWER" },
+        )
+    };
+    assert_eq!(role_shares().await, 1);
+
+    w.apply_instance_of_stores("lc", json!({ "allowedNamespaces": [t.clone()] }))
+        .await;
+    let told = ready_in(&w, &t, "librechatroles", "power", "False", "NotPermitted").await;
+    eventually("the role's grant taken back", || async {
+        (role_shares().await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(&w, "aclentries", doc! { "resourceId": agent }).await,
+        1,
+        "{told}"
+    );
+    let hire = json!({ "instanceRef": lc(&w), "email": "hire@example.com", "role": "TEAM_POWER" });
+    w.apply_in(&t, "LibreChatUser", "hire", hire).await;
+    let why = ready_in(&w, &t, "librechatusers", "hire", "False", "NotPermitted").await;
+    assert!(why.contains("manageRoles"), "{why}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let account = w.find_user("hire@example.com").await;
+    assert!(
+        account.is_none_or(|a| a.get_str("role").ok() != Some("TEAM_POWER")),
+        "no new account in the role"
+    );
+}
+
+/// The sequence: the administrators off-board a team (its namespace taken out of
+/// `allowedNamespaces`) and promote its lead in LibreChat. The team's group, refused as not
+/// admitted, still takes back what its namespace may no longer give: the share of the lead's
+/// agent and the lead's membership.
+#[tokio::test]
+async fn a_namespace_taken_out_does_not_keep_a_share_its_sharer_lost() {
+    let (w, t) = tenant_world("tr-offboarded", json!({})).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "lead@example.com", "provider": "openid" });
+    w.apply_in(&t, "LibreChatUser", "lead", spec).await;
+    let lead = status_user_id(&w, &t, "lead").await;
+    let agent = crate::access::seed_resource(&w, "agents", "agent", lead).await;
+    let grant =
+        json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
+    let crew = json!({ "instanceRef": lc(&w), "name": "Crew", "grants": [grant],
+                       "members": [{ "userRef": { "name": "lead" } }] });
+    w.apply_in(&t, "LibreChatGroup", "crew", crew).await;
+    ready_in(&w, &t, "librechatgroups", "crew", "True", "Reconciled").await;
+    let shares = || count(&w, "aclentries", doc! { "resourceId": agent });
+    let members = || {
+        count(
+            &w,
+            "groups",
+            doc! { "name": "Crew", "memberIds": lead.to_hex() },
+        )
+    };
+    assert_eq!((shares().await, members().await), (2, 1));
+
+    w.apply_instance_of_stores("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    ready_in(
+        &w,
+        &t,
+        "librechatgroups",
+        "crew",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        (shares().await, members().await),
+        (2, 1),
+        "what it may still give stays"
+    );
+    w.users()
+        .update_one(doc! { "_id": lead }, doc! { "$set": { "role": "ADMIN" } })
+        .await
+        .unwrap();
+    eventually("the share and the membership taken back", || async {
+        (shares().await == 1 && members().await == 0).then_some(())
+    })
+    .await;
+}
+
 /// The probe: a tenant tries to adopt accounts to learn their roles (who is an admin, which
 /// team's custom role an account is in). Each refusal reads the same, naming no role.
 #[tokio::test]

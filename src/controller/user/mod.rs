@@ -458,6 +458,15 @@ async fn plan_on(
     redis_out: Option<target::TargetProblem>,
 ) -> Result<Result<Plan, Outcome>, ReconcileError> {
     let spec = &user.spec;
+    let status_instance = user.status.as_ref().and_then(|s| s.instance.as_deref());
+    let store = &target.stores.store;
+    let holds_here = || async {
+        Ok::<_, ReconcileError>(store.find_claim_of_owner(&uid_of(user)).await?.is_some())
+    };
+    let elsewhere = target::applied_elsewhere(status_instance, &target.instance, holds_here);
+    if let Some(applied) = elsewhere.await? {
+        return Ok(Err(Outcome::stalled(reason::INVALID_SPEC, applied, user)));
+    }
     let instance = target.instance;
     let tenancy = Tenancy::of(&instance, &user.namespace().unwrap_or_default());
     let email = match validate(user, &instance, &tenancy) {
@@ -523,14 +532,6 @@ fn validate(
     instance: &LibreChatInstance,
     tenancy: &Tenancy,
 ) -> Result<String, Box<Outcome>> {
-    let status_instance = user.status.as_ref().and_then(|s| s.instance.as_deref());
-    if let Some(applied) = target::applied_elsewhere(status_instance, instance) {
-        return Err(Box::new(Outcome::stalled(
-            reason::INVALID_SPEC,
-            applied,
-            user,
-        )));
-    }
     let problems = user.spec.problems(instance.spec.min_password_length());
     if !problems.is_empty() {
         let message = format!("{}; nothing was written", problems.join("; "));

@@ -43,6 +43,14 @@ async fn refusal_given(
     declared: Option<&AccessRecord>,
 ) -> Result<Option<String>, StoreError> {
     match declared.map(|r| (r.releasing, r.owner.namespace.as_str())) {
+        Some((_, namespace)) if namespace == tenancy.namespace && !tenancy.may_manage_roles => {
+            // The right its roles came from is withdrawn: no account goes into them, or the
+            // namespace would keep that right by keeping its LibreChatRole refused.
+            Ok(Some(format!(
+                "role '{role}' is declared by a LibreChatRole of namespace '{}', which the instance no longer lets manage roles (tenantPolicy.manageRoles), so its accounts are not put in it; choose another role",
+                tenancy.namespace
+            )))
+        }
         Some((releasing, namespace)) if namespace == tenancy.namespace => {
             // Only while LibreChat has it: not before it is created, nor once its deletion
             // began (which moves its accounts to USER) until the name is released, nor once
