@@ -424,7 +424,10 @@ async fn converge_permissions(
             store.create_role(id, name, &description, declared).await?
         }
         (Some(_), true) => store.set_role_keys(name, declared).await?,
-        (Some(_), false) => store.correct_role(name, &description, declared).await?,
+        (Some(s), false) => {
+            let role = (name.as_str(), s.id);
+            store.correct_role(role, &description, declared).await?
+        }
     }
     access::drop_promised(store, key, uid, &owed, false).await?;
     Ok(Some(change))
@@ -511,10 +514,15 @@ async fn remove_role(
         store
             .begin_release(key, uid, &owed, access::due(false))
             .await?;
-        let moved = move_accounts_to_user(store, name, (key, uid), &mut owed).await?;
-        store.delete_role(name).await?;
-        crate::fault::crash_point("after-role-delete");
-        let note = format!("deleted role {name}; {moved} account(s) moved to USER");
+        let moved = move_accounts_to_user(store, (name, record), (key, uid), &mut owed).await?;
+        let note = match moved {
+            Moved::All(moved) => {
+                store.delete_role(name, record.target).await?;
+                crate::fault::crash_point("after-role-delete");
+                format!("deleted role {name}; {moved} account(s) moved to USER")
+            }
+            Moved::UntilReplaced(moved) => format!("{moved} account(s) moved to USER; the role {name} was then deleted or replaced in LibreChat, and what LibreChat has under the name stays"),
+        };
         let instance = target::instance_key(&target.instance);
         ctx.changed(role, Change::applied("RoleDeleted", instance, None, note))
             .await;
@@ -532,24 +540,36 @@ async fn remove_role(
     Ok(())
 }
 
+/// How many of a deleted role's accounts moved to USER, and whether the role was still the
+/// record's at the end.
+enum Moved {
+    All(u64),
+    UntilReplaced(u64),
+}
+
 /// Rounds of [`move_accounts_to_user`] before the deletion waits for its next try.
 const MOVE_ROUNDS: usize = 5;
 
 /// Moves the role's accounts to USER, each one's cache drops promised on the record before it
 /// moves: an account LibreChat puts in the role meanwhile is listed (and its caches owed) by
 /// the next round, never moved unlisted with a cached copy still naming the deleted role.
-/// Returns how many moved; refuses, to be tried again, while accounts keep joining.
+/// Each round first checks the role is still the one the record created: the accounts of a
+/// role LibreChat's admins made under the name meanwhile are theirs, and stay. Refuses, to be
+/// tried again, while accounts keep joining.
 async fn move_accounts_to_user(
     store: &Store,
-    name: &str,
+    (name, record): (&str, &AccessRecord),
     (key, uid): (&str, &str),
     owed: &mut Vec<CacheDrop>,
-) -> Result<u64, StoreError> {
+) -> Result<Moved, StoreError> {
     let mut moved = 0;
     for _ in 0..MOVE_ROUNDS {
+        if !ours_to_delete(store, name, record).await? {
+            return Ok(Moved::UntilReplaced(moved));
+        }
         let users = store.role_users(name).await?;
         if users.is_empty() {
-            return Ok(moved);
+            return Ok(Moved::All(moved));
         }
         owed.extend(
             users

@@ -393,6 +393,74 @@ async fn an_account_put_in_a_role_during_its_deletion_moves_with_its_cache_dropp
     }));
 }
 
+/// LibreChat's admins replace a custom role (deleted in their UI, made again under the name)
+/// and put one of their accounts in it, just as the operator's deletion of the role it
+/// created moves that role's accounts to USER. The admins' role and its account are theirs:
+/// neither deleted nor moved.
+#[tokio::test]
+async fn a_role_replaced_while_its_deletion_moves_accounts_is_left_alone() {
+    let mut w = World::new("acc-role-swap").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_PAUSE_AT", "before-role-accounts-move")]);
+    w.ready_instance("lc", json!({})).await;
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "SWAPPED",
+                       "permissions": { "AGENTS": { "USE": true } } });
+    w.apply("LibreChatRole", "swapped", role).await;
+    w.wait_condition("librechatroles", "swapped", "Ready", "True", None)
+        .await;
+    let in_role = |id: ObjectId, email: &str| {
+        let mut d = foreign_user(id, email);
+        d.insert("role", "SWAPPED");
+        d
+    };
+    let early = ObjectId::new();
+    w.users()
+        .insert_one(in_role(early, "early-swap@example.com"))
+        .await
+        .unwrap();
+
+    w.delete("LibreChatRole", "swapped").await;
+    w.wait_paused_at("before-role-accounts-move", 0).await;
+    let roles = w.db.collection::<Document>("roles");
+    roles.delete_one(doc! { "name": "SWAPPED" }).await.unwrap();
+    let theirs = ObjectId::new();
+    roles
+        .insert_one(
+            doc! { "_id": theirs, "name": "SWAPPED", "description": "the admins'",
+            "permissions": { "AGENTS": { "USE": false } }, "__v": 0 },
+        )
+        .await
+        .unwrap();
+    let admins = ObjectId::new();
+    w.users()
+        .insert_one(in_role(admins, "admins-swap@example.com"))
+        .await
+        .unwrap();
+    w.wait_gone("librechatroles", "swapped").await;
+    let role_of = |id: ObjectId| {
+        let users = w.users();
+        async move {
+            let user = users.find_one(doc! { "_id": id }).await.unwrap().unwrap();
+            user.get_str("role").unwrap().to_string()
+        }
+    };
+    assert_eq!(
+        role_of(early).await,
+        "USER",
+        "the operator's role's account moved"
+    );
+    assert_eq!(
+        role_of(admins).await,
+        "SWAPPED",
+        "the admins' account stays in their role"
+    );
+    let kept = roles.find_one(doc! { "name": "SWAPPED" }).await.unwrap();
+    assert_eq!(
+        kept.and_then(|r| r.get_object_id("_id").ok()),
+        Some(theirs),
+        "the admins' role stays"
+    );
+}
+
 /// LibreChat's admin deletes a custom role the operator created and makes another of the same
 /// name. That one is LibreChat's: the object never writes its permissions, nor deletes it (or
 /// moves its accounts) when the object goes; the object's grants on the name are withdrawn.

@@ -95,16 +95,18 @@ impl Store {
     /// Puts a custom role's description and whole permissions back as declared.
     pub async fn correct_role(
         &self,
-        name: &str,
+        (name, id): (&str, Option<ObjectId>),
         description: &str,
         permissions: &Permissions,
     ) -> Result<(), StoreError> {
         let set = doc! { "description": description, "permissions": permissions_doc(permissions) };
+        let mut filter = doc! { "name": name, "tenantId": { "$exists": false } };
+        // The role read just before: not one made under the name since.
+        if let Some(id) = id {
+            filter.insert("_id", id);
+        }
         self.collection(ROLES)
-            .update_one(
-                doc! { "name": name, "tenantId": { "$exists": false } },
-                doc! { "$set": set },
-            )
+            .update_one(filter, doc! { "$set": set })
             .deadline("updating a role")
             .await
             .map(|_| ())
@@ -214,12 +216,14 @@ impl Store {
     }
 
     /// Deletes the custom role `name` (its accounts moved first: [`Store::move_to_user`]).
-    pub async fn delete_role(&self, name: &str) -> Result<(), StoreError> {
-        self.delete_many(
-            ROLES,
-            doc! { "name": name, "tenantId": { "$exists": false } },
-        )
-        .await?;
+    pub async fn delete_role(&self, name: &str, id: Option<ObjectId>) -> Result<(), StoreError> {
+        let mut filter = doc! { "name": name, "tenantId": { "$exists": false } };
+        // Only the role the operator created: one LibreChat's admins made under the name
+        // meanwhile (another `_id`) stays.
+        if let Some(id) = id {
+            filter.insert("_id", id);
+        }
+        self.delete_many(ROLES, filter).await?;
         Ok(())
     }
 
