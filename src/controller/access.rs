@@ -12,7 +12,7 @@ use super::tenancy::Tenancy;
 use crate::api::access::{AccessGrant, GrantStatus};
 use crate::api::common::{condition, reason, Cond};
 use crate::librechat::access::grants::Principal;
-use crate::librechat::access::{AccessRecord, CacheDrop, RecordedGrant};
+use crate::librechat::access::{is_role_key, AccessRecord, CacheDrop, RecordedGrant};
 use crate::librechat::{Store, StoreError};
 
 /// How soon an object waiting for something LibreChat does looks again.
@@ -280,7 +280,12 @@ pub async fn refuse_holding(held: &Held<'_>, refusal: Verdict) -> Result<Verdict
     if tenancy.administers {
         return Ok(refusal);
     }
-    let mut labels = take_back_lost_grants(held, record).await?;
+    // A role's grants came from the right to manage roles: once withdrawn, they all go,
+    // whatever the refusal (an invalid spec, a namespace taken out, the right itself).
+    let mut labels = match is_role_key(key) && !tenancy.may_manage_roles {
+        true => take_back_all_grants(held, record).await?,
+        false => take_back_lost_grants(held, record).await?,
+    };
     let members = take_back_lost_members(held, record).await?;
     let second_drop = (!members.is_empty()).then_some(SECOND_DROP_AFTER);
     labels.extend(members);
@@ -334,7 +339,7 @@ async fn take_back_lost_grants(
 
 /// Removes every grant the record holds: the namespace lost the right the object used to give
 /// them (a tenant's role once `tenantPolicy.manageRoles` is withdrawn). Returns their labels.
-pub async fn take_back_all_grants(
+async fn take_back_all_grants(
     held: &Held<'_>,
     record: &AccessRecord,
 ) -> Result<Vec<String>, StoreError> {

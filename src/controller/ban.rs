@@ -186,9 +186,7 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     }
     let mut outcome = converge(ban, ctx, &target, (&window, held)).await?;
     // Past the check, the instance it was applied to is this one, whatever status said.
-    outcome
-        .instance
-        .get_or_insert_with(|| target::instance_key(&target.instance));
+    outcome.instance = Some(target::instance_key(&target.instance));
     Ok(outcome)
 }
 

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
-use super::access::{self, Held, PlannedGrant, Verdict};
+use super::access::{self, PlannedGrant, Verdict};
 use super::audit::Change;
 use super::context::{Context, NameChange};
 use super::error::ReconcileError;
@@ -105,32 +105,6 @@ fn permitted(role: &LibreChatRole, tenancy: &Tenancy) -> Result<(), String> {
     Ok(())
 }
 
-/// A role its namespace may not change writes nothing. Once the namespace may not manage
-/// roles at all, the grants the role gave go as well: they came from the right the instance
-/// withdrew, and a refusal must not keep it in force.
-async fn refuse_not_permitted(held: &Held<'_>, why: String) -> Result<Verdict, StoreError> {
-    let mut message = format!("{why}; nothing was written");
-    let (Some(record), false) = (held.record, held.tenancy.may_manage_roles) else {
-        return held
-            .refuse(Verdict::refused(reason::NOT_PERMITTED, message, None))
-            .await;
-    };
-    let taken = access::take_back_all_grants(held, record).await?;
-    if !taken.is_empty() {
-        message = format!(
-            "{message}; the grants it gave were taken back: {}",
-            taken.join(", ")
-        );
-    }
-    let fresh = held.store.access_record(held.key).await?;
-    let held = Held {
-        record: fresh.as_ref(),
-        ..*held
-    };
-    held.refuse(Verdict::refused(reason::NOT_PERMITTED, message, None))
-        .await
-}
-
 async fn sync(
     role: &LibreChatRole,
     ctx: &Context,
@@ -151,7 +125,10 @@ async fn sync(
     let held = opened.held();
     let (store, tenancy) = (held.store, held.tenancy);
     if let Err(why) = permitted(role, tenancy) {
-        return Ok(refuse_not_permitted(&held, why).await?);
+        let message = format!("{why}; nothing was written");
+        return Ok(held
+            .refuse(Verdict::refused(reason::NOT_PERMITTED, message, None))
+            .await?);
     }
     let principal = Principal::Role(name.clone());
     let grants = &role.spec.grants;

@@ -51,40 +51,46 @@ pub struct IssuedVerification {
     pub expires_ms: i64,
 }
 
+impl IssuedVerification {
+    /// A link to issue now: its `_id` chosen before it is written, so that a write whose
+    /// outcome is unknown (a timeout after the server applied it) can still be withdrawn.
+    pub fn now() -> Self {
+        let created_at = DateTime::now();
+        let lifetime = VERIFICATION_LIFETIME.as_millis() as i64;
+        IssuedVerification {
+            id: ObjectId::new(),
+            created_at,
+            expires_ms: created_at.timestamp_millis() + lifetime,
+        }
+    }
+}
+
 impl Store {
-    /// Adds a verification token holding `bcrypt_hash`, newest of the account's, so it is the
-    /// one LibreChat's `verifyEmail` checks. The account's other links stay until this one is
-    /// delivered ([`Store::void_other_verifications`]): a link that never reaches anybody
-    /// must not void the ones the person asked for through LibreChat's own resend.
+    /// Adds the verification token `issued` holding `bcrypt_hash`, newest of the account's, so
+    /// it is the one LibreChat's `verifyEmail` checks. The account's other links stay until
+    /// this one is delivered ([`Store::void_other_verifications`]): a link that never reaches
+    /// anybody must not void the ones the person asked for through LibreChat's own resend.
     pub async fn issue_verification(
         &self,
-        user: ObjectId,
-        email: &str,
+        issued: &IssuedVerification,
+        (user, email): (ObjectId, &str),
         bcrypt_hash: &str,
-    ) -> Result<IssuedVerification, StoreError> {
-        let id = ObjectId::new();
-        let now = DateTime::now();
-        let lifetime = VERIFICATION_LIFETIME.as_millis() as i64;
-        let expires_ms = now.timestamp_millis() + lifetime;
+    ) -> Result<(), StoreError> {
         let token = doc! {
-            "_id": id,
+            "_id": issued.id,
             "userId": user,
             "email": email,
             "type": TYPE,
             "token": bcrypt_hash,
-            "createdAt": now,
-            "expiresAt": DateTime::from_millis(expires_ms),
+            "createdAt": issued.created_at,
+            "expiresAt": DateTime::from_millis(issued.expires_ms),
             "__v": 0_i32,
         };
         self.collection(collections::TOKENS)
             .insert_one(token)
             .deadline("writing a verification token")
             .await?;
-        Ok(IssuedVerification {
-            id,
-            created_at: now,
-            expires_ms,
-        })
+        Ok(())
     }
 
     /// Once `issued` is delivered, the account's links made before it are void, as

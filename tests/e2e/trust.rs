@@ -948,10 +948,9 @@ async fn a_status_naming_another_instance_freezes_no_share_and_no_ban() {
         (shares().await == 1 && lifted).then_some(())
     })
     .await;
-    // The group and the role still hold their names here: their status says where they are.
-    // (The ban, lifted, holds nothing here any more; its status is the tenant's word again.)
+    // Past the check, status says where each was applied.
     let here = format!("{}/lc", w.ns);
-    for (_, plural, name) in &objects[..2] {
+    for (_, plural, name) in objects {
         let obj = get_in(&w.client, &t, plural, name).await.unwrap();
         assert_eq!(
             obj.pointer("/status/instance"),
@@ -975,23 +974,29 @@ async fn a_withdrawn_manage_roles_is_not_kept_by_the_roles_it_made() {
     let agent = crate::access::seed_resource(&w, "agents", "agent", lead).await;
     let grant =
         json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
-    let role = json!({ "instanceRef": lc(&w), "name": "TEAM_POWER", "grants": [grant],
-                       "permissions": { "AGENTS": { "USE": true, "CREATE": true } } });
-    w.apply_in(&t, "LibreChatRole", "power", role).await;
-    ready_in(&w, &t, "librechatroles", "power", "True", "Reconciled").await;
-    let role_shares = || {
-        count(
-            &w,
-            "aclentries",
-            doc! { "principalType": "role", "principalId": "TEAM_POWER" },
-        )
+    let role = |name: &str| {
+        json!({ "instanceRef": lc(&w), "name": name, "grants": [grant.clone()],
+                                    "permissions": { "AGENTS": { "USE": true, "CREATE": true } } })
     };
-    assert_eq!(role_shares().await, 1);
+    w.apply_in(&t, "LibreChatRole", "power", role("TEAM_POWER"))
+        .await;
+    w.apply_in(&t, "LibreChatRole", "frozen", role("TEAM_FROZEN"))
+        .await;
+    ready_in(&w, &t, "librechatroles", "power", "True", "Reconciled").await;
+    ready_in(&w, &t, "librechatroles", "frozen", "True", "Reconciled").await;
+    let role_shares = || count(&w, "aclentries", doc! { "principalType": "role" });
+    assert_eq!(role_shares().await, 2);
+    // The second is kept refused for an invalid spec first, so that the refusal for the right
+    // withdrawn would never run for it.
+    let mut invalid = role("TEAM_FROZEN");
+    invalid["permissions"] = json!({ "NO_SUCH_TYPE": { "USE": true } });
+    w.apply_in(&t, "LibreChatRole", "frozen", invalid).await;
+    ready_in(&w, &t, "librechatroles", "frozen", "False", "InvalidSpec").await;
 
     w.apply_instance_of_stores("lc", json!({ "allowedNamespaces": [t.clone()] }))
         .await;
     let told = ready_in(&w, &t, "librechatroles", "power", "False", "NotPermitted").await;
-    eventually("the role's grant taken back", || async {
+    eventually("both roles' grants taken back", || async {
         (role_shares().await == 0).then_some(())
     })
     .await;
@@ -1012,10 +1017,6 @@ async fn a_withdrawn_manage_roles_is_not_kept_by_the_roles_it_made() {
     );
 }
 
-/// The sequence: the administrators off-board a team (its namespace taken out of
-/// `allowedNamespaces`) and promote its lead in LibreChat. The team's group, refused as not
-/// admitted, still takes back what its namespace may no longer give: the share of the lead's
-/// agent and the lead's membership.
 #[tokio::test]
 async fn a_namespace_taken_out_does_not_keep_a_share_its_sharer_lost() {
     let (w, t) = tenant_world("tr-offboarded", json!({})).await;

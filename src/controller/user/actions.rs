@@ -18,7 +18,9 @@ use crate::controller::target::{configuration_for, mail_failure_for};
 use crate::librechat::one_shot::{AppliedActions, OneShot};
 use crate::librechat::ownership::{Claim, FollowUp};
 use crate::librechat::users::StoredUser;
-use crate::librechat::verification::{new_raw_verification_token, verification_link};
+use crate::librechat::verification::{
+    new_raw_verification_token, verification_link, IssuedVerification,
+};
 use crate::mail::Delivery;
 use crate::metrics::SecretUse;
 
@@ -313,13 +315,21 @@ async fn issue_link(
         }
         Ok::<(), ReconcileError>(())
     };
-    let issued = match store.issue_verification(stored.id, email, &hash).await {
-        Ok(issued) => issued,
-        Err(e) => {
-            give_back().await?;
-            return Err(e.into());
-        }
+    // Withdrawn and the right given back when it goes no further: both tried, whichever fails.
+    let take_back = |issued: IssuedVerification| async move {
+        let withdrawn = store.withdraw_verification(&issued).await;
+        give_back().await?;
+        withdrawn.map_err(ReconcileError::from)
     };
+    let issued = IssuedVerification::now();
+    if let Err(e) = store
+        .issue_verification(&issued, (stored.id, email), &hash)
+        .await
+    {
+        // The write may have been applied before its answer was lost.
+        take_back(issued).await?;
+        return Err(e.into());
+    }
     let expires_at = jiff::Timestamp::from_millisecond(issued.expires_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
@@ -334,8 +344,7 @@ async fn issue_link(
         Err(why) => {
             // Nobody received this link: it goes, and the person's newest own link (if any)
             // is again the one LibreChat checks.
-            store.withdraw_verification(&issued).await?;
-            give_back().await?;
+            take_back(issued).await?;
             let message = format!("the verification link could not be delivered: {why}");
             let mut waiting = Outcome::waiting(reason::VERIFICATION_NOT_SENT, message, user);
             waiting.requeue = Some(ctx.mail_failures.failed(uid));
@@ -346,9 +355,14 @@ async fn issue_link(
         turn.used();
     }
     ctx.mail_failures.succeeded(uid);
-    store
+    // Delivered: the older links are void, as LibreChat's resend voids them. Not a reason to
+    // fail the delivery's report: LibreChat checks the newest link, which is this one.
+    if let Err(e) = store
         .void_other_verifications(stored.id, email, &issued)
-        .await?;
+        .await
+    {
+        tracing::warn!(error = %e, "could not delete the verification links older than the one delivered");
+    }
     if !by_email {
         store
             .record_action(email, uid, OneShot::Verification, trigger)

@@ -27,6 +27,10 @@ pub fn group_key(name: &str) -> String {
 pub fn role_key(name: &str) -> String {
     format!("role:{name}")
 }
+/// Whether a record's key is a role's (see [`role_key`]).
+pub fn is_role_key(key: &str) -> bool {
+    key.starts_with("role:")
+}
 
 /// One ACL entry this object wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
