@@ -167,8 +167,9 @@ pub struct LibreChatUserSpec {
     pub balance: Option<super::balance::UserBalance>,
     /// Plugins (tools, MCP servers, web search) installed on the account, with credentials
     /// from Secrets in this object's namespace, stored encrypted with the instance's
-    /// `credentials`. Removing an entry uninstalls it and deletes its credentials (and an MCP
-    /// server's OAuth tokens); plugins installed in LibreChat itself are left alone. A tenant
+    /// `credentials`. Removing an entry uninstalls it and deletes the credentials the operator
+    /// wrote (an MCP server's OAuth tokens, the person's own, stay); plugins installed in
+    /// LibreChat itself are left alone. A tenant
     /// may declare them only on accounts it manages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]

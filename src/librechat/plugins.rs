@@ -275,26 +275,6 @@ impl Store {
         };
         self.delete_many(PLUGIN_AUTHS, filter).await
     }
-
-    /// Deletes the OAuth tokens LibreChat keeps for the MCP server `server` (access, refresh,
-    /// client registration), as its `deleteUserTokens` does.
-    pub async fn delete_mcp_tokens(&self, user: ObjectId, server: &str) -> Result<u64, StoreError> {
-        self.delete_many(collections::TOKENS, mcp_tokens_filter(user, server))
-            .await
-    }
-}
-
-/// The three token documents of one MCP server's OAuth connection.
-fn mcp_tokens_filter(user: ObjectId, server: &str) -> Document {
-    let base = format!("mcp:{server}");
-    doc! {
-        "userId": user,
-        "$or": [
-            { "type": "mcp_oauth", "identifier": base.clone() },
-            { "type": "mcp_oauth_refresh", "identifier": format!("{base}:refresh") },
-            { "type": "mcp_oauth_client", "identifier": format!("{base}:client") },
-        ],
-    }
 }
 
 fn auth_filter(user: ObjectId, key: &str, auth_field: &str) -> Document {

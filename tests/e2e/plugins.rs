@@ -272,7 +272,9 @@ async fn removing_an_entry_uninstalls_only_what_the_operator_installed() {
     })
     .await;
 
-    // Removing entries and a Secret key: the operator's rows, listings and the MCP tokens go.
+    // Removing entries and a Secret key: the operator's rows and listings go; the person's MCP
+    // OAuth tokens stay (LibreChat revokes them at the provider before deleting them, which
+    // the operator cannot do).
     w.secret("google", &[("GOOGLE_CSE_ID", "cse-1")]).await;
     w.apply(
         "LibreChatUser",
@@ -302,7 +304,7 @@ async fn removing_an_entry_uninstalls_only_what_the_operator_installed() {
             doc! { "identifier": { "$regex": "^mcp:github" } }
         )
         .await,
-        0
+        3
     );
     assert_eq!(
         count(

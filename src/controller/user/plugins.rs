@@ -15,7 +15,7 @@ use crate::controller::context::Context;
 use crate::controller::credentials::instance_creds;
 use crate::controller::password::without_final_newline;
 use crate::controller::secrets::{keys_of, read_secret, value_of, SecretError};
-use crate::librechat::plugins::{is_entity_tool, mcp_server, InstalledPlugin};
+use crate::librechat::plugins::{is_entity_tool, InstalledPlugin};
 use crate::librechat::{Store, StoreError};
 use crate::metrics::SecretUse;
 
@@ -294,8 +294,10 @@ async fn install(
 }
 
 /// Uninstalls what the operator installed and no longer declares: credentials it wrote (the
-/// person's own put back where it replaced theirs), an MCP server's OAuth tokens (as
-/// LibreChat's uninstall does), and the listing it added.
+/// person's own put back where it replaced theirs) and the listing it added. An MCP server's
+/// OAuth tokens stay: the person got them through their own consent, and LibreChat's
+/// uninstall revokes them at the provider before deleting them, which the operator cannot do
+/// (deleted unrevoked, the refresh token would stay valid with nobody left able to revoke it).
 async fn remove(
     store: &Store,
     account: ObjectId,
@@ -327,9 +329,6 @@ async fn remove(
         }
         if b.listed {
             store.unlist_plugin(account, &b.key).await?;
-        }
-        if let Some(server) = mcp_server(&b.key) {
-            store.delete_mcp_tokens(account, server).await?;
         }
         notes.push(format!("uninstalled {}", b.key));
     }
