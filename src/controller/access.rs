@@ -240,8 +240,10 @@ fn not_shareable(tenancy: &Tenancy) -> String {
     )
 }
 
-/// Whether an account the tenant manages fully may share the resource (holds its SHARE bit:
-/// LibreChat's own rule for sharing).
+/// Whether an account the tenant manages fully may share the resource, by LibreChat's own
+/// two rules for sharing: it holds the entry's SHARE bit, and its role has the type's SHARE
+/// permission (a tenant must not share through the operator what the instance's roles keep
+/// its people from sharing in LibreChat).
 async fn may_share(
     store: &Store,
     kind: &str,
@@ -249,7 +251,9 @@ async fn may_share(
     tenancy: &Tenancy,
 ) -> Result<bool, StoreError> {
     for sharer in store.resource_sharers(kind, resource).await? {
-        if tenancy.manages_account(store, sharer).await? {
+        if tenancy.manages_account(store, sharer).await?
+            && store.account_may_share(sharer, kind).await?
+        {
             return Ok(true);
         }
     }

@@ -60,6 +60,20 @@ pub const PERMISSION_TYPES: &[(&str, &[&str], &str)] = &[
     ("SCHEDULES", &["USE", "CREATE"], "schedules"),
 ];
 
+/// The permission type whose `SHARE` key lets a role's accounts share a resource of this ACL
+/// `resourceType` (LibreChat's permissions route checks it beside the entry's SHARE bit);
+/// `None` for a type not gated so.
+pub fn share_permission_type(resource_type: &str) -> Option<&'static str> {
+    match resource_type {
+        "agent" => Some("AGENTS"),
+        "promptGroup" => Some("PROMPTS"),
+        "mcpServer" => Some("MCP_SERVERS"),
+        "skill" => Some("SKILLS"),
+        "remoteAgent" => Some("REMOTE_AGENTS"),
+        _ => None,
+    }
+}
+
 /// Permissions as LibreChat stores them: `{TYPE: {KEY: bool}}`.
 pub type Permissions = BTreeMap<String, BTreeMap<String, bool>>;
 

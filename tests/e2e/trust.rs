@@ -1066,6 +1066,61 @@ async fn a_namespace_taken_out_does_not_keep_a_share_its_sharer_lost() {
     .await;
 }
 
+/// The attack: the instance keeps LibreChat's default USER role, whose people may not share
+/// agents (`AGENTS.SHARE: false`), and a tenant shares its account's agent with a group of
+/// its own through the operator. LibreChat's rule has two parts, the entry's SHARE bit and
+/// the role's SHARE permission: the grant waits for the second, and goes when it goes.
+#[tokio::test]
+async fn a_tenant_cannot_share_what_its_accounts_may_not_share_in_librechat() {
+    let (w, t) = tenant_world("tr-role-share", json!({})).await;
+    let roles = w.db.collection::<Document>("roles");
+    let user_role = |share: bool| {
+        doc! { "name": "USER", "permissions": {
+        "AGENTS": { "USE": true, "CREATE": true, "SHARE": share, "SHARE_PUBLIC": false } } }
+    };
+    roles.insert_one(user_role(false)).await.unwrap();
+    let spec = json!({ "instanceRef": lc(&w), "email": "dev@example.com", "provider": "openid" });
+    w.apply_in(&t, "LibreChatUser", "dev", spec).await;
+    let dev = status_user_id(&w, &t, "dev").await;
+    let agent = crate::access::seed_resource(&w, "agents", "agent", dev).await;
+    let grant =
+        json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
+    let crew = json!({ "instanceRef": lc(&w), "name": "Crew", "grants": [grant] });
+    w.apply_in(&t, "LibreChatGroup", "crew", crew).await;
+    ready_in(&w, &t, "librechatgroups", "crew", "False", "NotPermitted").await;
+    let shared = || {
+        count(
+            &w,
+            "aclentries",
+            doc! { "resourceId": agent, "principalType": "group" },
+        )
+    };
+    assert_eq!(shared().await, 0, "nothing shared");
+
+    // The administrators let USER share agents: the grant is given at the next look.
+    let set_share = |share: bool| {
+        let roles = roles.clone();
+        async move {
+            roles
+                .update_one(
+                    doc! { "name": "USER" },
+                    doc! { "$set": { "permissions.AGENTS.SHARE": share } },
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_share(true).await;
+    ready_in(&w, &t, "librechatgroups", "crew", "True", "Reconciled").await;
+    assert_eq!(shared().await, 1);
+    // And take it back: so is the share.
+    set_share(false).await;
+    eventually("the share taken back", || async {
+        (shared().await == 0).then_some(())
+    })
+    .await;
+}
+
 /// The probe: a tenant tries to adopt accounts to learn their roles (who is an admin, which
 /// team's custom role an account is in). Each refusal reads the same, naming no role.
 #[tokio::test]

@@ -7,7 +7,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use super::super::deadline::MongoCall;
 use super::super::error::StoreError;
 use super::super::owned::ACL_ENTRIES;
-use super::super::permissions::Permissions;
+use super::super::permissions::{is_built_in, share_permission_type, Permissions};
 use super::super::{collections, Store};
 
 pub const ROLES: &str = "roles";
@@ -64,6 +64,29 @@ impl Store {
                 description: d.get_str("description").ok().map(String::from),
                 permissions: permissions_of(&d),
             }))
+    }
+
+    /// Whether LibreChat's role of `account` (USER when it has none) lets it share a resource
+    /// of `resource_type`: the type's `SHARE` permission, which LibreChat's permissions route
+    /// requires beside the ACL entry's SHARE bit. A built-in role LibreChat has not written
+    /// yet (a server never started: it writes USER and ADMIN at every start) restricts
+    /// nothing; a custom role it does not have allows nothing.
+    pub async fn account_may_share(
+        &self,
+        account: ObjectId,
+        resource_type: &str,
+    ) -> Result<bool, StoreError> {
+        let Some(kind) = share_permission_type(resource_type) else {
+            return Ok(true);
+        };
+        let Some(user) = self.find_user_by_id(account).await? else {
+            return Ok(false);
+        };
+        let name = user.role.as_deref().unwrap_or("USER");
+        Ok(match self.find_role(name).await? {
+            Some(role) => role.permissions.get(kind).and_then(|k| k.get("SHARE")) == Some(&true),
+            None => is_built_in(name),
+        })
     }
 
     /// Creates a custom role holding exactly `permissions`, as `createRoleByName` stores it
