@@ -12,7 +12,8 @@
 //! So "the transaction exists" and "the mark names it" each prove the credit was made, and the
 //! mark goes only once the transaction exists. A crash after 1 is finished from 2 on; LibreChat
 //! itself may finish it too (its admission check settles any pending refill, saving the
-//! transaction with `context: 'autoRefill'`), which credits nothing more.
+//! transaction with `context: 'autoRefill'`), which credits nothing more, and whose context the
+//! operator then puts back to `admin`.
 
 use std::time::Duration;
 
@@ -260,13 +261,31 @@ impl Store {
 
     /// Which of `ids` name a saved transaction (so, an applied grant).
     pub async fn saved_transactions(&self, ids: &[ObjectId]) -> Result<Vec<ObjectId>, StoreError> {
+        self.saved_matching(ids, doc! {}).await
+    }
+
+    /// Which of `ids` name a grant finished as one: saved, and not as a refill (LibreChat's
+    /// admission check settles a grant cut short as `autoRefill`; [`Store::apply_grant`] then
+    /// credits nothing more and records it as the grant it is).
+    pub async fn finished_grants(&self, ids: &[ObjectId]) -> Result<Vec<ObjectId>, StoreError> {
+        let not_a_refill = doc! { "context": { "$ne": "autoRefill" } };
+        self.saved_matching(ids, not_a_refill).await
+    }
+
+    async fn saved_matching(
+        &self,
+        ids: &[ObjectId],
+        and: Document,
+    ) -> Result<Vec<ObjectId>, StoreError> {
         use futures::TryStreamExt;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let mut filter = doc! { "_id": { "$in": ids.to_vec() } };
+        filter.extend(and);
         let cursor = self
             .collection(TRANSACTIONS)
-            .find(doc! { "_id": { "$in": ids.to_vec() } })
+            .find(filter)
             .projection(doc! { "_id": 1 })
             .deadline("reading transactions")
             .await?;
@@ -387,7 +406,9 @@ impl Store {
     }
 
     /// Step 2: the credits transaction, as `createTransaction` saves it; a duplicate key means
-    /// it is saved already.
+    /// it is saved already. By LibreChat, maybe: its admission check settles the mark of a
+    /// grant cut short as if it were a refill (`autoRefill`); the operator's grant id is put
+    /// back as what it is (`admin`), so the ledger does not show a grant as a refill.
     async fn save_transaction(
         &self,
         tx: ObjectId,
@@ -414,6 +435,15 @@ impl Store {
             .deadline("saving a transaction")
             .await
         {
+            Err(e) if e.is_duplicate_key() && context != "autoRefill" => self
+                .collection(TRANSACTIONS)
+                .update_one(
+                    doc! { "_id": tx, "user": user, "context": "autoRefill" },
+                    doc! { "$set": { "context": context } },
+                )
+                .deadline("correcting a transaction's context")
+                .await
+                .map(|_| ()),
             Err(e) if e.is_duplicate_key() => Ok(()),
             other => other.map(|_| ()),
         }

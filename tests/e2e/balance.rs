@@ -879,6 +879,68 @@ async fn a_grant_finished_after_a_crash_records_what_was_credited() {
     }));
 }
 
+/// The fault: the operator dies right after a grant's credit, and a chat request of the person
+/// reaches LibreChat's admission check first, which settles the grant's mark as a refill
+/// (`settleAutoRefill`: the transaction saved as `autoRefill`, the mark gone). The credit is
+/// made once, and the ledger says what it was: the operator's grant (`admin`).
+#[tokio::test]
+async fn a_grant_librechat_settled_as_a_refill_is_recorded_as_a_grant() {
+    let mut w = World::with_instance(
+        "bal-settled",
+        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    let grants = |list: Value| user_spec("settled@example.com", json!({ "grants": list }));
+    w.apply("LibreChatUser", "c", grants(json!([]))).await;
+    let (scope, id, _) = ready_user(&w, "c").await;
+    w.stop_operator();
+    w.apply(
+        "LibreChatUser",
+        "c",
+        grants(json!([{ "id": "welcome", "credits": 500 }])),
+    )
+    .await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-grant-balance")]);
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+
+    // What LibreChat's settleAutoRefill writes for the mark it finds.
+    let tx = grant_transaction_id(&scope, "welcome");
+    let now = mongodb::bson::DateTime::now();
+    w.db.collection::<Document>("transactions")
+        .insert_one(
+            doc! { "_id": tx, "user": id, "tokenType": "credits", "context": "autoRefill",
+            "rawAmount": 500, "rate": 1, "tokenValue": 500,
+            "createdAt": now, "updatedAt": now, "__v": 0 },
+        )
+        .await
+        .unwrap();
+    w.db.collection::<Document>("balances")
+        .update_one(
+            doc! { "user": id },
+            doc! { "$unset": { "pendingRefill": "" } },
+        )
+        .await
+        .unwrap();
+    w.start_operator();
+    credits_shown(&w, "c", 1500).await;
+    eventually("the grant recorded as a grant", || async {
+        let saved =
+            w.db.collection::<Document>("transactions")
+                .find_one(doc! { "_id": tx })
+                .await
+                .ok()??;
+        (saved.get_str("context").ok()? == "admin").then_some(())
+    })
+    .await;
+    w.contract_check(json!({
+        "balances": [{ "userId": id.to_hex(), "tokenCredits": 1500 }],
+        "creditTransactions": [
+            { "id": tx.to_hex(), "userId": id.to_hex(), "rawAmount": 500, "context": "admin" },
+        ],
+    }));
+}
+
 /// The operator dies between inserting an account and giving it its start balance, and an
 /// admin runs `set-balance` meanwhile (a record of its own `_id`). The start balance is not
 /// written beside it: a second record, older by its `_id` (the account's, reserved earlier),
