@@ -534,6 +534,14 @@ async fn an_undeliverable_verification_link_holds_nothing_else_back() {
         },
     )
     .await;
+    // And the status says so while the link still waits.
+    eventually("the credits shown while the link waits", || async {
+        let obj = w.get("librechatusers", "waiting").await?;
+        let ready = condition(&obj, "Ready")?;
+        let shown = obj.pointer("/status/balance/tokenCredits")?.as_f64()?;
+        (ready.reason == "VerificationNotSent" && shown >= 1500.0).then_some(())
+    })
+    .await;
 }
 
 /// A relay that takes each connection and hangs up at once, counting the attempts.

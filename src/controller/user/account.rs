@@ -107,19 +107,24 @@ pub(super) async fn converge(
     let id = account.stored.id;
     let (balance, credited) = super::balance::converge(ctx, plan, &claim, user, id).await?;
     let plugins_wrote = super::plugins::apply(ctx, plan, id, user).await?;
-    let report = match report {
-        Ok(report) => report,
-        Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
+    let (verification, actions, waiting) = match report {
+        Ok(report) => (report.verification, report.actions, None),
+        Err(w) => (w.verification.clone(), w.actions.clone(), Some(w)),
     };
-    let outcome = in_sync_with(plan, user, &account.stored, balance);
-    Ok(Converged::Done(Box::new(Outcome {
+    let mut outcome = Outcome {
         wrote: account.wrote || rotated || credited || plugins_wrote,
         password,
         password_version: version,
-        verification: report.verification,
-        actions: report.actions,
-        ..outcome
-    })))
+        verification,
+        actions,
+        ..in_sync_with(plan, user, &account.stored, balance)
+    };
+    if let Some(waiting) = waiting {
+        // Only the link waits (for the relay, or its pace): status shows all else applied.
+        outcome.ready = waiting.ready;
+        outcome.requeue = waiting.requeue;
+    }
+    Ok(Converged::Done(Box::new(outcome)))
 }
 
 /// When this reconcile wrote a custom role to the account and the role's deletion began
