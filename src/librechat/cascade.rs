@@ -10,8 +10,9 @@
 //!   `systemgrants` go too; `transactions` stay unless asked for (an audit trail).
 //!
 //! Order matters for crash safety: the account is fenced first (LibreChat's JWT strategy
-//! rejects a fenced user); owned resources go next, while the user's own ACL entries still
-//! say which they are; then the per-user documents, with those ACL entries last among them;
+//! rejects a fenced user) and its cached copies dropped (they do not carry the fence); then
+//! what writes for the user on its own (scheduled chats, queued turns, trigger deliveries);
+//! owned resources go next, while the user's own ACL entries still say which they are; then the per-user documents, with those ACL entries last among them;
 //! the account itself goes last. Every step is idempotent, so a retry after a crash finds the
 //! account and finishes the job.
 
@@ -80,6 +81,15 @@ use IdForm::{HexString, ObjectId as Oid};
 /// their prompts, skills and their files, MCP servers) and code environments are not here:
 /// whether they go depends on who else holds them.
 pub const CASCADE: &[Reference] = &[
+    // First what writes for the user on its own (scheduled chats, queued turns, trigger
+    // deliveries): one firing while the rest goes would write messages and a balance that
+    // outlive the account (LibreChat's own deletion drains them first).
+    Reference::by("schedules", "user", Oid),
+    Reference::by("scheduleruns", "user", Oid),
+    Reference::by("agentqueuedturns", "user", Oid),
+    Reference::by("agentqueuedturnsequences", "user", Oid),
+    Reference::by("agenttriggerdeliveries", "user", Oid),
+    Reference::by("agenttriggerlanesequences", "user", Oid),
     Reference::by("actions", "user", Oid),
     Reference::by("agentapikeys", "userId", Oid),
     Reference::by("assistants", "user", Oid),
@@ -96,23 +106,17 @@ pub const CASCADE: &[Reference] = &[
     Reference::by("sharedlinks", "user", HexString),
     Reference::by("toolcalls", "user", Oid),
     Reference::by("tokens", "userId", Oid),
-    // v0.8.8 (contract-surface §8): queued turns, scheduled chats, projects, tool favorites,
-    // OpenID refresh. Not skill sync, which the contract lists with them: a
+    // v0.8.8 (contract-surface §8): queued turns and scheduled chats (above), projects, tool
+    // favorites, OpenID refresh. Not skill sync, which the contract lists with them: a
     // `skillsynccredentials` document is the deployment's credential (unique on provider and
     // key; `createdBy` only says who set it up), and `skillsyncstatuses.owner` is the
     // repository's owner on GitHub, not an account.
-    Reference::by("agentqueuedturns", "user", Oid),
-    Reference::by("agentqueuedturnsequences", "user", Oid),
-    Reference::by("schedules", "user", Oid),
-    Reference::by("scheduleruns", "user", Oid),
     Reference::by("chatprojects", "user", HexString),
     Reference::by("toolfavorites", "user", Oid),
     Reference::by("refreshtokenbridges", "userId", HexString),
     Reference::by("openidrefreshflights", "ownerId", HexString),
-    // The trigger purge (`deleteAgentTriggerDeliveriesByUser`): deliveries, lane sequences and
-    // the purge marker, keyed by the user's `_id`.
-    Reference::by("agenttriggerdeliveries", "user", Oid),
-    Reference::by("agenttriggerlanesequences", "user", Oid),
+    // The rest of the trigger purge (`deleteAgentTriggerDeliveriesByUser`; its deliveries and
+    // lane sequences went first): the purge marker, keyed by the user's `_id`.
     Reference::by("agenttriggeruserpurges", "_id", Oid),
     // Per-user config overrides hold the id as a String; system grants normalise it to an
     // ObjectId for every principal type but role (contract-surface §5.4).
@@ -122,6 +126,10 @@ pub const CASCADE: &[Reference] = &[
     // Owned resources were found through these, so they must outlive that step.
     Reference::by(ACL_ENTRIES, "principalId", Oid),
 ];
+
+/// How many of [`CASCADE`]'s first entries are what writes for the user on its own: deleted
+/// right after the fence, before owned resources and the rest.
+const PRODUCERS: usize = 6;
 
 /// Kept unless the declaration asks otherwise: billing history is an audit trail.
 pub const TRANSACTIONS: Reference = Reference::by("transactions", "user", Oid);
@@ -161,14 +169,30 @@ impl Store {
             )
             .deadline("fencing the user")
             .await?;
+        let hex = user_id.to_hex();
+        let id_on_the_source = stored.as_ref().and_then(|u| u.id_on_the_source.clone());
+        if let Some(redis) = self.redis()? {
+            // A cached copy of the account (LibreChat's AUTH_USER_CACHE_MODE, 5 s) does not
+            // carry the fence: it goes before any data does, or requests pass meanwhile. The
+            // copies keyed by a token's hash (`auth-user-doc:v2:`) cannot be told apart: all
+            // go (each is rebuilt from MongoDB at the next request).
+            redis
+                .invalidate_user(&hex, id_on_the_source.as_deref())
+                .await?;
+            redis
+                .invalidate_prefix("AUTH_USER_DOC", "auth-user-doc:v2:")
+                .await?;
+        }
         crate::fault::crash_point("after-deletion-fence");
 
-        let hex = user_id.to_hex();
         let mut report = CascadeReport::default();
-        self.delete_owned_resources(user_id, &mut report).await?;
-        self.delete_user_documents(user_id, delete_transactions, &mut report)
+        let (producers, rest) = CASCADE.split_at(PRODUCERS);
+        self.delete_references(user_id, producers.iter(), &mut report)
             .await?;
-        let id_on_the_source = stored.as_ref().and_then(|u| u.id_on_the_source.clone());
+        self.delete_owned_resources(user_id, &mut report).await?;
+        let extra = delete_transactions.then_some(&TRANSACTIONS);
+        self.delete_references(user_id, rest.iter().chain(extra), &mut report)
+            .await?;
         report.groups_updated = self
             .remove_group_memberships(&hex, id_on_the_source.as_deref())
             .await?;
@@ -194,7 +218,7 @@ impl Store {
     }
 
     /// What the user owns alone, found through the user's own ACL entries, which are still
-    /// there: this runs before [`Self::delete_user_documents`] removes them.
+    /// there: this runs before [`Self::delete_references`] removes them.
     async fn delete_owned_resources(
         &self,
         user_id: ObjectId,
@@ -215,14 +239,13 @@ impl Store {
         Ok(())
     }
 
-    async fn delete_user_documents(
+    async fn delete_references(
         &self,
         user_id: ObjectId,
-        delete_transactions: bool,
+        references: impl Iterator<Item = &Reference>,
         report: &mut CascadeReport,
     ) -> Result<(), StoreError> {
-        let extra = delete_transactions.then_some(&TRANSACTIONS);
-        for reference in CASCADE.iter().chain(extra) {
+        for reference in references {
             let deleted = self
                 .delete_many(reference.collection, reference.filter(user_id))
                 .await?;
@@ -255,6 +278,22 @@ impl Store {
 mod tests {
     use super::*;
     use crate::librechat::owned::OWNED_KINDS;
+
+    #[test]
+    fn what_writes_for_the_user_on_its_own_goes_first() {
+        let first: Vec<&str> = CASCADE[..PRODUCERS].iter().map(|r| r.collection).collect();
+        assert_eq!(
+            first,
+            [
+                "schedules",
+                "scheduleruns",
+                "agentqueuedturns",
+                "agentqueuedturnsequences",
+                "agenttriggerdeliveries",
+                "agenttriggerlanesequences"
+            ]
+        );
+    }
 
     #[test]
     fn the_users_acl_entries_go_last() {

@@ -10,7 +10,7 @@ use crate::support::*;
 use crate::trust::{lc, tenant_world};
 use crate::user::foreign_user;
 
-async fn redis() -> redis::aio::MultiplexedConnection {
+pub(crate) async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(env("REDIS_URL"))
         .unwrap()
         .get_multiplexed_async_connection()

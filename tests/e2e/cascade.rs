@@ -604,3 +604,49 @@ async fn a_re_created_object_does_not_inherit_a_deletion_under_way() {
         "users": [ { "email": "erin@example.com", "password": PASSWORD } ],
     }));
 }
+
+/// The fault: LibreChat caches account documents for 5 s (`AUTH_USER_CACHE_MODE=on`), and a
+/// cached copy does not carry the deletion's fence, so requests of the account passed while
+/// its data went. The copies go right after the fence, before any data: here the operator
+/// stops for good there, and no copy is left.
+#[tokio::test]
+async fn an_account_being_deleted_leaves_no_cached_copy_past_its_fence() {
+    use redis::AsyncCommands;
+    let mut w = World::new("cascade-cached").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-deletion-fence")]);
+    w.ready_instance("lc", json!({ "redis": { "keyPrefix": w.ns.clone() } }))
+        .await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let mut spec = local_user("fay@example.com", "pw");
+    spec["deletionPolicy"] = json!("Delete");
+    w.apply("LibreChatUser", "fay", spec).await;
+    let account = user_id(&w, "fay").await;
+    let cached = [
+        format!(
+            "{}::AUTH_USER_DOC:auth-user-doc-byid:{}",
+            w.ns,
+            account.to_hex()
+        ),
+        format!(
+            "{}::AUTH_USER_DOC:auth-user-doc:v2:{}",
+            w.ns,
+            "ab".repeat(32)
+        ),
+    ];
+    let mut r = crate::access::redis().await;
+    for key in &cached {
+        let _: () = r.set(key, "{\"value\":{}}").await.unwrap();
+    }
+    w.delete("LibreChatUser", "fay").await;
+    assert_eq!(
+        w.wait_operator_exit(PATIENCE).await,
+        Some(86),
+        "the operator must reach the crash point"
+    );
+    let fenced = w.find_user("fay@example.com").await.unwrap();
+    assert!(fenced.get_datetime("agentTriggerDeletionStartedAt").is_ok());
+    for key in &cached {
+        let left: bool = r.exists(key).await.unwrap();
+        assert!(!left, "{key} outlived the fence");
+    }
+}
