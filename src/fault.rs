@@ -16,7 +16,9 @@
 //! (a ban's share removed, the `BANS:` document not yet rewritten or lifted),
 //! `after-account-insert` (an account inserted under its reserved id, the ownership record not
 //! yet saying the operator created it), `after-deletion-fence` (an account's deletion fenced
-//! its sign-in, nothing of its data deleted yet), `after-refill-recorded` (declared auto-refill
+//! its sign-in, its cached copies dropped, nothing of its data deleted yet),
+//! `after-account-delete` (an account's document deleted, what a login may have re-created
+//! meanwhile not yet swept), `after-refill-recorded` (declared auto-refill
 //! settings recorded in the ownership record, not yet written to the balance record),
 //! `after-refill-written` (written, the ownership record not yet saying so),
 //! `after-two-factor-reset` (an account's second factor reset and recorded as done, LibreChat's

@@ -131,6 +131,14 @@ pub const CASCADE: &[Reference] = &[
 /// right after the fence, before owned resources and the rest.
 const PRODUCERS: usize = 6;
 
+/// What LibreChat writes for an account at a login or a refresh while it exists.
+const RECREATED_BY_REQUESTS: &[&str] = &[
+    "balances",
+    "sessions",
+    "refreshtokenbridges",
+    "openidrefreshflights",
+];
+
 /// Kept unless the declaration asks otherwise: billing history is an audit trail.
 pub const TRANSACTIONS: Reference = Reference::by("transactions", "user", Oid);
 
@@ -214,7 +222,24 @@ impl Store {
             .await?
             .deleted_count;
         report.record(collections::USERS, deleted);
+        crate::fault::crash_point("after-account-delete");
+        self.sweep_after_deletion(user_id, &mut report).await?;
         Ok(report)
+    }
+
+    /// Once the account is gone, what LibreChat's request paths re-create for an account that
+    /// still exists (a login's balance and session, an OpenID refresh) goes again: a login
+    /// while the cascade ran left them behind. Nothing re-creates them now. Safe to repeat, and
+    /// repeated when a deletion that began finds the account gone.
+    pub async fn sweep_after_deletion(
+        &self,
+        user_id: ObjectId,
+        report: &mut CascadeReport,
+    ) -> Result<(), StoreError> {
+        let recreated = CASCADE
+            .iter()
+            .filter(|r| RECREATED_BY_REQUESTS.contains(&r.collection));
+        self.delete_references(user_id, recreated, report).await
     }
 
     /// What the user owns alone, found through the user's own ACL entries, which are still
@@ -293,6 +318,13 @@ mod tests {
                 "agenttriggerlanesequences"
             ]
         );
+    }
+
+    #[test]
+    fn what_requests_re_create_is_in_the_cascade() {
+        for name in RECREATED_BY_REQUESTS {
+            assert!(CASCADE.iter().any(|r| r.collection == *name), "{name}");
+        }
     }
 
     #[test]

@@ -448,10 +448,13 @@ impl Store {
         let Some(id) = claim.user_id.filter(|_| claim.deletion_started) else {
             return Ok(());
         };
-        if self.find_user_by_id(id).await?.is_some() {
-            self.delete_user_cascade(id, false).await?;
+        match self.find_user_by_id(id).await? {
+            Some(_) => self.delete_user_cascade(id, false).await.map(|_| ()),
+            None => {
+                let mut report = super::cascade::CascadeReport::default();
+                self.sweep_after_deletion(id, &mut report).await
+            }
         }
-        Ok(())
     }
 
     /// Removes `owner_uid`'s ownership record of `email`.

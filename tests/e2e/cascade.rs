@@ -650,3 +650,43 @@ async fn an_account_being_deleted_leaves_no_cached_copy_past_its_fence() {
         assert!(!left, "{key} outlived the fence");
     }
 }
+
+/// The fault: a person signs in while their account's deletion runs (the fence stops JWT
+/// requests, not a login), which writes a balance and a session after the cascade deleted
+/// them; the operator stops for good right after the account's document goes. The deletion's
+/// last look, after the restart, sweeps them: nothing of the account is left behind.
+#[tokio::test]
+async fn what_a_login_re_created_during_the_deletion_does_not_outlive_the_account() {
+    let mut w = World::new("cascade-sweep").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-account-delete")]);
+    w.ready_instance("lc", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let mut spec = local_user("gil@example.com", "pw");
+    spec["deletionPolicy"] = json!("Delete");
+    w.apply("LibreChatUser", "gil", spec).await;
+    let account = user_id(&w, "gil").await;
+    w.delete("LibreChatUser", "gil").await;
+    assert_eq!(
+        w.wait_operator_exit(PATIENCE).await,
+        Some(86),
+        "the operator must reach the crash point"
+    );
+    assert!(w.find_user("gil@example.com").await.is_none());
+    // What LibreChat's login wrote in the window: its balance (`_id` the user's) and a session.
+    let later = DateTime::from_millis(DateTime::now().timestamp_millis() + 86_400_000);
+    w.db.collection::<Document>("balances")
+        .insert_one(doc! { "_id": account, "user": account, "tokenCredits": 20000, "__v": 0 })
+        .await
+        .unwrap();
+    w.db.collection::<Document>("sessions")
+        .insert_one(doc! { "refreshTokenHash": "ab".repeat(32), "expiration": later, "user": account, "__v": 0 })
+        .await
+        .unwrap();
+    w.start_operator();
+    w.wait_gone("librechatusers", "gil").await;
+    assert_eq!(count(&w, "balances", doc! { "user": account }).await, 0);
+    assert_eq!(count(&w, "sessions", doc! { "user": account }).await, 0);
+    w.contract_check(json!({
+        "absentUsers": [ { "email": "gil@example.com", "userId": account.to_hex() } ]
+    }));
+}

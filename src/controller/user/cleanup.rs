@@ -181,6 +181,13 @@ async fn delete_account(
     let store = &stores.store;
     let stored = store.find_user_by_id(id).await.map_err(|e| e.to_string())?;
     let Some(stored) = stored else {
+        if claim.deletion_started {
+            // Gone after the deletion began (maybe this one, cut short after the account):
+            // what a login re-created meanwhile goes too.
+            let mut report = crate::librechat::cascade::CascadeReport::default();
+            let swept = store.sweep_after_deletion(id, &mut report).await;
+            swept.map_err(|e| Hold::under_way(e.to_string()))?;
+        }
         return Ok(());
     };
     if !claim.deletion_started {
