@@ -103,7 +103,7 @@ pub const CASCADE: &[Reference] = &[
     Reference::by("pluginauths", "userId", HexString),
     Reference::by("presets", "user", HexString),
     Reference::by("sessions", "user", Oid),
-    Reference::by("sharedlinks", "user", HexString),
+    Reference::by(SHARED_LINKS, "user", HexString),
     Reference::by("toolcalls", "user", Oid),
     Reference::by("tokens", "userId", Oid),
     // v0.8.8 (contract-surface §8): queued turns and scheduled chats (above), projects, tool
@@ -130,6 +130,8 @@ pub const CASCADE: &[Reference] = &[
 /// How many of [`CASCADE`]'s first entries are what writes for the user on its own: deleted
 /// right after the fence, before owned resources and the rest.
 const PRODUCERS: usize = 6;
+
+const SHARED_LINKS: &str = "sharedlinks";
 
 /// What LibreChat writes for an account at a login or a refresh while it exists.
 const RECREATED_BY_REQUESTS: &[&str] = &[
@@ -261,7 +263,35 @@ impl Store {
         // After the agents: an environment only deleted agents ran in is unused now.
         let environments = self.delete_code_environments(user_id).await?;
         report.record(code_environments::COLLECTION, environments);
+        let link_entries = self.delete_shared_link_entries(user_id).await?;
+        report.record(ACL_ENTRIES, link_entries);
         Ok(())
+    }
+
+    /// Every principal's entries on the user's shared links (its own OWNER, the public
+    /// VIEWER of a public link): the links go with the user's documents, and their entries
+    /// would be left on nothing. Before the links, which find them again on a retry.
+    async fn delete_shared_link_entries(&self, user_id: ObjectId) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        let links = CASCADE.iter().find(|r| r.collection == SHARED_LINKS);
+        let Some(links) = links else {
+            return Ok(0);
+        };
+        let links: Vec<Document> = self
+            .collection(SHARED_LINKS)
+            .find(links.filter(user_id))
+            .projection(doc! { "_id": 1 })
+            .deadline("listing shared links")
+            .await?
+            .try_collect()
+            .deadline("listing shared links")
+            .await?;
+        let ids: Vec<Bson> = links.iter().filter_map(|d| d.get("_id").cloned()).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let filter = doc! { "resourceType": "sharedLink", "resourceId": { "$in": ids } };
+        self.delete_many(ACL_ENTRIES, filter).await
     }
 
     async fn delete_references(

@@ -690,3 +690,40 @@ async fn what_a_login_re_created_during_the_deletion_does_not_outlive_the_accoun
         "absentUsers": [ { "email": "gil@example.com", "userId": account.to_hex() } ]
     }));
 }
+
+/// A public shared link of the account carries entries of other principals (the public
+/// VIEWER, as LibreChat's `migrate:shared-link-permissions` writes it): they go with the
+/// link, not left on a link that no longer exists. Another user's link keeps its entries.
+#[tokio::test]
+async fn a_deleted_accounts_shared_links_leave_no_acl_entries() {
+    let w = World::with_instance("cascade-links", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let mut spec = local_user("hal@example.com", "pw");
+    spec["deletionPolicy"] = json!("Delete");
+    w.apply("LibreChatUser", "hal", spec).await;
+    let account = user_id(&w, "hal").await;
+    let s = Seeder { w: &w };
+    let other = ObjectId::new();
+    let mut links = Vec::new();
+    for owner in [account, other] {
+        let link = s
+            .insert("sharedlinks", doc! { "shareId": owner.to_hex(), "user": owner.to_hex(), "isPublic": true, "__v": 0 })
+            .await;
+        let by_owner = Some(Bson::ObjectId(owner));
+        s.grant(("user", by_owner), "sharedLink", link, OWNER, owner)
+            .await;
+        s.grant(("public", None), "sharedLink", link, VIEWER, owner)
+            .await;
+        links.push(link);
+    }
+    w.delete("LibreChatUser", "hal").await;
+    w.wait_gone("librechatusers", "hal").await;
+    assert_eq!(
+        count(&w, "aclentries", doc! { "resourceId": links[0] }).await,
+        0
+    );
+    assert_eq!(
+        count(&w, "aclentries", doc! { "resourceId": links[1] }).await,
+        2
+    );
+}
