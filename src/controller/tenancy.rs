@@ -338,6 +338,7 @@ mod tests {
             grants_given: Vec::new(),
             refill: None,
             deletion_started: false,
+            deletion_takes_transactions: false,
             role_check: None,
         }
     }

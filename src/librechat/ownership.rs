@@ -55,6 +55,9 @@ pub struct Claim {
     /// Whether the object's deletion of the account began (its sign-in fenced, its data going):
     /// from then on it finishes, whatever the policy says since.
     pub deletion_started: bool,
+    /// Whether that deletion takes the account's transactions too (`deleteTransactions`, as
+    /// it was when the deletion began: fixed from then on, whatever the spec says since).
+    pub deletion_takes_transactions: bool,
 }
 
 impl Claim {
@@ -431,11 +434,13 @@ impl Store {
         &self,
         email: &str,
         owner_uid: &str,
+        delete_transactions: bool,
     ) -> Result<(), StoreError> {
+        let set = doc! { "deletionStarted": true, "deleteTransactions": delete_transactions };
         self.collection(collections::OWNERS)
             .update_one(
                 doc! { "_id": email, "uid": owner_uid },
-                doc! { "$set": { "deletionStarted": true } },
+                doc! { "$set": set },
             )
             .deadline("recording the deletion")
             .await
@@ -443,13 +448,16 @@ impl Store {
     }
 
     /// Finishes the deletion `claim`'s object began, if its account is still there (the
-    /// cascade is safe to repeat; transactions stay, the default).
+    /// cascade is safe to repeat; transactions as the deletion was asked when it began).
     pub async fn finish_started_deletion(&self, claim: &Claim) -> Result<(), StoreError> {
         let Some(id) = claim.user_id.filter(|_| claim.deletion_started) else {
             return Ok(());
         };
         match self.find_user_by_id(id).await? {
-            Some(_) => self.delete_user_cascade(id, false).await.map(|_| ()),
+            Some(_) => {
+                let transactions = claim.deletion_takes_transactions;
+                self.delete_user_cascade(id, transactions).await.map(|_| ())
+            }
             None => {
                 let mut report = super::cascade::CascadeReport::default();
                 self.sweep_after_deletion(id, &mut report).await
@@ -499,6 +507,7 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
             .unwrap_or_default(),
         refill: super::refill::claimed_from(d),
         deletion_started: d.get_bool("deletionStarted").unwrap_or(false),
+        deletion_takes_transactions: d.get_bool("deleteTransactions").unwrap_or(false),
         role_check: super::role_check::RoleCheck::from_record(d),
     }
 }

@@ -727,3 +727,35 @@ async fn a_deleted_accounts_shared_links_leave_no_acl_entries() {
         2
     );
 }
+
+/// A deletion that began with `deleteTransactions: true` stops (crash), and the object's spec
+/// is switched to keep them before the operator is back: the deletion that began finishes as
+/// it began, its transactions going too.
+#[tokio::test]
+async fn a_deletion_that_began_takes_the_transactions_it_began_with() {
+    let mut w = World::new("cascade-tx-fixed").await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-deletion-fence")]);
+    w.ready_instance("lc", json!({})).await;
+    w.secret("pw", &[("password", PASSWORD)]).await;
+    let mut spec = local_user("ida@example.com", "pw");
+    spec["deletionPolicy"] = json!("Delete");
+    spec["deleteTransactions"] = json!(true);
+    w.apply("LibreChatUser", "ida", spec.clone()).await;
+    let account = user_id(&w, "ida").await;
+    w.db.collection::<Document>("transactions")
+        .insert_one(doc! { "user": account, "tokenType": "credits", "context": "admin", "rawAmount": 5, "__v": 0 })
+        .await
+        .unwrap();
+    w.delete("LibreChatUser", "ida").await;
+    assert_eq!(
+        w.wait_operator_exit(PATIENCE).await,
+        Some(86),
+        "the operator must reach the crash point"
+    );
+    spec["deleteTransactions"] = json!(false);
+    w.apply("LibreChatUser", "ida", spec).await;
+    w.start_operator();
+    w.wait_gone("librechatusers", "ida").await;
+    assert!(w.find_user("ida@example.com").await.is_none());
+    assert_eq!(count(&w, "transactions", doc! { "user": account }).await, 0);
+}

@@ -203,13 +203,19 @@ async fn delete_account(
             ctx.changed(user, change).await;
             return Ok(());
         }
+    }
+    // Fixed when the deletion begins: a retry finishes the deletion that began.
+    let delete_transactions = match claim.deletion_started {
+        true => claim.deletion_takes_transactions,
+        false => user.spec.delete_transactions.unwrap_or(false),
+    };
+    if !claim.deletion_started {
         guard(stores, user, &claim.email, scope).await?;
         store
-            .mark_deletion_started(&claim.email, &claim.owner.uid)
+            .mark_deletion_started(&claim.email, &claim.owner.uid, delete_transactions)
             .await
             .map_err(|e| e.to_string())?;
     }
-    let delete_transactions = user.spec.delete_transactions.unwrap_or(false);
     let report = store
         .delete_user_cascade(id, delete_transactions)
         .await
