@@ -266,10 +266,19 @@ impl Store {
 
     /// Which of `ids` name a grant finished as one: saved, and not as a refill (LibreChat's
     /// admission check settles a grant cut short as `autoRefill`; [`Store::apply_grant`] then
-    /// credits nothing more and records it as the grant it is).
-    pub async fn finished_grants(&self, ids: &[ObjectId]) -> Result<Vec<ObjectId>, StoreError> {
-        let not_a_refill = doc! { "context": { "$ne": "autoRefill" } };
-        self.saved_matching(ids, not_a_refill).await
+    /// credits nothing more and records it as the grant it is). Those of `any_context` count
+    /// however they were saved: ids of earlier versions, which are not applied again (a grant
+    /// due again goes under its current id, where nothing would say it was credited).
+    pub async fn finished_grants(
+        &self,
+        ids: &[ObjectId],
+        any_context: &[ObjectId],
+    ) -> Result<Vec<ObjectId>, StoreError> {
+        let finished = doc! { "$or": [
+            { "context": { "$ne": "autoRefill" } },
+            { "_id": { "$in": any_context.to_vec() } },
+        ] };
+        self.saved_matching(ids, finished).await
     }
 
     async fn saved_matching(

@@ -1211,3 +1211,70 @@ async fn a_tenant_cannot_change_the_balance_of_an_account_it_only_adopted() {
             .unwrap();
     assert_eq!(count, 0, "no credits were granted");
 }
+
+/// After an upgrade: a grant an earlier version applied under the object's uid, cut short and
+/// settled by LibreChat's admission check as a refill (`autoRefill`), with no record in the
+/// ownership record that it was given. It was credited: it is not credited again under the
+/// id this version gives it.
+#[tokio::test]
+async fn a_grant_an_earlier_version_applied_is_not_credited_again() {
+    let w = World::with_instance(
+        "bal-earlier",
+        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
+    )
+    .await;
+    let grants = |list: Value| user_spec("earlier@example.com", json!({ "grants": list }));
+    w.apply(
+        "LibreChatUser",
+        "c",
+        grants(json!([{ "id": "welcome", "credits": 500 }])),
+    )
+    .await;
+    let (scope, id, obj) = ready_user(&w, "c").await;
+    credits_shown(&w, "c", 1500).await;
+    let uid = obj.pointer("/metadata/uid").unwrap().as_str().unwrap();
+    // As the earlier version left it: the transaction under the uid's id, saved by LibreChat.
+    let transactions = w.db.collection::<Document>("transactions");
+    let scoped = grant_transaction_id(&scope, "welcome");
+    let mut saved = transactions
+        .find_one(doc! { "_id": scoped })
+        .await
+        .unwrap()
+        .unwrap();
+    transactions
+        .delete_one(doc! { "_id": scoped })
+        .await
+        .unwrap();
+    saved.insert("_id", grant_transaction_id(uid, "welcome"));
+    saved.insert("context", "autoRefill");
+    transactions.insert_one(saved).await.unwrap();
+    w.db.collection::<Document>("librechat_operator_owners")
+        .update_one(
+            doc! { "_id": "earlier@example.com" },
+            doc! { "$unset": { "grantsGiven": "" } },
+        )
+        .await
+        .unwrap();
+    // An edit wakes the full path; a few resyncs (3 s) pass.
+    w.apply(
+        "LibreChatUser",
+        "c",
+        grants(json!([{ "id": "welcome", "credits": 500 }, { "id": "more", "credits": 1 }])),
+    )
+    .await;
+    credits_shown(&w, "c", 1501).await;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let balance =
+        w.db.collection::<Document>("balances")
+            .find_one(doc! { "user": id })
+            .await
+            .unwrap()
+            .unwrap();
+    let credits = match balance.get("tokenCredits").unwrap() {
+        mongodb::bson::Bson::Int32(n) => i64::from(*n),
+        mongodb::bson::Bson::Int64(n) => *n,
+        mongodb::bson::Bson::Double(d) => *d as i64,
+        other => panic!("{other}"),
+    };
+    assert_eq!(credits, 1501, "the earlier version's grant credited once");
+}

@@ -277,7 +277,8 @@ async fn grants_due(
     }
     let store = plan.store();
     let all: Vec<ObjectId> = grants.iter().flat_map(|g| [g.scoped, g.by_uid]).collect();
-    let saved = store.finished_grants(&all).await?;
+    let earlier: Vec<ObjectId> = grants.iter().map(|g| g.by_uid).collect();
+    let saved = store.finished_grants(&all, &earlier).await?;
     let marked = match store.find_balance(account).await? {
         Some(b) => b.pending_transaction(),
         None => None,
