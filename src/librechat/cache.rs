@@ -94,7 +94,8 @@ impl RedisCache {
     }
 
     /// Every entry of a Keyv `namespace` whose key starts with `key_prefix` (found with SCAN,
-    /// never KEYS); returns how many went.
+    /// never KEYS, a thousand keys a step); returns how many went. The whole walk has a
+    /// deadline ([`SCAN_DEADLINE`]), each step the connection's.
     pub async fn invalidate_prefix(
         &self,
         namespace: &str,
@@ -103,17 +104,32 @@ impl RedisCache {
         let pattern = format!("{}*", glob_escape(&self.keyv_key(namespace, key_prefix)));
         let mut conn = self.conn.clone();
         let start = std::time::Instant::now();
-        let found: Result<Vec<String>, _> = async {
-            let mut iter = conn.scan_match::<_, String>(&pattern).await?;
+        let walk = async {
             let mut keys = Vec::new();
-            while let Some(key) = iter.next_item().await {
-                keys.push(key?);
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await?;
+                keys.extend(batch);
+                if next == 0 {
+                    return Ok::<_, redis::RedisError>(keys);
+                }
+                cursor = next;
             }
-            Ok::<_, redis::RedisError>(keys)
-        }
-        .await;
-        crate::metrics::global().store_operation("redis", "scan", found.is_ok(), start.elapsed());
-        let keys = found.map_err(|e| StoreError::redis("scan", e))?;
+        };
+        let found = tokio::time::timeout(SCAN_DEADLINE, walk).await;
+        let ok = matches!(found, Ok(Ok(_)));
+        crate::metrics::global().store_operation("redis", "scan", ok, start.elapsed());
+        let keys = match found {
+            Ok(walked) => walked.map_err(|e| StoreError::redis("scan", e))?,
+            Err(_) => return Err(StoreError::timeout("Redis", "scan", SCAN_DEADLINE)),
+        };
         let mut removed = 0;
         for chunk in keys.chunks(500) {
             removed += self.delete(chunk).await?;
@@ -130,6 +146,9 @@ impl RedisCache {
         self.delete(&keys).await
     }
 }
+
+/// How long one walk of the keyspace ([`RedisCache::invalidate_prefix`]) may take.
+pub const SCAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `s` as a literal in a Redis glob pattern.
 fn glob_escape(s: &str) -> String {
