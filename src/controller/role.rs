@@ -492,16 +492,17 @@ async fn remove_role(
             .begin_release(key, uid, &owed, access::due(false))
             .await?;
         let moved = move_accounts_to_user(store, (name, record), (key, uid), &mut owed).await?;
-        let note = match moved {
+        let (reason, note) = match moved {
             Moved::All(moved) => {
                 store.delete_role(name, record.target).await?;
                 crate::fault::crash_point("after-role-delete");
-                format!("deleted role {name}; {moved} account(s) moved to USER")
+                let note = format!("deleted role {name}; {moved} account(s) moved to USER");
+                ("RoleDeleted", note)
             }
-            Moved::UntilReplaced(moved) => format!("{moved} account(s) moved to USER; the role {name} was then deleted or replaced in LibreChat, and what LibreChat has under the name stays"),
+            Moved::UntilReplaced(moved) => ("RoleLeft", format!("{moved} account(s) moved to USER; the role {name} was then deleted or replaced in LibreChat, and what LibreChat has under the name stays")),
         };
         let instance = target::instance_key(&target.instance);
-        ctx.changed(role, Change::applied("RoleDeleted", instance, None, note))
+        ctx.changed(role, Change::applied(reason, instance, None, note))
             .await;
     }
     store.drop_owed_caches(&owed).await?;

@@ -459,6 +459,8 @@ async fn a_role_replaced_while_its_deletion_moves_accounts_is_left_alone() {
         Some(theirs),
         "the admins' role stays"
     );
+    // Said as what happened: the role was left, not deleted.
+    w.wait_event("swapped", "RoleLeft").await;
 }
 
 /// LibreChat's admin deletes a custom role the operator created and makes another of the same

@@ -81,7 +81,11 @@ pub(super) async fn apply(
     }
     let verification = match verify(ctx, plan, claim, stored, user).await? {
         Ok(v) => v,
-        Err(outcome) => return Ok(Err(outcome)),
+        Err(mut waiting) => {
+            // The link waits; the actions applied beside it are shown all the same.
+            waiting.actions = actions_status(spec, user, &applied);
+            return Ok(Err(waiting));
+        }
     };
     if let Some(v) = &verification {
         if let Some(trigger) = v.1.clone() {
