@@ -830,17 +830,16 @@ async fn a_grant_cut_short_is_finished_as_a_grant_when_a_new_one_comes_first() {
     }));
 }
 
-/// A grant cut short after its credit, then edited to another amount before the operator is
-/// back: the ledger records the credit that was made, not the new amount (which is never
-/// credited: a grant id is given once).
-#[tokio::test]
-async fn a_grant_finished_after_a_crash_records_what_was_credited() {
+/// A world whose LibreChatUser `c` (`email`) was given the grant `welcome` of 500 credits, the
+/// operator stopped for good right after the credit (it is down). Returns the world, the
+/// grants' scope and the account.
+async fn welcome_cut_short_after_its_credit(label: &str, email: &str) -> (World, String, ObjectId) {
     let mut w = World::with_instance(
-        "bal-edited",
+        label,
         json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
     )
     .await;
-    let grants = |list: Value| user_spec("edited@example.com", json!({ "grants": list }));
+    let grants = |list: Value| user_spec(email, json!({ "grants": list }));
     w.apply("LibreChatUser", "c", grants(json!([]))).await;
     let (scope, id, _) = ready_user(&w, "c").await;
     w.stop_operator();
@@ -853,6 +852,17 @@ async fn a_grant_finished_after_a_crash_records_what_was_credited() {
     w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-grant-balance")]);
     let code = w.wait_operator_exit(PATIENCE).await;
     assert_eq!(code, Some(86), "the operator must reach the crash point");
+    (w, scope, id)
+}
+
+/// A grant cut short after its credit, then edited to another amount before the operator is
+/// back: the ledger records the credit that was made, not the new amount (which is never
+/// credited: a grant id is given once).
+#[tokio::test]
+async fn a_grant_finished_after_a_crash_records_what_was_credited() {
+    let email = "edited@example.com";
+    let (mut w, scope, id) = welcome_cut_short_after_its_credit("bal-edited", email).await;
+    let grants = |list: Value| user_spec(email, json!({ "grants": list }));
 
     w.apply(
         "LibreChatUser",
@@ -885,24 +895,8 @@ async fn a_grant_finished_after_a_crash_records_what_was_credited() {
 /// made once, and the ledger says what it was: the operator's grant (`admin`).
 #[tokio::test]
 async fn a_grant_librechat_settled_as_a_refill_is_recorded_as_a_grant() {
-    let mut w = World::with_instance(
-        "bal-settled",
-        json!({ "balance": { "enabled": true, "startBalance": 1000 } }),
-    )
-    .await;
-    let grants = |list: Value| user_spec("settled@example.com", json!({ "grants": list }));
-    w.apply("LibreChatUser", "c", grants(json!([]))).await;
-    let (scope, id, _) = ready_user(&w, "c").await;
-    w.stop_operator();
-    w.apply(
-        "LibreChatUser",
-        "c",
-        grants(json!([{ "id": "welcome", "credits": 500 }])),
-    )
-    .await;
-    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-grant-balance")]);
-    let code = w.wait_operator_exit(PATIENCE).await;
-    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let (mut w, scope, id) =
+        welcome_cut_short_after_its_credit("bal-settled", "settled@example.com").await;
 
     // What LibreChat's settleAutoRefill writes for the mark it finds.
     let tx = grant_transaction_id(&scope, "welcome");

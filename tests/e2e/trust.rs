@@ -137,6 +137,27 @@ async fn status_user_id(w: &World, ns: &str, name: &str) -> ObjectId {
     .unwrap()
 }
 
+/// A tenant's (`ns`) account `email` (an SSO account, no password), Ready, and an agent it
+/// made in LibreChat (its OWNER entry); the account's and the agent's ids.
+async fn account_with_agent(w: &World, ns: &str, name: &str, email: &str) -> (ObjectId, ObjectId) {
+    let spec = json!({ "instanceRef": lc(w), "email": email, "provider": "openid" });
+    w.apply_in(ns, "LibreChatUser", name, spec).await;
+    let account = status_user_id(w, ns, name).await;
+    let agent = crate::access::seed_resource(w, "agents", "agent", account).await;
+    (account, agent)
+}
+
+/// The instance `lc` (with `manageRoles`) limits the tenant `t` to `team.example.com`.
+async fn limit_to_team_domain(w: &World, t: &str) {
+    w.apply_instance_of_stores(
+        "lc",
+        json!({ "allowedNamespaces": [t],
+                "tenantPolicy": { "manageRoles": true,
+                                  "emailDomains": { t: ["team.example.com"] } } }),
+    )
+    .await;
+}
+
 /// An ADMIN account `boss@example.com` declared from the instance's namespace, Ready; its id.
 async fn declared_admin(w: &World) -> ObjectId {
     w.apply(
@@ -829,13 +850,7 @@ async fn a_tenants_shares_end_when_the_sharing_account_leaves_its_hands() {
     assert_eq!((shares(owners).await, shares(leads).await), (3, 2));
 
     // The administrators limit the tenant to its team's domain: the owner leaves its hands.
-    w.apply_instance_of_stores(
-        "lc",
-        json!({ "allowedNamespaces": [t.clone()],
-                "tenantPolicy": { "manageRoles": true,
-                                  "emailDomains": { t.clone(): ["team.example.com"] } } }),
-    )
-    .await;
+    limit_to_team_domain(&w, &t).await;
     eventually("the owner's shares to be taken back", || async {
         (shares(owners).await == 1).then_some(())
     })
@@ -898,11 +913,7 @@ async fn a_tenants_shares_end_when_the_sharing_account_leaves_its_hands() {
 async fn a_status_naming_another_instance_freezes_no_share_and_no_ban() {
     let policy = json!({ "tenantPolicy": { "manageRoles": true } });
     let (w, t) = tenant_world("tr-forged-instance", policy).await;
-    let spec =
-        json!({ "instanceRef": lc(&w), "email": "owner@corp.example.com", "provider": "openid" });
-    w.apply_in(&t, "LibreChatUser", "owner", spec).await;
-    let owner = status_user_id(&w, &t, "owner").await;
-    let agent = crate::access::seed_resource(&w, "agents", "agent", owner).await;
+    let (owner, agent) = account_with_agent(&w, &t, "owner", "owner@corp.example.com").await;
     let grant =
         json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
     let crew = json!({ "instanceRef": lc(&w), "name": "Crew", "grants": [grant.clone()] });
@@ -936,13 +947,7 @@ async fn a_status_naming_another_instance_freezes_no_share_and_no_ban() {
             .unwrap();
     }
     // The administrators limit the tenant to its team's domain: the owner leaves its hands.
-    w.apply_instance_of_stores(
-        "lc",
-        json!({ "allowedNamespaces": [t.clone()],
-                "tenantPolicy": { "manageRoles": true,
-                                  "emailDomains": { t.clone(): ["team.example.com"] } } }),
-    )
-    .await;
+    limit_to_team_domain(&w, &t).await;
     eventually("the shares and the ban to go", || async {
         let lifted = log_doc(&w, &key).await.is_none_or(|d| !in_force(&d));
         (shares().await == 1 && lifted).then_some(())
@@ -967,10 +972,7 @@ async fn a_status_naming_another_instance_freezes_no_share_and_no_ban() {
 async fn a_withdrawn_manage_roles_is_not_kept_by_the_roles_it_made() {
     let policy = json!({ "tenantPolicy": { "manageRoles": true } });
     let (w, t) = tenant_world("tr-roles-withdrawn", policy).await;
-    let spec = json!({ "instanceRef": lc(&w), "email": "lead@example.com", "provider": "openid" });
-    w.apply_in(&t, "LibreChatUser", "lead", spec).await;
-    let lead = status_user_id(&w, &t, "lead").await;
-    let agent = crate::access::seed_resource(&w, "agents", "agent", lead).await;
+    let (_, agent) = account_with_agent(&w, &t, "lead", "lead@example.com").await;
     let grant =
         json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
     let role = |name: &str| {
@@ -1019,10 +1021,7 @@ async fn a_withdrawn_manage_roles_is_not_kept_by_the_roles_it_made() {
 #[tokio::test]
 async fn a_namespace_taken_out_does_not_keep_a_share_its_sharer_lost() {
     let (w, t) = tenant_world("tr-offboarded", json!({})).await;
-    let spec = json!({ "instanceRef": lc(&w), "email": "lead@example.com", "provider": "openid" });
-    w.apply_in(&t, "LibreChatUser", "lead", spec).await;
-    let lead = status_user_id(&w, &t, "lead").await;
-    let agent = crate::access::seed_resource(&w, "agents", "agent", lead).await;
+    let (lead, agent) = account_with_agent(&w, &t, "lead", "lead@example.com").await;
     let grant =
         json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
     let crew = json!({ "instanceRef": lc(&w), "name": "Crew", "grants": [grant],
@@ -1079,10 +1078,7 @@ async fn a_tenant_cannot_share_what_its_accounts_may_not_share_in_librechat() {
         "AGENTS": { "USE": true, "CREATE": true, "SHARE": share, "SHARE_PUBLIC": false } } }
     };
     roles.insert_one(user_role(false)).await.unwrap();
-    let spec = json!({ "instanceRef": lc(&w), "email": "dev@example.com", "provider": "openid" });
-    w.apply_in(&t, "LibreChatUser", "dev", spec).await;
-    let dev = status_user_id(&w, &t, "dev").await;
-    let agent = crate::access::seed_resource(&w, "agents", "agent", dev).await;
+    let (_, agent) = account_with_agent(&w, &t, "dev", "dev@example.com").await;
     let grant =
         json!({ "resourceType": "agent", "resourceId": agent.to_hex(), "access": "viewer" });
     let crew = json!({ "instanceRef": lc(&w), "name": "Crew", "grants": [grant] });
