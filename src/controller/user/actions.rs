@@ -288,9 +288,7 @@ async fn issue_link(
     user: &LibreChatUser,
     trigger: &str,
 ) -> Result<Result<VerificationStatus, Outcome>, ReconcileError> {
-    let store = plan.store();
-    let (email, uid) = (&plan.email, &plan.owner.uid);
-    let previous = claim.actions.get(OneShot::Verification.as_str());
+    let (store, email, uid) = (plan.store(), plan.email.as_str(), plan.owner.uid.as_str());
     let by_email = plan.instance.spec.smtp.is_some() && plan.instance.spec.domain_client.is_some();
     // The inbox's turn, given back if nothing is handed to the relay.
     let turn = match by_email.then(|| ctx.mail_pacer.reserve(email)) {
@@ -300,55 +298,35 @@ async fn issue_link(
     };
     let raw = new_raw_verification_token();
     let hash = ctx.hasher.hash(raw.clone()).await?;
-    // At most one email per trigger, even if this process dies right after sending. The right
-    // is taken before the token is written: a right already taken (a send that may have gone,
-    // a stale read) writes nothing, so the person's own pending links stay as they are.
-    if by_email
-        && !store
-            .take_action(email, uid, OneShot::Verification, trigger)
-            .await?
-    {
+    let previous = claim.actions.get(OneShot::Verification.as_str());
+    let right = LinkRight {
+        store,
+        email,
+        uid,
+        previous: previous.map(String::as_str),
+        by_email,
+    };
+    if !right.take(trigger).await? {
         return Ok(Ok(VerificationStatus::default()));
     }
-    let give_back = || async {
-        if by_email {
-            let previous = previous.map(String::as_str);
-            store
-                .return_action(email, uid, OneShot::Verification, previous)
-                .await?;
-        }
-        Ok::<(), ReconcileError>(())
-    };
-    // Withdrawn and the right given back when it goes no further: both tried, whichever fails.
-    let take_back = |issued: IssuedVerification| async move {
-        let withdrawn = store.withdraw_verification(&issued).await;
-        give_back().await?;
-        withdrawn.map_err(ReconcileError::from)
-    };
     let issued = IssuedVerification::now();
     if let Err(e) = store
         .issue_verification(&issued, (stored.id, email), &hash)
         .await
     {
         // The write may have been applied before its answer was lost.
-        take_back(issued).await?;
+        right.take_back(&issued).await?;
         return Err(e.into());
     }
     let expires_at = jiff::Timestamp::from_millisecond(issued.expires_ms)
         .map(|t| t.to_string())
         .unwrap_or_default();
-    let delivered = if by_email {
-        deliver_by_email(ctx, plan, stored, &raw, &expires_at).await
-    } else {
-        let in_secret = deliver_in_secret(ctx, plan, user, &raw, &expires_at).await;
-        in_secret.map(|()| Delivery::Confirmed)
-    };
-    let delivery = match delivered {
+    let delivery = match deliver(ctx, plan, (stored, user), by_email, (&raw, &expires_at)).await {
         Ok(delivery) => delivery,
         Err(why) => {
             // Nobody received this link: it goes, and the person's newest own link (if any)
             // is again the one LibreChat checks.
-            take_back(issued).await?;
+            right.take_back(&issued).await?;
             let message = format!("the verification link could not be delivered: {why}");
             let mut waiting = Outcome::waiting(reason::VERIFICATION_NOT_SENT, message, user);
             waiting.requeue = Some(ctx.mail_failures.failed(uid));
@@ -372,15 +350,63 @@ async fn issue_link(
             .record_action(email, uid, OneShot::Verification, trigger)
             .await?;
     }
-    Ok(Ok(report_issued(
-        ctx,
-        plan,
-        stored,
-        user,
-        (by_email, delivery),
-        expires_at,
-    )
-    .await))
+    let how = (by_email, delivery);
+    Ok(Ok(
+        report_issued(ctx, plan, stored, user, how, expires_at).await
+    ))
+}
+
+/// The right to email one verification link (taken only with a relay), and what goes when the
+/// link reaches nobody: the right is given back and the link withdrawn.
+struct LinkRight<'a> {
+    store: &'a crate::librechat::Store,
+    email: &'a str,
+    uid: &'a str,
+    /// The trigger recorded before, put back with the right.
+    previous: Option<&'a str>,
+    by_email: bool,
+}
+
+impl LinkRight<'_> {
+    /// At most one email per trigger, even if this process dies right after sending. Taken
+    /// before the token is written: a right already taken (a send that may have gone, a stale
+    /// read) writes nothing, so the person's own pending links stay as they are.
+    async fn take(&self, trigger: &str) -> Result<bool, crate::librechat::StoreError> {
+        if !self.by_email {
+            return Ok(true);
+        }
+        let action = OneShot::Verification;
+        self.store
+            .take_action(self.email, self.uid, action, trigger)
+            .await
+    }
+
+    /// Withdraws `issued` and gives the right back: both tried, whichever fails.
+    async fn take_back(&self, issued: &IssuedVerification) -> Result<(), ReconcileError> {
+        let withdrawn = self.store.withdraw_verification(issued).await;
+        if self.by_email {
+            let action = OneShot::Verification;
+            self.store
+                .return_action(self.email, self.uid, action, self.previous)
+                .await?;
+        }
+        Ok(withdrawn?)
+    }
+}
+
+/// Hands the link to the relay, or writes it to the object's Secret.
+async fn deliver(
+    ctx: &Context,
+    plan: &Plan,
+    (stored, user): (&StoredUser, &LibreChatUser),
+    by_email: bool,
+    (raw, expires_at): (&str, &str),
+) -> Result<Delivery, String> {
+    if by_email {
+        return deliver_by_email(ctx, plan, stored, raw, expires_at).await;
+    }
+    let in_secret = deliver_in_secret(ctx, plan, user, raw, expires_at).await;
+    in_secret.map(|()| Delivery::Confirmed)
 }
 
 /// Says a delivered link in an event and returns the status that names it.
