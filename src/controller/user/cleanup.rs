@@ -187,6 +187,13 @@ async fn delete_account(
             let mut report = crate::librechat::cascade::CascadeReport::default();
             let swept = store.sweep_after_deletion(id, &mut report).await;
             swept.map_err(|e| Hold::under_way(e.to_string()))?;
+            // The audit line the interrupted deletion did not write.
+            let note = format!(
+                "deleted LibreChat account {} (its deletion finished after an interruption; {} documents swept last)",
+                claim.email,
+                report.total()
+            );
+            ctx.changed(user, scope.change("Deleted", id, note)).await;
         }
         return Ok(());
     };
