@@ -10,14 +10,6 @@ use crate::support::*;
 use crate::trust::{lc, tenant_world};
 use crate::user::foreign_user;
 
-pub(crate) async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// A Redis prefix of this world's own, so cache assertions see only this test's keys.
 fn own_redis(w: &World) -> Value {
     json!({ "redis": { "keyPrefix": w.ns.clone() } })

@@ -6,14 +6,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 async fn managed_user(w: &World, name: &str, email: &str) -> ObjectId {
     w.apply(
         "LibreChatUser",

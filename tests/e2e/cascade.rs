@@ -633,7 +633,7 @@ async fn an_account_being_deleted_leaves_no_cached_copy_past_its_fence() {
             "ab".repeat(32)
         ),
     ];
-    let mut r = crate::access::redis().await;
+    let mut r = redis().await;
     for key in &cached {
         let _: () = r.set(key, "{\"value\":{}}").await.unwrap();
     }

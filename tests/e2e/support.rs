@@ -666,6 +666,15 @@ pub fn metric_value(port: u16, series: &str) -> u64 {
 }
 
 /// A TCP port nobody listens on right now.
+/// A connection to the test bed's Redis (`REDIS_URL`).
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

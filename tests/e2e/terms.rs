@@ -9,14 +9,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// Instance extras: the terms version, and a Redis prefix of this world's own, since a reset
 /// drops every cached user document of the instance.
 fn terms(w: &World, version: &str) -> Value {

@@ -231,14 +231,6 @@ async fn insert_native_ban(w: &World, key: &str, end: i64) -> String {
     value
 }
 
-async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env("REDIS_URL"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// LibreChat's first user, an ADMIN with a real password.
 fn admin_account(id: ObjectId, email: &str) -> Document {
     let mut d = foreign_user(id, email);
