@@ -489,11 +489,12 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
         )
         .for_each(log_outcome("LibreChatUser"));
 
-    let bans = Controller::new(
-        api_for::<UserBan>(&client, namespace.as_deref()),
-        watcher::Config::default(),
-    )
-    .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+    // Woken by what a ban's reconcile acts on, not by status writes (a tenant patching a ban's
+    // status in a loop would otherwise keep the workers busy).
+    let (ban_trigger, ban_store) =
+        declared::watch(api_for::<UserBan>(&client, namespace.as_deref()));
+    let bans = Controller::for_stream(ban_trigger, ban_store)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let bans_by_user = bans.store();
     let synced_bans = bans.store();
     let bans_by_instance = bans.store();

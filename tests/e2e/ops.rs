@@ -259,7 +259,7 @@ async fn exactly_one_replica_leads_and_the_other_takes_over() {
 /// write wakes another, keeping the controllers' workers from the other teams' objects.
 /// Status is no declaration: writing it wakes nothing.
 #[tokio::test]
-async fn status_churn_wakes_no_reconcile_of_a_group_or_a_role() {
+async fn status_churn_wakes_no_reconcile_of_a_group_a_role_or_a_ban() {
     use kube::api::{Patch, PatchParams};
     let w = World::with_instance("ops-churn", json!({})).await;
     let objects = [
@@ -274,6 +274,12 @@ async fn status_churn_wakes_no_reconcile_of_a_group_or_a_role() {
             "librechatroles",
             "churn",
             json!({ "instanceRef": { "name": "lc" }, "name": "CHURN" }),
+        ),
+        (
+            "UserBan",
+            "userbans",
+            "churn",
+            json!({ "instanceRef": { "name": "lc" }, "ip": "203.0.113.9", "until": "2099-01-01T00:00:00Z" }),
         ),
     ];
     for (kind, plural, name, spec) in &objects {
