@@ -527,6 +527,18 @@ fn is_dns_label_any_case(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// When a ban of `length` begun at `start_ms` ends (epoch ms); `None` past the last time an
+/// RFC 3339 `until` can name (the year 9999): a longer one would overflow, or come out past
+/// what LibreChat's `Date` can hold, and read as ended or permanent.
+fn ban_end(start_ms: i64, length: std::time::Duration) -> Option<i64> {
+    let end = start_ms.checked_add(i64::try_from(length.as_millis()).ok()?)?;
+    (end <= jiff::Timestamp::MAX.as_millisecond()).then_some(end)
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
 impl super::ban::UserBanSpec {
     /// The ban's window, counted from `created_ms` (the object's creation). Errors are the
     /// spec's problems.
@@ -538,7 +550,7 @@ impl super::ban::UserBanSpec {
         let end_ms = match (&self.duration, &self.until) {
             (Some(d), None) => super::duration::parse_duration(d)
                 .ok()
-                .map(|d| created_ms + d.as_millis() as i64),
+                .and_then(|d| ban_end(created_ms, d)),
             (None, Some(u)) => u
                 .parse::<jiff::Timestamp>()
                 .ok()
@@ -591,6 +603,11 @@ impl super::ban::UserBanSpec {
                 Err(e) => problems.push(format!("duration: {e}")),
                 Ok(d) if d.is_zero() => problems
                     .push("duration must be more than zero; omit it for a permanent ban".into()),
+                Ok(length) if ban_end(created_ms.unwrap_or_else(now_ms), length).is_none() => {
+                    problems.push(format!(
+                        "duration '{d}' would end the ban after the year 9999; omit it for a permanent ban"
+                    ))
+                }
                 Ok(_) => {}
             },
             (None, Some(u)) => match u.parse::<jiff::Timestamp>() {
@@ -656,7 +673,24 @@ mod ban_tests {
         };
         assert_eq!(d.window(1_000).unwrap().end_ms, Some(1_000 + 5_400_000));
         assert_eq!(base.window(1_000).unwrap().end_ms, None);
-        for bad in ["-5m", "0s", "soon"] {
+        // Past the year 9999, or past what an i64 of milliseconds holds: refused, never
+        // wrapped to a ban that ended already (or a panic).
+        let long = UserBanSpec {
+            duration: Some("2000000d".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            long.window(1_000).unwrap().end_ms,
+            Some(1_000 + 2_000_000 * 86_400_000)
+        );
+        for bad in [
+            "-5m",
+            "0s",
+            "soon",
+            "150000000000d",
+            "106751991167300d",
+            "4000000d",
+        ] {
             assert!(
                 !UserBanSpec {
                     duration: Some(bad.into()),

@@ -172,6 +172,18 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     // Before anything may refuse the object: a refusal must not leave a ban recorded but
     // not in force (its sessions alive), nor a lift recorded but not done.
     let held = held_settled(&target.stores.store, &uid).await?;
+    let outcome = judge(ban, ctx, &target, held).await?;
+    keep_only_what_it_may_hold(ban, ctx, &target, outcome).await
+}
+
+/// The ban's verdict on its resolved instance: an invalid spec, applied elsewhere, or what
+/// converging found.
+async fn judge(
+    ban: &UserBan,
+    ctx: &Context,
+    target: &Target,
+    held: Vec<HeldBan>,
+) -> Result<Outcome, ReconcileError> {
     let window = match ban.spec.window(created_ms(ban)) {
         Ok(w) => w,
         Err(problems) => {
@@ -184,7 +196,7 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     if let Some(why) = target::applied_elsewhere(recorded, &target.instance, holds_here).await? {
         return Ok(Outcome::stalled(ban, reason::INVALID_SPEC, why));
     }
-    let mut outcome = converge(ban, ctx, &target, (&window, held)).await?;
+    let mut outcome = converge(ban, ctx, target, (&window, held)).await?;
     // Past the check, the instance it was applied to is this one, whatever status said.
     outcome.instance = Some(target::instance_key(&target.instance));
     Ok(outcome)
@@ -204,7 +216,7 @@ async fn converge(
     let tenancy = Tenancy::of(&target.instance, &ban.namespace().unwrap_or_default());
     let banned = match resolve_target(ban, ctx, &target.stores.store, &tenancy).await? {
         Ok(b) => b,
-        Err(outcome) => return withdraw_if_not_permitted(ban, ctx, target, outcome).await,
+        Err(refused) => return Ok(refused),
     };
     enforce(ban, ctx, target, (window, held), banned).await
 }
@@ -219,32 +231,98 @@ async fn held_settled(store: &Store, uid: &str) -> Result<Vec<HeldBan>, StoreErr
     }
 }
 
-/// A ban its namespace may not hold (any more: the account left the namespace's management)
-/// keeps nothing in force: its shares are lifted as on deletion, so it neither bans an
-/// account the namespace no longer manages nor follows the email to someone else's.
-async fn withdraw_if_not_permitted(
+/// Whatever the verdict, a ban keeps in force only what its namespace may hold. Refused as
+/// `NotPermitted` (the account left the namespace's management), it keeps nothing: its shares
+/// are lifted as on deletion, so it neither bans an account the namespace no longer manages nor
+/// follows the email to someone else's. A tenant's ban refused for anything else (an invalid
+/// window, a changed target, its LibreChatUser gone or re-created) no longer says by its spec
+/// what it bans, so each share it holds is checked by the account it was applied to: one the
+/// namespace no longer manages (released, out of its domains, made ADMIN) is lifted, and what
+/// it still holds is looked at again at the resync. Otherwise a tenant could freeze its ban, by
+/// making its spec invalid, on an account it gave up.
+async fn keep_only_what_it_may_hold(
     ban: &UserBan,
     ctx: &Context,
     target: &Target,
-    refused: Outcome,
+    outcome: Outcome,
 ) -> Result<Outcome, ReconcileError> {
-    if refused.ready.reason != reason::NOT_PERMITTED {
-        return Ok(refused);
+    if outcome.ready.reason == reason::NOT_PERMITTED {
+        let why = "this namespace may not ban it";
+        lift(ban, ctx, target, |_| async { Ok(true) }, why).await?;
+        return Ok(Outcome {
+            active: false,
+            ..outcome
+        });
     }
-    let uid = ban.uid().unwrap_or_default();
-    let lifted = lift_all(&target.stores.store, &uid, Counters::Keep).await?;
-    for (banned, _) in lifted.iter().filter(|(_, l)| *l != Lifted::NotHeld) {
-        let note = format!(
-            "lifted the ban of {}: this namespace may not ban it",
-            target_label(banned)
-        );
-        let change = ban_change("Lifted", &target.instance, banned, note);
-        ctx.changed(ban, change).await;
+    let tenancy = Tenancy::of(&target.instance, &ban.namespace().unwrap_or_default());
+    if outcome.ready.ok == Some(true) || tenancy.administers {
+        return Ok(outcome);
     }
-    Ok(Outcome {
-        active: false,
-        ..refused
+    let store = &target.stores.store;
+    let lost = |share: HeldBan| {
+        let tenancy = &tenancy;
+        async move { lost_by(store, tenancy, &share).await }
+    };
+    let why = "this namespace no longer manages the account";
+    let kept = lift(ban, ctx, target, lost, why).await?;
+    Ok(match kept {
+        true => {
+            let resync = resync_period(&target.instance, ctx.settings.default_resync);
+            let requeue = outcome.requeue.map_or(resync, |r| r.min(resync));
+            Outcome {
+                requeue: Some(requeue),
+                ..outcome
+            }
+        }
+        false => Outcome {
+            active: false,
+            ..outcome
+        },
     })
+}
+
+/// Whether the namespace lost the account a tenant's `share` bans: nothing it manages now.
+async fn lost_by(store: &Store, tenancy: &Tenancy, held: &HeldBan) -> Result<bool, StoreError> {
+    let BanTarget::User(id) = &held.target else {
+        // A tenant never holds an address (see `resolve_target`).
+        return Ok(true);
+    };
+    let Ok(account) = mongodb::bson::oid::ObjectId::parse_str(id) else {
+        return Ok(true);
+    };
+    Ok(!tenancy.manages_account(store, account).await?)
+}
+
+/// Lifts this ban's shares that `lose` picks, recording each; returns whether it still holds
+/// any.
+async fn lift<F, Fut>(
+    ban: &UserBan,
+    ctx: &Context,
+    target: &Target,
+    lose: F,
+    why: &str,
+) -> Result<bool, ReconcileError>
+where
+    F: Fn(HeldBan) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, StoreError>>,
+{
+    let store = &target.stores.store;
+    let uid = ban.uid().unwrap_or_default();
+    let mut kept = false;
+    for held in store.shares_of(&uid).await? {
+        let banned = held.target.clone();
+        if !lose(held).await? {
+            kept = true;
+            continue;
+        }
+        if store.unban(&banned, &uid, Counters::Keep).await? == Lifted::NotHeld {
+            continue;
+        }
+        let note = format!("lifted the ban of {}: {why}", target_label(&banned));
+        ctx.changed(ban, ban_change("Lifted", &target.instance, &banned, note))
+            .await;
+    }
+    Ok(kept)
 }
 
 /// The end passed: this ban's shares are lifted once; the object stays as the audit record
@@ -312,21 +390,6 @@ async fn enforce(
         );
         return Ok(Outcome::stalled(ban, reason::INVALID_SPEC, message));
     }
-    // The identity moved to another account (re-created after a self-deletion, say): the ban
-    // goes with it, and the old account's share goes.
-    for old in held
-        .iter()
-        .map(|h| &h.target)
-        .filter(|t| **t != banned.target)
-    {
-        store.unban(old, &uid, Counters::Keep).await?;
-        let note = format!(
-            "the banned identity now has account {label}; lifted the ban of {}",
-            target_label(old)
-        );
-        let change = ban_change("Moved", &target.instance, old, note);
-        ctx.changed(ban, change).await;
-    }
     // A rewrite cut short (the sessions perhaps not ended yet) is done again, and so is one
     // for a window moved (an end brought earlier too: the document is rewritten from the
     // shares, not left at the longer end until the operator happens to lift it).
@@ -370,6 +433,22 @@ async fn enforce(
             reason_suffix(ban)
         );
         let change = ban_change("Banned", &target.instance, &banned.target, note);
+        ctx.changed(ban, change).await;
+    }
+    // The identity moved to another account (re-created after a self-deletion, say): the ban
+    // went with it (above), and only then does the old account's share go, so that no failed
+    // call or crash in between leaves the identity unbanned.
+    for old in held
+        .iter()
+        .map(|h| &h.target)
+        .filter(|t| **t != banned.target)
+    {
+        store.unban(old, &uid, Counters::Keep).await?;
+        let note = format!(
+            "the banned identity now has account {label}; lifted the ban of {}",
+            target_label(old)
+        );
+        let change = ban_change("Moved", &target.instance, old, note);
         ctx.changed(ban, change).await;
     }
     let now = jiff::Timestamp::now().as_millisecond();

@@ -1840,6 +1840,78 @@ async fn a_tenants_ban_does_not_outlive_its_hold_on_the_account() {
     w.contract_check(json!({ "bans": [{ "key": key, "expectActive": false }] }));
 }
 
+/// A tenant freezes its bans before giving up their accounts: one by an `until` that does not
+/// parse, one by switching its target to the email of another account it keeps. Then its
+/// LibreChatUser goes (`Retain`: the account is nobody's now) and LibreChat's admins make the
+/// other account ADMIN. Neither ban says by its spec what it bans any more, yet each goes with
+/// the tenant's hold on the account it was applied to; the one still held stays.
+#[tokio::test]
+async fn a_tenants_ban_made_invalid_does_not_outlive_its_hold_on_the_account() {
+    let (w, t) = tenant_world("tr-ban-frozen", json!({})).await;
+    let mut accounts = Vec::new();
+    for name in ["leaver", "promoted", "kept"] {
+        let email = format!("{name}@example.com");
+        let user = json!({ "instanceRef": lc(&w), "email": email });
+        w.apply_in(&t, "LibreChatUser", name, user).await;
+        accounts.push(status_user_id(&w, &t, name).await);
+    }
+    let keys: Vec<String> = accounts
+        .iter()
+        .map(|id| format!("BANS:{}", id.to_hex()))
+        .collect();
+    for (ban, user) in [("hold-a", "leaver"), ("hold-b", "promoted")] {
+        let by_ref = json!({ "instanceRef": lc(&w), "userRef": { "name": user } });
+        w.apply_in(&t, "UserBan", ban, by_ref).await;
+        ready_in(&w, &t, "userbans", ban, "True", "Banned").await;
+    }
+    // Frozen: refused (`InvalidSpec`), each still holding the ban it wrote.
+    let unparsable =
+        json!({ "instanceRef": lc(&w), "userRef": { "name": "leaver" }, "until": "x" });
+    w.apply_in(&t, "UserBan", "hold-a", unparsable).await;
+    let switched = json!({ "instanceRef": lc(&w), "email": "kept@example.com" });
+    w.apply_in(&t, "UserBan", "hold-b", switched).await;
+    for ban in ["hold-a", "hold-b"] {
+        ready_in(&w, &t, "userbans", ban, "False", "InvalidSpec").await;
+    }
+    for key in &keys[..2] {
+        assert!(
+            log_doc(&w, key).await.is_some_and(|d| in_force(&d)),
+            "{key}"
+        );
+    }
+
+    delete_in(&w.client, &t, "LibreChatUser", "leaver").await;
+    wait_gone_in(&w, &t, "librechatusers", "leaver").await;
+    assert!(
+        w.find_user("leaver@example.com").await.is_some(),
+        "Retain keeps the account"
+    );
+    w.users()
+        .update_one(
+            doc! { "_id": accounts[1] },
+            doc! { "$set": { "role": "ADMIN" } },
+        )
+        .await
+        .unwrap();
+    for (ban, key) in [("hold-a", &keys[0]), ("hold-b", &keys[1])] {
+        eventually("the frozen ban to be lifted", || async {
+            log_doc(&w, key).await.is_none().then_some(())
+        })
+        .await;
+        eventually("the event of the lift", || async {
+            let reasons = event_reasons_in(&w.client, &t, ban).await;
+            reasons.iter().any(|r| r == "Lifted").then_some(())
+        })
+        .await;
+    }
+    // The account the switched ban names now was never banned by it (its target is immutable).
+    assert!(log_doc(&w, &keys[2]).await.is_none());
+    let bans = keys[..2]
+        .iter()
+        .map(|k| json!({ "key": k, "expectActive": false }));
+    w.contract_check(json!({ "bans": bans.collect::<Vec<_>>() }));
+}
+
 /// What LibreChat's admins do in their UI: delete the role `name` and make one of theirs
 /// under the name (another `_id`).
 async fn replace_role_in_librechat(w: &World, name: &str) {
