@@ -71,6 +71,7 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
             _ => {}
         }
     }));
+    insist_on_the_primary(&mut options);
     options
         .server_selection_timeout
         .get_or_insert(CONNECT_TIMEOUT);
@@ -82,6 +83,23 @@ pub async fn connect_mongo(uri: &str) -> Result<(Client, Database), ConnectError
     let client = Client::with_options(options).map_err(|_| invalid(uri_problem(uri)))?;
     let db = client.database(&database);
     Ok((client, db))
+}
+
+/// Every read goes to the primary and every write is acknowledged, whatever LibreChat's URI
+/// asks for its own reads (`readPreference=secondaryPreferred`, `w=0`): the operator decides
+/// from what it reads whether an account it created is gone, whether a record is its own, and
+/// a lagging secondary would have it take its own account for a deleted one and give up its
+/// ownership record.
+fn insist_on_the_primary(options: &mut ClientOptions) {
+    use mongodb::options::{Acknowledgment, ReadPreference, SelectionCriteria};
+    options.selection_criteria = Some(SelectionCriteria::ReadPreference(ReadPreference::Primary));
+    let unacknowledged = options
+        .write_concern
+        .as_ref()
+        .is_some_and(|c| c.w == Some(Acknowledgment::Nodes(0)));
+    if unacknowledged {
+        options.write_concern = None;
+    }
 }
 
 /// Says what is wrong with a URI the driver refused, without quoting any of it.
@@ -195,6 +213,36 @@ mod tests {
         let err = connect_redis("redis://:Ab?c#d@cache:6379", "").await.err();
         if let Some(e) = err {
             assert_no_piece_of("Ab?c#d", &e.to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_go_to_the_primary_and_writes_are_acknowledged_whatever_the_uri_says() {
+        use mongodb::options::{Acknowledgment, ReadPreference, SelectionCriteria};
+        let uri = "mongodb://127.0.0.1:1/lc?readPreference=secondaryPreferred&w=0&replicaSet=rs";
+        let (_, db) = connect_mongo(uri).await.unwrap();
+        assert!(matches!(
+            db.selection_criteria(),
+            Some(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+        ));
+        let w = db.write_concern().and_then(|c| c.w.clone());
+        assert_ne!(w, Some(Acknowledgment::Nodes(0)));
+        // A write concern that acknowledges is LibreChat's choice, kept.
+        let (_, db) = connect_mongo("mongodb://127.0.0.1:1/lc?w=majority")
+            .await
+            .unwrap();
+        let w = db.write_concern().and_then(|c| c.w.clone());
+        assert_eq!(w, Some(Acknowledgment::Majority));
+    }
+
+    /// `rediss://` is TLS, which the client speaks: a server that does not answer is
+    /// unreachable, not a URI that is not valid.
+    #[tokio::test]
+    async fn a_tls_redis_uri_is_valid() {
+        match connect_redis("rediss://127.0.0.1:1/", "").await {
+            Err(ConnectError::InvalidUri { reason, .. }) => panic!("refused as invalid: {reason}"),
+            Err(_) => {}
+            Ok(_) => panic!("nothing listens on port 1"),
         }
     }
 

@@ -376,6 +376,36 @@ async fn unreachable_redis_is_reported_and_a_missing_redis_is_not_an_error() {
     assert!(message.contains("restart LibreChat"), "{message}");
 }
 
+/// A Redis that speaks only TLS (a managed cache with in-transit encryption) is reached over
+/// `rediss://`: the instance is Ready and what needs Redis (a ban's cache drop) is done there.
+/// Before, the Redis client had no TLS and the URI was reported as not valid.
+#[tokio::test]
+async fn a_redis_that_speaks_only_tls_is_reached_over_rediss() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("lco-redis-tls-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _redis = PrivateRedis::start_tls(port, &dir);
+    let mut w = World::new("inst-tls").await;
+    w.start_operator();
+    // The test's certificate is self-signed: `#insecure` is the driver's way to accept it.
+    let uri = format!("rediss://127.0.0.1:{port}/#insecure");
+    w.apply_instance("lc", &uri, json!({})).await;
+    let obj = w
+        .wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    assert_eq!(condition(&obj, "RedisReachable").unwrap().status, "True");
+    let banned = mongodb::bson::oid::ObjectId::new();
+    w.users()
+        .insert_one(crate::user::foreign_user(banned, "tls@example.com"))
+        .await
+        .unwrap();
+    let ban = json!({ "instanceRef": { "name": "lc" }, "email": "tls@example.com" });
+    w.apply("UserBan", "tls", ban).await;
+    w.wait_condition("userbans", "tls", "Ready", "True", Some("Banned"))
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_stopped_mongodb_is_reported_and_recovery_follows() {
     let mut w = World::new("inst-outage").await;

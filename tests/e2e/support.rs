@@ -768,6 +768,51 @@ impl PrivateRedis {
     }
 }
 
+impl PrivateRedis {
+    /// A private redis-server speaking TLS only, on `port`, with a self-signed certificate made
+    /// in `dir` for the occasion.
+    pub fn start_tls(port: u16, dir: &std::path::Path) -> PrivateRedis {
+        let (cert, key) = (dir.join("redis.crt"), dir.join("redis.key"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl must be installed");
+        assert!(made.success(), "openssl could not make a certificate");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/env/install.sh)");
+        PrivateRedis(child)
+    }
+}
+
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         let _ = self.0.kill();
