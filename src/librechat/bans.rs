@@ -225,27 +225,21 @@ impl Store {
     ) -> Result<EffectiveBan, StoreError> {
         let key = target.bans_key();
         self.absorb_native_ban(target).await?;
-        let shares = self.collection(SHARES);
-        shares
-            .update_one(
-                doc! { "_id": &key },
-                doc! {
-                    "$pull": { "shares": { "uid": &share.owner_uid } },
-                    "$addToSet": { "settling": &share.owner_uid },
-                    "$inc": { "rev": 1 },
-                },
-            )
-            .deadline("recording a ban")
-            .await?;
-        shares
-            .update_one(
-                doc! { "_id": &key },
-                doc! {
-                    "$push": { "shares": share_doc(share) },
-                    "$addToSet": { "settling": &share.owner_uid },
-                    "$inc": { "rev": 1 },
-                },
-            )
+        // The owner's share is replaced in one write: pulled and pushed in two, a crash or a
+        // failed call between them left the share missing, and finishing that cut-short
+        // change lifted the ban until the next reconcile put it back.
+        let uid = &share.owner_uid;
+        let others = doc! { "$filter": {
+            "input": { "$ifNull": ["$shares", []] },
+            "cond": { "$ne": ["$$this.uid", uid] },
+        } };
+        let replaced = doc! { "$set": {
+            "shares": { "$concatArrays": [others, [{ "$literal": share_doc(share) }]] },
+            "settling": { "$setUnion": [{ "$ifNull": ["$settling", []] }, [uid]] },
+            "rev": { "$add": [{ "$ifNull": ["$rev", 0] }, 1] },
+        } };
+        self.collection(SHARES)
+            .update_one(doc! { "_id": &key }, vec![replaced])
             .upsert(true)
             .deadline("recording a ban")
             .await?;
