@@ -52,15 +52,20 @@ impl Verdict {
     }
 }
 
-/// The verdict of a sync: a store failure is reported as waiting on the store, and kept
-/// (for the backoff); any other error ends the reconcile.
-pub fn verdict_of(
+/// The verdict of a sync of `obj`: a store failure is reported as waiting on the store (as
+/// the object's namespace may read it), and kept (for the backoff); any other error ends the
+/// reconcile.
+pub fn verdict_of<K>(
+    obj: &K,
     result: Result<Verdict, ReconcileError>,
-) -> Result<(Verdict, Option<ReconcileError>), ReconcileError> {
+) -> Result<(Verdict, Option<ReconcileError>), ReconcileError>
+where
+    K: crate::api::common::AppliedToInstance + kube::Resource,
+{
     match result {
         Ok(v) => Ok((v, None)),
         Err(ReconcileError::Store(e)) => Ok((
-            Verdict::waiting(reason::STORE_ERROR, e.to_string()),
+            Verdict::waiting(reason::STORE_ERROR, super::target::store_error_on(obj, &e)),
             Some(ReconcileError::Store(e)),
         )),
         Err(other) => Err(other),

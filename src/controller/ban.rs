@@ -125,7 +125,7 @@ async fn apply(api: &Api<UserBan>, ban: &UserBan, ctx: &Context) -> Result<Actio
     let (outcome, error) = match sync(ban, ctx).await {
         Ok(o) => (o, None),
         Err(ReconcileError::Store(e)) => (
-            Outcome::waiting(ban, reason::STORE_ERROR, e.to_string()),
+            Outcome::waiting(ban, reason::STORE_ERROR, target::store_error_on(ban, &e)),
             Some(ReconcileError::Store(e)),
         ),
         Err(other) => return Err(other),
@@ -678,7 +678,7 @@ async fn cleanup(
         Some(instance) => match target::cleanup_stores(ctx, instance, &namespace, true).await {
             Ok(stores) => lift_all(&stores.store, &uid, counters_on_lift(instance, ban))
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| target::store_error_on(ban, &e)),
             Err(why) => Err(why),
         },
     };

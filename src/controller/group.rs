@@ -66,7 +66,7 @@ async fn apply(
         group_id: group.status.as_ref().and_then(|s| s.group_id.clone()),
         ..Found::default()
     };
-    let (verdict, error) = access::verdict_of(sync(group, ctx, &mut found).await)?;
+    let (verdict, error) = access::verdict_of(group, sync(group, ctx, &mut found).await)?;
     let status = LibreChatGroupStatus {
         group_id: found.group_id,
         member_count: found.member_count,

@@ -128,7 +128,11 @@ async fn apply(
     let (outcome, error) = match sync(invite, ctx).await {
         Ok(o) => (o, None),
         Err(ReconcileError::Store(e)) => (
-            Outcome::waiting(invite, reason::STORE_ERROR, e.to_string()),
+            Outcome::waiting(
+                invite,
+                reason::STORE_ERROR,
+                target::store_error_on(invite, &e),
+            ),
             Some(ReconcileError::Store(e)),
         ),
         Err(other) => return Err(other),

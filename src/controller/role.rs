@@ -64,7 +64,7 @@ async fn apply(
         users: role.status.as_ref().and_then(|s| s.users),
         ..Found::default()
     };
-    let (verdict, error) = access::verdict_of(sync(role, ctx, &mut found).await)?;
+    let (verdict, error) = access::verdict_of(role, sync(role, ctx, &mut found).await)?;
     let status = LibreChatRoleStatus {
         users: found.users,
         overridden_at_restart: found.overridden,

@@ -275,6 +275,34 @@ pub fn configuration_for(
     }
 }
 
+/// A store's failure as an object in `namespace` pointing at `reference` reads it: in full in
+/// the instance's own namespace; elsewhere what failed, not where the store runs or what it
+/// answered (the administrators' to read, in the operator's log, where it goes in full).
+pub fn store_error_for(
+    error: &crate::librechat::StoreError,
+    reference: &InstanceRef,
+    namespace: &str,
+) -> String {
+    let admins = instance_namespace(reference, namespace);
+    if admins == namespace {
+        return error.to_string();
+    }
+    tracing::warn!(%namespace, instance = %format!("{admins}/{}", reference.name), %error, "a store failed for an object of a tenant namespace (its status says less)");
+    format!(
+        "{}; the instance's administrators (namespace '{admins}') find the server's answer in the operator's log",
+        error.without_server_details()
+    )
+}
+
+/// [`store_error_for`] the object `obj`.
+pub fn store_error_on<K>(obj: &K, error: &crate::librechat::StoreError) -> String
+where
+    K: crate::api::common::AppliedToInstance + kube::Resource,
+{
+    let namespace = obj.meta().namespace.clone().unwrap_or_default();
+    store_error_for(error, obj.instance_ref(), &namespace)
+}
+
 /// The store an outage message is about.
 fn store_named(message: &str) -> &'static str {
     match message {

@@ -7,7 +7,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("MongoDB {operation} failed: {message}. {}", if *retryable { "Check that MongoDB is up and reachable from the operator; the operator retries" } else { "MongoDB refused the request: check the URI's credentials and the database user's roles" })]
+    #[error("MongoDB {operation} failed: {message}. {}", advice.text())]
     Mongo {
         operation: &'static str,
         message: String,
@@ -15,6 +15,8 @@ pub enum StoreError {
         /// Whether the same call may succeed later (network, election, overload), as opposed
         /// to a refusal that needs a person (authentication, permissions, a bad request).
         retryable: bool,
+        /// What a person can do about it.
+        advice: MongoAdvice,
     },
     #[error("{store} did not answer {operation} within {}s: the server may be stalled or a connection half-open. The operator retries", after.as_secs())]
     Timeout {
@@ -50,6 +52,46 @@ pub enum StoreError {
     EmailTaken(String),
 }
 
+/// What a person can do about a MongoDB failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MongoAdvice {
+    /// An outage or a moment's refusal (an election, overload, a time limit): wait.
+    Wait,
+    /// The database user may not run the command.
+    GrantRoles,
+    /// The server refused this request (a validator, a size limit): its answer says why.
+    ReadTheAnswer,
+}
+
+impl MongoAdvice {
+    fn of(err: &mongodb::error::Error, retryable: bool) -> Self {
+        const UNAUTHORIZED: i32 = 13;
+        match (retryable, command_code(err)) {
+            (true, _) => MongoAdvice::Wait,
+            (false, Some(UNAUTHORIZED)) => MongoAdvice::GrantRoles,
+            (false, _) => MongoAdvice::ReadTheAnswer,
+        }
+    }
+
+    fn text(&self) -> &'static str {
+        match self {
+            MongoAdvice::Wait => "Check that MongoDB is up and reachable from the operator; the operator retries",
+            MongoAdvice::GrantRoles => "MongoDB refused the request: the database user in the instance's URI lacks a role it needs (readWrite on LibreChat's database, and createIndex); grant it, the operator retries",
+            MongoAdvice::ReadTheAnswer => "MongoDB refused the request for the reason it gives (a validator or a size limit on the collection, say): the operator retries, but only a change on the server makes it pass",
+        }
+    }
+}
+
+/// The server's error code, when the server answered with one.
+fn command_code(err: &mongodb::error::Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Command(e) => Some(e.code),
+        ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(e)) => Some(e.code),
+        _ => None,
+    }
+}
+
 impl StoreError {
     pub fn mongo(operation: &'static str, err: mongodb::error::Error) -> Self {
         if is_auth_failure(&err) {
@@ -59,11 +101,13 @@ impl StoreError {
             };
         }
         let duplicate_key = is_duplicate_key(&err);
+        let retryable = is_transient(&err);
         StoreError::Mongo {
             operation,
             message: redact(&describe(&err)),
             duplicate_key,
-            retryable: is_transient(&err),
+            retryable,
+            advice: MongoAdvice::of(&err, retryable),
         }
     }
 
@@ -86,6 +130,29 @@ impl StoreError {
             StoreError::Hash(_) | StoreError::EmailTaken(_) | StoreError::Authentication { .. } => {
                 false
             }
+        }
+    }
+
+    /// What failed and what to expect, without what the server or the driver said (the
+    /// servers' addresses, the server's own message): for readers who may not see where the
+    /// stores run.
+    pub fn without_server_details(&self) -> String {
+        match self {
+            StoreError::Mongo {
+                operation,
+                retryable: true,
+                ..
+            } => format!("MongoDB {operation} failed; the operator retries"),
+            StoreError::Mongo { operation, .. } => {
+                format!("MongoDB refused {operation}; the operator retries")
+            }
+            StoreError::Redis { operation, .. } => {
+                format!("Redis {operation} failed; the operator retries")
+            }
+            StoreError::RedisRefused { operation, .. } => {
+                format!("Redis refused {operation}; the operator retries")
+            }
+            other => other.to_string(),
         }
     }
 
@@ -187,9 +254,12 @@ fn is_transient(err: &mongodb::error::Error) -> bool {
         return true;
     }
     // Codes MongoDB documents as transient: elections, shutdowns, overload, network (the
-    // retryable-writes list), and a write conflict (112), which a second try resolves.
-    const TRANSIENT_CODES: [i32; 14] = [
-        6, 7, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 134,
+    // retryable-writes list), a write conflict (112), which a second try resolves, a time
+    // limit met (50), a write concern not satisfied in time (64), an operation interrupted
+    // (11601), and Cosmos DB's request-rate throttling (16500).
+    const TRANSIENT_CODES: [i32; 18] = [
+        6, 7, 50, 64, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11601, 11602, 13435, 13436, 134,
+        16500,
     ];
     match err.kind.as_ref() {
         ErrorKind::Io(_)

@@ -213,6 +213,7 @@ impl Store {
                 message: "the ownership claim disappeared".into(),
                 duplicate_key: false,
                 retryable: true,
+                advice: crate::librechat::error::MongoAdvice::Wait,
             })
     }
 

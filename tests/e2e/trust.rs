@@ -1912,6 +1912,69 @@ async fn a_tenants_ban_made_invalid_does_not_outlive_its_hold_on_the_account() {
     w.contract_check(json!({ "bans": bans.collect::<Vec<_>>() }));
 }
 
+/// MongoDB refuses a write (here a validator on `users`; a failover's "connection pool for
+/// db-0:27017 cleared" reads the same way). The administrators' object says what the server
+/// answered; a tenant's says what failed and where to ask, never the server's answer nor where
+/// the database runs, in its status and its events alike.
+#[tokio::test]
+async fn a_tenant_does_not_read_what_the_database_answered() {
+    let (w, t) = tenant_world("tr-store-error", json!({})).await;
+    let refuse_all = doc! { "$jsonSchema": { "required": ["never_there"] } };
+    w.db.run_command(doc! { "collMod": "users", "validator": refuse_all })
+        .await
+        .unwrap();
+    let spec = json!({ "instanceRef": lc(&w), "email": "refused@example.com" });
+    w.apply_in(&t, "LibreChatUser", "refused", spec).await;
+    let admins = json!({ "instanceRef": lc(&w), "email": "refused-too@example.com" });
+    w.apply("LibreChatUser", "refused", admins).await;
+    let theirs = ready_in(&w, &t, "librechatusers", "refused", "False", "StoreError").await;
+    let ours = ready_in(
+        &w,
+        &w.ns,
+        "librechatusers",
+        "refused",
+        "False",
+        "StoreError",
+    )
+    .await;
+    assert!(ours.contains("failed validation"), "{ours}");
+    // A refusal for the data's sake is not sent looking for a credentials problem.
+    assert!(!ours.contains("credentials"), "{ours}");
+    let address = w
+        .mongo_uri()
+        .split("://")
+        .nth(1)
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(w.client.clone(), &t);
+    let notes: Vec<String> = api
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    for told in notes.iter().chain([&theirs]) {
+        assert!(
+            !told.contains("validation"),
+            "the server's answer reached the tenant: {told}"
+        );
+        assert!(
+            !told.contains(&address),
+            "the database's address reached the tenant: {told}"
+        );
+    }
+    assert!(
+        theirs.contains("MongoDB") && theirs.contains(&w.ns),
+        "{theirs}"
+    );
+}
+
 /// What LibreChat's admins do in their UI: delete the role `name` and make one of theirs
 /// under the name (another `_id`).
 async fn replace_role_in_librechat(w: &World, name: &str) {

@@ -64,7 +64,7 @@ pub(super) async fn cleanup(
     let owner = owner_of(user);
     let claim = match stores.store.find_claim_of_owner(&owner.uid).await {
         Ok(c) => c,
-        Err(e) => return blocked(api, user, ctx, &e.to_string()).await,
+        Err(e) => return blocked(api, user, ctx, &target::store_error_on(user, &e)).await,
     };
     let Some(claim) = claim else {
         return Ok(Action::await_change());
@@ -86,7 +86,7 @@ pub(super) async fn cleanup(
     // the sessions of an old password alive, and an account a crash left in a role whose
     // deletion raced its write goes to USER before its own deletion looks at its role.
     if let Err(e) = stores.store.finish_owed(&claim).await {
-        return blocked(api, user, ctx, &e.to_string()).await;
+        return blocked(api, user, ctx, &target::store_error_on(user, &e)).await;
     }
     if policy == DeletionPolicy::Delete {
         let scope = Scope {
@@ -99,13 +99,13 @@ pub(super) async fn cleanup(
     }
     if withdraw_refill {
         if let Err(e) = stores.store.withdraw_refill(&claim).await {
-            return blocked(api, user, ctx, &e.to_string()).await;
+            return blocked(api, user, ctx, &target::store_error_on(user, &e)).await;
         }
     }
     // Retain leaves the plugins installed, like the account; the record of them goes.
     if let Some(id) = claim.user_id {
         if let Err(e) = stores.store.forget_installed_plugins(id, &owner.uid).await {
-            return blocked(api, user, ctx, &e.to_string()).await;
+            return blocked(api, user, ctx, &target::store_error_on(user, &e)).await;
         }
     }
     if let Err(e) = stores.store.release(&email, &owner.uid).await {
@@ -113,7 +113,10 @@ pub(super) async fn cleanup(
             api,
             user,
             ctx,
-            &format!("could not release the account: {e}"),
+            &format!(
+                "could not release the account: {}",
+                target::store_error_on(user, &e)
+            ),
         )
         .await;
     }
@@ -179,14 +182,17 @@ async fn delete_account(
         return Ok(());
     };
     let store = &stores.store;
-    let stored = store.find_user_by_id(id).await.map_err(|e| e.to_string())?;
+    let stored = store
+        .find_user_by_id(id)
+        .await
+        .map_err(|e| target::store_error_on(user, &e))?;
     let Some(stored) = stored else {
         if claim.deletion_started {
             // Gone after the deletion began (maybe this one, cut short after the account):
             // what a login re-created meanwhile goes too.
             let mut report = crate::librechat::cascade::CascadeReport::default();
             let swept = store.sweep_after_deletion(id, &mut report).await;
-            swept.map_err(|e| Hold::under_way(e.to_string()))?;
+            swept.map_err(|e| Hold::under_way(target::store_error_on(user, &e)))?;
             // The audit line the interrupted deletion did not write.
             let note = format!(
                 "deleted LibreChat account {} (its deletion finished after an interruption; {} documents swept last)",
@@ -200,7 +206,7 @@ async fn delete_account(
     if !claim.deletion_started {
         let role = stored.role.as_deref();
         let held_role = tenancy.role_refusal(store, &claim.email, role).await;
-        let held_role = held_role.map_err(|e| e.to_string())?;
+        let held_role = held_role.map_err(|e| target::store_error_on(user, &e))?;
         if let Some(why) = deletion_refused(claim, &stored, tenancy, held_role) {
             let note = format!(
                 "did not delete LibreChat account {}: {why}; it was released and stays",
@@ -221,12 +227,12 @@ async fn delete_account(
         store
             .mark_deletion_started(&claim.email, &claim.owner.uid, delete_transactions)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| target::store_error_on(user, &e))?;
     }
     let report = store
         .delete_user_cascade(id, delete_transactions)
         .await
-        .map_err(|e| Hold::under_way(e.to_string()))?;
+        .map_err(|e| Hold::under_way(target::store_error_on(user, &e)))?;
     let note = format!(
         "deleted LibreChat account {} and {} documents of its data",
         claim.email,
@@ -280,7 +286,7 @@ async fn guard(
         .store
         .reserve_deletion(&uid_of(user), &namespace, email, limit)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| target::store_error_on(user, &e))?;
     match allowance {
         Allowance::Granted => Ok(()),
         Allowance::Exhausted { used, frees_at_ms } => Err(Hold {

@@ -208,7 +208,8 @@ async fn apply(
     let (outcome, error) = match sync(user, ctx).await {
         Ok(o) => (o, None),
         Err(ReconcileError::Store(e)) => {
-            let o = Outcome::waiting(reason::STORE_ERROR, e.to_string(), user);
+            let said = target::store_error_on(user, &e);
+            let o = Outcome::waiting(reason::STORE_ERROR, said, user);
             (o, Some(ReconcileError::Store(e)))
         }
         Err(other) => return Err(other),
