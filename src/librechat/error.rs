@@ -162,7 +162,11 @@ impl StoreError {
     }
 
     pub fn redis(operation: &'static str, err: redis::RedisError) -> Self {
-        if err.kind() == redis::ErrorKind::AuthenticationFailed {
+        // A Redis that requires a password answers a URI without one with NOAUTH at the first
+        // command (the connection itself succeeds), a wrong one with WRONGPASS: credentials a
+        // person must fix, not an outage to wait out.
+        let refused_credentials = matches!(err.code(), Some("NOAUTH" | "WRONGPASS"));
+        if err.kind() == redis::ErrorKind::AuthenticationFailed || refused_credentials {
             return StoreError::Authentication {
                 store: "Redis",
                 operation,

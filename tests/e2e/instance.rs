@@ -326,6 +326,34 @@ async fn credentials_a_store_refuses_stall_the_instance_until_fixed() {
     assert!(!all.contains(password), "a password leaked into an event");
 }
 
+/// A Redis that requires a password, given a URI without one: the connection succeeds and
+/// every command is refused (NOAUTH). That is credentials to fix (`AuthenticationFailed`, as
+/// for a wrong password), not an outage to look for; with the password the instance is Ready.
+#[tokio::test]
+async fn a_redis_asking_for_a_password_the_uri_lacks_is_a_credentials_problem() {
+    let port = free_port();
+    let password = "required-Xq7";
+    let _redis = PrivateRedis::start_requiring(port, password);
+    let mut w = World::new("inst-noauth").await;
+    w.start_operator();
+    let uri = format!("redis://127.0.0.1:{port}/");
+    w.apply_instance("lc", &uri, json!({ "resyncPeriod": "2s" }))
+        .await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "RedisReachable",
+        "False",
+        Some("AuthenticationFailed"),
+    )
+    .await;
+    let fixed = format!("redis://:{password}@127.0.0.1:{port}/");
+    w.secret("lc-stores", &[("mongo", &w.mongo_uri()), ("redis", &fixed)])
+        .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+}
+
 #[tokio::test]
 async fn unreachable_redis_is_reported_and_a_missing_redis_is_not_an_error() {
     let mut w = World::new("inst-redis").await;

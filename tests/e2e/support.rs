@@ -750,6 +750,15 @@ pub struct PrivateRedis(std::process::Child);
 
 impl PrivateRedis {
     pub fn start(port: u16) -> PrivateRedis {
+        PrivateRedis::start_with(port, &[])
+    }
+
+    /// One that refuses every command until the client authenticates with `password`.
+    pub fn start_requiring(port: u16, password: &str) -> PrivateRedis {
+        PrivateRedis::start_with(port, &["--requirepass", password])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> PrivateRedis {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -761,6 +770,7 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (tests/env/install.sh)");
