@@ -254,6 +254,13 @@ fn not_permitted(invite: &UserInvite) -> bool {
         .is_some_and(|s| reads_not_permitted(&s.conditions))
 }
 
+/// Whether a user's `Ready` reads `Conflict` (its email managed by another object).
+fn in_conflict(user: &LibreChatUser) -> bool {
+    let conditions = user.status.as_ref().map(|s| s.conditions.as_slice());
+    let ready = conditions.and_then(|c| find_condition(c, condition::READY));
+    ready.is_some_and(|c| c.reason == reason::CONFLICT)
+}
+
 /// Whether `Ready` reads refused (`NotPermitted`).
 fn reads_not_permitted(
     conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
@@ -425,6 +432,7 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let cached_users = watched.store.clone();
     let users_of_instance = watched.store.clone();
     let (by_role, every_refused_user) = (watched.store.clone(), watched.store.clone());
+    let (by_freed_email, every_conflict) = (watched.store.clone(), watched.store.clone());
     let by_instance = watched.store;
     let list_gate = watched.list_gate;
     let (by_account, by_secret) = (watched.index.clone(), watched.index);
@@ -442,8 +450,19 @@ async fn run_scope(client: Client, namespace: Option<String>, ctx: Arc<Context>)
     let users = users
         // LibreChat's own writes, seen through the instances' change streams.
         .reconcile_on(woken.flatten())
-        // An object in Conflict waits for no timer: the owner of its email going wakes it.
+        // An object in Conflict waits for no timer: the owner of its email going wakes it,
+        // in its own watch scope at once, and from any other namespace's scope when it is gone.
         .reconcile_on(watched.email_freed)
+        .reconcile_on(ctx.emails_freed.wakes(
+            move |freed: &FreedEmail| {
+                select(&by_freed_email, |u: &LibreChatUser| {
+                    in_conflict(u)
+                        && u.namespace().as_deref() != Some(freed.namespace.as_str())
+                        && normalize_email(&u.spec.email) == freed.email
+                })
+            },
+            move || select(&every_conflict, in_conflict),
+        ))
         // A user refused for its role waits for no timer: the role created in LibreChat (a
         // LibreChatRole applied with it), or its name freed by another namespace, wakes it. A
         // freed role wakes every user declaring it: one settled in it checks it again (its

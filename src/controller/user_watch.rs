@@ -210,7 +210,7 @@ fn freed_emails(
     index
         .lookup(&[UserKey::Email(normalize_email(&going.spec.email))])
         .into_iter()
-        .filter(|r| r.name != going.name_any())
+        .filter(|r| r.name != going.name_any() || r.namespace != going.namespace())
         .collect()
 }
 

@@ -1975,6 +1975,26 @@ async fn a_tenant_does_not_read_what_the_database_answered() {
     );
 }
 
+/// Two namespaces declare one email under the same object name; the second is refused
+/// (`Conflict`, which waits for no timer). The first goes (`Retain`): the second is woken at
+/// once and adopts the account, though it lives in another namespace, watched in another
+/// scope, under the same name. Before, it stayed in `Conflict` until somebody edited it or the
+/// operator restarted.
+#[tokio::test]
+async fn an_object_in_conflict_is_woken_when_the_owner_in_another_namespace_goes() {
+    let (w, t) = tenant_world("tr-conflict-wake", json!({})).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "shared@example.com" });
+    w.apply("LibreChatUser", "alice", spec).await;
+    w.wait_condition("librechatusers", "alice", "Ready", "True", None)
+        .await;
+    let adopting = json!({ "instanceRef": lc(&w), "email": "shared@example.com", "adopt": true });
+    w.apply_in(&t, "LibreChatUser", "alice", adopting).await;
+    ready_in(&w, &t, "librechatusers", "alice", "False", "Conflict").await;
+    w.delete("LibreChatUser", "alice").await;
+    w.wait_gone("librechatusers", "alice").await;
+    ready_in(&w, &t, "librechatusers", "alice", "True", "Reconciled").await;
+}
+
 /// What LibreChat's admins do in their UI: delete the role `name` and make one of theirs
 /// under the name (another `_id`).
 async fn replace_role_in_librechat(w: &World, name: &str) {
