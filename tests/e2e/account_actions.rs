@@ -219,6 +219,47 @@ async fn verification_is_emailed_through_the_relay_once_and_true_voids_pending_l
     w.contract_check(json!({ "verifications": [ { "email": "mia@example.com", "rawToken": raw, "expectValid": false } ] }));
 }
 
+/// The fault: an edit declares the account verified and rotates its password, and the operator
+/// dies after writing the new hash, past the write that marked the account verified. Before,
+/// the person's pending link went only after those steps, and the next look found the account
+/// verified and owing nothing: the link stayed valid for its whole life.
+#[tokio::test]
+async fn a_crash_after_marking_an_account_verified_leaves_no_pending_link() {
+    let mut w = World::with_instance("verify-crash", json!({})).await;
+    w.secret("kim-pw", &[("password", crate::user::PASSWORD)])
+        .await;
+    let mut spec = crate::user::local_user("kim@example.com", "kim-pw");
+    spec["emailVerified"] = json!(false);
+    w.apply("LibreChatUser", "kim", spec.clone()).await;
+    let id = account_id(&w, "kim").await;
+    eventually("the pending link", || async {
+        (!tokens_of(&w, id).await.is_empty()).then_some(())
+    })
+    .await;
+
+    w.stop_operator();
+    w.secret("kim-pw", &[("password", "A-Rotated-Password-42")])
+        .await;
+    spec["emailVerified"] = json!(true);
+    w.apply("LibreChatUser", "kim", spec).await;
+    w.start_operator_with_env(&[("LIBRECHAT_OPERATOR_CRASH_AT", "after-password-hash")]);
+    let code = w.wait_operator_exit(PATIENCE).await;
+    assert_eq!(code, Some(86), "the operator must reach the crash point");
+    let user = w.find_user("kim@example.com").await.unwrap();
+    assert!(
+        user.get_bool("emailVerified").unwrap(),
+        "marked verified before the crash"
+    );
+
+    w.start_operator();
+    w.wait_condition("librechatusers", "kim", "Ready", "True", None)
+        .await;
+    assert!(
+        tokens_of(&w, id).await.is_empty(),
+        "the pending link outlived the verification"
+    );
+}
+
 /// The fault: MongoDB refuses the verification token's write after the right to email the link
 /// was taken (a failover, a full disk; here a validator). Before, the right stayed taken: once
 /// MongoDB took writes again, no link was ever issued or mailed, and the person (who may not

@@ -594,6 +594,14 @@ async fn correct(
             .promise(&plan.email, &plan.owner.uid, FollowUp::RevokeSessions)
             .await?;
     }
+    if changed.contains(&"emailVerified") {
+        // The person's pending links are void once the account is verified. They go first:
+        // after the write, a failed call or a crash would leave them for good, since the next
+        // look finds the account verified already and owes it nothing.
+        store
+            .delete_verification_tokens(account.stored.id, &plan.email)
+            .await?;
+    }
     store.correct_user(&account.stored, &plan.desired).await?;
     account.role_written = cached;
     // Sessions end before the caches are dropped: a failing Redis must not keep them alive.
