@@ -1995,6 +1995,43 @@ async fn an_object_in_conflict_is_woken_when_the_owner_in_another_namespace_goes
     ready_in(&w, &t, "librechatusers", "alice", "True", "Reconciled").await;
 }
 
+/// The administrators' account has its email changed by hand in LibreChat (its object reads
+/// `IdentityChanged`); a tenant then declares the new email with `adopt: true`. No record
+/// claims that email, but one names the account: the adoption is refused (`Conflict`), and
+/// the account keeps one owner. Before, two records named it, and either object's deletion
+/// with `Delete` deleted what the other managed.
+#[tokio::test]
+async fn a_tenant_cannot_adopt_an_account_another_object_manages_under_its_old_email() {
+    let (w, t) = tenant_world("tr-renamed", json!({})).await;
+    let spec = json!({ "instanceRef": lc(&w), "email": "before@example.com" });
+    w.apply("LibreChatUser", "owner", spec).await;
+    let id = status_user_id(&w, &w.ns, "owner").await;
+    w.users()
+        .update_one(
+            doc! { "_id": id },
+            doc! { "$set": { "email": "after@example.com" } },
+        )
+        .await
+        .unwrap();
+    ready_in(
+        &w,
+        &w.ns,
+        "librechatusers",
+        "owner",
+        "False",
+        "IdentityChanged",
+    )
+    .await;
+    let adopting = json!({ "instanceRef": lc(&w), "email": "after@example.com", "adopt": true });
+    w.apply_in(&t, "LibreChatUser", "taker", adopting).await;
+    ready_in(&w, &t, "librechatusers", "taker", "False", "Conflict").await;
+    assert_eq!(
+        count(&w, "librechat_operator_owners", doc! { "userId": id }).await,
+        1
+    );
+    assert!(owner_record(&w, "after@example.com").await.is_none());
+}
+
 /// What LibreChat's admins do in their UI: delete the role `name` and make one of theirs
 /// under the name (another `_id`).
 async fn replace_role_in_librechat(w: &World, name: &str) {

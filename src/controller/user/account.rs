@@ -421,6 +421,10 @@ async fn take(
         store.release(email, uid).await?;
         return Ok(Err(Outcome::stalled(reason::NOT_PERMITTED, why, user)));
     }
+    if let Some(why) = managed_under_another_email(ctx, plan, &stored).await? {
+        store.release(email, uid).await?;
+        return Ok(Err(Outcome::stalled(reason::CONFLICT, why, user)));
+    }
     store
         .record_claimed_user(email, uid, stored.id, false)
         .await?;
@@ -435,6 +439,30 @@ async fn take(
         role_written: false,
         role_check: None,
     }))
+}
+
+/// Why `stored` is not free to adopt although no record claims its email: another object's
+/// record names the account under the email it had (changed since outside the operator, so
+/// that object reads `IdentityChanged`). Two records naming one account would let either
+/// object's deletion delete what the other manages.
+async fn managed_under_another_email(
+    ctx: &Context,
+    plan: &Plan,
+    stored: &StoredUser,
+) -> Result<Option<String>, ReconcileError> {
+    let Some(other) = plan.store().find_claim_of_user(stored.id).await? else {
+        return Ok(None);
+    };
+    if other.owner.uid == plan.owner.uid
+        || !super::claim::owner_still_exists(ctx, &other.owner).await?
+    {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the account {} is managed by {} (declared under the email it had before it was changed in LibreChat); nothing was changed. Fix the email in LibreChat or remove one of the two objects",
+        plan.email,
+        plan.tenancy.names(&other.owner)
+    )))
 }
 
 /// Why this object may not adopt `stored` as declared, checked before it claims the email

@@ -121,7 +121,7 @@ fn same_declaration(a: &Owner, b: &Owner) -> bool {
 
 /// Whether the object recorded as owner still exists (same uid). A claim whose owner is gone
 /// (deleted while the operator was not running, or its instance was) is stale.
-async fn owner_still_exists(ctx: &Context, owner: &Owner) -> Result<bool, kube::Error> {
+pub(super) async fn owner_still_exists(ctx: &Context, owner: &Owner) -> Result<bool, kube::Error> {
     let api: Api<LibreChatUser> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     Ok(api
         .get_opt(&owner.name)
