@@ -183,8 +183,8 @@ pub struct MongoSpec {
 pub struct RedisSpec {
     /// Secret key holding a `redis://` or `rediss://` URI. Without it the operator cannot
     /// invalidate LibreChat's caches, and changes show once LibreChat's cache entries expire.
-    /// `rediss://` is TLS, the server's certificate checked against the system's and Mozilla's
-    /// root certificates; a URI ending in `#insecure` skips that check (a self-signed test
+    /// `rediss://` is TLS, the server's certificate checked against Mozilla's root
+    /// certificates (built in); a URI ending in `#insecure` skips that check (a self-signed test
     /// server only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri_secret_ref: Option<SecretKeyRef>,

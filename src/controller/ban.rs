@@ -281,7 +281,10 @@ async fn keep_only_what_it_may_hold(
     })
 }
 
-/// Whether the namespace lost the account a tenant's `share` bans: nothing it manages now.
+/// Whether the namespace lost the account a tenant's `share` bans: an account that exists and
+/// that it does not manage now. An account that does not exist (deleted by its owner, or one
+/// re-created under the identity but not inserted yet) is left to the account's own path,
+/// which carries the ban to its successor: lifted here, the successor would start unbanned.
 async fn lost_by(store: &Store, tenancy: &Tenancy, held: &HeldBan) -> Result<bool, StoreError> {
     let BanTarget::User(id) = &held.target else {
         // A tenant never holds an address (see `resolve_target`).
@@ -290,6 +293,9 @@ async fn lost_by(store: &Store, tenancy: &Tenancy, held: &HeldBan) -> Result<boo
     let Ok(account) = mongodb::bson::oid::ObjectId::parse_str(id) else {
         return Ok(true);
     };
+    if store.find_user_by_id(account).await?.is_none() {
+        return Ok(false);
+    }
     Ok(!tenancy.manages_account(store, account).await?)
 }
 

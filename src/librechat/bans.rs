@@ -225,22 +225,37 @@ impl Store {
     ) -> Result<EffectiveBan, StoreError> {
         let key = target.bans_key();
         self.absorb_native_ban(target).await?;
-        // The owner's share is replaced in one write: pulled and pushed in two, a crash or a
-        // failed call between them left the share missing, and finishing that cut-short
-        // change lifted the ban until the next reconcile put it back.
+        // The owner's new share is added before its older one goes (told apart by a fresh
+        // `sid`), so that no crash or failed call between the two writes leaves the target
+        // without it: pulled first, finishing that cut-short change lifted the ban until a
+        // later reconcile put it back. Two shares of one owner for a moment read as the later
+        // end; the next write or lift of the owner's share settles it. (Plain update
+        // operators: an update pipeline would need MongoDB 4.2 and is refused by DocumentDB.)
         let uid = &share.owner_uid;
-        let others = doc! { "$filter": {
-            "input": { "$ifNull": ["$shares", []] },
-            "cond": { "$ne": ["$$this.uid", uid] },
-        } };
-        let replaced = doc! { "$set": {
-            "shares": { "$concatArrays": [others, [{ "$literal": share_doc(share) }]] },
-            "settling": { "$setUnion": [{ "$ifNull": ["$settling", []] }, [uid]] },
-            "rev": { "$add": [{ "$ifNull": ["$rev", 0] }, 1] },
-        } };
-        self.collection(SHARES)
-            .update_one(doc! { "_id": &key }, vec![replaced])
+        let sid = mongodb::bson::oid::ObjectId::new();
+        let mut added = share_doc(share);
+        added.insert("sid", sid);
+        let shares = self.collection(SHARES);
+        shares
+            .update_one(
+                doc! { "_id": &key },
+                doc! {
+                    "$push": { "shares": added },
+                    "$addToSet": { "settling": uid },
+                    "$inc": { "rev": 1 },
+                },
+            )
             .upsert(true)
+            .deadline("recording a ban")
+            .await?;
+        shares
+            .update_one(
+                doc! { "_id": &key },
+                doc! {
+                    "$pull": { "shares": { "uid": uid, "sid": { "$ne": sid } } },
+                    "$inc": { "rev": 1 },
+                },
+            )
             .deadline("recording a ban")
             .await?;
         let fallback = EffectiveBan {
