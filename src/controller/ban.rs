@@ -264,9 +264,9 @@ async fn keep_only_what_it_may_hold(
         async move { lost_by(store, tenancy, &share).await }
     };
     let why = "this namespace no longer manages the account";
-    let kept = lift(ban, ctx, target, lost, why).await?;
-    Ok(match kept {
-        true => {
+    let (kept, lifted) = lift(ban, ctx, target, lost, why).await?;
+    Ok(match (kept, lifted) {
+        (true, _) => {
             let resync = resync_period(&target.instance, ctx.settings.default_resync);
             let requeue = outcome.requeue.map_or(resync, |r| r.min(resync));
             Outcome {
@@ -274,10 +274,12 @@ async fn keep_only_what_it_may_hold(
                 ..outcome
             }
         }
-        false => Outcome {
+        (false, true) => Outcome {
             active: false,
             ..outcome
         },
+        // Nothing held here (applied elsewhere, say): status keeps what it showed.
+        (false, false) => outcome,
     })
 }
 
@@ -300,21 +302,21 @@ async fn lost_by(store: &Store, tenancy: &Tenancy, held: &HeldBan) -> Result<boo
 }
 
 /// Lifts this ban's shares that `lose` picks, recording each; returns whether it still holds
-/// any.
+/// any, and whether it lifted any.
 async fn lift<F, Fut>(
     ban: &UserBan,
     ctx: &Context,
     target: &Target,
     lose: F,
     why: &str,
-) -> Result<bool, ReconcileError>
+) -> Result<(bool, bool), ReconcileError>
 where
     F: Fn(HeldBan) -> Fut,
     Fut: std::future::Future<Output = Result<bool, StoreError>>,
 {
     let store = &target.stores.store;
     let uid = ban.uid().unwrap_or_default();
-    let mut kept = false;
+    let (mut kept, mut lifted) = (false, false);
     for held in store.shares_of(&uid).await? {
         let banned = held.target.clone();
         if !lose(held).await? {
@@ -324,11 +326,12 @@ where
         if store.unban(&banned, &uid, Counters::Keep).await? == Lifted::NotHeld {
             continue;
         }
+        lifted = true;
         let note = format!("lifted the ban of {}: {why}", target_label(&banned));
         ctx.changed(ban, ban_change("Lifted", &target.instance, &banned, note))
             .await;
     }
-    Ok(kept)
+    Ok((kept, lifted))
 }
 
 /// The end passed: this ban's shares are lifted once; the object stays as the audit record

@@ -234,8 +234,8 @@ fn not_ready(
 /// message is written for its administrators: while it is being deleted it lists the
 /// objects still pointing at it, in every tenant's namespace; an invalid spec or a missing
 /// Secret names the instance's configuration (tenantPolicy entries of other namespaces among
-/// it). A tenant reads the outage of a store as the instance says it (which store, which
-/// server, what error) and otherwise only what it needs to know.
+/// it). A tenant reads which store is out (not which server, nor its error) and otherwise
+/// only what it needs to know.
 fn shareable_message(
     instance: &LibreChatInstance,
     why: &str,
@@ -284,13 +284,15 @@ pub fn store_error_for(
     namespace: &str,
 ) -> String {
     let admins = instance_namespace(reference, namespace);
-    if admins == namespace {
+    let hidden = error
+        .without_server_details()
+        .filter(|_| admins != namespace);
+    let Some(what_failed) = hidden else {
         return error.to_string();
-    }
+    };
     tracing::warn!(%namespace, instance = %format!("{admins}/{}", reference.name), %error, "a store failed for an object of a tenant namespace (its status says less)");
     format!(
-        "{}; the instance's administrators (namespace '{admins}') find the server's answer in the operator's log",
-        error.without_server_details()
+        "{what_failed}; the instance's administrators (namespace '{admins}') find the server's answer in the operator's log"
     )
 }
 

@@ -225,39 +225,7 @@ impl Store {
     ) -> Result<EffectiveBan, StoreError> {
         let key = target.bans_key();
         self.absorb_native_ban(target).await?;
-        // The owner's new share is added before its older one goes (told apart by a fresh
-        // `sid`), so that no crash or failed call between the two writes leaves the target
-        // without it: pulled first, finishing that cut-short change lifted the ban until a
-        // later reconcile put it back. Two shares of one owner for a moment read as the later
-        // end; the next write or lift of the owner's share settles it. (Plain update
-        // operators: an update pipeline would need MongoDB 4.2 and is refused by DocumentDB.)
-        let uid = &share.owner_uid;
-        let sid = mongodb::bson::oid::ObjectId::new();
-        let mut added = share_doc(share);
-        added.insert("sid", sid);
-        let shares = self.collection(SHARES);
-        shares
-            .update_one(
-                doc! { "_id": &key },
-                doc! {
-                    "$push": { "shares": added },
-                    "$addToSet": { "settling": uid },
-                    "$inc": { "rev": 1 },
-                },
-            )
-            .upsert(true)
-            .deadline("recording a ban")
-            .await?;
-        shares
-            .update_one(
-                doc! { "_id": &key },
-                doc! {
-                    "$pull": { "shares": { "uid": uid, "sid": { "$ne": sid } } },
-                    "$inc": { "rev": 1 },
-                },
-            )
-            .deadline("recording a ban")
-            .await?;
+        self.replace_share(&key, share, Settling::Mark).await?;
         let fallback = EffectiveBan {
             start_ms: share.start_ms,
             end_ms: share.end_ms,
@@ -506,20 +474,44 @@ impl Store {
             start_ms: now,
             ..native
         };
+        self.replace_share(&key, &share, Settling::Leave).await
+    }
+
+    /// Puts `share` in place of its owner's share of the record `key`: the new one is added
+    /// before the older goes (told apart by a fresh `sid`), so that no crash or failed call
+    /// between the two writes leaves the target without the owner's share (pulled first, a
+    /// cut-short change was finished by lifting the ban, or writing the operator's union over
+    /// LibreChat's own ban, whose value only its share keeps). Two shares of one owner for a
+    /// moment read as the later end; the owner's next write or lift settles it. Plain update
+    /// operators: an update pipeline would need MongoDB 4.2 and DocumentDB refuses it.
+    async fn replace_share(
+        &self,
+        key: &str,
+        share: &BanShare,
+        settling: Settling,
+    ) -> Result<(), StoreError> {
+        let uid = &share.owner_uid;
+        let sid = mongodb::bson::oid::ObjectId::new();
+        let mut added = share_doc(share);
+        added.insert("sid", sid);
+        let mut push = doc! { "$push": { "shares": added }, "$inc": { "rev": 1 } };
+        if settling == Settling::Mark {
+            push.insert("$addToSet", doc! { "settling": uid });
+        }
         let shares = self.collection(SHARES);
         shares
-            .update_one(
-                doc! { "_id": &key },
-                doc! { "$pull": { "shares": { "uid": NATIVE_UID } }, "$inc": { "rev": 1 } },
-            )
+            .update_one(doc! { "_id": key }, push)
+            .upsert(true)
             .deadline("recording a ban")
             .await?;
         shares
             .update_one(
-                doc! { "_id": &key },
-                doc! { "$push": { "shares": share_doc(&share) }, "$inc": { "rev": 1 } },
+                doc! { "_id": key },
+                doc! {
+                    "$pull": { "shares": { "uid": uid, "sid": { "$ne": sid } } },
+                    "$inc": { "rev": 1 },
+                },
             )
-            .upsert(true)
             .deadline("recording a ban")
             .await?;
         Ok(())
@@ -723,6 +715,14 @@ fn share_doc(share: &BanShare) -> Document {
         d.insert("confined", true);
     }
     d
+}
+
+/// Whether a share's replacement marks its owner as settling (a change of the effective ban
+/// to finish), or is bookkeeping that changes no ban.
+#[derive(Clone, Copy, PartialEq)]
+enum Settling {
+    Mark,
+    Leave,
 }
 
 /// A regex matching the values that carry the operator's marker for `target`.

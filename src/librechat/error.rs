@@ -61,15 +61,20 @@ pub enum MongoAdvice {
     GrantRoles,
     /// The server refused this request (a validator, a size limit): its answer says why.
     ReadTheAnswer,
+    /// The driver failed without the server's word (an incompatible server, a document it
+    /// could not read, its TLS settings): the error says what.
+    Other,
 }
 
 impl MongoAdvice {
     fn of(err: &mongodb::error::Error, retryable: bool) -> Self {
-        const UNAUTHORIZED: i32 = 13;
+        // 13: Unauthorized; 8000: Atlas's shared tiers refusing an action to the user.
+        const NOT_ALLOWED: [i32; 2] = [13, 8000];
         match (retryable, command_code(err)) {
             (true, _) => MongoAdvice::Wait,
-            (false, Some(UNAUTHORIZED)) => MongoAdvice::GrantRoles,
-            (false, _) => MongoAdvice::ReadTheAnswer,
+            (false, Some(code)) if NOT_ALLOWED.contains(&code) => MongoAdvice::GrantRoles,
+            (false, Some(_)) => MongoAdvice::ReadTheAnswer,
+            (false, None) => MongoAdvice::Other,
         }
     }
 
@@ -78,6 +83,7 @@ impl MongoAdvice {
             MongoAdvice::Wait => "Check that MongoDB is up and reachable from the operator; the operator retries",
             MongoAdvice::GrantRoles => "MongoDB refused the request: the database user in the instance's URI lacks a role it needs (readWrite on LibreChat's database, and createIndex); grant it, the operator retries",
             MongoAdvice::ReadTheAnswer => "MongoDB refused the request for the reason it gives (a validator or a size limit on the collection, say): the operator retries, but only a change on the server makes it pass",
+            MongoAdvice::Other => "The operator's MongoDB driver could not complete the request for the reason it gives (the server's version, a document it could not read, the URI's TLS options): the operator retries, but it passes only once that is fixed",
         }
     }
 }
@@ -134,10 +140,10 @@ impl StoreError {
     }
 
     /// What failed and what to expect, without what the server or the driver said (the
-    /// servers' addresses, the server's own message): for readers who may not see where the
-    /// stores run.
-    pub fn without_server_details(&self) -> String {
-        match self {
+    /// servers' addresses, the server's own message), for readers who may not see where the
+    /// stores run; `None` when the message holds nothing of the kind.
+    pub fn without_server_details(&self) -> Option<String> {
+        Some(match self {
             StoreError::Mongo {
                 operation,
                 retryable: true,
@@ -152,8 +158,8 @@ impl StoreError {
             StoreError::RedisRefused { operation, .. } => {
                 format!("Redis refused {operation}; the operator retries")
             }
-            other => other.to_string(),
-        }
+            _ => return None,
+        })
     }
 
     /// Whether the server refused the operator's credentials.
