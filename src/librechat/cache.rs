@@ -93,19 +93,24 @@ impl RedisCache {
             .await
     }
 
-    /// Every entry of a Keyv `namespace` whose key starts with `key_prefix` (found with SCAN,
-    /// never KEYS, a thousand keys a step); returns how many went. The whole walk has a
-    /// deadline ([`SCAN_DEADLINE`]), each step the connection's.
-    pub async fn invalidate_prefix(
+    /// Drops the entries of a Keyv `namespace` whose key starts with `key_prefix`, each of which
+    /// lives at most `lives` (found with SCAN, never KEYS, a thousand keys a step, and deleted
+    /// as found); returns how many went. A walk still going once `lives` (and a second) has
+    /// passed stops there, done: every entry written before it began has expired by then, and
+    /// the caller's write came before the walk, so any entry written since reflects it. A
+    /// keyspace of millions behind a slow link therefore never holds the caller up for longer,
+    /// where a walk to the end timed out and began again from zero at every retry.
+    pub async fn drop_short_lived(
         &self,
         namespace: &str,
         key_prefix: &str,
+        lives: std::time::Duration,
     ) -> Result<u64, StoreError> {
         let pattern = format!("{}*", glob_escape(&self.keyv_key(namespace, key_prefix)));
         let mut conn = self.conn.clone();
         let start = std::time::Instant::now();
+        let removed = std::sync::atomic::AtomicU64::new(0);
         let walk = async {
-            let mut keys = Vec::new();
             let mut cursor: u64 = 0;
             loop {
                 let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -115,26 +120,24 @@ impl RedisCache {
                     .arg("COUNT")
                     .arg(1000)
                     .query_async(&mut conn)
-                    .await?;
-                keys.extend(batch);
+                    .await
+                    .map_err(|e| StoreError::redis("scan", e))?;
+                let gone = self.delete(&batch).await?;
+                removed.fetch_add(gone, std::sync::atomic::Ordering::Relaxed);
                 if next == 0 {
-                    return Ok::<_, redis::RedisError>(keys);
+                    return Ok::<_, StoreError>(());
                 }
                 cursor = next;
             }
         };
-        let found = tokio::time::timeout(SCAN_DEADLINE, walk).await;
-        let ok = matches!(found, Ok(Ok(_)));
+        let outlived = lives + std::time::Duration::from_secs(1);
+        let walked = tokio::time::timeout(outlived, walk).await;
+        let ok = !matches!(walked, Ok(Err(_)));
         crate::metrics::global().store_operation("redis", "scan", ok, start.elapsed());
-        let keys = match found {
-            Ok(walked) => walked.map_err(|e| StoreError::redis("scan", e))?,
-            Err(_) => return Err(StoreError::timeout("Redis", "scan", SCAN_DEADLINE)),
-        };
-        let mut removed = 0;
-        for chunk in keys.chunks(500) {
-            removed += self.delete(chunk).await?;
+        if let Ok(Err(e)) = walked {
+            return Err(e);
         }
-        Ok(removed)
+        Ok(removed.into_inner())
     }
 
     /// A user's violation counters, so that LibreChat does not re-ban at the next violation.
@@ -147,8 +150,9 @@ impl RedisCache {
     }
 }
 
-/// How long one walk of the keyspace ([`RedisCache::invalidate_prefix`]) may take.
-pub const SCAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long LibreChat keeps a cached user document (`AUTH_USER_DOC`, with
+/// `AUTH_USER_CACHE_MODE=on`): `packages/api/src/auth/userDocCache.ts`.
+pub const AUTH_USER_DOC_LIFE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `s` as a literal in a Redis glob pattern.
 fn glob_escape(s: &str) -> String {

@@ -189,8 +189,9 @@ impl Store {
             redis
                 .invalidate_user(&hex, id_on_the_source.as_deref())
                 .await?;
+            let lives = super::cache::AUTH_USER_DOC_LIFE;
             redis
-                .invalidate_prefix("AUTH_USER_DOC", "auth-user-doc:v2:")
+                .drop_short_lived("AUTH_USER_DOC", "auth-user-doc:v2:", lives)
                 .await?;
         }
         crate::fault::crash_point("after-deletion-fence");

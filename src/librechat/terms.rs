@@ -153,8 +153,9 @@ impl Store {
             .await?;
         crate::fault::crash_point("after-terms-reset");
         if let Some(redis) = self.redis()? {
+            let lives = super::cache::AUTH_USER_DOC_LIFE;
             redis
-                .invalidate_prefix("AUTH_USER_DOC", "auth-user-doc")
+                .drop_short_lived("AUTH_USER_DOC", "auth-user-doc", lives)
                 .await?;
         }
         let now = DateTime::now();
