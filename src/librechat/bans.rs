@@ -504,9 +504,12 @@ impl Store {
             .upsert(true)
             .deadline("recording a ban")
             .await?;
+        // Only while the new share is still there: two replacements racing (two bans of one
+        // target absorbing LibreChat's own ban at once) each remove the other's, and one
+        // must stand.
         shares
             .update_one(
-                doc! { "_id": key },
+                doc! { "_id": key, "shares.sid": sid },
                 doc! {
                     "$pull": { "shares": { "uid": uid, "sid": { "$ne": sid } } },
                     "$inc": { "rev": 1 },
@@ -730,9 +733,10 @@ fn marker_pattern(target: &BanTarget) -> String {
     regex_escape(&format!("\"{MARKER}\":\"{}\"", target.bans_key()))
 }
 
-/// The shares of one record.
+/// The shares of one record, one per owner: the last written where a replacement cut short
+/// left two (see [`Store::replace_share`]).
 fn shares_in(record: &Document) -> Vec<BanShare> {
-    record
+    let written: Vec<BanShare> = record
         .get_array("shares")
         .map(|a| {
             a.iter()
@@ -740,7 +744,15 @@ fn shares_in(record: &Document) -> Vec<BanShare> {
                 .map(share_from_doc)
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let last_of =
+        |i: usize, s: &BanShare| !written[i + 1..].iter().any(|t| t.owner_uid == s.owner_uid);
+    written
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| last_of(*i, s))
+        .map(|(_, s)| s.clone())
+        .collect()
 }
 
 fn share_from_doc(d: &Document) -> BanShare {

@@ -149,6 +149,11 @@ impl StoreError {
                 retryable: true,
                 ..
             } => format!("MongoDB {operation} failed; the operator retries"),
+            StoreError::Mongo {
+                operation,
+                advice: MongoAdvice::Other,
+                ..
+            } => format!("MongoDB {operation} failed; the operator retries"),
             StoreError::Mongo { operation, .. } => {
                 format!("MongoDB refused {operation}; the operator retries")
             }

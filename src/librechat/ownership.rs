@@ -143,6 +143,24 @@ impl Store {
         Ok(found.map(|d| claim_from_doc(d.get_str("_id").unwrap_or_default(), &d)))
     }
 
+    /// Every claim naming the account `user_id`: one, unless its email was changed outside the
+    /// operator and another object declared the new one (see the adoption's check).
+    pub async fn find_claims_of_user(&self, user_id: ObjectId) -> Result<Vec<Claim>, StoreError> {
+        use futures::TryStreamExt;
+        let docs: Vec<Document> = self
+            .collection(collections::OWNERS)
+            .find(doc! { "userId": user_id })
+            .deadline("reading ownership")
+            .await?
+            .try_collect()
+            .deadline("reading ownership")
+            .await?;
+        Ok(docs
+            .iter()
+            .map(|d| claim_from_doc(d.get_str("_id").unwrap_or_default(), d))
+            .collect())
+    }
+
     /// The claim held by the object with uid `owner_uid` (an object owns at most one email).
     pub async fn find_claim_of_owner(&self, owner_uid: &str) -> Result<Option<Claim>, StoreError> {
         let found = self

@@ -423,7 +423,10 @@ async fn take(
     }
     if let Some(why) = managed_under_another_email(ctx, plan, &stored).await? {
         store.release(email, uid).await?;
-        return Ok(Err(Outcome::stalled(reason::CONFLICT, why, user)));
+        // Looked at again at the resync: the other object's going frees another email than
+        // this one's, and so wakes nothing here.
+        let outcome = Outcome::waiting(reason::CONFLICT, why, user).after(plan.resync);
+        return Ok(Err(outcome));
     }
     store
         .record_claimed_user(email, uid, stored.id, false)
@@ -450,19 +453,20 @@ async fn managed_under_another_email(
     plan: &Plan,
     stored: &StoredUser,
 ) -> Result<Option<String>, ReconcileError> {
-    let Some(other) = plan.store().find_claim_of_user(stored.id).await? else {
-        return Ok(None);
-    };
-    if other.owner.uid == plan.owner.uid
-        || !super::claim::owner_still_exists(ctx, &other.owner).await?
-    {
-        return Ok(None);
+    // Every record naming it (the index is not unique): a stale one must not hide a live one.
+    for other in plan.store().find_claims_of_user(stored.id).await? {
+        if other.owner.uid == plan.owner.uid
+            || !super::claim::owner_still_exists(ctx, &other.owner).await?
+        {
+            continue;
+        }
+        return Ok(Some(format!(
+            "the account {} is managed by {} (declared under the email it had before it was changed in LibreChat); nothing was changed. Fix the email in LibreChat or remove one of the two objects",
+            plan.email,
+            plan.tenancy.names(&other.owner)
+        )));
     }
-    Ok(Some(format!(
-        "the account {} is managed by {} (declared under the email it had before it was changed in LibreChat); nothing was changed. Fix the email in LibreChat or remove one of the two objects",
-        plan.email,
-        plan.tenancy.names(&other.owner)
-    )))
+    Ok(None)
 }
 
 /// Why this object may not adopt `stored` as declared, checked before it claims the email
