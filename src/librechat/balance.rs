@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::Store;
 
@@ -286,21 +286,16 @@ impl Store {
         ids: &[ObjectId],
         and: Document,
     ) -> Result<Vec<ObjectId>, StoreError> {
-        use futures::TryStreamExt;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut filter = doc! { "_id": { "$in": ids.to_vec() } };
         filter.extend(and);
-        let cursor = self
+        let docs: Vec<Document> = self
             .collection(TRANSACTIONS)
             .find(filter)
             .projection(doc! { "_id": 1 })
-            .deadline("reading transactions")
-            .await?;
-        let docs: Vec<Document> = cursor
-            .try_collect()
-            .deadline("reading transactions")
+            .drain("reading transactions")
             .await?;
         Ok(docs
             .iter()

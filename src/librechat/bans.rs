@@ -13,7 +13,7 @@
 
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -308,14 +308,10 @@ impl Store {
         user_hex: &str,
         may_carry: impl Fn(&BanShare) -> bool,
     ) -> Result<(), StoreError> {
-        use futures::TryStreamExt;
         let docs: Vec<Document> = self
             .collection(SHARES)
             .find(doc! { "shares.subject": { "$in": subjects } })
-            .deadline("reading bans")
-            .await?
-            .try_collect()
-            .deadline("reading bans")
+            .drain("reading bans")
             .await?;
         let now = DateTime::now().timestamp_millis();
         let target = BanTarget::User(user_hex.to_string());
@@ -335,15 +331,11 @@ impl Store {
     /// Every target of `owner_uid`'s bans: those it holds a share of, and those whose change
     /// by it was cut short before the rewrite.
     pub async fn shares_of(&self, owner_uid: &str) -> Result<Vec<HeldBan>, StoreError> {
-        use futures::TryStreamExt;
         let filter = doc! { "$or": [ { "shares.uid": owner_uid }, { "settling": owner_uid } ] };
         let docs: Vec<Document> = self
             .collection(SHARES)
             .find(filter)
-            .deadline("reading bans")
-            .await?
-            .try_collect()
-            .deadline("reading bans")
+            .drain("reading bans")
             .await?;
         Ok(docs
             .iter()

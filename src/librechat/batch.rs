@@ -14,7 +14,7 @@ use mongodb::bson::{doc, oid::ObjectId, Bson, Document, RawBsonRef, RawDocument,
 use mongodb::Collection;
 use tokio::sync::oneshot;
 
-use super::deadline::MongoCall;
+use super::deadline::DrainFind;
 use super::error::StoreError;
 
 /// At most this many `_id`s per command (a bound on the command's size).
@@ -166,18 +166,12 @@ async fn keyed_by_id<T>(
 where
     T: serde::de::DeserializeOwned + Send + Sync + Unpin,
 {
-    let collection = collection.clone_with_type::<T>();
-    let docs: Vec<T> = async move {
-        use futures::TryStreamExt;
-        collection
-            .find(filter)
-            .batch_size(CURSOR_BATCH)
-            .await?
-            .try_collect()
-            .await
-    }
-    .deadline(operation)
-    .await?;
+    let docs: Vec<T> = collection
+        .clone_with_type::<T>()
+        .find(filter)
+        .batch_size(CURSOR_BATCH)
+        .drain(operation)
+        .await?;
     Ok(docs
         .into_iter()
         .filter_map(|d| id_of(&d).map(|id| (id, d)))

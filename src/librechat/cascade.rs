@@ -19,7 +19,7 @@
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
 use super::bans::BanTarget;
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::owned::{code_environments, ACL_ENTRIES, OWNED_KINDS, PRINCIPAL_USER};
 use super::{collections, Store};
@@ -273,7 +273,6 @@ impl Store {
     /// VIEWER of a public link): the links go with the user's documents, and their entries
     /// would be left on nothing. Before the links, which find them again on a retry.
     async fn delete_shared_link_entries(&self, user_id: ObjectId) -> Result<u64, StoreError> {
-        use futures::TryStreamExt;
         let links = CASCADE.iter().find(|r| r.collection == SHARED_LINKS);
         let Some(links) = links else {
             return Ok(0);
@@ -282,10 +281,7 @@ impl Store {
             .collection(SHARED_LINKS)
             .find(links.filter(user_id))
             .projection(doc! { "_id": 1 })
-            .deadline("listing shared links")
-            .await?
-            .try_collect()
-            .deadline("listing shared links")
+            .drain("listing shared links")
             .await?;
         let ids: Vec<Bson> = links.iter().filter_map(|d| d.get("_id").cloned()).collect();
         if ids.is_empty() {

@@ -5,9 +5,14 @@
 use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
+use futures::TryStreamExt;
+use mongodb::Cursor;
+use serde::de::DeserializeOwned;
+
 use super::error::StoreError;
 
-/// How long one MongoDB operation (a cursor drained to its end counts as one) may take.
+/// How long one answer of MongoDB may take: a call, or the next batch of a cursor being
+/// drained (see [`DrainFind::drain`]).
 pub const MONGO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A MongoDB driver call, run with [`MONGO_DEADLINE`] and its error turned into a
@@ -28,3 +33,32 @@ pub trait MongoCall<T>: IntoFuture<Output = Result<T, mongodb::error::Error>> + 
 }
 
 impl<T, F> MongoCall<T> for F where F: IntoFuture<Output = Result<T, mongodb::error::Error>> {}
+
+/// A find (or any call answering with a cursor), read to its end.
+pub trait DrainFind<T>:
+    IntoFuture<Output = Result<Cursor<T>, mongodb::error::Error>> + Sized
+{
+    /// Every document the call's cursor yields. The call and each further batch must each come
+    /// within [`MONGO_DEADLINE`]: a listing of every account may take longer in all, while a
+    /// server that stalls in the middle of it is still noticed within the deadline.
+    fn drain(
+        self,
+        operation: &'static str,
+    ) -> impl Future<Output = Result<Vec<T>, StoreError>> + Send
+    where
+        Self::IntoFuture: Send,
+        T: DeserializeOwned + Send + Sync,
+    {
+        let call = self.into_future();
+        async move {
+            let mut cursor = call.deadline(operation).await?;
+            let mut all = Vec::new();
+            while let Some(document) = cursor.try_next().deadline(operation).await? {
+                all.push(document);
+            }
+            Ok(all)
+        }
+    }
+}
+
+impl<T, F> DrainFind<T> for F where F: IntoFuture<Output = Result<Cursor<T>, mongodb::error::Error>> {}

@@ -8,12 +8,11 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, DateTime, Document};
 use mongodb::options::FindOptions;
 
 use super::collections;
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::Store;
 
@@ -73,10 +72,7 @@ impl Store {
         let recent: Vec<Document> = log
             .find(of_namespace)
             .with_options(FindOptions::builder().sort(doc! { "at": 1 }).build())
-            .deadline("counting recent deletions")
-            .await?
-            .try_collect()
-            .deadline("counting recent deletions")
+            .drain("counting recent deletions")
             .await?;
         let used = recent.len() as u64;
         if !limit.confirmed && used >= u64::from(limit.max) {

@@ -5,10 +5,9 @@
 
 use std::collections::HashSet;
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
 
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::Store;
 
@@ -73,10 +72,7 @@ impl Store {
             let graphs: Vec<Document> = agents
                 .find(referencing.clone())
                 .projection(doc! { "_id": 1, "edges": 1 })
-                .deadline("reading agent handoff edges")
-                .await?
-                .try_collect()
-                .deadline("reading agent handoff edges")
+                .drain("reading agent handoff edges")
                 .await?;
             if graphs.is_empty() {
                 return Ok(changed);

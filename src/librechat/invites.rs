@@ -8,12 +8,11 @@
 
 use std::collections::HashMap;
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -86,10 +85,7 @@ impl Store {
         let found: Vec<Document> = self
             .collection(RECORDS)
             .find(doc! { "_id": { "$in": uids } })
-            .deadline("reading invite records")
-            .await?
-            .try_collect()
-            .deadline("reading invite records")
+            .drain("reading invite records")
             .await?;
         let by_uid = found.iter().filter_map(|d| {
             let uid = d.get_str("_id").ok()?.to_string();

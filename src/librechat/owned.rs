@@ -11,11 +11,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 use sha2::{Digest, Sha256};
 
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::Store;
 
@@ -333,10 +332,7 @@ impl Store {
             .projection(
                 doc! { "principalType": 1, "principalId": 1, "resourceId": 1, "permBits": 1 },
             )
-            .deadline("reading ACL entries")
-            .await?
-            .try_collect()
-            .deadline("reading ACL entries")
+            .drain("reading ACL entries")
             .await?;
         Ok(docs.iter().filter_map(AclEntry::from_doc).collect())
     }
@@ -413,10 +409,7 @@ pub mod code_environments {
                 .collection(COLLECTION)
                 .find(removable(user, DateTime::now()))
                 .projection(doc! { "_id": 1, "environmentId": 1 })
-                .deadline("reading code environments")
-                .await?
-                .try_collect()
-                .deadline("reading code environments")
+                .drain("reading code environments")
                 .await?;
             let mut deleted = 0;
             for env in envs {

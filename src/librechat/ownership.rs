@@ -9,7 +9,7 @@
 use mongodb::bson::{doc, oid::ObjectId, DateTime, Document};
 
 use super::batch::Id;
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -146,14 +146,10 @@ impl Store {
     /// Every claim naming the account `user_id`: one, unless its email was changed outside the
     /// operator and another object declared the new one (see the adoption's check).
     pub async fn find_claims_of_user(&self, user_id: ObjectId) -> Result<Vec<Claim>, StoreError> {
-        use futures::TryStreamExt;
         let docs: Vec<Document> = self
             .collection(collections::OWNERS)
             .find(doc! { "userId": user_id })
-            .deadline("reading ownership")
-            .await?
-            .try_collect()
-            .deadline("reading ownership")
+            .drain("reading ownership")
             .await?;
         Ok(docs
             .iter()

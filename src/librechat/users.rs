@@ -3,7 +3,7 @@
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
 use super::batch::Id;
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::{collections, Store};
 
@@ -221,14 +221,12 @@ impl Store {
 
     /// Every account, oldest first (for `librechat-operator export`).
     pub async fn list_users(&self) -> Result<Vec<StoredUser>, StoreError> {
-        use futures::TryStreamExt;
-        let cursor = self
+        let docs: Vec<Document> = self
             .collection(collections::USERS)
             .find(doc! {})
             .sort(doc! { "createdAt": 1, "_id": 1 })
-            .deadline("listing users")
+            .drain("listing users")
             .await?;
-        let docs: Vec<Document> = cursor.try_collect().deadline("listing users").await?;
         Ok(docs.iter().filter_map(stored_user_from_doc).collect())
     }
 

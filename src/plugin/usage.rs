@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 use serde::Serialize;
 
-use crate::librechat::deadline::MongoCall;
+use crate::librechat::deadline::{DrainFind, MongoCall};
 use crate::librechat::{bans, collections, invites, Store, StoreError};
 
 /// LibreChat's `conversations` and `messages` collections; both keep the user as the `_id`'s
@@ -35,10 +35,7 @@ pub async fn per_user(store: &Store) -> Result<Vec<UserUsage>, StoreError> {
         .find(doc! {})
         .projection(doc! { "email": 1, "name": 1 })
         .sort(doc! { "_id": 1 })
-        .deadline("listing users")
-        .await?
-        .try_collect()
-        .deadline("listing users")
+        .drain("listing users")
         .await?;
     let counted: Vec<UserUsage> = futures::stream::iter(users.iter().filter_map(|d| {
         let id = d.get_object_id("_id").ok()?;
@@ -112,10 +109,7 @@ pub async fn ban_shares_about(
     let records: Vec<Document> = store
         .collection(bans::SHARES)
         .find(doc! { "$or": any })
-        .deadline("reading ban records")
-        .await?
-        .try_collect()
-        .deadline("reading ban records")
+        .drain("reading ban records")
         .await?;
     let own_key = user_hex.map(|h| bans::BanTarget::User(h.to_string()).bans_key());
     Ok(records
@@ -165,10 +159,7 @@ pub async fn invite_records_for(
         .collection(invites::RECORDS)
         .find(doc! { "email": email })
         .projection(doc! { "owner": 1 })
-        .deadline("reading invite records")
-        .await?
-        .try_collect()
-        .deadline("reading invite records")
+        .drain("reading invite records")
         .await?;
     Ok(records
         .iter()

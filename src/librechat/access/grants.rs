@@ -1,10 +1,9 @@
 //! ACL entries that give a group or a role access to a resource, written as LibreChat's
 //! `grantPermission` writes them (contract-surface §5.2).
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
-use super::super::deadline::MongoCall;
+use super::super::deadline::{DrainFind, MongoCall};
 use super::super::error::StoreError;
 use super::super::owned::{ACL_ENTRIES, PRINCIPAL_USER};
 use super::super::Store;
@@ -83,10 +82,7 @@ impl Store {
                 "resourceId": resource, "permBits": { "$bitsAllSet": SHARE_BIT },
             })
             .projection(doc! { "principalId": 1 })
-            .deadline("reading ACL entries")
-            .await?
-            .try_collect()
-            .deadline("reading ACL entries")
+            .drain("reading ACL entries")
             .await?;
         Ok(docs
             .iter()

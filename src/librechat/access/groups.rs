@@ -1,10 +1,9 @@
 //! LibreChat's `groups` (contract-surface §5.1). The operator writes only local groups it
 //! created; Entra-synced groups (`source: entra`) are LibreChat's sync's alone.
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
-use super::super::deadline::MongoCall;
+use super::super::deadline::{DrainFind, MongoCall};
 use super::super::error::StoreError;
 use super::super::owned::ACL_ENTRIES;
 use super::super::users::StoredUser;
@@ -71,10 +70,7 @@ impl Store {
         let found: Vec<Document> = self
             .collection(collections::GROUPS)
             .find(doc! { "memberIds": member })
-            .deadline("reading the groups of an account")
-            .await?
-            .try_collect()
-            .deadline("reading the groups of an account")
+            .drain("reading the groups of an account")
             .await?;
         Ok(found.iter().filter_map(stored_group).collect())
     }

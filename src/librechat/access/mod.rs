@@ -13,7 +13,7 @@ pub mod roles;
 
 use mongodb::bson::{doc, oid::ObjectId, Bson, DateTime, Document};
 
-use super::deadline::MongoCall;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::ownership::Owner;
 use super::Store;
@@ -196,14 +196,10 @@ impl Store {
         &self,
         uid: &str,
     ) -> Result<Vec<(String, AccessRecord)>, StoreError> {
-        use futures::TryStreamExt;
         let docs: Vec<Document> = self
             .collection(ACCESS_RECORDS)
             .find(doc! { "uid": uid })
-            .deadline("reading group and role records")
-            .await?
-            .try_collect()
-            .deadline("reading group and role records")
+            .drain("reading group and role records")
             .await?;
         Ok(docs
             .iter()

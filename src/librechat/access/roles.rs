@@ -1,10 +1,9 @@
 //! LibreChat's `roles` (contract-surface §5.3): custom roles as `createRoleByName` stores
 //! them, the declared keys of USER and ADMIN, and `deleteRoleByName`'s move to USER.
 
-use futures::TryStreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
 
-use super::super::deadline::MongoCall;
+use super::super::deadline::{DrainFind, MongoCall};
 use super::super::error::StoreError;
 use super::super::owned::ACL_ENTRIES;
 use super::super::permissions::{is_built_in, share_permission_type, Permissions};
@@ -204,10 +203,7 @@ impl Store {
             .collection(collections::USERS)
             .find(doc! { "role": name })
             .projection(doc! { "_id": 1, "idOnTheSource": 1 })
-            .deadline("listing a role's users")
-            .await?
-            .try_collect()
-            .deadline("listing a role's users")
+            .drain("listing a role's users")
             .await?;
         Ok(users
             .iter()
