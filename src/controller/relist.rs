@@ -14,7 +14,8 @@
 //! The list is released after it is complete, when the store holds it: before, an object
 //! created while the watch was down was woken before the store had it, and its reconcile
 //! was dropped. Only the references are held; each object is taken from the store (its newest
-//! copy) when its stage is released.
+//! copy) as the controller takes the ones before it: copies of a whole stage made at once and
+//! queued for the controller were a second copy of the list at every restart.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +33,9 @@ use tokio::sync::Notify;
 /// How long a stage may go without any of its reconciles starting before the next is
 /// released anyway.
 pub const STALL: Duration = Duration::from_secs(2);
+
+/// How many released objects may wait for the controller to take them.
+const RELEASED_QUEUE: usize = 64;
 
 type Item<K> = Result<Event<K>, watcher::Error>;
 
@@ -100,7 +104,7 @@ where
     S: Stream<Item = Item<K>> + Send,
 {
     let store = writer.as_reader();
-    let (released, stages) = mpsc::unbounded();
+    let (released, stages) = mpsc::channel(RELEASED_QUEUE);
     let mut held = Held::new(store, gate, released);
     let live = events
         .reflect(writer)
@@ -113,7 +117,7 @@ struct Held<K: Resource<DynamicType = ()> + 'static> {
     by_rank: BTreeMap<u8, Vec<ObjectRef<K>>>,
     store: Store<K>,
     gate: Arc<ListGate<K>>,
-    released: mpsc::UnboundedSender<Item<K>>,
+    released: mpsc::Sender<Item<K>>,
     releasing: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -121,11 +125,7 @@ impl<K> Held<K>
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    fn new(
-        store: Store<K>,
-        gate: Arc<ListGate<K>>,
-        released: mpsc::UnboundedSender<Item<K>>,
-    ) -> Self {
+    fn new(store: Store<K>, gate: Arc<ListGate<K>>, released: mpsc::Sender<Item<K>>) -> Self {
         Held {
             by_rank: BTreeMap::new(),
             store,
@@ -183,17 +183,21 @@ async fn release<K>(
     stages: Vec<Vec<ObjectRef<K>>>,
     store: Store<K>,
     gate: Arc<ListGate<K>>,
-    released: mpsc::UnboundedSender<Item<K>>,
+    mut released: mpsc::Sender<Item<K>>,
 ) where
     K: Resource<DynamicType = ()> + Clone,
 {
     for stage in stages {
         gate.expect(&stage);
-        for obj in stage.iter().filter_map(|r| store.get(r)) {
-            if released
-                .unbounded_send(Ok(Event::InitApply(K::clone(&obj))))
-                .is_err()
-            {
+        for reference in &stage {
+            // Copied from the store only once the queue has room: its newest copy, and never
+            // a stage's worth of copies at once. An object deleted meanwhile is not released.
+            let room = std::future::poll_fn(|cx| released.poll_ready(cx)).await;
+            let Some(obj) = store.get(reference) else {
+                continue;
+            };
+            let event = Ok(Event::InitApply(K::clone(&obj)));
+            if room.is_err() || released.start_send(event).is_err() {
                 return;
             }
         }
