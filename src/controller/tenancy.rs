@@ -21,6 +21,9 @@ pub struct Tenancy {
     pub instance_namespace: String,
     /// The object lives in the instance's namespace: it administers the instance.
     pub administers: bool,
+    /// The instance admits the namespace now; one taken out of `allowedNamespaces` writes
+    /// nothing new, a deletion of an account included.
+    pub admitted: bool,
     /// It may declare (or adopt) an ADMIN account.
     pub may_hold_admin: bool,
     /// It may change role and password of an account it adopted, and delete it.
@@ -53,6 +56,7 @@ impl Tenancy {
         let spec = &instance.spec;
         Tenancy {
             administers: namespace == instance_namespace,
+            admitted: spec.admits_namespace(&instance_namespace, namespace),
             may_hold_admin: spec.admits_admin(&instance_namespace, namespace),
             may_manage_adopted: spec.admits_managing_adopted(&instance_namespace, namespace),
             may_grant_credits: spec.admits_granting_credits(&instance_namespace, namespace),
@@ -267,15 +271,8 @@ mod tests {
     use crate::librechat::ownership::Owner;
     fn tenant_assigning(assignable: &[&str]) -> Tenancy {
         Tenancy {
-            namespace: "team-a".into(),
-            instance_namespace: "chat".into(),
-            administers: false,
-            may_hold_admin: false,
-            may_manage_adopted: false,
-            may_grant_credits: false,
-            may_manage_roles: false,
             assignable_roles: assignable.iter().map(|r| r.to_string()).collect(),
-            email_domains: None,
+            ..tenant(false)
         }
     }
 
@@ -312,6 +309,7 @@ mod tests {
             namespace: "team-a".into(),
             instance_namespace: "chat".into(),
             administers: false,
+            admitted: true,
             may_hold_admin: false,
             may_manage_adopted,
             may_grant_credits: false,

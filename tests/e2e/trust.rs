@@ -4170,6 +4170,59 @@ async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_follow_ups() {
     w.contract_check(json!({ "sessionsRevoked": [id.to_hex()] }));
 }
 
+/// The attack: a team taken out of `allowedNamespaces` (frozen by its administrators, whose
+/// README says its accounts stay) switches its LibreChatUsers to `deletionPolicy: Delete` and
+/// deletes them, to wipe the accounts the operator made for it with their conversations. The
+/// object goes and its account is released, not deleted.
+#[tokio::test]
+async fn a_namespace_taken_out_of_the_policy_cannot_delete_the_accounts_it_made() {
+    let (w, t) = tenant_world("tr-outdel", json!({})).await;
+    let email = "frozen@example.com";
+    let spec = json!({ "instanceRef": lc(&w), "email": email });
+    w.apply_in(&t, "LibreChatUser", "frozen", spec.clone())
+        .await;
+    let id = status_user_id(&w, &t, "frozen").await;
+    w.db.collection::<Document>("conversations")
+        .insert_one(doc! { "conversationId": "c-frozen", "user": id.to_hex(), "title": "kept" })
+        .await
+        .unwrap();
+
+    w.apply_instance_of_stores("lc", json!({ "allowedNamespaces": [] }))
+        .await;
+    ready_in(
+        &w,
+        &t,
+        "librechatusers",
+        "frozen",
+        "False",
+        "NamespaceNotAllowed",
+    )
+    .await;
+    let mut wiping = spec;
+    wiping["deletionPolicy"] = json!("Delete");
+    w.apply_in(&t, "LibreChatUser", "frozen", wiping).await;
+    delete_in(&w.client, &t, "LibreChatUser", "frozen").await;
+    wait_gone_in(&w, &t, "librechatusers", "frozen").await;
+
+    assert!(
+        w.find_user(email).await.is_some(),
+        "the account was deleted"
+    );
+    assert_eq!(
+        count(&w, "conversations", doc! { "user": id.to_hex() }).await,
+        1
+    );
+    assert!(owner_record(&w, email).await.is_none(), "not released");
+    eventually("a NotDeleted event", || async {
+        event_reasons_in(&w.client, &t, "frozen")
+            .await
+            .iter()
+            .any(|r| r == "NotDeleted")
+            .then_some(())
+    })
+    .await;
+}
+
 /// The attack: a team taken out of `allowedNamespaces` keeps a Pending invitation it issued
 /// before and turns on `sendEmail`, to have the instance's relay mail the link anyway. Only a
 /// Ready invitation is mailed.

@@ -255,6 +255,13 @@ fn deletion_refused(
             "the account now has the email {}, not {}",
             stored.email, claim.email
         ))
+    } else if !tenancy.admitted {
+        // Taken out, a namespace writes nothing new: a deletionPolicy switched to Delete
+        // since would otherwise wipe every account it made, the moment it was frozen.
+        Some(format!(
+            "namespace '{}' is no longer in the instance's allowedNamespaces, and the accounts of a namespace taken out stay",
+            tenancy.namespace
+        ))
     } else if !claim.made_its_account() && !tenancy.may_manage_adopted {
         Some(format!(
             "this object adopted the account rather than creating it, and {} unless the instance's tenantPolicy.manageAdoptedAccounts is true",
