@@ -157,7 +157,7 @@ async fn sync(ban: &UserBan, ctx: &Context) -> Result<Outcome, ReconcileError> {
     let namespace = ban.namespace().unwrap_or_default();
     let uid = ban.uid().unwrap_or_default();
     let reference = &ban.spec.instance_ref;
-    let target = match target::resolve(ctx, reference, &namespace).await? {
+    let target = match target::resolve(ctx, reference, &ban.metadata).await? {
         Ok(t) => t,
         Err(p) => {
             if let Some(t) = target::promises_kept_on(ctx, &p, reference, &namespace).await {

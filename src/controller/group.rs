@@ -17,7 +17,7 @@ use super::caches::user_named;
 use super::context::{Context, NameChange};
 use super::error::ReconcileError;
 use super::opening::{self, Opening};
-use super::report::report;
+use super::report::{deletion_blocked, report};
 use super::target::{self, Target};
 use super::tenancy::{owner_of, Tenancy};
 use crate::api::common::{reason, FINALIZER};
@@ -38,7 +38,10 @@ pub async fn reconcile(
     finalizer(&api, FINALIZER, group, |event| async {
         match event {
             FinalizerEvent::Apply(g) => apply(&api, &g, &ctx).await,
-            FinalizerEvent::Cleanup(g) => cleanup(&g, &ctx).await,
+            FinalizerEvent::Cleanup(g) => match cleanup(&g, &ctx).await {
+                Err(ReconcileError::Blocked(why)) => deletion_blocked(&api, &ctx, &g, why).await,
+                done => done,
+            },
         }
     })
     .await
@@ -484,7 +487,8 @@ async fn converge(
 /// immutability rule lets change).
 async fn cleanup(group: &LibreChatGroup, ctx: &Context) -> Result<Action, ReconcileError> {
     let undoing = ("group", "delete the LibreChat group");
-    let reference = &group.spec.instance_ref;
+    let recorded = group.status.as_ref().and_then(|s| s.instance.as_deref());
+    let reference = (&group.spec.instance_ref, recorded);
     if let Some((target, held)) = opening::records_to_undo(ctx, group, reference, undoing).await? {
         for h in held {
             remove_group(ctx, group, &target, (&h.name, &h.key), &h.record).await?;

@@ -434,7 +434,7 @@ async fn sync_token(invite: &UserInvite, ctx: &Context) -> Result<Outcome, Recon
     let namespace = invite.namespace().unwrap_or_default();
     // The instance first: a namespace no longer admitted has its link suspended whatever
     // else is wrong with the spec (`expiresIn` may be edited into an invalid one).
-    let target = match target::resolve(ctx, &invite.spec.instance_ref, &namespace).await? {
+    let target = match target::resolve(ctx, &invite.spec.instance_ref, &invite.metadata).await? {
         Ok(t) => t,
         Err(p) => {
             // The refusal is what the status says; a failed suspension is tried again.

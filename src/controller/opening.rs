@@ -66,7 +66,7 @@ pub async fn open<K: Resource<DynamicType = ()>>(
     instance: &mut Option<String>,
 ) -> Result<Result<Opened, Verdict>, ReconcileError> {
     let namespace = opening.object.namespace().unwrap_or_default();
-    let target = match target::resolve(ctx, opening.instance_ref, &namespace).await? {
+    let target = match target::resolve(ctx, opening.instance_ref, opening.object.meta()).await? {
         Ok(t) => t,
         Err(p) => {
             let kept_on = target::promises_kept_on(ctx, &p, opening.instance_ref, &namespace);
@@ -180,15 +180,16 @@ fn retry_soon(mut verdict: Verdict, error: &crate::librechat::StoreError) -> Ver
 
 /// The instance of an object being deleted and the records it holds there (`key` prefixed
 /// `kind:`, with the name after it); `None` when there is nothing to undo (see
-/// [`target::cleanup_target`]).
+/// [`target::cleanup_target`]; `recorded` is the status's record of the instance).
 pub async fn records_to_undo<K: ResourceExt>(
     ctx: &Context,
     object: &K,
-    instance_ref: &InstanceRef,
+    (instance_ref, recorded): (&InstanceRef, Option<&str>),
     (kind, undoing): (&str, &str),
 ) -> Result<Option<(Target, Vec<HeldRecord>)>, ReconcileError> {
     let namespace = object.namespace().unwrap_or_default();
-    let Some(target) = target::cleanup_target(ctx, instance_ref, &namespace, undoing).await? else {
+    let at = (recorded, undoing);
+    let Some(target) = target::cleanup_target(ctx, instance_ref, &namespace, at).await? else {
         return Ok(None);
     };
     let uid = object.uid().unwrap_or_default();

@@ -88,6 +88,26 @@ pub async fn begin<K: Reported>(api: &Api<K>, obj: &K) -> Result<(), kube::Error
     Ok(())
 }
 
+/// A cleanup that cannot finish now (`message`, what to do): said in status and an event
+/// (`Ready=False`, `DeleteBlocked`), as a blocked user, ban or invitation deletion says it,
+/// and retried.
+pub async fn deletion_blocked<K: Reported>(
+    api: &Api<K>,
+    ctx: &Context,
+    obj: &K,
+    message: String,
+) -> Result<kube::runtime::controller::Action, super::error::ReconcileError> {
+    let status = obj.current().cloned().unwrap_or_default();
+    let blocked = Cond::new(
+        condition::READY,
+        false,
+        crate::api::common::reason::DELETE_BLOCKED,
+        message.clone(),
+    );
+    report(api, ctx, obj, status, &[blocked]).await?;
+    Err(super::error::ReconcileError::Blocked(message))
+}
+
 /// What a reconcile that reported its outcome returns: the store error it met (retried with
 /// backoff), or the next look: after `requeue`, or (`None`) only when something watched
 /// changes, for states a person must fix.

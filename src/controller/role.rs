@@ -16,7 +16,7 @@ use super::audit::Change;
 use super::context::{Context, NameChange};
 use super::error::ReconcileError;
 use super::opening::{self, Opening};
-use super::report::report;
+use super::report::{deletion_blocked, report};
 use super::target::{self, Target};
 use super::tenancy::Tenancy;
 use crate::api::common::{reason, FINALIZER};
@@ -37,7 +37,10 @@ pub async fn reconcile(
     finalizer(&api, FINALIZER, role, |event| async {
         match event {
             FinalizerEvent::Apply(r) => apply(&api, &r, &ctx).await,
-            FinalizerEvent::Cleanup(r) => cleanup(&r, &ctx).await,
+            FinalizerEvent::Cleanup(r) => match cleanup(&r, &ctx).await {
+                Err(ReconcileError::Blocked(why)) => deletion_blocked(&api, &ctx, &r, why).await,
+                done => done,
+            },
         }
     })
     .await
@@ -458,7 +461,8 @@ fn report_built_in(
 /// (their caches dropped), then the role and its cached copy. Grants this object gave go.
 async fn cleanup(role: &LibreChatRole, ctx: &Context) -> Result<Action, ReconcileError> {
     let undoing = ("role", "remove the LibreChat role");
-    let reference = &role.spec.instance_ref;
+    let recorded = role.status.as_ref().and_then(|s| s.instance.as_deref());
+    let reference = (&role.spec.instance_ref, recorded);
     if let Some((target, held)) = opening::records_to_undo(ctx, role, reference, undoing).await? {
         for h in held {
             remove_role(ctx, role, &target, (&h.name, &h.key), &h.record).await?;

@@ -8,7 +8,7 @@ use super::connections::Stores;
 use super::context::Context;
 use crate::api::common::{condition, find_condition, holds, is_ready, reason, InstanceRef};
 use crate::api::LibreChatInstance;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 
 /// The instance and its stores, ready to write to.
 pub struct Target {
@@ -130,15 +130,15 @@ async fn settled_instance(
     }
 }
 
-/// Resolves the instance for an object in `namespace`, checking that the instance admits
-/// the namespace and is Ready.
+/// Resolves the instance for the object `dependent`, checking that the instance admits the
+/// object's namespace, is Ready and takes it (see [`closed_to`]).
 pub async fn resolve(
     ctx: &Context,
     reference: &InstanceRef,
-    namespace: &str,
+    dependent: &ObjectMeta,
 ) -> Result<Result<Target, TargetProblem>, kube::Error> {
     Ok(
-        match resolve_mongo_first(ctx, reference, namespace).await? {
+        match resolve_mongo_first(ctx, reference, dependent).await? {
             Ok(MongoFirst {
                 redis_out: Some(problem),
                 ..
@@ -164,12 +164,16 @@ pub struct MongoFirst {
 pub async fn resolve_mongo_first(
     ctx: &Context,
     reference: &InstanceRef,
-    namespace: &str,
+    dependent: &ObjectMeta,
 ) -> Result<Result<MongoFirst, TargetProblem>, kube::Error> {
+    let namespace = dependent.namespace.as_deref().unwrap_or_default();
     let instance = match admitted_instance(ctx, reference, namespace).await? {
         Ok(instance) => instance,
         Err(problem) => return Ok(Err(problem)),
     };
+    if let Some(problem) = closed_to(&instance, dependent, reference) {
+        return Ok(Err(problem));
+    }
     let conditions = instance.conditions();
     let generation = instance.metadata.generation;
     let redis_out = match is_ready(conditions, generation) {
@@ -198,6 +202,31 @@ pub async fn resolve_mongo_first(
             ),
         })),
     }
+}
+
+/// Why an instance being deleted does not take `dependent`: it was created once the deletion
+/// had begun (the API server's clock stamps both, to the second; the same second counts as
+/// after). The deletion's last look for dependents may have missed it, and what it wrote
+/// would then have no instance to be cleaned up through. An object from before goes on: the
+/// deletion waits for it.
+fn closed_to(
+    instance: &LibreChatInstance,
+    dependent: &ObjectMeta,
+    reference: &InstanceRef,
+) -> Option<TargetProblem> {
+    let began = instance.metadata.deletion_timestamp.as_ref()?;
+    let created = dependent.creation_timestamp.as_ref()?;
+    (created.0 >= began.0).then(|| {
+        let namespace = dependent.namespace.as_deref().unwrap_or_default();
+        TargetProblem {
+            reason: reason::INSTANCE_NOT_READY,
+            message: format!(
+                "LibreChatInstance {}/{} is being deleted, and an object created since is not applied to it: point instanceRef at another instance",
+                instance_namespace(reference, namespace),
+                instance.name_any()
+            ),
+        }
+    })
 }
 
 /// Whether the instance's own reconcile found MongoDB reachable and its declared Redis not,
@@ -362,7 +391,7 @@ pub async fn cleanup_stores(
 }
 
 /// The instance a group's or role's cleanup undoes its writes on; `None` when it does not
-/// exist or the operator may not read it (then it never wrote through it either).
+/// exist or the operator may not read it.
 async fn instance_to_clean_up(
     ctx: &Context,
     reference: &InstanceRef,
@@ -386,16 +415,24 @@ pub fn nothing_to_undo_without(recorded: Option<&str>) -> bool {
 /// Where the cleanup of an object in `namespace` undoes what it wrote (`undoing`, said when
 /// it must wait): its instance and stores, whatever the object's status says (status is no
 /// identity: what the object wrote is found by its ownership records) and whether the
-/// namespace is still admitted. `None`: the instance is gone, which it is only after its
-/// dependents' cleanups, so nothing is left to reach.
+/// namespace is still admitted. `None`: there is no instance and the object was never
+/// applied to one (`recorded`, as for [`nothing_to_undo_without`]). One that was waits for
+/// its instance, as a ban does, rather than leave its group or role (members, permissions,
+/// grants) behind, and its name held, under a record nobody owns.
 pub async fn cleanup_target(
     ctx: &Context,
     reference: &InstanceRef,
     namespace: &str,
-    undoing: &str,
+    (recorded, undoing): (Option<&str>, &str),
 ) -> Result<Option<Target>, super::ReconcileError> {
     let Some(instance) = instance_to_clean_up(ctx, reference, namespace).await? else {
-        return Ok(None);
+        if nothing_to_undo_without(recorded) {
+            return Ok(None);
+        }
+        return Err(super::ReconcileError::Blocked(format!(
+            "cannot {undoing} yet: LibreChatInstance '{}' no longer exists (or the operator may not read it), and this object wrote through it. Re-create the instance on the same database for the cleanup to undo what it wrote, or remove this object's finalizer by hand to leave it in LibreChat",
+            reference.name
+        )));
     };
     match cleanup_stores(ctx, &instance, namespace, true).await {
         Ok(stores) => Ok(Some(Target { instance, stores })),

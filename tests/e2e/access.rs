@@ -235,6 +235,59 @@ async fn a_group_is_what_librechat_reads_for_its_members() {
     }));
 }
 
+/// A group and a role whose instance was forced out (its finalizer removed by hand) after
+/// they wrote: deleting them waits for the instance (`DeleteBlocked`, saying what to do), as a
+/// ban's or an invitation's deletion does, rather than leave the LibreChat group and role (and
+/// their names, held by records nobody owns) behind. The instance back, both go from LibreChat.
+#[tokio::test]
+async fn a_group_and_a_role_whose_instance_went_wait_for_it_before_they_go() {
+    let w = World::with_instance("acc-gone", json!({})).await;
+    let group = json!({ "instanceRef": { "name": "lc" }, "name": "Gone Crew" });
+    let role = json!({ "instanceRef": { "name": "lc" }, "name": "GONEROLE",
+                       "permissions": { "AGENTS": { "USE": true } } });
+    w.apply("LibreChatGroup", "crew", group).await;
+    w.apply("LibreChatRole", "gone", role).await;
+    w.wait_condition("librechatgroups", "crew", "Ready", "True", None)
+        .await;
+    w.wait_condition("librechatroles", "gone", "Ready", "True", None)
+        .await;
+    let role_doc = || async {
+        w.db.collection::<Document>("roles")
+            .find_one(doc! { "name": "GONEROLE" })
+            .await
+            .unwrap()
+    };
+    assert!(group_doc(&w, "Gone Crew").await.is_some() && role_doc().await.is_some());
+
+    w.force_out_instance("lc", ("librechatgroups", "crew"))
+        .await;
+    w.delete("LibreChatGroup", "crew").await;
+    w.delete("LibreChatRole", "gone").await;
+    for plural in ["librechatgroups", "librechatroles"] {
+        let name = if plural == "librechatgroups" {
+            "crew"
+        } else {
+            "gone"
+        };
+        let blocked = w
+            .wait_condition(plural, name, "Ready", "False", Some("DeleteBlocked"))
+            .await;
+        let told = condition(&blocked, "Ready").unwrap().message;
+        assert!(told.contains("no longer exists"), "{plural}: {told}");
+    }
+    assert!(
+        group_doc(&w, "Gone Crew").await.is_some(),
+        "the group went undone"
+    );
+    assert!(role_doc().await.is_some(), "the role went undone");
+
+    w.apply_instance("lc", &env("REDIS_URL"), json!({})).await;
+    w.wait_gone("librechatgroups", "crew").await;
+    w.wait_gone("librechatroles", "gone").await;
+    assert!(group_doc(&w, "Gone Crew").await.is_none());
+    assert!(role_doc().await.is_none());
+}
+
 #[tokio::test]
 async fn a_custom_role_is_kept_as_declared_and_its_deletion_moves_users_to_user() {
     let mut w = World::new("acc-role").await;

@@ -234,6 +234,18 @@ fn with_refused_credentials(uri: &str, password: &str) -> String {
     format!("{scheme}://lco-nobody:{password}@{host}")
 }
 
+/// Waits until the instance says the store behind `store_condition` refused its credentials.
+async fn refused(w: &World, store_condition: &str) {
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        store_condition,
+        "False",
+        Some("AuthenticationFailed"),
+    )
+    .await;
+}
+
 /// Reads the instance for a while: the refusal must stay a refusal (the driver reports later
 /// calls as failed server selections; read as an outage, the status would flip between a
 /// problem a person fixes and one that passes by itself).
@@ -277,14 +289,7 @@ async fn credentials_a_store_refuses_stall_the_instance_until_fixed() {
     .await;
     w.apply_instance_of_stores("lc", json!({ "resyncPeriod": "2s" }))
         .await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "MongoReachable",
-        "False",
-        Some("AuthenticationFailed"),
-    )
-    .await;
+    refused(&w, "MongoReachable").await;
     let obj = stays_refused(&w, "MongoReachable").await;
     let message = condition(&obj, "Ready").unwrap().message;
     assert!(message.contains("Fix the URI in the Secret"), "{message}");
@@ -296,14 +301,7 @@ async fn credentials_a_store_refuses_stall_the_instance_until_fixed() {
         &[("mongo", &w.mongo_uri()), ("redis", &refused_redis)],
     )
     .await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "RedisReachable",
-        "False",
-        Some("AuthenticationFailed"),
-    )
-    .await;
+    refused(&w, "RedisReachable").await;
     let obj = stays_refused(&w, "RedisReachable").await;
     assert_eq!(condition(&obj, "MongoReachable").unwrap().status, "True");
     assert!(!obj.to_string().contains(password));
@@ -339,14 +337,7 @@ async fn a_redis_asking_for_a_password_the_uri_lacks_is_a_credentials_problem() 
     let uri = format!("redis://127.0.0.1:{port}/");
     w.apply_instance("lc", &uri, json!({ "resyncPeriod": "2s" }))
         .await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "RedisReachable",
-        "False",
-        Some("AuthenticationFailed"),
-    )
-    .await;
+    refused(&w, "RedisReachable").await;
     let fixed = format!("redis://:{password}@127.0.0.1:{port}/");
     w.secret("lc-stores", &[("mongo", &w.mongo_uri()), ("redis", &fixed)])
         .await;
@@ -555,9 +546,56 @@ fn tempdir(label: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The race this closes: an instance's deletion removes its finalizer once its last look finds
+/// no dependent, and an object created meanwhile, reading the instance still Ready, wrote an
+/// account nothing would clean up. An object created once the deletion began is not applied
+/// (it says why, whatever else the instance's status says); older ones are waited for; both
+/// go, and then the instance.
+#[tokio::test]
+async fn an_instance_being_deleted_takes_no_new_dependents() {
+    let w = World::with_instance("inst-closing", json!({})).await;
+    let user = |email: &str| json!({ "instanceRef": { "name": "lc" }, "email": email });
+    w.apply("LibreChatUser", "old", user("old@example.com"))
+        .await;
+    w.wait_condition("librechatusers", "old", "Ready", "True", None)
+        .await;
+    w.delete("LibreChatInstance", "lc").await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "Ready",
+        "False",
+        Some("DependentsRemain"),
+    )
+    .await;
+
+    w.apply("LibreChatUser", "late", user("late@example.com"))
+        .await;
+    let late = w
+        .wait_condition(
+            "librechatusers",
+            "late",
+            "Ready",
+            "False",
+            Some("InstanceNotReady"),
+        )
+        .await;
+    let told = condition(&late, "Ready").unwrap().message;
+    assert!(told.contains("created since is not applied"), "{told}");
+    assert!(w.find_user("late@example.com").await.is_none());
+
+    for name in ["late", "old"] {
+        w.delete("LibreChatUser", name).await;
+        w.wait_gone("librechatusers", name).await;
+    }
+    w.wait_gone("librechatinstances", "lc").await;
+    assert!(w.find_user("late@example.com").await.is_none());
+    assert!(w.find_user("old@example.com").await.is_some(), "Retain");
+}
+
 /// Objects whose `instanceRef` names an instance that does not exist (a misspelt name) never
 /// wrote anything, so deleting them is not held up waiting for that instance: a user with the
-/// Delete policy, a ban and an invitation all go.
+/// Delete policy, a ban, an invitation, a group and a role all go.
 #[tokio::test]
 async fn objects_applied_to_a_missing_instance_can_be_deleted() {
     let w = World::with_instance("inst-typo", json!({})).await;
@@ -580,6 +618,18 @@ async fn objects_applied_to_a_missing_instance_can_be_deleted() {
             "userinvites",
             "i",
             json!({ "instanceRef": missing, "email": "typo@example.com" }),
+        ),
+        (
+            "LibreChatGroup",
+            "librechatgroups",
+            "g",
+            json!({ "instanceRef": missing, "name": "Typo Crew" }),
+        ),
+        (
+            "LibreChatRole",
+            "librechatroles",
+            "r",
+            json!({ "instanceRef": missing, "name": "TYPOROLE", "permissions": { "AGENTS": { "USE": true } } }),
         ),
     ];
     for (kind, plural, name, spec) in &objects {

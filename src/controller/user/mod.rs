@@ -401,7 +401,7 @@ async fn resolve(
     let (target, redis_out) = match target::resolve_mongo_first(
         ctx,
         &user.spec.instance_ref,
-        &namespace,
+        &user.metadata,
     )
     .await?
     {
