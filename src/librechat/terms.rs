@@ -7,6 +7,11 @@
 //! - a reset interrupted by a crash is finished by the next call, sparing the acceptances
 //!   LibreChat stamped since `pendingSince` (nobody loses an acceptance of the new terms);
 //! - done, it costs one read per call.
+//!
+//! The record is one per database, and names the instance that declared its version: another
+//! instance on the same database declaring another version would otherwise reset every
+//! acceptance at each check, the two in turn, for ever. Its version is applied only once the
+//! one named no longer declares its own (the caller judges that: `may_replace`).
 
 use mongodb::bson::{doc, DateTime, Document};
 
@@ -17,6 +22,37 @@ use super::Store;
 /// The operator's record of the terms version, one document `{_id: "terms"}`.
 pub const TERMS: &str = "librechat_operator_terms";
 const RECORD_ID: &str = "terms";
+
+/// The instance declaring a version: its uid (one re-created is another) and `namespace/name`.
+pub struct TermsDeclarer<'a> {
+    pub uid: &'a str,
+    pub name: &'a str,
+}
+
+/// The record's version was declared by another instance (`uid`, `name`) than the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TermsHeld {
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+}
+
+impl TermsHeld {
+    /// Another instance declared the record's different version, unless it is `may_replace`.
+    fn of(record: &Document, by: &TermsDeclarer<'_>, may_replace: Option<&str>) -> Option<Self> {
+        let declarer = record.get_document("declaredBy").ok()?;
+        let uid = declarer.get_str("uid").ok()?;
+        (uid != by.uid && Some(uid) != may_replace).then(|| TermsHeld {
+            uid: uid.to_string(),
+            name: declarer.get_str("name").unwrap_or_default().to_string(),
+            version: record.get_str("version").unwrap_or_default().to_string(),
+        })
+    }
+}
+
+fn declared_by(by: &TermsDeclarer<'_>) -> Document {
+    doc! { "uid": by.uid, "name": by.name }
+}
 
 /// The version in force, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,24 +78,35 @@ fn applied(d: &Document) -> Option<AppliedTerms> {
 }
 
 impl Store {
-    /// Makes `version` the one in force; see the module documentation.
-    pub async fn apply_terms_version(&self, version: &str) -> Result<AppliedTerms, StoreError> {
+    /// Makes `version`, declared `by` an instance, the one in force; see the module
+    /// documentation. `Ok(Err(_))`: another instance declared the different version recorded,
+    /// and it is not `may_replace`; nothing was written.
+    pub async fn apply_terms_version(
+        &self,
+        version: &str,
+        by: &TermsDeclarer<'_>,
+        may_replace: Option<&str>,
+    ) -> Result<Result<AppliedTerms, TermsHeld>, StoreError> {
         let Some(record) = self.terms_record().await? else {
-            return self.first_terms_version(version).await;
+            return self.first_terms_version(version, by).await.map(Ok);
         };
         let pending = record.get_datetime("pendingSince").ok().copied();
-        match (record.get_str("version").ok() == Some(version), pending) {
+        let applied_now = match (record.get_str("version").ok() == Some(version), pending) {
             (true, None) => {
                 applied(&record).ok_or(StoreError::Contended("the terms record is malformed"))
             }
             (true, Some(since)) => self.finish_terms_reset(version, Some(since)).await,
             (false, _) => {
+                if let Some(held) = TermsHeld::of(&record, by, may_replace) {
+                    return Ok(Err(held));
+                }
                 let since = DateTime::now();
                 let promised = self
                     .collection(TERMS)
                     .update_one(
                         doc! { "_id": RECORD_ID, "version": record.get("version").cloned().unwrap_or(mongodb::bson::Bson::Null) },
-                        doc! { "$set": { "version": version, "pendingSince": since, "reset": true } },
+                        doc! { "$set": { "version": version, "pendingSince": since, "reset": true,
+                        "declaredBy": declared_by(by) } },
                     )
                     .deadline("promising a terms reset")
                     .await?;
@@ -69,7 +116,8 @@ impl Store {
                 crate::fault::crash_point("after-terms-promise");
                 self.finish_terms_reset(version, None).await
             }
-        }
+        };
+        applied_now.map(Ok)
     }
 
     /// With no version declared: a reset promised for one whose declaration was removed before
@@ -101,12 +149,17 @@ impl Store {
 
     /// The first version declared: nobody accepted "a version" yet, so it is recorded as the
     /// one the existing acceptances stand for, without a reset.
-    async fn first_terms_version(&self, version: &str) -> Result<AppliedTerms, StoreError> {
+    async fn first_terms_version(
+        &self,
+        version: &str,
+        by: &TermsDeclarer<'_>,
+    ) -> Result<AppliedTerms, StoreError> {
         let now = DateTime::now();
         let inserted = self
             .collection(TERMS)
             .insert_one(
-                doc! { "_id": RECORD_ID, "version": version, "appliedAt": now, "reset": false },
+                doc! { "_id": RECORD_ID, "version": version, "appliedAt": now,
+                "reset": false, "declaredBy": declared_by(by) },
             )
             .deadline("recording the terms version")
             .await;
@@ -172,5 +225,36 @@ impl Store {
             reset: true,
             accounts_reset: Some(result.modified_count),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: &str, uid: Option<&str>) -> Document {
+        let mut d = doc! { "_id": RECORD_ID, "version": version };
+        if let Some(uid) = uid {
+            d.insert("declaredBy", doc! { "uid": uid, "name": "chat-a/lc" });
+        }
+        d
+    }
+
+    #[test]
+    fn a_version_another_instance_declared_holds_unless_it_may_be_replaced() {
+        let b = TermsDeclarer {
+            uid: "uid-b",
+            name: "chat-b/lc",
+        };
+        let held = TermsHeld::of(&record("v1", Some("uid-a")), &b, None).unwrap();
+        assert_eq!(
+            (held.uid.as_str(), held.name.as_str()),
+            ("uid-a", "chat-a/lc")
+        );
+        assert_eq!(held.version, "v1");
+        assert!(TermsHeld::of(&record("v1", Some("uid-a")), &b, Some("uid-a")).is_none());
+        // Its own record, and one written before records named their instance.
+        assert!(TermsHeld::of(&record("v1", Some("uid-b")), &b, None).is_none());
+        assert!(TermsHeld::of(&record("v1", None), &b, None).is_none());
     }
 }

@@ -246,3 +246,52 @@ async fn a_reset_cut_short_is_finished_when_the_version_is_no_longer_declared() 
     let record = terms_record(&w).await;
     assert!(!record.contains_key("pendingSince"));
 }
+
+/// Two instances on one database (another team's, or an old one left while a new one is set
+/// up) declaring different versions: each check of one reset every acceptance, then the
+/// other's, for ever. The second is refused, says which instance's version is in force, and
+/// resets nothing; once the first no longer declares its own, the second's applies, once.
+#[tokio::test]
+async fn two_instances_on_one_database_do_not_reset_each_others_terms() {
+    let mut w = World::new("terms-two").await;
+    w.start_operator();
+    registered(&w, "both@example.com").await;
+    w.ready_instance("lc", terms(&w, "v1")).await;
+    applied_version(&w, "v1", false).await;
+
+    w.apply_instance_of_stores("lc2", terms(&w, "v2")).await;
+    eventually(
+        "the second instance to say whose version is in force",
+        || async {
+            let obj = w.get("librechatinstances", "lc2").await?;
+            let ready = condition(&obj, "Ready")?;
+            let told = format!("LibreChatInstance {}/lc, on the same database", w.ns);
+            ready.message.contains(&told).then_some(())
+        },
+    )
+    .await;
+    // Several checks of both (every 3 s) later, nothing was reset.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(accepted(&w, "both@example.com").await, "reset by lc2");
+    assert_eq!(terms_record(&w).await.get_str("version").unwrap(), "v1");
+
+    // The first stops declaring a version: the second's is applied, with one reset.
+    let mut without_terms = terms(&w, "v1");
+    without_terms.as_object_mut().unwrap().remove("terms");
+    w.apply_instance_of_stores("lc", without_terms).await;
+    eventually("v2 applied by the second instance", || async {
+        let obj = w.get("librechatinstances", "lc2").await?;
+        let t = obj.pointer("/status/terms")?;
+        (t["appliedVersion"] == "v2" && t["reset"] == true).then_some(())
+    })
+    .await;
+    assert!(!accepted(&w, "both@example.com").await);
+    let stamp = accept(&w, "both@example.com").await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let user = w.find_user("both@example.com").await.unwrap();
+    assert_eq!(
+        user.get_datetime("termsAcceptedAt").unwrap(),
+        &stamp,
+        "reset twice"
+    );
+}
