@@ -134,8 +134,8 @@ impl BatchedReads {
 /// made a 20 MiB copy at once, the operator's largest allocation at its peak (heaptrack).
 const CURSOR_BATCH: u32 = 500;
 
-/// The documents of `collection` matching `filter`, by `_id`: one cursor drained within one
-/// deadline, in replies of at most [`CURSOR_BATCH`].
+/// The documents of `collection` matching `filter`, by `_id`: one cursor drained within its
+/// deadline ([`DrainFind::drain`]), in replies of at most [`CURSOR_BATCH`].
 pub(super) async fn documents_by_id(
     collection: &Collection<Document>,
     filter: Document,

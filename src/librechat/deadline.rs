@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::error::StoreError;
 
-/// How long one answer of MongoDB may take: a call, or the next batch of a cursor being
-/// drained (see [`DrainFind::drain`]).
+/// How long one MongoDB operation (a cursor drained to its end counts as one, see
+/// [`DrainFind::drain`]) may take.
 pub const MONGO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A MongoDB driver call, run with [`MONGO_DEADLINE`] and its error turned into a
@@ -38,9 +38,10 @@ impl<T, F> MongoCall<T> for F where F: IntoFuture<Output = Result<T, mongodb::er
 pub trait DrainFind<T>:
     IntoFuture<Output = Result<Cursor<T>, mongodb::error::Error>> + Sized
 {
-    /// Every document the call's cursor yields. The call and each further batch must each come
-    /// within [`MONGO_DEADLINE`]: a listing of every account may take longer in all, while a
-    /// server that stalls in the middle of it is still noticed within the deadline.
+    /// Every document the call's cursor yields: the call within [`MONGO_DEADLINE`], then the
+    /// whole drain within another. A bound on the whole matters to the callers that fall back
+    /// when a read is slow (the start-up pass over the ownership records reads them one by
+    /// one instead): a deadline per batch would let a slow server hold them for ever.
     fn drain(
         self,
         operation: &'static str,
@@ -51,12 +52,8 @@ pub trait DrainFind<T>:
     {
         let call = self.into_future();
         async move {
-            let mut cursor = call.deadline(operation).await?;
-            let mut all = Vec::new();
-            while let Some(document) = cursor.try_next().deadline(operation).await? {
-                all.push(document);
-            }
-            Ok(all)
+            let cursor = call.deadline(operation).await?;
+            cursor.try_collect().deadline(operation).await
         }
     }
 }
