@@ -331,13 +331,8 @@ mod tests {
             user_id: None,
             confirmed: true,
             created,
-            follow_ups: Vec::new(),
-            actions: Default::default(),
-            grants_given: Vec::new(),
-            refill: None,
-            deletion_started: false,
-            deletion_takes_transactions: false,
             role_check: None,
+            ..Claim::default()
         }
     }
 

@@ -58,6 +58,10 @@ pub struct Claim {
     /// Whether that deletion takes the account's transactions too (`deleteTransactions`, as
     /// it was when the deletion began: fixed from then on, whatever the spec says since).
     pub deletion_takes_transactions: bool,
+    /// Whether the object declared that its deletion deletes the account, as of its last
+    /// reconcile while its namespace was admitted (`None`: not recorded, by an earlier build).
+    /// A namespace taken out since writes nothing new: a policy switched later is not it.
+    pub delete_declared: Option<bool>,
 }
 
 impl Claim {
@@ -168,7 +172,13 @@ impl Store {
     }
 
     /// Claims `email` for `owner` unless another object holds it.
-    pub async fn claim(&self, email: &str, owner: &Owner) -> Result<ClaimResult, StoreError> {
+    /// `delete_declared`: see [`Claim::delete_declared`].
+    pub async fn claim(
+        &self,
+        email: &str,
+        owner: &Owner,
+        delete_declared: bool,
+    ) -> Result<ClaimResult, StoreError> {
         let record = doc! {
             "_id": email,
             "kind": &owner.kind,
@@ -176,6 +186,7 @@ impl Store {
             "name": &owner.name,
             "uid": &owner.uid,
             "claimedAt": DateTime::now(),
+            "deleteDeclared": delete_declared,
         };
         match self
             .collection(collections::OWNERS)
@@ -186,6 +197,7 @@ impl Store {
             Ok(_) => Ok(ClaimResult::Ours(Claim {
                 email: email.to_string(),
                 owner: owner.clone(),
+                delete_declared: Some(delete_declared),
                 ..Claim::default()
             })),
             Err(err) => {
@@ -481,6 +493,26 @@ impl Store {
     }
 
     /// Removes `owner_uid`'s ownership record of `email`.
+    /// Records what the claim's object declares of its account's deletion (see
+    /// [`Claim::delete_declared`]); a write only where it changed.
+    pub async fn record_delete_declared(
+        &self,
+        claim: &Claim,
+        delete_declared: bool,
+    ) -> Result<(), StoreError> {
+        if claim.delete_declared == Some(delete_declared) {
+            return Ok(());
+        }
+        self.collection(collections::OWNERS)
+            .update_one(
+                doc! { "_id": &claim.email, "uid": &claim.owner.uid },
+                doc! { "$set": { "deleteDeclared": delete_declared } },
+            )
+            .deadline("recording the deletion policy")
+            .await?;
+        Ok(())
+    }
+
     pub async fn release(&self, email: &str, owner_uid: &str) -> Result<(), StoreError> {
         self.collection(collections::OWNERS)
             .delete_one(doc! { "_id": email, "uid": owner_uid })
@@ -523,6 +555,7 @@ fn claim_from_doc(email: &str, d: &Document) -> Claim {
         refill: super::refill::claimed_from(d),
         deletion_started: d.get_bool("deletionStarted").unwrap_or(false),
         deletion_takes_transactions: d.get_bool("deleteTransactions").unwrap_or(false),
+        delete_declared: d.get_bool("deleteDeclared").ok(),
         role_check: super::role_check::RoleCheck::from_record(d),
     }
 }

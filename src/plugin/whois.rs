@@ -446,13 +446,8 @@ mod tests {
             user_id,
             confirmed: true,
             created: true,
-            follow_ups: vec![],
-            actions: Default::default(),
-            grants_given: Vec::new(),
-            refill: None,
-            deletion_started: false,
-            deletion_takes_transactions: false,
             role_check: None,
+            ..Claim::default()
         }
     }
 

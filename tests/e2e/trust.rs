@@ -4173,7 +4173,8 @@ async fn a_namespace_taken_out_of_the_policy_still_gets_its_owed_follow_ups() {
 /// The attack: a team taken out of `allowedNamespaces` (frozen by its administrators, whose
 /// README says its accounts stay) switches its LibreChatUsers to `deletionPolicy: Delete` and
 /// deletes them, to wipe the accounts the operator made for it with their conversations. The
-/// object goes and its account is released, not deleted.
+/// object goes and its account is released, not deleted. (A `Delete` declared while it was
+/// admitted still applies: `a_namespace_never_admitted_cannot_hold_up_the_instance_deletion`.)
 #[tokio::test]
 async fn a_namespace_taken_out_of_the_policy_cannot_delete_the_accounts_it_made() {
     let (w, t) = tenant_world("tr-outdel", json!({})).await;

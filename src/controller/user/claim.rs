@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use super::{Outcome, Plan};
 use crate::api::common::reason;
+use crate::api::user::DeletionPolicy;
 use crate::api::LibreChatUser;
 use crate::controller::context::Context;
 use crate::controller::error::ReconcileError;
@@ -109,7 +110,8 @@ pub(super) async fn take_ownership(
         }
         store.release(email, &stale.owner.uid).await?;
     }
-    match store.claim(email, owner).await? {
+    let delete_declared = user.spec.deletion_policy() == DeletionPolicy::Delete;
+    match store.claim(email, owner, delete_declared).await? {
         ClaimResult::Ours(c) => Ok(Ok(c)),
         ClaimResult::Taken(c) => {
             let message = format!(

@@ -70,13 +70,8 @@ pub(super) async fn cleanup(
         return Ok(Action::await_change());
     };
     let email = claim.email.clone();
-    // A deletion that began finishes: `Retain` set since (as a blocked deletion's message
-    // offers) would leave the account fenced from sign-in with half its data gone.
-    let policy = match claim.deletion_started {
-        true => DeletionPolicy::Delete,
-        false => policy,
-    };
     let tenancy = Tenancy::of(&instance, &namespace);
+    let policy = effective_policy(&claim, &tenancy, policy);
     // An account left behind keeps what it was given, but not a tenant's auto-refill: once
     // the object and its record are gone, nothing could take it back when the instance
     // revokes the namespace's right to declare it (an administrators' object keeps it, as
@@ -120,7 +115,14 @@ pub(super) async fn cleanup(
         )
         .await;
     }
-    if policy == DeletionPolicy::Retain {
+    if policy != user.spec.deletion_policy() && !claim.deletion_started {
+        let note = format!(
+            "did not delete LibreChat account {email}: namespace '{namespace}' is no longer in the instance's allowedNamespaces, and what it declares since is not applied (deletionPolicy was not Delete while it was); it was released and stays"
+        );
+        let account = claim.user_id.map(|id| id.to_hex());
+        let change = Change::applied("NotDeleted", target::instance_key(&instance), account, note);
+        ctx.changed(user, change.refused()).await;
+    } else if policy == DeletionPolicy::Retain {
         let note = format!("stopped managing LibreChat account {email}; the account stays");
         let account = claim.user_id.map(|id| id.to_hex());
         let instance = target::instance_key(&instance);
@@ -128,6 +130,24 @@ pub(super) async fn cleanup(
         ctx.changed(user, change).await;
     }
     Ok(Action::await_change())
+}
+
+/// What the deletion does with the account. A deletion that began finishes: `Retain` set
+/// since (as a blocked deletion's message offers) would leave the account fenced from sign-in
+/// with half its data gone. A namespace taken out of `allowedNamespaces` writes nothing new:
+/// the policy is the one it declared while admitted (as its claim records it), not a switch
+/// to `Delete` made since to wipe every account it made the moment it was frozen.
+fn effective_policy(claim: &Claim, tenancy: &Tenancy, declared: DeletionPolicy) -> DeletionPolicy {
+    if claim.deletion_started {
+        return DeletionPolicy::Delete;
+    }
+    if tenancy.admitted {
+        return declared;
+    }
+    match claim.delete_declared {
+        Some(true) => declared,
+        _ => DeletionPolicy::Retain,
+    }
 }
 
 /// Where a deletion happens and what the deleting object may do there.
@@ -254,13 +274,6 @@ fn deletion_refused(
         Some(format!(
             "the account now has the email {}, not {}",
             stored.email, claim.email
-        ))
-    } else if !tenancy.admitted {
-        // Taken out, a namespace writes nothing new: a deletionPolicy switched to Delete
-        // since would otherwise wipe every account it made, the moment it was frozen.
-        Some(format!(
-            "namespace '{}' is no longer in the instance's allowedNamespaces, and the accounts of a namespace taken out stay",
-            tenancy.namespace
         ))
     } else if !claim.made_its_account() && !tenancy.may_manage_adopted {
         Some(format!(

@@ -36,7 +36,7 @@ use super::status::now_rfc3339;
 use super::target;
 use super::tenancy::{owner_of, Tenancy};
 use crate::api::common::{condition, reason, Cond, FINALIZER};
-use crate::api::user::{ActionsStatus, VerificationStatus};
+use crate::api::user::{ActionsStatus, DeletionPolicy, VerificationStatus};
 use crate::api::validate::check_email;
 use crate::api::{LibreChatInstance, LibreChatUser};
 use crate::librechat::access::role_key;
@@ -315,6 +315,11 @@ async fn claim_and_converge(
         Ok(claim) => claim,
         Err(outcome) => return Ok(Converged::Done(Box::new(outcome))),
     };
+    // Admitted (it resolved its instance): what its deletion will do is as declared now.
+    let delete_declared = user.spec.deletion_policy() == DeletionPolicy::Delete;
+    plan.store()
+        .record_delete_declared(&claim, delete_declared)
+        .await?;
     let converged = account::converge(ctx, plan, claim, user, role_check).await?;
     if let Converged::Done(outcome) = &converged {
         if let (Some(id), true) = (outcome.user_id, outcome.ready.ok == Some(true)) {
