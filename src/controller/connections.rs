@@ -228,9 +228,10 @@ impl Connections {
         {
             return Err(failed.problem.clone());
         }
-        let previous = {
+        let (previous, replacing) = {
             let entries = self.entries.lock().await;
-            match entries.get(&key) {
+            let replacing = entries.contains_key(&key);
+            let previous = match entries.get(&key) {
                 // A Redis that was down when we connected is retried (unless the attempt this
                 // caller waited for just found it down); a connected one reconnects itself.
                 Some(entry)
@@ -246,7 +247,8 @@ impl Connections {
                     Some(entry.stores.clone())
                 }
                 _ => None,
-            }
+            };
+            (previous, replacing)
         };
         let (mongo_side, indexes_ensured, stats_taken, deletion_guard, database_epoch) =
             match &previous {
@@ -271,8 +273,12 @@ impl Connections {
                             return Err(problem);
                         }
                     };
+                    let store = match replacing {
+                        true => Store::new_after_another(db),
+                        false => Store::new(db, None),
+                    };
                     (
-                        Store::new(db, None),
+                        store,
                         Default::default(),
                         Default::default(),
                         self.deletion_guard_of(&mongo_fingerprint),

@@ -86,14 +86,30 @@ struct ReadsById {
 
 impl Store {
     pub fn new(db: Database, redis: Option<cache::RedisCache>) -> Self {
+        Self::build(db, redis, warm::WarmRecords::new)
+    }
+
+    /// A store of a database another store of this process may be writing through still (the
+    /// instance's URI changed while reconciles on the old one run): without the start-up pass,
+    /// whose records could be older than those writes, so that an object would take its own
+    /// record for missing or in an older state; every record is read from MongoDB.
+    pub fn new_after_another(db: Database) -> Self {
+        Self::build(db, None, warm::WarmRecords::without_pass)
+    }
+
+    fn build(
+        db: Database,
+        redis: Option<cache::RedisCache>,
+        records_at_start: fn(Collection<Document>, &'static str) -> warm::WarmRecords,
+    ) -> Self {
         let batched =
             |name: &str, operation| batch::BatchedReads::new(db.collection(name), operation);
         let reads = Arc::new(ReadsById {
             users: batched(collections::USERS, "reading a user"),
             claims: batched(collections::OWNERS, "reading ownership"),
             plugin_records: batched(plugins::PLUGIN_RECORDS, "reading the plugin record"),
-            claims_at_start: warm::WarmRecords::new(db.collection(collections::OWNERS), "uid"),
-            plugin_records_at_start: warm::WarmRecords::new(
+            claims_at_start: records_at_start(db.collection(collections::OWNERS), "uid"),
+            plugin_records_at_start: records_at_start(
                 db.collection(plugins::PLUGIN_RECORDS),
                 "owner",
             ),

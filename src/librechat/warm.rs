@@ -50,6 +50,15 @@ impl WarmRecords {
         }
     }
 
+    /// Records with no pass: every one is read on its own.
+    pub fn without_pass(collection: Collection<Document>, owner_field: &'static str) -> Self {
+        WarmRecords {
+            collection,
+            owner_field,
+            pass: OnceCell::new_with(Some(None)),
+        }
+    }
+
     /// The record `id` of `owner_uid` as the pass read it: `Some(None)` when it had none,
     /// `None` when the pass cannot answer (read MongoDB): a second ask, another owner's
     /// record, a pass that failed or is too old.
