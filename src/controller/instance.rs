@@ -127,6 +127,10 @@ async fn cleanup(
     // The dependents' cleanups connect through the cached stores: a Secret rotated while the
     // instance is being deleted (the old credentials revoked) must reach them too.
     let _ = ctx.connections.stores_for(&ctx.client, instance).await;
+    if !super::target::dependents_see_the_deletion(ctx, instance).await {
+        let why = "waiting for the operator's watch of instances to see the deletion before listing what depends on it";
+        return Err(ReconcileError::Blocked(why.into()));
+    }
     let remaining = super::dependents::of(ctx, instance).await?;
     if remaining.is_empty() {
         ctx.connections.forget(instance).await;

@@ -221,12 +221,39 @@ fn closed_to(
         TargetProblem {
             reason: reason::INSTANCE_NOT_READY,
             message: format!(
-                "LibreChatInstance {}/{} is being deleted, and an object created since is not applied to it: point instanceRef at another instance",
+                "LibreChatInstance {}/{} is being deleted, and an object created since is not applied to it: delete this object, or leave it to be applied once the instance is created again",
                 instance_namespace(reference, namespace),
                 instance.name_any()
             ),
         }
     })
+}
+
+/// Whether the dependents read `instance` as being deleted, waiting a little for their watch
+/// (another than the instance controller's) to catch up: only then does [`closed_to`] hold
+/// for every object the deletion's next look for dependents cannot see. `true` as well when
+/// their watch has it no more, or does not cover its namespace.
+pub async fn dependents_see_the_deletion(ctx: &Context, instance: &LibreChatInstance) -> bool {
+    use super::instance_watch::Cached;
+    let (namespace, name) = (
+        instance.namespace().unwrap_or_default(),
+        instance.name_any(),
+    );
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        let open = match ctx.instances.get(&namespace, &name).await {
+            Cached::Found(Some(seen)) => seen.metadata.deletion_timestamp.is_none(),
+            Cached::NotListedYet => true,
+            Cached::Found(None) | Cached::NotCovered => false,
+        };
+        if !open {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Whether the instance's own reconcile found MongoDB reachable and its declared Redis not,

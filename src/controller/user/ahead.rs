@@ -49,6 +49,11 @@ pub(super) async fn hash_while_waiting(user: &LibreChatUser, ctx: &Context, wait
     else {
         return;
     };
+    // Being deleted, it may take no new object (`target::closed_to`) and waits for the rest
+    // to go: nothing to hash for.
+    if instance.metadata.deletion_timestamp.is_some() {
+        return;
+    }
     let min_length = instance.spec.min_password_length();
     if !user.spec.problems(min_length).is_empty() {
         return;
