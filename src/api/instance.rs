@@ -308,7 +308,9 @@ pub struct LibreChatInstanceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_feed: Option<String>,
     /// The terms version applied to the accounts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Written as null when none is: a merge patch then removes the version an instance showed
+    // before another instance's version came into force on its database.
+    #[serde(default)]
     pub terms: Option<super::balance::TermsStatus>,
 }
 

@@ -18,8 +18,20 @@ use crate::librechat::{Store, StoreError};
 pub enum TermsNotApplied {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("LibreChatInstance {name}, on the same database, declares terms version '{version}' (the terms are one per database: nothing was reset). Declare the same version on both, or remove it from one")]
-    DeclaredElsewhere { name: String, version: String },
+    #[error("LibreChatInstance {}, on the same database, declares terms version '{}'{} (the terms are one per database: nothing was reset). Declare the same version on both, or remove it from one", .0.name, .0.version, if *.1 { "" } else { " as far as its record says: the operator cannot read that instance now" })]
+    DeclaredElsewhere(TermsHeld, bool),
+}
+
+/// What the instance a terms record names declares now, compared with a version.
+enum Declaration {
+    /// The same version.
+    This,
+    /// Another version.
+    Another,
+    /// None: it is gone, re-created (another uid), or declares no version.
+    Nothing,
+    /// It could not be read.
+    Unknown,
 }
 
 /// Applies the declared terms version and mirrors it. With none declared, a reset cut short
@@ -31,7 +43,16 @@ pub async fn apply(
     status: &mut LibreChatInstanceStatus,
 ) -> Result<(), TermsNotApplied> {
     let applied = match instance.spec.terms.as_ref() {
-        Some(terms) => declared(instance, ctx, &stores.store, terms.version.trim()).await?,
+        Some(terms) => match declared(instance, ctx, &stores.store, terms.version.trim()).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Not the version this instance asked for: nothing to mirror as applied.
+                if matches!(e, TermsNotApplied::DeclaredElsewhere(..)) {
+                    status.terms = None;
+                }
+                return Err(e);
+            }
+        },
         None => match stores.store.finish_pending_terms().await? {
             Some(finished) => finished,
             None => return Ok(()),
@@ -78,45 +99,49 @@ async fn declared(
         name: &name,
     };
     let held = match store.apply_terms_version(version, &by, None).await? {
-        Ok(applied) => return Ok(applied),
+        Ok(applied) => {
+            if let Some(other) = &applied.declared_elsewhere {
+                // In force, and the record names another instance: it is named there until
+                // it stops declaring this version, so that a third instance's version waits
+                // for this one too.
+                if let Declaration::Nothing = declaration_of(ctx, other, version).await {
+                    // A record changed meanwhile is judged again at the next check.
+                    let _named = store.apply_terms_version(version, &by, Some(other)).await?;
+                }
+            }
+            return Ok(applied);
+        }
         Err(held) => held,
     };
-    if still_declares_its_own(ctx, &held, version).await {
-        return Err(TermsNotApplied::DeclaredElsewhere {
-            name: held.name,
-            version: held.version,
-        });
-    }
-    match store
-        .apply_terms_version(version, &by, Some(&held.uid))
-        .await?
-    {
-        Ok(applied) => Ok(applied),
-        Err(other) => Err(TermsNotApplied::DeclaredElsewhere {
-            name: other.name,
-            version: other.version,
-        }),
+    match declaration_of(ctx, &held, version).await {
+        Declaration::Another => Err(TermsNotApplied::DeclaredElsewhere(held, true)),
+        Declaration::Unknown => Err(TermsNotApplied::DeclaredElsewhere(held, false)),
+        Declaration::This | Declaration::Nothing => {
+            match store.apply_terms_version(version, &by, Some(&held)).await? {
+                Ok(applied) => Ok(applied),
+                Err(other) => Err(TermsNotApplied::DeclaredElsewhere(other, true)),
+            }
+        }
     }
 }
 
-/// Whether the instance that recorded `held` (the same object: its uid) still declares a
-/// version other than `version`. One that cannot be read counts as declaring it: a reset of
-/// every acceptance is not made on a guess.
-async fn still_declares_its_own(ctx: &Context, held: &TermsHeld, version: &str) -> bool {
+/// What the instance `held` names (the same object: its uid) declares now, compared with
+/// `version`. A reset of every acceptance is not made on a guess: one that cannot be read is
+/// `Unknown`, and holds the record.
+async fn declaration_of(ctx: &Context, held: &TermsHeld, version: &str) -> Declaration {
     let Some((namespace, name)) = held.name.split_once('/') else {
-        return true;
+        return Declaration::Unknown;
     };
     let api: Api<LibreChatInstance> = Api::namespaced(ctx.client.clone(), namespace);
     match api.get_opt(name).await {
-        Ok(Some(other)) => {
-            other.uid().as_deref() == Some(held.uid.as_str())
-                && other
-                    .spec
-                    .terms
-                    .as_ref()
-                    .is_some_and(|t| t.version.trim() != version)
+        Ok(Some(named)) if named.uid().as_deref() == Some(held.uid.as_str()) => {
+            match named.spec.terms.as_ref().map(|t| t.version.trim()) {
+                Some(v) if v == version => Declaration::This,
+                Some(_) => Declaration::Another,
+                None => Declaration::Nothing,
+            }
         }
-        Ok(None) => false,
-        Err(_) => true,
+        Ok(_) => Declaration::Nothing,
+        Err(_) => Declaration::Unknown,
     }
 }

@@ -11,7 +11,9 @@
 //! The record is one per database, and names the instance that declared its version: another
 //! instance on the same database declaring another version would otherwise reset every
 //! acceptance at each check, the two in turn, for ever. Its version is applied only once the
-//! one named no longer declares its own (the caller judges that: `may_replace`).
+//! one named no longer declares its own (the caller judges that: `may_replace`); an instance
+//! declaring the version in force takes the record's name over the same way (and at once from
+//! a record that names nobody, as those of earlier builds).
 
 use mongodb::bson::{doc, DateTime, Document};
 
@@ -38,15 +40,21 @@ pub struct TermsHeld {
 }
 
 impl TermsHeld {
-    /// Another instance declared the record's different version, unless it is `may_replace`.
-    fn of(record: &Document, by: &TermsDeclarer<'_>, may_replace: Option<&str>) -> Option<Self> {
+    /// The record names another instance than `by`, and not as `may_replace` saw it (the
+    /// same instance and version: a record changed since is judged again).
+    fn of(
+        record: &Document,
+        by: &TermsDeclarer<'_>,
+        may_replace: Option<&TermsHeld>,
+    ) -> Option<Self> {
         let declarer = record.get_document("declaredBy").ok()?;
         let uid = declarer.get_str("uid").ok()?;
-        (uid != by.uid && Some(uid) != may_replace).then(|| TermsHeld {
+        let held = TermsHeld {
             uid: uid.to_string(),
             name: declarer.get_str("name").unwrap_or_default().to_string(),
             version: record.get_str("version").unwrap_or_default().to_string(),
-        })
+        };
+        (uid != by.uid && may_replace != Some(&held)).then_some(held)
     }
 }
 
@@ -63,6 +71,8 @@ pub struct AppliedTerms {
     pub reset: bool,
     /// Whether this call wrote anything (and how many accounts it reset).
     pub accounts_reset: Option<u64>,
+    /// The other instance the record names as the declarer of this same version.
+    pub declared_elsewhere: Option<TermsHeld>,
 }
 
 fn applied(d: &Document) -> Option<AppliedTerms> {
@@ -74,6 +84,7 @@ fn applied(d: &Document) -> Option<AppliedTerms> {
             .unwrap_or(DateTime::from_millis(0)),
         reset: d.get_bool("reset").unwrap_or(false),
         accounts_reset: None,
+        declared_elsewhere: None,
     })
 }
 
@@ -85,7 +96,7 @@ impl Store {
         &self,
         version: &str,
         by: &TermsDeclarer<'_>,
-        may_replace: Option<&str>,
+        may_replace: Option<&TermsHeld>,
     ) -> Result<Result<AppliedTerms, TermsHeld>, StoreError> {
         let Some(record) = self.terms_record().await? else {
             return self.first_terms_version(version, by).await.map(Ok);
@@ -93,7 +104,13 @@ impl Store {
         let pending = record.get_datetime("pendingSince").ok().copied();
         let applied_now = match (record.get_str("version").ok() == Some(version), pending) {
             (true, None) => {
-                applied(&record).ok_or(StoreError::Contended("the terms record is malformed"))
+                let mut in_force = applied(&record)
+                    .ok_or(StoreError::Contended("the terms record is malformed"))?;
+                in_force.declared_elsewhere = TermsHeld::of(&record, by, may_replace);
+                if in_force.declared_elsewhere.is_none() {
+                    self.name_terms_declarer(&record, by).await?;
+                }
+                Ok(in_force)
             }
             (true, Some(since)) => self.finish_terms_reset(version, Some(since)).await,
             (false, _) => {
@@ -140,6 +157,32 @@ impl Store {
         }
     }
 
+    /// Names `by` in the record read (`record`, its version in force) where it names nobody
+    /// or another instance the caller may replace; nothing when it changed since.
+    async fn name_terms_declarer(
+        &self,
+        record: &Document,
+        by: &TermsDeclarer<'_>,
+    ) -> Result<(), StoreError> {
+        let named = record.get("declaredBy").cloned();
+        if named
+            .as_ref()
+            .and_then(|d| d.as_document()?.get_str("uid").ok())
+            == Some(by.uid)
+        {
+            return Ok(());
+        }
+        let as_read = named.unwrap_or(mongodb::bson::Bson::Null);
+        self.collection(TERMS)
+            .update_one(
+                doc! { "_id": RECORD_ID, "version": record.get("version").cloned(), "declaredBy": as_read },
+                doc! { "$set": { "declaredBy": declared_by(by) } },
+            )
+            .deadline("recording the terms version")
+            .await?;
+        Ok(())
+    }
+
     async fn terms_record(&self) -> Result<Option<Document>, StoreError> {
         self.collection(TERMS)
             .find_one(doc! { "_id": RECORD_ID })
@@ -169,6 +212,7 @@ impl Store {
                 applied_at: now,
                 reset: false,
                 accounts_reset: Some(0),
+                declared_elsewhere: None,
             }),
             // Another call recorded one meanwhile: decide again from it.
             Err(e) if e.is_duplicate_key() => {
@@ -224,6 +268,7 @@ impl Store {
             applied_at: now,
             reset: true,
             accounts_reset: Some(result.modified_count),
+            declared_elsewhere: None,
         })
     }
 }
@@ -252,7 +297,9 @@ mod tests {
             ("uid-a", "chat-a/lc")
         );
         assert_eq!(held.version, "v1");
-        assert!(TermsHeld::of(&record("v1", Some("uid-a")), &b, Some("uid-a")).is_none());
+        assert!(TermsHeld::of(&record("v1", Some("uid-a")), &b, Some(&held)).is_none());
+        // Judged on another version of the record: judged again.
+        assert!(TermsHeld::of(&record("v3", Some("uid-a")), &b, Some(&held)).is_some());
         // Its own record, and one written before records named their instance.
         assert!(TermsHeld::of(&record("v1", Some("uid-b")), &b, None).is_none());
         assert!(TermsHeld::of(&record("v1", None), &b, None).is_none());

@@ -258,6 +258,26 @@ async fn two_instances_on_one_database_do_not_reset_each_others_terms() {
     registered(&w, "both@example.com").await;
     w.ready_instance("lc", terms(&w, "v1")).await;
     applied_version(&w, "v1", false).await;
+    // A record of an earlier build names no instance: the one declaring the version in force
+    // names itself at its next check.
+    w.db.collection::<Document>("librechat_operator_terms")
+        .update_one(
+            doc! { "_id": "terms" },
+            doc! { "$unset": { "declaredBy": "" } },
+        )
+        .await
+        .unwrap();
+    let lc = format!("{}/lc", w.ns);
+    eventually("the record to name lc again", || async {
+        let record = terms_record(&w).await;
+        let named = record
+            .get_document("declaredBy")
+            .ok()?
+            .get_str("name")
+            .ok()?;
+        (named == lc).then_some(())
+    })
+    .await;
 
     w.apply_instance_of_stores("lc2", terms(&w, "v2")).await;
     eventually(
@@ -274,6 +294,8 @@ async fn two_instances_on_one_database_do_not_reset_each_others_terms() {
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert!(accepted(&w, "both@example.com").await, "reset by lc2");
     assert_eq!(terms_record(&w).await.get_str("version").unwrap(), "v1");
+    let lc2 = w.get("librechatinstances", "lc2").await.unwrap();
+    assert!(lc2.pointer("/status/terms").is_none(), "{lc2}");
 
     // The first stops declaring a version: the second's is applied, with one reset.
     let mut without_terms = terms(&w, "v1");
