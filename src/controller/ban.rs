@@ -278,7 +278,15 @@ async fn keep_only_what_it_may_hold(
             active: false,
             ..outcome
         },
-        // Nothing held here (applied elsewhere, say): status keeps what it showed.
+        // Nothing held on the instance status names: not active, even where the status
+        // written after an earlier lift was lost. Applied elsewhere, status keeps what it
+        // showed of that instance.
+        (false, false) if outcome.instance == Some(target::instance_key(&target.instance)) => {
+            Outcome {
+                active: false,
+                ..outcome
+            }
+        }
         (false, false) => outcome,
     })
 }
