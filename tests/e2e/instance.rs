@@ -559,15 +559,7 @@ async fn an_instance_being_deleted_takes_no_new_dependents() {
         .await;
     w.wait_condition("librechatusers", "old", "Ready", "True", None)
         .await;
-    w.delete("LibreChatInstance", "lc").await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "Ready",
-        "False",
-        Some("DependentsRemain"),
-    )
-    .await;
+    crate::trust::delete_instance_held_by_dependents(&w).await;
 
     w.apply("LibreChatUser", "late", user("late@example.com"))
         .await;

@@ -330,15 +330,7 @@ async fn status_whois_and_stats_through_kubectl() {
     }
 
     // Deleting the instance waits for the users that point at it: a blocked deletion.
-    w.delete("LibreChatInstance", "lc").await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "Ready",
-        "False",
-        Some("DependentsRemain"),
-    )
-    .await;
+    crate::trust::delete_instance_held_by_dependents(&w).await;
     let blocked = run(&["status", "-n", ns]);
     assert!(
         blocked

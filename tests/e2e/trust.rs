@@ -97,7 +97,7 @@ pub(crate) async fn ready_in(
 }
 
 /// Deletes the instance `lc` and returns what its `Ready` says while dependents hold it.
-async fn delete_instance_held_by_dependents(w: &World) -> String {
+pub(crate) async fn delete_instance_held_by_dependents(w: &World) -> String {
     w.delete("LibreChatInstance", "lc").await;
     ready_in(
         w,
