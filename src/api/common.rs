@@ -88,6 +88,7 @@ pub const STALLED_REASONS: &[&str] = &[
     reason::PASSWORD_INVALID,
     reason::NOT_PERMITTED,
     reason::IDENTITY_CHANGED,
+    reason::DATABASE_CHANGED,
     reason::BALANCE_DISABLED,
     reason::CREDENTIALS_INVALID,
     reason::PLUGIN_INVALID,
@@ -164,6 +165,9 @@ pub mod reason {
     pub const NOT_PERMITTED: &str = "NotPermitted";
     /// The account the ownership record names no longer has the declared email.
     pub const IDENTITY_CHANGED: &str = "IdentityChanged";
+    /// The instance's MongoDB URI reaches another database than the one its objects were
+    /// written to (a person confirms a move by annotation).
+    pub const DATABASE_CHANGED: &str = "DatabaseChanged";
     /// The instance is being deleted and waits for the objects that depend on it.
     pub const DEPENDENTS_REMAIN: &str = "DependentsRemain";
     /// A user declares a balance on an instance whose `balance.enabled` is not true.

@@ -307,6 +307,12 @@ pub struct LibreChatInstanceStatus {
     /// `Starting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_feed: Option<String>,
+    /// The identity mark of the database this instance's objects are written to (a document
+    /// of the operator's in that database, carried along by a dump and restore). A URI that
+    /// reaches a database with another mark, or none, stops the instance (`DatabaseChanged`)
+    /// until the annotation `librechat.ai/replace-database` names this mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_id: Option<String>,
     /// The terms version applied to the accounts.
     // Written as null when none is: a merge patch then removes the version an instance showed
     // before another instance's version came into force on its database.

@@ -8,6 +8,7 @@ use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
+use super::database_identity::DatabaseIdentity;
 use super::secrets::{read_secret_key, SecretError};
 use crate::api::common::reason;
 use crate::api::LibreChatInstance;
@@ -28,6 +29,14 @@ impl ConnectProblem {
         ConnectProblem {
             condition,
             reason: e.reason(),
+            message: e.to_string(),
+        }
+    }
+    /// A MongoDB call that failed on a connection: an outage, or credentials refused.
+    pub fn store(e: crate::librechat::StoreError) -> Self {
+        ConnectProblem {
+            condition: crate::api::common::condition::MONGO_REACHABLE,
+            reason: unavailable_reason(&e),
             message: e.to_string(),
         }
     }
@@ -64,6 +73,9 @@ pub struct Stores {
     /// instance's MongoDB URI changes (a restored or migrated database, say), so what was
     /// verified through the old one is not taken as verified in the new one.
     pub database_epoch: u64,
+    /// Whether this MongoDB side reaches the database the instance's objects were written
+    /// to: nothing is used through it before it does.
+    pub identity: Arc<DatabaseIdentity>,
 }
 
 /// The next `database_epoch`: unique within the process.
@@ -157,7 +169,8 @@ impl Connections {
         self.cached_or_connected(client, instance, |_| true).await
     }
 
-    /// The cached stores of `instance` when `usable`, else newly connected ones.
+    /// The cached stores of `instance` when `usable`, else newly connected ones; either only
+    /// once their database is the instance's (see `database_identity`).
     async fn cached_or_connected(
         &self,
         client: &Client,
@@ -171,10 +184,15 @@ impl Connections {
             .get(&key_of(instance))
             .map(|e| e.stores.clone())
             .filter(usable);
-        match cached {
-            Some(stores) => Ok(stores),
-            None => self.stores_for(client, instance).await,
-        }
+        let stores = match cached {
+            Some(stores) => stores,
+            None => self.stores_for(client, instance).await?,
+        };
+        stores
+            .identity
+            .confirm(&stores.store, instance, false)
+            .await?;
+        Ok(stores)
     }
 
     pub async fn stores_for(
@@ -250,7 +268,7 @@ impl Connections {
             };
             (previous, replacing)
         };
-        let (mongo_side, indexes_ensured, stats_taken, deletion_guard, database_epoch) =
+        let (mongo_side, indexes_ensured, stats_taken, deletion_guard, database_epoch, identity) =
             match &previous {
                 // Same MongoDB URI: keep the MongoDB side (pool, reads, records).
                 Some(stores) => (
@@ -259,6 +277,7 @@ impl Connections {
                     stores.stats_taken.clone(),
                     stores.deletion_guard.clone(),
                     stores.database_epoch,
+                    stores.identity.clone(),
                 ),
                 None => {
                     let (_client, db) = match connect_mongo(mongo_uri.trim()).await {
@@ -283,6 +302,7 @@ impl Connections {
                         Default::default(),
                         self.deletion_guard_of(&mongo_fingerprint),
                         NEXT_DATABASE_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        Default::default(),
                     )
                 }
             };
@@ -304,6 +324,7 @@ impl Connections {
             stats_taken,
             deletion_guard,
             database_epoch,
+            identity,
         };
         self.entries.lock().await.insert(
             key,

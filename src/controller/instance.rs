@@ -248,6 +248,13 @@ async fn check(
 
     let mut notes = Vec::new();
     if mongo_ok {
+        match confirm_database(instance, ctx, &stores).await {
+            Ok(mark) => status.database_id = Some(mark),
+            Err(problem) => {
+                let stopped = Cond::new(condition::READY, false, problem.reason, problem.message);
+                return (vec![mongo, redis, stopped], false);
+            }
+        }
         if !stores.indexes_ensured.load(Ordering::Relaxed) {
             match stores.store.ensure_indexes().await {
                 Ok(report) => {
@@ -311,6 +318,34 @@ async fn check(
     };
     let healthy = ready.ok == Some(true);
     (vec![mongo, redis, ready], healthy)
+}
+
+/// The mark of the database the instance's connection reaches, when its objects may be
+/// written there: the database recorded, or any other while nothing points at the instance
+/// (there is nothing to strand). Checked before anything is written (indexes, terms).
+async fn confirm_database(
+    instance: &LibreChatInstance,
+    ctx: &Context,
+    stores: &super::connections::Stores,
+) -> Result<String, super::connections::ConnectProblem> {
+    let judged = stores
+        .identity
+        .confirm(&stores.store, instance, false)
+        .await;
+    match judged {
+        Err(p)
+            if p.reason == reason::DATABASE_CHANGED && nothing_points_at(ctx, instance).await =>
+        {
+            stores.identity.confirm(&stores.store, instance, true).await
+        }
+        judged => judged,
+    }
+}
+
+async fn nothing_points_at(ctx: &Context, instance: &LibreChatInstance) -> bool {
+    super::dependents::of(ctx, instance)
+        .await
+        .is_ok_and(|remaining| remaining.is_empty())
 }
 
 /// The longest the instance's stats go without a recount.

@@ -9,6 +9,7 @@ pub mod clients;
 pub mod connections;
 pub mod context;
 pub mod credentials;
+pub mod database_identity;
 pub mod declared;
 pub mod dependents;
 pub mod error;

@@ -17,6 +17,7 @@ pub mod edges;
 pub mod eks;
 pub mod error;
 pub mod hash_pool;
+pub mod identity;
 pub mod indexes;
 pub mod invites;
 pub mod names;

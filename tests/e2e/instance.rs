@@ -585,6 +585,141 @@ async fn an_instance_being_deleted_takes_no_new_dependents() {
     assert!(w.find_user("old@example.com").await.is_some(), "Retain");
 }
 
+/// The instance's Secret pointed at another database by mistake (a typo in the database name).
+/// Before, every write and cleanup moved there silently: a ban deleted meanwhile stayed in
+/// force in the database it was written to, and the accounts were made again in the other
+/// one. Now the instance stops (`DatabaseChanged`, saying what to do): nothing is written in
+/// the other database, a new account and the ban's lifting wait, and with the right URI back
+/// all goes on where it was. A move that is meant goes on once a person confirms it by
+/// annotation, and that confirmation lets no other move through.
+#[tokio::test]
+async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed() {
+    let w = World::with_instance("inst-dbswitch", json!({})).await;
+    let user = |email: &str| json!({ "instanceRef": { "name": "lc" }, "email": email });
+    w.apply("LibreChatUser", "old", user("old@example.com"))
+        .await;
+    w.wait_condition("librechatusers", "old", "Ready", "True", None)
+        .await;
+    let ban = json!({ "instanceRef": { "name": "lc" }, "ip": "203.0.113.9", "until": "2099-01-01T00:00:00Z" });
+    w.apply("UserBan", "by-ip", ban).await;
+    w.wait_condition("userbans", "by-ip", "Ready", "True", Some("Banned"))
+        .await;
+    let recorded = w.database_id("lc").await;
+    let marks = |db: mongodb::Database| async move {
+        db.collection::<mongodb::bson::Document>("librechat_operator_database")
+            .find_one(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .and_then(|d| d.get_str("mark").ok().map(str::to_string))
+    };
+    assert_eq!(
+        marks(w.db.clone()).await.as_deref(),
+        Some(recorded.as_str())
+    );
+    let ban_in_force = || async {
+        w.db.collection::<mongodb::bson::Document>("logs")
+            .find_one(mongodb::bson::doc! { "key": "BANS:203.0.113.9" })
+            .await
+            .unwrap()
+            .is_some()
+    };
+
+    let typo = format!("{}_typo", w.db_name);
+    let other = w.db.client().database(&typo);
+    point_at(&w, &typo).await;
+    let stopped = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "Ready",
+            "False",
+            Some("DatabaseChanged"),
+        )
+        .await;
+    let told = condition(&stopped, "Ready").unwrap().message;
+    assert!(
+        told.contains(&recorded) && told.contains("librechat.ai/replace-database"),
+        "{told}"
+    );
+    assert_eq!(condition(&stopped, "Stalled").unwrap().status, "True");
+    w.apply("LibreChatUser", "new", user("new@example.com"))
+        .await;
+    w.delete("UserBan", "by-ip").await;
+    w.wait_condition(
+        "librechatusers",
+        "new",
+        "Ready",
+        "False",
+        Some("InstanceNotReady"),
+    )
+    .await;
+    // Resyncs pass (every 3 s): still nothing there, and the ban still in force here.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let written = other.list_collection_names().await.unwrap();
+    assert!(
+        written.is_empty(),
+        "written in the other database: {written:?}"
+    );
+    assert!(w.get("userbans", "by-ip").await.is_some());
+    assert!(
+        ban_in_force().await,
+        "the ban was lifted elsewhere, or not at all"
+    );
+
+    // The right URI back: everything goes on where it was.
+    point_at(&w, &w.db_name).await;
+    w.wait_gone("userbans", "by-ip").await;
+    assert!(!ban_in_force().await, "the ban was not lifted");
+    w.wait_condition("librechatusers", "new", "Ready", "True", None)
+        .await;
+    assert!(w.find_user("new@example.com").await.is_some());
+
+    // A move that is meant: confirmed, the instance goes on in the other database, marked.
+    w.confirm_database_move("lc").await;
+    point_at(&w, &typo).await;
+    let moved = eventually("the instance to record the other database", || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        let id = obj.pointer("/status/databaseId")?.as_str()?;
+        (id != recorded).then(|| id.to_string())
+    })
+    .await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    assert_eq!(marks(other.clone()).await.as_deref(), Some(moved.as_str()));
+    eventually("the declared accounts in the other database", || async {
+        let users = other.collection::<mongodb::bson::Document>("users");
+        let n = users.count_documents(mongodb::bson::doc! {}).await.ok()?;
+        (n == 2).then_some(())
+    })
+    .await;
+
+    // That confirmation named the database it replaced: it lets no move back through.
+    point_at(&w, &w.db_name).await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "Ready",
+        "False",
+        Some("DatabaseChanged"),
+    )
+    .await;
+    w.confirm_database_move("lc").await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    assert_eq!(w.database_id("lc").await, recorded);
+    let _ = other.drop().await;
+}
+
+/// Points this world's instance Secret at database `db`.
+async fn point_at(w: &World, db: &str) {
+    let uri = mongo_uri_for(db);
+    w.secret(
+        "lc-stores",
+        &[("mongo", &uri), ("redis", &env("REDIS_URL"))],
+    )
+    .await;
+}
+
 /// Objects whose `instanceRef` names an instance that does not exist (a misspelt name) never
 /// wrote anything, so deleting them is not held up waiting for that instance: a user with the
 /// Delete policy, a ban, an invitation, a group and a role all go.

@@ -247,6 +247,27 @@ impl World {
         wait_condition_in(&self.client, &self.ns, plural, name, type_, status, reason).await
     }
 
+    /// The identity mark of the database instance `name` records (`status.databaseId`).
+    pub async fn database_id(&self, name: &str) -> String {
+        eventually("the instance to record its database", || async {
+            let obj = self.get("librechatinstances", name).await?;
+            let id = obj.pointer("/status/databaseId")?.as_str()?;
+            Some(id.to_string())
+        })
+        .await
+    }
+
+    /// Confirms, as a person would, that instance `name` may move away from the database it
+    /// records: the annotation naming that database's mark.
+    pub async fn confirm_database_move(&self, name: &str) {
+        let recorded = self.database_id(name).await;
+        let annotations = serde_json::json!({ "metadata": { "annotations": { "librechat.ai/replace-database": recorded } } });
+        dynamic(&self.client, &self.ns, "LibreChatInstance")
+            .patch(name, &PatchParams::default(), &Patch::Merge(&annotations))
+            .await
+            .unwrap();
+    }
+
     pub async fn wait_gone(&self, plural: &str, name: &str) {
         let ns = self.ns.clone();
         eventually(&format!("{plural}/{name} to be deleted"), || async {
