@@ -27,6 +27,8 @@ pub struct InstanceRef {
 /// A kind whose objects are applied to one LibreChatInstance.
 pub trait AppliedToInstance {
     fn instance_ref(&self) -> &InstanceRef;
+    /// The instance its status says it was applied to (`namespace/name`), if any.
+    fn applied_instance(&self) -> Option<&str>;
 }
 
 /// Implements [`AppliedToInstance`] for kinds whose spec holds `instance_ref`.
@@ -35,6 +37,9 @@ macro_rules! applied_to_instance {
         impl AppliedToInstance for $kind {
             fn instance_ref(&self) -> &InstanceRef {
                 &self.spec.instance_ref
+            }
+            fn applied_instance(&self) -> Option<&str> {
+                self.status.as_ref()?.instance.as_deref()
             }
         }
     )*};

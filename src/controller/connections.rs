@@ -188,10 +188,7 @@ impl Connections {
             Some(stores) => stores,
             None => self.stores_for(client, instance).await?,
         };
-        stores
-            .identity
-            .confirm(&stores.store, instance, false)
-            .await?;
+        stores.identity.confirm(&stores.store, instance).await?;
         Ok(stores)
     }
 

@@ -7,9 +7,14 @@
 //! meanwhile stays in force in the old database, a revoked invitation still works there, an
 //! account to delete stays. So the instance records its database's identity mark
 //! (`status.databaseId`, see `librechat::identity`), and a connection whose database has
-//! another mark, or none, is used for nothing until a person says the move is meant: the
-//! annotation [`REPLACE_DATABASE`] naming the mark being replaced. An instance nothing points
-//! at yet moves freely (there is nothing to strand).
+//! another mark, or none, is used for nothing until a person confirms the move: the
+//! annotation [`REPLACE_DATABASE`] naming the database moved to, as the refusal prints it.
+//!
+//! Only the instance's own check settles a database for an instance that recorded none yet
+//! (new, re-created, or its status lost): it has the dependents to judge by (see
+//! `instance::confirm_database`). A dependent waits for that.
+
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
@@ -19,16 +24,28 @@ use crate::api::LibreChatInstance;
 use crate::librechat::Store;
 
 /// The annotation on a LibreChatInstance that confirms its URI now reaches the database meant
-/// to replace the one recorded: its value is the recorded `status.databaseId`, so it confirms
-/// that one move only, and a later one is stopped again.
+/// to replace the one it recorded. Its value names that database as the refusal prints it
+/// (its mark, or `unmarked:<name>`), so an annotation written ahead of a URI change with a typo
+/// in it confirms nothing, and one left in place confirms no other move.
 pub const REPLACE_DATABASE: &str = "librechat.ai/replace-database";
 
-/// The database a connection was found to reach, once it is the instance's: checked once per
-/// connection (a URI change makes a new one), and again at each use while it is refused, so
-/// that the annotation confirming a move takes effect at once.
+/// How long a dependent waits for the instance's check to settle the database of an instance
+/// that recorded none yet (the first check after a start, an upgrade, a re-creation).
+const SETTLING: Duration = Duration::from_secs(30);
+
+/// How long a count of the objects pointing at an instance stands while its move is refused:
+/// the count is five LISTs, not to be repeated at every check.
+const POINTING_KEPT: Duration = Duration::from_secs(60);
+
+/// The database a connection was found to reach, once it is the instance's: settled once per
+/// connection (a URI change makes a new one) and looked at again by the instance's health
+/// check; a refusal is judged again at each call, so the annotation confirming a move takes
+/// effect at once.
 #[derive(Default)]
 pub struct DatabaseIdentity {
     confirmed: tokio::sync::Mutex<Option<String>>,
+    /// When objects were last found pointing at the instance while its move was refused.
+    pointed_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// What to do with a database, from the mark the instance recorded and the one found.
@@ -52,12 +69,49 @@ fn judge(recorded: Option<&str>, found: Option<&str>, may_move: bool) -> Verdict
     }
 }
 
+/// How a refusal names the database found, and the annotation's value confirming a move to
+/// it: its mark, or, for one with none, its name (no host or credential).
+fn destination(found: Option<&str>, store: &Store) -> String {
+    match found {
+        Some(mark) => mark.to_string(),
+        None => format!("unmarked:{}", store.database().name()),
+    }
+}
+
 impl DatabaseIdentity {
-    /// The mark of the database `store` reaches, when it is the one `instance` recorded (or
-    /// the instance recorded none yet, or `may_move`, or its annotation confirms the move).
-    /// Otherwise a `DatabaseChanged` problem saying what to do; an outage while reading the
-    /// mark is the outage's problem.
+    /// The mark this connection was settled on, if it was.
+    pub async fn settled(&self) -> Option<String> {
+        self.confirmed.lock().await.clone()
+    }
+
+    /// For a dependent: the mark of the database `store` reaches, once it is the one
+    /// `instance` recorded (or a move to it is confirmed). An instance that recorded none yet
+    /// is waited for a moment (its check settles it); otherwise a problem saying so.
     pub async fn confirm(
+        &self,
+        store: &Store,
+        instance: &LibreChatInstance,
+    ) -> Result<String, ConnectProblem> {
+        if recorded_mark(instance).is_some() {
+            return self.settle(store, instance, false).await;
+        }
+        let deadline = Instant::now() + SETTLING;
+        loop {
+            if let Some(mark) = self.settled().await {
+                return Ok(mark);
+            }
+            if Instant::now() >= deadline {
+                return Err(unsettled(instance));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The mark of the database `store` reaches, when it is the one `instance` recorded, or it
+    /// recorded none, or `may_move`, or the instance's annotation confirms the move to it.
+    /// Otherwise `DatabaseChanged`, saying what to do; an outage while reading the mark is
+    /// the outage's problem.
+    pub async fn settle(
         &self,
         store: &Store,
         instance: &LibreChatInstance,
@@ -69,43 +123,114 @@ impl DatabaseIdentity {
         }
         let recorded = recorded_mark(instance);
         let found = store.database_mark().await.map_err(ConnectProblem::store)?;
-        let may_move = may_move || move_confirmed(instance);
+        let moving_to = destination(found.as_deref(), store);
+        let may_move = may_move || move_confirmed(instance, &moving_to);
         let mark = match judge(recorded, found.as_deref(), may_move) {
             Verdict::Use(mark) => mark,
             Verdict::Mark => store.mark_database().await.map_err(ConnectProblem::store)?,
-            Verdict::Changed => return Err(changed(instance, recorded, found.as_deref())),
+            Verdict::Changed => return Err(changed(instance, recorded, &moving_to)),
         };
         *confirmed = Some(mark.clone());
         Ok(mark)
     }
+
+    /// Reads the mark again (the instance's health check): a database restored over, or a
+    /// host name pointed at another server, under the same URI, is judged anew.
+    pub async fn look_again(&self, store: &Store) -> Result<(), ConnectProblem> {
+        let found = store.database_mark().await.map_err(ConnectProblem::store)?;
+        let mut confirmed = self.confirmed.lock().await;
+        if confirmed.is_some() && *confirmed != found {
+            *confirmed = None;
+        }
+        Ok(())
+    }
+
+    /// Whether objects were found pointing at the instance within [`POINTING_KEPT`].
+    pub fn recently_pointed_at(&self) -> bool {
+        let seen = self.pointed_at.lock().unwrap_or_else(|p| p.into_inner());
+        seen.is_some_and(|at| at.elapsed() < POINTING_KEPT)
+    }
+
+    pub fn note_pointed_at(&self) {
+        *self.pointed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
 }
 
-fn recorded_mark(instance: &LibreChatInstance) -> Option<&str> {
+pub fn recorded_mark(instance: &LibreChatInstance) -> Option<&str> {
     let status = instance.status.as_ref()?;
     status.database_id.as_deref().filter(|m| !m.is_empty())
 }
 
-/// Whether the instance's annotation confirms moving away from the database it recorded.
-fn move_confirmed(instance: &LibreChatInstance) -> bool {
-    let replacing = instance.annotations().get(REPLACE_DATABASE);
-    replacing.is_some_and(|r| Some(r.trim()) == recorded_mark(instance))
+/// Whether the instance's annotation confirms a move to the database `moving_to` names.
+fn move_confirmed(instance: &LibreChatInstance, moving_to: &str) -> bool {
+    let confirmed = instance.annotations().get(REPLACE_DATABASE);
+    confirmed.is_some_and(|c| c.trim() == moving_to)
+}
+
+impl DatabaseIdentity {
+    /// Whether the instance, which recorded no database yet (new, re-created, or its status
+    /// lost), may settle on the one `store` reaches: yes when no object pointing at it was
+    /// applied (`applied`, their uids, listed only when needed), when the database holds the
+    /// operator's records of one of them, or when the annotation confirms the move. Otherwise
+    /// `DatabaseChanged`: they wrote elsewhere. A refusal stands for [`POINTING_KEPT`] (the
+    /// list is five LISTs), the annotation taking effect at once all the same.
+    pub async fn first_settling(
+        &self,
+        store: &Store,
+        instance: &LibreChatInstance,
+        applied: impl std::future::Future<Output = Result<Vec<String>, ConnectProblem>>,
+    ) -> Result<(), ConnectProblem> {
+        let found = store.database_mark().await.map_err(ConnectProblem::store)?;
+        let moving_to = destination(found.as_deref(), store);
+        if move_confirmed(instance, &moving_to) {
+            return Ok(());
+        }
+        let why = |objects: String| {
+            format!(
+            "the MongoDB URI reaches a database ({moving_to}) that holds none of the operator's records of {objects} applied to this instance, which has recorded no database yet (re-created, or its status lost)"
+        )
+        };
+        if self.recently_pointed_at() {
+            return Err(refusal(instance, why("the objects".into()), &moving_to));
+        }
+        let applied = applied.await?;
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let held = store
+            .uids_with_records(&applied)
+            .await
+            .map_err(ConnectProblem::store)?;
+        if !held.is_empty() {
+            return Ok(());
+        }
+        self.note_pointed_at();
+        Err(refusal(
+            instance,
+            why(format!("the {} object(s)", applied.len())),
+            &moving_to,
+        ))
+    }
 }
 
 fn changed(
     instance: &LibreChatInstance,
     recorded: Option<&str>,
-    found: Option<&str>,
+    moving_to: &str,
 ) -> ConnectProblem {
-    let recorded = recorded.unwrap_or_default();
-    let found = match found {
-        Some(mark) => format!("its identity mark is {mark}"),
-        None => "it has no identity mark".into(),
-    };
+    let why = format!(
+        "the MongoDB URI reaches another database ({moving_to}) than the one this instance's objects were written to ({})",
+        recorded.unwrap_or_default()
+    );
+    refusal(instance, why, moving_to)
+}
+
+fn refusal(instance: &LibreChatInstance, why: String, moving_to: &str) -> ConnectProblem {
     ConnectProblem {
         condition: condition::MONGO_REACHABLE,
         reason: reason::DATABASE_CHANGED,
         message: format!(
-            "the MongoDB URI reaches another database than the one this instance's objects were written to ({found}; the instance recorded {recorded}): nothing is written there, and the objects that point at this instance wait. If the URI is wrong, put the right one back in Secret '{secret}'; if this database is meant to replace the other (a migration, a restore without the operator's records), annotate the instance: kubectl annotate librechatinstance {name} -n {namespace} {REPLACE_DATABASE}={recorded}",
+            "{why}: nothing is written there, and the objects that point at this instance wait. If the URI is wrong, put the right one back in Secret '{secret}'. If this database is meant to replace the other (a migration, a restore without the operator's records), confirm the move: kubectl annotate --overwrite librechatinstance {name} -n {namespace} {REPLACE_DATABASE}={moving_to}. What the objects wrote in the other database (bans in force, live invitations, accounts to delete) then stays there",
             secret = instance.spec.mongo.uri_secret_ref.name,
             name = instance.name_any(),
             namespace = instance.namespace().unwrap_or_default(),
@@ -113,9 +238,23 @@ fn changed(
     }
 }
 
+/// An instance whose database its check has not settled yet.
+fn unsettled(instance: &LibreChatInstance) -> ConnectProblem {
+    ConnectProblem {
+        condition: condition::MONGO_REACHABLE,
+        reason: reason::INSTANCE_NOT_READY,
+        message: format!(
+            "LibreChatInstance {}/{} has not settled which database it writes to yet (its first check after a start, an upgrade or a re-creation); retrying",
+            instance.namespace().unwrap_or_default(),
+            instance.name_any()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{judge, Verdict};
+    use super::{judge, move_confirmed, Verdict, REPLACE_DATABASE};
+    use crate::api::LibreChatInstance;
 
     #[test]
     fn a_database_is_used_only_when_it_is_the_one_recorded_or_a_move_is_allowed() {
@@ -130,5 +269,21 @@ mod tests {
         // A move allowed: the new database's mark, or a new one.
         assert_eq!(judge(Some("a"), Some("b"), true), Verdict::Use("b".into()));
         assert_eq!(judge(Some("a"), None, true), Verdict::Mark);
+    }
+
+    #[test]
+    fn the_annotation_confirms_a_move_to_the_database_it_names_only() {
+        let mut instance: LibreChatInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatInstance",
+            "metadata": { "name": "lc", "namespace": "ns",
+                "annotations": { REPLACE_DATABASE: " unmarked:LibreChat_new " } },
+            "spec": { "mongo": { "uriSecretRef": { "name": "s", "key": "uri" } } }
+        }))
+        .unwrap();
+        assert!(move_confirmed(&instance, "unmarked:LibreChat_new"));
+        assert!(!move_confirmed(&instance, "unmarked:LibreChat_nwe"));
+        assert!(!move_confirmed(&instance, "64b7f0c2a1"));
+        instance.metadata.annotations = None;
+        assert!(!move_confirmed(&instance, "unmarked:LibreChat_new"));
     }
 }

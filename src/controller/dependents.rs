@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::Context;
 use super::target::points_at;
-use crate::api::common::InstanceRef;
+use crate::api::common::AppliedToInstance;
 use crate::api::{
     LibreChatGroup, LibreChatInstance, LibreChatRole, LibreChatUser, UserBan, UserInvite,
 };
@@ -23,6 +23,8 @@ struct Dependent {
     label: String,
     namespace: String,
     uid: String,
+    /// Its status says it was applied to the instance.
+    applied: bool,
 }
 
 /// `Kind namespace/name` of every object whose cleanup the deletion of `instance` waits for:
@@ -31,18 +33,40 @@ struct Dependent {
 /// namespace never admitted wrote nothing, so it cannot hold the deletion up: otherwise anybody
 /// who may create one object anywhere could keep the instance forever.
 pub async fn of(ctx: &Context, instance: &LibreChatInstance) -> Result<Vec<String>, kube::Error> {
-    let mut found = Vec::new();
-    found.extend(pointing::<LibreChatUser>(ctx, instance, |u| &u.spec.instance_ref).await?);
-    found.extend(pointing::<UserBan>(ctx, instance, |b| &b.spec.instance_ref).await?);
-    found.extend(pointing::<UserInvite>(ctx, instance, |i| &i.spec.instance_ref).await?);
-    found.extend(pointing::<LibreChatGroup>(ctx, instance, |g| &g.spec.instance_ref).await?);
-    found.extend(pointing::<LibreChatRole>(ctx, instance, |r| &r.spec.instance_ref).await?);
+    let found = every_kind_pointing(ctx, instance).await?;
     let instance_ns = instance.namespace().unwrap_or_default();
     let (mut waited_for, strangers): (Vec<_>, Vec<_>) = found
         .into_iter()
         .partition(|d| instance.spec.admits_namespace(&instance_ns, &d.namespace));
     waited_for.extend(strangers_that_wrote(ctx, instance, strangers).await);
     Ok(waited_for.into_iter().map(|d| d.label).collect())
+}
+
+/// The uids of the objects pointing at `instance` whose status says they were applied to it:
+/// what they wrote is in its database.
+pub async fn applied_uids(
+    ctx: &Context,
+    instance: &LibreChatInstance,
+) -> Result<Vec<String>, kube::Error> {
+    let found = every_kind_pointing(ctx, instance).await?;
+    Ok(found
+        .into_iter()
+        .filter(|d| d.applied)
+        .map(|d| d.uid)
+        .collect())
+}
+
+async fn every_kind_pointing(
+    ctx: &Context,
+    instance: &LibreChatInstance,
+) -> Result<Vec<Dependent>, kube::Error> {
+    let mut found = Vec::new();
+    found.extend(pointing::<LibreChatUser>(ctx, instance).await?);
+    found.extend(pointing::<UserBan>(ctx, instance).await?);
+    found.extend(pointing::<UserInvite>(ctx, instance).await?);
+    found.extend(pointing::<LibreChatGroup>(ctx, instance).await?);
+    found.extend(pointing::<LibreChatRole>(ctx, instance).await?);
+    Ok(found)
 }
 
 /// The objects of `strangers` (of namespaces the instance does not admit) that hold records
@@ -104,19 +128,21 @@ where
 async fn pointing<K>(
     ctx: &Context,
     instance: &LibreChatInstance,
-    reference: impl Fn(&K) -> &InstanceRef,
 ) -> Result<Vec<Dependent>, kube::Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + AppliedToInstance
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    let key = super::target::instance_key(instance);
     Ok(list_watched::<K>(ctx)
         .await?
         .iter()
-        .filter(|o| points_at(reference(o), *o, instance))
+        .filter(|o| points_at(o.instance_ref(), *o, instance))
         .map(|o| Dependent {
+            applied: o.applied_instance() == Some(key.as_str()),
             label: format!(
                 "{} {}/{}",
                 K::kind(&()),

@@ -12,8 +12,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
 use kube::ResourceExt;
 
-use super::connections::unavailable_reason;
+use super::connections::{unavailable_reason, ConnectProblem, Stores};
 use super::context::Context;
+use super::database_identity;
 use super::error::ReconcileError;
 use super::report::report;
 use super::status::now_rfc3339;
@@ -126,7 +127,7 @@ async fn cleanup(
 ) -> Result<Action, ReconcileError> {
     // The dependents' cleanups connect through the cached stores: a Secret rotated while the
     // instance is being deleted (the old credentials revoked) must reach them too.
-    let _ = ctx.connections.stores_for(&ctx.client, instance).await;
+    let stores = ctx.connections.stores_for(&ctx.client, instance).await;
     if !super::target::dependents_see_the_deletion(ctx, instance).await {
         let why = "waiting for the operator's watch of instances to see the deletion before listing what depends on it";
         return Err(ReconcileError::Blocked(why.into()));
@@ -139,8 +140,18 @@ async fn cleanup(
     }
     let shown: Vec<&str> = remaining.iter().take(10).map(String::as_str).collect();
     let more = remaining.len().saturating_sub(shown.len());
+    // Their cleanups run only in the instance's own database: when the URI reaches another,
+    // that is what holds them, and the administrators read it here.
+    let database = match &stores {
+        Ok(stores) => confirm_database(instance, ctx, stores).await.err(),
+        Err(_) => None,
+    };
+    let in_question = database
+        .filter(|p| p.reason == reason::DATABASE_CHANGED)
+        .map(|p| format!(". Their cleanups wait: {}", p.message))
+        .unwrap_or_default();
     let message = format!(
-        "deletion waits for {} object(s) that point at this instance: {}{}. Delete them first (their cleanups lift bans, revoke invites and delete or release accounts in this instance's database); the instance goes once they are gone",
+        "deletion waits for {} object(s) that point at this instance: {}{}. Delete them first (their cleanups lift bans, revoke invites and delete or release accounts in this instance's database); the instance goes once they are gone{in_question}",
         remaining.len(),
         shown.join(", "),
         if more > 0 { format!(" and {more} more") } else { String::new() }
@@ -321,31 +332,61 @@ async fn check(
 }
 
 /// The mark of the database the instance's connection reaches, when its objects may be
-/// written there: the database recorded, or any other while nothing points at the instance
-/// (there is nothing to strand). Checked before anything is written (indexes, terms).
+/// written there; checked before anything is written (indexes, terms), the mark read again at
+/// each check. The database is the instance's when it is the one recorded; when none is
+/// recorded, when the objects applied to the instance wrote there (or none was); and any
+/// while nothing points at the instance (there is nothing to strand) or the annotation
+/// confirms the move to it.
 async fn confirm_database(
     instance: &LibreChatInstance,
     ctx: &Context,
-    stores: &super::connections::Stores,
-) -> Result<String, super::connections::ConnectProblem> {
-    let judged = stores
-        .identity
-        .confirm(&stores.store, instance, false)
-        .await;
-    match judged {
+    stores: &Stores,
+) -> Result<String, ConnectProblem> {
+    let identity = &stores.identity;
+    identity.look_again(&stores.store).await?;
+    if let Some(mark) = identity.settled().await {
+        return Ok(mark);
+    }
+    if database_identity::recorded_mark(instance).is_none() {
+        let applied = async {
+            super::dependents::applied_uids(ctx, instance)
+                .await
+                .map_err(listing_failed)
+        };
+        identity
+            .first_settling(&stores.store, instance, applied)
+            .await?;
+    }
+    match identity.settle(&stores.store, instance, false).await {
         Err(p)
-            if p.reason == reason::DATABASE_CHANGED && nothing_points_at(ctx, instance).await =>
+            if p.reason == reason::DATABASE_CHANGED && !pointed_at(ctx, stores, instance).await =>
         {
-            stores.identity.confirm(&stores.store, instance, true).await
+            identity.settle(&stores.store, instance, true).await
         }
         judged => judged,
     }
 }
 
-async fn nothing_points_at(ctx: &Context, instance: &LibreChatInstance) -> bool {
-    super::dependents::of(ctx, instance)
+/// Whether any object points at the instance (a count that stands a minute while it does).
+async fn pointed_at(ctx: &Context, stores: &Stores, instance: &LibreChatInstance) -> bool {
+    if stores.identity.recently_pointed_at() {
+        return true;
+    }
+    let nothing = super::dependents::of(ctx, instance)
         .await
-        .is_ok_and(|remaining| remaining.is_empty())
+        .is_ok_and(|remaining| remaining.is_empty());
+    if !nothing {
+        stores.identity.note_pointed_at();
+    }
+    !nothing
+}
+
+fn listing_failed(e: kube::Error) -> ConnectProblem {
+    ConnectProblem {
+        condition: condition::MONGO_REACHABLE,
+        reason: reason::UNREACHABLE,
+        message: format!("could not list the objects that point at this instance, to tell whether the database the URI reaches is theirs: {e}; retrying"),
+    }
 }
 
 /// The longest the instance's stats go without a recount.
@@ -356,7 +397,7 @@ const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 async fn refresh_stats(
     instance: &LibreChatInstance,
     ctx: &Context,
-    stores: &super::connections::Stores,
+    stores: &Stores,
     status: &mut LibreChatInstanceStatus,
 ) -> Result<(), crate::librechat::StoreError> {
     // Counts are cheap: at least once a minute, so `kubectl get lci` is current soon after a

@@ -8,6 +8,7 @@
 //! a connection whose database is not the one its records are in.
 
 use mongodb::bson::{doc, oid::ObjectId, DateTime};
+use mongodb::options::WriteConcern;
 
 use super::deadline::MongoCall;
 use super::error::StoreError;
@@ -38,6 +39,9 @@ impl Store {
         let inserted = self
             .collection(IDENTITY)
             .insert_one(doc! { "_id": RECORD_ID, "mark": &mark, "markedAt": DateTime::now() })
+            // Acknowledged by a majority: a mark a failover rolled back would read, at the
+            // next connection, as another database.
+            .write_concern(WriteConcern::majority())
             .deadline("writing the database's identity mark")
             .await;
         match inserted {

@@ -302,7 +302,8 @@ async fn an_account_verified_in_the_old_database_is_verified_again_in_the_new_on
         .unwrap();
     // The move is meant: a person confirms it (an account points at the instance, so the
     // instance would otherwise stop, `DatabaseChanged`).
-    w.confirm_database_move("lc").await;
+    w.confirm_database_move("lc", &format!("unmarked:{restored_to}"))
+        .await;
     w.secret(
         "lc-stores",
         &[

@@ -637,8 +637,13 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
         )
         .await;
     let told = condition(&stopped, "Ready").unwrap().message;
+    let unmarked = format!("unmarked:{typo}");
     assert!(
-        told.contains(&recorded) && told.contains("librechat.ai/replace-database"),
+        told.contains(&recorded)
+            && told.contains(&format!(
+                "--overwrite librechatinstance lc -n {} librechat.ai/replace-database={unmarked}",
+                w.ns
+            )),
         "{told}"
     );
     assert_eq!(condition(&stopped, "Stalled").unwrap().status, "True");
@@ -674,9 +679,21 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
         .await;
     assert!(w.find_user("new@example.com").await.is_some());
 
-    // A move that is meant: confirmed, the instance goes on in the other database, marked.
-    w.confirm_database_move("lc").await;
+    // A confirmation names the database moved to: one written ahead of a URI change that
+    // reaches another (a typo again) confirms nothing.
+    let meant = format!("unmarked:{}_meant", w.db_name);
+    w.confirm_database_move("lc", &meant).await;
     point_at(&w, &typo).await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "Ready",
+        "False",
+        Some("DatabaseChanged"),
+    )
+    .await;
+    // A move that is meant, confirmed as printed: the instance goes on there, marked.
+    w.confirm_database_move("lc", &unmarked).await;
     let moved = eventually("the instance to record the other database", || async {
         let obj = w.get("librechatinstances", "lc").await?;
         let id = obj.pointer("/status/databaseId")?.as_str()?;
@@ -693,7 +710,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
     })
     .await;
 
-    // That confirmation named the database it replaced: it lets no move back through.
+    // That confirmation named the database moved to: it lets no move back through.
     point_at(&w, &w.db_name).await;
     w.wait_condition(
         "librechatinstances",
@@ -703,7 +720,77 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
         Some("DatabaseChanged"),
     )
     .await;
-    w.confirm_database_move("lc").await;
+    w.confirm_database_move("lc", &recorded).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    assert_eq!(w.database_id("lc").await, recorded);
+    let _ = other.drop().await;
+}
+
+/// An instance forced out while objects it wrote for remain, then re-created (as their
+/// statuses advise) with its Secret pointing at another database: the new object has no record
+/// of its database. Before, it took whichever database its URI reached, and the cleanups
+/// waiting for it ran there: a ban deleted meanwhile found nothing to lift, let its object go,
+/// and stayed in force where it was written. Now a re-created instance settles only on a
+/// database that holds the records of the objects applied to it.
+#[tokio::test]
+async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to() {
+    let mut w = World::with_instance("inst-recreated", json!({})).await;
+    let ban = json!({ "instanceRef": { "name": "lc" }, "ip": "203.0.113.10", "until": "2099-01-01T00:00:00Z" });
+    w.apply("UserBan", "by-ip", ban).await;
+    w.wait_condition("userbans", "by-ip", "Ready", "True", Some("Banned"))
+        .await;
+    let recorded = w.database_id("lc").await;
+    let logs = w.db.collection::<mongodb::bson::Document>("logs");
+    let ban_in_force = || async {
+        logs.find_one(mongodb::bson::doc! { "key": "BANS:203.0.113.10" })
+            .await
+            .unwrap()
+            .is_some()
+    };
+    w.force_out_instance("lc", ("userbans", "by-ip")).await;
+    w.delete("UserBan", "by-ip").await;
+    w.wait_condition("userbans", "by-ip", "Ready", "False", Some("DeleteBlocked"))
+        .await;
+
+    // Re-created later (an operator that still held the old connection would lift the ban
+    // through it, in the right database: a restart has none).
+    w.stop_operator();
+    let typo = format!("{}_typo", w.db_name);
+    let other = w.db.client().database(&typo);
+    point_at(&w, &typo).await;
+    w.apply_instance_of_stores("lc", json!({})).await;
+    w.start_operator();
+    let stopped = w
+        .wait_condition(
+            "librechatinstances",
+            "lc",
+            "Ready",
+            "False",
+            Some("DatabaseChanged"),
+        )
+        .await;
+    let told = condition(&stopped, "Ready").unwrap().message;
+    assert!(
+        told.contains("holds none of the operator's records"),
+        "{told}"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    assert!(
+        w.get("userbans", "by-ip").await.is_some(),
+        "the ban's object went without its ban being lifted"
+    );
+    assert!(ban_in_force().await);
+    let written = other.list_collection_names().await.unwrap();
+    assert!(
+        written.is_empty(),
+        "written in the other database: {written:?}"
+    );
+
+    // The right URI: the instance settles on its database, and the ban is lifted there.
+    point_at(&w, &w.db_name).await;
+    w.wait_gone("userbans", "by-ip").await;
+    assert!(!ban_in_force().await, "the ban was not lifted");
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
     assert_eq!(w.database_id("lc").await, recorded);

@@ -257,11 +257,10 @@ impl World {
         .await
     }
 
-    /// Confirms, as a person would, that instance `name` may move away from the database it
-    /// records: the annotation naming that database's mark.
-    pub async fn confirm_database_move(&self, name: &str) {
-        let recorded = self.database_id(name).await;
-        let annotations = serde_json::json!({ "metadata": { "annotations": { "librechat.ai/replace-database": recorded } } });
+    /// Confirms, as a person would, that instance `name` may move to the database `destination`
+    /// names (its mark, or `unmarked:<database name>`): the annotation a refusal prints.
+    pub async fn confirm_database_move(&self, name: &str, destination: &str) {
+        let annotations = serde_json::json!({ "metadata": { "annotations": { "librechat.ai/replace-database": destination } } });
         dynamic(&self.client, &self.ns, "LibreChatInstance")
             .patch(name, &PatchParams::default(), &Patch::Merge(&annotations))
             .await
