@@ -46,6 +46,10 @@ pub struct DatabaseIdentity {
     confirmed: tokio::sync::Mutex<Option<String>>,
     /// When objects were last found pointing at the instance while its move was refused.
     pointed_at: std::sync::Mutex<Option<Instant>>,
+    /// The last outage an attempt to settle met, and when.
+    outage: std::sync::Mutex<Option<(Instant, ConnectProblem)>>,
+    /// The instance's check has handed the settled mark to its status once.
+    handed_to_status: std::sync::atomic::AtomicBool,
 }
 
 /// What to do with a database, from the mark the instance recorded and the one found.
@@ -117,21 +121,40 @@ impl DatabaseIdentity {
         instance: &LibreChatInstance,
         may_move: bool,
     ) -> Result<String, ConnectProblem> {
+        let asked = Instant::now();
         let mut confirmed = self.confirmed.lock().await;
         if let Some(mark) = confirmed.as_ref() {
             return Ok(mark.clone());
         }
+        // Those who queued behind an attempt that met an outage take its answer, rather than
+        // each waiting out the store's deadline in turn.
+        if let Some(problem) = self.failed_since(asked) {
+            return Err(problem);
+        }
+        let failed = |e| {
+            let problem = ConnectProblem::store(e);
+            *self.outage.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), problem.clone()));
+            problem
+        };
         let recorded = recorded_mark(instance);
-        let found = store.database_mark().await.map_err(ConnectProblem::store)?;
+        let found = store.database_mark().await.map_err(failed)?;
         let moving_to = destination(found.as_deref(), store);
         let may_move = may_move || move_confirmed(instance, &moving_to);
         let mark = match judge(recorded, found.as_deref(), may_move) {
             Verdict::Use(mark) => mark,
-            Verdict::Mark => store.mark_database().await.map_err(ConnectProblem::store)?,
+            Verdict::Mark => store.mark_database().await.map_err(failed)?,
             Verdict::Changed => return Err(changed(instance, recorded, &moving_to)),
         };
         *confirmed = Some(mark.clone());
         Ok(mark)
+    }
+
+    /// The outage an attempt that ended after `asked` met.
+    fn failed_since(&self, asked: Instant) -> Option<ConnectProblem> {
+        let outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, problem) = outage.as_ref()?;
+        (*at >= asked).then(|| problem.clone())
     }
 
     /// Reads the mark again (the instance's health check): a database restored over, or a
@@ -143,6 +166,15 @@ impl DatabaseIdentity {
             *confirmed = None;
         }
         Ok(())
+    }
+
+    /// Whether the instance's status lacks the settled `mark` although a check of this
+    /// connection already handed it over: the API server dropped the field (a CRD older than
+    /// the operator). Notes the hand-over for the next check.
+    pub fn record_lost(&self, instance: &LibreChatInstance, mark: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        let handed = self.handed_to_status.swap(true, Ordering::Relaxed);
+        handed && recorded_mark(instance) != Some(mark)
     }
 
     /// Whether objects were found pointing at the instance within [`POINTING_KEPT`].
@@ -253,8 +285,27 @@ fn unsettled(instance: &LibreChatInstance) -> ConnectProblem {
 
 #[cfg(test)]
 mod tests {
-    use super::{judge, move_confirmed, Verdict, REPLACE_DATABASE};
+    use super::{judge, move_confirmed, DatabaseIdentity, Verdict, REPLACE_DATABASE};
     use crate::api::LibreChatInstance;
+
+    #[test]
+    fn a_mark_the_status_did_not_keep_is_told_from_the_second_check_on() {
+        let mut instance: LibreChatInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatInstance",
+            "metadata": { "name": "lc", "namespace": "ns" },
+            "spec": { "mongo": { "uriSecretRef": { "name": "s", "key": "uri" } } }
+        }))
+        .unwrap();
+        let identity = DatabaseIdentity::default();
+        // First check: nothing recorded yet, nothing lost.
+        assert!(!identity.record_lost(&instance, "m"));
+        // The status did not keep it: said.
+        assert!(identity.record_lost(&instance, "m"));
+        // Kept: nothing to say.
+        instance.status = Some(Default::default());
+        instance.status.as_mut().unwrap().database_id = Some("m".into());
+        assert!(!identity.record_lost(&instance, "m"));
+    }
 
     #[test]
     fn a_database_is_used_only_when_it_is_the_one_recorded_or_a_move_is_allowed() {

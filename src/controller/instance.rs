@@ -260,7 +260,12 @@ async fn check(
     let mut notes = Vec::new();
     if mongo_ok {
         match confirm_database(instance, ctx, &stores).await {
-            Ok(mark) => status.database_id = Some(mark),
+            Ok(mark) => {
+                if stores.identity.record_lost(instance, &mark) {
+                    notes.push(PRUNED_DATABASE_ID.into());
+                }
+                status.database_id = Some(mark);
+            }
             Err(problem) => {
                 let stopped = Cond::new(condition::READY, false, problem.reason, problem.message);
                 return (vec![mongo, redis, stopped], false);
@@ -388,6 +393,10 @@ fn listing_failed(e: kube::Error) -> ConnectProblem {
         message: format!("could not list the objects that point at this instance, to tell whether the database the URI reaches is theirs: {e}; retrying"),
     }
 }
+
+/// What an instance whose API server drops `status.databaseId` says: the protection against a
+/// URI switched to another database needs it.
+const PRUNED_DATABASE_ID: &str = "status.databaseId is not kept (the LibreChatInstance CRD in the cluster is older than this operator): apply the chart's CRDs (files/crds), or a URI switched to another database goes unnoticed";
 
 /// The longest the instance's stats go without a recount.
 const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
