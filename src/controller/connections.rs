@@ -299,7 +299,7 @@ impl Connections {
                         Default::default(),
                         self.deletion_guard_of(&mongo_fingerprint),
                         NEXT_DATABASE_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                        Default::default(),
+                        Arc::new(DatabaseIdentity::new(mongo_uri.trim())),
                     )
                 }
             };

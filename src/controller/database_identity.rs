@@ -38,18 +38,36 @@ const SETTLING: Duration = Duration::from_secs(30);
 const POINTING_KEPT: Duration = Duration::from_secs(60);
 
 /// The database a connection was found to reach, once it is the instance's: settled once per
-/// connection (a URI change makes a new one) and looked at again by the instance's health
-/// check; a refusal is judged again at each call, so the annotation confirming a move takes
-/// effect at once.
-#[derive(Default)]
+/// connection (a URI change makes a new one) by the instance's check, and looked at again by
+/// its health check. Dependents only use what the check settled (or the mark it recorded).
 pub struct DatabaseIdentity {
+    /// The connection's servers, as a database with no mark is named (see [`destination`]).
+    servers: String,
     confirmed: tokio::sync::Mutex<Option<String>>,
-    /// When objects were last found pointing at the instance while its move was refused.
-    pointed_at: std::sync::Mutex<Option<Instant>>,
     /// The last outage an attempt to settle met, and when.
     outage: std::sync::Mutex<Option<(Instant, ConnectProblem)>>,
+    /// The instance's check refuses this database (`DatabaseChanged`): told at once to the
+    /// dependents waiting for it.
+    refused: std::sync::Mutex<Option<ConnectProblem>>,
+    /// When the check last found objects pointing at the instance while refusing a move.
+    pointed_at: std::sync::Mutex<Option<Instant>>,
+    /// The check's last refusal for want of the applied objects' records, and when.
+    unproven: std::sync::Mutex<Option<(Instant, ConnectProblem)>>,
+    /// A check of this connection found it may settle on a first database.
+    first_passed: std::sync::atomic::AtomicBool,
     /// The instance's check has handed the settled mark to its status once.
     handed_to_status: std::sync::atomic::AtomicBool,
+}
+
+/// How much leeway a judgement of the database has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Leeway {
+    /// Only the database recorded (a dependent: only the instance's check moves it).
+    Recorded,
+    /// Also the database the instance's annotation confirms a move to.
+    Annotated,
+    /// Any (nothing points at the instance).
+    Any,
 }
 
 /// What to do with a database, from the mark the instance recorded and the one found.
@@ -73,53 +91,85 @@ fn judge(recorded: Option<&str>, found: Option<&str>, may_move: bool) -> Verdict
     }
 }
 
-/// How a refusal names the database found, and the annotation's value confirming a move to
-/// it: its mark, or, for one with none, its name (no host or credential).
-fn destination(found: Option<&str>, store: &Store) -> String {
-    match found {
-        Some(mark) => mark.to_string(),
-        None => format!("unmarked:{}", store.database().name()),
-    }
+/// The servers of a MongoDB URI (its scheme and hosts, lower-cased and sorted; no user,
+/// password or option), as 8 hex digits of their SHA-256.
+fn servers_of(uri: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("", uri));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let mut hosts: Vec<String> = hosts
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    hosts.sort();
+    let digest = Sha256::digest(format!("{scheme}://{}", hosts.join(",")));
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl DatabaseIdentity {
+    /// The identity of a connection through `uri`, not settled yet.
+    pub fn new(uri: &str) -> Self {
+        DatabaseIdentity {
+            servers: servers_of(uri),
+            confirmed: Default::default(),
+            outage: Default::default(),
+            refused: Default::default(),
+            pointed_at: Default::default(),
+            unproven: Default::default(),
+            first_passed: Default::default(),
+            handed_to_status: Default::default(),
+        }
+    }
+
+    /// How a refusal names the database found, and the annotation's value confirming a move to
+    /// it: its mark, or, for one with none, its name and servers.
+    fn destination(&self, found: Option<&str>, store: &Store) -> String {
+        match found {
+            Some(mark) => mark.to_string(),
+            None => format!("unmarked:{}@{}", store.database().name(), self.servers),
+        }
+    }
+
     /// The mark this connection was settled on, if it was.
     pub async fn settled(&self) -> Option<String> {
         self.confirmed.lock().await.clone()
     }
 
     /// For a dependent: the mark of the database `store` reaches, once it is the one
-    /// `instance` recorded (or a move to it is confirmed). An instance that recorded none yet
-    /// is waited for a moment (its check settles it); otherwise a problem saying so.
+    /// `instance` recorded. An instance that recorded none yet is waited for a moment (its
+    /// check settles it, or refuses it: said at once).
     pub async fn confirm(
         &self,
         store: &Store,
         instance: &LibreChatInstance,
     ) -> Result<String, ConnectProblem> {
         if recorded_mark(instance).is_some() {
-            return self.settle(store, instance, false).await;
+            return self.settle(store, instance, Leeway::Recorded).await;
         }
         let deadline = Instant::now() + SETTLING;
         loop {
             if let Some(mark) = self.settled().await {
                 return Ok(mark);
             }
+            if let Some(refused) = kept(&self.refused) {
+                return Err(refused);
+            }
             if Instant::now() >= deadline {
-                return Err(unsettled(instance));
+                return Err(unsettled());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// The mark of the database `store` reaches, when it is the one `instance` recorded, or it
-    /// recorded none, or `may_move`, or the instance's annotation confirms the move to it.
-    /// Otherwise `DatabaseChanged`, saying what to do; an outage while reading the mark is
-    /// the outage's problem.
+    /// recorded none, or the `leeway` allows a move to it. Otherwise `DatabaseChanged`,
+    /// saying what to do; an outage while reading the mark is the outage's problem.
     pub async fn settle(
         &self,
         store: &Store,
         instance: &LibreChatInstance,
-        may_move: bool,
+        leeway: Leeway,
     ) -> Result<String, ConnectProblem> {
         let asked = Instant::now();
         let mut confirmed = self.confirmed.lock().await;
@@ -139,8 +189,9 @@ impl DatabaseIdentity {
         };
         let recorded = recorded_mark(instance);
         let found = store.database_mark().await.map_err(failed)?;
-        let moving_to = destination(found.as_deref(), store);
-        let may_move = may_move || move_confirmed(instance, &moving_to);
+        let moving_to = self.destination(found.as_deref(), store);
+        let may_move = leeway == Leeway::Any
+            || (leeway == Leeway::Annotated && move_confirmed(instance, &moving_to));
         let mark = match judge(recorded, found.as_deref(), may_move) {
             Verdict::Use(mark) => mark,
             Verdict::Mark => store.mark_database().await.map_err(failed)?,
@@ -157,12 +208,23 @@ impl DatabaseIdentity {
         (*at >= asked).then(|| problem.clone())
     }
 
+    /// The instance's check's verdict, for the dependents waiting on it: a refusal, or none.
+    pub fn publish(&self, verdict: Option<&ConnectProblem>) {
+        let refused = verdict
+            .filter(|p| p.reason == reason::DATABASE_CHANGED)
+            .cloned();
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+    }
+
     /// Reads the mark again (the instance's health check): a database restored over, or a
     /// host name pointed at another server, under the same URI, is judged anew.
     pub async fn look_again(&self, store: &Store) -> Result<(), ConnectProblem> {
-        let found = store.database_mark().await.map_err(ConnectProblem::store)?;
         let mut confirmed = self.confirmed.lock().await;
-        if confirmed.is_some() && *confirmed != found {
+        if confirmed.is_none() {
+            return Ok(());
+        }
+        let found = store.database_mark().await.map_err(ConnectProblem::store)?;
+        if *confirmed != found {
             *confirmed = None;
         }
         Ok(())
@@ -186,6 +248,65 @@ impl DatabaseIdentity {
     pub fn note_pointed_at(&self) {
         *self.pointed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
+
+    /// Whether the instance, which recorded no database yet (new, re-created, or its status
+    /// lost), may settle on the one `store` reaches: yes when none of the objects applied to
+    /// it keeps records now (`keeping`, their uids, listed only when needed), when the
+    /// database holds the operator's records of one of them, or when the annotation confirms
+    /// the move. Otherwise `DatabaseChanged`: they wrote elsewhere. A refusal stands for
+    /// [`POINTING_KEPT`] (the list is five LISTs), the annotation taking effect at once all
+    /// the same; a pass stands for the connection.
+    pub async fn first_settling(
+        &self,
+        store: &Store,
+        instance: &LibreChatInstance,
+        keeping: impl std::future::Future<Output = Result<Vec<String>, ConnectProblem>>,
+    ) -> Result<(), ConnectProblem> {
+        use std::sync::atomic::Ordering;
+        if self.first_passed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let found = store.database_mark().await.map_err(ConnectProblem::store)?;
+        let moving_to = self.destination(found.as_deref(), store);
+        let passes = match move_confirmed(instance, &moving_to) {
+            true => true,
+            false => match kept_for(&self.unproven, POINTING_KEPT) {
+                Some(refusal) => return Err(refusal),
+                None => {
+                    let uids = keeping.await?;
+                    uids.is_empty()
+                        || store
+                            .any_records(&uids)
+                            .await
+                            .map_err(ConnectProblem::store)?
+                }
+            },
+        };
+        if passes {
+            self.first_passed.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let why = format!(
+            "the MongoDB URI reaches a database ({moving_to}) that holds none of the operator's records of the objects applied to this instance, which has recorded no database yet (re-created, or its status lost)"
+        );
+        let refused = refusal(instance, why, &moving_to);
+        *self.unproven.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), refused.clone()));
+        Err(refused)
+    }
+}
+
+fn kept(slot: &std::sync::Mutex<Option<ConnectProblem>>) -> Option<ConnectProblem> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn kept_for(
+    slot: &std::sync::Mutex<Option<(Instant, ConnectProblem)>>,
+    within: Duration,
+) -> Option<ConnectProblem> {
+    let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let (at, problem) = slot.as_ref()?;
+    (at.elapsed() < within).then(|| problem.clone())
 }
 
 pub fn recorded_mark(instance: &LibreChatInstance) -> Option<&str> {
@@ -197,52 +318,6 @@ pub fn recorded_mark(instance: &LibreChatInstance) -> Option<&str> {
 fn move_confirmed(instance: &LibreChatInstance, moving_to: &str) -> bool {
     let confirmed = instance.annotations().get(REPLACE_DATABASE);
     confirmed.is_some_and(|c| c.trim() == moving_to)
-}
-
-impl DatabaseIdentity {
-    /// Whether the instance, which recorded no database yet (new, re-created, or its status
-    /// lost), may settle on the one `store` reaches: yes when no object pointing at it was
-    /// applied (`applied`, their uids, listed only when needed), when the database holds the
-    /// operator's records of one of them, or when the annotation confirms the move. Otherwise
-    /// `DatabaseChanged`: they wrote elsewhere. A refusal stands for [`POINTING_KEPT`] (the
-    /// list is five LISTs), the annotation taking effect at once all the same.
-    pub async fn first_settling(
-        &self,
-        store: &Store,
-        instance: &LibreChatInstance,
-        applied: impl std::future::Future<Output = Result<Vec<String>, ConnectProblem>>,
-    ) -> Result<(), ConnectProblem> {
-        let found = store.database_mark().await.map_err(ConnectProblem::store)?;
-        let moving_to = destination(found.as_deref(), store);
-        if move_confirmed(instance, &moving_to) {
-            return Ok(());
-        }
-        let why = |objects: String| {
-            format!(
-            "the MongoDB URI reaches a database ({moving_to}) that holds none of the operator's records of {objects} applied to this instance, which has recorded no database yet (re-created, or its status lost)"
-        )
-        };
-        if self.recently_pointed_at() {
-            return Err(refusal(instance, why("the objects".into()), &moving_to));
-        }
-        let applied = applied.await?;
-        if applied.is_empty() {
-            return Ok(());
-        }
-        let held = store
-            .uids_with_records(&applied)
-            .await
-            .map_err(ConnectProblem::store)?;
-        if !held.is_empty() {
-            return Ok(());
-        }
-        self.note_pointed_at();
-        Err(refusal(
-            instance,
-            why(format!("the {} object(s)", applied.len())),
-            &moving_to,
-        ))
-    }
 }
 
 fn changed(
@@ -271,15 +346,11 @@ fn refusal(instance: &LibreChatInstance, why: String, moving_to: &str) -> Connec
 }
 
 /// An instance whose database its check has not settled yet.
-fn unsettled(instance: &LibreChatInstance) -> ConnectProblem {
+fn unsettled() -> ConnectProblem {
     ConnectProblem {
         condition: condition::MONGO_REACHABLE,
         reason: reason::INSTANCE_NOT_READY,
-        message: format!(
-            "LibreChatInstance {}/{} has not settled which database it writes to yet (its first check after a start, an upgrade or a re-creation); retrying",
-            instance.namespace().unwrap_or_default(),
-            instance.name_any()
-        ),
+        message: "its check has not settled which database it writes to yet (the first check after a start, an upgrade or a re-creation); retrying".into(),
     }
 }
 
@@ -289,6 +360,25 @@ mod tests {
     use crate::api::LibreChatInstance;
 
     #[test]
+    fn an_unmarked_database_is_named_by_its_servers_not_by_credentials() {
+        use super::servers_of;
+        let one = servers_of("mongodb://u:p@db-0:27017,db-1:27017/LibreChat?replicaSet=rs");
+        assert_eq!(
+            one,
+            servers_of("mongodb://other:pw@DB-1:27017,db-0:27017/LibreChat")
+        );
+        assert_ne!(
+            one,
+            servers_of("mongodb://u:p@db-2:27017,db-1:27017/LibreChat")
+        );
+        assert_ne!(
+            one,
+            servers_of("mongodb+srv://u:p@db-0:27017,db-1:27017/LibreChat")
+        );
+        assert_eq!(one.len(), 8);
+    }
+
+    #[test]
     fn a_mark_the_status_did_not_keep_is_told_from_the_second_check_on() {
         let mut instance: LibreChatInstance = serde_json::from_value(serde_json::json!({
             "apiVersion": "librechat.ai/v1alpha1", "kind": "LibreChatInstance",
@@ -296,7 +386,7 @@ mod tests {
             "spec": { "mongo": { "uriSecretRef": { "name": "s", "key": "uri" } } }
         }))
         .unwrap();
-        let identity = DatabaseIdentity::default();
+        let identity = DatabaseIdentity::new("mongodb://db-0:27017/LibreChat");
         // First check: nothing recorded yet, nothing lost.
         assert!(!identity.record_lost(&instance, "m"));
         // The status did not keep it: said.

@@ -23,8 +23,8 @@ struct Dependent {
     label: String,
     namespace: String,
     uid: String,
-    /// Its status says it was applied to the instance.
-    applied: bool,
+    /// Its status says it was applied to the instance, and it keeps records there now.
+    keeps_records: bool,
 }
 
 /// `Kind namespace/name` of every object whose cleanup the deletion of `instance` waits for:
@@ -42,18 +42,51 @@ pub async fn of(ctx: &Context, instance: &LibreChatInstance) -> Result<Vec<Strin
     Ok(waited_for.into_iter().map(|d| d.label).collect())
 }
 
-/// The uids of the objects pointing at `instance` whose status says they were applied to it:
-/// what they wrote is in its database.
-pub async fn applied_uids(
+/// The uids of the objects pointing at `instance` that its database keeps records of now,
+/// by what their status says: applied to it, and (a ban) in force.
+pub async fn keeping_records(
     ctx: &Context,
     instance: &LibreChatInstance,
 ) -> Result<Vec<String>, kube::Error> {
     let found = every_kind_pointing(ctx, instance).await?;
     Ok(found
         .into_iter()
-        .filter(|d| d.applied)
+        .filter(|d| d.keeps_records)
         .map(|d| d.uid)
         .collect())
+}
+
+/// Whether an object applied to its instance keeps records in its database while it lives:
+/// an account's claim, a group's or role's record, a ban's share while it is in force. An
+/// invitation's record goes once it is used or expired.
+trait KeepsRecords {
+    fn keeps_records(&self) -> bool;
+}
+
+impl KeepsRecords for LibreChatUser {
+    fn keeps_records(&self) -> bool {
+        true
+    }
+}
+impl KeepsRecords for LibreChatGroup {
+    fn keeps_records(&self) -> bool {
+        true
+    }
+}
+impl KeepsRecords for LibreChatRole {
+    fn keeps_records(&self) -> bool {
+        true
+    }
+}
+impl KeepsRecords for UserBan {
+    fn keeps_records(&self) -> bool {
+        self.status.as_ref().and_then(|s| s.active) == Some(true)
+    }
+}
+impl KeepsRecords for UserInvite {
+    fn keeps_records(&self) -> bool {
+        false
+    }
 }
 
 async fn every_kind_pointing(
@@ -101,6 +134,21 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    collect_watched(ctx, Some).await
+}
+
+/// What `keep` makes of each object of kind `K` in the watched namespaces, read page by page:
+/// a page is let go before the next is read.
+async fn collect_watched<K, T>(
+    ctx: &Context,
+    mut keep: impl FnMut(K) -> Option<T>,
+) -> Result<Vec<T>, kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     let apis: Vec<Api<K>> = if ctx.settings.namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
@@ -115,7 +163,7 @@ where
         let mut params = ListParams::default().limit(PAGE);
         loop {
             let page = api.list(&params).await?;
-            all.extend(page.items);
+            all.extend(page.items.into_iter().filter_map(&mut keep));
             match page.metadata.continue_.filter(|token| !token.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
                 None => break,
@@ -132,17 +180,14 @@ async fn pointing<K>(
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + AppliedToInstance
+        + KeepsRecords
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
     let key = super::target::instance_key(instance);
-    Ok(list_watched::<K>(ctx)
-        .await?
-        .iter()
-        .filter(|o| points_at(o.instance_ref(), *o, instance))
-        .map(|o| Dependent {
-            applied: o.applied_instance() == Some(key.as_str()),
+    collect_watched(ctx, |o: K| {
+        points_at(o.instance_ref(), &o, instance).then(|| Dependent {
             label: format!(
                 "{} {}/{}",
                 K::kind(&()),
@@ -151,6 +196,8 @@ where
             ),
             namespace: o.namespace().unwrap_or_default(),
             uid: o.uid().unwrap_or_default(),
+            keeps_records: o.applied_instance() == Some(key.as_str()) && o.keeps_records(),
         })
-        .collect())
+    })
+    .await
 }

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 
 use super::connections::{unavailable_reason, ConnectProblem, Stores};
 use super::context::Context;
-use super::database_identity;
+use super::database_identity::{self, Leeway};
 use super::error::ReconcileError;
 use super::report::report;
 use super::status::now_rfc3339;
@@ -132,6 +132,13 @@ async fn cleanup(
         let why = "waiting for the operator's watch of instances to see the deletion before listing what depends on it";
         return Err(ReconcileError::Blocked(why.into()));
     }
+    // The dependents' cleanups run only in the instance's own database, settled here as in a
+    // check (before the list below, whose look at other namespaces' records goes through it):
+    // when the URI reaches another, that is what holds them, and the administrators read it.
+    let database = match &stores {
+        Ok(stores) => confirm_database(instance, ctx, stores).await.err(),
+        Err(_) => None,
+    };
     let remaining = super::dependents::of(ctx, instance).await?;
     if remaining.is_empty() {
         ctx.connections.forget(instance).await;
@@ -140,12 +147,6 @@ async fn cleanup(
     }
     let shown: Vec<&str> = remaining.iter().take(10).map(String::as_str).collect();
     let more = remaining.len().saturating_sub(shown.len());
-    // Their cleanups run only in the instance's own database: when the URI reaches another,
-    // that is what holds them, and the administrators read it here.
-    let database = match &stores {
-        Ok(stores) => confirm_database(instance, ctx, stores).await.err(),
-        Err(_) => None,
-    };
     let in_question = database
         .filter(|p| p.reason == reason::DATABASE_CHANGED)
         .map(|p| format!(". Their cleanups wait: {}", p.message))
@@ -339,10 +340,20 @@ async fn check(
 /// The mark of the database the instance's connection reaches, when its objects may be
 /// written there; checked before anything is written (indexes, terms), the mark read again at
 /// each check. The database is the instance's when it is the one recorded; when none is
-/// recorded, when the objects applied to the instance wrote there (or none was); and any
-/// while nothing points at the instance (there is nothing to strand) or the annotation
-/// confirms the move to it.
+/// recorded, when the objects applied to the instance wrote there (or none keeps records);
+/// and any while nothing points at the instance (there is nothing to strand) or the
+/// annotation confirms the move to it. The verdict is told to the dependents waiting on it.
 async fn confirm_database(
+    instance: &LibreChatInstance,
+    ctx: &Context,
+    stores: &Stores,
+) -> Result<String, ConnectProblem> {
+    let judged = judge_database(instance, ctx, stores).await;
+    stores.identity.publish(judged.as_ref().err());
+    judged
+}
+
+async fn judge_database(
     instance: &LibreChatInstance,
     ctx: &Context,
     stores: &Stores,
@@ -353,20 +364,21 @@ async fn confirm_database(
         return Ok(mark);
     }
     if database_identity::recorded_mark(instance).is_none() {
-        let applied = async {
-            super::dependents::applied_uids(ctx, instance)
+        let keeping = async {
+            super::dependents::keeping_records(ctx, instance)
                 .await
                 .map_err(listing_failed)
         };
         identity
-            .first_settling(&stores.store, instance, applied)
+            .first_settling(&stores.store, instance, keeping)
             .await?;
     }
-    match identity.settle(&stores.store, instance, false).await {
+    let store = &stores.store;
+    match identity.settle(store, instance, Leeway::Annotated).await {
         Err(p)
             if p.reason == reason::DATABASE_CHANGED && !pointed_at(ctx, stores, instance).await =>
         {
-            identity.settle(&stores.store, instance, true).await
+            identity.settle(store, instance, Leeway::Any).await
         }
         judged => judged,
     }

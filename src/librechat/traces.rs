@@ -10,7 +10,7 @@ use mongodb::bson::{doc, Bson, Document};
 use super::access::ACCESS_RECORDS;
 use super::bans::SHARES;
 use super::collections::OWNERS;
-use super::deadline::DrainFind;
+use super::deadline::{DrainFind, MongoCall};
 use super::error::StoreError;
 use super::invites::RECORDS as INVITE_RECORDS;
 use super::plugins::PLUGIN_RECORDS;
@@ -53,6 +53,28 @@ impl Store {
         let asked: HashSet<&str> = uids.iter().map(String::as_str).collect();
         found.retain(|uid| asked.contains(uid.as_str()));
         Ok(found)
+    }
+}
+
+impl Store {
+    /// Whether the operator keeps any record for one of `uids`: at most one small read per
+    /// record field, stopping at the first found.
+    pub async fn any_records(&self, uids: &[String]) -> Result<bool, StoreError> {
+        if uids.is_empty() {
+            return Ok(false);
+        }
+        for (collection, field) in OWNER_FIELDS {
+            let one = self
+                .collection(collection)
+                .find_one(doc! { field: { "$in": uids.to_vec() } })
+                .projection(doc! { "_id": 1 })
+                .deadline("reading the operator's records")
+                .await?;
+            if one.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

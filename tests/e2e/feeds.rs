@@ -300,10 +300,6 @@ async fn an_account_verified_in_the_old_database_is_verified_again_in_the_new_on
         .insert_one(&account)
         .await
         .unwrap();
-    // The move is meant: a person confirms it (an account points at the instance, so the
-    // instance would otherwise stop, `DatabaseChanged`).
-    w.confirm_database_move("lc", &format!("unmarked:{restored_to}"))
-        .await;
     w.secret(
         "lc-stores",
         &[
@@ -312,10 +308,18 @@ async fn an_account_verified_in_the_old_database_is_verified_again_in_the_new_on
         ],
     )
     .await;
+    // The move is meant: a person confirms it (an account points at the instance, so the
+    // instance stops, `DatabaseChanged`, until then).
+    let confirmed = w.confirm_printed_database_move("lc").await;
+    assert!(
+        confirmed.starts_with(&format!("unmarked:{restored_to}@")),
+        "{confirmed}"
+    );
     let let_go = within(Duration::from_secs(40), || async {
         let obj = w.get("librechatusers", "restored").await?;
         let ready = condition(&obj, "Ready")?;
-        (ready.status == "False").then_some(ready.reason)
+        // Waiting for the instance (its move not confirmed yet) is not letting go.
+        (ready.status == "False" && ready.reason != "InstanceNotReady").then_some(ready.reason)
     })
     .await;
     let records = new_db

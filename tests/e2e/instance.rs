@@ -637,7 +637,8 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
         )
         .await;
     let told = condition(&stopped, "Ready").unwrap().message;
-    let unmarked = format!("unmarked:{typo}");
+    let unmarked = printed_destination(&told);
+    assert!(unmarked.starts_with(&format!("unmarked:{typo}@")), "{told}");
     assert!(
         told.contains(&recorded)
             && told.contains(&format!(
@@ -679,9 +680,26 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
         .await;
     assert!(w.find_user("new@example.com").await.is_some());
 
-    // A confirmation names the database moved to: one written ahead of a URI change that
-    // reaches another (a typo again) confirms nothing.
-    let meant = format!("unmarked:{}_meant", w.db_name);
+    // A confirmation names the database moved to: one written ahead of a URI change (naming
+    // the database left, or another one meant) confirms no move to another (a typo again).
+    w.confirm_database_move("lc", &recorded).await;
+    point_at(&w, &typo).await;
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "Ready",
+        "False",
+        Some("DatabaseChanged"),
+    )
+    .await;
+    point_at(&w, &w.db_name).await;
+    w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    let meant = format!(
+        "unmarked:{}_meant@{}",
+        w.db_name,
+        unmarked.rsplit('@').next().unwrap()
+    );
     w.confirm_database_move("lc", &meant).await;
     point_at(&w, &typo).await;
     w.wait_condition(
@@ -775,6 +793,16 @@ async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to
         told.contains("holds none of the operator's records"),
         "{told}"
     );
+    // The ban's lifting is told why it waits (at once, not after waiting out the check).
+    eventually("the ban to name the database problem", || async {
+        let obj = w.get("userbans", "by-ip").await?;
+        let ready = condition(&obj, "Ready")?;
+        ready
+            .message
+            .contains("holds none of the operator's records")
+            .then_some(())
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     assert!(
         w.get("userbans", "by-ip").await.is_some(),
@@ -795,6 +823,76 @@ async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to
         .await;
     assert_eq!(w.database_id("lc").await, recorded);
     let _ = other.drop().await;
+}
+
+/// An upgrade from a build that wrote no identity mark: the instance's status has no
+/// `databaseId` and its database no mark. The objects applied to it hold no records now (a
+/// ban that ended keeps its status but not its share): the instance is taken as new, settles
+/// on its own database without stopping, and marks it; the ban's status does not move.
+#[tokio::test]
+async fn an_upgrade_marks_the_database_the_instance_already_uses() {
+    let mut w = World::with_instance("inst-upgrade", json!({})).await;
+    let ban = json!({ "instanceRef": { "name": "lc" }, "ip": "203.0.113.11", "duration": "3s" });
+    w.apply("UserBan", "brief", ban).await;
+    let ended = w
+        .wait_condition("userbans", "brief", "Ready", "True", Some("Expired"))
+        .await;
+    let since = condition(&ended, "Ready").unwrap().last_transition_time;
+    let before = w.database_id("lc").await;
+
+    // As an earlier build left them.
+    w.stop_operator();
+    w.db.collection::<mongodb::bson::Document>("librechat_operator_database")
+        .drop()
+        .await
+        .unwrap();
+    let unrecorded = json!({ "status": { "databaseId": null } });
+    dynamic(&w.client, &w.ns, "LibreChatInstance")
+        .patch_status(
+            "lc",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&unrecorded),
+        )
+        .await
+        .unwrap();
+    assert!(w
+        .get("librechatinstances", "lc")
+        .await
+        .unwrap()
+        .pointer("/status/databaseId")
+        .is_none());
+    w.start_operator();
+
+    let marked = eventually("the instance to record its database again", || async {
+        let obj = w.get("librechatinstances", "lc").await?;
+        let id = obj.pointer("/status/databaseId")?.as_str()?.to_string();
+        Some(id)
+    })
+    .await;
+    assert_ne!(marked, before, "a new mark");
+    let obj = w
+        .wait_condition("librechatinstances", "lc", "Ready", "True", None)
+        .await;
+    assert!(
+        !w.event_reasons("lc")
+            .await
+            .contains(&"DatabaseChanged".to_string()),
+        "{obj}"
+    );
+    let mark =
+        w.db.collection::<mongodb::bson::Document>("librechat_operator_database")
+            .find_one(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .and_then(|d| d.get_str("mark").ok().map(str::to_string));
+    assert_eq!(mark.as_deref(), Some(marked.as_str()));
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let ban = w.get("userbans", "brief").await.unwrap();
+    assert_eq!(
+        condition(&ban, "Ready").unwrap().last_transition_time,
+        since,
+        "the ban's status moved: {ban}"
+    );
 }
 
 /// Points this world's instance Secret at database `db`.

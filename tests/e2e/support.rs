@@ -267,6 +267,24 @@ impl World {
             .unwrap();
     }
 
+    /// Waits for instance `name` to refuse its database (`DatabaseChanged`) and confirms the
+    /// move as printed there, as a person would; returns the value confirmed.
+    pub async fn confirm_printed_database_move(&self, name: &str) -> String {
+        let stopped = self
+            .wait_condition(
+                "librechatinstances",
+                name,
+                "Ready",
+                "False",
+                Some("DatabaseChanged"),
+            )
+            .await;
+        let told = condition(&stopped, "Ready").unwrap().message;
+        let destination = printed_destination(&told);
+        self.confirm_database_move(name, &destination).await;
+        destination
+    }
+
     pub async fn wait_gone(&self, plural: &str, name: &str) {
         let ns = self.ns.clone();
         eventually(&format!("{plural}/{name} to be deleted"), || async {
@@ -373,6 +391,15 @@ impl Drop for World {
     fn drop(&mut self) {
         self.stop_operator();
     }
+}
+
+/// The database a `DatabaseChanged` message prints as the annotation's value.
+pub fn printed_destination(message: &str) -> String {
+    let after = message
+        .split("librechat.ai/replace-database=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no annotation printed: {message}"));
+    after.split(['.', ' ']).next().unwrap().to_string()
 }
 
 pub fn merge(base: &mut Value, extra: Value) {
