@@ -208,12 +208,20 @@ impl DatabaseIdentity {
         (*at >= asked).then(|| problem.clone())
     }
 
-    /// The instance's check's verdict, for the dependents waiting on it: a refusal, or none.
-    pub fn publish(&self, verdict: Option<&ConnectProblem>) {
-        let refused = verdict
-            .filter(|p| p.reason == reason::DATABASE_CHANGED)
-            .cloned();
-        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = refused;
+    /// The instance's check's verdict, for the dependents waiting on it: a refusal is told, a
+    /// settled database clears it, an outage leaves it as it was.
+    pub fn publish(&self, verdict: &Result<String, ConnectProblem>) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match verdict {
+            Ok(_) => *refused = None,
+            Err(p) if p.reason == reason::DATABASE_CHANGED => *refused = Some(p.clone()),
+            Err(_) => {}
+        }
+    }
+
+    /// The refusal last told.
+    pub fn refusal(&self) -> Option<ConnectProblem> {
+        kept(&self.refused)
     }
 
     /// Reads the mark again (the instance's health check): a database restored over, or a
@@ -226,6 +234,9 @@ impl DatabaseIdentity {
         let found = store.database_mark().await.map_err(ConnectProblem::store)?;
         if *confirmed != found {
             *confirmed = None;
+            // Judged anew from the start: the records too, where none is recorded.
+            self.first_passed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }

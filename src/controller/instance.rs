@@ -136,7 +136,11 @@ async fn cleanup(
     // check (before the list below, whose look at other namespaces' records goes through it):
     // when the URI reaches another, that is what holds them, and the administrators read it.
     let database = match &stores {
-        Ok(stores) => confirm_database(instance, ctx, stores).await.err(),
+        Ok(stores) => {
+            let judged = confirm_database(instance, ctx, stores).await;
+            // An outage while refused keeps the refusal said (no message alternating).
+            judged.err().and_then(|_| stores.identity.refusal())
+        }
         Err(_) => None,
     };
     let remaining = super::dependents::of(ctx, instance).await?;
@@ -261,12 +265,12 @@ async fn check(
     let mut notes = Vec::new();
     if mongo_ok {
         match confirm_database(instance, ctx, &stores).await {
-            Ok(mark) => {
-                if stores.identity.record_lost(instance, &mark) {
-                    notes.push(PRUNED_DATABASE_ID.into());
-                }
-                status.database_id = Some(mark);
-            }
+            // Not set again once the API server is seen dropping it: each check would
+            // otherwise write the status anew.
+            Ok(mark) => match stores.identity.record_lost(instance, &mark) {
+                true => notes.push(PRUNED_DATABASE_ID.into()),
+                false => status.database_id = Some(mark),
+            },
             Err(problem) => {
                 let stopped = Cond::new(condition::READY, false, problem.reason, problem.message);
                 return (vec![mongo, redis, stopped], false);
@@ -349,7 +353,7 @@ async fn confirm_database(
     stores: &Stores,
 ) -> Result<String, ConnectProblem> {
     let judged = judge_database(instance, ctx, stores).await;
-    stores.identity.publish(judged.as_ref().err());
+    stores.identity.publish(&judged);
     judged
 }
 
@@ -359,7 +363,9 @@ async fn judge_database(
     stores: &Stores,
 ) -> Result<String, ConnectProblem> {
     let identity = &stores.identity;
-    identity.look_again(&stores.store).await?;
+    // A re-read that fails (a slow read after a quick ping) keeps the database settled: only
+    // another mark stops the instance; the next check reads again.
+    let _ = identity.look_again(&stores.store).await;
     if let Some(mark) = identity.settled().await {
         return Ok(mark);
     }

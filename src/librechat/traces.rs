@@ -63,15 +63,18 @@ impl Store {
         if uids.is_empty() {
             return Ok(false);
         }
-        for (collection, field) in OWNER_FIELDS {
-            let one = self
-                .collection(collection)
-                .find_one(doc! { field: { "$in": uids.to_vec() } })
-                .projection(doc! { "_id": 1 })
-                .deadline("reading the operator's records")
-                .await?;
-            if one.is_some() {
-                return Ok(true);
+        // A thousand uids a read: one found is enough, and a query has a size limit.
+        for some in uids.chunks(1000) {
+            for (collection, field) in OWNER_FIELDS {
+                let one = self
+                    .collection(collection)
+                    .find_one(doc! { field: { "$in": some.to_vec() } })
+                    .projection(doc! { "_id": 1 })
+                    .deadline("reading the operator's records")
+                    .await?;
+                if one.is_some() {
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
