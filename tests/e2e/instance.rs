@@ -616,26 +616,11 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
         marks(w.db.clone()).await.as_deref(),
         Some(recorded.as_str())
     );
-    let ban_in_force = || async {
-        w.db.collection::<mongodb::bson::Document>("logs")
-            .find_one(mongodb::bson::doc! { "key": "BANS:203.0.113.9" })
-            .await
-            .unwrap()
-            .is_some()
-    };
 
     let typo = format!("{}_typo", w.db_name);
     let other = w.db.client().database(&typo);
     point_at(&w, &typo).await;
-    let stopped = w
-        .wait_condition(
-            "librechatinstances",
-            "lc",
-            "Ready",
-            "False",
-            Some("DatabaseChanged"),
-        )
-        .await;
+    let stopped = refused_database(&w).await;
     let told = condition(&stopped, "Ready").unwrap().message;
     let unmarked = printed_destination(&told);
     assert!(unmarked.starts_with(&format!("unmarked:{typo}@")), "{told}");
@@ -668,14 +653,14 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
     );
     assert!(w.get("userbans", "by-ip").await.is_some());
     assert!(
-        ban_in_force().await,
+        ban_in_force(&w).await,
         "the ban was lifted elsewhere, or not at all"
     );
 
     // The right URI back: everything goes on where it was.
     point_at(&w, &w.db_name).await;
     w.wait_gone("userbans", "by-ip").await;
-    assert!(!ban_in_force().await, "the ban was not lifted");
+    assert!(!ban_in_force(&w).await, "the ban was not lifted");
     w.wait_condition("librechatusers", "new", "Ready", "True", None)
         .await;
     assert!(w.find_user("new@example.com").await.is_some());
@@ -684,14 +669,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
     // the database left, or another one meant) confirms no move to another (a typo again).
     w.confirm_database_move("lc", &recorded).await;
     point_at(&w, &typo).await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "Ready",
-        "False",
-        Some("DatabaseChanged"),
-    )
-    .await;
+    refused_database(&w).await;
     point_at(&w, &w.db_name).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
@@ -702,14 +680,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
     );
     w.confirm_database_move("lc", &meant).await;
     point_at(&w, &typo).await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "Ready",
-        "False",
-        Some("DatabaseChanged"),
-    )
-    .await;
+    refused_database(&w).await;
     // A move that is meant, confirmed as printed: the instance goes on there, marked.
     w.confirm_database_move("lc", &unmarked).await;
     let moved = eventually("the instance to record the other database", || async {
@@ -730,14 +701,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
 
     // That confirmation named the database moved to: it lets no move back through.
     point_at(&w, &w.db_name).await;
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "Ready",
-        "False",
-        Some("DatabaseChanged"),
-    )
-    .await;
+    refused_database(&w).await;
     w.confirm_database_move("lc", &recorded).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
@@ -754,18 +718,11 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
 #[tokio::test]
 async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to() {
     let mut w = World::with_instance("inst-recreated", json!({})).await;
-    let ban = json!({ "instanceRef": { "name": "lc" }, "ip": "203.0.113.10", "until": "2099-01-01T00:00:00Z" });
+    let ban = json!({ "instanceRef": { "name": "lc" }, "ip": "203.0.113.9", "until": "2099-01-01T00:00:00Z" });
     w.apply("UserBan", "by-ip", ban).await;
     w.wait_condition("userbans", "by-ip", "Ready", "True", Some("Banned"))
         .await;
     let recorded = w.database_id("lc").await;
-    let logs = w.db.collection::<mongodb::bson::Document>("logs");
-    let ban_in_force = || async {
-        logs.find_one(mongodb::bson::doc! { "key": "BANS:203.0.113.10" })
-            .await
-            .unwrap()
-            .is_some()
-    };
     w.force_out_instance("lc", ("userbans", "by-ip")).await;
     w.delete("UserBan", "by-ip").await;
     w.wait_condition("userbans", "by-ip", "Ready", "False", Some("DeleteBlocked"))
@@ -779,15 +736,7 @@ async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to
     point_at(&w, &typo).await;
     w.apply_instance_of_stores("lc", json!({})).await;
     w.start_operator();
-    let stopped = w
-        .wait_condition(
-            "librechatinstances",
-            "lc",
-            "Ready",
-            "False",
-            Some("DatabaseChanged"),
-        )
-        .await;
+    let stopped = refused_database(&w).await;
     let told = condition(&stopped, "Ready").unwrap().message;
     assert!(
         told.contains("holds none of the operator's records"),
@@ -808,7 +757,7 @@ async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to
         w.get("userbans", "by-ip").await.is_some(),
         "the ban's object went without its ban being lifted"
     );
-    assert!(ban_in_force().await);
+    assert!(ban_in_force(&w).await);
     let written = other.list_collection_names().await.unwrap();
     assert!(
         written.is_empty(),
@@ -818,7 +767,7 @@ async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to
     // The right URI: the instance settles on its database, and the ban is lifted there.
     point_at(&w, &w.db_name).await;
     w.wait_gone("userbans", "by-ip").await;
-    assert!(!ban_in_force().await, "the ban was not lifted");
+    assert!(!ban_in_force(&w).await, "the ban was not lifted");
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
     assert_eq!(w.database_id("lc").await, recorded);
@@ -893,6 +842,27 @@ async fn an_upgrade_marks_the_database_the_instance_already_uses() {
         since,
         "the ban's status moved: {ban}"
     );
+}
+
+/// Whether the IP ban of the database tests is in force in the world's database.
+async fn ban_in_force(w: &World) -> bool {
+    w.db.collection::<mongodb::bson::Document>("logs")
+        .find_one(mongodb::bson::doc! { "key": "BANS:203.0.113.9" })
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// Waits for the world's instance to refuse its database; returns the instance.
+async fn refused_database(w: &World) -> Value {
+    w.wait_condition(
+        "librechatinstances",
+        "lc",
+        "Ready",
+        "False",
+        Some("DatabaseChanged"),
+    )
+    .await
 }
 
 /// Points this world's instance Secret at database `db`.
