@@ -620,7 +620,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
     let typo = format!("{}_typo", w.db_name);
     let other = w.db.client().database(&typo);
     point_at(&w, &typo).await;
-    let stopped = refused_database(&w).await;
+    let stopped = w.refused_database("lc").await;
     let told = condition(&stopped, "Ready").unwrap().message;
     let unmarked = printed_destination(&told);
     assert!(unmarked.starts_with(&format!("unmarked:{typo}@")), "{told}");
@@ -669,7 +669,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
     // the database left, or another one meant) confirms no move to another (a typo again).
     w.confirm_database_move("lc", &recorded).await;
     point_at(&w, &typo).await;
-    refused_database(&w).await;
+    w.refused_database("lc").await;
     point_at(&w, &w.db_name).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
@@ -680,7 +680,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
     );
     w.confirm_database_move("lc", &meant).await;
     point_at(&w, &typo).await;
-    refused_database(&w).await;
+    w.refused_database("lc").await;
     // A move that is meant, confirmed as printed: the instance goes on there, marked.
     w.confirm_database_move("lc", &unmarked).await;
     let moved = eventually("the instance to record the other database", || async {
@@ -701,7 +701,7 @@ async fn a_uri_switched_to_another_database_stops_the_instance_until_confirmed()
 
     // That confirmation named the database moved to: it lets no move back through.
     point_at(&w, &w.db_name).await;
-    refused_database(&w).await;
+    w.refused_database("lc").await;
     w.confirm_database_move("lc", &recorded).await;
     w.wait_condition("librechatinstances", "lc", "Ready", "True", None)
         .await;
@@ -736,7 +736,7 @@ async fn a_re_created_instance_settles_only_on_the_database_its_objects_wrote_to
     point_at(&w, &typo).await;
     w.apply_instance_of_stores("lc", json!({})).await;
     w.start_operator();
-    let stopped = refused_database(&w).await;
+    let stopped = w.refused_database("lc").await;
     let told = condition(&stopped, "Ready").unwrap().message;
     assert!(
         told.contains("holds none of the operator's records"),
@@ -851,18 +851,6 @@ async fn ban_in_force(w: &World) -> bool {
         .await
         .unwrap()
         .is_some()
-}
-
-/// Waits for the world's instance to refuse its database; returns the instance.
-async fn refused_database(w: &World) -> Value {
-    w.wait_condition(
-        "librechatinstances",
-        "lc",
-        "Ready",
-        "False",
-        Some("DatabaseChanged"),
-    )
-    .await
 }
 
 /// Points this world's instance Secret at database `db`.

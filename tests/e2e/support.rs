@@ -267,18 +267,22 @@ impl World {
             .unwrap();
     }
 
+    /// Waits for instance `name` to refuse its database (`DatabaseChanged`); returns it.
+    pub async fn refused_database(&self, name: &str) -> Value {
+        self.wait_condition(
+            "librechatinstances",
+            name,
+            "Ready",
+            "False",
+            Some("DatabaseChanged"),
+        )
+        .await
+    }
+
     /// Waits for instance `name` to refuse its database (`DatabaseChanged`) and confirms the
     /// move as printed there, as a person would; returns the value confirmed.
     pub async fn confirm_printed_database_move(&self, name: &str) -> String {
-        let stopped = self
-            .wait_condition(
-                "librechatinstances",
-                name,
-                "Ready",
-                "False",
-                Some("DatabaseChanged"),
-            )
-            .await;
+        let stopped = self.refused_database(name).await;
         let told = condition(&stopped, "Ready").unwrap().message;
         let destination = printed_destination(&told);
         self.confirm_database_move(name, &destination).await;
